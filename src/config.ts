@@ -1,0 +1,143 @@
+// Environment → typed configuration. The one place that reads process.env for the gateway's
+// own settings; a bad value stops the start with one line naming the variable.
+
+export interface Config {
+  port: number;
+  host: string;
+  databasePath: string;
+  dataDir: string;
+  apiKey: string | null;
+  redisUrl: string | null;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  publicUrl: string | null;
+  bodyLimitBytes: number;
+  corsOrigins: string[];
+  /** Remote platform endpoints (instance fields override these). */
+  discordApiUrl: string | null;
+  slackApiUrl: string | null;
+  whatsappWsUrl: string | null;
+  /** Pipeline tuning. */
+  pipeline: {
+    maxAttempts: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    conversationBacklog: number;
+    globalBacklog: number;
+    agentConcurrency: number;
+    prefetch: number;
+    actorIdleMs: number;
+    maxActiveActors: number;
+  };
+  leo: {
+    bearerToken: string | null;
+    subscriptionKey: string | null;
+    workflowId: string | null;
+    apiBaseUrl: string | null;
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
+    super(`${variable}: ${problem}`);
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function pick(env: Env, names: string[]): [string, string] | undefined {
+  for (const n of names) {
+    const v = env[n];
+    if (v !== undefined && v !== '') return [n, v];
+  }
+  return undefined;
+}
+
+function int(env: Env, names: string[], def: number, min: number, max: number): number {
+  const found = pick(env, names);
+  if (!found) return def;
+  const [name, raw] = found;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(name, `must be an integer, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function url(env: Env, names: string[], protocols: string[]): string | null {
+  const found = pick(env, names);
+  if (!found) return null;
+  const [name, raw] = found;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `must be a URL, got "${raw}"`);
+  }
+  if (!protocols.includes(u.protocol)) {
+    throw new ConfigError(name, `must use ${protocols.join(' or ')}, got "${u.protocol}"`);
+  }
+  return raw.replace(/\/+$/, '');
+}
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+export function loadConfig(env: Env = process.env): Config {
+  const port = int(env, ['PORT', 'AUTOMAGIK_OMNI_API_PORT'], 8882, 0, 65535);
+  const hostFound = pick(env, ['HOST', 'AUTOMAGIK_OMNI_API_HOST']);
+  const host = hostFound ? hostFound[1] : '0.0.0.0';
+  if (hostFound && !/^[A-Za-z0-9.:\-\[\]]+$/.test(host)) {
+    throw new ConfigError(hostFound[0], `must be a host name or address, got "${host}"`);
+  }
+  const dbFound = pick(env, ['DATABASE_PATH', 'AUTOMAGIK_OMNI_SQLITE_DATABASE_PATH']);
+  const databasePath = dbFound ? dbFound[1] : './data/switchboard.db';
+  const keyFound = pick(env, ['SWITCHBOARD_API_KEY', 'AUTOMAGIK_OMNI_API_KEY']);
+  if (keyFound && keyFound[1].length < 16) {
+    throw new ConfigError(keyFound[0], 'must be at least 16 characters');
+  }
+  const levelFound = pick(env, ['LOG_LEVEL', 'AUTOMAGIK_OMNI_LOG_LEVEL']);
+  const logLevel = (levelFound ? levelFound[1].toLowerCase() : 'info') as Config['logLevel'];
+  if (!LEVELS.includes(logLevel)) {
+    throw new ConfigError(levelFound![0], `must be one of ${LEVELS.join(', ')}, got "${levelFound![1]}"`);
+  }
+  const corsRaw = pick(env, ['CORS_ORIGINS', 'AUTOMAGIK_OMNI_CORS_ORIGINS']);
+  const corsOrigins = corsRaw ? corsRaw[1].split(',').map((s) => s.trim()).filter(Boolean) : [];
+  for (const o of corsOrigins) {
+    if (o !== '*' && !/^https?:\/\/[^/]+$/.test(o)) throw new ConfigError(corsRaw![0], `"${o}" is not an origin like https://example.com`);
+  }
+  const dataDir = databasePath === ':memory:' ? './data' : databasePath.replace(/\/[^/]*$/, '') || '.';
+
+  return {
+    port,
+    host,
+    databasePath,
+    dataDir,
+    apiKey: keyFound ? keyFound[1] : null,
+    redisUrl: url(env, ['REDIS_URL'], ['redis:', 'rediss:']),
+    logLevel,
+    publicUrl: url(env, ['PUBLIC_URL'], ['http:', 'https:']),
+    bodyLimitBytes: int(env, ['BODY_LIMIT_BYTES'], 1024 * 1024, 1024, 100 * 1024 * 1024),
+    corsOrigins,
+    discordApiUrl: url(env, ['DISCORD_API_URL'], ['http:', 'https:']),
+    slackApiUrl: url(env, ['SLACK_API_URL'], ['http:', 'https:']),
+    whatsappWsUrl: url(env, ['WHATSAPP_WS_URL'], ['ws:', 'wss:']),
+    pipeline: {
+      maxAttempts: int(env, ['PIPELINE_MAX_ATTEMPTS'], 5, 1, 100),
+      retryBaseMs: int(env, ['PIPELINE_RETRY_BASE_MS'], 500, 1, 600_000),
+      retryMaxMs: int(env, ['PIPELINE_RETRY_MAX_MS'], 30_000, 1, 3_600_000),
+      conversationBacklog: int(env, ['CONVERSATION_BACKLOG_LIMIT'], 1000, 1, 1_000_000),
+      globalBacklog: int(env, ['GLOBAL_BACKLOG_LIMIT'], 100_000, 1, 100_000_000),
+      agentConcurrency: int(env, ['AGENT_CONCURRENCY'], 64, 1, 10_000),
+      prefetch: int(env, ['CONVERSATION_PREFETCH'], 16, 1, 1000),
+      actorIdleMs: int(env, ['ACTOR_IDLE_MS'], 60_000, 10, 86_400_000),
+      maxActiveActors: int(env, ['MAX_ACTIVE_ACTORS'], 10_000, 1, 10_000_000),
+    },
+    leo: {
+      bearerToken: pick(env, ['LEO_BEARER_TOKEN'])?.[1] ?? null,
+      subscriptionKey: pick(env, ['LEO_SUBSCRIPTION_KEY'])?.[1] ?? null,
+      workflowId: pick(env, ['LEO_WORKFLOW_ID'])?.[1] ?? null,
+      apiBaseUrl: url(env, ['LEO_API_BASE_URL'], ['http:', 'https:']),
+    },
+  };
+}
