@@ -1,0 +1,184 @@
+// WebSocket fan-out: 1,000 subscribers on one conversation; a producer emits N deltas.
+// Compares the StreamHub behind /ws (coalesced and uncoalesced) with raw Bun pub/sub
+// (`server.publish` to a topic, one frame per delta) in the same run.
+//
+//   bun bench/fanout.ts [--clients 1000] [--deltas 2000]
+//
+// Clients are real Bun WebSocket clients in this same process, so client parsing competes with
+// the server for the CPU in every variant alike. Stops by itself (hard cap ~50 s).
+
+import { Elysia } from 'elysia';
+import { StreamHub } from '../src/stream/hub.ts';
+import { wsRoutes } from '../src/stream/ws.ts';
+
+const arg = (name: string, fallback: number) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+};
+const CLIENTS = arg('clients', 1000);
+const DELTAS = arg('deltas', 2000);
+const YIELD_EVERY = 10; // the producer yields to the event loop every 10 deltas, like a streamed agent
+const HARD_DEADLINE = Date.now() + 50_000;
+
+const turn = { instanceId: 'inst-bench', conversationId: 'conv-bench', turnId: 'turn-bench', messageId: 'msg-bench' };
+const deltaText = (i: number) => `tok${i} `;
+const expectedText = Array.from({ length: DELTAS }, (_, i) => deltaText(i)).join('');
+
+interface ClientState {
+  ws: WebSocket;
+  frames: number;
+  text: string;
+  resyncs: number;
+  done: boolean;
+}
+
+type Variant = { name: string; result: Result };
+interface Result {
+  ms: number;
+  framesPerClient: number;
+  resyncs: number;
+  correct: number;
+  completed: number;
+}
+
+async function openClients(url: string, onFrame: (c: ClientState, data: any) => void, afterOpen?: (ws: WebSocket) => void) {
+  const clients: ClientState[] = [];
+  for (let start = 0; start < CLIENTS; start += 100) {
+    const batch = Array.from({ length: Math.min(100, CLIENTS - start) }, () => {
+      const c: ClientState = { ws: new WebSocket(url), frames: 0, text: '', resyncs: 0, done: false };
+      c.ws.onmessage = (e) => onFrame(c, JSON.parse(String(e.data)));
+      clients.push(c);
+      return new Promise<void>((resolve, reject) => {
+        c.ws.onopen = () => {
+          afterOpen?.(c.ws);
+          resolve();
+        };
+        c.ws.onerror = () => reject(new Error('client failed to connect'));
+      });
+    });
+    await Promise.all(batch);
+  }
+  return clients;
+}
+
+async function waitAll(clients: ClientState[], pred: (c: ClientState) => boolean) {
+  while (!clients.every(pred)) {
+    if (Date.now() > HARD_DEADLINE) return false;
+    await Bun.sleep(2);
+  }
+  return true;
+}
+
+async function closeAll(clients: ClientState[]) {
+  for (const c of clients) c.ws.close();
+  await Bun.sleep(50);
+}
+
+async function runHub(coalesceMs: number): Promise<Result> {
+  const hub = new StreamHub({ coalesceMs, keepaliveMs: 0 });
+  const app = new Elysia()
+    .use(wsRoutes({ hub, authenticate: (key) => (key === 'sk-bench' ? { instanceIds: null } : null) }))
+    .listen({ port: 0, hostname: '127.0.0.1' });
+  const url = `ws://127.0.0.1:${app.server!.port}/ws?apiKey=sk-bench`;
+
+  let subscribed = 0;
+  const clients = await openClients(url, (c, msg) => {
+    if (msg.type === 'subscribed') return void subscribed++;
+    c.frames++;
+    if (msg.type === 'resync') {
+      c.resyncs++;
+      c.text = msg.snapshot.text;
+      if (msg.snapshot.status !== 'running') c.done = true;
+      return;
+    }
+    const p = msg.payload;
+    if (p?.type === 'TEXT_MESSAGE_CONTENT') c.text += p.delta;
+    else if (p?.type === 'RUN_FINISHED') c.done = true;
+  }, (ws) => ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'], filters: { conversationId: turn.conversationId } })));
+  while (subscribed < CLIENTS && Date.now() < HARD_DEADLINE) await Bun.sleep(2);
+
+  const t0 = performance.now();
+  hub.runStarted(turn);
+  for (let i = 0; i < DELTAS; i++) {
+    hub.delta(turn.turnId, deltaText(i));
+    if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((r) => setImmediate(r));
+  }
+  hub.runFinished(turn.turnId, expectedText);
+  await waitAll(clients, (c) => c.done);
+  const ms = performance.now() - t0;
+
+  const result: Result = {
+    ms,
+    framesPerClient: clients.reduce((n, c) => n + c.frames, 0) / clients.length,
+    resyncs: hub.stats().resyncsTotal,
+    correct: clients.filter((c) => c.text === expectedText).length,
+    completed: clients.filter((c) => c.done).length,
+  };
+  await closeAll(clients);
+  hub.close();
+  app.server!.stop(true);
+  return result;
+}
+
+async function runRawPublish(): Promise<Result> {
+  const topic = 'conv-bench';
+  const server = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch(req, srv) {
+      return srv.upgrade(req) ? undefined : new Response('upgrade required', { status: 426 });
+    },
+    websocket: {
+      open(ws) {
+        ws.subscribe(topic);
+      },
+      message() {},
+    },
+  });
+  const clients = await openClients(`ws://127.0.0.1:${server.port}/`, (c, msg) => {
+    c.frames++;
+    const p = msg.payload;
+    if (p?.type === 'TEXT_MESSAGE_CONTENT') c.text += p.delta;
+    else if (p?.type === 'RUN_FINISHED') c.done = true;
+  });
+
+  const frame = (payload: object) => JSON.stringify({ type: 'event', channel: 'conversations', payload });
+  const t0 = performance.now();
+  let seq = 0;
+  for (let i = 0; i < DELTAS; i++) {
+    server.publish(topic, frame({ type: 'TEXT_MESSAGE_CONTENT', ...turn, seq: ++seq, delta: deltaText(i) }));
+    if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((r) => setImmediate(r));
+  }
+  server.publish(topic, frame({ type: 'RUN_FINISHED', ...turn, seq: ++seq, result: { text: expectedText } }));
+  await waitAll(clients, (c) => c.done);
+  const ms = performance.now() - t0;
+
+  const result: Result = {
+    ms,
+    framesPerClient: clients.reduce((n, c) => n + c.frames, 0) / clients.length,
+    resyncs: 0,
+    correct: clients.filter((c) => c.text === expectedText).length,
+    completed: clients.filter((c) => c.done).length,
+  };
+  await closeAll(clients);
+  server.stop(true);
+  return result;
+}
+
+const variants: Variant[] = [];
+variants.push({ name: 'raw server.publish (1 frame/delta)', result: await runRawPublish() });
+variants.push({ name: 'StreamHub coalesce 0 ms', result: await runHub(0) });
+variants.push({ name: 'StreamHub coalesce 30 ms', result: await runHub(30) });
+
+const rows = variants.map(({ name, result: r }) => ({
+  variant: name,
+  'time ms': r.ms.toFixed(0),
+  'deltas delivered/s': Math.round((DELTAS * r.completed) / (r.ms / 1000)).toLocaleString('en-US'),
+  'frames/client': r.framesPerClient.toFixed(1),
+  resyncs: r.resyncs,
+  'exact text': `${r.correct}/${CLIENTS}`,
+}));
+console.log(`fan-out: ${CLIENTS} subscribers, ${DELTAS} deltas, Bun ${Bun.version}`);
+console.table(rows);
+if (Date.now() > HARD_DEADLINE) console.log('(hit the 50 s cap; figures above are partial)');
+process.exit(0);

@@ -1,0 +1,84 @@
+// Picks the agent client for an instance and offers a helper that runs it to the final text.
+import { realClock, type Clock } from '../../actors/runtime/clock.ts';
+import type { Config } from '../config.ts';
+import type { AgentConfig, AgentType } from '../services/instance-types.ts';
+import { AgentError, type AgentClient, type AgentEvent, type AgentRequest } from './types.ts';
+import { AguiAgentClient } from './agui.ts';
+import { AutoAgentClient } from './auto.ts';
+import { errorEvent, type EndpointOptions } from './http.ts';
+import { JsonAgentClient } from './json.ts';
+import { LeoAgentClient } from './leo.ts';
+import { OpenAiAgentClient } from './openai.ts';
+
+export interface AgentClientOptions {
+  leo: Config['leo'];
+  fetch?: typeof fetch;
+  clock?: Clock;
+}
+
+/**
+ * The protocol an instance uses. An explicit type wins; `auto` becomes `leo` when the v1
+ * `default_agent` is "leo" or the URL lives under LEO_API_BASE_URL.
+ */
+export function resolveAgentType(agent: AgentConfig, leo: Config['leo']): AgentType {
+  if (agent.type !== 'auto') return agent.type;
+  if (agent.defaultAgent?.trim().toLowerCase() === 'leo') return 'leo';
+  const base = leo.apiBaseUrl?.replace(/\/+$/, '');
+  if (base && agent.url && (agent.url === base || agent.url.startsWith(`${base}/`))) return 'leo';
+  return 'auto';
+}
+
+export function createAgentClient(agent: AgentConfig, opts: AgentClientOptions): AgentClient {
+  const type = resolveAgentType(agent, opts.leo);
+  const base = {
+    apiKey: agent.apiKey,
+    headers: agent.headers ?? {},
+    timeoutMs: Math.max(0, agent.timeoutSeconds) * 1000,
+    idleTimeoutMs: Math.max(0, agent.idleTimeoutSeconds) * 1000,
+    fetch: opts.fetch ?? fetch,
+    clock: opts.clock ?? realClock,
+  };
+  if (type === 'leo') return new LeoAgentClient({ ...base, url: agent.url }, opts.leo);
+  if (!agent.url) return failingClient(new AgentError('instance has no agent_api_url configured', false));
+  const ep: EndpointOptions = { ...base, url: agent.url };
+  switch (type) {
+    case 'json':
+      return new JsonAgentClient(ep);
+    case 'agui':
+      return new AguiAgentClient(ep);
+    case 'openai':
+      return new OpenAiAgentClient(ep, agent.model);
+    default:
+      return new AutoAgentClient(ep);
+  }
+}
+
+function failingClient(err: AgentError): AgentClient {
+  return {
+    run: () =>
+      (async function* () {
+        yield errorEvent(err);
+      })(),
+  };
+}
+
+/**
+ * Runs a client to its final text, passing every event to `onEvent` (deltas for the stream
+ * hub). Throws the AgentError of an `error` event.
+ */
+export async function runAgent(
+  client: AgentClient,
+  req: AgentRequest,
+  signal: AbortSignal,
+  onEvent?: (e: AgentEvent) => void,
+): Promise<string> {
+  for await (const ev of client.run(req, signal)) {
+    onEvent?.(ev);
+    if (ev.type === 'final') return ev.text;
+    if (ev.type === 'error') throw new AgentError(ev.message, ev.retryable, ev.status);
+  }
+  throw new AgentError('agent call ended without a reply', true);
+}
+
+export { AgentError } from './types.ts';
+export type { AgentClient, AgentEvent, AgentRequest } from './types.ts';

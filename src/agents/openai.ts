@@ -1,0 +1,81 @@
+// OpenAI-compatible chat completions with `stream: true`: `data: {choices:[{delta:{content}}]}`
+// events ending in `data: [DONE]`. A stream that stops before [DONE] (or a finish_reason) is cut.
+import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
+import { AgentError } from './types.ts';
+import { errorEvent, guarded, post, preview, streamEvents, type EndpointOptions, type StreamInterpreter } from './http.ts';
+
+export function chatCompletionsUrl(url: string): string {
+  const trimmed = url.replace(/\/+$/, '');
+  return /\/chat\/completions$/.test(trimmed) ? trimmed : `${trimmed}/chat/completions`;
+}
+
+export class OpenAiStream implements StreamInterpreter {
+  private readonly parts: string[] = [];
+  private finished = false;
+
+  get text(): string {
+    return this.parts.join('');
+  }
+
+  handle(item: { event?: string; data: string }): AgentEvent[] {
+    const data = item.data.trim();
+    if (data === '[DONE]') return [{ type: 'final', text: this.text }];
+    let obj: any;
+    try {
+      obj = JSON.parse(data);
+    } catch {
+      return NONE;
+    }
+    if (obj?.error) {
+      const msg = typeof obj.error === 'string' ? obj.error : (obj.error.message ?? JSON.stringify(obj.error));
+      return [errorEvent(new AgentError(`agent stream error: ${preview(String(msg))}`, true))];
+    }
+    const choice = obj?.choices?.[0];
+    if (!choice) return NONE;
+    if (choice.finish_reason) this.finished = true;
+    const text = choice.delta?.content;
+    if (typeof text === 'string' && text) {
+      this.parts.push(text);
+      return [{ type: 'delta', text }];
+    }
+    return NONE;
+  }
+
+  finish(): AgentEvent {
+    // Some compatible servers omit [DONE] but do send a finish_reason.
+    if (this.finished) return { type: 'final', text: this.text };
+    return errorEvent(new AgentError(`agent stream cut before [DONE] (${this.text.length} chars received)`, true));
+  }
+}
+
+const NONE: AgentEvent[] = [];
+
+export class OpenAiAgentClient implements AgentClient {
+  constructor(
+    private readonly ep: EndpointOptions,
+    private readonly model: string | null,
+  ) {}
+
+  run(req: AgentRequest, signal: AbortSignal): AsyncIterable<AgentEvent> {
+    const { ep, model } = this;
+    return guarded(signal, ep, async function* (guard) {
+      guard.armIdle();
+      const headers: Record<string, string> = { ...ep.headers };
+      if (ep.apiKey) headers['authorization'] = `Bearer ${ep.apiKey}`;
+      headers['content-type'] = 'application/json';
+      headers['accept'] = 'text/event-stream';
+      headers['idempotency-key'] = req.idempotencyKey;
+      const body = {
+        model: model ?? 'default',
+        stream: true,
+        messages: [{ role: 'user', content: req.message }],
+        user: req.userId,
+      };
+      const res = await post(ep, guard, chatCompletionsUrl(ep.url), headers, body);
+      guard.touch();
+      if (!res.body) throw new AgentError('agent answered without a body', true, res.status);
+      yield { type: 'start' };
+      yield* streamEvents(res.body, guard, new OpenAiStream());
+    });
+  }
+}

@@ -1,0 +1,212 @@
+// v1 (flat snake_case, the setup guide's shape) and v2 (camelCase, nested) views of an instance
+// and the matching input mappers. Secrets are always masked.
+import { t } from 'elysia';
+import type { InstanceInput } from '../services/instances.ts';
+import { SECRET_FIELDS, webhookUrl } from '../services/instances.ts';
+import { maskSecret } from '../services/ids.ts';
+import type { Instance } from '../services/instance-types.ts';
+import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCamel } from './schemas.ts';
+import type { ChannelKind } from '../channels/types.ts';
+
+function maskedConfig(inst: Instance): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(inst.config)) out[k] = SECRET_FIELDS.has(k) ? maskSecret(v) : v;
+  return out;
+}
+
+export function baseUrl(publicUrl: string | null, request: Request): string {
+  return publicUrl ?? new URL(request.url).origin;
+}
+
+// ---- v1 ----
+
+const V1_AGENT_FIELDS = {
+  agent_api_url: t.String({ maxLength: 2048, description: 'Agent endpoint (http/https)' }),
+  agent_api_key: t.String({ maxLength: 4096, description: 'Agent API key (secret; returned masked)' }),
+  default_agent: t.String({ maxLength: 200, description: 'Agent name; "leo" selects the built-in Leo client' }),
+  agent_timeout: t.Integer({ minimum: 1, maximum: 600, description: 'Agent timeout in seconds (1–600)' }),
+  agent_type: t.Union([t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')], { description: 'Agent protocol (default auto)' }),
+  agent_model: t.String({ maxLength: 200, description: 'Model name for OpenAI-compatible agents' }),
+  reply_mode: t.Union([t.Literal('final'), t.Literal('blocks'), t.Literal('edit')], { description: 'How replies are delivered' }),
+  error_reply: t.Union([t.String({ maxLength: 4000 }), t.Null()], { description: 'Sent when a message is dead-lettered; null for none' }),
+  access_mode: t.Union([t.Literal('disabled'), t.Literal('blocklist'), t.Literal('allowlist')], { description: 'Access rule mode' }),
+};
+
+const v1Props = {
+  name: t.String({ maxLength: 63, description: 'Slug: lowercase letters, digits, dashes' }),
+  channel: ChannelEnum,
+  is_active: t.Boolean(),
+  is_default: t.Boolean(),
+  ...V1_AGENT_FIELDS,
+  ...Object.fromEntries(Object.entries(ALL_CHANNEL_FIELDS).map(([k, kind]) => [k, fieldSchema(kind, k)])),
+};
+
+export const V1CreateBody = t.Object(
+  { ...Object.fromEntries(Object.entries(v1Props).map(([k, s]) => [k, k === 'name' ? s : t.Optional(s)])) },
+  { additionalProperties: false, description: 'Instance as in the v1 setup guide (channel inferred from the fields when not given)' },
+);
+export const V1UpdateBody = t.Partial(t.Object(v1Props, { additionalProperties: false }), { additionalProperties: false, description: 'Fields to change' });
+
+export const V1Instance = t.Object(
+  {
+    id: t.Integer(),
+    name: t.String(),
+    channel: t.String(),
+    status: t.String(),
+    webhook_url: t.Union([t.String(), t.Null()]),
+    agent_api_url: t.Union([t.String(), t.Null()]),
+    agent_api_key: t.Union([t.String(), t.Null()]),
+    default_agent: t.Union([t.String(), t.Null()]),
+    agent_timeout: t.Integer(),
+    is_active: t.Boolean(),
+    is_default: t.Boolean(),
+    created_at: t.String(),
+    updated_at: t.String(),
+  },
+  { additionalProperties: true, description: 'Instance (v1 shape; channel fields flat, secrets masked)' },
+);
+
+export function v1Input(body: Record<string, unknown>): InstanceInput {
+  const input: InstanceInput = { config: {}, agent: {}, settings: {} };
+  for (const [k, v] of Object.entries(body)) {
+    switch (k) {
+      case 'name': input.name = v as string; break;
+      case 'channel': input.channel = v as ChannelKind; break;
+      case 'is_active': input.isActive = v as boolean; break;
+      case 'is_default': input.isDefault = v as boolean; break;
+      case 'agent_api_url': input.agent!.url = v as string; break;
+      case 'agent_api_key': input.agent!.apiKey = v as string; break;
+      case 'default_agent': input.agent!.defaultAgent = v as string; break;
+      case 'agent_timeout': input.agent!.timeoutSeconds = v as number; break;
+      case 'agent_type': input.agent!.type = v as never; break;
+      case 'agent_model': input.agent!.model = v as string; break;
+      case 'reply_mode': input.settings!.replyMode = v as never; break;
+      case 'error_reply': input.settings!.errorReply = v as string | null; break;
+      case 'access_mode': input.settings!.accessMode = v as never; break;
+      default: input.config![k] = v;
+    }
+  }
+  return input;
+}
+
+export function v1View(inst: Instance, base: string) {
+  return {
+    id: inst.seq,
+    name: inst.name,
+    channel: inst.channel,
+    ...maskedConfig(inst),
+    agent_api_url: inst.agent.url,
+    agent_api_key: maskSecret(inst.agent.apiKey),
+    default_agent: inst.agent.defaultAgent,
+    agent_timeout: inst.agent.timeoutSeconds,
+    agent_type: inst.agent.type,
+    reply_mode: inst.settings.replyMode,
+    is_active: inst.isActive,
+    is_default: inst.isDefault,
+    status: inst.status,
+    webhook_url: webhookUrl(inst, base),
+    created_at: inst.createdAt,
+    updated_at: inst.updatedAt,
+  };
+}
+
+// ---- v2 ----
+
+const channelConfigProps = Object.fromEntries(
+  Object.entries(ALL_CHANNEL_FIELDS).map(([k, kind]) => [snakeToCamel(k), t.Optional(t.Union([fieldSchema(kind, k), t.Null()]))]),
+);
+
+export const V2Agent = t.Object(
+  {
+    url: t.Optional(t.Union([t.String({ maxLength: 2048 }), t.Null()], { description: 'Agent endpoint (http/https)' })),
+    apiKey: t.Optional(t.Union([t.String({ maxLength: 4096 }), t.Null()], { description: 'Secret; returned masked' })),
+    type: t.Optional(t.Union([t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')])),
+    timeoutSeconds: t.Optional(t.Integer({ minimum: 1, maximum: 600 })),
+    idleTimeoutSeconds: t.Optional(t.Integer({ minimum: 1, maximum: 600 })),
+    defaultAgent: t.Optional(t.Union([t.String({ maxLength: 200 }), t.Null()])),
+    model: t.Optional(t.Union([t.String({ maxLength: 200 }), t.Null()])),
+    headers: t.Optional(t.Record(t.String({ maxLength: 64 }), t.String({ maxLength: 4096 }))),
+  },
+  { additionalProperties: false, description: 'Agent endpoint and protocol' },
+);
+
+export const V2Settings = t.Object(
+  {
+    replyMode: t.Optional(t.Union([t.Literal('final'), t.Literal('blocks'), t.Literal('edit')])),
+    errorReply: t.Optional(t.Union([t.String({ maxLength: 4000 }), t.Null()])),
+    accessMode: t.Optional(t.Union([t.Literal('disabled'), t.Literal('blocklist'), t.Literal('allowlist')])),
+    maxTextLength: t.Optional(t.Union([t.Integer({ minimum: 100, maximum: 100000 }), t.Null()])),
+  },
+  { additionalProperties: true, description: 'Delivery and access settings' },
+);
+
+const v2Props = {
+  name: t.String({ maxLength: 63, description: 'Slug: lowercase letters, digits, dashes' }),
+  channel: ChannelEnum,
+  channelConfig: t.Object(channelConfigProps, { additionalProperties: false, description: 'Channel fields (camelCase of the v1 names)' }),
+  agent: V2Agent,
+  settings: V2Settings,
+  isActive: t.Boolean(),
+  isDefault: t.Boolean(),
+};
+
+export const V2CreateBody = t.Object(
+  { ...v2Props, channelConfig: t.Optional(v2Props.channelConfig), agent: t.Optional(v2Props.agent), settings: t.Optional(v2Props.settings), isActive: t.Optional(v2Props.isActive), isDefault: t.Optional(v2Props.isDefault) },
+  { additionalProperties: false, description: 'New instance' },
+);
+export const V2UpdateBody = t.Partial(t.Object(v2Props), { additionalProperties: false, description: 'Fields to change' });
+
+export const V2Instance = t.Object(
+  {
+    id: t.String(),
+    name: t.String(),
+    channel: t.String(),
+    channelConfig: t.Record(t.String(), t.Any()),
+    agent: t.Record(t.String(), t.Any()),
+    settings: t.Record(t.String(), t.Any()),
+    isActive: t.Boolean(),
+    isDefault: t.Boolean(),
+    status: t.String(),
+    statusReason: t.Union([t.String(), t.Null()]),
+    webhookUrl: t.Union([t.String(), t.Null()]),
+    createdAt: t.String(),
+    updatedAt: t.String(),
+  },
+  { description: 'Instance (secrets masked)' },
+);
+
+export function v2Input(body: Record<string, unknown>): InstanceInput {
+  const input: InstanceInput = {};
+  if (body.name !== undefined) input.name = body.name as string;
+  if (body.channel !== undefined) input.channel = body.channel as ChannelKind;
+  if (body.isActive !== undefined) input.isActive = body.isActive as boolean;
+  if (body.isDefault !== undefined) input.isDefault = body.isDefault as boolean;
+  if (body.agent) input.agent = body.agent as InstanceInput['agent'];
+  if (body.settings) input.settings = body.settings as InstanceInput['settings'];
+  if (body.channelConfig) {
+    input.config = Object.fromEntries(Object.entries(body.channelConfig as Record<string, unknown>).map(([k, v]) => [camelToSnake(k), v]));
+  }
+  return input;
+}
+
+export function v2View(inst: Instance, base: string) {
+  return {
+    id: inst.id,
+    name: inst.name,
+    channel: inst.channel,
+    channelConfig: Object.fromEntries(Object.entries(maskedConfig(inst)).map(([k, v]) => [snakeToCamel(k), v])),
+    agent: {
+      ...inst.agent,
+      apiKey: maskSecret(inst.agent.apiKey),
+      headers: Object.fromEntries(Object.entries(inst.agent.headers).map(([k, v]) => [k, maskSecret(v)])),
+    },
+    settings: inst.settings,
+    isActive: inst.isActive,
+    isDefault: inst.isDefault,
+    status: inst.status,
+    statusReason: inst.statusReason,
+    webhookUrl: webhookUrl(inst, base),
+    createdAt: inst.createdAt,
+    updatedAt: inst.updatedAt,
+  };
+}

@@ -1,0 +1,50 @@
+// Every /api route's required scope, in one table. The auth hook looks a route up here; a route
+// missing from the table is refused (fail closed), and a test walks the OpenAPI document to
+// check each route against this table.
+
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export const ROUTE_SCOPES: Record<string, string> = {
+  // instances
+  'GET /api/v1/instances': 'instances:read',
+  'POST /api/v1/instances': 'instances:write',
+  'GET /api/v1/instances/:name': 'instances:read',
+  'PUT /api/v1/instances/:name': 'instances:write',
+  'DELETE /api/v1/instances/:name': 'instances:delete',
+  'GET /api/v1/instances/:name/qr': 'instances:read',
+  'GET /api/v1/instances/:name/status': 'instances:read',
+  'GET /api/v2/instances': 'instances:read',
+  'POST /api/v2/instances': 'instances:write',
+  'GET /api/v2/instances/:id': 'instances:read',
+  'PATCH /api/v2/instances/:id': 'instances:write',
+  'DELETE /api/v2/instances/:id': 'instances:delete',
+  'POST /api/v2/instances/:id/rotate-webhook-secret': 'instances:write',
+  'GET /api/v2/instances/:id/status': 'instances:read',
+  'GET /api/v2/instances/:id/qr': 'instances:read',
+  'POST /api/v2/instances/:id/pair': 'instances:write',
+  'POST /api/v2/instances/:id/connect': 'instances:write',
+  'POST /api/v2/instances/:id/restart': 'instances:write',
+  'POST /api/v2/instances/:id/logout': 'instances:write',
+  'GET /api/v2/instances/:id/discord/invite': 'instances:read',
+  // settings
+  'GET /api/v2/settings': 'settings:*',
+  'PATCH /api/v2/settings': 'settings:*',
+  'GET /api/v2/settings/:key': 'settings:*',
+  'PUT /api/v2/settings/:key': 'settings:*',
+  // traces and dead letters
+  'GET /api/v1/traces': 'events:read',
+  'GET /api/v1/traces/:traceId': 'events:read',
+  'GET /api/v2/traces': 'events:read',
+  'GET /api/v2/traces/:id': 'events:read',
+  'GET /api/v2/dead-letters': 'events:read',
+  'POST /api/v2/dead-letters/:id/replay': 'messages:send',
+  'DELETE /api/v2/dead-letters/:id': 'messages:send',
+  'GET /api/v2/conversations': 'messages:read',
+  'GET /api/v2/conversations/:id': 'messages:read',
+  // streaming / AG-UI
+  'POST /api/v2/agui/:instance': 'messages:send',
+};
+
+export function scopeFor(method: string, route: string): string | undefined {
+  return ROUTE_SCOPES[`${method.toUpperCase() as Method} ${route.length > 1 ? route.replace(/\/+$/, '') : route}`];
+}

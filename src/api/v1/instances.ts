@@ -1,0 +1,69 @@
+// v1 instances: the setup guide's routes and shapes, verbatim.
+import { Elysia, t } from 'elysia';
+import type { Gateway } from '../../gateway.ts';
+import { canSeeInstance } from '../../services/keys.ts';
+import { principalOf } from '../../server.ts';
+import { ApiError, errorResponses } from '../errors.ts';
+import { baseUrl, V1CreateBody, V1Instance, V1UpdateBody, v1Input, v1View } from '../instance-views.ts';
+import { SuccessSchema } from '../schemas.ts';
+
+const NameParams = t.Object({ name: t.String({ maxLength: 200, description: 'Instance name' }) });
+
+export function instancesV1(gw: Gateway) {
+  const visible = (request: Request, name: string) => {
+    const inst = gw.instances.getByName(name);
+    if (!inst || !canSeeInstance(principalOf(request), inst.id)) throw new ApiError('NOT_FOUND', `Instance '${name}' not found`);
+    return inst;
+  };
+  return new Elysia({ name: 'instances-v1', prefix: '/api/v1/instances' })
+    .get(
+      '',
+      ({ request }) => {
+        const p = principalOf(request);
+        return gw.instances.list({ ids: p.instanceIds }).map((i) => v1View(i, baseUrl(gw.config.publicUrl, request)));
+      },
+      { detail: { tags: ['instances'], summary: 'List instances (v1)', description: 'All instances visible to the key, as a bare array.' }, response: { 200: t.Array(V1Instance, { description: 'Instances' }), ...errorResponses } },
+    )
+    .post(
+      '',
+      ({ body, request, set }) => {
+        const p = principalOf(request);
+        if (p.instanceIds !== null) throw new ApiError('FORBIDDEN', 'Keys restricted to instances cannot create instances');
+        const inst = gw.instances.create(v1Input(body as Record<string, unknown>));
+        set.status = 201;
+        return v1View(inst, baseUrl(gw.config.publicUrl, request));
+      },
+      {
+        body: V1CreateBody,
+        detail: { tags: ['instances'], summary: 'Create instance (v1)', description: 'Body as in the v1 setup guide; the channel is inferred from the fields when not given. Answers 201 with masked secrets and the webhook_url.' },
+        response: { 201: V1Instance, 409: errorResponses[400], ...errorResponses },
+      },
+    )
+    .get('/:name', ({ params, request }) => v1View(visible(request, params.name), baseUrl(gw.config.publicUrl, request)), {
+      params: NameParams,
+      detail: { tags: ['instances'], summary: 'Get instance (v1)', description: 'One instance by name.' },
+      response: { 200: V1Instance, ...errorResponses },
+    })
+    .put(
+      '/:name',
+      ({ params, body, request }) => {
+        const inst = visible(request, params.name);
+        return v1View(gw.instances.update(inst.id, v1Input(body as Record<string, unknown>)), baseUrl(gw.config.publicUrl, request));
+      },
+      {
+        params: NameParams,
+        body: V1UpdateBody,
+        detail: { tags: ['instances'], summary: 'Update instance (v1)', description: 'Changes only the fields given.' },
+        response: { 200: V1Instance, 409: errorResponses[400], ...errorResponses },
+      },
+    )
+    .delete(
+      '/:name',
+      ({ params, request }) => {
+        const inst = visible(request, params.name);
+        gw.instances.delete(inst.id);
+        return { success: true };
+      },
+      { params: NameParams, detail: { tags: ['instances'], summary: 'Delete instance (v1)', description: 'Stops the channel and deletes the instance.' }, response: { 200: SuccessSchema, ...errorResponses } },
+    );
+}

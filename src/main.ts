@@ -1,0 +1,35 @@
+// Starts the gateway: config → gateway → HTTP server; clean shutdown on SIGTERM/SIGINT.
+import { ConfigError, loadConfig } from './config.ts';
+import { createGateway } from './gateway.ts';
+import { buildServer } from './server.ts';
+
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(`switchboard: invalid configuration: ${err.message}`);
+    process.exit(2);
+  }
+  throw err;
+}
+
+const gw = createGateway(config);
+const app = buildServer(gw);
+app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.bodyLimitBytes * 2 });
+gw.log.info({ port: app.server?.port, host: config.host, db: config.databasePath, cluster: Boolean(config.redisUrl) }, 'switchboard listening');
+
+let stopping = false;
+async function shutdown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  gw.log.info({ signal }, 'shutting down');
+  gw.ready = false;
+  // Stop accepting new connections, let in-flight requests finish.
+  await app.server?.stop(false);
+  await gw.close();
+  gw.log.info('stopped');
+  process.exit(0);
+}
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));

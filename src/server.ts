@@ -1,0 +1,153 @@
+// Builds the Elysia app. Tests call buildServer(gw).handle(new Request(...)); main.ts listens.
+import { openapi } from '@elysiajs/openapi';
+import { Elysia } from 'elysia';
+import { authorize } from './api/auth.ts';
+import { ApiError, errorBody } from './api/errors.ts';
+import { docsAssets } from './api/docs.ts';
+import { healthRoutes } from './api/health.ts';
+import { instancesV1 } from './api/v1/instances.ts';
+import { instancesV2 } from './api/v2/instances.ts';
+import { settingsV2 } from './api/v2/settings.ts';
+import type { Gateway } from './gateway.ts';
+import type { Principal } from './services/keys.ts';
+import { randomToken } from './services/ids.ts';
+
+interface RequestInfo {
+  id: string;
+  start: number;
+  principal: Principal | null;
+}
+
+const requests = new WeakMap<Request, RequestInfo>();
+
+/** The authenticated caller of an /api request (set by the auth hook). */
+export function principalOf(request: Request): Principal {
+  const p = requests.get(request)?.principal;
+  if (!p) throw new ApiError('UNAUTHORIZED', 'Not authenticated');
+  return p;
+}
+
+function validationDetails(error: unknown): Array<{ field: string; problem: string }> {
+  const all = (error as { all?: Array<{ path?: string; message?: string; summary?: string }> }).all ?? [];
+  const seen = new Set<string>();
+  const out: Array<{ field: string; problem: string }> = [];
+  for (const e of all) {
+    const field = (e.path ?? '').replace(/^\//, '').replace(/\//g, '.') || '(body)';
+    const problem = e.message ?? e.summary ?? 'is invalid';
+    const k = `${field}:${problem}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    out.push({ field, problem });
+    if (out.length >= 20) break;
+  }
+  return out;
+}
+
+export function buildServer(gw: Gateway) {
+  const { log, config } = gw;
+  const limit = config.bodyLimitBytes;
+
+  const app = new Elysia({ normalize: false })
+    // Error envelope for everything, registered before the routes so it covers them all.
+    .onError({ as: 'global' }, ({ code, error, request, set }) => {
+      const info = requests.get(request);
+      if (info) set.headers['x-request-id'] = info.id;
+      let status = 500;
+      let body: unknown;
+      if (error instanceof ApiError) {
+        status = error.status;
+        body = errorBody(error.code, error.message, error.details);
+        if (error.headers) Object.assign(set.headers, error.headers);
+      } else if (code === 'VALIDATION') {
+        status = 400;
+        const details = validationDetails(error);
+        const msg = details.length ? details.map((d) => `${d.field}: ${d.problem}`).join('; ') : 'Invalid request';
+        body = errorBody('VALIDATION_ERROR', msg, details);
+      } else if (code === 'NOT_FOUND') {
+        status = 404;
+        body = errorBody('NOT_FOUND', `No route for ${request.method} ${new URL(request.url).pathname}`);
+      } else if (code === 'PARSE') {
+        status = 400;
+        body = errorBody('VALIDATION_ERROR', 'Request body is not valid JSON', null);
+      } else if ((error as { status?: number }).status === 413 || code === 'INVALID_FILE_TYPE') {
+        status = 413;
+        body = errorBody('PAYLOAD_TOO_LARGE', `Request body exceeds ${limit} bytes`, { limit });
+      } else {
+        log.error({ err: error, path: new URL(request.url).pathname }, 'unhandled error');
+        body = errorBody('INTERNAL_ERROR', 'Internal error', info ? { requestId: info.id } : null);
+      }
+      set.status = status;
+      set.headers['content-type'] = 'application/json';
+      return body;
+    })
+    .onRequest(({ request, set }) => {
+      const id = request.headers.get('x-request-id')?.slice(0, 64) || randomToken(9);
+      requests.set(request, { id, start: performance.now(), principal: null });
+      set.headers['x-request-id'] = id;
+      const len = Number(request.headers.get('content-length') ?? 0);
+      if (len > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `Request body exceeds ${limit} bytes`, { limit });
+      const origin = request.headers.get('origin');
+      if (origin && config.corsOrigins.length) {
+        if (config.corsOrigins.includes('*') || config.corsOrigins.includes(origin)) {
+          set.headers['access-control-allow-origin'] = config.corsOrigins.includes('*') ? '*' : origin;
+          set.headers['vary'] = 'Origin';
+          if (request.method === 'OPTIONS') {
+            set.headers['access-control-allow-methods'] = 'GET, POST, PUT, PATCH, DELETE';
+            set.headers['access-control-allow-headers'] = 'content-type, x-api-key, idempotency-key';
+            set.headers['access-control-max-age'] = '600';
+            set.status = 204;
+            return '';
+          }
+        }
+      }
+    })
+    // Authentication before body validation: unauthenticated callers learn nothing about schemas.
+    .onTransform({ as: 'global' }, ({ request, route, query }) => {
+      if (!route.startsWith('/api/')) return;
+      const info = requests.get(request);
+      const principal = authorize(gw.keys, request, route, query as Record<string, unknown>);
+      if (info) info.principal = principal;
+    })
+    .onAfterResponse({ as: 'global' }, ({ request, set, route }) => {
+      const info = requests.get(request);
+      if (!info) return;
+      const status = typeof set.status === 'number' ? set.status : 200;
+      log.info(
+        { reqId: info.id, method: request.method, path: new URL(request.url).pathname, route, status, ms: Math.round((performance.now() - info.start) * 10) / 10, key: info.principal?.keyId },
+        'request',
+      );
+    })
+    .use(
+      openapi({
+        path: '/docs',
+        specPath: '/docs/json',
+        provider: 'swagger-ui',
+        swagger: { cdn: '/docs/assets/swagger-ui-bundle.js', theme: '/docs/assets/swagger-ui.css', version: 'local' },
+        exclude: { paths: [/^\/docs/, '/ws'] },
+        documentation: {
+          info: {
+            title: 'Switchboard',
+            version: '0.1.0',
+            description: 'Channel gateway: WhatsApp (Evolution or Baileys), Discord and Slack to AI agents. v1 is the Omni v1 setup guide verbatim; v2 is the Omni v2 API design.',
+          },
+          components: { securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' } } },
+          security: [{ apiKey: [] }],
+          tags: [
+            { name: 'health', description: 'Liveness, readiness, metrics' },
+            { name: 'instances', description: 'Channel instances' },
+            { name: 'settings', description: 'Global settings' },
+            { name: 'webhooks', description: 'Inbound channel webhooks' },
+          ],
+        },
+      }),
+    )
+    .use(docsAssets())
+    .use(healthRoutes(gw))
+    .use(instancesV1(gw))
+    .use(instancesV2(gw))
+    .use(settingsV2(gw));
+
+  return app;
+}
+
+export type App = ReturnType<typeof buildServer>;
