@@ -33,7 +33,8 @@ function validationDetails(error: unknown): Array<{ field: string; problem: stri
   const out: Array<{ field: string; problem: string }> = [];
   for (const e of all) {
     const field = (e.path ?? '').replace(/^\//, '').replace(/\//g, '.') || '(body)';
-    const problem = e.message ?? e.summary ?? 'is invalid';
+    // Union errors say only "Expected union value"; Elysia's summary names the expected types instead.
+    const problem = (e.message === 'Expected union value' ? e.summary : e.message) ?? 'is invalid';
     const k = `${field}:${problem}`;
     if (seen.has(k)) continue;
     seen.add(k);

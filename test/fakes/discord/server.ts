@@ -71,6 +71,8 @@ export class FakeDiscord {
   private backlog: Array<{ s: number; t: string; d: unknown }> = [];
   private failures: Failure[] = [];
   private socketSeq = 0;
+  /** Interaction token → channel, so deferred/original responses land in the right channel. */
+  private interactionChannels = new Map<string, string>();
   private readonly heartbeatIntervalMs: number;
 
   constructor(opts: FakeDiscordOptions = {}) {
@@ -182,6 +184,7 @@ export class FakeDiscord {
     const id = snowflake();
     const token = `interaction-token-${id}`;
     const channelId = opts.channelId ?? TEXT_CHANNEL_ID;
+    this.interactionChannels.set(token, channelId);
     this.dispatch('INTERACTION_CREATE', {
       id,
       token,
@@ -302,7 +305,7 @@ export class FakeDiscord {
   private async rest(req: Request, url: URL): Promise<Response> {
     const m = url.pathname.match(/^\/api\/v10(\/.*)$/);
     if (!m) return json(404, { message: '404: Not Found', code: 0 });
-    const path = m[1];
+    const path = decodeURIComponent(m[1]);
     const method = req.method;
     const body = await readBody(req);
     const record = (status: number) => this.sent.push({ method, path, body, at: Date.now(), status });
@@ -389,20 +392,25 @@ export class FakeDiscord {
       const cmds = Array.isArray(body) ? body : [];
       return json(200, cmds.map((c: any) => ({ ...c, id: snowflake(), application_id: r![1], guild_id: r![2], version: snowflake() })));
     }
-    if (method === 'POST' && path.match(/^\/interactions\/\d+\/[^/]+\/callback$/)) {
+    if (method === 'POST' && (r = path.match(/^\/interactions\/\d+\/([^/]+)\/callback$/))) {
+      // types 4 (message) and 5 (deferred "thinking…") create the original response message
+      const token = r[1];
+      if ((body?.type === 4 || body?.type === 5) && !this.originalOf(token)) {
+        this.messages.push({ id: snowflake(), channel_id: this.interactionChannels.get(token) ?? 'unknown', content: body?.data?.content ?? '', nonce: `@original:${token}` });
+      }
       record(204);
       return new Response(null, { status: 204 });
     }
     if ((method === 'PATCH' || method === 'POST') && (r = path.match(/^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/([^/]+))?$/))) {
       const [, , token, target] = r;
-      const channelId = `interaction:${token}`;
+      const channelId = this.interactionChannels.get(token);
+      if (!channelId) {
+        record(401);
+        return json(401, { message: 'Invalid Webhook Token', code: 50027 });
+      }
       let msg: PostedMessage | undefined;
       if (method === 'PATCH') {
-        msg = this.messages.find((x) => x.channel_id === channelId && (target === '@original' ? x.nonce === '@original' : x.id === target));
-        if (!msg && target === '@original') {
-          msg = { id: snowflake(), channel_id: channelId, content: '', nonce: '@original' };
-          this.messages.push(msg);
-        }
+        msg = target === '@original' ? this.originalOf(token) : this.messages.find((x) => x.channel_id === channelId && x.id === target);
         if (!msg) {
           record(404);
           return json(404, { message: 'Unknown Message', code: 10008 });
@@ -417,6 +425,10 @@ export class FakeDiscord {
     }
     record(404);
     return json(404, { message: '404: Not Found', code: 0 });
+  }
+
+  private originalOf(token: string): PostedMessage | undefined {
+    return this.messages.find((x) => x.nonce === `@original:${token}`);
   }
 
   private messageObject(m: PostedMessage): Record<string, unknown> {
@@ -437,7 +449,7 @@ export class FakeDiscord {
       pinned: false,
       flags: 0,
       components: [],
-      ...(m.nonce !== undefined && m.nonce !== '@original' ? { nonce: m.nonce } : {}),
+      ...(m.nonce !== undefined && !String(m.nonce).startsWith('@original') ? { nonce: m.nonce } : {}),
       ...(m.message_reference ? { message_reference: { type: 0, channel_id: m.channel_id, ...m.message_reference } } : {}),
     };
   }
