@@ -1,0 +1,36 @@
+// Shared test setup: a gateway on an in-memory database with a known admin key.
+import { loadConfig, type Config } from '../src/config.ts';
+import { createGateway, type Gateway, type GatewayOptions } from '../src/gateway.ts';
+import { silentLogger } from '../src/log.ts';
+import { buildServer } from '../src/server.ts';
+import { openDatabase } from '../db/open.ts';
+
+export const ADMIN_KEY = 'test-admin-key-0123456789abcdef';
+
+export function testConfig(env: Record<string, string> = {}): Config {
+  return loadConfig({ DATABASE_PATH: ':memory:', SWITCHBOARD_API_KEY: ADMIN_KEY, LOG_LEVEL: 'silent', ...env });
+}
+
+export function createTestGateway(env: Record<string, string> = {}, opts: GatewayOptions = {}) {
+  const config = testConfig(env);
+  const gw: Gateway = createGateway(config, { log: silentLogger, db: opts.db ?? openDatabase(':memory:'), ...opts });
+  const app = buildServer(gw);
+  /** Calls the app in-process. `body` objects are sent as JSON. */
+  async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+    const init: RequestInit = { method, headers: { 'x-api-key': ADMIN_KEY, ...headers } };
+    if (body !== undefined) {
+      init.body = typeof body === 'string' ? body : JSON.stringify(body);
+      (init.headers as Record<string, string>)['content-type'] = 'application/json';
+    }
+    const res = await app.handle(new Request(`http://localhost${path}`, init));
+    const text = await res.text();
+    let json: any = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      json = text;
+    }
+    return { status: res.status, body: json, headers: res.headers };
+  }
+  return { gw, app, call, close: () => gw.close() };
+}
