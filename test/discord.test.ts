@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { DiscordAdapter, inviteUrl, nonceFor } from '../src/channels/discord/index.ts';
 import { ChannelError, type AdapterContext, type InboundMessage } from '../src/channels/types.ts';
 import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
+import type { Clock, Timer } from '../actors/runtime/clock.ts';
 import { silentLogger } from '../src/log.ts';
 import {
   BOT_USER,
@@ -44,10 +45,32 @@ function instance(config: Record<string, unknown>): Instance {
   };
 }
 
+/** A hand-driven clock for the adapter's own timers (typing refresh, reply-cap window). */
+class ManualClock implements Clock {
+  private t = 0;
+  private timers: Array<{ at: number; fn: () => void; cancelled: boolean }> = [];
+  now() { return 1_700_000_000_000 + this.t; }
+  monotonic() { return this.t; }
+  setTimeout(fn: () => void, ms: number): Timer {
+    const timer = { at: this.t + ms, fn, cancelled: false };
+    this.timers.push(timer);
+    return { cancel: () => { timer.cancelled = true; } };
+  }
+  async sleep(ms: number) { await new Promise<void>((r) => this.setTimeout(r, ms)); }
+  advance(ms: number) {
+    this.t += ms;
+    for (const timer of this.timers.splice(0)) {
+      if (timer.cancelled) continue;
+      if (timer.at <= this.t) timer.fn();
+      else this.timers.push(timer);
+    }
+  }
+}
+
 let h: Harness;
 const running: Harness[] = [];
 
-async function setup(config: Record<string, unknown> = {}, fakeToken?: string): Promise<Harness> {
+async function setup(config: Record<string, unknown> = {}, fakeToken?: string, clock?: Clock): Promise<Harness> {
   const fake = await startFakeDiscord({ heartbeatIntervalMs: 300 });
   const statuses: Harness['statuses'] = [];
   const ingested: InboundMessage[] = [];
@@ -68,14 +91,14 @@ async function setup(config: Record<string, unknown> = {}, fakeToken?: string): 
       statuses.push({ status, reason: detail?.reason });
     },
   };
-  const adapter = new DiscordAdapter({ waitGuildTimeout: 200, clientOptions: { rest: { retries: 1, timeout: 3000 } } });
+  const adapter = new DiscordAdapter({ clock, waitGuildTimeout: 200, clientOptions: { rest: { retries: 1, timeout: 3000 } } });
   const harness = { fake, adapter, ctx, statuses, ingested };
   running.push(harness);
   return harness;
 }
 
-async function connect(config: Record<string, unknown> = {}): Promise<Harness> {
-  h = await setup(config);
+async function connect(config: Record<string, unknown> = {}, clock?: Clock): Promise<Harness> {
+  h = await setup(config, undefined, clock);
   await h.adapter.start(h.ctx);
   await h.fake.waitFor(() => h.statuses.at(-1)?.status === 'connected');
   return h;
@@ -280,16 +303,27 @@ describe('outbound', () => {
     expect(e2.status).toBe(403);
   });
 
-  test('typing posts the indicator and stops when turned off', async () => {
-    await connect();
+  test('typing posts the indicator, refreshes it every 8 s while on, and stops when turned off', async () => {
+    const clock = new ManualClock();
+    await connect({}, clock);
+    const typingPosts = () => h.fake.sent.filter((c) => c.method === 'POST' && c.path === `/channels/${DM_CHANNEL_ID}/typing`).length;
     await h.adapter.typing(DM, true);
-    await h.fake.waitFor(() => h.fake.sent.some((c) => c.path === `/channels/${DM_CHANNEL_ID}/typing`));
+    await h.adapter.typing(DM, true); // already on: no second indicator
+    await h.fake.waitFor(() => typingPosts() === 1);
+    clock.advance(7_999);
+    await Bun.sleep(30);
+    expect(typingPosts()).toBe(1);
+    clock.advance(1);
+    await h.fake.waitFor(() => typingPosts() === 2);
     await h.adapter.typing(DM, false);
-    expect(h.fake.sent.filter((c) => c.path.endsWith('/typing')).length).toBe(1);
+    clock.advance(60_000);
+    await Bun.sleep(30);
+    expect(typingPosts()).toBe(2);
   });
 
   test('bot-loop guard: past the per-minute cap a new reply is refused; a retry of the same reply is not', async () => {
-    await connect({ discord_max_replies_per_minute: 2 });
+    const clock = new ManualClock();
+    await connect({ discord_max_replies_per_minute: 2 }, clock);
     await h.adapter.send(DM, { text: 'a' }, { idempotencyKey: 'c1' });
     await h.adapter.send(DM, { text: 'b' }, { idempotencyKey: 'c2' });
     await h.adapter.send(DM, { text: 'b' }, { idempotencyKey: 'c2' }); // retry of c2
@@ -298,6 +332,11 @@ describe('outbound', () => {
     expect(err.retryable).toBe(false);
     expect(err.message).toContain('reply rate cap reached');
     expect(h.fake.messages.map((m) => m.content)).toEqual(['a', 'b']);
+    // other conversations are not affected, and the window slides
+    await h.adapter.send({ chatId: TEXT_CHANNEL_ID, kind: 'group' }, { text: 'elsewhere' }, { idempotencyKey: 'g1' });
+    clock.advance(60_000);
+    await h.adapter.send(DM, { text: 'c' }, { idempotencyKey: 'c3' });
+    expect(h.fake.messages.map((m) => m.content)).toEqual(['a', 'b', 'elsewhere', 'c']);
   });
 });
 
