@@ -14,7 +14,9 @@ export interface RecordedCall {
 export type CannedReply =
   | { status: 429; retryAfterSeconds: number }
   | { status: number; body?: string }
-  | { error: string };
+  | { error: string }
+  /** Answer normally (lets a test fail the 2nd call but not the 1st). */
+  | { passThrough: true };
 
 export interface SocketAck {
   envelope_id: string;
@@ -163,7 +165,7 @@ export class FakeSlack {
     this.calls.push({ method, params, token });
 
     const canned = this.canned.get(method)?.shift();
-    if (canned) {
+    if (canned && !('passThrough' in canned)) {
       if ('error' in canned) return json({ ok: false, error: canned.error });
       if (canned.status === 429 && 'retryAfterSeconds' in canned) {
         return new Response(JSON.stringify({ ok: false, error: 'ratelimited' }), {
