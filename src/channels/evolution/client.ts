@@ -239,7 +239,7 @@ export async function createInstance(
   opts: EvolutionCallOptions = {},
 ): Promise<{ created: boolean; qr: EvolutionQr | null }> {
   const alreadyExists = (status: number, body: unknown, text: string) =>
-    (status === 403 || status === 409 || status === 400) && /already|in use|exist/i.test(describeErrorBody(body, text));
+    (status === 403 || status === 409 || status === 400) && /already (in use|exists)|is in use/i.test(describeErrorBody(body, text));
   const res = await call(
     cfg, 'POST', '/instance/create',
     { instanceName: cfg.instanceName, qrcode: true, integration: 'WHATSAPP-BAILEYS' },
