@@ -448,6 +448,8 @@ describe('outbound', () => {
     t.sock.sendErrors.push(Object.assign(new Error('Connection Closed'), { output: { statusCode: 428 } }));
     expect(await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e4' }))).toMatchObject({ retryable: true });
 
+    expect(await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: '  ' }, { idempotencyKey: 'e0' }))).toMatchObject({ retryable: false, status: 400 });
+
     t.sock.emitClose(428);
     expect(await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e5' }))).toMatchObject({ retryable: true, status: 503 });
   });

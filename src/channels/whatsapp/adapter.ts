@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { Backoff } from '../../../actors/runtime/backoff.ts';
 import { realClock, type Clock, type Timer } from '../../../actors/runtime/clock.ts';
 import type { InstanceStatus } from '../../services/instance-types.ts';
+import { chunkText } from '../../stream/chunker.ts';
 import {
   ChannelError,
   type AdapterContext,
@@ -141,23 +142,6 @@ export function toJid(target: string): string {
   const digits = t.replace(/[\s\-().+]/g, '');
   if (!/^\d{7,15}$/.test(digits)) throw new ChannelError(`invalid WhatsApp number: ${target}`, false, undefined, 400);
   return `${digits}@s.whatsapp.net`;
-}
-
-// TODO: switch to chunkText from src/stream/chunker.ts once it lands (another helper writes it).
-// Until then a small splitter: prefer a paragraph, then a line, then a space boundary.
-function splitText(text: string, max: number): string[] {
-  const out: string[] = [];
-  let rest = text;
-  while (rest.length > max) {
-    let cut = rest.lastIndexOf('\n\n', max);
-    if (cut < max / 2) cut = rest.lastIndexOf('\n', max);
-    if (cut < max / 2) cut = rest.lastIndexOf(' ', max);
-    if (cut < max / 2) cut = max;
-    out.push(rest.slice(0, cut).trimEnd());
-    rest = rest.slice(cut).replace(/^\s+/, '');
-  }
-  if (rest.length > 0 || out.length === 0) out.push(rest);
-  return out;
 }
 
 /** Stable WhatsApp message id from the idempotency key, in Baileys' own id format. */
@@ -646,7 +630,8 @@ export class BaileysAdapter implements ChannelAdapter {
     }
 
     const max = this.maxText();
-    const chunks = splitText(text, max);
+    const chunks = chunkText(text, { maxChars: max });
+    if (chunks.length === 0) throw new ChannelError('nothing to send: empty text', false, undefined, 400);
     for (const chunk of chunks) {
       const first = part === 0;
       lastId = await this.sendOne(
