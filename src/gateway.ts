@@ -11,12 +11,15 @@ import { createLogger } from './log.ts';
 import { InstanceService } from './services/instances.ts';
 import { KeyService } from './services/keys.ts';
 import { SettingsService } from './services/settings.ts';
+import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
 
 export interface GatewayOptions {
   log?: Logger;
   clock?: Clock;
   db?: Database;
   fetch?: typeof fetch;
+  /** Channel adapter factories / agent overrides (tests). */
+  pipeline?: Pick<PipelineOptions, 'factories' | 'adapterDeps' | 'agentFor'>;
 }
 
 export interface Gateway {
@@ -28,6 +31,11 @@ export interface Gateway {
   keys: KeyService;
   instances: InstanceService;
   settings: SettingsService;
+  pipeline: Pipeline;
+  /** Starts channel connections and resumes unfinished conversations. */
+  start(): Promise<void>;
+  /** Prometheus text for /metrics. */
+  metricsText(): string;
   /** Flips to false when shutdown starts (readiness goes 503). */
   ready: boolean;
   /** Stops actors, drains in-flight work, closes the database. */
@@ -44,11 +52,17 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const instances = new InstanceService(db, { agentTimeoutSeconds: () => settings.value<number>('agent.defaultTimeoutSeconds') });
   keys.bootstrap(config.apiKey, join(config.dataDir, 'admin.key'), log);
 
+  const clock = opts.clock ?? realClock;
+  const fetchFn = opts.fetch ?? fetch;
+  const pipeline = new Pipeline({ db, config, clock, log, fetch: fetchFn, instances, settings, ...opts.pipeline });
+
   const closers: Array<() => Promise<void> | void> = [];
   let closed = false;
   const gw: Gateway = {
-    config, log, clock: opts.clock ?? realClock, db, fetch: opts.fetch ?? fetch,
-    keys, instances, settings,
+    config, log, clock, db, fetch: fetchFn,
+    keys, instances, settings, pipeline,
+    start: () => pipeline.start(),
+    metricsText: () => pipeline.metrics.render(),
     ready: true,
     onClose(fn) {
       closers.push(fn);
@@ -57,6 +71,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
       if (closed) return;
       closed = true;
       gw.ready = false;
+      closers.unshift(() => pipeline.shutdown());
       for (const fn of closers.reverse()) {
         try {
           await fn();

@@ -16,6 +16,7 @@ try {
 
 const gw = createGateway(config);
 const app = buildServer(gw);
+await gw.start();
 app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.bodyLimitBytes * 2 });
 gw.log.info({ port: app.server?.port, host: config.host, db: config.databasePath, cluster: Boolean(config.redisUrl) }, 'switchboard listening');
 

@@ -8,6 +8,10 @@ import { healthRoutes } from './api/health.ts';
 import { instancesV1 } from './api/v1/instances.ts';
 import { instancesV2 } from './api/v2/instances.ts';
 import { settingsV2 } from './api/v2/settings.ts';
+import { tracesV1 } from './api/v1/traces.ts';
+import { tracesV2 } from './api/v2/traces.ts';
+import { webhookRoutes } from './api/webhooks.ts';
+import { wsRoutes } from './stream/ws.ts';
 import type { Gateway } from './gateway.ts';
 import type { Principal } from './services/keys.ts';
 import { randomToken } from './services/ids.ts';
@@ -27,14 +31,39 @@ export function principalOf(request: Request): Principal {
   return p;
 }
 
+interface SchemaLike {
+  anyOf?: SchemaLike[];
+  const?: unknown;
+  type?: string;
+  minimum?: number;
+  maximum?: number;
+}
+
+/** TypeBox says only "Expected union value"; say what was expected (enum values, integer range). */
+function unionProblem(schema: SchemaLike | undefined, summary: string | undefined): string {
+  const members = schema?.anyOf ?? [];
+  if (members.length && members.every((m) => m.const !== undefined)) return `must be one of: ${members.map((m) => String(m.const)).join(', ')}`;
+  // Elysia widens t.Integer/t.Number to accept numeric strings; the numeric member carries the range.
+  const num = members.find((m) => m.type === 'integer' || m.type === 'number');
+  if (num && members.every((m) => m === num || m.type === 'string' || m.type === 'null')) {
+    const kind = num.type === 'integer' ? 'an integer' : 'a number';
+    if (num.minimum !== undefined && num.maximum !== undefined) return `must be ${kind} between ${num.minimum} and ${num.maximum}`;
+    if (num.minimum !== undefined) return `must be ${kind} ≥ ${num.minimum}`;
+    return `must be ${kind}`;
+  }
+  return summary ?? 'is invalid';
+}
+
 function validationDetails(error: unknown): Array<{ field: string; problem: string }> {
-  const all = (error as { all?: Array<{ path?: string; message?: string; summary?: string }> }).all ?? [];
+  const all = (error as { all?: Array<{ path?: string; message?: string; summary?: string; schema?: SchemaLike; value?: unknown }> }).all ?? [];
   const seen = new Set<string>();
   const out: Array<{ field: string; problem: string }> = [];
   for (const e of all) {
     const field = (e.path ?? '').replace(/^\//, '').replace(/\//g, '.') || '(body)';
-    // Union errors say only "Expected union value"; Elysia's summary names the expected types instead.
-    const problem = (e.message === 'Expected union value' ? e.summary : e.message) ?? 'is invalid';
+    const isUnion = e.message === 'Expected union value';
+    // A missing field is already reported as "Expected required property".
+    if (isUnion && e.value === undefined) continue;
+    const problem = (isUnion ? unionProblem(e.schema, e.summary) : e.message) ?? 'is invalid';
     const k = `${field}:${problem}`;
     if (seen.has(k)) continue;
     seen.add(k);
@@ -64,6 +93,11 @@ export function buildServer(gw: Gateway) {
         const details = validationDetails(error);
         const msg = details.length ? details.map((d) => `${d.field}: ${d.problem}`).join('; ') : 'Invalid request';
         body = errorBody('VALIDATION_ERROR', msg, details);
+      } else if (error instanceof TypeError && /new ValidationError|mapValueError/.test(error.stack ?? '')) {
+        // Elysia 1.4.30 throws a TypeError while describing a validation failure whose value cannot
+        // be turned into a string (e.g. {"name":{"toString":1}}); it is still a bad request.
+        status = 400;
+        body = errorBody('VALIDATION_ERROR', 'A field has a value of the wrong type', [{ field: '(body)', problem: 'has a value of the wrong type' }]);
       } else if (code === 'NOT_FOUND') {
         status = 404;
         body = errorBody('NOT_FOUND', `No route for ${request.method} ${new URL(request.url).pathname}`);
@@ -138,6 +172,8 @@ export function buildServer(gw: Gateway) {
             { name: 'instances', description: 'Channel instances' },
             { name: 'settings', description: 'Global settings' },
             { name: 'webhooks', description: 'Inbound channel webhooks' },
+            { name: 'traces', description: 'Message traces and conversations' },
+            { name: 'dead letters', description: 'Messages that failed every attempt' },
           ],
         },
       }),
@@ -146,7 +182,11 @@ export function buildServer(gw: Gateway) {
     .use(healthRoutes(gw))
     .use(instancesV1(gw))
     .use(instancesV2(gw))
-    .use(settingsV2(gw));
+    .use(settingsV2(gw))
+    .use(tracesV1(gw))
+    .use(tracesV2(gw))
+    .use(webhookRoutes(gw))
+    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => gw.keys.verify(key) }));
 
   return app;
 }

@@ -1,0 +1,313 @@
+// One actor per conversation (instance, chat). It pulls the conversation's rows from the
+// durable inbox in order (bounded prefetch) and runs ONE message at a time through
+// access → agent → send; the next starts only when the previous reached a terminal state.
+import type { Logger } from 'pino';
+import type { Clock } from './runtime/clock.ts';
+import type { Actor } from './runtime/supervisor.ts';
+import { backoffDelay } from './runtime/backoff.ts';
+import { AgentError, runAgent } from '../src/agents/index.ts';
+import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
+import { ChannelError, type ChannelAdapter, type InboundMessage } from '../src/channels/types.ts';
+import { crashPoint } from '../src/services/crash.ts';
+import { createReplyWriter, sendPart, type DeliveryContext } from '../src/services/delivery.ts';
+import { isoNow, newId, sha256 } from '../src/services/ids.ts';
+import type { Inbox, InboxRow } from '../src/services/inbox.ts';
+import type { Instance } from '../src/services/instance-types.ts';
+import type { Semaphore } from '../src/services/semaphore.ts';
+import type { TraceService } from '../src/services/traces.ts';
+import type { Database } from 'bun:sqlite';
+
+/** What the access step decided. */
+export interface AccessDecision {
+  allowed: boolean;
+  reason: string;
+  ruleId?: string | null;
+  /** Message to send back when blocked with action "reply". */
+  reply?: string | null;
+}
+
+/** Live-stream producer (src/stream/hub.ts implements it). */
+export interface TurnSink {
+  runStarted(s: { instanceId: string; conversationId: string; turnId: string; messageId: string }): void;
+  delta(turnId: string, text: string): void;
+  messageBreak(turnId: string): void;
+  runFinished(turnId: string, finalText: string): void;
+  runError(turnId: string, message: string): void;
+  turnRestarted(turnId: string, reason: string): void;
+}
+
+export interface PipelineObserver {
+  agentDone?(instance: Instance, ms: number, ttftMs: number | null, ok: boolean): void;
+  sent?(instance: Instance, ms: number, ok: boolean): void;
+  retried?(instance: Instance, stage: 'agent' | 'send'): void;
+  deadLettered?(instance: Instance): void;
+  possibleDuplicate?(instance: Instance): void;
+  terminal?(row: InboxRow, status: string, instance: Instance | null, responseText: string | null): void;
+}
+
+export interface ConversationDeps {
+  db: Database;
+  inbox: Inbox;
+  traces: TraceService;
+  clock: Clock;
+  log: Logger;
+  instance(id: string): Instance | null;
+  adapter(instanceId: string): ChannelAdapter | null;
+  agentFor(instance: Instance): AgentClient;
+  access(instance: Instance, msg: InboundMessage): AccessDecision;
+  sink: TurnSink;
+  agentPermits: Semaphore;
+  observer: PipelineObserver;
+  policy: { maxAttempts: () => number; retryBaseMs: number; retryMaxMs: number; prefetch: number };
+  /** Cluster mode: false once this node lost the conversation's shard (stop acting at once). */
+  stillOwner?(conversationId: string): boolean;
+}
+
+export type ConversationMsg = 'wake';
+
+/** Where a failed attempt goes next. */
+class Terminal extends Error {
+  constructor(readonly status: 'failed' | 'dead_lettered', message: string) {
+    super(message);
+  }
+}
+
+export function idempotencyKeyFor(instanceId: string, providerMessageId: string): string {
+  return sha256(`${instanceId}:${providerMessageId}`).slice(0, 40);
+}
+
+function userIdFor(inst: Instance, m: InboundMessage): string {
+  const prefix = inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel;
+  return `${prefix}:${m.sender.phone ?? m.sender.id}`;
+}
+
+export class ConversationActor implements Actor<ConversationMsg> {
+  private stopped = false;
+  private abort = new AbortController();
+
+  constructor(readonly conversationId: string, private deps: ConversationDeps) {}
+
+  async receive(): Promise<void> {
+    const { inbox, policy } = this.deps;
+    for (;;) {
+      const rows = inbox.next(this.conversationId, 0, policy.prefetch);
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        if (this.stopped || (this.deps.stillOwner && !this.deps.stillOwner(this.conversationId))) return;
+        await this.process(row);
+      }
+    }
+  }
+
+  async stop(reason: string): Promise<void> {
+    if (reason === 'passivate') crashPoint('during_passivation');
+    this.stopped = true;
+    if (reason === 'shutdown') return; // let the turn in flight finish (the supervisor awaits it)
+  }
+
+  /** Aborts an in-flight agent call (cluster self-fence). */
+  cancel(): void {
+    this.stopped = true;
+    this.abort.abort(new Error('conversation handed off'));
+  }
+
+  private async process(row: InboxRow): Promise<void> {
+    const { traces, db, log } = this.deps;
+    const inst = this.deps.instance(row.instance_id);
+    const msg = JSON.parse(row.payload_json) as InboundMessage;
+    if (!inst) {
+      this.finish(row, 'failed', null, { error: 'instance no longer exists' });
+      return;
+    }
+    if (row.status === 'pending') db.query("UPDATE inbox SET status = 'processing' WHERE seq = ?").run(row.seq);
+
+    // API sends (POST /api/v2/messages) skip access and agent: they only need ordered delivery.
+    if (row.kind === 'send') return this.deliverSend(row, inst, msg);
+
+    if (row.response_text === null) {
+      const decision = this.deps.access(inst, msg);
+      traces.addStep(row.id, 'access_control_checked', decision.allowed ? 'success' : 'error', {
+        user_allowed: decision.allowed, reason: decision.reason, rule_id: decision.ruleId ?? null,
+      });
+      if (!decision.allowed) {
+        if (decision.reply) await this.trySend(row, inst, msg, 'access_reply', decision.reply);
+        this.finish(row, 'blocked', inst, { error: decision.reason });
+        return;
+      }
+    }
+
+    let attempts = row.attempts;
+    let responseText = row.response_text;
+    const max = this.deps.policy.maxAttempts();
+    for (;;) {
+      try {
+        responseText = await this.attempt(row, inst, msg, responseText);
+        this.finish(row, 'completed', inst, { channelSuccess: true }, responseText);
+        return;
+      } catch (err) {
+        if (this.stopped && this.abort.signal.aborted) return; // handed off: the new owner resumes
+        attempts++;
+        db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
+        const retryable = err instanceof AgentError || err instanceof ChannelError ? err.retryable : !(err instanceof Terminal);
+        const stage = responseText === null ? 'agent' : 'send';
+        const message = (err as Error).message ?? String(err);
+        log.warn({ trace: row.id, attempt: attempts, stage, err: message }, 'message attempt failed');
+        if (retryable && attempts < max) {
+          this.deps.observer.retried?.(inst, stage);
+          const hinted = err instanceof ChannelError ? err.retryAfterMs : undefined;
+          const delay = Math.max(hinted ?? 0, backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
+          traces.addStep(row.id, 'retry_scheduled', 'error', { attempt: attempts, stage, error: message, delay_ms: Math.round(delay) });
+          await this.deps.clock.sleep(delay);
+          if (responseText === null) responseText = this.deps.inbox.get(row.seq)?.response_text ?? null;
+          continue;
+        }
+        await this.deadLetter(row, inst, msg, message, attempts, retryable);
+        return;
+      }
+    }
+  }
+
+  /** One attempt: the agent (unless its reply is already committed), then delivery. */
+  private async attempt(row: InboxRow, inst: Instance, msg: InboundMessage, committed: string | null): Promise<string> {
+    const { traces, db, sink } = this.deps;
+    const adapter = this.deps.adapter(inst.id);
+    if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
+    const ctx = this.deliveryContext(row, inst, msg, adapter);
+    const writer = createReplyWriter(ctx);
+    const turnId = `${row.id}`;
+    let text = committed;
+    if (text === null) {
+      const req: AgentRequest = {
+        userId: userIdFor(inst, msg),
+        sessionId: this.conversationId,
+        message: msg.text,
+        context: { channel: inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel, instance: inst.name, source: inst.channel === 'whatsapp-evolution' ? 'evolution-api' : inst.channel },
+        sessionOrigin: inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel,
+        idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
+        messageId: row.id,
+        senderName: msg.sender.name,
+      };
+      if (row.attempts > 0) sink.turnRestarted(turnId, 'retrying after a failed attempt');
+      sink.runStarted({ instanceId: inst.id, conversationId: this.conversationId, turnId, messageId: row.id });
+      const release = await this.deps.agentPermits.acquire();
+      const started = this.deps.clock.monotonic();
+      let firstDeltaAt: number | null = null;
+      let sofar = '';
+      let pending: Promise<void> = Promise.resolve();
+      const typing = adapter.capabilities.typing && adapter.typing ? adapter.typing.bind(adapter) : null;
+      if (typing) void typing(ctx.chat, true, msg).catch(() => {});
+      try {
+        crashPoint('agent_before_first_delta');
+        text = await runAgent(this.deps.agentFor(inst), req, this.abort.signal, (ev) => {
+          if (ev.type === 'delta') {
+            if (firstDeltaAt === null) firstDeltaAt = this.deps.clock.monotonic();
+            else crashPoint('agent_mid_stream');
+            sofar += ev.text;
+            sink.delta(turnId, ev.text);
+            const snapshot = sofar;
+            pending = pending.then(() => writer.onText(snapshot));
+          } else if (ev.type === 'message_break') {
+            sofar += '\n\n';
+            sink.messageBreak(turnId);
+          }
+        });
+        await pending;
+        const ms = this.deps.clock.monotonic() - started;
+        this.deps.observer.agentDone?.(inst, ms, firstDeltaAt === null ? null : firstDeltaAt - started, true);
+        // Commit the agent run: from here on a retry or a restart never calls the agent again.
+        db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(text, row.seq);
+        traces.addStep(row.id, 'agent_called', 'success', { agent_url: inst.agent.url, response_preview: text.slice(0, 120) }, Math.round(ms));
+        sink.runFinished(turnId, text);
+      } catch (err) {
+        await pending.catch(() => {});
+        const ms = this.deps.clock.monotonic() - started;
+        this.deps.observer.agentDone?.(inst, ms, null, false);
+        traces.addStep(row.id, 'agent_called', 'error', { agent_url: inst.agent.url, error: (err as Error).message }, Math.round(ms));
+        sink.runError(turnId, (err as Error).message);
+        throw err;
+      } finally {
+        release();
+        if (typing) void typing(ctx.chat, false, msg).catch(() => {});
+      }
+      crashPoint('after_agent_before_send');
+    }
+    if (!text.trim()) throw new Terminal('failed', 'agent returned an empty reply');
+    const sendStart = this.deps.clock.monotonic();
+    try {
+      const parts = await writer.finish(text);
+      this.deps.observer.sent?.(inst, this.deps.clock.monotonic() - sendStart, true);
+      traces.addStep(row.id, inst.channel === 'whatsapp-evolution' ? 'evolution_api_called' : 'channel_sent', 'success', { message_sent: true, parts }, Math.round(this.deps.clock.monotonic() - sendStart));
+    } catch (err) {
+      this.deps.observer.sent?.(inst, this.deps.clock.monotonic() - sendStart, false);
+      traces.addStep(row.id, inst.channel === 'whatsapp-evolution' ? 'evolution_api_called' : 'channel_sent', 'error', { message_sent: false, error: (err as Error).message });
+      throw err;
+    }
+    return text;
+  }
+
+  private deliveryContext(row: InboxRow, inst: Instance, msg: InboundMessage, adapter: ChannelAdapter): DeliveryContext {
+    return {
+      db: this.deps.db, clock: this.deps.clock, adapter, instance: inst, inboxSeq: row.seq, chat: msg.chat, inbound: msg,
+      idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
+      onPossibleDuplicate: () => {
+        this.deps.db.query('UPDATE inbox SET possible_duplicate = possible_duplicate + 1 WHERE seq = ?').run(row.seq);
+        this.deps.traces.addStep(row.id, 'possible_duplicate_send', 'error', { reason: 'resent a part whose earlier send was interrupted' });
+        this.deps.observer.possibleDuplicate?.(inst);
+      },
+    };
+  }
+
+  /** Best-effort extra message (error reply, access reply) through its own outbox part. */
+  private async trySend(row: InboxRow, inst: Instance, msg: InboundMessage, label: string, text: string): Promise<void> {
+    const adapter = this.deps.adapter(inst.id);
+    if (!adapter) return;
+    try {
+      await sendPart(this.deliveryContext(row, inst, msg, adapter), label === 'error_reply' ? 10_000 : 10_001, text);
+      this.deps.traces.addStep(row.id, label, 'success', { text_preview: text.slice(0, 120) });
+    } catch (err) {
+      this.deps.traces.addStep(row.id, label, 'error', { error: (err as Error).message });
+    }
+  }
+
+  private async deliverSend(row: InboxRow, inst: Instance, msg: InboundMessage): Promise<void> {
+    const adapter = this.deps.adapter(inst.id);
+    let attempts = row.attempts;
+    for (;;) {
+      try {
+        if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running`, false);
+        const out = (msg.extra?.outbound ?? { text: msg.text }) as { text: string };
+        await sendPart(this.deliveryContext(row, inst, msg, adapter), 0, out.text, msg.replyToMessageId);
+        this.deps.traces.addStep(row.id, 'channel_sent', 'success', { message_sent: true });
+        this.finish(row, 'completed', inst, { channelSuccess: true }, null);
+        return;
+      } catch (err) {
+        attempts++;
+        const retryable = err instanceof ChannelError ? err.retryable : true;
+        this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
+        if (retryable && attempts < this.deps.policy.maxAttempts()) {
+          await this.deps.clock.sleep(backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
+          continue;
+        }
+        this.deps.traces.addStep(row.id, 'channel_sent', 'error', { message_sent: false, error: (err as Error).message });
+        this.finish(row, 'failed', inst, { error: (err as Error).message, channelSuccess: false });
+        return;
+      }
+    }
+  }
+
+  private async deadLetter(row: InboxRow, inst: Instance, msg: InboundMessage, reason: string, attempts: number, retryable: boolean): Promise<void> {
+    const { db } = this.deps;
+    db.query('INSERT OR REPLACE INTO dead_letters (id, inbox_seq, instance_id, conversation_id, reason, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(newId(), row.seq, inst.id, this.conversationId, reason, attempts, isoNow());
+    this.deps.traces.addStep(row.id, 'dead_lettered', 'error', { reason, attempts, retryable });
+    this.deps.observer.deadLettered?.(inst);
+    if (inst.settings.errorReply) await this.trySend(row, inst, msg, 'error_reply', inst.settings.errorReply);
+    this.finish(row, 'dead_lettered', inst, { error: reason, channelSuccess: false });
+  }
+
+  private finish(row: InboxRow, status: 'completed' | 'failed' | 'blocked' | 'dead_lettered', inst: Instance | null, f: { error?: string; channelSuccess?: boolean }, responseText: string | null = null): void {
+    this.deps.traces.finish(row.seq, status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null, receivedAt: row.received_at });
+    this.deps.inbox.settled(this.conversationId);
+    this.deps.observer.terminal?.(row, status, inst, responseText);
+  }
+}

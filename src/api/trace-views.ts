@@ -1,0 +1,48 @@
+// v1 (setup guide) and v2 views of a trace.
+import type { TraceRecord } from '../services/traces.ts';
+
+function userId(r: TraceRecord): string {
+  return r.sender_phone ? `whatsapp:${r.sender_phone}` : r.sender_id;
+}
+
+export function v1Trace(r: TraceRecord) {
+  return {
+    trace_id: r.id,
+    instance_id: r.instance_name,
+    user_id: userId(r),
+    message_content: r.text,
+    response_content: r.response_text,
+    status: r.status,
+    duration_ms: r.duration_ms,
+    created_at: r.received_at,
+    completed_at: r.completed_at,
+    evolution_api_success: r.channel_success === null ? null : r.channel_success === 1,
+    error: r.error,
+    possible_duplicate: r.possible_duplicate > 0,
+    steps: r.steps.map((s) => ({ step: s.step, status: s.status, timestamp: s.at, ...(s.durationMs !== null ? { duration_ms: s.durationMs } : {}), ...(s.details ?? {}) })),
+  };
+}
+
+export function v2Trace(r: TraceRecord) {
+  return {
+    id: r.id,
+    instanceId: r.instance_id,
+    instanceName: r.instance_name,
+    conversationId: r.conversation_id,
+    providerMessageId: r.provider_message_id,
+    kind: r.kind,
+    sender: { id: r.sender_id, name: r.sender_name, phone: r.sender_phone },
+    text: r.text,
+    contentType: r.content_type,
+    responseText: r.response_text,
+    status: r.status,
+    attempts: r.attempts,
+    error: r.error,
+    channelSuccess: r.channel_success === null ? null : r.channel_success === 1,
+    possibleDuplicate: r.possible_duplicate > 0,
+    durationMs: r.duration_ms,
+    receivedAt: r.received_at,
+    completedAt: r.completed_at,
+    steps: r.steps,
+  };
+}

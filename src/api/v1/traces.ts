@@ -1,0 +1,64 @@
+// v1 traces: the setup guide's shapes.
+import { Elysia, t } from 'elysia';
+import type { Gateway } from '../../gateway.ts';
+import { canSeeInstance } from '../../services/keys.ts';
+import { principalOf } from '../../server.ts';
+import { ApiError, errorResponses } from '../errors.ts';
+import { v1Trace } from '../trace-views.ts';
+
+const V1Trace = t.Object({ trace_id: t.String(), status: t.String(), steps: t.Array(t.Record(t.String(), t.Any())) }, { additionalProperties: true, description: 'Trace (v1 shape)' });
+const isoDate = t.String({ maxLength: 40, description: 'ISO 8601 timestamp' });
+
+export function tracesV1(gw: Gateway) {
+  return new Elysia({ name: 'traces-v1', prefix: '/api/v1/traces' })
+    .get(
+      '',
+      ({ query, request }) => {
+        const p = principalOf(request);
+        let instanceId: string | undefined;
+        if (query.instance_name) {
+          const inst = gw.instances.getByName(query.instance_name);
+          if (!inst || !canSeeInstance(p, inst.id)) return { total: 0, traces: [] };
+          instanceId = inst.id;
+        }
+        for (const [k, v] of [['since', query.since], ['until', query.until]] as const) {
+          if (v !== undefined && Number.isNaN(Date.parse(v))) throw new ApiError('VALIDATION_ERROR', `${k} must be an ISO 8601 timestamp`, [{ field: k, problem: 'must be an ISO 8601 timestamp' }]);
+        }
+        const filter = {
+          instanceId, instanceIds: p.instanceIds, userId: query.phone ?? query.user_id,
+          status: query.status ? [query.status] : undefined,
+          since: query.since ? new Date(query.since).toISOString() : undefined,
+          until: query.until ? new Date(query.until).toISOString() : undefined,
+        };
+        const rows = gw.pipeline.traces.list({ ...filter, limit: query.limit ?? 50, offset: query.offset ?? 0 });
+        return { total: gw.pipeline.traces.count(filter), traces: rows.map(v1Trace) };
+      },
+      {
+        query: t.Object({
+          instance_name: t.Optional(t.String({ maxLength: 100 })),
+          phone: t.Optional(t.String({ maxLength: 100 })),
+          user_id: t.Optional(t.String({ maxLength: 200 })),
+          status: t.Optional(t.String({ maxLength: 30 })),
+          since: t.Optional(isoDate),
+          until: t.Optional(isoDate),
+          limit: t.Optional(t.Integer({ minimum: 1, maximum: 500 })),
+          offset: t.Optional(t.Integer({ minimum: 0 })),
+        }),
+        detail: { tags: ['traces'], summary: 'List traces (v1)', description: 'Newest first, with steps; filters as in the v1 guide.' },
+        response: { 200: t.Object({ total: t.Integer(), traces: t.Array(V1Trace) }, { description: 'Traces' }), ...errorResponses },
+      },
+    )
+    .get(
+      '/:traceId',
+      ({ params, request }) => {
+        const r = gw.pipeline.traces.get(params.traceId);
+        if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
+        return v1Trace(r);
+      },
+      {
+        params: t.Object({ traceId: t.String({ maxLength: 100 }) }),
+        detail: { tags: ['traces'], summary: 'Get trace (v1)', description: 'One trace with its steps.' },
+        response: { 200: V1Trace, ...errorResponses },
+      },
+    );
+}

@@ -1,0 +1,80 @@
+// Channel webhooks. Authenticity is checked per instance; the answer is sent only after the
+// durable inbox write (ack after commit). Credentials for replies always come from the
+// database, never from the webhook body.
+import { Elysia, t } from 'elysia';
+import type { Gateway } from '../gateway.ts';
+import { parseEvolutionWebhook } from '../channels/evolution/parse.ts';
+import { SlackAdapter } from '../channels/slack/adapter.ts';
+import { constantTimeEqual } from '../services/ids.ts';
+import { crashPoint } from '../services/crash.ts';
+import { ApiError, ErrorSchema } from './errors.ts';
+
+const WebhookAnswer = t.Object(
+  {
+    status: t.String({ description: 'received | duplicate | ignored' }),
+    trace_id: t.Union([t.String(), t.Null()]),
+    message: t.String(),
+  },
+  { description: 'Accepted (after the durable write), duplicate or ignored' },
+);
+
+export function webhookRoutes(gw: Gateway) {
+  return new Elysia({ name: 'webhooks' })
+    .post(
+      '/webhook/evolution/:instance',
+      async ({ params, query, body, request }) => {
+        const inst = gw.instances.getByName(params.instance);
+        const unauthorized = new ApiError('UNAUTHORIZED', 'Webhook token missing or wrong for this instance');
+        if (!inst || inst.channel !== 'whatsapp-evolution') throw unauthorized; // do not reveal which names exist
+        const token = (query as Record<string, string | undefined>).token ?? request.headers.get('x-webhook-token');
+        const bodyKey = (body as { apikey?: unknown })?.apikey;
+        const evolutionKey = typeof inst.config.evolution_key === 'string' ? inst.config.evolution_key : null;
+        const ok =
+          (typeof token === 'string' && constantTimeEqual(token, inst.webhookSecret)) ||
+          (typeof bodyKey === 'string' && evolutionKey !== null && constantTimeEqual(bodyKey, evolutionKey));
+        if (!ok) throw unauthorized;
+        if (!inst.isActive) return { status: 'ignored', trace_id: null, message: 'instance is inactive' };
+        const { messages, ignored } = parseEvolutionWebhook(body, inst.id);
+        if (messages.length === 0) return { status: 'ignored', trace_id: null, message: ignored.join('; ') || 'nothing to process' };
+        const results = await Promise.all(messages.map((m) => gw.pipeline.ingest(m)));
+        crashPoint('after_ack');
+        const first = results[0];
+        const allDup = results.every((r) => r.status === 'duplicate');
+        return {
+          status: allDup ? 'duplicate' : 'received',
+          trace_id: first.traceId,
+          message: allDup ? 'Message already received' : first.shed ? 'Message accepted but shed: conversation backlog full' : 'Message accepted',
+        };
+      },
+      {
+        params: t.Object({ instance: t.String({ maxLength: 100, description: 'Instance name' }) }),
+        query: t.Object({ token: t.Optional(t.String({ maxLength: 200, description: "The instance's webhook token" })) }),
+        body: t.Unknown({ description: 'Evolution API webhook ({event, instance, data, apikey, ...})' }),
+        detail: {
+          tags: ['webhooks'], summary: 'Evolution API webhook', security: [],
+          description: 'messages.upsert from an Evolution server. Authenticated by ?token= / x-webhook-token, or by a body apikey equal to the instance\'s Evolution key. Answered after the durable write.',
+        },
+        response: { 200: WebhookAnswer, 400: ErrorSchema, 401: ErrorSchema, 503: ErrorSchema },
+      },
+    )
+    .post(
+      '/webhook/slack/:instance',
+      async ({ params, body, request, set }) => {
+        const inst = gw.instances.getByName(params.instance);
+        const adapter = inst ? gw.pipeline.adapter(inst.id) : null;
+        if (!inst || inst.channel !== 'slack') throw new ApiError('NOT_FOUND', 'No such Slack instance');
+        if (!(adapter instanceof SlackAdapter)) throw new ApiError('UNAVAILABLE', 'Slack instance is not running', null, { 'retry-after': '5' });
+        const answer = await adapter.handleEventsRequest(typeof body === 'string' ? body : '', request.headers);
+        set.status = answer.status;
+        if (answer.headers) Object.assign(set.headers, answer.headers);
+        return answer.body;
+      },
+      {
+        parse: 'text',
+        params: t.Object({ instance: t.String({ maxLength: 100, description: 'Instance name' }) }),
+        body: t.String({ description: 'Slack Events API request (signed)' }),
+        detail: { tags: ['webhooks'], summary: 'Slack Events API', security: [], description: 'Signed with the instance signing secret (v0 HMAC-SHA256, 5-minute window). Acked after the durable write.' },
+        response: { 200: t.Unknown({ description: 'Accepted, challenge or ignored' }), 401: t.Unknown({ description: 'Bad signature' }), 404: ErrorSchema, 503: t.Unknown({ description: 'Not running or overloaded' }) },
+      },
+    );
+}

@@ -1,0 +1,26 @@
+// Named crash points for the crash matrix: SWITCHBOARD_CRASH_AT=<point>:<n> makes the process
+// SIGKILL itself at the n-th pass through <point>. Unset, a crash point is one boolean check.
+
+export type CrashPointName =
+  | 'after_inbox_commit'     // inbox committed, webhook not yet answered
+  | 'after_ack'              // webhook answered
+  | 'agent_before_first_delta'
+  | 'agent_mid_stream'
+  | 'after_agent_before_send'
+  | 'after_send_before_outbox_commit'
+  | 'mid_group_commit'
+  | 'during_passivation';
+
+const spec = process.env.SWITCHBOARD_CRASH_AT;
+const [armedPoint, armedCountRaw] = spec ? spec.split(':') : [];
+const armedCount = Number(armedCountRaw ?? 1) || 1;
+let passes = 0;
+
+export function crashPoint(name: CrashPointName): void {
+  if (armedPoint === undefined || name !== armedPoint) return;
+  passes++;
+  if (passes >= armedCount) {
+    process.stderr.write(`switchboard: crash point ${name} reached (pass ${passes}); SIGKILL\n`);
+    process.kill(process.pid, 'SIGKILL');
+  }
+}

@@ -1,0 +1,154 @@
+// Delivers one reply to a channel through the outbox, in the instance's reply mode:
+//  final  — one reply, chunked to the channel's limits;
+//  blocks — each completed block is sent while the agent still writes;
+//  edit   — post once, then edit in place at most once a second, rolling over at the limit.
+// Every posted part has an outbox row: pending → sending → sent (with the platform id). A part
+// found `sending` after a crash is resent and counted as a possible duplicate.
+import type { Database } from 'bun:sqlite';
+import type { Clock } from '../../actors/runtime/clock.ts';
+import type { ChannelAdapter, ChatRef, InboundMessage } from '../channels/types.ts';
+import { BlockSplitter, chunkText } from '../stream/chunker.ts';
+import { crashPoint } from './crash.ts';
+import { isoNow, newId } from './ids.ts';
+import type { Instance } from './instance-types.ts';
+
+interface OutboxRow {
+  id: string;
+  part: number;
+  text: string;
+  status: 'pending' | 'sending' | 'sent' | 'failed';
+  platform_message_id: string | null;
+}
+
+export interface DeliveryContext {
+  db: Database;
+  clock: Clock;
+  adapter: ChannelAdapter;
+  instance: Instance;
+  inboxSeq: number;
+  chat: ChatRef;
+  inbound: InboundMessage | undefined;
+  idempotencyKey: string;
+  onPossibleDuplicate: () => void;
+  onSent?: (part: number, platformMessageId: string, text: string) => void;
+}
+
+export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
+  return {
+    maxChars: inst.settings.maxTextLength ?? adapter.capabilities.maxText,
+    maxLines: adapter.capabilities.maxLines,
+  };
+}
+
+/** Sends (or skips, when already sent) one numbered part of a reply through the outbox. */
+export async function sendPart(ctx: DeliveryContext, part: number, text: string, replyTo?: string): Promise<string> {
+  const { db } = ctx;
+  const row = db.query<OutboxRow, [number, number]>('SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?').get(ctx.inboxSeq, part);
+  if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
+  if (row?.status === 'sending') ctx.onPossibleDuplicate();
+  if (row) db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(text, row.id);
+  else db.query("INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)").run(newId(), ctx.inboxSeq, part, text, isoNow());
+  const receipt = await ctx.adapter.send(ctx.chat, { text, replyTo }, { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound });
+  crashPoint('after_send_before_outbox_commit');
+  db.query("UPDATE outbox SET status = 'sent', platform_message_id = ?, sent_at = ? WHERE inbox_seq = ? AND part = ?").run(receipt.platformMessageId, isoNow(), ctx.inboxSeq, part);
+  ctx.onSent?.(part, receipt.platformMessageId, text);
+  return receipt.platformMessageId;
+}
+
+export function sentParts(db: Database, inboxSeq: number): Array<{ part: number; text: string; platformMessageId: string }> {
+  return db
+    .query<{ part: number; text: string; platform_message_id: string }, [number]>("SELECT part, text, platform_message_id FROM outbox WHERE inbox_seq = ? AND status = 'sent' ORDER BY part")
+    .all(inboxSeq)
+    .map((r) => ({ part: r.part, text: r.text, platformMessageId: r.platform_message_id }));
+}
+
+/** Progressive delivery while the agent streams; `finish(finalText)` completes the reply. */
+export interface ReplyWriter {
+  onText(fullTextSoFar: string): Promise<void>;
+  finish(finalText: string): Promise<number>;
+}
+
+export function createReplyWriter(ctx: DeliveryContext): ReplyWriter {
+  const mode = ctx.instance.settings.replyMode;
+  const limits = limitsFor(ctx.adapter, ctx.instance);
+  const replyTo = ctx.inbound?.replyToMessageId;
+  if (mode === 'edit' && ctx.adapter.capabilities.edit && ctx.adapter.edit) return new EditWriter(ctx, limits, replyTo);
+  if (mode === 'blocks') return new BlocksWriter(ctx, limits, replyTo);
+  return {
+    async onText() {},
+    async finish(finalText) {
+      const chunks = chunkText(finalText, limits);
+      for (let i = 0; i < chunks.length; i++) await sendPart(ctx, i, chunks[i], i === 0 ? replyTo : undefined);
+      return chunks.length;
+    },
+  };
+}
+
+class BlocksWriter implements ReplyWriter {
+  private splitter = new BlockSplitter();
+  private streamed = '';
+  private part = 0;
+  constructor(private ctx: DeliveryContext, private limits: { maxChars: number; maxLines?: number }, private replyTo?: string) {}
+
+  private async sendBlocks(blocks: string[]) {
+    for (const b of blocks) {
+      for (const c of chunkText(b, this.limits)) {
+        await sendPart(this.ctx, this.part, c, this.part === 0 ? this.replyTo : undefined);
+        this.part++;
+      }
+    }
+  }
+  async onText(full: string) {
+    const fresh = full.slice(this.streamed.length);
+    this.streamed = full;
+    if (fresh) await this.sendBlocks(this.splitter.push(fresh));
+  }
+  async finish(finalText: string) {
+    // A JSON agent sends no deltas; a streaming one may end with text the deltas lacked.
+    if (finalText.length > this.streamed.length && finalText.startsWith(this.streamed)) await this.onText(finalText);
+    await this.sendBlocks(this.splitter.flush());
+    return this.part;
+  }
+}
+
+/** Post once, edit at most once a second, roll over to a new message at the channel limit. */
+class EditWriter implements ReplyWriter {
+  private lastEditAt = -Infinity;
+  private shown = new Map<number, string>(); // part → text visible on the platform
+  private ids = new Map<number, string>();
+  constructor(private ctx: DeliveryContext, private limits: { maxChars: number; maxLines?: number }, private replyTo?: string) {
+    for (const s of sentParts(ctx.db, ctx.inboxSeq)) {
+      this.ids.set(s.part, s.platformMessageId);
+      this.shown.set(s.part, s.text);
+    }
+  }
+
+  private async show(full: string) {
+    const parts = chunkText(full, this.limits);
+    for (let i = 0; i < parts.length; i++) {
+      const text = parts[i];
+      if (this.shown.get(i) === text) continue;
+      const id = this.ids.get(i);
+      if (!id) {
+        this.ids.set(i, await sendPart(this.ctx, i, text, i === 0 ? this.replyTo : undefined));
+      } else {
+        await this.ctx.adapter.edit!(this.ctx.chat, id, text);
+        this.ctx.db.query('UPDATE outbox SET text = ? WHERE inbox_seq = ? AND part = ?').run(text, this.ctx.inboxSeq, i);
+      }
+      this.shown.set(i, text);
+    }
+    return parts.length;
+  }
+
+  async onText(full: string) {
+    const now = this.ctx.clock.monotonic();
+    if (!full.trim() || now - this.lastEditAt < 1000) return;
+    this.lastEditAt = now;
+    await this.show(full);
+  }
+
+  async finish(finalText: string) {
+    // Repair: whatever edits were skipped or dropped, the visible text ends equal to the reply.
+    return this.show(finalText);
+  }
+}

@@ -1,0 +1,103 @@
+// Traces: the inbox row is the trace; steps are appended as the pipeline runs.
+import type { Database } from 'bun:sqlite';
+import { isoNow } from './ids.ts';
+import type { InboxRow, InboxStatus } from './inbox.ts';
+
+export interface TraceStep {
+  step: string;
+  status: 'success' | 'error' | 'skipped';
+  at: string;
+  durationMs: number | null;
+  details: Record<string, unknown> | null;
+}
+
+export interface TraceFilter {
+  instanceId?: string;
+  instanceIds?: string[] | null;
+  userId?: string;
+  status?: string[];
+  since?: string;
+  until?: string;
+  conversationId?: string;
+  beforeSeq?: number;
+  limit: number;
+  offset?: number;
+}
+
+export interface TraceRecord extends InboxRow {
+  instance_name: string;
+  steps: TraceStep[];
+}
+
+export class TraceService {
+  constructor(private db: Database) {}
+
+  addStep(traceId: string, step: string, status: TraceStep['status'], details?: Record<string, unknown> | null, durationMs?: number | null): void {
+    const idx = (this.db.query<{ n: number }, [string]>('SELECT COALESCE(MAX(idx), -1) + 1 AS n FROM trace_steps WHERE trace_id = ?').get(traceId)!).n;
+    this.db
+      .query('INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      .run(traceId, idx, step, status, isoNow(), durationMs ?? null, details ? JSON.stringify(details) : null);
+  }
+
+  steps(traceId: string): TraceStep[] {
+    return this.db
+      .query<{ step: string; status: TraceStep['status']; at: string; duration_ms: number | null; details_json: string | null }, [string]>(
+        'SELECT step, status, at, duration_ms, details_json FROM trace_steps WHERE trace_id = ? ORDER BY idx',
+      )
+      .all(traceId)
+      .map((r) => ({ step: r.step, status: r.status, at: r.at, durationMs: r.duration_ms, details: r.details_json ? JSON.parse(r.details_json) : null }));
+  }
+
+  private where(f: Omit<TraceFilter, 'limit' | 'offset'>): { sql: string; params: (string | number)[] } {
+    const w: string[] = [];
+    const p: (string | number)[] = [];
+    if (f.instanceId) { w.push('i.instance_id = ?'); p.push(f.instanceId); }
+    if (f.instanceIds) {
+      if (f.instanceIds.length === 0) w.push('0');
+      else { w.push(`i.instance_id IN (${f.instanceIds.map(() => '?').join(',')})`); p.push(...f.instanceIds); }
+    }
+    if (f.userId) {
+      // v1 filters by phone or user id; accept "+55…", digits, or the platform id.
+      const digits = f.userId.replace(/\D/g, '');
+      w.push('(i.sender_id = ? OR i.sender_phone = ? OR i.sender_phone = ?)');
+      p.push(f.userId, f.userId, `+${digits}`);
+    }
+    if (f.status?.length) { w.push(`i.status IN (${f.status.map(() => '?').join(',')})`); p.push(...f.status); }
+    if (f.since) { w.push('i.received_at >= ?'); p.push(f.since); }
+    if (f.until) { w.push('i.received_at <= ?'); p.push(f.until); }
+    if (f.conversationId) { w.push('i.conversation_id = ?'); p.push(f.conversationId); }
+    if (f.beforeSeq !== undefined) { w.push('i.seq < ?'); p.push(f.beforeSeq); }
+    return { sql: w.length ? `WHERE ${w.join(' AND ')}` : '', params: p };
+  }
+
+  /** Newest first. */
+  list(f: TraceFilter): TraceRecord[] {
+    const { sql, params } = this.where(f);
+    const rows = this.db
+      .query<InboxRow & { instance_name: string }, (string | number)[]>(
+        `SELECT i.*, n.name AS instance_name FROM inbox i JOIN instances n ON n.id = i.instance_id ${sql} ORDER BY i.seq DESC LIMIT ? OFFSET ?`,
+      )
+      .all(...params, f.limit, f.offset ?? 0);
+    return rows.map((r) => ({ ...r, steps: this.steps(r.id) }));
+  }
+
+  count(f: Omit<TraceFilter, 'limit' | 'offset'>): number {
+    const { sql, params } = this.where(f);
+    return (this.db.query<{ n: number }, (string | number)[]>(`SELECT COUNT(*) AS n FROM inbox i ${sql}`).get(...params)!).n;
+  }
+
+  get(traceId: string): TraceRecord | null {
+    const r = this.db
+      .query<InboxRow & { instance_name: string }, [string]>('SELECT i.*, n.name AS instance_name FROM inbox i JOIN instances n ON n.id = i.instance_id WHERE i.id = ?')
+      .get(traceId);
+    return r ? { ...r, steps: this.steps(r.id) } : null;
+  }
+
+  /** Marks a trace terminal. */
+  finish(seq: number, status: InboxStatus, fields: { error?: string | null; channelSuccess?: boolean | null; receivedAt: string }): void {
+    const now = Date.now();
+    this.db
+      .query('UPDATE inbox SET status = ?, error = COALESCE(?, error), channel_success = COALESCE(?, channel_success), completed_at = ?, duration_ms = ? WHERE seq = ?')
+      .run(status, fields.error ?? null, fields.channelSuccess == null ? null : fields.channelSuccess ? 1 : 0, isoNow(now), Math.max(0, now - Date.parse(fields.receivedAt)), seq);
+  }
+}
