@@ -35,6 +35,9 @@ export function healthRoutes(gw: Gateway & { metricsText?: () => string }) {
     .get(
       '/metrics',
       () => new Response(gw.metricsText ? gw.metricsText() : '', { headers: { 'content-type': 'text/plain; version=0.0.4' } }),
-      { detail: { tags: ['health'], summary: 'Prometheus metrics', description: 'Prometheus text exposition format.', security: [] } },
+      {
+        detail: { tags: ['health'], summary: 'Prometheus metrics', description: 'Prometheus text exposition format.', security: [] },
+        response: { 200: t.String({ description: 'Metrics in the Prometheus text format' }) },
+      },
     );
 }

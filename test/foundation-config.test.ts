@@ -1,0 +1,126 @@
+// Configuration: defaults, the seed's AUTOMAGIK_OMNI_* fallbacks, and one clear line per bad value.
+import { describe, expect, test } from 'bun:test';
+import { join } from 'node:path';
+import { ConfigError, loadConfig } from '../src/config.ts';
+
+const ROOT = join(import.meta.dir, '..');
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(env)}`);
+}
+
+describe('config defaults', () => {
+  test('an empty environment gives the contract defaults', () => {
+    const c = loadConfig({});
+    expect(c.port).toBe(8882);
+    expect(c.host).toBe('0.0.0.0');
+    expect(c.databasePath).toBe('./data/switchboard.db');
+    expect(c.dataDir).toBe('./data');
+    expect(c.apiKey).toBeNull();
+    expect(c.redisUrl).toBeNull();
+    expect(c.publicUrl).toBeNull();
+    expect(c.logLevel).toBe('info');
+  });
+
+  test('empty strings count as unset', () => {
+    const c = loadConfig({ PORT: '', HOST: '', REDIS_URL: '' });
+    expect(c.port).toBe(8882);
+    expect(c.host).toBe('0.0.0.0');
+    expect(c.redisUrl).toBeNull();
+  });
+
+  test('explicit values are used', () => {
+    const c = loadConfig({
+      PORT: '9000', HOST: '127.0.0.1', DATABASE_PATH: '/tmp/x/sb.db', SWITCHBOARD_API_KEY: 'k'.repeat(20),
+      REDIS_URL: 'redis://127.0.0.1:6379/', LOG_LEVEL: 'DEBUG', PUBLIC_URL: 'https://gw.example.com/',
+    });
+    expect(c.port).toBe(9000);
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.databasePath).toBe('/tmp/x/sb.db');
+    expect(c.dataDir).toBe('/tmp/x');
+    expect(c.apiKey).toBe('k'.repeat(20));
+    expect(c.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(c.logLevel).toBe('debug');
+    // Trailing slash dropped so webhook URLs do not get a double slash.
+    expect(c.publicUrl).toBe('https://gw.example.com');
+  });
+});
+
+describe('AUTOMAGIK_OMNI_* fallbacks', () => {
+  test('each seed variable is accepted when the Switchboard one is unset', () => {
+    const c = loadConfig({
+      AUTOMAGIK_OMNI_API_KEY: 'omni-dev-key-test-2025',
+      AUTOMAGIK_OMNI_API_HOST: '127.0.0.1',
+      AUTOMAGIK_OMNI_API_PORT: '8883',
+      AUTOMAGIK_OMNI_SQLITE_DATABASE_PATH: './omni/omni.db',
+    });
+    expect(c.apiKey).toBe('omni-dev-key-test-2025');
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.port).toBe(8883);
+    expect(c.databasePath).toBe('./omni/omni.db');
+  });
+
+  test('the Switchboard variable wins over the fallback', () => {
+    const c = loadConfig({
+      PORT: '9001', AUTOMAGIK_OMNI_API_PORT: '8883',
+      SWITCHBOARD_API_KEY: 'switchboard-key-000000', AUTOMAGIK_OMNI_API_KEY: 'omni-dev-key-test-2025',
+      DATABASE_PATH: './a.db', AUTOMAGIK_OMNI_SQLITE_DATABASE_PATH: './b.db',
+    });
+    expect(c.port).toBe(9001);
+    expect(c.apiKey).toBe('switchboard-key-000000');
+    expect(c.databasePath).toBe('./a.db');
+  });
+
+  test('a bad fallback value is reported under the fallback name', () => {
+    expect(configError({ AUTOMAGIK_OMNI_API_PORT: 'eighty' }).variable).toBe('AUTOMAGIK_OMNI_API_PORT');
+  });
+});
+
+describe('bad values stop the start naming the variable', () => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ PORT: '-1' }, 'PORT'],
+    [{ PORT: '80.5' }, 'PORT'],
+    [{ HOST: 'bad host/name' }, 'HOST'],
+    [{ SWITCHBOARD_API_KEY: 'short' }, 'SWITCHBOARD_API_KEY'],
+    [{ REDIS_URL: 'not a url' }, 'REDIS_URL'],
+    [{ REDIS_URL: 'http://127.0.0.1:6379' }, 'REDIS_URL'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ PUBLIC_URL: 'gw.example.com' }, 'PUBLIC_URL'],
+    [{ PUBLIC_URL: 'ftp://gw.example.com' }, 'PUBLIC_URL'],
+    [{ BODY_LIMIT_BYTES: '10' }, 'BODY_LIMIT_BYTES'],
+    [{ CORS_ORIGINS: 'example.com' }, 'CORS_ORIGINS'],
+    [{ DISCORD_API_URL: 'discord' }, 'DISCORD_API_URL'],
+    [{ WHATSAPP_WS_URL: 'https://web.whatsapp.com/ws' }, 'WHATSAPP_WS_URL'],
+  ];
+  for (const [env, variable] of cases) {
+    test(`${JSON.stringify(env)} → ${variable}`, () => {
+      const err = configError(env);
+      expect(err.variable).toBe(variable);
+      expect(err.message.startsWith(`${variable}:`)).toBe(true);
+      expect(err.message).not.toContain('\n');
+    });
+  }
+});
+
+describe('bun src/main.ts with a bad value', () => {
+  test('PORT=abc exits non-zero with one line naming PORT', async () => {
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: 'abc', DATABASE_PATH: ':memory:' };
+    const proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
+    const timer = setTimeout(() => proc.kill(), 10_000);
+    const [code, out, err] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+    clearTimeout(timer);
+    expect(code).not.toBe(0);
+    const lines = (out + err).split('\n').filter((l) => l.trim() !== '');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain('PORT');
+    expect(lines[0]).toContain('abc');
+  });
+});
