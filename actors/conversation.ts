@@ -16,6 +16,10 @@ import type { Instance } from '../src/services/instance-types.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
 import type { TraceService } from '../src/services/traces.ts';
 import type { Database } from 'bun:sqlite';
+import { ApiChannelAdapter } from '../src/channels/api.ts';
+
+/** Messages that arrived through the API (AG-UI endpoint) are answered on the live stream only. */
+const API_ADAPTER: ChannelAdapter = new ApiChannelAdapter();
 
 /** What the access step decided. */
 export interface AccessDecision {
@@ -84,6 +88,8 @@ function userIdFor(inst: Instance, m: InboundMessage): string {
 export class ConversationActor implements Actor<ConversationMsg> {
   private stopped = false;
   private abort = new AbortController();
+  /** Turns announced to the live stream and not yet finished (retries continue the same turn). */
+  private openTurns = new Set<string>();
 
   constructor(readonly conversationId: string, private deps: ConversationDeps) {}
 
@@ -157,10 +163,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
           const hinted = err instanceof ChannelError ? err.retryAfterMs : undefined;
           const delay = Math.max(hinted ?? 0, backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
           traces.addStep(row.id, 'retry_scheduled', 'error', { attempt: attempts, stage, error: message, delay_ms: Math.round(delay) });
+          if (this.openTurns.has(row.id)) this.deps.sink.turnRestarted(row.id, `attempt ${attempts} failed: ${message}`);
           await this.deps.clock.sleep(delay);
           if (responseText === null) responseText = this.deps.inbox.get(row.seq)?.response_text ?? null;
           continue;
         }
+        if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, message);
         await this.deadLetter(row, inst, msg, message, attempts, retryable);
         return;
       }
@@ -170,7 +178,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
   /** One attempt: the agent (unless its reply is already committed), then delivery. */
   private async attempt(row: InboxRow, inst: Instance, msg: InboundMessage, committed: string | null): Promise<string> {
     const { traces, db, sink } = this.deps;
-    const adapter = this.deps.adapter(inst.id);
+    const adapter = msg.extra?.via === 'api' ? API_ADAPTER : this.deps.adapter(inst.id);
     if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
     const ctx = this.deliveryContext(row, inst, msg, adapter);
     const writer = createReplyWriter(ctx);
@@ -187,8 +195,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
         messageId: row.id,
         senderName: msg.sender.name,
       };
-      if (row.attempts > 0) sink.turnRestarted(turnId, 'retrying after a failed attempt');
-      sink.runStarted({ instanceId: inst.id, conversationId: this.conversationId, turnId, messageId: row.id });
+      // One live turn per message across retries: a retry is announced with turnRestarted.
+      if (!this.openTurns.has(turnId)) {
+        this.openTurns.add(turnId);
+        sink.runStarted({ instanceId: inst.id, conversationId: this.conversationId, turnId, messageId: row.id });
+      }
       const release = await this.deps.agentPermits.acquire();
       const started = this.deps.clock.monotonic();
       let firstDeltaAt: number | null = null;
@@ -217,13 +228,13 @@ export class ConversationActor implements Actor<ConversationMsg> {
         // Commit the agent run: from here on a retry or a restart never calls the agent again.
         db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(text, row.seq);
         traces.addStep(row.id, 'agent_called', 'success', { agent_url: inst.agent.url, response_preview: text.slice(0, 120) }, Math.round(ms));
+        this.openTurns.delete(turnId);
         sink.runFinished(turnId, text);
       } catch (err) {
         await pending.catch(() => {});
         const ms = this.deps.clock.monotonic() - started;
         this.deps.observer.agentDone?.(inst, ms, null, false);
         traces.addStep(row.id, 'agent_called', 'error', { agent_url: inst.agent.url, error: (err as Error).message }, Math.round(ms));
-        sink.runError(turnId, (err as Error).message);
         throw err;
       } finally {
         release();
