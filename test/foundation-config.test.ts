@@ -1,5 +1,6 @@
 // Configuration: defaults, the seed's AUTOMAGIK_OMNI_* fallbacks, and one clear line per bad value.
 import { describe, expect, test } from 'bun:test';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../src/config.ts';
 
@@ -122,5 +123,31 @@ describe('bun src/main.ts with a bad value', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain('PORT');
     expect(lines[0]).toContain('abc');
+  });
+});
+
+describe('.env.example', () => {
+  const example = readFileSync(join(ROOT, '.env.example'), 'utf8');
+  const source = readFileSync(join(ROOT, 'src/config.ts'), 'utf8');
+  // Every env name config.ts reads appears in a quoted list like ['PORT', 'AUTOMAGIK_OMNI_API_PORT'].
+  const names = [...new Set([...source.matchAll(/\[((?:'[A-Z][A-Z0-9_]*'(?:, )?)+)\]/g)].flatMap((m) => m[1].match(/[A-Z][A-Z0-9_]*/g)!))];
+
+  test('documents every variable config.ts reads, fallbacks included', () => {
+    expect(names.length).toBeGreaterThan(20);
+    expect(names).toContain('AUTOMAGIK_OMNI_SQLITE_DATABASE_PATH');
+    const missing = names.filter((n) => !new RegExp(`\\b${n}\\b`).test(example));
+    expect(missing).toEqual([]);
+  });
+
+  test('its example values, all uncommented, form a valid configuration', () => {
+    const env: Record<string, string> = {};
+    for (const line of example.split('\n')) {
+      const m = line.match(/^#?([A-Z][A-Z0-9_]*)=(.*)$/);
+      if (m) env[m[1]] = m[2];
+    }
+    expect(Object.keys(env).length).toBeGreaterThan(20);
+    const c = loadConfig(env);
+    expect(c.port).toBe(8882);
+    expect(c.databasePath).toBe('./data/switchboard.db');
   });
 });
