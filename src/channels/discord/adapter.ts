@@ -33,7 +33,8 @@ import {
   type SentReceipt,
 } from '../types.ts';
 import { readDiscordSettings, type DiscordSettings } from './config.ts';
-import { splitForDiscord } from './split.ts';
+import { chunkText } from '../../stream/chunker.ts';
+import { OrderedIngest } from '../ingest-retry.ts';
 
 export const DISCORD_MAX_CHARS = 2000;
 // Discord clients collapse long messages at roughly 17 lines; stay below that.
@@ -89,6 +90,7 @@ export class DiscordAdapter implements ChannelAdapter {
   private settings: DiscordSettings | null = null;
   private log: Logger | null = null;
   private readonly clock: Clock;
+  private readonly ingestQueue: OrderedIngest;
   private readonly typingTimers = new Map<string, Timer>();
   /** Per conversation: recent replies (monotonic ms + idempotency key) for the loop guard. */
   private readonly recentReplies = new Map<string, Array<{ at: number; key: string }>>();
@@ -97,6 +99,7 @@ export class DiscordAdapter implements ChannelAdapter {
 
   constructor(private readonly opts: DiscordAdapterOptions = {}) {
     this.clock = opts.clock ?? realClock;
+    this.ingestQueue = new OrderedIngest({ clock: this.clock, log: () => this.log });
   }
 
   async start(ctx: AdapterContext): Promise<void> {
@@ -181,7 +184,7 @@ export class DiscordAdapter implements ChannelAdapter {
       const msg = this.toInbound(m);
       if (!msg) return;
       // Called synchronously from the event so ingests start in gateway order.
-      ctx.ingest(msg).catch((err) => this.log?.error({ err: errorText(err), id: msg.providerMessageId }, 'discord ingest failed'));
+      this.ingestQueue.push(ctx, msg).catch((err) => this.log?.error({ err: errorText(err), id: msg.providerMessageId }, 'discord message could not be stored after retries'));
     });
     client.on(Events.InteractionCreate, (i) => {
       if (live()) void this.onInteraction(i, ctx);
@@ -280,7 +283,7 @@ export class DiscordAdapter implements ChannelAdapter {
       mentioned: true,
       extra,
     };
-    ctx.ingest(msg).catch((err) => this.log?.error({ err: errorText(err), id: msg.providerMessageId }, 'discord ingest failed'));
+    this.ingestQueue.push(ctx, msg).catch((err) => this.log?.error({ err: errorText(err), id: msg.providerMessageId }, 'discord /ask could not be stored after retries'));
   }
 
   // ---- outbound --------------------------------------------------------------------------
@@ -311,8 +314,8 @@ export class DiscordAdapter implements ChannelAdapter {
     }
     if (text.trim() === '' && files.length === 0) throw new ChannelError('empty message', false);
 
-    // TODO: swap to the shared chunkText (src/stream/chunker.ts) once it exists.
-    const pieces = text.trim() === '' ? [''] : splitForDiscord(text, DISCORD_MAX_CHARS, DISCORD_MAX_LINES);
+    // The pipeline pre-chunks; this keeps direct callers within Discord's limits too.
+    const pieces = text.trim() === '' ? [''] : chunkText(text, { maxChars: DISCORD_MAX_CHARS, maxLines: DISCORD_MAX_LINES });
     const interaction = interactionOf(opts.inbound);
     let firstId: string | null = null;
     for (let index = 0; index < pieces.length; index++) {

@@ -11,7 +11,7 @@ import {
   connectionState, evolutionConfigOf, evolutionFlag, evolutionNumberFor, sendMedia, sendPresence, sendReaction, sendText,
   type EvolutionCallOptions, type EvolutionQuoted,
 } from './client.ts';
-import { splitMessage } from './split.ts';
+import { chunkText } from '../../stream/chunker.ts';
 
 export const EVOLUTION_MAX_TEXT = 4000;
 
@@ -116,7 +116,7 @@ export class EvolutionAdapter implements ChannelAdapter {
         mediatype: m.mediaType, media: mediaSource, caption: captionText || undefined, fileName: m.filename,
       }, { quoted: q, delay }, this.callOpts()));
     }
-    for (const chunk of splitMessage(text, maxText)) {
+    for (const chunk of chunkText(text, { maxChars: maxText })) {
       parts.push((q) => sendText(cfg, number, chunk, { quoted: q, delay }, this.callOpts()));
     }
     if (parts.length === 0) throw new ChannelError('nothing to send: empty reply', false);

@@ -25,7 +25,8 @@ import {
 } from '../types.ts';
 import { boltLogger } from './bolt-logger.ts';
 import { toInboundMessage, type SlackEventBody } from './inbound.ts';
-import { splitText } from './split-text.ts';
+import { chunkText } from '../../stream/chunker.ts';
+import { ingestWithRetry } from '../ingest-retry.ts';
 
 export const SLACK_DEFAULT_API_URL = 'https://slack.com/api/';
 export const SLACK_DEFAULT_MAX_TEXT = 4000;
@@ -56,6 +57,8 @@ export interface SlackHttpAnswer {
 interface IngestOutcome {
   results: IngestResult[];
   error?: unknown;
+  /** Socket Mode: no HTTP 503 to hand back, so an overloaded inbox is retried briefly before giving up (unacked → Slack redelivers). */
+  retryOverload?: boolean;
 }
 
 /** Errors from @slack/web-api carry a string `code` (checked by value, not instanceof). */
@@ -241,7 +244,7 @@ export class SlackAdapter implements ChannelAdapter {
     const text = out.text || out.media?.caption || '';
     if (!text) throw new ChannelError('the Slack adapter sends text only (media is not supported)', false);
 
-    const chunks = splitText(text, this.capabilities.maxText);
+    const chunks = chunkText(text, { maxChars: this.capabilities.maxText });
     // A retry of the same send (same key) after a partial failure continues after the posted chunks.
     const posted = this.postedChunks.get(opts.idempotencyKey) ?? [];
     this.rememberPosted(opts.idempotencyKey, posted);
@@ -305,7 +308,9 @@ export class SlackAdapter implements ChannelAdapter {
     const msg = toInboundMessage(this.instance.id, body, context.botUserId);
     if (!msg || !this.ctx) return;
     try {
-      outcome?.results.push(await this.ctx.ingest(msg));
+      const ctx = this.ctx;
+      const result = outcome?.retryOverload ? await ingestWithRetry(ctx, msg, { clock: this.clock, log: ctx.log }) : await ctx.ingest(msg);
+      outcome?.results.push(result);
     } catch (error) {
       if (outcome) outcome.error = error;
       throw error;
@@ -319,7 +324,7 @@ export class SlackAdapter implements ChannelAdapter {
         await args.ack();
         return;
       }
-      const outcome: IngestOutcome = { results: [] };
+      const outcome: IngestOutcome = { results: [], retryOverload: true };
       await app.processEvent({
         body: args.body,
         retryNum: args.retry_num,

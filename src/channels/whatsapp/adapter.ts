@@ -1,6 +1,7 @@
 // WhatsApp directly through Baileys: pairing (QR or code), auth state in SQLite, a reconnect
 // policy that stops when WhatsApp says the link is gone, inbound mapping and paced sending.
 // The instance actor owns one adapter; inbound goes to ctx.ingest (the durable inbox).
+import { ingestWithRetry } from '../ingest-retry.ts';
 import type { Database } from 'bun:sqlite';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -574,9 +575,10 @@ export class BaileysAdapter implements ChannelAdapter {
         continue;
       }
       try {
-        await ctx.ingest(parsed);
+        // Runs inside inboundChain, so a message waiting out an overload keeps its place in line.
+        await ingestWithRetry(ctx, parsed, { clock: this.clock, log: this.log });
       } catch (err) {
-        this.log?.error({ err, messageId: parsed.providerMessageId }, 'whatsapp message could not be stored');
+        this.log?.error({ err, messageId: parsed.providerMessageId }, 'whatsapp message could not be stored after retries');
         continue;
       }
       if (this.config.readReceipts && !parsed.fromOwner) {
