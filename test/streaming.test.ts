@@ -1,0 +1,138 @@
+// Live partial replies through the whole gateway: a streaming AG-UI agent, the conversation
+// actor, the stream hub and a real WebSocket client; and the gateway itself as an AG-UI agent
+// driven by @ag-ui/client's HttpAgent.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { HttpAgent } from '@ag-ui/client';
+import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
+import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+
+let evo: FakeEvolution;
+let agent: FakeAgent;
+const REPLY = 'Olá! Here is a streamed answer 🚀 with several words, so it arrives as many deltas.';
+
+beforeAll(async () => {
+  evo = await startFakeEvolution({ apikey: 'EVO-KEY-123456' });
+  agent = startFakeAgent({ protocol: 'agui', reply: () => REPLY, deltaChars: 4, deltaDelayMs: 3 });
+});
+afterAll(async () => {
+  await evo.stop();
+  await agent.stop();
+});
+
+async function serve() {
+  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
+  const created = await t.call('POST', '/api/v2/instances', {
+    name: 'stream-bot', channel: 'whatsapp-evolution',
+    channelConfig: { evolutionUrl: evo.url, evolutionKey: evo.apikey },
+    agent: { url: agent.url, type: 'agui', timeoutSeconds: 10 },
+  });
+  expect(created.status).toBe(201);
+  await t.gw.start();
+  const server = t.app.listen({ port: 0, hostname: '127.0.0.1' });
+  const base = `http://127.0.0.1:${server.server!.port}`;
+  const token = new URL(created.body.data.webhookUrl).searchParams.get('token')!;
+  const post = (id: string, text: string) =>
+    fetch(`${base}/webhook/evolution/stream-bot?token=${token}`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ event: 'messages.upsert', data: { key: { remoteJid: '15550001111@s.whatsapp.net', fromMe: false, id }, pushName: 'Ana', messageTimestamp: 1765375800, message: { conversation: text } } }),
+    });
+  return { ...t, base, post, instanceId: created.body.data.id as string, stop: async () => { await server.stop(true); await t.close(); } };
+}
+
+function openWs(base: string, key: string) {
+  const frames: any[] = [];
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/ws?apiKey=${key}`);
+  ws.onmessage = (e) => frames.push(JSON.parse(String(e.data)));
+  const opened = new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error('ws error'));
+  });
+  return { ws, frames, opened };
+}
+
+async function until(cond: () => boolean, ms = 8000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await Bun.sleep(10);
+  }
+}
+
+describe('live stream of a reply', () => {
+  test('a WebSocket subscriber receives ordered deltas whose concatenation equals the sent reply', async () => {
+    const s = await serve();
+    const { ws, frames, opened } = openWs(s.base, ADMIN_KEY);
+    await opened;
+    ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'], filters: { instanceId: s.instanceId } }));
+    await until(() => frames.some((f) => f.type === 'subscribed'));
+    expect((await s.post('s-1', 'tell me')).status).toBe(200);
+    await until(() => frames.some((f) => f.payload?.type === 'RUN_FINISHED'));
+    await evo.waitForSent(1);
+    const turn = frames.filter((f) => f.type === 'event' && f.channel === 'conversations').map((f) => f.payload);
+    expect(turn.map((p) => p.seq)).toEqual(turn.map((_, i) => i + 1)); // gap-free
+    expect(turn[0].type).toBe('RUN_STARTED');
+    const text = turn.filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').map((p) => p.delta).join('');
+    expect(text).toBe(REPLY);
+    expect(evo.sent.at(-1)!.text).toBe(REPLY);
+    ws.close();
+    await s.stop();
+  });
+
+  test('a stream cut mid-way is retried with the same Idempotency-Key; subscribers are told the turn restarted; one reply is sent', async () => {
+    const s = await serve();
+    evo.reset();
+    let calls = 0;
+    agent.plan(() => (++calls === 1 ? { cutAfterDeltas: 3 } : undefined));
+    const { ws, frames, opened } = openWs(s.base, ADMIN_KEY);
+    await opened;
+    ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'] }));
+    await until(() => frames.some((f) => f.type === 'subscribed'));
+    await s.post('cut-1', 'again');
+    await until(() => frames.some((f) => f.payload?.type === 'RUN_FINISHED'));
+    await evo.waitForSent(1);
+    agent.plan(null);
+    const keys = agent.requests.filter((r) => r.message === 'again').map((r) => r.idempotencyKey);
+    expect(keys.length).toBe(2);
+    expect(keys[0]).toBe(keys[1]);
+    const payloads = frames.filter((f) => f.type === 'event').map((f) => f.payload);
+    expect(payloads.some((p) => p.type === 'CUSTOM' && p.name === 'TURN_RESTARTED')).toBe(true);
+    expect(payloads.find((p) => p.type === 'RUN_FINISHED').result.text).toBe(REPLY);
+    await Bun.sleep(50);
+    expect(evo.sent.map((m) => m.text)).toEqual([REPLY]);
+    ws.close();
+    await s.stop();
+  });
+
+  test('@ag-ui/client HttpAgent chats through /api/v2/agui/{instance} and gets the streamed reply', async () => {
+    const s = await serve();
+    const client = new HttpAgent({ url: `${s.base}/api/v2/agui/stream-bot`, headers: { 'x-api-key': ADMIN_KEY }, threadId: 'thread-1' });
+    client.addMessage({ id: 'u1', role: 'user', content: 'hello over AG-UI' });
+    const deltas: string[] = [];
+    const result = await client.runAgent({ runId: 'run-1' }, { onTextMessageContentEvent: ({ event }) => void deltas.push(event.delta) });
+    const assistant = result.newMessages.find((m) => m.role === 'assistant');
+    expect(assistant?.content).toBe(REPLY);
+    expect(deltas.join('')).toBe(REPLY);
+    expect(agent.requests.at(-1)!.message).toBe('hello over AG-UI');
+    // Nothing went to WhatsApp: API conversations answer on the stream.
+    expect(evo.sent.some((m) => m.text === REPLY && m.number.startsWith('agui'))).toBe(false);
+    // The same runId again returns the stored reply without a second agent run.
+    const before = agent.requests.length;
+    const again = new HttpAgent({ url: `${s.base}/api/v2/agui/stream-bot`, headers: { 'x-api-key': ADMIN_KEY }, threadId: 'thread-1' });
+    again.addMessage({ id: 'u1', role: 'user', content: 'hello over AG-UI' });
+    const r2 = await again.runAgent({ runId: 'run-1' });
+    expect(r2.newMessages.find((m) => m.role === 'assistant')?.content).toBe(REPLY);
+    expect(agent.requests.length).toBe(before);
+    await s.stop();
+  });
+
+  test('the AG-UI endpoint rejects a run without a user message and unknown instances', async () => {
+    const s = await serve();
+    const bad = await s.call('POST', '/api/v2/agui/stream-bot', { threadId: 't', runId: 'r', messages: [] });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('VALIDATION_ERROR');
+    const missing = await s.call('POST', '/api/v2/agui/nope', { threadId: 't', runId: 'r', messages: [{ role: 'user', content: 'x' }] });
+    expect(missing.status).toBe(404);
+    await s.stop();
+  });
+});
