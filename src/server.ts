@@ -11,6 +11,7 @@ import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV1 } from './api/v1/traces.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
+import { aguiRoutes } from './api/v2/agui.ts';
 import { wsRoutes } from './stream/ws.ts';
 import type { Gateway } from './gateway.ts';
 import type { Principal } from './services/keys.ts';
@@ -173,6 +174,7 @@ export function buildServer(gw: Gateway) {
             { name: 'settings', description: 'Global settings' },
             { name: 'webhooks', description: 'Inbound channel webhooks' },
             { name: 'traces', description: 'Message traces and conversations' },
+            { name: 'streaming', description: 'Live replies: AG-UI endpoint (and the /ws WebSocket, not described by OpenAPI)' },
             { name: 'dead letters', description: 'Messages that failed every attempt' },
           ],
         },
@@ -186,6 +188,7 @@ export function buildServer(gw: Gateway) {
     .use(tracesV1(gw))
     .use(tracesV2(gw))
     .use(webhookRoutes(gw))
+    .use(aguiRoutes(gw))
     .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => gw.keys.verify(key) }));
 
   return app;
