@@ -1,0 +1,89 @@
+// Backpressure: per-conversation backlog bound (shed), global bound (503 + Retry-After), and a
+// flooded conversation that does not starve the others (fair agent concurrency).
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
+import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { createTestGateway } from './helpers.ts';
+
+let evo: FakeEvolution;
+let agent: FakeAgent;
+beforeAll(async () => {
+  evo = await startFakeEvolution({ apikey: 'EVO-KEY-123456' });
+  agent = startFakeAgent({ protocol: 'json' });
+});
+afterAll(async () => {
+  await evo.stop();
+  await agent.stop();
+});
+
+const upsert = (id: string, text: string, phone: string) => ({
+  event: 'messages.upsert',
+  data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, messageTimestamp: 1765375800, message: { conversation: text } },
+});
+
+async function setup(env: Record<string, string>) {
+  evo.reset();
+  const t = createTestGateway(env);
+  const res = await t.call('POST', '/api/v1/instances', { name: 'bp', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+  await t.gw.start();
+  const token = new URL(res.body.webhook_url).searchParams.get('token')!;
+  return { ...t, post: (b: unknown) => t.call('POST', `/webhook/evolution/bp?token=${token}`, b, { 'x-api-key': '' }) };
+}
+
+describe('backpressure', () => {
+  test('beyond the per-conversation backlog, messages are shed (terminal, traced) instead of reaching the agent', async () => {
+    agent.setBehaviour({ latencyMs: 40 });
+    const t = await setup({ CONVERSATION_BACKLOG_LIMIT: '3' });
+    const answers = [];
+    for (let i = 0; i < 10; i++) answers.push((await t.post(upsert(`f-${i}`, `flood ${i}`, '1888'))).body);
+    const shed = answers.filter((a) => a.message.includes('shed'));
+    expect(shed.length).toBeGreaterThan(0);
+    for (const a of answers) expect(a.status).toBe('received'); // acknowledged: never dropped silently
+    const rows = t.gw.db.query<{ status: string }, []>("SELECT status FROM inbox WHERE status = 'shed'").all();
+    expect(rows.length).toBe(shed.length);
+    const trace = await t.call('GET', `/api/v2/traces/${shed[0].trace_id}`);
+    expect(trace.body.data.status).toBe('shed');
+    expect(trace.body.data.steps.map((s: any) => s.step)).toContain('shed');
+    // The shed messages never reach the agent; the others are answered.
+    await evo.waitForSent(10 - shed.length, 10000);
+    const asked = new Set(agent.requests.map((r) => r.message));
+    for (let i = 0; i < 10; i++) if (shed.some((s) => s.trace_id === answers[i].trace_id)) expect(asked.has(`flood ${i}`)).toBe(false);
+    agent.setBehaviour({ latencyMs: 0 });
+    await t.close();
+  });
+
+  test('the global backlog bound answers 503 UNAVAILABLE with Retry-After and stores nothing', async () => {
+    agent.setBehaviour({ latencyMs: 200 });
+    const t = await setup({ GLOBAL_BACKLOG_LIMIT: '5' });
+    const statuses: number[] = [];
+    let refused: any = null;
+    for (let i = 0; i < 8; i++) {
+      const r = await t.post(upsert(`g-${i}`, `g ${i}`, `1777${i}`));
+      statuses.push(r.status);
+      if (r.status === 503) refused = r;
+    }
+    expect(statuses.filter((s) => s === 200).length).toBe(5);
+    expect(refused.body.error.code).toBe('UNAVAILABLE');
+    expect(refused.headers.get('retry-after')).toBe('5');
+    expect(t.gw.db.query<{ n: number }, []>('SELECT COUNT(*) AS n FROM inbox').get()!.n).toBe(5);
+    agent.setBehaviour({ latencyMs: 0 });
+    await evo.waitForSent(5, 10000);
+    await t.close();
+  });
+
+  test('a flooded conversation does not starve quiet ones: agent slots are shared fairly', async () => {
+    agent.setBehaviour({ latencyMs: 15 });
+    const t = await setup({ AGENT_CONCURRENCY: '2' });
+    for (let i = 0; i < 40; i++) await t.post(upsert(`fl-${i}`, `flood ${i}`, '1666'));
+    await Promise.all(Array.from({ length: 6 }, (_, c) => t.post(upsert(`q-${c}`, `quiet ${c}`, `1555${c}`))));
+    await evo.waitForSent(46, 15000);
+    const order = evo.sent.map((s) => s.text);
+    const lastQuiet = Math.max(...Array.from({ length: 6 }, (_, c) => order.indexOf(`echo: quiet ${c}`)));
+    // Round-robin over 7 conversations with 2 slots: every quiet chat is answered within the first few
+    // rounds, long before the flood's 40 messages are done.
+    expect(lastQuiet).toBeLessThan(20);
+    expect(evo.sentTo('1666')).toEqual(Array.from({ length: 40 }, (_, i) => `echo: flood ${i}`));
+    agent.setBehaviour({ latencyMs: 0 });
+    await t.close();
+  });
+});
