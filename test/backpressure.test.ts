@@ -87,3 +87,28 @@ describe('backpressure', () => {
     await t.close();
   });
 });
+
+describe('passivation', () => {
+  test('idle conversation actors passivate on the (virtual) clock and come back on the next message', async () => {
+    const { VirtualClock } = await import('../actors/runtime/virtual-clock.ts');
+    const clock = new VirtualClock(Date.now());
+    evo.reset();
+    const t = createTestGateway({ ACTOR_IDLE_MS: '1000' }, { clock });
+    const res = await t.call('POST', '/api/v1/instances', { name: 'pv', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url });
+    await t.gw.start();
+    const token = new URL(res.body.webhook_url).searchParams.get('token')!;
+    const post = (b: unknown) => t.call('POST', `/webhook/evolution/pv?token=${token}`, b, { 'x-api-key': '' });
+    await post(upsert('pv-1', 'one', '1444'));
+    await evo.waitForSent(1);
+    expect(t.gw.pipeline.conversations.stats().active).toBe(1);
+    await clock.advance(999);
+    expect(t.gw.pipeline.conversations.stats().active).toBe(1);
+    await clock.advance(1000);
+    expect(t.gw.pipeline.conversations.stats().active).toBe(0);
+    expect(t.gw.pipeline.conversations.stats().passivated).toBe(1);
+    await post(upsert('pv-2', 'two', '1444'));
+    await evo.waitForSent(2);
+    expect(evo.sentTo('1444')).toEqual(['echo: one', 'echo: two']);
+    await t.close();
+  });
+});
