@@ -6,8 +6,31 @@ import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { baseUrl, V1CreateBody, V1Instance, V1UpdateBody, v1Input, v1View } from '../instance-views.ts';
 import { SuccessSchema } from '../schemas.ts';
+import { lifecycleOf } from '../../services/lifecycle.ts';
 
 const NameParams = t.Object({ name: t.String({ maxLength: 200, description: 'Instance name' }) });
+
+const V1Qr = t.Object(
+  {
+    qr_code: t.String({ description: 'data:image/png;base64,... — scan with WhatsApp (Linked devices)' }),
+    instance_name: t.String(),
+    valid_until: t.String({ description: 'ISO time after which WhatsApp rejects this QR' }),
+    instance_id: t.Integer(),
+  },
+  { description: 'Pairing QR code (the v1 guide shape)' },
+);
+
+const V1Status = t.Object(
+  {
+    instance_name: t.String(),
+    instance_id: t.Integer(),
+    channel: t.String(),
+    status: t.String({ description: 'connecting, connected, disconnected, logged_out or error' }),
+    reason: t.Union([t.String(), t.Null()], { description: 'Why, when not connected' }),
+    connected: t.Boolean(),
+  },
+  { additionalProperties: true, description: 'Connection status' },
+);
 
 export function instancesV1(gw: Gateway) {
   const visible = (request: Request, name: string) => {
@@ -30,6 +53,8 @@ export function instancesV1(gw: Gateway) {
         const p = principalOf(request);
         if (p.instanceIds !== null) throw new ApiError('FORBIDDEN', 'Keys restricted to instances cannot create instances');
         const inst = gw.instances.create(v1Input(body as Record<string, unknown>));
+        // auto_qr: provision the Evolution side in the background; the create never waits for it.
+        void lifecycleOf(gw).afterCreate(inst, baseUrl(gw.config.publicUrl, request));
         set.status = 201;
         return v1View(inst, baseUrl(gw.config.publicUrl, request));
       },
@@ -55,6 +80,39 @@ export function instancesV1(gw: Gateway) {
         body: V1UpdateBody,
         detail: { tags: ['instances'], summary: 'Update instance (v1)', description: 'Changes only the fields given.' },
         response: { 200: V1Instance, 409: errorResponses[400], ...errorResponses },
+      },
+    )
+    .get(
+      '/:name/qr',
+      async ({ params, request }) => {
+        const inst = visible(request, params.name);
+        const qr = await lifecycleOf(gw).qr(inst);
+        return { qr_code: qr.qr, instance_name: inst.name, valid_until: qr.expiresAt, instance_id: inst.seq };
+      },
+      {
+        params: NameParams,
+        detail: {
+          tags: ['instances'], summary: 'Pairing QR code (v1)',
+          description: 'WhatsApp instances only. Evolution: asks Evolution (GET /instance/connect). Baileys: the QR the socket shows now. 404 when no QR is available yet, 409 when already connected, 400 for channels that pair by token, 502 CHANNEL_ERROR when Evolution is unreachable.',
+        },
+        response: { 200: V1Qr, 409: errorResponses[400], 502: errorResponses[500], ...errorResponses },
+      },
+    )
+    .get(
+      '/:name/status',
+      async ({ params, request }) => {
+        const inst = visible(request, params.name);
+        const s = await lifecycleOf(gw).status(inst);
+        return {
+          instance_name: inst.name, instance_id: inst.seq, channel: inst.channel, status: s.status, reason: s.reason, connected: s.status === 'connected',
+          ...(s.evolutionState !== undefined ? { evolution_state: s.evolutionState } : {}),
+          ...(s.qrRounds !== undefined ? { qr_rounds: s.qrRounds, last_disconnect: s.lastDisconnect ?? null } : {}),
+        };
+      },
+      {
+        params: NameParams,
+        detail: { tags: ['instances'], summary: 'Connection status (v1)', description: 'Live status: Evolution instances ask Evolution (GET /instance/connectionState); others report the running connection.' },
+        response: { 200: V1Status, ...errorResponses },
       },
     )
     .delete(

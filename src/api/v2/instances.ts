@@ -8,8 +8,27 @@ import { ApiError, errorResponses } from '../errors.ts';
 import { baseUrl, V2CreateBody, V2Instance, V2UpdateBody, v2Input, v2View } from '../instance-views.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
+import { lifecycleOf, type LifecycleStatus } from '../../services/lifecycle.ts';
 
 const IdParams = t.Object({ id: t.String({ maxLength: 200, description: 'Instance id (or name)' }) });
+
+const V2Status = t.Object(
+  {
+    status: t.String({ description: 'connecting, connected, disconnected, logged_out or error' }),
+    reason: t.Union([t.String(), t.Null()], { description: 'Why, when not connected (e.g. the last disconnect)' }),
+    channel: t.String(),
+    running: t.Boolean({ description: 'The channel connection is owned by a running instance actor' }),
+    hasQr: t.Boolean({ description: 'A pairing QR is available at .../qr' }),
+    lastDisconnect: t.Optional(t.Union([t.Object({ statusCode: t.Union([t.Integer(), t.Null()]), reason: t.String(), at: t.String() }), t.Null()], { description: 'WhatsApp (Baileys): the last socket close' })),
+    qrRounds: t.Optional(t.Integer({ description: 'WhatsApp (Baileys): QR codes shown since the last open' })),
+    nextReconnectAt: t.Optional(t.Union([t.String(), t.Null()], { description: 'WhatsApp (Baileys): when the next reconnect is due' })),
+    evolutionState: t.Optional(t.String({ description: "Evolution's own state (open, connecting, close)" })),
+  },
+  { description: 'Connection status' },
+);
+const StatusData = t.Object({ data: V2Status }, { description: 'Connection status' });
+const lifecycleErrors = { 409: errorResponses[400], 502: errorResponses[500], ...errorResponses };
+const statusView = (s: LifecycleStatus) => s;
 
 /** Instance lookup honouring the key's instance restriction (others are NOT_FOUND). */
 export function visibleInstance(gw: Gateway, request: Request, idOrName: string): Instance {
@@ -43,6 +62,8 @@ export function instancesV2(gw: Gateway) {
       ({ body, request, set }) => {
         if (principalOf(request).instanceIds !== null) throw new ApiError('FORBIDDEN', 'Keys restricted to instances cannot create instances');
         const inst = gw.instances.create(v2Input(body as Record<string, unknown>));
+        // auto_qr: provision the Evolution side in the background; the create never waits for it.
+        void lifecycleOf(gw).afterCreate(inst, baseUrl(gw.config.publicUrl, request));
         set.status = 201;
         return { data: view(inst, request) };
       },
@@ -77,6 +98,80 @@ export function instancesV2(gw: Gateway) {
         return { success: true };
       },
       { params: IdParams, detail: { tags: ['instances'], summary: 'Delete instance', description: 'Stops the channel and deletes the instance.' }, response: { 200: SuccessSchema, ...errorResponses } },
+    )
+    .get(
+      '/:id/status',
+      async ({ params, request }) => ({ data: statusView(await lifecycleOf(gw).status(visibleInstance(gw, request, params.id))) }),
+      {
+        params: IdParams,
+        detail: { tags: ['instances'], summary: 'Connection status', description: 'Live status and reason. Evolution instances ask Evolution (GET /instance/connectionState); WhatsApp (Baileys) adds the last disconnect, QR rounds and the next reconnect time.' },
+        response: { 200: StatusData, ...errorResponses },
+      },
+    )
+    .get(
+      '/:id/qr',
+      async ({ params, request }) => ({ data: await lifecycleOf(gw).qr(visibleInstance(gw, request, params.id)) }),
+      {
+        params: IdParams,
+        detail: { tags: ['instances'], summary: 'Pairing QR code', description: 'WhatsApp only: the current QR as a PNG data URL and when it expires. 404 while none is available yet, 409 when already connected or stopped, 400 for token-based channels, 502 CHANNEL_ERROR when Evolution is unreachable.' },
+        response: {
+          200: t.Object({ data: t.Object({ qr: t.String({ description: 'data:image/png;base64,...' }), expiresAt: t.String({ description: 'ISO time' }) }) }, { description: 'The QR code' }),
+          ...lifecycleErrors,
+        },
+      },
+    )
+    .post(
+      '/:id/pair',
+      async ({ params, body, request }) => ({ data: { code: await lifecycleOf(gw).pair(visibleInstance(gw, request, params.id), body.phoneNumber) } }),
+      {
+        params: IdParams,
+        body: t.Object({ phoneNumber: t.String({ minLength: 7, maxLength: 32, description: 'The phone to link, international format (e.g. +5511999990000)' }) }, { additionalProperties: false }),
+        detail: { tags: ['instances'], summary: 'Pair by phone number', description: 'WhatsApp (Baileys) only: returns the 8-character code to enter on the phone (Linked devices → Link with phone number). 409 when already linked.' },
+        response: { 200: t.Object({ data: t.Object({ code: t.String() }) }, { description: 'The pairing code' }), ...lifecycleErrors },
+      },
+    )
+    .post(
+      '/:id/connect',
+      async ({ params, request }) => {
+        const inst = visibleInstance(gw, request, params.id);
+        const r = await lifecycleOf(gw).connect(inst, baseUrl(gw.config.publicUrl, request));
+        return { data: { ...r.status, ...(r.created !== undefined ? { created: r.created, qr: r.qr ?? null } : {}) } };
+      },
+      {
+        params: IdParams,
+        detail: { tags: ['instances'], summary: 'Connect', description: 'Evolution: creates the instance in Evolution if missing and registers our webhook_url for MESSAGES_UPSERT (base64 = webhook_base64); 502 CHANNEL_ERROR with the reason when Evolution is unreachable. WhatsApp (Baileys), Discord, Slack: (re)starts the connection.' },
+        response: {
+          200: t.Object({ data: t.Composite([V2Status, t.Object({ created: t.Optional(t.Boolean({ description: 'Evolution: the instance was created now' })), qr: t.Optional(t.Union([t.String(), t.Null()], { description: 'Evolution: the QR handed out on creation' })) })]) }, { description: 'Status after connecting' }),
+          ...lifecycleErrors,
+        },
+      },
+    )
+    .post(
+      '/:id/restart',
+      async ({ params, request }) => ({ data: await lifecycleOf(gw).restart(visibleInstance(gw, request, params.id)) }),
+      {
+        params: IdParams,
+        detail: { tags: ['instances'], summary: 'Restart the connection', description: 'Evolution: proxied to POST /instance/restart. Others: drops and reopens the connection (Baileys: with a fresh QR budget).' },
+        response: { 200: StatusData, ...lifecycleErrors },
+      },
+    )
+    .post(
+      '/:id/logout',
+      async ({ params, request }) => ({ data: await lifecycleOf(gw).logout(visibleInstance(gw, request, params.id)) }),
+      {
+        params: IdParams,
+        detail: { tags: ['instances'], summary: 'Log out (unlink WhatsApp)', description: 'WhatsApp only. Baileys: unlinks the device and deletes the stored auth state (pair again to reconnect). Evolution: proxied to DELETE /instance/logout.' },
+        response: { 200: StatusData, ...lifecycleErrors },
+      },
+    )
+    .get(
+      '/:id/discord/invite',
+      ({ params, request }) => ({ data: { url: lifecycleOf(gw).discordInvite(visibleInstance(gw, request, params.id)) } }),
+      {
+        params: IdParams,
+        detail: { tags: ['instances'], summary: 'Discord invite URL', description: 'OAuth2 URL that adds the bot to a server, from discord_client_id and discord_permissions (scopes bot + applications.commands).' },
+        response: { 200: t.Object({ data: t.Object({ url: t.String() }) }, { description: 'Invite URL' }), ...errorResponses },
+      },
     )
     .post(
       '/:id/rotate-webhook-secret',
