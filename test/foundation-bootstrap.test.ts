@@ -101,24 +101,26 @@ describe('bun src/main.ts', () => {
     const proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
     const killer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
     try {
-      // Read log lines until the listening line tells us the port.
       const reader = proc.stdout.getReader();
       let buf = '';
-      let port = 0;
-      while (!port) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`main.ts exited early: ${buf} ${await new Response(proc.stderr).text()}`);
-        buf += new TextDecoder().decode(value);
-        for (const line of buf.split('\n')) {
-          if (!line.startsWith('{')) continue;
-          try {
-            const rec = JSON.parse(line);
-            if (rec.msg === 'switchboard listening') port = rec.port;
-          } catch {
-            /* partial line */
-          }
+      const records = () => buf.split('\n').filter((l) => l.startsWith('{')).flatMap((l) => {
+        try {
+          return [JSON.parse(l)];
+        } catch {
+          return []; // partial line
+        }
+      });
+      /** Reads the log until a record matches (the 20 s killer ends a hang). */
+      async function waitForLog(match: (r: any) => boolean): Promise<any> {
+        for (;;) {
+          const hit = records().find(match);
+          if (hit) return hit;
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`main.ts exited early: ${buf} ${await new Response(proc.stderr).text()}`);
+          buf += new TextDecoder().decode(value);
         }
       }
+      const port = (await waitForLog((r) => r.msg === 'switchboard listening')).port;
       const base = `http://127.0.0.1:${port}`;
       expect(await (await fetch(`${base}/health`)).json()).toEqual({ status: 'ok' });
       const keyFile = join(dir, 'data', 'admin.key');
@@ -131,21 +133,21 @@ describe('bun src/main.ts', () => {
       const requestId = list.headers.get('x-request-id');
       expect(requestId).toBeTruthy();
 
+      // One log line per request with method, path, status, duration and the request id.
+      const reqLine = await waitForLog((r) => r.msg === 'request' && r.reqId === requestId);
+      expect(reqLine).toMatchObject({ method: 'GET', path: '/api/v1/instances', status: 200 });
+      expect(typeof reqLine.ms).toBe('number');
+      expect(JSON.stringify(reqLine)).not.toContain(key);
+
       proc.kill('SIGTERM');
       const code = await proc.exited;
       expect(code).toBe(0);
-      // Drain the rest of the log: the shutdown is logged.
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
         buf += new TextDecoder().decode(value);
       }
-      expect(buf).toContain('"msg":"stopped"');
-      // One log line per request with method, path, status, duration and the request id.
-      const reqLine = buf.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).find((r) => r.msg === 'request' && r.reqId === requestId);
-      expect(reqLine).toMatchObject({ method: 'GET', path: '/api/v1/instances', status: 200 });
-      expect(typeof reqLine.ms).toBe('number');
-      expect(JSON.stringify(reqLine)).not.toContain(key);
+      expect(records().map((r) => r.msg)).toContain('stopped');
       await expect(fetch(`${base}/health`)).rejects.toThrow();
     } finally {
       clearTimeout(killer);
