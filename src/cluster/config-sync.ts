@@ -1,0 +1,214 @@
+// Configuration replication. Each node keeps its own SQLite file; configuration tables are
+// replicated through Redis as whole rows (last writer wins per row):
+// - TEMP triggers on this process's connection record the primary key of every local change
+//   (writes applied from the cluster switch them off, so nothing echoes);
+// - a publisher turns each change into one Lua call: append to `cfg:log`, update the
+//   `cfg:snap:<table>` hash (the full current state for nodes that join later), PUBLISH a notice;
+// - an applier reads `cfg:log` after each notice (and every pollMs, since pub/sub may lose
+//   notices), applies foreign rows with INSERT OR REPLACE, and tells the services to drop caches.
+// Runtime columns (instance status, key usage) stay local and never replicate.
+import type { Database } from 'bun:sqlite';
+import type Redis from 'ioredis';
+import type { Logger } from 'pino';
+import { CONFIG_PUT } from './lua.ts';
+
+interface TableSpec {
+  name: string;
+  pk: string[];
+  /** Columns that are per-node runtime state. */
+  local: string[];
+}
+
+const TABLES: TableSpec[] = [
+  { name: 'instances', pk: ['id'], local: ['status', 'status_reason'] },
+  { name: 'api_keys', pk: ['id'], local: ['last_used_at', 'last_used_ip', 'usage_count'] },
+  { name: 'settings', pk: ['key'], local: [] },
+  { name: 'access_rules', pk: ['id'], local: [] },
+  { name: 'conversation_pauses', pk: ['instance_id', 'chat_key'], local: [] },
+];
+
+export interface ConfigSyncDeps {
+  db: Database;
+  redis: Redis;
+  prefix: string;
+  node: string;
+  log: Logger;
+  /** Called after foreign rows were applied (tables touched, instance ids touched). */
+  applied(tables: Set<string>, instanceIds: Set<string>): void;
+}
+
+type Row = Record<string, unknown>;
+
+export class ConfigSync {
+  private tables: Array<TableSpec & { columns: string[] }> = [];
+  private lastId = '0-0';
+  private publishing = false;
+  private applying = false;
+  private timer: ReturnType<typeof setInterval> | null = null;
+  readonly counters = { published: 0, applied: 0 };
+
+  constructor(private d: ConfigSyncDeps) {}
+
+  async start(pollMs: number): Promise<void> {
+    const { db } = this.d;
+    db.run('CREATE TEMP TABLE IF NOT EXISTS cluster_changes (n INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, pk TEXT NOT NULL)');
+    db.run('CREATE TEMP TABLE IF NOT EXISTS cluster_apply (applying INTEGER NOT NULL)');
+    if (!db.query('SELECT 1 FROM temp.cluster_apply').get()) db.run('INSERT INTO temp.cluster_apply VALUES (0)');
+    for (const t of TABLES) {
+      const exists = db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t.name);
+      if (!exists) continue;
+      const columns = db.query<{ name: string }, []>(`PRAGMA table_info(${t.name})`).all().map((c) => c.name);
+      this.tables.push({ ...t, columns });
+      const when = 'WHEN (SELECT applying FROM temp.cluster_apply) = 0';
+      const pkOf = (rec: string) => `json_array(${t.pk.map((c) => `${rec}.${c}`).join(', ')})`;
+      const replicated = columns.filter((c) => !t.local.includes(c));
+      db.run(`CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_i AFTER INSERT ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('NEW')}); END`);
+      db.run(`CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_u AFTER UPDATE OF ${replicated.join(', ')} ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('NEW')}); END`);
+      db.run(`CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_d AFTER DELETE ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('OLD')}); END`);
+    }
+    await this.bootstrap();
+    this.timer = setInterval(() => {
+      void this.publish();
+      void this.pull();
+    }, pollMs);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** First node of an empty cluster seeds it with its configuration; later nodes adopt the cluster's. */
+  private async bootstrap(): Promise<void> {
+    const { redis, prefix, db } = this.d;
+    const last = (await redis.xrevrange(`${prefix}cfg:log`, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
+    this.lastId = last[0]?.[0] ?? '0-0';
+    const seeded = await redis.get(`${prefix}cfg:seeded`);
+    if (!seeded) {
+      for (const t of this.tables) {
+        for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
+          db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(t.name, JSON.stringify(t.pk.map((c) => r[c])));
+        }
+      }
+      await this.publish();
+      return;
+    }
+    const tablesTouched = new Set<string>();
+    const instanceIds = new Set<string>();
+    const snapshot = new Map<string, Map<string, string>>();
+    for (const t of this.tables) {
+      const h = await redis.hgetall(`${prefix}cfg:snap:${t.name}`);
+      snapshot.set(t.name, new Map(Object.entries(h)));
+    }
+    this.withApply(() => {
+      for (const t of this.tables) {
+        const snap = snapshot.get(t.name)!;
+        // Rows the cluster no longer has (deleted while this node was away) go; the node's own bootstrap key stays.
+        for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
+          const pk = JSON.stringify(t.pk.map((c) => r[c]));
+          if (snap.has(pk) || (t.name === 'api_keys' && r.is_bootstrap === 1)) continue;
+          this.applyRow(t, pk, null);
+          tablesTouched.add(t.name);
+          if (t.name === 'instances') instanceIds.add(String(r.id));
+        }
+        for (const [pk, row] of snap) {
+          this.applyRow(t, pk, JSON.parse(row) as Row);
+          tablesTouched.add(t.name);
+          if (t.name === 'instances') instanceIds.add(JSON.parse(pk)[0]);
+        }
+      }
+    });
+    if (tablesTouched.size) this.d.applied(tablesTouched, instanceIds);
+  }
+
+  private withApply(fn: () => void): void {
+    const { db } = this.d;
+    db.transaction(() => {
+      db.run('UPDATE temp.cluster_apply SET applying = 1');
+      try {
+        fn();
+      } finally {
+        db.run('UPDATE temp.cluster_apply SET applying = 0');
+      }
+    }).immediate();
+  }
+
+  private applyRow(t: TableSpec & { columns: string[] }, pkJson: string, row: Row | null): void {
+    const { db } = this.d;
+    const pk = JSON.parse(pkJson) as unknown[];
+    const where = t.pk.map((c) => `${c} = ?`).join(' AND ');
+    if (row === null) {
+      db.query(`DELETE FROM ${t.name} WHERE ${where}`).run(...(pk as never[]));
+      return;
+    }
+    const existing = t.local.length ? db.query<Row, never[]>(`SELECT ${t.local.join(', ')} FROM ${t.name} WHERE ${where}`).get(...(pk as never[])) : null;
+    const cols = t.columns.filter((c) => c in row || (existing && c in existing));
+    const values = cols.map((c) => (existing && c in existing ? existing[c] : row[c]) as never);
+    // REPLACE also resolves unique conflicts (name, default flag, key hash) in favour of the cluster's row.
+    db.query(`INSERT OR REPLACE INTO ${t.name} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(...values);
+  }
+
+  /** Sends local changes to the cluster; a change leaves the local queue only after Redis took it. */
+  async publish(): Promise<void> {
+    if (this.publishing) return;
+    this.publishing = true;
+    const { db, redis, prefix, node } = this.d;
+    try {
+      const changes = db.query<{ n: number; tbl: string; pk: string }, []>('SELECT n, tbl, pk FROM temp.cluster_changes ORDER BY n LIMIT 500').all();
+      for (const c of changes) {
+        const t = this.tables.find((x) => x.name === c.tbl)!;
+        const pk = JSON.parse(c.pk) as unknown[];
+        const r = db.query<Row, never[]>(`SELECT * FROM ${t.name} WHERE ${t.pk.map((k) => `${k} = ?`).join(' AND ')}`).get(...(pk as never[]));
+        const skip = t.name === 'api_keys' && r?.is_bootstrap === 1;
+        if (!skip) {
+          let body = '';
+          if (r) {
+            for (const l of t.local) delete r[l];
+            body = JSON.stringify(r);
+          }
+          await redis.eval(CONFIG_PUT, 0, prefix, node, t.name, c.pk, body);
+          this.counters.published++;
+        }
+        db.query('DELETE FROM temp.cluster_changes WHERE n = ?').run(c.n);
+      }
+    } catch (err) {
+      this.d.log.warn({ err: String(err) }, 'cluster: config publish failed; will retry');
+    } finally {
+      this.publishing = false;
+    }
+  }
+
+  /** Applies configuration written on other nodes since the last pull. */
+  async pull(): Promise<void> {
+    if (this.applying) return;
+    this.applying = true;
+    const { redis, prefix, node } = this.d;
+    try {
+      for (;;) {
+        const entries = (await redis.xrange(`${prefix}cfg:log`, `(${this.lastId}`, '+', 'COUNT', 500)) as Array<[string, string[]]>;
+        if (entries.length === 0) break;
+        const tablesTouched = new Set<string>();
+        const instanceIds = new Set<string>();
+        this.withApply(() => {
+          for (const [, fields] of entries) {
+            const f: Record<string, string> = {};
+            for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+            if (f.node === node) continue;
+            const t = this.tables.find((x) => x.name === f.tbl);
+            if (!t) continue;
+            this.applyRow(t, f.pk, f.row === '' ? null : (JSON.parse(f.row) as Row));
+            this.counters.applied++;
+            tablesTouched.add(t.name);
+            if (t.name === 'instances') instanceIds.add(JSON.parse(f.pk)[0]);
+          }
+        });
+        this.lastId = entries[entries.length - 1][0];
+        if (tablesTouched.size) this.d.applied(tablesTouched, instanceIds);
+      }
+    } catch (err) {
+      this.d.log.warn({ err: String(err) }, 'cluster: config pull failed; will retry');
+    } finally {
+      this.applying = false;
+    }
+  }
+}

@@ -1,0 +1,546 @@
+// Cluster mode (active when REDIS_URL is set). Design as built:
+//
+// - Storage: every node keeps its OWN SQLite file (DATABASE_PATH per node). Redis carries
+//   ownership, the durable hand-off of inbound messages, configuration replication and live deltas.
+// - Membership: `node:<id>` heartbeat key with a TTL of one lease, plus a `nodes` set; the live
+//   list is the members whose heartbeat key exists (one Lua call heartbeats and lists).
+// - Shards (CLUSTER_SHARDS, default 256) go to live nodes by rendezvous hashing. An instance AND
+//   all of its conversations live on the shard of the instance id, so the node that owns the
+//   channel connection (Baileys socket, discord.js client, Slack Socket Mode) is also the one that
+//   runs the conversations and sends — there is never a cross-node send.
+// - Leases: `lease:<shard>` (SET NX PX) + fencing epoch `epoch:<shard>` (INCR), acquired in one
+//   Lua call for many shards and renewed in ONE call for all owned shards, on a dedicated
+//   connection with maxRetriesPerRequest 1 and no offline queue. Self-fence: ownership is valid
+//   until (monotonic time the renewal was SENT) + lease − margin, checked synchronously on every
+//   use (conversation scheduling, between messages, before every channel send); a fenced shard's
+//   in-flight turns are aborted and its channel connections closed.
+// - Hand-off: any node accepts a webhook / API send and appends it to `stream:<shard>` in one Lua
+//   call that also dedupes by (instance, provider message id) — the answer is sent after that
+//   append. The owner reads its shards' streams (XREAD on its own connection) into its local,
+//   group-committed inbox; the conversation actors run as in embedded mode. When a message reaches
+//   a terminal state the owner deletes its stream entry (XDEL) in a Lua call that checks lease
+//   holder + epoch (fail closed). A stream therefore holds exactly the unfinished messages of its
+//   shard: a new owner reads it from the start, first closing local rows whose entries another
+//   owner already finished, then resumes the rest in stream (= arrival) order.
+//   Documented duplicate point: a reply sent by an owner that dies (or is fenced) before its XDEL
+//   commits is sent again by the next owner (same as the outbox point in embedded mode).
+// - Configuration: see config-sync.ts (replicated rows, snapshot + log, ≤ ~pollMs latency).
+// - Live deltas: see live.ts (pub/sub with per-origin sequence; gap → resync of running turns).
+// - Graceful shutdown: stop taking shards, drain each owned shard (turn in flight finishes,
+//   commits), close its channel connections, release the lease, announce; others take over at once.
+import Redis from 'ioredis';
+import { hostname } from 'node:os';
+import type { Gateway } from '../gateway.ts';
+import type { ChannelAdapter, InboundMessage } from '../channels/types.ts';
+import { ChannelError } from '../channels/types.ts';
+import { ApiError } from '../api/errors.ts';
+import { conversationIdFor, TERMINAL, type IngestOutcome, type InboxRow } from '../services/inbox.ts';
+import { isoNow, newId } from '../services/ids.ts';
+import { ConfigSync } from './config-sync.ts';
+import { LiveRelay } from './live.ts';
+import { ACK, ACQUIRE, APPEND, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
+import { desiredShards, shardOf } from './shards.ts';
+
+export interface ClusterOptions {
+  redisUrl: string;
+  nodeId: string;
+  prefix: string;
+  shards: number;
+  leaseMs: number;
+  /** Dedupe window for provider message ids (ms). */
+  dedupeTtlMs: number;
+}
+
+interface Owned {
+  epoch: number;
+  /** Monotonic ms after which this node must not act on the shard. */
+  validUntil: number;
+  acquiredAt: number;
+  draining: boolean;
+}
+
+export interface ClusterStatus {
+  node: string;
+  shards: number;
+  leaseMs: number;
+  nodes: Array<{ id: string; self: boolean; info: Record<string, unknown> | null; shards: Array<{ shard: number; epoch: number; leaseAgeMs: number | null; acquiredAt: string | null }> }>;
+  unowned: number[];
+  counters: Record<string, number>;
+}
+
+export class Cluster {
+  readonly node: string;
+  private lease: Redis;
+  private cmd: Redis;
+  private sub: Redis;
+  private reader: Redis;
+  private owned = new Map<number, Owned>();
+  /** Last epoch held per shard, kept after losing it so late writes are sent (and rejected). */
+  private lastEpoch = new Map<number, number>();
+  private live: string[] = [];
+  private cursors = new Map<number, string>();
+  private catchUp: number[] = [];
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private ticking = false;
+  private stopped = false;
+  private consumerDone: Promise<void> | null = null;
+  private convInstance = new Map<string, string>();
+  private pendingAcks: Array<{ shard: number; ids: string[]; epoch: number }> = [];
+  private config: ConfigSync;
+  private relay: LiveRelay;
+  readonly counters = { acquired: 0, released: 0, fenced: 0, fencedWrites: 0, appended: 0, duplicates: 0, consumed: 0, acked: 0, handedOffRows: 0, blockedSends: 0 };
+  private readonly renewMs: number;
+  private readonly marginMs: number;
+
+  constructor(private gw: Gateway, private o: ClusterOptions) {
+    this.node = o.nodeId;
+    this.renewMs = Math.max(50, Math.floor(o.leaseMs / 3));
+    this.marginMs = Math.max(100, Math.floor(o.leaseMs / 5));
+    const base = { lazyConnect: true, connectTimeout: 2000 };
+    // Leases: a renewal must never be replayed late from an offline queue.
+    this.lease = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: `sb-lease-${this.node}` });
+    this.cmd = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 2, connectionName: `sb-cmd-${this.node}` });
+    this.sub = new Redis(o.redisUrl, { ...base, connectionName: `sb-sub-${this.node}` });
+    this.reader = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: null, connectionName: `sb-reader-${this.node}` });
+    for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.on('error', () => {});
+    this.config = new ConfigSync({
+      db: gw.db, redis: this.cmd, prefix: o.prefix, node: this.node, log: gw.log,
+      applied: (tables, instanceIds) => this.configApplied(tables, instanceIds),
+    });
+    this.relay = new LiveRelay(gw.pipeline.hub, this.cmd, `${o.prefix}live`, this.node);
+  }
+
+  private k(s: string): string {
+    return this.o.prefix + s;
+  }
+
+  private now(): number {
+    return this.gw.clock.monotonic();
+  }
+
+  shardOfInstance(instanceId: string): number {
+    return shardOf(instanceId, this.o.shards);
+  }
+
+  /** Synchronous self-fence check: true only while the lease is certainly still ours. */
+  ownsShard(shard: number): boolean {
+    const o = this.owned.get(shard);
+    return !!o && !o.draining && this.now() < o.validUntil;
+  }
+
+  ownsInstance(instanceId: string): boolean {
+    return this.ownsShard(this.shardOfInstance(instanceId));
+  }
+
+  /** The lease is still certainly ours (also while draining: the turn in flight may still send). */
+  leaseValid(instanceId: string): boolean {
+    const o = this.owned.get(this.shardOfInstance(instanceId));
+    return !!o && this.now() < o.validUntil;
+  }
+
+  ownsConversation(conversationId: string): boolean {
+    let inst = this.convInstance.get(conversationId);
+    if (!inst) {
+      const r = this.gw.db.query<{ instance_id: string }, [string]>('SELECT instance_id FROM conversations WHERE id = ?').get(conversationId);
+      if (!r) return false;
+      inst = r.instance_id;
+      this.convInstance.set(conversationId, inst);
+    }
+    return this.ownsInstance(inst);
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.lease.connect(), this.cmd.connect(), this.sub.connect(), this.reader.connect()]);
+    const p = this.gw.pipeline;
+    p.owns = { conversation: (id) => this.ownsConversation(id), instance: (id) => this.ownsInstance(id) };
+    p.ingestHook = (msg, kind) => this.append(msg, kind);
+    p.wrapAdapter = (instanceId, adapter) => this.fenceAdapter(instanceId, adapter);
+    p.onTerminal((row) => this.terminal(row));
+
+    this.sub.on('message', (channel: string, message: string) => {
+      if (channel === this.k('live')) this.relay.receive(message);
+      else if (channel === this.k('cfg')) void this.config.pull();
+      else if (channel === this.k('notice')) void this.tick();
+    });
+    let firstReady = true;
+    this.sub.on('ready', () => {
+      if (firstReady) firstReady = false;
+      else this.relay.resubscribed();
+    });
+    await this.sub.subscribe(this.k('live'), this.k('cfg'), this.k('notice'));
+    await this.config.start(Math.min(500, this.renewMs));
+    await this.tick();
+    this.timer = setInterval(() => void this.tick(), this.renewMs);
+    this.consumerDone = this.consume();
+    await this.cmd.publish(this.k('notice'), JSON.stringify({ type: 'joined', node: this.node }));
+  }
+
+  // ------------------------------------------------------------------ membership and leases
+
+  private async tick(): Promise<void> {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    try {
+      const info = JSON.stringify({ pid: process.pid, host: hostname(), port: this.gw.config.port, startedAt: startedAt });
+      this.live = ((await this.lease.eval(HEARTBEAT, 0, this.o.prefix, this.node, this.o.leaseMs, info)) as string[]).sort();
+      await this.renew();
+      this.fenceExpired();
+      if (this.stopped) return;
+      const want = desiredShards(this.node, this.live.includes(this.node) ? this.live : [...this.live, this.node], this.o.shards);
+      const toAcquire = [...want].filter((s) => !this.owned.has(s));
+      if (toAcquire.length) await this.acquire(toAcquire);
+      for (const [s, o] of this.owned) if (!want.has(s) && !o.draining) void this.release(s, 'rebalance');
+      await this.retryAcks();
+    } catch (err) {
+      this.gw.log.warn({ err: String(err) }, 'cluster: tick failed');
+      this.fenceExpired();
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async renew(): Promise<void> {
+    const held = [...this.owned.entries()].filter(([, o]) => this.now() < o.validUntil);
+    if (!held.length) return;
+    const sentAt = this.now();
+    const args: Array<string | number> = [this.o.prefix, this.node, this.o.leaseMs];
+    for (const [s, o] of held) args.push(s, o.epoch);
+    const res = (await this.lease.eval(RENEW, 0, ...args)) as number[];
+    held.forEach(([s, o], i) => {
+      if (res[i] === 1) o.validUntil = sentAt + this.o.leaseMs - this.marginMs;
+      else void this.lose(s, 'lease taken over');
+    });
+  }
+
+  private fenceExpired(): void {
+    for (const [s, o] of this.owned) if (this.now() >= o.validUntil) void this.lose(s, 'lease not renewed in time (self-fence)');
+  }
+
+  private async acquire(shards: number[]): Promise<void> {
+    const sentAt = this.now();
+    const res = (await this.lease.eval(ACQUIRE, 0, this.o.prefix, this.node, this.o.leaseMs, ...shards)) as number[];
+    const gained: number[] = [];
+    shards.forEach((s, i) => {
+      if (!res[i]) return;
+      this.owned.set(s, { epoch: res[i], validUntil: sentAt + this.o.leaseMs - this.marginMs, acquiredAt: Date.now(), draining: false });
+      this.lastEpoch.set(s, res[i]);
+      this.counters.acquired++;
+      gained.push(s);
+    });
+    if (!gained.length) return;
+    this.gw.log.info({ node: this.node, shards: gained.length }, 'cluster: shards acquired');
+    const set = new Set(gained);
+    // Channel connections first, so the resumed conversations can send at once.
+    await Promise.all(this.gw.instances.list().filter((i) => set.has(this.shardOfInstance(i.id))).map((i) => this.gw.pipeline.syncInstance(i)));
+    this.catchUp.push(...gained);
+  }
+
+  /** Lost without a hand-off (fenced or taken over): abort at once, close connections. */
+  private async lose(shard: number, reason: string): Promise<void> {
+    if (!this.owned.has(shard)) return;
+    this.owned.delete(shard);
+    this.cursors.delete(shard);
+    this.counters.fenced++;
+    this.gw.log.warn({ node: this.node, shard, reason }, 'cluster: shard lost');
+    for (const key of this.gw.pipeline.conversations.activeKeys()) {
+      if (this.convInstance.has(key) && this.shardOfInstance(this.convInstance.get(key)!) === shard) this.gw.pipeline.cancelConversation(key);
+    }
+    await this.stopInstancesOf(shard, 'shard lost');
+  }
+
+  private async stopInstancesOf(shard: number, reason: string): Promise<void> {
+    await Promise.all(this.gw.instances.list().filter((i) => this.shardOfInstance(i.id) === shard).map((i) => this.gw.pipeline.stopInstance(i.id, reason)));
+  }
+
+  /** Graceful hand-off: the turn in flight finishes and commits, connections close, then the lease goes. */
+  private async release(shard: number, why: string, maxWaitMs = 10_000): Promise<void> {
+    const o = this.owned.get(shard);
+    if (!o || o.draining) return;
+    o.draining = true;
+    const deadline = this.now() + maxWaitMs;
+    const sup = this.gw.pipeline.conversations;
+    for (;;) {
+      const busy = sup.activeKeys().filter((k) => this.convInstance.has(k) && this.shardOfInstance(this.convInstance.get(k)!) === shard);
+      let left = 0;
+      for (const k of busy) if (sup.has(k) && !(await sup.passivate(k)) && sup.has(k)) left++;
+      if (left === 0 || this.now() > deadline || this.now() >= o.validUntil) break;
+      await Bun.sleep(20);
+    }
+    await this.stopInstancesOf(shard, 'handed off');
+    await this.retryAcks();
+    try {
+      await this.lease.eval(RELEASE, 0, this.o.prefix, this.node, shard, o.epoch);
+    } catch {
+      /* the lease expires on its own */
+    }
+    this.owned.delete(shard);
+    this.cursors.delete(shard);
+    this.counters.released++;
+    this.gw.log.info({ node: this.node, shard, why }, 'cluster: shard released');
+    this.cmd.publish(this.k('notice'), JSON.stringify({ type: 'released', node: this.node, shard })).catch(() => {});
+  }
+
+  // ------------------------------------------------------------------ hand-off of messages
+
+  /** Any node: durable append for the owner, with dedupe, before the caller is answered. */
+  async append(msg: InboundMessage, kind: 'inbound' | 'send'): Promise<IngestOutcome> {
+    const traceId = newId();
+    const shard = this.shardOfInstance(msg.instanceId);
+    const payload = JSON.stringify({ ...msg, extra: { ...(msg.extra ?? {}), clusterTraceId: traceId } });
+    let res: [number, string];
+    try {
+      res = (await this.cmd.eval(APPEND, 0, this.o.prefix, shard, `${msg.instanceId}:${msg.providerMessageId}`, traceId, this.o.dedupeTtlMs, payload, kind)) as [number, string];
+    } catch (err) {
+      throw new ApiError('UNAVAILABLE', 'Cluster store unavailable; retry later', { reason: String((err as Error).message ?? err) }, { 'retry-after': '2' });
+    }
+    const conversationId = conversationIdFor(msg.instanceId, msg.chat);
+    if (res[0] === 1) {
+      this.counters.appended++;
+      return { status: 'accepted', traceId, conversationId, seq: 0, shed: false };
+    }
+    this.counters.duplicates++;
+    return { status: 'duplicate', traceId: res[1], conversationId, seq: 0, shed: false };
+  }
+
+  private async consume(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        while (this.catchUp.length) {
+          const s = this.catchUp.shift()!;
+          if (this.ownsShard(s)) await this.catchUpShard(s);
+        }
+        const shards = [...this.cursors.keys()].filter((s) => this.ownsShard(s));
+        if (!shards.length) {
+          await Bun.sleep(50);
+          continue;
+        }
+        const res = (await this.reader.xread('COUNT', 500, 'BLOCK', 200, 'STREAMS', ...shards.map((s) => this.k(`stream:${s}`)), ...shards.map((s) => this.cursors.get(s)!))) as Array<[string, Array<[string, string[]]>]> | null;
+        if (!res) continue;
+        for (const [key, entries] of res) {
+          const s = Number(key.slice(this.k('stream:').length));
+          if (!this.ownsShard(s) || !this.cursors.has(s)) continue;
+          await this.ingestEntries(s, entries);
+          this.cursors.set(s, entries[entries.length - 1][0]);
+        }
+      } catch (err) {
+        if (this.stopped) return;
+        this.gw.log.warn({ err: String(err) }, 'cluster: stream read failed; retrying');
+        await Bun.sleep(200);
+      }
+    }
+  }
+
+  /** A newly owned shard: close rows another owner finished, then resume the stream from the start. */
+  private async catchUpShard(shard: number): Promise<void> {
+    const entries: Array<[string, string[]]> = [];
+    let from = '-';
+    for (;;) {
+      const page = (await this.cmd.xrange(this.k(`stream:${shard}`), from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
+      entries.push(...page);
+      if (page.length < 1000) break;
+      from = `(${page[page.length - 1][0]}`;
+    }
+    const present = new Set(entries.map((e) => e[0]));
+    const { db, pipeline } = this.gw;
+    const open = db.query<InboxRow, []>("SELECT * FROM inbox WHERE status IN ('pending','processing') ORDER BY seq").all();
+    for (const row of open) {
+      if (this.shardOfInstance(row.instance_id) !== shard) continue;
+      const sid = streamIdOf(row);
+      if (!sid || present.has(sid)) continue;
+      db.query("UPDATE inbox SET status = 'completed', completed_at = ? WHERE seq = ?").run(isoNow(), row.seq);
+      pipeline.traces.addStep(row.id, 'handled_by_other_node', 'success', { reason: 'another owner finished this message while this node did not own its shard' });
+      pipeline.inbox.settled(row.conversation_id);
+      this.counters.handedOffRows++;
+    }
+    if (entries.length) await this.ingestEntries(shard, entries);
+    this.cursors.set(shard, entries.length ? entries[entries.length - 1][0] : '0-0');
+    // Rows already in the local inbox (this node owned the shard before) resume too.
+    for (const { conversationId, instanceId } of pipeline.inbox.conversationsWithWork()) {
+      if (this.shardOfInstance(instanceId) === shard) pipeline.wake(conversationId);
+    }
+  }
+
+  private async ingestEntries(shard: number, entries: Array<[string, string[]]>): Promise<void> {
+    const { inbox } = this.gw.pipeline;
+    for (;;) {
+      try {
+        const parsed = entries.map(([id, fields]) => {
+          const f: Record<string, string> = {};
+          for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+          const msg = JSON.parse(f.m) as InboundMessage;
+          msg.extra = { ...(msg.extra ?? {}), clusterStreamId: id };
+          this.convInstance.set(conversationIdFor(msg.instanceId, msg.chat), msg.instanceId);
+          return { id, msg, kind: (f.k === 'send' ? 'send' : 'inbound') as 'inbound' | 'send' };
+        });
+        const results = await Promise.all(parsed.map((p) => inbox.ingest(p.msg, p.kind)));
+        this.counters.consumed += entries.length;
+        const done: string[] = [];
+        results.forEach((r, i) => {
+          if (r.shed) done.push(parsed[i].id);
+          else if (r.status === 'duplicate') {
+            const row = inbox.get(r.seq);
+            if (row && TERMINAL.includes(row.status)) done.push(parsed[i].id);
+          }
+        });
+        if (done.length) await this.ack(shard, done);
+        return;
+      } catch (err) {
+        if (!this.ownsShard(shard) || this.stopped) return;
+        this.gw.log.warn({ err: String(err) }, 'cluster: local ingest failed; retrying');
+        await Bun.sleep(500);
+      }
+    }
+  }
+
+  private terminal(row: InboxRow): void {
+    const sid = streamIdOf(row);
+    if (!sid) return;
+    void this.ack(this.shardOfInstance(row.instance_id), [sid]);
+  }
+
+  /** The commit of finished entries, epoch-checked in Redis; rejected when this node lost the shard. */
+  private async ack(shard: number, ids: string[], epoch = this.owned.get(shard)?.epoch ?? this.lastEpoch.get(shard) ?? 0): Promise<void> {
+    try {
+      const ok = (await this.cmd.eval(ACK, 0, this.o.prefix, this.node, shard, epoch, ...ids)) as number;
+      if (ok === 1) this.counters.acked += ids.length;
+      else {
+        this.counters.fencedWrites++;
+        this.gw.log.warn({ node: this.node, shard, epoch }, 'cluster: write rejected by the epoch check (shard owned elsewhere)');
+      }
+    } catch {
+      this.pendingAcks.push({ shard, ids, epoch });
+    }
+  }
+
+  private async retryAcks(): Promise<void> {
+    const pending = this.pendingAcks;
+    this.pendingAcks = [];
+    for (const a of pending) await this.ack(a.shard, a.ids, a.epoch);
+  }
+
+  /** Every outbound call is refused once the shard is not certainly ours (self-fence). */
+  private fenceAdapter(instanceId: string, adapter: ChannelAdapter): ChannelAdapter {
+    const guarded = new Set(['send', 'edit', 'typing']);
+    return new Proxy(adapter, {
+      get: (target, prop) => {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (typeof v !== 'function') return v;
+        if (typeof prop === 'string' && guarded.has(prop)) {
+          return (...args: unknown[]) => {
+            if (!this.leaseValid(instanceId)) {
+              this.counters.blockedSends++;
+              return Promise.reject(new ChannelError('this node no longer owns the instance (cluster fence)', true));
+            }
+            return (v as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        return (v as (...a: unknown[]) => unknown).bind(target);
+      },
+    });
+  }
+
+  // ------------------------------------------------------------------ configuration
+
+  private configApplied(tables: Set<string>, instanceIds: Set<string>): void {
+    const { gw } = this;
+    gw.instances.invalidate();
+    gw.keys.invalidate();
+    gw.settings.invalidate();
+    const extra = gw as unknown as Record<string, { invalidate?: () => void } | undefined>;
+    for (const name of ['access', 'rateLimiter']) extra[name]?.invalidate?.();
+    if (!tables.has('instances')) return;
+    for (const id of instanceIds) {
+      const inst = gw.instances.get(id);
+      if (inst) void gw.pipeline.syncInstance(inst);
+      else void gw.pipeline.stopInstance(id, 'deleted');
+    }
+  }
+
+  // ------------------------------------------------------------------ status and shutdown
+
+  async status(): Promise<ClusterStatus> {
+    const live = (await this.cmd.smembers(this.k('nodes'))).sort();
+    const infos = live.length ? await this.cmd.mget(...live.map((n) => this.k(`node:${n}`))) : [];
+    const meta = await this.cmd.hgetall(this.k('leasemeta'));
+    const pipe = this.cmd.pipeline();
+    for (let s = 0; s < this.o.shards; s++) pipe.get(this.k(`lease:${s}`)).pttl(this.k(`lease:${s}`)).get(this.k(`epoch:${s}`));
+    const r = ((await pipe.exec()) ?? []).map(([, v]) => v);
+    const byNode = new Map<string, ClusterStatus['nodes'][number]['shards']>();
+    const unowned: number[] = [];
+    for (let s = 0; s < this.o.shards; s++) {
+      const holder = r[s * 3] as string | null;
+      const pttl = r[s * 3 + 1] as number;
+      const epoch = Number(r[s * 3 + 2] ?? 0);
+      if (!holder) {
+        unowned.push(s);
+        continue;
+      }
+      const m = meta[String(s)]?.split('|');
+      const list = byNode.get(holder) ?? [];
+      list.push({ shard: s, epoch, leaseAgeMs: pttl >= 0 ? this.o.leaseMs - pttl : null, acquiredAt: m?.[2] ? new Date(Number(m[2]) * 1000).toISOString() : null });
+      byNode.set(holder, list);
+    }
+    const ids = new Set([...live.filter((_, i) => infos[i] !== null), ...byNode.keys()]);
+    return {
+      node: this.node, shards: this.o.shards, leaseMs: this.o.leaseMs,
+      nodes: [...ids].sort().map((id) => {
+        const i = live.indexOf(id);
+        return { id, self: id === this.node, info: i >= 0 && infos[i] ? (JSON.parse(infos[i]!) as Record<string, unknown>) : null, shards: byNode.get(id) ?? [] };
+      }),
+      unowned,
+      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
+    };
+  }
+
+  /** Graceful: hand every shard off, announce, leave. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    while (this.ticking) await Bun.sleep(5);
+    this.stopped = true;
+    await Promise.all([...this.owned.keys()].map((s) => this.release(s, 'shutdown')));
+    this.config.stop();
+    await this.config.publish();
+    try {
+      await this.cmd.multi().del(this.k(`node:${this.node}`)).srem(this.k('nodes'), this.node).exec();
+      await this.cmd.publish(this.k('notice'), JSON.stringify({ type: 'left', node: this.node }));
+    } catch {
+      /* the heartbeat expires on its own */
+    }
+    this.reader.disconnect();
+    await this.consumerDone?.catch(() => {});
+    for (const c of [this.lease, this.cmd, this.sub]) c.disconnect();
+  }
+}
+
+const startedAt = new Date().toISOString();
+
+function streamIdOf(row: InboxRow): string | null {
+  try {
+    const id = (JSON.parse(row.payload_json) as InboundMessage).extra?.clusterStreamId;
+    return typeof id === 'string' ? id : null;
+  } catch {
+    return null;
+  }
+}
+
+export function defaultNodeId(): string {
+  return `${hostname()}-${process.pid}-${newId().slice(0, 6)}`;
+}
+
+/** Starts cluster mode for a gateway (called from gateway.start when REDIS_URL is set). */
+export async function startCluster(gw: Gateway): Promise<Cluster> {
+  const c = gw.config;
+  const cluster = new Cluster(gw, {
+    redisUrl: c.redisUrl!,
+    nodeId: c.cluster.nodeId ?? defaultNodeId(),
+    prefix: c.cluster.keyPrefix,
+    shards: c.cluster.shards,
+    leaseMs: c.cluster.leaseMs,
+    dedupeTtlMs: 7 * 86_400_000,
+  });
+  await cluster.start();
+  gw.onClose(() => cluster.stop());
+  return cluster;
+}

@@ -1,0 +1,90 @@
+// Lua scripts: every ownership step and every write to shared state is one atomic call, and
+// every owner-side write checks the lease holder and fencing epoch in the same call (fail closed).
+// Keys are built from the prefix inside the scripts (single Redis, not Redis Cluster).
+
+/** ARGV: prefix, node, leaseMs, shard... → epoch per shard (0 = held by another node). */
+export const ACQUIRE = `
+local p, node, ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV do
+  local lk = p .. 'lease:' .. ARGV[i]
+  local ok = redis.call('SET', lk, node, 'NX', 'PX', ms)
+  if not ok and redis.call('GET', lk) == node then
+    redis.call('SET', lk, node, 'PX', ms)
+    ok = true
+  end
+  if ok then
+    local e = redis.call('INCR', p .. 'epoch:' .. ARGV[i])
+    redis.call('HSET', p .. 'leasemeta', ARGV[i], node .. '|' .. e .. '|' .. redis.call('TIME')[1])
+    out[#out + 1] = e
+  else
+    out[#out + 1] = 0
+  end
+end
+return out`;
+
+/** ARGV: prefix, node, leaseMs, shard1, epoch1, shard2, epoch2... → 1/0 per shard. One call renews all. */
+export const RENEW = `
+local p, node, ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV, 2 do
+  local lk = p .. 'lease:' .. ARGV[i]
+  if redis.call('GET', lk) == node and redis.call('GET', p .. 'epoch:' .. ARGV[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', lk, ms)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out`;
+
+/** ARGV: prefix, node, shard, epoch → 1 released / 0 not ours any more. */
+export const RELEASE = `
+local p, node = ARGV[1], ARGV[2]
+local lk = p .. 'lease:' .. ARGV[3]
+if redis.call('GET', lk) == node and redis.call('GET', p .. 'epoch:' .. ARGV[3]) == ARGV[4] then
+  redis.call('DEL', lk)
+  return 1
+end
+return 0`;
+
+/** Commit of processed stream entries. ARGV: prefix, node, shard, epoch, entryId... → 1 / 0 (fenced). */
+export const ACK = `
+local p, node = ARGV[1], ARGV[2]
+if redis.call('GET', p .. 'lease:' .. ARGV[3]) ~= node or redis.call('GET', p .. 'epoch:' .. ARGV[3]) ~= ARGV[4] then
+  return 0
+end
+for i = 5, #ARGV do redis.call('XDEL', p .. 'stream:' .. ARGV[3], ARGV[i]) end
+return 1`;
+
+/** Durable hand-off with dedupe in one call. ARGV: prefix, shard, dedupeKey, traceId, dedupeTtlMs, message, kind
+ *  → {1, entryId} appended / {0, traceId of the first delivery} duplicate. */
+export const APPEND = `
+local p = ARGV[1]
+local dk = p .. 'dedupe:' .. ARGV[3]
+if not redis.call('SET', dk, ARGV[4], 'NX', 'PX', tonumber(ARGV[5])) then
+  return {0, redis.call('GET', dk)}
+end
+local id = redis.call('XADD', p .. 'stream:' .. ARGV[2], '*', 'm', ARGV[6], 'k', ARGV[7], 't', ARGV[4])
+redis.call('PUBLISH', p .. 'wake', ARGV[2])
+return {1, id}`;
+
+/** Membership heartbeat. ARGV: prefix, node, ttlMs, info → live node ids. */
+export const HEARTBEAT = `
+local p, node, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('SET', p .. 'node:' .. node, ARGV[4], 'PX', ttl)
+redis.call('SADD', p .. 'nodes', node)
+local live = {}
+for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+  if redis.call('EXISTS', p .. 'node:' .. n) == 1 then live[#live + 1] = n else redis.call('SREM', p .. 'nodes', n) end
+end
+return live`;
+
+/** Configuration change, replicated to every node. ARGV: prefix, node, table, pk, row ('' = deleted). */
+export const CONFIG_PUT = `
+local p = ARGV[1]
+local id = redis.call('XADD', p .. 'cfg:log', 'MAXLEN', '~', 10000, '*', 'node', ARGV[2], 'tbl', ARGV[3], 'pk', ARGV[4], 'row', ARGV[5])
+if ARGV[5] == '' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[3], ARGV[4]) else redis.call('HSET', p .. 'cfg:snap:' .. ARGV[3], ARGV[4], ARGV[5]) end
+redis.call('SET', p .. 'cfg:seeded', '1')
+redis.call('PUBLISH', p .. 'cfg', id)
+return id`;
