@@ -1,0 +1,255 @@
+// Conversations by recent activity, and one conversation as a chat: each message with the agent's
+// reply (growing live from /ws TEXT_MESSAGE_CONTENT deltas while the agent streams) and the
+// message's trace steps beside it.
+import { api, errorBox } from '../api.ts';
+import { badge, h, replace, tableWrap, when } from '../dom.ts';
+import type { LiveFrame } from '../live.ts';
+import type { PageContext } from '../page.ts';
+import { stepTimeline, TERMINAL, type TraceView } from './steps.ts';
+
+interface ConversationView {
+  id: string;
+  instanceId: string;
+  chat: Record<string, unknown>;
+  kind: string;
+  title: string | null;
+  lastActivityAt: string;
+  pending: number;
+}
+
+function chatLabel(c: ConversationView): string {
+  if (c.title) return c.title;
+  const chat = c.chat ?? {};
+  for (const k of ['name', 'title', 'phone', 'id', 'chatId', 'jid']) if (typeof chat[k] === 'string' && chat[k]) return String(chat[k]);
+  return c.id;
+}
+
+async function instanceNames(): Promise<Map<string, string>> {
+  try {
+    const res = await api<{ items: Array<{ id: string; name: string }> }>('GET', '/api/v2/instances?limit=100');
+    return new Map(res.items.map((i) => [i.id, i.name]));
+  } catch {
+    return new Map();
+  }
+}
+
+export async function conversationsPage(ctx: PageContext): Promise<void> {
+  const instanceId = ctx.query.get('instanceId');
+  const body = h('div');
+  const names = await instanceNames();
+  let loading = false;
+  let again = false;
+  const load = async () => {
+    if (loading) return void (again = true);
+    loading = true;
+    try {
+      const res = await api<{ items: ConversationView[] }>('GET', `/api/v2/conversations?limit=100${instanceId ? `&instanceId=${encodeURIComponent(instanceId)}` : ''}`);
+      if (ctx.left) return;
+      replace(
+        body,
+        res.items.length
+          ? tableWrap(
+              h(
+                'table',
+                { class: 'list' },
+                h('caption', { class: 'sr-only' }, 'Conversations, most recent first'),
+                h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Chat'), h('th', { scope: 'col' }, 'Instance'), h('th', { scope: 'col' }, 'Kind'), h('th', { scope: 'col' }, 'Last activity'), h('th', { scope: 'col' }, 'Queued'))),
+                h(
+                  'tbody',
+                  {},
+                  res.items.map((c) =>
+                    h(
+                      'tr',
+                      { 'data-conversation': c.id },
+                      h('th', { scope: 'row' }, h('a', { href: `#/conversations/${encodeURIComponent(c.id)}` }, chatLabel(c))),
+                      h('td', {}, names.get(c.instanceId) ?? c.instanceId),
+                      h('td', {}, c.kind),
+                      h('td', {}, when(c.lastActivityAt)),
+                      h('td', {}, String(c.pending)),
+                    ),
+                  ),
+                ),
+              ),
+            )
+          : h('p', { class: 'empty' }, 'No conversations yet. They appear when a channel receives a message.'),
+      );
+    } catch (err) {
+      replace(body, errorBox(err));
+    } finally {
+      loading = false;
+      if (again) {
+        again = false;
+        void load();
+      }
+    }
+  };
+  // A new turn anywhere moves a conversation to the top.
+  ctx.live((f) => {
+    if (f.channel === 'conversations' && f.payload?.type === 'RUN_STARTED') void load();
+  });
+  replace(
+    ctx.main,
+    h('div', { class: 'page-head' }, h('h1', {}, 'Conversations'), instanceId ? h('a', { class: 'button', href: '#/conversations' }, 'All instances') : null),
+    instanceId ? h('p', { class: 'muted' }, `Instance: ${names.get(instanceId) ?? instanceId}`) : null,
+    body,
+  );
+  await load();
+}
+
+interface LiveTurn {
+  text: string;
+  seq: number;
+  status: 'running' | 'finished' | 'error';
+  error?: string;
+  messages: number;
+}
+
+export async function conversationPage(ctx: PageContext): Promise<void> {
+  const id = ctx.params[0]!;
+  const live = new Map<string, LiveTurn>();
+  const thread = h('div', { class: 'thread' });
+  const errorArea = h('div');
+  let traces: TraceView[] = [];
+  let loading = false;
+  let again = false;
+
+  const replyText = (t: TraceView): { text: string; streaming: boolean; note: string | null } => {
+    const l = live.get(t.id);
+    if (l?.status === 'running') return { text: l.text, streaming: true, note: l.text ? null : 'The agent is thinking…' };
+    if (t.responseText !== null && TERMINAL.includes(t.status)) return { text: t.responseText, streaming: false, note: null };
+    if (l?.status === 'finished') return { text: l.text, streaming: false, note: null };
+    if (l?.status === 'error') return { text: l.text, streaming: false, note: `Agent error: ${l.error ?? 'unknown'}` };
+    if (t.responseText !== null) return { text: t.responseText, streaming: false, note: null };
+    if (t.kind === 'send') return { text: '', streaming: false, note: null };
+    if (TERMINAL.includes(t.status)) return { text: '', streaming: false, note: t.error ? `No reply: ${t.error}` : `No reply (${t.status.replace(/_/g, ' ')})` };
+    return { text: '', streaming: false, note: 'Waiting for the agent…' };
+  };
+
+  const fillReply = (el: HTMLElement, t: TraceView) => {
+    const r = replyText(t);
+    el.classList.toggle('streaming', r.streaming);
+    el.setAttribute('aria-busy', String(r.streaming));
+    el.querySelector('.reply-text')!.textContent = r.text;
+    el.querySelector('.reply-note')!.textContent = r.note ?? '';
+  };
+
+  const turn = (t: TraceView) => {
+    const outbound = t.kind === 'send';
+    const reply = h('div', { class: 'msg agent', 'data-reply-for': t.id }, h('div', { class: 'msg-head' }, 'Agent'), h('p', { class: 'reply-text' }), h('p', { class: 'reply-note muted small' }));
+    fillReply(reply, t);
+    return h(
+      'article',
+      { class: 'turn', 'data-trace': t.id, 'aria-label': `Message from ${t.sender.name ?? t.sender.id}` },
+      h(
+        'div',
+        { class: 'bubbles' },
+        h(
+          'div',
+          { class: outbound ? 'msg agent' : 'msg user' },
+          h('div', { class: 'msg-head' }, outbound ? 'Sent via API' : (t.sender.name ?? t.sender.phone ?? t.sender.id), ' · ', h('time', { datetime: t.receivedAt }, when(t.receivedAt))),
+          h('p', {}, t.text),
+        ),
+        outbound ? null : reply,
+      ),
+      h(
+        'aside',
+        { class: 'turn-steps', 'aria-label': 'Trace steps' },
+        h('div', { class: 'turn-meta' }, badge(t.status), ' ', h('a', { href: `#/traces/${encodeURIComponent(t.id)}` }, 'Trace')),
+        stepTimeline(t.steps, true),
+      ),
+    );
+  };
+
+  const render = () => {
+    replace(thread, traces.length ? traces.map(turn) : h('p', { class: 'empty' }, 'No messages in this conversation yet.'));
+  };
+
+  const load = async () => {
+    if (loading) return void (again = true);
+    loading = true;
+    try {
+      const res = await api<{ items: TraceView[] }>('GET', `/api/v2/traces?conversationId=${encodeURIComponent(id)}&limit=50`);
+      if (ctx.left) return;
+      traces = res.items.slice().reverse(); // oldest first, like a chat
+      replace(errorArea);
+      render();
+    } catch (err) {
+      replace(errorArea, errorBox(err));
+    } finally {
+      loading = false;
+      if (again) {
+        again = false;
+        void load();
+      }
+    }
+  };
+
+  const updateReply = (turnId: string) => {
+    const t = traces.find((x) => x.id === turnId);
+    const el = thread.querySelector<HTMLElement>(`[data-reply-for="${CSS.escape(turnId)}"]`);
+    if (t && el) fillReply(el, t);
+    else void load(); // a message this page has not listed yet
+  };
+
+  const onFrame = (f: LiveFrame) => {
+    if (f.type === 'resync') {
+      const s = f.snapshot;
+      if (s?.conversationId !== id) return;
+      live.set(s.turnId, { text: s.text, seq: s.seq, status: s.status, error: s.error, messages: s.text ? 1 : 0 });
+      return updateReply(s.turnId);
+    }
+    if (f.type !== 'event' || f.channel !== 'conversations') return;
+    const p = f.payload;
+    if (p?.conversationId !== id || typeof p.turnId !== 'string') return;
+    let l = live.get(p.turnId);
+    if (p.type === 'RUN_STARTED' || !l) {
+      l = { text: '', seq: 0, status: 'running', messages: 0 };
+      live.set(p.turnId, l);
+    }
+    if (typeof p.seq === 'number') {
+      if (p.seq <= l.seq) return; // already included (e.g. in a resync snapshot)
+      l.seq = p.seq;
+    }
+    switch (p.type) {
+      case 'TEXT_MESSAGE_START':
+        if (l.messages++ > 0 && l.text) l.text += '\n\n';
+        break;
+      case 'TEXT_MESSAGE_CONTENT':
+        l.text += String(p.delta ?? '');
+        break;
+      case 'CUSTOM':
+        if (p.name === 'TURN_RESTARTED') {
+          l.text = '';
+          l.messages = 0;
+        }
+        break;
+      case 'RUN_FINISHED':
+        l.status = 'finished';
+        if (typeof p.result?.text === 'string') l.text = p.result.text;
+        // Steps for delivery land right after the reply; fetch them.
+        ctx.later(300, () => void load());
+        ctx.later(1500, () => void load());
+        break;
+      case 'RUN_ERROR':
+        l.status = 'error';
+        l.error = String(p.message ?? '');
+        ctx.later(300, () => void load());
+        break;
+    }
+    updateReply(p.turnId);
+  };
+  ctx.live(onFrame);
+  // Steps of queued messages change without stream frames (retries, delivery); refresh while any is open.
+  ctx.every(4000, () => {
+    if (traces.some((t) => !TERMINAL.includes(t.status))) void load();
+  });
+
+  replace(
+    ctx.main,
+    h('div', { class: 'page-head' }, h('h1', {}, 'Conversation'), h('a', { class: 'button', href: '#/conversations' }, 'All conversations')),
+    h('p', { class: 'muted small' }, h('code', { class: 'wrap' }, id)),
+    errorArea,
+    thread,
+  );
+  await load();
+}

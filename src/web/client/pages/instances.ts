@@ -1,0 +1,305 @@
+// Instances: list with live status badges, activate/deactivate, delete; create/edit form that
+// shows the API's validation problems next to the fields they concern.
+import { api, ApiFailure, errorBox, type FieldProblem } from '../api.ts';
+import { badge, h, replace, tableWrap, when } from '../dom.ts';
+import type { PageContext } from '../page.ts';
+
+export interface InstanceView {
+  id: string;
+  name: string;
+  channel: string;
+  channelConfig: Record<string, unknown>;
+  agent: { url: string | null; type: string; apiKey: string | null; timeoutSeconds: number };
+  settings: { replyMode?: string };
+  isActive: boolean;
+  status: string;
+  statusReason: string | null;
+  webhookUrl: string | null;
+  updatedAt: string;
+}
+
+const CHANNELS = ['whatsapp-evolution', 'whatsapp-baileys', 'discord', 'slack', 'api'];
+const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'];
+const REPLY_MODES = ['final', 'blocks', 'edit'];
+
+interface ChannelField {
+  key: string; // camelCase as in channelConfig
+  label: string;
+  secret?: boolean;
+  kind?: 'text' | 'url' | 'bool';
+  hint?: string;
+}
+
+/** The channel fields the form offers (the common ones; the API accepts more). */
+const CHANNEL_FIELDS: Record<string, ChannelField[]> = {
+  'whatsapp-evolution': [
+    { key: 'evolutionUrl', label: 'Evolution API URL', kind: 'url' },
+    { key: 'evolutionKey', label: 'Evolution API key', secret: true },
+    { key: 'whatsappInstance', label: 'Evolution instance name', hint: 'Defaults to the instance name' },
+  ],
+  'whatsapp-baileys': [
+    { key: 'whatsappGroupMentionOnly', label: 'In groups, answer only when mentioned', kind: 'bool' },
+    { key: 'whatsappReadReceipts', label: 'Send read receipts', kind: 'bool' },
+  ],
+  discord: [
+    { key: 'discordBotToken', label: 'Bot token', secret: true },
+    { key: 'discordClientId', label: 'Application (client) id' },
+    { key: 'discordRequireMention', label: 'Answer only when mentioned', kind: 'bool' },
+  ],
+  slack: [
+    { key: 'slackBotToken', label: 'Bot token (xoxb-…)', secret: true },
+    { key: 'slackSigningSecret', label: 'Signing secret', secret: true },
+    { key: 'slackAppToken', label: 'App token for Socket Mode (xapp-…)', secret: true },
+  ],
+  api: [],
+};
+
+const camelToSnake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+export function statusBadge(inst: { id: string; status: string; statusReason?: string | null }): HTMLSpanElement {
+  return badge(inst.status, { 'data-status-for': inst.id, title: inst.statusReason ?? null });
+}
+
+/** Applies a live instance.status event to every badge for that instance on the page. */
+export function applyStatusEvent(scope: ParentNode, payload: any): void {
+  if (payload?.type !== 'instance.status') return;
+  for (const el of scope.querySelectorAll<HTMLElement>(`[data-status-for="${CSS.escape(String(payload.instanceId))}"]`)) {
+    el.replaceWith(statusBadge({ id: payload.instanceId, status: payload.status, statusReason: payload.reason }));
+  }
+}
+
+export async function instancesPage(ctx: PageContext): Promise<void> {
+  const flash = h('div', { 'aria-live': 'polite' });
+  const body = h('div');
+  const load = async () => {
+    try {
+      const res = await api<{ items: InstanceView[]; meta: { total?: number } }>('GET', '/api/v2/instances?limit=100');
+      if (ctx.left) return;
+      replace(body, res.items.length ? table(res.items) : h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'));
+    } catch (err) {
+      replace(body, errorBox(err));
+    }
+  };
+  const table = (items: InstanceView[]) =>
+    tableWrap(
+      h(
+        'table',
+        { class: 'list' },
+        h('caption', { class: 'sr-only' }, 'Instances'),
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Channel'), h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Active'), h('th', { scope: 'col' }, 'Actions'))),
+        h('tbody', {}, items.map((i) => row(i))),
+      ),
+    );
+  const row = (i: InstanceView) => {
+    const toggle = h('button', { type: 'button', 'aria-pressed': String(i.isActive) }, i.isActive ? 'Deactivate' : 'Activate');
+    toggle.addEventListener('click', async () => {
+      toggle.disabled = true;
+      try {
+        await api('PATCH', `/api/v2/instances/${encodeURIComponent(i.id)}`, { isActive: !i.isActive });
+        replace(flash, h('div', { class: 'alert ok' }, `${i.name} ${i.isActive ? 'deactivated' : 'activated'}.`));
+        await load();
+      } catch (err) {
+        replace(flash, errorBox(err));
+        toggle.disabled = false;
+      }
+    });
+    const del = h('button', { type: 'button', class: 'danger' }, 'Delete');
+    del.addEventListener('click', async () => {
+      if (!confirm(`Delete instance "${i.name}"? Its channel stops and this cannot be undone.`)) return;
+      del.disabled = true;
+      try {
+        await api('DELETE', `/api/v2/instances/${encodeURIComponent(i.id)}`);
+        replace(flash, h('div', { class: 'alert ok' }, `${i.name} deleted.`));
+        await load();
+      } catch (err) {
+        replace(flash, errorBox(err));
+        del.disabled = false;
+      }
+    });
+    const pairable = i.channel === 'whatsapp-baileys';
+    return h(
+      'tr',
+      { 'data-instance': i.name },
+      h('th', { scope: 'row' }, h('a', { href: `#/instances/${encodeURIComponent(i.id)}/edit` }, i.name)),
+      h('td', {}, i.channel),
+      h('td', {}, statusBadge(i), i.statusReason ? h('div', { class: 'muted small' }, i.statusReason) : null),
+      h('td', {}, i.isActive ? 'yes' : 'no'),
+      h(
+        'td',
+        { class: 'actions' },
+        h('a', { class: 'button', href: `#/instances/${encodeURIComponent(i.id)}/edit` }, 'Edit'),
+        pairable ? h('a', { class: 'button', href: `#/instances/${encodeURIComponent(i.id)}/pair` }, 'Pair') : null,
+        h('a', { class: 'button', href: `#/conversations?instanceId=${encodeURIComponent(i.id)}` }, 'Conversations'),
+        toggle,
+        del,
+      ),
+    );
+  };
+  ctx.live((f) => {
+    if (f.channel === 'instances') applyStatusEvent(body, f.payload);
+  });
+  replace(ctx.main, h('div', { class: 'page-head' }, h('h1', {}, 'Instances'), h('a', { class: 'button primary', href: '#/instances/new' }, 'New instance')), flash, body);
+  await load();
+}
+
+interface FormField {
+  input: HTMLInputElement | HTMLSelectElement;
+  error: HTMLElement;
+  /** Field names the API may use for this input in error details. */
+  names: string[];
+}
+
+export async function instanceFormPage(ctx: PageContext): Promise<void> {
+  const id = ctx.params[0];
+  let existing: InstanceView | null = null;
+  if (id) existing = (await api<{ data: InstanceView }>('GET', `/api/v2/instances/${encodeURIComponent(id)}`)).data;
+  if (ctx.left) return;
+
+  const fields = new Map<string, FormField>();
+  let fieldSeq = 0;
+  const field = (key: string, label: string, input: HTMLInputElement | HTMLSelectElement, names: string[], hint?: string) => {
+    const domId = `f-${++fieldSeq}`;
+    input.id = domId;
+    input.name = key;
+    const error = h('p', { class: 'field-error', id: `${domId}-err`, 'aria-live': 'polite' });
+    const hintEl = hint ? h('p', { class: 'hint', id: `${domId}-hint` }, hint) : null;
+    input.setAttribute('aria-describedby', [hintEl ? `${domId}-hint` : '', `${domId}-err`].filter(Boolean).join(' '));
+    fields.set(key, { input, error, names });
+    const isCheck = input instanceof HTMLInputElement && input.type === 'checkbox';
+    return h('div', { class: isCheck ? 'field check' : 'field' }, isCheck ? [input, h('label', { for: domId }, label)] : [h('label', { for: domId }, label), input], hintEl, error);
+  };
+  const select = (options: string[], value: string) => {
+    const s = h('select', {}, options.map((o) => h('option', { value: o }, o)));
+    s.value = value;
+    return s;
+  };
+  const text = (value: string | null | undefined, type = 'text', extra: Record<string, string> = {}) => h('input', { type, value: value ?? '', autocomplete: 'off', ...extra });
+  const checkbox = (checked: boolean) => {
+    const c = h('input', { type: 'checkbox' });
+    c.checked = checked;
+    return c;
+  };
+
+  const channel = select(CHANNELS, existing?.channel ?? 'whatsapp-baileys');
+  if (existing) channel.disabled = true;
+  const channelBox = h('fieldset', { class: 'channel-fields' });
+  const renderChannelFields = () => {
+    for (const k of [...fields.keys()]) if (k.startsWith('cc.')) fields.delete(k);
+    const defs = CHANNEL_FIELDS[channel.value] ?? [];
+    const cc = existing?.channelConfig ?? {};
+    replace(
+      channelBox,
+      h('legend', {}, `${channel.value} settings`),
+      defs.length ? null : h('p', { class: 'muted' }, 'No channel settings needed.'),
+      defs.map((d) => {
+        const names = [`channelConfig.${d.key}`, camelToSnake(d.key)];
+        if (d.kind === 'bool') return field(`cc.${d.key}`, d.label, checkbox(cc[d.key] === true), names, d.hint);
+        if (d.secret) {
+          const hint = existing && cc[d.key] ? `Stored (${String(cc[d.key])}); leave empty to keep it.` : d.hint;
+          return field(`cc.${d.key}`, d.label, text('', 'password'), names, hint);
+        }
+        return field(`cc.${d.key}`, d.label, text(cc[d.key] === undefined ? '' : String(cc[d.key]), d.kind === 'url' ? 'url' : 'text'), names, d.hint);
+      }),
+    );
+  };
+  channel.addEventListener('change', renderChannelFields);
+
+  const nameInput = text(existing?.name, 'text', { required: '', spellcheck: 'false' });
+  const agentUrl = text(existing?.agent.url, 'url');
+  const agentKey = text('', 'password');
+  const agentType = select(AGENT_TYPES, existing?.agent.type ?? 'auto');
+  const replyMode = select(REPLY_MODES, existing?.settings.replyMode ?? 'final');
+  const active = checkbox(existing?.isActive ?? true);
+  const formError = h('div', { 'aria-live': 'assertive', tabindex: '-1' });
+  const submit = h('button', { type: 'submit', class: 'primary' }, existing ? 'Save changes' : 'Create instance');
+
+  const form = h(
+    'form',
+    { class: 'card form', novalidate: true },
+    formError,
+    field('name', 'Name', nameInput, ['name'], 'Lowercase letters, digits and dashes, e.g. support-bot'),
+    field('channel', 'Channel', channel, ['channel'], existing ? 'The channel cannot be changed.' : undefined),
+    channelBox,
+    h(
+      'fieldset',
+      {},
+      h('legend', {}, 'Agent'),
+      field('agent.url', 'Agent URL', agentUrl, ['agent.url', 'agent_api_url']),
+      field('agent.apiKey', 'Agent API key', agentKey, ['agent.apiKey', 'agent_api_key'], existing?.agent.apiKey ? `Stored (${existing.agent.apiKey}); leave empty to keep it.` : undefined),
+      field('agent.type', 'Agent protocol', agentType, ['agent.type']),
+      field('settings.replyMode', 'Reply mode', replyMode, ['settings.replyMode']),
+    ),
+    field('isActive', 'Active (start it now)', active, ['isActive']),
+    h('div', { class: 'actions' }, submit, h('a', { class: 'button', href: '#/instances' }, 'Cancel')),
+  );
+  renderChannelFields();
+
+  const showProblems = (err: unknown) => {
+    replace(formError, errorBox(err));
+    const problems: FieldProblem[] = err instanceof ApiFailure ? err.fieldProblems() : [];
+    // A CONFLICT on the name carries {field:'name'} rather than a list.
+    if (err instanceof ApiFailure && !problems.length && (err.details as { field?: string } | null)?.field) {
+      problems.push({ field: String((err.details as { field: string }).field), problem: err.message });
+    }
+    let first: HTMLElement | null = null;
+    for (const p of problems) {
+      const f = [...fields.values()].find((x) => x.names.includes(p.field));
+      if (!f) continue;
+      f.error.textContent = f.error.textContent ? `${f.error.textContent}; ${p.problem}` : p.problem;
+      f.input.setAttribute('aria-invalid', 'true');
+      first ??= f.input;
+    }
+    (first ?? formError).focus?.();
+  };
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    for (const f of fields.values()) {
+      f.error.textContent = '';
+      f.input.removeAttribute('aria-invalid');
+    }
+    replace(formError);
+    const channelConfig: Record<string, unknown> = {};
+    for (const d of CHANNEL_FIELDS[channel.value] ?? []) {
+      const input = fields.get(`cc.${d.key}`)?.input as HTMLInputElement | undefined;
+      if (!input) continue;
+      if (d.kind === 'bool') channelConfig[d.key] = input.checked;
+      else if (input.value.trim() !== '') channelConfig[d.key] = input.value.trim();
+      else if (existing && !d.secret && existing.channelConfig[d.key] !== undefined) channelConfig[d.key] = null;
+    }
+    const agent: Record<string, unknown> = { type: agentType.value };
+    if (agentUrl.value.trim()) agent.url = agentUrl.value.trim();
+    else if (existing?.agent.url) agent.url = null;
+    if (agentKey.value) agent.apiKey = agentKey.value;
+    const body: Record<string, unknown> = {
+      name: nameInput.value.trim(),
+      agent,
+      settings: { replyMode: replyMode.value },
+      isActive: active.checked,
+    };
+    if (Object.keys(channelConfig).length) body.channelConfig = channelConfig;
+    if (!existing) body.channel = channel.value;
+    submit.disabled = true;
+    try {
+      const res = existing
+        ? await api<{ data: InstanceView }>('PATCH', `/api/v2/instances/${encodeURIComponent(existing.id)}`, body)
+        : await api<{ data: InstanceView }>('POST', '/api/v2/instances', body);
+      const inst = res.data;
+      location.hash = !existing && inst.channel === 'whatsapp-baileys' && inst.isActive ? `#/instances/${encodeURIComponent(inst.id)}/pair` : '#/instances';
+    } catch (err) {
+      showProblems(err);
+      submit.disabled = false;
+    }
+  });
+
+  replace(
+    ctx.main,
+    h('div', { class: 'page-head' }, h('h1', {}, existing ? `Edit ${existing.name}` : 'New instance'), existing ? statusBadge(existing) : null),
+    existing?.webhookUrl ? h('p', { class: 'muted small' }, 'Webhook URL: ', h('code', { class: 'wrap' }, existing.webhookUrl)) : null,
+    form,
+  );
+  ctx.live((f) => {
+    if (f.channel === 'instances') applyStatusEvent(ctx.main, f.payload);
+  });
+  nameInput.focus();
+}
