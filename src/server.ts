@@ -13,6 +13,7 @@ import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
 import { aguiRoutes } from './api/v2/agui.ts';
 import { wsRoutes } from './stream/ws.ts';
+import { webConsole } from './web/index.ts';
 import type { Gateway } from './gateway.ts';
 import type { Principal } from './services/keys.ts';
 import { randomToken } from './services/ids.ts';
@@ -189,7 +190,8 @@ export function buildServer(gw: Gateway) {
     .use(tracesV2(gw))
     .use(webhookRoutes(gw))
     .use(aguiRoutes(gw))
-    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => gw.keys.verify(key) }));
+    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => gw.keys.verify(key) }))
+    .use(webConsole(gw));
 
   return app;
 }
