@@ -5,6 +5,7 @@ import { silentLogger } from '../src/log.ts';
 import { SlackAdapter, type SlackAdapterOptions } from '../src/channels/slack/adapter.ts';
 import { ChannelError, type AdapterContext, type InboundMessage, type IngestResult } from '../src/channels/types.ts';
 import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
+import { OverloadedError } from '../src/services/inbox.ts';
 import { FakeSlack } from './fakes/slack/server.ts';
 import { eventCallback, signRequest, urlVerification } from './fakes/slack/events.ts';
 
@@ -164,10 +165,9 @@ describe('Slack Events API webhook', () => {
 
   test('a failed inbox write answers non-2xx so Slack redelivers', async () => {
     const { adapter, ctx } = await startAdapter({});
+    // The inbox's own error (an ApiError named 'ApiError' with code UNAVAILABLE), not a look-alike.
     ctx.ingestHook = async () => {
-      const e = new Error('inbox full');
-      e.name = 'OverloadedError';
-      throw e;
+      throw new OverloadedError(5);
     };
     const answer = await signedPost(adapter, eventCallback(mention()));
     expect(answer.status).toBe(503);

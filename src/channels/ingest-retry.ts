@@ -9,8 +9,9 @@ import type { AdapterContext, InboundMessage, IngestResult } from './types.ts';
 /** Waits between attempts: ~31 s in total, then the error is raised (and logged by the caller). */
 export const INGEST_RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000, 15_000];
 
+/** The inbox's OverloadedError is an ApiError with code UNAVAILABLE (checked by shape: no import of services here). */
 export function isOverloaded(err: unknown): boolean {
-  return (err as { name?: string } | null)?.name === 'OverloadedError' || (err as { code?: string } | null)?.code === 'UNAVAILABLE';
+  return (err as { code?: string } | null)?.code === 'UNAVAILABLE';
 }
 
 export async function ingestWithRetry(

@@ -26,7 +26,7 @@ import {
 import { boltLogger } from './bolt-logger.ts';
 import { toInboundMessage, type SlackEventBody } from './inbound.ts';
 import { chunkText } from '../../stream/chunker.ts';
-import { ingestWithRetry } from '../ingest-retry.ts';
+import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
 
 export const SLACK_DEFAULT_API_URL = 'https://slack.com/api/';
 export const SLACK_DEFAULT_MAX_TEXT = 4000;
@@ -223,7 +223,8 @@ export class SlackAdapter implements ChannelAdapter {
     } catch (error) {
       // Not stored: a non-2xx makes Slack redeliver (up to 3 times).
       const cause = outcome.error ?? error;
-      const overloaded = (cause as Error)?.name === 'OverloadedError';
+      // OverloadedError is an ApiError (name 'ApiError', code UNAVAILABLE).
+      const overloaded = isOverloaded(cause);
       this.ctx?.log.warn({ err: describe(cause) }, 'slack: event not stored');
       return overloaded
         ? { status: 503, body: errorBody('UNAVAILABLE', 'inbox is full'), headers: { 'retry-after': '1' } }
