@@ -1,0 +1,314 @@
+// Events: what happened, queryable across channels. One row per inbound message, per outbound
+// message (agent reply or API send) and per instance status change, with FTS5 search on text.
+//
+// Where events come from (see attach()):
+//  - messages: the pipeline's terminal hook. A message's row reaches a terminal state exactly
+//    once per run (and again after a restart if the process died first), so recording there keeps
+//    the ingest hot path untouched and needs no extra durability: a crash before the event is
+//    written means the row is not terminal yet and will be recorded when it gets there. The cost:
+//    a received message shows up as an event once it was processed (answered, blocked, failed),
+//    not while the agent is still working; shed messages (never processed) have no event.
+//  - instance status: the pipeline's status hook.
+// Writes are queued and flushed once per event-loop turn in one transaction, off the actor's path.
+import type { Database } from 'bun:sqlite';
+import type { Logger } from 'pino';
+import type { InboundMessage, OutboundMessage } from '../channels/types.ts';
+import type { StreamHub } from '../stream/hub.ts';
+import { isoNow, newId } from './ids.ts';
+import type { InboxRow } from './inbox.ts';
+import type { Instance, InstanceStatus } from './instance-types.ts';
+import { platformOf, type Attribution, type PersonService } from './persons.ts';
+import type { Pipeline } from './pipeline.ts';
+
+export interface EventRow {
+  seq: number; id: string; type: string; channel: string | null; instance_id: string | null; person_id: string | null; identity_id: string | null;
+  conversation_id: string | null; trace_id: string | null; content_type: string | null; text: string | null; payload_json: string | null; created_at: string;
+}
+
+export interface EventView {
+  id: string; type: string; channel: string | null; instanceId: string | null; personId: string | null; conversationId: string | null;
+  traceId: string | null; contentType: string | null; text: string | null; payload: Record<string, unknown> | null; createdAt: string;
+}
+
+export interface EventFilter {
+  channel?: string[];
+  instanceId?: string[];
+  personId?: string[];
+  /** Exact types, or a family with `.*` (e.g. `instance.*`). */
+  eventType?: string[];
+  contentType?: string[];
+  conversationId?: string;
+  since?: string;
+  until?: string;
+  /** Full-text search on the event text (words, all must match; the last one as a prefix). */
+  search?: string;
+  /** Instance-bound keys: only these instances (null = all). */
+  visibleInstances?: string[] | null;
+}
+
+interface NewEvent {
+  type: string; channel: string | null; instanceId: string | null; conversationId: string | null; traceId: string | null;
+  contentType: string | null; text: string | null; payload: Record<string, unknown>; createdAt: string;
+  /** Resolved inside the flush transaction (creates persons for new senders). */
+  attribute?: () => Attribution | null;
+}
+
+export function eventView(r: EventRow): EventView {
+  return {
+    id: r.id, type: r.type, channel: r.channel, instanceId: r.instance_id, personId: r.person_id, conversationId: r.conversation_id,
+    traceId: r.trace_id, contentType: r.content_type, text: r.text, payload: r.payload_json ? JSON.parse(r.payload_json) : null, createdAt: r.created_at,
+  };
+}
+
+/** Turns free text into a safe FTS5 query: quoted words, all required, the last as a prefix. */
+export function ftsQuery(search: string): string | null {
+  const words = search.match(/[\p{L}\p{N}_]+/gu);
+  if (!words?.length) return null;
+  return words.map((w, i) => `"${w}"${i === words.length - 1 ? '*' : ''}`).join(' ');
+}
+
+const isoOrNull = (v: string | undefined) => (v ? new Date(v).toISOString() : undefined);
+
+export class EventService {
+  private queue: NewEvent[] = [];
+  private scheduled = false;
+  private insert;
+
+  constructor(private db: Database, readonly persons: PersonService, private opts: { log?: Logger; hub?: StreamHub } = {}) {
+    this.insert = db.query<{ seq: number }, [string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, string | null, string, string]>(
+      `INSERT INTO events (id, type, channel, instance_id, person_id, identity_id, conversation_id, trace_id, content_type, text, payload_json, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq`,
+    );
+  }
+
+  /** Records messages at their terminal state and instance status changes. */
+  attach(pipeline: Pipeline): void {
+    pipeline.onTerminal((row, status, inst, responseText) => this.recordTerminal(row, status, inst, responseText));
+    pipeline.onInstanceStatus((inst, status, detail) => this.recordStatus(inst, status, detail));
+  }
+
+  recordTerminal(row: InboxRow, status: string, inst: Instance | null, responseText: string | null): void {
+    let msg: InboundMessage;
+    try {
+      msg = JSON.parse(row.payload_json) as InboundMessage;
+    } catch {
+      return;
+    }
+    const channel = inst?.channel ?? null;
+    const platform = platformOf(channel ?? 'api');
+    const base = { channel, instanceId: row.instance_id, conversationId: row.conversation_id, traceId: row.id };
+    const instanceName = inst?.name ?? null;
+    const alreadyRecorded = (type: string) => this.db.query('SELECT 1 FROM events WHERE trace_id = ? AND type = ?').get(row.id, type) !== null;
+
+    if (row.kind === 'send') {
+      const out = (msg.extra?.outbound ?? { text: msg.text }) as OutboundMessage;
+      const ok = status === 'completed';
+      const external = ok ? this.externalId(row.seq) : null;
+      this.enqueue({
+        ...base, type: ok ? 'message.sent' : 'message.failed', contentType: row.content_type, text: row.text || null, createdAt: row.completed_at ?? isoNow(),
+        payload: {
+          direction: 'outbound', source: 'api', instanceName, messageId: row.id, externalMessageId: external, chat: msg.chat, status,
+          error: ok ? null : row.error ?? this.db.query<{ error: string | null }, [number]>('SELECT error FROM inbox WHERE seq = ?').get(row.seq)?.error ?? null,
+          ...(out.media ? { media: { mediaType: out.media.mediaType, url: out.media.url ?? null, filename: out.media.filename ?? null } } : {}),
+          ...(out.reaction ? { reaction: out.reaction } : {}),
+        },
+        // An API send to a direct chat belongs to the person on the other side, when we know them.
+        attribute: () => (msg.chat.kind === 'direct' ? this.persons.lookup(platform, msg.chat.chatId) : null),
+      });
+      return;
+    }
+
+    let who: Attribution | null = null;
+    const attribute = () => {
+      if (who) return who;
+      if (alreadyRecorded('message.received')) {
+        const r = this.db.query<{ person_id: string | null; identity_id: string | null }, [string]>("SELECT person_id, identity_id FROM events WHERE trace_id = ? AND type = 'message.received'").get(row.id);
+        who = r?.person_id && r.identity_id ? { personId: r.person_id, identityId: r.identity_id } : null;
+        return who;
+      }
+      who = this.persons.observe(platform, msg.sender, row.received_at);
+      return who;
+    };
+    this.enqueue({
+      ...base, type: 'message.received', contentType: row.content_type, text: row.text || null, createdAt: row.received_at,
+      payload: {
+        direction: 'inbound', instanceName, providerMessageId: row.provider_message_id, chat: msg.chat, sender: msg.sender, status,
+        platformTimestamp: msg.timestamp ?? null, replyToMessageId: msg.replyToMessageId ?? null, fromOwner: msg.fromOwner ?? false,
+      },
+      attribute,
+    });
+    if (status === 'completed' && responseText) {
+      this.enqueue({
+        ...base, type: 'message.sent', contentType: 'text', text: responseText, createdAt: isoNow(),
+        payload: { direction: 'outbound', source: 'agent', instanceName, inReplyTo: row.provider_message_id, externalMessageId: this.externalId(row.seq), chat: msg.chat },
+        attribute,
+      });
+    }
+  }
+
+  recordStatus(inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null }): void {
+    // 'connecting' without a QR is a transition, not something anyone asks about later.
+    if (status === 'connecting' && !detail.qr) return;
+    const type = detail.qr ? 'instance.qr' : `instance.${status}`;
+    this.enqueue({
+      type, channel: inst.channel, instanceId: inst.id, conversationId: null, traceId: null, contentType: null,
+      text: detail.reason ?? null, createdAt: isoNow(), payload: { instanceName: inst.name, status, reason: detail.reason ?? null, hasQr: Boolean(detail.qr) },
+    });
+  }
+
+  private externalId(inboxSeq: number): string | null {
+    return this.db.query<{ platform_message_id: string | null }, [number]>("SELECT platform_message_id FROM outbox WHERE inbox_seq = ? AND part < 10000 AND status = 'sent' ORDER BY part LIMIT 1").get(inboxSeq)?.platform_message_id ?? null;
+  }
+
+  private enqueue(e: NewEvent): void {
+    this.queue.push(e);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Writes queued events now (also called by tests and on shutdown). */
+  flush(): void {
+    this.scheduled = false;
+    const batch = this.queue;
+    this.queue = [];
+    if (batch.length === 0) return;
+    const written: EventRow[] = [];
+    try {
+      this.db.transaction(() => {
+        for (const e of batch) {
+          const who = e.attribute?.() ?? null;
+          const id = newId();
+          const payload = JSON.stringify(e.payload);
+          const r = this.insert.get(id, e.type, e.channel, e.instanceId, who?.personId ?? null, who?.identityId ?? null, e.conversationId, e.traceId, e.contentType, e.text, payload, e.createdAt);
+          if (r) written.push({ seq: r.seq, id, type: e.type, channel: e.channel, instance_id: e.instanceId, person_id: who?.personId ?? null, identity_id: who?.identityId ?? null, conversation_id: e.conversationId, trace_id: e.traceId, content_type: e.contentType, text: e.text, payload_json: payload, created_at: e.createdAt });
+        }
+      }).immediate();
+    } catch (err) {
+      // The database is closing or broken; events are a derived record, the messages are safe.
+      this.opts.log?.error({ err: String(err), events: batch.length }, 'event write failed');
+      return;
+    }
+    const hub = this.opts.hub;
+    if (hub) for (const r of written) hub.publishEvent('events', { type: 'event.created', event: eventView(r) }, r.instance_id ? { instanceId: r.instance_id } : {});
+  }
+
+  /** Newest first; `beforeSeq` is the cursor (rows arriving meanwhile have larger seq: no gaps, no repeats). */
+  list(f: EventFilter & { beforeSeq?: number; limit: number }): EventRow[] {
+    const { where, params } = this.where(f);
+    if (f.beforeSeq !== undefined) {
+      where.push('e.seq < ?');
+      params.push(f.beforeSeq);
+    }
+    return this.db
+      .query<EventRow, (string | number)[]>(`SELECT e.* FROM events e ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY e.seq DESC LIMIT ?`)
+      .all(...params, f.limit);
+  }
+
+  count(f: EventFilter): number {
+    const { where, params } = this.where(f);
+    return this.db.query<{ n: number }, (string | number)[]>(`SELECT COUNT(*) AS n FROM events e ${where.length ? 'WHERE ' + where.join(' AND ') : ''}`).get(...params)!.n;
+  }
+
+  get(id: string): EventRow | null {
+    return this.db.query<EventRow, [string]>('SELECT * FROM events WHERE id = ?').get(id);
+  }
+
+  /** Distinct channels a person's events came through. */
+  channelsOf(personId: string, visibleInstances: string[] | null): string[] {
+    const { where, params } = this.where({ personId: [personId], visibleInstances });
+    return this.db
+      .query<{ channel: string }, (string | number)[]>(`SELECT DISTINCT e.channel FROM events e WHERE ${where.join(' AND ')} AND e.channel IS NOT NULL ORDER BY e.channel`)
+      .all(...params)
+      .map((r) => r.channel);
+  }
+
+  private where(f: EventFilter): { where: string[]; params: (string | number)[] } {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    const inList = (col: string, values: string[]) => {
+      where.push(`${col} IN (${values.map(() => '?').join(',')})`);
+      params.push(...values);
+    };
+    if (f.channel?.length) {
+      // "whatsapp" names both WhatsApp kinds.
+      const kinds = f.channel.flatMap((c) => (c === 'whatsapp' ? ['whatsapp-evolution', 'whatsapp-baileys'] : [c]));
+      inList('e.channel', kinds);
+    }
+    if (f.instanceId?.length) inList('e.instance_id', f.instanceId);
+    if (f.visibleInstances) {
+      if (f.visibleInstances.length) inList('e.instance_id', f.visibleInstances);
+      else where.push('0');
+    }
+    if (f.personId?.length) inList('e.person_id', f.personId);
+    if (f.eventType?.length) {
+      const exact = f.eventType.filter((t) => !t.endsWith('.*'));
+      const families = f.eventType.filter((t) => t.endsWith('.*')).map((t) => t.slice(0, -1));
+      const parts: string[] = [];
+      if (exact.length) {
+        parts.push(`e.type IN (${exact.map(() => '?').join(',')})`);
+        params.push(...exact);
+      }
+      for (const fam of families) {
+        parts.push('substr(e.type, 1, ?) = ?');
+        params.push(fam.length, fam);
+      }
+      where.push(`(${parts.join(' OR ')})`);
+    }
+    if (f.contentType?.length) inList('e.content_type', f.contentType);
+    if (f.conversationId) {
+      where.push('e.conversation_id = ?');
+      params.push(f.conversationId);
+    }
+    const since = isoOrNull(f.since);
+    const until = isoOrNull(f.until);
+    if (since) {
+      where.push('e.created_at >= ?');
+      params.push(since);
+    }
+    if (until) {
+      where.push('e.created_at <= ?');
+      params.push(until);
+    }
+    if (f.search !== undefined) {
+      const q = ftsQuery(f.search);
+      if (q === null) where.push('0');
+      else {
+        where.push('e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)');
+        params.push(q);
+      }
+    }
+    return { where, params };
+  }
+}
+
+/** A compact transcript an LLM can read: one line per event, oldest first. */
+export function asContext(events: EventView[], personName: (id: string) => string | null): string {
+  const lines = [...events].reverse().map((e) => {
+    const at = e.createdAt.replace('T', ' ').slice(0, 19);
+    const p = e.payload ?? {};
+    const inst = (p.instanceName as string | null) ?? e.instanceId ?? '?';
+    const where = `${e.channel ?? '?'}/${inst}`;
+    const text = (e.text ?? '').replace(/\s+/g, ' ').trim();
+    const person = e.personId ? (personName(e.personId) ?? e.personId) : null;
+    const sender = (p.sender as { name?: string; id?: string } | undefined) ?? {};
+    const media = e.contentType && e.contentType !== 'text' ? ` [${e.contentType}]` : '';
+    if (e.type === 'message.received') return `[${at}] ${where} ${sender.name ?? person ?? sender.id ?? 'user'}: ${text}${media}`;
+    if (e.type === 'message.sent') return `[${at}] ${where} assistant${person ? ` → ${person}` : ''}: ${text}${media}`;
+    if (e.type === 'message.failed') return `[${at}] ${where} send failed${person ? ` → ${person}` : ''}: ${text} (${String(p.error ?? 'error')})`;
+    return `[${at}] ${where} ${e.type}${text ? `: ${text}` : ''}`;
+  });
+  return lines.join('\n');
+}
+
+/** One sentence about a set of events (format summary/agent). */
+export function summarize(events: EventView[]): string {
+  if (events.length === 0) return 'No events.';
+  const byType = new Map<string, number>();
+  for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
+  const channels = [...new Set(events.map((e) => e.channel).filter(Boolean))].sort();
+  const times = events.map((e) => e.createdAt).sort();
+  const types = [...byType].map(([t, n]) => `${n} ${t}`).join(', ');
+  return `${events.length} events (${types}) from ${times[0]} to ${times.at(-1)}${channels.length ? ` on ${channels.join(', ')}` : ''}.`;
+}

@@ -1,0 +1,209 @@
+// Persons and their platform identities. An identity is one user on one platform (a WhatsApp
+// number, a Discord user, a Slack user); a person groups identities (linked by hand, or by the
+// platform telling us two ids are the same user, e.g. a WhatsApp phone JID and its LID).
+import type { Database } from 'bun:sqlite';
+import { ApiError } from '../api/errors.ts';
+import type { ChannelKind, InboundMessage } from '../channels/types.ts';
+import { isoNow, newId } from './ids.ts';
+
+export type Platform = 'whatsapp' | 'discord' | 'slack' | 'api';
+
+/** whatsapp-evolution and whatsapp-baileys are one platform: a number is the same user on both. */
+export function platformOf(kind: ChannelKind | string): Platform {
+  return kind.startsWith('whatsapp') ? 'whatsapp' : (kind as Platform);
+}
+
+export interface PersonRow { id: string; display_name: string | null; created_at: string; updated_at: string }
+export interface IdentityRow {
+  id: string; person_id: string; platform: string; platform_user_id: string; display_name: string | null; phone: string | null;
+  message_count: number; first_seen_at: string; last_seen_at: string; unlinked_reason: string | null; created_at: string;
+}
+
+export interface IdentityView {
+  id: string; personId: string; platform: string; platformUserId: string; aliases: string[]; displayName: string | null; phone: string | null;
+  messageCount: number; firstSeenAt: string; lastSeenAt: string; unlinkedReason: string | null;
+}
+export interface PersonView { id: string; displayName: string | null; identities: IdentityView[]; createdAt: string; updatedAt: string }
+
+export interface Presence {
+  person: PersonView;
+  identities: IdentityView[];
+  summary: { totalIdentities: number; activeChannels: string[]; totalMessages: number; lastSeenAt: string | null; firstSeenAt: string | null };
+  byChannel: Record<string, { identities: number; messages: number; firstSeenAt: string; lastSeenAt: string; platformUserIds: string[] }>;
+}
+
+/** Who a message is attributed to. */
+export interface Attribution { personId: string; identityId: string }
+
+export class PersonService {
+  constructor(private db: Database) {}
+
+  /**
+   * Finds or creates the identity (and person) of a message sender and counts the message.
+   * `sender.altId` names another id of the same user (WhatsApp LID ↔ phone JID): both ids map to
+   * one identity; two identities found that way are merged. Call inside a transaction.
+   */
+  observe(platform: Platform, sender: InboundMessage['sender'], at: string, countMessage = true): Attribution {
+    const keys = [sender.id, sender.altId].filter((k): k is string => !!k);
+    const found = keys.map((k) => this.identityIdByKey(platform, k));
+    let identityId = found.find((x): x is string => !!x) ?? null;
+    if (!identityId) {
+      const personId = newId();
+      identityId = newId();
+      this.db.query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, sender.name ?? null, at, at);
+      this.db
+        .query('INSERT INTO identities (id, person_id, platform, platform_user_id, display_name, phone, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)')
+        .run(identityId, personId, platform, sender.id, sender.name ?? null, sender.phone ?? null, at, at, at);
+    } else {
+      for (const other of found) if (other && other !== identityId) this.mergeIdentities(identityId, other);
+    }
+    for (const k of keys) this.db.query('INSERT OR IGNORE INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)').run(platform, k, identityId);
+    this.db
+      .query(
+        `UPDATE identities SET message_count = message_count + ?, last_seen_at = MAX(last_seen_at, ?), first_seen_at = MIN(first_seen_at, ?),
+         display_name = COALESCE(?, display_name), phone = COALESCE(?, phone) WHERE id = ?`,
+      )
+      .run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, identityId);
+    const personId = this.db.query<{ person_id: string }, [string]>('SELECT person_id FROM identities WHERE id = ?').get(identityId)!.person_id;
+    if (sender.name) this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?').run(sender.name, personId);
+    return { personId, identityId };
+  }
+
+  /** The identity an id belongs to on a platform, without creating anything. */
+  lookup(platform: Platform, key: string): Attribution | null {
+    const r = this.db
+      .query<{ identity_id: string; person_id: string }, [string, string]>('SELECT k.identity_id, i.person_id FROM identity_keys k JOIN identities i ON i.id = k.identity_id WHERE k.platform = ? AND k.key = ?')
+      .get(platform, key);
+    return r ? { identityId: r.identity_id, personId: r.person_id } : null;
+  }
+
+  private identityIdByKey(platform: string, key: string): string | null {
+    return this.db.query<{ identity_id: string }, [string, string]>('SELECT identity_id FROM identity_keys WHERE platform = ? AND key = ?').get(platform, key)?.identity_id ?? null;
+  }
+
+  /** Folds identity `loser` into `keeper` (they are the same platform user). */
+  private mergeIdentities(keeper: string, loser: string): void {
+    const k = this.identity(keeper)!;
+    const l = this.identity(loser)!;
+    this.db.query('UPDATE identity_keys SET identity_id = ? WHERE identity_id = ?').run(keeper, loser);
+    this.db
+      .query('UPDATE identities SET message_count = message_count + ?, first_seen_at = MIN(first_seen_at, ?), last_seen_at = MAX(last_seen_at, ?), phone = COALESCE(phone, ?) WHERE id = ?')
+      .run(l.message_count, l.first_seen_at, l.last_seen_at, l.phone, keeper);
+    this.db.query('UPDATE events SET identity_id = ?, person_id = ? WHERE identity_id = ?').run(keeper, k.person_id, loser);
+    this.db.query('DELETE FROM identities WHERE id = ?').run(loser);
+    if (l.person_id !== k.person_id) this.absorbPerson(k.person_id, l.person_id);
+  }
+
+  /** Moves everything of person `loser` to `keeper` and deletes `loser`. */
+  private absorbPerson(keeper: string, loser: string): void {
+    this.db.query('UPDATE identities SET person_id = ? WHERE person_id = ?').run(keeper, loser);
+    this.db.query('UPDATE events SET person_id = ? WHERE person_id = ?').run(keeper, loser);
+    const l = this.db.query<PersonRow, [string]>('SELECT * FROM persons WHERE id = ?').get(loser);
+    this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?), updated_at = ? WHERE id = ?').run(l?.display_name ?? null, isoNow(), keeper);
+    this.db.query('DELETE FROM persons WHERE id = ?').run(loser);
+  }
+
+  identity(id: string): IdentityRow | null {
+    return this.db.query<IdentityRow, [string]>('SELECT * FROM identities WHERE id = ?').get(id);
+  }
+
+  private identityView(r: IdentityRow): IdentityView {
+    const aliases = this.db.query<{ key: string }, [string, string]>('SELECT key FROM identity_keys WHERE identity_id = ? AND key <> ? ORDER BY key').all(r.id, r.platform_user_id).map((a) => a.key);
+    return {
+      id: r.id, personId: r.person_id, platform: r.platform, platformUserId: r.platform_user_id, aliases, displayName: r.display_name, phone: r.phone,
+      messageCount: r.message_count, firstSeenAt: r.first_seen_at, lastSeenAt: r.last_seen_at, unlinkedReason: r.unlinked_reason,
+    };
+  }
+
+  identitiesOf(personId: string): IdentityView[] {
+    return this.db.query<IdentityRow, [string]>('SELECT * FROM identities WHERE person_id = ? ORDER BY first_seen_at, id').all(personId).map((r) => this.identityView(r));
+  }
+
+  private view(p: PersonRow): PersonView {
+    return { id: p.id, displayName: p.display_name, identities: this.identitiesOf(p.id), createdAt: p.created_at, updatedAt: p.updated_at };
+  }
+
+  get(id: string): PersonView | null {
+    const p = this.db.query<PersonRow, [string]>('SELECT * FROM persons WHERE id = ?').get(id);
+    return p ? this.view(p) : null;
+  }
+
+  /** Persons whose name, platform id/alias or phone contains `search` (case-insensitive); by id. */
+  search(opts: { search?: string; afterId?: string; limit: number }): PersonView[] {
+    const w: string[] = [];
+    const params: (string | number)[] = [];
+    if (opts.search) {
+      const like = `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      w.push(`(p.display_name LIKE ? ESCAPE '\\' OR p.id IN (
+        SELECT i.person_id FROM identities i WHERE i.display_name LIKE ? ESCAPE '\\' OR i.phone LIKE ? ESCAPE '\\'
+        UNION SELECT i.person_id FROM identity_keys k JOIN identities i ON i.id = k.identity_id WHERE k.key LIKE ? ESCAPE '\\'))`);
+      params.push(like, like, like, like);
+    }
+    if (opts.afterId) {
+      w.push('p.id > ?');
+      params.push(opts.afterId);
+    }
+    return this.db
+      .query<PersonRow, (string | number)[]>(`SELECT p.* FROM persons p ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY p.id LIMIT ?`)
+      .all(...params, opts.limit)
+      .map((p) => this.view(p));
+  }
+
+  presence(id: string): Presence | null {
+    const person = this.get(id);
+    if (!person) return null;
+    const byChannel: Presence['byChannel'] = {};
+    for (const i of person.identities) {
+      const c = (byChannel[i.platform] ??= { identities: 0, messages: 0, firstSeenAt: i.firstSeenAt, lastSeenAt: i.lastSeenAt, platformUserIds: [] });
+      c.identities++;
+      c.messages += i.messageCount;
+      if (i.firstSeenAt < c.firstSeenAt) c.firstSeenAt = i.firstSeenAt;
+      if (i.lastSeenAt > c.lastSeenAt) c.lastSeenAt = i.lastSeenAt;
+      c.platformUserIds.push(i.platformUserId, ...i.aliases);
+    }
+    const firsts = person.identities.map((i) => i.firstSeenAt).sort();
+    const lasts = person.identities.map((i) => i.lastSeenAt).sort();
+    return {
+      person,
+      identities: person.identities,
+      summary: {
+        totalIdentities: person.identities.length,
+        activeChannels: Object.keys(byChannel).sort(),
+        totalMessages: person.identities.reduce((n, i) => n + i.messageCount, 0),
+        firstSeenAt: firsts[0] ?? null,
+        lastSeenAt: lasts.at(-1) ?? null,
+      },
+      byChannel,
+    };
+  }
+
+  /** Links two identities: their persons become one (the person of A is kept). */
+  link(identityA: string, identityB: string): PersonView {
+    return this.db.transaction(() => {
+      const a = this.identity(identityA);
+      const b = this.identity(identityB);
+      if (!a) throw new ApiError('NOT_FOUND', `Identity '${identityA}' not found`, { field: 'identityA' });
+      if (!b) throw new ApiError('NOT_FOUND', `Identity '${identityB}' not found`, { field: 'identityB' });
+      if (a.person_id !== b.person_id) this.absorbPerson(a.person_id, b.person_id);
+      this.db.query('UPDATE identities SET unlinked_reason = NULL WHERE id IN (?, ?)').run(a.id, b.id);
+      return this.get(a.person_id)!;
+    }).immediate();
+  }
+
+  /** Detaches an identity into a person of its own; its events follow it. */
+  unlink(identityId: string, reason: string): { person: PersonView; identity: IdentityView } {
+    return this.db.transaction(() => {
+      const i = this.identity(identityId);
+      if (!i) throw new ApiError('NOT_FOUND', `Identity '${identityId}' not found`, { field: 'identityId' });
+      const siblings = this.db.query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM identities WHERE person_id = ?').get(i.person_id)!.n;
+      if (siblings <= 1) throw new ApiError('CONFLICT', 'The identity is the only one of its person; nothing to unlink', { identityId });
+      const now = isoNow();
+      const personId = newId();
+      this.db.query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, i.display_name, now, now);
+      this.db.query('UPDATE identities SET person_id = ?, unlinked_reason = ? WHERE id = ?').run(personId, reason, i.id);
+      this.db.query('UPDATE events SET person_id = ? WHERE identity_id = ?').run(personId, i.id);
+      this.db.query('UPDATE persons SET updated_at = ? WHERE id = ?').run(now, i.person_id);
+      return { person: this.get(personId)!, identity: this.identityView(this.identity(i.id)!) };
+    }).immediate();
+  }
+}

@@ -1,0 +1,201 @@
+// Events: recorded from real pipeline traffic (Evolution webhook → agent → sendText), listed with
+// filters and stable cursors, searched with FTS5, scoped to instance-bound keys.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
+import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
+import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { createTestGateway } from './helpers.ts';
+
+let evo: FakeEvolution;
+let agent: FakeAgent;
+
+beforeAll(async () => {
+  evo = await startFakeEvolution({ apikey: 'EVO-KEY-EVENTS' });
+  agent = startFakeAgent({ protocol: 'json' });
+});
+afterAll(async () => {
+  await evo.stop();
+  await agent.stop();
+});
+afterEach(() => {
+  evo.reset();
+  agent.setBehaviour({ reply: (m) => `echo: ${m}`, latencyMs: 0, failTimes: 0, status: null });
+});
+
+export function upsert(instance: string, id: string, text: string, phone = '15551234567', name = 'Pavan') {
+  return {
+    event: 'messages.upsert',
+    instance,
+    data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, pushName: name, messageTimestamp: 1765375800, message: { conversation: text } },
+  };
+}
+
+async function until(cond: () => boolean, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await Bun.sleep(5);
+  }
+}
+
+async function setup(names = ['bot']) {
+  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
+  const posts: Record<string, (body: unknown) => Promise<{ status: number; body: any }>> = {};
+  const ids: Record<string, string> = {};
+  for (const name of names) {
+    const res = await t.call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 5 });
+    expect(res.status).toBe(201);
+    const token = new URL(res.body.webhook_url).searchParams.get('token')!;
+    posts[name] = (body) => t.call('POST', `/webhook/evolution/${name}?token=${token}`, body, { 'x-api-key': '' });
+    ids[name] = (await t.call('GET', `/api/v2/instances/${name}`)).body.data.id;
+  }
+  await t.gw.start();
+  const eventCount = () => (t.gw.db.query('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
+  const settled = async (n: number) => until(() => (t.gw.events.flush(), eventCount() >= n));
+  return { ...t, posts, ids, eventCount, settled };
+}
+
+describe('events', () => {
+  test('an inbound message and its agent reply become events with the person, trace and platform id', async () => {
+    const t = await setup();
+    const res = await t.posts.bot(upsert('bot', 'ev-1', 'where is my order 42?'));
+    await evo.waitForSent(1);
+    await until(() => (t.gw.events.flush(), (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type LIKE 'message.%'").get() as { n: number }).n >= 2));
+    const list = await t.call('GET', '/api/v2/events?eventType=message.*');
+    expect(list.status).toBe(200);
+    const [sent, received] = list.body.items;
+    expect(received.type).toBe('message.received');
+    expect(received.text).toBe('where is my order 42?');
+    expect(received.traceId).toBe(res.body.trace_id);
+    expect(received.channel).toBe('whatsapp-evolution');
+    expect(received.instanceId).toBe(t.ids.bot);
+    expect(received.contentType).toBe('text');
+    expect(received.payload.sender.name).toBe('Pavan');
+    expect(received.personId).toBeTruthy();
+    expect(sent.type).toBe('message.sent');
+    expect(sent.text).toBe('echo: where is my order 42?');
+    expect(sent.personId).toBe(received.personId);
+    expect(sent.payload.externalMessageId).toBe(evo.sent[0].id);
+    const one = await t.call('GET', `/api/v2/events/${received.id}`);
+    expect(one.body.data).toEqual(received);
+    expect((await t.call('GET', '/api/v2/events/nope')).status).toBe(404);
+    await t.close();
+  });
+
+  test('instance status changes are events', async () => {
+    const t = await setup();
+    await t.settled(1);
+    const res = await t.call('GET', '/api/v2/events?eventType=instance.*');
+    expect(res.body.items.map((e: any) => e.type)).toContain('instance.connected');
+    expect(res.body.items[0].payload.instanceName).toBe('bot');
+    await t.close();
+  });
+
+  test('cursor pages have no duplicates or gaps while new events keep arriving', async () => {
+    const t = await setup();
+    await t.settled(1); // instance.connected
+    for (let i = 0; i < 25; i++) await t.posts.bot(upsert('bot', `pg-${i}`, `first batch ${i}`, `1800${i}`));
+    await t.settled(1 + 50);
+    const before = (await t.call('GET', '/api/v2/events?limit=100')).body.items.map((e: any) => e.id);
+    expect(before.length).toBe(51);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pageNo = 0;
+    do {
+      const res: any = await t.call('GET', `/api/v2/events?limit=7${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(res.status).toBe(200);
+      seen.push(...res.body.items.map((e: any) => e.id));
+      cursor = res.body.meta.cursor;
+      expect(res.body.meta.hasMore).toBe(cursor !== null);
+      // New traffic between page reads: it lands before the first page, never inside the walk.
+      if (pageNo++ < 3) {
+        await t.posts.bot(upsert('bot', `late-${pageNo}`, `late ${pageNo}`, `1900${pageNo}`));
+        await t.settled(51 + pageNo * 2);
+      }
+    } while (cursor);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).toEqual(before);
+    await t.close();
+  });
+
+  test('filters: channel, instanceId (name), eventType, contentType, since/until; bad cursor is 400', async () => {
+    const t = await setup(['bot', 'other']);
+    await t.posts.bot(upsert('bot', 'f-1', 'hello from bot'));
+    await t.posts.other(upsert('other', 'f-2', 'hello from other', '15559999999', 'Ana'));
+    await t.settled(2 + 4);
+    const byInst = await t.call('GET', '/api/v2/events?instanceId=other&eventType=message.received');
+    expect(byInst.body.items.map((e: any) => e.text)).toEqual(['hello from other']);
+    const both = await t.call('GET', `/api/v2/events?instanceId=${t.ids.bot},other&eventType=message.received,message.sent`);
+    expect(both.body.items.length).toBe(4);
+    expect((await t.call('GET', '/api/v2/events?channel=whatsapp&eventType=message.received')).body.items.length).toBe(2);
+    expect((await t.call('GET', '/api/v2/events?channel=discord')).body.items.length).toBe(0);
+    expect((await t.call('GET', '/api/v2/events?contentType=image')).body.items.length).toBe(0);
+    expect((await t.call('GET', '/api/v2/events?contentType=text&eventType=message.received')).body.items.length).toBe(2);
+    const future = new Date(Date.now() + 3600_000).toISOString();
+    expect((await t.call('GET', `/api/v2/events?since=${future}`)).body.items.length).toBe(0);
+    expect((await t.call('GET', `/api/v2/events?until=${future}`)).body.items.length).toBe(t.eventCount());
+    expect((await t.call('GET', '/api/v2/events?since=yesterday')).status).toBe(400);
+    expect((await t.call('GET', '/api/v2/events?cursor=garbage')).status).toBe(400);
+    const person = byInst.body.items[0].personId;
+    const byPerson = await t.call('GET', `/api/v2/events?personId=${person}`);
+    expect(byPerson.body.items.map((e: any) => e.type).sort()).toEqual(['message.received', 'message.sent']);
+    await t.close();
+  });
+
+  test('full-text search finds words and prefixes, ignores FTS syntax in the query', async () => {
+    const t = await setup();
+    await t.posts.bot(upsert('bot', 's-1', 'My invoice number is wrong'));
+    await t.posts.bot(upsert('bot', 's-2', 'Can I change the delivery address?', '15550000001'));
+    await t.posts.bot(upsert('bot', 's-3', 'Café com leite, por favor', '15550000002'));
+    await t.settled(1 + 6);
+    const texts = async (q: string) => (await t.call('GET', `/api/v2/events?eventType=message.received&search=${encodeURIComponent(q)}`)).body.items.map((e: any) => e.text);
+    expect(await texts('invoice')).toEqual(['My invoice number is wrong']);
+    expect(await texts('deliv')).toEqual(['Can I change the delivery address?']);
+    expect(await texts('cafe')).toEqual(['Café com leite, por favor']);
+    expect(await texts('invoice address')).toEqual([]);
+    expect(await texts('"unbalanced OR (')).toEqual([]);
+    // Agent replies are searchable too.
+    const replies = await t.call('GET', '/api/v2/events?search=echo%20invoice');
+    expect(replies.body.items.map((e: any) => e.type)).toEqual(['message.sent']);
+    await t.close();
+  });
+
+  test('POST /events/search: full, summary and agent formats', async () => {
+    const t = await setup();
+    await t.posts.bot(upsert('bot', 'a-1', 'refund please for order 7'));
+    await t.settled(1 + 2);
+    const full = await t.call('POST', '/api/v2/events/search', { query: 'refund', filters: { eventType: ['message.received', 'message.sent'] } });
+    expect(full.status).toBe(200);
+    expect(full.body.items.length).toBe(2);
+    expect(full.body.total).toBe(2);
+    expect(full.body.asContext).toBeUndefined();
+    const summary = await t.call('POST', '/api/v2/events/search', { query: 'refund', format: 'summary' });
+    expect(summary.body.summary).toContain('2 events');
+    const agentView = await t.call('POST', '/api/v2/events/search', { filters: { eventType: 'message.received,message.sent' }, format: 'agent' });
+    const lines = agentView.body.asContext.split('\n');
+    expect(lines.length).toBe(2);
+    expect(lines[0]).toMatch(/whatsapp-evolution\/bot Pavan: refund please for order 7$/);
+    expect(lines[1]).toMatch(/assistant → Pavan: echo: refund please for order 7$/);
+    expect((await t.call('POST', '/api/v2/events/search', { format: 'xml' })).status).toBe(400);
+    await t.close();
+  });
+
+  test('a key bound to one instance sees only that instance\'s events; events:read is required', async () => {
+    const t = await setup(['bot', 'other']);
+    await t.posts.bot(upsert('bot', 'k-1', 'mine'));
+    await t.posts.other(upsert('other', 'k-2', 'not yours', '15559999999'));
+    await t.settled(2 + 4);
+    const bound = t.gw.keys.create({ name: 'bound', scopes: ['events:read'], instanceIds: [t.ids.bot] }).key;
+    const res = await t.call('GET', '/api/v2/events?limit=100', undefined, { 'x-api-key': bound });
+    expect(res.status).toBe(200);
+    expect(res.body.items.length).toBeGreaterThan(0);
+    expect(res.body.items.every((e: any) => e.instanceId === t.ids.bot)).toBe(true);
+    const foreign = (await t.call('GET', '/api/v2/events?instanceId=other&eventType=message.received')).body.items[0];
+    expect((await t.call('GET', `/api/v2/events/${foreign.id}`, undefined, { 'x-api-key': bound })).status).toBe(404);
+    expect((await t.call('GET', '/api/v2/events?instanceId=other', undefined, { 'x-api-key': bound })).status).toBe(404);
+    const search = await t.call('POST', '/api/v2/events/search', { query: 'yours' }, { 'x-api-key': bound });
+    expect(search.body.items).toEqual([]);
+    const noScope = t.gw.keys.create({ name: 'sender', scopes: ['messages:send'] }).key;
+    expect((await t.call('GET', '/api/v2/events', undefined, { 'x-api-key': noScope })).status).toBe(403);
+    await t.close();
+  });
+});
