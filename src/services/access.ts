@@ -1,0 +1,515 @@
+// The pipeline's access step: allow/deny rules (per instance or global), the instance's access
+// mode, and keyword gates (triggers, stop keyword, human takeover). Rules and pauses live in
+// SQLite so every node and every restart sees the same decisions.
+import type { Database } from 'bun:sqlite';
+import type { Logger } from 'pino';
+import type { Clock } from '../../actors/runtime/clock.ts';
+import { invalid, notFound } from '../api/errors.ts';
+import { CHANNEL_KINDS, type InboundMessage } from '../channels/types.ts';
+import { isoNow, newId } from './ids.ts';
+import type { Instance } from './instance-types.ts';
+import type { InstanceService } from './instances.ts';
+
+export type RuleType = 'allow' | 'deny';
+export type RuleAction = 'block' | 'reply';
+export type ChatKind = 'direct' | 'group';
+
+export interface RuleCriteria {
+  /** Exact platform user id (WhatsApp JID or phone, Discord/Slack user id); normalised. */
+  platformUserId?: string;
+  /** Phone number, `*` matches any digits (e.g. `+5511*`). */
+  phone?: string;
+  /** Channel kind; `whatsapp` matches both WhatsApp channels. */
+  channel?: string;
+  chatKind?: ChatKind;
+  /** Group / channel id the message was sent in. */
+  groupId?: string;
+}
+
+export interface AccessRule {
+  id: string;
+  instanceId: string | null;
+  type: RuleType;
+  criteria: RuleCriteria;
+  priority: number;
+  action: RuleAction;
+  replyMessage: string | null;
+  expiresAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface AccessRuleInput {
+  instanceId?: string | null;
+  type?: RuleType;
+  criteria?: RuleCriteria;
+  priority?: number;
+  action?: RuleAction;
+  replyMessage?: string | null;
+  expiresAt?: string | null;
+}
+
+/** Same shape as actors/conversation.ts AccessDecision (kept structural to avoid an import cycle). */
+export interface AccessDecision {
+  allowed: boolean;
+  reason: string;
+  ruleId?: string | null;
+  reply?: string | null;
+}
+
+export interface RuleEvaluation {
+  allowed: boolean;
+  rule: AccessRule | null;
+  reason: string;
+}
+
+/** Who a message is from, normalised for matching. */
+export interface AccessSubject {
+  ids: string[];
+  phone: string | null;
+  channel: string;
+  chatKind: ChatKind;
+  groupId: string | null;
+}
+
+export type TriggerType = 'contains' | 'equals' | 'startsWith' | 'regex';
+export interface Trigger {
+  type: TriggerType;
+  value: string;
+}
+
+/** Instance setting keys read by the access step (settings.<key>). */
+export const ACCESS_SETTING_KEYS = ['accessMode', 'triggers', 'stopKeyword', 'resumeKeyword', 'stopReply', 'humanTakeoverMinutes'] as const;
+
+export interface PauseView {
+  instanceId: string;
+  chatKey: string;
+  reason: 'stop_keyword' | 'human_takeover';
+  until: string | null;
+  createdAt: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identifiers
+
+const WA_USER = /^(.+?)(?::\d+)?@(?:s\.whatsapp\.net|c\.us)$/;
+const WA_LID = /^(.+?)(?::\d+)?@lid$/;
+const PHONE_LIKE = /^\+?[\d\s().-]+$/;
+
+/**
+ * One canonical form per identifier: WhatsApp user JIDs and phone numbers become bare digits
+ * ("+55 11 9999-0000", "551199990000@s.whatsapp.net", "551199990000:3@s.whatsapp.net" are equal),
+ * LIDs lose their device suffix, everything else is trimmed and lower-cased.
+ */
+export function normalizeIdentifier(raw: string): string {
+  const s = raw.trim().toLowerCase();
+  const wa = WA_USER.exec(s);
+  if (wa) return wa[1].replace(/\D/g, '');
+  const lid = WA_LID.exec(s);
+  if (lid) return `${lid[1]}@lid`;
+  if (PHONE_LIKE.test(s) && /\d/.test(s)) return s.replace(/\D/g, '');
+  return s;
+}
+
+/** The phone digits of a message's sender when the platform told us (JID, phone, LID alias). */
+function senderPhone(msg: Pick<InboundMessage, 'sender'>, channel: string): string | null {
+  const { id, phone, altId } = msg.sender;
+  if (phone) {
+    const p = normalizeIdentifier(phone);
+    if (/^\d+$/.test(p)) return p;
+  }
+  for (const v of [id, altId]) {
+    if (v && WA_USER.test(v.trim().toLowerCase())) return normalizeIdentifier(v);
+  }
+  // Evolution/Baileys sometimes hand over bare digits.
+  if (channel.startsWith('whatsapp') && /^\+?\d+$/.test(id.trim())) return id.replace(/\D/g, '');
+  return null;
+}
+
+export function subjectOf(inst: Pick<Instance, 'channel'>, msg: Pick<InboundMessage, 'sender' | 'chat'>): AccessSubject {
+  const ids = new Set<string>();
+  for (const v of [msg.sender.id, msg.sender.altId, msg.sender.phone]) if (v) ids.add(normalizeIdentifier(v));
+  const phone = senderPhone(msg, inst.channel);
+  if (phone) ids.add(phone);
+  return {
+    ids: [...ids],
+    phone,
+    channel: inst.channel,
+    chatKind: msg.chat.kind,
+    groupId: msg.chat.kind === 'group' ? normalizeIdentifier(msg.chat.chatId) : null,
+  };
+}
+
+function phonePattern(p: string): RegExp {
+  const digits = p.replace(/[^\d*]/g, '').replace(/\*+/g, '*');
+  return new RegExp(`^${digits.split('*').join('\\d*')}$`);
+}
+
+function channelMatches(criterion: string, channel: string): boolean {
+  return criterion === channel || (criterion === 'whatsapp' && channel.startsWith('whatsapp'));
+}
+
+export function ruleMatches(rule: AccessRule, s: AccessSubject): boolean {
+  const c = rule.criteria;
+  if (c.platformUserId !== undefined && !s.ids.includes(normalizeIdentifier(c.platformUserId))) return false;
+  if (c.phone !== undefined && (s.phone === null || !phonePattern(c.phone).test(s.phone))) return false;
+  if (c.channel !== undefined && !channelMatches(c.channel, s.channel)) return false;
+  if (c.chatKind !== undefined && c.chatKind !== s.chatKind) return false;
+  if (c.groupId !== undefined && s.groupId !== normalizeIdentifier(c.groupId)) return false;
+  return true;
+}
+
+/**
+ * How narrowly a rule picks its senders (higher = narrower): a user id or exact phone names one
+ * person, a wildcard phone a range (longer prefixes narrower), a group a room, chat kind and
+ * channel whole classes. An instance rule is narrower than the same global rule.
+ */
+export function specificity(rule: AccessRule): number {
+  const c = rule.criteria;
+  let n = 0;
+  if (c.platformUserId !== undefined) n += 1000;
+  if (c.phone !== undefined) n += c.phone.includes('*') ? 300 + c.phone.replace(/\D/g, '').length : 1000;
+  if (c.groupId !== undefined) n += 200;
+  if (c.chatKind !== undefined) n += 20;
+  if (c.channel !== undefined) n += 10;
+  if (rule.instanceId !== null) n += 1;
+  return n;
+}
+
+/** Highest priority first; then more specific; then deny before allow. */
+export function compareRules(a: AccessRule, b: AccessRule): number {
+  if (a.priority !== b.priority) return b.priority - a.priority;
+  const sa = specificity(a);
+  const sb = specificity(b);
+  if (sa !== sb) return sb - sa;
+  if (a.type !== b.type) return a.type === 'deny' ? -1 : 1;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+function describe(rule: AccessRule): string {
+  const c = rule.criteria;
+  const parts = Object.entries(c).map(([k, v]) => `${k}=${v}`);
+  return `${rule.type} rule ${rule.id}${parts.length ? ` (${parts.join(', ')})` : ' (everyone)'}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keyword gates
+
+function asTriggers(v: unknown): Trigger[] {
+  if (!Array.isArray(v)) return [];
+  return v.filter((t): t is Trigger => !!t && typeof t === 'object' && ['contains', 'equals', 'startsWith', 'regex'].includes((t as Trigger).type) && typeof (t as Trigger).value === 'string' && (t as Trigger).value.length > 0);
+}
+
+const regexCache = new Map<string, RegExp | null>();
+function compiled(pattern: string): RegExp | null {
+  let r = regexCache.get(pattern);
+  if (r === undefined) {
+    try {
+      r = pattern.length <= 200 ? new RegExp(pattern, 'i') : null;
+    } catch {
+      r = null;
+    }
+    if (regexCache.size > 1000) regexCache.clear();
+    regexCache.set(pattern, r);
+  }
+  return r;
+}
+
+export function triggerMatches(t: Trigger, text: string): boolean {
+  const s = text.trim().toLowerCase();
+  const v = t.value.trim().toLowerCase();
+  switch (t.type) {
+    case 'contains': return s.includes(v);
+    case 'equals': return s === v;
+    case 'startsWith': return s.startsWith(v);
+    case 'regex': return compiled(t.value)?.test(text.slice(0, 4096)) ?? false;
+  }
+}
+
+/** Problems with the access-related instance settings (for InstanceService validation). */
+export function accessSettingsProblems(settings: Record<string, unknown>): Array<{ field: string; problem: string }> {
+  const out: Array<{ field: string; problem: string }> = [];
+  if (settings.triggers !== undefined && settings.triggers !== null) {
+    const v = settings.triggers;
+    if (!Array.isArray(v) || v.length > 50 || asTriggers(v).length !== v.length) out.push({ field: 'settings.triggers', problem: 'must be a list (≤ 50) of {type: contains|equals|startsWith|regex, value}' });
+    else for (const t of asTriggers(v)) if (t.type === 'regex' && !compiled(t.value)) out.push({ field: 'settings.triggers', problem: `invalid regex '${t.value.slice(0, 40)}'` });
+  }
+  for (const k of ['stopKeyword', 'resumeKeyword', 'stopReply']) {
+    const v = settings[k];
+    if (v !== undefined && v !== null && (typeof v !== 'string' || v.length > 4000 || !v.trim())) out.push({ field: `settings.${k}`, problem: 'must be a non-empty string or null' });
+  }
+  const m = settings.humanTakeoverMinutes;
+  if (m !== undefined && m !== null && (!Number.isInteger(m) || (m as number) < 0 || (m as number) > 10_080)) out.push({ field: 'settings.humanTakeoverMinutes', problem: 'must be an integer between 0 and 10080' });
+  return out;
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' && v.trim() ? v.trim().toLowerCase() : null);
+
+// ---------------------------------------------------------------------------------------------
+// The service
+
+interface RuleRow {
+  id: string;
+  instance_id: string | null;
+  type: RuleType;
+  criteria_json: string;
+  priority: number;
+  action: RuleAction;
+  reply_message: string | null;
+  expires_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+const toRule = (r: RuleRow): AccessRule => ({
+  id: r.id, instanceId: r.instance_id, type: r.type, criteria: JSON.parse(r.criteria_json), priority: r.priority,
+  action: r.action, replyMessage: r.reply_message, expiresAt: r.expires_at, createdAt: r.created_at, updatedAt: r.updated_at,
+});
+
+const CRITERIA_KEYS = ['platformUserId', 'phone', 'channel', 'chatKind', 'groupId'] as const;
+const PHONE_PATTERN = /^\+?[\d\s().*-]{1,40}$/;
+
+export interface RuleListFilter {
+  /** undefined = all; null = only global rules; a string = that instance's rules. */
+  instanceId?: string | null;
+  type?: RuleType;
+  /** Visibility of the caller (null = every instance); global rules are visible to everyone. */
+  visibleInstanceIds?: string[] | null;
+  afterId?: string;
+  limit?: number;
+}
+
+export class AccessService {
+  constructor(
+    private db: Database,
+    private instances: Pick<InstanceService, 'get'>,
+    private clock: Pick<Clock, 'now'>,
+    private log?: Logger,
+  ) {}
+
+  // -- rules CRUD ------------------------------------------------------------------------------
+
+  getRule(id: string): AccessRule | null {
+    const r = this.db.query<RuleRow, [string]>('SELECT * FROM access_rules WHERE id = ?').get(id);
+    return r ? toRule(r) : null;
+  }
+
+  listRules(f: RuleListFilter = {}): AccessRule[] {
+    const where: string[] = [];
+    const args: Array<string | number | null> = [];
+    if (f.instanceId === null) where.push('instance_id IS NULL');
+    else if (f.instanceId !== undefined) {
+      where.push('instance_id = ?');
+      args.push(f.instanceId);
+    }
+    if (f.type) {
+      where.push('type = ?');
+      args.push(f.type);
+    }
+    if (f.visibleInstanceIds) {
+      where.push(`(instance_id IS NULL OR instance_id IN (${f.visibleInstanceIds.map(() => '?').join(',') || "''"}))`);
+      args.push(...f.visibleInstanceIds);
+    }
+    if (f.afterId) {
+      where.push('id > ?');
+      args.push(f.afterId);
+    }
+    const sql = `SELECT * FROM access_rules ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
+    args.push(f.limit ?? 1000);
+    return this.db.query<RuleRow, typeof args>(sql).all(...args).map(toRule);
+  }
+
+  countRules(f: Omit<RuleListFilter, 'afterId' | 'limit'> = {}): number {
+    return this.listRules({ ...f, limit: 1_000_000 }).length;
+  }
+
+  private validate(v: AccessRule): void {
+    const problems: Array<{ field: string; problem: string }> = [];
+    if (v.instanceId !== null && (typeof v.instanceId !== 'string' || !this.instances.get(v.instanceId))) problems.push({ field: 'instanceId', problem: 'no such instance' });
+    if (v.type !== 'allow' && v.type !== 'deny') problems.push({ field: 'type', problem: 'must be one of: allow, deny' });
+    if (v.action !== 'block' && v.action !== 'reply') problems.push({ field: 'action', problem: 'must be one of: block, reply' });
+    if (!Number.isInteger(v.priority) || v.priority < -1_000_000 || v.priority > 1_000_000) problems.push({ field: 'priority', problem: 'must be an integer between -1000000 and 1000000' });
+    const c = v.criteria as Record<string, unknown>;
+    if (!c || typeof c !== 'object' || Array.isArray(c)) problems.push({ field: 'criteria', problem: 'must be an object' });
+    else {
+      for (const k of Object.keys(c)) if (!(CRITERIA_KEYS as readonly string[]).includes(k)) problems.push({ field: `criteria.${k}`, problem: `is not a criterion (use ${CRITERIA_KEYS.join(', ')})` });
+      for (const k of CRITERIA_KEYS) {
+        const x = c[k];
+        if (x !== undefined && (typeof x !== 'string' || !x.trim() || x.length > 200)) problems.push({ field: `criteria.${k}`, problem: 'must be a non-empty string (≤ 200 characters)' });
+      }
+      if (typeof c.phone === 'string' && (!PHONE_PATTERN.test(c.phone) || !/\d/.test(c.phone))) problems.push({ field: 'criteria.phone', problem: 'must be a phone number with digits and optional * wildcards, e.g. +5511*' });
+      if (typeof c.channel === 'string' && c.channel !== 'whatsapp' && !(CHANNEL_KINDS as string[]).includes(c.channel)) problems.push({ field: 'criteria.channel', problem: `must be one of: whatsapp, ${CHANNEL_KINDS.join(', ')}` });
+      if (c.chatKind !== undefined && c.chatKind !== 'direct' && c.chatKind !== 'group') problems.push({ field: 'criteria.chatKind', problem: 'must be one of: direct, group' });
+    }
+    if (v.action === 'reply' && (typeof v.replyMessage !== 'string' || !v.replyMessage.trim())) problems.push({ field: 'replyMessage', problem: "is required when action is 'reply'" });
+    if (v.replyMessage !== null && (typeof v.replyMessage !== 'string' || v.replyMessage.length > 4000)) problems.push({ field: 'replyMessage', problem: 'must be a string (≤ 4000 characters) or null' });
+    if (v.expiresAt !== null && (typeof v.expiresAt !== 'string' || v.expiresAt.length > 40 || Number.isNaN(Date.parse(v.expiresAt)))) problems.push({ field: 'expiresAt', problem: 'must be an ISO 8601 date-time or null' });
+    if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
+  }
+
+  private cleanCriteria(c: RuleCriteria | undefined): RuleCriteria {
+    if (!c || typeof c !== 'object' || Array.isArray(c)) return c as RuleCriteria;
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(c)) if (v !== undefined && v !== null) out[k] = typeof v === 'string' ? v.trim() : v;
+    return out as RuleCriteria;
+  }
+
+  createRule(input: AccessRuleInput): AccessRule {
+    const now = isoNow(this.clock.now());
+    const rule: AccessRule = {
+      id: newId(),
+      instanceId: input.instanceId ?? null,
+      type: input.type as RuleType,
+      criteria: this.cleanCriteria(input.criteria ?? {}),
+      priority: input.priority ?? 0,
+      action: input.action ?? 'block',
+      replyMessage: input.replyMessage ?? null,
+      expiresAt: input.expiresAt ?? null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    this.validate(rule);
+    if (rule.expiresAt) rule.expiresAt = new Date(Date.parse(rule.expiresAt)).toISOString();
+    this.db
+      .query('INSERT INTO access_rules (id, instance_id, type, criteria_json, priority, action, reply_message, expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(rule.id, rule.instanceId, rule.type, JSON.stringify(rule.criteria), rule.priority, rule.action, rule.replyMessage, rule.expiresAt, now, now);
+    return rule;
+  }
+
+  updateRule(id: string, patch: AccessRuleInput): AccessRule {
+    const cur = this.getRule(id);
+    if (!cur) throw notFound('Access rule');
+    const next: AccessRule = {
+      ...cur,
+      instanceId: patch.instanceId === undefined ? cur.instanceId : patch.instanceId,
+      type: patch.type ?? cur.type,
+      criteria: patch.criteria === undefined ? cur.criteria : this.cleanCriteria(patch.criteria),
+      priority: patch.priority ?? cur.priority,
+      action: patch.action ?? cur.action,
+      replyMessage: patch.replyMessage === undefined ? cur.replyMessage : patch.replyMessage,
+      expiresAt: patch.expiresAt === undefined ? cur.expiresAt : patch.expiresAt,
+      updatedAt: isoNow(this.clock.now()),
+    };
+    this.validate(next);
+    if (next.expiresAt) next.expiresAt = new Date(Date.parse(next.expiresAt)).toISOString();
+    this.db
+      .query('UPDATE access_rules SET instance_id = ?, type = ?, criteria_json = ?, priority = ?, action = ?, reply_message = ?, expires_at = ?, updated_at = ? WHERE id = ?')
+      .run(next.instanceId, next.type, JSON.stringify(next.criteria), next.priority, next.action, next.replyMessage, next.expiresAt, next.updatedAt, id);
+    return next;
+  }
+
+  deleteRule(id: string): boolean {
+    return this.db.query('DELETE FROM access_rules WHERE id = ?').run(id).changes > 0;
+  }
+
+  // -- evaluation ------------------------------------------------------------------------------
+
+  /** Rules that apply to the instance now (its own and global, not expired), best first. */
+  private activeRules(instanceId: string): AccessRule[] {
+    const now = isoNow(this.clock.now());
+    return this.db
+      .query<RuleRow, [string, string]>('SELECT * FROM access_rules WHERE (instance_id = ? OR instance_id IS NULL) AND (expires_at IS NULL OR expires_at > ?)')
+      .all(instanceId, now)
+      .map(toRule)
+      .sort(compareRules);
+  }
+
+  /** Applies the instance's access mode and rules to a sender (no keyword gates). */
+  evaluate(inst: Instance, s: AccessSubject): RuleEvaluation {
+    const mode = inst.settings.accessMode ?? 'blocklist';
+    if (mode === 'disabled') return { allowed: true, rule: null, reason: 'access control disabled for this instance' };
+    const rule = this.activeRules(inst.id).find((r) => ruleMatches(r, s)) ?? null;
+    if (rule) return { allowed: rule.type === 'allow', rule, reason: `matched ${describe(rule)}` };
+    return mode === 'allowlist'
+      ? { allowed: false, rule: null, reason: 'not on the allowlist' }
+      : { allowed: true, rule: null, reason: 'no rule matched (blocklist mode)' };
+  }
+
+  /** POST /access/check: would this user be allowed on this instance? */
+  checkUser(inst: Instance, platformUserId: string, channel?: string): RuleEvaluation {
+    const s = subjectOf(inst, { sender: { id: platformUserId }, chat: { chatId: platformUserId, kind: 'direct' } });
+    if (channel) s.channel = channel;
+    if (!s.phone && PHONE_LIKE.test(platformUserId.trim()) && /\d/.test(platformUserId)) s.phone = normalizeIdentifier(platformUserId);
+    return this.evaluate(inst, s);
+  }
+
+  /** The pipeline's access step. */
+  check(inst: Instance, msg: InboundMessage): AccessDecision {
+    const settings = inst.settings as Record<string, unknown>;
+    const chatKey = msg.chat.threadId ? `${msg.chat.chatId}#${msg.chat.threadId}` : msg.chat.chatId;
+    const now = this.clock.now();
+
+    // Human takeover: the owner typed on the phone; the bot stays quiet in this chat for a while.
+    const takeover = Number.isInteger(settings.humanTakeoverMinutes) ? (settings.humanTakeoverMinutes as number) : 0;
+    if (msg.fromOwner && takeover > 0) {
+      const until = isoNow(now + takeover * 60_000);
+      this.pause(inst.id, chatKey, 'human_takeover', until);
+      return { allowed: false, reason: `human takeover: the account owner replied; bot paused until ${until}` };
+    }
+
+    const ev = this.evaluate(inst, subjectOf(inst, msg));
+    if (!ev.allowed) {
+      const reply = ev.rule?.action === 'reply' ? ev.rule.replyMessage : null;
+      return { allowed: false, reason: ev.reason, ruleId: ev.rule?.id ?? null, reply };
+    }
+
+    const text = msg.text ?? '';
+    const said = text.trim().toLowerCase();
+    const stop = str(settings.stopKeyword);
+    const resume = str(settings.resumeKeyword);
+    const paused = this.pauseOf(inst.id, chatKey, now);
+    if (stop && said === stop) {
+      this.pause(inst.id, chatKey, 'stop_keyword', null);
+      const stopReply = typeof settings.stopReply === 'string' && settings.stopReply.trim() ? settings.stopReply : null;
+      return { allowed: false, reason: 'stop keyword: bot paused for this conversation', ruleId: ev.rule?.id ?? null, reply: stopReply };
+    }
+    if (paused) {
+      if (resume && said === resume) {
+        this.resume(inst.id, chatKey);
+        return { allowed: true, reason: 'resume keyword: conversation resumed', ruleId: ev.rule?.id ?? null };
+      }
+      return {
+        allowed: false,
+        reason: paused.reason === 'human_takeover' ? `paused: human takeover until ${paused.until}` : 'paused: stop keyword (send the resume keyword to continue)',
+        ruleId: ev.rule?.id ?? null,
+      };
+    }
+
+    const triggers = asTriggers(settings.triggers);
+    if (triggers.length && !triggers.some((t) => triggerMatches(t, text))) {
+      return { allowed: false, reason: 'no trigger matched', ruleId: ev.rule?.id ?? null };
+    }
+    return { allowed: true, reason: ev.reason, ruleId: ev.rule?.id ?? null };
+  }
+
+  // -- pauses ----------------------------------------------------------------------------------
+
+  private pause(instanceId: string, chatKey: string, reason: PauseView['reason'], until: string | null): void {
+    this.db
+      .query(
+        `INSERT INTO conversation_pauses (instance_id, chat_key, reason, until, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(instance_id, chat_key) DO UPDATE SET reason = excluded.reason, until = excluded.until, created_at = excluded.created_at`,
+      )
+      .run(instanceId, chatKey, reason, until, isoNow(this.clock.now()));
+    this.log?.info({ instanceId, reason, until }, 'conversation paused');
+  }
+
+  /** The live pause of a conversation, or null (expired pauses are removed). */
+  pauseOf(instanceId: string, chatKey: string, now = this.clock.now()): PauseView | null {
+    const r = this.db
+      .query<{ instance_id: string; chat_key: string; reason: PauseView['reason']; until: string | null; created_at: string }, [string, string]>(
+        'SELECT * FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?',
+      )
+      .get(instanceId, chatKey);
+    if (!r) return null;
+    if (r.until !== null && Date.parse(r.until) <= now) {
+      this.resume(instanceId, chatKey);
+      return null;
+    }
+    return { instanceId: r.instance_id, chatKey: r.chat_key, reason: r.reason, until: r.until, createdAt: r.created_at };
+  }
+
+  resume(instanceId: string, chatKey: string): boolean {
+    return this.db.query('DELETE FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').run(instanceId, chatKey).changes > 0;
+  }
+}
