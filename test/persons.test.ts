@@ -1,0 +1,161 @@
+// Persons and identities from real webhook traffic: auto-creation with display names, WhatsApp
+// phone JID ↔ LID as one identity, link/unlink, presence and the cross-channel timeline.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
+import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
+import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { createTestGateway } from './helpers.ts';
+
+let evo: FakeEvolution;
+let agent: FakeAgent;
+
+beforeAll(async () => {
+  evo = await startFakeEvolution({ apikey: 'EVO-KEY-PERSONS' });
+  agent = startFakeAgent({ protocol: 'json' });
+});
+afterAll(async () => {
+  await evo.stop();
+  await agent.stop();
+});
+afterEach(() => evo.reset());
+
+/** An Evolution upsert; `key` overrides the message key (LID addressing). */
+function upsert(instance: string, id: string, text: string, key: Record<string, unknown>, name?: string) {
+  return { event: 'messages.upsert', instance, data: { key: { fromMe: false, id, ...key }, ...(name ? { pushName: name } : {}), messageTimestamp: 1765375800, message: { conversation: text } } };
+}
+const phoneKey = (phone: string) => ({ remoteJid: `${phone}@s.whatsapp.net` });
+
+async function until(cond: () => boolean, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await Bun.sleep(5);
+  }
+}
+
+async function setup(names = ['bot']) {
+  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
+  const posts: Record<string, (body: unknown) => Promise<{ status: number; body: any }>> = {};
+  for (const name of names) {
+    const res = await t.call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 5 });
+    const token = new URL(res.body.webhook_url).searchParams.get('token')!;
+    posts[name] = (body) => t.call('POST', `/webhook/evolution/${name}?token=${token}`, body, { 'x-api-key': '' });
+  }
+  await t.gw.start();
+  const received = () => (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type = 'message.received'").get() as { n: number }).n;
+  /** Posts and waits until the message is recorded as an event. */
+  const send = async (name: string, body: unknown) => {
+    const n = received();
+    expect((await posts[name](body)).status).toBe(200);
+    await until(() => (t.gw.events.flush(), received() > n));
+  };
+  const persons = async (search?: string) => (await t.call('GET', `/api/v2/persons${search ? `?search=${encodeURIComponent(search)}` : ''}`)).body.items;
+  return { ...t, send, persons };
+}
+
+describe('persons', () => {
+  test('each new sender becomes a person with its display name; a second message does not', async () => {
+    const t = await setup();
+    await t.send('bot', upsert('bot', 'p-1', 'hi', phoneKey('15551110001'), 'Alice'));
+    await t.send('bot', upsert('bot', 'p-2', 'hi again', phoneKey('15551110001'), 'Alice'));
+    await t.send('bot', upsert('bot', 'p-3', 'hello', phoneKey('15551110002'), 'Bob'));
+    const all = await t.persons();
+    expect(all.map((p: any) => p.displayName).sort()).toEqual(['Alice', 'Bob']);
+    const alice = all.find((p: any) => p.displayName === 'Alice');
+    expect(alice.identities).toHaveLength(1);
+    expect(alice.identities[0]).toMatchObject({ platform: 'whatsapp', platformUserId: '15551110001@s.whatsapp.net', phone: '+15551110001', messageCount: 2 });
+    expect((await t.persons('bob')).map((p: any) => p.displayName)).toEqual(['Bob']);
+    expect((await t.persons('5551110001')).map((p: any) => p.displayName)).toEqual(['Alice']);
+    expect(await t.persons('nobody')).toEqual([]);
+    expect((await t.call('GET', `/api/v2/persons/${alice.id}`)).body.data.id).toBe(alice.id);
+    expect((await t.call('GET', '/api/v2/persons/unknown')).status).toBe(404);
+    await t.close();
+  });
+
+  test('a WhatsApp phone JID and its LID are one identity when the message says so', async () => {
+    const t = await setup();
+    // Phone only, then LID with the phone as alt, then LID only: one person, one identity.
+    await t.send('bot', upsert('bot', 'l-1', 'from phone', phoneKey('15552220001'), 'Carla'));
+    await t.send('bot', upsert('bot', 'l-2', 'from lid with alt', { remoteJid: '90000000001@lid', remoteJidAlt: '15552220001@s.whatsapp.net' }, 'Carla'));
+    await t.send('bot', upsert('bot', 'l-3', 'from lid only', { remoteJid: '90000000001@lid' }));
+    let all = await t.persons();
+    expect(all).toHaveLength(1);
+    expect(all[0].identities).toHaveLength(1);
+    expect(all[0].identities[0].aliases).toEqual(['90000000001@lid']);
+    expect(all[0].identities[0].messageCount).toBe(3);
+
+    // Seen separately first (LID only, then phone only): two persons, merged once a message links them.
+    await t.send('bot', upsert('bot', 'm-1', 'lid first', { remoteJid: '90000000002@lid' }, 'Dan'));
+    await t.send('bot', upsert('bot', 'm-2', 'phone later', phoneKey('15552220002'), 'Dan'));
+    expect((await t.persons('Dan')).length).toBe(2);
+    await t.send('bot', upsert('bot', 'm-3', 'both', { remoteJid: '90000000002@lid', senderPn: '15552220002@s.whatsapp.net' }, 'Dan'));
+    all = await t.persons('Dan');
+    expect(all).toHaveLength(1);
+    expect(all[0].identities).toHaveLength(1);
+    expect(all[0].identities[0].messageCount).toBe(3);
+    const timeline = await t.call('GET', `/api/v2/persons/${all[0].id}/timeline?limit=50`);
+    expect(timeline.body.items.filter((e: any) => e.type === 'message.received').map((e: any) => e.text)).toEqual(['both', 'phone later', 'lid first']);
+    await t.close();
+  });
+
+  test('link merges two persons (events follow); unlink splits an identity off again with its events', async () => {
+    const t = await setup(['bot', 'work']);
+    await t.send('bot', upsert('bot', 'k-1', 'personal number', phoneKey('15553330001'), 'Eve'));
+    await t.send('work', upsert('work', 'k-2', 'work number', phoneKey('15553330002'), 'Eve (work)'));
+    const [a, b] = [(await t.persons('15553330001'))[0], (await t.persons('15553330002'))[0]];
+    expect(a.id).not.toBe(b.id);
+    const linked = await t.call('POST', '/api/v2/persons/link', { identityA: a.identities[0].id, identityB: b.identities[0].id });
+    expect(linked.status).toBe(200);
+    expect(linked.body.data.id).toBe(a.id);
+    expect(linked.body.data.identities.map((i: any) => i.platformUserId).sort()).toEqual(['15553330001@s.whatsapp.net', '15553330002@s.whatsapp.net']);
+    expect((await t.call('GET', `/api/v2/persons/${b.id}`)).status).toBe(404);
+    const texts = async (id: string) => (await t.call('GET', `/api/v2/persons/${id}/timeline`)).body.items.filter((e: any) => e.type === 'message.received').map((e: any) => e.text);
+    expect(await texts(a.id)).toEqual(['work number', 'personal number']);
+    const presence = (await t.call('GET', `/api/v2/persons/${a.id}/presence`)).body.data;
+    expect(presence.summary.totalIdentities).toBe(2);
+    expect(presence.summary.totalMessages).toBe(2);
+    expect(presence.summary.activeChannels).toEqual(['whatsapp']);
+    expect(presence.byChannel.whatsapp.messages).toBe(2);
+    expect(presence.summary.firstSeenAt <= presence.summary.lastSeenAt).toBe(true);
+    const tl = await t.call('GET', `/api/v2/events/timeline/${a.id}`);
+    expect(tl.body.channels).toEqual(['whatsapp-evolution']);
+    expect(tl.body.personId).toBe(a.id);
+
+    // New messages from the linked identity land on the merged person.
+    await t.send('work', upsert('work', 'k-3', 'still work', phoneKey('15553330002')));
+    expect(await texts(a.id)).toEqual(['still work', 'work number', 'personal number']);
+
+    const un = await t.call('POST', '/api/v2/persons/unlink', { identityId: b.identities[0].id, reason: 'shared office phone' });
+    expect(un.status).toBe(200);
+    expect(un.body.data.identity.unlinkedReason).toBe('shared office phone');
+    const split = un.body.data.person.id;
+    expect(split).not.toBe(a.id);
+    expect(await texts(split)).toEqual(['still work', 'work number']);
+    expect(await texts(a.id)).toEqual(['personal number']);
+    // Its only identity cannot be unlinked; unknown identities are 404.
+    expect((await t.call('POST', '/api/v2/persons/unlink', { identityId: b.identities[0].id, reason: 'again' })).status).toBe(409);
+    expect((await t.call('POST', '/api/v2/persons/link', { identityA: 'nope', identityB: b.identities[0].id })).status).toBe(404);
+    expect((await t.call('POST', '/api/v2/persons/unlink', { identityId: b.identities[0].id })).status).toBe(400);
+    await t.close();
+  });
+
+  test('persons routes need persons:*; timeline pages are stable', async () => {
+    const t = await setup();
+    for (let i = 0; i < 5; i++) await t.send('bot', upsert('bot', `c-${i}`, `msg ${i}`, phoneKey('15554440001'), 'Finn'));
+    const finn = (await t.persons('Finn'))[0];
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const res: any = await t.call('GET', `/api/v2/persons/${finn.id}/timeline?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+      seen.push(...res.body.items.map((e: any) => e.id));
+      cursor = res.body.meta.cursor;
+    } while (cursor);
+    const all = (await t.call('GET', `/api/v2/persons/${finn.id}/timeline?limit=100`)).body.items.map((e: any) => e.id);
+    expect(seen).toEqual(all);
+    expect(all.length).toBe(10); // 5 received + 5 agent replies to Finn
+    const reader = t.gw.keys.create({ name: 'reader', scopes: ['events:read'] }).key;
+    expect((await t.call('GET', '/api/v2/persons', undefined, { 'x-api-key': reader })).status).toBe(403);
+    const pkey = t.gw.keys.create({ name: 'persons', scopes: ['persons:*'] }).key;
+    expect((await t.call('GET', '/api/v2/persons', undefined, { 'x-api-key': pkey })).status).toBe(200);
+    await t.close();
+  });
+});
