@@ -28,6 +28,7 @@ async function shutdown(signal: string) {
   gw.ready = false;
   // Stop accepting new connections, let in-flight requests finish.
   await app.server?.stop(false);
+  await new Promise((r) => setImmediate(r)); // let the last requests' log lines be written
   await gw.close();
   gw.log.info('stopped');
   process.exit(0);

@@ -8,7 +8,12 @@ import { openDatabase } from '../db/open.ts';
 export const ADMIN_KEY = 'test-admin-key-0123456789abcdef';
 
 export function testConfig(env: Record<string, string> = {}): Config {
-  return loadConfig({ DATABASE_PATH: ':memory:', SWITCHBOARD_API_KEY: ADMIN_KEY, LOG_LEVEL: 'silent', ...env });
+  // Platform endpoints default to a closed local port: no test can reach the real platforms.
+  return loadConfig({
+    DATABASE_PATH: ':memory:', SWITCHBOARD_API_KEY: ADMIN_KEY, LOG_LEVEL: 'silent',
+    DISCORD_API_URL: 'http://127.0.0.1:9/api', SLACK_API_URL: 'http://127.0.0.1:9/api/', WHATSAPP_WS_URL: 'ws://127.0.0.1:9/ws',
+    ...env,
+  });
 }
 
 export function createTestGateway(env: Record<string, string> = {}, opts: GatewayOptions = {}) {
