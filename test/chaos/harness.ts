@@ -78,7 +78,7 @@ export class ChaosRun {
     }, 100);
     const exited = proc.exited.then((code) => {
       clearInterval(rssTimer);
-      const r = { signal: proc.signalCode ?? null, code: proc.signalCode ? null : code };
+      const r = { signal: proc.signalCode == null ? null : String(proc.signalCode), code: proc.signalCode ? null : code };
       this.history.add({ src: 'harness', type: 'exit', epoch, signal: r.signal, code: r.code, at: Date.now() });
       return r;
     });

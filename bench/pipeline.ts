@@ -1,0 +1,122 @@
+// Pipeline throughput and ack latency through the whole gateway: webhook → inbox → actor →
+// instant streaming AG-UI agent (10 deltas) → Evolution sendText. The gateway runs as its own
+// process (`bun src/main.ts`); the load generator and the stand-ins share this process, all on
+// the same machine. Run: bun bench/pipeline.ts [messages] [chats] [concurrency]
+import { startBenchGateway, upsertBody } from './gateway.ts';
+import { fmt, percentile, startBenchStandIns } from './standins.ts';
+
+export interface PipelineResult {
+  messages: number;
+  chats: number;
+  concurrency: number;
+  ackedPerSec: number;
+  repliesPerSec: number;
+  ackP50: number;
+  ackP99: number;
+  e2eP50: number;
+  e2eP99: number;
+  halfRate: number;
+  halfAckP50: number;
+  halfAckP99: number;
+  halfE2eP99: number;
+  halfAchievedRate: number;
+  rssMiB: number;
+  errors: number;
+}
+
+export async function runPipelineBench(opts: { messages?: number; chats?: number; concurrency?: number } = {}): Promise<PipelineResult> {
+  const N = opts.messages ?? 20_000;
+  const M = opts.chats ?? 500;
+  const C = opts.concurrency ?? 64;
+  const si = startBenchStandIns({ deltas: 10 });
+  const gw = await startBenchGateway({ CONVERSATION_BACKLOG_LIMIT: '100000', GLOBAL_BACKLOG_LIMIT: '1000000' });
+  let errors = 0;
+  try {
+    const hook = await gw.createInstance('bench', {
+      evolution_url: si.evolutionUrl, evolution_key: si.evolutionKey, agent_api_url: si.agentUrl, agent_type: 'agui', agent_timeout: 30,
+    });
+    await Bun.sleep(300); // instance actor connects
+
+    const post = async (id: string, chat: string, text: string): Promise<number> => {
+      const t = performance.now();
+      const res = await fetch(hook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: upsertBody(id, chat, text) });
+      await res.arrayBuffer();
+      if (res.status !== 200) errors++;
+      return performance.now() - t;
+    };
+    const waitReplies = async (texts: string[], timeoutMs: number) => {
+      const end = Date.now() + timeoutMs;
+      while (texts.some((t) => !si.sentAt.has(t))) {
+        if (Date.now() > end) throw new Error(`only ${texts.filter((t) => si.sentAt.has(t)).length}/${texts.length} replies after ${timeoutMs} ms`);
+        await Bun.sleep(10);
+      }
+    };
+
+    // Warm-up: JIT, connection pools, SQLite pages.
+    const warm = Array.from({ length: 500 }, (_, i) => `w${i}`);
+    await Promise.all(warm.map((t, i) => post(t, `1888${i % 50}`, t)));
+    await waitReplies(warm, 30_000);
+
+    // Max load: closed loop, C posts in flight.
+    const texts = Array.from({ length: N }, (_, i) => `b${i}`);
+    const postedAt = new Map<string, number>();
+    const acks: number[] = [];
+    let next = 0;
+    const t0 = Date.now();
+    await Promise.all(Array.from({ length: C }, async () => {
+      while (next < N) {
+        const i = next++;
+        postedAt.set(texts[i]!, Date.now());
+        acks.push(await post(`B-${i}`, `1777${i % M}`, texts[i]!));
+      }
+    }));
+    const tAcked = Date.now();
+    await waitReplies(texts, 120_000);
+    const tReplied = Math.max(...texts.map((t) => si.sentAt.get(t)!));
+    const rss = gw.rssBytes();
+    const e2e = texts.map((t) => si.sentAt.get(t)! - postedAt.get(t)!).sort((a, b) => a - b);
+    acks.sort((a, b) => a - b);
+    const repliesPerSec = N / ((tReplied - t0) / 1000);
+
+    // Half of the measured reply rate, open loop (paced), for the ack latency target.
+    const rate = Math.floor(repliesPerSec / 2);
+    const H = Math.min(N, Math.max(2000, rate * 5));
+    const htexts = Array.from({ length: H }, (_, i) => `h${i}`);
+    const hAcks: number[] = [];
+    const hPosted = new Map<string, number>();
+    const h0 = performance.now();
+    const inflight: Promise<void>[] = [];
+    for (let i = 0; i < H; i++) {
+      const due = h0 + (i * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 1) await Bun.sleep(wait);
+      const t = htexts[i]!;
+      hPosted.set(t, Date.now());
+      inflight.push(post(`H-${i}`, `1666${i % M}`, t).then((ms) => void hAcks.push(ms)));
+    }
+    await Promise.all(inflight);
+    const achieved = H / ((performance.now() - h0) / 1000);
+    await waitReplies(htexts, 60_000);
+    hAcks.sort((a, b) => a - b);
+    const hE2e = htexts.map((t) => si.sentAt.get(t)! - hPosted.get(t)!).sort((a, b) => a - b);
+
+    return {
+      messages: N, chats: M, concurrency: C,
+      ackedPerSec: N / ((tAcked - t0) / 1000), repliesPerSec,
+      ackP50: percentile(acks, 50), ackP99: percentile(acks, 99), e2eP50: percentile(e2e, 50), e2eP99: percentile(e2e, 99),
+      halfRate: rate, halfAckP50: percentile(hAcks, 50), halfAckP99: percentile(hAcks, 99), halfE2eP99: percentile(hE2e, 99), halfAchievedRate: achieved,
+      rssMiB: rss / 2 ** 20, errors,
+    };
+  } finally {
+    await gw.stop();
+    si.stop();
+  }
+}
+
+if (import.meta.main) {
+  const [n, m, c] = process.argv.slice(2).map(Number);
+  const r = await runPipelineBench({ messages: n || undefined, chats: m || undefined, concurrency: c || undefined });
+  console.log(`pipeline: ${r.messages} webhooks over ${r.chats} chats, ${r.concurrency} in flight, instant AG-UI agent (10 deltas), Bun ${Bun.version}, ${navigator.hardwareConcurrency} CPUs`);
+  console.log(`  acked ${fmt(r.ackedPerSec, 0)} msg/s, replies ${fmt(r.repliesPerSec, 0)}/s; ack p50 ${fmt(r.ackP50)} ms p99 ${fmt(r.ackP99)} ms; end-to-end p50 ${fmt(r.e2eP50)} ms p99 ${fmt(r.e2eP99)} ms; gateway RSS ${fmt(r.rssMiB, 0)} MiB; errors ${r.errors}`);
+  console.log(`  at half load (${fmt(r.halfRate, 0)}/s target, ${fmt(r.halfAchievedRate, 0)}/s offered): ack p50 ${fmt(r.halfAckP50)} ms p99 ${fmt(r.halfAckP99)} ms; end-to-end p99 ${fmt(r.halfE2eP99)} ms`);
+}
