@@ -7,7 +7,7 @@ import type { Actor } from './runtime/supervisor.ts';
 import { backoffDelay } from './runtime/backoff.ts';
 import { AgentError, runAgent } from '../src/agents/index.ts';
 import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
-import { ChannelError, type ChannelAdapter, type InboundMessage } from '../src/channels/types.ts';
+import { ChannelError, type ChannelAdapter, type InboundMessage, type OutboundMessage } from '../src/channels/types.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, sendPart, type DeliveryContext } from '../src/services/delivery.ts';
 import { isoNow, newId, sha256 } from '../src/services/ids.ts';
@@ -286,8 +286,10 @@ export class ConversationActor implements Actor<ConversationMsg> {
     for (;;) {
       try {
         if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running`, false);
-        const out = (msg.extra?.outbound ?? { text: msg.text }) as { text: string };
-        await sendPart(this.deliveryContext(row, inst, msg, adapter), 0, out.text, msg.replyToMessageId);
+        const out = (msg.extra?.outbound ?? { text: msg.text }) as OutboundMessage;
+        // No inbound message here: adapters must not quote or thread under the API request itself.
+        const ctx = { ...this.deliveryContext(row, inst, msg, adapter), inbound: undefined };
+        await sendPart(ctx, 0, out.text ?? '', out.replyTo ?? msg.replyToMessageId, { media: out.media, reaction: out.reaction });
         this.deps.traces.addStep(row.id, 'channel_sent', 'success', { message_sent: true });
         this.finish(row, 'completed', inst, { channelSuccess: true }, null);
         return;

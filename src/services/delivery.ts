@@ -6,7 +6,7 @@
 // found `sending` after a crash is resent and counted as a possible duplicate.
 import type { Database } from 'bun:sqlite';
 import type { Clock } from '../../actors/runtime/clock.ts';
-import type { ChannelAdapter, ChatRef, InboundMessage } from '../channels/types.ts';
+import type { ChannelAdapter, ChatRef, InboundMessage, OutboundMessage } from '../channels/types.ts';
 import { BlockSplitter, chunkText } from '../stream/chunker.ts';
 import { crashPoint } from './crash.ts';
 import { isoNow, newId } from './ids.ts';
@@ -40,15 +40,18 @@ export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
   };
 }
 
-/** Sends (or skips, when already sent) one numbered part of a reply through the outbox. */
-export async function sendPart(ctx: DeliveryContext, part: number, text: string, replyTo?: string): Promise<string> {
+/**
+ * Sends (or skips, when already sent) one numbered part of a reply through the outbox. `extra`
+ * carries an API send's media or reaction (POST /api/v2/messages/media|reaction).
+ */
+export async function sendPart(ctx: DeliveryContext, part: number, text: string, replyTo?: string, extra?: Pick<OutboundMessage, 'media' | 'reaction'>): Promise<string> {
   const { db } = ctx;
   const row = db.query<OutboxRow, [number, number]>('SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?').get(ctx.inboxSeq, part);
   if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
   if (row?.status === 'sending') ctx.onPossibleDuplicate();
   if (row) db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(text, row.id);
   else db.query("INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)").run(newId(), ctx.inboxSeq, part, text, isoNow());
-  const receipt = await ctx.adapter.send(ctx.chat, { text, replyTo }, { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound });
+  const receipt = await ctx.adapter.send(ctx.chat, { text, replyTo, ...extra }, { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound });
   crashPoint('after_send_before_outbox_commit');
   db.query("UPDATE outbox SET status = 'sent', platform_message_id = ?, sent_at = ? WHERE inbox_seq = ? AND part = ?").run(receipt.platformMessageId, isoNow(), ctx.inboxSeq, part);
   ctx.onSent?.(part, receipt.platformMessageId, text);
