@@ -205,6 +205,13 @@ describe('web console in Chromium', () => {
     socket.emitQr(qrPayload + 'ROUND2');
     await until(async () => (await img.getAttribute('src')) !== src);
 
+    // The pairing-code alternative shows the code the socket returned for that phone.
+    await label('Phone number (international format)').fill('+15551234567');
+    await page.getByRole('button', { name: 'Get pairing code' }).click();
+    await page.locator('.pair-code').waitFor();
+    expect(await page.locator('.pair-code').innerText()).toBe(socket.pairingCode);
+    expect(sockets.calls.some((c) => c.kind === 'pairing' && c.phone.replace(/\D/g, '') === '15551234567')).toBe(true);
+
     const id = (await t.call('GET', '/api/v2/instances/wa-phone')).body.data.id;
     const badge = page.locator(`[data-status-for="${id}"]`);
     socket.emitOpen();
@@ -215,11 +222,21 @@ describe('web console in Chromium', () => {
     await shot('08-pairing-connected');
   }, 20_000);
 
-  test('the instance list shows live status and deactivates after confirmation', async () => {
+  test('the instance list shows the live status; deactivate, and delete only after confirming', async () => {
     await page.goto(`${base}/#/instances`);
     const row = page.locator('tr[data-instance="wa-phone"]');
     await row.waitFor();
     expect(await row.locator('.badge').innerText()).toBe('connected');
+
+    const bot = page.locator('tr[data-instance="support-bot"]');
+    await bot.getByRole('button', { name: 'Deactivate' }).click();
+    await bot.getByRole('button', { name: 'Activate' }).waitFor();
+    expect((await t.call('GET', '/api/v2/instances/support-bot')).body.data.isActive).toBe(false);
+
+    page.once('dialog', (d) => void d.dismiss());
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await Bun.sleep(200);
+    expect((await t.call('GET', '/api/v2/instances/wa-phone')).status).toBe(200);
     page.once('dialog', (d) => void d.accept());
     await row.getByRole('button', { name: 'Delete' }).click();
     await row.waitFor({ state: 'detached' });
@@ -241,6 +258,16 @@ describe('web console in Chromium', () => {
       await page.reload();
       await page.getByRole('heading', { name: 'API keys' }).waitFor();
       expect(await page.locator('code.new-key').count()).toBe(0);
+
+      // Signing in with that narrower key works; pages it may not read show the API's refusal.
+      await page.getByRole('button', { name: 'Sign out' }).click();
+      await label('API key').fill(plaintext);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.getByRole('heading', { name: 'Instances' }).waitFor();
+      await page.locator('.alert.error').waitFor();
+      expect(await page.locator('.alert.error').innerText()).toContain('FORBIDDEN');
+      await page.getByRole('link', { name: 'Traces', exact: true }).click();
+      await page.locator('tr[data-trace]').first().waitFor();
     } else {
       const alert = page.locator('.alert.error').first();
       await alert.waitFor();

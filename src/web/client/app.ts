@@ -2,7 +2,7 @@
 // Switchboard web console: plain TypeScript and the DOM, no framework. The console is a handful of
 // tables and forms; a view library would add more bytes and build steps than it saves. Bun.build
 // bundles this file when the server starts serving it — no other tooling, loads in one request.
-import { api, apiKey, errorBox, setApiKey, whenUnauthorized } from './api.ts';
+import { api, ApiFailure, apiKey, errorBox, setApiKey, whenUnauthorized } from './api.ts';
 import { h, replace } from './dom.ts';
 import { connectLive, disconnectLive, onLiveState } from './live.ts';
 import { PageContext, type Page } from './page.ts';
@@ -66,6 +66,11 @@ function signIn(): void {
       setApiKey(key);
       start();
     } catch (err) {
+      // 403: the key is valid but may not list instances; its own pages will say what it may not do.
+      if (err instanceof ApiFailure && err.status === 403) {
+        setApiKey(key);
+        return start();
+      }
       replace(status, errorBox(err));
       button.disabled = false;
       input.focus();
