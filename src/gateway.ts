@@ -12,6 +12,9 @@ import { InstanceService } from './services/instances.ts';
 import { KeyService } from './services/keys.ts';
 import { SettingsService } from './services/settings.ts';
 import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
+import { EventService } from './services/events.ts';
+import { MessageService } from './services/messages.ts';
+import { PersonService } from './services/persons.ts';
 
 export interface GatewayOptions {
   log?: Logger;
@@ -32,6 +35,11 @@ export interface Gateway {
   instances: InstanceService;
   settings: SettingsService;
   pipeline: Pipeline;
+  /** Events (messages in/out, instance status) with search; recorded from the pipeline's hooks. */
+  events: EventService;
+  persons: PersonService;
+  /** The send API (ordered through the conversation actors). */
+  messages: MessageService;
   /** Starts channel connections and resumes unfinished conversations. */
   start(): Promise<void>;
   /** Prometheus text for /metrics. */
@@ -55,12 +63,16 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const clock = opts.clock ?? realClock;
   const fetchFn = opts.fetch ?? fetch;
   const pipeline = new Pipeline({ db, config, clock, log, fetch: fetchFn, instances, settings, ...opts.pipeline });
+  const persons = new PersonService(db);
+  const events = new EventService(db, persons, { log, hub: pipeline.hub });
+  events.attach(pipeline);
+  const messages = new MessageService(db, pipeline);
 
   const closers: Array<() => Promise<void> | void> = [];
   let closed = false;
   const gw: Gateway = {
     config, log, clock, db, fetch: fetchFn,
-    keys, instances, settings, pipeline,
+    keys, instances, settings, pipeline, events, persons, messages,
     start: () => pipeline.start(),
     metricsText: () => pipeline.metrics.render(),
     ready: true,
@@ -71,7 +83,8 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
       if (closed) return;
       closed = true;
       gw.ready = false;
-      closers.unshift(() => pipeline.shutdown());
+      // Runs in reverse: drain the pipeline, then write the events its last messages queued.
+      closers.unshift(() => events.flush(), () => pipeline.shutdown());
       for (const fn of closers.reverse()) {
         try {
           await fn();

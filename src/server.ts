@@ -11,6 +11,11 @@ import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV1 } from './api/v1/traces.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
+import { eventsV2 } from './api/v2/events.ts';
+import { personsV2 } from './api/v2/persons.ts';
+import { messagesV2 } from './api/v2/messages.ts';
+import { channelsV2 } from './api/v2/channels.ts';
+import { sendV1 } from './api/v1/send.ts';
 import { aguiRoutes } from './api/v2/agui.ts';
 import { wsRoutes } from './stream/ws.ts';
 import { webConsole } from './web/index.ts';
@@ -177,6 +182,10 @@ export function buildServer(gw: Gateway) {
             { name: 'traces', description: 'Message traces and conversations' },
             { name: 'streaming', description: 'Live replies: AG-UI endpoint (and the /ws WebSocket, not described by OpenAPI)' },
             { name: 'dead letters', description: 'Messages that failed every attempt' },
+            { name: 'events', description: 'Messages in and out and instance status changes, with search' },
+            { name: 'persons', description: 'Persons and their platform identities' },
+            { name: 'messages', description: 'Send API' },
+            { name: 'channels', description: 'Channel kinds and capabilities' },
           ],
         },
       }),
@@ -189,6 +198,11 @@ export function buildServer(gw: Gateway) {
     .use(tracesV1(gw))
     .use(tracesV2(gw))
     .use(webhookRoutes(gw))
+    .use(eventsV2(gw))
+    .use(personsV2(gw))
+    .use(messagesV2(gw))
+    .use(sendV1(gw))
+    .use(channelsV2(gw))
     .use(aguiRoutes(gw))
     .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => gw.keys.verify(key) }))
     .use(webConsole(gw));
