@@ -10,6 +10,9 @@ import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
 import { InstanceService } from './services/instances.ts';
 import { KeyService } from './services/keys.ts';
+import { AccessService } from './services/access.ts';
+import { AuditService } from './services/audit.ts';
+import { MemoryRateLimiter, limitsFromSettings, type RateLimiter } from './services/rate-limit.ts';
 import { SettingsService } from './services/settings.ts';
 import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
 import { EventService } from './services/events.ts';
@@ -40,6 +43,12 @@ export interface Gateway {
   persons: PersonService;
   /** The send API (ordered through the conversation actors). */
   messages: MessageService;
+  /** Access rules and keyword gates (the pipeline's access step). */
+  access: AccessService;
+  /** Buffered API audit log. */
+  audit: AuditService;
+  /** Per-key rate limits; replaceable (cluster mode swaps in a shared limiter). */
+  rateLimiter: RateLimiter;
   /** Starts channel connections and resumes unfinished conversations. */
   start(): Promise<void>;
   /** Prometheus text for /metrics. */
@@ -68,12 +77,19 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   events.attach(pipeline);
   const messages = new MessageService(db, pipeline);
 
+  const access = new AccessService(db, instances, clock, log);
+  pipeline.access = (inst, msg) => access.check(inst, msg);
+  const audit = new AuditService(db, keys, clock, () => settings.value<number>('audit.retentionDays'), log);
+
   const closers: Array<() => Promise<void> | void> = [];
   let closed = false;
   const gw: Gateway = {
     config, log, clock, db, fetch: fetchFn,
-    keys, instances, settings, pipeline, events, persons, messages,
-    start: () => pipeline.start(),
+    keys, instances, settings, pipeline, events, persons, messages, access, audit, rateLimiter: new MemoryRateLimiter(limitsFromSettings(settings), () => clock.now()),
+    start: () => {
+      audit.start();
+      return pipeline.start();
+    },
     metricsText: () => pipeline.metrics.render(),
     ready: true,
     onClose(fn) {
@@ -95,5 +111,6 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
       db.close();
     },
   };
+  gw.onClose(() => audit.close());
   return gw;
 }

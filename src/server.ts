@@ -1,7 +1,7 @@
 // Builds the Elysia app. Tests call buildServer(gw).handle(new Request(...)); main.ts listens.
 import { openapi } from '@elysiajs/openapi';
 import { Elysia } from 'elysia';
-import { authorize } from './api/auth.ts';
+import { authorize, presentedKey } from './api/auth.ts';
 import { ApiError, errorBody } from './api/errors.ts';
 import { docsAssets } from './api/docs.ts';
 import { healthRoutes } from './api/health.ts';
@@ -18,6 +18,11 @@ import { channelsV2 } from './api/v2/channels.ts';
 import { sendV1 } from './api/v1/send.ts';
 import { aguiRoutes } from './api/v2/agui.ts';
 import { wsRoutes } from './stream/ws.ts';
+import { accessV1 } from './api/v1/access.ts';
+import { accessV2 } from './api/v2/access.ts';
+import { keysV2 } from './api/v2/keys.ts';
+import { routeClass } from './services/rate-limit.ts';
+import { cleanPath } from './services/audit.ts';
 import { webConsole } from './web/index.ts';
 import type { Gateway } from './gateway.ts';
 import type { Principal } from './services/keys.ts';
@@ -144,16 +149,36 @@ export function buildServer(gw: Gateway) {
       }
     })
     // Authentication before body validation: unauthenticated callers learn nothing about schemas.
-    .onTransform({ as: 'global' }, ({ request, route, query }) => {
+    .onTransform({ as: 'global' }, async ({ request, route, query, set }) => {
       if (!route.startsWith('/api/')) return;
       const info = requests.get(request);
-      const principal = authorize(gw.keys, request, route, query as Record<string, unknown>);
+      let principal: Principal;
+      try {
+        principal = authorize(gw.keys, request, route, query as Record<string, unknown>);
+      } catch (err) {
+        // A valid key without the scope is still audited (who tried what).
+        if (info && err instanceof ApiError && err.code === 'FORBIDDEN') info.principal = gw.keys.verify(presentedKey(request, query as Record<string, unknown>));
+        throw err;
+      }
       if (info) info.principal = principal;
+      // Per key and route class; the headers go on every authenticated /api answer, errors included.
+      const rl = await gw.rateLimiter.take(principal.keyId, routeClass(request.method, route));
+      set.headers['x-ratelimit-limit'] = String(rl.limit);
+      set.headers['x-ratelimit-remaining'] = String(rl.remaining);
+      set.headers['x-ratelimit-reset'] = String(Math.ceil(gw.clock.now() / 1000) + rl.resetSeconds);
+      if (!rl.allowed) {
+        throw new ApiError('RATE_LIMITED', `Rate limit of ${rl.limit} requests per minute exceeded; retry in ${rl.resetSeconds}s`, { limit: rl.limit, retryAfterSeconds: rl.resetSeconds }, { 'retry-after': String(rl.resetSeconds) });
+      }
     })
-    .onAfterResponse({ as: 'global' }, ({ request, set, route }) => {
+    .onAfterResponse({ as: 'global' }, ({ request, set, route, server }) => {
       const info = requests.get(request);
       if (!info) return;
       const status = typeof set.status === 'number' ? set.status : 200;
+      if (info.principal) {
+        // Behind no proxy the socket address is the truth; x-forwarded-for only when there is no socket (in-process tests).
+        const ip = server?.requestIP(request)?.address ?? request.headers.get('x-forwarded-for')?.split(',')[0]?.trim().slice(0, 64) ?? null;
+        gw.audit.record({ keyId: info.principal.keyId, method: request.method, path: cleanPath(request.url), status, ip, userAgent: request.headers.get('user-agent')?.slice(0, 512) ?? null, at: gw.clock.now() });
+      }
       log.info(
         { reqId: info.id, method: request.method, path: new URL(request.url).pathname, route, status, ms: Math.round((performance.now() - info.start) * 10) / 10, key: info.principal?.keyId },
         'request',
@@ -182,6 +207,8 @@ export function buildServer(gw: Gateway) {
             { name: 'traces', description: 'Message traces and conversations' },
             { name: 'streaming', description: 'Live replies: AG-UI endpoint (and the /ws WebSocket, not described by OpenAPI)' },
             { name: 'dead letters', description: 'Messages that failed every attempt' },
+            { name: 'access', description: 'Access rules (allow/deny) and the v1 access-control list' },
+            { name: 'keys', description: 'Scoped API keys and their audit log' },
             { name: 'events', description: 'Messages in and out and instance status changes, with search' },
             { name: 'persons', description: 'Persons and their platform identities' },
             { name: 'messages', description: 'Send API' },
@@ -197,6 +224,9 @@ export function buildServer(gw: Gateway) {
     .use(settingsV2(gw))
     .use(tracesV1(gw))
     .use(tracesV2(gw))
+    .use(accessV1(gw))
+    .use(accessV2(gw))
+    .use(keysV2(gw))
     .use(webhookRoutes(gw))
     .use(eventsV2(gw))
     .use(personsV2(gw))

@@ -61,6 +61,23 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'GET /api/v2/channels/:id': 'instances:read',
   // streaming / AG-UI
   'POST /api/v2/agui/:instance': 'messages:send',
+  // access rules (issue 8)
+  'GET /api/v2/access/rules': 'access:*',
+  'POST /api/v2/access/rules': 'access:*',
+  'GET /api/v2/access/rules/:id': 'access:*',
+  'PATCH /api/v2/access/rules/:id': 'access:*',
+  'DELETE /api/v2/access/rules/:id': 'access:*',
+  'POST /api/v2/access/check': 'access:*',
+  'GET /api/v1/instances/:name/access-control': 'access:*',
+  'POST /api/v1/instances/:name/access-control': 'access:*',
+  // API keys (issue 8)
+  'GET /api/v2/keys': 'admin:*',
+  'POST /api/v2/keys': 'admin:*',
+  'GET /api/v2/keys/:id': 'admin:*',
+  'PATCH /api/v2/keys/:id': 'admin:*',
+  'DELETE /api/v2/keys/:id': 'admin:*',
+  'POST /api/v2/keys/:id/revoke': 'admin:*',
+  'GET /api/v2/keys/:id/audit': 'admin:*',
 };
 
 export function scopeFor(method: string, route: string): string | undefined {

@@ -162,6 +162,19 @@ export class KeyService {
     this.db.query('UPDATE api_keys SET last_used_at = ?, last_used_ip = ?, usage_count = usage_count + 1 WHERE id = ?').run(isoNow(), ip, keyId);
   }
 
+  /** Adds batched usage (from the audit buffer): count, last time and IP per key. */
+  recordUsage(usage: Map<string, { count: number; at: number; ip: string | null }>): void {
+    const q = this.db.query('UPDATE api_keys SET last_used_at = ?, last_used_ip = ?, usage_count = usage_count + ? WHERE id = ?');
+    for (const [id, u] of usage) q.run(isoNow(u.at), u.ip, u.count, id);
+  }
+
+  /** Keys that can still administer keys (not revoked or expired, with '*' or 'admin:*'). */
+  activeAdminIds(now = Date.now()): string[] {
+    return this.list()
+      .filter((k) => !k.revokedAt && (!k.expiresAt || Date.parse(k.expiresAt) > now) && (k.scopes.includes('*') || k.scopes.includes('admin:*')))
+      .map((k) => k.id);
+  }
+
   /** Drops cached verification results (config change on another node, key update). */
   invalidate(): void {
     this.byHash.clear();

@@ -18,6 +18,10 @@ export const SETTING_DEFS: Record<string, SettingDef> = {
   'audit.retentionDays': { description: 'Days API audit records are kept', default: 90, check: intBetween(1, 3650) },
   'inbox.dedupeRetentionDays': { description: 'Days a provider message id is remembered for dedupe (≥ 14)', default: 14, check: intBetween(14, 3650) },
   'pipeline.maxAttempts': { description: 'Attempts before a message is dead-lettered', default: 5, check: intBetween(1, 100) },
+  'rateLimit.messagesSendPerMinute': { description: 'Per-key limit of message sends per minute', default: 60, check: intBetween(1, 1_000_000) },
+  'rateLimit.eventsListPerMinute': { description: 'Per-key limit of event/trace listings per minute', default: 100, check: intBetween(1, 1_000_000) },
+  'rateLimit.instancesWritePerMinute': { description: 'Per-key limit of instance create/update/delete/actions per minute', default: 30, check: intBetween(1, 1_000_000) },
+  'rateLimit.generalPerMinute': { description: 'Per-key limit of other API requests per minute', default: 1000, check: intBetween(1, 1_000_000) },
 };
 
 export interface SettingView {
