@@ -117,6 +117,11 @@ export class Inbox {
     return this.backlog.get(conversationId) ?? 0;
   }
 
+  /** Unfinished rows of every conversation that has any (for the backlog histogram). */
+  backlogSizes(): IterableIterator<number> {
+    return this.backlog.values();
+  }
+
   /** A row reached a terminal state: it no longer counts against the bounds. */
   settled(conversationId: string): void {
     const n = (this.backlog.get(conversationId) ?? 0) - 1;

@@ -54,6 +54,7 @@ export class Pipeline {
   owns: { conversation(id: string): boolean; instance(id: string): boolean } = { conversation: () => true, instance: () => true };
 
   private m;
+  private lastStatus = new Map<string, InstanceStatus>();
 
   constructor(private o: PipelineOptions) {
     const p = o.config.pipeline;
@@ -72,7 +73,19 @@ export class Pipeline {
       duplicates: mt.counter('switchboard_possible_duplicate_sends_total', 'Parts resent after an interrupted send (possible duplicates)'),
       terminal: mt.counter('switchboard_messages_total', 'Messages by terminal status'),
       reconnects: mt.counter('switchboard_channel_status_changes_total', 'Channel status changes by status and channel'),
+      lostConnections: mt.counter('switchboard_channel_reconnects_total', 'Channel connections lost or restarted (a reconnect follows), by channel and reason'),
+      backlog: mt.histogram('switchboard_conversation_backlog', 'Unfinished messages per conversation (sampled at scrape; conversations with a backlog)', [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000]),
     };
+    // The backlog histogram is a snapshot: rebuilt from the inbox's counts on every scrape.
+    const renderBacklog = this.m.backlog.render.bind(this.m.backlog);
+    this.m.backlog.render = () => {
+      this.m.backlog.series.clear();
+      for (const n of this.inbox.backlogSizes()) this.m.backlog.observe(n);
+      return renderBacklog();
+    };
+    mt.gauge('switchboard_dedupe_hits_total', 'Redelivered messages recognised as duplicates since start', () => this.inbox.counters.duplicates);
+    mt.gauge('switchboard_shed_total', 'Messages shed (conversation backlog full) since start', () => this.inbox.counters.shed);
+    mt.gauge('switchboard_overloaded_total', 'Ingress refused with 503 (global backlog full) since start', () => this.inbox.counters.overloaded);
     mt.gauge('switchboard_inbox_depth', 'Messages not yet terminal', () => this.inbox.depth);
     mt.gauge('switchboard_inbox_oldest_age_seconds', 'Age of the oldest unfinished message', () => this.oldestAge());
     mt.gauge('switchboard_ingest_total', 'Ingest outcomes since start', () => [
@@ -214,6 +227,11 @@ export class Pipeline {
       onStatus: (i, status, detail) => {
         this.o.instances.setStatus(i.id, status, detail.reason ?? null);
         this.m.reconnects.inc({ status, channel: i.channel });
+        const before = this.lastStatus.get(i.id);
+        this.lastStatus.set(i.id, status);
+        if (status !== 'connected' && before !== undefined && before !== status && (before === 'connected' || status !== 'connecting')) {
+          this.m.lostConnections.inc({ channel: i.channel, reason: reasonLabel(detail.reason ?? status) });
+        }
         this.hub.publishEvent('instances', { type: 'instance.status', instanceId: i.id, name: i.name, status, reason: detail.reason ?? null, hasQr: Boolean(detail.qr) }, { instanceId: i.id });
         for (const l of this.statusListeners) l(i, status, detail);
       },
@@ -234,4 +252,9 @@ export class Pipeline {
     await Promise.all([...this.instanceActors.keys()].map((id) => this.stopInstance(id, 'shutdown')));
     this.hub.close();
   }
+}
+
+/** A reconnect reason as a low-cardinality label (numbers and ids stripped, bounded length). */
+function reasonLabel(reason: string): string {
+  return reason.toLowerCase().replace(/[0-9a-f]{8,}|\d+/g, 'N').replace(/\s+/g, ' ').trim().slice(0, 48) || 'unknown';
 }
