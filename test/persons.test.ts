@@ -159,3 +159,24 @@ describe('persons', () => {
     await t.close();
   });
 });
+
+describe('persons and instance-bound keys', () => {
+  test('a key bound to one instance sees only the persons of that instance and cannot link', async () => {
+    const t = await setup(['tenant-a', 'tenant-b']);
+    await t.send('tenant-a', upsert('tenant-a', 'ta-1', 'from a', phoneKey('15552220001'), 'Ana'));
+    await t.send('tenant-b', upsert('tenant-b', 'tb-1', 'from b', phoneKey('15552220002'), 'Bea'));
+    const a = t.gw.instances.getByName('tenant-a')!;
+    const { key } = t.gw.keys.create({ name: 'tenant a', scopes: ['persons:*'], instanceIds: [a.id] });
+    const asA = (method: string, path: string, body?: unknown) => t.call(method, path, body, { 'x-api-key': key });
+    const seen = (await asA('GET', '/api/v2/persons')).body.items.map((p: any) => p.displayName);
+    expect(seen).toEqual(['Ana']);
+    const bea = (await t.persons('Bea'))[0];
+    expect((await asA('GET', `/api/v2/persons/${bea.id}`)).status).toBe(404);
+    expect((await asA('GET', `/api/v2/persons/${bea.id}/presence`)).status).toBe(404);
+    expect((await asA('GET', `/api/v2/persons/${bea.id}/timeline`)).status).toBe(404);
+    const ana = (await t.persons('Ana'))[0];
+    const link = await asA('POST', '/api/v2/persons/link', { identityA: ana.identities[0].id, identityB: bea.identities[0].id });
+    expect(link.status).toBe(403);
+    await t.close();
+  });
+});

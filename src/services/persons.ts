@@ -129,9 +129,15 @@ export class PersonService {
   }
 
   /** Persons whose name, platform id/alias or phone contains `search` (case-insensitive); by id. */
-  search(opts: { search?: string; afterId?: string; limit: number }): PersonView[] {
+  search(opts: { search?: string; afterId?: string; limit: number; instanceIds?: string[] | null }): PersonView[] {
     const w: string[] = [];
     const params: (string | number)[] = [];
+    if (opts.instanceIds) {
+      // Instance-bound keys see only persons who wrote to (or were written from) their instances.
+      if (opts.instanceIds.length === 0) return [];
+      w.push(`p.id IN (SELECT person_id FROM events WHERE instance_id IN (${opts.instanceIds.map(() => '?').join(',')}))`);
+      params.push(...opts.instanceIds);
+    }
     if (opts.search) {
       const like = `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       w.push(`(p.display_name LIKE ? ESCAPE '\\' OR p.id IN (
@@ -147,6 +153,15 @@ export class PersonService {
       .query<PersonRow, (string | number)[]>(`SELECT p.* FROM persons p ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY p.id LIMIT ?`)
       .all(...params, opts.limit)
       .map((p) => this.view(p));
+  }
+
+  /** True when an instance-bound key may see this person (unrestricted keys see everyone). */
+  visibleTo(personId: string, instanceIds: string[] | null): boolean {
+    if (instanceIds === null) return true;
+    if (instanceIds.length === 0) return false;
+    return this.db
+      .query(`SELECT 1 FROM events WHERE person_id = ? AND instance_id IN (${instanceIds.map(() => '?').join(',')}) LIMIT 1`)
+      .get(personId, ...instanceIds) !== null;
   }
 
   presence(id: string): Presence | null {

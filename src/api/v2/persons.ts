@@ -40,18 +40,22 @@ const IdParams = t.Object({ id: t.String({ maxLength: 100 }) });
 
 export function personsV2(gw: Gateway) {
   const persons = gw.persons;
-  const mustGet = (id: string) => {
+  const mustGet = (id: string, request: Request) => {
     const p = persons.get(id);
-    if (!p) throw new ApiError('NOT_FOUND', 'Person not found');
+    if (!p || !persons.visibleTo(id, principalOf(request).instanceIds)) throw new ApiError('NOT_FOUND', 'Person not found');
     return p;
+  };
+  /** Linking rewrites identities across instances: only keys that see every instance may do it. */
+  const requireUnrestricted = (request: Request) => {
+    if (principalOf(request).instanceIds !== null) throw new ApiError('FORBIDDEN', 'Keys restricted to instances cannot link or unlink identities');
   };
   return new Elysia({ name: 'persons-v2', prefix: '/api/v2/persons' })
     .get(
       '',
-      ({ query }) => {
+      ({ query, request }) => {
         const limit = query.limit ?? 50;
         const after = decodeCursor<{ id: string }>(query.cursor, (v) => typeof v.id === 'string');
-        const rows = persons.search({ search: query.search?.trim() || undefined, afterId: after?.id, limit: limit + 1 });
+        const rows = persons.search({ search: query.search?.trim() || undefined, afterId: after?.id, limit: limit + 1, instanceIds: principalOf(request).instanceIds });
         return page(rows, limit, (p) => ({ id: p.id }));
       },
       {
@@ -60,14 +64,15 @@ export function personsV2(gw: Gateway) {
         response: { 200: t.Object({ items: t.Array(V2Person), meta: PageMeta }, { description: 'A page of persons' }), ...errorResponses },
       },
     )
-    .get('/:id', ({ params }) => ({ data: mustGet(params.id) }), {
+    .get('/:id', ({ params, request }) => ({ data: mustGet(params.id, request) }), {
       params: IdParams,
       detail: { tags: ['persons'], summary: 'Get person', description: 'One person with its identities.' },
       response: { 200: t.Object({ data: V2Person }, { description: 'The person' }), ...errorResponses },
     })
     .get(
       '/:id/presence',
-      ({ params }) => {
+      ({ params, request }) => {
+        mustGet(params.id, request);
         const p = persons.presence(params.id);
         if (!p) throw new ApiError('NOT_FOUND', 'Person not found');
         return { data: p };
@@ -81,7 +86,7 @@ export function personsV2(gw: Gateway) {
     .get(
       '/:id/timeline',
       ({ params, query, request }) => {
-        mustGet(params.id);
+        mustGet(params.id, request);
         for (const [k, v] of [['since', query.since], ['until', query.until]] as const) {
           if (v !== undefined && Number.isNaN(Date.parse(v))) throw new ApiError('VALIDATION_ERROR', `${k} must be an ISO 8601 timestamp`, [{ field: k, problem: 'must be an ISO 8601 timestamp' }]);
         }
@@ -106,12 +111,18 @@ export function personsV2(gw: Gateway) {
         response: { 200: t.Object({ items: t.Array(V2Event), meta: PageMeta }, { description: 'A page of events' }), ...errorResponses },
       },
     )
-    .post('/link', ({ body }) => ({ data: persons.link(body.identityA, body.identityB) }), {
+    .post('/link', ({ body, request }) => {
+      requireUnrestricted(request);
+      return { data: persons.link(body.identityA, body.identityB) };
+    }, {
       body: t.Object({ identityA: t.String({ minLength: 1, maxLength: 100, description: 'Identity id' }), identityB: t.String({ minLength: 1, maxLength: 100, description: 'Identity id' }) }),
       detail: { tags: ['persons'], summary: 'Link identities', description: 'The two identities become one person (identityA\'s person is kept; the other\'s identities and events move to it).' },
       response: { 200: t.Object({ data: V2Person }, { description: 'The merged person' }), ...errorResponses },
     })
-    .post('/unlink', ({ body }) => ({ data: persons.unlink(body.identityId, body.reason) }), {
+    .post('/unlink', ({ body, request }) => {
+      requireUnrestricted(request);
+      return { data: persons.unlink(body.identityId, body.reason) };
+    }, {
       body: t.Object({ identityId: t.String({ minLength: 1, maxLength: 100 }), reason: t.String({ minLength: 1, maxLength: 500 }) }),
       detail: { tags: ['persons'], summary: 'Unlink identity', description: 'Moves the identity (and its events) to a new person of its own. 409 when it is the person\'s only identity.' },
       response: { 200: t.Object({ data: t.Object({ person: V2Person, identity: V2Identity }) }, { description: 'The new person and the identity' }), 409: errorResponses[400], ...errorResponses },
