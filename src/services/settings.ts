@@ -43,7 +43,8 @@ export class SettingsService {
   }
 
   private def(key: string): SettingDef {
-    const d = SETTING_DEFS[key];
+    // Own keys only: '__proto__' or 'toString' must not find Object.prototype members.
+    const d = Object.hasOwn(SETTING_DEFS, key) ? SETTING_DEFS[key] : undefined;
     if (!d) throw new ApiError('NOT_FOUND', `Unknown setting '${key}'`, { known: Object.keys(SETTING_DEFS) });
     return d;
   }
@@ -71,7 +72,7 @@ export class SettingsService {
   setMany(values: Record<string, unknown>): SettingView[] {
     const problems: Array<{ field: string; problem: string }> = [];
     for (const [k, v] of Object.entries(values)) {
-      const d = SETTING_DEFS[k];
+      const d = Object.hasOwn(SETTING_DEFS, k) ? SETTING_DEFS[k] : undefined;
       if (!d) problems.push({ field: k, problem: 'is not a known setting' });
       else {
         const p = d.check(v);
