@@ -243,9 +243,21 @@ export class Cluster {
     this.counters.fenced++;
     this.gw.log.warn({ node: this.node, shard, reason }, 'cluster: shard lost');
     for (const key of this.gw.pipeline.conversations.activeKeys()) {
-      if (this.convInstance.has(key) && this.shardOfInstance(this.convInstance.get(key)!) === shard) this.gw.pipeline.cancelConversation(key);
+      if (this.convInstance.has(key) && this.shardOfInstance(this.convInstance.get(key)!) === shard) {
+        this.gw.pipeline.cancelConversation(key);
+        void this.retire(key);
+      }
     }
     await this.stopInstancesOf(shard, 'shard lost');
+  }
+
+  /** A cancelled actor stays stopped for good: drop it once idle so a later owner period gets a fresh one. */
+  private async retire(key: string): Promise<void> {
+    const sup = this.gw.pipeline.conversations;
+    for (let i = 0; i < 500 && sup.has(key); i++) {
+      if (await sup.passivate(key)) return;
+      await Bun.sleep(20);
+    }
   }
 
   private async stopInstancesOf(shard: number, reason: string): Promise<void> {
