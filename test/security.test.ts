@@ -1,0 +1,97 @@
+// Security pass: CORS closed unless configured, body limits, secrets kept out of logs and
+// responses, and outbound URLs limited to http/https.
+import { describe, expect, test } from 'bun:test';
+import { createLogger } from '../src/log.ts';
+import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+
+describe('CORS', () => {
+  test('closed by default: no allow-origin header, preflight not approved', async () => {
+    const t = createTestGateway();
+    const r = await t.call('GET', '/api/v2/instances', undefined, { origin: 'https://evil.example' });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('access-control-allow-origin')).toBeNull();
+    const pre = await t.call('OPTIONS', '/api/v2/instances', undefined, { origin: 'https://evil.example', 'access-control-request-method': 'DELETE', 'x-api-key': '' });
+    expect(pre.headers.get('access-control-allow-origin')).toBeNull();
+    expect(pre.headers.get('access-control-allow-methods')).toBeNull();
+    await t.close();
+  });
+
+  test('CORS_ORIGINS lets exactly the listed origins in', async () => {
+    const t = createTestGateway({ CORS_ORIGINS: 'https://console.example.com' });
+    const ok = await t.call('OPTIONS', '/api/v2/instances', undefined, { origin: 'https://console.example.com', 'access-control-request-method': 'GET', 'x-api-key': '' });
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get('access-control-allow-origin')).toBe('https://console.example.com');
+    expect(ok.headers.get('access-control-allow-headers')).toContain('x-api-key');
+    const other = await t.call('GET', '/api/v2/instances', undefined, { origin: 'https://console.example.com.evil.example' });
+    expect(other.headers.get('access-control-allow-origin')).toBeNull();
+    await t.close();
+  });
+});
+
+describe('body limits', () => {
+  test('a body over BODY_LIMIT_BYTES is refused with 413 and nothing is written', async () => {
+    const t = createTestGateway({ BODY_LIMIT_BYTES: '2048' });
+    // Over a real socket, as clients send it (with content-length).
+    t.app.listen({ port: 0, hostname: '127.0.0.1' });
+    const url = `http://127.0.0.1:${t.app.server!.port}/api/v2/access/rules`;
+    const post = (replyMessage: string) =>
+      fetch(url, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'deny', criteria: {}, action: 'reply', replyMessage }) });
+    const r = await post('x'.repeat(4000));
+    expect(r.status).toBe(413);
+    expect(((await r.json()) as any).error.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(t.gw.access.countRules()).toBe(0);
+    expect((await post('small')).status).toBe(201);
+    await t.app.stop(true);
+    await t.close();
+  });
+});
+
+describe('secrets', () => {
+  test('API keys, channel and agent secrets and webhook tokens never reach the log', async () => {
+    const lines: string[] = [];
+    const log = createLogger('debug', { pretty: false, destination: { write: (s: string) => void lines.push(s) } });
+    const t = createTestGateway({}, { log });
+    const secrets = {
+      evolution_key: 'EVO-SECRET-7f3a9c1d', agent_api_key: 'AGENT-SECRET-51be0e77', admin: ADMIN_KEY,
+    };
+    const created = await t.call('POST', '/api/v1/instances', {
+      name: 'leaky', evolution_url: 'https://evo.example.com', evolution_key: secrets.evolution_key,
+      agent_api_url: 'https://agent.example.com/run', agent_api_key: secrets.agent_api_key,
+    });
+    expect(created.status).toBe(201);
+    const key = (await t.call('POST', '/api/v2/keys', { name: 'browser', scopes: ['settings:*'] })).body.data.key as string;
+    await t.call('GET', `/api/v2/settings?apiKey=${key}`, undefined, { 'x-api-key': '' });
+    await t.call('GET', '/api/v2/instances', undefined, { 'x-api-key': 'sb_WRONG-KEY-should-not-be-logged' });
+    const token = new URL(created.body.webhook_url).searchParams.get('token')!;
+    await t.call('POST', `/webhook/evolution/leaky?token=${token}`, { event: 'connection.update', instance: 'leaky', data: { state: 'open' } }, { 'x-api-key': '' });
+    await Bun.sleep(5); // onAfterResponse (the request log line) runs just after the response
+    const out = lines.join('');
+    expect(out).toContain('"msg":"request"');
+    expect(lines.length).toBeGreaterThanOrEqual(4);
+    for (const s of [...Object.values(secrets), key, token, 'sb_WRONG-KEY-should-not-be-logged']) expect(out).not.toContain(s);
+    // Responses mask them too.
+    const got = await t.call('GET', '/api/v1/instances/leaky');
+    const body = JSON.stringify(got.body);
+    expect(body).not.toContain(secrets.evolution_key);
+    expect(body).not.toContain(secrets.agent_api_key);
+    await t.close();
+  });
+});
+
+describe('outbound URLs', () => {
+  test('agent and channel URLs must be http(s); hostile schemes are refused and nothing is created', async () => {
+    const t = createTestGateway();
+    const hostile = ['javascript:alert(1)', 'file:///etc/passwd', 'ftp://files.example.com/x', 'data:text/html,<script>1</script>', 'gopher://127.0.0.1:6379/_FLUSHALL', 'http://', '//no-scheme.example.com', 'https://'];
+    for (const url of hostile) {
+      const a = await t.call('POST', '/api/v1/instances', { name: 'hostile-agent', channel: 'api', agent_api_url: url });
+      expect(a.status).toBe(400);
+      expect(a.body.error.code).toBe('VALIDATION_ERROR');
+      const e = await t.call('POST', '/api/v1/instances', { name: 'hostile-evo', evolution_url: url, evolution_key: 'k' });
+      expect(e.status).toBe(400);
+      const d = await t.call('POST', '/api/v2/instances', { name: 'hostile-discord', channel: 'discord', channelConfig: { discordBotToken: 't', discordApiUrl: url } });
+      expect(d.status).toBe(400);
+    }
+    expect(t.gw.instances.list()).toHaveLength(0);
+    await t.close();
+  });
+});
