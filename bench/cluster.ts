@@ -1,0 +1,97 @@
+// Cluster benchmark: 3 real node processes on one Redis, 6 Evolution instances spread over the
+// shards, webhooks posted round-robin to every node. Reports throughput (per owning node and in
+// total) and a failover-time histogram over repeated kill -9 of an instance owner (time from the
+// kill to the first reply sent by the new owner). Bounded runtime (~1 min).
+//   bun bench/cluster.ts [messages=600] [kills=3]
+import { clusterHarness, upsert, until, type NodeProc } from '../test/cluster-nodes.ts';
+import { startFakeAgent } from '../test/fakes/agents.ts';
+import { startFakeEvolution } from '../test/fakes/evolution.ts';
+import { shardOf } from '../src/cluster/shards.ts';
+
+const MESSAGES = Number(process.argv[2] ?? 600);
+const KILLS = Number(process.argv[3] ?? 3);
+const agent = startFakeAgent({ protocol: 'json', reply: (m) => `echo: ${m}` });
+const evo = await startFakeEvolution();
+const h = clusterHarness(); // info level: the harness reads the port from the 'listening' line
+
+async function ownerOf(nodes: NodeProc[], instanceId: string): Promise<NodeProc | null> {
+  const st = (await nodes[0].call('GET', '/api/v2/cluster')).body.data;
+  const s = shardOf(instanceId, 32);
+  const holder = st.nodes.find((n: any) => n.shards.some((x: any) => x.shard === s));
+  return holder ? (nodes.find((n) => n.id === holder.id) ?? null) : null;
+}
+
+try {
+  let nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => h.start(id)));
+  const insts: Array<{ name: string; id: string; token: string }> = [];
+  for (let i = 0; i < 6; i++) {
+    const r = await nodes[0].call('POST', '/api/v1/instances', { name: `b${i}`, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+    const id = (await nodes[0].call('GET', `/api/v2/instances/b${i}`)).body.data.id;
+    insts.push({ name: `b${i}`, id, token: new URL(r.body.webhook_url).searchParams.get('token')! });
+  }
+  await until(async () => (await Promise.all(insts.map((i) => ownerOf(nodes, i.id)))).every(Boolean), 8000, 'owners');
+  await Bun.sleep(800); // configuration replicated everywhere
+
+  // Throughput: MESSAGES webhooks, 50 in flight, spread over instances and entry nodes.
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: 50 }, async () => {
+    while (next < MESSAGES) {
+      const i = next++;
+      const inst = insts[i % insts.length];
+      await fetch(`${nodes[i % 3].url}/webhook/evolution/${inst.name}?token=${inst.token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(upsert(inst.name, `tp-${i}`, `t${i}`, `1555000${i % 40}`)) });
+    }
+  }));
+  const tAck = performance.now();
+  await until(() => evo.sent.length >= MESSAGES, 60_000, 'all replies');
+  const tDone = performance.now();
+  const perNode: Record<string, number> = {};
+  for (const n of nodes) perNode[n.id] = (await n.call('GET', '/api/v2/cluster')).body.data.counters.consumed;
+  console.log(`throughput: ${MESSAGES} messages, ingest ${(MESSAGES / ((tAck - t0) / 1000)).toFixed(0)} msg/s, end-to-end ${(MESSAGES / ((tDone - t0) / 1000)).toFixed(0)} msg/s`);
+  for (const [id, c] of Object.entries(perNode)) console.log(`  ${id}: ${c} messages processed (${(c / ((tDone - t0) / 1000)).toFixed(0)} msg/s)`);
+
+  // Failover: kill -9 the owner of b0 while b0 receives a message every 20 ms; restart it after.
+  const failovers: number[] = [];
+  for (let k = 0; k < KILLS; k++) {
+    const victim = (await ownerOf(nodes, insts[0].id))!;
+    evo.reset();
+    let stop = false;
+    let seq = 0;
+    const load = (async () => {
+      const alive = () => nodes.filter((n) => n !== victim);
+      while (!stop) {
+        const n = alive()[seq % 2];
+        await fetch(`${n.url}/webhook/evolution/b0?token=${insts[0].token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(upsert('b0', `fo-${k}-${seq}`, `f${k}-${seq}`)) }).catch(() => {});
+        seq++;
+        await Bun.sleep(20);
+      }
+    })();
+    await Bun.sleep(300);
+    victim.proc.kill('SIGKILL');
+    const killedAt = Date.now();
+    await until(() => evo.sent.some((s) => s.at > killedAt + 5), 15_000, 'first reply after kill');
+    // First reply whose message was posted after the kill proves the new owner is serving.
+    const first = evo.sent.find((s) => s.at > killedAt)!;
+    failovers.push(first.at - killedAt);
+    stop = true;
+    await load;
+    await victim.proc.exited;
+    h.nodes.splice(h.nodes.indexOf(victim), 1);
+    const fresh = await h.start(`${victim.id}r${k}`);
+    nodes = nodes.map((n) => (n === victim ? fresh : n));
+    await Bun.sleep(1500);
+  }
+  failovers.sort((a, b) => a - b);
+  console.log(`failover (kill -9 → first reply by the new owner), lease 1500 ms, ${KILLS} kills: ${failovers.map((f) => `${f} ms`).join(', ')}`);
+  const buckets = [1000, 2000, 3000, 5000, Infinity];
+  let prev = 0;
+  for (const b of buckets) {
+    const n = failovers.filter((f) => f >= prev && f < b).length;
+    console.log(`  ${prev}-${b === Infinity ? '∞' : b} ms: ${'#'.repeat(n)} ${n}`);
+    prev = b;
+  }
+} finally {
+  await h.cleanup();
+  await agent.stop();
+  await evo.stop();
+}
