@@ -3,7 +3,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
-import { createTestGateway } from './helpers.ts';
+import { ADMIN_KEY, createTestGateway } from './helpers.ts';
 
 let evo: FakeEvolution;
 let agent: FakeAgent;
@@ -123,6 +123,32 @@ describe('pipeline', () => {
     expect(rp.status).toBe(200);
     await until(() => t.gw.pipeline.traces.get(res.body.trace_id)?.status === 'completed');
     expect(evo.sent.at(-1)!.text).toBe('echo: will fail');
+    await t.close();
+  });
+});
+
+describe('conversations and browser-style keys', () => {
+  test('a conversation is listed by activity and readable by id; ?apiKey= works on routes with query filters', async () => {
+    const t = await setup();
+    const res = await t.post(upsert('conv-1', 'hello there', '15557770000'));
+    await until(() => t.gw.pipeline.traces.get(res.body.trace_id)?.status === 'completed');
+    const list = await t.call('GET', `/api/v2/conversations?limit=5&apiKey=${encodeURIComponent(ADMIN_KEY)}`, undefined, { 'x-api-key': '' });
+    expect(list.status).toBe(200);
+    const conv = list.body.items[0];
+    expect(conv.chat.chatId).toBe('15557770000@s.whatsapp.net');
+    const one = await t.call('GET', `/api/v2/conversations/${conv.id}`);
+    expect(one.body.data.id).toBe(conv.id);
+    const traces = await t.call('GET', `/api/v2/traces?conversationId=${conv.id}`);
+    expect(traces.body.items.map((i: any) => i.text)).toEqual(['hello there']);
+    expect((await t.call('GET', '/api/v2/conversations/c_nope')).status).toBe(404);
+    await t.close();
+  });
+
+  test('invalid keyword-gate settings are rejected when the instance is saved', async () => {
+    const t = await setup();
+    const bad = await t.call('PATCH', '/api/v2/instances/bot', { settings: { triggers: [{ type: 'regex', value: '(' }] } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.details[0].field).toBe('settings.triggers');
     await t.close();
   });
 });

@@ -3,6 +3,7 @@
 import type { Database } from 'bun:sqlite';
 import { ApiError, invalid } from '../api/errors.ts';
 import { CHANNEL_KINDS, type ChannelKind } from '../channels/types.ts';
+import { accessSettingsProblems } from './access.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
 import type { AgentConfig, ChannelConfig, Instance, InstanceSettings, InstanceStatus } from './instance-types.ts';
 
@@ -319,8 +320,9 @@ export class InstanceService {
       else settings.maxTextLength = s.maxTextLength;
     }
     for (const [k, v] of Object.entries(s)) {
-      if (!(k in DEFAULT_SETTINGS)) settings[k] = v; // extension settings (access gates etc.) validated by their owners
+      if (!(k in DEFAULT_SETTINGS)) settings[k] = v; // extension settings (access gates, keyword triggers)
     }
+    problems.push(...accessSettingsProblems(settings));
     if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
     return {
       name: name as string, channel, config, agent, settings,

@@ -96,6 +96,21 @@ export function tracesV2(gw: Gateway) {
       },
     )
     .get(
+      '/conversations/:id',
+      ({ params, request }) => {
+        const r = db
+          .query<{ id: string; instance_id: string; chat_json: string; kind: string; title: string | null; last_activity_at: string }, [string]>('SELECT * FROM conversations WHERE id = ?')
+          .get(params.id);
+        if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Conversation not found');
+        return { data: { id: r.id, instanceId: r.instance_id, chat: JSON.parse(r.chat_json), kind: r.kind, title: r.title, lastActivityAt: r.last_activity_at, pending: gw.pipeline.inbox.conversationBacklog(r.id) } };
+      },
+      {
+        params: t.Object({ id: t.String({ maxLength: 100 }) }),
+        detail: { tags: ['traces'], summary: 'Get conversation', description: 'One conversation; its messages are its traces (GET /api/v2/traces?conversationId=).' },
+        response: { 200: t.Object({ data: Conversation }, { description: 'The conversation' }), ...errorResponses },
+      },
+    )
+    .get(
       '/dead-letters',
       ({ query, request }) => {
         const p = principalOf(request);
