@@ -161,6 +161,8 @@ export function buildServer(gw: Gateway) {
         throw err;
       }
       if (info) info.principal = principal;
+      // The browser form of the key is not a query parameter of any route: drop it before validation.
+      if (query && 'apiKey' in query) delete (query as Record<string, unknown>).apiKey;
       // Per key and route class; the headers go on every authenticated /api answer, errors included.
       const rl = await gw.rateLimiter.take(principal.keyId, routeClass(request.method, route));
       set.headers['x-ratelimit-limit'] = String(rl.limit);
