@@ -81,7 +81,13 @@ export function clusterHarness(env: Record<string, string> = {}): ClusterHarness
           if (!port) reject(new Error(`node ${id} exited ${code}:\n${log.join('\n')}`));
         });
       });
-      await ready;
+      try {
+        await ready;
+      } catch (err) {
+        proc.kill('SIGKILL'); // never leave a half-started node writing under the test prefix
+        await proc.exited;
+        throw err;
+      }
       const url = `http://127.0.0.1:${port}`;
       const node: NodeProc = {
         id, port, url, proc, log,
