@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { offlineGateway as createTestGateway } from './foundation-fixtures.ts';
 
 const t = createTestGateway();
+// Hundreds of creates from one key: lift the instance-write rate limit so every body is judged on its merits.
+t.gw.settings.setMany({ 'rateLimit.instancesWritePerMinute': 100_000 });
 const ROOT = join(import.meta.dir, '..');
 afterAll(() => t.close());
 
