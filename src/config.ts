@@ -28,6 +28,13 @@ export interface Config {
     actorIdleMs: number;
     maxActiveActors: number;
   };
+  /** Cluster mode (only used when redisUrl is set). */
+  cluster: {
+    nodeId: string | null;
+    keyPrefix: string;
+    shards: number;
+    leaseMs: number;
+  };
   leo: {
     bearerToken: string | null;
     subscriptionKey: string | null;
@@ -79,6 +86,19 @@ function url(env: Env, names: string[], protocols: string[]): string | null {
     throw new ConfigError(name, `must use ${protocols.join(' or ')}, got "${u.protocol}"`);
   }
   return raw.replace(/\/+$/, '');
+}
+
+function clusterConfig(env: Env): Config['cluster'] {
+  const id = pick(env, ['CLUSTER_NODE_ID']);
+  if (id && !/^[A-Za-z0-9._-]{1,64}$/.test(id[1])) throw new ConfigError(id[0], `must be 1-64 letters, digits, '.', '_' or '-', got "${id[1]}"`);
+  const prefix = pick(env, ['CLUSTER_KEY_PREFIX']);
+  if (prefix && !/^[A-Za-z0-9:._-]{1,64}$/.test(prefix[1])) throw new ConfigError(prefix[0], `must be 1-64 letters, digits, ':', '.', '_' or '-', got "${prefix[1]}"`);
+  return {
+    nodeId: id ? id[1] : null,
+    keyPrefix: prefix ? prefix[1] : 'switchboard:',
+    shards: int(env, ['CLUSTER_SHARDS'], 256, 1, 4096),
+    leaseMs: int(env, ['CLUSTER_LEASE_MS'], 10_000, 300, 600_000),
+  };
 }
 
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -133,6 +153,7 @@ export function loadConfig(env: Env = process.env): Config {
       actorIdleMs: int(env, ['ACTOR_IDLE_MS'], 60_000, 10, 86_400_000),
       maxActiveActors: int(env, ['MAX_ACTIVE_ACTORS'], 10_000, 1, 10_000_000),
     },
+    cluster: clusterConfig(env),
     leo: {
       bearerToken: pick(env, ['LEO_BEARER_TOKEN'])?.[1] ?? null,
       subscriptionKey: pick(env, ['LEO_SUBSCRIPTION_KEY'])?.[1] ?? null,

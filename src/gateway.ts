@@ -15,6 +15,7 @@ import { AuditService } from './services/audit.ts';
 import { MemoryRateLimiter, limitsFromSettings, type RateLimiter } from './services/rate-limit.ts';
 import { SettingsService } from './services/settings.ts';
 import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
+import type { Cluster } from './cluster/index.ts';
 import { EventService } from './services/events.ts';
 import { MessageService } from './services/messages.ts';
 import { PersonService } from './services/persons.ts';
@@ -49,6 +50,8 @@ export interface Gateway {
   audit: AuditService;
   /** Per-key rate limits; replaceable (cluster mode swaps in a shared limiter). */
   rateLimiter: RateLimiter;
+  /** Cluster mode (REDIS_URL set): shard ownership and hand-off; null in embedded mode. */
+  cluster: Cluster | null;
   /** Starts channel connections and resumes unfinished conversations. */
   start(): Promise<void>;
   /** Prometheus text for /metrics. */
@@ -86,8 +89,11 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const gw: Gateway = {
     config, log, clock, db, fetch: fetchFn,
     keys, instances, settings, pipeline, events, persons, messages, access, audit, rateLimiter: new MemoryRateLimiter(limitsFromSettings(settings), () => clock.now()),
-    start: () => {
+    cluster: null,
+    start: async () => {
       audit.start();
+      // Cluster hooks must be in place before the pipeline starts instances and resumes conversations.
+      if (config.redisUrl) gw.cluster = await (await import('./cluster/index.ts')).startCluster(gw);
       return pipeline.start();
     },
     metricsText: () => pipeline.metrics.render(),

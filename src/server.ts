@@ -8,6 +8,7 @@ import { healthRoutes } from './api/health.ts';
 import { instancesV1 } from './api/v1/instances.ts';
 import { instancesV2 } from './api/v2/instances.ts';
 import { settingsV2 } from './api/v2/settings.ts';
+import { clusterV2 } from './api/v2/cluster.ts';
 import { tracesV1 } from './api/v1/traces.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
@@ -224,6 +225,7 @@ export function buildServer(gw: Gateway) {
     .use(instancesV1(gw))
     .use(instancesV2(gw))
     .use(settingsV2(gw))
+    .use(clusterV2(gw))
     .use(tracesV1(gw))
     .use(tracesV2(gw))
     .use(accessV1(gw))

@@ -34,7 +34,7 @@ describe('backpressure', () => {
   test('beyond the per-conversation backlog, messages are shed (terminal, traced) instead of reaching the agent', async () => {
     agent.setBehaviour({ latencyMs: 40 });
     const t = await setup({ CONVERSATION_BACKLOG_LIMIT: '3' });
-    const answers = [];
+    const answers: any[] = [];
     for (let i = 0; i < 10; i++) answers.push((await t.post(upsert(`f-${i}`, `flood ${i}`, '1888'))).body);
     const shed = answers.filter((a) => a.message.includes('shed'));
     expect(shed.length).toBeGreaterThan(0);

@@ -111,7 +111,13 @@ describe('Evolution lifecycle', () => {
     expect((await t.call('POST', '/api/v2/instances/wa-st/connect')).status).toBe(200);
     let st = await t.call('GET', '/api/v2/instances/wa-st/status');
     expect(st.status).toBe(200);
-    expect(st.body.data).toMatchObject({ status: 'disconnected', evolutionState: 'close', channel: 'whatsapp-evolution', running: true });
+    // Whatever state Evolution reports right after provisioning, the status mirrors it.
+    const state = evo.instances.get('evo-st')!.state;
+    const mapped = { open: 'connected', connecting: 'connecting', close: 'disconnected' }[state];
+    expect(st.body.data).toMatchObject({ status: mapped, evolutionState: state, channel: 'whatsapp-evolution', running: true });
+    evo.setState('evo-st', 'close');
+    st = await t.call('GET', '/api/v2/instances/wa-st/status');
+    expect(st.body.data).toMatchObject({ status: 'disconnected', evolutionState: 'close' });
     evo.setState('evo-st', 'connecting');
     st = await t.call('GET', '/api/v2/instances/wa-st/status');
     expect(st.body.data).toMatchObject({ status: 'connecting', evolutionState: 'connecting' });

@@ -71,6 +71,7 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'GET /api/v1/instances/:name/access-control': 'access:*',
   'POST /api/v1/instances/:name/access-control': 'access:*',
   // API keys (issue 8)
+  'GET /api/v2/cluster': 'admin:*',
   'GET /api/v2/keys': 'admin:*',
   'POST /api/v2/keys': 'admin:*',
   'GET /api/v2/keys/:id': 'admin:*',

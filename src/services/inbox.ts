@@ -186,7 +186,8 @@ export class Inbox {
     const m = p.msg;
     const conversationId = conversationIdFor(m.instanceId, m.chat);
     this.stmt.upsertConversation.run(conversationId, m.instanceId, chatKey(m.chat), JSON.stringify(m.chat), m.chat.kind, m.chat.kind === 'direct' ? (m.sender.name ?? null) : null, now, now);
-    const id = newId();
+    // Cluster mode: the trace id was chosen (and answered) by the node that took the webhook.
+    const id = typeof m.extra?.clusterTraceId === 'string' ? m.extra.clusterTraceId : newId();
     // Per-conversation bound: beyond it the row is kept (terminal, traced) but never reaches the agent.
     const pendingHere = (this.backlog.get(conversationId) ?? 0) + countIn(woken, conversationId, this.batchCounts);
     const shed = pendingHere >= this.limits.conversationBacklog;

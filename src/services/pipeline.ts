@@ -12,7 +12,7 @@ import type { Config } from '../config.ts';
 import { DEFAULT_FACTORIES, type AdapterDeps, type AdapterFactory } from '../channels/registry.ts';
 import type { ChannelAdapter, ChannelKind, InboundMessage } from '../channels/types.ts';
 import { StreamHub } from '../stream/hub.ts';
-import { Inbox, type InboxRow } from './inbox.ts';
+import { Inbox, type InboxRow, type IngestOutcome } from './inbox.ts';
 import type { Instance, InstanceStatus } from './instance-types.ts';
 import type { InstanceService } from './instances.ts';
 import { Metrics } from './metrics.ts';
@@ -52,8 +52,13 @@ export class Pipeline {
   access: (inst: Instance, msg: InboundMessage) => AccessDecision = () => ({ allowed: true, reason: 'no access rules' });
   /** Cluster mode hook: whether this node owns the conversation / instance now. */
   owns: { conversation(id: string): boolean; instance(id: string): boolean } = { conversation: () => true, instance: () => true };
+  /** Cluster mode hook: ingress goes to the owner's shard stream instead of the local inbox. */
+  ingestHook: ((msg: InboundMessage, kind: 'inbound' | 'send') => Promise<IngestOutcome>) | null = null;
+  /** Cluster mode hook: wraps a channel adapter (the self-fence refuses sends after losing the shard). */
+  wrapAdapter: (instanceId: string, adapter: ChannelAdapter) => ChannelAdapter = (_id, adapter) => adapter;
 
   private m;
+  private started = false;
   private lastStatus = new Map<string, InstanceStatus>();
 
   constructor(private o: PipelineOptions) {
@@ -159,6 +164,7 @@ export class Pipeline {
 
     this.inbox.onNewWork((conversationId) => this.wake(conversationId));
     o.instances.onChange((c) => {
+      if (!this.started) return; // channels connect only once the gateway has started
       if (c.type === 'deleted') void this.stopInstance(c.instance.id, 'deleted');
       else void this.syncInstance(c.instance);
     });
@@ -184,12 +190,18 @@ export class Pipeline {
   }
 
   /** Ingress: the durable inbox write. */
-  ingest(msg: InboundMessage, kind: 'inbound' | 'send' = 'inbound') {
-    return this.inbox.ingest(msg, kind);
+  ingest(msg: InboundMessage, kind: 'inbound' | 'send' = 'inbound'): Promise<IngestOutcome> {
+    return this.ingestHook ? this.ingestHook(msg, kind) : this.inbox.ingest(msg, kind);
+  }
+
+  /** Aborts a conversation's in-flight turn without finishing it (cluster: the shard moved). */
+  cancelConversation(conversationId: string): void {
+    this.actors.get(conversationId)?.cancel();
   }
 
   /** Starts instance actors and resumes every unfinished conversation, in order. */
   async start(): Promise<void> {
+    this.started = true;
     for (const inst of this.o.instances.list()) await this.syncInstance(inst);
     for (const { conversationId } of this.inbox.conversationsWithWork()) this.wake(conversationId);
   }
@@ -222,7 +234,7 @@ export class Pipeline {
     const actor = new InstanceActor(inst, {
       clock: this.o.clock,
       log: this.o.log,
-      createAdapter: (i) => factory(i, deps),
+      createAdapter: (i) => this.wrapAdapter(i.id, factory(i, deps)),
       ingest: (m) => this.ingest(m),
       onStatus: (i, status, detail) => {
         this.o.instances.setStatus(i.id, status, detail.reason ?? null);
