@@ -14,7 +14,7 @@ import { isoNow, newId, sha256 } from '../src/services/ids.ts';
 import type { Inbox, InboxRow } from '../src/services/inbox.ts';
 import type { Instance } from '../src/services/instance-types.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
-import type { TraceService } from '../src/services/traces.ts';
+import { TraceLog, type TraceService } from '../src/services/traces.ts';
 import type { Database } from 'bun:sqlite';
 import { ApiChannelAdapter } from '../src/channels/api.ts';
 
@@ -62,7 +62,7 @@ export interface ConversationDeps {
   sink: TurnSink;
   agentPermits: Semaphore;
   observer: PipelineObserver;
-  policy: { maxAttempts: () => number; retryBaseMs: number; retryMaxMs: number; prefetch: number };
+  policy: { maxAttempts: () => number; retryBaseMs: number; retryMaxMs: number; prefetch: number; typingDelayMs: number };
   /** Cluster mode: false once this node lost the conversation's shard (stop acting at once). */
   stillOwner?(conversationId: string): boolean;
 }
@@ -118,26 +118,26 @@ export class ConversationActor implements Actor<ConversationMsg> {
   }
 
   private async process(row: InboxRow): Promise<void> {
-    const { traces, db, log } = this.deps;
+    const { log } = this.deps;
     const inst = this.deps.instance(row.instance_id);
     const msg = JSON.parse(row.payload_json) as InboundMessage;
+    const trace = new TraceLog(this.deps.traces, row.id);
     if (!inst) {
-      this.finish(row, 'failed', null, { error: 'instance no longer exists' });
+      this.finish(row, trace, 'failed', null, { error: 'instance no longer exists' });
       return;
     }
-    if (row.status === 'pending') db.query("UPDATE inbox SET status = 'processing' WHERE seq = ?").run(row.seq);
 
     // API sends (POST /api/v2/messages) skip access and agent: they only need ordered delivery.
-    if (row.kind === 'send') return this.deliverSend(row, inst, msg);
+    if (row.kind === 'send') return this.deliverSend(row, trace, inst, msg);
 
     if (row.response_text === null) {
       const decision = this.deps.access(inst, msg);
-      traces.addStep(row.id, 'access_control_checked', decision.allowed ? 'success' : 'error', {
+      trace.step('access_control_checked', decision.allowed ? 'success' : 'error', {
         user_allowed: decision.allowed, reason: decision.reason, rule_id: decision.ruleId ?? null,
       });
       if (!decision.allowed) {
-        if (decision.reply) await this.trySend(row, inst, msg, 'access_reply', decision.reply);
-        this.finish(row, 'blocked', inst, { error: decision.reason });
+        if (decision.reply) await this.trySend(row, trace, inst, msg, 'access_reply', decision.reply);
+        this.finish(row, trace, 'blocked', inst, { error: decision.reason });
         return;
       }
     }
@@ -147,13 +147,17 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const max = this.deps.policy.maxAttempts();
     for (;;) {
       try {
-        responseText = await this.attempt(row, inst, msg, responseText);
-        this.finish(row, 'completed', inst, { channelSuccess: true }, responseText);
+        responseText = await this.attempt(row, trace, inst, msg, responseText);
+        this.finish(row, trace, 'completed', inst, { channelSuccess: true }, responseText);
         return;
       } catch (err) {
-        if (this.stopped && this.abort.signal.aborted) return; // handed off: the new owner resumes
+        if (this.stopped && this.abort.signal.aborted) {
+          trace.commit(); // handed off: keep what happened; the new owner resumes
+          return;
+        }
         attempts++;
-        db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
+        const n = attempts;
+        trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
         const retryable = err instanceof AgentError || err instanceof ChannelError ? err.retryable : !(err instanceof Terminal);
         const stage = responseText === null ? 'agent' : 'send';
         const message = (err as Error).message ?? String(err);
@@ -162,25 +166,26 @@ export class ConversationActor implements Actor<ConversationMsg> {
           this.deps.observer.retried?.(inst, stage);
           const hinted = err instanceof ChannelError ? err.retryAfterMs : undefined;
           const delay = Math.max(hinted ?? 0, backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
-          traces.addStep(row.id, 'retry_scheduled', 'error', { attempt: attempts, stage, error: message, delay_ms: Math.round(delay) });
+          trace.step('retry_scheduled', 'error', { attempt: attempts, stage, error: message, delay_ms: Math.round(delay) });
+          trace.commit();
           if (this.openTurns.has(row.id)) this.deps.sink.turnRestarted(row.id, `attempt ${attempts} failed: ${message}`);
           await this.deps.clock.sleep(delay);
           if (responseText === null) responseText = this.deps.inbox.get(row.seq)?.response_text ?? null;
           continue;
         }
         if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, message);
-        await this.deadLetter(row, inst, msg, message, attempts, retryable);
+        await this.deadLetter(row, trace, inst, msg, message, attempts, retryable);
         return;
       }
     }
   }
 
   /** One attempt: the agent (unless its reply is already committed), then delivery. */
-  private async attempt(row: InboxRow, inst: Instance, msg: InboundMessage, committed: string | null): Promise<string> {
-    const { traces, db, sink } = this.deps;
+  private async attempt(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, committed: string | null): Promise<string> {
+    const { db, sink, clock } = this.deps;
     const adapter = msg.extra?.via === 'api' ? API_ADAPTER : this.deps.adapter(inst.id);
     if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
-    const ctx = this.deliveryContext(row, inst, msg, adapter);
+    const ctx = this.deliveryContext(row, trace, inst, msg, adapter);
     const writer = createReplyWriter(ctx);
     const turnId = `${row.id}`;
     let text = committed;
@@ -201,17 +206,16 @@ export class ConversationActor implements Actor<ConversationMsg> {
         sink.runStarted({ instanceId: inst.id, conversationId: this.conversationId, turnId, messageId: row.id });
       }
       const release = await this.deps.agentPermits.acquire();
-      const started = this.deps.clock.monotonic();
+      const started = clock.monotonic();
       let firstDeltaAt: number | null = null;
       let sofar = '';
       let pending: Promise<void> = Promise.resolve();
-      const typing = adapter.capabilities.typing && adapter.typing ? adapter.typing.bind(adapter) : null;
-      if (typing) void typing(ctx.chat, true, msg).catch(() => {});
+      const typing = this.typingIndicator(adapter, ctx, msg);
       try {
         crashPoint('agent_before_first_delta');
         text = await runAgent(this.deps.agentFor(inst), req, this.abort.signal, (ev) => {
           if (ev.type === 'delta') {
-            if (firstDeltaAt === null) firstDeltaAt = this.deps.clock.monotonic();
+            if (firstDeltaAt === null) firstDeltaAt = clock.monotonic();
             else crashPoint('agent_mid_stream');
             sofar += ev.text;
             sink.delta(turnId, ev.text);
@@ -223,64 +227,89 @@ export class ConversationActor implements Actor<ConversationMsg> {
           }
         });
         await pending;
-        const ms = this.deps.clock.monotonic() - started;
+        const ms = clock.monotonic() - started;
         this.deps.observer.agentDone?.(inst, ms, firstDeltaAt === null ? null : firstDeltaAt - started, true);
-        // Commit the agent run: from here on a retry or a restart never calls the agent again.
-        db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(text, row.seq);
-        traces.addStep(row.id, 'agent_called', 'success', { agent_url: inst.agent.url, response_preview: text.slice(0, 120) }, Math.round(ms));
+        // Commit the agent run (with the steps so far): from here on a retry or a restart never calls the agent again.
+        const reply = text;
+        trace.step('agent_called', 'success', { agent_url: inst.agent.url, response_preview: reply.slice(0, 120) }, Math.round(ms));
+        trace.commit(() => db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(reply, row.seq));
         this.openTurns.delete(turnId);
-        sink.runFinished(turnId, text);
+        sink.runFinished(turnId, reply);
       } catch (err) {
         await pending.catch(() => {});
-        const ms = this.deps.clock.monotonic() - started;
+        const ms = clock.monotonic() - started;
         this.deps.observer.agentDone?.(inst, ms, null, false);
-        traces.addStep(row.id, 'agent_called', 'error', { agent_url: inst.agent.url, error: (err as Error).message }, Math.round(ms));
+        trace.step('agent_called', 'error', { agent_url: inst.agent.url, error: (err as Error).message }, Math.round(ms));
         throw err;
       } finally {
         release();
-        if (typing) void typing(ctx.chat, false, msg).catch(() => {});
+        typing.stop();
       }
       crashPoint('after_agent_before_send');
     }
     if (!text.trim()) throw new Terminal('failed', 'agent returned an empty reply');
-    const sendStart = this.deps.clock.monotonic();
+    const sendStart = clock.monotonic();
+    const sentStep = inst.channel === 'whatsapp-evolution' ? 'evolution_api_called' : 'channel_sent';
     try {
       const parts = await writer.finish(text);
-      this.deps.observer.sent?.(inst, this.deps.clock.monotonic() - sendStart, true);
-      traces.addStep(row.id, inst.channel === 'whatsapp-evolution' ? 'evolution_api_called' : 'channel_sent', 'success', { message_sent: true, parts }, Math.round(this.deps.clock.monotonic() - sendStart));
+      this.deps.observer.sent?.(inst, clock.monotonic() - sendStart, true);
+      trace.step(sentStep, 'success', { message_sent: true, parts }, Math.round(clock.monotonic() - sendStart));
     } catch (err) {
-      this.deps.observer.sent?.(inst, this.deps.clock.monotonic() - sendStart, false);
-      traces.addStep(row.id, inst.channel === 'whatsapp-evolution' ? 'evolution_api_called' : 'channel_sent', 'error', { message_sent: false, error: (err as Error).message });
+      this.deps.observer.sent?.(inst, clock.monotonic() - sendStart, false);
+      trace.step(sentStep, 'error', { message_sent: false, error: (err as Error).message });
       throw err;
     }
     return text;
   }
 
-  private deliveryContext(row: InboxRow, inst: Instance, msg: InboundMessage, adapter: ChannelAdapter): DeliveryContext {
+  /**
+   * "Typing…" while the agent works, shown only when the agent takes longer than the delay: an
+   * instant reply needs no indicator (and saves the channel two calls).
+   */
+  private typingIndicator(adapter: ChannelAdapter, ctx: DeliveryContext, msg: InboundMessage): { stop(): void } {
+    if (!adapter.capabilities.typing || !adapter.typing) return { stop() {} };
+    const typing = adapter.typing.bind(adapter);
+    let shown = false;
+    const show = () => {
+      shown = true;
+      void typing(ctx.chat, true, msg).catch(() => {});
+    };
+    const delay = this.deps.policy.typingDelayMs;
+    const timer = delay > 0 ? this.deps.clock.setTimeout(show, delay) : (show(), null);
+    return {
+      stop() {
+        timer?.cancel();
+        if (shown) void typing(ctx.chat, false, msg).catch(() => {});
+      },
+    };
+  }
+
+  private deliveryContext(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, adapter: ChannelAdapter): DeliveryContext {
     return {
       db: this.deps.db, clock: this.deps.clock, adapter, instance: inst, inboxSeq: row.seq, chat: msg.chat, inbound: msg,
       idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
+      log: trace,
       onPossibleDuplicate: () => {
-        this.deps.db.query('UPDATE inbox SET possible_duplicate = possible_duplicate + 1 WHERE seq = ?').run(row.seq);
-        this.deps.traces.addStep(row.id, 'possible_duplicate_send', 'error', { reason: 'resent a part whose earlier send was interrupted' });
+        trace.write(() => this.deps.db.query('UPDATE inbox SET possible_duplicate = possible_duplicate + 1 WHERE seq = ?').run(row.seq));
+        trace.step('possible_duplicate_send', 'error', { reason: 'resent a part whose earlier send was interrupted' });
         this.deps.observer.possibleDuplicate?.(inst);
       },
     };
   }
 
   /** Best-effort extra message (error reply, access reply) through its own outbox part. */
-  private async trySend(row: InboxRow, inst: Instance, msg: InboundMessage, label: string, text: string): Promise<void> {
+  private async trySend(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, label: string, text: string): Promise<void> {
     const adapter = this.deps.adapter(inst.id);
     if (!adapter) return;
     try {
-      await sendPart(this.deliveryContext(row, inst, msg, adapter), label === 'error_reply' ? 10_000 : 10_001, text);
-      this.deps.traces.addStep(row.id, label, 'success', { text_preview: text.slice(0, 120) });
+      await sendPart(this.deliveryContext(row, trace, inst, msg, adapter), label === 'error_reply' ? 10_000 : 10_001, text);
+      trace.step(label, 'success', { text_preview: text.slice(0, 120) });
     } catch (err) {
-      this.deps.traces.addStep(row.id, label, 'error', { error: (err as Error).message });
+      trace.step(label, 'error', { error: (err as Error).message });
     }
   }
 
-  private async deliverSend(row: InboxRow, inst: Instance, msg: InboundMessage): Promise<void> {
+  private async deliverSend(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage): Promise<void> {
     const adapter = this.deps.adapter(inst.id);
     let attempts = row.attempts;
     for (;;) {
@@ -288,38 +317,43 @@ export class ConversationActor implements Actor<ConversationMsg> {
         if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running`, false);
         const out = (msg.extra?.outbound ?? { text: msg.text }) as OutboundMessage;
         // No inbound message here: adapters must not quote or thread under the API request itself.
-        const ctx = { ...this.deliveryContext(row, inst, msg, adapter), inbound: undefined };
+        const ctx = { ...this.deliveryContext(row, trace, inst, msg, adapter), inbound: undefined };
         await sendPart(ctx, 0, out.text ?? '', out.replyTo ?? msg.replyToMessageId, { media: out.media, reaction: out.reaction });
-        this.deps.traces.addStep(row.id, 'channel_sent', 'success', { message_sent: true });
-        this.finish(row, 'completed', inst, { channelSuccess: true }, null);
+        trace.step('channel_sent', 'success', { message_sent: true });
+        this.finish(row, trace, 'completed', inst, { channelSuccess: true }, null);
         return;
       } catch (err) {
         attempts++;
+        const n = attempts;
         const retryable = err instanceof ChannelError ? err.retryable : true;
-        this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
+        trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
         if (retryable && attempts < this.deps.policy.maxAttempts()) {
+          trace.commit();
           await this.deps.clock.sleep(backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
           continue;
         }
-        this.deps.traces.addStep(row.id, 'channel_sent', 'error', { message_sent: false, error: (err as Error).message });
-        this.finish(row, 'failed', inst, { error: (err as Error).message, channelSuccess: false });
+        trace.step('channel_sent', 'error', { message_sent: false, error: (err as Error).message });
+        this.finish(row, trace, 'failed', inst, { error: (err as Error).message, channelSuccess: false });
         return;
       }
     }
   }
 
-  private async deadLetter(row: InboxRow, inst: Instance, msg: InboundMessage, reason: string, attempts: number, retryable: boolean): Promise<void> {
+  private async deadLetter(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, reason: string, attempts: number, retryable: boolean): Promise<void> {
     const { db } = this.deps;
-    db.query('INSERT OR REPLACE INTO dead_letters (id, inbox_seq, instance_id, conversation_id, reason, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(newId(), row.seq, inst.id, this.conversationId, reason, attempts, isoNow());
-    this.deps.traces.addStep(row.id, 'dead_lettered', 'error', { reason, attempts, retryable });
+    trace.write(() =>
+      db.query('INSERT OR REPLACE INTO dead_letters (id, inbox_seq, instance_id, conversation_id, reason, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(newId(), row.seq, inst.id, this.conversationId, reason, attempts, isoNow()),
+    );
+    trace.step('dead_lettered', 'error', { reason, attempts, retryable });
     this.deps.observer.deadLettered?.(inst);
-    if (inst.settings.errorReply) await this.trySend(row, inst, msg, 'error_reply', inst.settings.errorReply);
-    this.finish(row, 'dead_lettered', inst, { error: reason, channelSuccess: false });
+    if (inst.settings.errorReply) await this.trySend(row, trace, inst, msg, 'error_reply', inst.settings.errorReply);
+    this.finish(row, trace, 'dead_lettered', inst, { error: reason, channelSuccess: false });
   }
 
-  private finish(row: InboxRow, status: 'completed' | 'failed' | 'blocked' | 'dead_lettered', inst: Instance | null, f: { error?: string; channelSuccess?: boolean }, responseText: string | null = null): void {
-    this.deps.traces.finish(row.seq, status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null, receivedAt: row.received_at });
+  /** The terminal state, in one transaction with everything still queued for this message. */
+  private finish(row: InboxRow, trace: TraceLog, status: 'completed' | 'failed' | 'blocked' | 'dead_lettered', inst: Instance | null, f: { error?: string; channelSuccess?: boolean }, responseText: string | null = null): void {
+    trace.commit(() => this.deps.traces.finish(row.seq, status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null, receivedAt: row.received_at }));
     this.deps.inbox.settled(this.conversationId);
     this.deps.observer.terminal?.(row, status, inst, responseText);
   }

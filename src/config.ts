@@ -27,6 +27,8 @@ export interface Config {
     prefetch: number;
     actorIdleMs: number;
     maxActiveActors: number;
+    /** Show "typing…" only when the agent takes longer than this (0 = at once). */
+    typingDelayMs: number;
   };
   /** Cluster mode (only used when redisUrl is set). */
   cluster: {
@@ -34,6 +36,8 @@ export interface Config {
     keyPrefix: string;
     shards: number;
     leaseMs: number;
+    /** This node's own base URL for internal calls between nodes (default http://HOST:PORT as bound). */
+    advertiseUrl: string | null;
   };
   leo: {
     bearerToken: string | null;
@@ -98,6 +102,7 @@ function clusterConfig(env: Env): Config['cluster'] {
     keyPrefix: prefix ? prefix[1] : 'switchboard:',
     shards: int(env, ['CLUSTER_SHARDS'], 256, 1, 4096),
     leaseMs: int(env, ['CLUSTER_LEASE_MS'], 10_000, 300, 600_000),
+    advertiseUrl: url(env, ['CLUSTER_ADVERTISE_URL'], ['http:', 'https:']),
   };
 }
 
@@ -152,6 +157,7 @@ export function loadConfig(env: Env = process.env): Config {
       prefetch: int(env, ['CONVERSATION_PREFETCH'], 16, 1, 1000),
       actorIdleMs: int(env, ['ACTOR_IDLE_MS'], 60_000, 10, 86_400_000),
       maxActiveActors: int(env, ['MAX_ACTIVE_ACTORS'], 10_000, 1, 10_000_000),
+      typingDelayMs: int(env, ['TYPING_DELAY_MS'], 1000, 0, 60_000),
     },
     cluster: clusterConfig(env),
     leo: {

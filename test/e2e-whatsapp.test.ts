@@ -31,7 +31,7 @@ function decodeDataUrl(dataUrl: string): string | null {
 
 async function setup() {
   const sockets = fakeSocketFactory();
-  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' }, { pipeline: { adapterDeps: { baileysSocketFactory: sockets.factory } } });
+  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', TYPING_DELAY_MS: '0' }, { pipeline: { adapterDeps: { baileysSocketFactory: sockets.factory } } });
   await t.gw.start();
   const res = await t.call('POST', '/api/v2/instances', {
     name: 'wa', channel: 'whatsapp-baileys',

@@ -152,3 +152,20 @@ describe('conversations and browser-style keys', () => {
     await t.close();
   });
 });
+
+describe('typing indicator', () => {
+  test('an instant reply sends no presence; a slow agent gets composing, then paused, then the reply', async () => {
+    const t = await setup({ TYPING_DELAY_MS: '60' });
+    await t.post(upsert('ty-1', 'quick', '15553330000'));
+    await evo.waitForSent(1);
+    await Bun.sleep(100);
+    expect(evo.calls.filter((c) => c.route === 'sendPresence').length).toBe(0);
+    agent.setBehaviour({ latencyMs: 250 });
+    await t.post(upsert('ty-2', 'slow', '15553330000'));
+    await evo.waitForSent(2);
+    await until(() => evo.calls.filter((c) => c.route === 'sendPresence').length === 2);
+    const presences = evo.calls.filter((c) => c.route === 'sendPresence').map((c) => c.body.presence);
+    expect(presences).toEqual(['composing', 'paused']);
+    await t.close();
+  });
+});

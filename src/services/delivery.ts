@@ -2,8 +2,10 @@
 //  final  — one reply, chunked to the channel's limits;
 //  blocks — each completed block is sent while the agent still writes;
 //  edit   — post once, then edit in place at most once a second, rolling over at the limit.
-// Every posted part has an outbox row: pending → sending → sent (with the platform id). A part
-// found `sending` after a crash is resent and counted as a possible duplicate.
+// Every posted part has an outbox row: sending → sent (with the platform id). `sending` is
+// committed (with the message's queued trace writes) before the channel call; `sent` is queued
+// and committed with the message's next write. A part found `sending` after a crash is resent and
+// counted as a possible duplicate.
 import type { Database } from 'bun:sqlite';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import type { ChannelAdapter, ChatRef, InboundMessage, OutboundMessage } from '../channels/types.ts';
@@ -11,6 +13,7 @@ import { BlockSplitter, chunkText } from '../stream/chunker.ts';
 import { crashPoint } from './crash.ts';
 import { isoNow, newId } from './ids.ts';
 import type { Instance } from './instance-types.ts';
+import type { TraceLog } from './traces.ts';
 
 interface OutboxRow {
   id: string;
@@ -29,6 +32,8 @@ export interface DeliveryContext {
   chat: ChatRef;
   inbound: InboundMessage | undefined;
   idempotencyKey: string;
+  /** The message's pending writes (trace steps, row updates), committed with the outbox changes. */
+  log: TraceLog;
   onPossibleDuplicate: () => void;
   onSent?: (part: number, platformMessageId: string, text: string) => void;
 }
@@ -49,11 +54,16 @@ export async function sendPart(ctx: DeliveryContext, part: number, text: string,
   const row = db.query<OutboxRow, [number, number]>('SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?').get(ctx.inboxSeq, part);
   if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
   if (row?.status === 'sending') ctx.onPossibleDuplicate();
-  if (row) db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(text, row.id);
-  else db.query("INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)").run(newId(), ctx.inboxSeq, part, text, isoNow());
+  ctx.log.commit(() => {
+    if (row) db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(text, row.id);
+    else db.query("INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)").run(newId(), ctx.inboxSeq, part, text, isoNow());
+  });
   const receipt = await ctx.adapter.send(ctx.chat, { text, replyTo, ...extra }, { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound });
   crashPoint('after_send_before_outbox_commit');
-  db.query("UPDATE outbox SET status = 'sent', platform_message_id = ?, sent_at = ? WHERE inbox_seq = ? AND part = ?").run(receipt.platformMessageId, isoNow(), ctx.inboxSeq, part);
+  const sentAt = isoNow();
+  ctx.log.write(() => {
+    db.query("UPDATE outbox SET status = 'sent', platform_message_id = ?, sent_at = ? WHERE inbox_seq = ? AND part = ?").run(receipt.platformMessageId, sentAt, ctx.inboxSeq, part);
+  });
   ctx.onSent?.(part, receipt.platformMessageId, text);
   return receipt.platformMessageId;
 }
@@ -136,7 +146,7 @@ class EditWriter implements ReplyWriter {
         this.ids.set(i, await sendPart(this.ctx, i, text, i === 0 ? this.replyTo : undefined));
       } else {
         await this.ctx.adapter.edit!(this.ctx.chat, id, text);
-        this.ctx.db.query('UPDATE outbox SET text = ? WHERE inbox_seq = ? AND part = ?').run(text, this.ctx.inboxSeq, i);
+        this.ctx.log.write(() => this.ctx.db.query('UPDATE outbox SET text = ? WHERE inbox_seq = ? AND part = ?').run(text, this.ctx.inboxSeq, i));
       }
       this.shown.set(i, text);
     }

@@ -145,7 +145,7 @@ export class Pipeline {
               for (const l of this.terminalListeners) l(row, status, inst, text);
             },
           },
-          policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch },
+          policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch, typingDelayMs: p.typingDelayMs },
           stillOwner: (id) => this.owns.conversation(id),
         });
         this.actors.set(key, actor);

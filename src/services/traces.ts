@@ -29,14 +29,63 @@ export interface TraceRecord extends InboxRow {
   steps: TraceStep[];
 }
 
-export class TraceService {
-  constructor(private db: Database) {}
+/**
+ * The pending writes of one message being processed: trace steps and row updates are buffered
+ * and written together with the stage's own change (agent commit, outbox `sending`, finish), so
+ * a message costs a few transactions instead of one per step.
+ */
+export class TraceLog {
+  private ops: Array<() => void> = [];
+  private nextIdx: number;
 
-  addStep(traceId: string, step: string, status: TraceStep['status'], details?: Record<string, unknown> | null, durationMs?: number | null): void {
-    const idx = (this.db.query<{ n: number }, [string]>('SELECT COALESCE(MAX(idx), -1) + 1 AS n FROM trace_steps WHERE trace_id = ?').get(traceId)!).n;
+  constructor(private traces: TraceService, readonly traceId: string) {
+    this.nextIdx = traces.nextStepIndex(traceId);
+  }
+
+  step(step: string, status: TraceStep['status'], details?: Record<string, unknown> | null, durationMs?: number | null): void {
+    const idx = this.nextIdx++;
+    const at = isoNow();
+    this.ops.push(() => this.traces.insertStep(this.traceId, idx, step, status, at, durationMs ?? null, details ?? null));
+  }
+
+  /** Queues a row update for the next commit of this message. */
+  write(op: () => void): void {
+    this.ops.push(op);
+  }
+
+  /** Runs the queued writes; call inside a transaction. */
+  drain(): void {
+    const ops = this.ops;
+    this.ops = [];
+    for (const op of ops) op();
+  }
+
+  /** One transaction: the queued writes, then `also`. */
+  commit(also?: () => void): void {
+    if (this.ops.length === 0 && !also) return;
+    this.traces.db.transaction(() => {
+      this.drain();
+      also?.();
+    })();
+  }
+}
+
+export class TraceService {
+  constructor(readonly db: Database) {}
+
+  nextStepIndex(traceId: string): number {
+    return (this.db.query<{ n: number }, [string]>('SELECT COALESCE(MAX(idx), -1) + 1 AS n FROM trace_steps WHERE trace_id = ?').get(traceId)!).n;
+  }
+
+  insertStep(traceId: string, idx: number, step: string, status: TraceStep['status'], at: string, durationMs: number | null, details: Record<string, unknown> | null): void {
     this.db
       .query('INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(traceId, idx, step, status, isoNow(), durationMs ?? null, details ? JSON.stringify(details) : null);
+      .run(traceId, idx, step, status, at, durationMs, details ? JSON.stringify(details) : null);
+  }
+
+  /** One step in its own transaction (API actions such as a replay; the pipeline uses TraceLog). */
+  addStep(traceId: string, step: string, status: TraceStep['status'], details?: Record<string, unknown> | null, durationMs?: number | null): void {
+    this.insertStep(traceId, this.nextStepIndex(traceId), step, status, isoNow(), durationMs ?? null, details ?? null);
   }
 
   steps(traceId: string): TraceStep[] {
