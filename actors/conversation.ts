@@ -15,6 +15,7 @@ import type { Inbox, InboxRow } from '../src/services/inbox.ts';
 import type { Instance } from '../src/services/instance-types.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
 import { TraceLog, type TraceService } from '../src/services/traces.ts';
+import type { GroupCommitter } from '../src/services/group-commit.ts';
 import type { Database } from 'bun:sqlite';
 import { ApiChannelAdapter } from '../src/channels/api.ts';
 
@@ -53,6 +54,8 @@ export interface ConversationDeps {
   db: Database;
   inbox: Inbox;
   traces: TraceService;
+  /** Shared group commit for the pipeline's writes. */
+  committer: GroupCommitter;
   clock: Clock;
   log: Logger;
   instance(id: string): Instance | null;
@@ -121,9 +124,9 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const { log } = this.deps;
     const inst = this.deps.instance(row.instance_id);
     const msg = JSON.parse(row.payload_json) as InboundMessage;
-    const trace = new TraceLog(this.deps.traces, row.id);
+    const trace = new TraceLog(this.deps.traces, row.id, this.deps.committer);
     if (!inst) {
-      this.finish(row, trace, 'failed', null, { error: 'instance no longer exists' });
+      await this.finish(row, trace, 'failed', null, { error: 'instance no longer exists' });
       return;
     }
 
@@ -137,7 +140,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
       });
       if (!decision.allowed) {
         if (decision.reply) await this.trySend(row, trace, inst, msg, 'access_reply', decision.reply);
-        this.finish(row, trace, 'blocked', inst, { error: decision.reason });
+        await this.finish(row, trace, 'blocked', inst, { error: decision.reason });
         return;
       }
     }
@@ -148,11 +151,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
     for (;;) {
       try {
         responseText = await this.attempt(row, trace, inst, msg, responseText);
-        this.finish(row, trace, 'completed', inst, { channelSuccess: true }, responseText);
+        await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, responseText);
         return;
       } catch (err) {
         if (this.stopped && this.abort.signal.aborted) {
-          trace.commit(); // handed off: keep what happened; the new owner resumes
+          await trace.commit(); // handed off: keep what happened; the new owner resumes
           return;
         }
         attempts++;
@@ -167,7 +170,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
           const hinted = err instanceof ChannelError ? err.retryAfterMs : undefined;
           const delay = Math.max(hinted ?? 0, backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
           trace.step('retry_scheduled', 'error', { attempt: attempts, stage, error: message, delay_ms: Math.round(delay) });
-          trace.commit();
+          await trace.commit();
           if (this.openTurns.has(row.id)) this.deps.sink.turnRestarted(row.id, `attempt ${attempts} failed: ${message}`);
           await this.deps.clock.sleep(delay);
           if (responseText === null) responseText = this.deps.inbox.get(row.seq)?.response_text ?? null;
@@ -232,7 +235,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         // Commit the agent run (with the steps so far): from here on a retry or a restart never calls the agent again.
         const reply = text;
         trace.step('agent_called', 'success', { agent_url: inst.agent.url, response_preview: reply.slice(0, 120) }, Math.round(ms));
-        trace.commit(() => db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(reply, row.seq));
+        await trace.commit(() => db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(reply, row.seq));
         this.openTurns.delete(turnId);
         sink.runFinished(turnId, reply);
       } catch (err) {
@@ -320,7 +323,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         const ctx = { ...this.deliveryContext(row, trace, inst, msg, adapter), inbound: undefined };
         await sendPart(ctx, 0, out.text ?? '', out.replyTo ?? msg.replyToMessageId, { media: out.media, reaction: out.reaction });
         trace.step('channel_sent', 'success', { message_sent: true });
-        this.finish(row, trace, 'completed', inst, { channelSuccess: true }, null);
+        await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, null);
         return;
       } catch (err) {
         attempts++;
@@ -328,12 +331,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
         const retryable = err instanceof ChannelError ? err.retryable : true;
         trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
         if (retryable && attempts < this.deps.policy.maxAttempts()) {
-          trace.commit();
+          await trace.commit();
           await this.deps.clock.sleep(backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
           continue;
         }
         trace.step('channel_sent', 'error', { message_sent: false, error: (err as Error).message });
-        this.finish(row, trace, 'failed', inst, { error: (err as Error).message, channelSuccess: false });
+        await this.finish(row, trace, 'failed', inst, { error: (err as Error).message, channelSuccess: false });
         return;
       }
     }
@@ -348,12 +351,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
     trace.step('dead_lettered', 'error', { reason, attempts, retryable });
     this.deps.observer.deadLettered?.(inst);
     if (inst.settings.errorReply) await this.trySend(row, trace, inst, msg, 'error_reply', inst.settings.errorReply);
-    this.finish(row, trace, 'dead_lettered', inst, { error: reason, channelSuccess: false });
+    await this.finish(row, trace, 'dead_lettered', inst, { error: reason, channelSuccess: false });
   }
 
   /** The terminal state, in one transaction with everything still queued for this message. */
-  private finish(row: InboxRow, trace: TraceLog, status: 'completed' | 'failed' | 'blocked' | 'dead_lettered', inst: Instance | null, f: { error?: string; channelSuccess?: boolean }, responseText: string | null = null): void {
-    trace.commit(() => this.deps.traces.finish(row.seq, status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null, receivedAt: row.received_at }));
+  private async finish(row: InboxRow, trace: TraceLog, status: 'completed' | 'failed' | 'blocked' | 'dead_lettered', inst: Instance | null, f: { error?: string; channelSuccess?: boolean }, responseText: string | null = null): Promise<void> {
+    await trace.commit(() => this.deps.traces.finish(row.seq, status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null, receivedAt: row.received_at }));
     this.deps.inbox.settled(this.conversationId);
     this.deps.observer.terminal?.(row, status, inst, responseText);
   }

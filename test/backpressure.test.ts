@@ -100,6 +100,8 @@ describe('passivation', () => {
     const post = (b: unknown) => t.call('POST', `/webhook/evolution/pv?token=${token}`, b, { 'x-api-key': '' });
     await post(upsert('pv-1', 'one', '1444'));
     await evo.waitForSent(1);
+    // The reply left; wait (in real time) until the actor has committed and gone idle.
+    while (t.gw.pipeline.conversations.stats().busy > 0) await Bun.sleep(2);
     expect(t.gw.pipeline.conversations.stats().active).toBe(1);
     await clock.advance(999);
     expect(t.gw.pipeline.conversations.stats().active).toBe(1);

@@ -54,7 +54,7 @@ export async function sendPart(ctx: DeliveryContext, part: number, text: string,
   const row = db.query<OutboxRow, [number, number]>('SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?').get(ctx.inboxSeq, part);
   if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
   if (row?.status === 'sending') ctx.onPossibleDuplicate();
-  ctx.log.commit(() => {
+  await ctx.log.commit(() => {
     if (row) db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(text, row.id);
     else db.query("INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)").run(newId(), ctx.inboxSeq, part, text, isoNow());
   });

@@ -164,7 +164,8 @@ export class EventService {
     this.queue.push(e);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      // Events are a derived record: a short delay batches many messages into one transaction.
+      setTimeout(() => this.flush(), 20);
     }
   }
 

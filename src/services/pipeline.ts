@@ -17,6 +17,7 @@ import type { Instance, InstanceStatus } from './instance-types.ts';
 import type { InstanceService } from './instances.ts';
 import { Metrics } from './metrics.ts';
 import { Semaphore } from './semaphore.ts';
+import { GroupCommitter } from './group-commit.ts';
 import type { SettingsService } from './settings.ts';
 import { TraceService } from './traces.ts';
 
@@ -40,6 +41,7 @@ export type TerminalListener = (row: InboxRow, status: string, inst: Instance | 
 export class Pipeline {
   readonly inbox: Inbox;
   readonly traces: TraceService;
+  readonly committer: GroupCommitter;
   readonly hub: StreamHub;
   readonly metrics = new Metrics();
   readonly conversations: Supervisor<ConversationMsg>;
@@ -65,6 +67,7 @@ export class Pipeline {
     const p = o.config.pipeline;
     this.inbox = new Inbox(o.db, { conversationBacklog: p.conversationBacklog, globalBacklog: p.globalBacklog });
     this.traces = new TraceService(o.db);
+    this.committer = new GroupCommitter(o.db);
     this.hub = new StreamHub({ clock: o.clock });
     this.agentPermits = new Semaphore(p.agentConcurrency);
     const mt = this.metrics;
@@ -121,7 +124,7 @@ export class Pipeline {
       restart: { baseMs: 200, maxMs: 30_000, maxRestarts: 20 },
       create: (key) => {
         const actor = new ConversationActor(key, {
-          db: o.db, inbox: this.inbox, traces: this.traces, clock: o.clock, log: o.log,
+          db: o.db, inbox: this.inbox, traces: this.traces, committer: this.committer, clock: o.clock, log: o.log,
           instance: (id) => o.instances.get(id),
           adapter: (id) => this.instanceActors.get(id)?.adapter ?? null,
           agentFor,

@@ -1,6 +1,7 @@
 // Traces: the inbox row is the trace; steps are appended as the pipeline runs.
 import type { Database } from 'bun:sqlite';
 import { isoNow } from './ids.ts';
+import type { GroupCommitter } from './group-commit.ts';
 import type { InboxRow, InboxStatus } from './inbox.ts';
 
 export interface TraceStep {
@@ -38,7 +39,7 @@ export class TraceLog {
   private ops: Array<() => void> = [];
   private nextIdx: number;
 
-  constructor(private traces: TraceService, readonly traceId: string) {
+  constructor(private traces: TraceService, readonly traceId: string, private committer: GroupCommitter) {
     this.nextIdx = traces.nextStepIndex(traceId);
   }
 
@@ -53,20 +54,15 @@ export class TraceLog {
     this.ops.push(op);
   }
 
-  /** Runs the queued writes; call inside a transaction. */
-  drain(): void {
+  /** Commits the queued writes, then `also`, in the next group commit; resolves once durable. */
+  commit(also?: () => void): Promise<void> {
     const ops = this.ops;
     this.ops = [];
-    for (const op of ops) op();
-  }
-
-  /** One transaction: the queued writes, then `also`. */
-  commit(also?: () => void): void {
-    if (this.ops.length === 0 && !also) return;
-    this.traces.db.transaction(() => {
-      this.drain();
+    if (ops.length === 0 && !also) return Promise.resolve();
+    return this.committer.commit(() => {
+      for (const op of ops) op();
       also?.();
-    })();
+    });
   }
 }
 
