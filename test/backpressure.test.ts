@@ -114,3 +114,18 @@ describe('passivation', () => {
     await t.close();
   });
 });
+
+describe('backlog accounting', () => {
+  test('the conversation bound counts unfinished messages only: a long conversation is never shed for its history', async () => {
+    agent.setBehaviour({ latencyMs: 0 });
+    const t = await setup({ CONVERSATION_BACKLOG_LIMIT: '3' });
+    for (let i = 0; i < 12; i++) {
+      const r = await t.post(upsert(`long-${i}`, `m ${i}`, '1333'));
+      expect(r.body.message).toBe('Message accepted');
+      await evo.waitForSent(i + 1);
+      while (t.gw.pipeline.inbox.conversationBacklog(r.body.trace_id) > 0 || t.gw.pipeline.inbox.depth > 0) await Bun.sleep(2);
+    }
+    expect(evo.sentTo('1333').length).toBe(12);
+    await t.close();
+  });
+});

@@ -158,6 +158,7 @@ export class Inbox {
     if (batch.length === 0) return;
     const results: Array<IngestOutcome | null> = [];
     const woken = new Map<string, string>();
+    this.batchCounts.clear();
     try {
       this.db.transaction(() => {
         const now = isoNow();
@@ -189,7 +190,7 @@ export class Inbox {
     // Cluster mode: the trace id was chosen (and answered) by the node that took the webhook.
     const id = typeof m.extra?.clusterTraceId === 'string' ? m.extra.clusterTraceId : newId();
     // Per-conversation bound: beyond it the row is kept (terminal, traced) but never reaches the agent.
-    const pendingHere = (this.backlog.get(conversationId) ?? 0) + countIn(woken, conversationId, this.batchCounts);
+    const pendingHere = (this.backlog.get(conversationId) ?? 0) + (this.batchCounts.get(conversationId) ?? 0);
     const shed = pendingHere >= this.limits.conversationBacklog;
     const row = this.stmt.insert.get(
       id, m.instanceId, m.providerMessageId, conversationId, p.kind, m.sender.id, m.sender.name ?? null, m.sender.phone ?? null,
@@ -213,6 +214,7 @@ export class Inbox {
     return { status: 'accepted', traceId: id, conversationId, seq: row.seq, shed };
   }
 
+  /** Rows accepted per conversation in the batch being written (cleared every flush). */
   private batchCounts = new Map<string, number>();
 
   /** Conversations with unfinished rows (resumed on start), oldest work first. */
@@ -243,8 +245,4 @@ export class Inbox {
     const cutoff = new Date(Date.now() - retentionDays * 86_400_000).toISOString();
     return this.db.query(`DELETE FROM inbox WHERE status NOT IN ('pending','processing') AND received_at < ?`).run(cutoff).changes;
   }
-}
-
-function countIn(_woken: Map<string, string>, conv: string, batchCounts: Map<string, number>): number {
-  return batchCounts.get(conv) ?? 0;
 }
