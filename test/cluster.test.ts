@@ -71,10 +71,22 @@ describe('cluster (3 node processes, real Redis)', () => {
     await until(() => evo.sent.length >= 12, 8000, '12 replies');
     await Bun.sleep(300);
     expect(sentTexts()).toEqual(Array.from({ length: 12 }, (_, i) => `echo: m${i}`));
-    // The trace id answered by the receiving node is the owner's trace, and only the owner ran it.
+    // The trace id answered by the receiving node is the owner's trace; every node serves it
+    // (gathered from the owner), v1 and v2; an unknown id is still a 404 everywhere.
     const onOwner = await owner.call('GET', `/api/v2/traces/${traces[5]}`);
     expect(onOwner.status).toBe(200);
-    for (const n of nodes.filter((x) => x !== owner)) expect((await n.call('GET', `/api/v2/traces/${traces[5]}`)).status).toBe(404);
+    expect(onOwner.body.data.status).toBe('completed');
+    for (const n of nodes.filter((x) => x !== owner)) {
+      const v2 = await n.call('GET', `/api/v2/traces/${traces[5]}`);
+      expect(v2.status).toBe(200);
+      expect(v2.body.data).toEqual(onOwner.body.data);
+      const v1 = await n.call('GET', `/api/v1/traces/${traces[5]}`);
+      expect(v1.status).toBe(200);
+      expect(v1.body.trace_id).toBe(traces[5]);
+      expect((await n.call('GET', '/api/v2/traces/no-such-trace')).status).toBe(404);
+      // No key, no trace (nothing is gathered for an unauthenticated caller).
+      expect((await n.call('GET', `/api/v2/traces/${traces[5]}`, undefined, { 'x-api-key': '' })).status).toBe(401);
+    }
 
     const st = (await nodes[1].call('GET', '/api/v2/cluster')).body.data;
     expect(st.mode).toBe('cluster');
@@ -196,7 +208,8 @@ describe('cluster (3 node processes, real Redis)', () => {
     expect(await owner.proc.exited).toBe(0);
     let maxGap = 0;
     for (let i = 1; i < evo.sent.length; i++) maxGap = Math.max(maxGap, evo.sent[i].at - evo.sent[i - 1].at);
-    expect(maxGap).toBeLessThan(1000);
+    console.log(`SIGTERM hand-off: largest gap between replies ${maxGap} ms (posts every ~25 ms, agent 30 ms)`);
+    expect(maxGap).toBeLessThan(500);
   }, 40_000);
 });
 

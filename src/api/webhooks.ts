@@ -63,7 +63,12 @@ export function webhookRoutes(gw: Gateway) {
         const inst = gw.instances.getByName(params.instance);
         const adapter = inst ? gw.pipeline.adapter(inst.id) : null;
         if (!inst || inst.channel !== 'slack') throw new ApiError('NOT_FOUND', 'No such Slack instance');
-        if (!(adapter instanceof SlackAdapter)) throw new ApiError('UNAVAILABLE', 'Slack instance is not running', null, { 'retry-after': '5' });
+        if (!(adapter instanceof SlackAdapter)) {
+          // Cluster: the Slack connection lives on the owner of the instance's shard; pass the signed request on.
+          const forwarded = gw.cluster ? await gw.cluster.forwardToOwner(inst.id, request, typeof body === 'string' ? body : '') : null;
+          if (forwarded) return forwarded;
+          throw new ApiError('UNAVAILABLE', 'Slack instance is not running', null, { 'retry-after': '5' });
+        }
         const answer = await adapter.handleEventsRequest(typeof body === 'string' ? body : '', request.headers);
         set.status = answer.status;
         if (answer.headers) Object.assign(set.headers, answer.headers);

@@ -85,12 +85,7 @@ export class ConfigSync {
     this.lastId = last[0]?.[0] ?? '0-0';
     const seeded = await redis.get(`${prefix}cfg:seeded`);
     if (!seeded) {
-      for (const t of this.tables) {
-        for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
-          db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(t.name, JSON.stringify(t.pk.map((c) => r[c])));
-        }
-      }
-      await this.publish();
+      await this.seed();
       return;
     }
     const tablesTouched = new Set<string>();
@@ -119,6 +114,17 @@ export class ConfigSync {
       }
     });
     if (tablesTouched.size) this.d.applied(tablesTouched, instanceIds);
+  }
+
+  /** Queues every local configuration row for publishing (an empty cluster takes this node's configuration). */
+  private async seed(): Promise<void> {
+    const { db } = this.d;
+    for (const t of this.tables) {
+      for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
+        db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(t.name, JSON.stringify(t.pk.map((c) => r[c])));
+      }
+    }
+    await this.publish();
   }
 
   private withApply(fn: () => void): void {
@@ -184,6 +190,11 @@ export class ConfigSync {
     this.applying = true;
     const { redis, prefix, node } = this.d;
     try {
+      // Redis restarted without its data: the surviving nodes put the configuration back.
+      if ((await redis.exists(`${prefix}cfg:seeded`)) === 0) {
+        this.d.log.warn('cluster: configuration missing in Redis (data lost?); re-seeding it from this node');
+        await this.seed();
+      }
       for (;;) {
         const entries = (await redis.xrange(`${prefix}cfg:log`, `(${this.lastId}`, '+', 'COUNT', 500)) as Array<[string, string[]]>;
         if (entries.length === 0) break;

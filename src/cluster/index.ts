@@ -39,7 +39,13 @@ import { isoNow, newId } from '../services/ids.ts';
 import { ConfigSync } from './config-sync.ts';
 import { LiveRelay } from './live.ts';
 import { ACK, ACQUIRE, APPEND, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
+import { RedisRateLimiter } from './rate-limit.ts';
 import { desiredShards, shardOf } from './shards.ts';
+import { limitsFromSettings } from '../services/rate-limit.ts';
+import type { Histogram } from '../services/metrics.ts';
+
+/** Marks a request one node passed to another, so the receiver answers from its own data only. */
+export const FORWARDED_HEADER = 'x-switchboard-forwarded-by';
 
 export interface ClusterOptions {
   redisUrl: string;
@@ -49,6 +55,8 @@ export interface ClusterOptions {
   leaseMs: number;
   /** Dedupe window for provider message ids (ms). */
   dedupeTtlMs: number;
+  /** This node's base URL for the other nodes (null: http://host:port once the server listens). */
+  advertiseUrl?: string | null;
 }
 
 interface Owned {
@@ -82,6 +90,11 @@ export class Cluster {
   private catchUp: number[] = [];
   private timer: ReturnType<typeof setInterval> | null = null;
   private ticking = false;
+  private tickAgain = false;
+  private url: string | null;
+  private peerCache: { at: number; peers: Array<{ id: string; url: string }> } | null = null;
+  private renewSeconds: Histogram;
+  readonly rateLimiter: RedisRateLimiter;
   private stopped = false;
   private consumerDone: Promise<void> | null = null;
   private convInstance = new Map<string, string>();
@@ -108,6 +121,20 @@ export class Cluster {
       applied: (tables, instanceIds) => this.configApplied(tables, instanceIds),
     });
     this.relay = new LiveRelay(gw.pipeline.hub, this.cmd, `${o.prefix}live`, this.node);
+    this.url = o.advertiseUrl ?? null;
+    this.rateLimiter = new RedisRateLimiter({ redisUrl: o.redisUrl, prefix: o.prefix, node: this.node, limitOf: limitsFromSettings(gw.settings), log: gw.log });
+    const m = gw.pipeline.metrics;
+    this.renewSeconds = m.histogram('switchboard_cluster_lease_renew_seconds', 'Round trip of the one-call renewal of all owned shard leases', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]);
+    m.gauge('switchboard_cluster_owned_shards', 'Shards this node holds a valid lease on', () => [...this.owned.keys()].filter((s) => this.ownsShard(s)).length);
+    m.gauge('switchboard_cluster_live_nodes', 'Live cluster members seen at the last heartbeat', () => this.live.length);
+  }
+
+  /** Called once the HTTP server listens (port 0 → the real port), unless CLUSTER_ADVERTISE_URL is set. */
+  advertisePort(port: number): void {
+    if (this.url || !port) return;
+    const host = this.gw.config.host;
+    const h = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    this.url = `http://${h}:${port}`;
   }
 
   private k(s: string): string {
@@ -150,7 +177,8 @@ export class Cluster {
   }
 
   async start(): Promise<void> {
-    await Promise.all([this.lease.connect(), this.cmd.connect(), this.sub.connect(), this.reader.connect()]);
+    await Promise.all([this.lease.connect(), this.cmd.connect(), this.sub.connect(), this.reader.connect(), this.rateLimiter.connect()]);
+    this.gw.rateLimiter = this.rateLimiter;
     const p = this.gw.pipeline;
     p.owns = { conversation: (id) => this.ownsConversation(id), instance: (id) => this.ownsInstance(id) };
     p.ingestHook = (msg, kind) => this.append(msg, kind);
@@ -178,10 +206,15 @@ export class Cluster {
   // ------------------------------------------------------------------ membership and leases
 
   private async tick(): Promise<void> {
-    if (this.ticking || this.stopped) return;
+    if (this.stopped) return;
+    if (this.ticking) {
+      // A notice (a node left, a shard was released) must not wait for the next interval.
+      this.tickAgain = true;
+      return;
+    }
     this.ticking = true;
     try {
-      const info = JSON.stringify({ pid: process.pid, host: hostname(), port: this.gw.config.port, startedAt: startedAt });
+      const info = JSON.stringify({ pid: process.pid, host: hostname(), port: this.gw.config.port, url: this.url, startedAt: startedAt });
       this.live = ((await this.lease.eval(HEARTBEAT, 0, this.o.prefix, this.node, this.o.leaseMs, info)) as string[]).sort();
       await this.renew();
       this.fenceExpired();
@@ -196,6 +229,10 @@ export class Cluster {
       this.fenceExpired();
     } finally {
       this.ticking = false;
+      if (this.tickAgain && !this.stopped) {
+        this.tickAgain = false;
+        void this.tick();
+      }
     }
   }
 
@@ -206,6 +243,7 @@ export class Cluster {
     const args: Array<string | number> = [this.o.prefix, this.node, this.o.leaseMs];
     for (const [s, o] of held) args.push(s, o.epoch);
     const res = (await this.lease.eval(RENEW, 0, ...args)) as number[];
+    this.renewSeconds.observe((this.now() - sentAt) / 1000);
     held.forEach(([s, o], i) => {
       if (res[i] === 1) o.validUntil = sentAt + this.o.leaseMs - this.marginMs;
       else void this.lose(s, 'lease taken over');
@@ -344,6 +382,9 @@ export class Cluster {
 
   /** A newly owned shard: close rows another owner finished, then resume the stream from the start. */
   private async catchUpShard(shard: number): Promise<void> {
+    // A stream is never deleted (XDEL leaves it empty): a missing one means a fresh Redis, and
+    // then its absent entries say nothing about what other owners finished.
+    const streamKnown = (await this.cmd.exists(this.k(`stream:${shard}`))) === 1;
     const entries: Array<[string, string[]]> = [];
     let from = '-';
     for (;;) {
@@ -358,7 +399,7 @@ export class Cluster {
     for (const row of open) {
       if (this.shardOfInstance(row.instance_id) !== shard) continue;
       const sid = streamIdOf(row);
-      if (!sid || present.has(sid)) continue;
+      if (!sid || present.has(sid) || !streamKnown) continue;
       db.query("UPDATE inbox SET status = 'completed', completed_at = ? WHERE seq = ?").run(isoNow(), row.seq);
       pipeline.traces.addStep(row.id, 'handled_by_other_node', 'success', { reason: 'another owner finished this message while this node did not own its shard' });
       pipeline.inbox.settled(row.conversation_id);
@@ -468,6 +509,88 @@ export class Cluster {
     }
   }
 
+  // ------------------------------------------------------------------ reads and requests across nodes
+
+  /** Live peers with an advertised URL (heartbeat info), cached for one renew interval. */
+  async peers(): Promise<Array<{ id: string; url: string }>> {
+    const now = this.now();
+    if (this.peerCache && now - this.peerCache.at < this.renewMs) return this.peerCache.peers;
+    const others = this.live.filter((n) => n !== this.node);
+    const infos = others.length ? await this.cmd.mget(...others.map((n) => this.k(`node:${n}`))) : [];
+    const peers: Array<{ id: string; url: string }> = [];
+    others.forEach((id, i) => {
+      const url = infos[i] ? (JSON.parse(infos[i]!) as { url?: string | null }).url : null;
+      if (url) peers.push({ id, url });
+    });
+    this.peerCache = { at: now, peers };
+    return peers;
+  }
+
+  /**
+   * Gathered read: a GET this node cannot answer (e.g. a trace that lives on the node owning its
+   * instance's shard) is asked of every live peer in parallel, with the caller's own credentials;
+   * the first 200 answer is returned (its JSON body), or null when no peer has it. A request that
+   * already came from a peer is never passed on again.
+   */
+  async fromPeers(request: Request, timeoutMs = 2000): Promise<unknown | null> {
+    if (request.method !== 'GET' || request.headers.has(FORWARDED_HEADER)) return null;
+    const peers = await this.peers().catch(() => []);
+    if (!peers.length) return null;
+    const u = new URL(request.url);
+    const headers: Record<string, string> = { [FORWARDED_HEADER]: this.node, accept: 'application/json' };
+    for (const h of ['x-api-key', 'authorization']) {
+      const v = request.headers.get(h);
+      if (v) headers[h] = v;
+    }
+    const ask = async (p: { url: string }) => {
+      const res = await fetch(p.url + u.pathname + u.search, { headers, signal: AbortSignal.timeout(timeoutMs) });
+      if (res.status !== 200) throw new Error(String(res.status));
+      return (await res.json()) as unknown;
+    };
+    try {
+      return await Promise.any(peers.map(ask));
+    } catch {
+      return null;
+    }
+  }
+
+  /** Base URL of the node holding the lease of an instance's shard; null when that is this node or unknown. */
+  async ownerUrl(instanceId: string): Promise<string | null> {
+    const holder = await this.cmd.get(this.k(`lease:${this.shardOfInstance(instanceId)}`));
+    if (!holder || holder === this.node) return null;
+    const info = await this.cmd.get(this.k(`node:${holder}`));
+    return info ? ((JSON.parse(info) as { url?: string | null }).url ?? null) : null;
+  }
+
+  /**
+   * Passes a webhook this node cannot serve (its channel connection lives on the owner, e.g. the
+   * Slack Events API verified by the owner's adapter) to the owner: same path, raw body and headers.
+   * Null when the request already came from a peer or no owner is reachable.
+   */
+  async forwardToOwner(instanceId: string, request: Request, rawBody: string): Promise<Response | null> {
+    if (request.headers.has(FORWARDED_HEADER)) return null;
+    const url = await this.ownerUrl(instanceId).catch(() => null);
+    if (!url) return null;
+    const headers = new Headers();
+    request.headers.forEach((v, k) => {
+      if (k === 'content-type' || k === 'user-agent' || k.startsWith('x-slack-')) headers.set(k, v);
+    });
+    headers.set(FORWARDED_HEADER, this.node);
+    const u = new URL(request.url);
+    try {
+      const res = await fetch(url + u.pathname + u.search, { method: request.method, headers, body: rawBody, signal: AbortSignal.timeout(10_000) });
+      const out = new Headers();
+      for (const h of ['content-type', 'retry-after']) {
+        const v = res.headers.get(h);
+        if (v) out.set(h, v);
+      }
+      return new Response(await res.text(), { status: res.status, headers: out });
+    } catch (err) {
+      this.gw.log.warn({ err: String(err), owner: url }, 'cluster: forwarding to the owner failed');
+      return null;
+    }
+  }
+
   // ------------------------------------------------------------------ status and shutdown
 
   async status(): Promise<ClusterStatus> {
@@ -511,6 +634,14 @@ export class Cluster {
     this.timer = null;
     while (this.ticking) await Bun.sleep(5);
     this.stopped = true;
+    // Leave the membership FIRST: the others compute this node's shards as theirs at once and
+    // take each one the moment its lease is released (notice below), instead of after a heartbeat TTL.
+    try {
+      await this.cmd.multi().del(this.k(`node:${this.node}`)).srem(this.k('nodes'), this.node).exec();
+      await this.cmd.publish(this.k('notice'), JSON.stringify({ type: 'leaving', node: this.node }));
+    } catch {
+      /* the heartbeat expires on its own */
+    }
     await Promise.all([...this.owned.keys()].map((s) => this.release(s, 'shutdown')));
     this.config.stop();
     await this.config.publish();
@@ -523,6 +654,7 @@ export class Cluster {
     this.reader.disconnect();
     await this.consumerDone?.catch(() => {});
     for (const c of [this.lease, this.cmd, this.sub]) c.disconnect();
+    this.rateLimiter.close();
   }
 }
 
@@ -551,6 +683,7 @@ export async function startCluster(gw: Gateway): Promise<Cluster> {
     shards: c.cluster.shards,
     leaseMs: c.cluster.leaseMs,
     dedupeTtlMs: 7 * 86_400_000,
+    advertiseUrl: c.cluster.advertiseUrl,
   });
   await cluster.start();
   gw.onClose(() => cluster.stop());

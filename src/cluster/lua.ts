@@ -2,10 +2,15 @@
 // every owner-side write checks the lease holder and fencing epoch in the same call (fail closed).
 // Keys are built from the prefix inside the scripts (single Redis, not Redis Cluster).
 
-/** ARGV: prefix, node, leaseMs, shard... → epoch per shard (0 = held by another node). */
+/** ARGV: prefix, node, leaseMs, shard... → epoch per shard (0 = held by another node).
+ *  Refuses everything during the quiet period after Redis lost its data (see HEARTBEAT). */
 export const ACQUIRE = `
 local p, node, ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
+if redis.call('EXISTS', p .. 'quiet') == 1 then
+  for i = 4, #ARGV do out[#out + 1] = 0 end
+  return out
+end
 for i = 4, #ARGV do
   local lk = p .. 'lease:' .. ARGV[i]
   local ok = redis.call('SET', lk, node, 'NX', 'PX', ms)
@@ -23,14 +28,23 @@ for i = 4, #ARGV do
 end
 return out`;
 
-/** ARGV: prefix, node, leaseMs, shard1, epoch1, shard2, epoch2... → 1/0 per shard. One call renews all. */
+/** ARGV: prefix, node, leaseMs, shard1, epoch1, shard2, epoch2... → 1/0 per shard. One call renews all.
+ *  Lease AND epoch both missing means Redis lost its data (an epoch key is never deleted): the
+ *  holder, still inside its own self-fenced validity, reclaims the shard with its epoch. No one
+ *  else can hold it: acquisitions wait out the quiet period, by which time every other former
+ *  holder has self-fenced. */
 export const RENEW = `
 local p, node, ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local out = {}
 for i = 4, #ARGV, 2 do
   local lk = p .. 'lease:' .. ARGV[i]
-  if redis.call('GET', lk) == node and redis.call('GET', p .. 'epoch:' .. ARGV[i]) == ARGV[i + 1] then
+  local ek = p .. 'epoch:' .. ARGV[i]
+  if redis.call('GET', lk) == node and redis.call('GET', ek) == ARGV[i + 1] then
     redis.call('PEXPIRE', lk, ms)
+    out[#out + 1] = 1
+  elseif redis.call('EXISTS', lk) == 0 and redis.call('EXISTS', ek) == 0 then
+    redis.call('SET', lk, node, 'PX', ms)
+    redis.call('SET', ek, ARGV[i + 1])
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -69,9 +83,15 @@ local id = redis.call('XADD', p .. 'stream:' .. ARGV[2], '*', 'm', ARGV[6], 'k',
 redis.call('PUBLISH', p .. 'wake', ARGV[2])
 return {1, id}`;
 
-/** Membership heartbeat. ARGV: prefix, node, ttlMs, info → live node ids. */
+/** Membership heartbeat. ARGV: prefix, node, ttlMs, info → live node ids.
+ *  A Redis without the \`cluster\` marker is new or lost its data (restart without persistence):
+ *  the first heartbeat starts a quiet period of one lease, during which no shard is acquired, so
+ *  a former holder still inside its validity can only reclaim (RENEW) and never overlaps. */
 export const HEARTBEAT = `
 local p, node, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('SET', p .. 'cluster', '1', 'NX') then
+  redis.call('SET', p .. 'quiet', '1', 'PX', ttl)
+end
 redis.call('SET', p .. 'node:' .. node, ARGV[4], 'PX', ttl)
 redis.call('SADD', p .. 'nodes', node)
 local live = {}
@@ -88,3 +108,24 @@ if ARGV[5] == '' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[3], ARGV[4]) e
 redis.call('SET', p .. 'cfg:seeded', '1')
 redis.call('PUBLISH', p .. 'cfg', id)
 return id`;
+
+/** Shared token bucket per (class, key); Redis time, so every node refills alike.
+ *  ARGV: key, limit, windowMs → {allowed 1/0, remaining tokens (floor), ms until a token / until full}. */
+export const RATE_TAKE = `
+local key, limit, win = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local perMs = limit / win
+local b = redis.call('HMGET', key, 'tk', 'at')
+local tokens, at = tonumber(b[1]), tonumber(b[2])
+if not tokens then tokens, at = limit, now end
+tokens = math.min(limit, tokens + math.max(0, now - at) * perMs)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', key, 'tk', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', key, win + 1000)
+if allowed == 1 then return {1, math.floor(tokens), math.ceil((limit - tokens) / perMs)} end
+return {0, 0, math.ceil((1 - tokens) / perMs)}`;

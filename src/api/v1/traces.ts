@@ -50,8 +50,11 @@ export function tracesV1(gw: Gateway) {
     )
     .get(
       '/:traceId',
-      ({ params, request }) => {
+      async ({ params, request }) => {
         const r = gw.pipeline.traces.get(params.traceId);
+        // Cluster: a trace lives on the node that owned its instance's shard; ask the peers.
+        const remote = !r && gw.cluster ? await gw.cluster.fromPeers(request) : null;
+        if (remote) return remote as ReturnType<typeof v1Trace>;
         if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
         return v1Trace(r);
       },

@@ -30,7 +30,12 @@ const ClusterView = t.Object(
 );
 
 export function clusterV2(gw: Gateway) {
-  return new Elysia({ name: 'cluster-v2' }).get(
+  return new Elysia({ name: 'cluster-v2' })
+    // Port 0 binds a random port: the cluster advertises the real one to its peers.
+    .onStart(({ server }) => {
+      if (server?.port) gw.cluster?.advertisePort(server.port);
+    })
+    .get(
     '/api/v2/cluster',
     async () => {
       if (!gw.cluster) return { data: { mode: 'embedded', node: null, shards: 0, leaseMs: null, nodes: [], unowned: [], counters: {} } };

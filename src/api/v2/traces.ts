@@ -60,8 +60,11 @@ export function tracesV2(gw: Gateway) {
     )
     .get(
       '/traces/:id',
-      ({ params, request }) => {
+      async ({ params, request }) => {
         const r = gw.pipeline.traces.get(params.id);
+        // Cluster: a trace lives on the node that owned its instance's shard; ask the peers.
+        const remote = !r && gw.cluster ? await gw.cluster.fromPeers(request) : null;
+        if (remote) return remote as { data: ReturnType<typeof v2Trace> };
         if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
         return { data: v2Trace(r) };
       },

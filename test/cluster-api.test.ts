@@ -1,0 +1,142 @@
+// Cluster mode, API side, with real node processes on the local redis-server: rate limits shared
+// across nodes, Slack Events posted to a non-owner forwarded to the owner, gathered trace reads
+// honour instance-bound keys, lease metrics on /metrics.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
+import { shardOf } from '../src/cluster/shards.ts';
+import { clusterHarness, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
+import { eventCallback, signRequest } from './fakes/slack/events.ts';
+import { FakeSlack } from './fakes/slack/server.ts';
+import { startFakeEvolution } from './fakes/evolution.ts';
+
+const SECRET = 'cluster-signing-secret-0123456789abcdef';
+
+let agent: FakeAgent;
+let h: ClusterHarness | null = null;
+
+beforeAll(() => {
+  agent = startFakeAgent({ protocol: 'json', reply: (m) => `echo: ${m}` });
+});
+afterAll(async () => {
+  await agent.stop();
+});
+afterEach(async () => {
+  await h?.cleanup();
+  h = null;
+});
+
+async function twoNodes(): Promise<NodeProc[]> {
+  h = clusterHarness();
+  return Promise.all(['a1', 'a2'].map((id) => h!.start(id)));
+}
+
+async function holderOf(nodes: NodeProc[], instanceId: string): Promise<{ owner: NodeProc; other: NodeProc }> {
+  let owner: NodeProc | undefined;
+  await until(async () => {
+    const st = (await nodes[0].call('GET', '/api/v2/cluster')).body.data;
+    const id = st.nodes.find((n: any) => n.shards.some((x: any) => x.shard === shardOf(instanceId, 32)))?.id;
+    owner = nodes.find((n) => n.id === id);
+    return !!owner;
+  }, 6000, 'shard owned');
+  return { owner: owner!, other: nodes.find((n) => n !== owner)! };
+}
+
+describe('cluster API (2 node processes, real Redis)', () => {
+  test('one key\'s rate limit is one budget across nodes; /metrics shows lease renewals and owned shards', async () => {
+    const nodes = await twoNodes();
+    expect((await nodes[0].call('PUT', '/api/v2/settings/rateLimit.eventsListPerMinute', { value: 4 })).status).toBe(200);
+    const key = (await nodes[0].call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] })).body.data.key as string;
+    await until(async () => (await nodes[1].call('GET', '/api/v2/settings/rateLimit.eventsListPerMinute')).body.data?.value === 4, 3000, 'setting replicated');
+    await until(async () => (await nodes[1].call('GET', '/api/v2/keys')).body.items?.some((k: any) => k.name === 'reader'), 3000, 'key replicated');
+    // Eight listings alternating between the nodes: with per-node buckets 8 would pass.
+    const statuses: number[] = [];
+    const remaining: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const res = await fetch(`${nodes[i % 2].url}/api/v2/traces`, { headers: { 'x-api-key': key } });
+      statuses.push(res.status);
+      remaining.push(res.headers.get('x-ratelimit-remaining')!);
+      await res.arrayBuffer();
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 429, 429, 429, 429]);
+    expect(remaining.slice(0, 4)).toEqual(['3', '2', '1', '0']);
+
+    // Both nodes renew leases and hold all 32 shards between them.
+    await until(async () => {
+      let owned = 0;
+      for (const n of nodes) {
+        const text = await (await fetch(`${n.url}/metrics`)).text();
+        const count = Number(/^switchboard_cluster_lease_renew_seconds_count (\d+)/m.exec(text)?.[1] ?? 0);
+        if (count < 1) return false;
+        owned += Number(/^switchboard_cluster_owned_shards (\d+)/m.exec(text)?.[1] ?? -100);
+      }
+      return owned === 32;
+    }, 5000, 'renewals observed and 32 shards owned');
+  }, 30_000);
+
+  test('Slack Events posted to the non-owner are verified and handled by the owner; bad signatures still 401', async () => {
+    const slack = new FakeSlack().start();
+    try {
+      const nodes = await twoNodes();
+      const created = await nodes[0].call('POST', '/api/v2/instances', {
+        name: 'sl', channel: 'slack',
+        channelConfig: { slackBotToken: 'xoxb-cluster-bot', slackSigningSecret: SECRET, slackApiUrl: slack.apiUrl },
+        agent: { url: agent.url, type: 'json', timeoutSeconds: 10 },
+      });
+      expect(created.status).toBe(201);
+      const { owner, other } = await holderOf(nodes, created.body.data.id);
+      await until(async () => (await owner.call('GET', '/api/v2/instances/sl')).body.data?.status === 'connected', 6000, 'slack connected on the owner');
+      await until(async () => (await other.call('GET', '/api/v2/instances/sl')).status === 200, 3000, 'instance replicated');
+      const post = async (n: NodeProc, body: unknown, secret = SECRET) => {
+        const raw = JSON.stringify(body);
+        const res = await fetch(`${n.url}/webhook/slack/sl`, { method: 'POST', body: raw, headers: { ...signRequest(secret, raw), 'content-type': 'application/json' } });
+        const text = await res.text();
+        return { status: res.status, body: (text.startsWith('{') ? JSON.parse(text) : text) as any };
+      };
+      const event = eventCallback({ type: 'app_mention', user: 'UHUMAN01', text: '<@UBOT0001> via the other node', ts: '1765375900.000100', channel: 'C0000001' }, { eventId: 'EvCLUSTER01' });
+      const res = await post(other, event);
+      expect(res.status).toBe(200);
+      expect(res.body.trace_id).toBeTruthy();
+      await until(() => slack.callsOf('chat.postMessage').length >= 1, 6000, 'reply posted');
+      expect(slack.callsOf('chat.postMessage')[0].params.text).toBe('echo: via the other node');
+      // Slack's retry of the same event to the owner is a duplicate with the same trace.
+      const retry = await post(owner, event);
+      expect(retry.status).toBe(200);
+      expect(retry.body.trace_id).toBe(res.body.trace_id);
+      const forged = await post(other, eventCallback({ type: 'app_mention', user: 'UHUMAN01', text: '<@UBOT0001> forged', ts: '1765375901.000100', channel: 'C0000001' }), 'wrong-secret');
+      expect(forged.status).toBe(401);
+      await Bun.sleep(300);
+      expect(slack.callsOf('chat.postMessage')).toHaveLength(1);
+      expect(agent.requests.filter((r) => r.message === 'forged')).toHaveLength(0);
+    } finally {
+      await slack.stop();
+    }
+  }, 30_000);
+
+  test('gathered trace reads keep instance-bound keys to their instances', async () => {
+    const evo = await startFakeEvolution();
+    try {
+      const nodes = await twoNodes();
+      const mk = async (name: string) => {
+        const res = await nodes[0].call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+        expect(res.status).toBe(201);
+        return { token: new URL(res.body.webhook_url).searchParams.get('token')!, id: (await nodes[0].call('GET', `/api/v2/instances/${name}`)).body.data.id as string };
+      };
+      const a = await mk('bota');
+      const b = await mk('botb');
+      const key = (await nodes[0].call('POST', '/api/v2/keys', { name: 'only-b', scopes: ['events:read'], instanceIds: [b.id] })).body.data.key as string;
+      expect(key).toBeTruthy();
+      const { owner, other } = await holderOf(nodes, a.id);
+      await until(async () => (await other.call('GET', '/api/v2/instances/bota')).status === 200, 3000, 'replicated');
+      const posted = await other.call('POST', `/webhook/evolution/bota?token=${a.token}`, upsert('bota', 'g-1', 'hello'), { 'x-api-key': '' });
+      expect(posted.status).toBe(200);
+      const traceId: string = posted.body.trace_id;
+      await until(async () => (await owner.call('GET', `/api/v2/traces/${traceId}`)).status === 200, 5000, 'trace on the owner');
+      // The admin key reads it from either node; the key bound to the other instance gets 404 from both.
+      expect((await other.call('GET', `/api/v2/traces/${traceId}`)).status).toBe(200);
+      await until(async () => (await other.call('GET', '/api/v2/traces', undefined, { 'x-api-key': key })).status === 200, 3000, 'key replicated');
+      for (const n of [owner, other]) expect((await n.call('GET', `/api/v2/traces/${traceId}`, undefined, { 'x-api-key': key })).status).toBe(404);
+    } finally {
+      await evo.stop();
+    }
+  }, 30_000);
+});
