@@ -105,6 +105,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
         if (this.stopped || (this.deps.stillOwner && !this.deps.stillOwner(this.conversationId))) return;
         await this.process(row);
       }
+      // The in-memory backlog says whether anything arrived meanwhile; skip the empty query.
+      if (rows.length < policy.prefetch && inbox.conversationBacklog(this.conversationId) === 0) return;
     }
   }
 
