@@ -2,7 +2,7 @@
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../gateway.ts';
 
-export function healthRoutes(gw: Gateway & { metricsText?: () => string }) {
+export function healthRoutes(gw: Gateway) {
   return new Elysia({ name: 'health' })
     .get('/health', () => ({ status: 'ok' as const }), {
       detail: { tags: ['health'], summary: 'Liveness', description: 'Answers while the process runs.', security: [] },
@@ -34,7 +34,7 @@ export function healthRoutes(gw: Gateway & { metricsText?: () => string }) {
     )
     .get(
       '/metrics',
-      () => new Response(gw.metricsText ? gw.metricsText() : '', { headers: { 'content-type': 'text/plain; version=0.0.4' } }),
+      () => new Response(gw.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4' } }),
       {
         detail: { tags: ['health'], summary: 'Prometheus metrics', description: 'Prometheus text exposition format.', security: [] },
         response: { 200: t.String({ description: 'Metrics in the Prometheus text format' }) },
