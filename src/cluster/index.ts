@@ -190,11 +190,8 @@ export class Cluster {
       else if (channel === this.k('cfg')) void this.config.pull();
       else if (channel === this.k('notice')) void this.tick();
     });
-    let firstReady = true;
-    this.sub.on('ready', () => {
-      if (firstReady) firstReady = false;
-      else this.relay.resubscribed();
-    });
+    // Registered after the first connect: every 'ready' seen here is a re-connection.
+    this.sub.on('ready', () => this.relay.resubscribed());
     await this.sub.subscribe(this.k('live'), this.k('cfg'), this.k('notice'));
     await this.config.start(Math.min(500, this.renewMs));
     await this.tick();

@@ -50,10 +50,25 @@ export class LiveRelay {
     });
   }
 
-  /** Every subscriber (re)connection may have missed messages: ask all origins for snapshots. */
+  /**
+   * Every subscriber (re)connection may have missed messages: ask all origins for snapshots, and
+   * send our own (the others' subscriptions broke too, e.g. a Redis restart). Whichever node
+   * re-subscribes last, one of the two reaches the other.
+   */
   resubscribed(): void {
     this.lastSeen.clear();
     this.send('resync?', ['*']);
+    this.sendSnapshots();
+  }
+
+  private sendSnapshots(): void {
+    // The hub's snapshot leaves out text still being coalesced locally, but every delta was
+    // already published raw: the receiver's restart must carry ALL text produced so far.
+    const turns = (this.hub as unknown as { turns?: Map<string, { pending?: string }> }).turns;
+    for (const turnId of this.ownTurns) {
+      const s = this.hub.snapshot(turnId);
+      if (s && s.status === 'running') this.send('snap', [{ ...s, text: s.text + (turns?.get(turnId)?.pending ?? '') }]);
+    }
   }
 
   receive(raw: string): void {
@@ -72,12 +87,7 @@ export class LiveRelay {
       this.send('resync?', [m.n]);
     }
     if (m.op === 'resync?') {
-      if (m.a[0] === '*' || m.a[0] === this.node) {
-        for (const turnId of this.ownTurns) {
-          const s = this.hub.snapshot(turnId);
-          if (s && s.status === 'running') this.send('snap', [s]);
-        }
-      }
+      if (m.a[0] === '*' || m.a[0] === this.node) this.sendSnapshots();
       return;
     }
     if (m.op === 'snap') {
