@@ -399,7 +399,7 @@ describe('StreamHub', () => {
     expect(events[3]).toMatchObject({ name: 'TURN_RESTARTED', value: { reason: 'stream cut' }, turnId: 'turn-a1' });
     // The retried reply is a new AG-UI message so clients do not append to the abandoned one.
     expect(events[4].messageId).not.toBe(events[1].messageId);
-    expect(hub.snapshot(turnA.turnId)?.text).toBe('Full answer');
+    expect(sock.events().at(-1)).toMatchObject({ type: 'RUN_FINISHED', result: { text: 'Full answer' } });
 
     // A late subscriber after the restart sees only the new text.
     hub.runStarted(turnB);
@@ -424,7 +424,7 @@ describe('StreamHub', () => {
     expect(starts.map((e) => e.messageId)).toEqual(['msg-a1', 'msg-a1.1']);
   });
 
-  test('memory: a finished turn is forgotten after the grace period; unsubscribed clients get nothing', () => {
+  test('memory: a finished turn nobody lags behind is forgotten at once; unsubscribed clients get nothing', () => {
     const clock = new ManualClock();
     const hub = new StreamHub({ clock, coalesceMs: 30, turnGraceMs: 5_000, keepaliveMs: 0 });
     const sock = new FakeSocket();
@@ -435,10 +435,17 @@ describe('StreamHub', () => {
     expect(hub.stats().snapshotChars).toBe(10_000);
     hub.runError(turnA.turnId, 'agent exploded');
     expect(sock.events().at(-1)).toMatchObject({ type: 'RUN_ERROR', message: 'agent exploded' });
-    expect(hub.snapshot(turnA.turnId)).toMatchObject({ status: 'error', error: 'agent exploded' });
-    clock.advance(4_999);
-    expect(hub.stats().turnsHeld).toBe(1);
-    clock.advance(1);
+    // The only subscriber got every frame: nothing is kept for a resync.
+    expect(hub.snapshot(turnA.turnId)).toBeNull();
+    expect(hub.stats()).toMatchObject({ turnsHeld: 0, finishedTurnsHeld: 0, snapshotChars: 0 });
+
+    // Thousands of answered turns with no subscriber at all leave nothing behind.
+    for (let i = 0; i < 5_000; i++) {
+      const t = { ...turnB, turnId: `bulk-${i}` };
+      hub.runStarted(t);
+      hub.delta(t.turnId, 'reply');
+      hub.runFinished(t.turnId, 'reply');
+    }
     expect(hub.stats()).toMatchObject({ turnsHeld: 0, snapshotChars: 0 });
 
     handle.onMessage({ type: 'unsubscribe', channels: ['conversations'] });
@@ -448,6 +455,80 @@ describe('StreamHub', () => {
     expect(sock.frames.length).toBe(before);
     hub.publishEvent('events', { type: 'message.received' }, { instanceId: 'inst-b' });
     expect(sock.frames.at(-1)).toEqual({ type: 'event', channel: 'events', payload: { type: 'message.received' } });
+  });
+
+  test('a turn that finishes while a client lags is kept for its resync, then released', () => {
+    const clock = new ManualClock();
+    const hub = new StreamHub({ clock, coalesceMs: 0, turnGraceMs: 5_000, keepaliveMs: 0 });
+    const slow = new FakeSocket();
+    const slowHandle = hub.attach(slow, ALL);
+    subscribe(slowHandle);
+    hub.runStarted(turnA);
+    slow.sendResult = -1;
+    hub.delta(turnA.turnId, 'Full ');
+    hub.delta(turnA.turnId, 'answer');
+    hub.runFinished(turnA.turnId, 'Full answer');
+    expect(hub.stats()).toMatchObject({ lagging: 1, finishedTurnsHeld: 1 });
+    expect(hub.snapshot(turnA.turnId)).toMatchObject({ status: 'finished', text: 'Full answer' });
+
+    clock.advance(4_999);
+    slow.sendResult = 100;
+    slowHandle.onDrain();
+    expect(slow.frames.at(-1)).toMatchObject({ type: 'resync', snapshot: { turnId: 'turn-a1', status: 'finished', text: 'Full answer' } });
+    // Delivered: the snapshot is released without waiting for the grace period.
+    expect(hub.stats()).toMatchObject({ turnsHeld: 0, finishedTurnsHeld: 0 });
+  });
+
+  test('finished turns awaited by a lagging client: dropped after the grace period and beyond the cap', () => {
+    const clock = new ManualClock();
+    const hub = new StreamHub({ clock, coalesceMs: 0, turnGraceMs: 5_000, maxFinishedTurns: 3, keepaliveMs: 0 });
+    const slow = new FakeSocket();
+    const slowHandle = hub.attach(slow, ALL);
+    subscribe(slowHandle);
+    slow.sendResult = -1;
+    hub.publishEvent('events', { type: 'backlog' }); // makes the client lag before any turn
+    const finish = (i: number) => {
+      const t = { ...turnA, turnId: `t${i}` };
+      hub.runStarted(t);
+      hub.delta(t.turnId, `reply ${i}`);
+      hub.runFinished(t.turnId, `reply ${i}`);
+    };
+    for (let i = 1; i <= 5; i++) {
+      finish(i);
+      clock.advance(1_000);
+    }
+    // The cap keeps the 3 most recent; t1 and t2 are gone.
+    expect(hub.stats().finishedTurnsHeld).toBe(3);
+    expect(hub.snapshot('t1')).toBeNull();
+    expect(hub.snapshot('t3')?.text).toBe('reply 3');
+    // t3 finished at 2 s; at 7 s its grace is over, t4 and t5 remain.
+    clock.advance(2_000);
+    expect(hub.snapshot('t3')).toBeNull();
+    expect(hub.stats().finishedTurnsHeld).toBe(2);
+
+    slow.sendResult = 100;
+    const before = slow.frames.length;
+    slowHandle.onDrain();
+    const resyncs = slow.frames.slice(before);
+    expect(resyncs.map((f) => f.snapshot.turnId).sort()).toEqual(['t4', 't5']);
+    expect(hub.stats()).toMatchObject({ lagging: 0, turnsHeld: 0, finishedTurnsHeld: 0 });
+    clock.advance(10_000); // the sweep timer finds nothing left and stops
+    expect(hub.stats().finishedTurnsHeld).toBe(0);
+  });
+
+  test('a lagging client that disconnects releases the finished turns kept for it', () => {
+    const clock = new ManualClock();
+    const hub = new StreamHub({ clock, coalesceMs: 0, keepaliveMs: 0 });
+    const slow = new FakeSocket();
+    const slowHandle = hub.attach(slow, ALL);
+    subscribe(slowHandle);
+    hub.runStarted(turnA);
+    slow.sendResult = 0;
+    hub.delta(turnA.turnId, 'lost');
+    hub.runFinished(turnA.turnId, 'lost');
+    expect(hub.stats().finishedTurnsHeld).toBe(1);
+    slowHandle.detach();
+    expect(hub.stats()).toMatchObject({ clients: 0, turnsHeld: 0, finishedTurnsHeld: 0 });
   });
 
   test('keepalive pings live sockets and closes idle ones', () => {

@@ -7,7 +7,11 @@
 // Slow clients: when `send` reports backpressure (-1) or a drop (0) the subscriber is marked
 // lagging and gets no more turn frames; on drain it receives one `resync` snapshot per turn it
 // missed. Nothing is queued per client — the only per-turn memory is the reply so far, kept while
-// the turn runs plus a short grace period.
+// the turn runs. A finished turn is kept only if a lagging subscriber missed part of it, until that
+// client's resync, for at most `turnGraceMs`, and at most `maxFinishedTurns` of them (oldest go
+// first): a client lagging longer than that gets no resync for the turn and must read history.
+// Without lagging clients a finished turn costs nothing (a busy gateway finishes thousands of
+// turns per second; holding each for the grace period was most of the process's memory).
 
 import { realClock, type Clock, type Timer } from '../../actors/runtime/clock.ts';
 
@@ -74,6 +78,8 @@ export interface StreamHubOptions {
   maxFrameChars?: number;
   /** How long a finished turn's snapshot is kept for lagging clients' resync. */
   turnGraceMs?: number;
+  /** At most this many finished turns are kept for lagging clients (the oldest are dropped first). */
+  maxFinishedTurns?: number;
   /** Ping interval; 0 disables the hub's keepalive sweep. */
   keepaliveMs?: number;
   /** Close sockets with no message/pong for this long. */
@@ -86,8 +92,10 @@ export interface StreamHubStats {
   resyncsTotal: number;
   framesSent: number;
   framesDropped: number;
-  /** Turns whose snapshot is held (running or within grace). */
+  /** Turns whose snapshot is held (running, or finished and awaited by a lagging client). */
   turnsHeld: number;
+  /** Of those, finished turns kept for lagging clients' resync. */
+  finishedTurnsHeld: number;
   /** Characters of reply text held across all snapshots — the hub's only per-turn buffer. */
   snapshotChars: number;
 }
@@ -107,7 +115,8 @@ interface TurnState extends TurnStart {
   status: TurnStatus;
   error?: string;
   flushTimer: Timer | null;
-  evictTimer: Timer | null;
+  /** Monotonic time the turn finished (0 while running). */
+  finishedAt: number;
 }
 
 interface Subscriber {
@@ -130,12 +139,17 @@ export class StreamHub {
   private readonly coalesceMs: number;
   private readonly maxFrameChars: number;
   private readonly turnGraceMs: number;
+  private readonly maxFinishedTurns: number;
   private readonly keepaliveMs: number;
   private readonly idleTimeoutMs: number;
 
   private readonly subscribers = new Set<Subscriber>();
   private readonly laggingSubscribers = new Set<Subscriber>();
   private readonly turns = new Map<string, TurnState>();
+  /** Finished turns awaited by lagging clients, in finish order (the first is the oldest). */
+  private readonly finished = new Map<string, TurnState>();
+  /** One timer for all finished turns: fires when the oldest one's grace ends. */
+  private finishedSweep: Timer | null = null;
   private keepaliveTimer: Timer | null = null;
   private closed = false;
 
@@ -148,6 +162,7 @@ export class StreamHub {
     this.coalesceMs = opts.coalesceMs ?? 30;
     this.maxFrameChars = opts.maxFrameChars ?? 16_384;
     this.turnGraceMs = opts.turnGraceMs ?? 30_000;
+    this.maxFinishedTurns = Math.max(0, opts.maxFinishedTurns ?? 2_000);
     this.keepaliveMs = opts.keepaliveMs ?? 25_000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
   }
@@ -166,7 +181,7 @@ export class StreamHub {
       messageOpen: false,
       status: 'running',
       flushTimer: null,
-      evictTimer: null,
+      finishedAt: 0,
     };
     this.turns.set(start.turnId, turn);
     this.emitTurn(turn, { type: 'RUN_STARTED', threadId: turn.conversationId, runId: turn.turnId });
@@ -207,7 +222,7 @@ export class StreamHub {
     turn.status = 'finished';
     turn.text = finalText;
     this.emitTurn(turn, { type: 'RUN_FINISHED', threadId: turn.conversationId, runId: turn.turnId, result: { text: finalText } });
-    this.scheduleEvict(turn);
+    this.turnEnded(turn);
   }
 
   runError(turnId: string, message: string): void {
@@ -217,7 +232,7 @@ export class StreamHub {
     turn.status = 'error';
     turn.error = message;
     this.emitTurn(turn, { type: 'RUN_ERROR', message });
-    this.scheduleEvict(turn);
+    this.turnEnded(turn);
   }
 
   /** A retried agent call: what was streamed so far is void; clients start the reply over. */
@@ -246,7 +261,7 @@ export class StreamHub {
     }
   }
 
-  /** Current snapshot of a held turn (running or within grace), or null. */
+  /** Current snapshot of a held turn (running, or finished and awaited by a lagging client), or null. */
   snapshot(turnId: string): TurnSnapshot | null {
     const turn = this.turns.get(turnId);
     return turn ? toSnapshot(turn) : null;
@@ -291,6 +306,7 @@ export class StreamHub {
       framesSent: this.framesSent,
       framesDropped: this.framesDropped,
       turnsHeld: this.turns.size,
+      finishedTurnsHeld: this.finished.size,
       snapshotChars,
     };
   }
@@ -300,7 +316,9 @@ export class StreamHub {
     this.closed = true;
     this.keepaliveTimer?.cancel();
     this.keepaliveTimer = null;
-    for (const turn of this.turns.values()) this.dropTurn(turn);
+    this.finishedSweep?.cancel();
+    this.finishedSweep = null;
+    for (const turn of [...this.turns.values()]) this.dropTurn(turn);
     this.subscribers.clear();
     this.laggingSubscribers.clear();
   }
@@ -327,24 +345,20 @@ export class StreamHub {
     turn.flushTimer = null;
   }
 
-  /** Assigns the next seq, serializes once, and sends to every interested, non-lagging subscriber. */
+  /**
+   * Assigns the next seq and sends to every interested, non-lagging subscriber. The frame is
+   * serialized once, and only when someone will receive it (most turns have no subscriber).
+   */
   private emitTurn(turn: TurnState, event: Record<string, unknown>): void {
     turn.seq++;
-    const payload = {
-      ...event,
-      instanceId: turn.instanceId,
-      conversationId: turn.conversationId,
-      turnId: turn.turnId,
-      seq: turn.seq,
-      ...(event.messageId === undefined ? { messageId: turn.messageId } : {}),
-    };
-    const frame = JSON.stringify({ type: 'event', channel: 'conversations', payload });
+    let frame: string | null = null;
     for (const sub of this.subscribers) {
       if (!this.wants(sub, 'conversations', turn)) continue;
       if (sub.lagging) {
         sub.missedTurns.add(turn.turnId);
         continue;
       }
+      frame ??= JSON.stringify({ type: 'event', channel: 'conversations', payload: turnPayload(turn, event) });
       const result = this.sendRaw(sub, frame);
       if (result === -1 || result === 0) {
         // -1: this frame is queued in the socket but later ones would pile up; 0: it was lost.
@@ -381,7 +395,7 @@ export class StreamHub {
     sub.missedTurns.clear();
     for (const turnId of missed) {
       const turn = this.turns.get(turnId);
-      if (!turn) continue; // evicted after its grace period: the client must fetch history instead
+      if (!turn) continue; // dropped (grace or cap exceeded): the client must fetch history instead
       const result = this.sendResync(sub, turn);
       if (result === 0) {
         sub.missedTurns.add(turnId);
@@ -390,6 +404,7 @@ export class StreamHub {
         this.markLagging(sub); // the resync is queued; further deltas wait for the next drain
       }
     }
+    this.releaseFinished(missed);
   }
 
   private sendResync(sub: Subscriber, turn: TurnState): number {
@@ -471,7 +486,11 @@ export class StreamHub {
     const channels = m.channels === undefined ? [...STREAM_CHANNELS] : parseChannels(m.channels);
     if (typeof channels === 'string') return this.sendError(sub, 'VALIDATION_ERROR', channels);
     for (const channel of channels) sub.subscriptions.delete(channel);
-    if (!sub.subscriptions.has('conversations')) sub.missedTurns.clear();
+    if (!sub.subscriptions.has('conversations')) {
+      const missed = [...sub.missedTurns];
+      sub.missedTurns.clear();
+      this.releaseFinished(missed);
+    }
     this.sendRaw(sub, JSON.stringify({ type: 'unsubscribed', channels }));
   }
 
@@ -482,26 +501,64 @@ export class StreamHub {
   private removeSubscriber(sub: Subscriber): void {
     this.subscribers.delete(sub);
     this.laggingSubscribers.delete(sub);
+    const missed = [...sub.missedTurns];
     sub.missedTurns.clear();
+    this.releaseFinished(missed);
     if (this.subscribers.size === 0) {
       this.keepaliveTimer?.cancel();
       this.keepaliveTimer = null;
     }
   }
 
-  private scheduleEvict(turn: TurnState): void {
-    turn.evictTimer?.cancel();
-    turn.evictTimer = this.clock.setTimeout(() => {
-      turn.evictTimer = null;
-      if (this.turns.get(turn.turnId) === turn) this.dropTurn(turn);
-    }, this.turnGraceMs);
+  /** A turn finished or failed: keep it only while a lagging client still needs its resync. */
+  private turnEnded(turn: TurnState): void {
+    this.cancelFlush(turn);
+    if (!this.awaitedByLagging(turn.turnId) || this.maxFinishedTurns === 0) {
+      this.dropTurn(turn);
+      return;
+    }
+    turn.finishedAt = this.clock.monotonic();
+    this.finished.set(turn.turnId, turn);
+    for (const oldest of this.finished.values()) {
+      if (this.finished.size <= this.maxFinishedTurns) break;
+      this.dropTurn(oldest);
+    }
+    this.armFinishedSweep();
+  }
+
+  private awaitedByLagging(turnId: string): boolean {
+    for (const sub of this.laggingSubscribers) if (sub.missedTurns.has(turnId)) return true;
+    return false;
+  }
+
+  /** Drops finished turns among `turnIds` that no lagging client awaits any more. */
+  private releaseFinished(turnIds: Iterable<string>): void {
+    for (const turnId of turnIds) {
+      const turn = this.finished.get(turnId);
+      if (turn && !this.awaitedByLagging(turnId)) this.dropTurn(turn);
+    }
+  }
+
+  private armFinishedSweep(): void {
+    if (this.finishedSweep || this.closed) return;
+    const oldest = this.finished.values().next().value;
+    if (!oldest) return;
+    const wait = Math.max(0, oldest.finishedAt + this.turnGraceMs - this.clock.monotonic());
+    this.finishedSweep = this.clock.setTimeout(() => {
+      this.finishedSweep = null;
+      const cutoff = this.clock.monotonic() - this.turnGraceMs;
+      for (const turn of this.finished.values()) {
+        if (turn.finishedAt > cutoff) break; // finish order: the rest are younger
+        this.dropTurn(turn);
+      }
+      this.armFinishedSweep();
+    }, wait);
   }
 
   private dropTurn(turn: TurnState): void {
     this.cancelFlush(turn);
-    turn.evictTimer?.cancel();
-    turn.evictTimer = null;
-    this.turns.delete(turn.turnId);
+    if (this.turns.get(turn.turnId) === turn) this.turns.delete(turn.turnId);
+    if (this.finished.get(turn.turnId) === turn) this.finished.delete(turn.turnId);
     for (const sub of this.laggingSubscribers) sub.missedTurns.delete(turn.turnId);
   }
 
@@ -537,6 +594,17 @@ export class StreamHub {
 
 function currentMessageId(turn: TurnState): string {
   return turn.messageIndex === 0 ? turn.messageId : `${turn.messageId}.${turn.messageIndex}`;
+}
+
+function turnPayload(turn: TurnState, event: Record<string, unknown>): Record<string, unknown> {
+  return {
+    ...event,
+    instanceId: turn.instanceId,
+    conversationId: turn.conversationId,
+    turnId: turn.turnId,
+    seq: turn.seq,
+    ...(event.messageId === undefined ? { messageId: turn.messageId } : {}),
+  };
 }
 
 function toSnapshot(turn: TurnState): TurnSnapshot {
