@@ -2,7 +2,7 @@
 // the instance actors that own channel connections, the stream hub and the pipeline metrics.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
-import { ConversationActor, type AccessDecision, type ConversationMsg } from '../../actors/conversation.ts';
+import { ConversationActor, type AccessDecision, type ConversationDeps, type ConversationMsg } from '../../actors/conversation.ts';
 import { InstanceActor } from '../../actors/instance.ts';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import { Supervisor } from '../../actors/runtime/supervisor.ts';
@@ -116,6 +116,36 @@ export class Pipeline {
       return c;
     });
 
+    // One dependency object shared by every conversation actor (per-actor closures cost ~1 KB each).
+    const actorDeps: ConversationDeps = {
+      db: o.db, inbox: this.inbox, traces: this.traces, committer: this.committer, clock: o.clock, log: o.log,
+      instance: (id) => o.instances.get(id),
+      adapter: (id) => this.instanceActors.get(id)?.adapter ?? null,
+      agentFor,
+      access: (inst, msg) => this.access(inst, msg),
+      sink: this.hub,
+      agentPermits: this.agentPermits,
+      observer: {
+        agentDone: (_i, ms, ttft) => {
+          this.m.agentSeconds.observe(ms / 1000);
+          if (ttft !== null) this.m.ttft.observe(ttft / 1000);
+        },
+        sent: (i, ms, ok) => {
+          this.m.sendSeconds.observe(ms / 1000, { channel: i.channel });
+          if (!ok) this.m.sendFailures.inc({ channel: i.channel });
+        },
+        retried: (_i, stage) => this.m.retries.inc({ stage }),
+        deadLettered: () => this.m.deadLetters.inc(),
+        possibleDuplicate: (i) => this.m.duplicates.inc({ channel: i.channel }),
+        terminal: (row, status, inst, text) => {
+          this.m.terminal.inc({ status });
+          for (const l of this.terminalListeners) l(row, status, inst, text);
+        },
+      },
+      policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch, typingDelayMs: p.typingDelayMs },
+      stillOwner: (id) => this.owns.conversation(id),
+    };
+
     this.conversations = new Supervisor<ConversationMsg>({
       clock: o.clock,
       idleMs: p.actorIdleMs,
@@ -123,34 +153,7 @@ export class Pipeline {
       mailboxCapacity: 2,
       restart: { baseMs: 200, maxMs: 30_000, maxRestarts: 20 },
       create: (key) => {
-        const actor = new ConversationActor(key, {
-          db: o.db, inbox: this.inbox, traces: this.traces, committer: this.committer, clock: o.clock, log: o.log,
-          instance: (id) => o.instances.get(id),
-          adapter: (id) => this.instanceActors.get(id)?.adapter ?? null,
-          agentFor,
-          access: (inst, msg) => this.access(inst, msg),
-          sink: this.hub,
-          agentPermits: this.agentPermits,
-          observer: {
-            agentDone: (_i, ms, ttft) => {
-              this.m.agentSeconds.observe(ms / 1000);
-              if (ttft !== null) this.m.ttft.observe(ttft / 1000);
-            },
-            sent: (i, ms, ok) => {
-              this.m.sendSeconds.observe(ms / 1000, { channel: i.channel });
-              if (!ok) this.m.sendFailures.inc({ channel: i.channel });
-            },
-            retried: (_i, stage) => this.m.retries.inc({ stage }),
-            deadLettered: () => this.m.deadLetters.inc(),
-            possibleDuplicate: (i) => this.m.duplicates.inc({ channel: i.channel }),
-            terminal: (row, status, inst, text) => {
-              this.m.terminal.inc({ status });
-              for (const l of this.terminalListeners) l(row, status, inst, text);
-            },
-          },
-          policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch, typingDelayMs: p.typingDelayMs },
-          stillOwner: (id) => this.owns.conversation(id),
-        });
+        const actor = new ConversationActor(key, actorDeps);
         this.actors.set(key, actor);
         return {
           receive: () => actor.receive(),
