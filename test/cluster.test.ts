@@ -2,7 +2,7 @@
 // durable hand-off, dedupe across nodes, live deltas across nodes, kill -9 / SIGSTOP / SIGTERM.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { ACK, ACQUIRE } from '../src/cluster/lua.ts';
+import { ACK, ACQUIRE, HEARTBEAT, RENEW } from '../src/cluster/lua.ts';
 import { shardOf } from '../src/cluster/shards.ts';
 import { clusterHarness, REDIS_URL, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
@@ -229,6 +229,25 @@ describe('fencing epoch (Lua, real Redis)', () => {
       expect(await r.eval(ACK, 0, p, 'new', 7, e1, id!)).toBe(0); // right node, stale epoch
       expect(await r.eval(ACK, 0, p, 'new', 7, e2, id!)).toBe(1);
       expect(await r.xlen(`${p}stream:7`)).toBe(0);
+    } finally {
+      const keys = await r.keys(`${p}*`);
+      if (keys.length) await r.del(...keys);
+      r.disconnect();
+    }
+  });
+
+  test('after Redis lost its data: no acquisition for one lease, the former holder reclaims with its epoch, a stranger cannot', async () => {
+    const r = new Redis(REDIS_URL);
+    const p = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
+    try {
+      await r.eval(HEARTBEAT, 0, p, 'b', 300, '{}'); // first heartbeat on an empty Redis
+      expect(await r.eval(ACQUIRE, 0, p, 'b', 5000, 3, 4)).toEqual([0, 0]);
+      expect(await r.eval(RENEW, 0, p, 'a', 5000, 3, 9)).toEqual([1]); // 'a' held shard 3 at epoch 9
+      expect(await r.get(`${p}lease:3`)).toBe('a');
+      expect(await r.get(`${p}epoch:3`)).toBe('9');
+      expect(await r.eval(RENEW, 0, p, 'b', 5000, 3, 9)).toEqual([0]);
+      await Bun.sleep(350); // quiet period over
+      expect(await r.eval(ACQUIRE, 0, p, 'b', 5000, 3, 4)).toEqual([0, 1]);
     } finally {
       const keys = await r.keys(`${p}*`);
       if (keys.length) await r.del(...keys);

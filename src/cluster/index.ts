@@ -26,8 +26,29 @@
 //   commits is sent again by the next owner (same as the outbox point in embedded mode).
 // - Configuration: see config-sync.ts (replicated rows, snapshot + log, ≤ ~pollMs latency).
 // - Live deltas: see live.ts (pub/sub with per-origin sequence; gap → resync of running turns).
-// - Graceful shutdown: stop taking shards, drain each owned shard (turn in flight finishes,
-//   commits), close its channel connections, release the lease, announce; others take over at once.
+// - Graceful shutdown: leave the membership first (the others now count this node's shards as
+//   theirs), drain each owned shard (turn in flight finishes, commits), close its channel
+//   connections, release the lease and announce it; the others take each shard at that notice.
+// - Rate limits: RedisRateLimiter (rate-limit.ts) replaces gw.rateLimiter — one token bucket per
+//   (class, key id) in Redis, own connection; Redis down → fail open to this node's buckets.
+//   Bootstrap keys (SWITCHBOARD_API_KEY) have a per-node id, so they are limited per node.
+// - REST reads: GATHERED, not replicated. Trace get-by-id (v1 and v2) that misses locally is asked
+//   of every live peer in parallel with the caller's own key (peers apply the same scopes and
+//   instance binding); first 200 wins. Peers are found by the `url` each node advertises in its
+//   heartbeat (CLUSTER_ADVERTISE_URL, else http://HOST:PORT as bound); a forwarded request carries
+//   FORWARDED_HEADER and is never passed on again. Lists (traces, events, persons) stay per node.
+// - Webhooks whose verification needs the channel connection (Slack Events) are forwarded to the
+//   shard owner over HTTP with the raw body and signature headers; the owner verifies and answers.
+// - Redis restarted without its data: the first heartbeat on an empty Redis starts a quiet period
+//   of one lease in which no shard is acquired; a holder still inside its self-fenced validity
+//   reclaims its lease and epoch (RENEW sees both keys missing), so ownership never overlaps; the
+//   stream reader resumes (new entry ids are later in time); local unfinished rows are kept (a
+//   missing stream says nothing about who finished them); configuration is re-seeded from the
+//   surviving nodes; pub/sub re-subscribes and running turns are resynced to remote WebSocket
+//   clients. Messages appended but not yet read by their owner are lost with such a Redis: run
+//   Redis with AOF (appendfsync everysec or always) for durable hand-off.
+// - Metrics: switchboard_cluster_lease_renew_seconds (histogram), switchboard_cluster_owned_shards,
+//   switchboard_cluster_live_nodes.
 import Redis from 'ioredis';
 import { hostname } from 'node:os';
 import type { Gateway } from '../gateway.ts';
