@@ -93,7 +93,9 @@ export class KeyService {
   /** Creates a key; returns the full key (only time it is visible) and its view. */
   create(input: { name: string; scopes: string[]; instanceIds?: string[] | null; expiresAt?: string | null }, bootstrapKey?: string): { key: string; view: ApiKeyView } {
     const key = bootstrapKey ?? `sb_${randomToken(24)}`;
-    const id = newId();
+    // The bootstrap key's id derives from the key itself, so every cluster node (each with its own
+    // database) gives the configured key the same id (one rate-limit budget, one audit identity).
+    const id = bootstrapKey ? `bootstrap-${sha256(`switchboard key id\u0000${bootstrapKey}`).slice(0, 24)}` : newId();
     this.db
       .query(
         `INSERT INTO api_keys (id, name, key_hash, key_prefix, key_suffix, scopes_json, instance_ids_json, expires_at, is_bootstrap, created_at)
