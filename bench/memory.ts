@@ -4,6 +4,8 @@
 //     passivated (stopped; only their database rows remain), and
 //  2. 10k more conversations answered and kept active (actors in memory, idle timeout not reached),
 //  3. a flood: one conversation receives 20k messages (beyond its backlog bound they are shed).
+// Each RSS is taken right after a full GC, and again after 3 s idle: the allocators return freed
+// pages to the OS lazily, so the first figure still includes the garbage of the burst just run.
 // Run: bun bench/memory.ts [passivated] [active]   (prints one JSON line with --json)
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,13 @@ function settle(): number {
   Bun.gc(true);
   return rss();
 }
+/** RSS once the allocators have returned freed pages to the OS (they do it lazily, within ~1–3 s). */
+async function settleIdle(): Promise<number> {
+  Bun.gc(true);
+  await Bun.sleep(3000);
+  Bun.gc(true);
+  return rss();
+}
 
 export interface MemoryResult {
   passivated: number;
@@ -27,8 +36,13 @@ export interface MemoryResult {
   baseMiB: number;
   afterPassivatedMiB: number;
   afterActiveMiB: number;
+  /** The same state after 3 s idle: what stays, without garbage the allocators still hold. */
+  afterPassivatedIdleMiB: number;
+  afterActiveIdleMiB: number;
   floodAddedMiB: number;
   activeActors: number;
+  /** Turns the stream hub still holds (none expected: no client lags). */
+  hubTurnsHeld: number;
   seconds: number;
 }
 
@@ -78,6 +92,7 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
       for (const k of keys) await p.conversations.passivate(k);
     }
     const afterPassivated = settle();
+    const afterPassivatedIdle = await settleIdle();
 
     // 2. A conversations answered and left active.
     for (let off = 0; off < A; off += BATCH) {
@@ -85,7 +100,9 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
       await until(P + off + Math.min(BATCH, A - off));
     }
     const afterActive = settle();
+    const afterActiveIdle = await settleIdle();
     const activeActors = p.conversations.stats().active;
+    const hubTurnsHeld = p.hub.stats().turnsHeld;
 
     // 3. Flood one conversation; peak RSS while it is processed.
     let peak = rss();
@@ -96,7 +113,8 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
     peak = Math.max(peak, rss());
     return {
       passivated: P, active: A, baseMiB: mib(base), afterPassivatedMiB: mib(afterPassivated), afterActiveMiB: mib(afterActive),
-      floodAddedMiB: mib(peak - afterActive), activeActors, seconds: Math.round((Date.now() - started) / 1000),
+      afterPassivatedIdleMiB: mib(afterPassivatedIdle), afterActiveIdleMiB: mib(afterActiveIdle),
+      floodAddedMiB: mib(peak - afterActiveIdle), activeActors, hubTurnsHeld, seconds: Math.round((Date.now() - started) / 1000),
     };
   } finally {
     await gw.close();
@@ -108,5 +126,5 @@ if (import.meta.main) {
   const [a, b] = process.argv.slice(2).filter((x) => !x.startsWith('--')).map(Number);
   const r = await runMemoryBench(a || undefined, b || undefined);
   if (process.argv.includes('--json')) console.log(JSON.stringify(r));
-  else console.log(`memory: ${r.passivated} passivated + ${r.active} active conversations (${r.activeActors} actors in memory): RSS base ${r.baseMiB} MiB → ${r.afterPassivatedMiB} MiB after passivated → ${r.afterActiveMiB} MiB with active; flood of 20k to one chat adds ${r.floodAddedMiB} MiB (${r.seconds} s)`);
+  else console.log(`memory: ${r.passivated} passivated + ${r.active} active conversations (${r.activeActors} actors in memory): RSS base ${r.baseMiB} MiB → ${r.afterPassivatedMiB} MiB after passivated (${r.afterPassivatedIdleMiB} after 3 s idle) → ${r.afterActiveMiB} MiB with active (${r.afterActiveIdleMiB} after 3 s idle); hub holds ${r.hubTurnsHeld} turns; flood of 20k to one chat adds ${r.floodAddedMiB} MiB (${r.seconds} s)`);
 }
