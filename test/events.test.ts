@@ -159,6 +159,49 @@ describe('events', () => {
     await t.close();
   });
 
+  test('a search right after a message is recorded finds it (indexing runs in the background)', async () => {
+    const t = await setup();
+    await t.posts.bot(upsert('bot', 'fresh-1', 'Where is parcel zebra-42?'));
+    await t.settled(1 + 2);
+    // The background indexer has not reached these rows yet: the search itself must catch up.
+    const fts = t.gw.db.query('SELECT indexed_seq AS i, (SELECT MAX(seq) FROM events) AS m FROM events_fts_state').get() as { i: number; m: number };
+    expect(fts.i).toBeLessThan(fts.m);
+    const found = await t.call('GET', '/api/v2/events?search=zebra');
+    expect(found.body.items.map((e: any) => [e.type, e.text])).toEqual([['message.sent', 'echo: Where is parcel zebra-42?'], ['message.received', 'Where is parcel zebra-42?']]);
+    const viaPost = await t.call('POST', '/api/v2/events/search', { query: 'parcel zebra' });
+    expect(viaPost.body.items).toHaveLength(2);
+    // Each event is indexed once: searching again (and the background run) adds no duplicates.
+    t.gw.events.indexSearch();
+    expect((await t.call('GET', '/api/v2/events?search=zebra')).body.items).toHaveLength(2);
+    await t.close();
+  });
+
+  test('events written but not yet indexed at shutdown are found after a restart', async () => {
+    const { openDatabase } = await import('../db/open.ts');
+    const { EventService } = await import('../src/services/events.ts');
+    const { PersonService } = await import('../src/services/persons.ts');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'sb-events-'));
+    try {
+      const path = join(dir, 'gw.db');
+      const db1 = openDatabase(path);
+      const ev1 = new EventService(db1, new PersonService(db1));
+      const inst = { id: 'i1', name: 'one', channel: 'discord' } as any;
+      ev1.recordStatus(inst, 'error', { reason: 'gateway kangaroo timeout' });
+      ev1.flush();
+      db1.close(); // before the background indexer ran
+      const db2 = openDatabase(path);
+      const ev2 = new EventService(db2, new PersonService(db2));
+      expect(ev2.list({ search: 'kangaroo', limit: 10 }).map((r) => r.text)).toEqual(['gateway kangaroo timeout']);
+      expect(ev2.count({ search: 'timeout' })).toBe(1);
+      db2.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('POST /events/search: full, summary and agent formats', async () => {
     const t = await setup();
     await t.posts.bot(upsert('bot', 'a-1', 'refund please for order 7'));

@@ -9,7 +9,9 @@
 //    a received message shows up as an event once it was processed (answered, blocked, failed),
 //    not while the agent is still working; shed messages (never processed) have no event.
 //  - instance status: the pipeline's status hook.
-// Writes are queued and flushed once per event-loop turn in one transaction, off the actor's path.
+// Writes are queued and flushed every 20 ms in one transaction, off the actor's path. Full-text
+// indexing runs separately in larger batches (every ~250 ms, and before any search) up to a
+// watermark stored with the index (migration 005), so a search always sees every written event.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { InboundMessage, OutboundMessage } from '../channels/types.ts';
@@ -18,7 +20,7 @@ import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
 import type { Instance, InstanceStatus } from './instance-types.ts';
 import { platformOf, type Attribution, type PersonService } from './persons.ts';
-import type { Pipeline } from './pipeline.ts';
+import type { Pipeline, TerminalInfo } from './pipeline.ts';
 
 export interface EventRow {
   seq: number; id: string; type: string; channel: string | null; instance_id: string | null; person_id: string | null; identity_id: string | null;
@@ -69,25 +71,40 @@ export function ftsQuery(search: string): string | null {
 
 const isoOrNull = (v: string | undefined) => (v ? new Date(v).toISOString() : undefined);
 
+/** How long written events wait before the full-text indexer picks them up (searches do not wait). */
+const FTS_INDEX_DELAY_MS = 250;
+
 export class EventService {
   private queue: NewEvent[] = [];
   private scheduled = false;
   private insert;
+  private fts;
+  private ftsTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private db: Database, readonly persons: PersonService, private opts: { log?: Logger; hub?: StreamHub } = {}) {
     this.insert = db.query<{ seq: number }, [string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, string | null, string, string]>(
       `INSERT INTO events (id, type, channel, instance_id, person_id, identity_id, conversation_id, trace_id, content_type, text, payload_json, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq`,
     );
+    this.fts = {
+      behind: db.query<{ from: number; to: number | null }, []>('SELECT indexed_seq AS "from", (SELECT MAX(seq) FROM events) AS "to" FROM events_fts_state WHERE id = 1'),
+      index: db.query<unknown, [number, number]>('INSERT INTO events_fts (rowid, text) SELECT seq, text FROM events WHERE seq > ? AND seq <= ? AND text IS NOT NULL ORDER BY seq'),
+      advance: db.query<unknown, [number]>('UPDATE events_fts_state SET indexed_seq = ? WHERE id = 1'),
+      received: db.query<{ person_id: string | null; identity_id: string | null }, [string]>("SELECT person_id, identity_id FROM events WHERE trace_id = ? AND type = 'message.received'"),
+      externalId: db.query<{ platform_message_id: string | null }, [number]>("SELECT platform_message_id FROM outbox WHERE inbox_seq = ? AND part < 10000 AND status = 'sent' ORDER BY part LIMIT 1"),
+    };
+    // Events written before a shutdown may not be indexed yet.
+    this.scheduleIndex();
   }
 
   /** Records messages at their terminal state and instance status changes. */
   attach(pipeline: Pipeline): void {
-    pipeline.onTerminal((row, status, inst, responseText) => this.recordTerminal(row, status, inst, responseText));
+    pipeline.onTerminal((row, status, inst, responseText, info) => this.recordTerminal(row, status, inst, responseText, info));
     pipeline.onInstanceStatus((inst, status, detail) => this.recordStatus(inst, status, detail));
   }
 
-  recordTerminal(row: InboxRow, status: string, inst: Instance | null, responseText: string | null): void {
+  /** `info` (from the conversation actor) saves lookups: whether an event can exist already, the sent platform id. */
+  recordTerminal(row: InboxRow, status: string, inst: Instance | null, responseText: string | null, info?: TerminalInfo): void {
     let msg: InboundMessage;
     try {
       msg = JSON.parse(row.payload_json) as InboundMessage;
@@ -98,12 +115,12 @@ export class EventService {
     const platform = platformOf(channel ?? 'api');
     const base = { channel, instanceId: row.instance_id, conversationId: row.conversation_id, traceId: row.id };
     const instanceName = inst?.name ?? null;
-    const alreadyRecorded = (type: string) => this.db.query('SELECT 1 FROM events WHERE trace_id = ? AND type = ?').get(row.id, type) !== null;
+    const externalId = () => (info?.firstPartId !== undefined ? info.firstPartId : this.externalId(row.seq));
 
     if (row.kind === 'send') {
       const out = (msg.extra?.outbound ?? { text: msg.text }) as OutboundMessage;
       const ok = status === 'completed';
-      const external = ok ? this.externalId(row.seq) : null;
+      const external = ok ? externalId() : null;
       this.enqueue({
         ...base, type: ok ? 'message.sent' : 'message.failed', contentType: row.content_type, text: row.text || null, createdAt: row.completed_at ?? isoNow(),
         payload: {
@@ -121,10 +138,15 @@ export class EventService {
     let who: Attribution | null = null;
     const attribute = () => {
       if (who) return who;
-      if (alreadyRecorded('message.received')) {
-        const r = this.db.query<{ person_id: string | null; identity_id: string | null }, [string]>("SELECT person_id, identity_id FROM events WHERE trace_id = ? AND type = 'message.received'").get(row.id);
-        who = r?.person_id && r.identity_id ? { personId: r.person_id, identityId: r.identity_id } : null;
-        return who;
+      // A row at its terminal state again (dead-letter replay) has its received event already:
+      // reuse its attribution instead of counting the message twice. A row fresh from this
+      // process's ingest cannot have one.
+      if (!info?.firstTerminal) {
+        const r = this.fts.received.get(row.id);
+        if (r) {
+          who = r.person_id && r.identity_id ? { personId: r.person_id, identityId: r.identity_id } : null;
+          return who;
+        }
       }
       who = this.persons.observe(platform, msg.sender, row.received_at);
       return who;
@@ -140,7 +162,7 @@ export class EventService {
     if (status === 'completed' && responseText) {
       this.enqueue({
         ...base, type: 'message.sent', contentType: 'text', text: responseText, createdAt: isoNow(),
-        payload: { direction: 'outbound', source: 'agent', instanceName, inReplyTo: row.provider_message_id, externalMessageId: this.externalId(row.seq), chat: msg.chat },
+        payload: { direction: 'outbound', source: 'agent', instanceName, inReplyTo: row.provider_message_id, externalMessageId: externalId(), chat: msg.chat },
         attribute,
       });
     }
@@ -157,7 +179,7 @@ export class EventService {
   }
 
   private externalId(inboxSeq: number): string | null {
-    return this.db.query<{ platform_message_id: string | null }, [number]>("SELECT platform_message_id FROM outbox WHERE inbox_seq = ? AND part < 10000 AND status = 'sent' ORDER BY part LIMIT 1").get(inboxSeq)?.platform_message_id ?? null;
+    return this.fts.externalId.get(inboxSeq)?.platform_message_id ?? null;
   }
 
   private enqueue(e: NewEvent): void {
@@ -175,15 +197,20 @@ export class EventService {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const written: EventRow[] = [];
+    const hub = this.opts.hub ?? null;
+    const written: EventView[] = [];
     try {
       this.db.transaction(() => {
         for (const e of batch) {
           const who = e.attribute?.() ?? null;
           const id = newId();
-          const payload = JSON.stringify(e.payload);
-          const r = this.insert.get(id, e.type, e.channel, e.instanceId, who?.personId ?? null, who?.identityId ?? null, e.conversationId, e.traceId, e.contentType, e.text, payload, e.createdAt);
-          if (r) written.push({ seq: r.seq, id, type: e.type, channel: e.channel, instance_id: e.instanceId, person_id: who?.personId ?? null, identity_id: who?.identityId ?? null, conversation_id: e.conversationId, trace_id: e.traceId, content_type: e.contentType, text: e.text, payload_json: payload, created_at: e.createdAt });
+          const r = this.insert.get(id, e.type, e.channel, e.instanceId, who?.personId ?? null, who?.identityId ?? null, e.conversationId, e.traceId, e.contentType, e.text, JSON.stringify(e.payload), e.createdAt);
+          if (r && hub) {
+            written.push({
+              id, type: e.type, channel: e.channel, instanceId: e.instanceId, personId: who?.personId ?? null, conversationId: e.conversationId,
+              traceId: e.traceId, contentType: e.contentType, text: e.text, payload: e.payload, createdAt: e.createdAt,
+            });
+          }
         }
       }).immediate();
     } catch (err) {
@@ -191,8 +218,35 @@ export class EventService {
       this.opts.log?.error({ err: String(err), events: batch.length }, 'event write failed');
       return;
     }
-    const hub = this.opts.hub;
-    if (hub) for (const r of written) hub.publishEvent('events', { type: 'event.created', event: eventView(r) }, r.instance_id ? { instanceId: r.instance_id } : {});
+    this.scheduleIndex();
+    if (hub) for (const v of written) hub.publishEvent('events', { type: 'event.created', event: v }, v.instanceId ? { instanceId: v.instanceId } : {});
+  }
+
+  private scheduleIndex(): void {
+    if (this.ftsTimer) return;
+    this.ftsTimer = setTimeout(() => {
+      this.ftsTimer = null;
+      try {
+        this.indexSearch();
+      } catch (err) {
+        // Closed database at shutdown, or a write error: the next start or search indexes the rest.
+        this.opts.log?.warn({ err: String(err) }, 'event search indexing failed');
+      }
+    }, FTS_INDEX_DELAY_MS);
+    this.ftsTimer.unref?.();
+  }
+
+  /** Adds every event above the watermark to the full-text index (one transaction). */
+  indexSearch(): void {
+    const peek = this.fts.behind.get();
+    if (!peek || (peek.to ?? 0) <= peek.from) return;
+    this.db.transaction(() => {
+      const b = this.fts.behind.get()!;
+      const to = b.to ?? 0;
+      if (to <= b.from) return;
+      this.fts.index.run(b.from, to);
+      this.fts.advance.run(to);
+    }).immediate();
   }
 
   /** Newest first; `beforeSeq` is the cursor (rows arriving meanwhile have larger seq: no gaps, no repeats). */
@@ -273,6 +327,7 @@ export class EventService {
       params.push(until);
     }
     if (f.search !== undefined) {
+      this.indexSearch(); // results include events the background indexer has not reached yet
       const q = ftsQuery(f.search);
       if (q === null) where.push('0');
       else {

@@ -36,7 +36,20 @@ export interface Presence {
 export interface Attribution { personId: string; identityId: string }
 
 export class PersonService {
-  constructor(private db: Database) {}
+  private stmt;
+
+  constructor(private db: Database) {
+    this.stmt = {
+      known: db.query<{ identity_id: string; person_id: string; person_name: string | null }, [string, string]>(
+        `SELECT k.identity_id, i.person_id, p.display_name AS person_name FROM identity_keys k
+         JOIN identities i ON i.id = k.identity_id JOIN persons p ON p.id = i.person_id WHERE k.platform = ? AND k.key = ?`,
+      ),
+      count: db.query(
+        `UPDATE identities SET message_count = message_count + ?, last_seen_at = MAX(last_seen_at, ?), first_seen_at = MIN(first_seen_at, ?),
+         display_name = COALESCE(?, display_name), phone = COALESCE(?, phone) WHERE id = ?`,
+      ),
+    };
+  }
 
   /**
    * Finds or creates the identity (and person) of a message sender and counts the message.
@@ -44,6 +57,13 @@ export class PersonService {
    * one identity; two identities found that way are merged. Call inside a transaction.
    */
   observe(platform: Platform, sender: InboundMessage['sender'], at: string, countMessage = true): Attribution {
+    // Common case: a known sender whose ids all map to one identity — one read and one update.
+    const known = this.stmt.known.get(platform, sender.id);
+    if (known && (!sender.altId || sender.altId === sender.id || this.identityIdByKey(platform, sender.altId) === known.identity_id)) {
+      this.stmt.count.run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, known.identity_id);
+      if (sender.name && known.person_name === null) this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?').run(sender.name, known.person_id);
+      return { personId: known.person_id, identityId: known.identity_id };
+    }
     const keys = [sender.id, sender.altId].filter((k): k is string => !!k);
     const found = keys.map((k) => this.identityIdByKey(platform, k));
     let identityId = found.find((x): x is string => !!x) ?? null;
@@ -58,12 +78,7 @@ export class PersonService {
       for (const other of found) if (other && other !== identityId) this.mergeIdentities(identityId, other);
     }
     for (const k of keys) this.db.query('INSERT OR IGNORE INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)').run(platform, k, identityId);
-    this.db
-      .query(
-        `UPDATE identities SET message_count = message_count + ?, last_seen_at = MAX(last_seen_at, ?), first_seen_at = MIN(first_seen_at, ?),
-         display_name = COALESCE(?, display_name), phone = COALESCE(?, phone) WHERE id = ?`,
-      )
-      .run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, identityId);
+    this.stmt.count.run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, identityId);
     const personId = this.db.query<{ person_id: string }, [string]>('SELECT person_id FROM identities WHERE id = ?').get(identityId)!.person_id;
     if (sender.name) this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?').run(sender.name, personId);
     return { personId, identityId };
@@ -89,7 +104,8 @@ export class PersonService {
     this.db
       .query('UPDATE identities SET message_count = message_count + ?, first_seen_at = MIN(first_seen_at, ?), last_seen_at = MAX(last_seen_at, ?), phone = COALESCE(phone, ?) WHERE id = ?')
       .run(l.message_count, l.first_seen_at, l.last_seen_at, l.phone, keeper);
-    this.db.query('UPDATE events SET identity_id = ?, person_id = ? WHERE identity_id = ?').run(keeper, k.person_id, loser);
+    // An event's person is always its identity's person: the person filter lets events_person serve this.
+    this.db.query('UPDATE events SET identity_id = ?, person_id = ? WHERE person_id = ? AND identity_id = ?').run(keeper, k.person_id, l.person_id, loser);
     this.db.query('DELETE FROM identities WHERE id = ?').run(loser);
     if (l.person_id !== k.person_id) this.absorbPerson(k.person_id, l.person_id);
   }
@@ -216,7 +232,7 @@ export class PersonService {
       const personId = newId();
       this.db.query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, i.display_name, now, now);
       this.db.query('UPDATE identities SET person_id = ?, unlinked_reason = ? WHERE id = ?').run(personId, reason, i.id);
-      this.db.query('UPDATE events SET person_id = ? WHERE identity_id = ?').run(personId, i.id);
+      this.db.query('UPDATE events SET person_id = ? WHERE person_id = ? AND identity_id = ?').run(personId, i.person_id, i.id);
       this.db.query('UPDATE persons SET updated_at = ? WHERE id = ?').run(now, i.person_id);
       return { person: this.get(personId)!, identity: this.identityView(this.identity(i.id)!) };
     }).immediate();

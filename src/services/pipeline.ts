@@ -35,8 +35,16 @@ export interface PipelineOptions {
   agentFor?: (inst: Instance) => AgentClient;
 }
 
+/** What the conversation actor knows at a terminal state that saves listeners a query. */
+export interface TerminalInfo {
+  /** The row came fresh from this process's ingest, so this is its first terminal state ever. */
+  firstTerminal: boolean;
+  /** Platform id of reply part 0 when it was sent in this run; undefined when not known here. */
+  firstPartId?: string;
+}
+
 /** Listeners for things other subsystems record (events, persons): called after each terminal state. */
-export type TerminalListener = (row: InboxRow, status: string, inst: Instance | null, responseText: string | null) => void;
+export type TerminalListener = (row: InboxRow, status: string, inst: Instance | null, responseText: string | null, info?: TerminalInfo) => void;
 
 export class Pipeline {
   readonly inbox: Inbox;
@@ -137,9 +145,9 @@ export class Pipeline {
         retried: (_i, stage) => this.m.retries.inc({ stage }),
         deadLettered: () => this.m.deadLetters.inc(),
         possibleDuplicate: (i) => this.m.duplicates.inc({ channel: i.channel }),
-        terminal: (row, status, inst, text) => {
+        terminal: (row, status, inst, text, info) => {
           this.m.terminal.inc({ status });
-          for (const l of this.terminalListeners) l(row, status, inst, text);
+          for (const l of this.terminalListeners) l(row, status, inst, text, info);
         },
       },
       policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch, typingDelayMs: p.typingDelayMs },
