@@ -16,6 +16,7 @@ import type { Instance } from '../src/services/instance-types.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
 import { TraceLog, type TraceService } from '../src/services/traces.ts';
 import type { GroupCommitter } from '../src/services/group-commit.ts';
+import type { TerminalInfo } from '../src/services/pipeline.ts';
 import type { Database } from 'bun:sqlite';
 import { ApiChannelAdapter } from '../src/channels/api.ts';
 
@@ -47,7 +48,7 @@ export interface PipelineObserver {
   retried?(instance: Instance, stage: 'agent' | 'send'): void;
   deadLettered?(instance: Instance): void;
   possibleDuplicate?(instance: Instance): void;
-  terminal?(row: InboxRow, status: string, instance: Instance | null, responseText: string | null): void;
+  terminal?(row: InboxRow, status: string, instance: Instance | null, responseText: string | null, info?: TerminalInfo): void;
 }
 
 export interface ConversationDeps {
@@ -93,6 +94,10 @@ export class ConversationActor implements Actor<ConversationMsg> {
   private abort = new AbortController();
   /** Turns announced to the live stream and not yet finished (retries continue the same turn). */
   private openTurns = new Set<string>();
+  /** Platform id of reply part 0 when this actor sent it (saves the events a lookup). */
+  private partZero: { seq: number; id: string } | null = null;
+  /** Outbox parts written while processing a row fresh from ingest (see DeliveryContext.partsWritten). */
+  private freshParts: { seq: number; parts: Set<number> } | null = null;
 
   constructor(readonly conversationId: string, private deps: ConversationDeps) {}
 
@@ -126,7 +131,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const { log } = this.deps;
     const inst = this.deps.instance(row.instance_id);
     const msg = JSON.parse(row.payload_json) as InboundMessage;
-    const trace = new TraceLog(this.deps.traces, row.id, this.deps.committer);
+    const trace = new TraceLog(this.deps.traces, row.id, this.deps.committer, this.deps.inbox.knownNextStep(row));
+    this.freshParts = this.deps.inbox.isFresh(row) ? { seq: row.seq, parts: new Set() } : null;
     if (!inst) {
       await this.finish(row, trace, 'failed', null, { error: 'instance no longer exists' });
       return;
@@ -294,6 +300,10 @@ export class ConversationActor implements Actor<ConversationMsg> {
       db: this.deps.db, clock: this.deps.clock, adapter, instance: inst, inboxSeq: row.seq, chat: msg.chat, inbound: msg,
       idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
       log: trace,
+      partsWritten: this.freshParts?.seq === row.seq ? this.freshParts.parts : undefined,
+      onSent: (part, platformMessageId) => {
+        if (part === 0) this.partZero = { seq: row.seq, id: platformMessageId };
+      },
       onPossibleDuplicate: () => {
         trace.write(() => this.deps.db.query('UPDATE inbox SET possible_duplicate = possible_duplicate + 1 WHERE seq = ?').run(row.seq));
         trace.step('possible_duplicate_send', 'error', { reason: 'resent a part whose earlier send was interrupted' });
@@ -359,7 +369,9 @@ export class ConversationActor implements Actor<ConversationMsg> {
   /** The terminal state, in one transaction with everything still queued for this message. */
   private async finish(row: InboxRow, trace: TraceLog, status: 'completed' | 'failed' | 'blocked' | 'dead_lettered', inst: Instance | null, f: { error?: string; channelSuccess?: boolean }, responseText: string | null = null): Promise<void> {
     await trace.commit(() => this.deps.traces.finish(row.seq, status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null, receivedAt: row.received_at }));
-    this.deps.inbox.settled(this.conversationId);
-    this.deps.observer.terminal?.(row, status, inst, responseText);
+    this.deps.inbox.settled(this.conversationId, row.seq);
+    const info: TerminalInfo = { firstTerminal: this.deps.inbox.isFresh(row), firstPartId: this.partZero?.seq === row.seq ? this.partZero.id : undefined };
+    this.partZero = null;
+    this.deps.observer.terminal?.(row, status, inst, responseText, info);
   }
 }

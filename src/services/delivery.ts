@@ -36,6 +36,11 @@ export interface DeliveryContext {
   log: TraceLog;
   onPossibleDuplicate: () => void;
   onSent?: (part: number, platformMessageId: string, text: string) => void;
+  /**
+   * For a row never processed before (fresh from this process's ingest): the parts this
+   * processing has put in the outbox. Any other part has no outbox row, so its lookup is skipped.
+   */
+  partsWritten?: Set<number>;
 }
 
 export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
@@ -51,9 +56,11 @@ export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
  */
 export async function sendPart(ctx: DeliveryContext, part: number, text: string, replyTo?: string, extra?: Pick<OutboundMessage, 'media' | 'reaction'>): Promise<string> {
   const { db } = ctx;
-  const row = db.query<OutboxRow, [number, number]>('SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?').get(ctx.inboxSeq, part);
+  const known = ctx.partsWritten;
+  const row = known && !known.has(part) ? null : db.query<OutboxRow, [number, number]>('SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?').get(ctx.inboxSeq, part);
   if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
   if (row?.status === 'sending') ctx.onPossibleDuplicate();
+  known?.add(part);
   await ctx.log.commit(() => {
     if (row) db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(text, row.id);
     else db.query("INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)").run(newId(), ctx.inboxSeq, part, text, isoNow());

@@ -62,6 +62,10 @@ export function conversationIdFor(instanceId: string, chat: ChatRef): string {
   return `c_${sha256(`${instanceId}\u0000${chatKey(chat)}`).slice(0, 24)}`;
 }
 
+/** Bounds on the rows kept in memory for conversation actors (beyond them actors query). */
+const FRESH_PER_CONVERSATION = 64;
+const FRESH_TOTAL = 10_000;
+
 export interface InboxLimits {
   conversationBacklog: number;
   globalBacklog: number;
@@ -74,6 +78,16 @@ export class Inbox {
   private backlog = new Map<string, number>();
   private backlogTotal = 0;
   private listeners: Array<(conversationId: string, instanceId: string) => void> = [];
+  /**
+   * Rows this process ingested that no actor has taken yet, per conversation, in seq order. When
+   * they account for the conversation's whole backlog (every row handed out earlier is terminal),
+   * they ARE its unfinished rows and next() returns them without a query. Anything that changes a
+   * row behind the actors' back (replay, cluster catch-up) drops the conversation's list.
+   */
+  private fresh = new Map<string, InboxRow[]>();
+  private freshTotal = 0;
+  /** Rows handed out from `fresh`: never read back, never terminal before, trace steps 0..1 only. */
+  private handedFresh = new WeakSet<InboxRow>();
   private stmt: {
     upsertConversation: Statement;
     touchConversation: Statement;
@@ -122,8 +136,13 @@ export class Inbox {
     return this.backlog.values();
   }
 
-  /** A row reached a terminal state: it no longer counts against the bounds. */
-  settled(conversationId: string): void {
+  /**
+   * A row reached a terminal state: it no longer counts against the bounds. The conversation
+   * actor names the row it finished (a row it was handed); without `seq` the row may be one of
+   * the kept fresh rows, so they are dropped.
+   */
+  settled(conversationId: string, seq?: number): void {
+    if (seq === undefined) this.dropFresh(conversationId);
     const n = (this.backlog.get(conversationId) ?? 0) - 1;
     if (n <= 0) this.backlog.delete(conversationId);
     else this.backlog.set(conversationId, n);
@@ -132,6 +151,7 @@ export class Inbox {
 
   /** A terminal row went back to pending (dead-letter replay). */
   reopened(conversationId: string): void {
+    this.dropFresh(conversationId);
     this.backlog.set(conversationId, (this.backlog.get(conversationId) ?? 0) + 1);
     this.backlogTotal++;
   }
@@ -157,12 +177,13 @@ export class Inbox {
     this.queue = [];
     if (batch.length === 0) return;
     const results: Array<IngestOutcome | null> = [];
+    const freshRows: Array<InboxRow | null> = [];
     const woken = new Map<string, string>();
     this.batchCounts.clear();
     try {
       this.db.transaction(() => {
         const now = isoNow();
-        for (const p of batch) results.push(this.write(p, now, woken));
+        for (const p of batch) results.push(this.write(p, now, woken, freshRows));
         crashPoint('mid_group_commit');
       }).immediate();
     } catch (err) {
@@ -177,13 +198,14 @@ export class Inbox {
       if (r.status === 'accepted' && !r.shed) {
         this.backlog.set(r.conversationId, (this.backlog.get(r.conversationId) ?? 0) + 1);
         this.backlogTotal++;
+        this.keepFresh(r.conversationId, freshRows[i]!);
       }
       batch[i].resolve(r);
     }
     for (const [conv, inst] of woken) for (const l of this.listeners) l(conv, inst);
   }
 
-  private write(p: Pending, now: string, woken: Map<string, string>): IngestOutcome {
+  private write(p: Pending, now: string, woken: Map<string, string>, freshRows: Array<InboxRow | null>): IngestOutcome {
     const m = p.msg;
     const conversationId = conversationIdFor(m.instanceId, m.chat);
     this.stmt.upsertConversation.run(conversationId, m.instanceId, chatKey(m.chat), JSON.stringify(m.chat), m.chat.kind, m.chat.kind === 'direct' ? (m.sender.name ?? null) : null, now, now);
@@ -192,10 +214,18 @@ export class Inbox {
     // Per-conversation bound: beyond it the row is kept (terminal, traced) but never reaches the agent.
     const pendingHere = (this.backlog.get(conversationId) ?? 0) + (this.batchCounts.get(conversationId) ?? 0);
     const shed = pendingHere >= this.limits.conversationBacklog;
+    const payload = JSON.stringify(m);
     const row = this.stmt.insert.get(
       id, m.instanceId, m.providerMessageId, conversationId, p.kind, m.sender.id, m.sender.name ?? null, m.sender.phone ?? null,
-      m.text, m.contentType, JSON.stringify(m), shed ? 'shed' : 'pending', now, shed ? now : null,
+      m.text, m.contentType, payload, shed ? 'shed' : 'pending', now, shed ? now : null,
     ) as { seq: number } | null;
+    // The row as `SELECT *` would return it (kept for the actor when accepted).
+    freshRows.push(row && !shed ? {
+      seq: row.seq, id, instance_id: m.instanceId, provider_message_id: m.providerMessageId, conversation_id: conversationId, kind: p.kind,
+      sender_id: m.sender.id, sender_name: m.sender.name ?? null, sender_phone: m.sender.phone ?? null, text: m.text, content_type: m.contentType,
+      payload_json: payload, status: 'pending', attempts: 0, response_text: null, error: null, channel_success: null, possible_duplicate: 0,
+      received_at: now, completed_at: null, duration_ms: null,
+    } : null);
     if (!row) {
       this.counters.duplicates++;
       const existing = this.db.query<{ id: string; seq: number }, [string, string]>('SELECT id, seq FROM inbox WHERE instance_id = ? AND provider_message_id = ?').get(m.instanceId, m.providerMessageId)!;
@@ -227,8 +257,50 @@ export class Inbox {
       .all();
   }
 
-  /** The next rows of a conversation, in order (bounded prefetch). */
+  private keepFresh(conversationId: string, row: InboxRow): void {
+    const list = this.fresh.get(conversationId);
+    if ((list?.length ?? 0) >= FRESH_PER_CONVERSATION || this.freshTotal >= FRESH_TOTAL) {
+      this.dropFresh(conversationId); // the actor queries until this conversation catches up
+      return;
+    }
+    if (list) list.push(row);
+    else this.fresh.set(conversationId, [row]);
+    this.freshTotal++;
+  }
+
+  private dropFresh(conversationId: string): void {
+    const list = this.fresh.get(conversationId);
+    if (!list) return;
+    this.freshTotal -= list.length;
+    this.fresh.delete(conversationId);
+  }
+
+  /** The trace's next step index when known without a query (a row handed out fresh from ingest). */
+  knownNextStep(row: InboxRow): number | undefined {
+    return this.handedFresh.has(row) ? 2 : undefined;
+  }
+
+  /** True when the row came fresh from this process's ingest, so it was never terminal before. */
+  isFresh(row: InboxRow): boolean {
+    return this.handedFresh.has(row);
+  }
+
+  /**
+   * The next rows of a conversation, in order (bounded prefetch). Called by the conversation's
+   * actor once every row it was handed before is terminal, or after it gave up on some (stop,
+   * crash, hand-off), in which case the backlog exceeds the kept rows and the query runs.
+   */
   next(conversationId: string, afterSeq: number, limit: number): InboxRow[] {
+    const list = this.fresh.get(conversationId);
+    if (list && list.length === (this.backlog.get(conversationId) ?? 0) && list[0]!.seq > afterSeq) {
+      const rows = list.length <= limit ? list : list.slice(0, limit);
+      if (rows === list) this.fresh.delete(conversationId);
+      else list.splice(0, limit);
+      this.freshTotal -= rows.length;
+      for (const r of rows) this.handedFresh.add(r);
+      return rows;
+    }
+    this.dropFresh(conversationId); // the query returns them too; handed out that way they are not fresh
     return this.db
       .query<InboxRow, [string, number, number]>(
         `SELECT * FROM inbox WHERE conversation_id = ? AND seq > ? AND status IN ('pending','processing') ORDER BY seq LIMIT ?`,

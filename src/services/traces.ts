@@ -39,8 +39,9 @@ export class TraceLog {
   private ops: Array<() => void> = [];
   private nextIdx: number;
 
-  constructor(private traces: TraceService, readonly traceId: string, private committer: GroupCommitter) {
-    this.nextIdx = traces.nextStepIndex(traceId);
+  /** `nextStep`: the next step index when the caller knows it (a row fresh from ingest); else queried. */
+  constructor(private traces: TraceService, readonly traceId: string, private committer: GroupCommitter, nextStep?: number) {
+    this.nextIdx = nextStep ?? traces.nextStepIndex(traceId);
   }
 
   step(step: string, status: TraceStep['status'], details?: Record<string, unknown> | null, durationMs?: number | null): void {
