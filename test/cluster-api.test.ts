@@ -139,4 +139,29 @@ describe('cluster API (2 node processes, real Redis)', () => {
       await evo.stop();
     }
   }, 30_000);
+  test('an instance edited on another node keeps the owner\'s conversations and traces (replication never deletes the row)', async () => {
+    const evo = await startFakeEvolution();
+    try {
+      const nodes = await twoNodes();
+      const res = await nodes[0].call('POST', '/api/v1/instances', { name: 'keep', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+      const token = new URL(res.body.webhook_url).searchParams.get('token')!;
+      const id = (await nodes[0].call('GET', '/api/v2/instances/keep')).body.data.id as string;
+      await until(async () => (await nodes[1].call('GET', '/api/v2/instances/keep')).status === 200, 3000, 'instance replicated');
+      const { owner, other } = await holderOf(nodes, id);
+      const posted = await other.call('POST', `/webhook/evolution/keep?token=${token}`, upsert('keep', 'k-1', 'hello'), { 'x-api-key': '' });
+      await until(() => evo.sent.length >= 1, 8000, 'reply');
+      const traceId = posted.body.trace_id as string;
+      await until(async () => (await owner.call('GET', `/api/v2/traces/${traceId}`)).body.data?.status === 'completed', 3000, 'trace completed on the owner');
+      // Edit on the node that does not own it; the change replicates to the owner.
+      expect((await other.call('PATCH', '/api/v2/instances/keep', { agent: { timeoutSeconds: 20 } })).status).toBe(200);
+      await until(async () => (await owner.call('GET', '/api/v2/instances/keep')).body.data.agent.timeoutSeconds === 20, 3000, 'edit replicated');
+      const trace = await owner.call('GET', `/api/v2/traces/${traceId}`, undefined, { 'x-switchboard-forwarded-by': 'test' });
+      expect(trace.status).toBe(200);
+      expect(trace.body.data.status).toBe('completed');
+      const convs = await owner.call('GET', '/api/v2/conversations?instanceId=keep');
+      expect(convs.body.items.length).toBe(1);
+    } finally {
+      await evo.stop();
+    }
+  }, 30_000);
 });

@@ -5,7 +5,8 @@
 // - a publisher turns each change into one Lua call: append to `cfg:log`, update the
 //   `cfg:snap:<table>` hash (the full current state for nodes that join later), PUBLISH a notice;
 // - an applier reads `cfg:log` after each notice (and every pollMs, since pub/sub may lose
-//   notices), applies foreign rows with INSERT OR REPLACE, and tells the services to drop caches.
+//   notices), applies foreign rows with an upsert on the primary key (never REPLACE, whose delete would
+//   cascade to the instance's conversations and traces), and tells the services to drop caches.
 // Runtime columns (instance status, key usage) stay local and never replicate.
 import type { Database } from 'bun:sqlite';
 import type Redis from 'ioredis';
@@ -150,8 +151,21 @@ export class ConfigSync {
     const existing = t.local.length ? db.query<Row, never[]>(`SELECT ${t.local.join(', ')} FROM ${t.name} WHERE ${where}`).get(...(pk as never[])) : null;
     const cols = t.columns.filter((c) => c in row || (existing && c in existing));
     const values = cols.map((c) => (existing && c in existing ? existing[c] : row[c]) as never);
-    // REPLACE also resolves unique conflicts (name, default flag, key hash) in favour of the cluster's row.
-    db.query(`INSERT OR REPLACE INTO ${t.name} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`).run(...values);
+    // Never INSERT OR REPLACE: its delete of the existing row would cascade to the instance's
+    // conversations, inbox and traces on this node. Resolve the other unique constraints in favour
+    // of the cluster's row first, then upsert on the primary key.
+    const pkArgs = pk as never[];
+    const notThis = t.pk.map((c) => `${c} != ?`).join(' OR ');
+    if (t.name === 'instances') {
+      if (row.is_default === 1) db.query(`UPDATE instances SET is_default = 0 WHERE is_default = 1 AND (${notThis})`).run(...pkArgs);
+      db.query(`DELETE FROM instances WHERE name = ? AND (${notThis})`).run(row.name as never, ...pkArgs);
+    } else if (t.name === 'api_keys') {
+      db.query(`DELETE FROM api_keys WHERE key_hash = ? AND (${notThis})`).run(row.key_hash as never, ...pkArgs);
+    }
+    const updates = cols.filter((c) => !t.pk.includes(c)).map((c) => `${c} = excluded.${c}`);
+    db.query(
+      `INSERT INTO ${t.name} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ON CONFLICT(${t.pk.join(', ')}) ${updates.length ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING'}`,
+    ).run(...values);
   }
 
   /** Sends local changes to the cluster; a change leaves the local queue only after Redis took it. */

@@ -11,6 +11,21 @@ import type { StreamHub } from '../stream/hub.ts';
 const OPS = ['runStarted', 'delta', 'messageBreak', 'runFinished', 'runError', 'turnRestarted', 'publishEvent'] as const;
 type Op = (typeof OPS)[number];
 
+interface TurnStartInfo {
+  instanceId: string;
+  conversationId: string;
+  turnId: string;
+  messageId: string;
+}
+
+interface EndedTurn extends TurnStartInfo {
+  status: 'finished' | 'error';
+  text: string;
+  error?: string;
+}
+
+const RECENTLY_ENDED_CAP = 500;
+
 interface LiveMsg {
   n: string; // origin node
   q: number; // origin sequence
@@ -26,6 +41,13 @@ export class LiveRelay {
   private foreignTurns = new Map<string, Set<string>>();
   /** Turns this node produces that are running (answers resync requests). */
   private ownTurns = new Set<string>();
+  /** Start of each running own turn (the hub forgets finished turns at once). */
+  private ownStarts = new Map<string, TurnStartInfo>();
+  /**
+   * Own turns that ended recently, with their final text: a receiver whose subscription broke
+   * while the turn ended gets its end in the resync instead of waiting for it forever. Bounded.
+   */
+  private recentlyEnded = new Map<string, EndedTurn>();
   readonly counters = { published: 0, received: 0, gaps: 0, resyncs: 0 };
 
   constructor(private hub: StreamHub, private pub: Redis, private channel: string, private node: string) {
@@ -35,11 +57,24 @@ export class LiveRelay {
       this.originals[op] = orig;
       target[op] = (...a: unknown[]) => {
         orig(...a);
-        if (op === 'runStarted') this.ownTurns.add((a[0] as { turnId: string }).turnId);
-        if (op === 'runFinished' || op === 'runError') this.ownTurns.delete(a[0] as string);
+        if (op === 'runStarted') {
+          const start = a[0] as TurnStartInfo;
+          this.ownTurns.add(start.turnId);
+          this.ownStarts.set(start.turnId, start);
+        }
+        if (op === 'runFinished' || op === 'runError') this.ended(a[0] as string, op === 'runFinished' ? { status: 'finished', text: a[1] as string } : { status: 'error', text: '', error: a[1] as string });
         this.send(op, a);
       };
     }
+  }
+
+  private ended(turnId: string, end: Pick<EndedTurn, 'status' | 'text' | 'error'>): void {
+    this.ownTurns.delete(turnId);
+    const start = this.ownStarts.get(turnId);
+    this.ownStarts.delete(turnId);
+    if (!start) return;
+    this.recentlyEnded.set(turnId, { ...start, ...end });
+    if (this.recentlyEnded.size > RECENTLY_ENDED_CAP) this.recentlyEnded.delete(this.recentlyEnded.keys().next().value!);
   }
 
   private send(op: LiveMsg['op'], a: unknown[]): void {
@@ -69,6 +104,7 @@ export class LiveRelay {
       const s = this.hub.snapshot(turnId);
       if (s && s.status === 'running') this.send('snap', [{ ...s, text: s.text + (turns?.get(turnId)?.pending ?? '') }]);
     }
+    for (const e of this.recentlyEnded.values()) this.send('snap', [e]);
   }
 
   receive(raw: string): void {
@@ -91,7 +127,20 @@ export class LiveRelay {
       return;
     }
     if (m.op === 'snap') {
-      const s = m.a[0] as { instanceId: string; conversationId: string; turnId: string; messageId: string; text: string };
+      const s = m.a[0] as TurnStartInfo & { text: string; status?: 'running' | 'finished' | 'error'; error?: string };
+      if (s.status === 'finished' || s.status === 'error') {
+        // Only a turn seen starting here and not seen ending: its clients are still waiting.
+        const running = this.foreignTurns.get(m.n);
+        if (!running?.has(s.turnId)) return;
+        running.delete(s.turnId);
+        this.counters.resyncs++;
+        if (!this.hub.snapshot(s.turnId)) this.originals.runStarted({ instanceId: s.instanceId, conversationId: s.conversationId, turnId: s.turnId, messageId: s.messageId });
+        this.originals.turnRestarted(s.turnId, 'resync');
+        if (s.text) this.originals.delta(s.turnId, s.text);
+        if (s.status === 'finished') this.originals.runFinished(s.turnId, s.text);
+        else this.originals.runError(s.turnId, s.error ?? 'the reply failed');
+        return;
+      }
       this.counters.resyncs++;
       if (!this.hub.snapshot(s.turnId)) this.originals.runStarted({ instanceId: s.instanceId, conversationId: s.conversationId, turnId: s.turnId, messageId: s.messageId });
       this.originals.turnRestarted(s.turnId, 'resync');
