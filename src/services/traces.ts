@@ -68,16 +68,26 @@ export class TraceLog {
 }
 
 export class TraceService {
-  constructor(readonly db: Database) {}
+  /** Hot-path statements, prepared once (db.query would look each up by its SQL text per call). */
+  private stmt;
+
+  constructor(readonly db: Database) {
+    this.stmt = {
+      insertStep: db.query<unknown, [string, number, string, string, string, number | null, string | null]>(
+        'INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      finish: db.query<unknown, [string, string | null, number | null, string, number, number]>(
+        'UPDATE inbox SET status = ?, error = COALESCE(?, error), channel_success = COALESCE(?, channel_success), completed_at = ?, duration_ms = ? WHERE seq = ?',
+      ),
+    };
+  }
 
   nextStepIndex(traceId: string): number {
     return (this.db.query<{ n: number }, [string]>('SELECT COALESCE(MAX(idx), -1) + 1 AS n FROM trace_steps WHERE trace_id = ?').get(traceId)!).n;
   }
 
   insertStep(traceId: string, idx: number, step: string, status: TraceStep['status'], at: string, durationMs: number | null, details: Record<string, unknown> | null): void {
-    this.db
-      .query('INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(traceId, idx, step, status, at, durationMs, details ? JSON.stringify(details) : null);
+    this.stmt.insertStep.run(traceId, idx, step, status, at, durationMs, details ? JSON.stringify(details) : null);
   }
 
   /** One step in its own transaction (API actions such as a replay; the pipeline uses TraceLog). */
@@ -142,8 +152,6 @@ export class TraceService {
   /** Marks a trace terminal. */
   finish(seq: number, status: InboxStatus, fields: { error?: string | null; channelSuccess?: boolean | null; receivedAt: string }): void {
     const now = Date.now();
-    this.db
-      .query('UPDATE inbox SET status = ?, error = COALESCE(?, error), channel_success = COALESCE(?, channel_success), completed_at = ?, duration_ms = ? WHERE seq = ?')
-      .run(status, fields.error ?? null, fields.channelSuccess == null ? null : fields.channelSuccess ? 1 : 0, isoNow(now), Math.max(0, now - Date.parse(fields.receivedAt)), seq);
+    this.stmt.finish.run(status, fields.error ?? null, fields.channelSuccess == null ? null : fields.channelSuccess ? 1 : 0, isoNow(now), Math.max(0, now - Date.parse(fields.receivedAt)), seq);
   }
 }
