@@ -373,6 +373,7 @@ export class AccessService {
     this.db
       .query('INSERT INTO access_rules (id, instance_id, type, criteria_json, priority, action, reply_message, expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
       .run(rule.id, rule.instanceId, rule.type, JSON.stringify(rule.criteria), rule.priority, rule.action, rule.replyMessage, rule.expiresAt, now, now);
+    this.invalidate();
     return rule;
   }
 
@@ -395,23 +396,38 @@ export class AccessService {
     this.db
       .query('UPDATE access_rules SET instance_id = ?, type = ?, criteria_json = ?, priority = ?, action = ?, reply_message = ?, expires_at = ?, updated_at = ? WHERE id = ?')
       .run(next.instanceId, next.type, JSON.stringify(next.criteria), next.priority, next.action, next.replyMessage, next.expiresAt, next.updatedAt, id);
+    this.invalidate();
     return next;
   }
 
   deleteRule(id: string): boolean {
+    this.invalidate();
     return this.db.query('DELETE FROM access_rules WHERE id = ?').run(id).changes > 0;
   }
 
   // -- evaluation ------------------------------------------------------------------------------
 
+  /** An instance's rules (its own and global), best first; cached until any rule changes. */
+  private rulesCache = new Map<string, AccessRule[]>();
+
+  /** Drops cached rules (a rule changed here, or was replicated from another node). */
+  invalidate(): void {
+    this.rulesCache.clear();
+  }
+
   /** Rules that apply to the instance now (its own and global, not expired), best first. */
   private activeRules(instanceId: string): AccessRule[] {
-    const now = isoNow(this.clock.now());
-    return this.db
-      .query<RuleRow, [string, string]>('SELECT * FROM access_rules WHERE (instance_id = ? OR instance_id IS NULL) AND (expires_at IS NULL OR expires_at > ?)')
-      .all(instanceId, now)
-      .map(toRule)
-      .sort(compareRules);
+    let rules = this.rulesCache.get(instanceId);
+    if (!rules) {
+      rules = this.db
+        .query<RuleRow, [string]>('SELECT * FROM access_rules WHERE instance_id = ? OR instance_id IS NULL')
+        .all(instanceId)
+        .map(toRule)
+        .sort(compareRules);
+      this.rulesCache.set(instanceId, rules);
+    }
+    const now = this.clock.now();
+    return rules.filter((r) => r.expiresAt === null || Date.parse(r.expiresAt) > now);
   }
 
   /** Applies the instance's access mode and rules to a sender (no keyword gates). */
