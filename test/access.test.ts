@@ -1,10 +1,9 @@
 // Access rules: identifier normalisation, precedence, keyword gates and pauses, the v1/v2 routes,
 // and the pipeline end to end (a denied sender's message ends 'blocked' and never reaches the agent).
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import type { InboundMessage } from '../src/channels/types.ts';
 import { normalizeIdentifier } from '../src/services/access.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { ADMIN_KEY, createTestGateway } from './helpers.ts';
 
 function msg(over: Partial<InboundMessage> & { from?: string } = {}): InboundMessage {
@@ -218,41 +217,20 @@ describe('routes', () => {
 });
 
 describe('pipeline', () => {
-  let evo: FakeEvolution;
-  let agent: FakeAgent;
-  beforeAll(async () => {
-    evo = await startFakeEvolution({ apikey: 'EVO-KEY-123456' });
-    agent = startFakeAgent({ protocol: 'json' });
-  });
-  afterAll(async () => {
-    await evo.stop();
-    await agent.stop();
-  });
-
-  async function until(cond: () => boolean, ms = 5000) {
-    const end = Date.now() + ms;
-    while (!cond()) {
-      if (Date.now() > end) throw new Error('timed out waiting');
-      await Bun.sleep(5);
-    }
-  }
+  const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-123456' }, agent: { protocol: 'json' } });
 
   test('a blocked sender gets the rule reply, the trace ends blocked, and the agent is never called', async () => {
     const t = createTestGateway();
-    const res = await t.call('POST', '/api/v1/instances', { name: 'bot', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 5 });
+    const { post } = await evolutionInstance(t, { name: 'bot', ...fakes });
     await t.gw.start();
     await t.call('POST', '/api/v2/access/rules', { instanceId: 'bot', type: 'deny', criteria: { phone: '+1555*' }, action: 'reply', replyMessage: 'This number is blocked' });
-    const token = new URL(res.body.webhook_url).searchParams.get('token')!;
-    const before = agent.requests.length;
-    const hook = await t.call('POST', `/webhook/evolution/bot?token=${token}`, {
-      event: 'messages.upsert', instance: 'bot',
-      data: { key: { remoteJid: '15551234567@s.whatsapp.net', fromMe: false, id: 'blocked-1' }, pushName: 'X', messageTimestamp: 1765375800, message: { conversation: 'hello' } },
-    }, { 'x-api-key': '' });
+    const before = fakes.agent.requests.length;
+    const hook = await post(evolutionUpsert({ instance: 'bot', id: 'blocked-1', text: 'hello', phone: '15551234567', name: 'X' }));
     expect(hook.status).toBe(200);
     await until(() => t.gw.pipeline.traces.get(hook.body.trace_id)?.status === 'blocked');
-    await evo.waitForSent(1);
-    expect(evo.sent.at(-1)!.text).toBe('This number is blocked');
-    expect(agent.requests.length).toBe(before);
+    await fakes.evo.waitForSent(1);
+    expect(fakes.evo.sent.at(-1)!.text).toBe('This number is blocked');
+    expect(fakes.agent.requests.length).toBe(before);
     const trace = await t.call('GET', `/api/v1/traces/${hook.body.trace_id}`);
     const step = trace.body.steps.find((s: any) => s.step === 'access_control_checked');
     expect(step.user_allowed).toBe(false);

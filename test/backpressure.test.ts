@@ -1,38 +1,24 @@
 // Backpressure: per-conversation backlog bound (shed), global bound (503 + Retry-After), and a
 // flooded conversation that does not starve the others (fair agent concurrency).
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { describe, expect, test } from 'bun:test';
+import { evolutionInstance, evolutionUpsert, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
-let evo: FakeEvolution;
-let agent: FakeAgent;
-beforeAll(async () => {
-  evo = await startFakeEvolution({ apikey: 'EVO-KEY-123456' });
-  agent = startFakeAgent({ protocol: 'json' });
-});
-afterAll(async () => {
-  await evo.stop();
-  await agent.stop();
-});
+const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-123456' }, agent: { protocol: 'json' } });
 
-const upsert = (id: string, text: string, phone: string) => ({
-  event: 'messages.upsert',
-  data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, messageTimestamp: 1765375800, message: { conversation: text } },
-});
+const upsert = (id: string, text: string, phone: string) => evolutionUpsert({ id, text, phone });
 
 async function setup(env: Record<string, string>) {
-  evo.reset();
+  fakes.evo.reset();
   const t = createTestGateway(env);
-  const res = await t.call('POST', '/api/v1/instances', { name: 'bp', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+  const { post } = await evolutionInstance(t, { name: 'bp', ...fakes, extra: { agent_timeout: 10 } });
   await t.gw.start();
-  const token = new URL(res.body.webhook_url).searchParams.get('token')!;
-  return { ...t, post: (b: unknown) => t.call('POST', `/webhook/evolution/bp?token=${token}`, b, { 'x-api-key': '' }) };
+  return { ...t, post };
 }
 
 describe('backpressure', () => {
   test('beyond the per-conversation backlog, messages are shed (terminal, traced) instead of reaching the agent', async () => {
-    agent.setBehaviour({ latencyMs: 40 });
+    fakes.agent.setBehaviour({ latencyMs: 40 });
     const t = await setup({ CONVERSATION_BACKLOG_LIMIT: '3' });
     const answers: any[] = [];
     for (let i = 0; i < 10; i++) answers.push((await t.post(upsert(`f-${i}`, `flood ${i}`, '1888'))).body);
@@ -45,15 +31,15 @@ describe('backpressure', () => {
     expect(trace.body.data.status).toBe('shed');
     expect(trace.body.data.steps.map((s: any) => s.step)).toContain('shed');
     // The shed messages never reach the agent; the others are answered.
-    await evo.waitForSent(10 - shed.length, 10000);
-    const asked = new Set(agent.requests.map((r) => r.message));
+    await fakes.evo.waitForSent(10 - shed.length, 10000);
+    const asked = new Set(fakes.agent.requests.map((r) => r.message));
     for (let i = 0; i < 10; i++) if (shed.some((s) => s.trace_id === answers[i].trace_id)) expect(asked.has(`flood ${i}`)).toBe(false);
-    agent.setBehaviour({ latencyMs: 0 });
+    fakes.agent.setBehaviour({ latencyMs: 0 });
     await t.close();
   });
 
   test('the global backlog bound answers 503 UNAVAILABLE with Retry-After and stores nothing', async () => {
-    agent.setBehaviour({ latencyMs: 200 });
+    fakes.agent.setBehaviour({ latencyMs: 200 });
     const t = await setup({ GLOBAL_BACKLOG_LIMIT: '5' });
     const statuses: number[] = [];
     let refused: any = null;
@@ -66,24 +52,24 @@ describe('backpressure', () => {
     expect(refused.body.error.code).toBe('UNAVAILABLE');
     expect(refused.headers.get('retry-after')).toBe('5');
     expect(t.gw.db.query<{ n: number }, []>('SELECT COUNT(*) AS n FROM inbox').get()!.n).toBe(5);
-    agent.setBehaviour({ latencyMs: 0 });
-    await evo.waitForSent(5, 10000);
+    fakes.agent.setBehaviour({ latencyMs: 0 });
+    await fakes.evo.waitForSent(5, 10000);
     await t.close();
   });
 
   test('a flooded conversation does not starve quiet ones: agent slots are shared fairly', async () => {
-    agent.setBehaviour({ latencyMs: 15 });
+    fakes.agent.setBehaviour({ latencyMs: 15 });
     const t = await setup({ AGENT_CONCURRENCY: '2' });
     for (let i = 0; i < 40; i++) await t.post(upsert(`fl-${i}`, `flood ${i}`, '1666'));
     await Promise.all(Array.from({ length: 6 }, (_, c) => t.post(upsert(`q-${c}`, `quiet ${c}`, `1555${c}`))));
-    await evo.waitForSent(46, 15000);
-    const order = evo.sent.map((s) => s.text);
+    await fakes.evo.waitForSent(46, 15000);
+    const order = fakes.evo.sent.map((s) => s.text);
     const lastQuiet = Math.max(...Array.from({ length: 6 }, (_, c) => order.indexOf(`echo: quiet ${c}`)));
     // Round-robin over 7 conversations with 2 slots: every quiet chat is answered within the first few
     // rounds, long before the flood's 40 messages are done.
     expect(lastQuiet).toBeLessThan(20);
-    expect(evo.sentTo('1666')).toEqual(Array.from({ length: 40 }, (_, i) => `echo: flood ${i}`));
-    agent.setBehaviour({ latencyMs: 0 });
+    expect(fakes.evo.sentTo('1666')).toEqual(Array.from({ length: 40 }, (_, i) => `echo: flood ${i}`));
+    fakes.agent.setBehaviour({ latencyMs: 0 });
     await t.close();
   });
 });
@@ -92,14 +78,14 @@ describe('passivation', () => {
   test('idle conversation actors passivate on the (virtual) clock and come back on the next message', async () => {
     const { VirtualClock } = await import('../actors/runtime/virtual-clock.ts');
     const clock = new VirtualClock(Date.now());
-    evo.reset();
+    fakes.evo.reset();
     const t = createTestGateway({ ACTOR_IDLE_MS: '1000' }, { clock });
-    const res = await t.call('POST', '/api/v1/instances', { name: 'pv', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url });
+    const res = await t.call('POST', '/api/v1/instances', { name: 'pv', evolution_url: fakes.evo.url, evolution_key: fakes.evo.apikey, agent_api_url: fakes.agent.url });
     await t.gw.start();
     const token = new URL(res.body.webhook_url).searchParams.get('token')!;
     const post = (b: unknown) => t.call('POST', `/webhook/evolution/pv?token=${token}`, b, { 'x-api-key': '' });
     await post(upsert('pv-1', 'one', '1444'));
-    await evo.waitForSent(1);
+    await fakes.evo.waitForSent(1);
     // The reply left; wait (in real time) until the actor has committed and gone idle.
     while (t.gw.pipeline.conversations.stats().busy > 0) await Bun.sleep(2);
     expect(t.gw.pipeline.conversations.stats().active).toBe(1);
@@ -109,23 +95,23 @@ describe('passivation', () => {
     expect(t.gw.pipeline.conversations.stats().active).toBe(0);
     expect(t.gw.pipeline.conversations.stats().passivated).toBe(1);
     await post(upsert('pv-2', 'two', '1444'));
-    await evo.waitForSent(2);
-    expect(evo.sentTo('1444')).toEqual(['echo: one', 'echo: two']);
+    await fakes.evo.waitForSent(2);
+    expect(fakes.evo.sentTo('1444')).toEqual(['echo: one', 'echo: two']);
     await t.close();
   });
 });
 
 describe('backlog accounting', () => {
   test('the conversation bound counts unfinished messages only: a long conversation is never shed for its history', async () => {
-    agent.setBehaviour({ latencyMs: 0 });
+    fakes.agent.setBehaviour({ latencyMs: 0 });
     const t = await setup({ CONVERSATION_BACKLOG_LIMIT: '3' });
     for (let i = 0; i < 12; i++) {
       const r = await t.post(upsert(`long-${i}`, `m ${i}`, '1333'));
       expect(r.body.message).toBe('Message accepted');
-      await evo.waitForSent(i + 1);
+      await fakes.evo.waitForSent(i + 1);
       while (t.gw.pipeline.inbox.conversationBacklog(r.body.trace_id) > 0 || t.gw.pipeline.inbox.depth > 0) await Bun.sleep(2);
     }
-    expect(evo.sentTo('1333').length).toBe(12);
+    expect(fakes.evo.sentTo('1333').length).toBe(12);
     await t.close();
   });
 });

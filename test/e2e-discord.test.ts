@@ -5,20 +5,13 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import { DiscordAdapter } from '../src/channels/discord/adapter.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { BOT_USER, DM_CHANNEL_ID, GUILD_ID, TEXT_CHANNEL_ID, startFakeDiscord, type FakeDiscord } from './fakes/discord/server.ts';
+import { until } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function until(cond: () => boolean, ms = 8000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await Bun.sleep(10);
-  }
-}
 
 async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   const discord: FakeDiscord = await startFakeDiscord({ heartbeatIntervalMs: 300 });
@@ -40,7 +33,7 @@ async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   });
   expect(res.status).toBe(201);
   const id = res.body.data.id as string;
-  await until(() => t.gw.instances.get(id)?.status === 'connected');
+  await until(() => t.gw.instances.get(id)?.status === 'connected', 8000);
   return { ...t, discord, id };
 }
 
@@ -56,7 +49,7 @@ describe('Discord through the gateway', () => {
     expect(st.body.data).toMatchObject({ status: 'connected', running: true });
 
     const msgId = t.discord.dispatchMessage({ content: 'hello bot' });
-    await until(() => posts(t.discord, DM_CHANNEL_ID).length >= 1);
+    await until(() => posts(t.discord, DM_CHANNEL_ID).length >= 1, 8000);
     const post = posts(t.discord, DM_CHANNEL_ID)[0];
     expect(post.body.content).toBe('echo: hello bot');
     expect(typeof post.body.nonce).toBe('string');
@@ -75,7 +68,7 @@ describe('Discord through the gateway', () => {
     t.discord.dispatchMessage({ content: `<@${BOT_USER.id}> first`, guild: true, mentions: mention });
     t.discord.dispatchMessage({ content: `<@${BOT_USER.id}> second`, guild: true, mentions: mention });
     t.discord.dispatchMessage({ content: `<@${BOT_USER.id}> third`, guild: true, mentions: mention });
-    await until(() => posts(t.discord, TEXT_CHANNEL_ID).length >= 3);
+    await until(() => posts(t.discord, TEXT_CHANNEL_ID).length >= 3, 8000);
     await Bun.sleep(100);
     expect(posts(t.discord, TEXT_CHANNEL_ID).map((p) => p.body.content)).toEqual(['re: first', 're: second', 're: third']);
     expect(agent.requests.map((r) => r.message)).toEqual(['first', 'second', 'third']);
@@ -88,7 +81,7 @@ describe('Discord through the gateway', () => {
     cleanups.push(() => agent.stop());
     const t = await setup(agent, { replyMode: 'edit' });
     t.discord.dispatchMessage({ content: 'stream please' });
-    await until(() => patches(t.discord, DM_CHANNEL_ID).some((p) => p.body.content === full));
+    await until(() => patches(t.discord, DM_CHANNEL_ID).some((p) => p.body.content === full), 8000);
     const dmPosts = posts(t.discord, DM_CHANNEL_ID);
     expect(dmPosts).toHaveLength(1);
     expect(full.startsWith(dmPosts[0].body.content)).toBe(true);

@@ -2,9 +2,8 @@
 // QR route in the guide's shape, live status, connect/restart/logout proxies, and an unreachable
 // Evolution server (connect 502, create still 201).
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import jsQR from 'jsqr';
-import { PNG } from 'pngjs';
 import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { decodeQrDataUrl, until } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
 let evo: FakeEvolution;
@@ -18,20 +17,6 @@ afterEach(() => {
   evo.reset();
   evo.instances.clear();
 });
-
-async function until(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await Bun.sleep(5);
-  }
-}
-
-function decodeDataUrl(dataUrl: string): string | null {
-  expect(dataUrl.startsWith('data:image/png;base64,')).toBe(true);
-  const png = PNG.sync.read(Buffer.from(dataUrl.slice('data:image/png;base64,'.length), 'base64'));
-  return jsQR(new Uint8ClampedArray(png.data), png.width, png.height)?.data ?? null;
-}
 
 /** A port nothing listens on. */
 async function deadUrl(): Promise<string> {
@@ -88,13 +73,13 @@ describe('Evolution lifecycle', () => {
     expect(qr.body.instance_id).toBe(created.body.id);
     expect(Date.parse(qr.body.valid_until)).toBeGreaterThan(before);
     const inst = evo.instances.get('evo-qr')!;
-    expect(decodeDataUrl(qr.body.qr_code)).toBe(inst.qrCode);
+    expect(decodeQrDataUrl(qr.body.qr_code)).toBe(inst.qrCode);
     expect(evo.calls.at(-1)!.path).toBe('/instance/connect/evo-qr');
 
     // v2 gives the same QR as {data:{qr, expiresAt}}.
     const v2 = await t.call('GET', '/api/v2/instances/wa-qr/qr');
     expect(v2.status).toBe(200);
-    expect(decodeDataUrl(v2.body.data.qr)).toBe(evo.instances.get('evo-qr')!.qrCode);
+    expect(decodeQrDataUrl(v2.body.data.qr)).toBe(evo.instances.get('evo-qr')!.qrCode);
     expect(typeof v2.body.data.expiresAt).toBe('string');
 
     // Once WhatsApp is linked there is no QR: 409 saying so.

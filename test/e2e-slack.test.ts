@@ -6,6 +6,7 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { eventCallback, signRequest } from './fakes/slack/events.ts';
 import { FakeSlack } from './fakes/slack/server.ts';
+import { until } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
 const SECRET = 'e2e-signing-secret-0123456789abcdef';
@@ -15,14 +16,6 @@ const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function until(cond: () => boolean, ms = 8000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await Bun.sleep(10);
-  }
-}
 
 async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   const slack = new FakeSlack().start();
@@ -38,7 +31,7 @@ async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   });
   expect(res.status).toBe(201);
   const id = res.body.data.id as string;
-  await until(() => t.gw.instances.get(id)?.status === 'connected');
+  await until(() => t.gw.instances.get(id)?.status === 'connected', 8000);
   const post = (body: unknown, opts: { secret?: string; headers?: Record<string, string> } = {}) => {
     const raw = JSON.stringify(body);
     return t.call('POST', '/webhook/slack/sl', raw, { ...signRequest(opts.secret ?? SECRET, raw), 'x-api-key': '', ...opts.headers });
@@ -58,7 +51,7 @@ describe('Slack through the gateway', () => {
     const res = await t.post(eventCallback(mention('what time is it?', '1765375800.000100')));
     expect(res.status).toBe(200);
     expect(res.body.trace_id).toBeTruthy();
-    await until(() => t.slack.callsOf('chat.postMessage').length >= 1);
+    await until(() => t.slack.callsOf('chat.postMessage').length >= 1, 8000);
     const p = t.slack.callsOf('chat.postMessage')[0];
     expect(p.params.channel).toBe('C0000001');
     expect(p.params.thread_ts).toBe('1765375800.000100');
@@ -89,7 +82,7 @@ describe('Slack through the gateway', () => {
     expect(first.status).toBe(200);
     expect(retry.status).toBe(200);
     expect(retry.body.trace_id).toBe(first.body.trace_id);
-    await until(() => t.slack.callsOf('chat.postMessage').length >= 1);
+    await until(() => t.slack.callsOf('chat.postMessage').length >= 1, 8000);
     await Bun.sleep(200);
     expect(t.slack.callsOf('chat.postMessage')).toHaveLength(1);
     expect(agent.requests).toHaveLength(1);
@@ -102,7 +95,7 @@ describe('Slack through the gateway', () => {
     cleanups.push(() => agent.stop());
     const t = await setup(agent, { replyMode: 'edit' });
     await t.post(eventCallback(mention('stream it', '1765375803.000100')));
-    await until(() => t.slack.callsOf('chat.update').some((c) => c.params.text === full));
+    await until(() => t.slack.callsOf('chat.update').some((c) => c.params.text === full), 8000);
     const posts = t.slack.callsOf('chat.postMessage');
     expect(posts).toHaveLength(1);
     expect(posts[0].params.thread_ts).toBe('1765375803.000100');

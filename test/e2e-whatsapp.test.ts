@@ -2,11 +2,10 @@
 // (decoded from the PNG), pairing code, inbound → agent → sendMessage in order with presence
 // around it, a 401 close → logged_out in the status route, logout clearing the auth state.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import jsQR from 'jsqr';
-import { PNG } from 'pngjs';
 import { hasStoredAuth } from '../src/channels/whatsapp/auth-state.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { fakeSocketFactory } from './fakes/baileys-socket.ts';
+import { decodeQrDataUrl, until } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
 let agent: FakeAgent;
@@ -14,20 +13,6 @@ beforeAll(() => {
   agent = startFakeAgent({ protocol: 'json', reply: (m) => `echo: ${m}` });
 });
 afterAll(() => agent.stop());
-
-async function until(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await Bun.sleep(5);
-  }
-}
-
-function decodeDataUrl(dataUrl: string): string | null {
-  expect(dataUrl.startsWith('data:image/png;base64,')).toBe(true);
-  const png = PNG.sync.read(Buffer.from(dataUrl.slice('data:image/png;base64,'.length), 'base64'));
-  return jsQR(new Uint8ClampedArray(png.data), png.width, png.height)?.data ?? null;
-}
 
 async function setup() {
   const sockets = fakeSocketFactory();
@@ -61,13 +46,13 @@ describe('WhatsApp (Baileys) through the gateway', () => {
     t.sockets.last().emitQr(payload);
     const v2 = await t.call('GET', `/api/v2/instances/${t.id}/qr`);
     expect(v2.status).toBe(200);
-    expect(decodeDataUrl(v2.body.data.qr)).toBe(payload);
+    expect(decodeQrDataUrl(v2.body.data.qr)).toBe(payload);
     expect(Date.parse(v2.body.data.expiresAt)).toBeGreaterThan(Date.now());
 
     const v1 = await t.call('GET', '/api/v1/instances/wa/qr');
     expect(v1.status).toBe(200);
     expect(v1.body.instance_name).toBe('wa');
-    expect(decodeDataUrl(v1.body.qr_code)).toBe(payload);
+    expect(decodeQrDataUrl(v1.body.qr_code)).toBe(payload);
 
     const st = await t.call('GET', `/api/v2/instances/${t.id}/status`);
     expect(st.body.data).toMatchObject({ status: 'connecting', hasQr: true, qrRounds: 1 });

@@ -1,52 +1,21 @@
 // Events: recorded from real pipeline traffic (Evolution webhook → agent → sendText), listed with
 // filters and stable cursors, searched with FTS5, scoped to instance-bound keys.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { describe, expect, test } from 'bun:test';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
-let evo: FakeEvolution;
-let agent: FakeAgent;
+const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-EVENTS' }, agent: { protocol: 'json' }, resetAfterEach: true });
 
-beforeAll(async () => {
-  evo = await startFakeEvolution({ apikey: 'EVO-KEY-EVENTS' });
-  agent = startFakeAgent({ protocol: 'json' });
-});
-afterAll(async () => {
-  await evo.stop();
-  await agent.stop();
-});
-afterEach(() => {
-  evo.reset();
-  agent.setBehaviour({ reply: (m) => `echo: ${m}`, latencyMs: 0, failTimes: 0, status: null });
-});
-
-export function upsert(instance: string, id: string, text: string, phone = '15551234567', name = 'Pavan') {
-  return {
-    event: 'messages.upsert',
-    instance,
-    data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, pushName: name, messageTimestamp: 1765375800, message: { conversation: text } },
-  };
-}
-
-async function until(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await Bun.sleep(5);
-  }
-}
+const upsert = (instance: string, id: string, text: string, phone?: string, name = 'Pavan') => evolutionUpsert({ instance, id, text, phone, name });
 
 async function setup(names = ['bot']) {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
   const posts: Record<string, (body: unknown) => Promise<{ status: number; body: any }>> = {};
   const ids: Record<string, string> = {};
   for (const name of names) {
-    const res = await t.call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 5 });
-    expect(res.status).toBe(201);
-    const token = new URL(res.body.webhook_url).searchParams.get('token')!;
-    posts[name] = (body) => t.call('POST', `/webhook/evolution/${name}?token=${token}`, body, { 'x-api-key': '' });
-    ids[name] = (await t.call('GET', `/api/v2/instances/${name}`)).body.data.id;
+    const inst = await evolutionInstance(t, { name, ...fakes });
+    posts[name] = inst.post;
+    ids[name] = inst.id;
   }
   await t.gw.start();
   const eventCount = () => (t.gw.db.query('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
@@ -58,7 +27,7 @@ describe('events', () => {
   test('an inbound message and its agent reply become events with the person, trace and platform id', async () => {
     const t = await setup();
     const res = await t.posts.bot(upsert('bot', 'ev-1', 'where is my order 42?'));
-    await evo.waitForSent(1);
+    await fakes.evo.waitForSent(1);
     await until(() => (t.gw.events.flush(), (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type LIKE 'message.%'").get() as { n: number }).n >= 2));
     const list = await t.call('GET', '/api/v2/events?eventType=message.*');
     expect(list.status).toBe(200);
@@ -74,7 +43,7 @@ describe('events', () => {
     expect(sent.type).toBe('message.sent');
     expect(sent.text).toBe('echo: where is my order 42?');
     expect(sent.personId).toBe(received.personId);
-    expect(sent.payload.externalMessageId).toBe(evo.sent[0].id);
+    expect(sent.payload.externalMessageId).toBe(fakes.evo.sent[0].id);
     const one = await t.call('GET', `/api/v2/events/${received.id}`);
     expect(one.body.data).toEqual(received);
     expect((await t.call('GET', '/api/v2/events/nope')).status).toBe(404);

@@ -1,19 +1,11 @@
 // The error envelope: every error the app can produce answers {"error":{code,message,details}},
 // never a stack trace, always with an x-request-id.
-import { afterEach, describe, expect, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import { ADMIN_KEY } from './helpers.ts';
-import { offlineGateway as createTestGateway } from './foundation-fixtures.ts';
+import { offlineGatewaysClosedAfterEach, type OfflineGateway } from './foundation-fixtures.ts';
 
-type T = ReturnType<typeof createTestGateway>;
-const open: T[] = [];
-function gateway(env: Record<string, string> = {}): T {
-  const t = createTestGateway(env);
-  open.push(t);
-  return t;
-}
-afterEach(async () => {
-  for (const t of open.splice(0)) await t.close();
-});
+type T = OfflineGateway;
+const gateway = offlineGatewaysClosedAfterEach();
 
 const STACK = /\bat .+\(|\.ts:\d+|node_modules|Error:\s/;
 

@@ -1,6 +1,7 @@
 // Foundation suites create instances through the API only to check the API; the pipeline would
 // start real channel adapters for them (Discord gateway, Evolution webhook registration), which
 // must never reach the internet. Every channel gets a stand-in adapter that connects nowhere.
+import { afterEach } from 'bun:test';
 import type { AdapterFactory } from '../src/channels/registry.ts';
 import { CHANNEL_KINDS, type ChannelAdapter, type ChannelKind } from '../src/channels/types.ts';
 import { createTestGateway } from './helpers.ts';
@@ -20,4 +21,19 @@ const factories = Object.fromEntries(CHANNEL_KINDS.map((k) => [k, offlineAdapter
 /** createTestGateway with offline channel adapters. */
 export function offlineGateway(env: Record<string, string> = {}) {
   return createTestGateway(env, { pipeline: { factories } });
+}
+
+export type OfflineGateway = ReturnType<typeof offlineGateway>;
+
+/** An offlineGateway maker for one test file: every gateway it made is closed after each test. */
+export function offlineGatewaysClosedAfterEach(): (env?: Record<string, string>) => OfflineGateway {
+  const open: OfflineGateway[] = [];
+  afterEach(async () => {
+    for (const t of open.splice(0)) await t.close();
+  });
+  return (env = {}) => {
+    const t = offlineGateway(env);
+    open.push(t);
+    return t;
+  };
 }

@@ -1,17 +1,8 @@
 // v1 instances: the setup guide's request bodies, verbatim, and its response shapes.
-import { afterEach, describe, expect, test } from 'bun:test';
-import { offlineGateway as createTestGateway } from './foundation-fixtures.ts';
+import { describe, expect, test } from 'bun:test';
+import { offlineGatewaysClosedAfterEach } from './foundation-fixtures.ts';
 
-type T = ReturnType<typeof createTestGateway>;
-const open: T[] = [];
-function gateway(env: Record<string, string> = {}): T {
-  const t = createTestGateway(env);
-  open.push(t);
-  return t;
-}
-afterEach(async () => {
-  for (const t of open.splice(0)) await t.close();
-});
+const gateway = offlineGatewaysClosedAfterEach();
 
 // "Create WhatsApp Instance with Leo Agent", copied from the v1 setup guide.
 const GUIDE_LEO_BODY = `{

@@ -1,17 +1,8 @@
 // v2 instances (camelCase, envelopes, cursor pagination, filters) and v2 settings.
-import { afterEach, describe, expect, test } from 'bun:test';
-import { offlineGateway as createTestGateway } from './foundation-fixtures.ts';
+import { describe, expect, test } from 'bun:test';
+import { offlineGatewaysClosedAfterEach } from './foundation-fixtures.ts';
 
-type T = ReturnType<typeof createTestGateway>;
-const open: T[] = [];
-function gateway(env: Record<string, string> = {}): T {
-  const t = createTestGateway(env);
-  open.push(t);
-  return t;
-}
-afterEach(async () => {
-  for (const t of open.splice(0)) await t.close();
-});
+const gateway = offlineGatewaysClosedAfterEach();
 
 const SECRETS = {
   evolutionKey: 'EVO-SECRET-7f3a9c1d2e4b',

@@ -1,38 +1,17 @@
 // The send API end to end: POST /api/v2/messages (and media, reaction, v1 send-text) through the
 // conversation actor and outbox to a local Evolution stand-in, ordered with agent replies.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { describe, expect, test } from 'bun:test';
+import { evolutionInstance, evolutionUpsert, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
-let evo: FakeEvolution;
-let agent: FakeAgent;
+const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-SEND' }, agent: { protocol: 'json' }, resetAfterEach: true });
 
-beforeAll(async () => {
-  evo = await startFakeEvolution({ apikey: 'EVO-KEY-SEND' });
-  agent = startFakeAgent({ protocol: 'json' });
-});
-afterAll(async () => {
-  await evo.stop();
-  await agent.stop();
-});
-afterEach(() => {
-  evo.reset();
-  agent.setBehaviour({ reply: (m) => `echo: ${m}`, latencyMs: 0, failTimes: 0, status: null });
-});
-
-function upsert(id: string, text: string, phone: string) {
-  return { event: 'messages.upsert', instance: 'bot', data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, pushName: 'Gus', messageTimestamp: 1765375800, message: { conversation: text } } };
-}
+const upsert = (id: string, text: string, phone: string) => evolutionUpsert({ instance: 'bot', id, text, phone, name: 'Gus' });
 
 async function setup() {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
-  const res = await t.call('POST', '/api/v1/instances', { name: 'bot', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 5 });
-  expect(res.status).toBe(201);
+  const { post, id } = await evolutionInstance(t, { name: 'bot', ...fakes });
   await t.gw.start();
-  const token = new URL(res.body.webhook_url).searchParams.get('token')!;
-  const post = (body: unknown) => t.call('POST', `/webhook/evolution/bot?token=${token}`, body, { 'x-api-key': '' });
-  const id = (await t.call('GET', '/api/v2/instances/bot')).body.data.id as string;
   return { ...t, post, id };
 }
 
@@ -41,14 +20,14 @@ describe('send API', () => {
     const t = await setup();
     const res = await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '+1 555 777 0001', text: 'Your order shipped' });
     expect(res.status).toBe(200);
-    expect(evo.sent.map((s) => [s.number, s.text])).toEqual([['15557770001', 'Your order shipped']]);
-    expect(res.body.data).toEqual({ messageId: expect.any(String), externalMessageId: evo.sent[0].id, status: 'sent' });
+    expect(fakes.evo.sent.map((s) => [s.number, s.text])).toEqual([['15557770001', 'Your order shipped']]);
+    expect(res.body.data).toEqual({ messageId: expect.any(String), externalMessageId: fakes.evo.sent[0].id, status: 'sent' });
     const got = await t.call('GET', `/api/v2/messages/${res.body.data.messageId}`);
     expect(got.status).toBe(200);
-    expect(got.body.data).toMatchObject({ direction: 'outbound', status: 'completed', text: 'Your order shipped', externalMessageId: evo.sent[0].id, instanceId: t.id });
+    expect(got.body.data).toMatchObject({ direction: 'outbound', status: 'completed', text: 'Your order shipped', externalMessageId: fakes.evo.sent[0].id, instanceId: t.id });
     // An inbound message is readable the same way (by its trace id).
     const inbound = await t.post(upsert('in-1', 'thanks!', '15557770001'));
-    await evo.waitForSent(2);
+    await fakes.evo.waitForSent(2);
     const m = await t.call('GET', `/api/v2/messages/${inbound.body.trace_id}`);
     expect(m.body.data).toMatchObject({ direction: 'inbound', text: 'thanks!', externalMessageId: 'in-1', from: { name: 'Gus', phone: '+15557770001' } });
     expect((await t.call('GET', '/api/v2/messages/unknown')).status).toBe(404);
@@ -67,20 +46,20 @@ describe('send API', () => {
 
   test('a send to a chat whose agent reply is still being written leaves after that reply', async () => {
     const t = await setup();
-    agent.setBehaviour({ latencyMs: 150 });
+    fakes.agent.setBehaviour({ latencyMs: 150 });
     await t.post(upsert('o-1', 'question', '15557770002'));
     const started = Date.now();
     const res = await t.call('POST', '/api/v2/messages', { instanceId: 'bot', to: '15557770002', text: 'operator note' });
     expect(res.status).toBe(200);
     expect(Date.now() - started).toBeGreaterThanOrEqual(100);
-    expect(evo.sentTo('15557770002')).toEqual(['echo: question', 'operator note']);
+    expect(fakes.evo.sentTo('15557770002')).toEqual(['echo: question', 'operator note']);
     // And a send queued before the next message goes first.
     const send = t.call('POST', '/api/v2/messages', { instanceId: 'bot', to: '15557770002', text: 'first' });
     await Bun.sleep(5);
     await t.post(upsert('o-2', 'second', '15557770002'));
     expect((await send).status).toBe(200);
-    await evo.waitForSent(4);
-    expect(evo.sentTo('15557770002')).toEqual(['echo: question', 'operator note', 'first', 'echo: second']);
+    await fakes.evo.waitForSent(4);
+    expect(fakes.evo.sentTo('15557770002')).toEqual(['echo: question', 'operator note', 'first', 'echo: second']);
     await t.close();
   });
 
@@ -93,17 +72,17 @@ describe('send API', () => {
     for (const r of [a, b, c]) expect(r.status).toBe(200);
     expect(b.body.data).toEqual(a.body.data);
     expect(c.body.data).toEqual(a.body.data);
-    expect(evo.sent.length).toBe(1);
+    expect(fakes.evo.sent.length).toBe(1);
     // Without the header every request is a new message.
     await t.call('POST', '/api/v2/messages', body);
     await t.call('POST', '/api/v2/messages', body);
-    expect(evo.sent.length).toBe(3);
+    expect(fakes.evo.sent.length).toBe(3);
     await t.close();
   });
 
   test('a channel failure is 502 CHANNEL_ERROR with the channel\'s reason; its retry answers the same', async () => {
     const t = await setup();
-    evo.fail('sendText', 400, 1);
+    fakes.evo.fail('sendText', 400, 1);
     const h = { 'idempotency-key': 'will-fail' };
     const res = await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770004', text: 'hello' }, h);
     expect(res.status).toBe(502);
@@ -113,7 +92,7 @@ describe('send API', () => {
     const again = await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770004', text: 'hello' }, h);
     expect(again.status).toBe(502);
     expect(again.body.error.details.messageId).toBe(res.body.error.details.messageId);
-    expect(evo.calls.filter((c) => c.route === 'sendText').length).toBe(1);
+    expect(fakes.evo.calls.filter((c) => c.route === 'sendText').length).toBe(1);
     const got = await t.call('GET', `/api/v2/messages/${res.body.error.details.messageId}`);
     expect(got.body.data.status).toBe('failed');
     t.gw.events.flush();
@@ -125,15 +104,15 @@ describe('send API', () => {
     const t = await setup();
     const media = await t.call('POST', '/api/v2/messages/media', { instanceId: t.id, to: '15557770005', mediaType: 'image', mediaUrl: 'https://example.com/a.png', caption: 'the chart' });
     expect(media.status).toBe(200);
-    const mc = evo.calls.find((c) => c.route === 'sendMedia')!;
+    const mc = fakes.evo.calls.find((c) => c.route === 'sendMedia')!;
     expect(mc.body).toMatchObject({ number: '15557770005', mediatype: 'image', media: 'https://example.com/a.png', caption: 'the chart' });
     expect(media.body.data.externalMessageId).toBeTruthy();
     const reaction = await t.call('POST', '/api/v2/messages/reaction', { instanceId: t.id, to: '15557770005', messageId: 'WAMSG1', emoji: '👍' });
     expect(reaction.status).toBe(200);
     expect(reaction.body.success).toBe(true);
-    const rc = evo.calls.find((c) => c.route === 'sendReaction')!;
+    const rc = fakes.evo.calls.find((c) => c.route === 'sendReaction')!;
     expect(rc.body).toMatchObject({ key: { id: 'WAMSG1', remoteJid: '15557770005@s.whatsapp.net' }, reaction: '👍' });
-    expect(evo.sent.length).toBe(0); // no stray text messages
+    expect(fakes.evo.sent.length).toBe(0); // no stray text messages
     const both = await t.call('POST', '/api/v2/messages/media', { instanceId: t.id, to: '15557770005', mediaType: 'image', mediaUrl: 'https://e.com/x', mediaBase64: 'AAAA' });
     expect(both.status).toBe(400);
     await t.close();
@@ -143,10 +122,10 @@ describe('send API', () => {
     const t = await setup();
     const a = await t.call('POST', '/api/v1/instance/bot/send-text', { phone_number: '+15557770006', text: 'v1 hello' });
     expect(a.status).toBe(200);
-    expect(a.body).toEqual({ success: true, message_id: expect.any(String), external_message_id: evo.sent[0].id, status: 'sent' });
+    expect(a.body).toEqual({ success: true, message_id: expect.any(String), external_message_id: fakes.evo.sent[0].id, status: 'sent' });
     const b = await t.call('POST', '/api/v1/instance/bot/send-text', { number: '15557770006', text: 'v1 again' });
     expect(b.status).toBe(200);
-    expect(evo.sentTo('15557770006')).toEqual(['v1 hello', 'v1 again']);
+    expect(fakes.evo.sentTo('15557770006')).toEqual(['v1 hello', 'v1 again']);
     expect((await t.call('POST', '/api/v1/instance/bot/send-text', { text: 'no number' })).status).toBe(400);
     expect((await t.call('POST', '/api/v1/instance/ghost/send-text', { number: '1555', text: 'x' })).status).toBe(404);
     await t.close();
@@ -160,13 +139,13 @@ describe('send API', () => {
     expect((await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770007' })).status).toBe(400);
     const reader = t.gw.keys.create({ name: 'reader', scopes: ['messages:read'] }).key;
     expect((await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770007', text: 'x' }, { 'x-api-key': reader })).status).toBe(403);
-    const other = await t.call('POST', '/api/v1/instances', { name: 'other', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url });
+    const other = await t.call('POST', '/api/v1/instances', { name: 'other', evolution_url: fakes.evo.url, evolution_key: fakes.evo.apikey, agent_api_url: fakes.agent.url });
     const otherId = (await t.call('GET', `/api/v2/instances/${other.body.name}`)).body.data.id;
     const bound = t.gw.keys.create({ name: 'bound', scopes: ['messages:*'], instanceIds: [otherId] }).key;
     expect((await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770007', text: 'x' }, { 'x-api-key': bound })).status).toBe(404);
     const sent = await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770007', text: 'mine' });
     expect((await t.call('GET', `/api/v2/messages/${sent.body.data.messageId}`, undefined, { 'x-api-key': bound })).status).toBe(404);
-    expect(evo.sent.map((s) => s.text)).toEqual(['mine']);
+    expect(fakes.evo.sent.map((s) => s.text)).toEqual(['mine']);
     await t.close();
   });
 });

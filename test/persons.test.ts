@@ -1,45 +1,19 @@
 // Persons and identities from real webhook traffic: auto-creation with display names, WhatsApp
 // phone JID ↔ LID as one identity, link/unlink, presence and the cross-channel timeline.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { describe, expect, test } from 'bun:test';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
-let evo: FakeEvolution;
-let agent: FakeAgent;
-
-beforeAll(async () => {
-  evo = await startFakeEvolution({ apikey: 'EVO-KEY-PERSONS' });
-  agent = startFakeAgent({ protocol: 'json' });
-});
-afterAll(async () => {
-  await evo.stop();
-  await agent.stop();
-});
-afterEach(() => evo.reset());
+const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-PERSONS' }, agent: { protocol: 'json' }, resetAfterEach: true });
 
 /** An Evolution upsert; `key` overrides the message key (LID addressing). */
-function upsert(instance: string, id: string, text: string, key: Record<string, unknown>, name?: string) {
-  return { event: 'messages.upsert', instance, data: { key: { fromMe: false, id, ...key }, ...(name ? { pushName: name } : {}), messageTimestamp: 1765375800, message: { conversation: text } } };
-}
+const upsert = (instance: string, id: string, text: string, key: Record<string, unknown>, name?: string) => evolutionUpsert({ instance, id, text, key, name });
 const phoneKey = (phone: string) => ({ remoteJid: `${phone}@s.whatsapp.net` });
-
-async function until(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await Bun.sleep(5);
-  }
-}
 
 async function setup(names = ['bot']) {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
   const posts: Record<string, (body: unknown) => Promise<{ status: number; body: any }>> = {};
-  for (const name of names) {
-    const res = await t.call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 5 });
-    const token = new URL(res.body.webhook_url).searchParams.get('token')!;
-    posts[name] = (body) => t.call('POST', `/webhook/evolution/${name}?token=${token}`, body, { 'x-api-key': '' });
-  }
+  for (const name of names) posts[name] = (await evolutionInstance(t, { name, ...fakes })).post;
   await t.gw.start();
   const received = () => (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type = 'message.received'").get() as { n: number }).n;
   /** Posts and waits until the message is recorded as an event. */

@@ -1,52 +1,18 @@
 // The message pipeline end to end, in process: Evolution webhook → inbox → conversation actor →
 // JSON agent → Evolution sendText, with local stand-ins for Evolution and the agent.
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { describe, expect, test } from 'bun:test';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { ADMIN_KEY, createTestGateway } from './helpers.ts';
 
-let evo: FakeEvolution;
-let agent: FakeAgent;
+const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-123456' }, agent: { protocol: 'json' }, resetAfterEach: true });
 
-beforeAll(async () => {
-  evo = await startFakeEvolution({ apikey: 'EVO-KEY-123456' });
-  agent = startFakeAgent({ protocol: 'json' });
-});
-afterAll(async () => {
-  await evo.stop();
-  await agent.stop();
-});
-afterEach(() => {
-  evo.reset();
-  agent.setBehaviour({ reply: (m) => `echo: ${m}`, latencyMs: 0, failTimes: 0, status: null });
-});
-
-function upsert(id: string, text: string, phone = '15551234567') {
-  return {
-    event: 'messages.upsert',
-    instance: 'bot',
-    data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, pushName: 'Pavan', messageTimestamp: 1765375800, message: { conversation: text } },
-  };
-}
+const upsert = (id: string, text: string, phone?: string) => evolutionUpsert({ instance: 'bot', id, text, phone, name: 'Pavan' });
 
 async function setup(env: Record<string, string> = {}, extra: Record<string, unknown> = {}) {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', ...env });
-  const res = await t.call('POST', '/api/v1/instances', {
-    name: 'bot', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_api_key: 'agent-secret', agent_timeout: 5, ...extra,
-  });
-  expect(res.status).toBe(201);
+  const { post } = await evolutionInstance(t, { name: 'bot', ...fakes, extra: { agent_api_key: 'agent-secret', ...extra } });
   await t.gw.start();
-  const token = new URL(res.body.webhook_url).searchParams.get('token')!;
-  const post = (body: unknown) => t.call('POST', `/webhook/evolution/bot?token=${token}`, body, { 'x-api-key': '' });
-  return { ...t, post, token };
-}
-
-async function until(cond: () => boolean, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await Bun.sleep(5);
-  }
+  return { ...t, post };
 }
 
 describe('pipeline', () => {
@@ -56,11 +22,11 @@ describe('pipeline', () => {
     expect(res.status).toBe(200);
     expect(res.body.status).toBe('received');
     expect(res.body.message).toBe('Message accepted');
-    await evo.waitForSent(1);
-    expect(evo.sent[0].number).toBe('15551234567');
-    expect(evo.sent[0].text).toBe('echo: give me a java code');
-    expect(evo.sent[0].apikey).toBe('EVO-KEY-123456');
-    const req = agent.requests.at(-1)!;
+    await fakes.evo.waitForSent(1);
+    expect(fakes.evo.sent[0].number).toBe('15551234567');
+    expect(fakes.evo.sent[0].text).toBe('echo: give me a java code');
+    expect(fakes.evo.sent[0].apikey).toBe('EVO-KEY-123456');
+    const req = fakes.agent.requests.at(-1)!;
     expect(req.body.user_id).toBe('whatsapp:+15551234567');
     expect(req.body.context).toEqual({ channel: 'whatsapp', instance: 'bot', source: 'evolution-api' });
     expect(req.idempotencyKey).toBeTruthy();
@@ -76,10 +42,10 @@ describe('pipeline', () => {
   test('a redelivered webhook is answered 200 and does nothing else', async () => {
     const t = await setup();
     for (let i = 0; i < 3; i++) expect((await t.post(upsert('dup-1', 'hello'))).status).toBe(200);
-    await evo.waitForSent(1);
+    await fakes.evo.waitForSent(1);
     await Bun.sleep(50);
-    expect(evo.sent.length).toBe(1);
-    expect(agent.requests.filter((r) => r.message === 'hello').length).toBe(1);
+    expect(fakes.evo.sent.length).toBe(1);
+    expect(fakes.agent.requests.filter((r) => r.message === 'hello').length).toBe(1);
     await t.close();
   });
 
@@ -97,32 +63,32 @@ describe('pipeline', () => {
 
   test('50 messages to one chat with random agent latency are answered in order; 20 chats progress in parallel', async () => {
     const t = await setup();
-    agent.setBehaviour({ latencyMs: { min: 0, max: 15 } });
+    fakes.agent.setBehaviour({ latencyMs: { min: 0, max: 15 } });
     for (let i = 0; i < 50; i++) await t.post(upsert(`o-${i}`, `m${i}`, '1999'));
     await Promise.all(Array.from({ length: 20 }, (_, c) => t.post(upsert(`p-${c}`, `chat ${c}`, `1700${c}`))));
-    await evo.waitForSent(70, 15000);
-    expect(evo.sentTo('1999')).toEqual(Array.from({ length: 50 }, (_, i) => `echo: m${i}`));
+    await fakes.evo.waitForSent(70, 15000);
+    expect(fakes.evo.sentTo('1999')).toEqual(Array.from({ length: 50 }, (_, i) => `echo: m${i}`));
     await t.close();
   });
 
   test('agent failures retry with the same Idempotency-Key, then dead-letter with the error reply', async () => {
     const t = await setup({ PIPELINE_MAX_ATTEMPTS: '3' }, { error_reply: 'Sorry, try again later.' });
     t.gw.settings.setMany({ 'pipeline.maxAttempts': 3 });
-    agent.setBehaviour({ status: 503 });
+    fakes.agent.setBehaviour({ status: 503 });
     const res = await t.post(upsert('dl-1', 'will fail'));
     await until(() => t.gw.pipeline.traces.get(res.body.trace_id)?.status === 'dead_lettered');
-    const calls = agent.requests.filter((r) => r.message === 'will fail');
+    const calls = fakes.agent.requests.filter((r) => r.message === 'will fail');
     expect(calls.length).toBe(3);
     expect(new Set(calls.map((c) => c.idempotencyKey)).size).toBe(1);
-    expect(evo.sent.map((s) => s.text)).toEqual(['Sorry, try again later.']);
+    expect(fakes.evo.sent.map((s) => s.text)).toEqual(['Sorry, try again later.']);
     const dl = await t.call('GET', '/api/v2/dead-letters');
     expect(dl.body.items.length).toBe(1);
     // Replay after the agent recovers: the message completes.
-    agent.setBehaviour({ status: null });
+    fakes.agent.setBehaviour({ status: null });
     const rp = await t.call('POST', `/api/v2/dead-letters/${dl.body.items[0].id}/replay`);
     expect(rp.status).toBe(200);
     await until(() => t.gw.pipeline.traces.get(res.body.trace_id)?.status === 'completed');
-    expect(evo.sent.at(-1)!.text).toBe('echo: will fail');
+    expect(fakes.evo.sent.at(-1)!.text).toBe('echo: will fail');
     await t.close();
   });
 });
@@ -157,14 +123,14 @@ describe('typing indicator', () => {
   test('an instant reply sends no presence; a slow agent gets composing, then paused, then the reply', async () => {
     const t = await setup({ TYPING_DELAY_MS: '60' });
     await t.post(upsert('ty-1', 'quick', '15553330000'));
-    await evo.waitForSent(1);
+    await fakes.evo.waitForSent(1);
     await Bun.sleep(100);
-    expect(evo.calls.filter((c) => c.route === 'sendPresence').length).toBe(0);
-    agent.setBehaviour({ latencyMs: 250 });
+    expect(fakes.evo.calls.filter((c) => c.route === 'sendPresence').length).toBe(0);
+    fakes.agent.setBehaviour({ latencyMs: 250 });
     await t.post(upsert('ty-2', 'slow', '15553330000'));
-    await evo.waitForSent(2);
-    await until(() => evo.calls.filter((c) => c.route === 'sendPresence').length === 2);
-    const presences = evo.calls.filter((c) => c.route === 'sendPresence').map((c) => c.body.presence);
+    await fakes.evo.waitForSent(2);
+    await until(() => fakes.evo.calls.filter((c) => c.route === 'sendPresence').length === 2);
+    const presences = fakes.evo.calls.filter((c) => c.route === 'sendPresence').map((c) => c.body.presence);
     expect(presences).toEqual(['composing', 'paused']);
     await t.close();
   });

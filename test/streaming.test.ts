@@ -1,31 +1,24 @@
 // Live partial replies through the whole gateway: a streaming AG-UI agent, the conversation
 // actor, the stream hub and a real WebSocket client; and the gateway itself as an AG-UI agent
 // driven by @ag-ui/client's HttpAgent.
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { describe, expect, test } from 'bun:test';
 import { HttpAgent } from '@ag-ui/client';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { ADMIN_KEY, createTestGateway } from './helpers.ts';
 
-let evo: FakeEvolution;
-let agent: FakeAgent;
 const REPLY = 'Olá! Here is a streamed answer 🚀 with several words, so it arrives as many deltas.';
 
-beforeAll(async () => {
-  evo = await startFakeEvolution({ apikey: 'EVO-KEY-123456' });
-  agent = startFakeAgent({ protocol: 'agui', reply: () => REPLY, deltaChars: 4, deltaDelayMs: 3 });
-});
-afterAll(async () => {
-  await evo.stop();
-  await agent.stop();
+const fakes = useFakeEvolutionAndAgent({
+  evolution: { apikey: 'EVO-KEY-123456' },
+  agent: { protocol: 'agui', reply: () => REPLY, deltaChars: 4, deltaDelayMs: 3 },
 });
 
 async function serve() {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
   const created = await t.call('POST', '/api/v2/instances', {
     name: 'stream-bot', channel: 'whatsapp-evolution',
-    channelConfig: { evolutionUrl: evo.url, evolutionKey: evo.apikey },
-    agent: { url: agent.url, type: 'agui', timeoutSeconds: 10 },
+    channelConfig: { evolutionUrl: fakes.evo.url, evolutionKey: fakes.evo.apikey },
+    agent: { url: fakes.agent.url, type: 'agui', timeoutSeconds: 10 },
   });
   expect(created.status).toBe(201);
   await t.gw.start();
@@ -35,7 +28,7 @@ async function serve() {
   const post = (id: string, text: string) =>
     fetch(`${base}/webhook/evolution/stream-bot?token=${token}`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ event: 'messages.upsert', data: { key: { remoteJid: '15550001111@s.whatsapp.net', fromMe: false, id }, pushName: 'Ana', messageTimestamp: 1765375800, message: { conversation: text } } }),
+      body: JSON.stringify(evolutionUpsert({ id, text, phone: '15550001111', name: 'Ana' })),
     });
   return { ...t, base, post, instanceId: created.body.data.id as string, stop: async () => { await server.stop(true); await t.close(); } };
 }
@@ -51,55 +44,47 @@ function openWs(base: string, key: string) {
   return { ws, frames, opened };
 }
 
-async function until(cond: () => boolean, ms = 8000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await Bun.sleep(10);
-  }
-}
-
 describe('live stream of a reply', () => {
   test('a WebSocket subscriber receives ordered deltas whose concatenation equals the sent reply', async () => {
     const s = await serve();
     const { ws, frames, opened } = openWs(s.base, ADMIN_KEY);
     await opened;
     ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'], filters: { instanceId: s.instanceId } }));
-    await until(() => frames.some((f) => f.type === 'subscribed'));
+    await until(() => frames.some((f) => f.type === 'subscribed'), 8000, 'subscribed frame');
     expect((await s.post('s-1', 'tell me')).status).toBe(200);
-    await until(() => frames.some((f) => f.payload?.type === 'RUN_FINISHED'));
-    await evo.waitForSent(1);
+    await until(() => frames.some((f) => f.payload?.type === 'RUN_FINISHED'), 8000, 'RUN_FINISHED frame');
+    await fakes.evo.waitForSent(1);
     const turn = frames.filter((f) => f.type === 'event' && f.channel === 'conversations').map((f) => f.payload);
     expect(turn.map((p) => p.seq)).toEqual(turn.map((_, i) => i + 1)); // gap-free
     expect(turn[0].type).toBe('RUN_STARTED');
     const text = turn.filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').map((p) => p.delta).join('');
     expect(text).toBe(REPLY);
-    expect(evo.sent.at(-1)!.text).toBe(REPLY);
+    expect(fakes.evo.sent.at(-1)!.text).toBe(REPLY);
     ws.close();
     await s.stop();
   });
 
   test('a stream cut mid-way is retried with the same Idempotency-Key; subscribers are told the turn restarted; one reply is sent', async () => {
     const s = await serve();
-    evo.reset();
+    fakes.evo.reset();
     let calls = 0;
-    agent.plan(() => (++calls === 1 ? { cutAfterDeltas: 3 } : undefined));
+    fakes.agent.plan(() => (++calls === 1 ? { cutAfterDeltas: 3 } : undefined));
     const { ws, frames, opened } = openWs(s.base, ADMIN_KEY);
     await opened;
     ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'] }));
-    await until(() => frames.some((f) => f.type === 'subscribed'));
+    await until(() => frames.some((f) => f.type === 'subscribed'), 8000, 'subscribed frame');
     await s.post('cut-1', 'again');
-    await until(() => frames.some((f) => f.payload?.type === 'RUN_FINISHED'));
-    await evo.waitForSent(1);
-    agent.plan(null);
-    const keys = agent.requests.filter((r) => r.message === 'again').map((r) => r.idempotencyKey);
+    await until(() => frames.some((f) => f.payload?.type === 'RUN_FINISHED'), 8000, 'RUN_FINISHED frame');
+    await fakes.evo.waitForSent(1);
+    fakes.agent.plan(null);
+    const keys = fakes.agent.requests.filter((r) => r.message === 'again').map((r) => r.idempotencyKey);
     expect(keys.length).toBe(2);
     expect(keys[0]).toBe(keys[1]);
     const payloads = frames.filter((f) => f.type === 'event').map((f) => f.payload);
     expect(payloads.some((p) => p.type === 'CUSTOM' && p.name === 'TURN_RESTARTED')).toBe(true);
     expect(payloads.find((p) => p.type === 'RUN_FINISHED').result.text).toBe(REPLY);
     await Bun.sleep(50);
-    expect(evo.sent.map((m) => m.text)).toEqual([REPLY]);
+    expect(fakes.evo.sent.map((m) => m.text)).toEqual([REPLY]);
     ws.close();
     await s.stop();
   });
@@ -113,16 +98,16 @@ describe('live stream of a reply', () => {
     const assistant = result.newMessages.find((m) => m.role === 'assistant');
     expect(assistant?.content).toBe(REPLY);
     expect(deltas.join('')).toBe(REPLY);
-    expect(agent.requests.at(-1)!.message).toBe('hello over AG-UI');
+    expect(fakes.agent.requests.at(-1)!.message).toBe('hello over AG-UI');
     // Nothing went to WhatsApp: API conversations answer on the stream.
-    expect(evo.sent.some((m) => m.text === REPLY && m.number.startsWith('agui'))).toBe(false);
+    expect(fakes.evo.sent.some((m) => m.text === REPLY && m.number.startsWith('agui'))).toBe(false);
     // The same runId again returns the stored reply without a second agent run.
-    const before = agent.requests.length;
+    const before = fakes.agent.requests.length;
     const again = new HttpAgent({ url: `${s.base}/api/v2/agui/stream-bot`, headers: { 'x-api-key': ADMIN_KEY }, threadId: 'thread-1' });
     again.addMessage({ id: 'u1', role: 'user', content: 'hello over AG-UI' });
     const r2 = await again.runAgent({ runId: 'run-1' });
     expect(r2.newMessages.find((m) => m.role === 'assistant')?.content).toBe(REPLY);
-    expect(agent.requests.length).toBe(before);
+    expect(fakes.agent.requests.length).toBe(before);
     await s.stop();
   });
 
