@@ -115,3 +115,27 @@ describe('backlog accounting', () => {
     await t.close();
   });
 });
+
+describe('safety net', () => {
+  test('a pending message whose wake-up was lost is picked up by the periodic sweep (virtual clock)', async () => {
+    const { VirtualClock } = await import('../actors/runtime/virtual-clock.ts');
+    const clock = new VirtualClock(Date.now());
+    fakes.evo.reset();
+    const t = createTestGateway({}, { clock });
+    const res = await t.call('POST', '/api/v1/instances', { name: 'sw', evolution_url: fakes.evo.url, evolution_key: fakes.evo.apikey, agent_api_url: fakes.agent.url });
+    await t.gw.start();
+    const token = new URL(res.body.webhook_url).searchParams.get('token')!;
+    // Lose the wake-up: while this node "does not own" the conversation, ingest stores without waking.
+    const owns = t.gw.pipeline.owns;
+    t.gw.pipeline.owns = { ...owns, conversation: () => false };
+    const ack = await t.call('POST', `/webhook/evolution/sw?token=${token}`, upsert('sw-1', 'lost wake', '1222'), { 'x-api-key': '' });
+    expect(ack.body.status).toBe('received');
+    t.gw.pipeline.owns = owns;
+    await Bun.sleep(50);
+    expect(fakes.evo.sent.length).toBe(0);
+    await clock.advance(30_000);
+    await fakes.evo.waitForSent(1);
+    expect(fakes.evo.sentTo('1222')).toEqual(['echo: lost wake']);
+    await t.close();
+  });
+});

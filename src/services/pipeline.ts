@@ -4,7 +4,7 @@ import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import { ConversationActor, type AccessDecision, type ConversationDeps, type ConversationMsg } from '../../actors/conversation.ts';
 import { InstanceActor } from '../../actors/instance.ts';
-import type { Clock } from '../../actors/runtime/clock.ts';
+import type { Clock, Timer } from '../../actors/runtime/clock.ts';
 import { Supervisor } from '../../actors/runtime/supervisor.ts';
 import { createAgentClient } from '../agents/index.ts';
 import type { AgentClient } from '../agents/types.ts';
@@ -217,7 +217,27 @@ export class Pipeline {
   async start(): Promise<void> {
     this.started = true;
     for (const inst of this.o.instances.list()) await this.syncInstance(inst);
-    for (const { conversationId } of this.inbox.conversationsWithWork()) this.wake(conversationId);
+    this.resumeIdleWork();
+    this.scheduleSweep();
+  }
+
+  /** Wakes every conversation that has unfinished rows but no active actor. */
+  private resumeIdleWork(): void {
+    for (const { conversationId } of this.inbox.conversationsWithWork()) {
+      if (!this.conversations.has(conversationId)) this.wake(conversationId);
+    }
+  }
+
+  /**
+   * A safety net for "every acknowledged message reaches a terminal state": should an actor ever
+   * give up on a wake-up (repeated crashes) while rows stay pending, they are picked up again.
+   */
+  private sweepTimer: Timer | null = null;
+  private scheduleSweep(): void {
+    this.sweepTimer = this.o.clock.setTimeout(() => {
+      this.resumeIdleWork();
+      this.scheduleSweep();
+    }, 30_000);
   }
 
   instanceActor(id: string): InstanceActor | null {
@@ -274,6 +294,7 @@ export class Pipeline {
   }
 
   async shutdown(): Promise<void> {
+    this.sweepTimer?.cancel();
     await this.conversations.shutdown();
     await Promise.all([...this.instanceActors.keys()].map((id) => this.stopInstance(id, 'shutdown')));
     this.hub.close();
