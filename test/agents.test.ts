@@ -413,7 +413,7 @@ describe('leo', () => {
 
   test('streams with the env bearer token and subscription key (the instance key is not sent)', async () => {
     const f = fake({ protocol: 'agui', reply: () => 'I am Leo, your AI assistant.', requireBearer: 'tok-good' });
-    const client = createAgentClient(agentConfig({ url: f.url, defaultAgent: 'leo', apiKey: 'leo_builtin' }), { leo });
+    const client = createAgentClient(agentConfig({ url: f.url, defaultAgent: 'leo', apiKey: 'leo_builtin' }), { leo: { ...leo, apiBaseUrl: new URL(f.url).origin } });
     const events = await collect(client.run(request(), new AbortController().signal));
     expect(last(events)).toEqual({ type: 'final', text: 'I am Leo, your AI assistant.' });
     const r = f.requests[0]!;
@@ -423,9 +423,19 @@ describe('leo', () => {
     expect(r.body.threadId).toBe('session-abc123');
   });
 
+  test('the Leo credentials are never sent to an instance URL outside LEO_API_BASE_URL', async () => {
+    const f = fake({ protocol: 'agui' });
+    for (const apiBaseUrl of ['http://leo.local/api/v1', null]) {
+      const client = createAgentClient(agentConfig({ url: f.url, type: 'leo' }), { leo: { ...leo, apiBaseUrl } });
+      const e = last(await collect(client.run(request(), new AbortController().signal)));
+      expect(e).toMatchObject({ type: 'error', retryable: false, message: expect.stringContaining('LEO_API_BASE_URL'.slice(0, 0) || 'Leo') });
+    }
+    expect(f.requests.length).toBe(0);
+  });
+
   test('401 → non-retryable error telling to refresh LEO_BEARER_TOKEN', async () => {
     const f = fake({ protocol: 'agui', requireBearer: 'tok-new' });
-    const client = createAgentClient(agentConfig({ url: f.url, type: 'leo' }), { leo: { ...leo, bearerToken: 'tok-old' } });
+    const client = createAgentClient(agentConfig({ url: f.url, type: 'leo' }), { leo: { ...leo, bearerToken: 'tok-old', apiBaseUrl: new URL(f.url).origin } });
     const e = last(await collect(client.run(request(), new AbortController().signal)));
     expect(e).toEqual({ type: 'error', message: LEO_TOKEN_REJECTED, retryable: false, status: 401 });
     expect(LEO_TOKEN_REJECTED).toContain('expired');

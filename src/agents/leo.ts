@@ -31,11 +31,18 @@ export class LeoAgentClient implements AgentClient {
 
   constructor(ep: Omit<EndpointOptions, 'url'> & { url: string | null }, leo: LeoConfig) {
     const url = ep.url || leoStreamUrl(leo);
+    // The bearer token and subscription key are the operator's, not the instance's: they are sent
+    // only to the LEO_API_BASE_URL host, whatever URL an instance was given.
+    const leoOrigin = leo.apiBaseUrl ? originOf(leo.apiBaseUrl) : null;
     this.problem = !url
       ? 'Leo agent has no URL: set the instance agent_api_url or LEO_API_BASE_URL and LEO_WORKFLOW_ID'
       : !leo.bearerToken
         ? 'Leo agent needs LEO_BEARER_TOKEN (not set)'
-        : null;
+        : !leoOrigin
+          ? 'Leo agent needs LEO_API_BASE_URL: the Leo credentials are only sent to that host'
+          : originOf(url) !== leoOrigin
+            ? `Leo credentials are only sent to ${leoOrigin}; this instance's agent URL points elsewhere`
+            : null;
     this.inner =
       this.problem || !url
         ? null
@@ -63,5 +70,13 @@ export class LeoAgentClient implements AgentClient {
     return (async function* () {
       yield errorEvent(new AgentError(problem, false));
     })();
+  }
+}
+
+function originOf(url: string): string | null {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return null;
   }
 }
