@@ -221,6 +221,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
       let firstDeltaAt: number | null = null;
       let sofar = '';
       let pending: Promise<void> = Promise.resolve();
+      let deliveryError: unknown = null;
       const typing = this.typingIndicator(adapter, ctx, msg);
       try {
         crashPoint('agent_before_first_delta');
@@ -231,7 +232,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
             sofar += ev.text;
             sink.delta(turnId, ev.text);
             const snapshot = sofar;
-            pending = pending.then(() => writer.onText(snapshot));
+            // Progressive delivery runs behind the stream; its first failure is kept (never left
+            // as an unhandled rejection) and fails the attempt once the agent call returns.
+            pending = pending.then(() => (deliveryError === null ? writer.onText(snapshot) : undefined)).catch((err) => {
+              deliveryError ??= err;
+            });
           } else if (ev.type === 'message_break') {
             sofar += '\n\n';
             sink.messageBreak(turnId);
@@ -257,6 +262,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
         typing.stop();
       }
       crashPoint('after_agent_before_send');
+      // The agent run is committed; a progressive send that failed is retried as a send.
+      if (deliveryError !== null) throw deliveryError;
     }
     if (!text.trim()) throw new Terminal('failed', 'agent returned an empty reply');
     const sendStart = clock.monotonic();

@@ -121,3 +121,22 @@ describe('live stream of a reply', () => {
     await s.stop();
   });
 });
+
+describe('progressive delivery failures', () => {
+  test("a channel failure while blocks stream does not crash the gateway: the agent run is kept, the send is retried, every block arrives once", async () => {
+    const s = await serve();
+    fakes.evo.reset();
+    expect((await s.call('PATCH', '/api/v2/instances/stream-bot', { settings: { replyMode: 'blocks' } })).status).toBe(200);
+    const paragraphs = ['First paragraph of the answer.', 'Second paragraph, still streaming.', 'Third and last paragraph.'];
+    fakes.agent.setBehaviour({ reply: () => paragraphs.join('\n\n'), deltaChars: 5, deltaDelayMs: 4 });
+    fakes.evo.fail('sendText', 503, 1); // the first block's send fails while the agent is still writing
+    const before = fakes.agent.requests.length;
+    expect((await s.post('blk-1', 'write three paragraphs')).status).toBe(200);
+    await fakes.evo.waitForSent(3, 8000);
+    await Bun.sleep(100);
+    expect(fakes.evo.sent.map((m) => m.text)).toEqual(paragraphs);
+    expect(fakes.agent.requests.length - before).toBe(1); // the agent ran once; only the send was retried
+    fakes.agent.setBehaviour({ reply: () => REPLY, deltaChars: 4, deltaDelayMs: 3 });
+    await s.stop();
+  });
+});
