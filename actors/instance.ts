@@ -32,8 +32,21 @@ export class InstanceActor {
     return this.adapterRef;
   }
 
-  async start(): Promise<void> {
+  /** Start, stop and restart run one at a time: overlapping calls must never leave two live connections. */
+  private chain: Promise<void> = Promise.resolve();
+  private serial(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => {});
+    return next;
+  }
+
+  start(): Promise<void> {
+    return this.serial(() => this.doStart());
+  }
+
+  private async doStart(): Promise<void> {
     this.stopped = false;
+    if (this.adapterRef) await this.stopAdapter('restart'); // never two adapters for one instance
     const gen = ++this.generation;
     const inst = this.instance;
     let adapter: ChannelAdapter;
@@ -87,9 +100,11 @@ export class InstanceActor {
     }, delay);
   }
 
-  async restart(): Promise<void> {
-    await this.stopAdapter('restart');
-    if (!this.stopped) await this.start();
+  restart(): Promise<void> {
+    return this.serial(async () => {
+      await this.stopAdapter('restart');
+      if (!this.stopped) await this.doStart();
+    });
   }
 
   private async stopAdapter(reason: string) {
@@ -105,11 +120,13 @@ export class InstanceActor {
     }
   }
 
-  async stop(reason: string): Promise<void> {
+  stop(reason: string): Promise<void> {
     this.stopped = true;
     this.restartTimer?.cancel();
     this.restartTimer = null;
-    await this.stopAdapter(reason);
-    this.setStatus('disconnected', { reason });
+    return this.serial(async () => {
+      await this.stopAdapter(reason);
+      this.setStatus('disconnected', { reason });
+    });
   }
 }

@@ -35,3 +35,33 @@ test('setStatus without a reason clears the reason, in the actor and in what it 
   ]);
   await actor.stop('test end');
 });
+
+test('overlapping restarts and starts never leave two live channel connections', async () => {
+  let live = 0;
+  let maxLive = 0;
+  const make = () =>
+    ({
+      kind: 'discord', capabilities: { maxText: 2000, edit: false, typing: false, threads: false, reactions: false, media: [], pairing: 'token' },
+      async start() {
+        await Bun.sleep(5);
+        live++;
+        maxLive = Math.max(maxLive, live);
+      },
+      async stop() {
+        await Bun.sleep(5); // a slow close: the window in which a second restart used to slip in
+        live--;
+      },
+      async send() { return { platformMessageId: 'x' }; },
+    }) as unknown as ChannelAdapter;
+  const actor = new InstanceActor({ id: 'i2', name: 'i2' } as Instance, {
+    clock: new VirtualClock(), log: silentLogger, createAdapter: make,
+    ingest: async () => ({ status: 'accepted', traceId: 't' }),
+    onStatus: () => {},
+  });
+  await actor.start();
+  await Promise.all([actor.restart(), actor.restart(), actor.start(), actor.restart()]);
+  expect(live).toBe(1);
+  expect(maxLive).toBe(1);
+  await actor.stop('test end');
+  expect(live).toBe(0);
+});
