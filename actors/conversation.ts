@@ -67,6 +67,8 @@ export interface ConversationDeps {
   agentPermits: Semaphore;
   observer: PipelineObserver;
   policy: { maxAttempts: () => number; retryBaseMs: number; retryMaxMs: number; prefetch: number; typingDelayMs: number };
+  /** Aborted when the gateway shuts down: no new turn starts and retry waits end at once. */
+  shuttingDown?: AbortSignal;
   /** Cluster mode: false once this node lost the conversation's shard (stop acting at once). */
   stillOwner?(conversationId: string): boolean;
 }
@@ -112,6 +114,18 @@ export class ConversationActor implements Actor<ConversationMsg> {
       }
       // The in-memory backlog says whether anything arrived meanwhile; skip the empty query.
       if (rows.length < policy.prefetch && inbox.conversationBacklog(this.conversationId) === 0) return;
+    }
+  }
+
+  /** A retry wait; false when the gateway started shutting down meanwhile. */
+  private async wait(ms: number): Promise<boolean> {
+    const signal = this.deps.shuttingDown;
+    if (signal?.aborted) return false;
+    try {
+      await this.deps.clock.sleep(ms, signal);
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -180,7 +194,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
           trace.step('retry_scheduled', 'error', { attempt: attempts, stage, error: message, delay_ms: Math.round(delay) });
           await trace.commit();
           if (this.openTurns.has(row.id)) this.deps.sink.turnRestarted(row.id, `attempt ${attempts} failed: ${message}`);
-          await this.deps.clock.sleep(delay);
+          if (!(await this.wait(delay))) return; // shutting down: the row stays pending and resumes on start
           if (responseText === null) responseText = this.deps.inbox.get(row.seq)?.response_text ?? null;
           continue;
         }
@@ -351,7 +365,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
         if (retryable && attempts < this.deps.policy.maxAttempts()) {
           await trace.commit();
-          await this.deps.clock.sleep(backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
+          if (!(await this.wait(backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs })))) return;
           continue;
         }
         trace.step('channel_sent', 'error', { message_sent: false, error: (err as Error).message });

@@ -1,7 +1,7 @@
 // Backpressure: per-conversation backlog bound (shed), global bound (503 + Retry-After), and a
 // flooded conversation that does not starve the others (fair agent concurrency).
 import { describe, expect, test } from 'bun:test';
-import { evolutionInstance, evolutionUpsert, useFakeEvolutionAndAgent } from './fixtures.ts';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
 const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-123456' }, agent: { protocol: 'json' } });
@@ -137,5 +137,26 @@ describe('safety net', () => {
     await fakes.evo.waitForSent(1);
     expect(fakes.evo.sentTo('1222')).toEqual(['echo: lost wake']);
     await t.close();
+  });
+});
+
+describe('graceful shutdown', () => {
+  test('the turn in flight finishes; queued messages are not started and stay pending for the next start', async () => {
+    fakes.agent.setBehaviour({ latencyMs: 150 });
+    const t = await setup({});
+    for (let i = 0; i < 4; i++) await t.post(upsert(`gs-${i}`, `queued ${i}`, '1111'));
+    await until(() => fakes.agent.requests.some((r) => r.message === 'queued 0'), 5000, 'first agent call');
+    const db = t.gw.db;
+    const pendingBefore = () => (db.query("SELECT COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing')").get() as { n: number }).n;
+    expect(pendingBefore()).toBe(4);
+    // Keep the database open after close() to inspect it: close everything but the file.
+    const closeDb = db.close.bind(db);
+    db.close = () => {};
+    await t.close();
+    expect(fakes.agent.requests.filter((r) => r.message.startsWith('queued')).map((r) => r.message)).toEqual(['queued 0']);
+    expect(fakes.evo.sentTo('1111')).toEqual(['echo: queued 0']);
+    expect(pendingBefore()).toBe(3);
+    closeDb();
+    fakes.agent.setBehaviour({ latencyMs: 0 });
   });
 });

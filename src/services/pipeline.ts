@@ -152,6 +152,7 @@ export class Pipeline {
       },
       policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch, typingDelayMs: p.typingDelayMs },
       stillOwner: (id) => this.owns.conversation(id),
+      shuttingDown: this.shutdownController.signal,
     };
 
     this.conversations = new Supervisor<ConversationMsg>({
@@ -293,8 +294,13 @@ export class Pipeline {
     await a.stop(reason);
   }
 
+  /** Aborted when shutdown starts: actors finish the turn in flight but start no new one and skip retry waits. */
+  private shutdownController = new AbortController();
+
   async shutdown(): Promise<void> {
     this.sweepTimer?.cancel();
+    this.shutdownController.abort(new Error('shutting down'));
+    for (const actor of this.actors.values()) void actor.stop('shutdown');
     await this.conversations.shutdown();
     await Promise.all([...this.instanceActors.keys()].map((id) => this.stopInstance(id, 'shutdown')));
     this.hub.close();
