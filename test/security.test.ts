@@ -95,3 +95,22 @@ describe('outbound URLs', () => {
     await t.close();
   });
 });
+
+describe('webhook token visibility', () => {
+  test('read-only keys see the webhook URL with the token masked; writers see it in full', async () => {
+    const t = createTestGateway();
+    const created = await t.call('POST', '/api/v1/instances', { name: 'wh', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-000000' });
+    const secret = new URL(created.body.webhook_url).searchParams.get('token')!;
+    expect(secret.length).toBeGreaterThan(10);
+    const { key: reader } = t.gw.keys.create({ name: 'reader', scopes: ['instances:read'] });
+    for (const path of ['/api/v1/instances/wh', '/api/v2/instances/wh', '/api/v1/instances', '/api/v2/instances']) {
+      const res = await t.call('GET', path, undefined, { 'x-api-key': reader });
+      expect(res.status).toBe(200);
+      expect(JSON.stringify(res.body)).not.toContain(secret);
+      expect(JSON.stringify(res.body)).toContain('token=****');
+    }
+    const asAdmin = await t.call('GET', '/api/v2/instances/wh');
+    expect(new URL(asAdmin.body.data.webhookUrl).searchParams.get('token')).toBe(secret);
+    await t.close();
+  });
+});

@@ -5,6 +5,8 @@ import type { InstanceInput } from '../services/instances.ts';
 import { SECRET_FIELDS, webhookUrl } from '../services/instances.ts';
 import { maskSecret } from '../services/ids.ts';
 import type { Instance } from '../services/instance-types.ts';
+import { hasScope } from '../services/keys.ts';
+import { principalOf } from '../server.ts';
 import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCamel } from './schemas.ts';
 import type { ChannelKind } from '../channels/types.ts';
 
@@ -12,6 +14,11 @@ function maskedConfig(inst: Instance): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(inst.config)) out[k] = SECRET_FIELDS.has(k) ? maskSecret(v) : v;
   return out;
+}
+
+/** The webhook token lets anyone post messages as the platform: only writers of instances see it. */
+export function reveal(request: Request): boolean {
+  return hasScope(principalOf(request), 'instances:write');
 }
 
 export function baseUrl(publicUrl: string | null, request: Request): string {
@@ -89,7 +96,7 @@ export function v1Input(body: Record<string, unknown>): InstanceInput {
   return input;
 }
 
-export function v1View(inst: Instance, base: string) {
+export function v1View(inst: Instance, base: string, revealWebhookToken = true) {
   return {
     id: inst.seq,
     name: inst.name,
@@ -104,7 +111,7 @@ export function v1View(inst: Instance, base: string) {
     is_active: inst.isActive,
     is_default: inst.isDefault,
     status: inst.status,
-    webhook_url: webhookUrl(inst, base),
+    webhook_url: webhookUrl(inst, base, revealWebhookToken),
     created_at: inst.createdAt,
     updated_at: inst.updatedAt,
   };
@@ -189,7 +196,7 @@ export function v2Input(body: Record<string, unknown>): InstanceInput {
   return input;
 }
 
-export function v2View(inst: Instance, base: string) {
+export function v2View(inst: Instance, base: string, revealWebhookToken = true) {
   return {
     id: inst.id,
     name: inst.name,
@@ -205,7 +212,7 @@ export function v2View(inst: Instance, base: string) {
     isDefault: inst.isDefault,
     status: inst.status,
     statusReason: inst.statusReason,
-    webhookUrl: webhookUrl(inst, base),
+    webhookUrl: webhookUrl(inst, base, revealWebhookToken),
     createdAt: inst.createdAt,
     updatedAt: inst.updatedAt,
   };

@@ -402,8 +402,9 @@ export function webhookPath(channel: ChannelKind): string | null {
   return null;
 }
 
-export function webhookUrl(inst: Instance, base: string): string | null {
+/** The instance's webhook URL; the token is shown only to callers allowed to change the instance. */
+export function webhookUrl(inst: Instance, base: string, revealToken = true): string | null {
   const seg = webhookPath(inst.channel);
   if (!seg) return null;
-  return `${base.replace(/\/+$/, '')}/webhook/${seg}/${inst.name}?token=${inst.webhookSecret}`;
+  return `${base.replace(/\/+$/, '')}/webhook/${seg}/${inst.name}?token=${revealToken ? inst.webhookSecret : '****'}`;
 }

@@ -4,7 +4,7 @@ import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
-import { baseUrl, V1CreateBody, V1Instance, V1UpdateBody, v1Input, v1View } from '../instance-views.ts';
+import { baseUrl, reveal, V1CreateBody, V1Instance, V1UpdateBody, v1Input, v1View } from '../instance-views.ts';
 import { SuccessSchema } from '../schemas.ts';
 import { lifecycleOf } from '../../services/lifecycle.ts';
 
@@ -43,7 +43,7 @@ export function instancesV1(gw: Gateway) {
       '',
       ({ request }) => {
         const p = principalOf(request);
-        return gw.instances.list({ ids: p.instanceIds }).map((i) => v1View(i, baseUrl(gw.config.publicUrl, request)));
+        return gw.instances.list({ ids: p.instanceIds }).map((i) => v1View(i, baseUrl(gw.config.publicUrl, request), reveal(request)));
       },
       { detail: { tags: ['instances'], summary: 'List instances (v1)', description: 'All instances visible to the key, as a bare array.' }, response: { 200: t.Array(V1Instance, { description: 'Instances' }), ...errorResponses } },
     )
@@ -56,7 +56,7 @@ export function instancesV1(gw: Gateway) {
         // auto_qr: provision the Evolution side in the background; the create never waits for it.
         void lifecycleOf(gw).afterCreate(inst, baseUrl(gw.config.publicUrl, request));
         set.status = 201;
-        return v1View(inst, baseUrl(gw.config.publicUrl, request));
+        return v1View(inst, baseUrl(gw.config.publicUrl, request), reveal(request));
       },
       {
         body: V1CreateBody,
@@ -64,7 +64,7 @@ export function instancesV1(gw: Gateway) {
         response: { 201: V1Instance, 409: errorResponses[400], ...errorResponses },
       },
     )
-    .get('/:name', ({ params, request }) => v1View(visible(request, params.name), baseUrl(gw.config.publicUrl, request)), {
+    .get('/:name', ({ params, request }) => v1View(visible(request, params.name), baseUrl(gw.config.publicUrl, request), reveal(request)), {
       params: NameParams,
       detail: { tags: ['instances'], summary: 'Get instance (v1)', description: 'One instance by name.' },
       response: { 200: V1Instance, ...errorResponses },
@@ -73,7 +73,7 @@ export function instancesV1(gw: Gateway) {
       '/:name',
       ({ params, body, request }) => {
         const inst = visible(request, params.name);
-        return v1View(gw.instances.update(inst.id, v1Input(body as Record<string, unknown>)), baseUrl(gw.config.publicUrl, request));
+        return v1View(gw.instances.update(inst.id, v1Input(body as Record<string, unknown>)), baseUrl(gw.config.publicUrl, request), reveal(request));
       },
       {
         params: NameParams,

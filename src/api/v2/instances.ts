@@ -5,7 +5,7 @@ import { canSeeInstance } from '../../services/keys.ts';
 import type { Instance } from '../../services/instance-types.ts';
 import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
-import { baseUrl, V2CreateBody, V2Instance, V2UpdateBody, v2Input, v2View } from '../instance-views.ts';
+import { baseUrl, reveal, V2CreateBody, V2Instance, V2UpdateBody, v2Input, v2View } from '../instance-views.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
 import { lifecycleOf, type LifecycleStatus } from '../../services/lifecycle.ts';
@@ -38,7 +38,7 @@ export function visibleInstance(gw: Gateway, request: Request, idOrName: string)
 }
 
 export function instancesV2(gw: Gateway) {
-  const view = (i: Instance, request: Request) => v2View(i, baseUrl(gw.config.publicUrl, request));
+  const view = (i: Instance, request: Request) => v2View(i, baseUrl(gw.config.publicUrl, request), reveal(request));
   return new Elysia({ name: 'instances-v2', prefix: '/api/v2/instances' })
     .get(
       '',
