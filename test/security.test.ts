@@ -114,3 +114,25 @@ describe('webhook token visibility', () => {
     await t.close();
   });
 });
+
+describe('keys restricted to instances and shared state', () => {
+  test('cannot change global settings, read the cluster, or make their instance the default', async () => {
+    const t = createTestGateway();
+    await t.call('POST', '/api/v1/instances', { name: 'mine', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-000000' });
+    await t.call('POST', '/api/v1/instances', { name: 'theirs', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-000001', is_default: true });
+    const mine = t.gw.instances.getByName('mine')!;
+    const { key } = t.gw.keys.create({ name: 'tenant', scopes: ['*'], instanceIds: [mine.id] });
+    const as = (method: string, path: string, body?: unknown) => t.call(method, path, body, { 'x-api-key': key });
+    expect((await as('PATCH', '/api/v2/settings', { 'pipeline.maxAttempts': 1 })).status).toBe(403);
+    expect((await as('PUT', '/api/v2/settings/pipeline.maxAttempts', { value: 1 })).status).toBe(403);
+    expect((await as('GET', '/api/v2/cluster')).status).toBe(403);
+    expect((await as('PATCH', '/api/v2/instances/mine', { isDefault: true })).status).toBe(403);
+    expect((await as('PUT', '/api/v1/instances/mine', { is_default: true })).status).toBe(403);
+    // Nothing changed for the other tenant; the key still manages its own instance.
+    expect(t.gw.instances.getByName('theirs')!.isDefault).toBe(true);
+    expect(t.gw.settings.value('pipeline.maxAttempts')).toBe(5);
+    expect((await as('PATCH', '/api/v2/instances/mine', { agent: { timeoutSeconds: 30 } })).status).toBe(200);
+    expect((await as('GET', '/api/v2/settings')).status).toBe(200);
+    await t.close();
+  });
+});

@@ -2,7 +2,7 @@
 import type { KeyService, Principal } from '../services/keys.ts';
 import { hasScope } from '../services/keys.ts';
 import { ApiError } from './errors.ts';
-import { scopeFor } from './scopes.ts';
+import { needsUnrestrictedKey, scopeFor } from './scopes.ts';
 
 export function presentedKey(request: Request, query?: Record<string, unknown>): string | null {
   const h = request.headers.get('x-api-key');
@@ -21,6 +21,9 @@ export function authorize(keys: KeyService, request: Request, route: string, que
   if (!scope) throw new ApiError('FORBIDDEN', `Route ${request.method} ${route} declares no scope`);
   if (!hasScope(principal, scope)) {
     throw new ApiError('FORBIDDEN', `This key lacks the '${scope}' scope`, { required: scope, scopes: principal.scopes });
+  }
+  if (principal.instanceIds !== null && needsUnrestrictedKey(request.method, route)) {
+    throw new ApiError('FORBIDDEN', 'This route changes or shows state shared by all instances; keys restricted to instances cannot use it');
   }
   return principal;
 }

@@ -7,6 +7,7 @@ import { maskSecret } from '../services/ids.ts';
 import type { Instance } from '../services/instance-types.ts';
 import { hasScope } from '../services/keys.ts';
 import { principalOf } from '../server.ts';
+import { ApiError } from './errors.ts';
 import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCamel } from './schemas.ts';
 import type { ChannelKind } from '../channels/types.ts';
 
@@ -19,6 +20,14 @@ function maskedConfig(inst: Instance): Record<string, unknown> {
 /** The webhook token lets anyone post messages as the platform: only writers of instances see it. */
 export function reveal(request: Request): boolean {
   return hasScope(principalOf(request), 'instances:write');
+}
+
+/** The default flag is shared by all tenants: only keys that see every instance may move it. */
+export function checkDefaultFlag(request: Request, input: InstanceInput): InstanceInput {
+  if (input.isDefault === true && principalOf(request).instanceIds !== null) {
+    throw new ApiError('FORBIDDEN', 'Keys restricted to instances cannot make an instance the default');
+  }
+  return input;
 }
 
 export function baseUrl(publicUrl: string | null, request: Request): string {

@@ -84,3 +84,19 @@ export const ROUTE_SCOPES: Record<string, string> = {
 export function scopeFor(method: string, route: string): string | undefined {
   return ROUTE_SCOPES[`${method.toUpperCase() as Method} ${route.length > 1 ? route.replace(/\/+$/, '') : route}`];
 }
+
+/**
+ * Routes that change or reveal state shared by every tenant: keys restricted to instances
+ * (instanceIds) are refused here whatever their scopes.
+ */
+export const UNRESTRICTED_ROUTES = new Set<string>([
+  'PATCH /api/v2/settings',
+  'PUT /api/v2/settings/:key',
+  'GET /api/v2/cluster',
+  'POST /api/v2/persons/link',
+  'POST /api/v2/persons/unlink',
+]);
+
+export function needsUnrestrictedKey(method: string, route: string): boolean {
+  return UNRESTRICTED_ROUTES.has(`${method.toUpperCase()} ${route.length > 1 ? route.replace(/\/+$/, '') : route}`);
+}

@@ -4,7 +4,7 @@ import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
-import { baseUrl, reveal, V1CreateBody, V1Instance, V1UpdateBody, v1Input, v1View } from '../instance-views.ts';
+import { baseUrl, checkDefaultFlag, reveal, V1CreateBody, V1Instance, V1UpdateBody, v1Input, v1View } from '../instance-views.ts';
 import { SuccessSchema } from '../schemas.ts';
 import { lifecycleOf } from '../../services/lifecycle.ts';
 
@@ -73,7 +73,7 @@ export function instancesV1(gw: Gateway) {
       '/:name',
       ({ params, body, request }) => {
         const inst = visible(request, params.name);
-        return v1View(gw.instances.update(inst.id, v1Input(body as Record<string, unknown>)), baseUrl(gw.config.publicUrl, request), reveal(request));
+        return v1View(gw.instances.update(inst.id, checkDefaultFlag(request, v1Input(body as Record<string, unknown>))), baseUrl(gw.config.publicUrl, request), reveal(request));
       },
       {
         params: NameParams,

@@ -5,7 +5,7 @@ import { canSeeInstance } from '../../services/keys.ts';
 import type { Instance } from '../../services/instance-types.ts';
 import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
-import { baseUrl, reveal, V2CreateBody, V2Instance, V2UpdateBody, v2Input, v2View } from '../instance-views.ts';
+import { baseUrl, checkDefaultFlag, reveal, V2CreateBody, V2Instance, V2UpdateBody, v2Input, v2View } from '../instance-views.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
 import { lifecycleOf, type LifecycleStatus } from '../../services/lifecycle.ts';
@@ -82,7 +82,7 @@ export function instancesV2(gw: Gateway) {
       '/:id',
       ({ params, body, request }) => {
         const inst = visibleInstance(gw, request, params.id);
-        return { data: view(gw.instances.update(inst.id, v2Input(body as Record<string, unknown>)), request) };
+        return { data: view(gw.instances.update(inst.id, checkDefaultFlag(request, v2Input(body as Record<string, unknown>))), request) };
       },
       {
         params: IdParams,
