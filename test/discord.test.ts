@@ -321,22 +321,24 @@ describe('outbound', () => {
     expect(typingPosts()).toBe(2);
   });
 
-  test('bot-loop guard: past the per-minute cap a new reply is refused; a retry of the same reply is not', async () => {
+  test('bot-loop guard: past the per-minute cap a new reply waits (retryable); a retry or another part of the same reply does not count', async () => {
     const clock = new ManualClock();
     await connect({ discord_max_replies_per_minute: 2 }, clock);
-    await h.adapter.send(DM, { text: 'a' }, { idempotencyKey: 'c1' });
-    await h.adapter.send(DM, { text: 'b' }, { idempotencyKey: 'c2' });
-    await h.adapter.send(DM, { text: 'b' }, { idempotencyKey: 'c2' }); // retry of c2
-    const err = await h.adapter.send(DM, { text: 'c' }, { idempotencyKey: 'c3' }).catch((e) => e);
+    await h.adapter.send(DM, { text: 'a' }, { idempotencyKey: 'c1:0' });
+    await h.adapter.send(DM, { text: 'b' }, { idempotencyKey: 'c2:0' });
+    await h.adapter.send(DM, { text: 'b' }, { idempotencyKey: 'c2:0' }); // retry of c2
+    await h.adapter.send(DM, { text: 'b2' }, { idempotencyKey: 'c2:1' }); // second part of the same reply
+    const err = await h.adapter.send(DM, { text: 'c' }, { idempotencyKey: 'c3:0' }).catch((e) => e);
     expect(err).toBeInstanceOf(ChannelError);
-    expect(err.retryable).toBe(false);
+    expect(err.retryable).toBe(true);
+    expect(err.retryAfterMs).toBeGreaterThan(0);
     expect(err.message).toContain('reply rate cap reached');
-    expect(h.fake.messages.map((m) => m.content)).toEqual(['a', 'b']);
+    expect(h.fake.messages.map((m) => m.content)).toEqual(['a', 'b', 'b2']);
     // other conversations are not affected, and the window slides
-    await h.adapter.send({ chatId: TEXT_CHANNEL_ID, kind: 'group' }, { text: 'elsewhere' }, { idempotencyKey: 'g1' });
+    await h.adapter.send({ chatId: TEXT_CHANNEL_ID, kind: 'group' }, { text: 'elsewhere' }, { idempotencyKey: 'g1:0' });
     clock.advance(60_000);
-    await h.adapter.send(DM, { text: 'c' }, { idempotencyKey: 'c3' });
-    expect(h.fake.messages.map((m) => m.content)).toEqual(['a', 'b', 'elsewhere', 'c']);
+    await h.adapter.send(DM, { text: 'c' }, { idempotencyKey: 'c3:0' });
+    expect(h.fake.messages.map((m) => m.content)).toEqual(['a', 'b', 'b2', 'elsewhere', 'c']);
   });
 });
 

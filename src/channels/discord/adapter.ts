@@ -391,14 +391,17 @@ export class DiscordAdapter implements ChannelAdapter {
   }
 
   /** Bot-loop guard: at most N distinct replies per conversation per minute. */
-  private takeReplySlot(conversation: string, key: string): void {
+  private takeReplySlot(conversation: string, partKey: string): void {
+    // The pipeline keys each part of one reply `<reply key>:<part>`: a long reply is one reply.
+    const key = partKey.replace(/:\d+$/, '');
     const now = this.clock.monotonic();
     const recent = (this.recentReplies.get(conversation) ?? []).filter((r) => now - r.at < RATE_WINDOW_MS);
-    if (recent.some((r) => r.key === key)) return; // a retry of the same reply is not a new reply
+    if (recent.some((r) => r.key === key)) return; // a retry or another part of the same reply is not a new reply
     const cap = this.settings?.maxRepliesPerMinute ?? 20;
     if (recent.length >= cap) {
       this.recentReplies.set(conversation, recent);
-      throw new ChannelError(`reply rate cap reached (${cap} replies per minute in this conversation)`, false);
+      // Retryable: the conversation calms down, the slot frees up, and the reply still goes out.
+      throw new ChannelError(`reply rate cap reached (${cap} replies per minute in this conversation)`, true, RATE_WINDOW_MS - (now - recent[0]!.at));
     }
     recent.push({ at: now, key });
     this.recentReplies.set(conversation, recent);
