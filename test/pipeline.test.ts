@@ -135,3 +135,16 @@ describe('typing indicator', () => {
     await t.close();
   });
 });
+
+describe('inactive instances', () => {
+  test('a webhook for an inactive instance is refused with 503 + Retry-After (the sender keeps it), nothing is stored', async () => {
+    const t = await setup();
+    expect((await t.call('PATCH', '/api/v2/instances/bot', { isActive: false })).status).toBe(200);
+    const res = await t.post(upsert('inactive-1', 'anyone there?'));
+    expect(res.status).toBe(503);
+    expect(res.body.error.code).toBe('UNAVAILABLE');
+    expect(res.headers.get('retry-after')).toBe('60');
+    expect(t.gw.db.query('SELECT COUNT(*) AS n FROM inbox').get()).toEqual({ n: 0 });
+    await t.close();
+  });
+});

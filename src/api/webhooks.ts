@@ -33,7 +33,8 @@ export function webhookRoutes(gw: Gateway) {
           (typeof token === 'string' && constantTimeEqual(token, inst.webhookSecret)) ||
           (typeof bodyKey === 'string' && evolutionKey !== null && constantTimeEqual(bodyKey, evolutionKey));
         if (!ok) throw unauthorized;
-        if (!inst.isActive) return { status: 'ignored', trace_id: null, message: 'instance is inactive' };
+        // Not silently dropped: the sender keeps the message and retries once the instance is active again.
+        if (!inst.isActive) throw new ApiError('UNAVAILABLE', `Instance '${inst.name}' is inactive; activate it to receive messages`, null, { 'retry-after': '60' });
         const { messages, ignored } = parseEvolutionWebhook(body, inst.id);
         if (messages.length === 0) return { status: 'ignored', trace_id: null, message: ignored.join('; ') || 'nothing to process' };
         const results = await Promise.all(messages.map((m) => gw.pipeline.ingest(m)));

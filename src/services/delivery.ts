@@ -45,7 +45,8 @@ export interface DeliveryContext {
 
 export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
   return {
-    maxChars: inst.settings.maxTextLength ?? adapter.capabilities.maxText,
+    // Never above the channel's own limit: one outbox part must be one platform message.
+    maxChars: Math.min(inst.settings.maxTextLength ?? Infinity, adapter.capabilities.maxText),
     maxLines: adapter.capabilities.maxLines,
   };
 }
