@@ -178,6 +178,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
       } catch (err) {
         if (this.stopped && this.abort.signal.aborted) {
           await trace.commit(); // handed off: keep what happened; the new owner resumes
+          // End the live turn here: the new owner starts its own, and subscribers must not wait on this one.
+          if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, 'the conversation moved to another node; the reply continues there');
           return;
         }
         attempts++;
