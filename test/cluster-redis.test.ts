@@ -2,6 +2,8 @@
 // free port is killed and started again mid-reply. The owner keeps its shard (reclaims the lease
 // inside its self-fenced validity), pub/sub re-subscribes and the WebSocket client on the other
 // node gets a resync of the running turn; configuration is put back for nodes that join later.
+// Also: a Redis that stops answering with the connection up (SIGSTOP) — the owner fences itself on
+// time (command timeouts, fence timer) and closes its channel connection, then recovers.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
 import type { Subprocess } from 'bun';
@@ -55,6 +57,8 @@ afterEach(async () => {
   redis?.kill('SIGKILL');
   await redis?.exited;
   redis = null;
+  evo.reset();
+  agent.setBehaviour({ reply: () => REPLY, deltaDelayMs: 90 });
 });
 
 describe('cluster: Redis restarted without its data', () => {
@@ -125,4 +129,36 @@ describe('cluster: Redis restarted without its data', () => {
     const late = await h.start('r3');
     await until(async () => (await late.call('GET', '/api/v2/instances/bot')).status === 200, 5000, 'late node got the configuration');
   }, 50_000);
+});
+
+describe('cluster: Redis stops answering', () => {
+  test('Redis stops answering with its connection up (SIGSTOP): the owner closes its channel connection before its lease ends, and recovers on SIGCONT', async () => {
+    const port = freePort();
+    redis = await startRedis(port);
+    h = clusterHarness({ REDIS_URL: `redis://127.0.0.1:${port}`, CLUSTER_LEASE_MS: '3000' });
+    const node = await h.start('f1');
+    agent.setBehaviour({ deltaDelayMs: 0 });
+    const created = await node.call('POST', '/api/v1/instances', { name: 'bot', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+    expect(created.status).toBe(201);
+    const token = new URL(created.body.webhook_url).searchParams.get('token')!;
+    const running = async () => (await node.call('GET', '/api/v2/instances/bot/status')).body.data?.running === true;
+    await until(running, 8000, 'channel connection running on the owner');
+
+    redis.kill('SIGSTOP');
+    const frozenAt = Date.now();
+    try {
+      // Lease 3000 ms, renewed every 1000 ms, valid until renewal + lease − 600 ms margin.
+      await until(async () => !(await running()), 4000, 'channel connection stopped');
+      expect(Date.now() - frozenAt).toBeLessThan(3000);
+      expect(node.log.some((l) => l.includes('cluster: shard lost') && l.includes('self-fence'))).toBe(true);
+      await Bun.sleep(3200 - (Date.now() - frozenAt)); // past the lease in Redis's own time
+    } finally {
+      redis.kill('SIGCONT');
+    }
+    await until(running, 10_000, 'channel connection back after SIGCONT');
+    const r = await node.call('POST', `/webhook/evolution/bot?token=${token}`, upsert('bot', 'after-freeze', 'still there?'), { 'x-api-key': '' });
+    expect(r.status).toBe(200);
+    await until(() => evo.sent.length === 1, 8000, 'reply after recovery');
+    expect(evo.sent[0].text).toBe(REPLY);
+  }, 40_000);
 });

@@ -10,10 +10,13 @@
 //   runs the conversations and sends — there is never a cross-node send.
 // - Leases: `lease:<shard>` (SET NX PX) + fencing epoch `epoch:<shard>` (INCR), acquired in one
 //   Lua call for many shards and renewed in ONE call for all owned shards, on a dedicated
-//   connection with maxRetriesPerRequest 1 and no offline queue. Self-fence: ownership is valid
-//   until (monotonic time the renewal was SENT) + lease − margin, checked synchronously on every
-//   use (conversation scheduling, between messages, before every channel send); a fenced shard's
-//   in-flight turns are aborted and its channel connections closed.
+//   connection with maxRetriesPerRequest 1, no offline queue and a command timeout of one renew
+//   interval (a Redis that stops answering with the TCP connection up fails the call instead of
+//   holding every later tick). Self-fence: ownership is valid until (monotonic time the renewal
+//   was SENT) + lease − margin, checked synchronously on every use (conversation scheduling,
+//   between messages, before every channel send), and a timer at the earliest validUntil fences
+//   expired shards without waiting for a tick: their in-flight turns are aborted and their channel
+//   connections closed before the lease can pass to another node.
 // - Hand-off: any node accepts a webhook / API send and appends it to `stream:<shard>` in one Lua
 //   call that also dedupes by (instance, provider message id) — the answer is sent after that
 //   append. The owner reads its shards' streams (XREAD on its own connection) into its local,
@@ -64,6 +67,7 @@ import { RedisRateLimiter } from './rate-limit.ts';
 import { desiredShards, shardOf } from './shards.ts';
 import { limitsFromSettings } from '../services/rate-limit.ts';
 import type { Histogram } from '../services/metrics.ts';
+import type { Timer } from '../../actors/runtime/clock.ts';
 
 /** Marks a request one node passed to another, so the receiver answers from its own data only. */
 export const FORWARDED_HEADER = 'x-switchboard-forwarded-by';
@@ -110,6 +114,8 @@ export class Cluster {
   private cursors = new Map<number, string>();
   private catchUp: number[] = [];
   private timer: ReturnType<typeof setInterval> | null = null;
+  /** Fires at the earliest validUntil of the owned shards, so fencing never waits for a tick. */
+  private fenceTimer: Timer | null = null;
   private ticking = false;
   private tickAgain = false;
   private url: string | null;
@@ -117,6 +123,8 @@ export class Cluster {
   private renewSeconds: Histogram;
   readonly rateLimiter: RedisRateLimiter;
   private stopped = false;
+  /** Set at the end of stop(): no timer is armed again. */
+  private closed = false;
   private consumerDone: Promise<void> | null = null;
   private convInstance = new Map<string, string>();
   private pendingAcks: Array<{ shard: number; ids: string[]; epoch: number }> = [];
@@ -131,9 +139,11 @@ export class Cluster {
     this.renewMs = Math.max(50, Math.floor(o.leaseMs / 3));
     this.marginMs = Math.max(100, Math.floor(o.leaseMs / 5));
     const base = { lazyConnect: true, connectTimeout: 2000 };
-    // Leases: a renewal must never be replayed late from an offline queue.
-    this.lease = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: `sb-lease-${this.node}` });
-    this.cmd = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 2, connectionName: `sb-cmd-${this.node}` });
+    // Leases: a renewal must never be replayed late from an offline queue, and a Redis that stops
+    // answering with the connection up must not hold a tick (and so every later renewal) forever.
+    this.lease = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: this.renewMs, connectionName: `sb-lease-${this.node}` });
+    // Appends, acks, config, shutdown steps: an unanswered call fails (webhook → 503) instead of hanging.
+    this.cmd = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 2, commandTimeout: 5000, connectionName: `sb-cmd-${this.node}` });
     this.sub = new Redis(o.redisUrl, { ...base, connectionName: `sb-sub-${this.node}` });
     this.reader = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: null, connectionName: `sb-reader-${this.node}` });
     for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.on('error', () => {});
@@ -266,10 +276,25 @@ export class Cluster {
       if (res[i] === 1) o.validUntil = sentAt + this.o.leaseMs - this.marginMs;
       else void this.lose(s, 'lease taken over');
     });
+    this.scheduleFence();
   }
 
   private fenceExpired(): void {
     for (const [s, o] of this.owned) if (this.now() >= o.validUntil) void this.lose(s, 'lease not renewed in time (self-fence)');
+    this.scheduleFence();
+  }
+
+  /** One timer at the earliest validUntil: a shard whose renewal never came back is fenced on time. */
+  private scheduleFence(): void {
+    this.fenceTimer?.cancel();
+    this.fenceTimer = null;
+    if (this.closed || !this.owned.size) return;
+    let earliest = Infinity;
+    for (const o of this.owned.values()) earliest = Math.min(earliest, o.validUntil);
+    this.fenceTimer = this.gw.clock.setTimeout(() => {
+      this.fenceTimer = null;
+      this.fenceExpired();
+    }, Math.max(0, earliest - this.now()) + 1);
   }
 
   private async acquire(shards: number[]): Promise<void> {
@@ -284,6 +309,7 @@ export class Cluster {
       gained.push(s);
     });
     if (!gained.length) return;
+    this.scheduleFence();
     this.gw.log.info({ node: this.node, shards: gained.length }, 'cluster: shards acquired');
     const set = new Set(gained);
     // Channel connections first, so the resumed conversations can send at once.
@@ -650,7 +676,9 @@ export class Cluster {
     if (this.stopped) return;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    while (this.ticking) await Bun.sleep(5);
+    // Bounded: every call of a tick has a command timeout, but stop must not depend on it.
+    const waitUntil = this.now() + this.o.leaseMs;
+    while (this.ticking && this.now() < waitUntil) await Bun.sleep(5);
     this.stopped = true;
     // Leave the membership FIRST: the others compute this node's shards as theirs at once and
     // take each one the moment its lease is released (notice below), instead of after a heartbeat TTL.
@@ -669,6 +697,8 @@ export class Cluster {
     } catch {
       /* the heartbeat expires on its own */
     }
+    this.closed = true;
+    this.fenceTimer?.cancel();
     this.reader.disconnect();
     await this.consumerDone?.catch(() => {});
     for (const c of [this.lease, this.cmd, this.sub]) c.disconnect();
