@@ -13,8 +13,8 @@ const fakes = useFakeEvolutionAndAgent({
   agent: { protocol: 'agui', reply: () => REPLY, deltaChars: 4, deltaDelayMs: 3 },
 });
 
-async function serve() {
-  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
+async function serve(env: Record<string, string> = {}) {
+  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', ...env });
   const created = await t.call('POST', '/api/v2/instances', {
     name: 'stream-bot', channel: 'whatsapp-evolution',
     channelConfig: { evolutionUrl: fakes.evo.url, evolutionKey: fakes.evo.apikey },
@@ -137,6 +137,27 @@ describe('progressive delivery failures', () => {
     expect(fakes.evo.sent.map((m) => m.text)).toEqual(paragraphs);
     expect(fakes.agent.requests.length - before).toBe(1); // the agent ran once; only the send was retried
     fakes.agent.setBehaviour({ reply: () => REPLY, deltaChars: 4, deltaDelayMs: 3 });
+    await s.stop();
+  });
+});
+
+describe('AG-UI endpoint under backpressure', () => {
+  test('a run on a thread whose backlog is full is refused with 429 at once, not left hanging', async () => {
+    const s = await serve({ CONVERSATION_BACKLOG_LIMIT: '1' });
+    fakes.agent.setBehaviour({ deltaDelayMs: 40 });
+    const run = (runId: string) =>
+      fetch(`${s.base}/api/v2/agui/stream-bot`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY },
+        body: JSON.stringify({ threadId: 'busy', runId, messages: [{ id: runId, role: 'user', content: `hi ${runId}` }] }),
+      });
+    const first = await run('r1'); // streams while the agent writes slowly
+    expect(first.status).toBe(200);
+    const second = await run('r2');
+    expect(second.status).toBe(429);
+    expect(second.headers.get('retry-after')).toBe('5');
+    expect((await second.json()).error.code).toBe('RATE_LIMITED');
+    await first.text();
+    fakes.agent.setBehaviour({ deltaDelayMs: 3 });
     await s.stop();
   });
 });

@@ -128,6 +128,12 @@ export function aguiRoutes(gw: Gateway) {
         clearTimeout(deadline);
         throw err;
       }
+      if (result.shed) {
+        // The conversation's backlog is full: the run will never be answered, so say so now.
+        handle.detach();
+        clearTimeout(deadline);
+        throw new ApiError('RATE_LIMITED', 'This thread has too many unanswered messages; retry later', { traceId: result.traceId }, { 'retry-after': '5' });
+      }
       turnId = result.traceId;
       const finishWithRow = (row: InboxRow, status: string) => {
         if (done) return;

@@ -39,7 +39,9 @@ export function tracesV2(gw: Gateway) {
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
         const rows = gw.pipeline.traces.list({
           instanceId, instanceIds: p.instanceIds, status: commaList(query.status), userId: query.userId,
-          conversationId: query.conversationId, since: query.since, until: query.until, beforeSeq: after?.seq, limit: limit + 1,
+          // Stored timestamps are UTC ISO strings: compare like with like (offsets, missing milliseconds).
+          conversationId: query.conversationId, since: query.since ? new Date(query.since).toISOString() : undefined,
+          until: query.until ? new Date(query.until).toISOString() : undefined, beforeSeq: after?.seq, limit: limit + 1,
         });
         const res = page(rows, limit, (r) => ({ seq: r.seq }));
         return { items: res.items.map(v2Trace), meta: res.meta };
