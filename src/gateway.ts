@@ -14,6 +14,7 @@ import { AccessService } from './services/access.ts';
 import { AuditService } from './services/audit.ts';
 import { MemoryRateLimiter, limitsFromSettings, type RateLimiter } from './services/rate-limit.ts';
 import { SettingsService } from './services/settings.ts';
+import { Retention } from './services/retention.ts';
 import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
 import type { Cluster } from './cluster/index.ts';
 import { EventService } from './services/events.ts';
@@ -78,6 +79,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const persons = new PersonService(db);
   const events = new EventService(db, persons, { log, hub: pipeline.hub });
   events.attach(pipeline);
+  const retention = new Retention({ db, inbox: pipeline.inbox, settings, clock, log });
   const messages = new MessageService(db, pipeline);
 
   const access = new AccessService(db, instances, clock, log);
@@ -92,6 +94,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
     cluster: null,
     start: async () => {
       audit.start();
+      retention.start();
       // Cluster hooks must be in place before the pipeline starts instances and resumes conversations.
       if (config.redisUrl) gw.cluster = await (await import('./cluster/index.ts')).startCluster(gw);
       return pipeline.start();
@@ -118,5 +121,6 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
     },
   };
   gw.onClose(() => audit.close());
+  gw.onClose(() => retention.stop());
   return gw;
 }

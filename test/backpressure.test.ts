@@ -160,3 +160,30 @@ describe('graceful shutdown', () => {
     fakes.agent.setBehaviour({ latencyMs: 0 });
   });
 });
+
+describe('retention', () => {
+  test('finished messages and events past retention are deleted; unfinished ones and the dedupe window are kept', async () => {
+    const { VirtualClock } = await import('../actors/runtime/virtual-clock.ts');
+    const clock = new VirtualClock(Date.now());
+    const t = createTestGateway({}, { clock });
+    const { post } = await evolutionInstance(t, { name: 'ret', ...fakes });
+    await t.gw.start();
+    await post(upsert('ret-1', 'old message', '1999000'));
+    await fakes.evo.waitForSent(1);
+    await until(() => (t.gw.db.query("SELECT COUNT(*) AS n FROM inbox WHERE status = 'completed'").get() as { n: number }).n === 1, 5000, 'completed');
+    t.gw.events.flush();
+    await Bun.sleep(30);
+    t.gw.events.flush();
+    const count = (table: string) => (t.gw.db.query(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+    expect(count('events')).toBeGreaterThan(0);
+    // 15 days later: past the 14-day dedupe window but within the 30-day trace retention → kept.
+    await clock.advance(15 * 86_400_000);
+    expect(count('inbox')).toBe(1);
+    // 31 days later: past both → the message, its steps and its events are gone.
+    await clock.advance(16 * 86_400_000);
+    expect(count('inbox')).toBe(0);
+    expect(count('trace_steps')).toBe(0);
+    expect(count('events')).toBe(0);
+    await t.close();
+  });
+});

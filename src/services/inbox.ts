@@ -313,8 +313,8 @@ export class Inbox {
   }
 
   /** Drops terminal rows older than the dedupe retention. */
-  prune(retentionDays: number): number {
-    const cutoff = new Date(Date.now() - retentionDays * 86_400_000).toISOString();
+  prune(retentionDays: number, now = Date.now()): number {
+    const cutoff = new Date(now - retentionDays * 86_400_000).toISOString();
     return this.db.query(`DELETE FROM inbox WHERE status NOT IN ('pending','processing') AND received_at < ?`).run(cutoff).changes;
   }
 }

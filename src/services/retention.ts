@@ -1,0 +1,45 @@
+// Retention: once at start and then hourly, finished messages (with their steps, outbox rows and
+// dead letters) older than the trace retention — never younger than the dedupe window — and
+// events older than the trace retention are deleted.
+import type { Database } from 'bun:sqlite';
+import type { Logger } from 'pino';
+import type { Clock, Timer } from '../../actors/runtime/clock.ts';
+import type { Inbox } from './inbox.ts';
+import type { SettingsService } from './settings.ts';
+
+const HOUR = 3_600_000;
+
+export class Retention {
+  private timer: Timer | null = null;
+
+  constructor(private d: { db: Database; inbox: Inbox; settings: SettingsService; clock: Clock; log: Logger }) {}
+
+  /** Deletes what is past retention; returns the counts (for tests and the log). */
+  run(): { messages: number; events: number } {
+    const { settings, db, clock } = this.d;
+    const traceDays = settings.value<number>('traces.retentionDays');
+    const dedupeDays = settings.value<number>('inbox.dedupeRetentionDays');
+    const messages = this.d.inbox.prune(Math.max(traceDays, dedupeDays), clock.now());
+    const cutoff = new Date(clock.now() - traceDays * 86_400_000).toISOString();
+    const events = db.query('DELETE FROM events WHERE created_at < ?').run(cutoff).changes;
+    if (messages || events) this.d.log.info({ messages, events }, 'retention: deleted old messages and events');
+    return { messages, events };
+  }
+
+  start(): void {
+    const tick = () => {
+      try {
+        this.run();
+      } catch (err) {
+        this.d.log.error({ err: String(err) }, 'retention run failed');
+      }
+      this.timer = this.d.clock.setTimeout(tick, HOUR);
+    };
+    tick();
+  }
+
+  stop(): void {
+    this.timer?.cancel();
+    this.timer = null;
+  }
+}
