@@ -187,3 +187,20 @@ describe('retention', () => {
     await t.close();
   });
 });
+
+describe('instance deletion', () => {
+  test("deleting an instance with unanswered messages frees their place in the global bound", async () => {
+    fakes.agent.setBehaviour({ latencyMs: 300 });
+    const t = createTestGateway({ GLOBAL_BACKLOG_LIMIT: '3' });
+    const a = await evolutionInstance(t, { name: 'gone', ...fakes });
+    const b = await evolutionInstance(t, { name: 'stays', ...fakes });
+    await t.gw.start();
+    for (let i = 0; i < 3; i++) expect((await a.post(upsert(`del-${i}`, `m ${i}`, `1555000${i}`))).status).toBe(200);
+    expect((await b.post(upsert('full', 'refused', '15559999'))).status).toBe(503);
+    expect((await t.call('DELETE', '/api/v2/instances/gone')).status).toBe(200);
+    expect(t.gw.pipeline.inbox.depth).toBe(0);
+    expect((await b.post(upsert('after', 'accepted now', '15559999'))).status).toBe(200);
+    fakes.agent.setBehaviour({ latencyMs: 0 });
+    await t.close();
+  });
+});

@@ -110,12 +110,7 @@ export class Inbox {
       ),
       step: db.query('INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)'),
     };
-    for (const r of db.query<{ conversation_id: string; n: number }, []>(
-      `SELECT conversation_id, COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing') GROUP BY conversation_id`,
-    ).all()) {
-      this.backlog.set(r.conversation_id, r.n);
-      this.backlogTotal += r.n;
-    }
+    this.recount();
   }
 
   /** Called after each commit with the conversations that got new work. */
@@ -147,6 +142,19 @@ export class Inbox {
     if (n <= 0) this.backlog.delete(conversationId);
     else this.backlog.set(conversationId, n);
     this.backlogTotal = Math.max(0, this.backlogTotal - 1);
+  }
+
+  /** Rebuilds the backlog counts from the database (after rows were deleted behind the actors' back). */
+  recount(): void {
+    this.backlog.clear();
+    this.backlogTotal = 0;
+    for (const conv of [...this.fresh.keys()]) this.dropFresh(conv);
+    for (const r of this.db.query<{ conversation_id: string; n: number }, []>(
+      `SELECT conversation_id, COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing') GROUP BY conversation_id`,
+    ).all()) {
+      this.backlog.set(r.conversation_id, r.n);
+      this.backlogTotal += r.n;
+    }
   }
 
   /** A terminal row went back to pending (dead-letter replay). */

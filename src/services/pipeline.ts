@@ -179,6 +179,8 @@ export class Pipeline {
 
     this.inbox.onNewWork((conversationId) => this.wake(conversationId));
     o.instances.onChange((c) => {
+      // A delete cascades to the instance's unfinished rows: recount the backlog bounds.
+      if (c.type === 'deleted') this.inbox.recount();
       if (!this.started) return; // channels connect only once the gateway has started
       if (c.type === 'deleted') void this.stopInstance(c.instance.id, 'deleted');
       else void this.syncInstance(c.instance);
