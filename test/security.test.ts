@@ -136,3 +136,26 @@ describe('keys restricted to instances and shared state', () => {
     await t.close();
   });
 });
+
+describe('secrets and changed endpoints', () => {
+  test('a stored secret is never carried to a new endpoint: it must be given again with the new URL', async () => {
+    const t = createTestGateway();
+    await t.call('POST', '/api/v1/instances', {
+      name: 'moved', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-SECRET-1', agent_api_url: 'https://agent.example.com/run', agent_api_key: 'AGENT-KEY-SECRET-1',
+    });
+    // Repointing Evolution without the key is refused with a clear reason, and nothing changes.
+    const moved = await t.call('PATCH', '/api/v2/instances/moved', { channelConfig: { evolutionUrl: 'https://attacker.example.net' } });
+    expect(moved.status).toBe(400);
+    expect(moved.body.error.details[0]).toMatchObject({ field: 'evolution_key' });
+    expect(moved.body.error.details[0].problem).toContain('evolution_url changes');
+    expect(t.gw.instances.getByName('moved')!.config.evolution_url).toBe('https://evolution.example.com');
+    // With the key given again it is accepted.
+    expect((await t.call('PATCH', '/api/v2/instances/moved', { channelConfig: { evolutionUrl: 'https://evo2.example.com', evolutionKey: 'EVO-KEY-SECRET-2' } })).status).toBe(200);
+    // The guide's v1 PUT that only changes agent_api_url still works; the old agent key is not kept for the new URL.
+    const put = await t.call('PUT', '/api/v1/instances/moved', { agent_timeout: 150, agent_api_url: 'http://localhost:8887' });
+    expect(put.status).toBe(200);
+    expect(put.body.agent_api_key).toBeNull();
+    expect(t.gw.instances.getByName('moved')!.agent.apiKey).toBeNull();
+    await t.close();
+  });
+});

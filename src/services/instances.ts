@@ -51,6 +51,13 @@ const REQUIRED: Record<ChannelKind, string[]> = {
   api: [],
 };
 
+/** The secrets each configurable endpoint receives. */
+const SECRETS_BY_ENDPOINT: Record<string, string[]> = {
+  evolution_url: ['evolution_key'],
+  discord_api_url: ['discord_bot_token'],
+  slack_api_url: ['slack_bot_token', 'slack_app_token'],
+};
+
 export const SECRET_FIELDS = new Set(
   Object.values(CHANNEL_FIELDS).flatMap((f) => Object.entries(f).filter(([, k]) => k === 'secret').map(([n]) => n)),
 );
@@ -254,8 +261,24 @@ export class InstanceService {
       const p = checkField(kind, v);
       if (p) problems.push({ field: k, problem: p });
     }
+    // A stored secret is never sent to a new endpoint: changing an endpoint drops the secrets that
+    // go to it unless they are given again in the same request.
+    const cleared = new Map<string, string>();
+    if (base) {
+      for (const [urlField, secrets] of Object.entries(SECRETS_BY_ENDPOINT)) {
+        if (!(urlField in (input.config ?? {})) || input.config![urlField] === base.config[urlField]) continue;
+        for (const secret of secrets) {
+          if (secret in (input.config ?? {}) || config[secret] === undefined) continue;
+          delete config[secret];
+          cleared.set(secret, urlField);
+        }
+      }
+    }
     for (const req of REQUIRED[channel] ?? []) {
-      if (config[req] === undefined || config[req] === '') problems.push({ field: req, problem: `is required for a ${channel} instance` });
+      if (config[req] === undefined || config[req] === '') {
+        const url = cleared.get(req);
+        problems.push({ field: req, problem: url ? `must be given again when ${url} changes (a stored secret is never sent to a new endpoint)` : `is required for a ${channel} instance` });
+      }
     }
     if (channel === 'slack' && !config.slack_signing_secret && !config.slack_app_token) {
       problems.push({ field: 'slack_signing_secret', problem: 'is required unless slack_app_token (Socket Mode) is set' });
@@ -264,6 +287,11 @@ export class InstanceService {
 
     const agent: AgentConfig = { ...DEFAULT_AGENT, timeoutSeconds: this.defaults.agentTimeoutSeconds(), ...(base?.agent ?? {}) };
     const a = input.agent ?? {};
+    if (base && a.url !== undefined && a.url !== base.agent.url) {
+      // Same rule for the agent: its key and headers are not carried over to a new URL.
+      if (a.apiKey === undefined) agent.apiKey = null;
+      if (a.headers === undefined) agent.headers = {};
+    }
     if (a.url !== undefined) {
       if (a.url === null) agent.url = null;
       else {
