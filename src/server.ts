@@ -26,7 +26,7 @@ import { routeClass } from './services/rate-limit.ts';
 import { cleanPath } from './services/audit.ts';
 import { webConsole } from './web/index.ts';
 import type { Gateway } from './gateway.ts';
-import type { Principal } from './services/keys.ts';
+import { hasScope, type Principal } from './services/keys.ts';
 import { randomToken } from './services/ids.ts';
 
 interface RequestInfo {
@@ -84,6 +84,12 @@ function validationDetails(error: unknown): Array<{ field: string; problem: stri
     if (out.length >= 20) break;
   }
   return out;
+}
+
+/** /ws streams message text: the key needs messages:read or events:read (others are refused like a wrong key). */
+function streamPrincipal(gw: Gateway, key: string | null): Principal | null {
+  const p = gw.keys.verify(key);
+  return p && (hasScope(p, 'messages:read') || hasScope(p, 'events:read')) ? p : null;
 }
 
 export function buildServer(gw: Gateway) {
@@ -238,7 +244,7 @@ export function buildServer(gw: Gateway) {
     .use(sendV1(gw))
     .use(channelsV2(gw))
     .use(aguiRoutes(gw))
-    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => gw.keys.verify(key) }))
+    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => streamPrincipal(gw, key) }))
     .use(webConsole(gw));
 
   return app;

@@ -161,3 +161,20 @@ describe('AG-UI endpoint under backpressure', () => {
     await s.stop();
   });
 });
+
+describe('/ws scopes', () => {
+  test('a key without messages:read or events:read cannot open the live stream', async () => {
+    const s = await serve();
+    const { key: sendOnly } = s.gw.keys.create({ name: 'sender', scopes: ['messages:send'] });
+    const { key: reader } = s.gw.keys.create({ name: 'reader', scopes: ['events:read'] });
+    const closeCode = (key: string) =>
+      new Promise<number>((resolve) => {
+        const ws = new WebSocket(`${s.base.replace('http', 'ws')}/ws?apiKey=${key}`);
+        ws.onclose = (e) => resolve(e.code);
+        ws.onopen = () => setTimeout(() => ws.close(1000), 150);
+      });
+    expect(await closeCode(sendOnly)).toBe(4401);
+    expect(await closeCode(reader)).toBe(1000);
+    await s.stop();
+  });
+});
