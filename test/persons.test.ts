@@ -140,7 +140,7 @@ describe('persons and instance-bound keys', () => {
     await t.send('tenant-a', upsert('tenant-a', 'ta-1', 'from a', phoneKey('15552220001'), 'Ana'));
     await t.send('tenant-b', upsert('tenant-b', 'tb-1', 'from b', phoneKey('15552220002'), 'Bea'));
     const a = t.gw.instances.getByName('tenant-a')!;
-    const { key } = t.gw.keys.create({ name: 'tenant a', scopes: ['persons:*'], instanceIds: [a.id] });
+    const { key } = t.gw.keys.create({ name: 'tenant a', scopes: ['persons:*', 'events:read'], instanceIds: [a.id] });
     const asA = (method: string, path: string, body?: unknown) => t.call(method, path, body, { 'x-api-key': key });
     const seen = (await asA('GET', '/api/v2/persons')).body.items.map((p: any) => p.displayName);
     expect(seen).toEqual(['Ana']);
@@ -148,6 +148,10 @@ describe('persons and instance-bound keys', () => {
     expect((await asA('GET', `/api/v2/persons/${bea.id}`)).status).toBe(404);
     expect((await asA('GET', `/api/v2/persons/${bea.id}/presence`)).status).toBe(404);
     expect((await asA('GET', `/api/v2/persons/${bea.id}/timeline`)).status).toBe(404);
+    // The same WhatsApp number writing to both tenants: tenant A sees only the identity it saw.
+    const anaMine = (await asA('GET', '/api/v2/persons')).body.items[0];
+    expect(anaMine.identities.length).toBe(1);
+    expect((await asA('GET', `/api/v2/events/timeline/${bea.id}`)).status).toBe(404);
     const ana = (await t.persons('Ana'))[0];
     const link = await asA('POST', '/api/v2/persons/link', { identityA: ana.identities[0].id, identityB: bea.identities[0].id });
     expect(link.status).toBe(403);

@@ -180,9 +180,26 @@ export class PersonService {
       .get(personId, ...instanceIds) !== null;
   }
 
-  presence(id: string): Presence | null {
-    const person = this.get(id);
-    if (!person) return null;
+  /**
+   * The person as a key restricted to instances may see it: only the identities that wrote to (or
+   * were written from) those instances. Unrestricted keys see every identity.
+   */
+  scoped(person: PersonView, instanceIds: string[] | null): PersonView {
+    if (instanceIds === null) return person;
+    if (instanceIds.length === 0) return { ...person, identities: [] };
+    const seen = new Set(
+      this.db
+        .query<{ identity_id: string }, string[]>(`SELECT DISTINCT identity_id FROM events WHERE person_id = ? AND identity_id IS NOT NULL AND instance_id IN (${instanceIds.map(() => '?').join(',')})`)
+        .all(person.id, ...instanceIds)
+        .map((r) => r.identity_id),
+    );
+    return { ...person, identities: person.identities.filter((i) => seen.has(i.id)) };
+  }
+
+  presence(id: string, instanceIds: string[] | null = null): Presence | null {
+    const found = this.get(id);
+    if (!found) return null;
+    const person = this.scoped(found, instanceIds);
     const byChannel: Presence['byChannel'] = {};
     for (const i of person.identities) {
       const c = (byChannel[i.platform] ??= { identities: 0, messages: 0, firstSeenAt: i.firstSeenAt, lastSeenAt: i.lastSeenAt, platformUserIds: [] });

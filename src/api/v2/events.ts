@@ -113,7 +113,7 @@ export function eventsV2(gw: Gateway) {
     .get(
       '/timeline/:personId',
       ({ params, query, request }) => {
-        if (!gw.persons.get(params.personId)) throw new ApiError('NOT_FOUND', 'Person not found');
+        if (!gw.persons.get(params.personId) || !gw.persons.visibleTo(params.personId, principalOf(request).instanceIds)) throw new ApiError('NOT_FOUND', 'Person not found');
         const limit = query.limit ?? 50;
         const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
         const filter = filterFor(request, { personId: [params.personId], channel: commaList(query.channels), since: query.since, until: query.until });

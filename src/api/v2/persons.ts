@@ -42,8 +42,9 @@ export function personsV2(gw: Gateway) {
   const persons = gw.persons;
   const mustGet = (id: string, request: Request) => {
     const p = persons.get(id);
-    if (!p || !persons.visibleTo(id, principalOf(request).instanceIds)) throw new ApiError('NOT_FOUND', 'Person not found');
-    return p;
+    const scope = principalOf(request).instanceIds;
+    if (!p || !persons.visibleTo(id, scope)) throw new ApiError('NOT_FOUND', 'Person not found');
+    return persons.scoped(p, scope);
   };
 
   return new Elysia({ name: 'persons-v2', prefix: '/api/v2/persons' })
@@ -52,7 +53,8 @@ export function personsV2(gw: Gateway) {
       ({ query, request }) => {
         const limit = query.limit ?? 50;
         const after = decodeCursor<{ id: string }>(query.cursor, (v) => typeof v.id === 'string');
-        const rows = persons.search({ search: query.search?.trim() || undefined, afterId: after?.id, limit: limit + 1, instanceIds: principalOf(request).instanceIds });
+        const scope = principalOf(request).instanceIds;
+        const rows = persons.search({ search: query.search?.trim() || undefined, afterId: after?.id, limit: limit + 1, instanceIds: scope }).map((p) => persons.scoped(p, scope));
         return page(rows, limit, (p) => ({ id: p.id }));
       },
       {
@@ -70,7 +72,7 @@ export function personsV2(gw: Gateway) {
       '/:id/presence',
       ({ params, request }) => {
         mustGet(params.id, request);
-        const p = persons.presence(params.id);
+        const p = persons.presence(params.id, principalOf(request).instanceIds);
         if (!p) throw new ApiError('NOT_FOUND', 'Person not found');
         return { data: p };
       },
