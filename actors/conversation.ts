@@ -117,6 +117,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
     }
   }
 
+  /** Messages that came through the API are answered on the live stream, never on the platform. */
+  private adapterFor(inst: Instance, msg: InboundMessage): ChannelAdapter | null {
+    return msg.extra?.via === 'api' ? API_ADAPTER : this.deps.adapter(inst.id);
+  }
+
   /** A retry wait; false when the gateway started shutting down meanwhile. */
   private async wait(ms: number): Promise<boolean> {
     const signal = this.deps.shuttingDown;
@@ -210,7 +215,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
   /** One attempt: the agent (unless its reply is already committed), then delivery. */
   private async attempt(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, committed: string | null): Promise<string> {
     const { db, sink, clock } = this.deps;
-    const adapter = msg.extra?.via === 'api' ? API_ADAPTER : this.deps.adapter(inst.id);
+    const adapter = this.adapterFor(inst, msg);
     if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
     const ctx = this.deliveryContext(row, trace, inst, msg, adapter);
     const writer = createReplyWriter(ctx);
@@ -337,7 +342,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
   /** Best-effort extra message (error reply, access reply) through its own outbox part. */
   private async trySend(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, label: string, text: string): Promise<void> {
-    const adapter = this.deps.adapter(inst.id);
+    const adapter = this.adapterFor(inst, msg);
     if (!adapter) return;
     try {
       await sendPart(this.deliveryContext(row, trace, inst, msg, adapter), label === 'error_reply' ? 10_000 : 10_001, text);
@@ -348,11 +353,13 @@ export class ConversationActor implements Actor<ConversationMsg> {
   }
 
   private async deliverSend(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage): Promise<void> {
-    const adapter = this.deps.adapter(inst.id);
     let attempts = row.attempts;
     for (;;) {
       try {
-        if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running`, false);
+        // Looked up on every attempt: a restarted instance has a new adapter, and one still
+        // (re)connecting is a reason to retry, as for agent replies.
+        const adapter = this.deps.adapter(inst.id);
+        if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
         const out = (msg.extra?.outbound ?? { text: msg.text }) as OutboundMessage;
         // No inbound message here: adapters must not quote or thread under the API request itself.
         const ctx = { ...this.deliveryContext(row, trace, inst, msg, adapter), inbound: undefined };
