@@ -1,9 +1,10 @@
 // Cluster mode, API side, with real node processes on the local redis-server: rate limits shared
 // across nodes, Slack Events posted to a non-owner forwarded to the owner, gathered trace reads
-// honour instance-bound keys, lease metrics on /metrics.
+// honour instance-bound keys, lease metrics on /metrics, poison stream entries dead-lettered.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import { shardOf } from '../src/cluster/shards.ts';
-import { clusterHarness, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import Redis from 'ioredis';
+import { clusterHarness, REDIS_URL, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { eventCallback, signRequest } from './fakes/slack/events.ts';
 import { FakeSlack } from './fakes/slack/server.ts';
@@ -161,6 +162,59 @@ describe('cluster API (2 node processes, real Redis)', () => {
       const convs = await owner.call('GET', '/api/v2/conversations?instanceId=keep');
       expect(convs.body.items.length).toBe(1);
     } finally {
+      await evo.stop();
+    }
+  }, 30_000);
+
+  test('poison stream entries are dead-lettered and every shard keeps answering; a deleted instance\'s pending entries leave the stream', async () => {
+    const evo = await startFakeEvolution();
+    const r = new Redis(REDIS_URL);
+    try {
+      const nodes = await twoNodes();
+      const mk = async (name: string) => {
+        const res = await nodes[0].call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+        expect(res.status).toBe(201);
+        const id = (await nodes[0].call('GET', `/api/v2/instances/${name}`)).body.data.id as string;
+        await until(async () => (await nodes[1].call('GET', `/api/v2/instances/${name}`)).status === 200, 3000, 'instance replicated');
+        return { token: new URL(res.body.webhook_url).searchParams.get('token')!, id };
+      };
+      const bot = await mk('bot');
+      const { other } = await holderOf(nodes, bot.id);
+      // Every shard's stream starts with two entries no node can ingest: not JSON, and a message
+      // for an instance no node knows (old, so past the wait for its configuration).
+      const stranger = { instanceId: 'no-such-instance', providerMessageId: 'p1', chat: { chatId: '1', kind: 'direct' }, sender: { id: 'u1' }, text: 'hi', contentType: 'text', timestamp: 1 };
+      for (let s = 0; s < 32; s++) {
+        await r.xadd(`${h!.prefix}stream:${s}`, '1-1', 'm', '{not json', 'k', 'inbound');
+        await r.xadd(`${h!.prefix}stream:${s}`, '1-2', 'm', JSON.stringify(stranger), 'k', 'inbound');
+      }
+      for (let i = 0; i < 3; i++) {
+        const res = await other.call('POST', `/webhook/evolution/bot?token=${bot.token}`, upsert('bot', `poison-${i}`, `after poison ${i}`), { 'x-api-key': '' });
+        expect(res.status).toBe(200);
+      }
+      await until(() => evo.sent.length >= 3, 8000, 'replies behind the poison entries');
+      expect(evo.sent.map((x) => x.text)).toEqual([0, 1, 2].map((i) => `echo: after poison ${i}`));
+      await until(async () => (await r.llen(`${h!.prefix}deadletter`)) === 64, 5000, 'poison entries dead-lettered');
+      const reasons = (await r.lrange(`${h!.prefix}deadletter`, 0, -1)).map((x) => JSON.parse(x).reason as string);
+      expect(reasons.filter((x) => x.includes('not JSON'))).toHaveLength(32);
+      expect(reasons.filter((x) => x.includes('no-such-instance'))).toHaveLength(32);
+      const lens = async () => Promise.all(Array.from({ length: 32 }, (_, s) => r.xlen(`${h!.prefix}stream:${s}`)));
+      await until(async () => (await lens()).every((n) => n === 0), 3000, 'streams empty');
+
+      // An instance deleted with one message in flight (the agent never answers) and one queued behind it.
+      const tmp = await mk('tmp');
+      agent.plan((req) => (req.message.startsWith('slow') ? { hang: true } : undefined));
+      for (const [id, text] of [['t-1', 'slow one'], ['t-2', 'queued behind']]) {
+        expect((await other.call('POST', `/webhook/evolution/tmp?token=${tmp.token}`, upsert('tmp', id, text), { 'x-api-key': '' })).status).toBe(200);
+      }
+      await until(() => agent.requests.some((q) => q.message === 'slow one'), 5000, 'first message at the agent');
+      const stream = `${h!.prefix}stream:${shardOf(tmp.id, 32)}`;
+      const entriesOfTmp = async () => (await r.xrange(stream, '-', '+')).filter(([, f]) => f[1].includes(tmp.id)).length;
+      expect(await entriesOfTmp()).toBe(2);
+      expect((await other.call('DELETE', '/api/v2/instances/tmp')).status).toBeLessThan(300);
+      await until(async () => (await entriesOfTmp()) === 0, 3000, 'entries of the deleted instance removed');
+    } finally {
+      agent.plan(null);
+      r.disconnect();
       await evo.stop();
     }
   }, 30_000);

@@ -45,6 +45,7 @@ export class ConfigSync {
   private lastId = '0-0';
   private publishing = false;
   private applying = false;
+  private inFlight: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   readonly counters = { published: 0, applied: 0 };
 
@@ -198,9 +199,20 @@ export class ConfigSync {
     }
   }
 
-  /** Applies configuration written on other nodes since the last pull. */
-  async pull(): Promise<void> {
-    if (this.applying) return;
+  /** Applies configuration written on other nodes since the last pull (joins one in flight). */
+  pull(): Promise<void> {
+    if (this.inFlight) return this.inFlight;
+    this.inFlight = this.pullOnce().finally(() => (this.inFlight = null));
+    return this.inFlight;
+  }
+
+  /** A pull that starts after this call (a pull already in flight may have missed newer rows). */
+  async pullFresh(): Promise<void> {
+    if (this.inFlight) await this.inFlight;
+    await this.pull();
+  }
+
+  private async pullOnce(): Promise<void> {
     this.applying = true;
     const { redis, prefix, node } = this.d;
     try {

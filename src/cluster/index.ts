@@ -25,6 +25,11 @@
 //   holder + epoch (fail closed). A stream therefore holds exactly the unfinished messages of its
 //   shard: a new owner reads it from the start, first closing local rows whose entries another
 //   owner already finished, then resumes the rest in stream (= arrival) order.
+//   Entries are ingested one shard at a time; a passing failure (inbox overloaded, disk) retries
+//   that shard only. An entry that can never be ingested (malformed, or for an instance still
+//   unknown after a configuration pull and a 10 s grace for configuration lag) is dead-lettered:
+//   logged, kept in the bounded list `deadletter` and XDEL'd under the epoch check. Deleting an
+//   instance removes its entries from the stream (its local rows go with the instance).
 //   Documented duplicate point: a reply sent by an owner that dies (or is fenced) before its XDEL
 //   commits is sent again by the next owner (same as the outbox point in embedded mode).
 // - Configuration: see config-sync.ts (replicated rows, snapshot + log, ≤ ~pollMs latency).
@@ -62,7 +67,7 @@ import { conversationIdFor, TERMINAL, type IngestOutcome, type InboxRow } from '
 import { isoNow, newId } from '../services/ids.ts';
 import { ConfigSync } from './config-sync.ts';
 import { LiveRelay } from './live.ts';
-import { ACK, ACQUIRE, APPEND, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
+import { ACK, ACQUIRE, APPEND, DEAD_LETTER, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
 import { RedisRateLimiter } from './rate-limit.ts';
 import { desiredShards, shardOf } from './shards.ts';
 import { limitsFromSettings } from '../services/rate-limit.ts';
@@ -112,6 +117,12 @@ export class Cluster {
   private lastEpoch = new Map<number, number>();
   private live: string[] = [];
   private cursors = new Map<number, string>();
+  /** Shards whose last ingest failed for a passing reason: not read again before this (monotonic) time. */
+  private retryAt = new Map<number, number>();
+  /** Entries of instances this node does not know (yet: configuration lag), per shard, in order. */
+  private deferred = new Map<number, Map<string, { fields: string[]; instanceId: string }>>();
+  private lastForcedPull = -Infinity;
+  private lastDeferredPass = -Infinity;
   private catchUp: number[] = [];
   private timer: ReturnType<typeof setInterval> | null = null;
   /** Fires at the earliest validUntil of the owned shards, so fencing never waits for a tick. */
@@ -130,7 +141,7 @@ export class Cluster {
   private pendingAcks: Array<{ shard: number; ids: string[]; epoch: number }> = [];
   private config: ConfigSync;
   private relay: LiveRelay;
-  readonly counters = { acquired: 0, released: 0, fenced: 0, fencedWrites: 0, appended: 0, duplicates: 0, consumed: 0, acked: 0, handedOffRows: 0, blockedSends: 0 };
+  readonly counters = { acquired: 0, released: 0, fenced: 0, fencedWrites: 0, appended: 0, duplicates: 0, consumed: 0, acked: 0, handedOffRows: 0, blockedSends: 0, deadLettered: 0, ingestRetries: 0, droppedForDeletedInstance: 0 };
   private readonly renewMs: number;
   private readonly marginMs: number;
 
@@ -215,6 +226,9 @@ export class Cluster {
     p.ingestHook = (msg, kind) => this.append(msg, kind);
     p.wrapAdapter = (instanceId, adapter) => this.fenceAdapter(instanceId, adapter);
     p.onTerminal((row) => this.terminal(row));
+    this.gw.instances.onChange((c) => {
+      if (c.type === 'deleted') void this.dropEntriesOf(c.instance.id).catch((err) => this.gw.log.warn({ err: String(err) }, 'cluster: removing a deleted instance\'s entries failed'));
+    });
 
     this.sub.on('message', (channel: string, message: string) => {
       if (channel === this.k('live')) this.relay.receive(message);
@@ -403,7 +417,10 @@ export class Cluster {
           const s = this.catchUp.shift()!;
           if (this.ownsShard(s)) await this.catchUpShard(s);
         }
-        const shards = [...this.cursors.keys()].filter((s) => this.ownsShard(s));
+        await this.retryDeferred();
+        const now = this.now();
+        // A shard whose ingest failed waits out its retry time; the others go on.
+        const shards = [...this.cursors.keys()].filter((s) => this.ownsShard(s) && (this.retryAt.get(s) ?? 0) <= now);
         if (!shards.length) {
           await Bun.sleep(50);
           continue;
@@ -413,8 +430,8 @@ export class Cluster {
         for (const [key, entries] of res) {
           const s = Number(key.slice(this.k('stream:').length));
           if (!this.ownsShard(s) || !this.cursors.has(s)) continue;
-          await this.ingestEntries(s, entries);
-          this.cursors.set(s, entries[entries.length - 1][0]);
+          const last = await this.ingestEntries(s, entries);
+          if (last && this.ownsShard(s) && this.cursors.has(s)) this.cursors.set(s, last);
         }
       } catch (err) {
         if (this.stopped) return;
@@ -449,44 +466,186 @@ export class Cluster {
       pipeline.inbox.settled(row.conversation_id);
       this.counters.handedOffRows++;
     }
-    if (entries.length) await this.ingestEntries(shard, entries);
-    this.cursors.set(shard, entries.length ? entries[entries.length - 1][0] : '0-0');
+    // On a failed ingest the shard is read again from the last entry handled (re-ingest is deduped).
+    const last = entries.length ? await this.ingestEntries(shard, entries) : null;
+    this.cursors.set(shard, last ?? '0-0');
     // Rows already in the local inbox (this node owned the shard before) resume too.
     for (const { conversationId, instanceId } of pipeline.inbox.conversationsWithWork()) {
       if (this.shardOfInstance(instanceId) === shard) pipeline.wake(conversationId);
     }
   }
 
-  private async ingestEntries(shard: number, entries: Array<[string, string[]]>): Promise<void> {
+  /**
+   * Writes stream entries into the local inbox, in order. Returns the id of the last entry handled
+   * (ingested, deferred or dead-lettered) — the reader's new cursor — or null when none was.
+   * A passing failure (inbox overloaded, disk) stops at that entry and retries this shard later;
+   * other shards go on. An entry that can never be ingested (malformed, instance unknown past the
+   * grace period) is dead-lettered and removed from the stream.
+   */
+  private async ingestEntries(shard: number, entries: Array<[string, string[]]>): Promise<string | null> {
     const { inbox } = this.gw.pipeline;
-    for (;;) {
-      try {
-        const parsed = entries.map(([id, fields]) => {
-          const f: Record<string, string> = {};
-          for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-          const msg = JSON.parse(f.m) as InboundMessage;
-          msg.extra = { ...(msg.extra ?? {}), clusterStreamId: id };
-          this.convInstance.set(conversationIdFor(msg.instanceId, msg.chat), msg.instanceId);
-          return { id, msg, kind: (f.k === 'send' ? 'send' : 'inbound') as 'inbound' | 'send' };
-        });
-        const results = await Promise.all(parsed.map((p) => inbox.ingest(p.msg, p.kind)));
-        this.counters.consumed += entries.length;
-        const done: string[] = [];
-        results.forEach((r, i) => {
-          if (r.shed) done.push(parsed[i].id);
-          else if (r.status === 'duplicate') {
-            const row = inbox.get(r.seq);
-            if (row && TERMINAL.includes(row.status)) done.push(parsed[i].id);
-          }
-        });
-        if (done.length) await this.ack(shard, done);
-        return;
-      } catch (err) {
-        if (!this.ownsShard(shard) || this.stopped) return;
-        this.gw.log.warn({ err: String(err) }, 'cluster: local ingest failed; retrying');
-        await Bun.sleep(500);
+    let last: string | null = null;
+    const batch: Array<{ id: string; msg: InboundMessage; kind: 'inbound' | 'send' }> = [];
+    const flush = async (): Promise<boolean> => {
+      if (!batch.length) return true;
+      const results = await Promise.allSettled(batch.map((p) => inbox.ingest(p.msg, p.kind)));
+      const done: string[] = [];
+      for (let i = 0; i < batch.length; i++) {
+        const r = results[i];
+        if (r.status === 'rejected') {
+          // A group commit fails as a whole: ingest one at a time to tell a bad entry from a bad disk.
+          const one = await this.ingestOne(shard, batch[i]);
+          if (one === 'retry') break;
+          if (one === 'done') done.push(batch[i].id);
+        } else if (r.value.shed) done.push(batch[i].id);
+        else if (r.value.status === 'duplicate') {
+          const row = inbox.get(r.value.seq);
+          if (row && TERMINAL.includes(row.status)) done.push(batch[i].id);
+        }
+        this.counters.consumed++;
+        last = batch[i].id;
       }
+      const complete = last === batch[batch.length - 1].id;
+      batch.length = 0;
+      if (done.length) await this.ack(shard, done);
+      return complete;
+    };
+    try {
+      for (const [id, fields] of entries) {
+        const parsed = parseEntry(id, fields);
+        if (typeof parsed === 'string') {
+          if (!(await flush())) return this.retryLater(shard, last);
+          if (!(await this.deadLetter(shard, id, fields, parsed))) return last; // fenced: stop reading
+          last = id;
+          continue;
+        }
+        const instanceId = parsed.msg.instanceId;
+        // Behind an entry set aside for the same instance: set aside too, so order is kept.
+        const waiting = this.deferred.get(shard);
+        if (waiting && [...waiting.values()].some((w) => w.instanceId === instanceId)) {
+          waiting.set(id, { fields, instanceId });
+          last = id;
+          continue;
+        }
+        if (!this.gw.instances.get(instanceId)) {
+          if (!(await flush())) return this.retryLater(shard, last);
+          const r = await this.unknownInstance(shard, id, fields, instanceId);
+          if (r === 'fenced') return last;
+          if (r === 'handled') {
+            last = id;
+            continue;
+          }
+        }
+        this.convInstance.set(conversationIdFor(parsed.msg.instanceId, parsed.msg.chat), parsed.msg.instanceId);
+        batch.push({ id, ...parsed });
+      }
+      if (!(await flush())) return this.retryLater(shard, last);
+      return last;
+    } catch (err) {
+      this.gw.log.warn({ err: String(err), shard }, 'cluster: stream ingest failed; retrying this shard');
+      return this.retryLater(shard, last);
     }
+  }
+
+  private retryLater(shard: number, last: string | null): string | null {
+    this.counters.ingestRetries++;
+    this.retryAt.set(shard, this.now() + INGEST_RETRY_MS);
+    return last;
+  }
+
+  /** One entry on its own after its group commit failed: 'done' (terminal), 'ok', 'dead' or 'retry'. */
+  private async ingestOne(shard: number, p: { id: string; msg: InboundMessage; kind: 'inbound' | 'send' }): Promise<'ok' | 'done' | 'dead' | 'retry'> {
+    const { inbox } = this.gw.pipeline;
+    try {
+      const r = await inbox.ingest(p.msg, p.kind);
+      if (r.shed) return 'done';
+      if (r.status === 'duplicate') {
+        const row = inbox.get(r.seq);
+        return row && TERMINAL.includes(row.status) ? 'done' : 'ok';
+      }
+      return 'ok';
+    } catch (err) {
+      if (!permanentIngestError(err)) {
+        this.gw.log.warn({ err: String(err), shard }, 'cluster: local ingest failed; retrying this shard');
+        return 'retry';
+      }
+      await this.deadLetter(shard, p.id, ['m', JSON.stringify(p.msg), 'k', p.kind], `ingest failed: ${String(err)}`);
+      return 'dead';
+    }
+  }
+
+  /**
+   * An entry for an instance this node does not know. Configuration may lag the message (the
+   * instance was created on another node a moment ago): pull it, then keep the entry aside and
+   * retry it for UNKNOWN_INSTANCE_GRACE_MS before dead-lettering it. True when handled.
+   */
+  private async unknownInstance(shard: number, id: string, fields: string[], instanceId: string): Promise<'known' | 'handled' | 'fenced'> {
+    if (this.now() - this.lastForcedPull >= 500) {
+      this.lastForcedPull = this.now();
+      await this.config.pullFresh();
+      if (this.gw.instances.get(instanceId)) return 'known';
+    }
+    const age = Date.now() - Number(id.split('-')[0]);
+    if (age < UNKNOWN_INSTANCE_GRACE_MS) {
+      let d = this.deferred.get(shard);
+      if (!d) this.deferred.set(shard, (d = new Map()));
+      d.set(id, { fields, instanceId });
+      return 'handled';
+    }
+    return (await this.deadLetter(shard, id, fields, `instance ${instanceId} unknown on this node`)) ? 'handled' : 'fenced';
+  }
+
+  /** Entries set aside for an unknown instance: ingested once it is known, dead-lettered after the grace. */
+  private async retryDeferred(): Promise<void> {
+    if (!this.deferred.size || this.now() - this.lastDeferredPass < 250) return;
+    this.lastDeferredPass = this.now();
+    for (const [shard, d] of [...this.deferred]) {
+      this.deferred.delete(shard);
+      if (!this.ownsShard(shard)) continue; // the next owner reads them from the stream
+      const last = await this.ingestEntries(shard, [...d].map(([id, w]) => [id, w.fields] as [string, string[]]));
+      // After a passing failure, what was not handled goes back behind what was set aside again.
+      const rest = [...d].filter(([id]) => last === null || compareIds(id, last) > 0);
+      if (rest.length) this.deferred.set(shard, new Map([...(this.deferred.get(shard) ?? []), ...rest]));
+    }
+  }
+
+  /** Logs, keeps a record in `<prefix>deadletter` (bounded) and deletes the entry, epoch-checked. */
+  private async deadLetter(shard: number, id: string, fields: string[], reason: string): Promise<boolean> {
+    const epoch = this.owned.get(shard)?.epoch;
+    if (epoch === undefined) return false;
+    const record = JSON.stringify({ shard, id, reason, node: this.node, at: isoNow(), fields });
+    const ok = (await this.cmd.eval(DEAD_LETTER, 0, this.o.prefix, this.node, shard, epoch, id, record, DEAD_LETTER_KEEP)) as number;
+    if (ok !== 1) {
+      this.counters.fencedWrites++;
+      return false;
+    }
+    this.counters.deadLettered++;
+    this.gw.log.error({ node: this.node, shard, entry: id, reason }, 'cluster: stream entry dead-lettered (kept in the deadletter list)');
+    return true;
+  }
+
+  /** A deleted instance: its entries still in the stream (unread or unfinished) are removed. */
+  private async dropEntriesOf(instanceId: string): Promise<void> {
+    const shard = this.shardOfInstance(instanceId);
+    const d = this.deferred.get(shard);
+    if (d) for (const [id, w] of d) if (w.instanceId === instanceId) d.delete(id);
+    const o = this.owned.get(shard);
+    if (!o || !this.ownsShard(shard)) return; // the owner does it
+    const ids: string[] = [];
+    let from = '-';
+    for (;;) {
+      const page = (await this.cmd.xrange(this.k(`stream:${shard}`), from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
+      for (const [id, fields] of page) {
+        const p = parseEntry(id, fields);
+        if (typeof p !== 'string' && p.msg.instanceId === instanceId) ids.push(id);
+      }
+      if (page.length < 1000) break;
+      from = `(${page[page.length - 1][0]}`;
+    }
+    if (!ids.length) return;
+    await this.ack(shard, ids, o.epoch);
+    this.counters.droppedForDeletedInstance += ids.length;
+    this.gw.log.info({ node: this.node, shard, instanceId, entries: ids.length }, 'cluster: stream entries of a deleted instance removed');
   }
 
   private terminal(row: InboxRow): void {
@@ -549,7 +708,10 @@ export class Cluster {
     for (const id of instanceIds) {
       const inst = gw.instances.get(id);
       if (inst) void gw.pipeline.syncInstance(inst);
-      else void gw.pipeline.stopInstance(id, 'deleted');
+      else {
+        void gw.pipeline.stopInstance(id, 'deleted');
+        void this.dropEntriesOf(id).catch((err) => gw.log.warn({ err: String(err) }, 'cluster: removing a deleted instance\'s entries failed'));
+      }
     }
   }
 
@@ -707,6 +869,51 @@ export class Cluster {
 }
 
 const startedAt = new Date().toISOString();
+
+/** A shard whose ingest failed is read again after this long. */
+const INGEST_RETRY_MS = 500;
+/** How long an entry for an unknown instance waits for its configuration before it is dead-lettered. */
+const UNKNOWN_INSTANCE_GRACE_MS = 10_000;
+/** Records kept in `<prefix>deadletter`. */
+const DEAD_LETTER_KEEP = 1000;
+
+/** A stream entry as the message it carries, or why it cannot be one. */
+function parseEntry(id: string, fields: string[]): { msg: InboundMessage; kind: 'inbound' | 'send' } | string {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+  let msg: InboundMessage;
+  try {
+    msg = JSON.parse(f.m ?? '') as InboundMessage;
+  } catch {
+    return 'malformed entry (message is not JSON)';
+  }
+  const m = msg as unknown as Record<string, unknown> | null;
+  if (!m || typeof m !== 'object' || typeof m.instanceId !== 'string' || typeof m.providerMessageId !== 'string'
+    || !m.chat || typeof m.chat !== 'object' || !m.sender || typeof m.sender !== 'object' || typeof (m.sender as { id?: unknown }).id !== 'string') {
+    return 'malformed entry (not an inbound message)';
+  }
+  try {
+    conversationIdFor(msg.instanceId, msg.chat);
+  } catch {
+    return 'malformed entry (bad chat reference)';
+  }
+  msg.extra = { ...(msg.extra ?? {}), clusterStreamId: id };
+  return { msg, kind: f.k === 'send' ? 'send' : 'inbound' };
+}
+
+/** Errors no retry can fix: the message itself cannot be written (constraint, shape). */
+function permanentIngestError(err: unknown): boolean {
+  if (err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_CONSTRAINT');
+}
+
+/** Orders stream entry ids ("ms-seq"). */
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(Number);
+  const [bm, bs] = b.split('-').map(Number);
+  return am !== bm ? am - bm : as - bs;
+}
 
 function streamIdOf(row: InboxRow): string | null {
   try {

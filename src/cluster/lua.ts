@@ -71,6 +71,18 @@ end
 for i = 5, #ARGV do redis.call('XDEL', p .. 'stream:' .. ARGV[3], ARGV[i]) end
 return 1`;
 
+/** An entry that can never be ingested: kept in a bounded dead-letter list, removed from the stream.
+ *  ARGV: prefix, node, shard, epoch, entryId, record (JSON), maxLen → 1 / 0 (fenced). */
+export const DEAD_LETTER = `
+local p, node = ARGV[1], ARGV[2]
+if redis.call('GET', p .. 'lease:' .. ARGV[3]) ~= node or redis.call('GET', p .. 'epoch:' .. ARGV[3]) ~= ARGV[4] then
+  return 0
+end
+redis.call('LPUSH', p .. 'deadletter', ARGV[6])
+redis.call('LTRIM', p .. 'deadletter', 0, tonumber(ARGV[7]) - 1)
+redis.call('XDEL', p .. 'stream:' .. ARGV[3], ARGV[5])
+return 1`;
+
 /** Durable hand-off with dedupe in one call. ARGV: prefix, shard, dedupeKey, traceId, dedupeTtlMs, message, kind
  *  → {1, entryId} appended / {0, traceId of the first delivery} duplicate. */
 export const APPEND = `
