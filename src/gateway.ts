@@ -95,6 +95,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
     start: async () => {
       audit.start();
       retention.start();
+      events.backfill((id) => instances.get(id));
       // Cluster hooks must be in place before the pipeline starts instances and resumes conversations.
       if (config.redisUrl) gw.cluster = await (await import('./cluster/index.ts')).startCluster(gw);
       return pipeline.start();

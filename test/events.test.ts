@@ -211,3 +211,20 @@ describe('events', () => {
     await t.close();
   });
 });
+
+describe('events after a crash', () => {
+  test('a message that ended without its events (crash before the batched write) gets them at the next start', async () => {
+    const t = await setup();
+    await t.posts.bot(upsert('bot', 'bf-1', 'backfill me'));
+    const messageEvents = () => (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type LIKE 'message.%'").get() as { n: number }).n;
+    await until(() => (t.gw.events.flush(), messageEvents() >= 2));
+    // Simulate the crash window: the message is terminal but its events were never written.
+    t.gw.db.run("DELETE FROM events WHERE type LIKE 'message.%'");
+    expect(messageEvents()).toBe(0);
+    expect(t.gw.events.backfill((id) => t.gw.instances.get(id))).toBe(1);
+    const types = t.gw.db.query<{ type: string }, []>("SELECT type FROM events WHERE type LIKE 'message.%' ORDER BY seq").all().map((r) => r.type);
+    expect(types).toEqual(['message.received', 'message.sent']);
+    expect(t.gw.events.backfill((id) => t.gw.instances.get(id))).toBe(0); // nothing twice
+    await t.close();
+  });
+});

@@ -4,8 +4,8 @@
 // Where events come from (see attach()):
 //  - messages: the pipeline's terminal hook. A message's row reaches a terminal state exactly
 //    once per run (and again after a restart if the process died first), so recording there keeps
-//    the ingest hot path untouched and needs no extra durability: a crash before the event is
-//    written means the row is not terminal yet and will be recorded when it gets there. The cost:
+//    the ingest hot path untouched. Events are written in batches after the terminal commit; a
+//    crash inside that short window is repaired at the next start by backfill(). The cost:
 //    a received message shows up as an event once it was processed (answered, blocked, failed),
 //    not while the agent is still working; shed messages (never processed) have no event.
 //  - instance status: the pipeline's status hook.
@@ -104,6 +104,22 @@ export class EventService {
   }
 
   /** `info` (from the conversation actor) saves lookups: whether an event can exist already, the sent platform id. */
+  /**
+   * Records the messages that ended without their event (the process died in the short window
+   * between a message's terminal commit and the batched event write). Run at start.
+   */
+  backfill(instance: (id: string) => Instance | null): number {
+    const rows = this.db
+      .query<InboxRow, []>(
+        `SELECT i.* FROM inbox i WHERE i.status IN ('completed','failed','blocked','dead_lettered')
+           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.trace_id = i.id AND e.type IN ('message.received','message.sent','message.failed'))`,
+      )
+      .all();
+    for (const row of rows) this.recordTerminal(row, row.status, instance(row.instance_id), row.response_text);
+    this.flush();
+    return rows.length;
+  }
+
   recordTerminal(row: InboxRow, status: string, inst: Instance | null, responseText: string | null, info?: TerminalInfo): void {
     let msg: InboundMessage;
     try {
