@@ -203,6 +203,17 @@ export class InstanceService {
   }
 
   list(f: ListFilter = {}): Instance[] {
+    const { sql, params } = this.where(f);
+    const q = `SELECT * FROM instances ${sql} ORDER BY id ${f.limit ? `LIMIT ${Math.floor(f.limit)}` : ''}`;
+    return this.db.query<Row, (string | number)[]>(q).all(...params).map(fromRow);
+  }
+
+  count(f: Omit<ListFilter, 'afterId' | 'limit'> = {}): number {
+    const { sql, params } = this.where(f);
+    return (this.db.query<{ n: number }, (string | number)[]>(`SELECT COUNT(*) AS n FROM instances ${sql}`).get(...params)!).n;
+  }
+
+  private where(f: ListFilter): { sql: string; params: (string | number)[] } {
     const where: string[] = [];
     const params: (string | number)[] = [];
     if (f.channel?.length) {
@@ -214,20 +225,17 @@ export class InstanceService {
       params.push(...f.status);
     }
     if (f.ids) {
-      if (f.ids.length === 0) return [];
-      where.push(`id IN (${f.ids.map(() => '?').join(',')})`);
-      params.push(...f.ids);
+      if (f.ids.length === 0) where.push('0');
+      else {
+        where.push(`id IN (${f.ids.map(() => '?').join(',')})`);
+        params.push(...f.ids);
+      }
     }
     if (f.afterId) {
       where.push('id > ?');
       params.push(f.afterId);
     }
-    const sql = `SELECT * FROM instances ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id ${f.limit ? `LIMIT ${Math.floor(f.limit)}` : ''}`;
-    return this.db.query<Row, (string | number)[]>(sql).all(...params).map(fromRow);
-  }
-
-  count(f: Omit<ListFilter, 'afterId' | 'limit'> = {}): number {
-    return this.list(f).length;
+    return { sql: where.length ? 'WHERE ' + where.join(' AND ') : '', params };
   }
 
   /** Validates and merges input over a base (create: defaults; update: current). Throws VALIDATION_ERROR listing every problem. */
@@ -324,10 +332,8 @@ export class InstanceService {
         problems.push({ field: 'agent.headers', problem: 'must map header names to single-line strings' });
       } else agent.headers = h;
     }
-    if (channel !== 'api' && agent.url === null && input.agent?.url === undefined && !base) {
-      // An instance without an agent can still be created (e.g. to pair first); the pipeline
-      // dead-letters its messages with a clear reason.
-    }
+    // An instance without an agent URL can still be created (e.g. to pair first); the pipeline
+    // dead-letters its messages with a clear reason.
 
     const settings: InstanceSettings = { ...DEFAULT_SETTINGS, ...(base?.settings ?? {}) };
     const s = input.settings ?? {};

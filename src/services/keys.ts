@@ -159,10 +159,6 @@ export class KeyService {
     return entry.principal;
   }
 
-  /** Records usage (lastUsedAt/Ip, count). */
-  touch(keyId: string, ip: string | null): void {
-    this.db.query('UPDATE api_keys SET last_used_at = ?, last_used_ip = ?, usage_count = usage_count + 1 WHERE id = ?').run(isoNow(), ip, keyId);
-  }
 
   /** Adds batched usage (from the audit buffer): count, last time and IP per key. */
   recordUsage(usage: Map<string, { count: number; at: number; ip: string | null }>): void {

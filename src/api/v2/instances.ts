@@ -8,7 +8,7 @@ import { ApiError, errorResponses } from '../errors.ts';
 import { baseUrl, checkDefaultFlag, reveal, V2CreateBody, V2Instance, V2UpdateBody, v2Input, v2View } from '../instance-views.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
-import { lifecycleOf, type LifecycleStatus } from '../../services/lifecycle.ts';
+import { lifecycleOf } from '../../services/lifecycle.ts';
 
 const IdParams = t.Object({ id: t.String({ maxLength: 200, description: 'Instance id (or name)' }) });
 
@@ -28,7 +28,6 @@ const V2Status = t.Object(
 );
 const StatusData = t.Object({ data: V2Status }, { description: 'Connection status' });
 const lifecycleErrors = { 409: errorResponses[400], 502: errorResponses[500], ...errorResponses };
-const statusView = (s: LifecycleStatus) => s;
 
 /** Instance lookup honouring the key's instance restriction (others are NOT_FOUND). */
 export function visibleInstance(gw: Gateway, request: Request, idOrName: string): Instance {
@@ -101,7 +100,7 @@ export function instancesV2(gw: Gateway) {
     )
     .get(
       '/:id/status',
-      async ({ params, request }) => ({ data: statusView(await lifecycleOf(gw).status(visibleInstance(gw, request, params.id))) }),
+      async ({ params, request }) => ({ data: await lifecycleOf(gw).status(visibleInstance(gw, request, params.id)) }),
       {
         params: IdParams,
         detail: { tags: ['instances'], summary: 'Connection status', description: 'Live status and reason. Evolution instances ask Evolution (GET /instance/connectionState); WhatsApp (Baileys) adds the last disconnect, QR rounds and the next reconnect time.' },
