@@ -211,6 +211,28 @@ describe('cluster (3 node processes, real Redis)', () => {
     console.log(`SIGTERM hand-off: largest gap between replies ${maxGap} ms (posts every ~25 ms, agent 30 ms)`);
     expect(maxGap).toBeLessThan(500);
   }, 40_000);
+
+  test('SIGTERM during a turn longer than the lease: the owner keeps renewing while it drains, so the turn runs once and is answered once', async () => {
+    const { nodes, post, ownerOfBot } = await threeNodes();
+    const owner = (await ownerOfBot())!;
+    const survivors = nodes.filter((n) => n !== owner);
+    // Lease 1500 ms (valid 1200 ms after a renewal): the turn outlasts it twice.
+    agent.plan((req) => (req.message === 'long turn' ? { latencyMs: 2500 } : undefined));
+    try {
+      await post(survivors[0], 'long-1', 'long turn');
+      await until(() => agent.requests.some((r) => r.message === 'long turn'), 3000, 'agent called by the owner');
+      owner.proc.kill('SIGTERM');
+      expect(await owner.proc.exited).toBe(0);
+      await until(() => sentTexts().includes('echo: long turn'), 8000, 'reply');
+      await post(survivors[1], 'long-2', 'after hand-off');
+      await until(() => sentTexts().includes('echo: after hand-off'), 5000, 'reply from the new owner');
+      await Bun.sleep(300);
+      expect(sentTexts()).toEqual(['echo: long turn', 'echo: after hand-off']);
+      expect(agent.requests.filter((r) => r.message === 'long turn')).toHaveLength(1);
+    } finally {
+      agent.plan(null);
+    }
+  }, 30_000);
 });
 
 describe('fencing epoch (Lua, real Redis)', () => {

@@ -35,8 +35,9 @@
 // - Configuration: see config-sync.ts (replicated rows, snapshot + log, ≤ ~pollMs latency).
 // - Live deltas: see live.ts (pub/sub with per-origin sequence; gap → resync of running turns).
 // - Graceful shutdown: leave the membership first (the others now count this node's shards as
-//   theirs), drain each owned shard (turn in flight finishes, commits), close its channel
-//   connections, release the lease and announce it; the others take each shard at that notice.
+//   theirs), drain each owned shard (turn in flight finishes, commits; up to 10 s), close its
+//   channel connections, release the lease and announce it; the others take each shard at that
+//   notice. Leases held are still renewed (renew-only ticks) until every release is done.
 // - Rate limits: RedisRateLimiter (rate-limit.ts) replaces gw.rateLimiter — one token bucket per
 //   (class, key id) in Redis, own connection; Redis down → fail open to this node's buckets.
 //   Bootstrap keys (SWITCHBOARD_API_KEY) have a per-node id, so they are limited per node.
@@ -248,7 +249,7 @@ export class Cluster {
   // ------------------------------------------------------------------ membership and leases
 
   private async tick(): Promise<void> {
-    if (this.stopped) return;
+    if (this.closed) return;
     if (this.ticking) {
       // A notice (a node left, a shard was released) must not wait for the next interval.
       this.tickAgain = true;
@@ -256,6 +257,12 @@ export class Cluster {
     }
     this.ticking = true;
     try {
+      if (this.stopped) {
+        // Leaving: renew only, so a drain that outlasts one lease is not self-fenced (and re-run by the next owner).
+        await this.renew();
+        this.fenceExpired();
+        return;
+      }
       const info = JSON.stringify({ pid: process.pid, host: hostname(), port: this.gw.config.port, url: this.url, startedAt: startedAt });
       this.live = ((await this.lease.eval(HEARTBEAT, 0, this.o.prefix, this.node, this.o.leaseMs, info)) as string[]).sort();
       await this.renew();
@@ -836,11 +843,10 @@ export class Cluster {
   /** Graceful: hand every shard off, announce, leave. */
   async stop(): Promise<void> {
     if (this.stopped) return;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
     // Bounded: every call of a tick has a command timeout, but stop must not depend on it.
     const waitUntil = this.now() + this.o.leaseMs;
     while (this.ticking && this.now() < waitUntil) await Bun.sleep(5);
+    // From here the timer's ticks only renew the leases still held, until every release is done.
     this.stopped = true;
     // Leave the membership FIRST: the others compute this node's shards as theirs at once and
     // take each one the moment its lease is released (notice below), instead of after a heartbeat TTL.
@@ -851,6 +857,8 @@ export class Cluster {
       /* the heartbeat expires on its own */
     }
     await Promise.all([...this.owned.keys()].map((s) => this.release(s, 'shutdown')));
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
     this.config.stop();
     await this.config.publish();
     try {
