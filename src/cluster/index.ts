@@ -358,7 +358,11 @@ export class Cluster {
   private async retire(key: string): Promise<void> {
     const sup = this.gw.pipeline.conversations;
     for (let i = 0; i < 500 && sup.has(key); i++) {
-      if (await sup.passivate(key)) return;
+      if (await sup.passivate(key)) {
+        // Owned again meanwhile: a wake that reached the cancelled actor was lost; repeat it.
+        this.gw.pipeline.wake(key);
+        return;
+      }
       await Bun.sleep(20);
     }
   }
@@ -381,6 +385,9 @@ export class Cluster {
       if (left === 0 || this.now() > deadline || this.now() >= o.validUntil) break;
       await Bun.sleep(20);
     }
+    // Lost while draining (lose() cleaned up, and the shard may be owned again under a new epoch):
+    // nothing here is this release's to touch any more.
+    if (this.owned.get(shard) !== o) return;
     await this.stopInstancesOf(shard, 'handed off');
     await this.retryAcks();
     try {
@@ -388,6 +395,7 @@ export class Cluster {
     } catch {
       /* the lease expires on its own */
     }
+    if (this.owned.get(shard) !== o) return;
     this.owned.delete(shard);
     this.cursors.delete(shard);
     this.counters.released++;
@@ -436,9 +444,11 @@ export class Cluster {
         if (!res) continue;
         for (const [key, entries] of res) {
           const s = Number(key.slice(this.k('stream:').length));
-          if (!this.ownsShard(s) || !this.cursors.has(s)) continue;
+          const o = this.owned.get(s);
+          if (!o || !this.ownsShard(s) || !this.cursors.has(s)) continue;
           const last = await this.ingestEntries(s, entries);
-          if (last && this.ownsShard(s) && this.cursors.has(s)) this.cursors.set(s, last);
+          // The same ownership period still (a lost and re-acquired shard is read from its start).
+          if (last && this.owned.get(s) === o && this.cursors.has(s)) this.cursors.set(s, last);
         }
       } catch (err) {
         if (this.stopped) return;
@@ -450,6 +460,10 @@ export class Cluster {
 
   /** A newly owned shard: close rows another owner finished, then resume the stream from the start. */
   private async catchUpShard(shard: number): Promise<void> {
+    const o = this.owned.get(shard);
+    // After each await: still the ownership period this catch-up started in (else the next
+    // acquisition queued its own catch-up, or the shard is gone).
+    const current = () => !!o && this.owned.get(shard) === o && this.ownsShard(shard);
     // A stream is never deleted (XDEL leaves it empty): a missing one means a fresh Redis, and
     // then its absent entries say nothing about what other owners finished.
     const streamKnown = (await this.cmd.exists(this.k(`stream:${shard}`))) === 1;
@@ -461,6 +475,7 @@ export class Cluster {
       if (page.length < 1000) break;
       from = `(${page[page.length - 1][0]}`;
     }
+    if (!current()) return;
     const present = new Set(entries.map((e) => e[0]));
     const { db, pipeline } = this.gw;
     const open = db.query<InboxRow, []>("SELECT * FROM inbox WHERE status IN ('pending','processing') ORDER BY seq").all();
@@ -475,6 +490,7 @@ export class Cluster {
     }
     // On a failed ingest the shard is read again from the last entry handled (re-ingest is deduped).
     const last = entries.length ? await this.ingestEntries(shard, entries) : null;
+    if (!current()) return;
     this.cursors.set(shard, last ?? '0-0');
     // Rows already in the local inbox (this node owned the shard before) resume too.
     for (const { conversationId, instanceId } of pipeline.inbox.conversationsWithWork()) {

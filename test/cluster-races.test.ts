@@ -1,0 +1,75 @@
+// Cluster class on the local redis-server with an in-process gateway: a shard lost and owned
+// again (new epoch) while a release or a catch-up of the previous period is still awaiting must
+// keep the new period's ownership and stream cursor.
+import { afterEach, describe, expect, test } from 'bun:test';
+import Redis from 'ioredis';
+import { Cluster } from '../src/cluster/index.ts';
+import { ACQUIRE } from '../src/cluster/lua.ts';
+import { createTestGateway } from './helpers.ts';
+import { REDIS_URL } from './cluster-nodes.ts';
+
+// Private state is reached on purpose: the races sit between awaits inside the class.
+type Internals = {
+  owned: Map<number, { epoch: number; validUntil: number; acquiredAt: number; draining: boolean }>;
+  cursors: Map<number, string>;
+  release(shard: number, why: string): Promise<void>;
+  lose(shard: number, reason: string): Promise<void>;
+  catchUpShard(shard: number): Promise<void>;
+  lease: Redis; cmd: Redis; sub: Redis; reader: Redis;
+  rateLimiter: { close(): void };
+};
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+});
+
+async function setup() {
+  const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
+  const redis = new Redis(REDIS_URL);
+  const t = createTestGateway();
+  const cluster = new Cluster(t.gw, { redisUrl: REDIS_URL, nodeId: 'u1', prefix, shards: 4, leaseMs: 3000, dedupeTtlMs: 60_000 });
+  const c = cluster as unknown as Internals;
+  cleanups.push(async () => {
+    for (const r of [c.lease, c.cmd, c.sub, c.reader]) r.disconnect();
+    c.rateLimiter.close();
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+    await t.close();
+  });
+  const [epoch] = (await redis.eval(ACQUIRE, 0, prefix, 'u1', 3000, 2)) as number[];
+  const now = t.gw.clock.monotonic();
+  c.owned.set(2, { epoch, validUntil: now + 2000, acquiredAt: Date.now(), draining: false });
+  const again = () => {
+    const next = { epoch: epoch + 1, validUntil: t.gw.clock.monotonic() + 2000, acquiredAt: Date.now(), draining: false };
+    c.owned.set(2, next);
+    c.cursors.set(2, '5-0');
+    return next;
+  };
+  return { cluster, c, again };
+}
+
+describe('cluster ownership periods (class, real Redis)', () => {
+  test('a release of the old period finishing after the shard was lost and owned again leaves the new period alone', async () => {
+    const { cluster, c, again } = await setup();
+    c.cursors.set(2, '1-0');
+    const releasing = c.release(2, 'rebalance'); // now awaiting (channel stop, acks, RELEASE)
+    await c.lose(2, 'taken over meanwhile');
+    const next = again();
+    await releasing;
+    expect(c.owned.get(2)).toBe(next);
+    expect(c.cursors.get(2)).toBe('5-0');
+    expect(cluster.ownsShard(2)).toBe(true);
+  });
+
+  test('a catch-up of the old period finishing after the shard was lost and owned again does not set the new period\'s cursor', async () => {
+    const { cluster, c, again } = await setup();
+    const catchingUp = c.catchUpShard(2); // now awaiting Redis (stream reads)
+    await c.lose(2, 'taken over meanwhile');
+    again();
+    await catchingUp;
+    expect(c.cursors.get(2)).toBe('5-0');
+    expect(cluster.ownsShard(2)).toBe(true);
+  });
+});
