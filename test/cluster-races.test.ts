@@ -73,3 +73,23 @@ describe('cluster ownership periods (class, real Redis)', () => {
     expect(cluster.ownsShard(2)).toBe(true);
   });
 });
+
+describe('cluster conversation → instance cache (class, real Redis)', () => {
+  test('stays bounded, and a conversation evicted from it is still recognised as owned', async () => {
+    const { cluster, c } = await setup();
+    const priv = cluster as unknown as { convInstance: Map<string, string>; rememberConversation(conv: string, inst: string): void };
+    const gw = (cluster as unknown as { gw: ReturnType<typeof createTestGateway>['gw'] }).gw;
+    const inst = gw.instances.create({ name: 'cached', channel: 'api', agent: { url: 'http://127.0.0.1:9/agent' } });
+    const msg = { instanceId: inst.id, providerMessageId: 'p1', chat: { chatId: 'chat-1', kind: 'direct' as const }, sender: { id: 'u1' }, text: 'hi', contentType: 'text' as const, timestamp: 1 };
+    const { conversationId } = await gw.pipeline.inbox.ingest(msg);
+    priv.rememberConversation(conversationId, inst.id);
+    for (let i = 0; i < 50_000; i++) priv.rememberConversation(`c_other_${i}`, 'elsewhere');
+    expect(priv.convInstance.size).toBe(50_000);
+    expect(priv.convInstance.has(conversationId)).toBe(false);
+    const shard = cluster.shardOfInstance(inst.id);
+    c.owned.clear();
+    expect(cluster.ownsConversation(conversationId)).toBe(false);
+    c.owned.set(shard, { epoch: 1, validUntil: gw.clock.monotonic() + 2000, acquiredAt: Date.now(), draining: false });
+    expect(cluster.ownsConversation(conversationId)).toBe(true);
+  });
+});

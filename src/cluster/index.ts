@@ -138,8 +138,16 @@ export class Cluster {
   /** Set at the end of stop(): no timer is armed again. */
   private closed = false;
   private consumerDone: Promise<void> | null = null;
+  /** conversation id → instance id: a bounded cache (LRU) in front of the conversations table. */
   private convInstance = new Map<string, string>();
-  private pendingAcks: Array<{ shard: number; ids: string[]; epoch: number }> = [];
+  /**
+   * Acks Redis did not answer, by (shard, epoch), retried every tick. Bounded by what this node
+   * can finish without Redis: only entries it read from a stream (so ≤ its inbox backlog bound
+   * while Redis is away) — and by MAX_PENDING_ACK_IDS in any case (a dropped ack is redone by the
+   * next catch-up on this node; on another node the message runs again: the documented duplicate point).
+   */
+  private pendingAcks = new Map<string, { shard: number; epoch: number; ids: Set<string> }>();
+  private pendingAckIds = 0;
   private config: ConfigSync;
   private relay: LiveRelay;
   readonly counters = { acquired: 0, released: 0, fenced: 0, fencedWrites: 0, appended: 0, duplicates: 0, consumed: 0, acked: 0, handedOffRows: 0, blockedSends: 0, deadLettered: 0, ingestRetries: 0, droppedForDeletedInstance: 0 };
@@ -209,14 +217,36 @@ export class Cluster {
   }
 
   ownsConversation(conversationId: string): boolean {
-    let inst = this.convInstance.get(conversationId);
-    if (!inst) {
-      const r = this.gw.db.query<{ instance_id: string }, [string]>('SELECT instance_id FROM conversations WHERE id = ?').get(conversationId);
-      if (!r) return false;
-      inst = r.instance_id;
+    const inst = this.instanceOfConversation(conversationId);
+    return !!inst && this.ownsInstance(inst);
+  }
+
+  private instanceOfConversation(conversationId: string): string | null {
+    const inst = this.convInstance.get(conversationId);
+    if (inst) {
+      // Most recently used last, so eviction takes the longest unused.
+      this.convInstance.delete(conversationId);
       this.convInstance.set(conversationId, inst);
+      return inst;
     }
-    return this.ownsInstance(inst);
+    const r = this.gw.db.query<{ instance_id: string }, [string]>('SELECT instance_id FROM conversations WHERE id = ?').get(conversationId);
+    if (!r) return null;
+    this.rememberConversation(conversationId, r.instance_id);
+    return r.instance_id;
+  }
+
+  private rememberConversation(conversationId: string, instanceId: string): void {
+    this.convInstance.delete(conversationId);
+    this.convInstance.set(conversationId, instanceId);
+    if (this.convInstance.size > CONV_CACHE_MAX) this.convInstance.delete(this.convInstance.keys().next().value!);
+  }
+
+  /** Conversations with a live actor whose instance is on this shard. */
+  private activeOfShard(shard: number): string[] {
+    return this.gw.pipeline.conversations.activeKeys().filter((k) => {
+      const inst = this.instanceOfConversation(k);
+      return !!inst && this.shardOfInstance(inst) === shard;
+    });
   }
 
   async start(): Promise<void> {
@@ -345,11 +375,9 @@ export class Cluster {
     this.cursors.delete(shard);
     this.counters.fenced++;
     this.gw.log.warn({ node: this.node, shard, reason }, 'cluster: shard lost');
-    for (const key of this.gw.pipeline.conversations.activeKeys()) {
-      if (this.convInstance.has(key) && this.shardOfInstance(this.convInstance.get(key)!) === shard) {
-        this.gw.pipeline.cancelConversation(key);
-        void this.retire(key);
-      }
+    for (const key of this.activeOfShard(shard)) {
+      this.gw.pipeline.cancelConversation(key);
+      void this.retire(key);
     }
     await this.stopInstancesOf(shard, 'shard lost');
   }
@@ -379,7 +407,7 @@ export class Cluster {
     const deadline = this.now() + maxWaitMs;
     const sup = this.gw.pipeline.conversations;
     for (;;) {
-      const busy = sup.activeKeys().filter((k) => this.convInstance.has(k) && this.shardOfInstance(this.convInstance.get(k)!) === shard);
+      const busy = this.activeOfShard(shard);
       let left = 0;
       for (const k of busy) if (sup.has(k) && !(await sup.passivate(k)) && sup.has(k)) left++;
       if (left === 0 || this.now() > deadline || this.now() >= o.validUntil) break;
@@ -559,7 +587,7 @@ export class Cluster {
             continue;
           }
         }
-        this.convInstance.set(conversationIdFor(parsed.msg.instanceId, parsed.msg.chat), parsed.msg.instanceId);
+        this.rememberConversation(conversationIdFor(parsed.msg.instanceId, parsed.msg.chat), parsed.msg.instanceId);
         batch.push({ id, ...parsed });
       }
       if (!(await flush())) return this.retryLater(shard, last);
@@ -687,14 +715,27 @@ export class Cluster {
         this.gw.log.warn({ node: this.node, shard, epoch }, 'cluster: write rejected by the epoch check (shard owned elsewhere)');
       }
     } catch {
-      this.pendingAcks.push({ shard, ids, epoch });
+      const key = `${shard}:${epoch}`;
+      let p = this.pendingAcks.get(key);
+      if (!p) this.pendingAcks.set(key, (p = { shard, epoch, ids: new Set() }));
+      for (const id of ids) if (!p.ids.has(id)) {
+        p.ids.add(id);
+        this.pendingAckIds++;
+      }
+      while (this.pendingAckIds > MAX_PENDING_ACK_IDS) {
+        const [oldestKey, oldest] = this.pendingAcks.entries().next().value!;
+        this.pendingAcks.delete(oldestKey);
+        this.pendingAckIds -= oldest.ids.size;
+        this.gw.log.warn({ shard: oldest.shard, entries: oldest.ids.size }, 'cluster: unacknowledged stream entries dropped from the retry list (bound reached)');
+      }
     }
   }
 
   private async retryAcks(): Promise<void> {
-    const pending = this.pendingAcks;
-    this.pendingAcks = [];
-    for (const a of pending) await this.ack(a.shard, a.ids, a.epoch);
+    const pending = [...this.pendingAcks.values()];
+    this.pendingAcks.clear();
+    this.pendingAckIds = 0;
+    for (const a of pending) await this.ack(a.shard, [...a.ids], a.epoch);
   }
 
   /** Every outbound call is refused once the shard is not certainly ours (self-fence). */
@@ -894,6 +935,10 @@ export class Cluster {
 
 const startedAt = new Date().toISOString();
 
+/** conversation → instance entries kept in memory (the conversations table answers the rest). */
+const CONV_CACHE_MAX = 50_000;
+/** Unacknowledged stream entry ids kept for retry while Redis does not answer. */
+const MAX_PENDING_ACK_IDS = 200_000;
 /** A shard whose ingest failed is read again after this long. */
 const INGEST_RETRY_MS = 500;
 /** How long an entry for an unknown instance waits for its configuration before it is dead-lettered. */
