@@ -91,8 +91,8 @@ local dk = p .. 'dedupe:' .. ARGV[3]
 if not redis.call('SET', dk, ARGV[4], 'NX', 'PX', tonumber(ARGV[5])) then
   return {0, redis.call('GET', dk)}
 end
+-- No notice: the owner's reader blocks on XREAD and sees the entry at once.
 local id = redis.call('XADD', p .. 'stream:' .. ARGV[2], '*', 'm', ARGV[6], 'k', ARGV[7], 't', ARGV[4])
-redis.call('PUBLISH', p .. 'wake', ARGV[2])
 return {1, id}`;
 
 /** Membership heartbeat. ARGV: prefix, node, ttlMs, info → live node ids.
