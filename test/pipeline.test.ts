@@ -83,6 +83,11 @@ describe('pipeline', () => {
     expect(fakes.evo.sent.map((s) => s.text)).toEqual(['Sorry, try again later.']);
     const dl = await t.call('GET', '/api/v2/dead-letters');
     expect(dl.body.items.length).toBe(1);
+    // A replay while the row is not (yet) dead-lettered is refused and changes nothing.
+    t.gw.db.run(`UPDATE inbox SET status = 'processing' WHERE id = '${res.body.trace_id}'`);
+    expect((await t.call('POST', `/api/v2/dead-letters/${dl.body.items[0].id}/replay`)).status).toBe(409);
+    expect((await t.call('GET', '/api/v2/dead-letters')).body.items.length).toBe(1);
+    t.gw.db.run(`UPDATE inbox SET status = 'dead_lettered' WHERE id = '${res.body.trace_id}'`);
     // Replay after the agent recovers: the message completes.
     fakes.agent.setBehaviour({ status: null });
     const rp = await t.call('POST', `/api/v2/dead-letters/${dl.body.items[0].id}/replay`);

@@ -142,10 +142,15 @@ export function tracesV2(gw: Gateway) {
       '/dead-letters/:id/replay',
       ({ params, request }) => {
         const r = visibleDead(request, params.id);
-        db.transaction(() => {
-          db.query("UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, completed_at = NULL, duration_ms = NULL WHERE seq = ?").run(r.inbox_seq);
-          db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
+        // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
+        const reopened = db.transaction(() => {
+          const changed = db
+            .query("UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, completed_at = NULL, duration_ms = NULL WHERE seq = ? AND status = 'dead_lettered'")
+            .run(r.inbox_seq).changes;
+          if (changed) db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
+          return changed > 0;
         })();
+        if (!reopened) throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
         gw.pipeline.traces.addStep(r.trace_id, 'replayed', 'success', { dead_letter_id: r.id });
         gw.pipeline.inbox.reopened(r.conversation_id);
         gw.pipeline.wake(r.conversation_id);
@@ -154,7 +159,7 @@ export function tracesV2(gw: Gateway) {
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
         detail: { tags: ['dead letters'], summary: 'Replay dead letter', description: 'The message re-enters its conversation, ahead of newer messages (in inbox order); a committed agent reply is not recomputed.' },
-        response: { 200: t.Object({ data: t.Object({ traceId: t.String(), status: t.String() }) }, { description: 'Re-queued' }), ...errorResponses },
+        response: { 200: t.Object({ data: t.Object({ traceId: t.String(), status: t.String() }) }, { description: 'Re-queued' }), 409: errorResponses[400], ...errorResponses },
       },
     )
     .delete(
