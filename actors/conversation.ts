@@ -110,10 +110,44 @@ export class ConversationActor implements Actor<ConversationMsg> {
       if (rows.length === 0) return;
       for (const row of rows) {
         if (this.stopped || (this.deps.stillOwner && !this.deps.stillOwner(this.conversationId))) return;
-        await this.process(row);
+        try {
+          await this.process(row);
+        } catch (err) {
+          // Not one of the failures process() handles (e.g. a database error): bounded like an
+          // attempt, so the row ends `failed` instead of blocking its conversation forever.
+          if (!this.failedUnexpectedly(row, err)) throw err; // the supervisor restarts us with backoff
+        }
       }
       // The in-memory backlog says whether anything arrived meanwhile; skip the empty query.
       if (rows.length < policy.prefetch && inbox.conversationBacklog(this.conversationId) === 0) return;
+    }
+  }
+
+  /** Counts an unexpected failure against the row's attempts; true when the row is (now) terminal. */
+  private failedUnexpectedly(row: InboxRow, err: unknown): boolean {
+    const { db, inbox, traces, log } = this.deps;
+    const message = (err as Error)?.message ?? String(err);
+    log.error({ trace: row.id, err: message }, 'unexpected failure while processing a message');
+    try {
+      const current = inbox.get(row.seq);
+      if (!current) return true; // deleted meanwhile (instance deleted)
+      if (current.status !== 'pending' && current.status !== 'processing') return true; // it did finish
+      const attempts = current.attempts + 1;
+      if (attempts < this.deps.policy.maxAttempts()) {
+        db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
+        return false;
+      }
+      db.transaction(() => {
+        db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
+        traces.addStep(row.id, 'failed_unexpectedly', 'error', { error: message, attempts });
+        traces.finish(row.seq, 'failed', { error: message, channelSuccess: false, receivedAt: row.received_at });
+      })();
+      if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, message);
+      inbox.settled(this.conversationId, row.seq);
+      this.deps.observer.terminal?.(row, 'failed', this.deps.instance(row.instance_id), null);
+      return true;
+    } catch {
+      return false; // the database itself is failing: let the supervisor back off and retry
     }
   }
 

@@ -153,3 +153,23 @@ describe('inactive instances', () => {
     await t.close();
   });
 });
+
+describe('unexpected failures', () => {
+  test('a message whose processing keeps throwing outside the retry loop ends failed after the attempt limit; the chat moves on', async () => {
+    const t = await setup();
+    t.gw.settings.setMany({ 'pipeline.maxAttempts': 2 });
+    const access = t.gw.pipeline.access;
+    t.gw.pipeline.access = (inst, msg) => {
+      if (msg.text === 'poison') throw new Error('simulated database failure in the access step');
+      return access(inst, msg);
+    };
+    const bad = await t.post(upsert('un-1', 'poison', '15556660000'));
+    await t.post(upsert('un-2', 'after the poison', '15556660000'));
+    await until(() => t.gw.pipeline.traces.get(bad.body.trace_id)?.status === 'failed', 10_000, 'poison failed');
+    await fakes.evo.waitForSent(1);
+    expect(fakes.evo.sentTo('15556660000')).toEqual(['echo: after the poison']);
+    const trace = await t.call('GET', `/api/v2/traces/${bad.body.trace_id}`);
+    expect(trace.body.data.steps.map((s: any) => s.step)).toContain('failed_unexpectedly');
+    await t.close();
+  });
+});

@@ -147,7 +147,13 @@ export class Pipeline {
         possibleDuplicate: (i) => this.m.duplicates.inc({ channel: i.channel }),
         terminal: (row, status, inst, text, info) => {
           this.m.terminal.inc({ status });
-          for (const l of this.terminalListeners) l(row, status, inst, text, info);
+          for (const l of this.terminalListeners) {
+            try {
+              l(row, status, inst, text, info);
+            } catch (err) {
+              o.log.error({ err: String(err), trace: row.id }, 'terminal listener failed');
+            }
+          }
         },
       },
       policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch, typingDelayMs: p.typingDelayMs },
