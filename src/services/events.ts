@@ -266,14 +266,20 @@ export class EventService {
   }
 
   /** Newest first; `beforeSeq` is the cursor (rows arriving meanwhile have larger seq: no gaps, no repeats). */
-  list(f: EventFilter & { beforeSeq?: number; limit: number }): EventRow[] {
+  // Cluster mode pages by `before` = (created_at, id) instead (comparable across nodes; `byTime` orders so).
+  list(f: EventFilter & { beforeSeq?: number; before?: { at: string; id: string }; byTime?: boolean; limit: number }): EventRow[] {
     const { where, params } = this.where(f);
     if (f.beforeSeq !== undefined) {
       where.push('e.seq < ?');
       params.push(f.beforeSeq);
     }
+    if (f.before) {
+      where.push('(e.created_at < ? OR (e.created_at = ? AND e.id < ?))');
+      params.push(f.before.at, f.before.at, f.before.id);
+    }
+    const order = f.byTime || f.before ? 'e.created_at DESC, e.id DESC' : 'e.seq DESC';
     return this.db
-      .query<EventRow, (string | number)[]>(`SELECT e.* FROM events e ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY e.seq DESC LIMIT ?`)
+      .query<EventRow, (string | number)[]>(`SELECT e.* FROM events e ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY ${order} LIMIT ?`)
       .all(...params, f.limit);
   }
 

@@ -21,6 +21,10 @@ export interface TraceFilter {
   until?: string;
   conversationId?: string;
   beforeSeq?: number;
+  /** Cluster cursor: only rows strictly older than this (received_at, id); implies that order. */
+  before?: { at: string; id: string };
+  /** Order newest first by (received_at, id) instead of seq (cluster mode: comparable across nodes). */
+  byReceived?: boolean;
   limit: number;
   offset?: number;
 }
@@ -123,6 +127,7 @@ export class TraceService {
     if (f.until) { w.push('i.received_at <= ?'); p.push(f.until); }
     if (f.conversationId) { w.push('i.conversation_id = ?'); p.push(f.conversationId); }
     if (f.beforeSeq !== undefined) { w.push('i.seq < ?'); p.push(f.beforeSeq); }
+    if (f.before) { w.push('(i.received_at < ? OR (i.received_at = ? AND i.id < ?))'); p.push(f.before.at, f.before.at, f.before.id); }
     return { sql: w.length ? `WHERE ${w.join(' AND ')}` : '', params: p };
   }
 
@@ -131,7 +136,7 @@ export class TraceService {
     const { sql, params } = this.where(f);
     const rows = this.db
       .query<InboxRow & { instance_name: string }, (string | number)[]>(
-        `SELECT i.*, n.name AS instance_name FROM inbox i JOIN instances n ON n.id = i.instance_id ${sql} ORDER BY i.seq DESC LIMIT ? OFFSET ?`,
+        `SELECT i.*, n.name AS instance_name FROM inbox i JOIN instances n ON n.id = i.instance_id ${sql} ORDER BY ${f.byReceived || f.before ? 'i.received_at DESC, i.id DESC' : 'i.seq DESC'} LIMIT ? OFFSET ?`,
       )
       .all(...params, f.limit, f.offset ?? 0);
     return rows.map((r) => ({ ...r, steps: this.steps(r.id) }));

@@ -5,6 +5,7 @@ import { canSeeInstance } from '../../services/keys.ts';
 import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { v1Trace } from '../trace-views.ts';
+import { gatherOffsetPage } from '../../cluster/gather.ts';
 
 const V1Trace = t.Object({ trace_id: t.String(), status: t.String(), steps: t.Array(t.Record(t.String(), t.Any())) }, { additionalProperties: true, description: 'Trace (v1 shape)' });
 const isoDate = t.String({ maxLength: 40, description: 'ISO 8601 timestamp' });
@@ -13,7 +14,7 @@ export function tracesV1(gw: Gateway) {
   return new Elysia({ name: 'traces-v1', prefix: '/api/v1/traces' })
     .get(
       '',
-      ({ query, request }) => {
+      async ({ query, request }) => {
         const p = principalOf(request);
         let instanceId: string | undefined;
         if (query.instance_name) {
@@ -30,6 +31,7 @@ export function tracesV1(gw: Gateway) {
           since: query.since ? new Date(query.since).toISOString() : undefined,
           until: query.until ? new Date(query.until).toISOString() : undefined,
         };
+        if (gw.cluster) return gatherOffsetPage(gw.cluster, request, filter, query.limit ?? 50, query.offset ?? 0, gw.pipeline.traces);
         const rows = gw.pipeline.traces.list({ ...filter, limit: query.limit ?? 50, offset: query.offset ?? 0 });
         return { total: gw.pipeline.traces.count(filter), traces: rows.map(v1Trace) };
       },
@@ -44,8 +46,14 @@ export function tracesV1(gw: Gateway) {
           limit: t.Optional(t.Integer({ minimum: 1, maximum: 500 })),
           offset: t.Optional(t.Integer({ minimum: 0 })),
         }),
-        detail: { tags: ['traces'], summary: 'List traces (v1)', description: 'Newest first, with steps; filters as in the v1 guide.' },
-        response: { 200: t.Object({ total: t.Integer(), traces: t.Array(V1Trace) }, { description: 'Traces' }), ...errorResponses },
+        detail: {
+          tags: ['traces'], summary: 'List traces (v1)',
+          description: 'Newest first, with steps; filters as in the v1 guide. Cluster mode: gathered from every node by (created_at, trace_id); total sums the nodes; partial is true when a node did not answer in time; offset+limit is capped at 500 rows.',
+        },
+        response: {
+          200: t.Object({ total: t.Integer(), traces: t.Array(V1Trace), partial: t.Optional(t.Boolean({ description: 'Cluster mode: a node did not answer in time' })) }, { description: 'Traces' }),
+          ...errorResponses,
+        },
       },
     )
     .get(

@@ -9,6 +9,7 @@ import { ApiError, errorResponses, invalid } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
+import { decodeTimeCursor, gatherPage, GatheredPageMeta } from '../../cluster/gather.ts';
 
 const Nullable = (s: ReturnType<typeof t.String>) => t.Union([s, t.Null()]);
 export const V2Event = t.Object(
@@ -76,13 +77,19 @@ export function eventsV2(gw: Gateway) {
   return new Elysia({ name: 'events-v2', prefix: '/api/v2/events' })
     .get(
       '',
-      ({ query, request }) => {
+      async ({ query, request }) => {
         const limit = query.limit ?? 50;
-        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
+        const cluster = gw.cluster;
         const filter = filterFor(request, {
           channel: commaList(query.channel), instanceId: commaList(query.instanceId), personId: commaList(query.personId),
           eventType: commaList(query.eventType), contentType: commaList(query.contentType), since: query.since, until: query.until, search: query.search,
         });
+        if (cluster) {
+          // Cluster: events are per node; gathered and paged by (createdAt, id) (src/cluster/gather.ts).
+          const local = events.list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 }).map(eventView);
+          return gatherPage(cluster, request, limit, local, (v) => ({ at: v.createdAt, id: v.id }));
+        }
+        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
         const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({ seq: r.seq }));
         return { items: res.items.map(eventView), meta: res.meta };
       },
@@ -90,9 +97,9 @@ export function eventsV2(gw: Gateway) {
         query: t.Object({ ...PageQuery, ...FilterQuery }),
         detail: {
           tags: ['events'], summary: 'List events',
-          description: 'Newest first. The cursor is the position of the last item, so pages never repeat or skip events while new ones arrive. Keys bound to instances see only those instances\' events.',
+          description: 'Newest first. The cursor is the position of the last item, so pages never repeat or skip events while new ones arrive. Keys bound to instances see only those instances\' events. Cluster mode: gathered from every node, newest first by (createdAt, id); meta.partial is true when a node did not answer in time.',
         },
-        response: { 200: t.Object({ items: t.Array(V2Event), meta: PageMeta }, { description: 'A page of events' }), ...errorResponses },
+        response: { 200: t.Object({ items: t.Array(V2Event), meta: GatheredPageMeta }, { description: 'A page of events' }), ...errorResponses },
       },
     )
     .get(

@@ -8,6 +8,7 @@ import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
 import { v2Trace } from '../trace-views.ts';
 import { visibleInstance } from './instances.ts';
+import { decodeTimeCursor, gatherPage, GatheredPageMeta } from '../../cluster/gather.ts';
 
 const V2Trace = t.Object({ id: t.String(), status: t.String(), steps: t.Array(t.Any()) }, { additionalProperties: true, description: 'Trace' });
 const DeadLetter = t.Object(
@@ -32,17 +33,21 @@ export function tracesV2(gw: Gateway) {
   return new Elysia({ name: 'traces-v2', prefix: '/api/v2' })
     .get(
       '/traces',
-      ({ query, request }) => {
+      async ({ query, request }) => {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
-        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
+        const cluster = gw.cluster;
+        // Cluster: the cursor is (receivedAt, id) so it means the same on every node (src/cluster/gather.ts).
+        const after = cluster ? undefined : decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
+        const before = cluster ? decodeTimeCursor(query.cursor) : undefined;
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
         const rows = gw.pipeline.traces.list({
           instanceId, instanceIds: p.instanceIds, status: commaList(query.status), userId: query.userId,
           // Stored timestamps are UTC ISO strings: compare like with like (offsets, missing milliseconds).
           conversationId: query.conversationId, since: query.since ? new Date(query.since).toISOString() : undefined,
-          until: query.until ? new Date(query.until).toISOString() : undefined, beforeSeq: after?.seq, limit: limit + 1,
+          until: query.until ? new Date(query.until).toISOString() : undefined, beforeSeq: after?.seq, before, byReceived: !!cluster, limit: limit + 1,
         });
+        if (cluster) return gatherPage(cluster, request, limit, rows.map(v2Trace), (v) => ({ at: v.receivedAt, id: v.id }));
         const res = page(rows, limit, (r) => ({ seq: r.seq }));
         return { items: res.items.map(v2Trace), meta: res.meta };
       },
@@ -56,8 +61,8 @@ export function tracesV2(gw: Gateway) {
           since: t.Optional(t.String({ format: 'date-time' })),
           until: t.Optional(t.String({ format: 'date-time' })),
         }),
-        detail: { tags: ['traces'], summary: 'List traces', description: 'Newest first, cursor-paginated.' },
-        response: { 200: t.Object({ items: t.Array(V2Trace), meta: PageMeta }, { description: 'A page of traces' }), ...errorResponses },
+        detail: { tags: ['traces'], summary: 'List traces', description: 'Newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (receivedAt, id); meta.partial is true when a node did not answer in time.' },
+        response: { 200: t.Object({ items: t.Array(V2Trace), meta: GatheredPageMeta }, { description: 'A page of traces' }), ...errorResponses },
       },
     )
     .get(
