@@ -170,6 +170,9 @@ export function buildServer(gw: Gateway) {
       if (info) info.principal = principal;
       // The browser form of the key is not a query parameter of any route: drop it before validation.
       if (query && 'apiKey' in query) delete (query as Record<string, unknown>).apiKey;
+      // A peer node gathering a cluster-wide read on the caller's behalf: the caller's request was
+      // already counted on the node it reached.
+      if (gw.cluster?.verifyPeer(request)) return;
       // Per key and route class; the headers go on every authenticated /api answer, errors included.
       const rl = await gw.rateLimiter.take(principal.keyId, routeClass(request.method, route));
       set.headers['x-ratelimit-limit'] = String(rl.limit);

@@ -60,7 +60,7 @@ export async function askPeers(cluster: Cluster, request: Request, search?: URLS
   if (!peers.length) return { bodies: [], partial: false };
   const u = new URL(request.url);
   const qs = search ? `?${search}` : u.search;
-  const headers: Record<string, string> = { [FORWARDED_HEADER]: cluster.node, accept: 'application/json' };
+  const headers: Record<string, string> = { ...cluster.peerHeaders('GET', u.pathname + qs), accept: 'application/json' };
   for (const h of ['x-api-key', 'authorization']) {
     const v = request.headers.get(h);
     if (v) headers[h] = v;

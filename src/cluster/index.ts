@@ -73,7 +73,8 @@ import type { ChannelAdapter, InboundMessage } from '../channels/types.ts';
 import { ChannelError } from '../channels/types.ts';
 import { ApiError } from '../api/errors.ts';
 import { conversationIdFor, TERMINAL, type IngestOutcome, type InboxRow } from '../services/inbox.ts';
-import { isoNow, newId } from '../services/ids.ts';
+import { constantTimeEqual, isoNow, newId, randomToken } from '../services/ids.ts';
+import { createHmac } from 'node:crypto';
 import { ConfigSync } from './config-sync.ts';
 import { LiveRelay } from './live.ts';
 import { ACK, ACQUIRE, APPEND, DEAD_LETTER, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
@@ -85,6 +86,8 @@ import type { Timer } from '../../actors/runtime/clock.ts';
 
 /** Marks a request one node passed to another, so the receiver answers from its own data only. */
 export const FORWARDED_HEADER = 'x-switchboard-forwarded-by';
+/** HMAC of a peer request with the cluster's shared secret: lets a node recognise its peers' requests. */
+export const PEER_SIGNATURE_HEADER = 'x-switchboard-peer-signature';
 
 export interface ClusterOptions {
   redisUrl: string;
@@ -257,8 +260,34 @@ export class Cluster {
     });
   }
 
+  /** Shared by every node through Redis; signs requests one node sends another (see verifyPeer). */
+  private peerSecret: string | null = null;
+
+  /** Headers for a request to a peer: who forwards it, and a signature the peer can check. */
+  peerHeaders(method: string, pathAndQuery: string): Record<string, string> {
+    const headers: Record<string, string> = { [FORWARDED_HEADER]: this.node };
+    if (this.peerSecret) {
+      const ts = String(Date.now());
+      headers[PEER_SIGNATURE_HEADER] = `${ts}.${createHmac('sha256', this.peerSecret).update(`${ts}\n${method}\n${pathAndQuery}`).digest('hex')}`;
+    }
+    return headers;
+  }
+
+  /** True for a request signed by a peer node within the last 30 s (the forwarded-by header alone proves nothing). */
+  verifyPeer(request: Request): boolean {
+    const sig = request.headers.get(PEER_SIGNATURE_HEADER);
+    if (!sig || !this.peerSecret) return false;
+    const [ts, mac] = sig.split('.');
+    if (!ts || !mac || Math.abs(Date.now() - Number(ts)) > 30_000) return false;
+    const u = new URL(request.url);
+    const expected = createHmac('sha256', this.peerSecret).update(`${ts}\n${request.method}\n${u.pathname}${u.search}`).digest('hex');
+    return constantTimeEqual(mac, expected);
+  }
+
   async start(): Promise<void> {
     await Promise.all([this.lease.connect(), this.cmd.connect(), this.sub.connect(), this.reader.connect(), this.rateLimiter.connect()]);
+    await this.cmd.set(this.k('peer-secret'), randomToken(32), 'NX');
+    this.peerSecret = await this.cmd.get(this.k('peer-secret'));
     this.gw.rateLimiter = this.rateLimiter;
     const p = this.gw.pipeline;
     p.owns = { conversation: (id) => this.ownsConversation(id), instance: (id) => this.ownsInstance(id) };
@@ -815,7 +844,7 @@ export class Cluster {
     const peers = await this.peers().catch(() => []);
     if (!peers.length) return null;
     const u = new URL(request.url);
-    const headers: Record<string, string> = { [FORWARDED_HEADER]: this.node, accept: 'application/json' };
+    const headers: Record<string, string> = { ...this.peerHeaders('GET', u.pathname + u.search), accept: 'application/json' };
     for (const h of ['x-api-key', 'authorization']) {
       const v = request.headers.get(h);
       if (v) headers[h] = v;
