@@ -82,6 +82,17 @@ class Terminal extends Error {
   }
 }
 
+/** A URL as traces show it: no credentials or query string (they may carry tokens). */
+function safeUrl(url: string | null): string | null {
+  if (!url) return url;
+  try {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}`;
+  } catch {
+    return null;
+  }
+}
+
 export function idempotencyKeyFor(instanceId: string, providerMessageId: string): string {
   return sha256(`${instanceId}:${providerMessageId}`).slice(0, 40);
 }
@@ -302,7 +313,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         this.deps.observer.agentDone?.(inst, ms, firstDeltaAt === null ? null : firstDeltaAt - started, true);
         // Commit the agent run (with the steps so far): from here on a retry or a restart never calls the agent again.
         const reply = text;
-        trace.step('agent_called', 'success', { agent_url: inst.agent.url, response_preview: reply.slice(0, 120) }, Math.round(ms));
+        trace.step('agent_called', 'success', { agent_url: safeUrl(inst.agent.url), response_preview: reply.slice(0, 120) }, Math.round(ms));
         await trace.commit(() => db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(reply, row.seq));
         this.openTurns.delete(turnId);
         sink.runFinished(turnId, reply);
@@ -310,7 +321,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         await pending.catch(() => {});
         const ms = clock.monotonic() - started;
         this.deps.observer.agentDone?.(inst, ms, null, false);
-        trace.step('agent_called', 'error', { agent_url: inst.agent.url, error: (err as Error).message }, Math.round(ms));
+        trace.step('agent_called', 'error', { agent_url: safeUrl(inst.agent.url), error: (err as Error).message }, Math.round(ms));
         throw err;
       } finally {
         release();
