@@ -26,6 +26,9 @@ const TABLES: TableSpec[] = [
   { name: 'settings', pk: ['key'], local: [] },
   { name: 'access_rules', pk: ['id'], local: [] },
   { name: 'conversation_pauses', pk: ['instance_id', 'chat_key'], local: [] },
+  // WhatsApp (Baileys) login state: only the shard owner writes it; replicated so that the next
+  // owner can reopen the same linked session after a failover instead of asking for a new QR.
+  { name: 'whatsapp_auth', pk: ['instance_id', 'kind', 'key_id'], local: [] },
 ];
 
 export interface ConfigSyncDeps {

@@ -58,12 +58,11 @@
 //   surviving nodes; pub/sub re-subscribes and running turns are resynced to remote WebSocket
 //   clients. Messages appended but not yet read by their owner are lost with such a Redis: run
 //   Redis with AOF (appendfsync everysec or always) for durable hand-off.
-// - Limitation — WhatsApp (Baileys) auth state is per node: it lives in the node's own SQLite
-//   (whatsapp_auth) and is NOT replicated. A Baileys instance whose shard moves to another node
-//   (a node joins, leaves or is fenced) must be paired again there. Pin Baileys instances to one
-//   node (there is no per-instance pinning in the cluster: run them on a separate single-node
-//   deployment). Evolution, Discord and Slack keep their credentials in the replicated instance
-//   row and move freely.
+// - WhatsApp (Baileys) login state (whatsapp_auth) is replicated like configuration: only the
+//   shard owner writes it, and the next owner reopens the same linked session after a failover.
+//   A write still in flight when the owner dies may be missing on the next owner (last writer
+//   wins per row); Baileys then renegotiates that key. Like the rest of the configuration it sits
+//   in Redis in plain text: protect Redis.
 // - Metrics: switchboard_cluster_lease_renew_seconds (histogram), switchboard_cluster_owned_shards,
 //   switchboard_cluster_live_nodes.
 import Redis from 'ioredis';
