@@ -108,13 +108,15 @@ export class EventService {
    * Records the messages that ended without their event (the process died in the short window
    * between a message's terminal commit and the batched event write). Run at start.
    */
-  backfill(instance: (id: string) => Instance | null): number {
+  backfill(instance: (id: string) => Instance | null, now = Date.now()): number {
+    // The window is one batch (20 ms) before a crash: a day back is plenty and keeps start-up cheap.
+    const since = new Date(now - 86_400_000).toISOString();
     const rows = this.db
-      .query<InboxRow, []>(
-        `SELECT i.* FROM inbox i WHERE i.status IN ('completed','failed','blocked','dead_lettered')
+      .query<InboxRow, [string]>(
+        `SELECT i.* FROM inbox i WHERE i.completed_at >= ? AND i.status IN ('completed','failed','blocked','dead_lettered')
            AND NOT EXISTS (SELECT 1 FROM events e WHERE e.trace_id = i.id AND e.type IN ('message.received','message.sent','message.failed'))`,
       )
-      .all();
+      .all(since);
     for (const row of rows) this.recordTerminal(row, row.status, instance(row.instance_id), row.response_text);
     this.flush();
     return rows.length;
