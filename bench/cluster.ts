@@ -3,10 +3,9 @@
 // total) and a failover-time histogram over repeated kill -9 of an instance owner (time from the
 // kill to the first reply sent by the new owner). Bounded runtime (~1 min).
 //   bun bench/cluster.ts [messages=600] [kills=3]
-import { clusterHarness, upsert, until, type NodeProc } from '../test/cluster-nodes.ts';
+import { clusterHarness, shardOwner, upsert, until, type NodeProc } from '../test/cluster-nodes.ts';
 import { startFakeAgent } from '../test/fakes/agents.ts';
 import { startFakeEvolution } from '../test/fakes/evolution.ts';
-import { shardOf } from '../src/cluster/shards.ts';
 
 const MESSAGES = Number(process.argv[2] ?? 600);
 const KILLS = Number(process.argv[3] ?? 3);
@@ -14,11 +13,28 @@ const agent = startFakeAgent({ protocol: 'json', reply: (m) => `echo: ${m}` });
 const evo = await startFakeEvolution();
 const h = clusterHarness(); // info level: the harness reads the port from the 'listening' line
 
-async function ownerOf(nodes: NodeProc[], instanceId: string): Promise<NodeProc | null> {
-  const st = (await nodes[0].call('GET', '/api/v2/cluster')).body.data;
-  const s = shardOf(instanceId, 32);
-  const holder = st.nodes.find((n: any) => n.shards.some((x: any) => x.shard === s));
-  return holder ? (nodes.find((n) => n.id === holder.id) ?? null) : null;
+const ownerOf = shardOwner;
+
+/** A message to b0 every 20 ms, alternating between the given nodes, until stopped. */
+function steadyLoad(targets: NodeProc[], token: string, tag: string): { stop(): Promise<number> } {
+  let running = true;
+  let posted = 0;
+  const done = (async () => {
+    for (let seq = 0; running; seq++, posted++) {
+      const n = targets[seq % targets.length]!;
+      const body = JSON.stringify(upsert('b0', `${tag}-${seq}`, `${tag}-${seq}`));
+      await fetch(`${n.url}/webhook/evolution/b0?token=${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).catch(() => {});
+      await Bun.sleep(20);
+    }
+  })();
+  return {
+    /** Stops the load; resolves to the number of messages posted. */
+    stop: async () => {
+      running = false;
+      await done;
+      return posted;
+    },
+  };
 }
 
 try {
@@ -55,17 +71,7 @@ try {
   for (let k = 0; k < KILLS; k++) {
     const victim = (await ownerOf(nodes, insts[0].id))!;
     evo.reset();
-    let stop = false;
-    let seq = 0;
-    const load = (async () => {
-      const alive = () => nodes.filter((n) => n !== victim);
-      while (!stop) {
-        const n = alive()[seq % 2];
-        await fetch(`${n.url}/webhook/evolution/b0?token=${insts[0].token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(upsert('b0', `fo-${k}-${seq}`, `f${k}-${seq}`)) }).catch(() => {});
-        seq++;
-        await Bun.sleep(20);
-      }
-    })();
+    const load = steadyLoad(nodes.filter((n) => n !== victim), insts[0].token, `fo-${k}`);
     await Bun.sleep(300);
     victim.proc.kill('SIGKILL');
     const killedAt = Date.now();
@@ -73,8 +79,7 @@ try {
     // First reply whose message was posted after the kill proves the new owner is serving.
     const first = evo.sent.find((s) => s.at > killedAt)!;
     failovers.push(first.at - killedAt);
-    stop = true;
-    await load;
+    await load.stop();
     await victim.proc.exited;
     h.nodes.splice(h.nodes.indexOf(victim), 1);
     const fresh = await h.start(`${victim.id}r${k}`);
@@ -98,24 +103,13 @@ try {
   for (let k = 0; k < KILLS; k++) {
     const victim = (await ownerOf(nodes, insts[0].id))!;
     evo.reset();
-    let stop = false;
-    let seq = 0;
-    const load = (async () => {
-      const alive = () => nodes.filter((n) => n !== victim);
-      while (!stop) {
-        const n = alive()[seq % 2];
-        await fetch(`${n.url}/webhook/evolution/b0?token=${insts[0].token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(upsert('b0', `st-${k}-${seq}`, `s${k}-${seq}`)) }).catch(() => {});
-        seq++;
-        await Bun.sleep(20);
-      }
-    })();
+    const load = steadyLoad(nodes.filter((n) => n !== victim), insts[0].token, `st-${k}`);
     await Bun.sleep(500);
     victim.proc.kill('SIGTERM');
     await victim.proc.exited;
     await Bun.sleep(1000);
-    stop = true;
-    await load;
-    await until(() => evo.sent.length >= seq, 10_000, 'hand-off replies');
+    const posted = await load.stop();
+    await until(() => evo.sent.length >= posted, 10_000, 'hand-off replies');
     let gap = 0;
     for (let i = 1; i < evo.sent.length; i++) gap = Math.max(gap, evo.sent[i].at - evo.sent[i - 1].at);
     gaps.push(gap);

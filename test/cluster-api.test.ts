@@ -4,7 +4,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import { shardOf } from '../src/cluster/shards.ts';
 import Redis from 'ioredis';
-import { clusterHarness, REDIS_URL, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { clusterHarness, REDIS_URL, until, upsert, waitForShardOwner, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { eventCallback, signRequest } from './fakes/slack/events.ts';
 import { FakeSlack } from './fakes/slack/server.ts';
@@ -32,14 +32,8 @@ async function twoNodes(): Promise<NodeProc[]> {
 }
 
 async function holderOf(nodes: NodeProc[], instanceId: string): Promise<{ owner: NodeProc; other: NodeProc }> {
-  let owner: NodeProc | undefined;
-  await until(async () => {
-    const st = (await nodes[0].call('GET', '/api/v2/cluster')).body.data;
-    const id = st.nodes.find((n: any) => n.shards.some((x: any) => x.shard === shardOf(instanceId, 32)))?.id;
-    owner = nodes.find((n) => n.id === id);
-    return !!owner;
-  }, 6000, 'shard owned');
-  return { owner: owner!, other: nodes.find((n) => n !== owner)! };
+  const owner = await waitForShardOwner(nodes, instanceId);
+  return { owner, other: nodes.find((n) => n !== owner)! };
 }
 
 describe('cluster API (2 node processes, real Redis)', () => {

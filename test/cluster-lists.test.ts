@@ -2,8 +2,7 @@
 // shard; a list on any node gathers every node's rows, pages across nodes with one cursor, keeps
 // instance-bound keys to their instances, and says `partial` when a node does not answer.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { shardOf } from '../src/cluster/shards.ts';
-import { clusterHarness, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { clusterHarness, until, upsert, waitForShardOwner, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { startFakeEvolution } from './fakes/evolution.ts';
 
@@ -24,16 +23,7 @@ afterEach(async () => {
   h = null;
 });
 
-async function ownerOf(nodes: NodeProc[], instanceId: string): Promise<NodeProc> {
-  let owner: NodeProc | undefined;
-  await until(async () => {
-    const st = (await nodes[0].call('GET', '/api/v2/cluster')).body.data;
-    const id = st.nodes.find((n: any) => n.shards.some((x: any) => x.shard === shardOf(instanceId, 32)))?.id;
-    owner = nodes.find((n) => n.id === id);
-    return !!owner;
-  }, 6000, 'shard owned');
-  return owner!;
-}
+const ownerOf = waitForShardOwner;
 
 interface Bot { name: string; id: string; token: string; owner: NodeProc; traces: string[] }
 

@@ -1,6 +1,7 @@
 // Spawns real Switchboard node processes (`bun src/main.ts`) on one Redis for cluster tests
 // and the cluster benchmark. Each node has its own port and SQLite file; all share a random
 // Redis key prefix that `cleanup()` deletes afterwards.
+import { shardOf } from '../src/cluster/shards.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -152,4 +153,19 @@ export function upsert(instance: string, id: string, text: string, phone = '1555
     instance,
     data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, pushName: 'Tester', messageTimestamp: 1765375800, message: { conversation: text } },
   };
+}
+
+/** The node that holds the instance's shard right now (asked of `among[0]`), or null. */
+export async function shardOwner(among: NodeProc[], instanceId: string, shards = 32): Promise<NodeProc | null> {
+  const s = shardOf(instanceId, shards);
+  const st = (await among[0]!.call('GET', '/api/v2/cluster')).body.data;
+  const holder = st.nodes.find((n: any) => n.shards.some((x: any) => x.shard === s));
+  return holder ? (among.find((n) => n.id === holder.id) ?? null) : null;
+}
+
+/** Waits until some node holds the instance's shard, and returns it. */
+export async function waitForShardOwner(among: NodeProc[], instanceId: string, ms = 6000): Promise<NodeProc> {
+  let owner: NodeProc | null = null;
+  await until(async () => (owner = await shardOwner(among, instanceId)) !== null, ms, 'shard owned');
+  return owner!;
 }

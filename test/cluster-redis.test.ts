@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test
 import Redis from 'ioredis';
 import type { Subprocess } from 'bun';
 import { shardOf } from '../src/cluster/shards.ts';
-import { CLUSTER_ADMIN_KEY, clusterHarness, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { CLUSTER_ADMIN_KEY, clusterHarness, shardOwner, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
 
@@ -71,12 +71,8 @@ describe('cluster: Redis restarted without its data', () => {
     expect(created.status).toBe(201);
     const token = new URL(created.body.webhook_url).searchParams.get('token')!;
     const instanceId: string = (await nodes[0].call('GET', '/api/v2/instances/bot')).body.data.id;
-    let owner: NodeProc | undefined;
-    await until(async () => {
-      const st = (await nodes[0].call('GET', '/api/v2/cluster')).body.data;
-      owner = nodes.find((n) => n.id === st.nodes.find((x: any) => x.shards.some((s: any) => s.shard === shardOf(instanceId, 32)))?.id);
-      return !!owner && (await nodes[1].call('GET', '/api/v2/instances/bot')).status === 200;
-    }, 8000, 'owned and replicated');
+    let owner: NodeProc | null = null;
+    await until(async () => (owner = await shardOwner(nodes, instanceId)) !== null && (await nodes[1].call('GET', '/api/v2/instances/bot')).status === 200, 8000, 'owned and replicated');
     const other = nodes.find((n) => n !== owner)!;
 
     const frames: any[] = [];

@@ -3,8 +3,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
 import { ACK, ACQUIRE, HEARTBEAT, RENEW } from '../src/cluster/lua.ts';
-import { shardOf } from '../src/cluster/shards.ts';
-import { clusterHarness, REDIS_URL, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { clusterHarness, REDIS_URL, shardOwner, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
 
@@ -38,12 +37,7 @@ async function threeNodes(env: Record<string, string> = {}, agentUrl = agent.url
   expect(res.status).toBe(201);
   const token = new URL(res.body.webhook_url).searchParams.get('token')!;
   const instanceId: string = (await nodes[0].call('GET', '/api/v2/instances/bot')).body.data.id;
-  const ownerOfBot = async (among = nodes): Promise<NodeProc | null> => {
-    const s = shardOf(instanceId, 32);
-    const st = (await among[0].call('GET', '/api/v2/cluster')).body.data;
-    const holder = st.nodes.find((n: any) => n.shards.some((x: any) => x.shard === s));
-    return holder ? (among.find((n) => n.id === holder.id) ?? null) : null;
-  };
+  const ownerOfBot = (among = nodes) => shardOwner(among, instanceId);
   // Configuration reaches every node (replicated) and the owner has taken the shard.
   await until(async () => {
     for (const n of nodes) if ((await n.call('GET', '/api/v2/instances/bot')).status !== 200) return false;

@@ -19,14 +19,9 @@ export interface AuditEntry {
   at: number;
 }
 
-export interface AuditRecord {
+/** A stored entry: its cursor position and the time as ISO 8601. */
+export interface AuditRecord extends Omit<AuditEntry, 'at'> {
   seq: number;
-  keyId: string;
-  method: string;
-  path: string;
-  status: number;
-  ip: string | null;
-  userAgent: string | null;
   at: string;
 }
 
