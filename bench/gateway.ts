@@ -11,6 +11,8 @@ export interface BenchGateway {
   pid: number;
   dbPath: string;
   rssBytes(): number;
+  /** CPU time used so far (ms): the main JS thread alone, and the whole process (all threads). */
+  cpuMs(): { main: number; total: number };
   /** Creates an Evolution instance; returns its webhook URL (with token). */
   createInstance(name: string, body: Record<string, unknown>): Promise<string>;
   stop(): Promise<void>;
@@ -23,7 +25,7 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
   probe.stop(true);
   const dbPath = join(dir, 'gw.db');
   let err = '';
-  const proc = Bun.spawn([process.execPath, ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), 'src/main.ts'], {
+  const proc = Bun.spawn([process.execPath, ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...(process.env.BENCH_PRELOAD ? ['--preload', process.env.BENCH_PRELOAD] : []), 'src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, DATABASE_PATH: dbPath, PORT: String(port), HOST: '127.0.0.1', SWITCHBOARD_API_KEY: BENCH_KEY, LOG_LEVEL: 'error', SWITCHBOARD_CRASH_AT: '', ...env },
     stdout: 'ignore',
@@ -46,6 +48,15 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
     rssBytes() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : NaN;
+    },
+    cpuMs() {
+      // utime + stime are fields 14 and 15 of /proc/.../stat, in clock ticks (100 per second on Linux).
+      const ticks = (file: string) => {
+        const f = readFileSync(file, 'utf8');
+        const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+        return (Number(rest[11]) + Number(rest[12])) * 10;
+      };
+      return { main: ticks(`/proc/${proc.pid}/task/${proc.pid}/stat`), total: ticks(`/proc/${proc.pid}/stat`) };
     },
     async createInstance(name, body) {
       const res = await fetch(`${url}/api/v1/instances`, {

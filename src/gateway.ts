@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { realClock, type Clock } from '../actors/runtime/clock.ts';
 import { openDatabase } from '../db/open.ts';
+import { startCheckpointer } from '../db/checkpointer.ts';
 import type { Config } from './config.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
@@ -68,6 +69,8 @@ export interface Gateway {
 export function createGateway(config: Config = loadConfig(), opts: GatewayOptions = {}): Gateway {
   const log = opts.log ?? createLogger(config.logLevel);
   const db = opts.db ?? openDatabase(config.databasePath);
+  // Only for a database this gateway opened (tests that pass their own keep SQLite's default).
+  const checkpointer = opts.db ? null : startCheckpointer(db, config.databasePath, log);
   const settings = new SettingsService(db);
   const keys = new KeyService(db);
   const instances = new InstanceService(db, { agentTimeoutSeconds: () => settings.value<number>('agent.defaultTimeoutSeconds') });
@@ -118,6 +121,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
           log.error({ err }, 'shutdown step failed');
         }
       }
+      await checkpointer?.stop();
       db.close();
     },
   };

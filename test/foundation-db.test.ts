@@ -1,10 +1,11 @@
 // SQLite: the pragmas the gateway relies on, and numbered forward-only migrations.
 import { afterEach, describe, expect, test } from 'bun:test';
 import { Database } from 'bun:sqlite';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listMigrations, migrate, openDatabase } from '../db/open.ts';
+import { startCheckpointer } from '../db/checkpointer.ts';
 
 const dirs: string[] = [];
 function tempDb(): string {
@@ -94,5 +95,56 @@ describe('openDatabase', () => {
     } finally {
       db.close();
     }
+  });
+});
+
+describe('background WAL checkpointer', () => {
+  const walBytes = (path: string) => (existsSync(`${path}-wal`) ? statSync(`${path}-wal`).size : 0);
+
+  test('the main connection never checkpoints, yet the data reaches the database file and the WAL stays bounded', async () => {
+    const path = tempDb();
+    const db = openDatabase(path);
+    const cp = startCheckpointer(db, path, undefined, 10)!;
+    try {
+      expect(pragma(db, 'wal_autocheckpoint')).toBe(0);
+      db.exec('CREATE TABLE blobs (b BLOB)');
+      const insert = db.query('INSERT INTO blobs (b) VALUES (?)');
+      const chunk = new Uint8Array(64 * 1024).fill(7);
+      const before = statSync(path).size;
+      // 16 MiB in 256 commits; the worker gets a moment between batches of 16.
+      for (let batch = 0; batch < 16; batch++) {
+        for (let i = 0; i < 16; i++) insert.run(chunk);
+        await Bun.sleep(30);
+      }
+      const deadline = Date.now() + 5000;
+      while (statSync(path).size - before < 15 * 2 ** 20 && Date.now() < deadline) await Bun.sleep(20);
+      expect(statSync(path).size - before).toBeGreaterThanOrEqual(15 * 2 ** 20); // checkpointed by the worker
+      expect(walBytes(path)).toBeLessThan(8 * 2 ** 20); // the WAL was restarted, not grown to 16 MiB
+    } finally {
+      await cp.stop();
+      db.close();
+    }
+  });
+
+  test('a worker that cannot work hands checkpoints back to the main connection, with a warning', async () => {
+    const path = tempDb();
+    const db = openDatabase(path);
+    const warnings: string[] = [];
+    const cp = startCheckpointer(db, join(tmpdir(), 'sb-no-such-dir', 'missing.db'), { warn: (_o: unknown, msg?: string) => void warnings.push(String(msg)) } as never, 10)!;
+    try {
+      const deadline = Date.now() + 5000;
+      while (pragma(db, 'wal_autocheckpoint') !== 1000 && Date.now() < deadline) await Bun.sleep(10);
+      expect(pragma(db, 'wal_autocheckpoint')).toBe(1000);
+      expect(warnings.join()).toContain('checkpointer stopped');
+    } finally {
+      await cp.stop();
+      db.close();
+    }
+  });
+
+  test('in-memory databases get no checkpointer', () => {
+    const db = openDatabase(':memory:');
+    expect(startCheckpointer(db, ':memory:')).toBeNull();
+    db.close();
   });
 });
