@@ -1,16 +1,30 @@
-// Cluster-wide LIST reads (traces v1/v2, events v2). Each node keeps its own SQLite, so a list is
-// gathered: the node the caller asked answers from its own rows and asks every live peer the same
-// query (caller's own key, FORWARDED_HEADER so the peer answers from its rows only), then merges.
+// Cluster-wide reads. Each node keeps its own SQLite, so a list is gathered: the node the caller
+// asked answers from its own rows and asks every live peer the same query (caller's own key,
+// FORWARDED_HEADER so the peer answers from its rows only), then merges. Gathered: traces (v1, v2),
+// events (list and search), conversations, dead letters.
 //
-// Order and cursor: newest first by (time, id) — traces by receivedAt, events by createdAt — and
-// the cursor is base64url JSON {at, id} meaning "strictly older than this (time, id)". Every node
-// filters by that key, so a page is the top `limit` of the union of each node's top `limit`: no
-// gaps or repeats across nodes. A row written later with an older timestamp than a cursor already
-// passed is not seen by that walk (the seq cursor of embedded mode has no such case).
+// Order and cursor: newest first by (time, id) — traces by receivedAt, events by createdAt,
+// conversations by lastActivityAt, dead letters by createdAt — and the cursor is base64url JSON
+// {at, id} meaning "strictly older than this (time, id)". Every node filters by that key, so a
+// page is the top `limit` of the union of each node's top `limit`: no gaps or repeats across
+// nodes. A row written later with an older timestamp than a cursor already passed is not seen by
+// that walk (the seq cursor of embedded mode has no such case). Event search uses the same order:
+// FTS5 rank (bm25) depends on each node's own corpus statistics, so ranks from two nodes are not
+// comparable and could not make one cursor; (createdAt, id) is a total order valid on every node.
+//
+// Rows that exist on several nodes under one id with different times (a conversation whose
+// shard moved: each owner keeps its copy, with its own last activity) are listed once, at their
+// newest time: within a page the newest copy wins, and on later pages (`copiesOf`) an older copy
+// whose id has a newer copy on some node — listed on an earlier page — is left out. Such a page
+// may hold fewer than `limit` items while meta.hasMore is still true.
+//
+// By-id requests (get, replay, delete) for a row this node does not hold go to every peer
+// (`askHolders`): the node holding it answers, the others say 404.
 //
 // A peer that does not answer within the timeout (or answers an error) is skipped and the
 // answer says `partial: true`; it is never a 500.
 import { t } from 'elysia';
+import { ApiError } from '../api/errors.ts';
 import { decodeCursor, encodeCursor } from '../api/pagination.ts';
 import { PageMeta } from '../api/schemas.ts';
 import type { Cluster } from './index.ts';
@@ -45,72 +59,146 @@ export function isForwarded(request: Request): boolean {
   return request.headers.has(FORWARDED_HEADER);
 }
 
+/** One peer's answer: its HTTP status and JSON body. */
+export interface PeerAnswer {
+  status: number;
+  body: unknown;
+}
+
 /**
- * Asks every live peer the same GET (path and query; `search` replaces the query when given) with
- * the caller's credentials. Returns the JSON bodies of the 200 answers and whether any peer was
- * missed (timeout, error status, unreachable, or the peer list itself unavailable).
+ * Sends every live peer the same request (path, and the request's method unless `method` is given;
+ * `search` replaces the query; `body` is sent as JSON) with the caller's credentials and the
+ * signed peer headers. Returns the answers and whether some peer did not answer at all (timeout,
+ * unreachable, or the peer list unavailable).
  */
-export async function askPeers(cluster: Cluster, request: Request, search?: URLSearchParams, timeoutMs = GATHER_TIMEOUT_MS): Promise<{ bodies: unknown[]; partial: boolean }> {
+export async function callPeers(
+  cluster: Cluster,
+  request: Request,
+  opts: { method?: string; search?: URLSearchParams; body?: unknown; timeoutMs?: number } = {},
+): Promise<{ answers: PeerAnswer[]; missed: boolean }> {
   let peers: Array<{ id: string; url: string }>;
   try {
     peers = await cluster.peers();
   } catch {
-    return { bodies: [], partial: true };
+    return { answers: [], missed: true };
   }
-  if (!peers.length) return { bodies: [], partial: false };
+  if (!peers.length) return { answers: [], missed: false };
   const u = new URL(request.url);
-  const qs = search ? `?${search}` : u.search;
-  const headers: Record<string, string> = { ...cluster.peerHeaders('GET', u.pathname + qs), accept: 'application/json' };
+  const qs = opts.search ? `?${opts.search}` : u.search;
+  const method = opts.method ?? request.method;
+  const headers: Record<string, string> = { ...cluster.peerHeaders(method, u.pathname + qs), accept: 'application/json' };
   for (const h of ['x-api-key', 'authorization']) {
     const v = request.headers.get(h);
     if (v) headers[h] = v;
   }
+  if (opts.body !== undefined) headers['content-type'] = 'application/json';
+  const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
   const results = await Promise.allSettled(
-    peers.map(async (p) => {
-      const res = await fetch(p.url + u.pathname + qs, { headers, signal: AbortSignal.timeout(timeoutMs) });
-      if (res.status !== 200) {
-        await res.arrayBuffer().catch(() => undefined);
-        throw new Error(`peer ${p.id} answered ${res.status}`);
+    peers.map(async (p): Promise<PeerAnswer> => {
+      const res = await fetch(p.url + u.pathname + qs, { method, headers, body, signal: AbortSignal.timeout(opts.timeoutMs ?? GATHER_TIMEOUT_MS) });
+      const text = await res.text();
+      let parsed: unknown = null;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        /* not JSON: kept as null */
       }
-      return (await res.json()) as unknown;
+      return { status: res.status, body: parsed };
     }),
   );
-  const bodies: unknown[] = [];
-  let partial = false;
+  const answers: PeerAnswer[] = [];
+  let missed = false;
   for (const r of results) {
-    if (r.status === 'fulfilled') bodies.push(r.value);
-    else partial = true;
+    if (r.status === 'fulfilled') answers.push(r.value);
+    else missed = true;
   }
-  return { bodies, partial };
+  return { answers, missed };
 }
 
-/** Newest first by (at, id); duplicates by id (a row a shard's previous owner also holds) kept once. */
+/**
+ * Asks every live peer the same GET (`search` replaces the query when given) — or, with `body`,
+ * the same request with that JSON body — with the caller's credentials. Returns the JSON bodies of
+ * the 200 answers and whether any peer was missed (timeout, error status, unreachable, or the peer
+ * list itself unavailable).
+ */
+export async function askPeers(cluster: Cluster, request: Request, search?: URLSearchParams, timeoutMs = GATHER_TIMEOUT_MS, body?: unknown): Promise<{ bodies: unknown[]; partial: boolean }> {
+  const { answers, missed } = await callPeers(cluster, request, { method: body === undefined ? 'GET' : request.method, search, body, timeoutMs });
+  const ok = answers.filter((a) => a.status === 200);
+  return { bodies: ok.map((a) => a.body), partial: missed || ok.length < answers.length };
+}
+
+/**
+ * A by-id request for a row this node does not hold (dead letters: a row lives on the node that
+ * wrote it). The same request goes to every peer; each answers from its own rows only. The
+ * holder's answer (status and body) is to be passed back as it is; none → 404, or 503 when some
+ * peer did not answer (the row may be on it).
+ */
+export async function askHolders(cluster: Cluster, request: Request, what: string, timeoutMs = GATHER_TIMEOUT_MS): Promise<PeerAnswer> {
+  const { answers, missed } = await callPeers(cluster, request, { timeoutMs });
+  // The holder acted (2xx) or refused for the row's state (409); other statuses say nothing about the row.
+  const held = answers.find((a) => (a.status >= 200 && a.status < 300) || a.status === 409);
+  if (held) return held;
+  throw notHeld(what, missed || answers.some((a) => a.status !== 404));
+}
+
+/** No node that answered holds the row: 503 when some node did not answer (it may hold it), else 404. */
+export function notHeld(what: string, someNodeSilent: boolean): ApiError {
+  if (someNodeSilent) return new ApiError('UNAVAILABLE', `${what} not found on the nodes that answered; a node did not answer and may hold it, retry later`, null, { 'retry-after': '2' });
+  return new ApiError('NOT_FOUND', `${what} not found`);
+}
+
+function newer(a: TimeKey, b: TimeKey): boolean {
+  return a.at !== b.at ? a.at > b.at : a.id > b.id;
+}
+
+/** Newest first by (at, id); an id on several nodes (a shard's previous owner also holds it) kept once, its newest copy. */
 export function mergeNewestFirst<T>(lists: T[][], keyOf: (item: T) => TimeKey): T[] {
-  const seen = new Set<string>();
-  const all: T[] = [];
+  const byId = new Map<string, T>();
   for (const list of lists) {
     for (const item of list) {
-      const id = keyOf(item).id;
-      if (seen.has(id)) continue;
-      seen.add(id);
-      all.push(item);
+      const prev = byId.get(keyOf(item).id);
+      if (!prev || newer(keyOf(item), keyOf(prev))) byId.set(keyOf(item).id, item);
     }
   }
-  return all.sort((x, y) => {
-    const a = keyOf(x);
-    const b = keyOf(y);
-    if (a.at !== b.at) return a.at < b.at ? 1 : -1;
-    return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
-  });
+  return [...byId.values()].sort((x, y) => (newer(keyOf(x), keyOf(y)) ? -1 : newer(keyOf(y), keyOf(x)) ? 1 : 0));
 }
 
-interface PageBody<T> {
+export interface PageBody<T> {
   items: T[];
   meta: { hasMore: boolean };
 }
 
-function isPageBody<T>(b: unknown): b is PageBody<T> {
+export function isPageBody<T>(b: unknown): b is PageBody<T> {
   return !!b && typeof b === 'object' && Array.isArray((b as PageBody<T>).items) && typeof (b as PageBody<T>).meta?.hasMore === 'boolean';
+}
+
+export interface GatheredMeta {
+  cursor: string | null;
+  hasMore: boolean;
+  partial?: boolean;
+}
+
+/**
+ * Merges this node's page (its top limit+1 rows older than the cursor) with the peers' pages (each
+ * its top `limit` and hasMore) into one page.
+ */
+export function mergePages<T>(limit: number, local: T[], peers: PageBody<T>[], keyOf: (item: T) => TimeKey): { items: T[]; hasMore: boolean; cursor: string | null } {
+  const merged = mergeNewestFirst([local, ...peers.map((p) => p.items)], keyOf);
+  const items = merged.slice(0, limit);
+  // A peer that had more than it sent has rows older than its last one: more pages follow.
+  const hasMore = merged.length > limit || (peers.some((p) => p.meta.hasMore) && items.length > 0);
+  return { items, hasMore, cursor: hasMore ? encodeCursor({ ...keyOf(items[items.length - 1]) }) : null };
+}
+
+export interface GatherOptions<T> {
+  /** Peers are asked with this JSON body (same method and path) instead of the request's query. */
+  body?: unknown;
+  /**
+   * For rows one id may have on several nodes at different times: every node's copies of these ids
+   * (any time); a copy newer than the page's one was listed on an earlier page. Pass it past the
+   * first page only (on the first, every newest copy is in the page).
+   */
+  copiesOf?: (ids: string[]) => Promise<{ items: T[]; partial: boolean }>;
 }
 
 /**
@@ -123,30 +211,37 @@ export async function gatherPage<T>(
   limit: number,
   local: T[],
   keyOf: (item: T) => TimeKey,
-): Promise<{ items: T[]; meta: { cursor: string | null; hasMore: boolean; partial?: boolean } }> {
-  const lists: T[][] = [local];
-  let othersHaveMore = false;
+  opts: GatherOptions<T> = {},
+): Promise<{ items: T[]; meta: GatheredMeta }> {
+  const peers: PageBody<T>[] = [];
   let partial = false;
-  if (!isForwarded(request)) {
-    const asked = await askPeers(cluster, request);
+  const forwarded = isForwarded(request);
+  if (!forwarded) {
+    const asked = await askPeers(cluster, request, undefined, GATHER_TIMEOUT_MS, opts.body);
     partial = asked.partial;
     for (const b of asked.bodies) {
-      if (!isPageBody<T>(b)) {
-        partial = true;
-        continue;
-      }
-      lists.push(b.items);
-      othersHaveMore ||= b.meta.hasMore;
+      if (isPageBody<T>(b)) peers.push(b);
+      else partial = true;
     }
   }
-  const merged = mergeNewestFirst(lists, keyOf);
-  const items = merged.slice(0, limit);
-  // A peer that had more than it sent has rows older than its last one: more pages follow.
-  const hasMore = merged.length > limit || (othersHaveMore && items.length > 0);
-  const meta: { cursor: string | null; hasMore: boolean; partial?: boolean } = {
-    cursor: hasMore ? encodeCursor({ ...keyOf(items[items.length - 1]) }) : null,
-    hasMore,
-  };
+  const page = mergePages(limit, local, peers, keyOf);
+  let items = page.items;
+  if (!forwarded && opts.copiesOf && items.length) {
+    // The cursor keeps moving by the rows scanned, the ones left out included.
+    const copies = await opts.copiesOf(items.map((i) => keyOf(i).id));
+    partial ||= copies.partial;
+    const newest = new Map<string, TimeKey>();
+    for (const c of copies.items) {
+      const k = keyOf(c);
+      const seen = newest.get(k.id);
+      if (!seen || newer(k, seen)) newest.set(k.id, k);
+    }
+    items = items.filter((i) => {
+      const n = newest.get(keyOf(i).id);
+      return !n || !newer(n, keyOf(i));
+    });
+  }
+  const meta: GatheredMeta = { cursor: page.cursor, hasMore: page.hasMore };
   if (partial) meta.partial = true;
   return { items, meta };
 }

@@ -9,7 +9,7 @@ import { ApiError, errorResponses, invalid } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
-import { decodeTimeCursor, gatherPage, GatheredPageMeta } from '../../cluster/gather.ts';
+import { askPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, isPageBody, mergePages, type GatheredMeta, type PageBody } from '../../cluster/gather.ts';
 
 const Nullable = (s: ReturnType<typeof t.String>) => t.Union([s, t.Null()]);
 export const V2Event = t.Object(
@@ -51,6 +51,7 @@ const SearchBody = t.Object({
   }, { additionalProperties: false })),
   format: t.Optional(t.Union([t.Literal('full'), t.Literal('summary'), t.Literal('agent')], { default: 'full' })),
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 200, default: 50 })),
+  cursor: t.Optional(t.String({ maxLength: 512, description: 'Opaque cursor from meta.cursor of the previous page' })),
 });
 
 function checkDate(field: string, v: string | undefined): string | undefined {
@@ -139,7 +140,7 @@ export function eventsV2(gw: Gateway) {
     )
     .post(
       '/search',
-      ({ body, request }) => {
+      async ({ body, request }) => {
         const f = body.filters ?? {};
         const filter = filterFor(request, {
           channel: listOf(f.channel), instanceId: listOf(f.instanceId), personId: listOf(f.personId), eventType: listOf(f.eventType),
@@ -147,23 +148,56 @@ export function eventsV2(gw: Gateway) {
           search: body.query?.trim() ? body.query : undefined,
         });
         const limit = body.limit ?? 50;
-        const items: EventView[] = events.list({ ...filter, limit }).map(eventView);
         const format = body.format ?? 'full';
-        const total = events.count(filter);
-        if (format === 'full') return { items, total };
+        let total = events.count(filter);
+        let items: EventView[];
+        let meta: GatheredMeta;
+        const cluster = gw.cluster;
+        if (cluster) {
+          // Cluster: newest first by (createdAt, id), like the list — not by FTS rank, which each node
+          // computes from its own corpus (see src/cluster/gather.ts). Peers answer format=full pages.
+          const local = events.list({ ...filter, before: decodeTimeCursor(body.cursor), byTime: true, limit: limit + 1 }).map(eventView);
+          const peers: Array<PageBody<EventView>> = [];
+          let partial = false;
+          if (!isForwarded(request)) {
+            const asked = await askPeers(cluster, request, undefined, undefined, { ...body, format: 'full' });
+            partial = asked.partial;
+            for (const b of asked.bodies) {
+              const n = (b as { total?: unknown }).total;
+              if (!isPageBody<EventView>(b) || typeof n !== 'number') {
+                partial = true;
+                continue;
+              }
+              peers.push(b);
+              total += n; // an event two nodes hold (a shard's previous owner) counts twice
+            }
+          }
+          const merged = mergePages(limit, local, peers, (v) => ({ at: v.createdAt, id: v.id }));
+          items = merged.items;
+          meta = { cursor: merged.cursor, hasMore: merged.hasMore, ...(partial ? { partial: true } : {}) };
+        } else {
+          const after = decodeCursor<{ seq: number }>(body.cursor, (v) => Number.isInteger(v.seq));
+          const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({ seq: r.seq }));
+          items = res.items.map(eventView);
+          meta = res.meta;
+        }
+        if (format === 'full') return { items, total, meta };
         const compact = items.map((e) => ({ id: e.id, type: e.type, channel: e.channel, personId: e.personId, createdAt: e.createdAt, text: e.text && e.text.length > 200 ? `${e.text.slice(0, 199)}…` : e.text }));
-        if (format === 'summary') return { items: compact, total, summary: summarize(items) };
-        return { items: compact, total, summary: summarize(items), asContext: asContext(items, personName) };
+        if (format === 'summary') return { items: compact, total, meta, summary: summarize(items) };
+        return { items: compact, total, meta, summary: summarize(items), asContext: asContext(items, personName) };
       },
       {
         body: SearchBody,
         detail: {
           tags: ['events'], summary: 'Search events',
-          description: 'Full-text query plus filters (strings are comma lists, or arrays). format=full returns events; summary returns compact items and a one-line summary; agent adds asContext, a transcript (oldest first, one line per event) to hand to an LLM.',
+          description: 'Full-text query plus filters (strings are comma lists, or arrays), newest first; pass meta.cursor as `cursor` for the next page. format=full returns events; summary returns compact items and a one-line summary; agent adds asContext, a transcript (oldest first, one line per event) to hand to an LLM. Cluster mode: gathered from every node, newest first by (createdAt, id) (FTS rank is per node, so not used to order); total is the sum of the nodes\' counts; meta.partial is true when a node did not answer in time.',
         },
         response: {
           200: t.Object(
-            { items: t.Array(t.Any()), total: t.Integer({ description: 'Events matching (items holds at most limit, newest)' }), summary: t.Optional(t.String()), asContext: t.Optional(t.String()) },
+            {
+              items: t.Array(t.Any()), total: t.Integer({ description: 'Events matching (items holds at most limit, newest)' }), meta: GatheredPageMeta,
+              summary: t.Optional(t.String()), asContext: t.Optional(t.String()),
+            },
             { description: 'Matching events' },
           ),
           ...errorResponses,

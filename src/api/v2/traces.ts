@@ -1,14 +1,17 @@
-// v2 traces, conversations and dead letters.
+// v2 traces, conversations and dead letters. Cluster mode: every one of them is read (and a dead
+// letter replayed or deleted) on any node — see src/cluster/gather.ts.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
-import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
+import { PageQuery, SuccessSchema } from '../schemas.ts';
 import { v2Trace } from '../trace-views.ts';
 import { visibleInstance } from './instances.ts';
-import { decodeTimeCursor, gatherPage, GatheredPageMeta } from '../../cluster/gather.ts';
+import { askHolders, askPeers, callPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, isPageBody, notHeld, type TimeKey } from '../../cluster/gather.ts';
+import type { InboundMessage } from '../../channels/types.ts';
+import type { Cluster } from '../../cluster/index.ts';
 
 const V2Trace = t.Object({ id: t.String(), status: t.String(), steps: t.Array(t.Any()) }, { additionalProperties: true, description: 'Trace' });
 const DeadLetter = t.Object(
@@ -21,14 +24,52 @@ const Conversation = t.Object(
 );
 
 interface DeadRow { id: string; inbox_seq: number; instance_id: string; conversation_id: string; reason: string; attempts: number; created_at: string; trace_id: string; text: string }
+interface ConversationRow { id: string; instance_id: string; chat_json: string; kind: string; title: string | null; last_activity_at: string }
+type ConversationView = { id: string; instanceId: string; chat: unknown; kind: string; title: string | null; lastActivityAt: string; pending: number };
+const conversationKey = (v: ConversationView): TimeKey => ({ at: v.lastActivityAt, id: v.id });
 
 export function tracesV2(gw: Gateway) {
   const { db } = gw;
   const deadView = (r: DeadRow) => ({ id: r.id, traceId: r.trace_id, instanceId: r.instance_id, conversationId: r.conversation_id, reason: r.reason, attempts: r.attempts, createdAt: r.created_at, text: r.text });
-  const visibleDead = (request: Request, id: string) => {
+  const conversationView = (r: ConversationRow): ConversationView => ({
+    id: r.id, instanceId: r.instance_id, chat: JSON.parse(r.chat_json), kind: r.kind, title: r.title, lastActivityAt: r.last_activity_at, pending: gw.pipeline.inbox.conversationBacklog(r.id),
+  });
+  /** The dead letter when this node holds it; null when it is not here (another node may hold it). */
+  const localDead = (request: Request, id: string): DeadRow | null => {
     const r = db.query<DeadRow, [string]>('SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq WHERE d.id = ?').get(id);
-    if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Dead letter not found');
+    if (r && !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Dead letter not found');
     return r;
+  };
+  /** A dead letter lives on the node that dead-lettered it: in cluster mode the request goes to the one that holds it. */
+  const atHolder = async <T>(request: Request, set: { status?: number | string }): Promise<T> => {
+    if (!gw.cluster || isForwarded(request)) throw new ApiError('NOT_FOUND', 'Dead letter not found');
+    const held = await askHolders(gw.cluster, request, 'Dead letter');
+    set.status = held.status;
+    return held.body as T; // the holder's answer as it is (its 409 included)
+  };
+  /**
+   * Cluster: this node holds the dead letter but no longer owns its instance's shard (it moved
+   * since), so the message cannot run here. It is handed to the owner through the shard's stream,
+   * as a webhook would be: a new message (new trace) queued after what the owner already has, the
+   * agent asked again (the old node's committed reply and outbox stay with it).
+   */
+  const replayAtOwner = async (cluster: Cluster, r: DeadRow) => {
+    const row = db.query<{ status: string; kind: 'inbound' | 'send'; payload_json: string }, [number]>('SELECT status, kind, payload_json FROM inbox WHERE seq = ?').get(r.inbox_seq);
+    if (row?.status !== 'dead_lettered') throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
+    const msg = JSON.parse(row.payload_json) as InboundMessage;
+    const replay: InboundMessage = {
+      ...msg,
+      // The stream dedupes by (instance, provider message id) for days, so the replay needs an id of
+      // its own — one per dead letter, so a repeated replay is still deduped. Replies keep quoting
+      // (threading under) the original message; an API send has nothing to quote.
+      providerMessageId: `${msg.providerMessageId}#replay:${r.id}`,
+      ...(row.kind === 'inbound' ? { replyToMessageId: msg.replyToMessageId ?? msg.providerMessageId } : {}),
+      extra: { ...Object.fromEntries(Object.entries(msg.extra ?? {}).filter(([k]) => !k.startsWith('cluster'))), replayOf: r.trace_id },
+    };
+    const handed = await cluster.append(replay, row.kind);
+    db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
+    gw.pipeline.traces.addStep(r.trace_id, 'replayed', 'success', { dead_letter_id: r.id, replay_trace_id: handed.traceId, via: 'handed to the shard owner' });
+    return { data: { traceId: handed.traceId, status: 'pending' } };
   };
   return new Elysia({ name: 'traces-v2', prefix: '/api/v2' })
     .get(
@@ -79,74 +120,117 @@ export function tracesV2(gw: Gateway) {
     )
     .get(
       '/conversations',
-      ({ query, request }) => {
+      async ({ query, request }) => {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
-        const after = decodeCursor<{ at: string; id: string }>(query.cursor, (v) => typeof v.at === 'string' && typeof v.id === 'string');
-        const w: string[] = [];
-        const params: (string | number)[] = [];
-        if (query.instanceId) { w.push('c.instance_id = ?'); params.push(visibleInstance(gw, request, query.instanceId).id); }
-        if (p.instanceIds) { w.push(p.instanceIds.length ? `c.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0'); params.push(...p.instanceIds); }
-        if (after) { w.push('(c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ?))'); params.push(after.at, after.at, after.id); }
-        const rows = db
-          .query<{ id: string; instance_id: string; chat_json: string; kind: string; title: string | null; last_activity_at: string }, (string | number)[]>(
-            `SELECT c.* FROM conversations c ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?`,
-          )
-          .all(...params, limit + 1);
-        const res = page(rows, limit, (r) => ({ at: r.last_activity_at, id: r.id }));
-        return {
-          items: res.items.map((r) => ({ id: r.id, instanceId: r.instance_id, chat: JSON.parse(r.chat_json), kind: r.kind, title: r.title, lastActivityAt: r.last_activity_at, pending: gw.pipeline.inbox.conversationBacklog(r.id) })),
-          meta: res.meta,
+        const cluster = gw.cluster;
+        const after = cluster ? decodeTimeCursor(query.cursor) : decodeCursor<{ at: string; id: string }>(query.cursor, (v) => typeof v.at === 'string' && typeof v.id === 'string');
+        const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
+        const ids = commaList(query.ids);
+        const localRows = (opts: { after?: TimeKey; ids?: string[]; limit: number }) => {
+          const w: string[] = [];
+          const params: (string | number)[] = [];
+          if (instanceId) { w.push('c.instance_id = ?'); params.push(instanceId); }
+          if (p.instanceIds) { w.push(p.instanceIds.length ? `c.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0'); params.push(...p.instanceIds); }
+          if (opts.ids) { w.push(`c.id IN (${opts.ids.map(() => '?').join(',')})`); params.push(...opts.ids); }
+          if (opts.after) { w.push('(c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ?))'); params.push(opts.after.at, opts.after.at, opts.after.id); }
+          return db
+            .query<ConversationRow, (string | number)[]>(`SELECT c.* FROM conversations c ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?`)
+            .all(...params, opts.limit);
         };
+        if (cluster) {
+          // Cluster: one conversation id on several nodes after its shard moved (the id is a hash of
+          // instance and chat): listed once, with its latest activity (src/cluster/gather.ts).
+          const local = localRows({ after, ids, limit: limit + 1 }).map(conversationView);
+          const copiesOf = async (of: string[]) => {
+            const search = new URLSearchParams({ ids: of.join(','), limit: String(of.length) });
+            if (query.instanceId) search.set('instanceId', query.instanceId);
+            const asked = await askPeers(cluster, request, search);
+            const items = localRows({ ids: of, limit: of.length }).map(conversationView);
+            for (const b of asked.bodies) if (isPageBody<ConversationView>(b)) items.push(...b.items);
+            return { items, partial: asked.partial || asked.bodies.some((b) => !isPageBody(b)) };
+          };
+          return gatherPage(cluster, request, limit, local, conversationKey, after ? { copiesOf } : {});
+        }
+        const res = page(localRows({ after, ids, limit: limit + 1 }), limit, (r) => ({ at: r.last_activity_at, id: r.id }));
+        return { items: res.items.map(conversationView), meta: res.meta };
       },
       {
-        query: t.Object({ ...PageQuery, instanceId: t.Optional(t.String({ maxLength: 100 })) }),
-        detail: { tags: ['traces'], summary: 'List conversations', description: 'By recent activity, newest first.' },
-        response: { 200: t.Object({ items: t.Array(Conversation), meta: PageMeta }, { description: 'Conversations' }), ...errorResponses },
+        query: t.Object({
+          ...PageQuery,
+          instanceId: t.Optional(t.String({ maxLength: 100 })),
+          ids: t.Optional(t.String({ maxLength: 3000, description: 'Comma list of conversation ids' })),
+        }),
+        detail: {
+          tags: ['traces'], summary: 'List conversations',
+          description: 'By recent activity, newest first. Cluster mode: gathered from every node; a conversation held by several nodes (its shard moved) is listed once, with its latest activity, so a page may hold fewer than limit items while meta.hasMore is true; meta.partial is true when a node did not answer in time.',
+        },
+        response: { 200: t.Object({ items: t.Array(Conversation), meta: GatheredPageMeta }, { description: 'Conversations' }), ...errorResponses },
       },
     )
     .get(
       '/conversations/:id',
-      ({ params, request }) => {
-        const r = db
-          .query<{ id: string; instance_id: string; chat_json: string; kind: string; title: string | null; last_activity_at: string }, [string]>('SELECT * FROM conversations WHERE id = ?')
-          .get(params.id);
-        if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Conversation not found');
-        return { data: { id: r.id, instanceId: r.instance_id, chat: JSON.parse(r.chat_json), kind: r.kind, title: r.title, lastActivityAt: r.last_activity_at, pending: gw.pipeline.inbox.conversationBacklog(r.id) } };
+      async ({ params, request }) => {
+        const r = db.query<ConversationRow, [string]>('SELECT * FROM conversations WHERE id = ?').get(params.id);
+        const local = r && canSeeInstance(principalOf(request), r.instance_id) ? conversationView(r) : null;
+        const cluster = gw.cluster;
+        if (!cluster || isForwarded(request)) {
+          if (!local) throw new ApiError('NOT_FOUND', 'Conversation not found');
+          return { data: local };
+        }
+        // Cluster: every node that ran it holds a copy; the one with the latest activity is the answer.
+        const { answers, missed } = await callPeers(cluster, request);
+        const copies = local ? [local] : [];
+        for (const a of answers) if (a.status === 200) copies.push((a.body as { data: ConversationView }).data);
+        const newest = copies.sort((x, y) => (x.lastActivityAt < y.lastActivityAt ? 1 : x.lastActivityAt > y.lastActivityAt ? -1 : 0))[0];
+        if (newest) return { data: newest };
+        throw notHeld('Conversation', missed || answers.some((a) => a.status !== 404));
       },
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
-        detail: { tags: ['traces'], summary: 'Get conversation', description: 'One conversation; its messages are its traces (GET /api/v2/traces?conversationId=).' },
-        response: { 200: t.Object({ data: Conversation }, { description: 'The conversation' }), ...errorResponses },
+        detail: { tags: ['traces'], summary: 'Get conversation', description: 'One conversation; its messages are its traces (GET /api/v2/traces?conversationId=). Cluster mode: the copy with the latest activity among the nodes.' },
+        response: { 200: t.Object({ data: Conversation }, { description: 'The conversation' }), 503: errorResponses[400], ...errorResponses },
       },
     )
     .get(
       '/dead-letters',
-      ({ query, request }) => {
+      async ({ query, request }) => {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
-        const after = decodeCursor<{ id: string }>(query.cursor, (v) => typeof v.id === 'string');
+        const cluster = gw.cluster;
+        // Cluster: ordered and paged by (createdAt, id) like the other gathered lists.
+        const before = cluster ? decodeTimeCursor(query.cursor) : undefined;
+        const after = cluster ? undefined : decodeCursor<{ id: string }>(query.cursor, (v) => typeof v.id === 'string');
         const w: string[] = [];
         const params: (string | number)[] = [];
         if (query.instanceId) { w.push('d.instance_id = ?'); params.push(visibleInstance(gw, request, query.instanceId).id); }
         if (p.instanceIds) { w.push(p.instanceIds.length ? `d.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0'); params.push(...p.instanceIds); }
         if (after) { w.push('d.id < ?'); params.push(after.id); }
+        if (before) { w.push('(d.created_at < ? OR (d.created_at = ? AND d.id < ?))'); params.push(before.at, before.at, before.id); }
         const rows = db
-          .query<DeadRow, (string | number)[]>(`SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY d.id DESC LIMIT ?`)
+          .query<DeadRow, (string | number)[]>(
+            `SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY ${cluster ? 'd.created_at DESC, ' : ''}d.id DESC LIMIT ?`,
+          )
           .all(...params, limit + 1);
+        if (cluster) return gatherPage(cluster, request, limit, rows.map(deadView), (v) => ({ at: v.createdAt, id: v.id }));
         const res = page(rows, limit, (r) => ({ id: r.id }));
         return { items: res.items.map(deadView), meta: res.meta };
       },
       {
         query: t.Object({ ...PageQuery, instanceId: t.Optional(t.String({ maxLength: 100 })) }),
-        detail: { tags: ['dead letters'], summary: 'List dead letters', description: 'Messages that failed every attempt, newest first.' },
-        response: { 200: t.Object({ items: t.Array(DeadLetter), meta: PageMeta }, { description: 'Dead letters' }), ...errorResponses },
+        detail: {
+          tags: ['dead letters'], summary: 'List dead letters',
+          description: 'Messages that failed every attempt, newest first. Cluster mode: gathered from every node (each keeps the dead letters it wrote), newest first by (createdAt, id); meta.partial is true when a node did not answer in time.',
+        },
+        response: { 200: t.Object({ items: t.Array(DeadLetter), meta: GatheredPageMeta }, { description: 'Dead letters' }), ...errorResponses },
       },
     )
     .post(
       '/dead-letters/:id/replay',
-      ({ params, request }) => {
-        const r = visibleDead(request, params.id);
+      async ({ params, request, set }) => {
+        const r = localDead(request, params.id);
+        if (!r) return atHolder<{ data: { traceId: string; status: string } }>(request, set);
+        if (gw.cluster && !gw.cluster.ownsInstance(r.instance_id)) return replayAtOwner(gw.cluster, r);
         // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
         const reopened = db.transaction(() => {
           const changed = db
@@ -163,16 +247,25 @@ export function tracesV2(gw: Gateway) {
       },
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
-        detail: { tags: ['dead letters'], summary: 'Replay dead letter', description: 'The message re-enters its conversation, ahead of newer messages (in inbox order); a committed agent reply is not recomputed.' },
-        response: { 200: t.Object({ data: t.Object({ traceId: t.String(), status: t.String() }) }, { description: 'Re-queued' }), 409: errorResponses[400], ...errorResponses },
+        detail: {
+          tags: ['dead letters'], summary: 'Replay dead letter',
+          description: 'The message re-enters its conversation, ahead of newer messages (in inbox order); a committed agent reply is not recomputed. Cluster mode: works on any node (the node holding the dead letter acts). When that node no longer owns the instance\'s shard, the message is handed to the owner like a new one: a new trace (data.traceId), queued after the messages the owner already has, the agent asked again.',
+        },
+        response: { 200: t.Object({ data: t.Object({ traceId: t.String(), status: t.String() }) }, { description: 'Re-queued' }), 409: errorResponses[400], 503: errorResponses[400], ...errorResponses },
       },
     )
     .delete(
       '/dead-letters/:id',
-      ({ params, request }) => {
-        db.query('DELETE FROM dead_letters WHERE id = ?').run(visibleDead(request, params.id).id);
+      async ({ params, request, set }) => {
+        const r = localDead(request, params.id);
+        if (!r) return atHolder<{ success: true }>(request, set);
+        db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
         return { success: true };
       },
-      { params: t.Object({ id: t.String({ maxLength: 100 }) }), detail: { tags: ['dead letters'], summary: 'Delete dead letter', description: 'Forgets the dead letter; the trace stays.' }, response: { 200: SuccessSchema, ...errorResponses } },
+      {
+        params: t.Object({ id: t.String({ maxLength: 100 }) }),
+        detail: { tags: ['dead letters'], summary: 'Delete dead letter', description: 'Forgets the dead letter; the trace stays. Cluster mode: works on any node (the node holding it deletes it).' },
+        response: { 200: SuccessSchema, 503: errorResponses[400], ...errorResponses },
+      },
     );
 }
