@@ -27,8 +27,15 @@ export class CallGuard {
   private readonly controller = new AbortController();
   private reason: AgentError | null = null;
   private totalTimer: Timer | null;
+  /**
+   * The idle timer is a deadline, not a timer per event: an event only moves `lastEvent`, and the
+   * single timer re-arms itself for what is left when it fires early (a stream sends dozens of
+   * events per reply; re-creating a timer for each was measurable on the hot path).
+   */
   private idleTimer: Timer | null = null;
   private idleArmed = false;
+  private idlePaused = false;
+  private lastEvent = 0;
   private readonly onCallerAbort = () => this.abort(new AgentError('agent call aborted by the caller', false));
 
   constructor(
@@ -56,20 +63,27 @@ export class CallGuard {
     this.touch();
   }
 
-  /** Something arrived: restart the idle timer. */
+  /** Something arrived: restart the idle period. */
   touch(): void {
     if (!this.idleArmed || this.ep.idleTimeoutMs <= 0 || this.reason) return;
-    this.idleTimer?.cancel();
-    this.idleTimer = this.ep.clock.setTimeout(
-      () => this.abort(new AgentError(`agent stream idle: no event for ${fmtSeconds(this.ep.idleTimeoutMs)}`, true)),
-      this.ep.idleTimeoutMs,
-    );
+    this.idlePaused = false;
+    this.lastEvent = this.ep.clock.monotonic();
+    if (!this.idleTimer) this.scheduleIdle(this.ep.idleTimeoutMs);
   }
 
   /** While our consumer handles an event, the agent is not the one being slow. */
   pauseIdle(): void {
-    this.idleTimer?.cancel();
-    this.idleTimer = null;
+    this.idlePaused = true;
+  }
+
+  private scheduleIdle(ms: number): void {
+    this.idleTimer = this.ep.clock.setTimeout(() => {
+      this.idleTimer = null;
+      if (this.reason) return;
+      const left = this.idlePaused ? this.ep.idleTimeoutMs : this.lastEvent + this.ep.idleTimeoutMs - this.ep.clock.monotonic();
+      if (left > 0) this.scheduleIdle(left);
+      else this.abort(new AgentError(`agent stream idle: no event for ${fmtSeconds(this.ep.idleTimeoutMs)}`, true));
+    }, ms);
   }
 
   /** Turn anything thrown during the call into the AgentError that explains it. */
@@ -84,8 +98,9 @@ export class CallGuard {
     this.totalTimer?.cancel();
     this.idleTimer?.cancel();
     this.caller.removeEventListener('abort', this.onCallerAbort);
-    // Releases the connection if the consumer stopped early; harmless after a normal end.
-    if (!this.controller.signal.aborted) this.controller.abort(new AgentError('agent call finished', false));
+    // Releases the connection if the consumer stopped early; harmless after a normal end. One
+    // shared reason: building an Error (with its stack) per call showed up in profiles.
+    if (!this.controller.signal.aborted) this.controller.abort(CALL_FINISHED);
   }
 
   private abort(reason: AgentError): void {
@@ -96,6 +111,8 @@ export class CallGuard {
     this.controller.abort(reason);
   }
 }
+
+const CALL_FINISHED = new AgentError('agent call finished', false);
 
 function fmtSeconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(3))}s`;
