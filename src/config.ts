@@ -38,6 +38,8 @@ export interface Config {
     leaseMs: number;
     /** This node's own base URL for internal calls between nodes (default http://HOST:PORT as bound). */
     advertiseUrl: string | null;
+    /** Shared by every node (required in cluster mode): keys for the values kept in Redis and for peer requests. */
+    secret: string | null;
   };
   leo: {
     bearerToken: string | null;
@@ -92,17 +94,27 @@ function url(env: Env, names: string[], protocols: string[]): string | null {
   return raw.replace(/\/+$/, '');
 }
 
-function clusterConfig(env: Env): Config['cluster'] {
+/** Shortest CLUSTER_SECRET accepted (characters). */
+export const CLUSTER_SECRET_MIN = 32;
+
+function clusterConfig(env: Env, clustered: boolean): Config['cluster'] {
   const id = pick(env, ['CLUSTER_NODE_ID']);
   if (id && !/^[A-Za-z0-9._-]{1,64}$/.test(id[1])) throw new ConfigError(id[0], `must be 1-64 letters, digits, '.', '_' or '-', got "${id[1]}"`);
   const prefix = pick(env, ['CLUSTER_KEY_PREFIX']);
   if (prefix && !/^[A-Za-z0-9:._-]{1,64}$/.test(prefix[1])) throw new ConfigError(prefix[0], `must be 1-64 letters, digits, ':', '.', '_' or '-', got "${prefix[1]}"`);
+  // Never echoed in an error: it is a secret.
+  const secret = pick(env, ['CLUSTER_SECRET']);
+  if (secret && secret[1].length < CLUSTER_SECRET_MIN) throw new ConfigError(secret[0], `must be at least ${CLUSTER_SECRET_MIN} characters (e.g. the output of: openssl rand -base64 32)`);
+  // Required, not optional: without it the configuration's secrets would sit in Redis readable,
+  // and anyone reading Redis could sign requests as a node.
+  if (!secret && clustered) throw new ConfigError('CLUSTER_SECRET', `required when REDIS_URL is set: at least ${CLUSTER_SECRET_MIN} random characters, the same on every node (e.g. the output of: openssl rand -base64 32)`);
   return {
     nodeId: id ? id[1] : null,
     keyPrefix: prefix ? prefix[1] : 'switchboard:',
     shards: int(env, ['CLUSTER_SHARDS'], 256, 1, 4096),
     leaseMs: int(env, ['CLUSTER_LEASE_MS'], 10_000, 300, 600_000),
     advertiseUrl: url(env, ['CLUSTER_ADVERTISE_URL'], ['http:', 'https:']),
+    secret: secret ? secret[1] : null,
   };
 }
 
@@ -131,6 +143,7 @@ export function loadConfig(env: Env = process.env): Config {
   for (const o of corsOrigins) {
     if (o !== '*' && !/^https?:\/\/[^/]+$/.test(o)) throw new ConfigError(corsRaw![0], `"${o}" is not an origin like https://example.com`);
   }
+  const redisUrl = url(env, ['REDIS_URL'], ['redis:', 'rediss:']);
   const dataDir = databasePath === ':memory:' ? './data' : databasePath.replace(/\/[^/]*$/, '') || '.';
 
   return {
@@ -139,7 +152,7 @@ export function loadConfig(env: Env = process.env): Config {
     databasePath,
     dataDir,
     apiKey: keyFound ? keyFound[1] : null,
-    redisUrl: url(env, ['REDIS_URL'], ['redis:', 'rediss:']),
+    redisUrl,
     logLevel,
     publicUrl: url(env, ['PUBLIC_URL'], ['http:', 'https:']),
     bodyLimitBytes: int(env, ['BODY_LIMIT_BYTES'], 1024 * 1024, 1024, 100 * 1024 * 1024),
@@ -159,7 +172,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxActiveActors: int(env, ['MAX_ACTIVE_ACTORS'], 10_000, 1, 10_000_000),
       typingDelayMs: int(env, ['TYPING_DELAY_MS'], 1000, 0, 60_000),
     },
-    cluster: clusterConfig(env),
+    cluster: clusterConfig(env, redisUrl !== null),
     leo: {
       bearerToken: pick(env, ['LEO_BEARER_TOKEN'])?.[1] ?? null,
       subscriptionKey: pick(env, ['LEO_SUBSCRIPTION_KEY'])?.[1] ?? null,

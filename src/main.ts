@@ -3,10 +3,8 @@ import { ConfigError, loadConfig } from './config.ts';
 import { createGateway } from './gateway.ts';
 import { buildServer } from './server.ts';
 
-let config;
-try {
-  config = loadConfig();
-} catch (err) {
+/** A bad setting (found in the environment, or at start: e.g. a CLUSTER_SECRET other than the cluster's) stops the start with one line. */
+function exitOnConfigError(err: unknown): never {
   if (err instanceof ConfigError) {
     console.error(`switchboard: invalid configuration: ${err.message}`);
     process.exit(2);
@@ -14,9 +12,16 @@ try {
   throw err;
 }
 
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  exitOnConfigError(err);
+}
+
 const gw = createGateway(config);
 const app = buildServer(gw);
-await gw.start();
+await gw.start().catch(exitOnConfigError);
 app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.bodyLimitBytes * 2 });
 gw.log.info({ port: app.server?.port, host: config.host, db: config.databasePath, cluster: Boolean(config.redisUrl) }, 'switchboard listening');
 

@@ -10,6 +10,8 @@ import type { Subprocess } from 'bun';
 
 export const CLUSTER_ADMIN_KEY = 'cluster-admin-key-0123456789';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** CLUSTER_SECRET of the test clusters (required in cluster mode). */
+export const CLUSTER_SECRET = 'test-cluster-secret-0123456789abcdef';
 
 export interface NodeProc {
   id: string;
@@ -44,7 +46,7 @@ export function clusterHarness(env: Record<string, string> = {}): ClusterHarness
           PORT: '0', HOST: '127.0.0.1',
           DATABASE_PATH: join(dir, `${id}.db`),
           SWITCHBOARD_API_KEY: CLUSTER_ADMIN_KEY,
-          REDIS_URL, CLUSTER_KEY_PREFIX: prefix, CLUSTER_NODE_ID: id,
+          REDIS_URL, CLUSTER_SECRET, CLUSTER_KEY_PREFIX: prefix, CLUSTER_NODE_ID: id,
           CLUSTER_LEASE_MS: '1500', CLUSTER_SHARDS: '32',
           PIPELINE_RETRY_BASE_MS: '50', PIPELINE_RETRY_MAX_MS: '200',
           LOG_LEVEL: 'info',
@@ -124,19 +126,50 @@ export function clusterHarness(env: Record<string, string> = {}): ClusterHarness
     },
     async cleanup() {
       await h.stopAll();
-      const r = new Redis(REDIS_URL, { lazyConnect: true });
-      await r.connect();
-      let cursor = '0';
-      do {
-        const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await r.del(...keys);
-      } while (cursor !== '0');
-      r.disconnect();
+      await dropKeys(prefix);
       rmSync(dir, { recursive: true, force: true });
     },
   };
   return h;
+}
+
+/** Every key under `prefix`. */
+async function keysUnder(r: Redis, prefix: string): Promise<string[]> {
+  const all: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    all.push(...keys);
+  } while (cursor !== '0');
+  return all;
+}
+
+/** Deletes every key of a test cluster. */
+export async function dropKeys(prefix: string): Promise<void> {
+  const r = new Redis(REDIS_URL);
+  const keys = await keysUnder(r, prefix);
+  if (keys.length) await r.del(...keys);
+  r.disconnect();
+}
+
+/** Every key under `prefix` with its whole value (strings, hashes, lists, sets, streams) as text, to search for what must not be there. */
+export async function dumpKeys(prefix: string): Promise<string> {
+  const r = new Redis(REDIS_URL);
+  const out: string[] = [];
+  for (const key of (await keysUnder(r, prefix)).sort()) {
+    const type = await r.type(key);
+    const value = type === 'string' ? await r.get(key)
+      : type === 'hash' ? await r.hgetall(key)
+      : type === 'list' ? await r.lrange(key, 0, -1)
+      : type === 'set' ? await r.smembers(key)
+      : type === 'zset' ? await r.zrange(key, '0', '-1', 'WITHSCORES')
+      : type === 'stream' ? await r.xrange(key, '-', '+')
+      : null;
+    out.push(`${key} (${type}) ${JSON.stringify(value)}`);
+  }
+  r.disconnect();
+  return out.join('\n');
 }
 
 export async function until(cond: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {

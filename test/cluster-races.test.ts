@@ -6,7 +6,7 @@ import Redis from 'ioredis';
 import { Cluster } from '../src/cluster/index.ts';
 import { ACQUIRE } from '../src/cluster/lua.ts';
 import { createTestGateway } from './helpers.ts';
-import { REDIS_URL } from './cluster-nodes.ts';
+import { CLUSTER_SECRET, REDIS_URL } from './cluster-nodes.ts';
 
 // Private state is reached on purpose: the races sit between awaits inside the class.
 type Internals = {
@@ -28,7 +28,7 @@ async function setup() {
   const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
   const redis = new Redis(REDIS_URL);
   const t = createTestGateway();
-  const cluster = new Cluster(t.gw, { redisUrl: REDIS_URL, nodeId: 'u1', prefix, shards: 4, leaseMs: 3000, dedupeTtlMs: 60_000 });
+  const cluster = new Cluster(t.gw, { redisUrl: REDIS_URL, nodeId: 'u1', prefix, shards: 4, leaseMs: 3000, dedupeTtlMs: 60_000, secret: CLUSTER_SECRET });
   const c = cluster as unknown as Internals;
   cleanups.push(async () => {
     for (const r of [c.lease, c.cmd, c.sub, c.reader]) r.disconnect();

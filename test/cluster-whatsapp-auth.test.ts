@@ -4,12 +4,12 @@
 import { afterAll, expect, test } from 'bun:test';
 import Redis from 'ioredis';
 import { useSqliteAuthState, hasStoredAuth } from '../src/channels/whatsapp/auth-state.ts';
-import { REDIS_URL } from './cluster-nodes.ts';
+import { CLUSTER_SECRET, REDIS_URL } from './cluster-nodes.ts';
 import { until } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
 const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
-const env = (node: string) => ({ REDIS_URL, CLUSTER_KEY_PREFIX: prefix, CLUSTER_NODE_ID: node, CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500' });
+const env = (node: string) => ({ REDIS_URL, CLUSTER_SECRET, CLUSTER_KEY_PREFIX: prefix, CLUSTER_NODE_ID: node, CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500' });
 const a = createTestGateway(env('wa-a'));
 const b = createTestGateway(env('wa-b'));
 

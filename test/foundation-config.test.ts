@@ -39,7 +39,7 @@ describe('config defaults', () => {
   test('explicit values are used', () => {
     const c = loadConfig({
       PORT: '9000', HOST: '127.0.0.1', DATABASE_PATH: '/tmp/x/sb.db', SWITCHBOARD_API_KEY: 'k'.repeat(20),
-      REDIS_URL: 'redis://127.0.0.1:6379/', LOG_LEVEL: 'DEBUG', PUBLIC_URL: 'https://gw.example.com/',
+      REDIS_URL: 'redis://127.0.0.1:6379/', CLUSTER_SECRET: 's'.repeat(32), LOG_LEVEL: 'DEBUG', PUBLIC_URL: 'https://gw.example.com/',
     });
     expect(c.port).toBe(9000);
     expect(c.host).toBe('127.0.0.1');
@@ -47,6 +47,7 @@ describe('config defaults', () => {
     expect(c.dataDir).toBe('/tmp/x');
     expect(c.apiKey).toBe('k'.repeat(20));
     expect(c.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(c.cluster.secret).toBe('s'.repeat(32));
     expect(c.logLevel).toBe('debug');
     // Trailing slash dropped so webhook URLs do not get a double slash.
     expect(c.publicUrl).toBe('https://gw.example.com');
@@ -100,6 +101,10 @@ describe('bad values stop the start naming the variable', () => {
     [{ CORS_ORIGINS: 'example.com' }, 'CORS_ORIGINS'],
     [{ DISCORD_API_URL: 'discord' }, 'DISCORD_API_URL'],
     [{ WHATSAPP_WS_URL: 'https://web.whatsapp.com/ws' }, 'WHATSAPP_WS_URL'],
+    // Cluster mode needs the shared secret, and a long one.
+    [{ REDIS_URL: 'redis://127.0.0.1:6379' }, 'CLUSTER_SECRET'],
+    [{ REDIS_URL: 'redis://127.0.0.1:6379', CLUSTER_SECRET: 'x'.repeat(31) }, 'CLUSTER_SECRET'],
+    [{ CLUSTER_SECRET: 'too-short' }, 'CLUSTER_SECRET'],
   ];
   for (const [env, variable] of cases) {
     test(`${JSON.stringify(env)} → ${variable}`, () => {
@@ -111,18 +116,40 @@ describe('bad values stop the start naming the variable', () => {
   }
 });
 
+describe('CLUSTER_SECRET', () => {
+  test('is required in cluster mode, and a short one is refused without being echoed', () => {
+    expect(configError({ REDIS_URL: 'redis://127.0.0.1:6379' }).message).toContain('required when REDIS_URL is set');
+    const short = configError({ REDIS_URL: 'redis://127.0.0.1:6379', CLUSTER_SECRET: 'short-secret-value' });
+    expect(short.message).toContain('at least 32 characters');
+    expect(short.message).not.toContain('short-secret-value');
+    expect(loadConfig({}).cluster.secret).toBeNull(); // embedded mode needs none
+  });
+});
+
 describe('bun src/main.ts with a bad value', () => {
-  test('PORT=abc exits non-zero with one line naming PORT', async () => {
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: 'abc', DATABASE_PATH: ':memory:' };
+  async function startOutput(extra: Record<string, string>): Promise<{ code: number; lines: string[] }> {
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_PATH: ':memory:', ...extra };
     const proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
     const timer = setTimeout(() => proc.kill(), 10_000);
     const [code, out, err] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
     clearTimeout(timer);
+    return { code, lines: (out + err).split('\n').filter((l) => l.trim() !== '') };
+  }
+
+  test('PORT=abc exits non-zero with one line naming PORT', async () => {
+    const { code, lines } = await startOutput({ PORT: 'abc' });
     expect(code).not.toBe(0);
-    const lines = (out + err).split('\n').filter((l) => l.trim() !== '');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain('PORT');
     expect(lines[0]).toContain('abc');
+  });
+
+  test('REDIS_URL without CLUSTER_SECRET exits non-zero with one line naming CLUSTER_SECRET', async () => {
+    const { code, lines } = await startOutput({ REDIS_URL: 'redis://127.0.0.1:6379' });
+    expect(code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain('CLUSTER_SECRET');
+    expect(lines[0]).toContain('REDIS_URL');
   });
 });
 

@@ -72,6 +72,9 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'POST /api/v1/instances/:name/access-control': 'access:*',
   // API keys (issue 8)
   'GET /api/v2/cluster': 'admin:*',
+  'GET /api/v2/cluster/dead-letters': 'admin:*',
+  'POST /api/v2/cluster/dead-letters/:id/replay': 'admin:*',
+  'DELETE /api/v2/cluster/dead-letters/:id': 'admin:*',
   'GET /api/v2/keys': 'admin:*',
   'POST /api/v2/keys': 'admin:*',
   'GET /api/v2/keys/:id': 'admin:*',
@@ -93,6 +96,9 @@ export const UNRESTRICTED_ROUTES = new Set<string>([
   'PATCH /api/v2/settings',
   'PUT /api/v2/settings/:key',
   'GET /api/v2/cluster',
+  'GET /api/v2/cluster/dead-letters',
+  'POST /api/v2/cluster/dead-letters/:id/replay',
+  'DELETE /api/v2/cluster/dead-letters/:id',
   'POST /api/v2/persons/link',
   'POST /api/v2/persons/unlink',
 ]);

@@ -8,9 +8,16 @@
 //   notices), applies foreign rows with an upsert on the primary key (never REPLACE, whose delete would
 //   cascade to the instance's conversations and traces), and tells the services to drop caches.
 // Runtime columns (instance status, key usage) stay local and never replicate.
+// Every row in Redis (log and snapshot, deletions included) is sealed with the cluster secret
+// (AES-256-GCM, bound to table + primary key; see crypto.ts): channel secrets, key hashes and
+// WhatsApp login state are never readable in Redis, and a value that does not open with this
+// node's secret is logged (without content) and skipped, never applied. cfg:seeded holds the
+// secret's fingerprint: a node with another secret is refused at start (checkSecret).
 import type { Database } from 'bun:sqlite';
 import type Redis from 'ioredis';
 import type { Logger } from 'pino';
+import { ConfigError } from '../config.ts';
+import type { ClusterKeys } from './crypto.ts';
 import { CONFIG_PUT } from './lua.ts';
 
 interface TableSpec {
@@ -37,11 +44,15 @@ export interface ConfigSyncDeps {
   prefix: string;
   node: string;
   log: Logger;
+  keys: ClusterKeys;
   /** Called after foreign rows were applied (tables touched, instance ids touched). */
   applied(tables: Set<string>, instanceIds: Set<string>): void;
 }
 
 type Row = Record<string, unknown>;
+
+/** How often local changes are looked for and published (ms). */
+const PUBLISH_MS = 100;
 
 export class ConfigSync {
   private tables: Array<TableSpec & { columns: string[] }> = [];
@@ -50,7 +61,8 @@ export class ConfigSync {
   private applying = false;
   private inFlight: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
-  readonly counters = { published: 0, applied: 0 };
+  private publishTimer: ReturnType<typeof setInterval> | null = null;
+  readonly counters = { published: 0, applied: 0, rejected: 0 };
 
   constructor(private d: ConfigSyncDeps) {}
 
@@ -72,15 +84,46 @@ export class ConfigSync {
       db.run(`CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_d AFTER DELETE ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('OLD')}); END`);
     }
     await this.bootstrap();
-    this.timer = setInterval(() => {
-      void this.publish();
-      void this.pull();
-    }, pollMs);
+    this.timer = setInterval(() => void this.pull(), pollMs);
+    // Local changes go out soon after they are made: a look at the temp table when there are none.
+    this.publishTimer = setInterval(() => void this.publish(), Math.min(PUBLISH_MS, pollMs));
+  }
+
+  /**
+   * Before anything else at start: whose configuration Redis holds. 'fresh' (none yet), 'ours'
+   * (sealed with this secret) or 'legacy' (written in plain text by a version without
+   * CLUSTER_SECRET). Another secret's configuration stops the start (ConfigError).
+   */
+  async checkSecret(): Promise<'fresh' | 'ours' | 'legacy'> {
+    const seeded = await this.d.redis.get(`${this.d.prefix}cfg:seeded`);
+    if (seeded === null) return 'fresh';
+    if (seeded === this.d.keys.fingerprint) return 'ours';
+    if (seeded === '1') return 'legacy';
+    throw new ConfigError('CLUSTER_SECRET', `differs from the secret of the cluster already in Redis under key prefix "${this.d.prefix}"; every node needs the same CLUSTER_SECRET`);
+  }
+
+  /** Plain-text configuration of an older version: dropped, so this node seeds the cluster sealed (all nodes share the rows). */
+  async dropLegacy(): Promise<void> {
+    const { redis, prefix } = this.d;
+    await redis.del(`${prefix}cfg:seeded`, `${prefix}cfg:log`, ...TABLES.map((t) => `${prefix}cfg:snap:${t.name}`));
+    this.d.log.warn('cluster: configuration in Redis was stored in plain text by an older version; replaced by this node\'s, sealed with CLUSTER_SECRET');
+  }
+
+  /** A row from Redis: the row, null for a deletion, or undefined when it does not open with this secret (logged, skipped). */
+  private openRow(table: string, pk: string, sealed: string, where: string): Row | null | undefined {
+    const text = this.d.keys.open(sealed, rowContext(table, pk));
+    if (text === null) {
+      this.counters.rejected++;
+      this.d.log.warn({ table, pk, where }, 'cluster: configuration value does not open with this CLUSTER_SECRET (another secret, or altered in Redis); skipped');
+      return undefined;
+    }
+    return JSON.parse(text) as Row | null;
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    if (this.publishTimer) clearInterval(this.publishTimer);
+    this.timer = this.publishTimer = null;
   }
 
   /** First node of an empty cluster seeds it with its configuration; later nodes adopt the cluster's. */
@@ -111,8 +154,10 @@ export class ConfigSync {
           tablesTouched.add(t.name);
           if (t.name === 'instances') instanceIds.add(String(r.id));
         }
-        for (const [pk, row] of snap) {
-          this.applyRow(t, pk, JSON.parse(row) as Row);
+        for (const [pk, sealed] of snap) {
+          const row = this.openRow(t.name, pk, sealed, `cfg:snap:${t.name}`);
+          if (!row) continue;
+          this.applyRow(t, pk, row);
           tablesTouched.add(t.name);
           if (t.name === 'instances') instanceIds.add(JSON.parse(pk)[0]);
         }
@@ -123,13 +168,18 @@ export class ConfigSync {
 
   /** Queues every local configuration row for publishing (an empty cluster takes this node's configuration). */
   private async seed(): Promise<void> {
-    const { db } = this.d;
+    const { db, redis, prefix, keys } = this.d;
     for (const t of this.tables) {
       for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
         db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(t.name, JSON.stringify(t.pk.map((c) => r[c])));
       }
     }
     await this.publish();
+    // Seeded also when this node had nothing to publish (an empty configuration is one too), so
+    // the secret's fingerprint is there for the next node to check; not while rows still wait.
+    if (!db.query('SELECT 1 FROM temp.cluster_changes LIMIT 1').get()) {
+      await redis.set(`${prefix}cfg:seeded`, keys.fingerprint, 'NX').catch(() => {});
+    }
   }
 
   private withApply(fn: () => void): void {
@@ -185,12 +235,9 @@ export class ConfigSync {
         const r = db.query<Row, never[]>(`SELECT * FROM ${t.name} WHERE ${t.pk.map((k) => `${k} = ?`).join(' AND ')}`).get(...(pk as never[]));
         const skip = t.name === 'api_keys' && r?.is_bootstrap === 1;
         if (!skip) {
-          let body = '';
-          if (r) {
-            for (const l of t.local) delete r[l];
-            body = JSON.stringify(r);
-          }
-          await redis.eval(CONFIG_PUT, 0, prefix, node, t.name, c.pk, body);
+          if (r) for (const l of t.local) delete r[l];
+          const sealed = this.d.keys.seal(JSON.stringify(r ?? null), rowContext(t.name, c.pk));
+          await redis.eval(CONFIG_PUT, 0, prefix, node, t.name, c.pk, sealed, r ? '' : '1', this.d.keys.fingerprint);
           this.counters.published++;
         }
         db.query('DELETE FROM temp.cluster_changes WHERE n = ?').run(c.n);
@@ -230,13 +277,15 @@ export class ConfigSync {
         const tablesTouched = new Set<string>();
         const instanceIds = new Set<string>();
         this.withApply(() => {
-          for (const [, fields] of entries) {
+          for (const [id, fields] of entries) {
             const f: Record<string, string> = {};
             for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
             if (f.node === node) continue;
             const t = this.tables.find((x) => x.name === f.tbl);
             if (!t) continue;
-            this.applyRow(t, f.pk, f.row === '' ? null : (JSON.parse(f.row) as Row));
+            const row = this.openRow(t.name, f.pk, f.row ?? '', `cfg:log ${id}`);
+            if (row === undefined) continue;
+            this.applyRow(t, f.pk, row);
             this.counters.applied++;
             tablesTouched.add(t.name);
             if (t.name === 'instances') instanceIds.add(JSON.parse(f.pk)[0]);
@@ -251,4 +300,9 @@ export class ConfigSync {
       this.applying = false;
     }
   }
+}
+
+/** What a sealed row is bound to: moved to another table or primary key, it does not open. */
+export function rowContext(table: string, pk: string): string {
+  return `cfg\n${table}\n${pk}`;
 }

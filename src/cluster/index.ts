@@ -28,7 +28,11 @@
 //   Entries are ingested one shard at a time; a passing failure (inbox overloaded, disk) retries
 //   that shard only. An entry that can never be ingested (malformed, or for an instance still
 //   unknown after a configuration pull and a 10 s grace for configuration lag) is dead-lettered:
-//   logged, kept in the bounded list `deadletter` and XDEL'd under the epoch check. Deleting an
+//   logged, kept in the bounded list `deadletter` and XDEL'd under the epoch check. A record keeps
+//   the entry sealed with the cluster secret (it may carry message text and tokens); admins list
+//   (masked), replay or delete records through /api/v2/cluster/dead-letters. A replay takes the
+//   record out of the list and appends the entry again to the stream of its instance's shard in one
+//   call; the owner then reads it like any new entry (and commits it under its epoch). Deleting an
 //   instance removes its entries from the stream (its local rows go with the instance).
 //   Documented duplicate point: a reply sent by an owner that dies (or is fenced) before its XDEL
 //   commits is sent again by the next owner (same as the outbox point in embedded mode).
@@ -61,8 +65,12 @@
 // - WhatsApp (Baileys) login state (whatsapp_auth) is replicated like configuration: only the
 //   shard owner writes it, and the next owner reopens the same linked session after a failover.
 //   A write still in flight when the owner dies may be missing on the next owner (last writer
-//   wins per row); Baileys then renegotiates that key. Like the rest of the configuration it sits
-//   in Redis in plain text: protect Redis.
+//   wins per row); Baileys then renegotiates that key.
+// - Secrets: CLUSTER_SECRET (required in cluster mode, the same on every node) never goes to
+//   Redis. Keys derived from it (crypto.ts) seal every configuration row and dead-letter record in
+//   Redis and sign peer requests; its fingerprint in Redis makes a node with another secret fail
+//   its start. Messages in flight (stream entries) are not sealed: they carry message text (and, for a
+//   Discord /ask, its short-lived interaction token) but no configuration.
 // - Metrics: switchboard_cluster_lease_renew_seconds (histogram), switchboard_cluster_owned_shards,
 //   switchboard_cluster_live_nodes.
 import Redis from 'ioredis';
@@ -72,11 +80,11 @@ import type { ChannelAdapter, InboundMessage } from '../channels/types.ts';
 import { ChannelError } from '../channels/types.ts';
 import { ApiError } from '../api/errors.ts';
 import { conversationIdFor, TERMINAL, type IngestOutcome, type InboxRow } from '../services/inbox.ts';
-import { constantTimeEqual, isoNow, newId, randomToken } from '../services/ids.ts';
-import { createHmac } from 'node:crypto';
+import { isoNow, maskSecret, newId } from '../services/ids.ts';
 import { ConfigSync } from './config-sync.ts';
+import { ClusterKeys } from './crypto.ts';
 import { LiveRelay } from './live.ts';
-import { ACK, ACQUIRE, APPEND, DEAD_LETTER, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
+import { ACK, ACQUIRE, APPEND, DEAD_LETTER, DEAD_LETTER_REPLAY, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
 import { RedisRateLimiter } from './rate-limit.ts';
 import { desiredShards, shardOf } from './shards.ts';
 import { limitsFromSettings } from '../services/rate-limit.ts';
@@ -85,7 +93,7 @@ import type { Timer } from '../../actors/runtime/clock.ts';
 
 /** Marks a request one node passed to another, so the receiver answers from its own data only. */
 export const FORWARDED_HEADER = 'x-switchboard-forwarded-by';
-/** HMAC of a peer request with the cluster's shared secret: lets a node recognise its peers' requests. */
+/** HMAC of a peer request with a key derived from CLUSTER_SECRET: lets a node recognise its peers' requests. */
 export const PEER_SIGNATURE_HEADER = 'x-switchboard-peer-signature';
 
 export interface ClusterOptions {
@@ -98,6 +106,8 @@ export interface ClusterOptions {
   dedupeTtlMs: number;
   /** This node's base URL for the other nodes (null: http://host:port once the server listens). */
   advertiseUrl?: string | null;
+  /** CLUSTER_SECRET: the same on every node; keys for what is sealed in Redis and for peer requests. */
+  secret: string;
 }
 
 interface Owned {
@@ -160,6 +170,7 @@ export class Cluster {
   private pendingAckIds = 0;
   private config: ConfigSync;
   private relay: LiveRelay;
+  private keys: ClusterKeys;
   readonly counters = { acquired: 0, released: 0, fenced: 0, fencedWrites: 0, appended: 0, duplicates: 0, consumed: 0, acked: 0, handedOffRows: 0, blockedSends: 0, deadLettered: 0, ingestRetries: 0, droppedForDeletedInstance: 0 };
   private readonly renewMs: number;
   private readonly marginMs: number;
@@ -177,8 +188,9 @@ export class Cluster {
     this.sub = new Redis(o.redisUrl, { ...base, connectionName: `sb-sub-${this.node}` });
     this.reader = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: null, connectionName: `sb-reader-${this.node}` });
     for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.on('error', () => {});
+    this.keys = new ClusterKeys(o.secret);
     this.config = new ConfigSync({
-      db: gw.db, redis: this.cmd, prefix: o.prefix, node: this.node, log: gw.log,
+      db: gw.db, redis: this.cmd, prefix: o.prefix, node: this.node, log: gw.log, keys: this.keys,
       applied: (tables, instanceIds) => this.configApplied(tables, instanceIds),
     });
     this.relay = new LiveRelay(gw.pipeline.hub, this.cmd, `${o.prefix}live`, this.node);
@@ -259,34 +271,33 @@ export class Cluster {
     });
   }
 
-  /** Shared by every node through Redis; signs requests one node sends another (see verifyPeer). */
-  private peerSecret: string | null = null;
-
   /** Headers for a request to a peer: who forwards it, and a signature the peer can check. */
   peerHeaders(method: string, pathAndQuery: string): Record<string, string> {
-    const headers: Record<string, string> = { [FORWARDED_HEADER]: this.node };
-    if (this.peerSecret) {
-      const ts = String(Date.now());
-      headers[PEER_SIGNATURE_HEADER] = `${ts}.${createHmac('sha256', this.peerSecret).update(`${ts}\n${method}\n${pathAndQuery}`).digest('hex')}`;
-    }
-    return headers;
+    return { [FORWARDED_HEADER]: this.node, [PEER_SIGNATURE_HEADER]: this.keys.signPeer(method, pathAndQuery) };
   }
 
-  /** True for a request signed by a peer node within the last 30 s (the forwarded-by header alone proves nothing). */
+  /** True for a request signed by a node with the same CLUSTER_SECRET within the last 30 s (the forwarded-by header alone proves nothing). */
   verifyPeer(request: Request): boolean {
     const sig = request.headers.get(PEER_SIGNATURE_HEADER);
-    if (!sig || !this.peerSecret) return false;
-    const [ts, mac] = sig.split('.');
-    if (!ts || !mac || Math.abs(Date.now() - Number(ts)) > 30_000) return false;
+    if (!sig) return false;
     const u = new URL(request.url);
-    const expected = createHmac('sha256', this.peerSecret).update(`${ts}\n${request.method}\n${u.pathname}${u.search}`).digest('hex');
-    return constantTimeEqual(mac, expected);
+    return this.keys.verifyPeer(sig, request.method, u.pathname + u.search);
   }
 
   async start(): Promise<void> {
     await Promise.all([this.lease.connect(), this.cmd.connect(), this.sub.connect(), this.reader.connect(), this.rateLimiter.connect()]);
-    await this.cmd.set(this.k('peer-secret'), randomToken(32), 'NX');
-    this.peerSecret = await this.cmd.get(this.k('peer-secret'));
+    const found = await this.config.checkSecret().catch((err: unknown) => {
+      // Another secret: nothing was touched; leave no connection behind.
+      for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.disconnect();
+      this.rateLimiter.close();
+      throw err;
+    });
+    if (found === 'legacy') {
+      await this.config.dropLegacy();
+      await this.sealLegacyDeadLetters();
+    }
+    // Older versions kept the peer-request secret in Redis, where any reader could sign with it.
+    await this.cmd.del(this.k('peer-secret'));
     this.gw.rateLimiter = this.rateLimiter;
     const p = this.gw.pipeline;
     p.owns = { conversation: (id) => this.ownsConversation(id), instance: (id) => this.ownsInstance(id) };
@@ -474,12 +485,7 @@ export class Cluster {
     const traceId = newId();
     const shard = this.shardOfInstance(msg.instanceId);
     const payload = JSON.stringify({ ...msg, extra: { ...(msg.extra ?? {}), clusterTraceId: traceId } });
-    let res: [number, string];
-    try {
-      res = (await this.cmd.eval(APPEND, 0, this.o.prefix, shard, `${msg.instanceId}:${msg.providerMessageId}`, traceId, this.o.dedupeTtlMs, payload, kind)) as [number, string];
-    } catch (err) {
-      throw new ApiError('UNAVAILABLE', 'Cluster store unavailable; retry later', { reason: String((err as Error).message ?? err) }, { 'retry-after': '2' });
-    }
+    const res = (await this.store(() => this.cmd.eval(APPEND, 0, this.o.prefix, shard, `${msg.instanceId}:${msg.providerMessageId}`, traceId, this.o.dedupeTtlMs, payload, kind))) as [number, string];
     const conversationId = conversationIdFor(msg.instanceId, msg.chat);
     if (res[0] === 1) {
       this.counters.appended++;
@@ -696,11 +702,11 @@ export class Cluster {
     }
   }
 
-  /** Logs, keeps a record in `<prefix>deadletter` (bounded) and deletes the entry, epoch-checked. */
+  /** Logs, keeps a record in `<prefix>deadletter` (bounded; the entry sealed) and deletes the entry, epoch-checked. */
   private async deadLetter(shard: number, id: string, fields: string[], reason: string): Promise<boolean> {
     const epoch = this.owned.get(shard)?.epoch;
     if (epoch === undefined) return false;
-    const record = JSON.stringify({ shard, id, reason, node: this.node, at: isoNow(), fields });
+    const record = JSON.stringify(this.deadLetterRecord(shard, id, fields, reason, this.node, isoNow()));
     const ok = (await this.cmd.eval(DEAD_LETTER, 0, this.o.prefix, this.node, shard, epoch, id, record, DEAD_LETTER_KEEP)) as number;
     if (ok !== 1) {
       this.counters.fencedWrites++;
@@ -812,6 +818,92 @@ export class Cluster {
         void gw.pipeline.stopInstance(id, 'deleted');
         void this.dropEntriesOf(id).catch((err) => gw.log.warn({ err: String(err) }, 'cluster: removing a deleted instance\'s entries failed'));
       }
+    }
+  }
+
+  // ------------------------------------------------------------------ dead letters (admin API)
+
+  private deadLetterRecord(shard: number, entryId: string, fields: string[], reason: string, node: string, at: string): DeadLetterRecord {
+    const id = newId();
+    return { id, shard, entryId, reason, node, at, sealed: this.keys.seal(JSON.stringify(fields), deadLetterContext(id)) };
+  }
+
+  /** Records of an older version hold the entry in plain text: sealed in place (no node of that version runs any more). */
+  private async sealLegacyDeadLetters(): Promise<void> {
+    const key = this.k('deadletter');
+    const raw = await this.cmd.lrange(key, 0, -1);
+    let changed = 0;
+    const records = raw.map((r) => {
+      const v = parseRecord(r);
+      if (!v || isSealed(v) || !Array.isArray(v.fields)) return r;
+      changed++;
+      return JSON.stringify(this.deadLetterRecord(Number(v.shard), String(v.id), v.fields.map(String), String(v.reason), String(v.node), String(v.at)));
+    });
+    if (changed) await this.cmd.multi().del(key).rpush(key, ...records).exec();
+  }
+
+  /** Every record, newest first (the list is bounded, so it is read whole). Messages are shown with their secrets masked. */
+  async deadLetters(): Promise<DeadLetterView[]> {
+    const raw = await this.store(() => this.cmd.lrange(this.k('deadletter'), 0, -1));
+    const views: DeadLetterView[] = [];
+    for (const r of raw) {
+      const rec = parseRecord(r);
+      if (isSealed(rec)) views.push(this.deadLetterView(rec));
+    }
+    return views.sort((a, b) => (a.at === b.at ? (a.id < b.id ? 1 : -1) : a.at < b.at ? 1 : -1));
+  }
+
+  /** Takes the record out of the list and appends its entry to the stream of its instance's shard again (one call). */
+  async replayDeadLetter(id: string): Promise<{ id: string; shard: number; entryId: string }> {
+    const { raw, record } = await this.findDeadLetter(id);
+    const view = this.deadLetterView(record);
+    if (!view.replayable) throw new ApiError('CONFLICT', `This dead letter cannot be replayed: ${view.problem}`, { id });
+    const fields = this.openDeadLetter(record)!;
+    const instanceId = String(view.message!.instanceId);
+    const shard = this.shardOfInstance(instanceId);
+    const entryId = await this.store(() => this.cmd.eval(DEAD_LETTER_REPLAY, 0, this.o.prefix, raw, shard, ...fields)) as string | number;
+    if (entryId === 0) throw new ApiError('NOT_FOUND', 'Dead letter not found (already replayed or deleted)', { id });
+    this.gw.log.info({ node: this.node, deadLetter: id, shard, entry: entryId }, 'cluster: dead letter replayed');
+    return { id, shard, entryId: String(entryId) };
+  }
+
+  async deleteDeadLetter(id: string): Promise<void> {
+    const { raw } = await this.findDeadLetter(id);
+    if ((await this.store(() => this.cmd.lrem(this.k('deadletter'), 1, raw))) === 0) throw new ApiError('NOT_FOUND', 'Dead letter not found (already replayed or deleted)', { id });
+  }
+
+  private async findDeadLetter(id: string): Promise<{ raw: string; record: DeadLetterRecord }> {
+    for (const raw of await this.store(() => this.cmd.lrange(this.k('deadletter'), 0, -1))) {
+      const rec = parseRecord(raw);
+      if (isSealed(rec) && rec.id === id) return { raw, record: rec };
+    }
+    throw new ApiError('NOT_FOUND', 'Dead letter not found', { id });
+  }
+
+  private openDeadLetter(rec: DeadLetterRecord): string[] | null {
+    const text = this.keys.open(rec.sealed, deadLetterContext(rec.id));
+    const fields = text === null ? null : (JSON.parse(text) as unknown);
+    return Array.isArray(fields) ? fields.map(String) : null;
+  }
+
+  private deadLetterView(rec: DeadLetterRecord): DeadLetterView {
+    const base = { id: rec.id, shard: rec.shard, entryId: rec.entryId, reason: rec.reason, node: rec.node, at: rec.at };
+    const fields = this.openDeadLetter(rec);
+    if (!fields) return { ...base, kind: null, message: null, replayable: false, problem: 'the record does not open with this node\'s CLUSTER_SECRET' };
+    const parsed = parseEntry(rec.entryId, fields);
+    if (typeof parsed === 'string') return { ...base, kind: null, message: null, replayable: false, problem: parsed };
+    const message = masked(parsed.msg) as Record<string, unknown>;
+    // Replayed for an instance still unknown, it would only wait out the grace and come back here.
+    if (!this.gw.instances.get(parsed.msg.instanceId)) return { ...base, kind: parsed.kind, message, replayable: false, problem: `instance ${parsed.msg.instanceId} is unknown; create it first` };
+    return { ...base, kind: parsed.kind, message, replayable: true, problem: null };
+  }
+
+  /** A Redis call for an API request: unavailable Redis → 503 in the error envelope. */
+  private async store<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      throw new ApiError('UNAVAILABLE', 'Cluster store unavailable; retry later', { reason: String((err as Error).message ?? err) }, { 'retry-after': '2' });
     }
   }
 
@@ -929,7 +1021,7 @@ export class Cluster {
         return { id, self: id === this.node, info: i >= 0 && infos[i] ? (JSON.parse(infos[i]!) as Record<string, unknown>) : null, shards: byNode.get(id) ?? [] };
       }),
       unowned,
-      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
+      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, configRejected: this.config.counters.rejected, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
     };
   }
 
@@ -981,6 +1073,62 @@ const INGEST_RETRY_MS = 500;
 const UNKNOWN_INSTANCE_GRACE_MS = 10_000;
 /** Records kept in `<prefix>deadletter`. */
 const DEAD_LETTER_KEEP = 1000;
+
+/** A stream entry that could not be handled, as kept in `<prefix>deadletter`: the entry itself only sealed. */
+interface DeadLetterRecord {
+  /** Unique (entry ids repeat across shards). */
+  id: string;
+  shard: number;
+  entryId: string;
+  reason: string;
+  node: string;
+  at: string;
+  /** The entry's fields (JSON), sealed with the cluster secret. */
+  sealed: string;
+}
+
+export interface DeadLetterView {
+  id: string;
+  shard: number;
+  entryId: string;
+  reason: string;
+  node: string;
+  at: string;
+  kind: 'inbound' | 'send' | null;
+  /** The message with tokens, keys and inline media masked; null when it is not one. */
+  message: Record<string, unknown> | null;
+  replayable: boolean;
+  /** Why it cannot be replayed. */
+  problem: string | null;
+}
+
+function deadLetterContext(id: string): string {
+  return `deadletter\n${id}`;
+}
+
+/** A list value: a record, or one of an older version (entry `fields` in plain text, `id` = entry id). */
+function parseRecord(raw: string): (Partial<DeadLetterRecord> & { fields?: unknown }) | null {
+  try {
+    const v = JSON.parse(raw) as unknown;
+    return v && typeof v === 'object' ? (v as Partial<DeadLetterRecord>) : null;
+  } catch {
+    return null;
+  }
+}
+
+function isSealed(r: Partial<DeadLetterRecord> | null): r is DeadLetterRecord {
+  return typeof r?.sealed === 'string' && typeof r.id === 'string';
+}
+
+/** Field names whose values a dead-letter view never shows in full (e.g. a Discord interaction token, inline media). */
+const SECRET_FIELD = /token|secret|password|authorization|cookie|api_?key|signature|base64/i;
+
+function masked(v: unknown, key = ''): unknown {
+  if (SECRET_FIELD.test(key) && v !== null && v !== undefined) return typeof v === 'string' ? maskSecret(v) : '****';
+  if (Array.isArray(v)) return v.map((x) => masked(x));
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, masked(x, k)]));
+  return v;
+}
 
 /** A stream entry as the message it carries, or why it cannot be one. */
 function parseEntry(id: string, fields: string[]): { msg: InboundMessage; kind: 'inbound' | 'send' } | string {
@@ -1044,6 +1192,7 @@ export async function startCluster(gw: Gateway): Promise<Cluster> {
     leaseMs: c.cluster.leaseMs,
     dedupeTtlMs: 7 * 86_400_000,
     advertiseUrl: c.cluster.advertiseUrl,
+    secret: c.cluster.secret!,
   });
   await cluster.start();
   gw.onClose(() => cluster.stop());

@@ -112,14 +112,24 @@ for _, n in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
 end
 return live`;
 
-/** Configuration change, replicated to every node. ARGV: prefix, node, table, pk, row ('' = deleted). */
+/** Configuration change, replicated to every node. ARGV: prefix, node, table, pk, sealed row
+ *  (sealed even for a deletion, so a deletion is authenticated too), '1' when deleted, fingerprint of
+ *  the cluster secret (cfg:seeded: nodes with another secret are refused at start). */
 export const CONFIG_PUT = `
 local p = ARGV[1]
 local id = redis.call('XADD', p .. 'cfg:log', 'MAXLEN', '~', 10000, '*', 'node', ARGV[2], 'tbl', ARGV[3], 'pk', ARGV[4], 'row', ARGV[5])
-if ARGV[5] == '' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[3], ARGV[4]) else redis.call('HSET', p .. 'cfg:snap:' .. ARGV[3], ARGV[4], ARGV[5]) end
-redis.call('SET', p .. 'cfg:seeded', '1')
+if ARGV[6] == '1' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[3], ARGV[4]) else redis.call('HSET', p .. 'cfg:snap:' .. ARGV[3], ARGV[4], ARGV[5]) end
+redis.call('SET', p .. 'cfg:seeded', ARGV[7])
 redis.call('PUBLISH', p .. 'cfg', id)
 return id`;
+
+/** Replay of a dead-lettered stream entry: the record leaves the list and the entry is appended again
+ *  to its shard's stream, in one call (two replays of one record cannot both append).
+ *  ARGV: prefix, record (exact list value), shard, field1, value1, ... → new entry id / 0 (record gone). */
+export const DEAD_LETTER_REPLAY = `
+local p = ARGV[1]
+if redis.call('LREM', p .. 'deadletter', 1, ARGV[2]) == 0 then return 0 end
+return redis.call('XADD', p .. 'stream:' .. ARGV[3], '*', unpack(ARGV, 4))`;
 
 /** Shared token bucket per (class, key); Redis time, so every node refills alike.
  *  ARGV: key, limit, windowMs → {allowed 1/0, remaining tokens (floor), ms until a token / until full}. */

@@ -1,0 +1,124 @@
+// Cluster dead letters (/api/v2/cluster/dead-letters): stream entries no node could hand to a
+// conversation are listed with their secrets masked (and kept sealed in Redis), replayed to their
+// shard's owner once their instance is known, or deleted; unknown ids get the error envelope.
+// One gateway in this process owns every shard of its cluster on the local redis-server.
+import { afterAll, beforeAll, expect, test } from 'bun:test';
+import Redis from 'ioredis';
+import { rowContext } from '../src/cluster/config-sync.ts';
+import { ClusterKeys } from '../src/cluster/crypto.ts';
+import { CONFIG_PUT } from '../src/cluster/lua.ts';
+import { shardOf } from '../src/cluster/shards.ts';
+import { CLUSTER_SECRET, dropKeys, dumpKeys, REDIS_URL, until } from './cluster-nodes.ts';
+import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
+import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { createTestGateway } from './helpers.ts';
+
+const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
+const INTERACTION_TOKEN = 'interaction-token-must-stay-hidden-4f2e';
+const redis = new Redis(REDIS_URL);
+const owner = createTestGateway({ REDIS_URL, CLUSTER_SECRET, CLUSTER_KEY_PREFIX: prefix, CLUSTER_NODE_ID: 'dl-owner', CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500' });
+/** Where the instance is created first: its configuration reaches the cluster only later (simulated lag). */
+const elsewhere = createTestGateway();
+let agent: FakeAgent;
+let evo: FakeEvolution;
+
+beforeAll(async () => {
+  agent = startFakeAgent({ protocol: 'json' });
+  evo = await startFakeEvolution();
+  await owner.gw.start();
+  await until(async () => (await owner.call('GET', '/api/v2/cluster')).body.data.unowned.length === 0, 5000, 'every shard owned');
+});
+afterAll(async () => {
+  await owner.close();
+  await elsewhere.close();
+  await agent.stop();
+  await evo.stop();
+  await dropKeys(prefix);
+  redis.disconnect();
+});
+
+const list = async (q = '') => (await owner.call('GET', `/api/v2/cluster/dead-letters${q}`)).body;
+
+test('dead letters: listed masked (sealed in Redis), replayed once their instance is known, deleted; unknown ids get the error envelope', async () => {
+  const created = await elsewhere.call('POST', '/api/v1/instances', { name: 'late', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+  expect(created.status).toBe(201);
+  const row = elsewhere.gw.db.query<Record<string, unknown>, []>("SELECT * FROM instances WHERE name = 'late'").get()!;
+  const instanceId = String(row.id);
+  const jid = '15551234567@s.whatsapp.net';
+  const msg = {
+    instanceId, providerMessageId: 'late-1', chat: { chatId: jid, kind: 'direct' }, sender: { id: jid }, text: 'hello late', contentType: 'text', timestamp: Date.now(),
+    extra: { remoteJid: jid, interaction: { id: 'i-1', token: INTERACTION_TOKEN, applicationId: 'app' } },
+  };
+  // Old entry ids: past the wait for configuration, so they are dead-lettered at once.
+  const old = Date.now() - 60_000;
+  await redis.xadd(`${prefix}stream:${shardOf(instanceId, 4)}`, `${old}-1`, 'm', JSON.stringify(msg), 'k', 'inbound');
+  await redis.xadd(`${prefix}stream:0`, `${old}-2`, 'm', '{not json', 'k', 'inbound');
+  await until(async () => (await list()).meta.total === 2, 5000, 'two dead letters');
+
+  // Newest first, one per page.
+  const first = await list('?limit=1');
+  expect(first.items).toHaveLength(1);
+  expect(first.meta.hasMore).toBe(true);
+  const second = await list(`?limit=1&cursor=${first.meta.cursor}`);
+  expect(second.items).toHaveLength(1);
+  expect(second.meta.hasMore).toBe(false);
+  const items = [...first.items, ...second.items];
+  expect(new Set(items.map((d: any) => d.id)).size).toBe(2);
+  const late = items.find((d: any) => d.entryId === `${old}-1`);
+  const garbage = items.find((d: any) => d.entryId === `${old}-2`);
+  expect(late).toMatchObject({ shard: shardOf(instanceId, 4), node: 'dl-owner', kind: 'inbound', replayable: false });
+  expect(late.reason).toContain(`instance ${instanceId} unknown`);
+  expect(late.problem).toContain('unknown');
+  expect(late.message.text).toBe('hello late');
+  expect(late.message.extra.interaction.token).toBe(`****${INTERACTION_TOKEN.slice(-4)}`);
+  expect(garbage).toMatchObject({ shard: 0, kind: null, message: null, replayable: false });
+  expect(garbage.reason).toContain('not JSON');
+  // The entries left the streams; their records keep them sealed.
+  const dump = await dumpKeys(prefix);
+  expect(dump).toContain(`${prefix}deadletter`);
+  expect(dump).not.toContain(INTERACTION_TOKEN);
+  expect(dump).not.toContain('hello late');
+
+  // Not replayable while its instance is unknown: 409, nothing changes.
+  const early = await owner.call('POST', `/api/v2/cluster/dead-letters/${late.id}/replay`);
+  expect(early.status).toBe(409);
+  expect(early.body.error.code).toBe('CONFLICT');
+  expect((await list()).meta.total).toBe(2);
+
+  // The instance's configuration arrives (published by another node), then the replay is answered.
+  const keys = new ClusterKeys(CLUSTER_SECRET);
+  const pk = JSON.stringify([instanceId]);
+  await redis.eval(CONFIG_PUT, 0, prefix, 'dl-other', 'instances', pk, keys.seal(JSON.stringify(row), rowContext('instances', pk)), '', keys.fingerprint);
+  await until(() => owner.gw.instances.get(instanceId) !== null, 3000, 'instance known');
+  expect((await list()).items.find((d: any) => d.id === late.id).replayable).toBe(true);
+  const replayed = await owner.call('POST', `/api/v2/cluster/dead-letters/${late.id}/replay`);
+  expect(replayed.status).toBe(200);
+  expect(replayed.body.data).toMatchObject({ id: late.id, shard: shardOf(instanceId, 4) });
+  expect(replayed.body.data.entryId).not.toBe(`${old}-1`);
+  await until(() => evo.sent.length === 1, 5000, 'reply to the replayed message');
+  expect(evo.sent[0].text).toBe('echo: hello late');
+  expect((await list()).items.map((d: any) => d.id)).toEqual([garbage.id]);
+  const again = await owner.call('POST', `/api/v2/cluster/dead-letters/${late.id}/replay`);
+  expect(again.status).toBe(404);
+  expect(again.body.error.code).toBe('NOT_FOUND');
+
+  // What is not a message cannot be replayed; it can be deleted, once.
+  const bad = await owner.call('POST', `/api/v2/cluster/dead-letters/${garbage.id}/replay`);
+  expect(bad.status).toBe(409);
+  expect(bad.body.error.message).toContain('not JSON');
+  expect((await owner.call('DELETE', `/api/v2/cluster/dead-letters/${garbage.id}`)).body).toEqual({ success: true });
+  const gone = await owner.call('DELETE', `/api/v2/cluster/dead-letters/${garbage.id}`);
+  expect(gone.status).toBe(404);
+  expect(gone.body.error.code).toBe('NOT_FOUND');
+  expect((await list()).meta.total).toBe(0);
+  await Bun.sleep(300);
+  expect(evo.sent).toHaveLength(1); // answered once
+});
+
+test('cluster dead letters are for admin keys only', async () => {
+  const key = (await owner.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read', 'messages:send'] })).body.data.key as string;
+  for (const [method, path] of [['GET', '/api/v2/cluster/dead-letters'], ['POST', '/api/v2/cluster/dead-letters/x/replay'], ['DELETE', '/api/v2/cluster/dead-letters/x']]) {
+    const res = await owner.call(method, path, undefined, { 'x-api-key': key });
+    expect({ path, method, status: res.status, code: res.body.error.code }).toEqual({ path, method, status: 403, code: 'FORBIDDEN' });
+  }
+});

@@ -1,0 +1,179 @@
+// CLUSTER_SECRET: the configuration kept in Redis is sealed (no secret of it can be read there) and
+// still replicates within a second; a node with another secret is refused at start (one line from
+// a node process); a value sealed with another secret, or altered in Redis, is skipped and logged
+// without its content; peer requests signed with another secret are not taken for a peer's; the
+// plain-text configuration of an older version is replaced at start. Gateways in this process on
+// the local redis-server (plus one node process), each with its own database.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import Redis from 'ioredis';
+import { ClusterKeys } from '../src/cluster/crypto.ts';
+import { rowContext } from '../src/cluster/config-sync.ts';
+import { PEER_SIGNATURE_HEADER } from '../src/cluster/index.ts';
+import { useSqliteAuthState, hasStoredAuth } from '../src/channels/whatsapp/auth-state.ts';
+import { ConfigError } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { CLUSTER_SECRET, clusterHarness, dropKeys, dumpKeys, REDIS_URL, until } from './cluster-nodes.ts';
+import { createTestGateway } from './helpers.ts';
+
+const OTHER_SECRET = 'another-cluster-secret-abcdefghijklmnop';
+const EVOLUTION_KEY = 'evo-key-must-not-reach-redis-7f3a9c';
+const AGENT_KEY = 'agent-key-must-not-reach-redis-51d2e8';
+
+const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
+const redis = new Redis(REDIS_URL);
+
+/** An in-process cluster node whose log lines are kept. */
+function node(id: string, secret = CLUSTER_SECRET, keyPrefix = prefix) {
+  const logs: string[] = [];
+  const log = createLogger('info', { destination: { write: (line: string) => void logs.push(line) } });
+  const t = createTestGateway({ REDIS_URL, CLUSTER_SECRET: secret, CLUSTER_KEY_PREFIX: keyPrefix, CLUSTER_NODE_ID: id, CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500' }, { log });
+  return { ...t, logs };
+}
+
+const a = node('sec-a');
+const b = node('sec-b');
+
+beforeAll(async () => {
+  await Promise.all([a.gw.start(), b.gw.start()]);
+});
+afterAll(async () => {
+  await a.close();
+  await b.close();
+  await dropKeys(prefix);
+  redis.disconnect();
+});
+
+describe('configuration sealed in Redis', () => {
+  let instanceId = '';
+
+  test('instances, keys and WhatsApp login state replicate within a second; none of their secrets is readable in Redis', async () => {
+    const created = await a.call('POST', '/api/v1/instances', { name: 'evo', evolution_url: 'http://127.0.0.1:9', evolution_key: EVOLUTION_KEY, agent_api_url: 'http://127.0.0.1:9', agent_api_key: AGENT_KEY });
+    expect(created.status).toBe(201);
+    instanceId = (await a.call('GET', '/api/v2/instances/evo')).body.data.id;
+    await until(() => b.gw.instances.get(instanceId)?.config.evolution_key === EVOLUTION_KEY, 1000, 'instance on the other node');
+
+    const key = await a.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] });
+    expect(key.status).toBe(201);
+    const plainKey: string = key.body.data.key;
+    await until(async () => (await b.call('GET', '/api/v2/traces', undefined, { 'x-api-key': plainKey })).status === 200, 1000, 'key usable on the other node');
+
+    const wa = await a.call('POST', '/api/v2/instances', { name: 'wa', channel: 'whatsapp-baileys', isActive: false });
+    expect(wa.status).toBe(201);
+    const waId: string = wa.body.data.id;
+    await until(() => b.gw.instances.get(waId) !== null, 1000, 'WhatsApp instance on the other node');
+    const auth = useSqliteAuthState(a.gw.db, waId);
+    auth.saveCreds();
+    await until(() => hasStoredAuth(b.gw.db, waId), 1000, 'login state on the other node');
+    const creds = auth.state.creds;
+
+    const secrets = {
+      evolutionKey: EVOLUTION_KEY,
+      agentKey: AGENT_KEY,
+      apiKey: plainKey,
+      apiKeyHash: a.gw.db.query<{ key_hash: string }, [string]>('SELECT key_hash FROM api_keys WHERE id = ?').get(key.body.data.id)!.key_hash,
+      webhookSecret: a.gw.db.query<{ webhook_secret: string }, [string]>('SELECT webhook_secret FROM instances WHERE id = ?').get(instanceId)!.webhook_secret,
+      advSecretKey: creds.advSecretKey,
+      noiseKeyPrivate: Buffer.from(creds.noiseKey.private).toString('base64'),
+      clusterSecret: CLUSTER_SECRET,
+    };
+    const dump = await dumpKeys(prefix);
+    expect(dump).toContain(`${prefix}cfg:snap:instances`); // the dump sees the configuration
+    expect(dump).toContain(`${prefix}cfg:snap:whatsapp_auth`);
+    for (const [what, secret] of Object.entries(secrets)) {
+      expect({ what, found: dump.includes(secret) }).toEqual({ what, found: false });
+    }
+    expect(dump).not.toContain(`${prefix}peer-secret`);
+    // Every value of the snapshot and of the log is sealed, deletions included.
+    const snap = await redis.hgetall(`${prefix}cfg:snap:instances`);
+    const rows = (await redis.xrange(`${prefix}cfg:log`, '-', '+')).map(([, f]) => f[f.indexOf('row') + 1]);
+    expect(rows.length).toBeGreaterThan(3);
+    for (const v of [...Object.values(snap), ...rows]) expect(v.startsWith('v1.')).toBe(true);
+  });
+
+  test('a value sealed with another secret, or altered in Redis, is skipped and logged without its content; later changes still apply', async () => {
+    const row = a.gw.db.query<Record<string, unknown>, [string]>('SELECT * FROM instances WHERE id = ?').get(instanceId)!;
+    const pk = JSON.stringify([instanceId]);
+    const forged = { ...row, config_json: JSON.stringify({ ...JSON.parse(String(row.config_json)), evolution_key: 'forged-evolution-key-0001' }) };
+    const foreign = new ClusterKeys(OTHER_SECRET).seal(JSON.stringify(forged), rowContext('instances', pk));
+    const ours = new ClusterKeys(CLUSTER_SECRET).seal(JSON.stringify(forged), rowContext('instances', pk));
+    const altered = ours.slice(0, -6) + (ours.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA');
+    const movedToAnotherRow = new ClusterKeys(CLUSTER_SECRET).seal(JSON.stringify(forged), rowContext('instances', JSON.stringify(['another-id'])));
+    const before = (await a.call('GET', '/api/v2/cluster')).body.data.counters.configRejected as number;
+    for (const sealed of [foreign, altered, movedToAnotherRow]) {
+      await redis.xadd(`${prefix}cfg:log`, '*', 'node', 'intruder', 'tbl', 'instances', 'pk', pk, 'row', sealed);
+    }
+    await redis.publish(`${prefix}cfg`, 'x');
+    await until(async () => (await a.call('GET', '/api/v2/cluster')).body.data.counters.configRejected >= before + 3, 2000, 'rejected on node a');
+    expect(a.gw.instances.get(instanceId)!.config.evolution_key).toBe(EVOLUTION_KEY);
+    const rejected = a.logs.filter((l) => l.includes('does not open with this CLUSTER_SECRET'));
+    expect(rejected.length).toBeGreaterThanOrEqual(3);
+    expect(rejected.join('\n')).toContain(instanceId);
+    expect(a.logs.join('\n')).not.toContain('forged-evolution-key');
+
+    expect((await b.call('PATCH', `/api/v2/instances/${instanceId}`, { agent: { timeoutSeconds: 42 } })).status).toBe(200);
+    await until(() => a.gw.instances.get(instanceId)?.agent.timeoutSeconds === 42, 1000, 'a later change applied');
+  });
+});
+
+describe('another secret', () => {
+  test('a gateway with another secret fails its start with a CLUSTER_SECRET error and never joins', async () => {
+    const c = node('sec-c', OTHER_SECRET);
+    const err = await c.gw.start().then(() => null, (e: unknown) => e);
+    await c.close();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).variable).toBe('CLUSTER_SECRET');
+    expect((err as ConfigError).message).not.toContain(OTHER_SECRET);
+    expect(await redis.smembers(`${prefix}nodes`)).not.toContain('sec-c');
+  });
+
+  test('a node process with another secret exits with one line naming CLUSTER_SECRET', async () => {
+    const h = clusterHarness({ CLUSTER_KEY_PREFIX: prefix, CLUSTER_SECRET: OTHER_SECRET, CLUSTER_SHARDS: '4', LOG_LEVEL: 'warn' });
+    try {
+      const err = await h.start('sec-proc').then(() => null, (e: Error) => e);
+      expect(err).not.toBeNull();
+      const lines = err!.message.split('\n').slice(1).filter((l) => l.trim() !== '');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toStartWith('switchboard: invalid configuration: CLUSTER_SECRET');
+    } finally {
+      await h.cleanup();
+    }
+  }, 15_000);
+
+  test('a peer request signed with another secret is not a peer\'s: it is rate-limited like any caller', async () => {
+    const path = '/api/v2/cluster';
+    const fromPeer = await a.call('GET', path, undefined, b.gw.cluster!.peerHeaders('GET', path));
+    expect(fromPeer.status).toBe(200);
+    expect(fromPeer.headers.get('x-ratelimit-limit')).toBeNull();
+    const forged = await a.call('GET', path, undefined, { 'x-switchboard-forwarded-by': 'sec-b', [PEER_SIGNATURE_HEADER]: new ClusterKeys(OTHER_SECRET).signPeer('GET', path) });
+    expect(forged.status).toBe(200);
+    expect(forged.headers.get('x-ratelimit-limit')).not.toBeNull();
+  });
+});
+
+describe('upgrade from a version without CLUSTER_SECRET', () => {
+  test('plain-text configuration, dead letters and the stored peer secret are replaced at start', async () => {
+    const old = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
+    const token = 'legacy-interaction-token-9a8b7c';
+    const msg = { instanceId: 'gone', providerMessageId: 'p1', chat: { chatId: '1', kind: 'direct' }, sender: { id: 'u1' }, text: 'hi', contentType: 'text', timestamp: 1, extra: { interaction: { id: 'i', token, applicationId: 'app' } } };
+    await redis.set(`${old}cfg:seeded`, '1');
+    await redis.hset(`${old}cfg:snap:instances`, '["legacy"]', JSON.stringify({ id: 'legacy', name: 'legacy', config_json: JSON.stringify({ evolution_key: 'legacy-evolution-key-3c4d' }) }));
+    await redis.set(`${old}peer-secret`, 'legacy-peer-secret-5e6f');
+    await redis.lpush(`${old}deadletter`, JSON.stringify({ shard: 0, id: '5-0', reason: 'instance gone unknown on this node', node: 'old', at: new Date().toISOString(), fields: ['m', JSON.stringify(msg), 'k', 'inbound'] }));
+    const d = node('sec-d', CLUSTER_SECRET, old);
+    try {
+      await d.gw.start();
+      expect(d.gw.instances.get('legacy')).toBeNull();
+      expect(await redis.get(`${old}cfg:seeded`)).toBe(new ClusterKeys(CLUSTER_SECRET).fingerprint);
+      const dump = await dumpKeys(old);
+      for (const secret of ['legacy-evolution-key-3c4d', 'legacy-peer-secret-5e6f', token]) expect(dump).not.toContain(secret);
+      const listed = await d.call('GET', '/api/v2/cluster/dead-letters');
+      expect(listed.status).toBe(200);
+      expect(listed.body.items).toHaveLength(1);
+      expect(listed.body.items[0]).toMatchObject({ entryId: '5-0', shard: 0, reason: 'instance gone unknown on this node', kind: 'inbound' });
+      expect(listed.body.items[0].message.extra.interaction.token).toBe(`****${token.slice(-4)}`);
+    } finally {
+      await d.close();
+      await dropKeys(old);
+    }
+  });
+});
