@@ -247,7 +247,7 @@ export function buildServer(gw: Gateway) {
     .use(sendV1(gw))
     .use(channelsV2(gw))
     .use(aguiRoutes(gw))
-    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => streamPrincipal(gw, key) }))
+    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => streamPrincipal(gw, key), onKeysChanged: (l) => gw.keys.onChange(l) }))
     .use(webConsole(gw));
 
   return app;

@@ -178,3 +178,45 @@ describe('/ws scopes', () => {
     await s.stop();
   });
 });
+
+describe('/ws follows its key', () => {
+  test('revoking, narrowing or an expired key closes the streams opened with it (4401); others stay open', async () => {
+    const s = await serve();
+    const mk = (name: string, extra: Record<string, unknown> = {}) => s.gw.keys.create({ name, scopes: ['messages:read'], ...extra });
+    const revoked = mk('to-revoke');
+    const narrowed = mk('to-narrow');
+    const kept = mk('kept');
+    const open = (key: string) => {
+      const ws = new WebSocket(`${s.base.replace('http', 'ws')}/ws?apiKey=${key}`);
+      const closed = new Promise<{ code: number; reason: string }>((resolve) => (ws.onclose = (e) => resolve({ code: e.code, reason: e.reason })));
+      const opened = new Promise<void>((resolve) => (ws.onopen = () => resolve()));
+      return { ws, closed, opened };
+    };
+    const a = open(revoked.key);
+    const b = open(narrowed.key);
+    const c = open(kept.key);
+    await Promise.all([a.opened, b.opened, c.opened]);
+
+    const res = await s.call('POST', `/api/v2/keys/${revoked.view.id}/revoke`);
+    expect(res.status).toBe(200);
+    expect(await a.closed).toEqual({ code: 4401, reason: 'key revoked, expired or changed' });
+
+    s.gw.keys.update(narrowed.view.id, { instanceIds: [s.instanceId] });
+    expect((await b.closed).code).toBe(4401);
+
+    // Expiry is found by the next check (a key change here; once a minute otherwise).
+    const expiring = mk('expiring', { expiresAt: new Date(Date.now() + 400).toISOString() });
+    const d = open(expiring.key);
+    await d.opened;
+    await Bun.sleep(450);
+    mk('any-change');
+    expect((await d.closed).code).toBe(4401);
+
+    let cClosed = false;
+    void c.closed.then(() => (cClosed = true));
+    await Bun.sleep(50);
+    expect(cClosed).toBe(false); // an unrelated key change leaves it alone
+    c.ws.close(1000);
+    await s.stop();
+  });
+});

@@ -87,6 +87,7 @@ export function toKeyView(r: KeyRow): ApiKeyView {
 
 export class KeyService {
   private byHash = new Map<string, { principal: Principal; expiresAt: number | null; revoked: boolean }>();
+  private changeListeners: Array<() => void> = [];
 
   constructor(private db: Database) {}
 
@@ -103,7 +104,7 @@ export class KeyService {
       )
       .run(id, input.name, sha256(key), key.slice(0, 8), key.slice(-4), JSON.stringify(input.scopes),
         input.instanceIds ? JSON.stringify(input.instanceIds) : null, input.expiresAt ?? null, bootstrapKey ? 1 : 0, isoNow());
-    this.byHash.clear();
+    this.changed();
     return { key, view: this.get(id)! };
   }
 
@@ -128,13 +129,13 @@ export class KeyService {
         patch.expiresAt === undefined ? cur.expiresAt : patch.expiresAt,
         id,
       );
-    this.byHash.clear();
+    this.changed();
     return this.get(id)!;
   }
 
   revoke(id: string): boolean {
     const res = this.db.query('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(isoNow(), id);
-    this.byHash.clear();
+    this.changed();
     return res.changes > 0;
   }
 
@@ -175,7 +176,17 @@ export class KeyService {
 
   /** Drops cached verification results (config change on another node, key update). */
   invalidate(): void {
+    this.changed();
+  }
+
+  /** Called after any key may have changed (here or replicated): holders of open connections re-check their key. */
+  onChange(listener: () => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  private changed(): void {
     this.byHash.clear();
+    for (const l of this.changeListeners) l();
   }
 
   /**

@@ -3,6 +3,10 @@
 // The key comes from the `x-api-key` header or `?apiKey=` (browsers cannot set headers on a
 // WebSocket). A bad key is accepted and then closed with 4401 so the client sees the reason —
 // an HTTP 401 on the upgrade would surface in a browser only as an opaque 1006.
+//
+// An open stream keeps being checked against its key: when any key changes (revoked, deleted,
+// scopes or instances narrowed — here or replicated from another node) and once a minute (expiry),
+// every stream whose key no longer grants what it was opened with is closed with 4401.
 
 import { Elysia } from 'elysia';
 import { WS_CLOSE_UNAUTHORIZED, type StreamHub, type StreamPrincipal, type SubscriberHandle } from './hub.ts';
@@ -11,6 +15,18 @@ export interface WsRoutesDeps {
   hub: StreamHub;
   /** Returns the principal for a key, or null when the key is missing/unknown/revoked. */
   authenticate(key: string | null): StreamPrincipal | null;
+  /** Registers a callback for "some key changed". */
+  onKeysChanged?(listener: () => void): void;
+  /** How often open streams are re-checked without a change (key expiry). */
+  recheckEveryMs?: number;
+}
+
+const RECHECK_EVERY_MS = 60_000;
+
+interface OpenStream {
+  key: string;
+  instanceIds: string;
+  close(): void;
 }
 
 /** The parts of Bun's ServerWebSocket the route uses (ElysiaWS.raw). */
@@ -24,6 +40,33 @@ interface RawSocket {
 export function wsRoutes(deps: WsRoutesDeps) {
   // Elysia hands a fresh ElysiaWS wrapper to every callback; the Bun socket underneath is stable.
   const handles = new WeakMap<object, SubscriberHandle>();
+  const open = new Map<object, OpenStream>();
+  let recheckTimer: ReturnType<typeof setInterval> | null = null;
+  let recheckQueued = false;
+  const recheck = () => {
+    recheckQueued = false;
+    for (const [raw, s] of open) {
+      let p: StreamPrincipal | null = null;
+      try {
+        p = deps.authenticate(s.key);
+      } catch {
+        p = null;
+      }
+      if (!p || JSON.stringify(p.instanceIds) !== s.instanceIds) {
+        open.delete(raw);
+        s.close();
+      }
+    }
+    if (open.size === 0 && recheckTimer) {
+      clearInterval(recheckTimer);
+      recheckTimer = null;
+    }
+  };
+  deps.onKeysChanged?.(() => {
+    if (recheckQueued || open.size === 0) return;
+    recheckQueued = true;
+    queueMicrotask(recheck); // after the change is committed; several changes → one pass
+  });
 
   return new Elysia({ name: 'switchboard-ws' }).ws('/ws', {
     open(ws) {
@@ -51,6 +94,11 @@ export function wsRoutes(deps: WsRoutesDeps) {
         principal,
       );
       handles.set(ws.raw, handle);
+      open.set(ws.raw, { key: key!, instanceIds: JSON.stringify(principal.instanceIds), close: () => raw.close(WS_CLOSE_UNAUTHORIZED, 'key revoked, expired or changed') });
+      if (!recheckTimer) {
+        recheckTimer = setInterval(recheck, deps.recheckEveryMs ?? RECHECK_EVERY_MS);
+        recheckTimer.unref?.();
+      }
     },
     message(ws, message) {
       handles.get(ws.raw)?.onMessage(message);
@@ -64,6 +112,7 @@ export function wsRoutes(deps: WsRoutesDeps) {
     close(ws) {
       handles.get(ws.raw)?.detach();
       handles.delete(ws.raw);
+      open.delete(ws.raw);
     },
   });
 }
