@@ -1,6 +1,9 @@
 // Persons and identities from real webhook traffic: auto-creation with display names, WhatsApp
-// phone JID ↔ LID as one identity, link/unlink, presence and the cross-channel timeline.
+// phone JID ↔ LID as one identity, link/unlink, presence and the cross-channel timeline; ids that
+// every node of a cluster derives alike, and link/unlink decisions replayed on another node.
 import { describe, expect, test } from 'bun:test';
+import { openDatabase } from '../db/open.ts';
+import { PersonService, type PersonOp } from '../src/services/persons.ts';
 import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
@@ -153,8 +156,88 @@ describe('persons and instance-bound keys', () => {
     expect(anaMine.identities.length).toBe(1);
     expect((await asA('GET', `/api/v2/events/timeline/${bea.id}`)).status).toBe(404);
     const ana = (await t.persons('Ana'))[0];
+    // Filters by person or identity id find only what the key may see.
+    const ids = async (q: string) => (await asA('GET', `/api/v2/persons?${q}`)).body.items.map((p: any) => p.id);
+    expect(await ids(`identityId=${ana.identities[0].id},${bea.identities[0].id}`)).toEqual([ana.id]);
+    expect(await ids(`id=${ana.id},${bea.id}`)).toEqual([ana.id]);
+    expect((await t.call('GET', `/api/v2/persons?identityId=${bea.identities[0].id}`)).body.items.map((p: any) => p.id)).toEqual([bea.id]);
     const link = await asA('POST', '/api/v2/persons/link', { identityA: ana.identities[0].id, identityB: bea.identities[0].id });
     expect(link.status).toBe(403);
     await t.close();
+  });
+});
+
+describe('persons: the same ids on every node', () => {
+  const at = '2026-01-01T00:00:00.000Z';
+  const node = () => {
+    const db = openDatabase(':memory:');
+    const persons = new PersonService(db);
+    return { db, persons, observe: (sender: { id: string; altId?: string; name?: string }) => db.transaction(() => persons.observe('whatsapp', sender, at))() };
+  };
+
+  test('a sender first seen by two nodes gets the same identity and person on both; a LID and its phone converge the same way', () => {
+    const [a, b] = [node(), node()];
+    const gil = { id: '15557770001@s.whatsapp.net', name: 'Gil' };
+    const onA = a.observe(gil);
+    expect(b.observe(gil)).toEqual(onA);
+    expect(onA.personId).not.toBe(onA.identityId);
+    // Another spelling of the same number (device suffix) is the same identity.
+    expect(a.observe({ id: '15557770001:12@s.whatsapp.net' })).toEqual(onA);
+    // Node A meets the LID alone first, node B the phone alone: once each sees both, the same ids.
+    a.observe({ id: '90000000077@lid' });
+    b.observe({ id: '15557770002@s.whatsapp.net' });
+    const both = { id: '90000000077@lid', altId: '15557770002@s.whatsapp.net' };
+    expect(a.observe(both)).toEqual(b.observe(both));
+    expect(a.persons.search({ search: '90000000077', limit: 10 })).toHaveLength(1);
+  });
+
+  test('link and unlink decisions applied on another node also place the identities it first sees later', () => {
+    const a = node();
+    const x = a.observe({ id: '15558880001@s.whatsapp.net' });
+    const y = a.observe({ id: '15558880002@s.whatsapp.net' });
+    a.persons.link(x.identityId, y.identityId);
+    const un = a.persons.unlink(y.identityId, 'two people');
+    const log: PersonOp[] = [
+      { op: 'link', keeper: x.personId, loser: y.personId, identities: [x.identityId, y.identityId] },
+      { op: 'unlink', identity: y.identityId, person: un.person.id, reason: 'two people', at },
+    ];
+
+    // Node B has seen Y before the link: the link moves it; the unlink moves it out, leaving no empty person.
+    const b = node();
+    b.observe({ id: '15558880002@s.whatsapp.net' });
+    b.persons.applyLog('log', 0, log.slice(0, 1));
+    expect(b.persons.get(x.personId)!.identities.map((i) => i.id)).toEqual([y.identityId]);
+    expect(b.persons.get(y.personId)).toBeNull();
+    expect(b.observe({ id: '15558880001@s.whatsapp.net' }).personId).toBe(x.personId);
+    b.persons.applyLog('log', 1, log.slice(1));
+    expect(b.persons.get(un.person.id)!.identities.map((i) => i.id)).toEqual([y.identityId]);
+    expect(b.persons.get(un.person.id)!.identities[0].unlinkedReason).toBe('two people');
+    expect(b.persons.get(x.personId)!.identities.map((i) => i.id)).toEqual([x.identityId]);
+    // An entry is applied once: a second pull of the same range changes nothing.
+    b.persons.applyLog('log', 0, log);
+    expect(b.persons.logApplied('log')).toBe(2);
+    expect(b.persons.get(un.person.id)!.identities).toHaveLength(1);
+
+    // Node C learns the whole log before it sees anyone: each sender lands where the decisions put it.
+    const c = node();
+    c.persons.applyLog('log', 0, log.slice(0, 1));
+    expect(c.observe({ id: '15558880002@s.whatsapp.net' }).personId).toBe(x.personId);
+    const d = node();
+    d.persons.applyLog('log', 0, log);
+    expect(d.observe({ id: '15558880002@s.whatsapp.net' }).personId).toBe(un.person.id);
+    expect(d.observe({ id: '15558880001@s.whatsapp.net' }).personId).toBe(x.personId);
+  });
+
+  test('rows created before deterministic ids keep their ids', () => {
+    const n = node();
+    n.db.query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run('legacy-person', 'Old', at, at);
+    n.db
+      .query('INSERT INTO identities (id, person_id, platform, platform_user_id, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?)')
+      .run('legacy-identity', 'legacy-person', 'whatsapp', '15559990001@s.whatsapp.net', at, at, at);
+    n.db.query('INSERT INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)').run('whatsapp', '15559990001@s.whatsapp.net', 'legacy-identity');
+    expect(n.observe({ id: '15559990001@s.whatsapp.net' })).toEqual({ personId: 'legacy-person', identityId: 'legacy-identity' });
+    // A new alias (the LID) joins the old identity instead of replacing it.
+    expect(n.observe({ id: '15559990001@s.whatsapp.net', altId: '90000000099@lid' })).toEqual({ personId: 'legacy-person', identityId: 'legacy-identity' });
+    expect(n.persons.get('legacy-person')!.identities[0]).toMatchObject({ messageCount: 3, aliases: ['90000000099@lid'] });
   });
 });

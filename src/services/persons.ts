@@ -1,10 +1,20 @@
 // Persons and their platform identities. An identity is one user on one platform (a WhatsApp
 // number, a Discord user, a Slack user); a person groups identities (linked by hand, or by the
 // platform telling us two ids are the same user, e.g. a WhatsApp phone JID and its LID).
+//
+// Ids are deterministic so that every node of a cluster (each with its own SQLite) gives one user
+// the same ids: an identity's id derives from its platform and canonical key (normalised; for
+// WhatsApp the phone number before the LID), and a new identity's person is its home person (an id
+// derived from the identity's) unless a move says otherwise. Moves (`person_moves`) record where
+// link, unlink and automatic merges sent a person or an identity; in cluster mode link and unlink
+// are entries of one shared log (src/cluster/person-log.ts) that every node applies in order, so
+// all nodes agree, including a node that first sees a linked identity later (after a failover).
+// Rows created before deterministic ids keep their random ids.
 import type { Database } from 'bun:sqlite';
 import { ApiError } from '../api/errors.ts';
 import type { ChannelKind, InboundMessage } from '../channels/types.ts';
-import { isoNow, newId } from './ids.ts';
+import { normalizeIdentifier } from './access.ts';
+import { isoNow, newId, sha256 } from './ids.ts';
 
 export type Platform = 'whatsapp' | 'discord' | 'slack' | 'api';
 
@@ -35,6 +45,66 @@ export interface Presence {
 /** Who a message is attributed to. */
 export interface Attribution { personId: string; identityId: string }
 
+/** An entry of the cluster's person log: a link or an unlink decided on some node. */
+export type PersonOp =
+  | { op: 'link'; keeper: string; loser: string; identities: string[] }
+  | { op: 'unlink'; identity: string; person: string; reason: string; at: string };
+
+/** A UUID-shaped id (version 8: custom) from a hash, the same on every node. */
+function hashId(s: string): string {
+  const h = sha256(s);
+  const variant = ((parseInt(h[16], 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** True for ids made by hashId (version 8), false for the random ids of rows created before. */
+function isDerivedId(id: string): boolean {
+  return id.length === 36 && id[14] === '8';
+}
+
+/** The key an identity is named by: a WhatsApp phone number before a LID, then the smallest. */
+export function canonicalKey(keys: string[]): string {
+  const norm = keys.map(normalizeIdentifier);
+  return norm.sort((a, b) => Number(a.endsWith('@lid')) - Number(b.endsWith('@lid')) || (a < b ? -1 : a > b ? 1 : 0))[0];
+}
+
+/** The identity id of a platform user, from its canonical key. */
+export function identityIdOf(platform: string, keys: string[]): string {
+  return hashId(`identity\0${platform}\0${canonicalKey(keys)}`);
+}
+
+/** The person a new identity belongs to when nothing moved it. */
+export function homePersonOf(identityId: string): string {
+  return hashId(`person\0${identityId}`);
+}
+
+/** Presence (identities, channels, counts, first/last seen) of a person view. */
+export function presenceOf(person: PersonView): Presence {
+  const byChannel: Presence['byChannel'] = {};
+  for (const i of person.identities) {
+    const c = (byChannel[i.platform] ??= { identities: 0, messages: 0, firstSeenAt: i.firstSeenAt, lastSeenAt: i.lastSeenAt, platformUserIds: [] });
+    c.identities++;
+    c.messages += i.messageCount;
+    if (i.firstSeenAt < c.firstSeenAt) c.firstSeenAt = i.firstSeenAt;
+    if (i.lastSeenAt > c.lastSeenAt) c.lastSeenAt = i.lastSeenAt;
+    c.platformUserIds.push(i.platformUserId, ...i.aliases);
+  }
+  const firsts = person.identities.map((i) => i.firstSeenAt).sort();
+  const lasts = person.identities.map((i) => i.lastSeenAt).sort();
+  return {
+    person,
+    identities: person.identities,
+    summary: {
+      totalIdentities: person.identities.length,
+      activeChannels: Object.keys(byChannel).sort(),
+      totalMessages: person.identities.reduce((n, i) => n + i.messageCount, 0),
+      firstSeenAt: firsts[0] ?? null,
+      lastSeenAt: lasts.at(-1) ?? null,
+    },
+    byChannel,
+  };
+}
+
 export class PersonService {
   private stmt;
 
@@ -64,19 +134,23 @@ export class PersonService {
       if (sender.name && known.person_name === null) this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?').run(sender.name, known.person_id);
       return { personId: known.person_id, identityId: known.identity_id };
     }
-    const keys = [sender.id, sender.altId].filter((k): k is string => !!k);
-    const found = keys.map((k) => this.identityIdByKey(platform, k));
-    let identityId = found.find((x): x is string => !!x) ?? null;
-    if (!identityId) {
-      const personId = newId();
-      identityId = newId();
-      this.db.query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, sender.name ?? null, at, at);
+    const keys = [...new Set([sender.id, sender.altId].filter((k): k is string => !!k))];
+    const own = identityIdOf(platform, keys);
+    const found = [...new Set(keys.map((k) => this.identityIdByKey(platform, k)).filter((x): x is string => !!x))];
+    // The same user under another spelling of the key (e.g. a device suffix) is the same identity.
+    if (!found.includes(own) && this.identity(own)) found.push(own);
+    // Every node that sees these ids together ends with one identity, the canonical key's (created
+    // here when this node knew the user by another key only, e.g. the LID); an identity created
+    // before ids were derived keeps its id.
+    const identityId = found.includes(own) ? own : (found.find((f) => !isDerivedId(f)) ?? own);
+    if (!found.includes(identityId)) {
+      const personId = this.personForNewIdentity(own);
+      this.db.query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, sender.name ?? null, at, at);
       this.db
         .query('INSERT INTO identities (id, person_id, platform, platform_user_id, display_name, phone, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)')
         .run(identityId, personId, platform, sender.id, sender.name ?? null, sender.phone ?? null, at, at, at);
-    } else {
-      for (const other of found) if (other && other !== identityId) this.mergeIdentities(identityId, other);
     }
+    for (const other of found) if (other !== identityId) this.mergeIdentities(identityId, other);
     for (const k of keys) this.db.query('INSERT OR IGNORE INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)').run(platform, k, identityId);
     this.stmt.count.run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, identityId);
     const personId = this.db.query<{ person_id: string }, [string]>('SELECT person_id FROM identities WHERE id = ?').get(identityId)!.person_id;
@@ -96,6 +170,23 @@ export class PersonService {
     return this.db.query<{ identity_id: string }, [string, string]>('SELECT identity_id FROM identity_keys WHERE platform = ? AND key = ?').get(platform, key)?.identity_id ?? null;
   }
 
+  /** Where a person was merged to (following moves), or the person itself. */
+  resolve(personId: string): string {
+    let p = personId;
+    for (let hop = 0; hop < 32; hop++) {
+      const next = this.db.query<{ to_person: string }, [string]>("SELECT to_person FROM person_moves WHERE kind = 'person' AND from_id = ?").get(p)?.to_person;
+      if (!next || next === p) break;
+      p = next;
+    }
+    return p;
+  }
+
+  /** The person of an identity this node has not seen before: where it was moved, else its home person. */
+  private personForNewIdentity(identityId: string): string {
+    const moved = this.db.query<{ to_person: string }, [string]>("SELECT to_person FROM person_moves WHERE kind = 'identity' AND from_id = ?").get(identityId)?.to_person;
+    return this.resolve(moved ?? homePersonOf(identityId));
+  }
+
   /** Folds identity `loser` into `keeper` (they are the same platform user). */
   private mergeIdentities(keeper: string, loser: string): void {
     const k = this.identity(keeper)!;
@@ -110,13 +201,69 @@ export class PersonService {
     if (l.person_id !== k.person_id) this.absorbPerson(k.person_id, l.person_id);
   }
 
-  /** Moves everything of person `loser` to `keeper` and deletes `loser`. */
+  /**
+   * Moves everything of person `loser` to `keeper` and deletes `loser`; records the move, so that
+   * identities whose home was `loser` (or anything moved to it) land in `keeper` when first seen.
+   */
   private absorbPerson(keeper: string, loser: string): void {
+    this.db.query("INSERT INTO person_moves (kind, from_id, to_person) VALUES ('person', ?, ?) ON CONFLICT DO UPDATE SET to_person = excluded.to_person").run(loser, keeper);
+    this.db.query('UPDATE person_moves SET to_person = ? WHERE to_person = ?').run(keeper, loser);
+    const l = this.db.query<PersonRow, [string]>('SELECT * FROM persons WHERE id = ?').get(loser);
+    if (!l) return; // nothing of it on this node
+    const now = isoNow();
+    this.db.query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(keeper, l.display_name, l.created_at, now);
     this.db.query('UPDATE identities SET person_id = ? WHERE person_id = ?').run(keeper, loser);
     this.db.query('UPDATE events SET person_id = ? WHERE person_id = ?').run(keeper, loser);
-    const l = this.db.query<PersonRow, [string]>('SELECT * FROM persons WHERE id = ?').get(loser);
-    this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?), updated_at = ? WHERE id = ?').run(l?.display_name ?? null, isoNow(), keeper);
+    this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?), updated_at = ? WHERE id = ?').run(l.display_name, now, keeper);
     this.db.query('DELETE FROM persons WHERE id = ?').run(loser);
+  }
+
+  /** Merges the person of `loser` into the person of `keeper` (both followed through moves). */
+  private linkPersons(keeper: string, loser: string, identityIds: string[]): void {
+    const k = this.resolve(keeper);
+    const l = this.resolve(loser);
+    if (k !== l) this.absorbPerson(k, l);
+    this.db.query(`UPDATE identities SET unlinked_reason = NULL WHERE id IN (${identityIds.map(() => '?').join(',')})`).run(...identityIds);
+  }
+
+  /** Moves one identity (and its events) to `person`, created when missing; records the move. */
+  private moveIdentity(identityId: string, person: string, reason: string, at: string): void {
+    this.db.query("INSERT INTO person_moves (kind, from_id, to_person) VALUES ('identity', ?, ?) ON CONFLICT DO UPDATE SET to_person = excluded.to_person").run(identityId, person);
+    const i = this.identity(identityId);
+    if (!i) return; // nothing of it on this node
+    const target = this.resolve(person);
+    this.db.query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(target, i.display_name, at, at);
+    this.db.query('UPDATE identities SET person_id = ?, unlinked_reason = ? WHERE id = ?').run(target, reason, i.id);
+    if (i.person_id === target) return;
+    this.db.query('UPDATE events SET person_id = ? WHERE person_id = ? AND identity_id = ?').run(target, i.person_id, i.id);
+    this.db.query('UPDATE persons SET updated_at = ? WHERE id = ?').run(at, i.person_id);
+    // In a cluster the old person may keep identities on other nodes only: no empty row here.
+    if (!this.db.query('SELECT 1 FROM identities WHERE person_id = ? LIMIT 1').get(i.person_id)) this.db.query('DELETE FROM persons WHERE id = ?').run(i.person_id);
+  }
+
+  /** Applies one link or unlink (decided here, or read from the cluster's person log). */
+  private apply(op: PersonOp): void {
+    if (op.op === 'link') this.linkPersons(op.keeper, op.loser, op.identities);
+    else this.moveIdentity(op.identity, op.person, op.reason, op.at);
+  }
+
+  /** How many entries of the cluster's person log `log` this node has applied. */
+  logApplied(log: string): number {
+    return this.db.query<{ applied: number }, [string]>('SELECT applied FROM person_log WHERE name = ?').get(log)?.applied ?? 0;
+  }
+
+  /** Applies log entries from index `from` (all or nothing); `from` must be the count applied so far. */
+  applyLog(log: string, from: number, ops: PersonOp[]): void {
+    this.db.transaction(() => {
+      if (this.logApplied(log) !== from) return; // another pull got there first
+      for (const op of ops) this.apply(op);
+      this.db.query('INSERT INTO person_log (name, applied) VALUES (?, ?) ON CONFLICT DO UPDATE SET applied = excluded.applied').run(log, from + ops.length);
+    }).immediate();
+  }
+
+  /** The log restarted (Redis lost it): what was applied stays; counting starts again at `applied`. */
+  resetLog(log: string, applied: number): void {
+    this.db.query('INSERT INTO person_log (name, applied) VALUES (?, ?) ON CONFLICT DO UPDATE SET applied = excluded.applied').run(log, applied);
   }
 
   identity(id: string): IdentityRow | null {
@@ -144,15 +291,26 @@ export class PersonService {
     return p ? this.view(p) : null;
   }
 
-  /** Persons whose name, platform id/alias or phone contains `search` (case-insensitive); by id. */
-  search(opts: { search?: string; afterId?: string; limit: number; instanceIds?: string[] | null }): PersonView[] {
+  /** Persons whose name, platform id/alias or phone contains `search` (case-insensitive), of `ids`, or holding `identityIds`; by id. */
+  search(opts: { search?: string; ids?: string[]; identityIds?: string[]; afterId?: string; limit: number; instanceIds?: string[] | null }): PersonView[] {
     const w: string[] = [];
     const params: (string | number)[] = [];
+    const marks = (n: number) => Array.from({ length: n }, () => '?').join(',');
+    if (opts.ids) {
+      w.push(`p.id IN (${marks(opts.ids.length)})`);
+      params.push(...opts.ids);
+    }
     if (opts.instanceIds) {
       // Instance-bound keys see only persons who wrote to (or were written from) their instances.
       if (opts.instanceIds.length === 0) return [];
-      w.push(`p.id IN (SELECT person_id FROM events WHERE instance_id IN (${opts.instanceIds.map(() => '?').join(',')}))`);
+      w.push(`p.id IN (SELECT person_id FROM events WHERE instance_id IN (${marks(opts.instanceIds.length)}))`);
       params.push(...opts.instanceIds);
+    }
+    if (opts.identityIds) {
+      // Such a key finds a person by the identities it may see only (those of `scoped`).
+      const seen = opts.instanceIds ? ` AND id IN (SELECT identity_id FROM events WHERE instance_id IN (${marks(opts.instanceIds.length)}))` : '';
+      w.push(`p.id IN (SELECT person_id FROM identities WHERE id IN (${marks(opts.identityIds.length)})${seen})`);
+      params.push(...opts.identityIds, ...(opts.instanceIds ?? []));
     }
     if (opts.search) {
       const like = `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
@@ -196,35 +354,6 @@ export class PersonService {
     return { ...person, identities: person.identities.filter((i) => seen.has(i.id)) };
   }
 
-  presence(id: string, instanceIds: string[] | null = null): Presence | null {
-    const found = this.get(id);
-    if (!found) return null;
-    const person = this.scoped(found, instanceIds);
-    const byChannel: Presence['byChannel'] = {};
-    for (const i of person.identities) {
-      const c = (byChannel[i.platform] ??= { identities: 0, messages: 0, firstSeenAt: i.firstSeenAt, lastSeenAt: i.lastSeenAt, platformUserIds: [] });
-      c.identities++;
-      c.messages += i.messageCount;
-      if (i.firstSeenAt < c.firstSeenAt) c.firstSeenAt = i.firstSeenAt;
-      if (i.lastSeenAt > c.lastSeenAt) c.lastSeenAt = i.lastSeenAt;
-      c.platformUserIds.push(i.platformUserId, ...i.aliases);
-    }
-    const firsts = person.identities.map((i) => i.firstSeenAt).sort();
-    const lasts = person.identities.map((i) => i.lastSeenAt).sort();
-    return {
-      person,
-      identities: person.identities,
-      summary: {
-        totalIdentities: person.identities.length,
-        activeChannels: Object.keys(byChannel).sort(),
-        totalMessages: person.identities.reduce((n, i) => n + i.messageCount, 0),
-        firstSeenAt: firsts[0] ?? null,
-        lastSeenAt: lasts.at(-1) ?? null,
-      },
-      byChannel,
-    };
-  }
-
   /** Links two identities: their persons become one (the person of A is kept). */
   link(identityA: string, identityB: string): PersonView {
     return this.db.transaction(() => {
@@ -232,8 +361,7 @@ export class PersonService {
       const b = this.identity(identityB);
       if (!a) throw new ApiError('NOT_FOUND', `Identity '${identityA}' not found`, { field: 'identityA' });
       if (!b) throw new ApiError('NOT_FOUND', `Identity '${identityB}' not found`, { field: 'identityB' });
-      if (a.person_id !== b.person_id) this.absorbPerson(a.person_id, b.person_id);
-      this.db.query('UPDATE identities SET unlinked_reason = NULL WHERE id IN (?, ?)').run(a.id, b.id);
+      this.apply({ op: 'link', keeper: a.person_id, loser: b.person_id, identities: [a.id, b.id] });
       return this.get(a.person_id)!;
     }).immediate();
   }
@@ -245,12 +373,8 @@ export class PersonService {
       if (!i) throw new ApiError('NOT_FOUND', `Identity '${identityId}' not found`, { field: 'identityId' });
       const siblings = this.db.query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM identities WHERE person_id = ?').get(i.person_id)!.n;
       if (siblings <= 1) throw new ApiError('CONFLICT', 'The identity is the only one of its person; nothing to unlink', { identityId });
-      const now = isoNow();
       const personId = newId();
-      this.db.query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, i.display_name, now, now);
-      this.db.query('UPDATE identities SET person_id = ?, unlinked_reason = ? WHERE id = ?').run(personId, reason, i.id);
-      this.db.query('UPDATE events SET person_id = ? WHERE person_id = ? AND identity_id = ?').run(personId, i.person_id, i.id);
-      this.db.query('UPDATE persons SET updated_at = ? WHERE id = ?').run(now, i.person_id);
+      this.apply({ op: 'unlink', identity: i.id, person: personId, reason, at: isoNow() });
       return { person: this.get(personId)!, identity: this.identityView(this.identity(i.id)!) };
     }).immediate();
   }

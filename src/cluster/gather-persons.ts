@@ -1,0 +1,141 @@
+// Cluster-wide persons reads. A person has rows on every node that handled its messages (each node
+// keeps its own SQLite), under the same id on all of them (ids are derived from the platform
+// identity, src/services/persons.ts), each row with the identities that node saw. A read asks every
+// live peer the persons list (askPeers, ./gather.ts: caller's key, forwarded so the peer answers
+// from its own rows) and merges rows by id: one person, the union of its identities (an identity
+// held by several nodes: message counts added, first/last seen widened).
+//
+// Lists are ordered by person id and the cursor {id} means "after this id" on every node, so a page
+// is the first `limit` ids of the union of each node's first limit+1: no gaps or repeats, and every
+// node holding a person of the page returned it. Filters that only some rows of a person match
+// (search text, identity id) would leave out the other nodes' rows: then the page's persons are
+// asked again by id. A peer that does not answer is skipped and the answer says `partial`.
+import { encodeCursor } from '../api/pagination.ts';
+import type { IdentityView, PersonView } from '../services/persons.ts';
+import { askPeers } from './gather.ts';
+import type { Cluster } from './index.ts';
+
+const LIST_PATH = '/api/v2/persons';
+
+interface PersonPage {
+  items: PersonView[];
+  meta: { hasMore: boolean };
+}
+
+function isPersonPage(b: unknown): b is PersonPage {
+  return !!b && typeof b === 'object' && Array.isArray((b as PersonPage).items) && typeof (b as PersonPage).meta?.hasMore === 'boolean';
+}
+
+const min = (a: string, b: string) => (a < b ? a : b);
+const max = (a: string, b: string) => (a > b ? a : b);
+
+/** One identity as held by two nodes: each counted the messages it handled. */
+function mergeIdentity(a: IdentityView, b: IdentityView): IdentityView {
+  const newer = b.lastSeenAt > a.lastSeenAt ? b : a;
+  return {
+    ...a,
+    aliases: [...new Set([...a.aliases, ...b.aliases])].sort(),
+    displayName: newer.displayName ?? a.displayName ?? b.displayName,
+    phone: a.phone ?? b.phone,
+    messageCount: a.messageCount + b.messageCount,
+    firstSeenAt: min(a.firstSeenAt, b.firstSeenAt),
+    lastSeenAt: max(a.lastSeenAt, b.lastSeenAt),
+    unlinkedReason: a.unlinkedReason ?? b.unlinkedReason,
+  };
+}
+
+/** One person as held by two nodes. */
+function mergePerson(a: PersonView, b: PersonView): PersonView {
+  const older = b.createdAt < a.createdAt ? b : a;
+  const byId = new Map(a.identities.map((i) => [i.id, i]));
+  for (const i of b.identities) {
+    const seen = byId.get(i.id);
+    byId.set(i.id, seen ? mergeIdentity(seen, i) : i);
+  }
+  return {
+    id: a.id,
+    displayName: older.displayName ?? a.displayName ?? b.displayName,
+    identities: [...byId.values()].sort((x, y) => (x.firstSeenAt !== y.firstSeenAt ? (x.firstSeenAt < y.firstSeenAt ? -1 : 1) : x.id < y.id ? -1 : 1)),
+    createdAt: min(a.createdAt, b.createdAt),
+    updatedAt: max(a.updatedAt, b.updatedAt),
+  };
+}
+
+/** The nodes' rows merged by person id, ordered by id. */
+export function mergePersonLists(lists: PersonView[][]): PersonView[] {
+  const byId = new Map<string, PersonView>();
+  for (const list of lists) {
+    for (const p of list) {
+      const seen = byId.get(p.id);
+      byId.set(p.id, seen ? mergePerson(seen, p) : p);
+    }
+  }
+  return [...byId.values()].sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+}
+
+/** The persons list with these query parameters, asked with the caller's credentials (whatever route the caller used). */
+function listRequest(request: Request, search: URLSearchParams): Request {
+  const u = new URL(LIST_PATH, request.url);
+  u.search = search.toString();
+  return new Request(u, { headers: request.headers });
+}
+
+async function askPeerLists(cluster: Cluster, request: Request, search: URLSearchParams): Promise<{ pages: PersonPage[]; partial: boolean }> {
+  const asked = await askPeers(cluster, listRequest(request, search), search);
+  const pages = asked.bodies.filter(isPersonPage);
+  return { pages, partial: asked.partial || pages.length < asked.bodies.length };
+}
+
+/**
+ * Persons by id across the cluster: `local` is this node's rows of them (already scoped to the
+ * caller); every peer is asked for its rows (`?id=`), scoped the same way by its own key check.
+ */
+export async function gatherPersonsById(cluster: Cluster, request: Request, ids: string[], local: PersonView[]): Promise<{ items: PersonView[]; partial: boolean }> {
+  if (ids.length === 0) return { items: [], partial: false };
+  const { pages, partial } = await askPeerLists(cluster, request, new URLSearchParams({ id: ids.join(','), limit: String(ids.length) }));
+  return { items: mergePersonLists([local, ...pages.map((p) => p.items)]), partial };
+}
+
+/**
+ * One cluster-wide page of the persons list: `local` is this node's page (its first limit+1
+ * persons after the cursor, scoped to the caller); peers answer the same query. `partialRows`:
+ * the filter may match only some of a person's rows, so the page's persons are asked again by id
+ * (`localById` gives this node's rows of them).
+ */
+export async function gatherPersonPage(
+  cluster: Cluster,
+  request: Request,
+  limit: number,
+  local: PersonView[],
+  opts: { partialRows: boolean; localById: (ids: string[]) => PersonView[] },
+): Promise<{ items: PersonView[]; meta: { cursor: string | null; hasMore: boolean; partial?: boolean } }> {
+  const asked = await askPeerLists(cluster, request, new URL(request.url).searchParams);
+  let partial = asked.partial;
+  const merged = mergePersonLists([local, ...asked.pages.map((p) => p.items)]);
+  let items = merged.slice(0, limit);
+  // A peer that had more than it sent has persons after its last one: more pages follow.
+  const hasMore = merged.length > limit || (asked.pages.some((p) => p.meta.hasMore) && items.length > 0);
+  if (opts.partialRows && items.length) {
+    const ids = items.map((p) => p.id);
+    const full = await gatherPersonsById(cluster, request, ids, opts.localById(ids));
+    partial ||= full.partial;
+    const byId = new Map(full.items.map((p) => [p.id, p]));
+    items = items.map((p) => byId.get(p.id) ?? p);
+  }
+  const meta: { cursor: string | null; hasMore: boolean; partial?: boolean } = { cursor: hasMore ? encodeCursor({ id: items[items.length - 1].id }) : null, hasMore };
+  if (partial) meta.partial = true;
+  return { items, meta };
+}
+
+/** The persons holding these identities (at most 100), whole, from every node (link and unlink). */
+export async function gatherHolders(
+  cluster: Cluster,
+  request: Request,
+  identityIds: string[],
+  local: PersonView[],
+  localById: (ids: string[]) => PersonView[],
+): Promise<{ holderOf: (identityId: string) => PersonView | null; partial: boolean }> {
+  const list = listRequest(request, new URLSearchParams({ identityId: identityIds.join(','), limit: '100' }));
+  const found = await gatherPersonPage(cluster, list, 100, local, { partialRows: true, localById });
+  return { holderOf: (id) => found.items.find((p) => p.identities.some((i) => i.id === id)) ?? null, partial: found.meta.partial === true };
+}
