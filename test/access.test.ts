@@ -3,6 +3,7 @@
 import { describe, expect, test } from 'bun:test';
 import type { InboundMessage } from '../src/channels/types.ts';
 import { normalizeIdentifier } from '../src/services/access.ts';
+import { conversationIdFor } from '../src/services/inbox.ts';
 import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { ADMIN_KEY, createTestGateway } from './helpers.ts';
 
@@ -132,6 +133,38 @@ describe('keyword gates', () => {
     expect(t.gw.access.check(inst(), msg({ text: 'thanks!' })).reason).toContain('paused: human takeover');
     now += 2 * 60_000;
     expect(t.gw.access.check(inst(), msg({ text: 'thanks!' })).allowed).toBe(true);
+    await t.close();
+  });
+});
+
+describe('pauses API', () => {
+  test('paused conversations are listed with their conversation id and can be resumed; other tenants see none of them', async () => {
+    const t = await withInstance({ stopKeyword: 'STOP', resumeKeyword: 'start' });
+    t.gw.access.check(t.inst(), msg({ text: 'stop' }));
+    t.gw.access.check(t.inst(), msg({ from: '4911@s.whatsapp.net', text: 'STOP' }));
+    const list = await t.call('GET', '/api/v2/access/pauses?limit=1');
+    expect(list.status).toBe(200);
+    expect(list.body.items).toHaveLength(1);
+    expect(list.body.meta.hasMore).toBe(true);
+    const rest = await t.call('GET', `/api/v2/access/pauses?cursor=${list.body.meta.cursor}`);
+    const all = [...list.body.items, ...rest.body.items];
+    expect(all.map((p: any) => p.chatKey).sort()).toEqual(['4911@s.whatsapp.net', '5511999990000@s.whatsapp.net']);
+    const paused = all.find((p: any) => p.chatKey === '5511999990000@s.whatsapp.net');
+    expect(paused).toMatchObject({ instanceId: t.id, reason: 'stop_keyword', until: null });
+    // The id is the one the conversations and traces APIs use.
+    expect(paused.conversationId).toBe(conversationIdFor(t.id, { chatId: '5511999990000@s.whatsapp.net', kind: 'direct' }));
+
+    // A key bound to another instance sees no pauses and cannot resume one.
+    const other = await t.call('POST', '/api/v2/instances', { name: 'other', channel: 'whatsapp-baileys' });
+    const { key: tenant } = t.gw.keys.create({ name: 'tenant', scopes: ['access:*'], instanceIds: [other.body.data.id] });
+    expect((await t.call('GET', '/api/v2/access/pauses', undefined, { 'x-api-key': tenant })).body.items).toEqual([]);
+    expect((await t.call('DELETE', `/api/v2/access/pauses/${paused.conversationId}`, undefined, { 'x-api-key': tenant })).status).toBe(404);
+
+    const del = await t.call('DELETE', `/api/v2/access/pauses/${paused.conversationId}`);
+    expect(del.status).toBe(200);
+    expect(t.gw.access.check(t.inst(), msg({ text: 'are you there?' })).allowed).toBe(true);
+    expect((await t.call('DELETE', `/api/v2/access/pauses/${paused.conversationId}`)).body.error.code).toBe('NOT_FOUND');
+    expect((await t.call('GET', '/api/v2/access/pauses')).body.items).toHaveLength(1);
     await t.close();
   });
 });

@@ -68,6 +68,8 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'PATCH /api/v2/access/rules/:id': 'access:*',
   'DELETE /api/v2/access/rules/:id': 'access:*',
   'POST /api/v2/access/check': 'access:*',
+  'GET /api/v2/access/pauses': 'access:*',
+  'DELETE /api/v2/access/pauses/:conversationId': 'access:*',
   'GET /api/v1/instances/:name/access-control': 'access:*',
   'POST /api/v1/instances/:name/access-control': 'access:*',
   // API keys (issue 8)

@@ -7,6 +7,7 @@ import type { Clock } from '../../actors/runtime/clock.ts';
 import { invalid, notFound } from '../api/errors.ts';
 import { CHANNEL_KINDS, type InboundMessage } from '../channels/types.ts';
 import { isoNow, newId } from './ids.ts';
+import { conversationIdForKey } from './inbox.ts';
 import type { Instance } from './instance-types.ts';
 import type { InstanceService } from './instances.ts';
 
@@ -84,6 +85,8 @@ export const ACCESS_SETTING_KEYS = ['accessMode', 'triggers', 'stopKeyword', 're
 export interface PauseView {
   instanceId: string;
   chatKey: string;
+  /** The conversation's id (as in the conversations and traces APIs). */
+  conversationId: string;
   reason: 'stop_keyword' | 'human_takeover';
   until: string | null;
   createdAt: string;
@@ -512,20 +515,59 @@ export class AccessService {
 
   /** The live pause of a conversation, or null (expired pauses are removed). */
   pauseOf(instanceId: string, chatKey: string, now = this.clock.now()): PauseView | null {
-    const r = this.db
-      .query<{ instance_id: string; chat_key: string; reason: PauseView['reason']; until: string | null; created_at: string }, [string, string]>(
-        'SELECT * FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?',
-      )
-      .get(instanceId, chatKey);
+    const r = this.db.query<PauseRow, [string, string]>('SELECT * FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').get(instanceId, chatKey);
     if (!r) return null;
     if (r.until !== null && Date.parse(r.until) <= now) {
       this.resume(instanceId, chatKey);
       return null;
     }
-    return { instanceId: r.instance_id, chatKey: r.chat_key, reason: r.reason, until: r.until, createdAt: r.created_at };
+    return toPause(r);
+  }
+
+  /** Live pauses (expired ones are left to the next message of their chat), by instance then chat. */
+  listPauses(f: { instanceId?: string; visibleInstanceIds: string[] | null; after?: { instanceId: string; chatKey: string }; limit: number }, now = this.clock.now()): PauseView[] {
+    const where = ['(until IS NULL OR until > ?)'];
+    const args: Array<string | number> = [isoNow(now)];
+    if (f.instanceId !== undefined) {
+      where.push('instance_id = ?');
+      args.push(f.instanceId);
+    }
+    if (f.visibleInstanceIds) {
+      where.push(`instance_id IN (${f.visibleInstanceIds.map(() => '?').join(',') || "''"})`);
+      args.push(...f.visibleInstanceIds);
+    }
+    if (f.after) {
+      where.push('(instance_id > ? OR (instance_id = ? AND chat_key > ?))');
+      args.push(f.after.instanceId, f.after.instanceId, f.after.chatKey);
+    }
+    args.push(f.limit);
+    return this.db
+      .query<PauseRow, typeof args>(`SELECT * FROM conversation_pauses WHERE ${where.join(' AND ')} ORDER BY instance_id, chat_key LIMIT ?`)
+      .all(...args)
+      .map(toPause);
+  }
+
+  /** The live pause of a conversation by its id, among the given instances. */
+  pauseByConversation(conversationId: string, visibleInstanceIds: string[] | null, now = this.clock.now()): PauseView | null {
+    // Pauses are few (one per stopped chat) and the id is a hash of (instance, chat): scan them.
+    const rows = this.db.query<PauseRow, []>('SELECT * FROM conversation_pauses').all();
+    const r = rows.find((p) => conversationIdForKey(p.instance_id, p.chat_key) === conversationId && (!visibleInstanceIds || visibleInstanceIds.includes(p.instance_id)));
+    return r ? this.pauseOf(r.instance_id, r.chat_key, now) : null;
   }
 
   resume(instanceId: string, chatKey: string): boolean {
     return this.db.query('DELETE FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').run(instanceId, chatKey).changes > 0;
   }
+}
+
+interface PauseRow {
+  instance_id: string;
+  chat_key: string;
+  reason: PauseView['reason'];
+  until: string | null;
+  created_at: string;
+}
+
+function toPause(r: PauseRow): PauseView {
+  return { instanceId: r.instance_id, chatKey: r.chat_key, conversationId: conversationIdForKey(r.instance_id, r.chat_key), reason: r.reason, until: r.until, createdAt: r.created_at };
 }

@@ -59,7 +59,11 @@ export function chatKey(chat: ChatRef): string {
 
 /** Deterministic conversation id: the same chat maps to the same id on every node. */
 export function conversationIdFor(instanceId: string, chat: ChatRef): string {
-  return `c_${sha256(`${instanceId}\u0000${chatKey(chat)}`).slice(0, 24)}`;
+  return conversationIdForKey(instanceId, chatKey(chat));
+}
+
+export function conversationIdForKey(instanceId: string, key: string): string {
+  return `c_${sha256(`${instanceId}\u0000${key}`).slice(0, 24)}`;
 }
 
 /** Bounds on the rows kept in memory for conversation actors (beyond them actors query). */

@@ -64,6 +64,18 @@ const UpdateBody = t.Object(
 );
 const IdParams = t.Object({ id: t.String({ maxLength: 200, description: 'Rule id' }) });
 
+const Pause = t.Object(
+  {
+    instanceId: t.String(),
+    chatKey: t.String({ description: 'chatId, or chatId/threadId' }),
+    conversationId: t.String(),
+    reason: t.Union([t.Literal('stop_keyword'), t.Literal('human_takeover')]),
+    until: t.Union([t.String(), t.Null()], { description: 'null = until the resume keyword (or this API) resumes it' }),
+    createdAt: t.String(),
+  },
+  { description: 'A conversation where the bot stays quiet' },
+);
+
 export function accessV2(gw: Gateway) {
   const ruleFor = (request: Request, id: string): AccessRule => {
     const r = gw.access.getRule(id);
@@ -148,6 +160,40 @@ export function accessV2(gw: Gateway) {
         return { success: true };
       },
       { params: IdParams, detail: { tags: ['access'], summary: 'Delete access rule', description: 'Deletes the rule.' }, response: { 200: SuccessSchema, ...errorResponses } },
+    )
+    .get(
+      '/pauses',
+      ({ query, request }) => {
+        const after = decodeCursor<{ i: string; k: string }>(query.cursor, (v) => typeof v.i === 'string' && typeof v.k === 'string');
+        const limit = query.limit ?? 50;
+        const instanceId = query.instanceId === undefined ? undefined : visibleInstance(gw, request, query.instanceId).id;
+        const rows = gw.access.listPauses({
+          instanceId, visibleInstanceIds: principalOf(request).instanceIds, after: after ? { instanceId: after.i, chatKey: after.k } : undefined, limit: limit + 1,
+        });
+        return page(rows, limit, (r) => ({ i: r.instanceId, k: r.chatKey }));
+      },
+      {
+        query: t.Object({ ...PageQuery, instanceId: t.Optional(t.String({ maxLength: 200, description: 'Instance id or name' })) }),
+        detail: {
+          tags: ['access'], summary: 'List paused conversations',
+          description: 'Conversations where the bot is quiet: a sender used the stop keyword, or the account owner replied (human takeover, until a time). Ordered by instance and chat.',
+        },
+        response: { 200: t.Object({ items: t.Array(Pause), meta: PageMeta }, { description: 'A page of pauses' }), ...errorResponses },
+      },
+    )
+    .delete(
+      '/pauses/:conversationId',
+      ({ params, request }) => {
+        const p = gw.access.pauseByConversation(params.conversationId, principalOf(request).instanceIds);
+        if (!p) throw notFound('Pause');
+        gw.access.resume(p.instanceId, p.chatKey);
+        return { success: true };
+      },
+      {
+        params: t.Object({ conversationId: t.String({ maxLength: 200, description: 'Conversation id' }) }),
+        detail: { tags: ['access'], summary: 'Resume a paused conversation', description: 'Ends a stop-keyword pause or a human takeover: the next message from this chat reaches the agent again.' },
+        response: { 200: SuccessSchema, ...errorResponses },
+      },
     )
     .post(
       '/check',
