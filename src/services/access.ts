@@ -416,7 +416,11 @@ export class AccessService {
   /** Drops cached rules (a rule changed here, or was replicated from another node). */
   invalidate(): void {
     this.rulesCache.clear();
+    this.anyPause.clear();
   }
+
+  /** Per instance: whether it has any pause row (most have none: skips a query per message). */
+  private anyPause = new Map<string, boolean>();
 
   /** Rules that apply to the instance now (its own and global, not expired), best first. */
   private activeRules(instanceId: string): AccessRule[] {
@@ -510,11 +514,18 @@ export class AccessService {
          ON CONFLICT(instance_id, chat_key) DO UPDATE SET reason = excluded.reason, until = excluded.until, created_at = excluded.created_at`,
       )
       .run(instanceId, chatKey, reason, until, isoNow(this.clock.now()));
+    this.anyPause.delete(instanceId);
     this.log?.info({ instanceId, reason, until }, 'conversation paused');
   }
 
   /** The live pause of a conversation, or null (expired pauses are removed). */
   pauseOf(instanceId: string, chatKey: string, now = this.clock.now()): PauseView | null {
+    let any = this.anyPause.get(instanceId);
+    if (any === undefined) {
+      any = this.db.query<{ n: number }, [string]>('SELECT EXISTS (SELECT 1 FROM conversation_pauses WHERE instance_id = ?) AS n').get(instanceId)!.n === 1;
+      this.anyPause.set(instanceId, any);
+    }
+    if (!any) return null;
     const r = this.db.query<PauseRow, [string, string]>('SELECT * FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').get(instanceId, chatKey);
     if (!r) return null;
     if (r.until !== null && Date.parse(r.until) <= now) {
@@ -556,6 +567,7 @@ export class AccessService {
   }
 
   resume(instanceId: string, chatKey: string): boolean {
+    this.anyPause.delete(instanceId);
     return this.db.query('DELETE FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').run(instanceId, chatKey).changes > 0;
   }
 }

@@ -153,6 +153,8 @@ export interface ListFilter {
 export class InstanceService {
   private listeners: Array<(c: InstanceChange) => void> = [];
   private cacheById = new Map<string, Instance>();
+  /** name → id (every webhook names its instance); cleared with cacheById. */
+  private idByName = new Map<string, string>();
 
   constructor(
     private db: Database,
@@ -168,12 +170,14 @@ export class InstanceService {
 
   private emit(c: InstanceChange) {
     this.cacheById.clear();
+    this.idByName.clear();
     for (const l of this.listeners) l(c);
   }
 
   /** Re-reads from the database on next access (config changed on another node). */
   invalidate(): void {
     this.cacheById.clear();
+    this.idByName.clear();
   }
 
   get(id: string): Instance | null {
@@ -187,8 +191,15 @@ export class InstanceService {
   }
 
   getByName(name: string): Instance | null {
-    const r = this.db.query<{ id: string }, [string]>('SELECT id FROM instances WHERE name = ?').get(name);
-    return r ? this.get(r.id) : null;
+    let id = this.idByName.get(name);
+    if (id === undefined) {
+      const r = this.db.query<{ id: string }, [string]>('SELECT id FROM instances WHERE name = ?').get(name);
+      if (!r) return null;
+      id = r.id;
+      this.idByName.set(name, id);
+    }
+    const inst = this.get(id);
+    return inst && inst.name === name ? inst : null;
   }
 
   /** v2 paths take the id; the name is accepted too for convenience. */
@@ -400,6 +411,7 @@ export class InstanceService {
           JSON.stringify(v.settings), isoNow(), previous.id);
     }).immediate();
     this.cacheById.clear();
+    this.idByName.clear();
     const inst = this.get(previous.id)!;
     this.emit({ type: 'updated', instance: inst, previous });
     return inst;
@@ -416,6 +428,7 @@ export class InstanceService {
     const inst = this.require(idOrName);
     this.db.query('UPDATE instances SET webhook_secret = ?, updated_at = ? WHERE id = ?').run(randomToken(24), isoNow(), inst.id);
     this.cacheById.clear();
+    this.idByName.clear();
     const next = this.get(inst.id)!;
     this.emit({ type: 'updated', instance: next, previous: inst });
     return next;

@@ -197,7 +197,8 @@ export class StreamHub {
       this.emitTurn(turn, { type: 'TEXT_MESSAGE_START', messageId: currentMessageId(turn), role: 'assistant' });
     }
     turn.pending += text;
-    if (this.coalesceMs <= 0 || turn.pending.length >= this.maxFrameChars) {
+    // Nobody listening: nothing to coalesce, so no timer (the snapshot text is all that matters).
+    if (this.coalesceMs <= 0 || this.subscribers.size === 0 || turn.pending.length >= this.maxFrameChars) {
       this.flush(turn);
     } else if (!turn.flushTimer) {
       turn.flushTimer = this.clock.setTimeout(() => {
@@ -252,9 +253,10 @@ export class StreamHub {
 
   /** Non-delta events (instance status, message events). */
   publishEvent(channel: StreamChannel, payload: unknown, scope: Scope = {}): void {
-    const frame = JSON.stringify({ type: 'event', channel, payload });
+    let frame: string | null = null; // serialized only when someone receives it
     for (const sub of this.subscribers) {
       if (!this.wants(sub, channel, scope)) continue;
+      frame ??= JSON.stringify({ type: 'event', channel, payload });
       // Low-volume events are still offered to lagging sockets: Bun enqueues on -1.
       const result = this.sendRaw(sub, frame);
       if (result === -1) this.markLagging(sub);
