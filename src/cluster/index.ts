@@ -84,6 +84,7 @@ import { isoNow, maskSecret, newId } from '../services/ids.ts';
 import { ConfigSync } from './config-sync.ts';
 import { ClusterKeys } from './crypto.ts';
 import { LiveRelay } from './live.ts';
+import { PersonLog } from './person-log.ts';
 import { ACK, ACQUIRE, APPEND, DEAD_LETTER, DEAD_LETTER_REPLAY, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
 import { RedisRateLimiter } from './rate-limit.ts';
 import { desiredShards, shardOf } from './shards.ts';
@@ -129,6 +130,8 @@ export interface ClusterStatus {
 
 export class Cluster {
   readonly node: string;
+  /** The shared log of person link/unlink decisions (set by startCluster). */
+  personLog: PersonLog | null = null;
   private lease: Redis;
   private cmd: Redis;
   private sub: Redis;
@@ -1196,5 +1199,8 @@ export async function startCluster(gw: Gateway): Promise<Cluster> {
   });
   await cluster.start();
   gw.onClose(() => cluster.stop());
+  cluster.personLog = new PersonLog({ redisUrl: c.redisUrl!, prefix: c.cluster.keyPrefix, persons: gw.persons, log: gw.log });
+  cluster.personLog.start();
+  gw.onClose(() => cluster.personLog?.stop());
   return cluster;
 }

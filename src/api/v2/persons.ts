@@ -7,7 +7,6 @@ import type { Gateway } from '../../gateway.ts';
 import { decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded } from '../../cluster/gather.ts';
 import { gatherHolders, gatherPersonPage, gatherPersonsById } from '../../cluster/gather-persons.ts';
 import type { Cluster } from '../../cluster/index.ts';
-import { PersonLog } from '../../cluster/person-log.ts';
 import { eventView } from '../../services/events.ts';
 import { newId, isoNow } from '../../services/ids.ts';
 import { presenceOf, type PersonOp, type PersonView } from '../../services/persons.ts';
@@ -54,14 +53,11 @@ export function personsV2(gw: Gateway) {
   /** This node's rows of some persons, as the caller may see them. */
   const localById = (ids: string[], scope: string[] | null) => persons.search({ ids, limit: ids.length, instanceIds: scope }).map((p) => persons.scoped(p, scope));
 
-  const personLog = gw.config.redisUrl ? new PersonLog({ redisUrl: gw.config.redisUrl, prefix: gw.config.cluster.keyPrefix, persons, log: gw.log }) : null;
-  if (personLog) {
-    personLog.start();
-    gw.onClose(() => personLog.stop());
-  }
+  /** Cluster mode: the shared link/unlink log (owned by the Cluster; null in embedded mode). */
+  const personLog = () => gw.cluster?.personLog ?? null;
   /** Before a read: the link/unlink decisions of every node applied here. */
   const synced = async () => {
-    await personLog?.catchUp();
+    await personLog()?.catchUp();
   };
 
   /** Not on the nodes that answered: 404, or 503 when a silent node may hold it. */
@@ -95,7 +91,7 @@ export function personsV2(gw: Gateway) {
   /** Appends a link or unlink to the cluster's person log and applies it here. */
   const decide = async (op: PersonOp) => {
     try {
-      await personLog!.append(op);
+      await personLog()!.append(op);
     } catch (err) {
       gw.log.warn({ err: String(err) }, 'persons: appending to the cluster person log failed');
       throw new ApiError('UNAVAILABLE', 'The cluster person log (Redis) did not answer; retry later', null, { 'retry-after': '2' });
@@ -204,7 +200,7 @@ export function personsV2(gw: Gateway) {
       '/link',
       async ({ body, request }) => {
         const cluster = gw.cluster;
-        if (!cluster || !personLog) return { data: persons.link(body.identityA, body.identityB) };
+        if (!cluster || !personLog()) return { data: persons.link(body.identityA, body.identityB) };
         // Cluster: the persons are found on whichever nodes hold the identities; the merge is one
         // log entry that every node applies to its own rows.
         const { holder } = await holdersOf(cluster, [body.identityA, body.identityB], request);
@@ -225,7 +221,7 @@ export function personsV2(gw: Gateway) {
       '/unlink',
       async ({ body, request }) => {
         const cluster = gw.cluster;
-        if (!cluster || !personLog) return { data: persons.unlink(body.identityId, body.reason) };
+        if (!cluster || !personLog()) return { data: persons.unlink(body.identityId, body.reason) };
         const { holder, partial } = await holdersOf(cluster, [body.identityId], request);
         const from = holder(body.identityId, 'identityId');
         if (from.identities.length <= 1) {
