@@ -110,6 +110,12 @@ describe('cluster persons (2 node processes, real Redis)', () => {
       const all = (await n.call('GET', `/api/v2/persons/${s.id}/timeline?limit=100`)).body.items.map((e: any) => e.id);
       expect(all).toHaveLength(4); // two messages and two agent replies, from two nodes
       expect(await walk(n, `/api/v2/persons/${s.id}/timeline`)).toEqual(all);
+      // The events API's timeline of the same person is gathered the same way.
+      const evTimeline = await n.call('GET', `/api/v2/events/timeline/${s.id}?limit=100`);
+      expect(evTimeline.status).toBe(200);
+      expect(evTimeline.body.items.map((e: any) => e.id)).toEqual(all);
+      expect(evTimeline.body.channels).toEqual(['whatsapp-evolution']);
+      expect((await n.call('GET', '/api/v2/events/timeline/p_nobody')).status).toBe(404);
       const got = await n.call('GET', `/api/v2/persons/${s.id}`);
       expect(got.body.data.identities[0].messageCount).toBe(2);
       expect(got.body.meta).toBeUndefined();

@@ -9,7 +9,7 @@ import { ApiError, errorResponses, invalid } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageMeta, PageQuery } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
-import { askPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, isPageBody, mergePages, type GatheredMeta, type PageBody } from '../../cluster/gather.ts';
+import { askPeers, callPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, isPageBody, mergePages, type GatheredMeta, type PageBody } from '../../cluster/gather.ts';
 
 const Nullable = (s: ReturnType<typeof t.String>) => t.Union([s, t.Null()]);
 export const V2Event = t.Object(
@@ -120,20 +120,50 @@ export function eventsV2(gw: Gateway) {
     )
     .get(
       '/timeline/:personId',
-      ({ params, query, request }) => {
-        if (!gw.persons.get(params.personId) || !gw.persons.visibleTo(params.personId, principalOf(request).instanceIds)) throw new ApiError('NOT_FOUND', 'Person not found');
+      async ({ params, query, request }) => {
+        const scope = principalOf(request).instanceIds;
+        const known = Boolean(gw.persons.get(params.personId)) && gw.persons.visibleTo(params.personId, scope);
         const limit = query.limit ?? 50;
-        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
         const filter = filterFor(request, { personId: [params.personId], channel: commaList(query.channels), since: query.since, until: query.until });
+        const cluster = gw.cluster;
+        if (cluster) {
+          // Cluster: a person's events are on the nodes that handled them. Each node answers from
+          // its rows (404 when it does not know the person); pages merge by (createdAt, id).
+          const local = events.list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 }).map(eventView);
+          const channels = new Set(known ? events.channelsOf(params.personId, scope) : []);
+          if (isForwarded(request)) {
+            if (!known) throw new ApiError('NOT_FOUND', 'Person not found');
+            const own = mergePages(limit, local, [], (v) => ({ at: v.createdAt, id: v.id }));
+            return { personId: params.personId, channels: [...channels], items: own.items, meta: { cursor: own.cursor, hasMore: own.hasMore } };
+          }
+          const { answers, missed } = await callPeers(cluster, request, { method: 'GET' });
+          const peers: Array<PageBody<EventView> & { channels: string[] }> = [];
+          let partial = missed;
+          for (const a of answers) {
+            if (a.status === 200 && isPageBody<EventView>(a.body) && Array.isArray((a.body as { channels?: unknown }).channels)) peers.push(a.body as PageBody<EventView> & { channels: string[] });
+            else if (a.status !== 404) partial = true;
+          }
+          if (!known && peers.length === 0) throw partial ? new ApiError('UNAVAILABLE', 'Person not found on the nodes that answered; a node did not answer and may hold it, retry later', null, { 'retry-after': '2' }) : new ApiError('NOT_FOUND', 'Person not found');
+          for (const p of peers) for (const c of p.channels) channels.add(c);
+          const merged = mergePages(limit, local, peers, (v) => ({ at: v.createdAt, id: v.id }));
+          const meta: GatheredMeta = { cursor: merged.cursor, hasMore: merged.hasMore, ...(partial ? { partial: true } : {}) };
+          return { personId: params.personId, channels: [...channels].sort(), items: merged.items, meta };
+        }
+        if (!known) throw new ApiError('NOT_FOUND', 'Person not found');
+        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
         const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({ seq: r.seq }));
-        return { personId: params.personId, channels: events.channelsOf(params.personId, principalOf(request).instanceIds), items: res.items.map(eventView), meta: res.meta };
+        return { personId: params.personId, channels: events.channelsOf(params.personId, scope), items: res.items.map(eventView), meta: res.meta };
       },
       {
         params: t.Object({ personId: t.String({ maxLength: 100 }) }),
         query: t.Object({ ...PageQuery, channels: t.Optional(t.String({ maxLength: 200, description: 'Comma list of channel kinds' })), since: isoField('Events at or after'), until: isoField('Events at or before') }),
-        detail: { tags: ['events'], summary: 'Person timeline', description: 'A person\'s messages across every channel and identity, newest first, cursor-paginated.' },
+        detail: {
+          tags: ['events'], summary: 'Person timeline',
+          description: 'A person\'s messages across every channel and identity, newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (createdAt, id); meta.partial when a node did not answer.',
+        },
         response: {
-          200: t.Object({ personId: t.String(), channels: t.Array(t.String()), items: t.Array(V2Event), meta: PageMeta }, { description: 'The timeline' }),
+          200: t.Object({ personId: t.String(), channels: t.Array(t.String()), items: t.Array(V2Event), meta: GatheredPageMeta }, { description: 'The timeline' }),
+          503: errorResponses[500],
           ...errorResponses,
         },
       },
