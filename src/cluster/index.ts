@@ -49,9 +49,13 @@
 //   of every live peer in parallel with the caller's own key (peers apply the same scopes and
 //   instance binding); first 200 wins. Peers are found by the `url` each node advertises in its
 //   heartbeat (CLUSTER_ADVERTISE_URL, else http://HOST:PORT as bound); a forwarded request carries
-//   FORWARDED_HEADER and is never passed on again. Trace (v1, v2) and event LISTS are gathered the
-//   same way and merged newest first by (time, id) with a cursor valid on every node; a peer silent
-//   for 2 s is skipped and the answer says partial (see gather.ts). Person lists stay per node.
+//   FORWARDED_HEADER and is never passed on again. Trace (v1, v2), event, event-search,
+//   conversation, dead-letter and person-timeline LISTS are gathered the same way and merged newest
+//   first by (time, id) with a cursor valid on every node; a peer silent for 2 s is skipped and the
+//   answer says partial (see gather.ts). Dead-letter replay/delete by id go to the node holding the
+//   row. Persons: ids derived from the platform id, so every node names a user alike; lists and
+//   by-id reads are gathered and merged by person id (gather-persons.ts); link/unlink decisions
+//   form one shared log (person-log.ts).
 // - Webhooks whose verification needs the channel connection (Slack Events) are forwarded to the
 //   shard owner over HTTP with the raw body and signature headers; the owner verifies and answers.
 // - Redis restarted without its data: the first heartbeat on an empty Redis starts a quiet period
