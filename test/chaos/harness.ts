@@ -39,6 +39,8 @@ export class ChaosRun {
   evo!: FakeEvolution;
   agent!: FakeAgent;
   token = '';
+  /** The instance's id (what /ws filters and turn frames carry), set by createInstance. */
+  instanceId = '';
   private epoch = -1;
   current: GatewayProcess | null = null;
 
@@ -123,6 +125,8 @@ export class ChaosRun {
       const list = (await r.json()) as Array<{ name: string; status?: string }>;
       return list.some((i) => i.name === 'bot');
     }, 5000);
+    const v2 = await fetch(`${this.url}/api/v2/instances/bot`, { headers: { 'x-api-key': CHAOS_KEY } });
+    this.instanceId = ((await v2.json()) as { data: { id: string } }).data.id;
   }
 
   /**
