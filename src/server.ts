@@ -247,7 +247,20 @@ export function buildServer(gw: Gateway) {
     .use(sendV1(gw))
     .use(channelsV2(gw))
     .use(aguiRoutes(gw))
-    .use(wsRoutes({ hub: gw.pipeline.hub, authenticate: (key) => streamPrincipal(gw, key), onKeysChanged: (l) => gw.keys.onChange(l) }))
+    .use(
+      wsRoutes({
+        hub: gw.pipeline.hub,
+        authenticate: (key) => streamPrincipal(gw, key),
+        onKeysChanged: (l) => gw.keys.onChange(l),
+        // Opening a stream counts against the key's general budget and is audited like a request.
+        admit: async (key, client) => {
+          const principal = gw.keys.verify(key)!;
+          const rl = await gw.rateLimiter.take(principal.keyId, 'general');
+          gw.audit.record({ keyId: principal.keyId, method: 'GET', path: '/ws', status: rl.allowed ? 101 : 429, ip: client.ip, userAgent: client.userAgent, at: gw.clock.now() });
+          return rl.allowed ? null : `rate limit of ${rl.limit} requests per minute exceeded; retry in ${rl.resetSeconds}s`;
+        },
+      }),
+    )
     .use(webConsole(gw));
 
   return app;

@@ -220,3 +220,31 @@ describe('/ws follows its key', () => {
     await s.stop();
   });
 });
+
+describe('/ws admission', () => {
+  test('opening a stream is audited and counts against the key\'s general rate limit (4429 beyond it); a subscribe sent at once is honoured', async () => {
+    const s = await serve();
+    expect((await s.call('PATCH', '/api/v2/settings', { 'rateLimit.generalPerMinute': 2 })).status).toBe(200);
+    const { key, view } = s.gw.keys.create({ name: 'watcher', scopes: ['messages:read'] });
+    const open = () => {
+      const ws = new WebSocket(`${s.base.replace('http', 'ws')}/ws?apiKey=${key}`);
+      const frames: any[] = [];
+      ws.onmessage = (e) => frames.push(JSON.parse(String(e.data)));
+      ws.onopen = () => ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'] }));
+      const closed = new Promise<number>((resolve) => (ws.onclose = (e) => resolve(e.code)));
+      return { ws, frames, closed };
+    };
+    const a = open();
+    const b = open();
+    await until(() => a.frames.length > 0 && b.frames.length > 0);
+    expect(a.frames[0]).toMatchObject({ type: 'subscribed', channels: ['conversations'] });
+    expect(b.frames[0]).toMatchObject({ type: 'subscribed' });
+    const c = open();
+    expect(await c.closed).toBe(4429);
+    await until(() => s.gw.audit.list(view.id).length >= 3);
+    expect(s.gw.audit.list(view.id).map((r) => `${r.method} ${r.path} ${r.status}`).sort()).toEqual(['GET /ws 101', 'GET /ws 101', 'GET /ws 429']);
+    a.ws.close();
+    b.ws.close();
+    await s.stop();
+  });
+});

@@ -19,7 +19,14 @@ export interface WsRoutesDeps {
   onKeysChanged?(listener: () => void): void;
   /** How often open streams are re-checked without a change (key expiry). */
   recheckEveryMs?: number;
+  /**
+   * Called for an authenticated open (rate limit and audit): resolves to null to admit, or to the
+   * close reason (the stream is then closed with 4429).
+   */
+  admit?(key: string, client: { ip: string | null; userAgent: string | null }): Promise<string | null>;
 }
+
+export const WS_CLOSE_RATE_LIMITED = 4429;
 
 const RECHECK_EVERY_MS = 60_000;
 
@@ -41,6 +48,8 @@ export function wsRoutes(deps: WsRoutesDeps) {
   // Elysia hands a fresh ElysiaWS wrapper to every callback; the Bun socket underneath is stable.
   const handles = new WeakMap<object, SubscriberHandle>();
   const open = new Map<object, OpenStream>();
+  /** Sockets whose admission is being decided, with the messages they sent meanwhile. */
+  const early = new Map<object, unknown[]>();
   let recheckTimer: ReturnType<typeof setInterval> | null = null;
   let recheckQueued = false;
   const recheck = () => {
@@ -68,9 +77,29 @@ export function wsRoutes(deps: WsRoutesDeps) {
     queueMicrotask(recheck); // after the change is committed; several changes → one pass
   });
 
+  const attach = (id: object, raw: RawSocket, key: string, principal: StreamPrincipal) => {
+    const handle = deps.hub.attach(
+      {
+        send: (data) => raw.send(data),
+        close: (code, reason) => raw.close(code, reason),
+        getBufferedAmount: () => raw.getBufferedAmount(),
+        ping: () => raw.ping(),
+      },
+      principal,
+    );
+    handles.set(id, handle);
+    open.set(id, { key, instanceIds: JSON.stringify(principal.instanceIds), close: () => raw.close(WS_CLOSE_UNAUTHORIZED, 'key revoked, expired or changed') });
+    if (!recheckTimer) {
+      recheckTimer = setInterval(recheck, deps.recheckEveryMs ?? RECHECK_EVERY_MS);
+      recheckTimer.unref?.();
+    }
+    return handle;
+  };
+
   return new Elysia({ name: 'switchboard-ws' }).ws('/ws', {
-    open(ws) {
-      const raw = ws.raw as unknown as RawSocket;
+    async open(ws) {
+      const id = ws.raw as object;
+      const raw = ws.raw as unknown as RawSocket & { remoteAddress?: string };
       const headerKey = ws.data.headers['x-api-key'];
       const queryKey = (ws.data.query as Record<string, string | undefined>).apiKey;
       const key = headerKey || queryKey || null;
@@ -80,28 +109,36 @@ export function wsRoutes(deps: WsRoutesDeps) {
       } catch {
         principal = null;
       }
-      if (!principal) {
+      if (!key || !principal) {
         raw.close(WS_CLOSE_UNAUTHORIZED, 'unauthorized');
         return;
       }
-      const handle = deps.hub.attach(
-        {
-          send: (data) => raw.send(data),
-          close: (code, reason) => raw.close(code, reason),
-          getBufferedAmount: () => raw.getBufferedAmount(),
-          ping: () => raw.ping(),
-        },
-        principal,
-      );
-      handles.set(ws.raw, handle);
-      open.set(ws.raw, { key: key!, instanceIds: JSON.stringify(principal.instanceIds), close: () => raw.close(WS_CLOSE_UNAUTHORIZED, 'key revoked, expired or changed') });
-      if (!recheckTimer) {
-        recheckTimer = setInterval(recheck, deps.recheckEveryMs ?? RECHECK_EVERY_MS);
-        recheckTimer.unref?.();
+      if (!deps.admit) {
+        attach(id, raw, key, principal);
+        return;
       }
+      // Messages that arrive while the admission is decided are kept and handled after it.
+      early.set(id, []);
+      let refused: string | null;
+      try {
+        refused = await deps.admit(key, { ip: raw.remoteAddress ?? null, userAgent: ws.data.headers['user-agent']?.slice(0, 512) ?? null });
+      } catch {
+        refused = null; // a failing limiter must not take the live stream down
+      }
+      const queued = early.get(id);
+      early.delete(id);
+      if (!queued) return; // the client left meanwhile
+      if (refused) {
+        raw.close(WS_CLOSE_RATE_LIMITED, refused);
+        return;
+      }
+      const handle = attach(id, raw, key, principal);
+      for (const m of queued) handle.onMessage(m);
     },
     message(ws, message) {
-      handles.get(ws.raw)?.onMessage(message);
+      const queued = early.get(ws.raw);
+      if (queued) queued.push(message);
+      else handles.get(ws.raw)?.onMessage(message);
     },
     drain(ws) {
       handles.get(ws.raw)?.onDrain();
@@ -110,6 +147,7 @@ export function wsRoutes(deps: WsRoutesDeps) {
       handles.get(ws.raw)?.onPong();
     },
     close(ws) {
+      early.delete(ws.raw);
       handles.get(ws.raw)?.detach();
       handles.delete(ws.raw);
       open.delete(ws.raw);
