@@ -31,7 +31,9 @@ async function shutdown(signal: string) {
   stopping = true;
   gw.log.info({ signal }, 'shutting down');
   gw.ready = false;
-  // Stop accepting new connections, let in-flight requests finish.
+  // Live streams end first (the server's stop waits for every open WebSocket), then new
+  // connections stop and in-flight requests finish.
+  gw.pipeline.hub.disconnectAll();
   await app.server?.stop(false);
   await new Promise((r) => setImmediate(r)); // let the last requests' log lines be written
   await gw.close();

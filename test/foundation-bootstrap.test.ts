@@ -95,7 +95,7 @@ describe('bootstrap admin key', () => {
 });
 
 describe('bun src/main.ts', () => {
-  test('starts on the embedded defaults in a fresh data dir, serves, and stops cleanly on SIGTERM', async () => {
+  test('starts on the embedded defaults in a fresh data dir, serves, and stops cleanly on SIGTERM, open live streams included', async () => {
     const dir = tempDir();
     const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: '0', HOST: '127.0.0.1', DATABASE_PATH: join(dir, 'data', 'switchboard.db'), LOG_LEVEL: 'info' };
     const proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
@@ -139,9 +139,15 @@ describe('bun src/main.ts', () => {
       expect(typeof reqLine.ms).toBe('number');
       expect(JSON.stringify(reqLine)).not.toContain(key);
 
+      // An open live stream does not hold the shutdown: it is closed with 1001 (going away).
+      const ws = new WebSocket(`${base.replace('http', 'ws')}/ws?apiKey=${key}`);
+      const wsClosed = new Promise<number>((resolve) => (ws.onclose = (e) => resolve(e.code)));
+      await new Promise((resolve) => (ws.onopen = resolve));
+
       proc.kill('SIGTERM');
       const code = await proc.exited;
       expect(code).toBe(0);
+      expect(await wsClosed).toBe(1001);
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;

@@ -314,6 +314,17 @@ export class StreamHub {
   }
 
   /** Stops timers and forgets everything (sockets are not closed; the server does that). */
+  /** Closes every subscriber's socket (shutdown: 1001 "going away"; clients reconnect elsewhere or later). */
+  disconnectAll(code = 1001, reason = 'server shutting down'): void {
+    for (const sub of [...this.subscribers]) {
+      try {
+        sub.sock.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+  }
+
   close(): void {
     this.closed = true;
     this.keepaliveTimer?.cancel();
