@@ -29,10 +29,10 @@ export async function runFloodBench(Q = 200, F = 3000): Promise<FloodResult> {
         await Bun.sleep(10);
       }
     };
-    // Quiet traffic: 3 rounds, each chat one message per round, rounds 1 s apart.
+    // Quiet traffic: 5 rounds, each chat one message per round, rounds 1 s apart (p99 over 5 × Q samples).
     const quiet = async (tag: string) => {
       const posted = new Map<string, number>();
-      for (let round = 0; round < 3; round++) {
+      for (let round = 0; round < 5; round++) {
         const t0 = Date.now();
         await Promise.all(Array.from({ length: Q }, (_, c) => {
           const text = `${tag}${round}x${c}`;
@@ -73,5 +73,5 @@ export async function runFloodBench(Q = 200, F = 3000): Promise<FloodResult> {
 if (import.meta.main) {
   const [q, f] = process.argv.slice(2).map(Number);
   const r = await runFloodBench(q || undefined, f || undefined);
-  console.log(`flood: ${r.quietChats} quiet chats (3 msgs each, 1 s apart); quiet e2e p50 ${fmt(r.quietP50)} ms p99 ${fmt(r.quietP99)} ms → with ${r.floodMessages} msgs flooding one chat p50 ${fmt(r.floodedQuietP50)} ms p99 ${fmt(r.floodedQuietP99)} ms; gateway RSS +${fmt(r.floodAddedMiB, 0)} MiB`);
+  console.log(`flood: ${r.quietChats} quiet chats (5 msgs each, 1 s apart); quiet e2e p50 ${fmt(r.quietP50)} ms p99 ${fmt(r.quietP99)} ms → with ${r.floodMessages} msgs flooding one chat p50 ${fmt(r.floodedQuietP50)} ms p99 ${fmt(r.floodedQuietP99)} ms; gateway RSS +${fmt(r.floodAddedMiB, 0)} MiB`);
 }
