@@ -4,7 +4,7 @@
 // and says `partial` when a node does not answer. A dead letter is replayed or deleted through
 // any node, also after its shard moved; a conversation two nodes hold is listed once.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { clusterHarness, shardOwner, until, upsert, waitForShardOwner, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { clusterHarness, shardOwner, until, upsert, waitForShardOwner, walk, walkPages, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { ownerOf as shardOwnerAmong, shardOf } from '../src/cluster/shards.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { startFakeEvolution } from './fakes/evolution.ts';
@@ -66,27 +66,6 @@ async function twoNodesTwoOwners(): Promise<{ nodes: NodeProc[]; bots: Bot[] }> 
     }
   }
   return { nodes, bots };
-}
-
-/** Follows meta.cursor page by page; returns the ids in order. */
-async function walkPages(next: (cursor: string | null) => Promise<{ status: number; body: any }>): Promise<string[]> {
-  const ids: string[] = [];
-  let cursor: string | null = null;
-  for (let i = 0; i < 50; i++) {
-    const res = await next(cursor);
-    expect(res.status).toBe(200);
-    expect(res.body.meta.partial).toBeUndefined();
-    ids.push(...res.body.items.map((x: any) => x.id));
-    cursor = res.body.meta.cursor;
-    if (!res.body.meta.hasMore) break;
-  }
-  return ids;
-}
-
-/** Walks a v2 list with ?limit=1 and the cursor. */
-function walk(n: NodeProc, path: string, headers: Record<string, string> = {}): Promise<string[]> {
-  const sep = path.includes('?') ? '&' : '?';
-  return walkPages((cursor) => n.call('GET', `${path}${sep}limit=1${cursor ? `&cursor=${cursor}` : ''}`, undefined, headers));
 }
 
 /** Walks POST /api/v2/events/search with limit 1 and the cursor. */

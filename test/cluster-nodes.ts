@@ -202,3 +202,23 @@ export async function waitForShardOwner(among: NodeProc[], instanceId: string, m
   await until(async () => (owner = await shardOwner(among, instanceId)) !== null, ms, 'shard owned');
   return owner!;
 }
+
+/** Follows a cursor list to its end, one page per call; no page may be partial. */
+export async function walkPages(next: (cursor: string | null) => Promise<{ status: number; body: any }>): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | null = null;
+  for (let i = 0; i < 50; i++) {
+    const res = await next(cursor);
+    if (res.status !== 200 || res.body.meta.partial !== undefined) throw new Error(`page after cursor ${cursor}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+    ids.push(...res.body.items.map((x: any) => x.id));
+    cursor = res.body.meta.cursor;
+    if (!res.body.meta.hasMore) break;
+  }
+  return ids;
+}
+
+/** Walks a v2 list with ?limit=1 and the cursor. */
+export function walk(n: NodeProc, path: string, headers: Record<string, string> = {}): Promise<string[]> {
+  const sep = path.includes('?') ? '&' : '?';
+  return walkPages((cursor) => n.call('GET', `${path}${sep}limit=1${cursor ? `&cursor=${cursor}` : ''}`, undefined, headers));
+}

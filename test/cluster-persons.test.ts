@@ -3,7 +3,7 @@
 // merged, timeline gathered); link and unlink hold on every node, also for an identity a node
 // first sees after the link (failover); a node that does not answer makes the answer `partial`.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { clusterHarness, until, upsert, waitForShardOwner, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { clusterHarness, until, upsert, waitForShardOwner, walk, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { startFakeEvolution } from './fakes/evolution.ts';
 
@@ -57,20 +57,6 @@ async function message(via: NodeProc, bot: Bot, id: string, text: string, phone:
 }
 
 /** Follows meta.cursor with ?limit=1; returns the ids in order. */
-async function walk(n: NodeProc, path: string): Promise<string[]> {
-  const ids: string[] = [];
-  let cursor: string | null = null;
-  for (let i = 0; i < 50; i++) {
-    const res = await n.call('GET', `${path}${path.includes('?') ? '&' : '?'}limit=1${cursor ? `&cursor=${cursor}` : ''}`);
-    expect(res.status).toBe(200);
-    expect(res.body.meta.partial).toBeUndefined();
-    ids.push(...res.body.items.map((x: any) => x.id));
-    cursor = res.body.meta.cursor;
-    if (!res.body.meta.hasMore) break;
-  }
-  return ids;
-}
-
 const byPhone = (items: any[], phone: string) => items.find((p) => p.identities.some((i: any) => i.platformUserId.startsWith(phone)));
 async function receivedTexts(n: NodeProc, personId: string, headers: Record<string, string> = {}): Promise<string[]> {
   const res = await n.call('GET', `/api/v2/persons/${personId}/timeline?limit=100`, undefined, headers);

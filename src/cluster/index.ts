@@ -1094,13 +1094,7 @@ interface DeadLetterRecord {
   sealed: string;
 }
 
-export interface DeadLetterView {
-  id: string;
-  shard: number;
-  entryId: string;
-  reason: string;
-  node: string;
-  at: string;
+export interface DeadLetterView extends Omit<DeadLetterRecord, 'sealed'> {
   kind: 'inbound' | 'send' | null;
   /** The message with tokens, keys and inline media masked; null when it is not one. */
   message: Record<string, unknown> | null;
