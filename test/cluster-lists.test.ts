@@ -257,11 +257,13 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
     expect(old.status).toBe('dead_lettered');
     expect(old.steps.find((x: any) => x.step === 'replayed').details.replay_trace_id).toBe(moved.body.data.traceId);
 
-    // Replayed through d2 while d1 still owns the shard: d1 re-runs the same trace.
+    // Replayed through d2 while d1 still owns the shard: handed to d1 through the stream too (a
+    // replay must survive the shard moving while it runs), as a new trace.
     const stayed = await b.call('POST', `/api/v2/dead-letters/${dead('doomed staying')}/replay`);
     expect(stayed.status).toBe(200);
-    expect(stayed.body.data.traceId).toBe(sTrace);
-    await until(async () => (await a.call('GET', `/api/v2/traces/${sTrace}`, undefined, FORWARDED)).body.data?.status === 'completed', 8000, 'replay completed on d1');
+    expect(stayed.body.data.traceId).not.toBe(sTrace);
+    await until(async () => (await a.call('GET', `/api/v2/traces/${stayed.body.data.traceId}`, undefined, FORWARDED)).body.data?.status === 'completed', 8000, 'replay completed on d1');
+    expect((await a.call('GET', `/api/v2/traces/${sTrace}`, undefined, FORWARDED)).body.data.steps.find((x: any) => x.step === 'replayed').details.replay_trace_id).toBe(stayed.body.data.traceId);
     await until(() => evo.sent.some((m) => m.text === 'echo: doomed moving') && evo.sent.some((m) => m.text === 'echo: doomed staying'), 3000, 'both replies sent');
 
     // Deleted through d2; then gone everywhere.

@@ -48,10 +48,11 @@ export function tracesV2(gw: Gateway) {
     return held.body as T; // the holder's answer as it is (its 409 included)
   };
   /**
-   * Cluster: this node holds the dead letter but no longer owns its instance's shard (it moved
-   * since), so the message cannot run here. It is handed to the owner through the shard's stream,
-   * as a webhook would be: a new message (new trace) queued after what the owner already has, the
-   * agent asked again (the old node's committed reply and outbox stay with it).
+   * Cluster: a replay is handed to the instance's shard owner through the shard's stream, as a
+   * webhook would be — also when this node is the owner: only a stream entry survives the shard
+   * moving while the replay runs (a row reopened in this node's SQLite alone would be closed as
+   * "handled elsewhere" by the next owner's catch-up). A new message (new trace), queued after what
+   * the owner already has, the agent asked again (the old trace's committed reply stays with it).
    */
   const replayAtOwner = async (cluster: Cluster, r: DeadRow) => {
     const row = db.query<{ status: string; kind: 'inbound' | 'send'; payload_json: string }, [number]>('SELECT status, kind, payload_json FROM inbox WHERE seq = ?').get(r.inbox_seq);
@@ -230,7 +231,7 @@ export function tracesV2(gw: Gateway) {
       async ({ params, request, set }) => {
         const r = localDead(request, params.id);
         if (!r) return atHolder<{ data: { traceId: string; status: string } }>(request, set);
-        if (gw.cluster && !gw.cluster.ownsInstance(r.instance_id)) return replayAtOwner(gw.cluster, r);
+        if (gw.cluster) return replayAtOwner(gw.cluster, r);
         // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
         const reopened = db.transaction(() => {
           const changed = db
@@ -249,7 +250,7 @@ export function tracesV2(gw: Gateway) {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
         detail: {
           tags: ['dead letters'], summary: 'Replay dead letter',
-          description: 'The message re-enters its conversation, ahead of newer messages (in inbox order); a committed agent reply is not recomputed. Cluster mode: works on any node (the node holding the dead letter acts). When that node no longer owns the instance\'s shard, the message is handed to the owner like a new one: a new trace (data.traceId), queued after the messages the owner already has, the agent asked again.',
+          description: 'The message re-enters its conversation, ahead of newer messages (in inbox order); a committed agent reply is not recomputed. Cluster mode: works on any node (the node holding the dead letter acts); the message is handed to the instance\'s shard owner like a new one, durably through Redis: a new trace (data.traceId), queued after the messages the owner already has, the agent asked again.',
         },
         response: { 200: t.Object({ data: t.Object({ traceId: t.String(), status: t.String() }) }, { description: 'Re-queued' }), 409: errorResponses[400], 503: errorResponses[400], ...errorResponses },
       },
