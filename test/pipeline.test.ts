@@ -111,6 +111,12 @@ describe('conversations and browser-style keys', () => {
     expect(one.body.data.id).toBe(conv.id);
     const traces = await t.call('GET', `/api/v2/traces?conversationId=${conv.id}`);
     expect(traces.body.items.map((i: any) => i.text)).toEqual(['hello there']);
+    // Traces by id (the cluster asks its peers for their copies of a page's ids this way).
+    const second = await t.post(upsert('conv-2', 'and again', '15557770001'));
+    expect((await t.call('GET', `/api/v2/traces?ids=${second.body.trace_id},nope`)).body.items.map((i: any) => i.id)).toEqual([second.body.trace_id]);
+    const tooMany = await t.call('GET', `/api/v2/traces?ids=${Array.from({ length: 101 }, (_, i) => `t${i}`).join(',')}`);
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.body.error.code).toBe('VALIDATION_ERROR');
     expect((await t.call('GET', '/api/v2/conversations/c_nope')).status).toBe(404);
     await t.close();
   });

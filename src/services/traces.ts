@@ -20,6 +20,8 @@ export interface TraceFilter {
   since?: string;
   until?: string;
   conversationId?: string;
+  /** Only these trace ids. */
+  ids?: string[];
   beforeSeq?: number;
   /** Cluster cursor: only rows strictly older than this (received_at, id); implies that order. */
   before?: { at: string; id: string };
@@ -126,6 +128,10 @@ export class TraceService {
     if (f.since) { w.push('i.received_at >= ?'); p.push(f.since); }
     if (f.until) { w.push('i.received_at <= ?'); p.push(f.until); }
     if (f.conversationId) { w.push('i.conversation_id = ?'); p.push(f.conversationId); }
+    if (f.ids) {
+      if (f.ids.length === 0) w.push('0');
+      else { w.push(`i.id IN (${f.ids.map(() => '?').join(',')})`); p.push(...f.ids); }
+    }
     if (f.beforeSeq !== undefined) { w.push('i.seq < ?'); p.push(f.beforeSeq); }
     if (f.before) { w.push('(i.received_at < ? OR (i.received_at = ? AND i.id < ?))'); p.push(f.before.at, f.before.at, f.before.id); }
     return { sql: w.length ? `WHERE ${w.join(' AND ')}` : '', params: p };

@@ -83,13 +83,30 @@ export function tracesV2(gw: Gateway) {
         const after = cluster ? undefined : decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
         const before = cluster ? decodeTimeCursor(query.cursor) : undefined;
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
-        const rows = gw.pipeline.traces.list({
-          instanceId, instanceIds: p.instanceIds, status: commaList(query.status), userId: query.userId,
+        const ids = commaList(query.ids);
+        if (ids && ids.length > 100) throw new ApiError('VALIDATION_ERROR', 'ids: at most 100 trace ids', [{ field: 'ids', problem: 'at most 100 ids' }]);
+        const filter = {
+          instanceId, instanceIds: p.instanceIds, status: commaList(query.status), userId: query.userId, ids,
           // Stored timestamps are UTC ISO strings: compare like with like (offsets, missing milliseconds).
           conversationId: query.conversationId, since: query.since ? new Date(query.since).toISOString() : undefined,
-          until: query.until ? new Date(query.until).toISOString() : undefined, beforeSeq: after?.seq, before, byReceived: !!cluster, limit: limit + 1,
-        });
-        if (cluster) return gatherPage(cluster, request, limit, rows.map(v2Trace), (v) => ({ at: v.receivedAt, id: v.id }));
+          until: query.until ? new Date(query.until).toISOString() : undefined,
+        };
+        const rows = gw.pipeline.traces.list({ ...filter, beforeSeq: after?.seq, before, byReceived: !!cluster, limit: limit + 1 });
+        if (cluster) {
+          // A message whose shard moved while it ran has a row (same trace id, other receivedAt) on
+          // both owners: past the first page, a copy newer than the page's was listed already.
+          const copiesOf = async (of: string[]) => {
+            const search = new URL(request.url).searchParams;
+            search.delete('cursor');
+            search.set('ids', of.join(','));
+            search.set('limit', String(of.length));
+            const asked = await askPeers(cluster, request, search);
+            const items = gw.pipeline.traces.list({ ...filter, ids: of, byReceived: true, limit: of.length }).map(v2Trace);
+            for (const b of asked.bodies) if (isPageBody<ReturnType<typeof v2Trace>>(b)) items.push(...b.items);
+            return { items, partial: asked.partial || asked.bodies.some((b) => !isPageBody(b)) };
+          };
+          return gatherPage(cluster, request, limit, rows.map(v2Trace), (v) => ({ at: v.receivedAt, id: v.id }), before ? { copiesOf } : {});
+        }
         const res = page(rows, limit, (r) => ({ seq: r.seq }));
         return { items: res.items.map(v2Trace), meta: res.meta };
       },
@@ -102,6 +119,7 @@ export function tracesV2(gw: Gateway) {
           userId: t.Optional(t.String({ maxLength: 200 })),
           since: t.Optional(t.String({ format: 'date-time' })),
           until: t.Optional(t.String({ format: 'date-time' })),
+          ids: t.Optional(t.String({ maxLength: 4000, description: 'Comma list of trace ids (at most 100)' })),
         }),
         detail: { tags: ['traces'], summary: 'List traces', description: 'Newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (receivedAt, id); meta.partial is true when a node did not answer in time.' },
         response: { 200: t.Object({ items: t.Array(V2Trace), meta: GatheredPageMeta }, { description: 'A page of traces' }), ...errorResponses },
