@@ -1198,6 +1198,8 @@ export async function startCluster(gw: Gateway): Promise<Cluster> {
   await cluster.start();
   gw.onClose(() => cluster.stop());
   cluster.personLog = new PersonLog({ redisUrl: c.redisUrl!, prefix: c.cluster.keyPrefix, persons: gw.persons, log: gw.log });
+  // Links decided while this node was away apply before its first message names a person.
+  await cluster.personLog.catchUp();
   cluster.personLog.start();
   gw.onClose(() => cluster.personLog?.stop());
   return cluster;
