@@ -3,6 +3,7 @@
 import { describe, expect, test } from 'bun:test';
 import { evolutionInstance, evolutionUpsert, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
+import { MessageService } from '../src/services/messages.ts';
 
 const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-SEND' }, agent: { protocol: 'json' }, resetAfterEach: true });
 
@@ -60,6 +61,24 @@ describe('send API', () => {
     expect((await send).status).toBe(200);
     await fakes.evo.waitForSent(4);
     expect(fakes.evo.sentTo('15557770002')).toEqual(['echo: question', 'operator note', 'first', 'echo: second']);
+    await t.close();
+  });
+
+  test('a send still queued when the wait ends answers 202 pending with its id; it is sent later, in order', async () => {
+    const t = await setup();
+    t.gw.messages = new MessageService(t.gw.db, t.gw.pipeline, { waitMs: 50 });
+    fakes.agent.setBehaviour({ latencyMs: 400 });
+    await t.post(upsert('q-1', 'slow question', '15557770005'));
+    const res = await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770005', text: 'queued note' });
+    expect(res.status).toBe(202);
+    expect(res.body.data).toEqual({ messageId: expect.any(String), externalMessageId: null, status: 'pending' });
+    expect(fakes.evo.sentTo('15557770005')).toEqual([]);
+    await fakes.evo.waitForSent(2);
+    expect(fakes.evo.sentTo('15557770005')).toEqual(['echo: slow question', 'queued note']);
+    const end = Date.now() + 3000;
+    let got = await t.call('GET', `/api/v2/messages/${res.body.data.messageId}`);
+    while (got.body.data.status !== 'completed' && Date.now() < end) got = (await Bun.sleep(10), await t.call('GET', `/api/v2/messages/${res.body.data.messageId}`));
+    expect(got.body.data).toMatchObject({ status: 'completed', externalMessageId: expect.any(String) });
     await t.close();
   });
 
