@@ -167,6 +167,18 @@ describe('pauses API', () => {
     expect((await t.call('GET', '/api/v2/access/pauses')).body.items).toHaveLength(1);
     await t.close();
   });
+
+  test('a paused thread is listed under the conversation id of that thread and resumed by it', async () => {
+    const t = await withInstance({ stopKeyword: 'STOP' });
+    const thread = { chatId: 'C42', threadId: '1700000000.000100', kind: 'group' as const };
+    t.gw.access.check(t.inst(), msg({ chat: thread, text: 'stop' }));
+    const [p] = (await t.call('GET', '/api/v2/access/pauses')).body.items;
+    expect(p).toMatchObject({ chatKey: 'C42/1700000000.000100', conversationId: conversationIdFor(t.id, thread) });
+    expect(t.gw.access.check(t.inst(), msg({ chat: thread, text: 'hello?' })).allowed).toBe(false);
+    expect((await t.call('DELETE', `/api/v2/access/pauses/${conversationIdFor(t.id, thread)}`)).status).toBe(200);
+    expect(t.gw.access.check(t.inst(), msg({ chat: thread, text: 'hello?' })).allowed).toBe(true);
+    await t.close();
+  });
 });
 
 describe('routes', () => {

@@ -536,7 +536,7 @@ export class AccessService {
   }
 
   /** Live pauses (expired ones are left to the next message of their chat), by instance then chat. */
-  listPauses(f: { instanceId?: string; visibleInstanceIds: string[] | null; after?: { instanceId: string; chatKey: string }; limit: number }, now = this.clock.now()): PauseView[] {
+  listPauses(f: { instanceId?: string; visibleInstanceIds: string[] | null; after?: { instanceId: string; chatKey: string }; limit: number }, now = this.clock.now()): Array<{ pause: PauseView; storedKey: string }> {
     const where = ['(until IS NULL OR until > ?)'];
     const args: Array<string | number> = [isoNow(now)];
     if (f.instanceId !== undefined) {
@@ -555,15 +555,16 @@ export class AccessService {
     return this.db
       .query<PauseRow, typeof args>(`SELECT * FROM conversation_pauses WHERE ${where.join(' AND ')} ORDER BY instance_id, chat_key LIMIT ?`)
       .all(...args)
-      .map(toPause);
+      .map((r) => ({ pause: toPause(r), storedKey: r.chat_key }));
   }
 
   /** The live pause of a conversation by its id, among the given instances. */
-  pauseByConversation(conversationId: string, visibleInstanceIds: string[] | null, now = this.clock.now()): PauseView | null {
+  pauseByConversation(conversationId: string, visibleInstanceIds: string[] | null, now = this.clock.now()): { pause: PauseView; storedKey: string } | null {
     // Pauses are few (one per stopped chat) and the id is a hash of (instance, chat): scan them.
     const rows = this.db.query<PauseRow, []>('SELECT * FROM conversation_pauses').all();
-    const r = rows.find((p) => conversationIdForKey(p.instance_id, p.chat_key) === conversationId && (!visibleInstanceIds || visibleInstanceIds.includes(p.instance_id)));
-    return r ? this.pauseOf(r.instance_id, r.chat_key, now) : null;
+    const r = rows.find((p) => toPause(p).conversationId === conversationId && (!visibleInstanceIds || visibleInstanceIds.includes(p.instance_id)));
+    if (!r || !this.pauseOf(r.instance_id, r.chat_key, now)) return null;
+    return { pause: toPause(r), storedKey: r.chat_key };
   }
 
   resume(instanceId: string, chatKey: string): boolean {
@@ -580,6 +581,12 @@ interface PauseRow {
   created_at: string;
 }
 
+/**
+ * Pause rows name a thread `chatId#threadId` (their stored, replicated key); conversations name it
+ * `chatId/threadId`. The view speaks the conversations' language, so its ids match theirs.
+ */
 function toPause(r: PauseRow): PauseView {
-  return { instanceId: r.instance_id, chatKey: r.chat_key, conversationId: conversationIdForKey(r.instance_id, r.chat_key), reason: r.reason, until: r.until, createdAt: r.created_at };
+  const hash = r.chat_key.lastIndexOf('#');
+  const chatKey = hash < 0 ? r.chat_key : `${r.chat_key.slice(0, hash)}/${r.chat_key.slice(hash + 1)}`;
+  return { instanceId: r.instance_id, chatKey, conversationId: conversationIdForKey(r.instance_id, chatKey), reason: r.reason, until: r.until, createdAt: r.created_at };
 }

@@ -170,7 +170,8 @@ export function accessV2(gw: Gateway) {
         const rows = gw.access.listPauses({
           instanceId, visibleInstanceIds: principalOf(request).instanceIds, after: after ? { instanceId: after.i, chatKey: after.k } : undefined, limit: limit + 1,
         });
-        return page(rows, limit, (r) => ({ i: r.instanceId, k: r.chatKey }));
+        const res = page(rows, limit, (r) => ({ i: r.pause.instanceId, k: r.storedKey }));
+        return { items: res.items.map((r) => r.pause), meta: res.meta };
       },
       {
         query: t.Object({ ...PageQuery, instanceId: t.Optional(t.String({ maxLength: 200, description: 'Instance id or name' })) }),
@@ -186,7 +187,7 @@ export function accessV2(gw: Gateway) {
       ({ params, request }) => {
         const p = gw.access.pauseByConversation(params.conversationId, principalOf(request).instanceIds);
         if (!p) throw notFound('Pause');
-        gw.access.resume(p.instanceId, p.chatKey);
+        gw.access.resume(p.pause.instanceId, p.storedKey);
         return { success: true };
       },
       {
