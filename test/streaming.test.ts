@@ -222,6 +222,24 @@ describe('/ws follows its key', () => {
 });
 
 describe('/ws admission', () => {
+  test('a key revoked while its stream is being admitted gets 4401, not a stream', async () => {
+    const s = await serve();
+    const { key, view } = s.gw.keys.create({ name: 'slow-admit', scopes: ['messages:read'] });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const limiter = s.gw.rateLimiter;
+    // A limiter that takes its time (Redis in cluster mode): the revocation lands meanwhile.
+    s.gw.rateLimiter = { take: async (k, cls) => (await gate, limiter.take(k, cls)) };
+    const ws = new WebSocket(`${s.base.replace('http', 'ws')}/ws?apiKey=${key}`);
+    const closed = new Promise<number>((resolve) => (ws.onclose = (e) => resolve(e.code)));
+    await new Promise((r) => (ws.onopen = r));
+    s.gw.keys.revoke(view.id);
+    release();
+    expect(await closed).toBe(4401);
+    await s.stop();
+  });
+
+
   test('opening a stream is audited and counts against the key\'s general rate limit (4429 beyond it); a subscribe sent at once is honoured', async () => {
     const s = await serve();
     expect((await s.call('PATCH', '/api/v2/settings', { 'rateLimit.generalPerMinute': 2 })).status).toBe(200);

@@ -180,8 +180,11 @@ export class KeyService {
   }
 
   /** Called after any key may have changed (here or replicated): holders of open connections re-check their key. */
-  onChange(listener: () => void): void {
+  onChange(listener: () => void): () => void {
     this.changeListeners.push(listener);
+    return () => {
+      this.changeListeners = this.changeListeners.filter((l) => l !== listener);
+    };
   }
 
   private changed(): void {

@@ -314,8 +314,12 @@ export class StreamHub {
   }
 
   /** Stops timers and forgets everything (sockets are not closed; the server does that). */
+  /** True once disconnectAll ran: sockets still opening are to be closed, not attached. */
+  disconnecting = false;
+
   /** Closes every subscriber's socket (shutdown: 1001 "going away"; clients reconnect elsewhere or later). */
   disconnectAll(code = 1001, reason = 'server shutting down'): void {
+    this.disconnecting = true;
     for (const sub of [...this.subscribers]) {
       try {
         sub.sock.close(code, reason);

@@ -15,8 +15,8 @@ export interface WsRoutesDeps {
   hub: StreamHub;
   /** Returns the principal for a key, or null when the key is missing/unknown/revoked. */
   authenticate(key: string | null): StreamPrincipal | null;
-  /** Registers a callback for "some key changed". */
-  onKeysChanged?(listener: () => void): void;
+  /** Registers a callback for "some key changed"; returns its removal. */
+  onKeysChanged?(listener: () => void): () => void;
   /** How often open streams are re-checked without a change (key expiry). */
   recheckEveryMs?: number;
   /**
@@ -71,7 +71,7 @@ export function wsRoutes(deps: WsRoutesDeps) {
       recheckTimer = null;
     }
   };
-  deps.onKeysChanged?.(() => {
+  const stopListening = deps.onKeysChanged?.(() => {
     if (recheckQueued || open.size === 0) return;
     recheckQueued = true;
     queueMicrotask(recheck); // after the change is committed; several changes → one pass
@@ -96,61 +96,81 @@ export function wsRoutes(deps: WsRoutesDeps) {
     return handle;
   };
 
-  return new Elysia({ name: 'switchboard-ws' }).ws('/ws', {
-    async open(ws) {
-      const id = ws.raw as object;
-      const raw = ws.raw as unknown as RawSocket & { remoteAddress?: string };
-      const headerKey = ws.data.headers['x-api-key'];
-      const queryKey = (ws.data.query as Record<string, string | undefined>).apiKey;
-      const key = headerKey || queryKey || null;
-      let principal: StreamPrincipal | null = null;
-      try {
-        principal = deps.authenticate(key);
-      } catch {
-        principal = null;
-      }
-      if (!key || !principal) {
-        raw.close(WS_CLOSE_UNAUTHORIZED, 'unauthorized');
-        return;
-      }
-      if (!deps.admit) {
-        attach(id, raw, key, principal);
-        return;
-      }
-      // Messages that arrive while the admission is decided are kept and handled after it.
-      early.set(id, []);
-      let refused: string | null;
-      try {
-        refused = await deps.admit(key, { ip: raw.remoteAddress ?? null, userAgent: ws.data.headers['user-agent']?.slice(0, 512) ?? null });
-      } catch {
-        refused = null; // a failing limiter must not take the live stream down
-      }
-      const queued = early.get(id);
-      early.delete(id);
-      if (!queued) return; // the client left meanwhile
-      if (refused) {
-        raw.close(WS_CLOSE_RATE_LIMITED, refused);
-        return;
-      }
-      const handle = attach(id, raw, key, principal);
-      for (const m of queued) handle.onMessage(m);
-    },
-    message(ws, message) {
-      const queued = early.get(ws.raw);
-      if (queued) queued.push(message);
-      else handles.get(ws.raw)?.onMessage(message);
-    },
-    drain(ws) {
-      handles.get(ws.raw)?.onDrain();
-    },
-    pong(ws) {
-      handles.get(ws.raw)?.onPong();
-    },
-    close(ws) {
-      early.delete(ws.raw);
-      handles.get(ws.raw)?.detach();
-      handles.delete(ws.raw);
-      open.delete(ws.raw);
-    },
-  });
+  return new Elysia({ name: 'switchboard-ws' })
+    .onStop(() => {
+      stopListening?.();
+      if (recheckTimer) clearInterval(recheckTimer);
+      recheckTimer = null;
+    })
+    .ws('/ws', {
+      async open(ws) {
+        const id = ws.raw as object;
+        const raw = ws.raw as unknown as RawSocket & { remoteAddress?: string };
+        const headerKey = ws.data.headers['x-api-key'];
+        const queryKey = (ws.data.query as Record<string, string | undefined>).apiKey;
+        const key = headerKey || queryKey || null;
+        let principal: StreamPrincipal | null = null;
+        try {
+          principal = deps.authenticate(key);
+        } catch {
+          principal = null;
+        }
+        if (!key || !principal) {
+          raw.close(WS_CLOSE_UNAUTHORIZED, 'unauthorized');
+          return;
+        }
+        if (!deps.admit) {
+          attach(id, raw, key, principal);
+          return;
+        }
+        // Messages that arrive while the admission is decided are kept and handled after it.
+        early.set(id, []);
+        let refused: string | null;
+        try {
+          refused = await deps.admit(key, { ip: raw.remoteAddress ?? null, userAgent: ws.data.headers['user-agent']?.slice(0, 512) ?? null });
+        } catch {
+          refused = null; // a failing limiter must not take the live stream down
+        }
+        const queued = early.get(id);
+        early.delete(id);
+        if (!queued) return; // the client left meanwhile
+        if (refused) {
+          raw.close(WS_CLOSE_RATE_LIMITED, refused);
+          return;
+        }
+        // Meanwhile the server may have started to shut down, or the key changed.
+        if (deps.hub.disconnecting) {
+          raw.close(1001, 'server shutting down');
+          return;
+        }
+        try {
+          principal = deps.authenticate(key);
+        } catch {
+          principal = null;
+        }
+        if (!principal) {
+          raw.close(WS_CLOSE_UNAUTHORIZED, 'key revoked, expired or changed');
+          return;
+        }
+        const handle = attach(id, raw, key, principal);
+        for (const m of queued) handle.onMessage(m);
+      },
+      message(ws, message) {
+        const queued = early.get(ws.raw);
+        if (queued) queued.push(message);
+        else handles.get(ws.raw)?.onMessage(message);
+      },
+      drain(ws) {
+        handles.get(ws.raw)?.onDrain();
+      },
+      pong(ws) {
+        handles.get(ws.raw)?.onPong();
+      },
+      close(ws) {
+        early.delete(ws.raw);
+        handles.get(ws.raw)?.detach();
+        handles.delete(ws.raw);
+        open.delete(ws.raw);
+      },
+    });
 }
