@@ -3,7 +3,7 @@
 // every node of a cluster derives alike, and link/unlink decisions replayed on another node.
 import { describe, expect, test } from 'bun:test';
 import { openDatabase } from '../db/open.ts';
-import { PersonService, type PersonOp } from '../src/services/persons.ts';
+import { PersonService, type PersonOp, type Platform } from '../src/services/persons.ts';
 import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
 import { createTestGateway } from './helpers.ts';
 
@@ -115,6 +115,25 @@ describe('persons', () => {
     await t.close();
   });
 
+  test('a LID linked into another person keeps that person (and its id) once a message also reports the phone', async () => {
+    const t = await setup();
+    // The operator links a LID-only WhatsApp sender into the person of a Discord user.
+    const hana = t.gw.db.transaction(() => t.gw.persons.observe('discord', { id: '700000000000000001', name: 'Hana' }, new Date().toISOString()))();
+    await t.send('bot', upsert('bot', 'h-1', 'lid only', { remoteJid: '90000000033@lid' }, 'Hana'));
+    const lid = (await t.persons('90000000033'))[0];
+    expect((await t.call('POST', '/api/v2/persons/link', { identityA: hana.identityId, identityB: lid.identities[0].id })).body.data.id).toBe(hana.personId);
+    // Later WhatsApp reports the phone with the LID (Evolution: the phone JID is the sender, the LID its alias).
+    await t.send('bot', upsert('bot', 'h-2', 'phone and lid', { remoteJid: '90000000033@lid', remoteJidAlt: '15556660001@s.whatsapp.net' }));
+    const person = await t.call('GET', `/api/v2/persons/${hana.personId}`);
+    expect(person.status).toBe(200);
+    const ids = person.body.data.identities.map((i: any) => [i.platform, i.platformUserId, i.aliases]).sort();
+    expect(ids).toEqual([['discord', '700000000000000001', []], ['whatsapp', '15556660001@s.whatsapp.net', ['90000000033@lid']]]);
+    expect((await t.persons('Hana')).map((p: any) => p.id)).toEqual([hana.personId]);
+    const texts = (await t.call('GET', `/api/v2/persons/${hana.personId}/timeline`)).body.items.filter((e: any) => e.type === 'message.received').map((e: any) => e.text);
+    expect(texts).toEqual(['phone and lid', 'lid only']);
+    await t.close();
+  });
+
   test('persons routes need persons:*; timeline pages are stable', async () => {
     const t = await setup();
     for (let i = 0; i < 5; i++) await t.send('bot', upsert('bot', `c-${i}`, `msg ${i}`, phoneKey('15554440001'), 'Finn'));
@@ -172,7 +191,7 @@ describe('persons: the same ids on every node', () => {
   const node = () => {
     const db = openDatabase(':memory:');
     const persons = new PersonService(db);
-    return { db, persons, observe: (sender: { id: string; altId?: string; name?: string }) => db.transaction(() => persons.observe('whatsapp', sender, at))() };
+    return { db, persons, observe: (sender: { id: string; altId?: string; name?: string }, platform: Platform = 'whatsapp') => db.transaction(() => persons.observe(platform, sender, at))() };
   };
 
   test('a sender first seen by two nodes gets the same identity and person on both; a LID and its phone converge the same way', () => {
@@ -226,6 +245,41 @@ describe('persons: the same ids on every node', () => {
     d.persons.applyLog('log', 0, log);
     expect(d.observe({ id: '15558880002@s.whatsapp.net' }).personId).toBe(un.person.id);
     expect(d.observe({ id: '15558880001@s.whatsapp.net' }).personId).toBe(x.personId);
+  });
+
+  test('a LID linked into another person takes the phone along on every node, whatever each node saw first', () => {
+    const a = node();
+    const hana = a.observe({ id: '700000000000000002' }, 'discord');
+    const lid = a.observe({ id: '90000000044@lid' });
+    a.persons.link(hana.identityId, lid.identityId);
+    const log: PersonOp[] = [{ op: 'link', keeper: hana.personId, loser: lid.personId, identities: [hana.identityId, lid.identityId] }];
+    // Evolution reports the phone JID as sender with the LID as alias; Baileys may report the reverse.
+    const phoneFirst = { id: '15556660002@s.whatsapp.net', altId: '90000000044@lid' };
+    const lidFirst = { id: '90000000044@lid', altId: '15556660002@s.whatsapp.net' };
+    const onA = a.observe(phoneFirst);
+    expect(onA.personId).toBe(hana.personId);
+    expect(a.persons.get(hana.personId)!.identities.map((i) => i.id).sort()).toEqual([hana.identityId, onA.identityId].sort());
+
+    // Node B meets the user only after the link, with both ids at once.
+    const b = node();
+    b.persons.applyLog('log', 0, log);
+    expect(b.observe(lidFirst)).toEqual(onA);
+    // Node C saw the phone alone before (its home person): it joins the linked person, leaving no empty one.
+    const c = node();
+    const phoneAlone = c.observe({ id: '15556660002@s.whatsapp.net' });
+    expect(phoneAlone.personId).not.toBe(hana.personId);
+    c.persons.applyLog('log', 0, log);
+    expect(c.observe(phoneFirst)).toEqual(onA);
+    expect(c.persons.get(phoneAlone.personId)).toBeNull();
+    expect(c.persons.search({ search: '15556660002', limit: 10 }).map((p) => p.id)).toEqual([hana.personId]);
+    // Node D saw the LID alone (the link moved it) and the phone alone: two identities become one, in the linked person.
+    const d = node();
+    d.observe({ id: '90000000044@lid' });
+    const phoneHome = d.observe({ id: '15556660002@s.whatsapp.net' }).personId;
+    d.persons.applyLog('log', 0, log);
+    expect(d.observe(lidFirst)).toEqual(onA);
+    expect(d.persons.get(hana.personId)!.identities.map((i) => i.id)).toEqual([onA.identityId]);
+    expect(d.persons.get(phoneHome)).toBeNull();
   });
 
   test('rows created before deterministic ids keep their ids', () => {

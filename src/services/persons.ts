@@ -9,6 +9,9 @@
 // link, unlink and automatic merges sent a person or an identity; in cluster mode link and unlink
 // are entries of one shared log (src/cluster/person-log.ts) that every node applies in order, so
 // all nodes agree, including a node that first sees a linked identity later (after a failover).
+// An automatic merge (a phone JID and its LID seen together) keeps the person a decision put either
+// id in, also one this node has not seen: it is recorded on this node only, so it may fold an
+// untouched home person (the same on every node) but never a decided one that other nodes keep.
 // Rows created before deterministic ids keep their random ids.
 import type { Database } from 'bun:sqlite';
 import { ApiError } from '../api/errors.ts';
@@ -143,17 +146,22 @@ export class PersonService {
     // here when this node knew the user by another key only, e.g. the LID); an identity created
     // before ids were derived keeps its id.
     const identityId = found.includes(own) ? own : (found.find((f) => !isDerivedId(f)) ?? own);
-    if (!found.includes(identityId)) {
-      const personId = this.personForNewIdentity(own);
+    // The user's person: the first one a decision put any of its identities in — also an identity
+    // of one key this node has not seen (a LID linked elsewhere) — else the kept identity's. A
+    // merely home person is folded into it; a decided one is kept, as every node keeps it.
+    const placements = [...new Set([identityId, ...found, ...keys.map((k) => identityIdOf(platform, [k]))])].map((id) => this.placement(id));
+    const personId = (placements.find((p) => p.decided) ?? placements[0]).person;
+    const kept = this.identity(identityId);
+    if (!kept) {
       this.db.query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, sender.name ?? null, at, at);
       this.db
         .query('INSERT INTO identities (id, person_id, platform, platform_user_id, display_name, phone, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)')
         .run(identityId, personId, platform, sender.id, sender.name ?? null, sender.phone ?? null, at, at, at);
-    }
+    } else if (kept.person_id !== personId) this.absorbPerson(personId, kept.person_id);
     for (const other of found) if (other !== identityId) this.mergeIdentities(identityId, other);
     for (const k of keys) this.db.query('INSERT OR IGNORE INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)').run(platform, k, identityId);
     this.stmt.count.run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, identityId);
-    const personId = this.db.query<{ person_id: string }, [string]>('SELECT person_id FROM identities WHERE id = ?').get(identityId)!.person_id;
+    // The merges folded every other person into `personId`.
     if (sender.name) this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?').run(sender.name, personId);
     return { personId, identityId };
   }
@@ -185,6 +193,16 @@ export class PersonService {
   private personForNewIdentity(identityId: string): string {
     const moved = this.db.query<{ to_person: string }, [string]>("SELECT to_person FROM person_moves WHERE kind = 'identity' AND from_id = ?").get(identityId)?.to_person;
     return this.resolve(moved ?? homePersonOf(identityId));
+  }
+
+  /**
+   * Where an identity is (its row here, else where moves put it when first seen) and whether a
+   * decision (link, unlink, an earlier merge) put it there rather than in its untouched home person.
+   */
+  private placement(identityId: string): { person: string; decided: boolean } {
+    const person = this.identity(identityId)?.person_id ?? this.personForNewIdentity(identityId);
+    const decided = person !== homePersonOf(identityId) || this.db.query('SELECT 1 FROM person_moves WHERE to_person = ? LIMIT 1').get(person) !== null;
+    return { person, decided };
   }
 
   /** Folds identity `loser` into `keeper` (they are the same platform user). */
