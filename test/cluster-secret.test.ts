@@ -1,6 +1,6 @@
 // CLUSTER_SECRET: the configuration kept in Redis is sealed (no secret of it can be read there) and
 // still replicates within a second; a node with another secret is refused at start (one line from
-// a node process); a value sealed with another secret, or altered in Redis, is skipped and logged
+// a node process) and never replaces the fingerprint of a cluster seeded under another secret; a value sealed with another secret, or altered in Redis, is skipped and logged
 // without its content; peer requests signed with another secret are not taken for a peer's; the
 // plain-text configuration of an older version is replaced at start. Gateways in this process on
 // the local redis-server (plus one node process), each with its own database.
@@ -138,6 +138,29 @@ describe('another secret', () => {
       await h.cleanup();
     }
   }, 15_000);
+
+  test('configuration seeded under another secret (a node with it raced this one) keeps that fingerprint: this node logs it once and stops publishing', async () => {
+    const raced = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
+    const e = node('sec-e', CLUSTER_SECRET, raced);
+    try {
+      await e.gw.start();
+      const foreign = new ClusterKeys(OTHER_SECRET).fingerprint;
+      await redis.set(`${raced}cfg:seeded`, foreign);
+      const logged = await redis.xlen(`${raced}cfg:log`);
+      for (const name of ['late-1', 'late-2']) expect((await e.call('POST', '/api/v2/keys', { name, scopes: ['events:read'] })).status).toBe(201);
+      const refusal = () => e.logs.filter((l) => l.includes('sealed with another CLUSTER_SECRET'));
+      await until(() => refusal().length > 0, 2000, 'refusal logged');
+      expect((await e.call('POST', '/api/v2/keys', { name: 'late-3', scopes: ['events:read'] })).status).toBe(201);
+      await e.gw.cluster!.stop(); // its last step publishes what is left: still nothing goes out
+      expect(refusal()).toHaveLength(1);
+      expect(await redis.get(`${raced}cfg:seeded`)).toBe(foreign);
+      expect(await redis.xlen(`${raced}cfg:log`)).toBe(logged);
+      expect(await redis.hlen(`${raced}cfg:snap:api_keys`)).toBe(0);
+    } finally {
+      await e.close();
+      await dropKeys(raced);
+    }
+  });
 
   test('a peer request signed with another secret is not a peer\'s: it is rate-limited like any caller', async () => {
     const path = '/api/v2/cluster';

@@ -12,13 +12,14 @@
 // (AES-256-GCM, bound to table + primary key; see crypto.ts): channel secrets, key hashes and
 // WhatsApp login state are never readable in Redis, and a value that does not open with this
 // node's secret is logged (without content) and skipped, never applied. cfg:seeded holds the
-// secret's fingerprint: a node with another secret is refused at start (checkSecret).
+// secret's fingerprint: a node with another secret is refused at start (checkSecret), and a
+// publish never replaces it (CONFIG_PUT fails; the node stops publishing and says so).
 import type { Database } from 'bun:sqlite';
 import type Redis from 'ioredis';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config.ts';
 import type { ClusterKeys } from './crypto.ts';
-import { CONFIG_PUT } from './lua.ts';
+import { CONFIG_FOREIGN_SECRET, CONFIG_PUT } from './lua.ts';
 
 interface TableSpec {
   name: string;
@@ -58,6 +59,8 @@ export class ConfigSync {
   private tables: Array<TableSpec & { columns: string[] }> = [];
   private lastId = '0-0';
   private publishing = false;
+  /** Redis holds another secret's fingerprint (a node with another secret seeded it): nothing is published any more. */
+  private refused = false;
   private applying = false;
   private inFlight: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -224,7 +227,7 @@ export class ConfigSync {
 
   /** Sends local changes to the cluster; a change leaves the local queue only after Redis took it. */
   async publish(): Promise<void> {
-    if (this.publishing) return;
+    if (this.publishing || this.refused) return;
     this.publishing = true;
     const { db, redis, prefix, node } = this.d;
     try {
@@ -243,7 +246,13 @@ export class ConfigSync {
         db.query('DELETE FROM temp.cluster_changes WHERE n = ?').run(c.n);
       }
     } catch (err) {
-      this.d.log.warn({ err: String(err) }, 'cluster: config publish failed; will retry');
+      if (String(err).includes(CONFIG_FOREIGN_SECRET)) {
+        // Overwriting it would lock out every node with that secret; this node's changes stay local.
+        this.refused = true;
+        this.d.log.error('cluster: the configuration in Redis is sealed with another CLUSTER_SECRET (a node with that secret seeded it); this node no longer publishes configuration changes: restart it with the cluster\'s secret');
+      } else {
+        this.d.log.warn({ err: String(err) }, 'cluster: config publish failed; will retry');
+      }
     } finally {
       this.publishing = false;
     }

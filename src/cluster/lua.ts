@@ -114,12 +114,19 @@ return live`;
 
 /** Configuration change, replicated to every node. ARGV: prefix, node, table, pk, sealed row
  *  (sealed even for a deletion, so a deletion is authenticated too), '1' when deleted, fingerprint of
- *  the cluster secret (cfg:seeded: nodes with another secret are refused at start). */
+ *  the cluster secret (cfg:seeded: nodes with another secret are refused at start).
+ *  The fingerprint is set only when missing: a cluster seeded under another secret (a node that
+ *  raced this one, or an older version's '1') gets an error (CONFIG_FOREIGN_SECRET), never a change. */
+export const CONFIG_FOREIGN_SECRET = 'FOREIGNSECRET';
 export const CONFIG_PUT = `
 local p = ARGV[1]
+local seeded = redis.call('GET', p .. 'cfg:seeded')
+if seeded and seeded ~= ARGV[7] then
+  return redis.error_reply('${CONFIG_FOREIGN_SECRET} the configuration in Redis belongs to another CLUSTER_SECRET')
+end
 local id = redis.call('XADD', p .. 'cfg:log', 'MAXLEN', '~', 10000, '*', 'node', ARGV[2], 'tbl', ARGV[3], 'pk', ARGV[4], 'row', ARGV[5])
 if ARGV[6] == '1' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[3], ARGV[4]) else redis.call('HSET', p .. 'cfg:snap:' .. ARGV[3], ARGV[4], ARGV[5]) end
-redis.call('SET', p .. 'cfg:seeded', ARGV[7])
+if not seeded then redis.call('SET', p .. 'cfg:seeded', ARGV[7]) end
 redis.call('PUBLISH', p .. 'cfg', id)
 return id`;
 
