@@ -45,6 +45,13 @@ describe('persons', () => {
     expect(await t.persons('nobody')).toEqual([]);
     expect((await t.call('GET', `/api/v2/persons/${alice.id}`)).body.data.id).toBe(alice.id);
     expect((await t.call('GET', '/api/v2/persons/unknown')).status).toBe(404);
+    // A person id is one id: a comma list is a bad request, not the first person of the list.
+    const bob = (await t.persons('Bob'))[0];
+    for (const path of [`${alice.id},${bob.id}`, `${alice.id}%2C${bob.id}`, `${alice.id},${bob.id}/presence`, `${alice.id},${bob.id}/timeline`]) {
+      const res = await t.call('GET', `/api/v2/persons/${path}`);
+      expect(res.status).toBe(400);
+      expect(res.body.error).toMatchObject({ code: 'VALIDATION_ERROR', details: [expect.objectContaining({ field: 'id' })] });
+    }
     await t.close();
   });
 

@@ -44,7 +44,8 @@ const V2Presence = t.Object(
   },
   { description: 'Presence' },
 );
-const IdParams = t.Object({ id: t.String({ maxLength: 100 }) });
+// One id: cluster mode asks peers with the comma-list `?id=` filter, so a comma would fetch other persons.
+const IdParams = t.Object({ id: t.String({ maxLength: 100, pattern: '^[^,]+$', description: 'Person id' }) });
 const PartialMeta = t.Optional(t.Object({ partial: t.Boolean({ description: 'Cluster mode: a node did not answer in time; its rows are missing' }) }));
 
 export function personsV2(gw: Gateway) {
@@ -71,8 +72,9 @@ export function personsV2(gw: Gateway) {
     await synced();
     const local = localById([id], scopeOf(request));
     const found = gw.cluster ? await gatherPersonsById(gw.cluster, request, [id], local) : { items: local, partial: false };
-    if (!found.items[0]) throw missing('Person', found.partial);
-    return { person: found.items[0], partial: found.partial };
+    const person = found.items.find((p) => p.id === id);
+    if (!person) throw missing('Person', found.partial);
+    return { person, partial: found.partial };
   };
   const withPartial = <T extends object>(body: T, partial: boolean) => (partial ? { ...body, meta: { partial: true } } : body);
 
