@@ -2,9 +2,10 @@
 // still replicates within a second; a node with another secret is refused at start (one line from
 // a node process) and never replaces the fingerprint of a cluster seeded under another secret; a value sealed with another secret, or altered in Redis, is skipped and logged
 // without its content; peer requests signed with another secret are not taken for a peer's; the
-// plain-text configuration of an older version is replaced at start. Gateways in this process on
+// plain-text configuration of an older version is adopted and sealed in place at start. Gateways in this process on
 // the local redis-server (plus one node process), each with its own database.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import type { Database } from 'bun:sqlite';
 import Redis from 'ioredis';
 import { ClusterKeys } from '../src/cluster/crypto.ts';
 import { rowContext } from '../src/cluster/config-sync.ts';
@@ -173,29 +174,64 @@ describe('another secret', () => {
   });
 });
 
+/** A table's rows as a version without CLUSTER_SECRET kept them in Redis: plain JSON by primary key, runtime columns left out. */
+function plainSnapshot(db: Database, table: 'instances' | 'api_keys'): Record<string, string> {
+  const local = ['status', 'status_reason', 'last_used_at', 'last_used_ip', 'usage_count'];
+  const out: Record<string, string> = {};
+  for (const r of db.query<Record<string, unknown>, []>(`SELECT * FROM ${table}`).all()) {
+    if (r.is_bootstrap === 1) continue;
+    for (const c of local) delete r[c];
+    out[JSON.stringify([r.id])] = JSON.stringify(r);
+  }
+  return out;
+}
+
 describe('upgrade from a version without CLUSTER_SECRET', () => {
-  test('plain-text configuration, dead letters and the stored peer secret are replaced at start', async () => {
+  test('the first upgraded node adopts the plain-text configuration and seals it in place, keeping and sharing its own rows; the next upgraded node loses nothing; dead letters are sealed and the stored peer secret removed', async () => {
     const old = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
+    const evolutionKey = 'legacy-evolution-key-3c4d';
     const token = 'legacy-interaction-token-9a8b7c';
-    const msg = { instanceId: 'gone', providerMessageId: 'p1', chat: { chatId: '1', kind: 'direct' }, sender: { id: 'u1' }, text: 'hi', contentType: 'text', timestamp: 1, extra: { interaction: { id: 'i', token, applicationId: 'app' } } };
+    // A node of the old cluster: its database holds the cluster's configuration, as Redis does in plain text.
+    const member = node('sec-member', CLUSTER_SECRET, old);
+    expect((await member.call('POST', '/api/v1/instances', { name: 'kept', evolution_url: 'http://127.0.0.1:9', evolution_key: evolutionKey, agent_api_url: 'http://127.0.0.1:9' })).status).toBe(201);
+    const keptId: string = (await member.call('GET', '/api/v2/instances/kept')).body.data.id;
+    const readerKey: string = (await member.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] })).body.data.key;
     await redis.set(`${old}cfg:seeded`, '1');
-    await redis.hset(`${old}cfg:snap:instances`, '["legacy"]', JSON.stringify({ id: 'legacy', name: 'legacy', config_json: JSON.stringify({ evolution_key: 'legacy-evolution-key-3c4d' }) }));
+    for (const table of ['instances', 'api_keys'] as const) await redis.hset(`${old}cfg:snap:${table}`, plainSnapshot(member.gw.db, table));
+    await redis.xadd(`${old}cfg:log`, '*', 'node', 'sec-member', 'tbl', 'instances', 'pk', JSON.stringify([keptId]), 'row', (await redis.hget(`${old}cfg:snap:instances`, JSON.stringify([keptId])))!);
     await redis.set(`${old}peer-secret`, 'legacy-peer-secret-5e6f');
+    const msg = { instanceId: 'gone', providerMessageId: 'p1', chat: { chatId: '1', kind: 'direct' }, sender: { id: 'u1' }, text: 'hi', contentType: 'text', timestamp: 1, extra: { interaction: { id: 'i', token, applicationId: 'app' } } };
     await redis.lpush(`${old}deadletter`, JSON.stringify({ shard: 0, id: '5-0', reason: 'instance gone unknown on this node', node: 'old', at: new Date().toISOString(), fields: ['m', JSON.stringify(msg), 'k', 'inbound'] }));
-    const d = node('sec-d', CLUSTER_SECRET, old);
+
+    // The first node upgraded is a fresh one, with a key of its own the cluster never had.
+    const first = node('sec-first', CLUSTER_SECRET, old);
+    const ownKey: string = (await first.call('POST', '/api/v2/keys', { name: 'own', scopes: ['events:read'] })).body.data.key;
     try {
-      await d.gw.start();
-      expect(d.gw.instances.get('legacy')).toBeNull();
+      await first.gw.start();
+      expect(first.gw.instances.get(keptId)?.config.evolution_key).toBe(evolutionKey);
+      expect((await first.call('GET', '/api/v2/traces', undefined, { 'x-api-key': readerKey })).status).toBe(200);
+      expect((await first.call('GET', '/api/v2/traces', undefined, { 'x-api-key': ownKey })).status).toBe(200);
       expect(await redis.get(`${old}cfg:seeded`)).toBe(new ClusterKeys(CLUSTER_SECRET).fingerprint);
+      await until(async () => (await redis.hlen(`${old}cfg:snap:api_keys`)) === 2, 1000, 'own key shared');
       const dump = await dumpKeys(old);
-      for (const secret of ['legacy-evolution-key-3c4d', 'legacy-peer-secret-5e6f', token]) expect(dump).not.toContain(secret);
-      const listed = await d.call('GET', '/api/v2/cluster/dead-letters');
+      for (const secret of [evolutionKey, 'legacy-peer-secret-5e6f', token]) expect(dump).not.toContain(secret);
+      for (const table of ['instances', 'api_keys']) {
+        for (const v of Object.values(await redis.hgetall(`${old}cfg:snap:${table}`))) expect(v.startsWith('v1.')).toBe(true);
+      }
+      const listed = await first.call('GET', '/api/v2/cluster/dead-letters');
       expect(listed.status).toBe(200);
       expect(listed.body.items).toHaveLength(1);
       expect(listed.body.items[0]).toMatchObject({ entryId: '5-0', shard: 0, reason: 'instance gone unknown on this node', kind: 'inbound' });
       expect(listed.body.items[0].message.extra.interaction.token).toBe(`****${token.slice(-4)}`);
+
+      // The old member, upgraded next, keeps the cluster's instance and key, and gets the first node's key.
+      await member.gw.start();
+      expect(member.gw.instances.get(keptId)?.config.evolution_key).toBe(evolutionKey);
+      expect((await member.call('GET', '/api/v2/traces', undefined, { 'x-api-key': readerKey })).status).toBe(200);
+      expect((await member.call('GET', '/api/v2/traces', undefined, { 'x-api-key': ownKey })).status).toBe(200);
     } finally {
-      await d.close();
+      await first.close();
+      await member.close();
       await dropKeys(old);
     }
   });

@@ -19,7 +19,7 @@ import type Redis from 'ioredis';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config.ts';
 import type { ClusterKeys } from './crypto.ts';
-import { CONFIG_FOREIGN_SECRET, CONFIG_PUT } from './lua.ts';
+import { CONFIG_FOREIGN_SECRET, CONFIG_PUT, LEGACY_SEAL } from './lua.ts';
 
 interface TableSpec {
   name: string;
@@ -61,6 +61,8 @@ export class ConfigSync {
   private publishing = false;
   /** Redis holds another secret's fingerprint (a node with another secret seeded it): nothing is published any more. */
   private refused = false;
+  /** Set by checkSecret: Redis holds an older version's plain-text configuration, adopted by bootstrap. */
+  private legacy = false;
   private applying = false;
   private inFlight: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -101,15 +103,11 @@ export class ConfigSync {
     const seeded = await this.d.redis.get(`${this.d.prefix}cfg:seeded`);
     if (seeded === null) return 'fresh';
     if (seeded === this.d.keys.fingerprint) return 'ours';
-    if (seeded === '1') return 'legacy';
+    if (seeded === '1') {
+      this.legacy = true;
+      return 'legacy';
+    }
     throw new ConfigError('CLUSTER_SECRET', `differs from the secret of the cluster already in Redis under key prefix "${this.d.prefix}"; every node needs the same CLUSTER_SECRET`);
-  }
-
-  /** Plain-text configuration of an older version: dropped, so this node seeds the cluster sealed (all nodes share the rows). */
-  async dropLegacy(): Promise<void> {
-    const { redis, prefix } = this.d;
-    await redis.del(`${prefix}cfg:seeded`, `${prefix}cfg:log`, ...TABLES.map((t) => `${prefix}cfg:snap:${t.name}`));
-    this.d.log.warn('cluster: configuration in Redis was stored in plain text by an older version; replaced by this node\'s, sealed with CLUSTER_SECRET');
   }
 
   /** A row from Redis: the row, null for a deletion, or undefined when it does not open with this secret (logged, skipped). */
@@ -132,6 +130,10 @@ export class ConfigSync {
   /** First node of an empty cluster seeds it with its configuration; later nodes adopt the cluster's. */
   private async bootstrap(): Promise<void> {
     const { redis, prefix, db } = this.d;
+    if (this.legacy) {
+      await this.adoptLegacy();
+      return;
+    }
     const last = (await redis.xrevrange(`${prefix}cfg:log`, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
     this.lastId = last[0]?.[0] ?? '0-0';
     const seeded = await redis.get(`${prefix}cfg:seeded`);
@@ -167,6 +169,82 @@ export class ConfigSync {
       }
     });
     if (tablesTouched.size) this.d.applied(tablesTouched, instanceIds);
+  }
+
+  /**
+   * The plain-text configuration of an older version (cfg:seeded '1') is the cluster's: its rows
+   * are upserted here, then sealed in place with this secret in one call that also sets the
+   * fingerprint (another node that adopted it first is fine: same rows). Rows this node has that
+   * it lacks are kept and published, never deleted: the plain snapshot cannot tell a row deleted
+   * while this node was away from one never replicated, and deleting an instance deletes its
+   * conversations and traces (a local row whose unique name a cluster row holds still gives way,
+   * as in any bootstrap: publishing it would replace the cluster's on every node). The plain log goes (its rows are in the snapshot, readable by
+   * anyone reading Redis); the new log is read from its start.
+   */
+  private async adoptLegacy(): Promise<void> {
+    const { redis, prefix, db, keys, log } = this.d;
+    for (let attempt = 1; ; attempt++) {
+      const snapshot = new Map<string, Map<string, string>>();
+      for (const t of this.tables) snapshot.set(t.name, new Map(Object.entries(await redis.hgetall(`${prefix}cfg:snap:${t.name}`))));
+      const tablesTouched = new Set<string>();
+      const instanceIds = new Set<string>();
+      /** Values that are no row at all: dropped from the snapshot. */
+      const bad = new Set<string>();
+      this.withApply(() => {
+        for (const t of this.tables) {
+          for (const [pk, text] of snapshot.get(t.name)!) {
+            const row = parsePlainRow(text);
+            if (!row) {
+              bad.add(`${t.name}\n${pk}`);
+              log.warn({ table: t.name, pk }, 'cluster: a plain-text configuration value of the older version is not a row; dropped');
+              continue;
+            }
+            // A row this node cannot take (e.g. a unique value its own rows hold) is still the
+            // cluster's: skipped here, sealed for the others. Its partial effects are undone.
+            db.run('SAVEPOINT legacy_row');
+            try {
+              this.applyRow(t, pk, row);
+              db.run('RELEASE legacy_row');
+            } catch (err) {
+              db.run('ROLLBACK TO legacy_row');
+              db.run('RELEASE legacy_row');
+              log.warn({ table: t.name, pk, err: String(err).slice(0, 200) }, 'cluster: a configuration row of the older version does not apply on this node; skipped here');
+              continue;
+            }
+            tablesTouched.add(t.name);
+            if (t.name === 'instances') instanceIds.add(JSON.parse(pk)[0]);
+          }
+        }
+      });
+      if (tablesTouched.size) this.d.applied(tablesTouched, instanceIds);
+      const counts: string[] = [];
+      const rows: string[] = [];
+      for (const t of this.tables) {
+        const snap = snapshot.get(t.name)!;
+        counts.push(t.name, String(snap.size));
+        for (const [pk, text] of snap) rows.push(t.name, pk, text, bad.has(`${t.name}\n${pk}`) ? '' : keys.seal(text, rowContext(t.name, pk)));
+      }
+      const sealed = (await redis.eval(LEGACY_SEAL, 0, prefix, keys.fingerprint, this.tables.length, ...counts, ...rows)) as number;
+      const seeded = sealed === 1 ? keys.fingerprint : await redis.get(`${prefix}cfg:seeded`);
+      if (seeded === keys.fingerprint) {
+        if (sealed === 1) log.warn({ rows: rows.length / 4, dropped: bad.size }, 'cluster: configuration in Redis was stored in plain text by an older version; adopted and sealed with CLUSTER_SECRET');
+        break;
+      }
+      if (seeded !== '1') throw new ConfigError('CLUSTER_SECRET', `differs from the secret of the cluster already in Redis under key prefix "${prefix}"; every node needs the same CLUSTER_SECRET`);
+      // Still plain but changed while read: a node of the older version is still writing.
+      if (attempt === 5) throw new Error('cluster: the plain-text configuration of an older version kept changing while it was adopted: stop every node of the older version first');
+    }
+    this.legacy = false;
+    this.lastId = '0-0';
+    const snapKeys = new Map<string, Set<string>>();
+    for (const t of this.tables) snapKeys.set(t.name, new Set(await redis.hkeys(`${prefix}cfg:snap:${t.name}`)));
+    for (const t of this.tables) {
+      for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
+        const pk = JSON.stringify(t.pk.map((c) => r[c]));
+        if (!snapKeys.get(t.name)!.has(pk)) db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(t.name, pk);
+      }
+    }
+    await this.publish();
   }
 
   /** Queues every local configuration row for publishing (an empty cluster takes this node's configuration). */
@@ -308,6 +386,16 @@ export class ConfigSync {
     } finally {
       this.applying = false;
     }
+  }
+}
+
+/** A row as an older version kept it in Redis (a plain JSON object), or null when the value is not one. */
+function parsePlainRow(text: string): Row | null {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Row) : null;
+  } catch {
+    return null;
   }
 }
 

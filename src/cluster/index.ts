@@ -299,10 +299,8 @@ export class Cluster {
       this.rateLimiter.close();
       throw err;
     });
-    if (found === 'legacy') {
-      await this.config.dropLegacy();
-      await this.sealLegacyDeadLetters();
-    }
+    // An older version's plain-text configuration is adopted and sealed by config.start (bootstrap).
+    if (found === 'legacy') await this.sealLegacyDeadLetters();
     // Older versions kept the peer-request secret in Redis, where any reader could sign with it.
     await this.cmd.del(this.k('peer-secret'));
     this.gw.rateLimiter = this.rateLimiter;

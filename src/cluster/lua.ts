@@ -130,6 +130,29 @@ if not seeded then redis.call('SET', p .. 'cfg:seeded', ARGV[7]) end
 redis.call('PUBLISH', p .. 'cfg', id)
 return id`;
 
+/** Adoption of an older version's plain-text configuration: every snapshot value replaced by its
+ *  sealed form, the plain log dropped and the fingerprint set, in one call — only while cfg:seeded is
+ *  still '1' and the snapshot is exactly what was read (a node of the older version still writing
+ *  changes it). ARGV: prefix, fingerprint, n, (table, field count) × n, (table, pk, plain, sealed
+ *  or '' to drop the row)...
+ *  → 1 sealed / 0 not (seeded already, or changed meanwhile). */
+export const LEGACY_SEAL = `
+local p, fp, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('GET', p .. 'cfg:seeded') ~= '1' then return 0 end
+for i = 4, 3 + 2 * n, 2 do
+  if redis.call('HLEN', p .. 'cfg:snap:' .. ARGV[i]) ~= tonumber(ARGV[i + 1]) then return 0 end
+end
+local first = 4 + 2 * n
+for i = first, #ARGV, 4 do
+  if redis.call('HGET', p .. 'cfg:snap:' .. ARGV[i], ARGV[i + 1]) ~= ARGV[i + 2] then return 0 end
+end
+for i = first, #ARGV, 4 do
+  if ARGV[i + 3] == '' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[i], ARGV[i + 1]) else redis.call('HSET', p .. 'cfg:snap:' .. ARGV[i], ARGV[i + 1], ARGV[i + 3]) end
+end
+redis.call('DEL', p .. 'cfg:log')
+redis.call('SET', p .. 'cfg:seeded', fp)
+return 1`;
+
 /** Replay of a dead-lettered stream entry: the record leaves the list and the entry is appended again
  *  to its shard's stream, in one call (two replays of one record cannot both append).
  *  ARGV: prefix, record (exact list value), shard, field1, value1, ... → new entry id / 0 (record gone). */
