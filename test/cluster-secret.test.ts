@@ -1,7 +1,8 @@
 // CLUSTER_SECRET: the configuration kept in Redis is sealed (no secret of it can be read there) and
 // still replicates within a second; a node with another secret is refused at start (one line from
 // a node process) and never replaces the fingerprint of a cluster seeded under another secret; a value sealed with another secret, or altered in Redis, is skipped and logged
-// without its content; peer requests signed with another secret are not taken for a peer's; the
+// without its content; peer requests signed with another secret are not taken for a peer's, and a
+// node entry in Redis whose URL lacks a valid MAC is never sent a caller's request; the
 // plain-text configuration of an older version is adopted and sealed in place at start. Gateways in this process on
 // the local redis-server (plus one node process), each with its own database.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
@@ -14,7 +15,7 @@ import { useSqliteAuthState, hasStoredAuth } from '../src/channels/whatsapp/auth
 import { ConfigError } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { CLUSTER_SECRET, clusterHarness, dropKeys, dumpKeys, REDIS_URL, until } from './cluster-nodes.ts';
-import { createTestGateway } from './helpers.ts';
+import { ADMIN_KEY, createTestGateway } from './helpers.ts';
 
 const OTHER_SECRET = 'another-cluster-secret-abcdefghijklmnop';
 const EVOLUTION_KEY = 'evo-key-must-not-reach-redis-7f3a9c';
@@ -171,6 +172,46 @@ describe('another secret', () => {
     const forged = await a.call('GET', path, undefined, { 'x-switchboard-forwarded-by': 'sec-b', [PEER_SIGNATURE_HEADER]: new ClusterKeys(OTHER_SECRET).signPeer('GET', path) });
     expect(forged.status).toBe(200);
     expect(forged.headers.get('x-ratelimit-limit')).not.toBeNull();
+  });
+});
+
+describe('node entries written into Redis', () => {
+  test('a node entry whose URL lacks a valid MAC of this secret is never asked a gathered read (the caller\'s key never reaches it) and is logged once; a node\'s own entry is asked', async () => {
+    const asked: Record<string, Array<string | null>> = { signed: [], unsigned: [], moved: [], foreign: [] };
+    const servers = Object.keys(asked).map((name) => Bun.serve({
+      port: 0, hostname: '127.0.0.1',
+      fetch(req) {
+        asked[name].push(req.headers.get('x-api-key'));
+        return Response.json({ items: [], meta: { cursor: null, hasMore: false } });
+      },
+    }));
+    const [signedUrl, unsignedUrl, movedUrl, foreignUrl] = servers.map((srv) => `http://127.0.0.1:${srv.port}`);
+    const ours = new ClusterKeys(CLUSTER_SECRET);
+    const entries: Record<string, { url: string; mac?: string }> = {
+      'fake-signed': { url: signedUrl, mac: ours.signNode('fake-signed', signedUrl) },
+      'fake-unsigned': { url: unsignedUrl },
+      // A genuine MAC copied next to another URL.
+      'fake-moved': { url: movedUrl, mac: ours.signNode('fake-moved', signedUrl) },
+      'fake-foreign': { url: foreignUrl, mac: new ClusterKeys(OTHER_SECRET).signNode('fake-foreign', foreignUrl) },
+    };
+    try {
+      for (const [id, info] of Object.entries(entries)) {
+        await redis.set(`${prefix}node:${id}`, JSON.stringify(info), 'PX', 20_000);
+        await redis.sadd(`${prefix}nodes`, id);
+      }
+      await until(async () => {
+        expect((await a.call('GET', '/api/v2/traces')).status).toBe(200);
+        return asked.signed.length > 0;
+      }, 3000, 'the signed entry asked');
+      expect((await a.call('GET', '/api/v2/traces')).status).toBe(200);
+      expect(asked.signed[0]).toBe(ADMIN_KEY);
+      expect({ unsigned: asked.unsigned, moved: asked.moved, foreign: asked.foreign }).toEqual({ unsigned: [], moved: [], foreign: [] });
+      const refused = a.logs.filter((l) => l.includes('without a valid MAC'));
+      expect(refused.map((l) => JSON.parse(l).node).sort()).toEqual(['fake-foreign', 'fake-moved', 'fake-unsigned']);
+    } finally {
+      for (const id of Object.keys(entries)) await redis.del(`${prefix}node:${id}`);
+      for (const srv of servers) srv.stop(true);
+    }
   });
 });
 

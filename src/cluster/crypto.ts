@@ -5,6 +5,8 @@
 //   value's place (e.g. table + primary key) is authenticated with it, so a sealed value moved to
 //   another row does not open either;
 // - peer: HMAC-SHA256 of the requests one node sends another (gathered reads);
+// - node: HMAC-SHA256 of (node id, URL) in each node's heartbeat, so a URL written into Redis by
+//   anyone else is never taken for a peer's (peers get the caller's API key);
 // - fingerprint: stored in Redis (cfg:seeded), so a node started with another secret is refused
 //   at start instead of running on configuration it cannot read.
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
@@ -23,11 +25,13 @@ export class ClusterKeys {
   readonly fingerprint: string;
   private readonly sealKey: Buffer;
   private readonly peerKey: Buffer;
+  private readonly nodeKey: Buffer;
 
   constructor(secret: string) {
     const derive = (purpose: string) => Buffer.from(hkdfSync('sha256', secret, SALT, purpose, 32));
     this.sealKey = derive('redis-values v1');
     this.peerKey = derive('peer-requests v1');
+    this.nodeKey = derive('node-urls v1');
     this.fingerprint = derive('fingerprint v1').toString('hex');
   }
 
@@ -65,6 +69,16 @@ export class ClusterKeys {
     const [ts, mac] = signature.split('.');
     if (!ts || !mac || !/^\d+$/.test(ts) || Math.abs(now - Number(ts)) > PEER_WINDOW_MS) return false;
     return constantTimeEqual(mac, this.peerMac(ts, method, pathAndQuery));
+  }
+
+  /** MAC of the URL a node advertises in its heartbeat, bound to its id. */
+  signNode(node: string, url: string): string {
+    return createHmac('sha256', this.nodeKey).update(`${node}\n${url}`).digest('hex');
+  }
+
+  /** True when `mac` is this secret's MAC of (node, url). */
+  verifyNode(node: string, url: string, mac: unknown): boolean {
+    return typeof mac === 'string' && constantTimeEqual(mac, this.signNode(node, url));
   }
 
   private peerMac(ts: string, method: string, pathAndQuery: string): string {

@@ -48,7 +48,8 @@
 // - REST reads: GATHERED, not replicated. Trace get-by-id (v1 and v2) that misses locally is asked
 //   of every live peer in parallel with the caller's own key (peers apply the same scopes and
 //   instance binding); first 200 wins. Peers are found by the `url` each node advertises in its
-//   heartbeat (CLUSTER_ADVERTISE_URL, else http://HOST:PORT as bound); a forwarded request carries
+//   heartbeat (CLUSTER_ADVERTISE_URL, else http://HOST:PORT as bound), with a MAC of (id, url) keyed
+//   by CLUSTER_SECRET: an entry without a valid one is never contacted; a forwarded request carries
 //   FORWARDED_HEADER and is never passed on again. Trace (v1, v2), event, event-search,
 //   conversation, dead-letter and person-timeline LISTS are gathered the same way and merged newest
 //   first by (time, id) with a cursor valid on every node; a peer silent for 2 s is skipped and the
@@ -159,6 +160,8 @@ export class Cluster {
   private tickAgain = false;
   private url: string | null;
   private peerCache: { at: number; peers: Array<{ id: string; url: string }> } | null = null;
+  /** Node entries whose URL failed its MAC (id + URL), logged once each. */
+  private untrustedUrls = new Set<string>();
   private renewSeconds: Histogram;
   readonly rateLimiter: RedisRateLimiter;
   private stopped = false;
@@ -345,7 +348,8 @@ export class Cluster {
         this.fenceExpired();
         return;
       }
-      const info = JSON.stringify({ pid: process.pid, host: hostname(), port: this.gw.config.port, url: this.url, startedAt: startedAt });
+      const mac = this.url ? this.keys.signNode(this.node, this.url) : null;
+      const info = JSON.stringify({ pid: process.pid, host: hostname(), port: this.gw.config.port, url: this.url, mac, startedAt: startedAt });
       this.live = ((await this.lease.eval(HEARTBEAT, 0, this.o.prefix, this.node, this.o.leaseMs, info)) as string[]).sort();
       await this.renew();
       this.fenceExpired();
@@ -922,7 +926,7 @@ export class Cluster {
     const infos = others.length ? await this.cmd.mget(...others.map((n) => this.k(`node:${n}`))) : [];
     const peers: Array<{ id: string; url: string }> = [];
     others.forEach((id, i) => {
-      const url = infos[i] ? (JSON.parse(infos[i]!) as { url?: string | null }).url : null;
+      const url = this.trustedUrl(id, infos[i]);
       if (url) peers.push({ id, url });
     });
     this.peerCache = { at: now, peers };
@@ -961,8 +965,31 @@ export class Cluster {
   async ownerUrl(instanceId: string): Promise<string | null> {
     const holder = await this.cmd.get(this.k(`lease:${this.shardOfInstance(instanceId)}`));
     if (!holder || holder === this.node) return null;
-    const info = await this.cmd.get(this.k(`node:${holder}`));
-    return info ? ((JSON.parse(info) as { url?: string | null }).url ?? null) : null;
+    return this.trustedUrl(holder, await this.cmd.get(this.k(`node:${holder}`)));
+  }
+
+  /**
+   * The URL in a node's heartbeat info when its MAC (CLUSTER_SECRET) proves a node wrote it, else
+   * null: anyone who can write to Redis could otherwise name a URL that receives callers' API keys.
+   * A refused URL is logged once.
+   */
+  private trustedUrl(id: string, info: string | null | undefined): string | null {
+    if (!info) return null;
+    let v: { url?: unknown; mac?: unknown };
+    try {
+      v = JSON.parse(info) as typeof v;
+    } catch {
+      return null;
+    }
+    if (typeof v?.url !== 'string' || !v.url) return null;
+    if (this.keys.verifyNode(id, v.url, v.mac)) return v.url;
+    const seen = `${id}\n${v.url}`;
+    if (!this.untrustedUrls.has(seen)) {
+      if (this.untrustedUrls.size >= 1000) this.untrustedUrls.clear();
+      this.untrustedUrls.add(seen);
+      this.gw.log.warn({ node: id, url: v.url }, 'cluster: a node entry in Redis advertises a URL without a valid MAC of this CLUSTER_SECRET (written by something other than a node, or a node with another secret); never contacted');
+    }
+    return null;
   }
 
   /**
