@@ -1053,7 +1053,7 @@ export class Cluster {
         return { id, self: id === this.node, info: i >= 0 && infos[i] ? (JSON.parse(infos[i]!) as Record<string, unknown>) : null, shards: byNode.get(id) ?? [] };
       }),
       unowned,
-      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, configRejected: this.config.counters.rejected, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
+      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, configRejected: this.config.counters.rejected, personLogSkipped: this.personLog?.counters.skipped ?? 0, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
     };
   }
 
