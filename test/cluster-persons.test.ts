@@ -3,7 +3,7 @@
 // merged, timeline gathered); link and unlink hold on every node, also for an identity a node
 // first sees after the link (failover); a node that does not answer makes the answer `partial`.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { clusterHarness, until, upsert, waitForShardOwner, walk, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { CLUSTER_ADMIN_KEY, clusterHarness, until, upsert, waitForShardOwner, walk, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { startFakeEvolution } from './fakes/evolution.ts';
 
@@ -118,6 +118,10 @@ describe('cluster persons (2 node processes, real Redis)', () => {
     await until(async () => (await nodes[1].call('GET', '/api/v2/persons', undefined, asTenant)).status === 200, 3000, 'key replicated');
     const listed = (await nodes[0].call('GET', '/api/v2/persons')).body.items;
     const [s, t, u] = [S, T, U].map((p) => byPhone(listed, p));
+    // A browser's ?apiKey= (no header) on the node that does not hold T: the peers are asked with the key too.
+    const byQuery = await nodes[0].call('GET', `/api/v2/persons/${t.id}?apiKey=${CLUSTER_ADMIN_KEY}`, undefined, { 'x-api-key': '' });
+    expect(byQuery.status).toBe(200);
+    expect(byQuery.body.data.id).toBe(t.id);
     for (const n of nodes) {
       const seen = (await n.call('GET', '/api/v2/persons', undefined, asTenant)).body.items;
       expect(seen.map((p: any) => p.id).sort()).toEqual([s.id, u.id].sort());

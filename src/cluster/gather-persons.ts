@@ -77,6 +77,9 @@ export function mergePersonLists(lists: PersonView[][]): PersonView[] {
 function listRequest(request: Request, search: URLSearchParams): Request {
   const u = new URL(LIST_PATH, request.url);
   u.search = search.toString();
+  // A browser's ?apiKey= stays with the request: callPeers sends it to the peers as the header.
+  const key = new URL(request.url).searchParams.get('apiKey');
+  if (key) u.searchParams.set('apiKey', key);
   return new Request(u, { headers: request.headers });
 }
 

@@ -66,6 +66,26 @@ export interface PeerAnswer {
 }
 
 /**
+ * Path and query to send a peer (`search` replaces the request's query) and the caller's
+ * credentials. A browser's `?apiKey=` goes as the x-api-key header, never in the forwarded query:
+ * peers are often asked with a query built here, and a key does not belong in a URL.
+ */
+export function peerRequestParts(request: Request, search?: URLSearchParams): { path: string; credentials: Record<string, string> } {
+  const u = new URL(request.url);
+  const credentials: Record<string, string> = {};
+  for (const h of ['x-api-key', 'authorization']) {
+    const v = request.headers.get(h);
+    if (v) credentials[h] = v;
+  }
+  const fromQuery = u.searchParams.get('apiKey');
+  if (fromQuery && !credentials['x-api-key']) credentials['x-api-key'] = fromQuery;
+  const q = new URLSearchParams(search ?? u.searchParams);
+  q.delete('apiKey');
+  const qs = q.toString();
+  return { path: u.pathname + (qs ? `?${qs}` : ''), credentials };
+}
+
+/**
  * Sends every live peer the same request (path, and the request's method unless `method` is given;
  * `search` replaces the query; `body` is sent as JSON) with the caller's credentials and the
  * signed peer headers. Returns the answers and whether some peer did not answer at all (timeout,
@@ -83,19 +103,14 @@ export async function callPeers(
     return { answers: [], missed: true };
   }
   if (!peers.length) return { answers: [], missed: false };
-  const u = new URL(request.url);
-  const qs = opts.search ? `?${opts.search}` : u.search;
+  const { path, credentials } = peerRequestParts(request, opts.search);
   const method = opts.method ?? request.method;
-  const headers: Record<string, string> = { ...cluster.peerHeaders(method, u.pathname + qs), accept: 'application/json' };
-  for (const h of ['x-api-key', 'authorization']) {
-    const v = request.headers.get(h);
-    if (v) headers[h] = v;
-  }
+  const headers: Record<string, string> = { ...cluster.peerHeaders(method, path), accept: 'application/json', ...credentials };
   if (opts.body !== undefined) headers['content-type'] = 'application/json';
   const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
   const results = await Promise.allSettled(
     peers.map(async (p): Promise<PeerAnswer> => {
-      const res = await fetch(p.url + u.pathname + qs, { method, headers, body, signal: AbortSignal.timeout(opts.timeoutMs ?? GATHER_TIMEOUT_MS) });
+      const res = await fetch(p.url + path, { method, headers, body, signal: AbortSignal.timeout(opts.timeoutMs ?? GATHER_TIMEOUT_MS) });
       const text = await res.text();
       let parsed: unknown = null;
       try {

@@ -87,6 +87,7 @@ import { ApiError } from '../api/errors.ts';
 import { conversationIdFor, TERMINAL, type IngestOutcome, type InboxRow } from '../services/inbox.ts';
 import { isoNow, maskSecret, newId } from '../services/ids.ts';
 import { ConfigSync } from './config-sync.ts';
+import { peerRequestParts } from './gather.ts';
 import { ClusterKeys } from './crypto.ts';
 import { LiveRelay } from './live.ts';
 import { PersonLog } from './person-log.ts';
@@ -943,14 +944,10 @@ export class Cluster {
     if (request.method !== 'GET' || request.headers.has(FORWARDED_HEADER)) return null;
     const peers = await this.peers().catch(() => []);
     if (!peers.length) return null;
-    const u = new URL(request.url);
-    const headers: Record<string, string> = { ...this.peerHeaders('GET', u.pathname + u.search), accept: 'application/json' };
-    for (const h of ['x-api-key', 'authorization']) {
-      const v = request.headers.get(h);
-      if (v) headers[h] = v;
-    }
+    const { path, credentials } = peerRequestParts(request);
+    const headers: Record<string, string> = { ...this.peerHeaders('GET', path), accept: 'application/json', ...credentials };
     const ask = async (p: { url: string }) => {
-      const res = await fetch(p.url + u.pathname + u.search, { headers, signal: AbortSignal.timeout(timeoutMs) });
+      const res = await fetch(p.url + path, { headers, signal: AbortSignal.timeout(timeoutMs) });
       if (res.status !== 200) throw new Error(String(res.status));
       return (await res.json()) as unknown;
     };
