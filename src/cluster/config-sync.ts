@@ -283,6 +283,7 @@ export class ConfigSync {
       db.query(`DELETE FROM ${t.name} WHERE ${where}`).run(...(pk as never[]));
       return;
     }
+    if (t.name === 'instances') row = this.settleSeq(row);
     const existing = t.local.length ? db.query<Row, never[]>(`SELECT ${t.local.join(', ')} FROM ${t.name} WHERE ${where}`).get(...(pk as never[])) : null;
     const cols = t.columns.filter((c) => c in row || (existing && c in existing));
     const values = cols.map((c) => (existing && c in existing ? existing[c] : row[c]) as never);
@@ -301,6 +302,24 @@ export class ConfigSync {
     db.query(
       `INSERT INTO ${t.name} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ON CONFLICT(${t.pk.join(', ')}) ${updates.length ? `DO UPDATE SET ${updates.join(', ')}` : 'DO NOTHING'}`,
     ).run(...values);
+  }
+
+  /**
+   * `instances.seq` (the v1 numeric id, unique) is MAX + 1 on the node that creates the instance,
+   * so two nodes creating instances at the same moment give both the same seq, and the second row
+   * could not be stored anywhere else. The smaller id keeps the seq on every node; the other row
+   * takes the next free one here (a local choice, so its v1 id may differ between nodes).
+   */
+  private settleSeq(row: Row): Row {
+    const { db } = this.d;
+    const clash = db.query<{ id: string }, [number, string]>('SELECT id FROM instances WHERE seq = ? AND id != ?').get(row.seq as number, row.id as string);
+    if (!clash) return row;
+    const next = db.query<{ s: number }, []>('SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM instances').get()!.s;
+    if (String(row.id) < clash.id) {
+      db.query('UPDATE instances SET seq = ? WHERE id = ?').run(next, clash.id);
+      return row;
+    }
+    return { ...row, seq: next };
   }
 
   /** Sends local changes to the cluster; a change leaves the local queue only after Redis took it. */
