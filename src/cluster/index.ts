@@ -1047,7 +1047,7 @@ export class Cluster {
       node: this.node, shards: this.o.shards, leaseMs: this.o.leaseMs,
       nodes: [...ids].sort().map((id) => {
         const i = live.indexOf(id);
-        return { id, self: id === this.node, info: i >= 0 && infos[i] ? (JSON.parse(infos[i]!) as Record<string, unknown>) : null, shards: byNode.get(id) ?? [] };
+        return { id, self: id === this.node, info: i >= 0 && infos[i] ? parseInfo(infos[i]!) : null, shards: byNode.get(id) ?? [] };
       }),
       unowned,
       counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, configRejected: this.config.counters.rejected, personLogSkipped: this.personLog?.counters.skipped ?? 0, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
@@ -1225,4 +1225,14 @@ export async function startCluster(gw: Gateway): Promise<Cluster> {
   cluster.personLog.start();
   gw.onClose(() => cluster.personLog?.stop());
   return cluster;
+}
+
+/** A node's heartbeat info as stored in Redis; anything that is not a JSON object reads as null. */
+function parseInfo(text: string): Record<string, unknown> | null {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
 }
