@@ -4,7 +4,8 @@
 // without its content; peer requests signed with another secret are not taken for a peer's, and a
 // node entry in Redis whose URL lacks a valid MAC is never sent a caller's request; the
 // plain-text configuration of an older version is adopted and sealed in place at start. Gateways in this process on
-// the local redis-server (plus one node process), each with its own database.
+// the local redis-server (plus one node process), each with its own database. Also: instances
+// created at the same moment on two nodes (same v1 numeric id) both replicate.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import type { Database } from 'bun:sqlite';
 import Redis from 'ioredis';
@@ -114,6 +115,21 @@ describe('configuration sealed in Redis', () => {
 
     expect((await b.call('PATCH', `/api/v2/instances/${instanceId}`, { agent: { timeoutSeconds: 42 } })).status).toBe(200);
     await until(() => a.gw.instances.get(instanceId)?.agent.timeoutSeconds === 42, 1000, 'a later change applied');
+  });
+});
+
+describe('configuration written on two nodes at once', () => {
+  test('instances created at the same moment on two nodes both replicate, each with one v1 id on every node', async () => {
+    const instance = (name: string) => ({ name, evolution_url: 'http://127.0.0.1:9', evolution_key: `key-of-${name}`, agent_api_url: 'http://127.0.0.1:9' });
+    const [x, y] = await Promise.all([a.call('POST', '/api/v1/instances', instance('made-on-a')), b.call('POST', '/api/v1/instances', instance('made-on-b'))]);
+    expect([x.status, y.status]).toEqual([201, 201]);
+    expect(x.body.id).toBe(y.body.id); // seq = MAX + 1 on each node: the clash this test is about
+    const ids = async (t: typeof a) =>
+      Object.fromEntries(((await t.call('GET', '/api/v1/instances')).body as Array<{ name: string; id: number }>).filter((i) => i.name.startsWith('made-on')).map((i) => [i.name, i.id]));
+    for (const t of [a, b]) await until(async () => Object.keys(await ids(t)).length === 2, 3000, 'both instances on both nodes');
+    const onA = await ids(a);
+    expect(onA['made-on-a']).not.toBe(onA['made-on-b']);
+    expect(await ids(b)).toEqual(onA);
   });
 });
 
