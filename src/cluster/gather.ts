@@ -148,10 +148,7 @@ export async function askPeers(cluster: Cluster, request: Request, search?: URLS
  * holder's answer (status and body) is to be passed back as it is; none → 404, or 503 when some
  * peer did not answer (the row may be on it).
  */
-/** A change forwarded to the node holding the row (replay, delete) may wait on Redis there: it gets longer than a read. */
-export const FORWARDED_CHANGE_TIMEOUT_MS = 10_000;
-
-export async function askHolders(cluster: Cluster, request: Request, what: string, timeoutMs = request.method === 'GET' ? GATHER_TIMEOUT_MS : FORWARDED_CHANGE_TIMEOUT_MS): Promise<PeerAnswer> {
+export async function askHolders(cluster: Cluster, request: Request, what: string, timeoutMs = GATHER_TIMEOUT_MS): Promise<PeerAnswer> {
   const { answers, missed } = await callPeers(cluster, request, { timeoutMs });
   // The holder acted (2xx) or refused for the row's state (409); other statuses say nothing about the row.
   const held = answers.find((a) => (a.status >= 200 && a.status < 300) || a.status === 409);
