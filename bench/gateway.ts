@@ -25,7 +25,7 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
   probe.stop(true);
   const dbPath = join(dir, 'gw.db');
   let err = '';
-  const proc = Bun.spawn([process.execPath, ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...(process.env.BENCH_PRELOAD ? ['--preload', process.env.BENCH_PRELOAD] : []), 'src/main.ts'], {
+  const proc = Bun.spawn([process.execPath, ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), 'src/main.ts'], {
     cwd: ROOT,
     env: { ...process.env, DATABASE_PATH: dbPath, PORT: String(port), HOST: '127.0.0.1', SWITCHBOARD_API_KEY: BENCH_KEY, LOG_LEVEL: 'error', SWITCHBOARD_CRASH_AT: '', ...env },
     stdout: 'ignore',
