@@ -265,6 +265,13 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
     await until(async () => (await a.call('GET', `/api/v2/traces/${stayed.body.data.traceId}`, undefined, FORWARDED)).body.data?.status === 'completed', 8000, 'replay completed on d1');
     expect((await a.call('GET', `/api/v2/traces/${sTrace}`, undefined, FORWARDED)).body.data.steps.find((x: any) => x.step === 'replayed').details.replay_trace_id).toBe(stayed.body.data.traceId);
     await until(() => evo.sent.some((m) => m.text === 'echo: doomed moving') && evo.sent.some((m) => m.text === 'echo: doomed staying'), 3000, 'both replies sent');
+    // A replay is the same message again: one received event (the original's) and the reply's sent
+    // event across the cluster, and the sender counted once.
+    const eventsOf = async (type: string) => (await b.call('GET', `/api/v2/events?eventType=${type}&limit=100`)).body.items.map((e: any) => e.text as string);
+    await until(async () => (await eventsOf('message.sent')).includes('echo: doomed moving'), 3000, 'reply event recorded');
+    expect((await eventsOf('message.received')).filter((t) => t === 'doomed moving')).toHaveLength(1);
+    const sender = (await b.call('GET', '/api/v2/persons?search=15550000001')).body.items[0];
+    expect(sender.identities[0].messageCount).toBe(1);
 
     // Deleted through d2; then gone everywhere.
     expect((await b.call('DELETE', `/api/v2/dead-letters/${dead('doomed again')}`)).body).toEqual({ success: true });

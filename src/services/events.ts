@@ -153,6 +153,9 @@ export class EventService {
       return;
     }
 
+    // A cluster dead-letter replay is the same inbound message again under a new trace: its sender
+    // is not counted twice, and its received event exists already (the original trace's).
+    const replayOf = typeof msg.extra?.replayOf === 'string' ? msg.extra.replayOf : null;
     let who: Attribution | null = null;
     const attribute = () => {
       if (who) return who;
@@ -166,10 +169,10 @@ export class EventService {
           return who;
         }
       }
-      who = this.persons.observe(platform, msg.sender, row.received_at);
+      who = this.persons.observe(platform, msg.sender, row.received_at, !replayOf);
       return who;
     };
-    this.enqueue({
+    if (!replayOf) this.enqueue({
       ...base, type: 'message.received', contentType: row.content_type, text: row.text || null, createdAt: row.received_at,
       payload: {
         direction: 'inbound', instanceName, providerMessageId: row.provider_message_id, chat: msg.chat, sender: msg.sender, status,
