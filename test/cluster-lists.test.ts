@@ -269,7 +269,7 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
     // event across the cluster, and the sender counted once.
     const eventsOf = async (type: string) => (await b.call('GET', `/api/v2/events?eventType=${type}&limit=100`)).body.items.map((e: any) => e.text as string);
     await until(async () => (await eventsOf('message.sent')).includes('echo: doomed moving'), 3000, 'reply event recorded');
-    expect((await eventsOf('message.received')).filter((t) => t === 'doomed moving')).toHaveLength(1);
+    expect((await eventsOf('message.received')).filter((t: string) => t === 'doomed moving')).toHaveLength(1);
     const sender = (await b.call('GET', '/api/v2/persons?search=15550000001')).body.items[0];
     expect(sender.identities[0].messageCount).toBe(1);
 
