@@ -4,11 +4,17 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import { shardOf } from '../src/cluster/shards.ts';
 import Redis from 'ioredis';
-import { clusterHarness, REDIS_URL, until, upsert, waitForShardOwner, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { CLUSTER_SECRET, clusterHarness, REDIS_URL, until, upsert, waitForShardOwner, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
+import { ClusterKeys } from '../src/cluster/crypto.ts';
+import { STREAM_CONTEXT } from '../src/cluster/index.ts';
 import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
 import { eventCallback, signRequest } from './fakes/slack/events.ts';
 import { FakeSlack } from './fakes/slack/server.ts';
 import { startFakeEvolution } from './fakes/evolution.ts';
+
+/** A stream entry's message as a node of this cluster seals it. */
+const sealed = (text: string) => new ClusterKeys(CLUSTER_SECRET).seal(text, STREAM_CONTEXT);
+const opened = (value: string) => new ClusterKeys(CLUSTER_SECRET).open(value, STREAM_CONTEXT);
 
 const SECRET = 'cluster-signing-secret-0123456789abcdef';
 
@@ -178,8 +184,9 @@ describe('cluster API (2 node processes, real Redis)', () => {
       // for an instance no node knows (old, so past the wait for its configuration).
       const stranger = { instanceId: 'no-such-instance', providerMessageId: 'p1', chat: { chatId: '1', kind: 'direct' }, sender: { id: 'u1' }, text: 'hi', contentType: 'text', timestamp: 1 };
       for (let s = 0; s < 32; s++) {
-        await r.xadd(`${h!.prefix}stream:${s}`, '1-1', 'm', '{not json', 'k', 'inbound');
-        await r.xadd(`${h!.prefix}stream:${s}`, '1-2', 'm', JSON.stringify(stranger), 'k', 'inbound');
+        // Sealed as a node seals its entries (an unsealed one is refused before it is read at all).
+        await r.xadd(`${h!.prefix}stream:${s}`, '1-1', 'm', sealed('{not json'), 'k', 'inbound');
+        await r.xadd(`${h!.prefix}stream:${s}`, '1-2', 'm', sealed(JSON.stringify(stranger)), 'k', 'inbound');
       }
       for (let i = 0; i < 3; i++) {
         const res = await other.call('POST', `/webhook/evolution/bot?token=${bot.token}`, upsert('bot', `poison-${i}`, `after poison ${i}`), { 'x-api-key': '' });
@@ -202,7 +209,7 @@ describe('cluster API (2 node processes, real Redis)', () => {
       }
       await until(() => agent.requests.some((q) => q.message === 'slow one'), 5000, 'first message at the agent');
       const stream = `${h!.prefix}stream:${shardOf(tmp.id, 32)}`;
-      const entriesOfTmp = async () => (await r.xrange(stream, '-', '+')).filter(([, f]) => f[1].includes(tmp.id)).length;
+      const entriesOfTmp = async () => (await r.xrange(stream, '-', '+')).filter(([, f]) => opened(f[1])?.includes(tmp.id)).length;
       expect(await entriesOfTmp()).toBe(2);
       expect((await other.call('DELETE', '/api/v2/instances/tmp')).status).toBeLessThan(300);
       await until(async () => (await entriesOfTmp()) === 0, 3000, 'entries of the deleted instance removed');

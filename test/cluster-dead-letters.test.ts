@@ -6,6 +6,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test';
 import Redis from 'ioredis';
 import { rowContext } from '../src/cluster/config-sync.ts';
 import { ClusterKeys } from '../src/cluster/crypto.ts';
+import { STREAM_CONTEXT } from '../src/cluster/index.ts';
 import { CONFIG_PUT } from '../src/cluster/lua.ts';
 import { shardOf } from '../src/cluster/shards.ts';
 import { CLUSTER_SECRET, dropKeys, dumpKeys, REDIS_URL, until } from './cluster-nodes.ts';
@@ -51,8 +52,10 @@ test('dead letters: listed masked (sealed in Redis), replayed once their instanc
   };
   // Old entry ids: past the wait for configuration, so they are dead-lettered at once.
   const old = Date.now() - 60_000;
-  await redis.xadd(`${prefix}stream:${shardOf(instanceId, 4)}`, `${old}-1`, 'm', JSON.stringify(msg), 'k', 'inbound');
-  await redis.xadd(`${prefix}stream:0`, `${old}-2`, 'm', '{not json', 'k', 'inbound');
+  // Written as a node writes them: the message sealed with the cluster secret.
+  const seal = (text: string) => new ClusterKeys(CLUSTER_SECRET).seal(text, STREAM_CONTEXT);
+  await redis.xadd(`${prefix}stream:${shardOf(instanceId, 4)}`, `${old}-1`, 'm', seal(JSON.stringify(msg)), 'k', 'inbound');
+  await redis.xadd(`${prefix}stream:0`, `${old}-2`, 'm', seal('{not json'), 'k', 'inbound');
   await until(async () => (await list()).meta.total === 2, 5000, 'two dead letters');
 
   // Newest first, one per page.

@@ -11,12 +11,15 @@ import type { Database } from 'bun:sqlite';
 import Redis from 'ioredis';
 import { ClusterKeys } from '../src/cluster/crypto.ts';
 import { rowContext } from '../src/cluster/config-sync.ts';
+import { shardOf } from '../src/cluster/shards.ts';
 import { PEER_SIGNATURE_HEADER } from '../src/cluster/index.ts';
 import { useSqliteAuthState, hasStoredAuth } from '../src/channels/whatsapp/auth-state.ts';
 import { ConfigError } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { CLUSTER_SECRET, clusterHarness, dropKeys, dumpKeys, REDIS_URL, until } from './cluster-nodes.ts';
 import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+import { startFakeAgent } from './fakes/agents.ts';
+import { startFakeEvolution } from './fakes/evolution.ts';
 
 const OTHER_SECRET = 'another-cluster-secret-abcdefghijklmnop';
 const EVOLUTION_KEY = 'evo-key-must-not-reach-redis-7f3a9c';
@@ -26,10 +29,10 @@ const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
 const redis = new Redis(REDIS_URL);
 
 /** An in-process cluster node whose log lines are kept. */
-function node(id: string, secret = CLUSTER_SECRET, keyPrefix = prefix) {
+function node(id: string, secret = CLUSTER_SECRET, keyPrefix = prefix, env: Record<string, string> = {}) {
   const logs: string[] = [];
   const log = createLogger('info', { destination: { write: (line: string) => void logs.push(line) } });
-  const t = createTestGateway({ REDIS_URL, CLUSTER_SECRET: secret, CLUSTER_KEY_PREFIX: keyPrefix, CLUSTER_NODE_ID: id, CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500' }, { log });
+  const t = createTestGateway({ REDIS_URL, CLUSTER_SECRET: secret, CLUSTER_KEY_PREFIX: keyPrefix, CLUSTER_NODE_ID: id, CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500', ...env }, { log });
   return { ...t, logs };
 }
 
@@ -249,8 +252,11 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
     const evolutionKey = 'legacy-evolution-key-3c4d';
     const token = 'legacy-interaction-token-9a8b7c';
     // A node of the old cluster: its database holds the cluster's configuration, as Redis does in plain text.
+    // Messages in flight run against local stand-ins.
+    const agent = startFakeAgent({ protocol: 'json' });
+    const evo = await startFakeEvolution({ apikey: evolutionKey });
     const member = node('sec-member', CLUSTER_SECRET, old);
-    expect((await member.call('POST', '/api/v1/instances', { name: 'kept', evolution_url: 'http://127.0.0.1:9', evolution_key: evolutionKey, agent_api_url: 'http://127.0.0.1:9' })).status).toBe(201);
+    expect((await member.call('POST', '/api/v1/instances', { name: 'kept', evolution_url: evo.url, evolution_key: evolutionKey, agent_api_url: agent.url })).status).toBe(201);
     const keptId: string = (await member.call('GET', '/api/v2/instances/kept')).body.data.id;
     const readerKey: string = (await member.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] })).body.data.key;
     await redis.set(`${old}cfg:seeded`, '1');
@@ -259,6 +265,11 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
     await redis.set(`${old}peer-secret`, 'legacy-peer-secret-5e6f');
     const msg = { instanceId: 'gone', providerMessageId: 'p1', chat: { chatId: '1', kind: 'direct' }, sender: { id: 'u1' }, text: 'hi', contentType: 'text', timestamp: 1, extra: { interaction: { id: 'i', token, applicationId: 'app' } } };
     await redis.lpush(`${old}deadletter`, JSON.stringify({ shard: 0, id: '5-0', reason: 'instance gone unknown on this node', node: 'old', at: new Date().toISOString(), fields: ['m', JSON.stringify(msg), 'k', 'inbound'] }));
+    // A message the old version accepted but no node had run yet: a plain stream entry.
+    const plainEntry = (id: string, text: string) =>
+      JSON.stringify({ instanceId: keptId, providerMessageId: id, chat: { chatId: '15550001111@s.whatsapp.net', kind: 'direct' }, sender: { id: '15550001111@s.whatsapp.net' }, text, contentType: 'text', timestamp: 1 });
+    const keptStream = `${old}stream:${shardOf(keptId, 4)}`;
+    await redis.xadd(keptStream, '*', 'm', plainEntry('in-flight', 'accepted before the upgrade'), 'k', 'inbound', 't', crypto.randomUUID());
 
     // The first node upgraded is a fresh one, with a key of its own the cluster never had.
     const first = node('sec-first', CLUSTER_SECRET, old);
@@ -281,6 +292,22 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
       expect(listed.body.items[0]).toMatchObject({ entryId: '5-0', shard: 0, reason: 'instance gone unknown on this node', kind: 'inbound' });
       expect(listed.body.items[0].message.extra.interaction.token).toBe(`****${token.slice(-4)}`);
 
+      // The old version's message still runs; a plain entry appended now (only a Redis writer
+      // could, nodes seal theirs) is never run and is kept as a dead letter instead.
+      const texts = async () => ((await first.call('GET', '/api/v2/traces?limit=50')).body.items as Array<{ text: string }>).map((t) => t.text);
+      await until(async () => (await texts()).includes('accepted before the upgrade'), 3000, 'the in-flight message ran');
+      await until(() => evo.sent.some((m) => m.text === 'echo: accepted before the upgrade'), 3000, 'its reply sent');
+      await redis.xadd(keptStream, '*', 'm', plainEntry('injected', 'written into Redis directly'), 'k', 'inbound', 't', crypto.randomUUID());
+      await until(async () => (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.length === 2, 3000, 'injected entry dead-lettered');
+      const refused = (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.find((d: any) => d.entryId !== '5-0');
+      expect(refused).toMatchObject({ replayable: false, reason: expect.stringContaining('not sealed') });
+      expect(await texts()).not.toContain('written into Redis directly');
+      expect(agent.requests.some((r) => JSON.stringify(r.body).includes('written into Redis directly'))).toBe(false);
+      // Messages in flight are sealed too: no text readable in the streams.
+      const accepted = await first.call('POST', `/webhook/evolution/kept`, { event: 'messages.upsert', instance: 'kept', apikey: evolutionKey, data: { key: { remoteJid: '15550002222@s.whatsapp.net', fromMe: false, id: 'sealed-1' }, message: { conversation: 'text that must not be readable in redis' }, messageTimestamp: 1 } });
+      expect(accepted.status).toBe(200);
+      expect(await dumpKeys(old)).not.toContain('text that must not be readable in redis');
+
       // The old member, upgraded next, keeps the cluster's instance and key, and gets the first node's key.
       await member.gw.start();
       expect(member.gw.instances.get(keptId)?.config.evolution_key).toBe(evolutionKey);
@@ -290,6 +317,8 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
       await first.close();
       await member.close();
       await dropKeys(old);
+      await agent.stop();
+      await evo.stop();
     }
   });
 });

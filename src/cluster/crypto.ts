@@ -1,7 +1,8 @@
 // Keys derived from CLUSTER_SECRET (HKDF-SHA256), one per purpose, so that reading Redis gives
 // neither the configuration's secrets nor the power to pass as a node:
 // - sealing: AES-256-GCM of every value the cluster keeps in Redis that may carry secrets
-//   (replicated configuration rows, dead-letter records). A random 96-bit nonce per value; the
+//   (replicated configuration rows, dead-letter records, messages in the hand-off streams — the
+//   last also so that an entry no node wrote is never run). A random 96-bit nonce per value; the
 //   value's place (e.g. table + primary key) is authenticated with it, so a sealed value moved to
 //   another row does not open either;
 // - peer: HMAC-SHA256 of the requests one node sends another (gathered reads);

@@ -74,8 +74,10 @@
 // - Secrets: CLUSTER_SECRET (required in cluster mode, the same on every node) never goes to
 //   Redis. Keys derived from it (crypto.ts) seal every configuration row and dead-letter record in
 //   Redis and sign peer requests; its fingerprint in Redis makes a node with another secret fail
-//   its start. Messages in flight (stream entries) are not sealed: they carry message text (and, for a
-//   Discord /ask, its short-lived interaction token) but no configuration.
+//   its start. Messages in flight (stream entries) are sealed too: their text is not readable in
+//   Redis, and an entry not sealed by a node (written into Redis by anyone else) is never run — it
+//   is dead-lettered. Entries an older version appended in plain text before the upgrade are
+//   still run: the upgrading node records each stream's last entry then (sealed, once).
 // - Metrics: switchboard_cluster_lease_renew_seconds (histogram), switchboard_cluster_owned_shards,
 //   switchboard_cluster_live_nodes.
 import Redis from 'ioredis';
@@ -304,7 +306,11 @@ export class Cluster {
       throw err;
     });
     // An older version's plain-text configuration is adopted and sealed by config.start (bootstrap).
-    if (found === 'legacy') await this.sealLegacyDeadLetters();
+    if (found === 'legacy') {
+      await this.sealLegacyDeadLetters();
+      await this.markLegacyStreams();
+    }
+    await this.loadLegacyStreams();
     // Older versions kept the peer-request secret in Redis, where any reader could sign with it.
     await this.cmd.del(this.k('peer-secret'));
     this.gw.rateLimiter = this.rateLimiter;
@@ -494,7 +500,9 @@ export class Cluster {
   async append(msg: InboundMessage, kind: 'inbound' | 'send'): Promise<IngestOutcome> {
     const traceId = newId();
     const shard = this.shardOfInstance(msg.instanceId);
-    const payload = JSON.stringify({ ...msg, extra: { ...(msg.extra ?? {}), clusterTraceId: traceId } });
+    // Sealed: message text never sits readable in Redis, and an entry a Redis writer adds (it cannot
+    // seal) is never run — it would otherwise make this gateway call the agent and send replies.
+    const payload = this.keys.seal(JSON.stringify({ ...msg, extra: { ...(msg.extra ?? {}), clusterTraceId: traceId } }), STREAM_CONTEXT);
     const res = (await this.store(() => this.cmd.eval(APPEND, 0, this.o.prefix, shard, `${msg.instanceId}:${msg.providerMessageId}`, traceId, this.o.dedupeTtlMs, payload, kind))) as [number, string];
     const conversationId = conversationIdFor(msg.instanceId, msg.chat);
     if (res[0] === 1) {
@@ -615,7 +623,7 @@ export class Cluster {
     };
     try {
       for (const [id, fields] of entries) {
-        const parsed = parseEntry(id, fields);
+        const parsed = this.entry(shard, id, fields);
         if (typeof parsed === 'string') {
           if (!(await flush())) return this.retryLater(shard, last);
           if (!(await this.deadLetter(shard, id, fields, parsed))) return last; // fenced: stop reading
@@ -672,7 +680,7 @@ export class Cluster {
         this.gw.log.warn({ err: String(err), shard }, 'cluster: local ingest failed; retrying this shard');
         return 'retry';
       }
-      await this.deadLetter(shard, p.id, ['m', JSON.stringify(p.msg), 'k', p.kind], `ingest failed: ${String(err)}`);
+      await this.deadLetter(shard, p.id, ['m', this.keys.seal(JSON.stringify(p.msg), STREAM_CONTEXT), 'k', p.kind], `ingest failed: ${String(err)}`);
       return 'dead';
     }
   }
@@ -739,7 +747,7 @@ export class Cluster {
     for (;;) {
       const page = (await this.cmd.xrange(this.k(`stream:${shard}`), from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
       for (const [id, fields] of page) {
-        const p = parseEntry(id, fields);
+        const p = this.entry(shard, id, fields);
         if (typeof p !== 'string' && p.msg.instanceId === instanceId) ids.push(id);
       }
       if (page.length < 1000) break;
@@ -839,6 +847,42 @@ export class Cluster {
   }
 
   /** Records of an older version hold the entry in plain text: sealed in place (no node of that version runs any more). */
+  /** Per shard, the last entry an older version (plain messages) appended before this cluster sealed them. */
+  private legacyUntil = new Map<number, string>();
+
+  /** A stream entry of `shard` as its message (see parseEntry). */
+  private entry(shard: number, id: string, fields: string[]) {
+    return parseEntry(id, fields, (m) => {
+      const text = this.keys.open(m, STREAM_CONTEXT);
+      if (text !== null) return text;
+      // A plain entry is accepted only if an older version wrote it before the upgrade: ids only
+      // grow, so nothing appended since can pass for one.
+      const until = this.legacyUntil.get(shard);
+      return until && !m.startsWith('v1.') && compareIds(id, until) <= 0 ? m : null;
+    });
+  }
+
+  /**
+   * Upgrade from a version that appended plain messages (run by the node that adopts the older
+   * configuration): the last entry of every stream then is recorded, sealed, once. Entries up to it
+   * are still run; any later plain entry is refused.
+   */
+  private async markLegacyStreams(): Promise<void> {
+    const last: Record<number, string> = {};
+    for (let s = 0; s < this.o.shards; s++) {
+      const top = (await this.cmd.xrevrange(this.k(`stream:${s}`), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
+      if (top.length) last[s] = top[0][0];
+    }
+    await this.cmd.set(this.k('stream-legacy'), this.keys.seal(JSON.stringify(last), 'stream-legacy'), 'NX');
+  }
+
+  private async loadLegacyStreams(): Promise<void> {
+    const sealed = await this.cmd.get(this.k('stream-legacy'));
+    const text = sealed ? this.keys.open(sealed, 'stream-legacy') : null;
+    if (!text) return;
+    for (const [s, id] of Object.entries(JSON.parse(text) as Record<string, string>)) this.legacyUntil.set(Number(s), id);
+  }
+
   private async sealLegacyDeadLetters(): Promise<void> {
     const key = this.k('deadletter');
     const raw = await this.cmd.lrange(key, 0, -1);
@@ -847,7 +891,9 @@ export class Cluster {
       const v = parseRecord(r);
       if (!v || isSealed(v) || !Array.isArray(v.fields)) return r;
       changed++;
-      return JSON.stringify(this.deadLetterRecord(Number(v.shard), String(v.id), v.fields.map(String), String(v.reason), String(v.node), String(v.at)));
+      // Its message was written by a node of the older version: sealed now like any entry's.
+      const fields = v.fields.map((x, i, all) => (i % 2 === 1 && all[i - 1] === 'm' ? this.keys.seal(String(x), STREAM_CONTEXT) : String(x)));
+      return JSON.stringify(this.deadLetterRecord(Number(v.shard), String(v.id), fields, String(v.reason), String(v.node), String(v.at)));
     });
     if (changed) await this.cmd.multi().del(key).rpush(key, ...records).exec();
   }
@@ -900,7 +946,7 @@ export class Cluster {
     const base = { id: rec.id, shard: rec.shard, entryId: rec.entryId, reason: rec.reason, node: rec.node, at: rec.at };
     const fields = this.openDeadLetter(rec);
     if (!fields) return { ...base, kind: null, message: null, replayable: false, problem: 'the record does not open with this node\'s CLUSTER_SECRET' };
-    const parsed = parseEntry(rec.entryId, fields);
+    const parsed = this.entry(rec.shard, rec.entryId, fields);
     if (typeof parsed === 'string') return { ...base, kind: null, message: null, replayable: false, problem: parsed };
     const message = masked(parsed.msg) as Record<string, unknown>;
     // Replayed for an instance still unknown, it would only wait out the grace and come back here.
@@ -1153,13 +1199,22 @@ function masked(v: unknown, key = ''): unknown {
   return v;
 }
 
-/** A stream entry as the message it carries, or why it cannot be one. */
-function parseEntry(id: string, fields: string[]): { msg: InboundMessage; kind: 'inbound' | 'send' } | string {
+/** What stream entry messages are sealed for (see ClusterKeys.seal). */
+export const STREAM_CONTEXT = 'stream-entry';
+
+/**
+ * A stream entry as the message it carries, or why it cannot be one. `open` turns the sealed
+ * message into its JSON (null: not sealed with this cluster's secret, and not an older version's
+ * plain entry).
+ */
+function parseEntry(id: string, fields: string[], open: (m: string) => string | null): { msg: InboundMessage; kind: 'inbound' | 'send' } | string {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+  const text = open(f.m ?? '');
+  if (text === null) return 'entry not sealed with this cluster\'s secret (not written by a node of this cluster)';
   let msg: InboundMessage;
   try {
-    msg = JSON.parse(f.m ?? '') as InboundMessage;
+    msg = JSON.parse(text) as InboundMessage;
   } catch {
     return 'malformed entry (message is not JSON)';
   }
