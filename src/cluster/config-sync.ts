@@ -314,6 +314,9 @@ export class ConfigSync {
     const { db } = this.d;
     const clash = db.query<{ id: string }, [number, string]>('SELECT id FROM instances WHERE seq = ? AND id != ?').get(row.seq as number, row.id as string);
     if (!clash) return row;
+    // Already here (its clash settled before): it keeps the seq it has, an update does not move it.
+    const mine = db.query<{ seq: number }, [string]>('SELECT seq FROM instances WHERE id = ?').get(row.id as string);
+    if (mine) return { ...row, seq: mine.seq };
     const next = db.query<{ s: number }, []>('SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM instances').get()!.s;
     if (String(row.id) < clash.id) {
       db.query('UPDATE instances SET seq = ? WHERE id = ?').run(next, clash.id);

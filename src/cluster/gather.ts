@@ -97,12 +97,14 @@ export async function callPeers(
   opts: { method?: string; search?: URLSearchParams; body?: unknown; timeoutMs?: number } = {},
 ): Promise<{ answers: PeerAnswer[]; missed: boolean }> {
   let peers: Array<{ id: string; url: string }>;
+  let untrusted: number;
   try {
-    peers = await cluster.peers();
+    ({ peers, untrusted } = await cluster.peerList());
   } catch {
     return { answers: [], missed: true };
   }
-  if (!peers.length) return { answers: [], missed: false };
+  // A live node entry without a valid MAC is not asked: if it is a real node, its rows are missing.
+  if (!peers.length) return { answers: [], missed: untrusted > 0 };
   const { path, credentials } = peerRequestParts(request, opts.search);
   const method = opts.method ?? request.method;
   const headers: Record<string, string> = { ...cluster.peerHeaders(method, path), accept: 'application/json', ...credentials };
@@ -122,7 +124,7 @@ export async function callPeers(
     }),
   );
   const answers: PeerAnswer[] = [];
-  let missed = false;
+  let missed = untrusted > 0;
   for (const r of results) {
     if (r.status === 'fulfilled') answers.push(r.value);
     else missed = true;

@@ -162,7 +162,7 @@ export class Cluster {
   private ticking = false;
   private tickAgain = false;
   private url: string | null;
-  private peerCache: { at: number; peers: Array<{ id: string; url: string }> } | null = null;
+  private peerCache: { at: number; peers: Array<{ id: string; url: string }>; untrusted: number } | null = null;
   /** Node entries whose URL failed its MAC (id + URL), logged once each. */
   private untrustedUrls = new Set<string>();
   private renewSeconds: Histogram;
@@ -306,11 +306,7 @@ export class Cluster {
       throw err;
     });
     // An older version's plain-text configuration is adopted and sealed by config.start (bootstrap).
-    if (found === 'legacy') {
-      await this.sealLegacyDeadLetters();
-      await this.markLegacyStreams();
-    }
-    await this.loadLegacyStreams();
+    if (found === 'legacy') await this.sealLegacyDeadLetters();
     // Older versions kept the peer-request secret in Redis, where any reader could sign with it.
     await this.cmd.del(this.k('peer-secret'));
     this.gw.rateLimiter = this.rateLimiter;
@@ -332,6 +328,10 @@ export class Cluster {
     this.sub.on('ready', () => this.relay.resubscribed());
     await this.sub.subscribe(this.k('live'), this.k('cfg'), this.k('notice'));
     await this.config.start(Math.min(500, this.renewMs));
+    // Only once the older configuration is adopted (no old node writes any more): what the streams
+    // hold now is the older version's last plain entries. Before the reader starts.
+    if (found === 'legacy') await this.markLegacyStreams();
+    await this.loadLegacyStreams();
     await this.tick();
     this.timer = setInterval(() => void this.tick(), this.renewMs);
     this.consumerDone = this.consume();
@@ -724,6 +724,11 @@ export class Cluster {
   private async deadLetter(shard: number, id: string, fields: string[], reason: string): Promise<boolean> {
     const epoch = this.owned.get(shard)?.epoch;
     if (epoch === undefined) return false;
+    // An older version's plain message that was accepted (see entry()) is kept sealed, so a replay
+    // (appended after the legacy mark) is run; an entry refused as unsealed stays as it came.
+    if (typeof this.entry(shard, id, fields) !== 'string') {
+      fields = fields.map((v, i, all) => (i % 2 === 1 && all[i - 1] === 'm' && this.keys.open(v, STREAM_CONTEXT) === null ? this.keys.seal(v, STREAM_CONTEXT) : v));
+    }
     const record = JSON.stringify(this.deadLetterRecord(shard, id, fields, reason, this.node, isoNow()));
     const ok = (await this.cmd.eval(DEAD_LETTER, 0, this.o.prefix, this.node, shard, epoch, id, record, DEAD_LETTER_KEEP)) as number;
     if (ok !== 1) {
@@ -846,7 +851,6 @@ export class Cluster {
     return { id, shard, entryId, reason, node, at, sealed: this.keys.seal(JSON.stringify(fields), deadLetterContext(id)) };
   }
 
-  /** Records of an older version hold the entry in plain text: sealed in place (no node of that version runs any more). */
   /** Per shard, the last entry an older version (plain messages) appended before this cluster sealed them. */
   private legacyUntil = new Map<number, string>();
 
@@ -873,7 +877,7 @@ export class Cluster {
       const top = (await this.cmd.xrevrange(this.k(`stream:${s}`), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
       if (top.length) last[s] = top[0][0];
     }
-    await this.cmd.set(this.k('stream-legacy'), this.keys.seal(JSON.stringify(last), 'stream-legacy'), 'NX');
+    await this.cmd.set(this.k('stream-legacy'), this.keys.seal(JSON.stringify(last), 'stream-legacy'));
   }
 
   private async loadLegacyStreams(): Promise<void> {
@@ -883,6 +887,7 @@ export class Cluster {
     for (const [s, id] of Object.entries(JSON.parse(text) as Record<string, string>)) this.legacyUntil.set(Number(s), id);
   }
 
+  /** Records of an older version hold the entry in plain text: sealed in place (no node of that version runs any more). */
   private async sealLegacyDeadLetters(): Promise<void> {
     const key = this.k('deadletter');
     const raw = await this.cmd.lrange(key, 0, -1);
@@ -967,17 +972,27 @@ export class Cluster {
 
   /** Live peers with an advertised URL (heartbeat info), cached for one renew interval. */
   async peers(): Promise<Array<{ id: string; url: string }>> {
+    return (await this.peerList()).peers;
+  }
+
+  /**
+   * Live peers with a verified URL, and how many live node entries were not trusted (no valid MAC):
+   * a read gathered without them is partial (their rows, if they are real nodes, are missing).
+   */
+  async peerList(): Promise<{ peers: Array<{ id: string; url: string }>; untrusted: number }> {
     const now = this.now();
-    if (this.peerCache && now - this.peerCache.at < this.renewMs) return this.peerCache.peers;
+    if (this.peerCache && now - this.peerCache.at < this.renewMs) return this.peerCache;
     const others = this.live.filter((n) => n !== this.node);
     const infos = others.length ? await this.cmd.mget(...others.map((n) => this.k(`node:${n}`))) : [];
     const peers: Array<{ id: string; url: string }> = [];
+    let untrusted = 0;
     others.forEach((id, i) => {
       const url = this.trustedUrl(id, infos[i]);
       if (url) peers.push({ id, url });
+      else if (infos[i]) untrusted++;
     });
-    this.peerCache = { at: now, peers };
-    return peers;
+    this.peerCache = { at: now, peers, untrusted };
+    return this.peerCache;
   }
 
   /**
@@ -1171,7 +1186,7 @@ export interface DeadLetterView extends Omit<DeadLetterRecord, 'sealed'> {
   problem: string | null;
 }
 
-function deadLetterContext(id: string): string {
+export function deadLetterContext(id: string): string {
   return `deadletter\n${id}`;
 }
 
