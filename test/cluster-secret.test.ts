@@ -160,7 +160,7 @@ describe('another secret', () => {
     }
   }, 15_000);
 
-  test('configuration seeded under another secret (a node with it raced this one) keeps that fingerprint: this node logs it once and stops publishing', async () => {
+  test('configuration seeded under another secret (a node with it raced this one) keeps that fingerprint: this node logs it once, stops publishing and steps down (leaves the cluster, not ready)', async () => {
     const raced = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
     const e = node('sec-e', CLUSTER_SECRET, raced);
     try {
@@ -171,6 +171,8 @@ describe('another secret', () => {
       for (const name of ['late-1', 'late-2']) expect((await e.call('POST', '/api/v2/keys', { name, scopes: ['events:read'] })).status).toBe(201);
       const refusal = () => e.logs.filter((l) => l.includes('sealed with another CLUSTER_SECRET'));
       await until(() => refusal().length > 0, 2000, 'refusal logged');
+      await until(async () => !(await redis.smembers(`${raced}nodes`)).includes('sec-e'), 3000, 'left the membership');
+      expect((await e.call('GET', '/ready')).status).toBe(503);
       expect((await e.call('POST', '/api/v2/keys', { name: 'late-3', scopes: ['events:read'] })).status).toBe(201);
       await e.gw.cluster!.stop(); // its last step publishes what is left: still nothing goes out
       expect(refusal()).toHaveLength(1);

@@ -48,6 +48,8 @@ export interface ConfigSyncDeps {
   keys: ClusterKeys;
   /** Called after foreign rows were applied (tables touched, instance ids touched). */
   applied(tables: Set<string>, instanceIds: Set<string>): void;
+  /** Called once when Redis turns out to hold another secret's configuration (this node must step down). */
+  foreignSecret?(): void;
 }
 
 type Row = Record<string, unknown>;
@@ -349,7 +351,8 @@ export class ConfigSync {
       if (String(err).includes(CONFIG_FOREIGN_SECRET)) {
         // Overwriting it would lock out every node with that secret; this node's changes stay local.
         this.refused = true;
-        this.d.log.error('cluster: the configuration in Redis is sealed with another CLUSTER_SECRET (a node with that secret seeded it); this node no longer publishes configuration changes: restart it with the cluster\'s secret');
+        this.d.log.error('cluster: the configuration in Redis is sealed with another CLUSTER_SECRET (a node with that secret seeded it); this node steps down (leaves the cluster, not ready): restart it with the cluster\'s secret');
+        this.d.foreignSecret?.();
       } else {
         this.d.log.warn({ err: String(err) }, 'cluster: config publish failed; will retry');
       }

@@ -205,6 +205,11 @@ export class Cluster {
     this.config = new ConfigSync({
       db: gw.db, redis: this.cmd, prefix: o.prefix, node: this.node, log: gw.log, keys: this.keys,
       applied: (tables, instanceIds) => this.configApplied(tables, instanceIds),
+      // It could read nothing the others write, and they nothing it seals: it must not own shards.
+      foreignSecret: () => {
+        this.gw.ready = false;
+        void this.stop();
+      },
     });
     this.relay = new LiveRelay(gw.pipeline.hub, this.cmd, `${o.prefix}live`, this.node);
     this.url = o.advertiseUrl ?? null;
