@@ -252,7 +252,7 @@ function plainSnapshot(db: Database, table: 'instances' | 'api_keys'): Record<st
 }
 
 describe('upgrade from a version without CLUSTER_SECRET', () => {
-  test('the first upgraded node adopts the plain-text configuration and seals it in place, keeping and sharing its own rows; the next upgraded node loses nothing; dead letters are sealed and the stored peer secret removed', async () => {
+  test('the first upgraded node adopts the plain-text configuration and seals it in place, keeping its own rows to itself (logged); the next upgraded node loses nothing; dead letters are sealed and the stored peer secret removed', async () => {
     const old = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
     const evolutionKey = 'legacy-evolution-key-3c4d';
     const token = 'legacy-interaction-token-9a8b7c';
@@ -289,7 +289,9 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
       expect((await first.call('GET', '/api/v2/traces', undefined, { 'x-api-key': readerKey })).status).toBe(200);
       expect((await first.call('GET', '/api/v2/traces', undefined, { 'x-api-key': ownKey })).status).toBe(200);
       expect(await redis.get(`${old}cfg:seeded`)).toBe(new ClusterKeys(CLUSTER_SECRET).fingerprint);
-      await until(async () => (await redis.hlen(`${old}cfg:snap:api_keys`)) === 2, 1000, 'own key shared');
+      // Its own key (a row the older cluster did not have) stays on this node only, and is logged.
+      expect(await redis.hlen(`${old}cfg:snap:api_keys`)).toBe(1);
+      expect(first.logs.some((l) => l.includes('kept on this node only'))).toBe(true);
       const dump = await dumpKeys(old);
       for (const secret of [evolutionKey, 'legacy-peer-secret-5e6f', token]) expect(dump).not.toContain(secret);
       for (const table of ['instances', 'api_keys']) {
@@ -323,11 +325,11 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
       expect(accepted.status).toBe(200);
       expect(await dumpKeys(old)).not.toContain('text that must not be readable in redis');
 
-      // The old member, upgraded next, keeps the cluster's instance and key, and gets the first node's key.
+      // The old member, upgraded next, keeps the cluster's instance and key; the first node's own key is not the cluster's.
       await member.gw.start();
       expect(member.gw.instances.get(keptId)?.config.evolution_key).toBe(evolutionKey);
       expect((await member.call('GET', '/api/v2/traces', undefined, { 'x-api-key': readerKey })).status).toBe(200);
-      expect((await member.call('GET', '/api/v2/traces', undefined, { 'x-api-key': ownKey })).status).toBe(200);
+      expect((await member.call('GET', '/api/v2/traces', undefined, { 'x-api-key': ownKey })).status).toBe(401);
     } finally {
       await first.close();
       await member.close();

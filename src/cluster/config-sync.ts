@@ -177,11 +177,11 @@ export class ConfigSync {
    * The plain-text configuration of an older version (cfg:seeded '1') is the cluster's: its rows
    * are upserted here, then sealed in place with this secret in one call that also sets the
    * fingerprint (another node that adopted it first is fine: same rows). Rows this node has that
-   * it lacks are kept and published, never deleted: the plain snapshot cannot tell a row deleted
-   * while this node was away from one never replicated, and deleting an instance deletes its
-   * conversations and traces (a local row whose unique name a cluster row holds still gives way,
-   * as in any bootstrap: publishing it would replace the cluster's on every node). The plain log goes (its rows are in the snapshot, readable by
-   * anyone reading Redis); the new log is read from its start.
+   * it lacks are neither deleted (deleting an instance deletes its conversations and traces) nor
+   * published (most likely the cluster deleted them while this node was away: they would come
+   * back everywhere); they stay on this node and are logged. A local row whose unique name a
+   * cluster row holds gives way, as in any bootstrap. The plain log goes (its rows are in the
+   * snapshot, readable by anyone reading Redis); the new log is read from its start.
    */
   private async adoptLegacy(): Promise<void> {
     const { redis, prefix, db, keys, log } = this.d;
@@ -238,15 +238,20 @@ export class ConfigSync {
     }
     this.legacy = false;
     this.lastId = '0-0';
-    const snapKeys = new Map<string, Set<string>>();
-    for (const t of this.tables) snapKeys.set(t.name, new Set(await redis.hkeys(`${prefix}cfg:snap:${t.name}`)));
+    // Rows only this node has are most likely rows the cluster deleted while this node was away
+    // (an instance, a key, a rule): published, they would come back on every node. They stay here
+    // only, and the operator is told.
+    const localOnly: Record<string, number> = {};
     for (const t of this.tables) {
+      const inCluster = new Set(await redis.hkeys(`${prefix}cfg:snap:${t.name}`));
       for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
-        const pk = JSON.stringify(t.pk.map((c) => r[c]));
-        if (!snapKeys.get(t.name)!.has(pk)) db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(t.name, pk);
+        if (t.name === 'api_keys' && r.is_bootstrap === 1) continue;
+        if (!inCluster.has(JSON.stringify(t.pk.map((c) => r[c])))) localOnly[t.name] = (localOnly[t.name] ?? 0) + 1;
       }
     }
-    await this.publish();
+    if (Object.keys(localOnly).length) {
+      log.warn({ localOnly }, 'cluster: this node has configuration rows the older cluster did not have (deleted there while this node was away?); kept on this node only, not shared — recreate them through the API if they are wanted');
+    }
   }
 
   /** Queues every local configuration row for publishing (an empty cluster takes this node's configuration). */
