@@ -219,6 +219,23 @@ export interface GatherOptions<T> {
 }
 
 /**
+ * `copiesOf` for gatherPage: this node's copies of the ids (`local`) and every peer's, asked on the
+ * same path with the query `search(ids)` (an ids filter).
+ */
+export function copiesFromPeers<T>(cluster: Cluster, request: Request, search: (ids: string[]) => URLSearchParams, local: (ids: string[]) => T[]) {
+  return async (ids: string[]): Promise<{ items: T[]; partial: boolean }> => {
+    const asked = await askPeers(cluster, request, search(ids));
+    const items = local(ids);
+    let partial = asked.partial;
+    for (const b of asked.bodies) {
+      if (isPageBody<T>(b)) items.push(...b.items);
+      else partial = true;
+    }
+    return { items, partial };
+  };
+}
+
+/**
  * One cluster-wide cursor page: `local` is this node's page (its top limit+1 rows older than the
  * cursor, as views); peers answer the same request. Not forwarded → merged with the peers' pages.
  */

@@ -732,7 +732,7 @@ export class Cluster {
     // An older version's plain message that was accepted (see entry()) is kept sealed, so a replay
     // (appended after the legacy mark) is run; an entry refused as unsealed stays as it came.
     if (typeof this.entry(shard, id, fields) !== 'string') {
-      fields = fields.map((v, i, all) => (i % 2 === 1 && all[i - 1] === 'm' && this.keys.open(v, STREAM_CONTEXT) === null ? this.keys.seal(v, STREAM_CONTEXT) : v));
+      fields = this.withSealedMessage(fields);
     }
     const record = JSON.stringify(this.deadLetterRecord(shard, id, fields, reason, this.node, isoNow()));
     const ok = (await this.cmd.eval(DEAD_LETTER, 0, this.o.prefix, this.node, shard, epoch, id, record, DEAD_LETTER_KEEP)) as number;
@@ -859,6 +859,11 @@ export class Cluster {
   /** Per shard, the last entry an older version (plain messages) appended before this cluster sealed them. */
   private legacyUntil = new Map<number, string>();
 
+  /** An entry's fields with its message (`m`) sealed, when it is not already. */
+  private withSealedMessage(fields: string[]): string[] {
+    return fields.map((v, i) => (i % 2 === 1 && fields[i - 1] === 'm' && this.keys.open(v, STREAM_CONTEXT) === null ? this.keys.seal(v, STREAM_CONTEXT) : v));
+  }
+
   /** A stream entry of `shard` as its message (see parseEntry). */
   private entry(shard: number, id: string, fields: string[]) {
     return parseEntry(id, fields, (m) => {
@@ -882,12 +887,12 @@ export class Cluster {
       const top = (await this.cmd.xrevrange(this.k(`stream:${s}`), '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
       if (top.length) last[s] = top[0][0];
     }
-    await this.cmd.set(this.k('stream-legacy'), this.keys.seal(JSON.stringify(last), 'stream-legacy'));
+    await this.cmd.set(this.k('stream-legacy'), this.keys.seal(JSON.stringify(last), LEGACY_MARK_CONTEXT));
   }
 
   private async loadLegacyStreams(): Promise<void> {
     const sealed = await this.cmd.get(this.k('stream-legacy'));
-    const text = sealed ? this.keys.open(sealed, 'stream-legacy') : null;
+    const text = sealed ? this.keys.open(sealed, LEGACY_MARK_CONTEXT) : null;
     if (!text) return;
     for (const [s, id] of Object.entries(JSON.parse(text) as Record<string, string>)) this.legacyUntil.set(Number(s), id);
   }
@@ -902,8 +907,7 @@ export class Cluster {
       if (!v || isSealed(v) || !Array.isArray(v.fields)) return r;
       changed++;
       // Its message was written by a node of the older version: sealed now like any entry's.
-      const fields = v.fields.map((x, i, all) => (i % 2 === 1 && all[i - 1] === 'm' ? this.keys.seal(String(x), STREAM_CONTEXT) : String(x)));
-      return JSON.stringify(this.deadLetterRecord(Number(v.shard), String(v.id), fields, String(v.reason), String(v.node), String(v.at)));
+      return JSON.stringify(this.deadLetterRecord(Number(v.shard), String(v.id), this.withSealedMessage(v.fields.map(String)), String(v.reason), String(v.node), String(v.at)));
     });
     if (changed) await this.cmd.multi().del(key).rpush(key, ...records).exec();
   }
@@ -1037,13 +1041,7 @@ export class Cluster {
    * A refused URL is logged once.
    */
   private trustedUrl(id: string, info: string | null | undefined): string | null {
-    if (!info) return null;
-    let v: { url?: unknown; mac?: unknown };
-    try {
-      v = JSON.parse(info) as typeof v;
-    } catch {
-      return null;
-    }
+    const v = info ? parseInfo(info) : null;
     if (typeof v?.url !== 'string' || !v.url) return null;
     if (this.keys.verifyNode(id, v.url, v.mac)) return v.url;
     const seen = `${id}\n${v.url}`;
@@ -1221,6 +1219,8 @@ function masked(v: unknown, key = ''): unknown {
 
 /** What stream entry messages are sealed for (see ClusterKeys.seal). */
 export const STREAM_CONTEXT = 'stream-entry';
+/** What the upgrade's record of the older version's last stream entries is sealed for. */
+const LEGACY_MARK_CONTEXT = 'stream-legacy';
 
 /**
  * A stream entry as the message it carries, or why it cannot be one. `open` turns the sealed

@@ -9,7 +9,7 @@ import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
 import { v2Trace } from '../trace-views.ts';
 import { visibleInstance } from './instances.ts';
-import { askHolders, askPeers, callPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, isPageBody, notHeld, type TimeKey } from '../../cluster/gather.ts';
+import { askHolders, callPeers, copiesFromPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, notHeld, type TimeKey } from '../../cluster/gather.ts';
 import type { InboundMessage } from '../../channels/types.ts';
 import type { Cluster } from '../../cluster/index.ts';
 
@@ -95,16 +95,17 @@ export function tracesV2(gw: Gateway) {
         if (cluster) {
           // A message whose shard moved while it ran has a row (same trace id, other receivedAt) on
           // both owners: past the first page, a copy newer than the page's was listed already.
-          const copiesOf = async (of: string[]) => {
-            const search = new URL(request.url).searchParams;
-            search.delete('cursor');
-            search.set('ids', of.join(','));
-            search.set('limit', String(of.length));
-            const asked = await askPeers(cluster, request, search);
-            const items = gw.pipeline.traces.list({ ...filter, ids: of, byReceived: true, limit: of.length }).map(v2Trace);
-            for (const b of asked.bodies) if (isPageBody<ReturnType<typeof v2Trace>>(b)) items.push(...b.items);
-            return { items, partial: asked.partial || asked.bodies.some((b) => !isPageBody(b)) };
-          };
+          const copiesOf = copiesFromPeers(
+            cluster, request,
+            (of) => {
+              const search = new URL(request.url).searchParams;
+              search.delete('cursor');
+              search.set('ids', of.join(','));
+              search.set('limit', String(of.length));
+              return search;
+            },
+            (of) => gw.pipeline.traces.list({ ...filter, ids: of, byReceived: true, limit: of.length }).map(v2Trace),
+          );
           return gatherPage(cluster, request, limit, rows.map(v2Trace), (v) => ({ at: v.receivedAt, id: v.id }), before ? { copiesOf } : {});
         }
         const res = page(rows, limit, (r) => ({ seq: r.seq }));
@@ -161,14 +162,15 @@ export function tracesV2(gw: Gateway) {
           // Cluster: one conversation id on several nodes after its shard moved (the id is a hash of
           // instance and chat): listed once, with its latest activity (src/cluster/gather.ts).
           const local = localRows({ after, ids, limit: limit + 1 }).map(conversationView);
-          const copiesOf = async (of: string[]) => {
-            const search = new URLSearchParams({ ids: of.join(','), limit: String(of.length) });
-            if (query.instanceId) search.set('instanceId', query.instanceId);
-            const asked = await askPeers(cluster, request, search);
-            const items = localRows({ ids: of, limit: of.length }).map(conversationView);
-            for (const b of asked.bodies) if (isPageBody<ConversationView>(b)) items.push(...b.items);
-            return { items, partial: asked.partial || asked.bodies.some((b) => !isPageBody(b)) };
-          };
+          const copiesOf = copiesFromPeers(
+            cluster, request,
+            (of) => {
+              const search = new URLSearchParams({ ids: of.join(','), limit: String(of.length) });
+              if (query.instanceId) search.set('instanceId', query.instanceId);
+              return search;
+            },
+            (of) => localRows({ ids: of, limit: of.length }).map(conversationView),
+          );
           return gatherPage(cluster, request, limit, local, conversationKey, after ? { copiesOf } : {});
         }
         const res = page(localRows({ after, ids, limit: limit + 1 }), limit, (r) => ({ at: r.last_activity_at, id: r.id }));
