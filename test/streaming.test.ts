@@ -240,6 +240,22 @@ describe('/ws admission', () => {
   });
 
 
+  test('a client that floods messages while its stream is being admitted is closed (1008), nothing is kept without bound', async () => {
+    const s = await serve();
+    const { key } = s.gw.keys.create({ name: 'flooder', scopes: ['messages:read'] });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const limiter = s.gw.rateLimiter;
+    s.gw.rateLimiter = { take: async (k, cls) => (await gate, limiter.take(k, cls)) };
+    const ws = new WebSocket(`${s.base.replace('http', 'ws')}/ws?apiKey=${key}`);
+    const closed = new Promise<number>((resolve) => (ws.onclose = (e) => resolve(e.code)));
+    await new Promise((r) => (ws.onopen = r));
+    for (let i = 0; i < 40; i++) ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'] }));
+    expect(await closed).toBe(1008);
+    release();
+    await s.stop();
+  });
+
   test('opening a stream is audited and counts against the key\'s general rate limit (4429 beyond it); a subscribe sent at once is honoured', async () => {
     const s = await serve();
     expect((await s.call('PATCH', '/api/v2/settings', { 'rateLimit.generalPerMinute': 2 })).status).toBe(200);

@@ -27,6 +27,8 @@ export interface WsRoutesDeps {
 }
 
 export const WS_CLOSE_RATE_LIMITED = 4429;
+/** Messages kept while a stream's admission is decided (a client has no reason to send more than a few). */
+const EARLY_MESSAGES_MAX = 32;
 
 const RECHECK_EVERY_MS = 60_000;
 
@@ -157,8 +159,9 @@ export function wsRoutes(deps: WsRoutesDeps) {
       },
       message(ws, message) {
         const queued = early.get(ws.raw);
-        if (queued) queued.push(message);
-        else handles.get(ws.raw)?.onMessage(message);
+        if (!queued) handles.get(ws.raw)?.onMessage(message);
+        else if (queued.length < EARLY_MESSAGES_MAX) queued.push(message);
+        else (ws.raw as unknown as RawSocket).close(1008, 'too many messages before the stream was admitted');
       },
       drain(ws) {
         handles.get(ws.raw)?.onDrain();
