@@ -2,6 +2,7 @@
 // past what this node had applied is read from its start (the log's generation id changed); an
 // entry that is not a link or unlink is skipped, counted and logged, and the entries after it apply.
 import { afterAll, describe, expect, test } from 'bun:test';
+import Redis from 'ioredis';
 import { PersonLog } from '../src/cluster/person-log.ts';
 import { isoNow } from '../src/services/ids.ts';
 import type { PersonOp } from '../src/services/persons.ts';
@@ -24,8 +25,9 @@ function setup() {
   const log = createLogger('info', { destination: { write: (line: string) => void logs.push(line) } });
   const t = createTestGateway();
   const persons = t.gw.persons;
-  const personLog = new PersonLog({ redisUrl: REDIS_URL, prefix, persons, log });
-  closers.push(() => personLog.stop(), () => t.close());
+  const redis = new Redis(REDIS_URL);
+  const personLog = new PersonLog({ redis, prefix, persons, log });
+  closers.push(() => personLog.stop(), () => redis.disconnect(), () => t.close());
   const who = (name: string) => persons.observe('discord', { id: name, name }, isoNow());
   const link = (keeper: ReturnType<typeof who>, loser: ReturnType<typeof who>): PersonOp => ({ op: 'link', keeper: keeper.personId, loser: loser.personId, identities: [keeper.identityId, loser.identityId] });
   /** The identities of a person as the API shows them. */

@@ -138,8 +138,8 @@ export interface ClusterStatus {
 
 export class Cluster {
   readonly node: string;
-  /** The shared log of person link/unlink decisions (set by startCluster). */
-  personLog: PersonLog | null = null;
+  /** The shared log of person link/unlink decisions. */
+  readonly personLog: PersonLog;
   private lease: Redis;
   private cmd: Redis;
   private sub: Redis;
@@ -212,6 +212,7 @@ export class Cluster {
       },
     });
     this.relay = new LiveRelay(gw.pipeline.hub, this.cmd, `${o.prefix}live`, this.node);
+    this.personLog = new PersonLog({ redis: this.cmd, prefix: o.prefix, persons: gw.persons, log: gw.log });
     this.url = o.advertiseUrl ?? null;
     this.rateLimiter = new RedisRateLimiter({ redisUrl: o.redisUrl, prefix: o.prefix, node: this.node, limitOf: limitsFromSettings(gw.settings), log: gw.log });
     const m = gw.pipeline.metrics;
@@ -337,6 +338,9 @@ export class Cluster {
     // hold now is the older version's last plain entries. Before the reader starts.
     if (found === 'legacy') await this.markLegacyStreams();
     await this.loadLegacyStreams();
+    // Links decided while this node was away apply before its first message names a person.
+    await this.personLog.catchUp();
+    this.personLog.start();
     await this.tick();
     this.timer = setInterval(() => void this.tick(), this.renewMs);
     this.consumerDone = this.consume();
@@ -1114,7 +1118,7 @@ export class Cluster {
         return { id, self: id === this.node, info: i >= 0 && infos[i] ? parseInfo(infos[i]!) : null, shards: byNode.get(id) ?? [] };
       }),
       unowned,
-      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, configRejected: this.config.counters.rejected, personLogSkipped: this.personLog?.counters.skipped ?? 0, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
+      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, configRejected: this.config.counters.rejected, personLogSkipped: this.personLog.counters.skipped, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
     };
   }
 
@@ -1138,6 +1142,7 @@ export class Cluster {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.config.stop();
+    this.personLog.stop();
     await this.config.publish();
     try {
       await this.cmd.multi().del(this.k(`node:${this.node}`)).srem(this.k('nodes'), this.node).exec();
@@ -1294,11 +1299,6 @@ export async function startCluster(gw: Gateway): Promise<Cluster> {
   });
   await cluster.start();
   gw.onClose(() => cluster.stop());
-  cluster.personLog = new PersonLog({ redisUrl: c.redisUrl!, prefix: c.cluster.keyPrefix, persons: gw.persons, log: gw.log });
-  // Links decided while this node was away apply before its first message names a person.
-  await cluster.personLog.catchUp();
-  cluster.personLog.start();
-  gw.onClose(() => cluster.personLog?.stop());
   return cluster;
 }
 

@@ -8,7 +8,7 @@
 // node counts what it applied per generation (person_log row `<log key>#<generation>`): a new log
 // is read from its start, also when it has grown past the old count before this node looks.
 // An entry that is not a well-formed link or unlink is skipped, counted and logged, never applied.
-// Loaded only in cluster mode (ioredis is imported on first use).
+// Owned by the Cluster (its command connection).
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import type { Logger } from 'pino';
@@ -17,7 +17,8 @@ import type { PersonOp, PersonService } from '../services/persons.ts';
 const PULL_BATCH = 1000;
 
 export interface PersonLogOptions {
-  redisUrl: string;
+  /** A command connection (the Cluster's). */
+  redis: Redis;
   prefix: string;
   persons: PersonService;
   log: Logger;
@@ -29,7 +30,6 @@ export class PersonLog {
   private readonly generationKey: string;
   /** Entries skipped because they are no link or unlink. */
   readonly counters = { skipped: 0 };
-  private redis: Promise<Redis> | null = null;
   private current: Promise<void> | null = null;
   private next: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -38,15 +38,6 @@ export class PersonLog {
   constructor(private o: PersonLogOptions) {
     this.key = `${o.prefix}persons:log`;
     this.generationKey = `${this.key}:gen`;
-  }
-
-  private conn(): Promise<Redis> {
-    this.redis ??= import('ioredis').then(({ default: Redis }) => {
-      const r = new Redis(this.o.redisUrl, { connectTimeout: 2000, maxRetriesPerRequest: 1, commandTimeout: 2000, connectionName: 'sb-persons' });
-      r.on('error', () => {});
-      return r;
-    });
-    return this.redis;
   }
 
   start(): void {
@@ -65,10 +56,9 @@ export class PersonLog {
     }
   }
 
-  async stop(): Promise<void> {
+  stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (this.redis) (await this.redis).disconnect();
   }
 
   /** Applies the entries appended since the last pull. Callers share a pull that starts after their call. */
@@ -91,17 +81,16 @@ export class PersonLog {
 
   /** Appends a decision; every node (this one included) applies it at its next sync. */
   async append(op: PersonOp): Promise<void> {
-    await (await this.conn()).rpush(this.key, JSON.stringify(op));
+    await this.o.redis.rpush(this.key, JSON.stringify(op));
   }
 
   private async pull(): Promise<void> {
-    const r = await this.conn();
+    const r = this.o.redis;
     const { persons } = this.o;
     const [, [genErr, generation], [lenErr, len]] = (await r.multi().set(this.generationKey, randomUUID(), 'NX').get(this.generationKey).llen(this.key).exec())!;
     if (genErr || lenErr || typeof generation !== 'string' || typeof len !== 'number') throw genErr ?? lenErr ?? new Error('person log: no generation');
     const name = `${this.key}#${generation}`;
     let applied = persons.logApplied(name);
-    if (applied === 0) applied = this.adoptCountWithoutGeneration(name, len);
     if (len < applied) {
       // Shorter than what was applied under the same generation: the list itself was cut. What was applied stays.
       this.o.log.warn({ len, applied }, 'persons: the cluster person log is shorter than what was applied; reading it again from the start');
@@ -144,17 +133,6 @@ export class PersonLog {
     }
     flush();
     return persons.logApplied(name);
-  }
-
-  /** A node that applied the log before it had generations keeps that count (once) unless the log is now shorter. */
-  private adoptCountWithoutGeneration(name: string, len: number): number {
-    const { persons } = this.o;
-    const before = persons.logApplied(this.key);
-    if (before === 0) return 0;
-    persons.resetLog(this.key, 0);
-    if (before > len) return 0;
-    persons.resetLog(name, before);
-    return before;
   }
 }
 
