@@ -109,7 +109,7 @@ export class ConfigSync {
       this.legacy = true;
       return 'legacy';
     }
-    throw new ConfigError('CLUSTER_SECRET', `differs from the secret of the cluster already in Redis under key prefix "${this.d.prefix}"; every node needs the same CLUSTER_SECRET`);
+    throw foreignSecretError(this.d.prefix);
   }
 
   /** A row from Redis: the row, null for a deletion, or undefined when it does not open with this secret (logged, skipped). */
@@ -232,7 +232,7 @@ export class ConfigSync {
         if (sealed === 1) log.warn({ rows: rows.length / 4, dropped: bad.size }, 'cluster: configuration in Redis was stored in plain text by an older version; adopted and sealed with CLUSTER_SECRET');
         break;
       }
-      if (seeded !== '1') throw new ConfigError('CLUSTER_SECRET', `differs from the secret of the cluster already in Redis under key prefix "${prefix}"; every node needs the same CLUSTER_SECRET`);
+      if (seeded !== '1') throw foreignSecretError(prefix);
       // Still plain but changed while read: a node of the older version is still writing.
       if (attempt === 5) throw new Error('cluster: the plain-text configuration of an older version kept changing while it was adopted: stop every node of the older version first');
     }
@@ -432,4 +432,9 @@ function parsePlainRow(text: string): Row | null {
 /** What a sealed row is bound to: moved to another table or primary key, it does not open. */
 export function rowContext(table: string, pk: string): string {
   return `cfg\n${table}\n${pk}`;
+}
+
+/** A node started with another CLUSTER_SECRET than the cluster in Redis: one line, the secret never shown. */
+function foreignSecretError(prefix: string): ConfigError {
+  return new ConfigError('CLUSTER_SECRET', `differs from the secret of the cluster already in Redis under key prefix "${prefix}"; every node needs the same CLUSTER_SECRET`);
 }
