@@ -77,6 +77,19 @@ async function waitAll(clients: ClientState[], pred: (c: ClientState) => boolean
   return true;
 }
 
+/** Waits for every client to see the end of the turn, then the run's figures (timed from t0 / cpu0). */
+async function measured(clients: ClientState[], expectedText: string, t0: number, cpu0: number, resyncs: () => number): Promise<Result> {
+  await waitAll(clients, (c) => c.done);
+  return {
+    ms: performance.now() - t0,
+    cpuMs: cpuNow() - cpu0,
+    framesPerClient: clients.reduce((n, c) => n + c.frames, 0) / clients.length,
+    resyncs: resyncs(),
+    correct: clients.filter((c) => c.text === expectedText).length,
+    completed: clients.filter((c) => c.done).length,
+  };
+}
+
 async function closeAll(clients: ClientState[]) {
   for (const c of clients) c.ws.close();
   await Bun.sleep(50);
@@ -125,18 +138,7 @@ async function runHub(coalesceMs: number, pace: Pace, n: number): Promise<Result
     await producerPause(i, pace);
   }
   hub.runFinished(turn.turnId, expectedText);
-  await waitAll(clients, (c) => c.done);
-  const ms = performance.now() - t0;
-  const cpuMs = cpuNow() - cpu0;
-
-  const result: Result = {
-    ms,
-    cpuMs,
-    framesPerClient: clients.reduce((n, c) => n + c.frames, 0) / clients.length,
-    resyncs: hub.stats().resyncsTotal,
-    correct: clients.filter((c) => c.text === expectedText).length,
-    completed: clients.filter((c) => c.done).length,
-  };
+  const result = await measured(clients, expectedText, t0, cpu0, () => hub.stats().resyncsTotal);
   await closeAll(clients);
   hub.close();
   app.server!.stop(true);
@@ -175,18 +177,7 @@ async function runRawPublish(pace: Pace, n: number): Promise<Result> {
     await producerPause(i, pace);
   }
   server.publish(topic, frame({ type: 'RUN_FINISHED', ...turn, seq: ++seq, result: { text: expectedText } }));
-  await waitAll(clients, (c) => c.done);
-  const ms = performance.now() - t0;
-  const cpuMs = cpuNow() - cpu0;
-
-  const result: Result = {
-    ms,
-    cpuMs,
-    framesPerClient: clients.reduce((n, c) => n + c.frames, 0) / clients.length,
-    resyncs: 0,
-    correct: clients.filter((c) => c.text === expectedText).length,
-    completed: clients.filter((c) => c.done).length,
-  };
+  const result = await measured(clients, expectedText, t0, cpu0, () => 0);
   await closeAll(clients);
   server.stop(true);
   return result;
