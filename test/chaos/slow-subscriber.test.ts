@@ -11,13 +11,14 @@ import { afterEach, expect, test } from 'bun:test';
 import { checkHistory } from '../history.ts';
 import { CHAOS_KEY, ChaosRun, pool, replyFor, until } from './harness.ts';
 
-// 1,200 replies per phase: below the 2,000 finished turns the hub keeps for lagging clients (so
+// 1,800 replies per phase: below the 2,000 finished turns the hub keeps for lagging clients (so
 // the slow client can be resynced on every one), and with replies near WhatsApp's 4,000-character
-// limit (one send each) ~10 MB per subscriber, twice what loopback's socket buffers hold with
-// Linux's default tcp_wmem (4 MiB): the gateway must meet backpressure.
+// limit (one send each) ~15 MB per subscriber, well past what loopback's socket buffers hold with
+// Linux's default tcp_wmem (4 MiB) — with less (1,200 × 3,500) a run once fitted in them and the
+// slow client met no backpressure at all: the gateway must meet it.
 const CHATS = 40;
-const PER_CHAT = 30;
-const REPLY_CHARS = 3_500;
+const PER_CHAT = 45;
+const REPLY_CHARS = 3_900;
 const SLOW_READ_BYTES_PER_SEC = 100_000;
 
 /** The agent's reply: unique per message (it starts with replyFor), padded with words to REPLY_CHARS. */
