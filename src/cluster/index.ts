@@ -156,6 +156,12 @@ export class Cluster {
   private lastForcedPull = -Infinity;
   private lastDeferredPass = -Infinity;
   private catchUp: number[] = [];
+  /**
+   * Shards acquired whose catch-up has not finished: their conversations wait. A node that owned
+   * the shard before (e.g. resumed after a pause) may hold unfinished rows another owner finished
+   * meanwhile; only the catch-up can tell, so none of them may run (and send) before it.
+   */
+  private catchingUp = new Set<number>();
   private timer: ReturnType<typeof setInterval> | null = null;
   /** Fires at the earliest validUntil of the owned shards, so fencing never waits for a tick. */
   private fenceTimer: Timer | null = null;
@@ -259,7 +265,9 @@ export class Cluster {
 
   ownsConversation(conversationId: string): boolean {
     const inst = this.instanceOfConversation(conversationId);
-    return !!inst && this.ownsInstance(inst);
+    if (!inst) return false;
+    const shard = this.shardOfInstance(inst);
+    return this.ownsShard(shard) && !this.catchingUp.has(shard);
   }
 
   private instanceOfConversation(conversationId: string): string | null {
@@ -437,6 +445,7 @@ export class Cluster {
     const set = new Set(gained);
     // Channel connections first, so the resumed conversations can send at once.
     await Promise.all(this.gw.instances.list().filter((i) => set.has(this.shardOfInstance(i.id))).map((i) => this.gw.pipeline.syncInstance(i)));
+    for (const s of gained) this.catchingUp.add(s);
     this.catchUp.push(...gained);
   }
 
@@ -528,6 +537,7 @@ export class Cluster {
         while (this.catchUp.length) {
           const s = this.catchUp.shift()!;
           if (this.ownsShard(s)) await this.catchUpShard(s);
+          else this.catchingUp.delete(s);
         }
         await this.retryDeferred();
         const now = this.now();
@@ -557,6 +567,21 @@ export class Cluster {
 
   /** A newly owned shard: close rows another owner finished, then resume the stream from the start. */
   private async catchUpShard(shard: number): Promise<void> {
+    try {
+      await this.catchUpRows(shard);
+    } finally {
+      // Done, or the shard is gone (a later acquisition marks it again).
+      this.catchingUp.delete(shard);
+    }
+    // Rows already in the local inbox (this node owned the shard before) resume too.
+    if (!this.ownsShard(shard)) return;
+    const { pipeline } = this.gw;
+    for (const { conversationId, instanceId } of pipeline.inbox.conversationsWithWork()) {
+      if (this.shardOfInstance(instanceId) === shard) pipeline.wake(conversationId);
+    }
+  }
+
+  private async catchUpRows(shard: number): Promise<void> {
     const o = this.owned.get(shard);
     // After each await: still the ownership period this catch-up started in (else the next
     // acquisition queued its own catch-up, or the shard is gone).
@@ -589,10 +614,6 @@ export class Cluster {
     const last = entries.length ? await this.ingestEntries(shard, entries) : null;
     if (!current()) return;
     this.cursors.set(shard, last ?? '0-0');
-    // Rows already in the local inbox (this node owned the shard before) resume too.
-    for (const { conversationId, instanceId } of pipeline.inbox.conversationsWithWork()) {
-      if (this.shardOfInstance(instanceId) === shard) pipeline.wake(conversationId);
-    }
   }
 
   /**
