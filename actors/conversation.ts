@@ -1,24 +1,25 @@
 // One actor per conversation (instance, chat). It pulls the conversation's rows from the
 // durable inbox in order (bounded prefetch) and runs ONE message at a time through
 // access → agent → send; the next starts only when the previous reached a terminal state.
+
+import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
-import type { Clock } from './runtime/clock.ts';
-import type { Actor } from './runtime/supervisor.ts';
-import { backoffDelay } from './runtime/backoff.ts';
 import { AgentError, runAgent } from '../src/agents/index.ts';
 import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
-import { ChannelError, type ChannelAdapter, type InboundMessage, type OutboundMessage } from '../src/channels/types.ts';
+import { ApiChannelAdapter } from '../src/channels/api.ts';
+import { type ChannelAdapter, ChannelError, type InboundMessage, type OutboundMessage } from '../src/channels/types.ts';
 import { crashPoint } from '../src/services/crash.ts';
-import { createReplyWriter, sendPart, type DeliveryContext } from '../src/services/delivery.ts';
+import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
+import type { GroupCommitter } from '../src/services/group-commit.ts';
 import { isoNow, newId, sha256 } from '../src/services/ids.ts';
 import type { Inbox, InboxRow } from '../src/services/inbox.ts';
 import type { Instance } from '../src/services/instance-types.ts';
+import type { TerminalInfo } from '../src/services/pipeline.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
 import { TraceLog, type TraceService } from '../src/services/traces.ts';
-import type { GroupCommitter } from '../src/services/group-commit.ts';
-import type { TerminalInfo } from '../src/services/pipeline.ts';
-import type { Database } from 'bun:sqlite';
-import { ApiChannelAdapter } from '../src/channels/api.ts';
+import { backoffDelay } from './runtime/backoff.ts';
+import type { Clock } from './runtime/clock.ts';
+import type { Actor } from './runtime/supervisor.ts';
 
 /** Messages that arrived through the API (AG-UI endpoint) are answered on the live stream only. */
 const API_ADAPTER: ChannelAdapter = new ApiChannelAdapter();
@@ -48,7 +49,13 @@ export interface PipelineObserver {
   retried?(instance: Instance, stage: 'agent' | 'send'): void;
   deadLettered?(instance: Instance): void;
   possibleDuplicate?(instance: Instance): void;
-  terminal?(row: InboxRow, status: string, instance: Instance | null, responseText: string | null, info?: TerminalInfo): void;
+  terminal?(
+    row: InboxRow,
+    status: string,
+    instance: Instance | null,
+    responseText: string | null,
+    info?: TerminalInfo,
+  ): void;
 }
 
 export interface ConversationDeps {
@@ -66,7 +73,13 @@ export interface ConversationDeps {
   sink: TurnSink;
   agentPermits: Semaphore;
   observer: PipelineObserver;
-  policy: { maxAttempts: () => number; retryBaseMs: number; retryMaxMs: number; prefetch: number; typingDelayMs: number };
+  policy: {
+    maxAttempts: () => number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    prefetch: number;
+    typingDelayMs: number;
+  };
   /** Aborted when the gateway shuts down: no new turn starts and retry waits end at once. */
   shuttingDown?: AbortSignal;
   /** Cluster mode: false once this node lost the conversation's shard (stop acting at once). */
@@ -77,7 +90,10 @@ export type ConversationMsg = 'wake';
 
 /** Where a failed attempt goes next. */
 class Terminal extends Error {
-  constructor(readonly status: 'failed' | 'dead_lettered', message: string) {
+  constructor(
+    readonly status: 'failed' | 'dead_lettered',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -112,7 +128,10 @@ export class ConversationActor implements Actor<ConversationMsg> {
   /** Outbox parts written while processing a row fresh from ingest (see DeliveryContext.partsWritten). */
   private freshParts: { seq: number; parts: Set<number> } | null = null;
 
-  constructor(readonly conversationId: string, private deps: ConversationDeps) {}
+  constructor(
+    readonly conversationId: string,
+    private deps: ConversationDeps,
+  ) {}
 
   async receive(): Promise<void> {
     const { inbox, policy } = this.deps;
@@ -208,7 +227,9 @@ export class ConversationActor implements Actor<ConversationMsg> {
     if (row.response_text === null) {
       const decision = this.deps.access(inst, msg);
       trace.step('access_control_checked', decision.allowed ? 'success' : 'error', {
-        user_allowed: decision.allowed, reason: decision.reason, rule_id: decision.ruleId ?? null,
+        user_allowed: decision.allowed,
+        reason: decision.reason,
+        rule_id: decision.ruleId ?? null,
       });
       if (!decision.allowed) {
         if (decision.reply) await this.trySend(row, trace, inst, msg, 'access_reply', decision.reply);
@@ -229,23 +250,34 @@ export class ConversationActor implements Actor<ConversationMsg> {
         if (this.stopped && this.abort.signal.aborted) {
           await trace.commit(); // handed off: keep what happened; the new owner resumes
           // End the live turn here: the new owner starts its own, and subscribers must not wait on this one.
-          if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, 'the conversation moved to another node; the reply continues there');
+          if (this.openTurns.delete(row.id))
+            this.deps.sink.runError(row.id, 'the conversation moved to another node; the reply continues there');
           return;
         }
         attempts++;
         const n = attempts;
         trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
-        const retryable = err instanceof AgentError || err instanceof ChannelError ? err.retryable : !(err instanceof Terminal);
+        const retryable =
+          err instanceof AgentError || err instanceof ChannelError ? err.retryable : !(err instanceof Terminal);
         const stage = responseText === null ? 'agent' : 'send';
         const message = (err as Error).message ?? String(err);
         log.warn({ trace: row.id, attempt: attempts, stage, err: message }, 'message attempt failed');
         if (retryable && attempts < max) {
           this.deps.observer.retried?.(inst, stage);
           const hinted = err instanceof ChannelError ? err.retryAfterMs : undefined;
-          const delay = Math.max(hinted ?? 0, backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }));
-          trace.step('retry_scheduled', 'error', { attempt: attempts, stage, error: message, delay_ms: Math.round(delay) });
+          const delay = Math.max(
+            hinted ?? 0,
+            backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }),
+          );
+          trace.step('retry_scheduled', 'error', {
+            attempt: attempts,
+            stage,
+            error: message,
+            delay_ms: Math.round(delay),
+          });
           await trace.commit();
-          if (this.openTurns.has(row.id)) this.deps.sink.turnRestarted(row.id, `attempt ${attempts} failed: ${message}`);
+          if (this.openTurns.has(row.id))
+            this.deps.sink.turnRestarted(row.id, `attempt ${attempts} failed: ${message}`);
           if (!(await this.wait(delay))) return; // shutting down: the row stays pending and resumes on start
           if (responseText === null) responseText = this.deps.inbox.get(row.seq)?.response_text ?? null;
           continue;
@@ -258,7 +290,13 @@ export class ConversationActor implements Actor<ConversationMsg> {
   }
 
   /** One attempt: the agent (unless its reply is already committed), then delivery. */
-  private async attempt(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, committed: string | null): Promise<string> {
+  private async attempt(
+    row: InboxRow,
+    trace: TraceLog,
+    inst: Instance,
+    msg: InboundMessage,
+    committed: string | null,
+  ): Promise<string> {
     const { db, sink, clock } = this.deps;
     const adapter = this.adapterFor(inst, msg);
     if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
@@ -271,7 +309,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
         userId: userIdFor(inst, msg),
         sessionId: this.conversationId,
         message: msg.text,
-        context: { channel: inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel, instance: inst.name, source: inst.channel === 'whatsapp-evolution' ? 'evolution-api' : inst.channel },
+        context: {
+          channel: inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel,
+          instance: inst.name,
+          source: inst.channel === 'whatsapp-evolution' ? 'evolution-api' : inst.channel,
+        },
         sessionOrigin: inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel,
         idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
         messageId: row.id,
@@ -300,9 +342,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
             const snapshot = sofar;
             // Progressive delivery runs behind the stream; its first failure is kept (never left
             // as an unhandled rejection) and fails the attempt once the agent call returns.
-            pending = pending.then(() => (deliveryError === null ? writer.onText(snapshot) : undefined)).catch((err) => {
-              deliveryError ??= err;
-            });
+            pending = pending
+              .then(() => (deliveryError === null ? writer.onText(snapshot) : undefined))
+              .catch((err) => {
+                deliveryError ??= err;
+              });
           } else if (ev.type === 'message_break') {
             sofar += '\n\n';
             sink.messageBreak(turnId);
@@ -313,7 +357,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
         this.deps.observer.agentDone?.(inst, ms, firstDeltaAt === null ? null : firstDeltaAt - started, true);
         // Commit the agent run (with the steps so far): from here on a retry or a restart never calls the agent again.
         const reply = text;
-        trace.step('agent_called', 'success', { agent_url: safeUrl(inst.agent.url), response_preview: reply.slice(0, 120) }, Math.round(ms));
+        trace.step(
+          'agent_called',
+          'success',
+          { agent_url: safeUrl(inst.agent.url), response_preview: reply.slice(0, 120) },
+          Math.round(ms),
+        );
         await trace.commit(() => db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(reply, row.seq));
         this.openTurns.delete(turnId);
         sink.runFinished(turnId, reply);
@@ -321,7 +370,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
         await pending.catch(() => {});
         const ms = clock.monotonic() - started;
         this.deps.observer.agentDone?.(inst, ms, null, false);
-        trace.step('agent_called', 'error', { agent_url: safeUrl(inst.agent.url), error: (err as Error).message }, Math.round(ms));
+        trace.step(
+          'agent_called',
+          'error',
+          { agent_url: safeUrl(inst.agent.url), error: (err as Error).message },
+          Math.round(ms),
+        );
         throw err;
       } finally {
         release();
@@ -368,9 +422,21 @@ export class ConversationActor implements Actor<ConversationMsg> {
     };
   }
 
-  private deliveryContext(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, adapter: ChannelAdapter): DeliveryContext {
+  private deliveryContext(
+    row: InboxRow,
+    trace: TraceLog,
+    inst: Instance,
+    msg: InboundMessage,
+    adapter: ChannelAdapter,
+  ): DeliveryContext {
     return {
-      db: this.deps.db, clock: this.deps.clock, adapter, instance: inst, inboxSeq: row.seq, chat: msg.chat, inbound: msg,
+      db: this.deps.db,
+      clock: this.deps.clock,
+      adapter,
+      instance: inst,
+      inboxSeq: row.seq,
+      chat: msg.chat,
+      inbound: msg,
       idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
       log: trace,
       partsWritten: this.freshParts?.seq === row.seq ? this.freshParts.parts : undefined,
@@ -378,7 +444,9 @@ export class ConversationActor implements Actor<ConversationMsg> {
         if (part === 0) this.partZero = { seq: row.seq, id: platformMessageId };
       },
       onPossibleDuplicate: () => {
-        trace.write(() => this.deps.db.query('UPDATE inbox SET possible_duplicate = possible_duplicate + 1 WHERE seq = ?').run(row.seq));
+        trace.write(() =>
+          this.deps.db.query('UPDATE inbox SET possible_duplicate = possible_duplicate + 1 WHERE seq = ?').run(row.seq),
+        );
         trace.step('possible_duplicate_send', 'error', { reason: 'resent a part whose earlier send was interrupted' });
         this.deps.observer.possibleDuplicate?.(inst);
       },
@@ -386,11 +454,22 @@ export class ConversationActor implements Actor<ConversationMsg> {
   }
 
   /** Best-effort extra message (error reply, access reply) through its own outbox part. */
-  private async trySend(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, label: string, text: string): Promise<void> {
+  private async trySend(
+    row: InboxRow,
+    trace: TraceLog,
+    inst: Instance,
+    msg: InboundMessage,
+    label: string,
+    text: string,
+  ): Promise<void> {
     const adapter = this.adapterFor(inst, msg);
     if (!adapter) return;
     try {
-      await sendPart(this.deliveryContext(row, trace, inst, msg, adapter), label === 'error_reply' ? 10_000 : 10_001, text);
+      await sendPart(
+        this.deliveryContext(row, trace, inst, msg, adapter),
+        label === 'error_reply' ? 10_000 : 10_001,
+        text,
+      );
       trace.step(label, 'success', { text_preview: text.slice(0, 120) });
     } catch (err) {
       trace.step(label, 'error', { error: (err as Error).message });
@@ -404,11 +483,15 @@ export class ConversationActor implements Actor<ConversationMsg> {
         // Looked up on every attempt: a restarted instance has a new adapter, and one still
         // (re)connecting is a reason to retry, as for agent replies.
         const adapter = this.deps.adapter(inst.id);
-        if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
+        if (!adapter)
+          throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
         const out = (msg.extra?.outbound ?? { text: msg.text }) as OutboundMessage;
         // No inbound message here: adapters must not quote or thread under the API request itself.
         const ctx = { ...this.deliveryContext(row, trace, inst, msg, adapter), inbound: undefined };
-        await sendPart(ctx, 0, out.text ?? '', out.replyTo ?? msg.replyToMessageId, { media: out.media, reaction: out.reaction });
+        await sendPart(ctx, 0, out.text ?? '', out.replyTo ?? msg.replyToMessageId, {
+          media: out.media,
+          reaction: out.reaction,
+        });
         trace.step('channel_sent', 'success', { message_sent: true });
         await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, null);
         return;
@@ -419,7 +502,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
         trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
         if (retryable && attempts < this.deps.policy.maxAttempts()) {
           await trace.commit();
-          if (!(await this.wait(backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs })))) return;
+          if (
+            !(await this.wait(
+              backoffDelay(attempts - 1, { baseMs: this.deps.policy.retryBaseMs, maxMs: this.deps.policy.retryMaxMs }),
+            ))
+          )
+            return;
           continue;
         }
         trace.step('channel_sent', 'error', { message_sent: false, error: (err as Error).message });
@@ -429,10 +517,21 @@ export class ConversationActor implements Actor<ConversationMsg> {
     }
   }
 
-  private async deadLetter(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage, reason: string, attempts: number, retryable: boolean): Promise<void> {
+  private async deadLetter(
+    row: InboxRow,
+    trace: TraceLog,
+    inst: Instance,
+    msg: InboundMessage,
+    reason: string,
+    attempts: number,
+    retryable: boolean,
+  ): Promise<void> {
     const { db } = this.deps;
     trace.write(() =>
-      db.query('INSERT OR REPLACE INTO dead_letters (id, inbox_seq, instance_id, conversation_id, reason, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+      db
+        .query(
+          'INSERT OR REPLACE INTO dead_letters (id, inbox_seq, instance_id, conversation_id, reason, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+        )
         .run(newId(), row.seq, inst.id, this.conversationId, reason, attempts, isoNow()),
     );
     trace.step('dead_lettered', 'error', { reason, attempts, retryable });
@@ -442,10 +541,26 @@ export class ConversationActor implements Actor<ConversationMsg> {
   }
 
   /** The terminal state, in one transaction with everything still queued for this message. */
-  private async finish(row: InboxRow, trace: TraceLog, status: 'completed' | 'failed' | 'blocked' | 'dead_lettered', inst: Instance | null, f: { error?: string; channelSuccess?: boolean }, responseText: string | null = null): Promise<void> {
-    await trace.commit(() => this.deps.traces.finish(row.seq, status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null, receivedAt: row.received_at }));
+  private async finish(
+    row: InboxRow,
+    trace: TraceLog,
+    status: 'completed' | 'failed' | 'blocked' | 'dead_lettered',
+    inst: Instance | null,
+    f: { error?: string; channelSuccess?: boolean },
+    responseText: string | null = null,
+  ): Promise<void> {
+    await trace.commit(() =>
+      this.deps.traces.finish(row.seq, status, {
+        error: f.error ?? null,
+        channelSuccess: f.channelSuccess ?? null,
+        receivedAt: row.received_at,
+      }),
+    );
     this.deps.inbox.settled(this.conversationId, row.seq);
-    const info: TerminalInfo = { firstTerminal: this.deps.inbox.isFresh(row), firstPartId: this.partZero?.seq === row.seq ? this.partZero.id : undefined };
+    const info: TerminalInfo = {
+      firstTerminal: this.deps.inbox.isFresh(row),
+      firstPartId: this.partZero?.seq === row.seq ? this.partZero.id : undefined,
+    };
     this.partZero = null;
     this.deps.observer.terminal?.(row, status, inst, responseText, info);
   }

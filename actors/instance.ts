@@ -3,8 +3,8 @@
 import type { Logger } from 'pino';
 import type { AdapterContext, ChannelAdapter, InboundMessage, IngestResult } from '../src/channels/types.ts';
 import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
-import type { Clock, Timer } from './runtime/clock.ts';
 import { Backoff } from './runtime/backoff.ts';
+import type { Clock, Timer } from './runtime/clock.ts';
 
 export interface InstanceActorDeps {
   clock: Clock;
@@ -12,7 +12,11 @@ export interface InstanceActorDeps {
   createAdapter(inst: Instance): ChannelAdapter;
   ingest(msg: InboundMessage): Promise<IngestResult>;
   /** Status changes (persist + publish). */
-  onStatus(inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null; pairingCode?: string | null }): void;
+  onStatus(
+    inst: Instance,
+    status: InstanceStatus,
+    detail: { reason?: string; qr?: string | null; pairingCode?: string | null },
+  ): void;
 }
 
 export class InstanceActor {
@@ -26,7 +30,10 @@ export class InstanceActor {
   qr: { qr: string; at: number } | null = null;
   pairingCode: string | null = null;
 
-  constructor(public instance: Instance, private deps: InstanceActorDeps) {}
+  constructor(
+    public instance: Instance,
+    private deps: InstanceActorDeps,
+  ) {}
 
   get adapter(): ChannelAdapter | null {
     return this.adapterRef;
@@ -76,7 +83,10 @@ export class InstanceActor {
     }
   }
 
-  private setStatus(status: InstanceStatus, detail: { reason?: string; qr?: string | null; pairingCode?: string | null }) {
+  private setStatus(
+    status: InstanceStatus,
+    detail: { reason?: string; qr?: string | null; pairingCode?: string | null },
+  ) {
     if (status === 'connected') {
       this.backoff.reset();
       this.qr = null;
@@ -93,7 +103,10 @@ export class InstanceActor {
   private scheduleRestart() {
     if (this.stopped || this.restartTimer) return;
     const delay = this.backoff.next();
-    this.deps.log.warn({ instance: this.instance.name, delayMs: Math.round(delay) }, 'restarting channel after failure');
+    this.deps.log.warn(
+      { instance: this.instance.name, delayMs: Math.round(delay) },
+      'restarting channel after failure',
+    );
     this.restartTimer = this.deps.clock.setTimeout(() => {
       this.restartTimer = null;
       void this.restart();

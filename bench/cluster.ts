@@ -3,7 +3,7 @@
 // total) and a failover-time histogram over repeated kill -9 of an instance owner (time from the
 // kill to the first reply sent by the new owner). Bounded runtime (~1 min).
 //   bun bench/cluster.ts [messages=600] [kills=3]
-import { clusterHarness, shardOwner, upsert, until, type NodeProc } from '../test/cluster-nodes.ts';
+import { clusterHarness, type NodeProc, shardOwner, until, upsert } from '../test/cluster/nodes.ts';
 import { startFakeAgent } from '../test/fakes/agents.ts';
 import { startFakeEvolution } from '../test/fakes/evolution.ts';
 
@@ -23,7 +23,11 @@ function steadyLoad(targets: NodeProc[], token: string, tag: string): { stop(): 
     for (let seq = 0; running; seq++, posted++) {
       const n = targets[seq % targets.length]!;
       const body = JSON.stringify(upsert('b0', `${tag}-${seq}`, `${tag}-${seq}`));
-      await fetch(`${n.url}/webhook/evolution/b0?token=${token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).catch(() => {});
+      await fetch(`${n.url}/webhook/evolution/b0?token=${token}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      }).catch(() => {});
       await Bun.sleep(20);
     }
   })();
@@ -41,7 +45,13 @@ try {
   let nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => h.start(id)));
   const insts: Array<{ name: string; id: string; token: string }> = [];
   for (let i = 0; i < 6; i++) {
-    const r = await nodes[0].call('POST', '/api/v1/instances', { name: `b${i}`, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+    const r = await nodes[0].call('POST', '/api/v1/instances', {
+      name: `b${i}`,
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+      agent_api_url: agent.url,
+      agent_timeout: 10,
+    });
     const id = (await nodes[0].call('GET', `/api/v2/instances/b${i}`)).body.data.id;
     insts.push({ name: `b${i}`, id, token: new URL(r.body.webhook_url).searchParams.get('token')! });
   }
@@ -51,27 +61,40 @@ try {
   // Throughput: MESSAGES webhooks, 50 in flight, spread over instances and entry nodes.
   const t0 = performance.now();
   let next = 0;
-  await Promise.all(Array.from({ length: 50 }, async () => {
-    while (next < MESSAGES) {
-      const i = next++;
-      const inst = insts[i % insts.length];
-      await fetch(`${nodes[i % 3].url}/webhook/evolution/${inst.name}?token=${inst.token}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(upsert(inst.name, `tp-${i}`, `t${i}`, `1555000${i % 40}`)) });
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: 50 }, async () => {
+      while (next < MESSAGES) {
+        const i = next++;
+        const inst = insts[i % insts.length];
+        await fetch(`${nodes[i % 3].url}/webhook/evolution/${inst.name}?token=${inst.token}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(upsert(inst.name, `tp-${i}`, `t${i}`, `1555000${i % 40}`)),
+        });
+      }
+    }),
+  );
   const tAck = performance.now();
   await until(() => evo.sent.length >= MESSAGES, 60_000, 'all replies');
   const tDone = performance.now();
   const perNode: Record<string, number> = {};
   for (const n of nodes) perNode[n.id] = (await n.call('GET', '/api/v2/cluster')).body.data.counters.consumed;
-  console.log(`throughput: ${MESSAGES} messages, ingest ${(MESSAGES / ((tAck - t0) / 1000)).toFixed(0)} msg/s, end-to-end ${(MESSAGES / ((tDone - t0) / 1000)).toFixed(0)} msg/s`);
-  for (const [id, c] of Object.entries(perNode)) console.log(`  ${id}: ${c} messages processed (${(c / ((tDone - t0) / 1000)).toFixed(0)} msg/s)`);
+  console.log(
+    `throughput: ${MESSAGES} messages, ingest ${(MESSAGES / ((tAck - t0) / 1000)).toFixed(0)} msg/s, end-to-end ${(MESSAGES / ((tDone - t0) / 1000)).toFixed(0)} msg/s`,
+  );
+  for (const [id, c] of Object.entries(perNode))
+    console.log(`  ${id}: ${c} messages processed (${(c / ((tDone - t0) / 1000)).toFixed(0)} msg/s)`);
 
   // Failover: kill -9 the owner of b0 while b0 receives a message every 20 ms; restart it after.
   const failovers: number[] = [];
   for (let k = 0; k < KILLS; k++) {
     const victim = (await ownerOf(nodes, insts[0].id))!;
     evo.reset();
-    const load = steadyLoad(nodes.filter((n) => n !== victim), insts[0].token, `fo-${k}`);
+    const load = steadyLoad(
+      nodes.filter((n) => n !== victim),
+      insts[0].token,
+      `fo-${k}`,
+    );
     await Bun.sleep(300);
     victim.proc.kill('SIGKILL');
     const killedAt = Date.now();
@@ -87,7 +110,9 @@ try {
     await Bun.sleep(1500);
   }
   failovers.sort((a, b) => a - b);
-  console.log(`failover (kill -9 → first reply by the new owner), lease 1500 ms, ${KILLS} kills: ${failovers.map((f) => `${f} ms`).join(', ')}`);
+  console.log(
+    `failover (kill -9 → first reply by the new owner), lease 1500 ms, ${KILLS} kills: ${failovers.map((f) => `${f} ms`).join(', ')}`,
+  );
   const buckets = [1000, 2000, 3000, 5000, Infinity];
   let prev = 0;
   for (const b of buckets) {
@@ -103,7 +128,11 @@ try {
   for (let k = 0; k < KILLS; k++) {
     const victim = (await ownerOf(nodes, insts[0].id))!;
     evo.reset();
-    const load = steadyLoad(nodes.filter((n) => n !== victim), insts[0].token, `st-${k}`);
+    const load = steadyLoad(
+      nodes.filter((n) => n !== victim),
+      insts[0].token,
+      `st-${k}`,
+    );
     await Bun.sleep(500);
     victim.proc.kill('SIGTERM');
     await victim.proc.exited;
@@ -119,7 +148,9 @@ try {
     nodes = nodes.map((n) => (n === victim ? fresh : n));
     await Bun.sleep(1500);
   }
-  console.log(`SIGTERM hand-off under load (a message every ~20 ms), ${KILLS} runs: largest gap between replies ${gaps.map((g) => `${g} ms`).join(', ')}; duplicates ${dups}`);
+  console.log(
+    `SIGTERM hand-off under load (a message every ~20 ms), ${KILLS} runs: largest gap between replies ${gaps.map((g) => `${g} ms`).join(', ')}; duplicates ${dups}`,
+  );
 } finally {
   await h.cleanup();
   await agent.stop();

@@ -49,7 +49,11 @@ interface Result {
   completed: number;
 }
 
-async function openClients(url: string, onFrame: (c: ClientState, data: any) => void, afterOpen?: (ws: WebSocket) => void) {
+async function openClients(
+  url: string,
+  onFrame: (c: ClientState, data: any) => void,
+  afterOpen?: (ws: WebSocket) => void,
+) {
   const clients: ClientState[] = [];
   for (let start = 0; start < CLIENTS; start += 100) {
     const batch = Array.from({ length: Math.min(100, CLIENTS - start) }, () => {
@@ -78,7 +82,13 @@ async function waitAll(clients: ClientState[], pred: (c: ClientState) => boolean
 }
 
 /** Waits for every client to see the end of the turn, then the run's figures (timed from t0 / cpu0). */
-async function measured(clients: ClientState[], expectedText: string, t0: number, cpu0: number, resyncs: () => number): Promise<Result> {
+async function measured(
+  clients: ClientState[],
+  expectedText: string,
+  t0: number,
+  cpu0: number,
+  resyncs: () => number,
+): Promise<Result> {
   await waitAll(clients, (c) => c.done);
   return {
     ms: performance.now() - t0,
@@ -115,19 +125,30 @@ async function runHub(coalesceMs: number, pace: Pace, n: number): Promise<Result
   const url = `ws://127.0.0.1:${app.server!.port}/ws?apiKey=sk-bench`;
 
   let subscribed = 0;
-  const clients = await openClients(url, (c, msg) => {
-    if (msg.type === 'subscribed') return void subscribed++;
-    c.frames++;
-    if (msg.type === 'resync') {
-      c.resyncs++;
-      c.text = msg.snapshot.text;
-      if (msg.snapshot.status !== 'running') c.done = true;
-      return;
-    }
-    const p = msg.payload;
-    if (p?.type === 'TEXT_MESSAGE_CONTENT') c.text += p.delta;
-    else if (p?.type === 'RUN_FINISHED') c.done = true;
-  }, (ws) => ws.send(JSON.stringify({ type: 'subscribe', channels: ['conversations'], filters: { conversationId: turn.conversationId } })));
+  const clients = await openClients(
+    url,
+    (c, msg) => {
+      if (msg.type === 'subscribed') return void subscribed++;
+      c.frames++;
+      if (msg.type === 'resync') {
+        c.resyncs++;
+        c.text = msg.snapshot.text;
+        if (msg.snapshot.status !== 'running') c.done = true;
+        return;
+      }
+      const p = msg.payload;
+      if (p?.type === 'TEXT_MESSAGE_CONTENT') c.text += p.delta;
+      else if (p?.type === 'RUN_FINISHED') c.done = true;
+    },
+    (ws) =>
+      ws.send(
+        JSON.stringify({
+          type: 'subscribe',
+          channels: ['conversations'],
+          filters: { conversationId: turn.conversationId },
+        }),
+      ),
+  );
   while (subscribed < CLIENTS && Date.now() < HARD_DEADLINE) await Bun.sleep(2);
 
   const t0 = performance.now();
@@ -184,7 +205,10 @@ async function runRawPublish(pace: Pace, n: number): Promise<Result> {
 }
 
 const variants: (Variant & { pace: Pace; n: number })[] = [];
-for (const [pace, n] of [['burst', DELTAS], ['paced', PACED_DELTAS]] as const) {
+for (const [pace, n] of [
+  ['burst', DELTAS],
+  ['paced', PACED_DELTAS],
+] as const) {
   variants.push({ pace, n, name: 'raw server.publish (1 frame/delta)', result: await runRawPublish(pace, n) });
   variants.push({ pace, n, name: 'StreamHub, no coalescing', result: await runHub(0, pace, n) });
   variants.push({ pace, n, name: 'StreamHub, coalesce 30 ms', result: await runHub(30, pace, n) });
@@ -201,7 +225,9 @@ const rows = variants.map(({ pace, n, name, result: r }) => ({
   resyncs: r.resyncs,
   'exact text': `${r.correct}/${CLIENTS}`,
 }));
-console.log(`fan-out: ${CLIENTS} subscribers on one conversation, deltas per run as shown, Bun ${Bun.version}, ${navigator.hardwareConcurrency} CPUs`);
+console.log(
+  `fan-out: ${CLIENTS} subscribers on one conversation, deltas per run as shown, Bun ${Bun.version}, ${navigator.hardwareConcurrency} CPUs`,
+);
 console.table(rows);
 if (Date.now() > HARD_DEADLINE) console.log('(hit the 50 s cap; figures above are partial)');
 process.exit(0);

@@ -18,10 +18,20 @@ export async function runFloodBench(Q = 200, F = 3000): Promise<FloodResult> {
   const si = startBenchStandIns({ deltas: 10 });
   const gw = await startBenchGateway({ CONVERSATION_BACKLOG_LIMIT: '100000' });
   try {
-    const hook = await gw.createInstance('bench', { evolution_url: si.evolutionUrl, evolution_key: si.evolutionKey, agent_api_url: si.agentUrl, agent_type: 'agui', agent_timeout: 30 });
+    const hook = await gw.createInstance('bench', {
+      evolution_url: si.evolutionUrl,
+      evolution_key: si.evolutionKey,
+      agent_api_url: si.agentUrl,
+      agent_type: 'agui',
+      agent_timeout: 30,
+    });
     await Bun.sleep(300);
     const post = (id: string, chat: string, text: string) =>
-      fetch(hook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: upsertBody(id, chat, text) }).then((r) => r.arrayBuffer());
+      fetch(hook, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: upsertBody(id, chat, text),
+      }).then((r) => r.arrayBuffer());
     const waitFor = async (texts: string[]) => {
       const end = Date.now() + 120_000;
       while (texts.some((t) => !si.sentAt.has(t))) {
@@ -34,11 +44,13 @@ export async function runFloodBench(Q = 200, F = 3000): Promise<FloodResult> {
       const posted = new Map<string, number>();
       for (let round = 0; round < 5; round++) {
         const t0 = Date.now();
-        await Promise.all(Array.from({ length: Q }, (_, c) => {
-          const text = `${tag}${round}x${c}`;
-          posted.set(text, Date.now());
-          return post(`${tag}-${round}-${c}`, `1555${c}`, text);
-        }));
+        await Promise.all(
+          Array.from({ length: Q }, (_, c) => {
+            const text = `${tag}${round}x${c}`;
+            posted.set(text, Date.now());
+            return post(`${tag}-${round}-${c}`, `1555${c}`, text);
+          }),
+        );
         await Bun.sleep(Math.max(0, 1000 - (Date.now() - t0)));
       }
       await waitFor([...posted.keys()]);
@@ -51,18 +63,25 @@ export async function runFloodBench(Q = 200, F = 3000): Promise<FloodResult> {
     const sampler = setInterval(() => (peak = Math.max(peak, gw.rssBytes())), 50);
     // The flood: F messages to one chat, posted as fast as 32 connections allow, during the quiet rounds.
     let next = 0;
-    const flood = Promise.all(Array.from({ length: 32 }, async () => {
-      while (next < F) {
-        const i = next++;
-        await post(`F-${i}`, '1999000', `f${i}`);
-      }
-    }));
+    const flood = Promise.all(
+      Array.from({ length: 32 }, async () => {
+        while (next < F) {
+          const i = next++;
+          await post(`F-${i}`, '1999000', `f${i}`);
+        }
+      }),
+    );
     const flooded = await quiet('k');
     await flood;
     clearInterval(sampler);
     return {
-      quietChats: Q, floodMessages: F, quietP50: percentile(base, 50), quietP99: percentile(base, 99),
-      floodedQuietP50: percentile(flooded, 50), floodedQuietP99: percentile(flooded, 99), floodAddedMiB: (peak - rssBefore) / 2 ** 20,
+      quietChats: Q,
+      floodMessages: F,
+      quietP50: percentile(base, 50),
+      quietP99: percentile(base, 99),
+      floodedQuietP50: percentile(flooded, 50),
+      floodedQuietP99: percentile(flooded, 99),
+      floodAddedMiB: (peak - rssBefore) / 2 ** 20,
     };
   } finally {
     await gw.stop();
@@ -73,5 +92,7 @@ export async function runFloodBench(Q = 200, F = 3000): Promise<FloodResult> {
 if (import.meta.main) {
   const [q, f] = process.argv.slice(2).map(Number);
   const r = await runFloodBench(q || undefined, f || undefined);
-  console.log(`flood: ${r.quietChats} quiet chats (5 msgs each, 1 s apart); quiet e2e p50 ${fmt(r.quietP50)} ms p99 ${fmt(r.quietP99)} ms → with ${r.floodMessages} msgs flooding one chat p50 ${fmt(r.floodedQuietP50)} ms p99 ${fmt(r.floodedQuietP99)} ms; gateway RSS +${fmt(r.floodAddedMiB, 0)} MiB`);
+  console.log(
+    `flood: ${r.quietChats} quiet chats (5 msgs each, 1 s apart); quiet e2e p50 ${fmt(r.quietP50)} ms p99 ${fmt(r.quietP99)} ms → with ${r.floodMessages} msgs flooding one chat p50 ${fmt(r.floodedQuietP50)} ms p99 ${fmt(r.floodedQuietP99)} ms; gateway RSS +${fmt(r.floodAddedMiB, 0)} MiB`,
+  );
 }

@@ -25,12 +25,28 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
   probe.stop(true);
   const dbPath = join(dir, 'gw.db');
   let err = '';
-  const proc = Bun.spawn([process.execPath, ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), 'src/main.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, DATABASE_PATH: dbPath, PORT: String(port), HOST: '127.0.0.1', SWITCHBOARD_API_KEY: BENCH_KEY, LOG_LEVEL: 'error', SWITCHBOARD_CRASH_AT: '', ...env },
-    stdout: 'ignore',
-    stderr: 'pipe',
-  });
+  const proc = Bun.spawn(
+    [
+      process.execPath,
+      ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+      'src/main.ts',
+    ],
+    {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        DATABASE_PATH: dbPath,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        SWITCHBOARD_API_KEY: BENCH_KEY,
+        LOG_LEVEL: 'error',
+        SWITCHBOARD_CRASH_AT: '',
+        ...env,
+      },
+      stdout: 'ignore',
+      stderr: 'pipe',
+    },
+  );
   void (async () => {
     for await (const c of proc.stderr as ReadableStream<Uint8Array>) err += new TextDecoder().decode(c);
   })();
@@ -44,7 +60,9 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
     await Bun.sleep(20);
   }
   return {
-    url, pid: proc.pid, dbPath,
+    url,
+    pid: proc.pid,
+    dbPath,
     rssBytes() {
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
       return m ? Number(m[1]) * 1024 : NaN;
@@ -60,7 +78,9 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
     },
     async createInstance(name, body) {
       const res = await fetch(`${url}/api/v1/instances`, {
-        method: 'POST', headers: { 'x-api-key': BENCH_KEY, 'content-type': 'application/json' }, body: JSON.stringify({ name, ...body }),
+        method: 'POST',
+        headers: { 'x-api-key': BENCH_KEY, 'content-type': 'application/json' },
+        body: JSON.stringify({ name, ...body }),
       });
       const j = (await res.json()) as { webhook_url: string };
       if (res.status !== 201) throw new Error(`create instance ${res.status}: ${JSON.stringify(j)}`);
@@ -79,7 +99,13 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
 
 export function upsertBody(id: string, chat: string, text: string): string {
   return JSON.stringify({
-    event: 'messages.upsert', instance: 'bench',
-    data: { key: { remoteJid: `${chat}@s.whatsapp.net`, fromMe: false, id }, pushName: 'Bench', messageTimestamp: 1765375800, message: { conversation: text } },
+    event: 'messages.upsert',
+    instance: 'bench',
+    data: {
+      key: { remoteJid: `${chat}@s.whatsapp.net`, fromMe: false, id },
+      pushName: 'Bench',
+      messageTimestamp: 1765375800,
+      message: { conversation: text },
+    },
   });
 }

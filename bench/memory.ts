@@ -10,11 +10,11 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { AgentClient } from '../src/agents/types.ts';
+import type { ChannelAdapter, InboundMessage } from '../src/channels/types.ts';
 import { loadConfig } from '../src/config.ts';
 import { createGateway } from '../src/gateway.ts';
 import { silentLogger } from '../src/log.ts';
-import type { AgentClient } from '../src/agents/types.ts';
-import type { ChannelAdapter, InboundMessage } from '../src/channels/types.ts';
 
 const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) * 1024;
 const mib = (b: number) => Math.round(b / 2 ** 20);
@@ -52,10 +52,22 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
   let sent = 0;
   const adapter: ChannelAdapter = {
     kind: 'whatsapp-evolution',
-    capabilities: { maxText: 4096, edit: false, typing: false, threads: false, reactions: false, media: [], pairing: 'none' },
-    async start(ctx) { ctx.setStatus('connected'); },
+    capabilities: {
+      maxText: 4096,
+      edit: false,
+      typing: false,
+      threads: false,
+      reactions: false,
+      media: [],
+      pairing: 'none',
+    },
+    async start(ctx) {
+      ctx.setStatus('connected');
+    },
     async stop() {},
-    async send() { return { platformMessageId: `p${++sent}` } as never; },
+    async send() {
+      return { platformMessageId: `p${++sent}` } as never;
+    },
   };
   // Instant streaming agent: 10 deltas.
   const agent: AgentClient = {
@@ -65,20 +77,40 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
     },
   };
   const config = loadConfig({
-    DATABASE_PATH: join(dir, 'gw.db'), SWITCHBOARD_API_KEY: 'mem-bench-key-0123456789abcdef', LOG_LEVEL: 'silent',
-    ACTOR_IDLE_MS: '3600000', MAX_ACTIVE_ACTORS: String(A * 2), GLOBAL_BACKLOG_LIMIT: '1000000',
+    DATABASE_PATH: join(dir, 'gw.db'),
+    SWITCHBOARD_API_KEY: 'mem-bench-key-0123456789abcdef',
+    LOG_LEVEL: 'silent',
+    ACTOR_IDLE_MS: '3600000',
+    MAX_ACTIVE_ACTORS: String(A * 2),
+    GLOBAL_BACKLOG_LIMIT: '1000000',
   });
-  const gw = createGateway(config, { log: silentLogger, pipeline: { factories: { 'whatsapp-evolution': () => adapter }, agentFor: () => agent } });
+  const gw = createGateway(config, {
+    log: silentLogger,
+    pipeline: { factories: { 'whatsapp-evolution': () => adapter }, agentFor: () => agent },
+  });
   try {
-    const inst = await gw.instances.create({ name: 'mem', channel: 'whatsapp-evolution', config: { evolution_url: 'http://127.0.0.1:9', evolution_key: 'k' }, agent: { url: 'http://127.0.0.1:9/agent', type: 'agui' } } as never);
+    const inst = await gw.instances.create({
+      name: 'mem',
+      channel: 'whatsapp-evolution',
+      config: { evolution_url: 'http://127.0.0.1:9', evolution_key: 'k' },
+      agent: { url: 'http://127.0.0.1:9/agent', type: 'agui' },
+    } as never);
     await gw.start();
     const p = gw.pipeline;
     const msg = (chat: string, id: string): InboundMessage => ({
-      instanceId: inst.id, providerMessageId: id, chat: { kind: 'direct', chatId: `${chat}@s.whatsapp.net` } as never,
-      sender: { id: `${chat}@s.whatsapp.net`, phone: `+${chat}`, name: 'Mem' }, text: `hello ${id}`, contentType: 'text', timestamp: Date.now(),
+      instanceId: inst.id,
+      providerMessageId: id,
+      chat: { kind: 'direct', chatId: `${chat}@s.whatsapp.net` } as never,
+      sender: { id: `${chat}@s.whatsapp.net`, phone: `+${chat}`, name: 'Mem' },
+      text: `hello ${id}`,
+      contentType: 'text',
+      timestamp: Date.now(),
     });
     const base = settle();
-    const completed = () => (gw.db.query<{ n: number }, []>("SELECT COUNT(*) AS n FROM inbox WHERE status NOT IN ('pending','processing')").get()!).n;
+    const completed = () =>
+      gw.db
+        .query<{ n: number }, []>("SELECT COUNT(*) AS n FROM inbox WHERE status NOT IN ('pending','processing')")
+        .get()!.n;
     const until = async (n: number) => {
       while (completed() < n) await Bun.sleep(50);
     };
@@ -87,7 +119,13 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
     const BATCH = 2000;
     for (let off = 0; off < P; off += BATCH) {
       const keys: string[] = [];
-      await Promise.all(Array.from({ length: Math.min(BATCH, P - off) }, (_, i) => p.ingest(msg(`2${String(off + i).padStart(9, '0')}`, `P${off + i}`)).then((r) => void keys.push(r.conversationId))));
+      await Promise.all(
+        Array.from({ length: Math.min(BATCH, P - off) }, (_, i) =>
+          p
+            .ingest(msg(`2${String(off + i).padStart(9, '0')}`, `P${off + i}`))
+            .then((r) => void keys.push(r.conversationId)),
+        ),
+      );
       await until(off + keys.length);
       for (const k of keys) await p.conversations.passivate(k);
     }
@@ -96,7 +134,11 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
 
     // 2. A conversations answered and left active.
     for (let off = 0; off < A; off += BATCH) {
-      await Promise.all(Array.from({ length: Math.min(BATCH, A - off) }, (_, i) => p.ingest(msg(`3${String(off + i).padStart(9, '0')}`, `A${off + i}`))));
+      await Promise.all(
+        Array.from({ length: Math.min(BATCH, A - off) }, (_, i) =>
+          p.ingest(msg(`3${String(off + i).padStart(9, '0')}`, `A${off + i}`)),
+        ),
+      );
       await until(P + off + Math.min(BATCH, A - off));
     }
     const afterActive = settle();
@@ -112,9 +154,17 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
     clearInterval(sampler);
     peak = Math.max(peak, rss());
     return {
-      passivated: P, active: A, baseMiB: mib(base), afterPassivatedMiB: mib(afterPassivated), afterActiveMiB: mib(afterActive),
-      afterPassivatedIdleMiB: mib(afterPassivatedIdle), afterActiveIdleMiB: mib(afterActiveIdle),
-      floodAddedMiB: mib(peak - afterActiveIdle), activeActors, hubTurnsHeld, seconds: Math.round((Date.now() - started) / 1000),
+      passivated: P,
+      active: A,
+      baseMiB: mib(base),
+      afterPassivatedMiB: mib(afterPassivated),
+      afterActiveMiB: mib(afterActive),
+      afterPassivatedIdleMiB: mib(afterPassivatedIdle),
+      afterActiveIdleMiB: mib(afterActiveIdle),
+      floodAddedMiB: mib(peak - afterActiveIdle),
+      activeActors,
+      hubTurnsHeld,
+      seconds: Math.round((Date.now() - started) / 1000),
     };
   } finally {
     await gw.close();
@@ -123,8 +173,14 @@ export async function runMemoryBench(P = 100_000, A = 10_000): Promise<MemoryRes
 }
 
 if (import.meta.main) {
-  const [a, b] = process.argv.slice(2).filter((x) => !x.startsWith('--')).map(Number);
+  const [a, b] = process.argv
+    .slice(2)
+    .filter((x) => !x.startsWith('--'))
+    .map(Number);
   const r = await runMemoryBench(a || undefined, b || undefined);
   if (process.argv.includes('--json')) console.log(JSON.stringify(r));
-  else console.log(`memory: ${r.passivated} passivated + ${r.active} active conversations (${r.activeActors} actors in memory): RSS base ${r.baseMiB} MiB → ${r.afterPassivatedMiB} MiB after passivated (${r.afterPassivatedIdleMiB} after 3 s idle) → ${r.afterActiveMiB} MiB with active (${r.afterActiveIdleMiB} after 3 s idle); hub holds ${r.hubTurnsHeld} turns; flood of 20k to one chat adds ${r.floodAddedMiB} MiB (${r.seconds} s)`);
+  else
+    console.log(
+      `memory: ${r.passivated} passivated + ${r.active} active conversations (${r.activeActors} actors in memory): RSS base ${r.baseMiB} MiB → ${r.afterPassivatedMiB} MiB after passivated (${r.afterPassivatedIdleMiB} after 3 s idle) → ${r.afterActiveMiB} MiB with active (${r.afterActiveIdleMiB} after 3 s idle); hub holds ${r.hubTurnsHeld} turns; flood of 20k to one chat adds ${r.floodAddedMiB} MiB (${r.seconds} s)`,
+    );
 }

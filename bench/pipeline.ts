@@ -29,7 +29,9 @@ export interface PipelineResult {
   errors: number;
 }
 
-export async function runPipelineBench(opts: { messages?: number; chats?: number; concurrency?: number; pacedRate?: number } = {}): Promise<PipelineResult> {
+export async function runPipelineBench(
+  opts: { messages?: number; chats?: number; concurrency?: number; pacedRate?: number } = {},
+): Promise<PipelineResult> {
   const N = opts.messages ?? 20_000;
   const M = opts.chats ?? 500;
   const C = opts.concurrency ?? 64;
@@ -38,13 +40,21 @@ export async function runPipelineBench(opts: { messages?: number; chats?: number
   let errors = 0;
   try {
     const hook = await gw.createInstance('bench', {
-      evolution_url: si.evolutionUrl, evolution_key: si.evolutionKey, agent_api_url: si.agentUrl, agent_type: 'agui', agent_timeout: 30,
+      evolution_url: si.evolutionUrl,
+      evolution_key: si.evolutionKey,
+      agent_api_url: si.agentUrl,
+      agent_type: 'agui',
+      agent_timeout: 30,
     });
     await Bun.sleep(300); // instance actor connects
 
     const post = async (id: string, chat: string, text: string): Promise<number> => {
       const t = performance.now();
-      const res = await fetch(hook, { method: 'POST', headers: { 'content-type': 'application/json' }, body: upsertBody(id, chat, text) });
+      const res = await fetch(hook, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: upsertBody(id, chat, text),
+      });
       await res.arrayBuffer();
       if (res.status !== 200) errors++;
       return performance.now() - t;
@@ -52,7 +62,10 @@ export async function runPipelineBench(opts: { messages?: number; chats?: number
     const waitReplies = async (texts: string[], timeoutMs: number) => {
       const end = Date.now() + timeoutMs;
       while (texts.some((t) => !si.sentAt.has(t))) {
-        if (Date.now() > end) throw new Error(`only ${texts.filter((t) => si.sentAt.has(t)).length}/${texts.length} replies after ${timeoutMs} ms`);
+        if (Date.now() > end)
+          throw new Error(
+            `only ${texts.filter((t) => si.sentAt.has(t)).length}/${texts.length} replies after ${timeoutMs} ms`,
+          );
         await Bun.sleep(10);
       }
     };
@@ -70,13 +83,15 @@ export async function runPipelineBench(opts: { messages?: number; chats?: number
     const t0 = Date.now();
     const cpu0 = gw.cpuMs();
     const bench0 = process.cpuUsage();
-    await Promise.all(Array.from({ length: C }, async () => {
-      while (next < N) {
-        const i = next++;
-        postedAt.set(texts[i]!, Date.now());
-        acks.push(await post(`B-${i}`, `1777${i % M}`, texts[i]!));
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: C }, async () => {
+        while (next < N) {
+          const i = next++;
+          postedAt.set(texts[i]!, Date.now());
+          acks.push(await post(`B-${i}`, `1777${i % M}`, texts[i]!));
+        }
+      }),
+    );
     const tAcked = Date.now();
     await waitReplies(texts, 120_000);
     const tReplied = Math.max(...texts.map((t) => si.sentAt.get(t)!));
@@ -110,12 +125,24 @@ export async function runPipelineBench(opts: { messages?: number; chats?: number
     const hE2e = htexts.map((t) => si.sentAt.get(t)! - hPosted.get(t)!).sort((a, b) => a - b);
 
     return {
-      messages: N, chats: M, concurrency: C,
-      ackedPerSec: N / ((tAcked - t0) / 1000), repliesPerSec,
-      ackP50: percentile(acks, 50), ackP99: percentile(acks, 99), e2eP50: percentile(e2e, 50), e2eP99: percentile(e2e, 99),
-      halfRate: rate, halfAckP50: percentile(hAcks, 50), halfAckP99: percentile(hAcks, 99), halfE2eP99: percentile(hE2e, 99), halfAchievedRate: achieved,
-      rssMiB: rss / 2 ** 20, errors,
-      mainCpuUsPerMsg: ((cpu1.main - cpu0.main) * 1000) / N, totalCpuUsPerMsg: ((cpu1.total - cpu0.total) * 1000) / N,
+      messages: N,
+      chats: M,
+      concurrency: C,
+      ackedPerSec: N / ((tAcked - t0) / 1000),
+      repliesPerSec,
+      ackP50: percentile(acks, 50),
+      ackP99: percentile(acks, 99),
+      e2eP50: percentile(e2e, 50),
+      e2eP99: percentile(e2e, 99),
+      halfRate: rate,
+      halfAckP50: percentile(hAcks, 50),
+      halfAckP99: percentile(hAcks, 99),
+      halfE2eP99: percentile(hE2e, 99),
+      halfAchievedRate: achieved,
+      rssMiB: rss / 2 ** 20,
+      errors,
+      mainCpuUsPerMsg: ((cpu1.main - cpu0.main) * 1000) / N,
+      totalCpuUsPerMsg: ((cpu1.total - cpu0.total) * 1000) / N,
       benchCpuUsPerMsg: (bench1.user + bench1.system) / N,
     };
   } finally {
@@ -126,11 +153,24 @@ export async function runPipelineBench(opts: { messages?: number; chats?: number
 
 if (import.meta.main) {
   const [n, m, c, paced] = process.argv.slice(2).map(Number);
-  const r = await runPipelineBench({ messages: n || undefined, chats: m || undefined, concurrency: c || undefined, pacedRate: paced || undefined });
-  console.log(`pipeline: ${r.messages} webhooks over ${r.chats} chats, ${r.concurrency} in flight, instant AG-UI agent (10 deltas), Bun ${Bun.version}, ${navigator.hardwareConcurrency} CPUs`);
-  console.log(`  acked ${fmt(r.ackedPerSec, 0)} msg/s, replies ${fmt(r.repliesPerSec, 0)}/s; ack p50 ${fmt(r.ackP50)} ms p99 ${fmt(r.ackP99)} ms; end-to-end p50 ${fmt(r.e2eP50)} ms p99 ${fmt(r.e2eP99)} ms; gateway RSS ${fmt(r.rssMiB, 0)} MiB; errors ${r.errors}`);
+  const r = await runPipelineBench({
+    messages: n || undefined,
+    chats: m || undefined,
+    concurrency: c || undefined,
+    pacedRate: paced || undefined,
+  });
+  console.log(
+    `pipeline: ${r.messages} webhooks over ${r.chats} chats, ${r.concurrency} in flight, instant AG-UI agent (10 deltas), Bun ${Bun.version}, ${navigator.hardwareConcurrency} CPUs`,
+  );
+  console.log(
+    `  acked ${fmt(r.ackedPerSec, 0)} msg/s, replies ${fmt(r.repliesPerSec, 0)}/s; ack p50 ${fmt(r.ackP50)} ms p99 ${fmt(r.ackP99)} ms; end-to-end p50 ${fmt(r.e2eP50)} ms p99 ${fmt(r.e2eP99)} ms; gateway RSS ${fmt(r.rssMiB, 0)} MiB; errors ${r.errors}`,
+  );
   // Everything shares the machine's cores, so CPU per message bounds the rate whatever the threading.
   const ceiling = (navigator.hardwareConcurrency * 1e6) / (r.totalCpuUsPerMsg + r.benchCpuUsPerMsg);
-  console.log(`  CPU per message: gateway main thread ${fmt(r.mainCpuUsPerMsg, 0)} µs, gateway all threads ${fmt(r.totalCpuUsPerMsg, 0)} µs, bench process ${fmt(r.benchCpuUsPerMsg, 0)} µs → at most ${fmt(ceiling, 0)} msg/s on ${navigator.hardwareConcurrency} cores`);
-  console.log(`  paced load (${fmt(r.halfRate, 0)}/s target, ${fmt(r.halfAchievedRate, 0)}/s offered): ack p50 ${fmt(r.halfAckP50)} ms p99 ${fmt(r.halfAckP99)} ms; end-to-end p99 ${fmt(r.halfE2eP99)} ms`);
+  console.log(
+    `  CPU per message: gateway main thread ${fmt(r.mainCpuUsPerMsg, 0)} µs, gateway all threads ${fmt(r.totalCpuUsPerMsg, 0)} µs, bench process ${fmt(r.benchCpuUsPerMsg, 0)} µs → at most ${fmt(ceiling, 0)} msg/s on ${navigator.hardwareConcurrency} cores`,
+  );
+  console.log(
+    `  paced load (${fmt(r.halfRate, 0)}/s target, ${fmt(r.halfAchievedRate, 0)}/s offered): ack p50 ${fmt(r.halfAckP50)} ms p99 ${fmt(r.halfAckP99)} ms; end-to-end p99 ${fmt(r.halfE2eP99)} ms`,
+  );
 }

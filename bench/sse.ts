@@ -2,8 +2,8 @@
 // over a large in-memory stream framed by the reference @ag-ui/encoder, fed in 16 KiB network-
 // sized chunks. Run: bun bench/sse.ts [events]
 import { EventEncoder } from '@ag-ui/encoder';
-import { SseDecoder } from '../src/agents/sse.ts';
 import { AguiStream } from '../src/agents/agui.ts';
+import { SseDecoder } from '../src/agents/sse.ts';
 
 const deltas = Number(process.argv[2] ?? 500_000);
 const enc = new EventEncoder();

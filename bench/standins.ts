@@ -19,7 +19,13 @@ const frame = (o: object) => `data: ${JSON.stringify(o)}\n\n`;
 export function startBenchStandIns(opts: { deltas?: number } = {}): BenchStandIns {
   const deltas = opts.deltas ?? 10;
   const s: BenchStandIns = {
-    agentUrl: '', evolutionUrl: '', evolutionKey: 'EVO-BENCH', sentAt: new Map(), sends: 0, agentCalls: 0, onSend: null,
+    agentUrl: '',
+    evolutionUrl: '',
+    evolutionKey: 'EVO-BENCH',
+    sentAt: new Map(),
+    sends: 0,
+    agentCalls: 0,
+    onSend: null,
     stop() {
       agent.stop(true);
       evo.stop(true);
@@ -37,7 +43,12 @@ export function startBenchStandIns(opts: { deltas?: number } = {}): BenchStandIn
       // The reply is the message itself (so the bench can match it) split over `deltas` deltas.
       const text = `re ${msg} — a short instant reply from the bench agent.`;
       const step = Math.ceil(text.length / deltas);
-      for (let i = 0; i < deltas; i++) out += frame({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm', delta: text.slice(i * step, (i + 1) * step) || '.' });
+      for (let i = 0; i < deltas; i++)
+        out += frame({
+          type: 'TEXT_MESSAGE_CONTENT',
+          messageId: 'm',
+          delta: text.slice(i * step, (i + 1) * step) || '.',
+        });
       out += frame({ type: 'TEXT_MESSAGE_END', messageId: 'm' });
       out += frame({ type: 'RUN_FINISHED', threadId: body.threadId ?? 't', runId: body.runId ?? 'r' });
       return new Response(out, { headers: { 'content-type': 'text/event-stream' } });
@@ -56,7 +67,10 @@ export function startBenchStandIns(opts: { deltas?: number } = {}): BenchStandIn
         const key = /^re (\S+)/.exec(body.text)?.[1] ?? body.text;
         if (!s.sentAt.has(key)) s.sentAt.set(key, at);
         s.onSend?.(body.text, at);
-        return Response.json({ key: { remoteJid: `${body.number}@s.whatsapp.net`, fromMe: true, id: `B${++n}` }, status: 'PENDING' }, { status: 201 });
+        return Response.json(
+          { key: { remoteJid: `${body.number}@s.whatsapp.net`, fromMe: true, id: `B${++n}` }, status: 'PENDING' },
+          { status: 201 },
+        );
       }
       if (path.startsWith('/instance/connectionState/')) return Response.json({ instance: { state: 'open' } });
       if (path.startsWith('/chat/sendPresence/')) return Response.json({ presence: 'composing' }, { status: 201 });
@@ -74,5 +88,7 @@ export function percentile(sorted: number[], p: number): number {
 }
 
 export function fmt(n: number, digits = 1): string {
-  return Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 }) : 'n/a';
+  return Number.isFinite(n)
+    ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 })
+    : 'n/a';
 }

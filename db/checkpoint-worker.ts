@@ -13,7 +13,9 @@ self.addEventListener('message', (e: MessageEvent) => {
     self.postMessage({ error: `cannot open ${path}: ${String(err)}` });
     return;
   }
-  const checkpoint = db.query<{ busy: number; log: number; checkpointed: number }, []>('PRAGMA wal_checkpoint(PASSIVE)');
+  const checkpoint = db.query<{ busy: number; log: number; checkpointed: number }, []>(
+    'PRAGMA wal_checkpoint(PASSIVE)',
+  );
   setInterval(() => {
     try {
       checkpoint.get();

@@ -26,7 +26,12 @@ export interface Checkpointer {
 }
 
 /** Starts the background checkpointer for a file database; `null` for in-memory ones. */
-export function startCheckpointer(db: Database, path: string, log?: Pick<Logger, 'warn'>, intervalMs = CHECKPOINT_INTERVAL_MS): Checkpointer | null {
+export function startCheckpointer(
+  db: Database,
+  path: string,
+  log?: Pick<Logger, 'warn'>,
+  intervalMs = CHECKPOINT_INTERVAL_MS,
+): Checkpointer | null {
   if (!path || path === ':memory:') return null;
   db.exec(`PRAGMA wal_autocheckpoint = ${BACKSTOP_PAGES}`);
   db.exec(`PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);

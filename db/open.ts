@@ -48,7 +48,10 @@ export function migrate(db: Database, migrations = listMigrations()): string[] {
     applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
   )`);
   const seen = new Set(
-    db.query<{ version: number }, []>('SELECT version FROM schema_migrations').all().map((r) => r.version),
+    db
+      .query<{ version: number }, []>('SELECT version FROM schema_migrations')
+      .all()
+      .map((r) => r.version),
   );
   const versions = new Set<number>();
   for (const m of migrations) {

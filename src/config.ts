@@ -99,15 +99,25 @@ export const CLUSTER_SECRET_MIN = 32;
 
 function clusterConfig(env: Env, clustered: boolean): Config['cluster'] {
   const id = pick(env, ['CLUSTER_NODE_ID']);
-  if (id && !/^[A-Za-z0-9._-]{1,64}$/.test(id[1])) throw new ConfigError(id[0], `must be 1-64 letters, digits, '.', '_' or '-', got "${id[1]}"`);
+  if (id && !/^[A-Za-z0-9._-]{1,64}$/.test(id[1]))
+    throw new ConfigError(id[0], `must be 1-64 letters, digits, '.', '_' or '-', got "${id[1]}"`);
   const prefix = pick(env, ['CLUSTER_KEY_PREFIX']);
-  if (prefix && !/^[A-Za-z0-9:._-]{1,64}$/.test(prefix[1])) throw new ConfigError(prefix[0], `must be 1-64 letters, digits, ':', '.', '_' or '-', got "${prefix[1]}"`);
+  if (prefix && !/^[A-Za-z0-9:._-]{1,64}$/.test(prefix[1]))
+    throw new ConfigError(prefix[0], `must be 1-64 letters, digits, ':', '.', '_' or '-', got "${prefix[1]}"`);
   // Never echoed in an error: it is a secret.
   const secret = pick(env, ['CLUSTER_SECRET']);
-  if (secret && secret[1].length < CLUSTER_SECRET_MIN) throw new ConfigError(secret[0], `must be at least ${CLUSTER_SECRET_MIN} characters (e.g. the output of: openssl rand -base64 32)`);
+  if (secret && secret[1].length < CLUSTER_SECRET_MIN)
+    throw new ConfigError(
+      secret[0],
+      `must be at least ${CLUSTER_SECRET_MIN} characters (e.g. the output of: openssl rand -base64 32)`,
+    );
   // Required, not optional: without it the configuration's secrets would sit in Redis readable,
   // and anyone reading Redis could sign requests as a node.
-  if (!secret && clustered) throw new ConfigError('CLUSTER_SECRET', `required when REDIS_URL is set: at least ${CLUSTER_SECRET_MIN} random characters, the same on every node (e.g. the output of: openssl rand -base64 32)`);
+  if (!secret && clustered)
+    throw new ConfigError(
+      'CLUSTER_SECRET',
+      `required when REDIS_URL is set: at least ${CLUSTER_SECRET_MIN} random characters, the same on every node (e.g. the output of: openssl rand -base64 32)`,
+    );
   return {
     nodeId: id ? id[1] : null,
     keyPrefix: prefix ? prefix[1] : 'switchboard:',
@@ -124,7 +134,7 @@ export function loadConfig(env: Env = process.env): Config {
   const port = int(env, ['PORT', 'AUTOMAGIK_OMNI_API_PORT'], 8882, 0, 65535);
   const hostFound = pick(env, ['HOST', 'AUTOMAGIK_OMNI_API_HOST']);
   const host = hostFound ? hostFound[1] : '0.0.0.0';
-  if (hostFound && !/^[A-Za-z0-9.:\-\[\]]+$/.test(host)) {
+  if (hostFound && !/^[A-Za-z0-9.:\-[\]]+$/.test(host)) {
     throw new ConfigError(hostFound[0], `must be a host name or address, got "${host}"`);
   }
   const dbFound = pick(env, ['DATABASE_PATH', 'AUTOMAGIK_OMNI_SQLITE_DATABASE_PATH']);
@@ -139,9 +149,15 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(levelFound![0], `must be one of ${LEVELS.join(', ')}, got "${levelFound![1]}"`);
   }
   const corsRaw = pick(env, ['CORS_ORIGINS', 'AUTOMAGIK_OMNI_CORS_ORIGINS']);
-  const corsOrigins = corsRaw ? corsRaw[1].split(',').map((s) => s.trim()).filter(Boolean) : [];
+  const corsOrigins = corsRaw
+    ? corsRaw[1]
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : [];
   for (const o of corsOrigins) {
-    if (o !== '*' && !/^https?:\/\/[^/]+$/.test(o)) throw new ConfigError(corsRaw![0], `"${o}" is not an origin like https://example.com`);
+    if (o !== '*' && !/^https?:\/\/[^/]+$/.test(o))
+      throw new ConfigError(corsRaw![0], `"${o}" is not an origin like https://example.com`);
   }
   const redisUrl = url(env, ['REDIS_URL'], ['redis:', 'rediss:']);
   const dataDir = databasePath === ':memory:' ? './data' : databasePath.replace(/\/[^/]*$/, '') || '.';

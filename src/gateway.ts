@@ -3,24 +3,24 @@
 import type { Database } from 'bun:sqlite';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { realClock, type Clock } from '../actors/runtime/clock.ts';
-import { openDatabase } from '../db/open.ts';
+import { type Clock, realClock } from '../actors/runtime/clock.ts';
 import { startCheckpointer } from '../db/checkpointer.ts';
+import { openDatabase } from '../db/open.ts';
+import type { Cluster } from './cluster/index.ts';
 import type { Config } from './config.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
-import { InstanceService } from './services/instances.ts';
-import { KeyService } from './services/keys.ts';
 import { AccessService } from './services/access.ts';
 import { AuditService } from './services/audit.ts';
-import { MemoryRateLimiter, limitsFromSettings, type RateLimiter } from './services/rate-limit.ts';
-import { SettingsService } from './services/settings.ts';
-import { Retention } from './services/retention.ts';
-import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
-import type { Cluster } from './cluster/index.ts';
 import { EventService } from './services/events.ts';
+import { InstanceService } from './services/instances.ts';
+import { KeyService } from './services/keys.ts';
 import { MessageService } from './services/messages.ts';
 import { PersonService } from './services/persons.ts';
+import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
+import { limitsFromSettings, MemoryRateLimiter, type RateLimiter } from './services/rate-limit.ts';
+import { Retention } from './services/retention.ts';
+import { SettingsService } from './services/settings.ts';
 
 export interface GatewayOptions {
   log?: Logger;
@@ -73,7 +73,9 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const checkpointer = opts.db ? null : startCheckpointer(db, config.databasePath, log);
   const settings = new SettingsService(db);
   const keys = new KeyService(db);
-  const instances = new InstanceService(db, { agentTimeoutSeconds: () => settings.value<number>('agent.defaultTimeoutSeconds') });
+  const instances = new InstanceService(db, {
+    agentTimeoutSeconds: () => settings.value<number>('agent.defaultTimeoutSeconds'),
+  });
   keys.bootstrap(config.apiKey, join(config.dataDir, 'admin.key'), log);
 
   const clock = opts.clock ?? realClock;
@@ -92,8 +94,21 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const closers: Array<() => Promise<void> | void> = [];
   let closed = false;
   const gw: Gateway = {
-    config, log, clock, db, fetch: fetchFn,
-    keys, instances, settings, pipeline, events, persons, messages, access, audit, rateLimiter: new MemoryRateLimiter(limitsFromSettings(settings), () => clock.now()),
+    config,
+    log,
+    clock,
+    db,
+    fetch: fetchFn,
+    keys,
+    instances,
+    settings,
+    pipeline,
+    events,
+    persons,
+    messages,
+    access,
+    audit,
+    rateLimiter: new MemoryRateLimiter(limitsFromSettings(settings), () => clock.now()),
     cluster: null,
     start: async () => {
       audit.start();
@@ -113,7 +128,10 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
       closed = true;
       gw.ready = false;
       // Runs in reverse: drain the pipeline, then write the events its last messages queued.
-      closers.unshift(() => events.flush(), () => pipeline.shutdown());
+      closers.unshift(
+        () => events.flush(),
+        () => pipeline.shutdown(),
+      );
       for (const fn of closers.reverse()) {
         try {
           await fn();

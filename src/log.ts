@@ -2,16 +2,41 @@
 import pino, { type Logger } from 'pino';
 
 export const REDACT_PATHS = [
-  'apiKey', '*.apiKey', 'api_key', '*.api_key',
-  'evolution_key', '*.evolution_key', 'agent_api_key', '*.agent_api_key',
-  'discord_bot_token', '*.discord_bot_token', 'slack_bot_token', '*.slack_bot_token',
-  'slack_signing_secret', '*.slack_signing_secret', 'slack_app_token', '*.slack_app_token',
-  'token', '*.token', 'secret', '*.secret', 'webhookSecret', '*.webhookSecret',
-  'password', '*.password', 'authorization', '*.authorization',
-  'headers["x-api-key"]', 'req.headers["x-api-key"]', 'headers.authorization',
+  'apiKey',
+  '*.apiKey',
+  'api_key',
+  '*.api_key',
+  'evolution_key',
+  '*.evolution_key',
+  'agent_api_key',
+  '*.agent_api_key',
+  'discord_bot_token',
+  '*.discord_bot_token',
+  'slack_bot_token',
+  '*.slack_bot_token',
+  'slack_signing_secret',
+  '*.slack_signing_secret',
+  'slack_app_token',
+  '*.slack_app_token',
+  'token',
+  '*.token',
+  'secret',
+  '*.secret',
+  'webhookSecret',
+  '*.webhookSecret',
+  'password',
+  '*.password',
+  'authorization',
+  '*.authorization',
+  'headers["x-api-key"]',
+  'req.headers["x-api-key"]',
+  'headers.authorization',
 ];
 
-export function createLogger(level: string, opts: { pretty?: boolean; destination?: pino.DestinationStream } = {}): Logger {
+export function createLogger(
+  level: string,
+  opts: { pretty?: boolean; destination?: pino.DestinationStream } = {},
+): Logger {
   const pretty = opts.pretty ?? (level === 'debug' && process.stdout.isTTY === true);
   const base: pino.LoggerOptions = {
     level,

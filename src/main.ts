@@ -23,7 +23,10 @@ const gw = createGateway(config);
 const app = buildServer(gw);
 await gw.start().catch(exitOnConfigError);
 app.listen({ port: config.port, hostname: config.host, maxRequestBodySize: config.bodyLimitBytes * 2 });
-gw.log.info({ port: app.server?.port, host: config.host, db: config.databasePath, cluster: Boolean(config.redisUrl) }, 'switchboard listening');
+gw.log.info(
+  { port: app.server?.port, host: config.host, db: config.databasePath, cluster: Boolean(config.redisUrl) },
+  'switchboard listening',
+);
 
 let stopping = false;
 async function shutdown(signal: string) {

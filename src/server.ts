@@ -2,32 +2,32 @@
 import { openapi } from '@elysiajs/openapi';
 import { Elysia } from 'elysia';
 import { authorize, presentedKey } from './api/auth.ts';
-import { ApiError, errorBody } from './api/errors.ts';
 import { docsAssets } from './api/docs.ts';
+import { ApiError, errorBody } from './api/errors.ts';
 import { healthRoutes } from './api/health.ts';
+import { accessV1 } from './api/v1/access.ts';
 import { instancesV1 } from './api/v1/instances.ts';
-import { instancesV2 } from './api/v2/instances.ts';
-import { settingsV2 } from './api/v2/settings.ts';
-import { clusterV2 } from './api/v2/cluster.ts';
+import { sendV1 } from './api/v1/send.ts';
 import { tracesV1 } from './api/v1/traces.ts';
+import { accessV2 } from './api/v2/access.ts';
+import { aguiRoutes } from './api/v2/agui.ts';
+import { channelsV2 } from './api/v2/channels.ts';
+import { clusterV2 } from './api/v2/cluster.ts';
+import { eventsV2 } from './api/v2/events.ts';
+import { instancesV2 } from './api/v2/instances.ts';
+import { keysV2 } from './api/v2/keys.ts';
+import { messagesV2 } from './api/v2/messages.ts';
+import { personsV2 } from './api/v2/persons.ts';
+import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
-import { eventsV2 } from './api/v2/events.ts';
-import { personsV2 } from './api/v2/persons.ts';
-import { messagesV2 } from './api/v2/messages.ts';
-import { channelsV2 } from './api/v2/channels.ts';
-import { sendV1 } from './api/v1/send.ts';
-import { aguiRoutes } from './api/v2/agui.ts';
-import { wsRoutes } from './stream/ws.ts';
-import { accessV1 } from './api/v1/access.ts';
-import { accessV2 } from './api/v2/access.ts';
-import { keysV2 } from './api/v2/keys.ts';
-import { routeClass } from './services/rate-limit.ts';
-import { cleanPath } from './services/audit.ts';
-import { webConsole } from './web/index.ts';
 import type { Gateway } from './gateway.ts';
-import { hasScope, type Principal } from './services/keys.ts';
+import { cleanPath } from './services/audit.ts';
 import { randomToken } from './services/ids.ts';
+import { hasScope, type Principal } from './services/keys.ts';
+import { routeClass } from './services/rate-limit.ts';
+import { wsRoutes } from './stream/ws.ts';
+import { webConsole } from './web/index.ts';
 
 interface RequestInfo {
   id: string;
@@ -55,12 +55,14 @@ interface SchemaLike {
 /** TypeBox says only "Expected union value"; say what was expected (enum values, integer range). */
 function unionProblem(schema: SchemaLike | undefined, summary: string | undefined): string {
   const members = schema?.anyOf ?? [];
-  if (members.length && members.every((m) => m.const !== undefined)) return `must be one of: ${members.map((m) => String(m.const)).join(', ')}`;
+  if (members.length && members.every((m) => m.const !== undefined))
+    return `must be one of: ${members.map((m) => String(m.const)).join(', ')}`;
   // Elysia widens t.Integer/t.Number to accept numeric strings; the numeric member carries the range.
   const num = members.find((m) => m.type === 'integer' || m.type === 'number');
   if (num && members.every((m) => m === num || m.type === 'string' || m.type === 'null')) {
     const kind = num.type === 'integer' ? 'an integer' : 'a number';
-    if (num.minimum !== undefined && num.maximum !== undefined) return `must be ${kind} between ${num.minimum} and ${num.maximum}`;
+    if (num.minimum !== undefined && num.maximum !== undefined)
+      return `must be ${kind} between ${num.minimum} and ${num.maximum}`;
     if (num.minimum !== undefined) return `must be ${kind} ≥ ${num.minimum}`;
     return `must be ${kind}`;
   }
@@ -68,7 +70,12 @@ function unionProblem(schema: SchemaLike | undefined, summary: string | undefine
 }
 
 function validationDetails(error: unknown): Array<{ field: string; problem: string }> {
-  const all = (error as { all?: Array<{ path?: string; message?: string; summary?: string; schema?: SchemaLike; value?: unknown }> }).all ?? [];
+  const all =
+    (
+      error as {
+        all?: Array<{ path?: string; message?: string; summary?: string; schema?: SchemaLike; value?: unknown }>;
+      }
+    ).all ?? [];
   const seen = new Set<string>();
   const out: Array<{ field: string; problem: string }> = [];
   for (const e of all) {
@@ -116,7 +123,9 @@ export function buildServer(gw: Gateway) {
         // Elysia 1.4.30 throws a TypeError while describing a validation failure whose value cannot
         // be turned into a string (e.g. {"name":{"toString":1}}); it is still a bad request.
         status = 400;
-        body = errorBody('VALIDATION_ERROR', 'A field has a value of the wrong type', [{ field: '(body)', problem: 'has a value of the wrong type' }]);
+        body = errorBody('VALIDATION_ERROR', 'A field has a value of the wrong type', [
+          { field: '(body)', problem: 'has a value of the wrong type' },
+        ]);
       } else if (code === 'NOT_FOUND') {
         status = 404;
         body = errorBody('NOT_FOUND', `No route for ${request.method} ${new URL(request.url).pathname}`);
@@ -144,7 +153,7 @@ export function buildServer(gw: Gateway) {
       if (origin && config.corsOrigins.length) {
         if (config.corsOrigins.includes('*') || config.corsOrigins.includes(origin)) {
           set.headers['access-control-allow-origin'] = config.corsOrigins.includes('*') ? '*' : origin;
-          set.headers['vary'] = 'Origin';
+          set.headers.vary = 'Origin';
           if (request.method === 'OPTIONS') {
             set.headers['access-control-allow-methods'] = 'GET, POST, PUT, PATCH, DELETE';
             set.headers['access-control-allow-headers'] = 'content-type, x-api-key, idempotency-key';
@@ -164,7 +173,8 @@ export function buildServer(gw: Gateway) {
         principal = authorize(gw.keys, request, route, query as Record<string, unknown>);
       } catch (err) {
         // A valid key without the scope is still audited (who tried what).
-        if (info && err instanceof ApiError && err.code === 'FORBIDDEN') info.principal = gw.keys.verify(presentedKey(request, query as Record<string, unknown>));
+        if (info && err instanceof ApiError && err.code === 'FORBIDDEN')
+          info.principal = gw.keys.verify(presentedKey(request, query as Record<string, unknown>));
         throw err;
       }
       if (info) info.principal = principal;
@@ -179,7 +189,12 @@ export function buildServer(gw: Gateway) {
       set.headers['x-ratelimit-remaining'] = String(rl.remaining);
       set.headers['x-ratelimit-reset'] = String(Math.ceil(gw.clock.now() / 1000) + rl.resetSeconds);
       if (!rl.allowed) {
-        throw new ApiError('RATE_LIMITED', `Rate limit of ${rl.limit} requests per minute exceeded; retry in ${rl.resetSeconds}s`, { limit: rl.limit, retryAfterSeconds: rl.resetSeconds }, { 'retry-after': String(rl.resetSeconds) });
+        throw new ApiError(
+          'RATE_LIMITED',
+          `Rate limit of ${rl.limit} requests per minute exceeded; retry in ${rl.resetSeconds}s`,
+          { limit: rl.limit, retryAfterSeconds: rl.resetSeconds },
+          { 'retry-after': String(rl.resetSeconds) },
+        );
       }
     })
     .onAfterResponse({ as: 'global' }, ({ request, set, route, server }) => {
@@ -188,11 +203,30 @@ export function buildServer(gw: Gateway) {
       const status = typeof set.status === 'number' ? set.status : 200;
       if (info.principal) {
         // Behind no proxy the socket address is the truth; x-forwarded-for only when there is no socket (in-process tests).
-        const ip = server?.requestIP(request)?.address ?? request.headers.get('x-forwarded-for')?.split(',')[0]?.trim().slice(0, 64) ?? null;
-        gw.audit.record({ keyId: info.principal.keyId, method: request.method, path: cleanPath(request.url), status, ip, userAgent: request.headers.get('user-agent')?.slice(0, 512) ?? null, at: gw.clock.now() });
+        const ip =
+          server?.requestIP(request)?.address ??
+          request.headers.get('x-forwarded-for')?.split(',')[0]?.trim().slice(0, 64) ??
+          null;
+        gw.audit.record({
+          keyId: info.principal.keyId,
+          method: request.method,
+          path: cleanPath(request.url),
+          status,
+          ip,
+          userAgent: request.headers.get('user-agent')?.slice(0, 512) ?? null,
+          at: gw.clock.now(),
+        });
       }
       log.info(
-        { reqId: info.id, method: request.method, path: new URL(request.url).pathname, route, status, ms: Math.round((performance.now() - info.start) * 10) / 10, key: info.principal?.keyId },
+        {
+          reqId: info.id,
+          method: request.method,
+          path: new URL(request.url).pathname,
+          route,
+          status,
+          ms: Math.round((performance.now() - info.start) * 10) / 10,
+          key: info.principal?.keyId,
+        },
         'request',
       );
     })
@@ -207,7 +241,8 @@ export function buildServer(gw: Gateway) {
           info: {
             title: 'Switchboard',
             version: '0.1.0',
-            description: 'Channel gateway: WhatsApp (Evolution or Baileys), Discord and Slack to AI agents. v1 is the Omni v1 setup guide verbatim; v2 is the Omni v2 API design.',
+            description:
+              'Channel gateway: WhatsApp (Evolution or Baileys), Discord and Slack to AI agents. v1 is the Omni v1 setup guide verbatim; v2 is the Omni v2 API design.',
           },
           components: { securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' } } },
           security: [{ apiKey: [] }],
@@ -217,7 +252,10 @@ export function buildServer(gw: Gateway) {
             { name: 'settings', description: 'Global settings' },
             { name: 'webhooks', description: 'Inbound channel webhooks' },
             { name: 'traces', description: 'Message traces and conversations' },
-            { name: 'streaming', description: 'Live replies: AG-UI endpoint (and the /ws WebSocket, not described by OpenAPI)' },
+            {
+              name: 'streaming',
+              description: 'Live replies: AG-UI endpoint (and the /ws WebSocket, not described by OpenAPI)',
+            },
             { name: 'dead letters', description: 'Messages that failed every attempt' },
             { name: 'access', description: 'Access rules (allow/deny) and the v1 access-control list' },
             { name: 'keys', description: 'Scoped API keys and their audit log' },
@@ -256,8 +294,18 @@ export function buildServer(gw: Gateway) {
         admit: async (key, client) => {
           const principal = gw.keys.verify(key)!;
           const rl = await gw.rateLimiter.take(principal.keyId, 'general');
-          gw.audit.record({ keyId: principal.keyId, method: 'GET', path: '/ws', status: rl.allowed ? 101 : 429, ip: client.ip, userAgent: client.userAgent, at: gw.clock.now() });
-          return rl.allowed ? null : `rate limit of ${rl.limit} requests per minute exceeded; retry in ${rl.resetSeconds}s`;
+          gw.audit.record({
+            keyId: principal.keyId,
+            method: 'GET',
+            path: '/ws',
+            status: rl.allowed ? 101 : 429,
+            ip: client.ip,
+            userAgent: client.userAgent,
+            at: gw.clock.now(),
+          });
+          return rl.allowed
+            ? null
+            : `rate limit of ${rl.limit} requests per minute exceeded; retry in ${rl.resetSeconds}s`;
         },
       }),
     )

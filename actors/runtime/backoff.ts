@@ -21,7 +21,7 @@ export function backoffDelay(attempt: number, opts: BackoffOptions, random: () =
   const max = Math.max(0, opts.maxMs);
   const n = Math.max(0, Math.floor(Number.isFinite(attempt) ? attempt : 0));
   // factor^n overflows to Infinity for large n; min() with the cap handles that.
-  const capped = Math.min(max, base * Math.pow(factor, n));
+  const capped = Math.min(max, base * factor ** n);
   const r = Math.min(1, Math.max(0, random()));
   return capped * (1 - jitter * r);
 }
@@ -30,7 +30,10 @@ export function backoffDelay(attempt: number, opts: BackoffOptions, random: () =
 export class Backoff {
   private attemptCount = 0;
 
-  constructor(private readonly opts: BackoffOptions, private readonly random: () => number = Math.random) {}
+  constructor(
+    private readonly opts: BackoffOptions,
+    private readonly random: () => number = Math.random,
+  ) {}
 
   get attempt(): number {
     return this.attemptCount;

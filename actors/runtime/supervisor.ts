@@ -61,7 +61,11 @@ class Cell<M> {
   /** True while the drain loop runs: processing, or waiting out a restart delay. */
   running = false;
   lastActive: number;
-  constructor(readonly key: string, readonly mailbox: Mailbox<M>, now: number) {
+  constructor(
+    readonly key: string,
+    readonly mailbox: Mailbox<M>,
+    now: number,
+  ) {
     this.lastActive = now;
   }
 }

@@ -4,16 +4,10 @@
 // A run is complete at RUN_FINISHED; a stream with no RUN_* events at all is complete when its
 // last text message ended (TEXT_MESSAGE_END). Anything else that just stops is a cut stream:
 // a retryable error, so the pipeline asks again with the same Idempotency-Key.
+
+import { type EndpointOptions, errorEvent, guarded, post, type StreamInterpreter, streamEvents } from './http.ts';
 import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
 import { AgentError } from './types.ts';
-import {
-  errorEvent,
-  guarded,
-  post,
-  streamEvents,
-  type EndpointOptions,
-  type StreamInterpreter,
-} from './http.ts';
 
 export const AGUI_TEXT_EVENTS = new Set([
   'RUN_STARTED',
@@ -169,10 +163,10 @@ export function aguiHeaders(ep: EndpointOptions, req: AgentRequest): Record<stri
   const h: Record<string, string> = { ...ep.headers };
   if (ep.apiKey) {
     h['x-api-key'] = ep.apiKey;
-    h['authorization'] = `Bearer ${ep.apiKey}`;
+    h.authorization = `Bearer ${ep.apiKey}`;
   }
   h['content-type'] = 'application/json';
-  h['accept'] = 'text/event-stream';
+  h.accept = 'text/event-stream';
   h['idempotency-key'] = req.idempotencyKey;
   return h;
 }

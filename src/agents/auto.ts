@@ -1,12 +1,21 @@
 // `auto`: send the seed JSON body, accept either a stream or JSON, and decide by the answer's
 // Content-Type. For text/event-stream the first event tells the protocol: AG-UI (a known `type`
 // or event name), OpenAI (`choices`), else plain text where every `data:` is the next delta.
+
+import { AGUI_TEXT_EVENTS, AguiStream, aguiEventOf } from './agui.ts';
+import {
+  baseHeaders,
+  type EndpointOptions,
+  guarded,
+  post,
+  type StreamInterpreter,
+  seedBody,
+  streamEvents,
+} from './http.ts';
+import { replyFromJson } from './json.ts';
+import { OpenAiStream } from './openai.ts';
 import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
 import { AgentError } from './types.ts';
-import { AGUI_TEXT_EVENTS, AguiStream, aguiEventOf } from './agui.ts';
-import { OpenAiStream } from './openai.ts';
-import { replyFromJson } from './json.ts';
-import { baseHeaders, guarded, post, seedBody, streamEvents, type EndpointOptions, type StreamInterpreter } from './http.ts';
 
 /**
  * Plain SSE text: each event's data is appended as is; `[DONE]` ends it. A JSON event carrying a
@@ -66,7 +75,12 @@ export class SniffingStream implements StreamInterpreter {
   handle(item: { event?: string; data: string }): AgentEvent[] {
     if (!this.inner) {
       this.protocol = sniffProtocol(item);
-      this.inner = this.protocol === 'agui' ? new AguiStream() : this.protocol === 'openai' ? new OpenAiStream() : new PlainStream();
+      this.inner =
+        this.protocol === 'agui'
+          ? new AguiStream()
+          : this.protocol === 'openai'
+            ? new OpenAiStream()
+            : new PlainStream();
     }
     return this.inner.handle(item);
   }

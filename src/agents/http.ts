@@ -1,8 +1,8 @@
 // What every agent protocol shares: the timeouts, cancellation, the HTTP call, status → error
 // mapping, and driving an SSE body through a protocol's stream interpreter.
 import type { Clock, Timer } from '../../actors/runtime/clock.ts';
-import { AgentError, type AgentEvent } from './types.ts';
 import { readSse, type SseItem } from './sse.ts';
+import { AgentError, type AgentEvent } from './types.ts';
 
 /** How one agent endpoint is reached; built by createAgentClient from the instance. */
 export interface EndpointOptions {
@@ -45,7 +45,8 @@ export class CallGuard {
     this.totalTimer =
       ep.timeoutMs > 0
         ? ep.clock.setTimeout(
-            () => this.abort(new AgentError(`agent timed out: no complete reply within ${fmtSeconds(ep.timeoutMs)}`, true)),
+            () =>
+              this.abort(new AgentError(`agent timed out: no complete reply within ${fmtSeconds(ep.timeoutMs)}`, true)),
             ep.timeoutMs,
           )
         : null;
@@ -80,7 +81,9 @@ export class CallGuard {
     this.idleTimer = this.ep.clock.setTimeout(() => {
       this.idleTimer = null;
       if (this.reason) return;
-      const left = this.idlePaused ? this.ep.idleTimeoutMs : this.lastEvent + this.ep.idleTimeoutMs - this.ep.clock.monotonic();
+      const left = this.idlePaused
+        ? this.ep.idleTimeoutMs
+        : this.lastEvent + this.ep.idleTimeoutMs - this.ep.clock.monotonic();
       if (left > 0) this.scheduleIdle(left);
       else this.abort(new AgentError(`agent stream idle: no event for ${fmtSeconds(this.ep.idleTimeoutMs)}`, true));
     }, ms);
@@ -151,10 +154,10 @@ export function baseHeaders(ep: EndpointOptions, idempotencyKey: string, accept:
   const h: Record<string, string> = { ...ep.headers };
   if (ep.apiKey) {
     h['x-api-key'] = ep.apiKey;
-    h['authorization'] = `Bearer ${ep.apiKey}`;
+    h.authorization = `Bearer ${ep.apiKey}`;
   }
   h['content-type'] = 'application/json';
-  h['accept'] = accept;
+  h.accept = accept;
   h['idempotency-key'] = idempotencyKey;
   return h;
 }

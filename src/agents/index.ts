@@ -1,14 +1,14 @@
 // Picks the agent client for an instance and offers a helper that runs it to the final text.
-import { realClock, type Clock } from '../../actors/runtime/clock.ts';
+import { type Clock, realClock } from '../../actors/runtime/clock.ts';
 import type { Config } from '../config.ts';
 import type { AgentConfig, AgentType } from '../services/instance-types.ts';
-import { AgentError, type AgentClient, type AgentEvent, type AgentRequest } from './types.ts';
 import { AguiAgentClient } from './agui.ts';
 import { AutoAgentClient } from './auto.ts';
-import { errorEvent, type EndpointOptions } from './http.ts';
+import { type EndpointOptions, errorEvent } from './http.ts';
 import { JsonAgentClient } from './json.ts';
 import { LeoAgentClient } from './leo.ts';
 import { OpenAiAgentClient } from './openai.ts';
+import { type AgentClient, AgentError, type AgentEvent, type AgentRequest } from './types.ts';
 
 export interface AgentClientOptions {
   leo: Config['leo'];
@@ -80,5 +80,5 @@ export async function runAgent(
   throw new AgentError('agent call ended without a reply', true);
 }
 
-export { AgentError } from './types.ts';
 export type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
+export { AgentError } from './types.ts';

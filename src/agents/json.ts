@@ -4,9 +4,10 @@
 // A 2xx whose body is not JSON, or has no text field, is a non-retryable error: the agent did
 // receive and (probably) act on the message, and asking again would most likely get the same
 // malformed answer. A body cut by the network fails while reading and is retryable.
+
+import { baseHeaders, type EndpointOptions, guarded, post, preview, seedBody } from './http.ts';
 import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
 import { AgentError } from './types.ts';
-import { baseHeaders, guarded, post, preview, seedBody, type EndpointOptions } from './http.ts';
 
 const TEXT_FIELDS = ['text', 'message', 'reply', 'response'] as const;
 

@@ -2,10 +2,10 @@
 // LEO_SUBSCRIPTION_KEY as X-Subscription-Key). The instance URL is used when set; otherwise the
 // workflow stream URL is built from LEO_API_BASE_URL and LEO_WORKFLOW_ID.
 import type { Config } from '../config.ts';
+import { AguiAgentClient } from './agui.ts';
+import { type EndpointOptions, errorEvent, statusError } from './http.ts';
 import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
 import { AgentError } from './types.ts';
-import { AguiAgentClient } from './agui.ts';
-import { errorEvent, statusError, type EndpointOptions } from './http.ts';
 
 export type LeoConfig = Config['leo'];
 
@@ -52,10 +52,10 @@ export class LeoAgentClient implements AgentClient {
               headers: (req) => {
                 // The instance's agent_api_key (e.g. "leo_builtin") is a marker, not a credential.
                 const h: Record<string, string> = { ...ep.headers };
-                h['authorization'] = `Bearer ${leo.bearerToken}`;
+                h.authorization = `Bearer ${leo.bearerToken}`;
                 if (leo.subscriptionKey) h['x-subscription-key'] = leo.subscriptionKey;
                 h['content-type'] = 'application/json';
-                h['accept'] = 'text/event-stream';
+                h.accept = 'text/event-stream';
                 h['idempotency-key'] = req.idempotencyKey;
                 return h;
               },

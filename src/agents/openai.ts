@@ -1,8 +1,17 @@
 // OpenAI-compatible chat completions with `stream: true`: `data: {choices:[{delta:{content}}]}`
 // events ending in `data: [DONE]`. A stream that stops before [DONE] (or a finish_reason) is cut.
+
+import {
+  type EndpointOptions,
+  errorEvent,
+  guarded,
+  post,
+  preview,
+  type StreamInterpreter,
+  streamEvents,
+} from './http.ts';
 import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
 import { AgentError } from './types.ts';
-import { errorEvent, guarded, post, preview, streamEvents, type EndpointOptions, type StreamInterpreter } from './http.ts';
 
 export function chatCompletionsUrl(url: string): string {
   const trimmed = url.replace(/\/+$/, '');
@@ -61,9 +70,9 @@ export class OpenAiAgentClient implements AgentClient {
     return guarded(signal, ep, async function* (guard) {
       guard.armIdle();
       const headers: Record<string, string> = { ...ep.headers };
-      if (ep.apiKey) headers['authorization'] = `Bearer ${ep.apiKey}`;
+      if (ep.apiKey) headers.authorization = `Bearer ${ep.apiKey}`;
       headers['content-type'] = 'application/json';
-      headers['accept'] = 'text/event-stream';
+      headers.accept = 'text/event-stream';
       headers['idempotency-key'] = req.idempotencyKey;
       const body = {
         model: model ?? 'default',

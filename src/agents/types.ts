@@ -3,11 +3,11 @@
 
 export interface AgentRequest {
   /** Seed contract fields. */
-  userId: string;          // e.g. "whatsapp:+15551234567"
-  sessionId: string;       // stable per conversation
+  userId: string; // e.g. "whatsapp:+15551234567"
+  sessionId: string; // stable per conversation
   message: string;
   context: { channel: string; instance: string; source: string };
-  sessionOrigin: string;   // e.g. "whatsapp"
+  sessionOrigin: string; // e.g. "whatsapp"
   /** Derived from instance + provider message id; the same on every retry. */
   idempotencyKey: string;
   /** Our message id (AG-UI runId is derived from it). */

@@ -12,7 +12,12 @@ export function presentedKey(request: Request, query?: Record<string, unknown>):
 }
 
 /** Resolves the caller and checks the route's scope; throws UNAUTHORIZED / FORBIDDEN. */
-export function authorize(keys: KeyService, request: Request, route: string, query?: Record<string, unknown>): Principal {
+export function authorize(
+  keys: KeyService,
+  request: Request,
+  route: string,
+  query?: Record<string, unknown>,
+): Principal {
   const key = presentedKey(request, query);
   if (!key) throw new ApiError('UNAUTHORIZED', 'Missing API key: send it in the x-api-key header');
   const principal = keys.verify(key);
@@ -20,10 +25,16 @@ export function authorize(keys: KeyService, request: Request, route: string, que
   const scope = scopeFor(request.method, route);
   if (!scope) throw new ApiError('FORBIDDEN', `Route ${request.method} ${route} declares no scope`);
   if (!hasScope(principal, scope)) {
-    throw new ApiError('FORBIDDEN', `This key lacks the '${scope}' scope`, { required: scope, scopes: principal.scopes });
+    throw new ApiError('FORBIDDEN', `This key lacks the '${scope}' scope`, {
+      required: scope,
+      scopes: principal.scopes,
+    });
   }
   if (principal.instanceIds !== null && needsUnrestrictedKey(request.method, route)) {
-    throw new ApiError('FORBIDDEN', 'This route changes or shows state shared by all instances; keys restricted to instances cannot use it');
+    throw new ApiError(
+      'FORBIDDEN',
+      'This route changes or shows state shared by all instances; keys restricted to instances cannot use it',
+    );
   }
   return principal;
 }

@@ -1,7 +1,8 @@
 // Serves the Swagger UI assets from the swagger-ui-dist package, so /docs works offline.
-import { Elysia } from 'elysia';
-import { dirname, join } from 'node:path';
+
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { Elysia } from 'elysia';
 
 const require = createRequire(import.meta.url);
 const DIST = dirname(require.resolve('swagger-ui-dist/package.json'));

@@ -2,12 +2,28 @@
 import { t } from 'elysia';
 
 export type ErrorCode =
-  | 'UNAUTHORIZED' | 'FORBIDDEN' | 'NOT_FOUND' | 'VALIDATION_ERROR' | 'CONFLICT'
-  | 'PAYLOAD_TOO_LARGE' | 'RATE_LIMITED' | 'CHANNEL_ERROR' | 'UNAVAILABLE' | 'INTERNAL_ERROR';
+  | 'UNAUTHORIZED'
+  | 'FORBIDDEN'
+  | 'NOT_FOUND'
+  | 'VALIDATION_ERROR'
+  | 'CONFLICT'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'RATE_LIMITED'
+  | 'CHANNEL_ERROR'
+  | 'UNAVAILABLE'
+  | 'INTERNAL_ERROR';
 
 const STATUS: Record<ErrorCode, number> = {
-  UNAUTHORIZED: 401, FORBIDDEN: 403, NOT_FOUND: 404, VALIDATION_ERROR: 400, CONFLICT: 409,
-  PAYLOAD_TOO_LARGE: 413, RATE_LIMITED: 429, CHANNEL_ERROR: 502, UNAVAILABLE: 503, INTERNAL_ERROR: 500,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  VALIDATION_ERROR: 400,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  RATE_LIMITED: 429,
+  CHANNEL_ERROR: 502,
+  UNAVAILABLE: 503,
+  INTERNAL_ERROR: 500,
 };
 
 /** Thrown anywhere (services, routes); rendered by the server's onError. */
@@ -32,7 +48,13 @@ export function errorBody(code: ErrorCode | string, message: string, details?: u
   return { error: { code, message, details: details ?? null } };
 }
 
-export function errorResponse(status: number, code: ErrorCode | string, message: string, details?: unknown, headers?: Record<string, string>): Response {
+export function errorResponse(
+  status: number,
+  code: ErrorCode | string,
+  message: string,
+  details?: unknown,
+  headers?: Record<string, string>,
+): Response {
   return new Response(JSON.stringify(errorBody(code, message, details)), {
     status,
     headers: { 'content-type': 'application/json', ...headers },
@@ -52,5 +74,10 @@ export const ErrorSchema = t.Object(
 );
 
 export const errorResponses = {
-  400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 429: ErrorSchema, 500: ErrorSchema,
+  400: ErrorSchema,
+  401: ErrorSchema,
+  403: ErrorSchema,
+  404: ErrorSchema,
+  429: ErrorSchema,
+  500: ErrorSchema,
 };

@@ -22,13 +22,24 @@ export function healthRoutes(gw: Gateway) {
           set.status = 503;
           set.headers['retry-after'] = '5';
         }
-        return { status: ready ? ('ready' as const) : ('not_ready' as const), checks: { database: dbOk, accepting: gw.ready } };
+        return {
+          status: ready ? ('ready' as const) : ('not_ready' as const),
+          checks: { database: dbOk, accepting: gw.ready },
+        };
       },
       {
-        detail: { tags: ['health'], summary: 'Readiness', description: '503 while starting or shutting down, or when the database is unavailable.', security: [] },
+        detail: {
+          tags: ['health'],
+          summary: 'Readiness',
+          description: '503 while starting or shutting down, or when the database is unavailable.',
+          security: [],
+        },
         response: {
           200: t.Object({ status: t.String(), checks: t.Record(t.String(), t.Boolean()) }, { description: 'Ready' }),
-          503: t.Object({ status: t.String(), checks: t.Record(t.String(), t.Boolean()) }, { description: 'Not ready' }),
+          503: t.Object(
+            { status: t.String(), checks: t.Record(t.String(), t.Boolean()) },
+            { description: 'Not ready' },
+          ),
         },
       },
     )
@@ -36,7 +47,12 @@ export function healthRoutes(gw: Gateway) {
       '/metrics',
       () => new Response(gw.metricsText(), { headers: { 'content-type': 'text/plain; version=0.0.4' } }),
       {
-        detail: { tags: ['health'], summary: 'Prometheus metrics', description: 'Prometheus text exposition format.', security: [] },
+        detail: {
+          tags: ['health'],
+          summary: 'Prometheus metrics',
+          description: 'Prometheus text exposition format.',
+          security: [],
+        },
         response: { 200: t.String({ description: 'Metrics in the Prometheus text format' }) },
       },
     );

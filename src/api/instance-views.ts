@@ -1,15 +1,15 @@
 // v1 (flat snake_case, the setup guide's shape) and v2 (camelCase, nested) views of an instance
 // and the matching input mappers. Secrets are always masked.
 import { t } from 'elysia';
-import type { InstanceInput } from '../services/instances.ts';
-import { SECRET_FIELDS, webhookUrl } from '../services/instances.ts';
+import type { ChannelKind } from '../channels/types.ts';
+import { principalOf } from '../server.ts';
 import { maskSecret } from '../services/ids.ts';
 import type { Instance } from '../services/instance-types.ts';
+import type { InstanceInput } from '../services/instances.ts';
+import { SECRET_FIELDS, webhookUrl } from '../services/instances.ts';
 import { hasScope } from '../services/keys.ts';
-import { principalOf } from '../server.ts';
 import { ApiError } from './errors.ts';
 import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCamel } from './schemas.ts';
-import type { ChannelKind } from '../channels/types.ts';
 
 function maskedConfig(inst: Instance): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -41,11 +41,20 @@ const V1_AGENT_FIELDS = {
   agent_api_key: t.String({ maxLength: 4096, description: 'Agent API key (secret; returned masked)' }),
   default_agent: t.String({ maxLength: 200, description: 'Agent name; "leo" selects the built-in Leo client' }),
   agent_timeout: t.Integer({ minimum: 1, maximum: 600, description: 'Agent timeout in seconds (1–600)' }),
-  agent_type: t.Union([t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')], { description: 'Agent protocol (default auto)' }),
+  agent_type: t.Union(
+    [t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')],
+    { description: 'Agent protocol (default auto)' },
+  ),
   agent_model: t.String({ maxLength: 200, description: 'Model name for OpenAI-compatible agents' }),
-  reply_mode: t.Union([t.Literal('final'), t.Literal('blocks'), t.Literal('edit')], { description: 'How replies are delivered' }),
-  error_reply: t.Union([t.String({ maxLength: 4000 }), t.Null()], { description: 'Sent when a message is dead-lettered; null for none' }),
-  access_mode: t.Union([t.Literal('disabled'), t.Literal('blocklist'), t.Literal('allowlist')], { description: 'Access rule mode' }),
+  reply_mode: t.Union([t.Literal('final'), t.Literal('blocks'), t.Literal('edit')], {
+    description: 'How replies are delivered',
+  }),
+  error_reply: t.Union([t.String({ maxLength: 4000 }), t.Null()], {
+    description: 'Sent when a message is dead-lettered; null for none',
+  }),
+  access_mode: t.Union([t.Literal('disabled'), t.Literal('blocklist'), t.Literal('allowlist')], {
+    description: 'Access rule mode',
+  }),
 };
 
 const v1Props = {
@@ -59,9 +68,15 @@ const v1Props = {
 
 export const V1CreateBody = t.Object(
   { ...Object.fromEntries(Object.entries(v1Props).map(([k, s]) => [k, k === 'name' ? s : t.Optional(s)])) },
-  { additionalProperties: false, description: 'Instance as in the v1 setup guide (channel inferred from the fields when not given)' },
+  {
+    additionalProperties: false,
+    description: 'Instance as in the v1 setup guide (channel inferred from the fields when not given)',
+  },
 );
-export const V1UpdateBody = t.Partial(t.Object(v1Props, { additionalProperties: false }), { additionalProperties: false, description: 'Fields to change' });
+export const V1UpdateBody = t.Partial(t.Object(v1Props, { additionalProperties: false }), {
+  additionalProperties: false,
+  description: 'Fields to change',
+});
 
 export const V1Instance = t.Object(
   {
@@ -86,20 +101,47 @@ export function v1Input(body: Record<string, unknown>): InstanceInput {
   const input: InstanceInput = { config: {}, agent: {}, settings: {} };
   for (const [k, v] of Object.entries(body)) {
     switch (k) {
-      case 'name': input.name = v as string; break;
-      case 'channel': input.channel = v as ChannelKind; break;
-      case 'is_active': input.isActive = v as boolean; break;
-      case 'is_default': input.isDefault = v as boolean; break;
-      case 'agent_api_url': input.agent!.url = v as string; break;
-      case 'agent_api_key': input.agent!.apiKey = v as string; break;
-      case 'default_agent': input.agent!.defaultAgent = v as string; break;
-      case 'agent_timeout': input.agent!.timeoutSeconds = v as number; break;
-      case 'agent_type': input.agent!.type = v as never; break;
-      case 'agent_model': input.agent!.model = v as string; break;
-      case 'reply_mode': input.settings!.replyMode = v as never; break;
-      case 'error_reply': input.settings!.errorReply = v as string | null; break;
-      case 'access_mode': input.settings!.accessMode = v as never; break;
-      default: input.config![k] = v;
+      case 'name':
+        input.name = v as string;
+        break;
+      case 'channel':
+        input.channel = v as ChannelKind;
+        break;
+      case 'is_active':
+        input.isActive = v as boolean;
+        break;
+      case 'is_default':
+        input.isDefault = v as boolean;
+        break;
+      case 'agent_api_url':
+        input.agent!.url = v as string;
+        break;
+      case 'agent_api_key':
+        input.agent!.apiKey = v as string;
+        break;
+      case 'default_agent':
+        input.agent!.defaultAgent = v as string;
+        break;
+      case 'agent_timeout':
+        input.agent!.timeoutSeconds = v as number;
+        break;
+      case 'agent_type':
+        input.agent!.type = v as never;
+        break;
+      case 'agent_model':
+        input.agent!.model = v as string;
+        break;
+      case 'reply_mode':
+        input.settings!.replyMode = v as never;
+        break;
+      case 'error_reply':
+        input.settings!.errorReply = v as string | null;
+        break;
+      case 'access_mode':
+        input.settings!.accessMode = v as never;
+        break;
+      default:
+        input.config![k] = v;
     }
   }
   return input;
@@ -129,14 +171,19 @@ export function v1View(inst: Instance, base: string, revealWebhookToken = true) 
 // ---- v2 ----
 
 const channelConfigProps = Object.fromEntries(
-  Object.entries(ALL_CHANNEL_FIELDS).map(([k, kind]) => [snakeToCamel(k), t.Optional(t.Union([fieldSchema(kind, k), t.Null()]))]),
+  Object.entries(ALL_CHANNEL_FIELDS).map(([k, kind]) => [
+    snakeToCamel(k),
+    t.Optional(t.Union([fieldSchema(kind, k), t.Null()])),
+  ]),
 );
 
 export const V2Agent = t.Object(
   {
     url: t.Optional(t.Union([t.String({ maxLength: 2048 }), t.Null()], { description: 'Agent endpoint (http/https)' })),
     apiKey: t.Optional(t.Union([t.String({ maxLength: 4096 }), t.Null()], { description: 'Secret; returned masked' })),
-    type: t.Optional(t.Union([t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')])),
+    type: t.Optional(
+      t.Union([t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')]),
+    ),
     timeoutSeconds: t.Optional(t.Integer({ minimum: 1, maximum: 600 })),
     idleTimeoutSeconds: t.Optional(t.Integer({ minimum: 1, maximum: 600 })),
     defaultAgent: t.Optional(t.Union([t.String({ maxLength: 200 }), t.Null()])),
@@ -159,7 +206,10 @@ export const V2Settings = t.Object(
 const v2Props = {
   name: t.String({ maxLength: 63, description: 'Slug: lowercase letters, digits, dashes' }),
   channel: ChannelEnum,
-  channelConfig: t.Object(channelConfigProps, { additionalProperties: false, description: 'Channel fields (camelCase of the v1 names)' }),
+  channelConfig: t.Object(channelConfigProps, {
+    additionalProperties: false,
+    description: 'Channel fields (camelCase of the v1 names)',
+  }),
   agent: V2Agent,
   settings: V2Settings,
   isActive: t.Boolean(),
@@ -167,10 +217,20 @@ const v2Props = {
 };
 
 export const V2CreateBody = t.Object(
-  { ...v2Props, channelConfig: t.Optional(v2Props.channelConfig), agent: t.Optional(v2Props.agent), settings: t.Optional(v2Props.settings), isActive: t.Optional(v2Props.isActive), isDefault: t.Optional(v2Props.isDefault) },
+  {
+    ...v2Props,
+    channelConfig: t.Optional(v2Props.channelConfig),
+    agent: t.Optional(v2Props.agent),
+    settings: t.Optional(v2Props.settings),
+    isActive: t.Optional(v2Props.isActive),
+    isDefault: t.Optional(v2Props.isDefault),
+  },
   { additionalProperties: false, description: 'New instance' },
 );
-export const V2UpdateBody = t.Partial(t.Object(v2Props), { additionalProperties: false, description: 'Fields to change' });
+export const V2UpdateBody = t.Partial(t.Object(v2Props), {
+  additionalProperties: false,
+  description: 'Fields to change',
+});
 
 export const V2Instance = t.Object(
   {
@@ -200,7 +260,9 @@ export function v2Input(body: Record<string, unknown>): InstanceInput {
   if (body.agent) input.agent = body.agent as InstanceInput['agent'];
   if (body.settings) input.settings = body.settings as InstanceInput['settings'];
   if (body.channelConfig) {
-    input.config = Object.fromEntries(Object.entries(body.channelConfig as Record<string, unknown>).map(([k, v]) => [camelToSnake(k), v]));
+    input.config = Object.fromEntries(
+      Object.entries(body.channelConfig as Record<string, unknown>).map(([k, v]) => [camelToSnake(k), v]),
+    );
   }
   return input;
 }

@@ -5,7 +5,10 @@ export function encodeCursor(v: Record<string, unknown>): string {
   return Buffer.from(JSON.stringify(v)).toString('base64url');
 }
 
-export function decodeCursor<T extends Record<string, unknown>>(c: string | undefined, check: (v: Record<string, unknown>) => boolean): T | undefined {
+export function decodeCursor<T extends Record<string, unknown>>(
+  c: string | undefined,
+  check: (v: Record<string, unknown>) => boolean,
+): T | undefined {
   if (c === undefined || c === '') return undefined;
   try {
     const v = JSON.parse(Buffer.from(c, 'base64url').toString('utf8'));
@@ -26,6 +29,9 @@ export function page<T>(rows: T[], limit: number, keyOf: (row: T) => Record<stri
 /** "a,b" → ["a","b"]; undefined stays undefined. */
 export function commaList(v: string | undefined): string[] | undefined {
   if (v === undefined) return undefined;
-  const parts = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const parts = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return parts.length ? parts : undefined;
 }

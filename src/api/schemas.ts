@@ -1,6 +1,6 @@
 // TypeBox schemas shared by the route modules, generated where possible from the service's
 // field tables so the API and the validation rules cannot drift apart.
-import { t, type TSchema } from 'elysia';
+import { type TSchema, t } from 'elysia';
 import { CHANNEL_FIELDS } from '../services/instances.ts';
 
 type FieldKind = (typeof CHANNEL_FIELDS)[keyof typeof CHANNEL_FIELDS][string];
@@ -8,15 +8,24 @@ type FieldKind = (typeof CHANNEL_FIELDS)[keyof typeof CHANNEL_FIELDS][string];
 export function fieldSchema(kind: FieldKind, name: string): TSchema {
   const d = { description: name.replace(/_/g, ' ') };
   switch (kind) {
-    case 'bool': return t.Boolean(d);
-    case 'int': return t.Integer({ ...d, minimum: 0 });
-    case 'number': return t.Number({ ...d, exclusiveMinimum: 0 });
-    case 'intOrString': return t.Union([t.Integer({ minimum: 0 }), t.String({ pattern: '^\\d{1,20}$' })], d);
-    case 'strings': return t.Array(t.String({ maxLength: 64 }), { ...d, maxItems: 500 });
-    case 'secret': return t.String({ ...d, maxLength: 4096, description: `${d.description} (secret; returned masked)` });
-    case 'http': return t.String({ ...d, maxLength: 2048, description: `${d.description} (http/https URL)` });
-    case 'ws': return t.String({ ...d, maxLength: 2048, description: `${d.description} (ws/wss URL)` });
-    default: return t.String({ ...d, maxLength: 4096 });
+    case 'bool':
+      return t.Boolean(d);
+    case 'int':
+      return t.Integer({ ...d, minimum: 0 });
+    case 'number':
+      return t.Number({ ...d, exclusiveMinimum: 0 });
+    case 'intOrString':
+      return t.Union([t.Integer({ minimum: 0 }), t.String({ pattern: '^\\d{1,20}$' })], d);
+    case 'strings':
+      return t.Array(t.String({ maxLength: 64 }), { ...d, maxItems: 500 });
+    case 'secret':
+      return t.String({ ...d, maxLength: 4096, description: `${d.description} (secret; returned masked)` });
+    case 'http':
+      return t.String({ ...d, maxLength: 2048, description: `${d.description} (http/https URL)` });
+    case 'ws':
+      return t.String({ ...d, maxLength: 2048, description: `${d.description} (ws/wss URL)` });
+    default:
+      return t.String({ ...d, maxLength: 4096 });
   }
 }
 
@@ -27,7 +36,13 @@ export const snakeToCamel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: stri
 export const camelToSnake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 export const ChannelEnum = t.Union(
-  [t.Literal('whatsapp-evolution'), t.Literal('whatsapp-baileys'), t.Literal('discord'), t.Literal('slack'), t.Literal('api')],
+  [
+    t.Literal('whatsapp-evolution'),
+    t.Literal('whatsapp-baileys'),
+    t.Literal('discord'),
+    t.Literal('slack'),
+    t.Literal('api'),
+  ],
   { description: 'Channel kind' },
 );
 

@@ -19,7 +19,13 @@ export function v1Trace(r: TraceRecord) {
     evolution_api_success: r.channel_success === null ? null : r.channel_success === 1,
     error: r.error,
     possible_duplicate: r.possible_duplicate > 0,
-    steps: r.steps.map((s) => ({ step: s.step, status: s.status, timestamp: s.at, ...(s.durationMs !== null ? { duration_ms: s.durationMs } : {}), ...(s.details ?? {}) })),
+    steps: r.steps.map((s) => ({
+      step: s.step,
+      status: s.status,
+      timestamp: s.at,
+      ...(s.durationMs !== null ? { duration_ms: s.durationMs } : {}),
+      ...(s.details ?? {}),
+    })),
   };
 }
 

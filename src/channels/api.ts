@@ -1,11 +1,20 @@
 // The "api" channel: conversations driven through the REST/AG-UI API. Replies are delivered
 // to the live stream (and the outbox records them); there is no remote platform.
-import type { ChannelAdapter, ChannelCapabilities, SentReceipt } from './types.ts';
+
 import { newId } from '../services/ids.ts';
+import type { ChannelAdapter, ChannelCapabilities, SentReceipt } from './types.ts';
 
 export class ApiChannelAdapter implements ChannelAdapter {
   readonly kind = 'api' as const;
-  readonly capabilities: ChannelCapabilities = { maxText: 100_000, edit: false, typing: false, threads: false, reactions: false, media: [], pairing: 'none' };
+  readonly capabilities: ChannelCapabilities = {
+    maxText: 100_000,
+    edit: false,
+    typing: false,
+    threads: false,
+    reactions: false,
+    media: [],
+    pairing: 'none',
+  };
   async start(ctx: Parameters<ChannelAdapter['start']>[0]) {
     ctx.setStatus('connected');
   }

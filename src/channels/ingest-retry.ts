@@ -25,7 +25,10 @@ export async function ingestWithRetry(
       return await ctx.ingest(msg);
     } catch (err) {
       if (!isOverloaded(err) || attempt >= delays.length || opts.signal?.aborted) throw err;
-      opts.log?.warn({ id: msg.providerMessageId, attempt: attempt + 1, delayMs: delays[attempt] }, 'inbox full; retrying the write');
+      opts.log?.warn(
+        { id: msg.providerMessageId, attempt: attempt + 1, delayMs: delays[attempt] },
+        'inbox full; retrying the write',
+      );
       await opts.clock.sleep(delays[attempt], opts.signal);
     }
   }
@@ -40,7 +43,9 @@ export class OrderedIngest {
   constructor(private opts: { clock: Clock; log?: () => Logger | null | undefined; delaysMs?: readonly number[] }) {}
 
   push(ctx: Pick<AdapterContext, 'ingest'>, msg: InboundMessage): Promise<IngestResult> {
-    const run = this.chain.then(() => ingestWithRetry(ctx, msg, { clock: this.opts.clock, log: this.opts.log?.(), delaysMs: this.opts.delaysMs }));
+    const run = this.chain.then(() =>
+      ingestWithRetry(ctx, msg, { clock: this.opts.clock, log: this.opts.log?.(), delaysMs: this.opts.delaysMs }),
+    );
     this.chain = run.catch(() => undefined);
     return run;
   }

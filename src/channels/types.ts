@@ -18,8 +18,17 @@ export interface ChannelCapabilities {
 }
 
 export type ContentType =
-  | 'text' | 'image' | 'video' | 'audio' | 'document' | 'sticker'
-  | 'location' | 'contact' | 'poll' | 'reaction' | 'other';
+  | 'text'
+  | 'image'
+  | 'video'
+  | 'audio'
+  | 'document'
+  | 'sticker'
+  | 'location'
+  | 'contact'
+  | 'poll'
+  | 'reaction'
+  | 'other';
 
 /** Where a reply goes. `chatId` is the platform's chat/channel id; `threadId` a thread inside it. */
 export interface ChatRef {
@@ -34,10 +43,10 @@ export interface InboundMessage {
   providerMessageId: string;
   chat: ChatRef;
   sender: {
-    id: string;           // platform user id (WhatsApp JID, Discord user id, Slack user id)
+    id: string; // platform user id (WhatsApp JID, Discord user id, Slack user id)
     name?: string;
-    phone?: string;       // E.164 digits with +, when known
-    altId?: string;       // e.g. LID <-> phone JID alias reported by the platform
+    phone?: string; // E.164 digits with +, when known
+    altId?: string; // e.g. LID <-> phone JID alias reported by the platform
   };
   text: string;
   contentType: ContentType;
@@ -57,7 +66,14 @@ export interface OutboundMessage {
   text: string;
   /** Platform id of the message to reply to / quote. */
   replyTo?: string;
-  media?: { url?: string; base64?: string; mediaType: 'image' | 'video' | 'audio' | 'document'; caption?: string; filename?: string; voiceNote?: boolean };
+  media?: {
+    url?: string;
+    base64?: string;
+    mediaType: 'image' | 'video' | 'audio' | 'document';
+    caption?: string;
+    filename?: string;
+    voiceNote?: boolean;
+  };
   reaction?: { messageId: string; emoji: string };
 }
 
@@ -76,7 +92,10 @@ export interface AdapterContext {
   /** Durable inbox write; resolves after the commit. Throws OverloadedError when the global bound is hit. */
   ingest(msg: InboundMessage): Promise<IngestResult>;
   /** Report connection status (and QR / pairing details) to the instance actor. */
-  setStatus(status: InstanceStatus, detail?: { reason?: string; qr?: string | null; pairingCode?: string | null }): void;
+  setStatus(
+    status: InstanceStatus,
+    detail?: { reason?: string; qr?: string | null; pairingCode?: string | null },
+  ): void;
 }
 
 export interface ChannelAdapter {
@@ -85,7 +104,11 @@ export interface ChannelAdapter {
   /** Connect (sockets) or nothing (webhook-only). Must not throw for remote failures: report via setStatus. */
   start(ctx: AdapterContext): Promise<void>;
   stop(reason: string): Promise<void>;
-  send(to: ChatRef, out: OutboundMessage, opts: { idempotencyKey: string; inbound?: InboundMessage }): Promise<SentReceipt>;
+  send(
+    to: ChatRef,
+    out: OutboundMessage,
+    opts: { idempotencyKey: string; inbound?: InboundMessage },
+  ): Promise<SentReceipt>;
   /** Edit a previously sent message (capabilities.edit). */
   edit?(to: ChatRef, platformMessageId: string, text: string): Promise<void>;
   /** Typing / "thinking" indicator while the agent works. */

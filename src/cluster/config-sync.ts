@@ -65,7 +65,6 @@ export class ConfigSync {
   private refused = false;
   /** Set by checkSecret: Redis holds an older version's plain-text configuration, adopted by bootstrap. */
   private legacy = false;
-  private applying = false;
   private inFlight: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private publishTimer: ReturnType<typeof setInterval> | null = null;
@@ -75,20 +74,31 @@ export class ConfigSync {
 
   async start(pollMs: number): Promise<void> {
     const { db } = this.d;
-    db.run('CREATE TEMP TABLE IF NOT EXISTS cluster_changes (n INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, pk TEXT NOT NULL)');
+    db.run(
+      'CREATE TEMP TABLE IF NOT EXISTS cluster_changes (n INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, pk TEXT NOT NULL)',
+    );
     db.run('CREATE TEMP TABLE IF NOT EXISTS cluster_apply (applying INTEGER NOT NULL)');
     if (!db.query('SELECT 1 FROM temp.cluster_apply').get()) db.run('INSERT INTO temp.cluster_apply VALUES (0)');
     for (const t of TABLES) {
       const exists = db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t.name);
       if (!exists) continue;
-      const columns = db.query<{ name: string }, []>(`PRAGMA table_info(${t.name})`).all().map((c) => c.name);
+      const columns = db
+        .query<{ name: string }, []>(`PRAGMA table_info(${t.name})`)
+        .all()
+        .map((c) => c.name);
       this.tables.push({ ...t, columns });
       const when = 'WHEN (SELECT applying FROM temp.cluster_apply) = 0';
       const pkOf = (rec: string) => `json_array(${t.pk.map((c) => `${rec}.${c}`).join(', ')})`;
       const replicated = columns.filter((c) => !t.local.includes(c));
-      db.run(`CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_i AFTER INSERT ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('NEW')}); END`);
-      db.run(`CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_u AFTER UPDATE OF ${replicated.join(', ')} ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('NEW')}); END`);
-      db.run(`CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_d AFTER DELETE ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('OLD')}); END`);
+      db.run(
+        `CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_i AFTER INSERT ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('NEW')}); END`,
+      );
+      db.run(
+        `CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_u AFTER UPDATE OF ${replicated.join(', ')} ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('NEW')}); END`,
+      );
+      db.run(
+        `CREATE TEMP TRIGGER IF NOT EXISTS cs_${t.name}_d AFTER DELETE ON main.${t.name} ${when} BEGIN INSERT INTO temp.cluster_changes (tbl, pk) VALUES ('${t.name}', ${pkOf('OLD')}); END`,
+      );
     }
     await this.bootstrap();
     this.timer = setInterval(() => void this.pull(), pollMs);
@@ -117,7 +127,10 @@ export class ConfigSync {
     const text = this.d.keys.open(sealed, rowContext(table, pk));
     if (text === null) {
       this.counters.rejected++;
-      this.d.log.warn({ table, pk, where }, 'cluster: configuration value does not open with this CLUSTER_SECRET (another secret, or altered in Redis); skipped');
+      this.d.log.warn(
+        { table, pk, where },
+        'cluster: configuration value does not open with this CLUSTER_SECRET (another secret, or altered in Redis); skipped',
+      );
       return undefined;
     }
     return JSON.parse(text) as Row | null;
@@ -187,7 +200,8 @@ export class ConfigSync {
     const { redis, prefix, db, keys, log } = this.d;
     for (let attempt = 1; ; attempt++) {
       const snapshot = new Map<string, Map<string, string>>();
-      for (const t of this.tables) snapshot.set(t.name, new Map(Object.entries(await redis.hgetall(`${prefix}cfg:snap:${t.name}`))));
+      for (const t of this.tables)
+        snapshot.set(t.name, new Map(Object.entries(await redis.hgetall(`${prefix}cfg:snap:${t.name}`))));
       const tablesTouched = new Set<string>();
       const instanceIds = new Set<string>();
       /** Values that are no row at all: dropped from the snapshot. */
@@ -198,7 +212,10 @@ export class ConfigSync {
             const row = parsePlainRow(text);
             if (!row) {
               bad.add(`${t.name}\n${pk}`);
-              log.warn({ table: t.name, pk }, 'cluster: a plain-text configuration value of the older version is not a row; dropped');
+              log.warn(
+                { table: t.name, pk },
+                'cluster: a plain-text configuration value of the older version is not a row; dropped',
+              );
               continue;
             }
             // A row this node cannot take (e.g. a unique value its own rows hold) is still the
@@ -210,7 +227,10 @@ export class ConfigSync {
             } catch (err) {
               db.run('ROLLBACK TO legacy_row');
               db.run('RELEASE legacy_row');
-              log.warn({ table: t.name, pk, err: String(err).slice(0, 200) }, 'cluster: a configuration row of the older version does not apply on this node; skipped here');
+              log.warn(
+                { table: t.name, pk, err: String(err).slice(0, 200) },
+                'cluster: a configuration row of the older version does not apply on this node; skipped here',
+              );
               continue;
             }
             tablesTouched.add(t.name);
@@ -224,17 +244,33 @@ export class ConfigSync {
       for (const t of this.tables) {
         const snap = snapshot.get(t.name)!;
         counts.push(t.name, String(snap.size));
-        for (const [pk, text] of snap) rows.push(t.name, pk, text, bad.has(`${t.name}\n${pk}`) ? '' : keys.seal(text, rowContext(t.name, pk)));
+        for (const [pk, text] of snap)
+          rows.push(t.name, pk, text, bad.has(`${t.name}\n${pk}`) ? '' : keys.seal(text, rowContext(t.name, pk)));
       }
-      const sealed = (await redis.eval(LEGACY_SEAL, 0, prefix, keys.fingerprint, this.tables.length, ...counts, ...rows)) as number;
+      const sealed = (await redis.eval(
+        LEGACY_SEAL,
+        0,
+        prefix,
+        keys.fingerprint,
+        this.tables.length,
+        ...counts,
+        ...rows,
+      )) as number;
       const seeded = sealed === 1 ? keys.fingerprint : await redis.get(`${prefix}cfg:seeded`);
       if (seeded === keys.fingerprint) {
-        if (sealed === 1) log.warn({ rows: rows.length / 4, dropped: bad.size }, 'cluster: configuration in Redis was stored in plain text by an older version; adopted and sealed with CLUSTER_SECRET');
+        if (sealed === 1)
+          log.warn(
+            { rows: rows.length / 4, dropped: bad.size },
+            'cluster: configuration in Redis was stored in plain text by an older version; adopted and sealed with CLUSTER_SECRET',
+          );
         break;
       }
       if (seeded !== '1') throw foreignSecretError(prefix);
       // Still plain but changed while read: a node of the older version is still writing.
-      if (attempt === 5) throw new Error('cluster: the plain-text configuration of an older version kept changing while it was adopted: stop every node of the older version first');
+      if (attempt === 5)
+        throw new Error(
+          'cluster: the plain-text configuration of an older version kept changing while it was adopted: stop every node of the older version first',
+        );
     }
     this.legacy = false;
     this.lastId = '0-0';
@@ -250,7 +286,10 @@ export class ConfigSync {
       }
     }
     if (Object.keys(localOnly).length) {
-      log.warn({ localOnly }, 'cluster: this node has configuration rows the older cluster did not have (deleted there while this node was away?); kept on this node only, not shared — recreate them through the API if they are wanted');
+      log.warn(
+        { localOnly },
+        'cluster: this node has configuration rows the older cluster did not have (deleted there while this node was away?); kept on this node only, not shared — recreate them through the API if they are wanted',
+      );
     }
   }
 
@@ -259,7 +298,10 @@ export class ConfigSync {
     const { db, redis, prefix, keys } = this.d;
     for (const t of this.tables) {
       for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
-        db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(t.name, JSON.stringify(t.pk.map((c) => r[c])));
+        db.query('INSERT INTO temp.cluster_changes (tbl, pk) VALUES (?, ?)').run(
+          t.name,
+          JSON.stringify(t.pk.map((c) => r[c])),
+        );
       }
     }
     await this.publish();
@@ -291,7 +333,9 @@ export class ConfigSync {
       return;
     }
     if (t.name === 'instances') row = this.settleSeq(row);
-    const existing = t.local.length ? db.query<Row, never[]>(`SELECT ${t.local.join(', ')} FROM ${t.name} WHERE ${where}`).get(...(pk as never[])) : null;
+    const existing = t.local.length
+      ? db.query<Row, never[]>(`SELECT ${t.local.join(', ')} FROM ${t.name} WHERE ${where}`).get(...(pk as never[]))
+      : null;
     const cols = t.columns.filter((c) => c in row || (existing && c in existing));
     const values = cols.map((c) => (existing && c in existing ? existing[c] : row[c]) as never);
     // Never INSERT OR REPLACE: its delete of the existing row would cascade to the instance's
@@ -300,7 +344,8 @@ export class ConfigSync {
     const pkArgs = pk as never[];
     const notThis = t.pk.map((c) => `${c} != ?`).join(' OR ');
     if (t.name === 'instances') {
-      if (row.is_default === 1) db.query(`UPDATE instances SET is_default = 0 WHERE is_default = 1 AND (${notThis})`).run(...pkArgs);
+      if (row.is_default === 1)
+        db.query(`UPDATE instances SET is_default = 0 WHERE is_default = 1 AND (${notThis})`).run(...pkArgs);
       db.query(`DELETE FROM instances WHERE name = ? AND (${notThis})`).run(row.name as never, ...pkArgs);
     } else if (t.name === 'api_keys') {
       db.query(`DELETE FROM api_keys WHERE key_hash = ? AND (${notThis})`).run(row.key_hash as never, ...pkArgs);
@@ -319,7 +364,9 @@ export class ConfigSync {
    */
   private settleSeq(row: Row): Row {
     const { db } = this.d;
-    const clash = db.query<{ id: string }, [number, string]>('SELECT id FROM instances WHERE seq = ? AND id != ?').get(row.seq as number, row.id as string);
+    const clash = db
+      .query<{ id: string }, [number, string]>('SELECT id FROM instances WHERE seq = ? AND id != ?')
+      .get(row.seq as number, row.id as string);
     if (!clash) return row;
     // Already here (its clash settled before): it keeps the seq it has, an update does not move it.
     const mine = db.query<{ seq: number }, [string]>('SELECT seq FROM instances WHERE id = ?').get(row.id as string);
@@ -338,11 +385,17 @@ export class ConfigSync {
     this.publishing = true;
     const { db, redis, prefix, node } = this.d;
     try {
-      const changes = db.query<{ n: number; tbl: string; pk: string }, []>('SELECT n, tbl, pk FROM temp.cluster_changes ORDER BY n LIMIT 500').all();
+      const changes = db
+        .query<{ n: number; tbl: string; pk: string }, []>(
+          'SELECT n, tbl, pk FROM temp.cluster_changes ORDER BY n LIMIT 500',
+        )
+        .all();
       for (const c of changes) {
         const t = this.tables.find((x) => x.name === c.tbl)!;
         const pk = JSON.parse(c.pk) as unknown[];
-        const r = db.query<Row, never[]>(`SELECT * FROM ${t.name} WHERE ${t.pk.map((k) => `${k} = ?`).join(' AND ')}`).get(...(pk as never[]));
+        const r = db
+          .query<Row, never[]>(`SELECT * FROM ${t.name} WHERE ${t.pk.map((k) => `${k} = ?`).join(' AND ')}`)
+          .get(...(pk as never[]));
         const skip = t.name === 'api_keys' && r?.is_bootstrap === 1;
         if (!skip) {
           if (r) for (const l of t.local) delete r[l];
@@ -356,7 +409,9 @@ export class ConfigSync {
       if (String(err).includes(CONFIG_FOREIGN_SECRET)) {
         // Overwriting it would lock out every node with that secret; this node's changes stay local.
         this.refused = true;
-        this.d.log.error('cluster: the configuration in Redis is sealed with another CLUSTER_SECRET (a node with that secret seeded it); this node steps down (leaves the cluster, not ready): restart it with the cluster\'s secret');
+        this.d.log.error(
+          "cluster: the configuration in Redis is sealed with another CLUSTER_SECRET (a node with that secret seeded it); this node steps down (leaves the cluster, not ready): restart it with the cluster's secret",
+        );
         this.d.foreignSecret?.();
       } else {
         this.d.log.warn({ err: String(err) }, 'cluster: config publish failed; will retry');
@@ -380,7 +435,6 @@ export class ConfigSync {
   }
 
   private async pullOnce(): Promise<void> {
-    this.applying = true;
     const { redis, prefix, node } = this.d;
     try {
       // Redis restarted without its data: the surviving nodes put the configuration back.
@@ -389,7 +443,9 @@ export class ConfigSync {
         await this.seed();
       }
       for (;;) {
-        const entries = (await redis.xrange(`${prefix}cfg:log`, `(${this.lastId}`, '+', 'COUNT', 500)) as Array<[string, string[]]>;
+        const entries = (await redis.xrange(`${prefix}cfg:log`, `(${this.lastId}`, '+', 'COUNT', 500)) as Array<
+          [string, string[]]
+        >;
         if (entries.length === 0) break;
         const tablesTouched = new Set<string>();
         const instanceIds = new Set<string>();
@@ -414,7 +470,6 @@ export class ConfigSync {
     } catch (err) {
       this.d.log.warn({ err: String(err) }, 'cluster: config pull failed; will retry');
     } finally {
-      this.applying = false;
     }
   }
 }
@@ -436,5 +491,8 @@ export function rowContext(table: string, pk: string): string {
 
 /** A node started with another CLUSTER_SECRET than the cluster in Redis: one line, the secret never shown. */
 function foreignSecretError(prefix: string): ConfigError {
-  return new ConfigError('CLUSTER_SECRET', `differs from the secret of the cluster already in Redis under key prefix "${prefix}"; every node needs the same CLUSTER_SECRET`);
+  return new ConfigError(
+    'CLUSTER_SECRET',
+    `differs from the secret of the cluster already in Redis under key prefix "${prefix}"; every node needs the same CLUSTER_SECRET`,
+  );
 }

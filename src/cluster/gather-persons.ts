@@ -23,7 +23,12 @@ interface PersonPage {
 }
 
 function isPersonPage(b: unknown): b is PersonPage {
-  return !!b && typeof b === 'object' && Array.isArray((b as PersonPage).items) && typeof (b as PersonPage).meta?.hasMore === 'boolean';
+  return (
+    !!b &&
+    typeof b === 'object' &&
+    Array.isArray((b as PersonPage).items) &&
+    typeof (b as PersonPage).meta?.hasMore === 'boolean'
+  );
 }
 
 const min = (a: string, b: string) => (a < b ? a : b);
@@ -55,7 +60,9 @@ function mergePerson(a: PersonView, b: PersonView): PersonView {
   return {
     id: a.id,
     displayName: older.displayName ?? a.displayName ?? b.displayName,
-    identities: [...byId.values()].sort((x, y) => (x.firstSeenAt !== y.firstSeenAt ? (x.firstSeenAt < y.firstSeenAt ? -1 : 1) : x.id < y.id ? -1 : 1)),
+    identities: [...byId.values()].sort((x, y) =>
+      x.firstSeenAt !== y.firstSeenAt ? (x.firstSeenAt < y.firstSeenAt ? -1 : 1) : x.id < y.id ? -1 : 1,
+    ),
     createdAt: min(a.createdAt, b.createdAt),
     updatedAt: max(a.updatedAt, b.updatedAt),
   };
@@ -83,7 +90,11 @@ function listRequest(request: Request, search: URLSearchParams): Request {
   return new Request(u, { headers: request.headers });
 }
 
-async function askPeerLists(cluster: Cluster, request: Request, search: URLSearchParams): Promise<{ pages: PersonPage[]; partial: boolean }> {
+async function askPeerLists(
+  cluster: Cluster,
+  request: Request,
+  search: URLSearchParams,
+): Promise<{ pages: PersonPage[]; partial: boolean }> {
   const asked = await askPeers(cluster, listRequest(request, search), search);
   const pages = asked.bodies.filter(isPersonPage);
   return { pages, partial: asked.partial || pages.length < asked.bodies.length };
@@ -93,9 +104,18 @@ async function askPeerLists(cluster: Cluster, request: Request, search: URLSearc
  * Persons by id across the cluster: `local` is this node's rows of them (already scoped to the
  * caller); every peer is asked for its rows (`?id=`), scoped the same way by its own key check.
  */
-export async function gatherPersonsById(cluster: Cluster, request: Request, ids: string[], local: PersonView[]): Promise<{ items: PersonView[]; partial: boolean }> {
+export async function gatherPersonsById(
+  cluster: Cluster,
+  request: Request,
+  ids: string[],
+  local: PersonView[],
+): Promise<{ items: PersonView[]; partial: boolean }> {
   if (ids.length === 0) return { items: [], partial: false };
-  const { pages, partial } = await askPeerLists(cluster, request, new URLSearchParams({ id: ids.join(','), limit: String(ids.length) }));
+  const { pages, partial } = await askPeerLists(
+    cluster,
+    request,
+    new URLSearchParams({ id: ids.join(','), limit: String(ids.length) }),
+  );
   return { items: mergePersonLists([local, ...pages.map((p) => p.items)]), partial };
 }
 
@@ -125,7 +145,10 @@ export async function gatherPersonPage(
     const byId = new Map(full.items.map((p) => [p.id, p]));
     items = items.map((p) => byId.get(p.id) ?? p);
   }
-  const meta: { cursor: string | null; hasMore: boolean; partial?: boolean } = { cursor: hasMore ? encodeCursor({ id: items[items.length - 1].id }) : null, hasMore };
+  const meta: { cursor: string | null; hasMore: boolean; partial?: boolean } = {
+    cursor: hasMore ? encodeCursor({ id: items[items.length - 1].id }) : null,
+    hasMore,
+  };
   if (partial) meta.partial = true;
   return { items, meta };
 }
@@ -140,5 +163,8 @@ export async function gatherHolders(
 ): Promise<{ holderOf: (identityId: string) => PersonView | null; partial: boolean }> {
   const list = listRequest(request, new URLSearchParams({ identityId: identityIds.join(','), limit: '100' }));
   const found = await gatherPersonPage(cluster, list, 100, local, { partialRows: true, localById });
-  return { holderOf: (id) => found.items.find((p) => p.identities.some((i) => i.id === id)) ?? null, partial: found.meta.partial === true };
+  return {
+    holderOf: (id) => found.items.find((p) => p.identities.some((i) => i.id === id)) ?? null,
+    partial: found.meta.partial === true,
+  };
 }

@@ -27,9 +27,9 @@ import { t } from 'elysia';
 import { ApiError } from '../api/errors.ts';
 import { decodeCursor, encodeCursor } from '../api/pagination.ts';
 import { PageMeta } from '../api/schemas.ts';
-import type { Cluster } from './index.ts';
 import { v1Trace } from '../api/trace-views.ts';
 import type { TraceFilter, TraceService } from '../services/traces.ts';
+import type { Cluster } from './index.ts';
 
 type V1View = ReturnType<typeof v1Trace>;
 
@@ -41,7 +41,9 @@ export const GATHER_TIMEOUT_MS = 2000;
 /** PageMeta plus the cluster's `partial` flag (page meta of gathered lists). */
 export const GatheredPageMeta = t.Object({
   ...PageMeta.properties,
-  partial: t.Optional(t.Boolean({ description: 'Cluster mode: true when a node did not answer in time and its rows are missing' })),
+  partial: t.Optional(
+    t.Boolean({ description: 'Cluster mode: true when a node did not answer in time and its rows are missing' }),
+  ),
 });
 
 export interface TimeKey {
@@ -70,7 +72,10 @@ export interface PeerAnswer {
  * credentials. A browser's `?apiKey=` goes as the x-api-key header, never in the forwarded query:
  * peers are often asked with a query built here, and a key does not belong in a URL.
  */
-export function peerRequestParts(request: Request, search?: URLSearchParams): { path: string; credentials: Record<string, string> } {
+export function peerRequestParts(
+  request: Request,
+  search?: URLSearchParams,
+): { path: string; credentials: Record<string, string> } {
   const u = new URL(request.url);
   const credentials: Record<string, string> = {};
   for (const h of ['x-api-key', 'authorization']) {
@@ -107,12 +112,21 @@ export async function callPeers(
   if (!peers.length) return { answers: [], missed: untrusted > 0 };
   const { path, credentials } = peerRequestParts(request, opts.search);
   const method = opts.method ?? request.method;
-  const headers: Record<string, string> = { ...cluster.peerHeaders(method, path), accept: 'application/json', ...credentials };
+  const headers: Record<string, string> = {
+    ...cluster.peerHeaders(method, path),
+    accept: 'application/json',
+    ...credentials,
+  };
   if (opts.body !== undefined) headers['content-type'] = 'application/json';
   const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
   const results = await Promise.allSettled(
     peers.map(async (p): Promise<PeerAnswer> => {
-      const res = await fetch(p.url + path, { method, headers, body, signal: AbortSignal.timeout(opts.timeoutMs ?? GATHER_TIMEOUT_MS) });
+      const res = await fetch(p.url + path, {
+        method,
+        headers,
+        body,
+        signal: AbortSignal.timeout(opts.timeoutMs ?? GATHER_TIMEOUT_MS),
+      });
       const text = await res.text();
       let parsed: unknown = null;
       try {
@@ -138,8 +152,19 @@ export async function callPeers(
  * the 200 answers and whether any peer was missed (timeout, error status, unreachable, or the peer
  * list itself unavailable).
  */
-export async function askPeers(cluster: Cluster, request: Request, search?: URLSearchParams, timeoutMs = GATHER_TIMEOUT_MS, body?: unknown): Promise<{ bodies: unknown[]; partial: boolean }> {
-  const { answers, missed } = await callPeers(cluster, request, { method: body === undefined ? 'GET' : request.method, search, body, timeoutMs });
+export async function askPeers(
+  cluster: Cluster,
+  request: Request,
+  search?: URLSearchParams,
+  timeoutMs = GATHER_TIMEOUT_MS,
+  body?: unknown,
+): Promise<{ bodies: unknown[]; partial: boolean }> {
+  const { answers, missed } = await callPeers(cluster, request, {
+    method: body === undefined ? 'GET' : request.method,
+    search,
+    body,
+    timeoutMs,
+  });
   const ok = answers.filter((a) => a.status === 200);
   return { bodies: ok.map((a) => a.body), partial: missed || ok.length < answers.length };
 }
@@ -150,7 +175,12 @@ export async function askPeers(cluster: Cluster, request: Request, search?: URLS
  * holder's answer (status and body) is to be passed back as it is; none → 404, or 503 when some
  * peer did not answer (the row may be on it).
  */
-export async function askHolders(cluster: Cluster, request: Request, what: string, timeoutMs = GATHER_TIMEOUT_MS): Promise<PeerAnswer> {
+export async function askHolders(
+  cluster: Cluster,
+  request: Request,
+  what: string,
+  timeoutMs = GATHER_TIMEOUT_MS,
+): Promise<PeerAnswer> {
   const { answers, missed } = await callPeers(cluster, request, { timeoutMs });
   // The holder acted (2xx) or refused for the row's state (409); other statuses say nothing about the row.
   const held = answers.find((a) => (a.status >= 200 && a.status < 300) || a.status === 409);
@@ -160,7 +190,13 @@ export async function askHolders(cluster: Cluster, request: Request, what: strin
 
 /** No node that answered holds the row: 503 when some node did not answer (it may hold it), else 404. */
 export function notHeld(what: string, someNodeSilent: boolean): ApiError {
-  if (someNodeSilent) return new ApiError('UNAVAILABLE', `${what} not found on the nodes that answered; a node did not answer and may hold it, retry later`, null, { 'retry-after': '2' });
+  if (someNodeSilent)
+    return new ApiError(
+      'UNAVAILABLE',
+      `${what} not found on the nodes that answered; a node did not answer and may hold it, retry later`,
+      null,
+      { 'retry-after': '2' },
+    );
   return new ApiError('NOT_FOUND', `${what} not found`);
 }
 
@@ -186,7 +222,12 @@ export interface PageBody<T> {
 }
 
 export function isPageBody<T>(b: unknown): b is PageBody<T> {
-  return !!b && typeof b === 'object' && Array.isArray((b as PageBody<T>).items) && typeof (b as PageBody<T>).meta?.hasMore === 'boolean';
+  return (
+    !!b &&
+    typeof b === 'object' &&
+    Array.isArray((b as PageBody<T>).items) &&
+    typeof (b as PageBody<T>).meta?.hasMore === 'boolean'
+  );
 }
 
 export interface GatheredMeta {
@@ -199,7 +240,12 @@ export interface GatheredMeta {
  * Merges this node's page (its top limit+1 rows older than the cursor) with the peers' pages (each
  * its top `limit` and hasMore) into one page.
  */
-export function mergePages<T>(limit: number, local: T[], peers: PageBody<T>[], keyOf: (item: T) => TimeKey): { items: T[]; hasMore: boolean; cursor: string | null } {
+export function mergePages<T>(
+  limit: number,
+  local: T[],
+  peers: PageBody<T>[],
+  keyOf: (item: T) => TimeKey,
+): { items: T[]; hasMore: boolean; cursor: string | null } {
   const merged = mergeNewestFirst([local, ...peers.map((p) => p.items)], keyOf);
   const items = merged.slice(0, limit);
   // A peer that had more than it sent has rows older than its last one: more pages follow.
@@ -222,7 +268,12 @@ export interface GatherOptions<T> {
  * `copiesOf` for gatherPage: this node's copies of the ids (`local`) and every peer's, asked on the
  * same path with the query `search(ids)` (an ids filter).
  */
-export function copiesFromPeers<T>(cluster: Cluster, request: Request, search: (ids: string[]) => URLSearchParams, local: (ids: string[]) => T[]) {
+export function copiesFromPeers<T>(
+  cluster: Cluster,
+  request: Request,
+  search: (ids: string[]) => URLSearchParams,
+  local: (ids: string[]) => T[],
+) {
   return async (ids: string[]): Promise<{ items: T[]; partial: boolean }> => {
     const asked = await askPeers(cluster, request, search(ids));
     const items = local(ids);
@@ -299,7 +350,10 @@ export async function gatherOffsetPage(
   traces: Pick<TraceService, 'list' | 'count'>,
 ): Promise<{ total: number; traces: V1View[]; partial?: boolean }> {
   if (isForwarded(request)) {
-    return { total: traces.count(filter), traces: traces.list({ ...filter, byReceived: true, limit, offset }).map(v1Trace) };
+    return {
+      total: traces.count(filter),
+      traces: traces.list({ ...filter, byReceived: true, limit, offset }).map(v1Trace),
+    };
   }
   const window = Math.min(offset + limit, V1_GATHER_MAX);
   const local = traces.list({ ...filter, byReceived: true, limit: window, offset: 0 }).map(v1Trace);

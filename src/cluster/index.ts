@@ -80,25 +80,26 @@
 //   still run: the upgrading node records each stream's last entry then (sealed, once).
 // - Metrics: switchboard_cluster_lease_renew_seconds (histogram), switchboard_cluster_owned_shards,
 //   switchboard_cluster_live_nodes.
-import Redis from 'ioredis';
+
 import { hostname } from 'node:os';
-import type { Gateway } from '../gateway.ts';
+import Redis from 'ioredis';
+import type { Timer } from '../../actors/runtime/clock.ts';
+import { ApiError } from '../api/errors.ts';
 import type { ChannelAdapter, InboundMessage } from '../channels/types.ts';
 import { ChannelError } from '../channels/types.ts';
-import { ApiError } from '../api/errors.ts';
-import { conversationIdFor, TERMINAL, type IngestOutcome, type InboxRow } from '../services/inbox.ts';
+import type { Gateway } from '../gateway.ts';
 import { isoNow, maskSecret, newId } from '../services/ids.ts';
+import { conversationIdFor, type InboxRow, type IngestOutcome, TERMINAL } from '../services/inbox.ts';
+import type { Histogram } from '../services/metrics.ts';
+import { limitsFromSettings } from '../services/rate-limit.ts';
 import { ConfigSync } from './config-sync.ts';
-import { peerRequestParts } from './gather.ts';
 import { ClusterKeys } from './crypto.ts';
+import { peerRequestParts } from './gather.ts';
 import { LiveRelay } from './live.ts';
-import { PersonLog } from './person-log.ts';
 import { ACK, ACQUIRE, APPEND, DEAD_LETTER, DEAD_LETTER_REPLAY, HEARTBEAT, RELEASE, RENEW } from './lua.ts';
+import { PersonLog } from './person-log.ts';
 import { RedisRateLimiter } from './rate-limit.ts';
 import { desiredShards, shardOf } from './shards.ts';
-import { limitsFromSettings } from '../services/rate-limit.ts';
-import type { Histogram } from '../services/metrics.ts';
-import type { Timer } from '../../actors/runtime/clock.ts';
 
 /** Marks a request one node passed to another, so the receiver answers from its own data only. */
 export const FORWARDED_HEADER = 'x-switchboard-forwarded-by';
@@ -131,7 +132,12 @@ export interface ClusterStatus {
   node: string;
   shards: number;
   leaseMs: number;
-  nodes: Array<{ id: string; self: boolean; info: Record<string, unknown> | null; shards: Array<{ shard: number; epoch: number; leaseAgeMs: number | null; acquiredAt: string | null }> }>;
+  nodes: Array<{
+    id: string;
+    self: boolean;
+    info: Record<string, unknown> | null;
+    shards: Array<{ shard: number; epoch: number; leaseAgeMs: number | null; acquiredAt: string | null }>;
+  }>;
   unowned: number[];
   counters: Record<string, number>;
 }
@@ -190,26 +196,63 @@ export class Cluster {
   private config: ConfigSync;
   private relay: LiveRelay;
   private keys: ClusterKeys;
-  readonly counters = { acquired: 0, released: 0, fenced: 0, fencedWrites: 0, appended: 0, duplicates: 0, consumed: 0, acked: 0, handedOffRows: 0, blockedSends: 0, deadLettered: 0, ingestRetries: 0, droppedForDeletedInstance: 0 };
+  readonly counters = {
+    acquired: 0,
+    released: 0,
+    fenced: 0,
+    fencedWrites: 0,
+    appended: 0,
+    duplicates: 0,
+    consumed: 0,
+    acked: 0,
+    handedOffRows: 0,
+    blockedSends: 0,
+    deadLettered: 0,
+    ingestRetries: 0,
+    droppedForDeletedInstance: 0,
+  };
   private readonly renewMs: number;
   private readonly marginMs: number;
 
-  constructor(private gw: Gateway, private o: ClusterOptions) {
+  constructor(
+    private gw: Gateway,
+    private o: ClusterOptions,
+  ) {
     this.node = o.nodeId;
     this.renewMs = Math.max(50, Math.floor(o.leaseMs / 3));
     this.marginMs = Math.max(100, Math.floor(o.leaseMs / 5));
     const base = { lazyConnect: true, connectTimeout: 2000 };
     // Leases: a renewal must never be replayed late from an offline queue, and a Redis that stops
     // answering with the connection up must not hold a tick (and so every later renewal) forever.
-    this.lease = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: this.renewMs, connectionName: `sb-lease-${this.node}` });
+    this.lease = new Redis(o.redisUrl, {
+      ...base,
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      commandTimeout: this.renewMs,
+      connectionName: `sb-lease-${this.node}`,
+    });
     // Appends, acks, config, shutdown steps: an unanswered call fails (webhook → 503) instead of hanging.
-    this.cmd = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: 2, commandTimeout: 5000, connectionName: `sb-cmd-${this.node}` });
+    this.cmd = new Redis(o.redisUrl, {
+      ...base,
+      maxRetriesPerRequest: 2,
+      commandTimeout: 5000,
+      connectionName: `sb-cmd-${this.node}`,
+    });
     this.sub = new Redis(o.redisUrl, { ...base, connectionName: `sb-sub-${this.node}` });
-    this.reader = new Redis(o.redisUrl, { ...base, maxRetriesPerRequest: null, connectionName: `sb-reader-${this.node}` });
+    this.reader = new Redis(o.redisUrl, {
+      ...base,
+      maxRetriesPerRequest: null,
+      connectionName: `sb-reader-${this.node}`,
+    });
     for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.on('error', () => {});
     this.keys = new ClusterKeys(o.secret);
     this.config = new ConfigSync({
-      db: gw.db, redis: this.cmd, prefix: o.prefix, node: this.node, log: gw.log, keys: this.keys,
+      db: gw.db,
+      redis: this.cmd,
+      prefix: o.prefix,
+      node: this.node,
+      log: gw.log,
+      keys: this.keys,
       applied: (tables, instanceIds) => this.configApplied(tables, instanceIds),
       // It could read nothing the others write, and they nothing it seals: it must not own shards.
       foreignSecret: () => {
@@ -220,18 +263,41 @@ export class Cluster {
     this.relay = new LiveRelay(gw.pipeline.hub, this.cmd, `${o.prefix}live`, this.node);
     this.personLog = new PersonLog({ redis: this.cmd, prefix: o.prefix, persons: gw.persons, log: gw.log });
     this.url = o.advertiseUrl ?? null;
-    this.rateLimiter = new RedisRateLimiter({ redisUrl: o.redisUrl, prefix: o.prefix, node: this.node, limitOf: limitsFromSettings(gw.settings), log: gw.log });
+    this.rateLimiter = new RedisRateLimiter({
+      redisUrl: o.redisUrl,
+      prefix: o.prefix,
+      node: this.node,
+      limitOf: limitsFromSettings(gw.settings),
+      log: gw.log,
+    });
     const m = gw.pipeline.metrics;
-    this.renewSeconds = m.histogram('switchboard_cluster_lease_renew_seconds', 'Round trip of the one-call renewal of all owned shard leases', [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]);
-    m.gauge('switchboard_cluster_owned_shards', 'Shards this node holds a valid lease on', () => [...this.owned.keys()].filter((s) => this.ownsShard(s)).length);
-    m.gauge('switchboard_cluster_live_nodes', 'Live cluster members seen at the last heartbeat', () => this.live.length);
+    this.renewSeconds = m.histogram(
+      'switchboard_cluster_lease_renew_seconds',
+      'Round trip of the one-call renewal of all owned shard leases',
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    );
+    m.gauge(
+      'switchboard_cluster_owned_shards',
+      'Shards this node holds a valid lease on',
+      () => [...this.owned.keys()].filter((s) => this.ownsShard(s)).length,
+    );
+    m.gauge(
+      'switchboard_cluster_live_nodes',
+      'Live cluster members seen at the last heartbeat',
+      () => this.live.length,
+    );
   }
 
   /** Called once the HTTP server listens (port 0 → the real port), unless CLUSTER_ADVERTISE_URL is set. */
   advertisePort(port: number): void {
     if (this.url || !port) return;
     const host = this.gw.config.host;
-    const h = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    const h =
+      host === '0.0.0.0' || host === '::'
+        ? hostname()
+        : host.includes(':') && !host.startsWith('[')
+          ? `[${host}]`
+          : host;
     this.url = `http://${h}:${port}`;
   }
 
@@ -278,7 +344,9 @@ export class Cluster {
       this.convInstance.set(conversationId, inst);
       return inst;
     }
-    const r = this.gw.db.query<{ instance_id: string }, [string]>('SELECT instance_id FROM conversations WHERE id = ?').get(conversationId);
+    const r = this.gw.db
+      .query<{ instance_id: string }, [string]>('SELECT instance_id FROM conversations WHERE id = ?')
+      .get(conversationId);
     if (!r) return null;
     this.rememberConversation(conversationId, r.instance_id);
     return r.instance_id;
@@ -312,7 +380,13 @@ export class Cluster {
   }
 
   async start(): Promise<void> {
-    await Promise.all([this.lease.connect(), this.cmd.connect(), this.sub.connect(), this.reader.connect(), this.rateLimiter.connect()]);
+    await Promise.all([
+      this.lease.connect(),
+      this.cmd.connect(),
+      this.sub.connect(),
+      this.reader.connect(),
+      this.rateLimiter.connect(),
+    ]);
     const found = await this.config.checkSecret().catch((err: unknown) => {
       // Another secret: nothing was touched; leave no connection behind.
       for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.disconnect();
@@ -330,7 +404,10 @@ export class Cluster {
     p.wrapAdapter = (instanceId, adapter) => this.fenceAdapter(instanceId, adapter);
     p.onTerminal((row) => this.terminal(row));
     this.gw.instances.onChange((c) => {
-      if (c.type === 'deleted') void this.dropEntriesOf(c.instance.id).catch((err) => this.gw.log.warn({ err: String(err) }, 'cluster: removing a deleted instance\'s entries failed'));
+      if (c.type === 'deleted')
+        void this.dropEntriesOf(c.instance.id).catch((err) =>
+          this.gw.log.warn({ err: String(err) }, "cluster: removing a deleted instance's entries failed"),
+        );
     });
 
     this.sub.on('message', (channel: string, message: string) => {
@@ -373,12 +450,25 @@ export class Cluster {
         return;
       }
       const mac = this.url ? this.keys.signNode(this.node, this.url) : null;
-      const info = JSON.stringify({ pid: process.pid, host: hostname(), port: this.gw.config.port, url: this.url, mac, startedAt: startedAt });
-      this.live = ((await this.lease.eval(HEARTBEAT, 0, this.o.prefix, this.node, this.o.leaseMs, info)) as string[]).sort();
+      const info = JSON.stringify({
+        pid: process.pid,
+        host: hostname(),
+        port: this.gw.config.port,
+        url: this.url,
+        mac,
+        startedAt: startedAt,
+      });
+      this.live = (
+        (await this.lease.eval(HEARTBEAT, 0, this.o.prefix, this.node, this.o.leaseMs, info)) as string[]
+      ).sort();
       await this.renew();
       this.fenceExpired();
       if (this.stopped) return;
-      const want = desiredShards(this.node, this.live.includes(this.node) ? this.live : [...this.live, this.node], this.o.shards);
+      const want = desiredShards(
+        this.node,
+        this.live.includes(this.node) ? this.live : [...this.live, this.node],
+        this.o.shards,
+      );
       const toAcquire = [...want].filter((s) => !this.owned.has(s));
       if (toAcquire.length) await this.acquire(toAcquire);
       for (const [s, o] of this.owned) if (!want.has(s) && !o.draining) void this.release(s, 'rebalance');
@@ -411,7 +501,8 @@ export class Cluster {
   }
 
   private fenceExpired(): void {
-    for (const [s, o] of this.owned) if (this.now() >= o.validUntil) void this.lose(s, 'lease not renewed in time (self-fence)');
+    for (const [s, o] of this.owned)
+      if (this.now() >= o.validUntil) void this.lose(s, 'lease not renewed in time (self-fence)');
     this.scheduleFence();
   }
 
@@ -422,10 +513,13 @@ export class Cluster {
     if (this.closed || !this.owned.size) return;
     let earliest = Infinity;
     for (const o of this.owned.values()) earliest = Math.min(earliest, o.validUntil);
-    this.fenceTimer = this.gw.clock.setTimeout(() => {
-      this.fenceTimer = null;
-      this.fenceExpired();
-    }, Math.max(0, earliest - this.now()) + 1);
+    this.fenceTimer = this.gw.clock.setTimeout(
+      () => {
+        this.fenceTimer = null;
+        this.fenceExpired();
+      },
+      Math.max(0, earliest - this.now()) + 1,
+    );
   }
 
   private async acquire(shards: number[]): Promise<void> {
@@ -434,7 +528,12 @@ export class Cluster {
     const gained: number[] = [];
     shards.forEach((s, i) => {
       if (!res[i]) return;
-      this.owned.set(s, { epoch: res[i], validUntil: sentAt + this.o.leaseMs - this.marginMs, acquiredAt: Date.now(), draining: false });
+      this.owned.set(s, {
+        epoch: res[i],
+        validUntil: sentAt + this.o.leaseMs - this.marginMs,
+        acquiredAt: Date.now(),
+        draining: false,
+      });
       this.lastEpoch.set(s, res[i]);
       this.counters.acquired++;
       gained.push(s);
@@ -444,7 +543,12 @@ export class Cluster {
     this.gw.log.info({ node: this.node, shards: gained.length }, 'cluster: shards acquired');
     const set = new Set(gained);
     // Channel connections first, so the resumed conversations can send at once.
-    await Promise.all(this.gw.instances.list().filter((i) => set.has(this.shardOfInstance(i.id))).map((i) => this.gw.pipeline.syncInstance(i)));
+    await Promise.all(
+      this.gw.instances
+        .list()
+        .filter((i) => set.has(this.shardOfInstance(i.id)))
+        .map((i) => this.gw.pipeline.syncInstance(i)),
+    );
     for (const s of gained) this.catchingUp.add(s);
     this.catchUp.push(...gained);
   }
@@ -477,7 +581,12 @@ export class Cluster {
   }
 
   private async stopInstancesOf(shard: number, reason: string): Promise<void> {
-    await Promise.all(this.gw.instances.list().filter((i) => this.shardOfInstance(i.id) === shard).map((i) => this.gw.pipeline.stopInstance(i.id, reason)));
+    await Promise.all(
+      this.gw.instances
+        .list()
+        .filter((i) => this.shardOfInstance(i.id) === shard)
+        .map((i) => this.gw.pipeline.stopInstance(i.id, reason)),
+    );
   }
 
   /** Graceful hand-off: the turn in flight finishes and commits, connections close, then the lease goes. */
@@ -520,8 +629,23 @@ export class Cluster {
     const shard = this.shardOfInstance(msg.instanceId);
     // Sealed: message text never sits readable in Redis, and an entry a Redis writer adds (it cannot
     // seal) is never run — it would otherwise make this gateway call the agent and send replies.
-    const payload = this.keys.seal(JSON.stringify({ ...msg, extra: { ...(msg.extra ?? {}), clusterTraceId: traceId } }), STREAM_CONTEXT);
-    const res = (await this.store(() => this.cmd.eval(APPEND, 0, this.o.prefix, shard, `${msg.instanceId}:${msg.providerMessageId}`, traceId, this.o.dedupeTtlMs, payload, kind))) as [number, string];
+    const payload = this.keys.seal(
+      JSON.stringify({ ...msg, extra: { ...(msg.extra ?? {}), clusterTraceId: traceId } }),
+      STREAM_CONTEXT,
+    );
+    const res = (await this.store(() =>
+      this.cmd.eval(
+        APPEND,
+        0,
+        this.o.prefix,
+        shard,
+        `${msg.instanceId}:${msg.providerMessageId}`,
+        traceId,
+        this.o.dedupeTtlMs,
+        payload,
+        kind,
+      ),
+    )) as [number, string];
     const conversationId = conversationIdFor(msg.instanceId, msg.chat);
     if (res[0] === 1) {
       this.counters.appended++;
@@ -547,7 +671,15 @@ export class Cluster {
           await Bun.sleep(50);
           continue;
         }
-        const res = (await this.reader.xread('COUNT', 500, 'BLOCK', 200, 'STREAMS', ...shards.map((s) => this.k(`stream:${s}`)), ...shards.map((s) => this.cursors.get(s)!))) as Array<[string, Array<[string, string[]]>]> | null;
+        const res = (await this.reader.xread(
+          'COUNT',
+          500,
+          'BLOCK',
+          200,
+          'STREAMS',
+          ...shards.map((s) => this.k(`stream:${s}`)),
+          ...shards.map((s) => this.cursors.get(s)!),
+        )) as Array<[string, Array<[string, string[]]>]> | null;
         if (!res) continue;
         for (const [key, entries] of res) {
           const s = Number(key.slice(this.k('stream:').length));
@@ -592,7 +724,9 @@ export class Cluster {
     const entries: Array<[string, string[]]> = [];
     let from = '-';
     for (;;) {
-      const page = (await this.cmd.xrange(this.k(`stream:${shard}`), from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
+      const page = (await this.cmd.xrange(this.k(`stream:${shard}`), from, '+', 'COUNT', 1000)) as Array<
+        [string, string[]]
+      >;
       entries.push(...page);
       if (page.length < 1000) break;
       from = `(${page[page.length - 1][0]}`;
@@ -600,13 +734,17 @@ export class Cluster {
     if (!current()) return;
     const present = new Set(entries.map((e) => e[0]));
     const { db, pipeline } = this.gw;
-    const open = db.query<InboxRow, []>("SELECT * FROM inbox WHERE status IN ('pending','processing') ORDER BY seq").all();
+    const open = db
+      .query<InboxRow, []>("SELECT * FROM inbox WHERE status IN ('pending','processing') ORDER BY seq")
+      .all();
     for (const row of open) {
       if (this.shardOfInstance(row.instance_id) !== shard) continue;
       const sid = streamIdOf(row);
       if (!sid || present.has(sid) || !streamKnown) continue;
       db.query("UPDATE inbox SET status = 'completed', completed_at = ? WHERE seq = ?").run(isoNow(), row.seq);
-      pipeline.traces.addStep(row.id, 'handled_by_other_node', 'success', { reason: 'another owner finished this message while this node did not own its shard' });
+      pipeline.traces.addStep(row.id, 'handled_by_other_node', 'success', {
+        reason: 'another owner finished this message while this node did not own its shard',
+      });
       pipeline.inbox.settled(row.conversation_id);
       this.counters.handedOffRows++;
     }
@@ -695,7 +833,10 @@ export class Cluster {
   }
 
   /** One entry on its own after its group commit failed: 'done' (terminal), 'ok', 'dead' or 'retry'. */
-  private async ingestOne(shard: number, p: { id: string; msg: InboundMessage; kind: 'inbound' | 'send' }): Promise<'ok' | 'done' | 'dead' | 'retry'> {
+  private async ingestOne(
+    shard: number,
+    p: { id: string; msg: InboundMessage; kind: 'inbound' | 'send' },
+  ): Promise<'ok' | 'done' | 'dead' | 'retry'> {
     const { inbox } = this.gw.pipeline;
     try {
       const r = await inbox.ingest(p.msg, p.kind);
@@ -710,7 +851,12 @@ export class Cluster {
         this.gw.log.warn({ err: String(err), shard }, 'cluster: local ingest failed; retrying this shard');
         return 'retry';
       }
-      await this.deadLetter(shard, p.id, ['m', this.keys.seal(JSON.stringify(p.msg), STREAM_CONTEXT), 'k', p.kind], `ingest failed: ${String(err)}`);
+      await this.deadLetter(
+        shard,
+        p.id,
+        ['m', this.keys.seal(JSON.stringify(p.msg), STREAM_CONTEXT), 'k', p.kind],
+        `ingest failed: ${String(err)}`,
+      );
       return 'dead';
     }
   }
@@ -720,7 +866,12 @@ export class Cluster {
    * instance was created on another node a moment ago): pull it, then keep the entry aside and
    * retry it for UNKNOWN_INSTANCE_GRACE_MS before dead-lettering it. True when handled.
    */
-  private async unknownInstance(shard: number, id: string, fields: string[], instanceId: string): Promise<'known' | 'handled' | 'fenced'> {
+  private async unknownInstance(
+    shard: number,
+    id: string,
+    fields: string[],
+    instanceId: string,
+  ): Promise<'known' | 'handled' | 'fenced'> {
     if (this.now() - this.lastForcedPull >= 500) {
       this.lastForcedPull = this.now();
       await this.config.pullFresh();
@@ -733,7 +884,9 @@ export class Cluster {
       d.set(id, { fields, instanceId });
       return 'handled';
     }
-    return (await this.deadLetter(shard, id, fields, `instance ${instanceId} unknown on this node`)) ? 'handled' : 'fenced';
+    return (await this.deadLetter(shard, id, fields, `instance ${instanceId} unknown on this node`))
+      ? 'handled'
+      : 'fenced';
   }
 
   /** Entries set aside for an unknown instance: ingested once it is known, dead-lettered after the grace. */
@@ -743,7 +896,10 @@ export class Cluster {
     for (const [shard, d] of [...this.deferred]) {
       this.deferred.delete(shard);
       if (!this.ownsShard(shard)) continue; // the next owner reads them from the stream
-      const last = await this.ingestEntries(shard, [...d].map(([id, w]) => [id, w.fields] as [string, string[]]));
+      const last = await this.ingestEntries(
+        shard,
+        [...d].map(([id, w]) => [id, w.fields] as [string, string[]]),
+      );
       // After a passing failure, what was not handled goes back behind what was set aside again.
       const rest = [...d].filter(([id]) => last === null || compareIds(id, last) > 0);
       if (rest.length) this.deferred.set(shard, new Map([...(this.deferred.get(shard) ?? []), ...rest]));
@@ -760,13 +916,26 @@ export class Cluster {
       fields = this.withSealedMessage(fields);
     }
     const record = JSON.stringify(this.deadLetterRecord(shard, id, fields, reason, this.node, isoNow()));
-    const ok = (await this.cmd.eval(DEAD_LETTER, 0, this.o.prefix, this.node, shard, epoch, id, record, DEAD_LETTER_KEEP)) as number;
+    const ok = (await this.cmd.eval(
+      DEAD_LETTER,
+      0,
+      this.o.prefix,
+      this.node,
+      shard,
+      epoch,
+      id,
+      record,
+      DEAD_LETTER_KEEP,
+    )) as number;
     if (ok !== 1) {
       this.counters.fencedWrites++;
       return false;
     }
     this.counters.deadLettered++;
-    this.gw.log.error({ node: this.node, shard, entry: id, reason }, 'cluster: stream entry dead-lettered (kept in the deadletter list)');
+    this.gw.log.error(
+      { node: this.node, shard, entry: id, reason },
+      'cluster: stream entry dead-lettered (kept in the deadletter list)',
+    );
     return true;
   }
 
@@ -780,7 +949,9 @@ export class Cluster {
     const ids: string[] = [];
     let from = '-';
     for (;;) {
-      const page = (await this.cmd.xrange(this.k(`stream:${shard}`), from, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
+      const page = (await this.cmd.xrange(this.k(`stream:${shard}`), from, '+', 'COUNT', 1000)) as Array<
+        [string, string[]]
+      >;
       for (const [id, fields] of page) {
         const p = this.entry(shard, id, fields);
         if (typeof p !== 'string' && p.msg.instanceId === instanceId) ids.push(id);
@@ -791,7 +962,10 @@ export class Cluster {
     if (!ids.length) return;
     await this.ack(shard, ids, o.epoch);
     this.counters.droppedForDeletedInstance += ids.length;
-    this.gw.log.info({ node: this.node, shard, instanceId, entries: ids.length }, 'cluster: stream entries of a deleted instance removed');
+    this.gw.log.info(
+      { node: this.node, shard, instanceId, entries: ids.length },
+      'cluster: stream entries of a deleted instance removed',
+    );
   }
 
   private terminal(row: InboxRow): void {
@@ -801,27 +975,38 @@ export class Cluster {
   }
 
   /** The commit of finished entries, epoch-checked in Redis; rejected when this node lost the shard. */
-  private async ack(shard: number, ids: string[], epoch = this.owned.get(shard)?.epoch ?? this.lastEpoch.get(shard) ?? 0): Promise<void> {
+  private async ack(
+    shard: number,
+    ids: string[],
+    epoch = this.owned.get(shard)?.epoch ?? this.lastEpoch.get(shard) ?? 0,
+  ): Promise<void> {
     try {
       const ok = (await this.cmd.eval(ACK, 0, this.o.prefix, this.node, shard, epoch, ...ids)) as number;
       if (ok === 1) this.counters.acked += ids.length;
       else {
         this.counters.fencedWrites++;
-        this.gw.log.warn({ node: this.node, shard, epoch }, 'cluster: write rejected by the epoch check (shard owned elsewhere)');
+        this.gw.log.warn(
+          { node: this.node, shard, epoch },
+          'cluster: write rejected by the epoch check (shard owned elsewhere)',
+        );
       }
     } catch {
       const key = `${shard}:${epoch}`;
       let p = this.pendingAcks.get(key);
       if (!p) this.pendingAcks.set(key, (p = { shard, epoch, ids: new Set() }));
-      for (const id of ids) if (!p.ids.has(id)) {
-        p.ids.add(id);
-        this.pendingAckIds++;
-      }
+      for (const id of ids)
+        if (!p.ids.has(id)) {
+          p.ids.add(id);
+          this.pendingAckIds++;
+        }
       while (this.pendingAckIds > MAX_PENDING_ACK_IDS) {
         const [oldestKey, oldest] = this.pendingAcks.entries().next().value!;
         this.pendingAcks.delete(oldestKey);
         this.pendingAckIds -= oldest.ids.size;
-        this.gw.log.warn({ shard: oldest.shard, entries: oldest.ids.size }, 'cluster: unacknowledged stream entries dropped from the retry list (bound reached)');
+        this.gw.log.warn(
+          { shard: oldest.shard, entries: oldest.ids.size },
+          'cluster: unacknowledged stream entries dropped from the retry list (bound reached)',
+        );
       }
     }
   }
@@ -869,16 +1054,33 @@ export class Cluster {
       if (inst) void gw.pipeline.syncInstance(inst);
       else {
         void gw.pipeline.stopInstance(id, 'deleted');
-        void this.dropEntriesOf(id).catch((err) => gw.log.warn({ err: String(err) }, 'cluster: removing a deleted instance\'s entries failed'));
+        void this.dropEntriesOf(id).catch((err) =>
+          gw.log.warn({ err: String(err) }, "cluster: removing a deleted instance's entries failed"),
+        );
       }
     }
   }
 
   // ------------------------------------------------------------------ dead letters (admin API)
 
-  private deadLetterRecord(shard: number, entryId: string, fields: string[], reason: string, node: string, at: string): DeadLetterRecord {
+  private deadLetterRecord(
+    shard: number,
+    entryId: string,
+    fields: string[],
+    reason: string,
+    node: string,
+    at: string,
+  ): DeadLetterRecord {
     const id = newId();
-    return { id, shard, entryId, reason, node, at, sealed: this.keys.seal(JSON.stringify(fields), deadLetterContext(id)) };
+    return {
+      id,
+      shard,
+      entryId,
+      reason,
+      node,
+      at,
+      sealed: this.keys.seal(JSON.stringify(fields), deadLetterContext(id)),
+    };
   }
 
   /** Per shard, the last entry an older version (plain messages) appended before this cluster sealed them. */
@@ -886,7 +1088,11 @@ export class Cluster {
 
   /** An entry's fields with its message (`m`) sealed, when it is not already. */
   private withSealedMessage(fields: string[]): string[] {
-    return fields.map((v, i) => (i % 2 === 1 && fields[i - 1] === 'm' && this.keys.open(v, STREAM_CONTEXT) === null ? this.keys.seal(v, STREAM_CONTEXT) : v));
+    return fields.map((v, i) =>
+      i % 2 === 1 && fields[i - 1] === 'm' && this.keys.open(v, STREAM_CONTEXT) === null
+        ? this.keys.seal(v, STREAM_CONTEXT)
+        : v,
+    );
   }
 
   /** A stream entry of `shard` as its message (see parseEntry). */
@@ -919,7 +1125,8 @@ export class Cluster {
     const sealed = await this.cmd.get(this.k('stream-legacy'));
     const text = sealed ? this.keys.open(sealed, LEGACY_MARK_CONTEXT) : null;
     if (!text) return;
-    for (const [s, id] of Object.entries(JSON.parse(text) as Record<string, string>)) this.legacyUntil.set(Number(s), id);
+    for (const [s, id] of Object.entries(JSON.parse(text) as Record<string, string>))
+      this.legacyUntil.set(Number(s), id);
   }
 
   /** Records of an older version hold the entry in plain text: sealed in place (no node of that version runs any more). */
@@ -932,9 +1139,23 @@ export class Cluster {
       if (!v || isSealed(v) || !Array.isArray(v.fields)) return r;
       changed++;
       // Its message was written by a node of the older version: sealed now like any entry's.
-      return JSON.stringify(this.deadLetterRecord(Number(v.shard), String(v.id), this.withSealedMessage(v.fields.map(String)), String(v.reason), String(v.node), String(v.at)));
+      return JSON.stringify(
+        this.deadLetterRecord(
+          Number(v.shard),
+          String(v.id),
+          this.withSealedMessage(v.fields.map(String)),
+          String(v.reason),
+          String(v.node),
+          String(v.at),
+        ),
+      );
     });
-    if (changed) await this.cmd.multi().del(key).rpush(key, ...records).exec();
+    if (changed)
+      await this.cmd
+        .multi()
+        .del(key)
+        .rpush(key, ...records)
+        .exec();
   }
 
   /** Every record, newest first (the list is bounded, so it is read whole). Messages are shown with their secrets masked. */
@@ -952,11 +1173,14 @@ export class Cluster {
   async replayDeadLetter(id: string): Promise<{ id: string; shard: number; entryId: string }> {
     const { raw, record } = await this.findDeadLetter(id);
     const view = this.deadLetterView(record);
-    if (!view.replayable) throw new ApiError('CONFLICT', `This dead letter cannot be replayed: ${view.problem}`, { id });
+    if (!view.replayable)
+      throw new ApiError('CONFLICT', `This dead letter cannot be replayed: ${view.problem}`, { id });
     const fields = this.openDeadLetter(record)!;
     const instanceId = String(view.message!.instanceId);
     const shard = this.shardOfInstance(instanceId);
-    const entryId = await this.store(() => this.cmd.eval(DEAD_LETTER_REPLAY, 0, this.o.prefix, raw, shard, ...fields)) as string | number;
+    const entryId = (await this.store(() =>
+      this.cmd.eval(DEAD_LETTER_REPLAY, 0, this.o.prefix, raw, shard, ...fields),
+    )) as string | number;
     if (entryId === 0) throw new ApiError('NOT_FOUND', 'Dead letter not found (already replayed or deleted)', { id });
     this.gw.log.info({ node: this.node, deadLetter: id, shard, entry: entryId }, 'cluster: dead letter replayed');
     return { id, shard, entryId: String(entryId) };
@@ -964,7 +1188,8 @@ export class Cluster {
 
   async deleteDeadLetter(id: string): Promise<void> {
     const { raw } = await this.findDeadLetter(id);
-    if ((await this.store(() => this.cmd.lrem(this.k('deadletter'), 1, raw))) === 0) throw new ApiError('NOT_FOUND', 'Dead letter not found (already replayed or deleted)', { id });
+    if ((await this.store(() => this.cmd.lrem(this.k('deadletter'), 1, raw))) === 0)
+      throw new ApiError('NOT_FOUND', 'Dead letter not found (already replayed or deleted)', { id });
   }
 
   private async findDeadLetter(id: string): Promise<{ raw: string; record: DeadLetterRecord }> {
@@ -984,12 +1209,26 @@ export class Cluster {
   private deadLetterView(rec: DeadLetterRecord): DeadLetterView {
     const base = { id: rec.id, shard: rec.shard, entryId: rec.entryId, reason: rec.reason, node: rec.node, at: rec.at };
     const fields = this.openDeadLetter(rec);
-    if (!fields) return { ...base, kind: null, message: null, replayable: false, problem: 'the record does not open with this node\'s CLUSTER_SECRET' };
+    if (!fields)
+      return {
+        ...base,
+        kind: null,
+        message: null,
+        replayable: false,
+        problem: "the record does not open with this node's CLUSTER_SECRET",
+      };
     const parsed = this.entry(rec.shard, rec.entryId, fields);
     if (typeof parsed === 'string') return { ...base, kind: null, message: null, replayable: false, problem: parsed };
     const message = masked(parsed.msg) as Record<string, unknown>;
     // Replayed for an instance still unknown, it would only wait out the grace and come back here.
-    if (!this.gw.instances.get(parsed.msg.instanceId)) return { ...base, kind: parsed.kind, message, replayable: false, problem: `instance ${parsed.msg.instanceId} is unknown; create it first` };
+    if (!this.gw.instances.get(parsed.msg.instanceId))
+      return {
+        ...base,
+        kind: parsed.kind,
+        message,
+        replayable: false,
+        problem: `instance ${parsed.msg.instanceId} is unknown; create it first`,
+      };
     return { ...base, kind: parsed.kind, message, replayable: true, problem: null };
   }
 
@@ -998,7 +1237,12 @@ export class Cluster {
     try {
       return await call();
     } catch (err) {
-      throw new ApiError('UNAVAILABLE', 'Cluster store unavailable; retry later', { reason: String((err as Error).message ?? err) }, { 'retry-after': '2' });
+      throw new ApiError(
+        'UNAVAILABLE',
+        'Cluster store unavailable; retry later',
+        { reason: String((err as Error).message ?? err) },
+        { 'retry-after': '2' },
+      );
     }
   }
 
@@ -1040,7 +1284,11 @@ export class Cluster {
     const peers = await this.peers().catch(() => []);
     if (!peers.length) return null;
     const { path, credentials } = peerRequestParts(request);
-    const headers: Record<string, string> = { ...this.peerHeaders('GET', path), accept: 'application/json', ...credentials };
+    const headers: Record<string, string> = {
+      ...this.peerHeaders('GET', path),
+      accept: 'application/json',
+      ...credentials,
+    };
     const ask = async (p: { url: string }) => {
       const res = await fetch(p.url + path, { headers, signal: AbortSignal.timeout(timeoutMs) });
       if (res.status !== 200) throw new Error(String(res.status));
@@ -1073,7 +1321,10 @@ export class Cluster {
     if (!this.untrustedUrls.has(seen)) {
       if (this.untrustedUrls.size >= 1000) this.untrustedUrls.clear();
       this.untrustedUrls.add(seen);
-      this.gw.log.warn({ node: id, url: v.url }, 'cluster: a node entry in Redis advertises a URL without a valid MAC of this CLUSTER_SECRET (written by something other than a node, or a node with another secret); never contacted');
+      this.gw.log.warn(
+        { node: id, url: v.url },
+        'cluster: a node entry in Redis advertises a URL without a valid MAC of this CLUSTER_SECRET (written by something other than a node, or a node with another secret); never contacted',
+      );
     }
     return null;
   }
@@ -1094,7 +1345,12 @@ export class Cluster {
     headers.set(FORWARDED_HEADER, this.node);
     const u = new URL(request.url);
     try {
-      const res = await fetch(url + u.pathname + u.search, { method: request.method, headers, body: rawBody, signal: AbortSignal.timeout(10_000) });
+      const res = await fetch(url + u.pathname + u.search, {
+        method: request.method,
+        headers,
+        body: rawBody,
+        signal: AbortSignal.timeout(10_000),
+      });
       const out = new Headers();
       for (const h of ['content-type', 'retry-after']) {
         const v = res.headers.get(h);
@@ -1114,7 +1370,11 @@ export class Cluster {
     const infos = live.length ? await this.cmd.mget(...live.map((n) => this.k(`node:${n}`))) : [];
     const meta = await this.cmd.hgetall(this.k('leasemeta'));
     const pipe = this.cmd.pipeline();
-    for (let s = 0; s < this.o.shards; s++) pipe.get(this.k(`lease:${s}`)).pttl(this.k(`lease:${s}`)).get(this.k(`epoch:${s}`));
+    for (let s = 0; s < this.o.shards; s++)
+      pipe
+        .get(this.k(`lease:${s}`))
+        .pttl(this.k(`lease:${s}`))
+        .get(this.k(`epoch:${s}`));
     const r = ((await pipe.exec()) ?? []).map(([, v]) => v);
     const byNode = new Map<string, ClusterStatus['nodes'][number]['shards']>();
     const unowned: number[] = [];
@@ -1128,18 +1388,38 @@ export class Cluster {
       }
       const m = meta[String(s)]?.split('|');
       const list = byNode.get(holder) ?? [];
-      list.push({ shard: s, epoch, leaseAgeMs: pttl >= 0 ? this.o.leaseMs - pttl : null, acquiredAt: m?.[2] ? new Date(Number(m[2]) * 1000).toISOString() : null });
+      list.push({
+        shard: s,
+        epoch,
+        leaseAgeMs: pttl >= 0 ? this.o.leaseMs - pttl : null,
+        acquiredAt: m?.[2] ? new Date(Number(m[2]) * 1000).toISOString() : null,
+      });
       byNode.set(holder, list);
     }
     const ids = new Set([...live.filter((_, i) => infos[i] !== null), ...byNode.keys()]);
     return {
-      node: this.node, shards: this.o.shards, leaseMs: this.o.leaseMs,
+      node: this.node,
+      shards: this.o.shards,
+      leaseMs: this.o.leaseMs,
       nodes: [...ids].sort().map((id) => {
         const i = live.indexOf(id);
-        return { id, self: id === this.node, info: i >= 0 && infos[i] ? parseInfo(infos[i]!) : null, shards: byNode.get(id) ?? [] };
+        return {
+          id,
+          self: id === this.node,
+          info: i >= 0 && infos[i] ? parseInfo(infos[i]!) : null,
+          shards: byNode.get(id) ?? [],
+        };
       }),
       unowned,
-      counters: { ...this.counters, configPublished: this.config.counters.published, configApplied: this.config.counters.applied, configRejected: this.config.counters.rejected, personLogSkipped: this.personLog.counters.skipped, liveGaps: this.relay.counters.gaps, liveResyncs: this.relay.counters.resyncs },
+      counters: {
+        ...this.counters,
+        configPublished: this.config.counters.published,
+        configApplied: this.config.counters.applied,
+        configRejected: this.config.counters.rejected,
+        personLogSkipped: this.personLog.counters.skipped,
+        liveGaps: this.relay.counters.gaps,
+        liveResyncs: this.relay.counters.resyncs,
+      },
     };
   }
 
@@ -1154,7 +1434,11 @@ export class Cluster {
     // Leave the membership FIRST: the others compute this node's shards as theirs at once and
     // take each one the moment its lease is released (notice below), instead of after a heartbeat TTL.
     try {
-      await this.cmd.multi().del(this.k(`node:${this.node}`)).srem(this.k('nodes'), this.node).exec();
+      await this.cmd
+        .multi()
+        .del(this.k(`node:${this.node}`))
+        .srem(this.k('nodes'), this.node)
+        .exec();
       await this.cmd.publish(this.k('notice'), JSON.stringify({ type: 'leaving', node: this.node }));
     } catch {
       /* the heartbeat expires on its own */
@@ -1166,7 +1450,11 @@ export class Cluster {
     this.personLog.stop();
     await this.config.publish();
     try {
-      await this.cmd.multi().del(this.k(`node:${this.node}`)).srem(this.k('nodes'), this.node).exec();
+      await this.cmd
+        .multi()
+        .del(this.k(`node:${this.node}`))
+        .srem(this.k('nodes'), this.node)
+        .exec();
       await this.cmd.publish(this.k('notice'), JSON.stringify({ type: 'left', node: this.node }));
     } catch {
       /* the heartbeat expires on its own */
@@ -1253,11 +1541,15 @@ const LEGACY_MARK_CONTEXT = 'stream-legacy';
  * message into its JSON (null: not sealed with this cluster's secret, and not an older version's
  * plain entry).
  */
-function parseEntry(id: string, fields: string[], open: (m: string) => string | null): { msg: InboundMessage; kind: 'inbound' | 'send' } | string {
+function parseEntry(
+  id: string,
+  fields: string[],
+  open: (m: string) => string | null,
+): { msg: InboundMessage; kind: 'inbound' | 'send' } | string {
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
   const text = open(f.m ?? '');
-  if (text === null) return 'entry not sealed with this cluster\'s secret (not written by a node of this cluster)';
+  if (text === null) return "entry not sealed with this cluster's secret (not written by a node of this cluster)";
   let msg: InboundMessage;
   try {
     msg = JSON.parse(text) as InboundMessage;
@@ -1265,8 +1557,17 @@ function parseEntry(id: string, fields: string[], open: (m: string) => string | 
     return 'malformed entry (message is not JSON)';
   }
   const m = msg as unknown as Record<string, unknown> | null;
-  if (!m || typeof m !== 'object' || typeof m.instanceId !== 'string' || typeof m.providerMessageId !== 'string'
-    || !m.chat || typeof m.chat !== 'object' || !m.sender || typeof m.sender !== 'object' || typeof (m.sender as { id?: unknown }).id !== 'string') {
+  if (
+    !m ||
+    typeof m !== 'object' ||
+    typeof m.instanceId !== 'string' ||
+    typeof m.providerMessageId !== 'string' ||
+    !m.chat ||
+    typeof m.chat !== 'object' ||
+    !m.sender ||
+    typeof m.sender !== 'object' ||
+    typeof (m.sender as { id?: unknown }).id !== 'string'
+  ) {
     return 'malformed entry (not an inbound message)';
   }
   try {

@@ -8,7 +8,15 @@
 import type Redis from 'ioredis';
 import type { StreamHub } from '../stream/hub.ts';
 
-const OPS = ['runStarted', 'delta', 'messageBreak', 'runFinished', 'runError', 'turnRestarted', 'publishEvent'] as const;
+const OPS = [
+  'runStarted',
+  'delta',
+  'messageBreak',
+  'runFinished',
+  'runError',
+  'turnRestarted',
+  'publishEvent',
+] as const;
 type Op = (typeof OPS)[number];
 
 interface TurnStartInfo {
@@ -50,7 +58,12 @@ export class LiveRelay {
   private recentlyEnded = new Map<string, EndedTurn>();
   readonly counters = { published: 0, received: 0, gaps: 0, resyncs: 0 };
 
-  constructor(private hub: StreamHub, private pub: Redis, private channel: string, private node: string) {
+  constructor(
+    private hub: StreamHub,
+    private pub: Redis,
+    private channel: string,
+    private node: string,
+  ) {
     const target = hub as unknown as Record<string, (...a: unknown[]) => void>;
     for (const op of OPS) {
       const orig = target[op].bind(hub);
@@ -62,7 +75,13 @@ export class LiveRelay {
           this.ownTurns.add(start.turnId);
           this.ownStarts.set(start.turnId, start);
         }
-        if (op === 'runFinished' || op === 'runError') this.ended(a[0] as string, op === 'runFinished' ? { status: 'finished', text: a[1] as string } : { status: 'error', text: '', error: a[1] as string });
+        if (op === 'runFinished' || op === 'runError')
+          this.ended(
+            a[0] as string,
+            op === 'runFinished'
+              ? { status: 'finished', text: a[1] as string }
+              : { status: 'error', text: '', error: a[1] as string },
+          );
         this.send(op, a);
       };
     }
@@ -74,7 +93,8 @@ export class LiveRelay {
     this.ownStarts.delete(turnId);
     if (!start) return;
     this.recentlyEnded.set(turnId, { ...start, ...end });
-    if (this.recentlyEnded.size > RECENTLY_ENDED_CAP) this.recentlyEnded.delete(this.recentlyEnded.keys().next().value!);
+    if (this.recentlyEnded.size > RECENTLY_ENDED_CAP)
+      this.recentlyEnded.delete(this.recentlyEnded.keys().next().value!);
   }
 
   private send(op: LiveMsg['op'], a: unknown[]): void {
@@ -102,7 +122,8 @@ export class LiveRelay {
     const turns = (this.hub as unknown as { turns?: Map<string, { pending?: string }> }).turns;
     for (const turnId of this.ownTurns) {
       const s = this.hub.snapshot(turnId);
-      if (s && s.status === 'running') this.send('snap', [{ ...s, text: s.text + (turns?.get(turnId)?.pending ?? '') }]);
+      if (s && s.status === 'running')
+        this.send('snap', [{ ...s, text: s.text + (turns?.get(turnId)?.pending ?? '') }]);
     }
     for (const e of this.recentlyEnded.values()) this.send('snap', [e]);
   }
@@ -134,7 +155,13 @@ export class LiveRelay {
         if (!running?.has(s.turnId)) return;
         running.delete(s.turnId);
         this.counters.resyncs++;
-        if (!this.hub.snapshot(s.turnId)) this.originals.runStarted({ instanceId: s.instanceId, conversationId: s.conversationId, turnId: s.turnId, messageId: s.messageId });
+        if (!this.hub.snapshot(s.turnId))
+          this.originals.runStarted({
+            instanceId: s.instanceId,
+            conversationId: s.conversationId,
+            turnId: s.turnId,
+            messageId: s.messageId,
+          });
         this.originals.turnRestarted(s.turnId, 'resync');
         if (s.text) this.originals.delta(s.turnId, s.text);
         if (s.status === 'finished') this.originals.runFinished(s.turnId, s.text);
@@ -142,7 +169,13 @@ export class LiveRelay {
         return;
       }
       this.counters.resyncs++;
-      if (!this.hub.snapshot(s.turnId)) this.originals.runStarted({ instanceId: s.instanceId, conversationId: s.conversationId, turnId: s.turnId, messageId: s.messageId });
+      if (!this.hub.snapshot(s.turnId))
+        this.originals.runStarted({
+          instanceId: s.instanceId,
+          conversationId: s.conversationId,
+          turnId: s.turnId,
+          messageId: s.messageId,
+        });
       this.originals.turnRestarted(s.turnId, 'resync');
       if (s.text) this.originals.delta(s.turnId, s.text);
       return;

@@ -52,7 +52,10 @@ export class PersonLog {
     } catch (err) {
       if (Date.now() - this.lastWarn < 10_000) return;
       this.lastWarn = Date.now();
-      this.o.log.warn({ err: String(err) }, 'persons: reading the cluster person log failed; answering from this node\'s decisions');
+      this.o.log.warn(
+        { err: String(err) },
+        "persons: reading the cluster person log failed; answering from this node's decisions",
+      );
     }
   }
 
@@ -87,13 +90,22 @@ export class PersonLog {
   private async pull(): Promise<void> {
     const r = this.o.redis;
     const { persons } = this.o;
-    const [, [genErr, generation], [lenErr, len]] = (await r.multi().set(this.generationKey, randomUUID(), 'NX').get(this.generationKey).llen(this.key).exec())!;
-    if (genErr || lenErr || typeof generation !== 'string' || typeof len !== 'number') throw genErr ?? lenErr ?? new Error('person log: no generation');
+    const [, [genErr, generation], [lenErr, len]] = (await r
+      .multi()
+      .set(this.generationKey, randomUUID(), 'NX')
+      .get(this.generationKey)
+      .llen(this.key)
+      .exec())!;
+    if (genErr || lenErr || typeof generation !== 'string' || typeof len !== 'number')
+      throw genErr ?? lenErr ?? new Error('person log: no generation');
     const name = `${this.key}#${generation}`;
     let applied = persons.logApplied(name);
     if (len < applied) {
       // Shorter than what was applied under the same generation: the list itself was cut. What was applied stays.
-      this.o.log.warn({ len, applied }, 'persons: the cluster person log is shorter than what was applied; reading it again from the start');
+      this.o.log.warn(
+        { len, applied },
+        'persons: the cluster person log is shorter than what was applied; reading it again from the start',
+      );
       persons.resetLog(name, 0);
       applied = 0;
     }
@@ -129,7 +141,10 @@ export class PersonLog {
       if (persons.logApplied(name) !== from + i) break;
       persons.resetLog(name, from + i + 1);
       this.counters.skipped++;
-      this.o.log.warn({ index: from + i, problem: parsed }, 'persons: an entry of the cluster person log is not a link or unlink; skipped');
+      this.o.log.warn(
+        { index: from + i, problem: parsed },
+        'persons: an entry of the cluster person log is not a link or unlink; skipped',
+      );
     }
     flush();
     return persons.logApplied(name);
@@ -148,8 +163,13 @@ export function parseOp(raw: string): PersonOp | string {
   const str = (...keys: string[]) => keys.every((k) => typeof v[k] === 'string' && v[k] !== '');
   if (v.op === 'link') {
     const ids = v.identities;
-    return str('keeper', 'loser') && Array.isArray(ids) && ids.every((x) => typeof x === 'string') ? (v as unknown as PersonOp) : 'link without keeper, loser or identities';
+    return str('keeper', 'loser') && Array.isArray(ids) && ids.every((x) => typeof x === 'string')
+      ? (v as unknown as PersonOp)
+      : 'link without keeper, loser or identities';
   }
-  if (v.op === 'unlink') return str('identity', 'person', 'at') && typeof v.reason === 'string' ? (v as unknown as PersonOp) : 'unlink without identity, person, reason or at';
+  if (v.op === 'unlink')
+    return str('identity', 'person', 'at') && typeof v.reason === 'string'
+      ? (v as unknown as PersonOp)
+      : 'unlink without identity, person, reason or at';
   return `unknown op ${JSON.stringify(String(v.op)).slice(0, 40)}`;
 }

@@ -32,8 +32,12 @@ export class RedisRateLimiter implements RateLimiter {
   constructor(private o: RedisRateLimiterOptions) {
     this.windowMs = o.windowMs ?? 60_000;
     this.redis = new Redis(o.redisUrl, {
-      lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, enableOfflineQueue: false,
-      commandTimeout: o.timeoutMs ?? 500, connectionName: `sb-rate-${o.node}`,
+      lazyConnect: true,
+      connectTimeout: 2000,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      commandTimeout: o.timeoutMs ?? 500,
+      connectionName: `sb-rate-${o.node}`,
     });
     this.redis.on('error', () => {});
     this.local = new MemoryRateLimiter(o.limitOf, o.now ?? Date.now, this.windowMs);
@@ -46,15 +50,29 @@ export class RedisRateLimiter implements RateLimiter {
   async take(key: string, cls: RouteClass): Promise<RateDecision> {
     const limit = Math.max(1, Math.floor(this.o.limitOf(cls)));
     try {
-      const [allowed, remaining, ms] = (await this.redis.eval(RATE_TAKE, 0, `${this.o.prefix}rl:${cls}:${key}`, limit, this.windowMs)) as number[];
+      const [allowed, remaining, ms] = (await this.redis.eval(
+        RATE_TAKE,
+        0,
+        `${this.o.prefix}rl:${cls}:${key}`,
+        limit,
+        this.windowMs,
+      )) as number[];
       this.counters.shared++;
-      return { allowed: allowed === 1, limit, remaining, resetSeconds: Math.max(allowed === 1 ? 0 : 1, Math.ceil(ms / 1000)) };
+      return {
+        allowed: allowed === 1,
+        limit,
+        remaining,
+        resetSeconds: Math.max(allowed === 1 ? 0 : 1, Math.ceil(ms / 1000)),
+      };
     } catch (err) {
       this.counters.fallback++;
       const now = Date.now();
       if (now - this.lastWarn > 10_000) {
         this.lastWarn = now;
-        this.o.log.warn({ err: String((err as Error).message ?? err) }, 'cluster: shared rate limiter unavailable; using this node\'s own limits');
+        this.o.log.warn(
+          { err: String((err as Error).message ?? err) },
+          "cluster: shared rate limiter unavailable; using this node's own limits",
+        );
       }
       return this.local.take(key, cls);
     }

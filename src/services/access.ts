@@ -80,7 +80,14 @@ export interface Trigger {
 }
 
 /** Instance setting keys read by the access step (settings.<key>). */
-export const ACCESS_SETTING_KEYS = ['accessMode', 'triggers', 'stopKeyword', 'resumeKeyword', 'stopReply', 'humanTakeoverMinutes'] as const;
+export const ACCESS_SETTING_KEYS = [
+  'accessMode',
+  'triggers',
+  'stopKeyword',
+  'resumeKeyword',
+  'stopReply',
+  'humanTakeoverMinutes',
+] as const;
 
 export interface PauseView {
   instanceId: string;
@@ -129,7 +136,10 @@ function senderPhone(msg: Pick<InboundMessage, 'sender'>, channel: string): stri
   return null;
 }
 
-export function subjectOf(inst: Pick<Instance, 'channel'>, msg: Pick<InboundMessage, 'sender' | 'chat'>): AccessSubject {
+export function subjectOf(
+  inst: Pick<Instance, 'channel'>,
+  msg: Pick<InboundMessage, 'sender' | 'chat'>,
+): AccessSubject {
   const ids = new Set<string>();
   for (const v of [msg.sender.id, msg.sender.altId, msg.sender.phone]) if (v) ids.add(normalizeIdentifier(v));
   const phone = senderPhone(msg, inst.channel);
@@ -200,7 +210,14 @@ function describe(rule: AccessRule): string {
 
 function asTriggers(v: unknown): Trigger[] {
   if (!Array.isArray(v)) return [];
-  return v.filter((t): t is Trigger => !!t && typeof t === 'object' && ['contains', 'equals', 'startsWith', 'regex'].includes((t as Trigger).type) && typeof (t as Trigger).value === 'string' && (t as Trigger).value.length > 0);
+  return v.filter(
+    (t): t is Trigger =>
+      !!t &&
+      typeof t === 'object' &&
+      ['contains', 'equals', 'startsWith', 'regex'].includes((t as Trigger).type) &&
+      typeof (t as Trigger).value === 'string' &&
+      (t as Trigger).value.length > 0,
+  );
 }
 
 const regexCache = new Map<string, RegExp | null>();
@@ -222,10 +239,14 @@ export function triggerMatches(t: Trigger, text: string): boolean {
   const s = text.trim().toLowerCase();
   const v = t.value.trim().toLowerCase();
   switch (t.type) {
-    case 'contains': return s.includes(v);
-    case 'equals': return s === v;
-    case 'startsWith': return s.startsWith(v);
-    case 'regex': return compiled(t.value)?.test(text.slice(0, 4096)) ?? false;
+    case 'contains':
+      return s.includes(v);
+    case 'equals':
+      return s === v;
+    case 'startsWith':
+      return s.startsWith(v);
+    case 'regex':
+      return compiled(t.value)?.test(text.slice(0, 4096)) ?? false;
   }
 }
 
@@ -234,15 +255,24 @@ export function accessSettingsProblems(settings: Record<string, unknown>): Array
   const out: Array<{ field: string; problem: string }> = [];
   if (settings.triggers !== undefined && settings.triggers !== null) {
     const v = settings.triggers;
-    if (!Array.isArray(v) || v.length > 50 || asTriggers(v).length !== v.length) out.push({ field: 'settings.triggers', problem: 'must be a list (≤ 50) of {type: contains|equals|startsWith|regex, value}' });
-    else for (const t of asTriggers(v)) if (t.type === 'regex' && !compiled(t.value)) out.push({ field: 'settings.triggers', problem: `invalid regex '${t.value.slice(0, 40)}'` });
+    if (!Array.isArray(v) || v.length > 50 || asTriggers(v).length !== v.length)
+      out.push({
+        field: 'settings.triggers',
+        problem: 'must be a list (≤ 50) of {type: contains|equals|startsWith|regex, value}',
+      });
+    else
+      for (const t of asTriggers(v))
+        if (t.type === 'regex' && !compiled(t.value))
+          out.push({ field: 'settings.triggers', problem: `invalid regex '${t.value.slice(0, 40)}'` });
   }
   for (const k of ['stopKeyword', 'resumeKeyword', 'stopReply']) {
     const v = settings[k];
-    if (v !== undefined && v !== null && (typeof v !== 'string' || v.length > 4000 || !v.trim())) out.push({ field: `settings.${k}`, problem: 'must be a non-empty string or null' });
+    if (v !== undefined && v !== null && (typeof v !== 'string' || v.length > 4000 || !v.trim()))
+      out.push({ field: `settings.${k}`, problem: 'must be a non-empty string or null' });
   }
   const m = settings.humanTakeoverMinutes;
-  if (m !== undefined && m !== null && (!Number.isInteger(m) || (m as number) < 0 || (m as number) > 10_080)) out.push({ field: 'settings.humanTakeoverMinutes', problem: 'must be an integer between 0 and 10080' });
+  if (m !== undefined && m !== null && (!Number.isInteger(m) || (m as number) < 0 || (m as number) > 10_080))
+    out.push({ field: 'settings.humanTakeoverMinutes', problem: 'must be an integer between 0 and 10080' });
   return out;
 }
 
@@ -265,8 +295,16 @@ interface RuleRow {
 }
 
 const toRule = (r: RuleRow): AccessRule => ({
-  id: r.id, instanceId: r.instance_id, type: r.type, criteria: JSON.parse(r.criteria_json), priority: r.priority,
-  action: r.action, replyMessage: r.reply_message, expiresAt: r.expires_at, createdAt: r.created_at, updatedAt: r.updated_at,
+  id: r.id,
+  instanceId: r.instance_id,
+  type: r.type,
+  criteria: JSON.parse(r.criteria_json),
+  priority: r.priority,
+  action: r.action,
+  replyMessage: r.reply_message,
+  expiresAt: r.expires_at,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
 });
 
 const CRITERIA_KEYS = ['platformUserId', 'phone', 'channel', 'chatKind', 'groupId'] as const;
@@ -319,7 +357,10 @@ export class AccessService {
     }
     const sql = `SELECT * FROM access_rules ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT ?`;
     args.push(f.limit ?? 1000);
-    return this.db.query<RuleRow, typeof args>(sql).all(...args).map(toRule);
+    return this.db
+      .query<RuleRow, typeof args>(sql)
+      .all(...args)
+      .map(toRule);
   }
 
   countRules(f: Omit<RuleListFilter, 'afterId' | 'limit'> = {}): number {
@@ -328,32 +369,53 @@ export class AccessService {
 
   private validate(v: AccessRule): void {
     const problems: Array<{ field: string; problem: string }> = [];
-    if (v.instanceId !== null && (typeof v.instanceId !== 'string' || !this.instances.get(v.instanceId))) problems.push({ field: 'instanceId', problem: 'no such instance' });
-    if (v.type !== 'allow' && v.type !== 'deny') problems.push({ field: 'type', problem: 'must be one of: allow, deny' });
-    if (v.action !== 'block' && v.action !== 'reply') problems.push({ field: 'action', problem: 'must be one of: block, reply' });
-    if (!Number.isInteger(v.priority) || v.priority < -1_000_000 || v.priority > 1_000_000) problems.push({ field: 'priority', problem: 'must be an integer between -1000000 and 1000000' });
+    if (v.instanceId !== null && (typeof v.instanceId !== 'string' || !this.instances.get(v.instanceId)))
+      problems.push({ field: 'instanceId', problem: 'no such instance' });
+    if (v.type !== 'allow' && v.type !== 'deny')
+      problems.push({ field: 'type', problem: 'must be one of: allow, deny' });
+    if (v.action !== 'block' && v.action !== 'reply')
+      problems.push({ field: 'action', problem: 'must be one of: block, reply' });
+    if (!Number.isInteger(v.priority) || v.priority < -1_000_000 || v.priority > 1_000_000)
+      problems.push({ field: 'priority', problem: 'must be an integer between -1000000 and 1000000' });
     const c = v.criteria as Record<string, unknown>;
-    if (!c || typeof c !== 'object' || Array.isArray(c)) problems.push({ field: 'criteria', problem: 'must be an object' });
+    if (!c || typeof c !== 'object' || Array.isArray(c))
+      problems.push({ field: 'criteria', problem: 'must be an object' });
     else {
-      for (const k of Object.keys(c)) if (!(CRITERIA_KEYS as readonly string[]).includes(k)) problems.push({ field: `criteria.${k}`, problem: `is not a criterion (use ${CRITERIA_KEYS.join(', ')})` });
+      for (const k of Object.keys(c))
+        if (!(CRITERIA_KEYS as readonly string[]).includes(k))
+          problems.push({ field: `criteria.${k}`, problem: `is not a criterion (use ${CRITERIA_KEYS.join(', ')})` });
       for (const k of CRITERIA_KEYS) {
         const x = c[k];
-        if (x !== undefined && (typeof x !== 'string' || !x.trim() || x.length > 200)) problems.push({ field: `criteria.${k}`, problem: 'must be a non-empty string (≤ 200 characters)' });
+        if (x !== undefined && (typeof x !== 'string' || !x.trim() || x.length > 200))
+          problems.push({ field: `criteria.${k}`, problem: 'must be a non-empty string (≤ 200 characters)' });
       }
-      if (typeof c.phone === 'string' && (!PHONE_PATTERN.test(c.phone) || !/\d/.test(c.phone))) problems.push({ field: 'criteria.phone', problem: 'must be a phone number with digits and optional * wildcards, e.g. +5511*' });
-      if (typeof c.channel === 'string' && c.channel !== 'whatsapp' && !(CHANNEL_KINDS as string[]).includes(c.channel)) problems.push({ field: 'criteria.channel', problem: `must be one of: whatsapp, ${CHANNEL_KINDS.join(', ')}` });
-      if (c.chatKind !== undefined && c.chatKind !== 'direct' && c.chatKind !== 'group') problems.push({ field: 'criteria.chatKind', problem: 'must be one of: direct, group' });
+      if (typeof c.phone === 'string' && (!PHONE_PATTERN.test(c.phone) || !/\d/.test(c.phone)))
+        problems.push({
+          field: 'criteria.phone',
+          problem: 'must be a phone number with digits and optional * wildcards, e.g. +5511*',
+        });
+      if (typeof c.channel === 'string' && c.channel !== 'whatsapp' && !(CHANNEL_KINDS as string[]).includes(c.channel))
+        problems.push({ field: 'criteria.channel', problem: `must be one of: whatsapp, ${CHANNEL_KINDS.join(', ')}` });
+      if (c.chatKind !== undefined && c.chatKind !== 'direct' && c.chatKind !== 'group')
+        problems.push({ field: 'criteria.chatKind', problem: 'must be one of: direct, group' });
     }
-    if (v.action === 'reply' && (typeof v.replyMessage !== 'string' || !v.replyMessage.trim())) problems.push({ field: 'replyMessage', problem: "is required when action is 'reply'" });
-    if (v.replyMessage !== null && (typeof v.replyMessage !== 'string' || v.replyMessage.length > 4000)) problems.push({ field: 'replyMessage', problem: 'must be a string (≤ 4000 characters) or null' });
-    if (v.expiresAt !== null && (typeof v.expiresAt !== 'string' || v.expiresAt.length > 40 || Number.isNaN(Date.parse(v.expiresAt)))) problems.push({ field: 'expiresAt', problem: 'must be an ISO 8601 date-time or null' });
+    if (v.action === 'reply' && (typeof v.replyMessage !== 'string' || !v.replyMessage.trim()))
+      problems.push({ field: 'replyMessage', problem: "is required when action is 'reply'" });
+    if (v.replyMessage !== null && (typeof v.replyMessage !== 'string' || v.replyMessage.length > 4000))
+      problems.push({ field: 'replyMessage', problem: 'must be a string (≤ 4000 characters) or null' });
+    if (
+      v.expiresAt !== null &&
+      (typeof v.expiresAt !== 'string' || v.expiresAt.length > 40 || Number.isNaN(Date.parse(v.expiresAt)))
+    )
+      problems.push({ field: 'expiresAt', problem: 'must be an ISO 8601 date-time or null' });
     if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
   }
 
   private cleanCriteria(c: RuleCriteria | undefined): RuleCriteria {
     if (!c || typeof c !== 'object' || Array.isArray(c)) return c as RuleCriteria;
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(c)) if (v !== undefined && v !== null) out[k] = typeof v === 'string' ? v.trim() : v;
+    for (const [k, v] of Object.entries(c))
+      if (v !== undefined && v !== null) out[k] = typeof v === 'string' ? v.trim() : v;
     return out as RuleCriteria;
   }
 
@@ -374,8 +436,21 @@ export class AccessService {
     this.validate(rule);
     if (rule.expiresAt) rule.expiresAt = new Date(Date.parse(rule.expiresAt)).toISOString();
     this.db
-      .query('INSERT INTO access_rules (id, instance_id, type, criteria_json, priority, action, reply_message, expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(rule.id, rule.instanceId, rule.type, JSON.stringify(rule.criteria), rule.priority, rule.action, rule.replyMessage, rule.expiresAt, now, now);
+      .query(
+        'INSERT INTO access_rules (id, instance_id, type, criteria_json, priority, action, reply_message, expires_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      )
+      .run(
+        rule.id,
+        rule.instanceId,
+        rule.type,
+        JSON.stringify(rule.criteria),
+        rule.priority,
+        rule.action,
+        rule.replyMessage,
+        rule.expiresAt,
+        now,
+        now,
+      );
     this.invalidate();
     return rule;
   }
@@ -397,8 +472,20 @@ export class AccessService {
     this.validate(next);
     if (next.expiresAt) next.expiresAt = new Date(Date.parse(next.expiresAt)).toISOString();
     this.db
-      .query('UPDATE access_rules SET instance_id = ?, type = ?, criteria_json = ?, priority = ?, action = ?, reply_message = ?, expires_at = ?, updated_at = ? WHERE id = ?')
-      .run(next.instanceId, next.type, JSON.stringify(next.criteria), next.priority, next.action, next.replyMessage, next.expiresAt, next.updatedAt, id);
+      .query(
+        'UPDATE access_rules SET instance_id = ?, type = ?, criteria_json = ?, priority = ?, action = ?, reply_message = ?, expires_at = ?, updated_at = ? WHERE id = ?',
+      )
+      .run(
+        next.instanceId,
+        next.type,
+        JSON.stringify(next.criteria),
+        next.priority,
+        next.action,
+        next.replyMessage,
+        next.expiresAt,
+        next.updatedAt,
+        id,
+      );
     this.invalidate();
     return next;
   }
@@ -452,7 +539,8 @@ export class AccessService {
   checkUser(inst: Instance, platformUserId: string, channel?: string): RuleEvaluation {
     const s = subjectOf(inst, { sender: { id: platformUserId }, chat: { chatId: platformUserId, kind: 'direct' } });
     if (channel) s.channel = channel;
-    if (!s.phone && PHONE_LIKE.test(platformUserId.trim()) && /\d/.test(platformUserId)) s.phone = normalizeIdentifier(platformUserId);
+    if (!s.phone && PHONE_LIKE.test(platformUserId.trim()) && /\d/.test(platformUserId))
+      s.phone = normalizeIdentifier(platformUserId);
     return this.evaluate(inst, s);
   }
 
@@ -484,7 +572,12 @@ export class AccessService {
     if (stop && said === stop) {
       this.pause(inst.id, chatKey, 'stop_keyword', null);
       const stopReply = typeof settings.stopReply === 'string' && settings.stopReply.trim() ? settings.stopReply : null;
-      return { allowed: false, reason: 'stop keyword: bot paused for this conversation', ruleId: ev.rule?.id ?? null, reply: stopReply };
+      return {
+        allowed: false,
+        reason: 'stop keyword: bot paused for this conversation',
+        ruleId: ev.rule?.id ?? null,
+        reply: stopReply,
+      };
     }
     if (paused) {
       if (resume && said === resume) {
@@ -493,7 +586,10 @@ export class AccessService {
       }
       return {
         allowed: false,
-        reason: paused.reason === 'human_takeover' ? `paused: human takeover until ${paused.until}` : 'paused: stop keyword (send the resume keyword to continue)',
+        reason:
+          paused.reason === 'human_takeover'
+            ? `paused: human takeover until ${paused.until}`
+            : 'paused: stop keyword (send the resume keyword to continue)',
         ruleId: ev.rule?.id ?? null,
       };
     }
@@ -522,11 +618,18 @@ export class AccessService {
   pauseOf(instanceId: string, chatKey: string, now = this.clock.now()): PauseView | null {
     let any = this.anyPause.get(instanceId);
     if (any === undefined) {
-      any = this.db.query<{ n: number }, [string]>('SELECT EXISTS (SELECT 1 FROM conversation_pauses WHERE instance_id = ?) AS n').get(instanceId)!.n === 1;
+      any =
+        this.db
+          .query<{ n: number }, [string]>(
+            'SELECT EXISTS (SELECT 1 FROM conversation_pauses WHERE instance_id = ?) AS n',
+          )
+          .get(instanceId)!.n === 1;
       this.anyPause.set(instanceId, any);
     }
     if (!any) return null;
-    const r = this.db.query<PauseRow, [string, string]>('SELECT * FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').get(instanceId, chatKey);
+    const r = this.db
+      .query<PauseRow, [string, string]>('SELECT * FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?')
+      .get(instanceId, chatKey);
     if (!r) return null;
     if (r.until !== null && Date.parse(r.until) <= now) {
       this.resume(instanceId, chatKey);
@@ -536,7 +639,15 @@ export class AccessService {
   }
 
   /** Live pauses (expired ones are left to the next message of their chat), by instance then chat. */
-  listPauses(f: { instanceId?: string; visibleInstanceIds: string[] | null; after?: { instanceId: string; chatKey: string }; limit: number }, now = this.clock.now()): Array<{ pause: PauseView; storedKey: string }> {
+  listPauses(
+    f: {
+      instanceId?: string;
+      visibleInstanceIds: string[] | null;
+      after?: { instanceId: string; chatKey: string };
+      limit: number;
+    },
+    now = this.clock.now(),
+  ): Array<{ pause: PauseView; storedKey: string }> {
     const where = ['(until IS NULL OR until > ?)'];
     const args: Array<string | number> = [isoNow(now)];
     if (f.instanceId !== undefined) {
@@ -553,23 +664,36 @@ export class AccessService {
     }
     args.push(f.limit);
     return this.db
-      .query<PauseRow, typeof args>(`SELECT * FROM conversation_pauses WHERE ${where.join(' AND ')} ORDER BY instance_id, chat_key LIMIT ?`)
+      .query<PauseRow, typeof args>(
+        `SELECT * FROM conversation_pauses WHERE ${where.join(' AND ')} ORDER BY instance_id, chat_key LIMIT ?`,
+      )
       .all(...args)
       .map((r) => ({ pause: toPause(r), storedKey: r.chat_key }));
   }
 
   /** The live pause of a conversation by its id, among the given instances. */
-  pauseByConversation(conversationId: string, visibleInstanceIds: string[] | null, now = this.clock.now()): { pause: PauseView; storedKey: string } | null {
+  pauseByConversation(
+    conversationId: string,
+    visibleInstanceIds: string[] | null,
+    now = this.clock.now(),
+  ): { pause: PauseView; storedKey: string } | null {
     // Pauses are few (one per stopped chat) and the id is a hash of (instance, chat): scan them.
     const rows = this.db.query<PauseRow, []>('SELECT * FROM conversation_pauses').all();
-    const r = rows.find((p) => toPause(p).conversationId === conversationId && (!visibleInstanceIds || visibleInstanceIds.includes(p.instance_id)));
+    const r = rows.find(
+      (p) =>
+        toPause(p).conversationId === conversationId &&
+        (!visibleInstanceIds || visibleInstanceIds.includes(p.instance_id)),
+    );
     if (!r || !this.pauseOf(r.instance_id, r.chat_key, now)) return null;
     return { pause: toPause(r), storedKey: r.chat_key };
   }
 
   resume(instanceId: string, chatKey: string): boolean {
     this.anyPause.delete(instanceId);
-    return this.db.query('DELETE FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').run(instanceId, chatKey).changes > 0;
+    return (
+      this.db.query('DELETE FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').run(instanceId, chatKey)
+        .changes > 0
+    );
   }
 }
 
@@ -588,5 +712,12 @@ interface PauseRow {
 function toPause(r: PauseRow): PauseView {
   const hash = r.chat_key.lastIndexOf('#');
   const chatKey = hash < 0 ? r.chat_key : `${r.chat_key.slice(0, hash)}/${r.chat_key.slice(hash + 1)}`;
-  return { instanceId: r.instance_id, chatKey, conversationId: conversationIdForKey(r.instance_id, chatKey), reason: r.reason, until: r.until, createdAt: r.created_at };
+  return {
+    instanceId: r.instance_id,
+    chatKey,
+    conversationId: conversationIdForKey(r.instance_id, chatKey),
+    reason: r.reason,
+    until: r.until,
+    createdAt: r.created_at,
+  };
 }

@@ -88,7 +88,9 @@ export class AuditService {
       }
     }
     try {
-      const insert = this.db.query('INSERT INTO audit_log (key_id, method, path, status, ip, user_agent, at) VALUES (?, ?, ?, ?, ?, ?, ?)');
+      const insert = this.db.query(
+        'INSERT INTO audit_log (key_id, method, path, status, ip, user_agent, at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      );
       this.db.transaction(() => {
         for (const e of batch) insert.run(e.keyId, e.method, e.path, e.status, e.ip, e.userAgent, isoNow(e.at));
         this.keys.recordUsage(usage);
@@ -105,11 +107,30 @@ export class AuditService {
     this.flush();
     const limit = opts.limit ?? 50;
     const rows = this.db
-      .query<{ seq: number; key_id: string; method: string; path: string; status: number; ip: string | null; user_agent: string | null; at: string }, [string, number, number]>(
-        'SELECT * FROM audit_log WHERE key_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?',
-      )
+      .query<
+        {
+          seq: number;
+          key_id: string;
+          method: string;
+          path: string;
+          status: number;
+          ip: string | null;
+          user_agent: string | null;
+          at: string;
+        },
+        [string, number, number]
+      >('SELECT * FROM audit_log WHERE key_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?')
       .all(keyId, opts.beforeSeq ?? Number.MAX_SAFE_INTEGER, limit);
-    return rows.map((r) => ({ seq: r.seq, keyId: r.key_id, method: r.method, path: r.path, status: r.status, ip: r.ip, userAgent: r.user_agent, at: r.at }));
+    return rows.map((r) => ({
+      seq: r.seq,
+      keyId: r.key_id,
+      method: r.method,
+      path: r.path,
+      status: r.status,
+      ip: r.ip,
+      userAgent: r.user_agent,
+      at: r.at,
+    }));
   }
 
   count(keyId: string): number {

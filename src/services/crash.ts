@@ -2,8 +2,8 @@
 // SIGKILL itself at the n-th pass through <point>. Unset, a crash point is one boolean check.
 
 export type CrashPointName =
-  | 'after_inbox_commit'     // inbox committed, webhook not yet answered
-  | 'after_ack'              // webhook answered
+  | 'after_inbox_commit' // inbox committed, webhook not yet answered
+  | 'after_ack' // webhook answered
   | 'agent_before_first_delta'
   | 'agent_mid_stream'
   | 'after_agent_before_send'

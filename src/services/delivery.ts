@@ -55,30 +55,61 @@ export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
  * Sends (or skips, when already sent) one numbered part of a reply through the outbox. `extra`
  * carries an API send's media or reaction (POST /api/v2/messages/media|reaction).
  */
-export async function sendPart(ctx: DeliveryContext, part: number, text: string, replyTo?: string, extra?: Pick<OutboundMessage, 'media' | 'reaction'>): Promise<string> {
+export async function sendPart(
+  ctx: DeliveryContext,
+  part: number,
+  text: string,
+  replyTo?: string,
+  extra?: Pick<OutboundMessage, 'media' | 'reaction'>,
+): Promise<string> {
   const { db } = ctx;
   const known = ctx.partsWritten;
-  const row = known && !known.has(part) ? null : db.query<OutboxRow, [number, number]>('SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?').get(ctx.inboxSeq, part);
+  const row =
+    known && !known.has(part)
+      ? null
+      : db
+          .query<OutboxRow, [number, number]>(
+            'SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?',
+          )
+          .get(ctx.inboxSeq, part);
   if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
   if (row?.status === 'sending') ctx.onPossibleDuplicate();
   known?.add(part);
   await ctx.log.commit(() => {
-    if (row) db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(text, row.id);
-    else db.query("INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)").run(newId(), ctx.inboxSeq, part, text, isoNow());
+    if (row)
+      db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(
+        text,
+        row.id,
+      );
+    else
+      db.query(
+        "INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)",
+      ).run(newId(), ctx.inboxSeq, part, text, isoNow());
   });
-  const receipt = await ctx.adapter.send(ctx.chat, { text, replyTo, ...extra }, { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound });
+  const receipt = await ctx.adapter.send(
+    ctx.chat,
+    { text, replyTo, ...extra },
+    { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound },
+  );
   crashPoint('after_send_before_outbox_commit');
   const sentAt = isoNow();
   ctx.log.write(() => {
-    db.query("UPDATE outbox SET status = 'sent', platform_message_id = ?, sent_at = ? WHERE inbox_seq = ? AND part = ?").run(receipt.platformMessageId, sentAt, ctx.inboxSeq, part);
+    db.query(
+      "UPDATE outbox SET status = 'sent', platform_message_id = ?, sent_at = ? WHERE inbox_seq = ? AND part = ?",
+    ).run(receipt.platformMessageId, sentAt, ctx.inboxSeq, part);
   });
   ctx.onSent?.(part, receipt.platformMessageId, text);
   return receipt.platformMessageId;
 }
 
-export function sentParts(db: Database, inboxSeq: number): Array<{ part: number; text: string; platformMessageId: string }> {
+export function sentParts(
+  db: Database,
+  inboxSeq: number,
+): Array<{ part: number; text: string; platformMessageId: string }> {
   return db
-    .query<{ part: number; text: string; platform_message_id: string }, [number]>("SELECT part, text, platform_message_id FROM outbox WHERE inbox_seq = ? AND status = 'sent' ORDER BY part")
+    .query<{ part: number; text: string; platform_message_id: string }, [number]>(
+      "SELECT part, text, platform_message_id FROM outbox WHERE inbox_seq = ? AND status = 'sent' ORDER BY part",
+    )
     .all(inboxSeq)
     .map((r) => ({ part: r.part, text: r.text, platformMessageId: r.platform_message_id }));
 }
@@ -109,7 +140,11 @@ class BlocksWriter implements ReplyWriter {
   private splitter = new BlockSplitter();
   private streamed = '';
   private part = 0;
-  constructor(private ctx: DeliveryContext, private limits: { maxChars: number; maxLines?: number }, private replyTo?: string) {}
+  constructor(
+    private ctx: DeliveryContext,
+    private limits: { maxChars: number; maxLines?: number },
+    private replyTo?: string,
+  ) {}
 
   private async sendBlocks(blocks: string[]) {
     for (const b of blocks) {
@@ -137,7 +172,11 @@ class EditWriter implements ReplyWriter {
   private lastEditAt = -Infinity;
   private shown = new Map<number, string>(); // part → text visible on the platform
   private ids = new Map<number, string>();
-  constructor(private ctx: DeliveryContext, private limits: { maxChars: number; maxLines?: number }, private replyTo?: string) {
+  constructor(
+    private ctx: DeliveryContext,
+    private limits: { maxChars: number; maxLines?: number },
+    private replyTo?: string,
+  ) {
     for (const s of sentParts(ctx.db, ctx.inboxSeq)) {
       this.ids.set(s.part, s.platformMessageId);
       this.shown.set(s.part, s.text);
@@ -154,7 +193,11 @@ class EditWriter implements ReplyWriter {
         this.ids.set(i, await sendPart(this.ctx, i, text, i === 0 ? this.replyTo : undefined));
       } else {
         await this.ctx.adapter.edit!(this.ctx.chat, id, text);
-        this.ctx.log.write(() => this.ctx.db.query('UPDATE outbox SET text = ? WHERE inbox_seq = ? AND part = ?').run(text, this.ctx.inboxSeq, i));
+        this.ctx.log.write(() =>
+          this.ctx.db
+            .query('UPDATE outbox SET text = ? WHERE inbox_seq = ? AND part = ?')
+            .run(text, this.ctx.inboxSeq, i),
+        );
       }
       this.shown.set(i, text);
     }

@@ -19,17 +19,37 @@ import type { StreamHub } from '../stream/hub.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
 import type { Instance, InstanceStatus } from './instance-types.ts';
-import { platformOf, type Attribution, type PersonService } from './persons.ts';
+import { type Attribution, type PersonService, platformOf } from './persons.ts';
 import type { Pipeline, TerminalInfo } from './pipeline.ts';
 
 export interface EventRow {
-  seq: number; id: string; type: string; channel: string | null; instance_id: string | null; person_id: string | null; identity_id: string | null;
-  conversation_id: string | null; trace_id: string | null; content_type: string | null; text: string | null; payload_json: string | null; created_at: string;
+  seq: number;
+  id: string;
+  type: string;
+  channel: string | null;
+  instance_id: string | null;
+  person_id: string | null;
+  identity_id: string | null;
+  conversation_id: string | null;
+  trace_id: string | null;
+  content_type: string | null;
+  text: string | null;
+  payload_json: string | null;
+  created_at: string;
 }
 
 export interface EventView {
-  id: string; type: string; channel: string | null; instanceId: string | null; personId: string | null; conversationId: string | null;
-  traceId: string | null; contentType: string | null; text: string | null; payload: Record<string, unknown> | null; createdAt: string;
+  id: string;
+  type: string;
+  channel: string | null;
+  instanceId: string | null;
+  personId: string | null;
+  conversationId: string | null;
+  traceId: string | null;
+  contentType: string | null;
+  text: string | null;
+  payload: Record<string, unknown> | null;
+  createdAt: string;
 }
 
 export interface EventFilter {
@@ -49,16 +69,32 @@ export interface EventFilter {
 }
 
 interface NewEvent {
-  type: string; channel: string | null; instanceId: string | null; conversationId: string | null; traceId: string | null;
-  contentType: string | null; text: string | null; payload: Record<string, unknown>; createdAt: string;
+  type: string;
+  channel: string | null;
+  instanceId: string | null;
+  conversationId: string | null;
+  traceId: string | null;
+  contentType: string | null;
+  text: string | null;
+  payload: Record<string, unknown>;
+  createdAt: string;
   /** Resolved inside the flush transaction (creates persons for new senders). */
   attribute?: () => Attribution | null;
 }
 
 export function eventView(r: EventRow): EventView {
   return {
-    id: r.id, type: r.type, channel: r.channel, instanceId: r.instance_id, personId: r.person_id, conversationId: r.conversation_id,
-    traceId: r.trace_id, contentType: r.content_type, text: r.text, payload: r.payload_json ? JSON.parse(r.payload_json) : null, createdAt: r.created_at,
+    id: r.id,
+    type: r.type,
+    channel: r.channel,
+    instanceId: r.instance_id,
+    personId: r.person_id,
+    conversationId: r.conversation_id,
+    traceId: r.trace_id,
+    contentType: r.content_type,
+    text: r.text,
+    payload: r.payload_json ? JSON.parse(r.payload_json) : null,
+    createdAt: r.created_at,
   };
 }
 
@@ -81,17 +117,45 @@ export class EventService {
   private fts;
   private ftsTimer: ReturnType<typeof setTimeout> | null = null;
 
-  constructor(private db: Database, readonly persons: PersonService, private opts: { log?: Logger; hub?: StreamHub } = {}) {
-    this.insert = db.query<{ seq: number }, [string, string, string | null, string | null, string | null, string | null, string | null, string | null, string | null, string | null, string, string]>(
+  constructor(
+    private db: Database,
+    readonly persons: PersonService,
+    private opts: { log?: Logger; hub?: StreamHub } = {},
+  ) {
+    this.insert = db.query<
+      { seq: number },
+      [
+        string,
+        string,
+        string | null,
+        string | null,
+        string | null,
+        string | null,
+        string | null,
+        string | null,
+        string | null,
+        string | null,
+        string,
+        string,
+      ]
+    >(
       `INSERT INTO events (id, type, channel, instance_id, person_id, identity_id, conversation_id, trace_id, content_type, text, payload_json, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING seq`,
     );
     this.fts = {
-      behind: db.query<{ from: number; to: number | null }, []>('SELECT indexed_seq AS "from", (SELECT MAX(seq) FROM events) AS "to" FROM events_fts_state WHERE id = 1'),
-      index: db.query<unknown, [number, number]>('INSERT INTO events_fts (rowid, text) SELECT seq, text FROM events WHERE seq > ? AND seq <= ? AND text IS NOT NULL ORDER BY seq'),
+      behind: db.query<{ from: number; to: number | null }, []>(
+        'SELECT indexed_seq AS "from", (SELECT MAX(seq) FROM events) AS "to" FROM events_fts_state WHERE id = 1',
+      ),
+      index: db.query<unknown, [number, number]>(
+        'INSERT INTO events_fts (rowid, text) SELECT seq, text FROM events WHERE seq > ? AND seq <= ? AND text IS NOT NULL ORDER BY seq',
+      ),
       advance: db.query<unknown, [number]>('UPDATE events_fts_state SET indexed_seq = ? WHERE id = 1'),
-      received: db.query<{ person_id: string | null; identity_id: string | null }, [string]>("SELECT person_id, identity_id FROM events WHERE trace_id = ? AND type = 'message.received'"),
-      externalId: db.query<{ platform_message_id: string | null }, [number]>("SELECT platform_message_id FROM outbox WHERE inbox_seq = ? AND part < 10000 AND status = 'sent' ORDER BY part LIMIT 1"),
+      received: db.query<{ person_id: string | null; identity_id: string | null }, [string]>(
+        "SELECT person_id, identity_id FROM events WHERE trace_id = ? AND type = 'message.received'",
+      ),
+      externalId: db.query<{ platform_message_id: string | null }, [number]>(
+        "SELECT platform_message_id FROM outbox WHERE inbox_seq = ? AND part < 10000 AND status = 'sent' ORDER BY part LIMIT 1",
+      ),
     };
     // Events written before a shutdown may not be indexed yet.
     this.scheduleIndex();
@@ -99,7 +163,9 @@ export class EventService {
 
   /** Records messages at their terminal state and instance status changes. */
   attach(pipeline: Pipeline): void {
-    pipeline.onTerminal((row, status, inst, responseText, info) => this.recordTerminal(row, status, inst, responseText, info));
+    pipeline.onTerminal((row, status, inst, responseText, info) =>
+      this.recordTerminal(row, status, inst, responseText, info),
+    );
     pipeline.onInstanceStatus((inst, status, detail) => this.recordStatus(inst, status, detail));
   }
 
@@ -122,7 +188,13 @@ export class EventService {
     return rows.length;
   }
 
-  recordTerminal(row: InboxRow, status: string, inst: Instance | null, responseText: string | null, info?: TerminalInfo): void {
+  recordTerminal(
+    row: InboxRow,
+    status: string,
+    inst: Instance | null,
+    responseText: string | null,
+    info?: TerminalInfo,
+  ): void {
     let msg: InboundMessage;
     try {
       msg = JSON.parse(row.payload_json) as InboundMessage;
@@ -140,11 +212,34 @@ export class EventService {
       const ok = status === 'completed';
       const external = ok ? externalId() : null;
       this.enqueue({
-        ...base, type: ok ? 'message.sent' : 'message.failed', contentType: row.content_type, text: row.text || null, createdAt: row.completed_at ?? isoNow(),
+        ...base,
+        type: ok ? 'message.sent' : 'message.failed',
+        contentType: row.content_type,
+        text: row.text || null,
+        createdAt: row.completed_at ?? isoNow(),
         payload: {
-          direction: 'outbound', source: 'api', instanceName, messageId: row.id, externalMessageId: external, chat: msg.chat, status,
-          error: ok ? null : row.error ?? this.db.query<{ error: string | null }, [number]>('SELECT error FROM inbox WHERE seq = ?').get(row.seq)?.error ?? null,
-          ...(out.media ? { media: { mediaType: out.media.mediaType, url: out.media.url ?? null, filename: out.media.filename ?? null } } : {}),
+          direction: 'outbound',
+          source: 'api',
+          instanceName,
+          messageId: row.id,
+          externalMessageId: external,
+          chat: msg.chat,
+          status,
+          error: ok
+            ? null
+            : (row.error ??
+              this.db.query<{ error: string | null }, [number]>('SELECT error FROM inbox WHERE seq = ?').get(row.seq)
+                ?.error ??
+              null),
+          ...(out.media
+            ? {
+                media: {
+                  mediaType: out.media.mediaType,
+                  url: out.media.url ?? null,
+                  filename: out.media.filename ?? null,
+                },
+              }
+            : {}),
           ...(out.reaction ? { reaction: out.reaction } : {}),
         },
         // An API send to a direct chat belongs to the person on the other side, when we know them.
@@ -172,18 +267,41 @@ export class EventService {
       who = this.persons.observe(platform, msg.sender, row.received_at, !replayOf);
       return who;
     };
-    if (!replayOf) this.enqueue({
-      ...base, type: 'message.received', contentType: row.content_type, text: row.text || null, createdAt: row.received_at,
-      payload: {
-        direction: 'inbound', instanceName, providerMessageId: row.provider_message_id, chat: msg.chat, sender: msg.sender, status,
-        platformTimestamp: msg.timestamp ?? null, replyToMessageId: msg.replyToMessageId ?? null, fromOwner: msg.fromOwner ?? false,
-      },
-      attribute,
-    });
+    if (!replayOf)
+      this.enqueue({
+        ...base,
+        type: 'message.received',
+        contentType: row.content_type,
+        text: row.text || null,
+        createdAt: row.received_at,
+        payload: {
+          direction: 'inbound',
+          instanceName,
+          providerMessageId: row.provider_message_id,
+          chat: msg.chat,
+          sender: msg.sender,
+          status,
+          platformTimestamp: msg.timestamp ?? null,
+          replyToMessageId: msg.replyToMessageId ?? null,
+          fromOwner: msg.fromOwner ?? false,
+        },
+        attribute,
+      });
     if (status === 'completed' && responseText) {
       this.enqueue({
-        ...base, type: 'message.sent', contentType: 'text', text: responseText, createdAt: isoNow(),
-        payload: { direction: 'outbound', source: 'agent', instanceName, inReplyTo: row.provider_message_id, externalMessageId: externalId(), chat: msg.chat },
+        ...base,
+        type: 'message.sent',
+        contentType: 'text',
+        text: responseText,
+        createdAt: isoNow(),
+        payload: {
+          direction: 'outbound',
+          source: 'agent',
+          instanceName,
+          inReplyTo: row.provider_message_id,
+          externalMessageId: externalId(),
+          chat: msg.chat,
+        },
         attribute,
       });
     }
@@ -194,8 +312,15 @@ export class EventService {
     if (status === 'connecting' && !detail.qr) return;
     const type = detail.qr ? 'instance.qr' : `instance.${status}`;
     this.enqueue({
-      type, channel: inst.channel, instanceId: inst.id, conversationId: null, traceId: null, contentType: null,
-      text: detail.reason ?? null, createdAt: isoNow(), payload: { instanceName: inst.name, status, reason: detail.reason ?? null, hasQr: Boolean(detail.qr) },
+      type,
+      channel: inst.channel,
+      instanceId: inst.id,
+      conversationId: null,
+      traceId: null,
+      contentType: null,
+      text: detail.reason ?? null,
+      createdAt: isoNow(),
+      payload: { instanceName: inst.name, status, reason: detail.reason ?? null, hasQr: Boolean(detail.qr) },
     });
   }
 
@@ -221,26 +346,56 @@ export class EventService {
     const hub = this.opts.hub ?? null;
     const written: EventView[] = [];
     try {
-      this.db.transaction(() => {
-        for (const e of batch) {
-          const who = e.attribute?.() ?? null;
-          const id = newId();
-          const r = this.insert.get(id, e.type, e.channel, e.instanceId, who?.personId ?? null, who?.identityId ?? null, e.conversationId, e.traceId, e.contentType, e.text, JSON.stringify(e.payload), e.createdAt);
-          if (r && hub) {
-            written.push({
-              id, type: e.type, channel: e.channel, instanceId: e.instanceId, personId: who?.personId ?? null, conversationId: e.conversationId,
-              traceId: e.traceId, contentType: e.contentType, text: e.text, payload: e.payload, createdAt: e.createdAt,
-            });
+      this.db
+        .transaction(() => {
+          for (const e of batch) {
+            const who = e.attribute?.() ?? null;
+            const id = newId();
+            const r = this.insert.get(
+              id,
+              e.type,
+              e.channel,
+              e.instanceId,
+              who?.personId ?? null,
+              who?.identityId ?? null,
+              e.conversationId,
+              e.traceId,
+              e.contentType,
+              e.text,
+              JSON.stringify(e.payload),
+              e.createdAt,
+            );
+            if (r && hub) {
+              written.push({
+                id,
+                type: e.type,
+                channel: e.channel,
+                instanceId: e.instanceId,
+                personId: who?.personId ?? null,
+                conversationId: e.conversationId,
+                traceId: e.traceId,
+                contentType: e.contentType,
+                text: e.text,
+                payload: e.payload,
+                createdAt: e.createdAt,
+              });
+            }
           }
-        }
-      }).immediate();
+        })
+        .immediate();
     } catch (err) {
       // The database is closing or broken; events are a derived record, the messages are safe.
       this.opts.log?.error({ err: String(err), events: batch.length }, 'event write failed');
       return;
     }
     this.scheduleIndex();
-    if (hub) for (const v of written) hub.publishEvent('events', { type: 'event.created', event: v }, v.instanceId ? { instanceId: v.instanceId } : {});
+    if (hub)
+      for (const v of written)
+        hub.publishEvent(
+          'events',
+          { type: 'event.created', event: v },
+          v.instanceId ? { instanceId: v.instanceId } : {},
+        );
   }
 
   private scheduleIndex(): void {
@@ -261,18 +416,22 @@ export class EventService {
   indexSearch(): void {
     const peek = this.fts.behind.get();
     if (!peek || (peek.to ?? 0) <= peek.from) return;
-    this.db.transaction(() => {
-      const b = this.fts.behind.get()!;
-      const to = b.to ?? 0;
-      if (to <= b.from) return;
-      this.fts.index.run(b.from, to);
-      this.fts.advance.run(to);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        const b = this.fts.behind.get()!;
+        const to = b.to ?? 0;
+        if (to <= b.from) return;
+        this.fts.index.run(b.from, to);
+        this.fts.advance.run(to);
+      })
+      .immediate();
   }
 
   /** Newest first; `beforeSeq` is the cursor (rows arriving meanwhile have larger seq: no gaps, no repeats). */
   // Cluster mode pages by `before` = (created_at, id) instead (comparable across nodes; `byTime` orders so).
-  list(f: EventFilter & { beforeSeq?: number; before?: { at: string; id: string }; byTime?: boolean; limit: number }): EventRow[] {
+  list(
+    f: EventFilter & { beforeSeq?: number; before?: { at: string; id: string }; byTime?: boolean; limit: number },
+  ): EventRow[] {
     const { where, params } = this.where(f);
     if (f.beforeSeq !== undefined) {
       where.push('e.seq < ?');
@@ -284,13 +443,19 @@ export class EventService {
     }
     const order = f.byTime || f.before ? 'e.created_at DESC, e.id DESC' : 'e.seq DESC';
     return this.db
-      .query<EventRow, (string | number)[]>(`SELECT e.* FROM events e ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY ${order} LIMIT ?`)
+      .query<EventRow, (string | number)[]>(
+        `SELECT e.* FROM events e ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`,
+      )
       .all(...params, f.limit);
   }
 
   count(f: EventFilter): number {
     const { where, params } = this.where(f);
-    return this.db.query<{ n: number }, (string | number)[]>(`SELECT COUNT(*) AS n FROM events e ${where.length ? 'WHERE ' + where.join(' AND ') : ''}`).get(...params)!.n;
+    return this.db
+      .query<{ n: number }, (string | number)[]>(
+        `SELECT COUNT(*) AS n FROM events e ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`,
+      )
+      .get(...params)!.n;
   }
 
   get(id: string): EventRow | null {
@@ -301,7 +466,9 @@ export class EventService {
   channelsOf(personId: string, visibleInstances: string[] | null): string[] {
     const { where, params } = this.where({ personId: [personId], visibleInstances });
     return this.db
-      .query<{ channel: string }, (string | number)[]>(`SELECT DISTINCT e.channel FROM events e WHERE ${where.join(' AND ')} AND e.channel IS NOT NULL ORDER BY e.channel`)
+      .query<{ channel: string }, (string | number)[]>(
+        `SELECT DISTINCT e.channel FROM events e WHERE ${where.join(' AND ')} AND e.channel IS NOT NULL ORDER BY e.channel`,
+      )
       .all(...params)
       .map((r) => r.channel);
   }
@@ -377,9 +544,11 @@ export function asContext(events: EventView[], personName: (id: string) => strin
     const person = e.personId ? (personName(e.personId) ?? e.personId) : null;
     const sender = (p.sender as { name?: string; id?: string } | undefined) ?? {};
     const media = e.contentType && e.contentType !== 'text' ? ` [${e.contentType}]` : '';
-    if (e.type === 'message.received') return `[${at}] ${where} ${sender.name ?? person ?? sender.id ?? 'user'}: ${text}${media}`;
+    if (e.type === 'message.received')
+      return `[${at}] ${where} ${sender.name ?? person ?? sender.id ?? 'user'}: ${text}${media}`;
     if (e.type === 'message.sent') return `[${at}] ${where} assistant${person ? ` → ${person}` : ''}: ${text}${media}`;
-    if (e.type === 'message.failed') return `[${at}] ${where} send failed${person ? ` → ${person}` : ''}: ${text} (${String(p.error ?? 'error')})`;
+    if (e.type === 'message.failed')
+      return `[${at}] ${where} send failed${person ? ` → ${person}` : ''}: ${text} (${String(p.error ?? 'error')})`;
     return `[${at}] ${where} ${e.type}${text ? `: ${text}` : ''}`;
   });
   return lines.join('\n');

@@ -36,7 +36,12 @@ export interface InboxRow {
 /** Ingress refused because the global backlog bound is reached (503 + Retry-After). */
 export class OverloadedError extends ApiError {
   constructor(retryAfterSeconds: number) {
-    super('UNAVAILABLE', 'Gateway overloaded: too many messages waiting; retry later', { retryAfterSeconds }, { 'retry-after': String(retryAfterSeconds) });
+    super(
+      'UNAVAILABLE',
+      'Gateway overloaded: too many messages waiting; retry later',
+      { retryAfterSeconds },
+      { 'retry-after': String(retryAfterSeconds) },
+    );
   }
 }
 
@@ -101,7 +106,10 @@ export class Inbox {
   /** Counters for metrics. */
   readonly counters = { accepted: 0, duplicates: 0, shed: 0, overloaded: 0, groupCommits: 0 };
 
-  constructor(private db: Database, private limits: InboxLimits) {
+  constructor(
+    private db: Database,
+    private limits: InboxLimits,
+  ) {
     this.stmt = {
       upsertConversation: db.query(
         `INSERT INTO conversations (id, instance_id, chat_key, chat_json, kind, title, created_at, last_activity_at)
@@ -112,7 +120,9 @@ export class Inbox {
         `INSERT INTO inbox (id, instance_id, provider_message_id, conversation_id, kind, sender_id, sender_name, sender_phone, text, content_type, payload_json, status, received_at, completed_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(instance_id, provider_message_id) DO NOTHING RETURNING seq`,
       ),
-      step: db.query('INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      step: db.query(
+        'INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
     };
     this.recount();
   }
@@ -153,9 +163,11 @@ export class Inbox {
     this.backlog.clear();
     this.backlogTotal = 0;
     for (const conv of [...this.fresh.keys()]) this.dropFresh(conv);
-    for (const r of this.db.query<{ conversation_id: string; n: number }, []>(
-      `SELECT conversation_id, COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing') GROUP BY conversation_id`,
-    ).all()) {
+    for (const r of this.db
+      .query<{ conversation_id: string; n: number }, []>(
+        `SELECT conversation_id, COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing') GROUP BY conversation_id`,
+      )
+      .all()) {
       this.backlog.set(r.conversation_id, r.n);
       this.backlogTotal += r.n;
     }
@@ -193,11 +205,13 @@ export class Inbox {
     const woken = new Map<string, string>();
     this.batchCounts.clear();
     try {
-      this.db.transaction(() => {
-        const now = isoNow();
-        for (const p of batch) results.push(this.write(p, now, woken, freshRows));
-        crashPoint('mid_group_commit');
-      }).immediate();
+      this.db
+        .transaction(() => {
+          const now = isoNow();
+          for (const p of batch) results.push(this.write(p, now, woken, freshRows));
+          crashPoint('mid_group_commit');
+        })
+        .immediate();
     } catch (err) {
       // The whole batch failed (disk full, database closed): every caller gets the error, nothing was acked.
       for (const p of batch) p.reject(err);
@@ -220,7 +234,16 @@ export class Inbox {
   private write(p: Pending, now: string, woken: Map<string, string>, freshRows: Array<InboxRow | null>): IngestOutcome {
     const m = p.msg;
     const conversationId = conversationIdFor(m.instanceId, m.chat);
-    this.stmt.upsertConversation.run(conversationId, m.instanceId, chatKey(m.chat), JSON.stringify(m.chat), m.chat.kind, m.chat.kind === 'direct' ? (m.sender.name ?? null) : null, now, now);
+    this.stmt.upsertConversation.run(
+      conversationId,
+      m.instanceId,
+      chatKey(m.chat),
+      JSON.stringify(m.chat),
+      m.chat.kind,
+      m.chat.kind === 'direct' ? (m.sender.name ?? null) : null,
+      now,
+      now,
+    );
     // Cluster mode: the trace id was chosen (and answered) by the node that took the webhook.
     const id = typeof m.extra?.clusterTraceId === 'string' ? m.extra.clusterTraceId : newId();
     // Per-conversation bound: beyond it the row is kept (terminal, traced) but never reaches the agent.
@@ -228,26 +251,71 @@ export class Inbox {
     const shed = pendingHere >= this.limits.conversationBacklog;
     const payload = JSON.stringify(m);
     const row = this.stmt.insert.get(
-      id, m.instanceId, m.providerMessageId, conversationId, p.kind, m.sender.id, m.sender.name ?? null, m.sender.phone ?? null,
-      m.text, m.contentType, payload, shed ? 'shed' : 'pending', now, shed ? now : null,
+      id,
+      m.instanceId,
+      m.providerMessageId,
+      conversationId,
+      p.kind,
+      m.sender.id,
+      m.sender.name ?? null,
+      m.sender.phone ?? null,
+      m.text,
+      m.contentType,
+      payload,
+      shed ? 'shed' : 'pending',
+      now,
+      shed ? now : null,
     ) as { seq: number } | null;
     // The row as `SELECT *` would return it (kept for the actor when accepted).
-    freshRows.push(row && !shed ? {
-      seq: row.seq, id, instance_id: m.instanceId, provider_message_id: m.providerMessageId, conversation_id: conversationId, kind: p.kind,
-      sender_id: m.sender.id, sender_name: m.sender.name ?? null, sender_phone: m.sender.phone ?? null, text: m.text, content_type: m.contentType,
-      payload_json: payload, status: 'pending', attempts: 0, response_text: null, error: null, channel_success: null, possible_duplicate: 0,
-      received_at: now, completed_at: null, duration_ms: null,
-    } : null);
+    freshRows.push(
+      row && !shed
+        ? {
+            seq: row.seq,
+            id,
+            instance_id: m.instanceId,
+            provider_message_id: m.providerMessageId,
+            conversation_id: conversationId,
+            kind: p.kind,
+            sender_id: m.sender.id,
+            sender_name: m.sender.name ?? null,
+            sender_phone: m.sender.phone ?? null,
+            text: m.text,
+            content_type: m.contentType,
+            payload_json: payload,
+            status: 'pending',
+            attempts: 0,
+            response_text: null,
+            error: null,
+            channel_success: null,
+            possible_duplicate: 0,
+            received_at: now,
+            completed_at: null,
+            duration_ms: null,
+          }
+        : null,
+    );
     if (!row) {
       this.counters.duplicates++;
-      const existing = this.db.query<{ id: string; seq: number }, [string, string]>('SELECT id, seq FROM inbox WHERE instance_id = ? AND provider_message_id = ?').get(m.instanceId, m.providerMessageId)!;
+      const existing = this.db
+        .query<{ id: string; seq: number }, [string, string]>(
+          'SELECT id, seq FROM inbox WHERE instance_id = ? AND provider_message_id = ?',
+        )
+        .get(m.instanceId, m.providerMessageId)!;
       return { status: 'duplicate', traceId: existing.id, conversationId, seq: existing.seq, shed: false };
     }
     this.stmt.step.run(id, 0, 'webhook_received', 'success', now, null, null);
     this.stmt.step.run(id, 1, 'instance_validated', 'success', now, null, null);
     if (shed) {
       this.counters.shed++;
-      this.stmt.step.run(id, 2, 'shed', 'error', now, null, JSON.stringify({ reason: `conversation backlog above ${this.limits.conversationBacklog}` }));
+      this.stmt.step.run(
+        id,
+        2,
+        'shed',
+        'error',
+        now,
+        null,
+        JSON.stringify({ reason: `conversation backlog above ${this.limits.conversationBacklog}` }),
+      );
     } else {
       this.counters.accepted++;
       woken.set(conversationId, m.instanceId);
@@ -327,6 +395,8 @@ export class Inbox {
   /** Drops terminal rows older than the dedupe retention. */
   prune(retentionDays: number, now = Date.now()): number {
     const cutoff = new Date(now - retentionDays * 86_400_000).toISOString();
-    return this.db.query(`DELETE FROM inbox WHERE status NOT IN ('pending','processing') AND received_at < ?`).run(cutoff).changes;
+    return this.db
+      .query(`DELETE FROM inbox WHERE status NOT IN ('pending','processing') AND received_at < ?`)
+      .run(cutoff).changes;
   }
 }

@@ -22,22 +22,43 @@ type FieldKind = 'string' | 'secret' | 'bool' | 'int' | 'number' | 'http' | 'ws'
 /** Channel fields by channel, with their kinds; unknown fields are rejected. */
 export const CHANNEL_FIELDS: Record<ChannelKind, Record<string, FieldKind>> = {
   'whatsapp-evolution': {
-    evolution_url: 'http', evolution_key: 'secret', whatsapp_instance: 'string', webhook_base64: 'bool',
-    auto_qr: 'bool', evolution_quote_replies: 'bool', evolution_send_delay_ms: 'int',
+    evolution_url: 'http',
+    evolution_key: 'secret',
+    whatsapp_instance: 'string',
+    webhook_base64: 'bool',
+    auto_qr: 'bool',
+    evolution_quote_replies: 'bool',
+    evolution_send_delay_ms: 'int',
   },
   'whatsapp-baileys': {
-    whatsapp_ws_url: 'ws', auto_qr: 'bool', whatsapp_self_messages: 'bool', whatsapp_group_mention_only: 'bool',
-    whatsapp_read_receipts: 'bool', whatsapp_quote_replies: 'bool', whatsapp_send_rate_per_second: 'number',
-    whatsapp_send_jitter_ms: 'int', whatsapp_max_qr_rounds: 'int',
+    whatsapp_ws_url: 'ws',
+    auto_qr: 'bool',
+    whatsapp_self_messages: 'bool',
+    whatsapp_group_mention_only: 'bool',
+    whatsapp_read_receipts: 'bool',
+    whatsapp_quote_replies: 'bool',
+    whatsapp_send_rate_per_second: 'number',
+    whatsapp_send_jitter_ms: 'int',
+    whatsapp_max_qr_rounds: 'int',
   },
   discord: {
-    discord_bot_token: 'secret', discord_client_id: 'string', discord_guild_id: 'string',
-    discord_default_channel_id: 'string', discord_voice_enabled: 'bool', discord_slash_commands_enabled: 'bool',
-    discord_permissions: 'intOrString', discord_api_url: 'http', discord_listen_channel_ids: 'strings',
-    discord_require_mention: 'bool', discord_max_replies_per_minute: 'int',
+    discord_bot_token: 'secret',
+    discord_client_id: 'string',
+    discord_guild_id: 'string',
+    discord_default_channel_id: 'string',
+    discord_voice_enabled: 'bool',
+    discord_slash_commands_enabled: 'bool',
+    discord_permissions: 'intOrString',
+    discord_api_url: 'http',
+    discord_listen_channel_ids: 'strings',
+    discord_require_mention: 'bool',
+    discord_max_replies_per_minute: 'int',
   },
   slack: {
-    slack_bot_token: 'secret', slack_signing_secret: 'secret', slack_app_token: 'secret', slack_api_url: 'http',
+    slack_bot_token: 'secret',
+    slack_signing_secret: 'secret',
+    slack_app_token: 'secret',
+    slack_api_url: 'http',
     slack_max_text: 'int',
   },
   api: {},
@@ -59,7 +80,11 @@ const SECRETS_BY_ENDPOINT: Record<string, string[]> = {
 };
 
 export const SECRET_FIELDS = new Set(
-  Object.values(CHANNEL_FIELDS).flatMap((f) => Object.entries(f).filter(([, k]) => k === 'secret').map(([n]) => n)),
+  Object.values(CHANNEL_FIELDS).flatMap((f) =>
+    Object.entries(f)
+      .filter(([, k]) => k === 'secret')
+      .map(([n]) => n),
+  ),
 );
 
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
@@ -99,41 +124,76 @@ function checkField(kind: FieldKind, v: unknown): string | null {
     case 'bool':
       return typeof v === 'boolean' ? null : 'must be a boolean';
     case 'int':
-      return Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 1e9 ? null : 'must be a non-negative integer';
+      return Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 1e9
+        ? null
+        : 'must be a non-negative integer';
     case 'number':
       return typeof v === 'number' && Number.isFinite(v) && v > 0 && v <= 1e6 ? null : 'must be a positive number';
     case 'intOrString':
-      return (Number.isInteger(v) && (v as number) >= 0) || (typeof v === 'string' && /^\d{1,20}$/.test(v)) ? null : 'must be an integer';
+      return (Number.isInteger(v) && (v as number) >= 0) || (typeof v === 'string' && /^\d{1,20}$/.test(v))
+        ? null
+        : 'must be an integer';
     case 'http':
       return checkUrl(v, ['http:', 'https:']);
     case 'ws':
       return checkUrl(v, ['ws:', 'wss:']);
     case 'strings':
-      return Array.isArray(v) && v.length <= 500 && v.every((s) => typeof s === 'string' && s.length <= 64) ? null : 'must be a list of ids';
+      return Array.isArray(v) && v.length <= 500 && v.every((s) => typeof s === 'string' && s.length <= 64)
+        ? null
+        : 'must be a list of ids';
   }
 }
 
 const DEFAULT_AGENT: AgentConfig = {
-  url: null, apiKey: null, type: 'auto', timeoutSeconds: 60, idleTimeoutSeconds: 30,
-  defaultAgent: null, model: null, headers: {},
+  url: null,
+  apiKey: null,
+  type: 'auto',
+  timeoutSeconds: 60,
+  idleTimeoutSeconds: 30,
+  defaultAgent: null,
+  model: null,
+  headers: {},
 };
-const DEFAULT_SETTINGS: InstanceSettings = { replyMode: 'final', errorReply: null, accessMode: 'blocklist', maxTextLength: null };
+const DEFAULT_SETTINGS: InstanceSettings = {
+  replyMode: 'final',
+  errorReply: null,
+  accessMode: 'blocklist',
+  maxTextLength: null,
+};
 
 interface Row {
-  id: string; seq: number; name: string; channel: string; is_active: number; is_default: number;
-  agent_json: string; config_json: string; settings_json: string; webhook_secret: string;
-  status: string; status_reason: string | null; created_at: string; updated_at: string;
+  id: string;
+  seq: number;
+  name: string;
+  channel: string;
+  is_active: number;
+  is_default: number;
+  agent_json: string;
+  config_json: string;
+  settings_json: string;
+  webhook_secret: string;
+  status: string;
+  status_reason: string | null;
+  created_at: string;
+  updated_at: string;
 }
 
 function fromRow(r: Row): Instance {
   return {
-    id: r.id, seq: r.seq, name: r.name, channel: r.channel as ChannelKind,
-    isActive: r.is_active === 1, isDefault: r.is_default === 1,
+    id: r.id,
+    seq: r.seq,
+    name: r.name,
+    channel: r.channel as ChannelKind,
+    isActive: r.is_active === 1,
+    isDefault: r.is_default === 1,
     agent: { ...DEFAULT_AGENT, ...JSON.parse(r.agent_json) },
     config: JSON.parse(r.config_json),
     settings: { ...DEFAULT_SETTINGS, ...JSON.parse(r.settings_json) },
-    webhookSecret: r.webhook_secret, status: r.status as InstanceStatus, statusReason: r.status_reason,
-    createdAt: r.created_at, updatedAt: r.updated_at,
+    webhookSecret: r.webhook_secret,
+    status: r.status as InstanceStatus,
+    statusReason: r.status_reason,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
   };
 }
 
@@ -216,12 +276,17 @@ export class InstanceService {
   list(f: ListFilter = {}): Instance[] {
     const { sql, params } = this.where(f);
     const q = `SELECT * FROM instances ${sql} ORDER BY id ${f.limit ? `LIMIT ${Math.floor(f.limit)}` : ''}`;
-    return this.db.query<Row, (string | number)[]>(q).all(...params).map(fromRow);
+    return this.db
+      .query<Row, (string | number)[]>(q)
+      .all(...params)
+      .map(fromRow);
   }
 
   count(f: Omit<ListFilter, 'afterId' | 'limit'> = {}): number {
     const { sql, params } = this.where(f);
-    return (this.db.query<{ n: number }, (string | number)[]>(`SELECT COUNT(*) AS n FROM instances ${sql}`).get(...params)!).n;
+    return this.db
+      .query<{ n: number }, (string | number)[]>(`SELECT COUNT(*) AS n FROM instances ${sql}`)
+      .get(...params)!.n;
   }
 
   private where(f: ListFilter): { sql: string; params: (string | number)[] } {
@@ -246,25 +311,34 @@ export class InstanceService {
       where.push('id > ?');
       params.push(f.afterId);
     }
-    return { sql: where.length ? 'WHERE ' + where.join(' AND ') : '', params };
+    return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', params };
   }
 
   /** Validates and merges input over a base (create: defaults; update: current). Throws VALIDATION_ERROR listing every problem. */
-  private build(input: InstanceInput, base: Instance | null): Omit<Instance, 'id' | 'seq' | 'webhookSecret' | 'status' | 'statusReason' | 'createdAt' | 'updatedAt'> {
+  private build(
+    input: InstanceInput,
+    base: Instance | null,
+  ): Omit<Instance, 'id' | 'seq' | 'webhookSecret' | 'status' | 'statusReason' | 'createdAt' | 'updatedAt'> {
     const problems: Problem[] = [];
     const name = input.name ?? base?.name;
     if (name === undefined) problems.push({ field: 'name', problem: 'is required' });
     else if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
-      problems.push({ field: 'name', problem: 'must be a slug: lowercase letters, digits and dashes, 2–63 characters, starting with a letter or digit' });
+      problems.push({
+        field: 'name',
+        problem:
+          'must be a slug: lowercase letters, digits and dashes, 2–63 characters, starting with a letter or digit',
+      });
     }
     const config: ChannelConfig = { ...(base?.config ?? {}), ...(input.config ?? {}) };
     let channel: ChannelKind;
     if (base) {
       channel = base.channel;
-      if (input.channel !== undefined && input.channel !== base.channel) problems.push({ field: 'channel', problem: 'cannot be changed; create a new instance' });
+      if (input.channel !== undefined && input.channel !== base.channel)
+        problems.push({ field: 'channel', problem: 'cannot be changed; create a new instance' });
     } else {
       channel = input.channel ?? inferChannel(config);
-      if (!CHANNEL_KINDS.includes(channel)) problems.push({ field: 'channel', problem: `must be one of ${CHANNEL_KINDS.join(', ')}` });
+      if (!CHANNEL_KINDS.includes(channel))
+        problems.push({ field: 'channel', problem: `must be one of ${CHANNEL_KINDS.join(', ')}` });
     }
     const fields = CHANNEL_FIELDS[channel] ?? {};
     for (const [k, v] of Object.entries(input.config ?? {})) {
@@ -296,15 +370,27 @@ export class InstanceService {
     for (const req of REQUIRED[channel] ?? []) {
       if (config[req] === undefined || config[req] === '') {
         const url = cleared.get(req);
-        problems.push({ field: req, problem: url ? `must be given again when ${url} changes (a stored secret is never sent to a new endpoint)` : `is required for a ${channel} instance` });
+        problems.push({
+          field: req,
+          problem: url
+            ? `must be given again when ${url} changes (a stored secret is never sent to a new endpoint)`
+            : `is required for a ${channel} instance`,
+        });
       }
     }
     if (channel === 'slack' && !config.slack_signing_secret && !config.slack_app_token) {
-      problems.push({ field: 'slack_signing_secret', problem: 'is required unless slack_app_token (Socket Mode) is set' });
+      problems.push({
+        field: 'slack_signing_secret',
+        problem: 'is required unless slack_app_token (Socket Mode) is set',
+      });
     }
     if (channel === 'whatsapp-evolution' && !config.whatsapp_instance && name) config.whatsapp_instance = name;
 
-    const agent: AgentConfig = { ...DEFAULT_AGENT, timeoutSeconds: this.defaults.agentTimeoutSeconds(), ...(base?.agent ?? {}) };
+    const agent: AgentConfig = {
+      ...DEFAULT_AGENT,
+      timeoutSeconds: this.defaults.agentTimeoutSeconds(),
+      ...(base?.agent ?? {}),
+    };
     const a = input.agent ?? {};
     if (base && a.url !== undefined && a.url !== base.agent.url) {
       // Same rule for the agent: its key and headers are not carried over to a new URL.
@@ -320,26 +406,33 @@ export class InstanceService {
       }
     }
     if (a.apiKey !== undefined) {
-      if (a.apiKey !== null && (typeof a.apiKey !== 'string' || a.apiKey.length > 4096)) problems.push({ field: 'agent.apiKey', problem: 'must be a string' });
+      if (a.apiKey !== null && (typeof a.apiKey !== 'string' || a.apiKey.length > 4096))
+        problems.push({ field: 'agent.apiKey', problem: 'must be a string' });
       else agent.apiKey = a.apiKey;
     }
     if (a.type !== undefined) {
-      if (!AGENT_TYPES.includes(a.type as never)) problems.push({ field: 'agent.type', problem: `must be one of ${AGENT_TYPES.join(', ')}` });
+      if (!AGENT_TYPES.includes(a.type as never))
+        problems.push({ field: 'agent.type', problem: `must be one of ${AGENT_TYPES.join(', ')}` });
       else agent.type = a.type;
     }
     if (a.timeoutSeconds !== undefined) {
-      if (!Number.isInteger(a.timeoutSeconds) || a.timeoutSeconds < 1 || a.timeoutSeconds > 600) problems.push({ field: 'agent.timeoutSeconds', problem: 'must be an integer between 1 and 600 seconds' });
+      if (!Number.isInteger(a.timeoutSeconds) || a.timeoutSeconds < 1 || a.timeoutSeconds > 600)
+        problems.push({ field: 'agent.timeoutSeconds', problem: 'must be an integer between 1 and 600 seconds' });
       else agent.timeoutSeconds = a.timeoutSeconds;
     }
     if (a.idleTimeoutSeconds !== undefined) {
-      if (!Number.isInteger(a.idleTimeoutSeconds) || a.idleTimeoutSeconds < 1 || a.idleTimeoutSeconds > 600) problems.push({ field: 'agent.idleTimeoutSeconds', problem: 'must be an integer between 1 and 600 seconds' });
+      if (!Number.isInteger(a.idleTimeoutSeconds) || a.idleTimeoutSeconds < 1 || a.idleTimeoutSeconds > 600)
+        problems.push({ field: 'agent.idleTimeoutSeconds', problem: 'must be an integer between 1 and 600 seconds' });
       else agent.idleTimeoutSeconds = a.idleTimeoutSeconds;
     }
     if (a.defaultAgent !== undefined) agent.defaultAgent = a.defaultAgent;
     if (a.model !== undefined) agent.model = a.model;
     if (a.headers !== undefined) {
       const h = a.headers ?? {};
-      if (typeof h !== 'object' || Object.entries(h).some(([k, v]) => !/^[A-Za-z0-9-]{1,64}$/.test(k) || typeof v !== 'string' || /[\r\n]/.test(v))) {
+      if (
+        typeof h !== 'object' ||
+        Object.entries(h).some(([k, v]) => !/^[A-Za-z0-9-]{1,64}$/.test(k) || typeof v !== 'string' || /[\r\n]/.test(v))
+      ) {
         problems.push({ field: 'agent.headers', problem: 'must map header names to single-line strings' });
       } else agent.headers = h;
     }
@@ -349,19 +442,29 @@ export class InstanceService {
     const settings: InstanceSettings = { ...DEFAULT_SETTINGS, ...(base?.settings ?? {}) };
     const s = input.settings ?? {};
     if (s.replyMode !== undefined) {
-      if (!REPLY_MODES.includes(s.replyMode)) problems.push({ field: 'settings.replyMode', problem: `must be one of ${REPLY_MODES.join(', ')}` });
+      if (!REPLY_MODES.includes(s.replyMode))
+        problems.push({ field: 'settings.replyMode', problem: `must be one of ${REPLY_MODES.join(', ')}` });
       else settings.replyMode = s.replyMode;
     }
     if (s.accessMode !== undefined) {
-      if (!ACCESS_MODES.includes(s.accessMode)) problems.push({ field: 'settings.accessMode', problem: `must be one of ${ACCESS_MODES.join(', ')}` });
+      if (!ACCESS_MODES.includes(s.accessMode))
+        problems.push({ field: 'settings.accessMode', problem: `must be one of ${ACCESS_MODES.join(', ')}` });
       else settings.accessMode = s.accessMode;
     }
     if (s.errorReply !== undefined) {
-      if (s.errorReply !== null && (typeof s.errorReply !== 'string' || s.errorReply.length > 4000)) problems.push({ field: 'settings.errorReply', problem: 'must be a string (≤ 4000 characters) or null' });
+      if (s.errorReply !== null && (typeof s.errorReply !== 'string' || s.errorReply.length > 4000))
+        problems.push({ field: 'settings.errorReply', problem: 'must be a string (≤ 4000 characters) or null' });
       else settings.errorReply = s.errorReply;
     }
     if (s.maxTextLength !== undefined) {
-      if (s.maxTextLength !== null && (!Number.isInteger(s.maxTextLength) || s.maxTextLength < 100 || s.maxTextLength > 100_000)) problems.push({ field: 'settings.maxTextLength', problem: 'must be an integer between 100 and 100000, or null' });
+      if (
+        s.maxTextLength !== null &&
+        (!Number.isInteger(s.maxTextLength) || s.maxTextLength < 100 || s.maxTextLength > 100_000)
+      )
+        problems.push({
+          field: 'settings.maxTextLength',
+          problem: 'must be an integer between 100 and 100000, or null',
+        });
       else settings.maxTextLength = s.maxTextLength;
     }
     for (const [k, v] of Object.entries(s)) {
@@ -370,7 +473,11 @@ export class InstanceService {
     problems.push(...accessSettingsProblems(settings));
     if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
     return {
-      name: name as string, channel, config, agent, settings,
+      name: name as string,
+      channel,
+      config,
+      agent,
+      settings,
       isActive: input.isActive ?? base?.isActive ?? true,
       isDefault: input.isDefault ?? base?.isDefault ?? false,
     };
@@ -380,18 +487,32 @@ export class InstanceService {
     const v = this.build(input, null);
     const now = isoNow();
     const id = newId();
-    this.db.transaction(() => {
-      if (this.db.query('SELECT 1 FROM instances WHERE name = ?').get(v.name)) {
-        throw new ApiError('CONFLICT', `An instance named '${v.name}' already exists`, { field: 'name' });
-      }
-      if (v.isDefault) this.db.query('UPDATE instances SET is_default = 0 WHERE is_default = 1').run();
-      const seq = (this.db.query<{ s: number }, []>('SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM instances').get()!).s;
-      this.db
-        .query(`INSERT INTO instances (id, seq, name, channel, is_active, is_default, agent_json, config_json, settings_json, webhook_secret, status, created_at, updated_at)
+    this.db
+      .transaction(() => {
+        if (this.db.query('SELECT 1 FROM instances WHERE name = ?').get(v.name)) {
+          throw new ApiError('CONFLICT', `An instance named '${v.name}' already exists`, { field: 'name' });
+        }
+        if (v.isDefault) this.db.query('UPDATE instances SET is_default = 0 WHERE is_default = 1').run();
+        const seq = this.db.query<{ s: number }, []>('SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM instances').get()!.s;
+        this.db
+          .query(`INSERT INTO instances (id, seq, name, channel, is_active, is_default, agent_json, config_json, settings_json, webhook_secret, status, created_at, updated_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'disconnected', ?, ?)`)
-        .run(id, seq, v.name, v.channel, v.isActive ? 1 : 0, v.isDefault ? 1 : 0, JSON.stringify(v.agent),
-          JSON.stringify(v.config), JSON.stringify(v.settings), randomToken(24), now, now);
-    }).immediate();
+          .run(
+            id,
+            seq,
+            v.name,
+            v.channel,
+            v.isActive ? 1 : 0,
+            v.isDefault ? 1 : 0,
+            JSON.stringify(v.agent),
+            JSON.stringify(v.config),
+            JSON.stringify(v.settings),
+            randomToken(24),
+            now,
+            now,
+          );
+      })
+      .immediate();
     const inst = this.get(id)!;
     this.emit({ type: 'created', instance: inst });
     return inst;
@@ -400,16 +521,29 @@ export class InstanceService {
   update(idOrName: string, input: InstanceInput): Instance {
     const previous = this.require(idOrName);
     const v = this.build(input, previous);
-    this.db.transaction(() => {
-      if (v.name !== previous.name && this.db.query('SELECT 1 FROM instances WHERE name = ?').get(v.name)) {
-        throw new ApiError('CONFLICT', `An instance named '${v.name}' already exists`, { field: 'name' });
-      }
-      if (v.isDefault && !previous.isDefault) this.db.query('UPDATE instances SET is_default = 0 WHERE is_default = 1').run();
-      this.db
-        .query(`UPDATE instances SET name = ?, is_active = ?, is_default = ?, agent_json = ?, config_json = ?, settings_json = ?, updated_at = ? WHERE id = ?`)
-        .run(v.name, v.isActive ? 1 : 0, v.isDefault ? 1 : 0, JSON.stringify(v.agent), JSON.stringify(v.config),
-          JSON.stringify(v.settings), isoNow(), previous.id);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        if (v.name !== previous.name && this.db.query('SELECT 1 FROM instances WHERE name = ?').get(v.name)) {
+          throw new ApiError('CONFLICT', `An instance named '${v.name}' already exists`, { field: 'name' });
+        }
+        if (v.isDefault && !previous.isDefault)
+          this.db.query('UPDATE instances SET is_default = 0 WHERE is_default = 1').run();
+        this.db
+          .query(
+            `UPDATE instances SET name = ?, is_active = ?, is_default = ?, agent_json = ?, config_json = ?, settings_json = ?, updated_at = ? WHERE id = ?`,
+          )
+          .run(
+            v.name,
+            v.isActive ? 1 : 0,
+            v.isDefault ? 1 : 0,
+            JSON.stringify(v.agent),
+            JSON.stringify(v.config),
+            JSON.stringify(v.settings),
+            isoNow(),
+            previous.id,
+          );
+      })
+      .immediate();
     this.cacheById.clear();
     this.idByName.clear();
     const inst = this.get(previous.id)!;
@@ -426,7 +560,9 @@ export class InstanceService {
 
   rotateWebhookSecret(idOrName: string): Instance {
     const inst = this.require(idOrName);
-    this.db.query('UPDATE instances SET webhook_secret = ?, updated_at = ? WHERE id = ?').run(randomToken(24), isoNow(), inst.id);
+    this.db
+      .query('UPDATE instances SET webhook_secret = ?, updated_at = ? WHERE id = ?')
+      .run(randomToken(24), isoNow(), inst.id);
     this.cacheById.clear();
     this.idByName.clear();
     const next = this.get(inst.id)!;

@@ -8,10 +8,18 @@ import { isoNow, newId, randomToken, sha256 } from './ids.ts';
 
 export const SCOPES = [
   '*',
-  'instances:*', 'instances:read', 'instances:write', 'instances:delete',
-  'messages:*', 'messages:send', 'messages:read',
+  'instances:*',
+  'instances:read',
+  'instances:write',
+  'instances:delete',
+  'messages:*',
+  'messages:send',
+  'messages:read',
   'events:read',
-  'persons:*', 'access:*', 'settings:*', 'admin:*',
+  'persons:*',
+  'access:*',
+  'settings:*',
+  'admin:*',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 
@@ -92,7 +100,10 @@ export class KeyService {
   constructor(private db: Database) {}
 
   /** Creates a key; returns the full key (only time it is visible) and its view. */
-  create(input: { name: string; scopes: string[]; instanceIds?: string[] | null; expiresAt?: string | null }, bootstrapKey?: string): { key: string; view: ApiKeyView } {
+  create(
+    input: { name: string; scopes: string[]; instanceIds?: string[] | null; expiresAt?: string | null },
+    bootstrapKey?: string,
+  ): { key: string; view: ApiKeyView } {
     const key = bootstrapKey ?? `sb_${randomToken(24)}`;
     // The bootstrap key's id derives from the key itself, so every cluster node (each with its own
     // database) gives the configured key the same id (one rate-limit budget, one audit identity).
@@ -102,8 +113,18 @@ export class KeyService {
         `INSERT INTO api_keys (id, name, key_hash, key_prefix, key_suffix, scopes_json, instance_ids_json, expires_at, is_bootstrap, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(id, input.name, sha256(key), key.slice(0, 8), key.slice(-4), JSON.stringify(input.scopes),
-        input.instanceIds ? JSON.stringify(input.instanceIds) : null, input.expiresAt ?? null, bootstrapKey ? 1 : 0, isoNow());
+      .run(
+        id,
+        input.name,
+        sha256(key),
+        key.slice(0, 8),
+        key.slice(-4),
+        JSON.stringify(input.scopes),
+        input.instanceIds ? JSON.stringify(input.instanceIds) : null,
+        input.expiresAt ?? null,
+        bootstrapKey ? 1 : 0,
+        isoNow(),
+      );
     this.changed();
     return { key, view: this.get(id)! };
   }
@@ -117,7 +138,10 @@ export class KeyService {
     return this.db.query<KeyRow, []>('SELECT * FROM api_keys ORDER BY id').all().map(toKeyView);
   }
 
-  update(id: string, patch: { name?: string; scopes?: string[]; instanceIds?: string[] | null; expiresAt?: string | null }): ApiKeyView {
+  update(
+    id: string,
+    patch: { name?: string; scopes?: string[]; instanceIds?: string[] | null; expiresAt?: string | null },
+  ): ApiKeyView {
     const cur = this.get(id);
     if (!cur) throw new ApiError('NOT_FOUND', 'API key not found');
     this.db
@@ -125,7 +149,9 @@ export class KeyService {
       .run(
         patch.name ?? cur.name,
         JSON.stringify(patch.scopes ?? cur.scopes),
-        (patch.instanceIds === undefined ? cur.instanceIds : patch.instanceIds) ? JSON.stringify(patch.instanceIds ?? cur.instanceIds) : null,
+        (patch.instanceIds === undefined ? cur.instanceIds : patch.instanceIds)
+          ? JSON.stringify(patch.instanceIds ?? cur.instanceIds)
+          : null,
         patch.expiresAt === undefined ? cur.expiresAt : patch.expiresAt,
         id,
       );
@@ -134,7 +160,9 @@ export class KeyService {
   }
 
   revoke(id: string): boolean {
-    const res = this.db.query('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(isoNow(), id);
+    const res = this.db
+      .query('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
+      .run(isoNow(), id);
     this.changed();
     return res.changes > 0;
   }
@@ -160,17 +188,23 @@ export class KeyService {
     return entry.principal;
   }
 
-
   /** Adds batched usage (from the audit buffer): count, last time and IP per key. */
   recordUsage(usage: Map<string, { count: number; at: number; ip: string | null }>): void {
-    const q = this.db.query('UPDATE api_keys SET last_used_at = ?, last_used_ip = ?, usage_count = usage_count + ? WHERE id = ?');
+    const q = this.db.query(
+      'UPDATE api_keys SET last_used_at = ?, last_used_ip = ?, usage_count = usage_count + ? WHERE id = ?',
+    );
     for (const [id, u] of usage) q.run(isoNow(u.at), u.ip, u.count, id);
   }
 
   /** Keys that can still administer keys (not revoked or expired, with '*' or 'admin:*'). */
   activeAdminIds(now = Date.now()): string[] {
     return this.list()
-      .filter((k) => !k.revokedAt && (!k.expiresAt || Date.parse(k.expiresAt) > now) && (k.scopes.includes('*') || k.scopes.includes('admin:*')))
+      .filter(
+        (k) =>
+          !k.revokedAt &&
+          (!k.expiresAt || Date.parse(k.expiresAt) > now) &&
+          (k.scopes.includes('*') || k.scopes.includes('admin:*')),
+      )
       .map((k) => k.id);
   }
 
@@ -212,10 +246,10 @@ export class KeyService {
     const { key } = this.create({ name: 'bootstrap admin', scopes: ['*'] }, `sb_${randomToken(24)}`);
     mkdirSync(dirname(keyFile), { recursive: true });
     if (!existsSync(keyFile)) {
-      writeFileSync(keyFile, key + '\n', { mode: 0o600 });
+      writeFileSync(keyFile, `${key}\n`, { mode: 0o600 });
       chmodSync(keyFile, 0o600);
     } else {
-      writeFileSync(keyFile, key + '\n', { mode: 0o600 });
+      writeFileSync(keyFile, `${key}\n`, { mode: 0o600 });
     }
     log.warn({ path: keyFile }, 'generated a bootstrap admin API key; read it from this file (mode 0600)');
   }

@@ -4,12 +4,17 @@
 // owned by the instance actor.
 import { ApiError } from '../api/errors.ts';
 import { inviteUrl } from '../channels/discord/config.ts';
-import {
-  connect as evolutionConnect, connectionState, evolutionConfigOf, evolutionFlag, logout as evolutionLogout,
-  provisionInstance, restart as evolutionRestart,
-} from '../channels/evolution/client.ts';
 import { statusOfEvolutionState } from '../channels/evolution/adapter.ts';
-import { ChannelError, type ChannelAdapter, type ChannelKind } from '../channels/types.ts';
+import {
+  connectionState,
+  evolutionConfigOf,
+  connect as evolutionConnect,
+  evolutionFlag,
+  logout as evolutionLogout,
+  restart as evolutionRestart,
+  provisionInstance,
+} from '../channels/evolution/client.ts';
+import { type ChannelAdapter, ChannelError, type ChannelKind } from '../channels/types.ts';
 import type { BaileysAdapter, BaileysStatus } from '../channels/whatsapp/adapter.ts';
 import { qrToPngDataUrl } from '../channels/whatsapp/qr.ts';
 import type { Gateway } from '../gateway.ts';
@@ -24,7 +29,11 @@ export const DEFAULT_DISCORD_PERMISSIONS = '274877975616';
 const PROVISION_TIMEOUT_MS = 15_000;
 
 const CHANNEL_NAMES: Record<ChannelKind, string> = {
-  'whatsapp-evolution': 'whatsapp-evolution', 'whatsapp-baileys': 'whatsapp-baileys', discord: 'discord', slack: 'slack', api: 'api',
+  'whatsapp-evolution': 'whatsapp-evolution',
+  'whatsapp-baileys': 'whatsapp-baileys',
+  discord: 'discord',
+  slack: 'slack',
+  api: 'api',
 };
 
 export interface QrResult {
@@ -50,7 +59,9 @@ export interface LifecycleStatus {
 type Lifecycle = Pick<Gateway, 'instances' | 'pipeline' | 'log' | 'fetch' | 'clock'>;
 
 function unsupported(inst: Instance, what: string): ApiError {
-  return new ApiError('VALIDATION_ERROR', `Channel '${CHANNEL_NAMES[inst.channel]}' does not support ${what}`, { channel: inst.channel });
+  return new ApiError('VALIDATION_ERROR', `Channel '${CHANNEL_NAMES[inst.channel]}' does not support ${what}`, {
+    channel: inst.channel,
+  });
 }
 
 /** A channel failure as an API error: 502 CHANNEL_ERROR with the reason, except the caller's own mistakes. */
@@ -85,9 +96,12 @@ export class LifecycleService {
   private baileys(inst: Instance): BaileysAdapter {
     const a = this.gw.pipeline.adapter(inst.id);
     if (!isBaileys(a)) {
-      throw new ApiError('CONFLICT', inst.isActive
-        ? `Instance '${inst.name}' is not running yet; POST /api/v2/instances/${inst.id}/connect to start it`
-        : `Instance '${inst.name}' is inactive; activate it first`);
+      throw new ApiError(
+        'CONFLICT',
+        inst.isActive
+          ? `Instance '${inst.name}' is not running yet; POST /api/v2/instances/${inst.id}/connect to start it`
+          : `Instance '${inst.name}' is inactive; activate it first`,
+      );
     }
     return a;
   }
@@ -106,8 +120,12 @@ export class LifecycleService {
         throw channelFailure(err, 'Evolution connect');
       }
       if (!res.qr) {
-        if (res.state === 'open') throw new ApiError('CONFLICT', `Instance '${inst.name}' is already connected to WhatsApp; no QR code needed`);
-        throw new ApiError('NOT_FOUND', `Evolution gave no QR code for '${cfg.instanceName}'${res.state ? ` (state ${res.state})` : ''}; try again in a few seconds`);
+        if (res.state === 'open')
+          throw new ApiError('CONFLICT', `Instance '${inst.name}' is already connected to WhatsApp; no QR code needed`);
+        throw new ApiError(
+          'NOT_FOUND',
+          `Evolution gave no QR code for '${cfg.instanceName}'${res.state ? ` (state ${res.state})` : ''}; try again in a few seconds`,
+        );
       }
       return { qr: res.qr, expiresAt: new Date(this.gw.clock.now() + EVOLUTION_QR_TTL_MS).toISOString() };
     }
@@ -116,18 +134,28 @@ export class LifecycleService {
       const current = a.currentQr();
       if (current) return { qr: await qrToPngDataUrl(current.qr), expiresAt: current.expiresAt };
       const s = a.status();
-      if (s.status === 'connected') throw new ApiError('CONFLICT', `Instance '${inst.name}' is already linked and connected; no QR code needed`);
+      if (s.status === 'connected')
+        throw new ApiError('CONFLICT', `Instance '${inst.name}' is already linked and connected; no QR code needed`);
       if (s.status === 'logged_out' || s.status === 'disconnected' || s.status === 'error') {
-        throw new ApiError('CONFLICT', `No QR code: the instance is ${s.status}${s.reason ? ` (${s.reason})` : ''}; POST /api/v2/instances/${inst.id}/connect to start pairing`);
+        throw new ApiError(
+          'CONFLICT',
+          `No QR code: the instance is ${s.status}${s.reason ? ` (${s.reason})` : ''}; POST /api/v2/instances/${inst.id}/connect to start pairing`,
+        );
       }
-      throw new ApiError('NOT_FOUND', 'No QR code yet: WhatsApp has not offered one; retry in a few seconds', null, { 'retry-after': '2' });
+      throw new ApiError('NOT_FOUND', 'No QR code yet: WhatsApp has not offered one; retry in a few seconds', null, {
+        'retry-after': '2',
+      });
     }
-    throw unsupported(inst, inst.channel === 'api' ? 'pairing (it has no remote connection)' : 'QR pairing (it connects with a bot token)');
+    throw unsupported(
+      inst,
+      inst.channel === 'api' ? 'pairing (it has no remote connection)' : 'QR pairing (it connects with a bot token)',
+    );
   }
 
   /** Links WhatsApp by phone number: returns the code to type on the phone. */
   async pair(inst: Instance, phoneNumber: string): Promise<string> {
-    if (inst.channel !== 'whatsapp-baileys') throw unsupported(inst, 'pairing by phone number (only whatsapp-baileys does)');
+    if (inst.channel !== 'whatsapp-baileys')
+      throw unsupported(inst, 'pairing by phone number (only whatsapp-baileys does)');
     try {
       return await this.baileys(inst).requestPairingCode(phoneNumber);
     } catch (err) {
@@ -147,7 +175,15 @@ export class LifecycleService {
     const a = actor?.adapter ?? null;
     if (isBaileys(a)) {
       const s = a.status();
-      return { ...base, status: s.status, reason: s.reason, hasQr: a.currentQr() !== null, lastDisconnect: s.lastDisconnect, qrRounds: s.qrRounds, nextReconnectAt: s.nextReconnectAt };
+      return {
+        ...base,
+        status: s.status,
+        reason: s.reason,
+        hasQr: a.currentQr() !== null,
+        lastDisconnect: s.lastDisconnect,
+        qrRounds: s.qrRounds,
+        nextReconnectAt: s.nextReconnectAt,
+      };
     }
     if (inst.channel === 'whatsapp-evolution') {
       let cfg;
@@ -175,7 +211,10 @@ export class LifecycleService {
    * Evolution: the guide's steps 1–3 (create the Evolution instance if missing, register our
    * webhook for MESSAGES_UPSERT), then a fresh status. Socket channels: (re)start the actor.
    */
-  async connect(inst: Instance, baseUrl: string): Promise<{ status: LifecycleStatus; created?: boolean; qr?: string | null }> {
+  async connect(
+    inst: Instance,
+    baseUrl: string,
+  ): Promise<{ status: LifecycleStatus; created?: boolean; qr?: string | null }> {
     if (inst.channel === 'api') throw unsupported(inst, 'connecting (it has no remote connection)');
     if (!inst.isActive) throw new ApiError('CONFLICT', `Instance '${inst.name}' is inactive; activate it first`);
     if (inst.channel === 'whatsapp-evolution') {
@@ -206,7 +245,8 @@ export class LifecycleService {
    * and never delays the create; a failure leaves the instance in 'error' with the reason.
    */
   afterCreate(inst: Instance, baseUrl: string): Promise<void> {
-    if (inst.channel !== 'whatsapp-evolution' || !evolutionFlag(inst, 'auto_qr') || !inst.isActive) return Promise.resolve();
+    if (inst.channel !== 'whatsapp-evolution' || !evolutionFlag(inst, 'auto_qr') || !inst.isActive)
+      return Promise.resolve();
     const log = this.gw.log.child({ instance: inst.name });
     return this.provision(inst, baseUrl, PROVISION_TIMEOUT_MS).then(
       (r) => log.info({ created: r.created }, 'evolution instance provisioned'),
@@ -261,9 +301,15 @@ export class LifecycleService {
   discordInvite(inst: Instance): string {
     if (inst.channel !== 'discord') throw unsupported(inst, 'Discord invites');
     const clientId = inst.config.discord_client_id;
-    if (typeof clientId !== 'string' || !clientId) throw new ApiError('VALIDATION_ERROR', `Instance '${inst.name}' has no discord_client_id`, [{ field: 'discord_client_id', problem: 'is required for an invite URL' }]);
+    if (typeof clientId !== 'string' || !clientId)
+      throw new ApiError('VALIDATION_ERROR', `Instance '${inst.name}' has no discord_client_id`, [
+        { field: 'discord_client_id', problem: 'is required for an invite URL' },
+      ]);
     const perms = inst.config.discord_permissions;
-    return inviteUrl(clientId, typeof perms === 'number' || typeof perms === 'string' ? perms : DEFAULT_DISCORD_PERMISSIONS);
+    return inviteUrl(
+      clientId,
+      typeof perms === 'number' || typeof perms === 'string' ? perms : DEFAULT_DISCORD_PERMISSIONS,
+    );
   }
 
   private async restartActor(inst: Instance): Promise<void> {

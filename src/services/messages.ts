@@ -5,7 +5,7 @@ import type { Database } from 'bun:sqlite';
 import { ApiError } from '../api/errors.ts';
 import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../channels/types.ts';
 import { newId } from './ids.ts';
-import { TERMINAL, type InboxRow } from './inbox.ts';
+import { type InboxRow, TERMINAL } from './inbox.ts';
 import type { Instance } from './instance-types.ts';
 import type { Pipeline } from './pipeline.ts';
 
@@ -50,19 +50,29 @@ export function chatFor(inst: Instance, to: string): ChatRef {
   if (inst.channel.startsWith('whatsapp')) {
     if (raw.includes('@')) return { chatId: raw, kind: raw.endsWith('@g.us') ? 'group' : 'direct' };
     const digits = raw.replace(/[\s()+\-.]/g, '');
-    if (!/^\d{6,20}$/.test(digits)) throw new ApiError('VALIDATION_ERROR', 'to: expected a phone number (E.164 digits) or a WhatsApp JID', { field: 'to', received: to, expected: 'E.164 number or JID' });
+    if (!/^\d{6,20}$/.test(digits))
+      throw new ApiError('VALIDATION_ERROR', 'to: expected a phone number (E.164 digits) or a WhatsApp JID', {
+        field: 'to',
+        received: to,
+        expected: 'E.164 number or JID',
+      });
     return { chatId: `${digits}@s.whatsapp.net`, kind: 'direct' };
   }
   if (!raw) throw new ApiError('VALIDATION_ERROR', 'to: must not be empty', { field: 'to' });
   const slash = raw.indexOf('/');
-  if (slash > 0 && (inst.channel === 'discord' || inst.channel === 'slack')) return { chatId: raw.slice(0, slash), threadId: raw.slice(slash + 1), kind: 'group' };
+  if (slash > 0 && (inst.channel === 'discord' || inst.channel === 'slack'))
+    return { chatId: raw.slice(0, slash), threadId: raw.slice(slash + 1), kind: 'group' };
   return { chatId: raw, kind: 'group' };
 }
 
 export class MessageService {
   private waiters = new Map<number, Array<() => void>>();
 
-  constructor(private db: Database, private pipeline: Pipeline, private opts: { waitMs?: number } = {}) {
+  constructor(
+    private db: Database,
+    private pipeline: Pipeline,
+    private opts: { waitMs?: number } = {},
+  ) {
     pipeline.onTerminal((row) => {
       const list = this.waiters.get(row.seq);
       if (!list) return;
@@ -73,7 +83,11 @@ export class MessageService {
 
   /** Resolves true once the row is terminal, false after `timeoutMs`. */
   waitForTerminal(seq: number, timeoutMs: number): Promise<boolean> {
-    const isTerminal = () => TERMINAL.includes(this.db.query<{ status: InboxRow['status'] }, [number]>('SELECT status FROM inbox WHERE seq = ?').get(seq)?.status ?? 'failed');
+    const isTerminal = () =>
+      TERMINAL.includes(
+        this.db.query<{ status: InboxRow['status'] }, [number]>('SELECT status FROM inbox WHERE seq = ?').get(seq)
+          ?.status ?? 'failed',
+      );
     if (isTerminal()) return Promise.resolve(true);
     return new Promise((resolve) => {
       let done = false;
@@ -101,10 +115,21 @@ export class MessageService {
    * idempotency key, a repeated call finds the first row (the inbox's unique key) and answers
    * from it without sending again.
    */
-  async send(inst: Instance, input: { to: string; out: OutboundMessage; contentType: ContentType; idempotencyKey?: string | null; senderId: string; senderName?: string }): Promise<SendResult> {
+  async send(
+    inst: Instance,
+    input: {
+      to: string;
+      out: OutboundMessage;
+      contentType: ContentType;
+      idempotencyKey?: string | null;
+      senderId: string;
+      senderName?: string;
+    },
+  ): Promise<SendResult> {
     const chat = chatFor(inst, input.to);
     const key = input.idempotencyKey?.trim();
-    if (key !== undefined && (key.length === 0 || key.length > 200)) throw new ApiError('VALIDATION_ERROR', 'Idempotency-Key must be 1–200 characters', { field: 'Idempotency-Key' });
+    if (key !== undefined && (key.length === 0 || key.length > 200))
+      throw new ApiError('VALIDATION_ERROR', 'Idempotency-Key must be 1–200 characters', { field: 'Idempotency-Key' });
     const msg: InboundMessage = {
       instanceId: inst.id,
       providerMessageId: `api:${key ?? newId()}`,
@@ -117,16 +142,32 @@ export class MessageService {
       extra: { outbound: input.out },
     };
     const outcome = await this.pipeline.ingest(msg, 'send');
-    if (outcome.shed) throw new ApiError('RATE_LIMITED', 'Too many messages waiting in this conversation; retry later', { conversationId: outcome.conversationId }, { 'retry-after': '5' });
+    if (outcome.shed)
+      throw new ApiError(
+        'RATE_LIMITED',
+        'Too many messages waiting in this conversation; retry later',
+        { conversationId: outcome.conversationId },
+        { 'retry-after': '5' },
+      );
     await this.waitForTerminal(outcome.seq, this.opts.waitMs ?? DEFAULT_SEND_WAIT_MS);
     return { ...this.resultOf(outcome.seq), duplicate: outcome.status === 'duplicate' };
   }
 
   private resultOf(seq: number): Omit<SendResult, 'duplicate'> {
     const row = this.db.query<InboxRow, [number]>('SELECT * FROM inbox WHERE seq = ?').get(seq)!;
-    const external = this.db.query<{ platform_message_id: string | null }, [number]>("SELECT platform_message_id FROM outbox WHERE inbox_seq = ? AND part = 0 AND status = 'sent'").get(seq)?.platform_message_id ?? null;
+    const external =
+      this.db
+        .query<{ platform_message_id: string | null }, [number]>(
+          "SELECT platform_message_id FROM outbox WHERE inbox_seq = ? AND part = 0 AND status = 'sent'",
+        )
+        .get(seq)?.platform_message_id ?? null;
     const status = row.status === 'completed' ? 'sent' : TERMINAL.includes(row.status) ? 'failed' : 'pending';
-    return { messageId: row.id, externalMessageId: external, status, error: status === 'failed' ? (row.error ?? `message ${row.status}`) : null };
+    return {
+      messageId: row.id,
+      externalMessageId: external,
+      status,
+      error: status === 'failed' ? (row.error ?? `message ${row.status}`) : null,
+    };
   }
 
   /** Any message by id (inbound messages and API sends; the id is the trace id). */
@@ -135,7 +176,9 @@ export class MessageService {
     if (!row) return null;
     const msg = JSON.parse(row.payload_json) as InboundMessage;
     const parts = this.db
-      .query<{ part: number; text: string; platform_message_id: string }, [number]>("SELECT part, text, platform_message_id FROM outbox WHERE inbox_seq = ? AND status = 'sent' ORDER BY part")
+      .query<{ part: number; text: string; platform_message_id: string }, [number]>(
+        "SELECT part, text, platform_message_id FROM outbox WHERE inbox_seq = ? AND status = 'sent' ORDER BY part",
+      )
       .all(row.seq)
       .map((p) => ({ part: p.part, externalMessageId: p.platform_message_id, text: p.text }));
     const outbound = row.kind === 'send';
@@ -149,7 +192,9 @@ export class MessageService {
       text: row.text,
       contentType: row.content_type,
       status: row.status,
-      externalMessageId: outbound ? (parts.find((p) => p.part === 0)?.externalMessageId ?? null) : row.provider_message_id,
+      externalMessageId: outbound
+        ? (parts.find((p) => p.part === 0)?.externalMessageId ?? null)
+        : row.provider_message_id,
       sentParts: parts,
       responseText: row.response_text,
       error: row.error,

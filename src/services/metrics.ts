@@ -4,13 +4,18 @@ type Labels = Record<string, string>;
 
 function labelKey(l: Labels | undefined): string {
   if (!l) return '';
-  const parts = Object.keys(l).sort().map((k) => `${k}="${String(l[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
+  const parts = Object.keys(l)
+    .sort()
+    .map((k) => `${k}="${String(l[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
   return parts.length ? `{${parts.join(',')}}` : '';
 }
 
 class Counter {
   values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
   inc(labels?: Labels, by = 1) {
     const k = labelKey(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
@@ -27,7 +32,11 @@ class Counter {
 }
 
 class Gauge {
-  constructor(readonly name: string, readonly help: string, readonly sample: () => number | Array<[Labels, number]>) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly sample: () => number | Array<[Labels, number]>,
+  ) {}
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
     const v = this.sample();
@@ -41,7 +50,11 @@ const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 
 class Histogram {
   series = new Map<string, { counts: number[]; sum: number; count: number }>();
-  constructor(readonly name: string, readonly help: string, readonly buckets = DEFAULT_BUCKETS) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets = DEFAULT_BUCKETS,
+  ) {}
   observe(value: number, labels?: Labels) {
     const k = labelKey(labels);
     let s = this.series.get(k);
@@ -53,8 +66,8 @@ class Histogram {
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     for (const [k, s] of this.series) {
-      const inner = k ? k.slice(1, -1) + ',' : '';
-      this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{${inner}le="${b}"} ${s.counts[i]}`));
+      const inner = k ? `${k.slice(1, -1)},` : '';
+      for (const [i, b] of this.buckets.entries()) lines.push(`${this.name}_bucket{${inner}le="${b}"} ${s.counts[i]}`);
       lines.push(`${this.name}_bucket{${inner}le="+Inf"} ${s.count}`);
       lines.push(`${this.name}_sum${k} ${s.sum}`);
       lines.push(`${this.name}_count${k} ${s.count}`);
@@ -82,7 +95,7 @@ export class Metrics {
     return h;
   }
   render(): string {
-    return this.all.map((m) => m.render()).join('\n') + '\n';
+    return `${this.all.map((m) => m.render()).join('\n')}\n`;
   }
 }
 

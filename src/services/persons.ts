@@ -26,27 +26,68 @@ export function platformOf(kind: ChannelKind | string): Platform {
   return kind.startsWith('whatsapp') ? 'whatsapp' : (kind as Platform);
 }
 
-export interface PersonRow { id: string; display_name: string | null; created_at: string; updated_at: string }
+export interface PersonRow {
+  id: string;
+  display_name: string | null;
+  created_at: string;
+  updated_at: string;
+}
 export interface IdentityRow {
-  id: string; person_id: string; platform: string; platform_user_id: string; display_name: string | null; phone: string | null;
-  message_count: number; first_seen_at: string; last_seen_at: string; unlinked_reason: string | null; created_at: string;
+  id: string;
+  person_id: string;
+  platform: string;
+  platform_user_id: string;
+  display_name: string | null;
+  phone: string | null;
+  message_count: number;
+  first_seen_at: string;
+  last_seen_at: string;
+  unlinked_reason: string | null;
+  created_at: string;
 }
 
 export interface IdentityView {
-  id: string; personId: string; platform: string; platformUserId: string; aliases: string[]; displayName: string | null; phone: string | null;
-  messageCount: number; firstSeenAt: string; lastSeenAt: string; unlinkedReason: string | null;
+  id: string;
+  personId: string;
+  platform: string;
+  platformUserId: string;
+  aliases: string[];
+  displayName: string | null;
+  phone: string | null;
+  messageCount: number;
+  firstSeenAt: string;
+  lastSeenAt: string;
+  unlinkedReason: string | null;
 }
-export interface PersonView { id: string; displayName: string | null; identities: IdentityView[]; createdAt: string; updatedAt: string }
+export interface PersonView {
+  id: string;
+  displayName: string | null;
+  identities: IdentityView[];
+  createdAt: string;
+  updatedAt: string;
+}
 
 export interface Presence {
   person: PersonView;
   identities: IdentityView[];
-  summary: { totalIdentities: number; activeChannels: string[]; totalMessages: number; lastSeenAt: string | null; firstSeenAt: string | null };
-  byChannel: Record<string, { identities: number; messages: number; firstSeenAt: string; lastSeenAt: string; platformUserIds: string[] }>;
+  summary: {
+    totalIdentities: number;
+    activeChannels: string[];
+    totalMessages: number;
+    lastSeenAt: string | null;
+    firstSeenAt: string | null;
+  };
+  byChannel: Record<
+    string,
+    { identities: number; messages: number; firstSeenAt: string; lastSeenAt: string; platformUserIds: string[] }
+  >;
 }
 
 /** Who a message is attributed to. */
-export interface Attribution { personId: string; identityId: string }
+export interface Attribution {
+  personId: string;
+  identityId: string;
+}
 
 /** An entry of the cluster's person log: a link or an unlink decided on some node. */
 export type PersonOp =
@@ -68,7 +109,9 @@ function isDerivedId(id: string): boolean {
 /** The key an identity is named by: a WhatsApp phone number before a LID, then the smallest. */
 export function canonicalKey(keys: string[]): string {
   const norm = keys.map(normalizeIdentifier);
-  return norm.sort((a, b) => Number(a.endsWith('@lid')) - Number(b.endsWith('@lid')) || (a < b ? -1 : a > b ? 1 : 0))[0];
+  return norm.sort(
+    (a, b) => Number(a.endsWith('@lid')) - Number(b.endsWith('@lid')) || (a < b ? -1 : a > b ? 1 : 0),
+  )[0];
 }
 
 /** The identity id of a platform user, from its canonical key. */
@@ -85,7 +128,13 @@ export function homePersonOf(identityId: string): string {
 export function presenceOf(person: PersonView): Presence {
   const byChannel: Presence['byChannel'] = {};
   for (const i of person.identities) {
-    const c = (byChannel[i.platform] ??= { identities: 0, messages: 0, firstSeenAt: i.firstSeenAt, lastSeenAt: i.lastSeenAt, platformUserIds: [] });
+    const c = (byChannel[i.platform] ??= {
+      identities: 0,
+      messages: 0,
+      firstSeenAt: i.firstSeenAt,
+      lastSeenAt: i.lastSeenAt,
+      platformUserIds: [],
+    });
     c.identities++;
     c.messages += i.messageCount;
     if (i.firstSeenAt < c.firstSeenAt) c.firstSeenAt = i.firstSeenAt;
@@ -132,9 +181,17 @@ export class PersonService {
   observe(platform: Platform, sender: InboundMessage['sender'], at: string, countMessage = true): Attribution {
     // Common case: a known sender whose ids all map to one identity — one read and one update.
     const known = this.stmt.known.get(platform, sender.id);
-    if (known && (!sender.altId || sender.altId === sender.id || this.identityIdByKey(platform, sender.altId) === known.identity_id)) {
+    if (
+      known &&
+      (!sender.altId ||
+        sender.altId === sender.id ||
+        this.identityIdByKey(platform, sender.altId) === known.identity_id)
+    ) {
       this.stmt.count.run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, known.identity_id);
-      if (sender.name && known.person_name === null) this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?').run(sender.name, known.person_id);
+      if (sender.name && known.person_name === null)
+        this.db
+          .query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?')
+          .run(sender.name, known.person_id);
       return { personId: known.person_id, identityId: known.identity_id };
     }
     const keys = [...new Set([sender.id, sender.altId].filter((k): k is string => !!k))];
@@ -149,40 +206,64 @@ export class PersonService {
     // The user's person: the first one a decision put any of its identities in — also an identity
     // of one key this node has not seen (a LID linked elsewhere) — else the kept identity's. A
     // merely home person is folded into it; a decided one is kept, as every node keeps it.
-    const placements = [...new Set([identityId, ...found, ...keys.map((k) => identityIdOf(platform, [k]))])].map((id) => this.placement(id));
+    const placements = [...new Set([identityId, ...found, ...keys.map((k) => identityIdOf(platform, [k]))])].map((id) =>
+      this.placement(id),
+    );
     const personId = (placements.find((p) => p.decided) ?? placements[0]).person;
     const kept = this.identity(identityId);
     if (!kept) {
-      this.db.query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(personId, sender.name ?? null, at, at);
       this.db
-        .query('INSERT INTO identities (id, person_id, platform, platform_user_id, display_name, phone, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)')
+        .query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)')
+        .run(personId, sender.name ?? null, at, at);
+      this.db
+        .query(
+          'INSERT INTO identities (id, person_id, platform, platform_user_id, display_name, phone, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)',
+        )
         .run(identityId, personId, platform, sender.id, sender.name ?? null, sender.phone ?? null, at, at, at);
     } else if (kept.person_id !== personId) this.absorbPerson(personId, kept.person_id);
     for (const other of found) if (other !== identityId) this.mergeIdentities(identityId, other);
-    for (const k of keys) this.db.query('INSERT OR IGNORE INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)').run(platform, k, identityId);
+    for (const k of keys)
+      this.db
+        .query('INSERT OR IGNORE INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)')
+        .run(platform, k, identityId);
     this.stmt.count.run(countMessage ? 1 : 0, at, at, sender.name ?? null, sender.phone ?? null, identityId);
     // The merges folded every other person into `personId`.
-    if (sender.name) this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?').run(sender.name, personId);
+    if (sender.name)
+      this.db
+        .query('UPDATE persons SET display_name = COALESCE(display_name, ?) WHERE id = ?')
+        .run(sender.name, personId);
     return { personId, identityId };
   }
 
   /** The identity an id belongs to on a platform, without creating anything. */
   lookup(platform: Platform, key: string): Attribution | null {
     const r = this.db
-      .query<{ identity_id: string; person_id: string }, [string, string]>('SELECT k.identity_id, i.person_id FROM identity_keys k JOIN identities i ON i.id = k.identity_id WHERE k.platform = ? AND k.key = ?')
+      .query<{ identity_id: string; person_id: string }, [string, string]>(
+        'SELECT k.identity_id, i.person_id FROM identity_keys k JOIN identities i ON i.id = k.identity_id WHERE k.platform = ? AND k.key = ?',
+      )
       .get(platform, key);
     return r ? { identityId: r.identity_id, personId: r.person_id } : null;
   }
 
   private identityIdByKey(platform: string, key: string): string | null {
-    return this.db.query<{ identity_id: string }, [string, string]>('SELECT identity_id FROM identity_keys WHERE platform = ? AND key = ?').get(platform, key)?.identity_id ?? null;
+    return (
+      this.db
+        .query<{ identity_id: string }, [string, string]>(
+          'SELECT identity_id FROM identity_keys WHERE platform = ? AND key = ?',
+        )
+        .get(platform, key)?.identity_id ?? null
+    );
   }
 
   /** Where a person was merged to (following moves), or the person itself. */
   resolve(personId: string): string {
     let p = personId;
     for (let hop = 0; hop < 32; hop++) {
-      const next = this.db.query<{ to_person: string }, [string]>("SELECT to_person FROM person_moves WHERE kind = 'person' AND from_id = ?").get(p)?.to_person;
+      const next = this.db
+        .query<{ to_person: string }, [string]>(
+          "SELECT to_person FROM person_moves WHERE kind = 'person' AND from_id = ?",
+        )
+        .get(p)?.to_person;
       if (!next || next === p) break;
       p = next;
     }
@@ -191,7 +272,11 @@ export class PersonService {
 
   /** The person of an identity this node has not seen before: where it was moved, else its home person. */
   private personForNewIdentity(identityId: string): string {
-    const moved = this.db.query<{ to_person: string }, [string]>("SELECT to_person FROM person_moves WHERE kind = 'identity' AND from_id = ?").get(identityId)?.to_person;
+    const moved = this.db
+      .query<{ to_person: string }, [string]>(
+        "SELECT to_person FROM person_moves WHERE kind = 'identity' AND from_id = ?",
+      )
+      .get(identityId)?.to_person;
     return this.resolve(moved ?? homePersonOf(identityId));
   }
 
@@ -201,7 +286,9 @@ export class PersonService {
    */
   private placement(identityId: string): { person: string; decided: boolean } {
     const person = this.identity(identityId)?.person_id ?? this.personForNewIdentity(identityId);
-    const decided = person !== homePersonOf(identityId) || this.db.query('SELECT 1 FROM person_moves WHERE to_person = ? LIMIT 1').get(person) !== null;
+    const decided =
+      person !== homePersonOf(identityId) ||
+      this.db.query('SELECT 1 FROM person_moves WHERE to_person = ? LIMIT 1').get(person) !== null;
     return { person, decided };
   }
 
@@ -211,10 +298,14 @@ export class PersonService {
     const l = this.identity(loser)!;
     this.db.query('UPDATE identity_keys SET identity_id = ? WHERE identity_id = ?').run(keeper, loser);
     this.db
-      .query('UPDATE identities SET message_count = message_count + ?, first_seen_at = MIN(first_seen_at, ?), last_seen_at = MAX(last_seen_at, ?), phone = COALESCE(phone, ?) WHERE id = ?')
+      .query(
+        'UPDATE identities SET message_count = message_count + ?, first_seen_at = MIN(first_seen_at, ?), last_seen_at = MAX(last_seen_at, ?), phone = COALESCE(phone, ?) WHERE id = ?',
+      )
       .run(l.message_count, l.first_seen_at, l.last_seen_at, l.phone, keeper);
     // An event's person is always its identity's person: the person filter lets events_person serve this.
-    this.db.query('UPDATE events SET identity_id = ?, person_id = ? WHERE person_id = ? AND identity_id = ?').run(keeper, k.person_id, l.person_id, loser);
+    this.db
+      .query('UPDATE events SET identity_id = ?, person_id = ? WHERE person_id = ? AND identity_id = ?')
+      .run(keeper, k.person_id, l.person_id, loser);
     this.db.query('DELETE FROM identities WHERE id = ?').run(loser);
     if (l.person_id !== k.person_id) this.absorbPerson(k.person_id, l.person_id);
   }
@@ -224,15 +315,23 @@ export class PersonService {
    * identities whose home was `loser` (or anything moved to it) land in `keeper` when first seen.
    */
   private absorbPerson(keeper: string, loser: string): void {
-    this.db.query("INSERT INTO person_moves (kind, from_id, to_person) VALUES ('person', ?, ?) ON CONFLICT DO UPDATE SET to_person = excluded.to_person").run(loser, keeper);
+    this.db
+      .query(
+        "INSERT INTO person_moves (kind, from_id, to_person) VALUES ('person', ?, ?) ON CONFLICT DO UPDATE SET to_person = excluded.to_person",
+      )
+      .run(loser, keeper);
     this.db.query('UPDATE person_moves SET to_person = ? WHERE to_person = ?').run(keeper, loser);
     const l = this.db.query<PersonRow, [string]>('SELECT * FROM persons WHERE id = ?').get(loser);
     if (!l) return; // nothing of it on this node
     const now = isoNow();
-    this.db.query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(keeper, l.display_name, l.created_at, now);
+    this.db
+      .query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)')
+      .run(keeper, l.display_name, l.created_at, now);
     this.db.query('UPDATE identities SET person_id = ? WHERE person_id = ?').run(keeper, loser);
     this.db.query('UPDATE events SET person_id = ? WHERE person_id = ?').run(keeper, loser);
-    this.db.query('UPDATE persons SET display_name = COALESCE(display_name, ?), updated_at = ? WHERE id = ?').run(l.display_name, now, keeper);
+    this.db
+      .query('UPDATE persons SET display_name = COALESCE(display_name, ?), updated_at = ? WHERE id = ?')
+      .run(l.display_name, now, keeper);
     this.db.query('DELETE FROM persons WHERE id = ?').run(loser);
   }
 
@@ -241,22 +340,33 @@ export class PersonService {
     const k = this.resolve(keeper);
     const l = this.resolve(loser);
     if (k !== l) this.absorbPerson(k, l);
-    this.db.query(`UPDATE identities SET unlinked_reason = NULL WHERE id IN (${identityIds.map(() => '?').join(',')})`).run(...identityIds);
+    this.db
+      .query(`UPDATE identities SET unlinked_reason = NULL WHERE id IN (${identityIds.map(() => '?').join(',')})`)
+      .run(...identityIds);
   }
 
   /** Moves one identity (and its events) to `person`, created when missing; records the move. */
   private moveIdentity(identityId: string, person: string, reason: string, at: string): void {
-    this.db.query("INSERT INTO person_moves (kind, from_id, to_person) VALUES ('identity', ?, ?) ON CONFLICT DO UPDATE SET to_person = excluded.to_person").run(identityId, person);
+    this.db
+      .query(
+        "INSERT INTO person_moves (kind, from_id, to_person) VALUES ('identity', ?, ?) ON CONFLICT DO UPDATE SET to_person = excluded.to_person",
+      )
+      .run(identityId, person);
     const i = this.identity(identityId);
     if (!i) return; // nothing of it on this node
     const target = this.resolve(person);
-    this.db.query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run(target, i.display_name, at, at);
+    this.db
+      .query('INSERT OR IGNORE INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)')
+      .run(target, i.display_name, at, at);
     this.db.query('UPDATE identities SET person_id = ?, unlinked_reason = ? WHERE id = ?').run(target, reason, i.id);
     if (i.person_id === target) return;
-    this.db.query('UPDATE events SET person_id = ? WHERE person_id = ? AND identity_id = ?').run(target, i.person_id, i.id);
+    this.db
+      .query('UPDATE events SET person_id = ? WHERE person_id = ? AND identity_id = ?')
+      .run(target, i.person_id, i.id);
     this.db.query('UPDATE persons SET updated_at = ? WHERE id = ?').run(at, i.person_id);
     // In a cluster the old person may keep identities on other nodes only: no empty row here.
-    if (!this.db.query('SELECT 1 FROM identities WHERE person_id = ? LIMIT 1').get(i.person_id)) this.db.query('DELETE FROM persons WHERE id = ?').run(i.person_id);
+    if (!this.db.query('SELECT 1 FROM identities WHERE person_id = ? LIMIT 1').get(i.person_id))
+      this.db.query('DELETE FROM persons WHERE id = ?').run(i.person_id);
   }
 
   /** Applies one link or unlink (decided here, or read from the cluster's person log). */
@@ -267,21 +377,34 @@ export class PersonService {
 
   /** How many entries of the cluster's person log `log` this node has applied. */
   logApplied(log: string): number {
-    return this.db.query<{ applied: number }, [string]>('SELECT applied FROM person_log WHERE name = ?').get(log)?.applied ?? 0;
+    return (
+      this.db.query<{ applied: number }, [string]>('SELECT applied FROM person_log WHERE name = ?').get(log)?.applied ??
+      0
+    );
   }
 
   /** Applies log entries from index `from` (all or nothing); `from` must be the count applied so far. */
   applyLog(log: string, from: number, ops: PersonOp[]): void {
-    this.db.transaction(() => {
-      if (this.logApplied(log) !== from) return; // another pull got there first
-      for (const op of ops) this.apply(op);
-      this.db.query('INSERT INTO person_log (name, applied) VALUES (?, ?) ON CONFLICT DO UPDATE SET applied = excluded.applied').run(log, from + ops.length);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        if (this.logApplied(log) !== from) return; // another pull got there first
+        for (const op of ops) this.apply(op);
+        this.db
+          .query(
+            'INSERT INTO person_log (name, applied) VALUES (?, ?) ON CONFLICT DO UPDATE SET applied = excluded.applied',
+          )
+          .run(log, from + ops.length);
+      })
+      .immediate();
   }
 
   /** The log restarted (Redis lost it): what was applied stays; counting starts again at `applied`. */
   resetLog(log: string, applied: number): void {
-    this.db.query('INSERT INTO person_log (name, applied) VALUES (?, ?) ON CONFLICT DO UPDATE SET applied = excluded.applied').run(log, applied);
+    this.db
+      .query(
+        'INSERT INTO person_log (name, applied) VALUES (?, ?) ON CONFLICT DO UPDATE SET applied = excluded.applied',
+      )
+      .run(log, applied);
   }
 
   identity(id: string): IdentityRow | null {
@@ -289,19 +412,42 @@ export class PersonService {
   }
 
   private identityView(r: IdentityRow): IdentityView {
-    const aliases = this.db.query<{ key: string }, [string, string]>('SELECT key FROM identity_keys WHERE identity_id = ? AND key <> ? ORDER BY key').all(r.id, r.platform_user_id).map((a) => a.key);
+    const aliases = this.db
+      .query<{ key: string }, [string, string]>(
+        'SELECT key FROM identity_keys WHERE identity_id = ? AND key <> ? ORDER BY key',
+      )
+      .all(r.id, r.platform_user_id)
+      .map((a) => a.key);
     return {
-      id: r.id, personId: r.person_id, platform: r.platform, platformUserId: r.platform_user_id, aliases, displayName: r.display_name, phone: r.phone,
-      messageCount: r.message_count, firstSeenAt: r.first_seen_at, lastSeenAt: r.last_seen_at, unlinkedReason: r.unlinked_reason,
+      id: r.id,
+      personId: r.person_id,
+      platform: r.platform,
+      platformUserId: r.platform_user_id,
+      aliases,
+      displayName: r.display_name,
+      phone: r.phone,
+      messageCount: r.message_count,
+      firstSeenAt: r.first_seen_at,
+      lastSeenAt: r.last_seen_at,
+      unlinkedReason: r.unlinked_reason,
     };
   }
 
   identitiesOf(personId: string): IdentityView[] {
-    return this.db.query<IdentityRow, [string]>('SELECT * FROM identities WHERE person_id = ? ORDER BY first_seen_at, id').all(personId).map((r) => this.identityView(r));
+    return this.db
+      .query<IdentityRow, [string]>('SELECT * FROM identities WHERE person_id = ? ORDER BY first_seen_at, id')
+      .all(personId)
+      .map((r) => this.identityView(r));
   }
 
   private view(p: PersonRow): PersonView {
-    return { id: p.id, displayName: p.display_name, identities: this.identitiesOf(p.id), createdAt: p.created_at, updatedAt: p.updated_at };
+    return {
+      id: p.id,
+      displayName: p.display_name,
+      identities: this.identitiesOf(p.id),
+      createdAt: p.created_at,
+      updatedAt: p.updated_at,
+    };
   }
 
   get(id: string): PersonView | null {
@@ -310,7 +456,14 @@ export class PersonService {
   }
 
   /** Persons whose name, platform id/alias or phone contains `search` (case-insensitive), of `ids`, or holding `identityIds`; by id. */
-  search(opts: { search?: string; ids?: string[]; identityIds?: string[]; afterId?: string; limit: number; instanceIds?: string[] | null }): PersonView[] {
+  search(opts: {
+    search?: string;
+    ids?: string[];
+    identityIds?: string[];
+    afterId?: string;
+    limit: number;
+    instanceIds?: string[] | null;
+  }): PersonView[] {
     const w: string[] = [];
     const params: (string | number)[] = [];
     const marks = (n: number) => Array.from({ length: n }, () => '?').join(',');
@@ -326,7 +479,9 @@ export class PersonService {
     }
     if (opts.identityIds) {
       // Such a key finds a person by the identities it may see only (those of `scoped`).
-      const seen = opts.instanceIds ? ` AND id IN (SELECT identity_id FROM events WHERE instance_id IN (${marks(opts.instanceIds.length)}))` : '';
+      const seen = opts.instanceIds
+        ? ` AND id IN (SELECT identity_id FROM events WHERE instance_id IN (${marks(opts.instanceIds.length)}))`
+        : '';
       w.push(`p.id IN (SELECT person_id FROM identities WHERE id IN (${marks(opts.identityIds.length)})${seen})`);
       params.push(...opts.identityIds, ...(opts.instanceIds ?? []));
     }
@@ -342,7 +497,9 @@ export class PersonService {
       params.push(opts.afterId);
     }
     return this.db
-      .query<PersonRow, (string | number)[]>(`SELECT p.* FROM persons p ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY p.id LIMIT ?`)
+      .query<PersonRow, (string | number)[]>(
+        `SELECT p.* FROM persons p ${w.length ? `WHERE ${w.join(' AND ')}` : ''} ORDER BY p.id LIMIT ?`,
+      )
       .all(...params, opts.limit)
       .map((p) => this.view(p));
   }
@@ -351,9 +508,13 @@ export class PersonService {
   visibleTo(personId: string, instanceIds: string[] | null): boolean {
     if (instanceIds === null) return true;
     if (instanceIds.length === 0) return false;
-    return this.db
-      .query(`SELECT 1 FROM events WHERE person_id = ? AND instance_id IN (${instanceIds.map(() => '?').join(',')}) LIMIT 1`)
-      .get(personId, ...instanceIds) !== null;
+    return (
+      this.db
+        .query(
+          `SELECT 1 FROM events WHERE person_id = ? AND instance_id IN (${instanceIds.map(() => '?').join(',')}) LIMIT 1`,
+        )
+        .get(personId, ...instanceIds) !== null
+    );
   }
 
   /**
@@ -365,7 +526,9 @@ export class PersonService {
     if (instanceIds.length === 0) return { ...person, identities: [] };
     const seen = new Set(
       this.db
-        .query<{ identity_id: string }, string[]>(`SELECT DISTINCT identity_id FROM events WHERE person_id = ? AND identity_id IS NOT NULL AND instance_id IN (${instanceIds.map(() => '?').join(',')})`)
+        .query<{ identity_id: string }, string[]>(
+          `SELECT DISTINCT identity_id FROM events WHERE person_id = ? AND identity_id IS NOT NULL AND instance_id IN (${instanceIds.map(() => '?').join(',')})`,
+        )
         .all(person.id, ...instanceIds)
         .map((r) => r.identity_id),
     );
@@ -374,26 +537,35 @@ export class PersonService {
 
   /** Links two identities: their persons become one (the person of A is kept). */
   link(identityA: string, identityB: string): PersonView {
-    return this.db.transaction(() => {
-      const a = this.identity(identityA);
-      const b = this.identity(identityB);
-      if (!a) throw new ApiError('NOT_FOUND', `Identity '${identityA}' not found`, { field: 'identityA' });
-      if (!b) throw new ApiError('NOT_FOUND', `Identity '${identityB}' not found`, { field: 'identityB' });
-      this.apply({ op: 'link', keeper: a.person_id, loser: b.person_id, identities: [a.id, b.id] });
-      return this.get(a.person_id)!;
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const a = this.identity(identityA);
+        const b = this.identity(identityB);
+        if (!a) throw new ApiError('NOT_FOUND', `Identity '${identityA}' not found`, { field: 'identityA' });
+        if (!b) throw new ApiError('NOT_FOUND', `Identity '${identityB}' not found`, { field: 'identityB' });
+        this.apply({ op: 'link', keeper: a.person_id, loser: b.person_id, identities: [a.id, b.id] });
+        return this.get(a.person_id)!;
+      })
+      .immediate();
   }
 
   /** Detaches an identity into a person of its own; its events follow it. */
   unlink(identityId: string, reason: string): { person: PersonView; identity: IdentityView } {
-    return this.db.transaction(() => {
-      const i = this.identity(identityId);
-      if (!i) throw new ApiError('NOT_FOUND', `Identity '${identityId}' not found`, { field: 'identityId' });
-      const siblings = this.db.query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM identities WHERE person_id = ?').get(i.person_id)!.n;
-      if (siblings <= 1) throw new ApiError('CONFLICT', 'The identity is the only one of its person; nothing to unlink', { identityId });
-      const personId = newId();
-      this.apply({ op: 'unlink', identity: i.id, person: personId, reason, at: isoNow() });
-      return { person: this.get(personId)!, identity: this.identityView(this.identity(i.id)!) };
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const i = this.identity(identityId);
+        if (!i) throw new ApiError('NOT_FOUND', `Identity '${identityId}' not found`, { field: 'identityId' });
+        const siblings = this.db
+          .query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM identities WHERE person_id = ?')
+          .get(i.person_id)!.n;
+        if (siblings <= 1)
+          throw new ApiError('CONFLICT', 'The identity is the only one of its person; nothing to unlink', {
+            identityId,
+          });
+        const personId = newId();
+        this.apply({ op: 'unlink', identity: i.id, person: personId, reason, at: isoNow() });
+        return { person: this.get(personId)!, identity: this.identityView(this.identity(i.id)!) };
+      })
+      .immediate();
   }
 }

@@ -2,22 +2,27 @@
 // the instance actors that own channel connections, the stream hub and the pipeline metrics.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
-import { ConversationActor, type AccessDecision, type ConversationDeps, type ConversationMsg } from '../../actors/conversation.ts';
+import {
+  type AccessDecision,
+  ConversationActor,
+  type ConversationDeps,
+  type ConversationMsg,
+} from '../../actors/conversation.ts';
 import { InstanceActor } from '../../actors/instance.ts';
 import type { Clock, Timer } from '../../actors/runtime/clock.ts';
 import { Supervisor } from '../../actors/runtime/supervisor.ts';
 import { createAgentClient } from '../agents/index.ts';
 import type { AgentClient } from '../agents/types.ts';
-import type { Config } from '../config.ts';
-import { DEFAULT_FACTORIES, type AdapterDeps, type AdapterFactory } from '../channels/registry.ts';
+import { type AdapterDeps, type AdapterFactory, DEFAULT_FACTORIES } from '../channels/registry.ts';
 import type { ChannelAdapter, ChannelKind, InboundMessage } from '../channels/types.ts';
+import type { Config } from '../config.ts';
 import { StreamHub } from '../stream/hub.ts';
+import { GroupCommitter } from './group-commit.ts';
 import { Inbox, type InboxRow, type IngestOutcome } from './inbox.ts';
 import type { Instance, InstanceStatus } from './instance-types.ts';
 import type { InstanceService } from './instances.ts';
 import { Metrics } from './metrics.ts';
 import { Semaphore } from './semaphore.ts';
-import { GroupCommitter } from './group-commit.ts';
 import type { SettingsService } from './settings.ts';
 import { TraceService } from './traces.ts';
 
@@ -44,7 +49,13 @@ export interface TerminalInfo {
 }
 
 /** Listeners for things other subsystems record (events, persons): called after each terminal state. */
-export type TerminalListener = (row: InboxRow, status: string, inst: Instance | null, responseText: string | null, info?: TerminalInfo) => void;
+export type TerminalListener = (
+  row: InboxRow,
+  status: string,
+  inst: Instance | null,
+  responseText: string | null,
+  info?: TerminalInfo,
+) => void;
 
 export class Pipeline {
   readonly inbox: Inbox;
@@ -57,11 +68,19 @@ export class Pipeline {
   private instanceActors = new Map<string, InstanceActor>();
   private agentPermits: Semaphore;
   private terminalListeners: TerminalListener[] = [];
-  private statusListeners: Array<(inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null }) => void> = [];
+  private statusListeners: Array<
+    (inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null }) => void
+  > = [];
   /** The access step; replaced by the access service when it is wired. */
-  access: (inst: Instance, msg: InboundMessage) => AccessDecision = () => ({ allowed: true, reason: 'no access rules' });
+  access: (inst: Instance, msg: InboundMessage) => AccessDecision = () => ({
+    allowed: true,
+    reason: 'no access rules',
+  });
   /** Cluster mode hook: whether this node owns the conversation / instance now. */
-  owns: { conversation(id: string): boolean; instance(id: string): boolean } = { conversation: () => true, instance: () => true };
+  owns: { conversation(id: string): boolean; instance(id: string): boolean } = {
+    conversation: () => true,
+    instance: () => true,
+  };
   /** Cluster mode hook: ingress goes to the owner's shard stream instead of the local inbox. */
   ingestHook: ((msg: InboundMessage, kind: 'inbound' | 'send') => Promise<IngestOutcome>) | null = null;
   /** Cluster mode hook: wraps a channel adapter (the self-fence refuses sends after losing the shard). */
@@ -86,11 +105,24 @@ export class Pipeline {
       sendFailures: mt.counter('switchboard_send_failures_total', 'Failed channel sends by channel'),
       retries: mt.counter('switchboard_retries_total', 'Retried attempts by stage'),
       deadLetters: mt.counter('switchboard_dead_letters_total', 'Messages dead-lettered'),
-      duplicates: mt.counter('switchboard_possible_duplicate_sends_total', 'Parts resent after an interrupted send (possible duplicates)'),
+      duplicates: mt.counter(
+        'switchboard_possible_duplicate_sends_total',
+        'Parts resent after an interrupted send (possible duplicates)',
+      ),
       terminal: mt.counter('switchboard_messages_total', 'Messages by terminal status'),
-      reconnects: mt.counter('switchboard_channel_status_changes_total', 'Channel status changes by status and channel'),
-      lostConnections: mt.counter('switchboard_channel_reconnects_total', 'Channel connections lost or restarted (a reconnect follows), by channel and reason'),
-      backlog: mt.histogram('switchboard_conversation_backlog', 'Unfinished messages per conversation (sampled at scrape; conversations with a backlog)', [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000]),
+      reconnects: mt.counter(
+        'switchboard_channel_status_changes_total',
+        'Channel status changes by status and channel',
+      ),
+      lostConnections: mt.counter(
+        'switchboard_channel_reconnects_total',
+        'Channel connections lost or restarted (a reconnect follows), by channel and reason',
+      ),
+      backlog: mt.histogram(
+        'switchboard_conversation_backlog',
+        'Unfinished messages per conversation (sampled at scrape; conversations with a backlog)',
+        [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000],
+      ),
     };
     // The backlog histogram is a snapshot: rebuilt from the inbox's counts on every scrape.
     const renderBacklog = this.m.backlog.render.bind(this.m.backlog);
@@ -99,34 +131,71 @@ export class Pipeline {
       for (const n of this.inbox.backlogSizes()) this.m.backlog.observe(n);
       return renderBacklog();
     };
-    mt.gauge('switchboard_dedupe_hits_total', 'Redelivered messages recognised as duplicates since start', () => this.inbox.counters.duplicates);
-    mt.gauge('switchboard_shed_total', 'Messages shed (conversation backlog full) since start', () => this.inbox.counters.shed);
-    mt.gauge('switchboard_overloaded_total', 'Ingress refused with 503 (global backlog full) since start', () => this.inbox.counters.overloaded);
+    mt.gauge(
+      'switchboard_dedupe_hits_total',
+      'Redelivered messages recognised as duplicates since start',
+      () => this.inbox.counters.duplicates,
+    );
+    mt.gauge(
+      'switchboard_shed_total',
+      'Messages shed (conversation backlog full) since start',
+      () => this.inbox.counters.shed,
+    );
+    mt.gauge(
+      'switchboard_overloaded_total',
+      'Ingress refused with 503 (global backlog full) since start',
+      () => this.inbox.counters.overloaded,
+    );
     mt.gauge('switchboard_inbox_depth', 'Messages not yet terminal', () => this.inbox.depth);
     mt.gauge('switchboard_inbox_oldest_age_seconds', 'Age of the oldest unfinished message', () => this.oldestAge());
     mt.gauge('switchboard_ingest_total', 'Ingest outcomes since start', () => [
-      [{ outcome: 'accepted' }, this.inbox.counters.accepted], [{ outcome: 'duplicate' }, this.inbox.counters.duplicates],
-      [{ outcome: 'shed' }, this.inbox.counters.shed], [{ outcome: 'overloaded' }, this.inbox.counters.overloaded],
+      [{ outcome: 'accepted' }, this.inbox.counters.accepted],
+      [{ outcome: 'duplicate' }, this.inbox.counters.duplicates],
+      [{ outcome: 'shed' }, this.inbox.counters.shed],
+      [{ outcome: 'overloaded' }, this.inbox.counters.overloaded],
     ]);
     mt.gauge('switchboard_actors', 'Conversation actors', () => {
       const s = this.conversations.stats();
-      return [[{ state: 'active' }, s.active], [{ state: 'busy' }, s.busy], [{ state: 'passivated_total' }, s.passivated]];
+      return [
+        [{ state: 'active' }, s.active],
+        [{ state: 'busy' }, s.busy],
+        [{ state: 'passivated_total' }, s.passivated],
+      ];
     });
     mt.gauge('switchboard_agent_permits_in_use', 'Agent calls in flight', () => this.agentPermits.active);
-    mt.gauge('switchboard_agent_permits_waiting', 'Conversations waiting for an agent slot', () => this.agentPermits.waiting);
+    mt.gauge(
+      'switchboard_agent_permits_waiting',
+      'Conversations waiting for an agent slot',
+      () => this.agentPermits.waiting,
+    );
     mt.gauge('switchboard_ws_clients', 'WebSocket clients', () => this.hub.stats().clients);
-    mt.gauge('switchboard_ws_resyncs_total', 'Resyncs sent to lagging WebSocket clients', () => this.hub.stats().resyncsTotal);
+    mt.gauge(
+      'switchboard_ws_resyncs_total',
+      'Resyncs sent to lagging WebSocket clients',
+      () => this.hub.stats().resyncsTotal,
+    );
 
     const agentCache = new WeakMap<Instance, AgentClient>();
-    const agentFor = o.agentFor ?? ((inst: Instance) => {
-      let c = agentCache.get(inst);
-      if (!c) agentCache.set(inst, (c = createAgentClient(inst.agent, { leo: o.config.leo, fetch: o.fetch, clock: o.clock })));
-      return c;
-    });
+    const agentFor =
+      o.agentFor ??
+      ((inst: Instance) => {
+        let c = agentCache.get(inst);
+        if (!c)
+          agentCache.set(
+            inst,
+            (c = createAgentClient(inst.agent, { leo: o.config.leo, fetch: o.fetch, clock: o.clock })),
+          );
+        return c;
+      });
 
     // One dependency object shared by every conversation actor (per-actor closures cost ~1 KB each).
     const actorDeps: ConversationDeps = {
-      db: o.db, inbox: this.inbox, traces: this.traces, committer: this.committer, clock: o.clock, log: o.log,
+      db: o.db,
+      inbox: this.inbox,
+      traces: this.traces,
+      committer: this.committer,
+      clock: o.clock,
+      log: o.log,
       instance: (id) => o.instances.get(id),
       adapter: (id) => this.instanceActors.get(id)?.adapter ?? null,
       agentFor,
@@ -156,7 +225,13 @@ export class Pipeline {
           }
         },
       },
-      policy: { maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts, retryBaseMs: p.retryBaseMs, retryMaxMs: p.retryMaxMs, prefetch: p.prefetch, typingDelayMs: p.typingDelayMs },
+      policy: {
+        maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts,
+        retryBaseMs: p.retryBaseMs,
+        retryMaxMs: p.retryMaxMs,
+        prefetch: p.prefetch,
+        typingDelayMs: p.typingDelayMs,
+      },
       stillOwner: (id) => this.owns.conversation(id),
       shuttingDown: this.shutdownController.signal,
     };
@@ -179,7 +254,8 @@ export class Pipeline {
         };
       },
       onEvent: (e) => {
-        if (e.type === 'dropped' || e.type === 'failed') o.log.error({ key: e.key, err: String((e as { error: unknown }).error) }, `conversation actor ${e.type}`);
+        if (e.type === 'dropped' || e.type === 'failed')
+          o.log.error({ key: e.key, err: String((e as { error: unknown }).error) }, `conversation actor ${e.type}`);
       },
     });
 
@@ -194,7 +270,11 @@ export class Pipeline {
   }
 
   private oldestAge(): number {
-    const r = this.o.db.query<{ t: string | null }, []>("SELECT MIN(received_at) AS t FROM inbox WHERE status IN ('pending','processing')").get();
+    const r = this.o.db
+      .query<{ t: string | null }, []>(
+        "SELECT MIN(received_at) AS t FROM inbox WHERE status IN ('pending','processing')",
+      )
+      .get();
     return r?.t ? Math.max(0, (Date.now() - Date.parse(r.t)) / 1000) : 0;
   }
 
@@ -202,7 +282,9 @@ export class Pipeline {
     this.terminalListeners.push(fn);
   }
 
-  onInstanceStatus(fn: (inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null }) => void): void {
+  onInstanceStatus(
+    fn: (inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null }) => void,
+  ): void {
     this.statusListeners.push(fn);
   }
 
@@ -268,11 +350,21 @@ export class Pipeline {
     if (current) {
       const prev = current.instance;
       current.instance = inst;
-      const reconnect = JSON.stringify(prev.config) !== JSON.stringify(inst.config) || prev.name !== inst.name || prev.settings.maxTextLength !== inst.settings.maxTextLength;
+      const reconnect =
+        JSON.stringify(prev.config) !== JSON.stringify(inst.config) ||
+        prev.name !== inst.name ||
+        prev.settings.maxTextLength !== inst.settings.maxTextLength;
       if (reconnect) await current.restart();
       return;
     }
-    const deps: AdapterDeps = { db: this.o.db, config: this.o.config, clock: this.o.clock, log: this.o.log, fetch: this.o.fetch, ...this.o.adapterDeps };
+    const deps: AdapterDeps = {
+      db: this.o.db,
+      config: this.o.config,
+      clock: this.o.clock,
+      log: this.o.log,
+      fetch: this.o.fetch,
+      ...this.o.adapterDeps,
+    };
     const factory = this.o.factories?.[inst.channel] ?? DEFAULT_FACTORIES[inst.channel];
     const actor = new InstanceActor(inst, {
       clock: this.o.clock,
@@ -284,10 +376,26 @@ export class Pipeline {
         this.m.reconnects.inc({ status, channel: i.channel });
         const before = this.lastStatus.get(i.id);
         this.lastStatus.set(i.id, status);
-        if (status !== 'connected' && before !== undefined && before !== status && (before === 'connected' || status !== 'connecting')) {
+        if (
+          status !== 'connected' &&
+          before !== undefined &&
+          before !== status &&
+          (before === 'connected' || status !== 'connecting')
+        ) {
           this.m.lostConnections.inc({ channel: i.channel, reason: reasonLabel(detail.reason ?? status) });
         }
-        this.hub.publishEvent('instances', { type: 'instance.status', instanceId: i.id, name: i.name, status, reason: detail.reason ?? null, hasQr: Boolean(detail.qr) }, { instanceId: i.id });
+        this.hub.publishEvent(
+          'instances',
+          {
+            type: 'instance.status',
+            instanceId: i.id,
+            name: i.name,
+            status,
+            reason: detail.reason ?? null,
+            hasQr: Boolean(detail.qr),
+          },
+          { instanceId: i.id },
+        );
         for (const l of this.statusListeners) l(i, status, detail);
       },
     });
@@ -317,5 +425,12 @@ export class Pipeline {
 
 /** A reconnect reason as a low-cardinality label (numbers and ids stripped, bounded length). */
 function reasonLabel(reason: string): string {
-  return reason.toLowerCase().replace(/[0-9a-f]{8,}|\d+/g, 'N').replace(/\s+/g, ' ').trim().slice(0, 48) || 'unknown';
+  return (
+    reason
+      .toLowerCase()
+      .replace(/[0-9a-f]{8,}|\d+/g, 'N')
+      .replace(/\s+/g, ' ')
+      .trim()
+      .slice(0, 48) || 'unknown'
+  );
 }

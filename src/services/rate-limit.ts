@@ -88,7 +88,12 @@ export class MemoryRateLimiter implements RateLimiter {
     if (++this.takes % 1024 === 0) this.sweep(now);
     if (b.tokens >= 1) {
       b.tokens -= 1;
-      return { allowed: true, limit, remaining: Math.floor(b.tokens), resetSeconds: Math.ceil((limit - b.tokens) / perMs / 1000) };
+      return {
+        allowed: true,
+        limit,
+        remaining: Math.floor(b.tokens),
+        resetSeconds: Math.ceil((limit - b.tokens) / perMs / 1000),
+      };
     }
     return { allowed: false, limit, remaining: 0, resetSeconds: Math.max(1, Math.ceil((1 - b.tokens) / perMs / 1000)) };
   }

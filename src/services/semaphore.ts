@@ -41,7 +41,8 @@ export class Semaphore {
       if (done) return;
       done = true;
       const next = this.waiters.shift();
-      if (next) next(); // the permit passes straight to the next waiter
+      if (next)
+        next(); // the permit passes straight to the next waiter
       else this.inUse--;
     };
   }

@@ -10,18 +10,48 @@ interface SettingDef {
 }
 
 const intBetween = (min: number, max: number) => (v: unknown) =>
-  Number.isInteger(v) && (v as number) >= min && (v as number) <= max ? null : `must be an integer between ${min} and ${max}`;
+  Number.isInteger(v) && (v as number) >= min && (v as number) <= max
+    ? null
+    : `must be an integer between ${min} and ${max}`;
 
 export const SETTING_DEFS: Record<string, SettingDef> = {
-  'agent.defaultTimeoutSeconds': { description: 'Agent timeout for new instances (seconds)', default: 60, check: intBetween(1, 600) },
+  'agent.defaultTimeoutSeconds': {
+    description: 'Agent timeout for new instances (seconds)',
+    default: 60,
+    check: intBetween(1, 600),
+  },
   'traces.retentionDays': { description: 'Days traces and events are kept', default: 30, check: intBetween(1, 3650) },
   'audit.retentionDays': { description: 'Days API audit records are kept', default: 90, check: intBetween(1, 3650) },
-  'inbox.dedupeRetentionDays': { description: 'Days a provider message id is remembered for dedupe (≥ 14)', default: 14, check: intBetween(14, 3650) },
-  'pipeline.maxAttempts': { description: 'Attempts before a message is dead-lettered', default: 5, check: intBetween(1, 100) },
-  'rateLimit.messagesSendPerMinute': { description: 'Per-key limit of message sends per minute', default: 60, check: intBetween(1, 1_000_000) },
-  'rateLimit.eventsListPerMinute': { description: 'Per-key limit of event/trace listings per minute', default: 100, check: intBetween(1, 1_000_000) },
-  'rateLimit.instancesWritePerMinute': { description: 'Per-key limit of instance create/update/delete/actions per minute', default: 30, check: intBetween(1, 1_000_000) },
-  'rateLimit.generalPerMinute': { description: 'Per-key limit of other API requests per minute', default: 1000, check: intBetween(1, 1_000_000) },
+  'inbox.dedupeRetentionDays': {
+    description: 'Days a provider message id is remembered for dedupe (≥ 14)',
+    default: 14,
+    check: intBetween(14, 3650),
+  },
+  'pipeline.maxAttempts': {
+    description: 'Attempts before a message is dead-lettered',
+    default: 5,
+    check: intBetween(1, 100),
+  },
+  'rateLimit.messagesSendPerMinute': {
+    description: 'Per-key limit of message sends per minute',
+    default: 60,
+    check: intBetween(1, 1_000_000),
+  },
+  'rateLimit.eventsListPerMinute': {
+    description: 'Per-key limit of event/trace listings per minute',
+    default: 100,
+    check: intBetween(1, 1_000_000),
+  },
+  'rateLimit.instancesWritePerMinute': {
+    description: 'Per-key limit of instance create/update/delete/actions per minute',
+    default: 30,
+    check: intBetween(1, 1_000_000),
+  },
+  'rateLimit.generalPerMinute': {
+    description: 'Per-key limit of other API requests per minute',
+    default: 1000,
+    check: intBetween(1, 1_000_000),
+  },
 };
 
 export interface SettingView {
@@ -36,7 +66,10 @@ export class SettingsService {
   private cache = new Map<string, unknown>();
   private listeners: Array<(key: string) => void> = [];
 
-  constructor(private db: Database, private overrides: Record<string, unknown> = {}) {}
+  constructor(
+    private db: Database,
+    private overrides: Record<string, unknown> = {},
+  ) {}
 
   onChange(fn: (key: string) => void) {
     this.listeners.push(fn);
@@ -60,8 +93,18 @@ export class SettingsService {
 
   get(key: string): SettingView {
     const d = this.def(key);
-    const r = this.db.query<{ value_json: string; updated_at: string }, [string]>('SELECT value_json, updated_at FROM settings WHERE key = ?').get(key);
-    return { key, value: r ? JSON.parse(r.value_json) : (this.overrides[key] ?? d.default), description: d.description, isDefault: !r, updatedAt: r?.updated_at ?? null };
+    const r = this.db
+      .query<{ value_json: string; updated_at: string }, [string]>(
+        'SELECT value_json, updated_at FROM settings WHERE key = ?',
+      )
+      .get(key);
+    return {
+      key,
+      value: r ? JSON.parse(r.value_json) : (this.overrides[key] ?? d.default),
+      description: d.description,
+      isDefault: !r,
+      updatedAt: r?.updated_at ?? null,
+    };
   }
 
   list(): SettingView[] {
@@ -83,7 +126,11 @@ export class SettingsService {
     const now = isoNow();
     this.db.transaction(() => {
       for (const [k, v] of Object.entries(values)) {
-        this.db.query('INSERT INTO settings (key, value_json, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value_json = excluded.value_json, updated_at = excluded.updated_at').run(k, JSON.stringify(v), now);
+        this.db
+          .query(
+            'INSERT INTO settings (key, value_json, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value_json = excluded.value_json, updated_at = excluded.updated_at',
+          )
+          .run(k, JSON.stringify(v), now);
       }
     })();
     this.cache.clear();

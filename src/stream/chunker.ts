@@ -76,7 +76,15 @@ function findFences(s: string): Fence[] {
       }
     } else {
       const ticks = fenceOpenTicks(t);
-      if (ticks) open = { start: ls, contentStart: Math.min(le + 1, s.length), closeStart: s.length, end: s.length, open: t, ticks };
+      if (ticks)
+        open = {
+          start: ls,
+          contentStart: Math.min(le + 1, s.length),
+          closeStart: s.length,
+          end: s.length,
+          open: t,
+          ticks,
+        };
     }
     if (le === s.length) break;
     ls = le + 1;

@@ -13,7 +13,7 @@
 // Without lagging clients a finished turn costs nothing (a busy gateway finishes thousands of
 // turns per second; holding each for the grace period was most of the process's memory).
 
-import { realClock, type Clock, type Timer } from '../../actors/runtime/clock.ts';
+import { type Clock, realClock, type Timer } from '../../actors/runtime/clock.ts';
 
 export type StreamChannel = 'events' | 'instances' | 'conversations';
 export const STREAM_CHANNELS: readonly StreamChannel[] = ['events', 'instances', 'conversations'];
@@ -189,7 +189,7 @@ export class StreamHub {
 
   delta(turnId: string, text: string): void {
     const turn = this.turns.get(turnId);
-    if (!turn || turn.status !== 'running' || text === '') return;
+    if (turn?.status !== 'running' || text === '') return;
     if (!turn.messageOpen) {
       // A new text message inside the turn: separate it from the previous one in the snapshot.
       if (turn.text !== '') turn.text += '\n\n';
@@ -211,24 +211,29 @@ export class StreamHub {
   /** The agent finished one text message and may start another in the same turn. */
   messageBreak(turnId: string): void {
     const turn = this.turns.get(turnId);
-    if (!turn || turn.status !== 'running' || !turn.messageOpen) return;
+    if (turn?.status !== 'running' || !turn.messageOpen) return;
     this.closeMessage(turn);
     turn.messageIndex++;
   }
 
   runFinished(turnId: string, finalText: string): void {
     const turn = this.turns.get(turnId);
-    if (!turn || turn.status !== 'running') return;
+    if (turn?.status !== 'running') return;
     if (turn.messageOpen) this.closeMessage(turn);
     turn.status = 'finished';
     turn.text = finalText;
-    this.emitTurn(turn, { type: 'RUN_FINISHED', threadId: turn.conversationId, runId: turn.turnId, result: { text: finalText } });
+    this.emitTurn(turn, {
+      type: 'RUN_FINISHED',
+      threadId: turn.conversationId,
+      runId: turn.turnId,
+      result: { text: finalText },
+    });
     this.turnEnded(turn);
   }
 
   runError(turnId: string, message: string): void {
     const turn = this.turns.get(turnId);
-    if (!turn || turn.status !== 'running') return;
+    if (turn?.status !== 'running') return;
     if (turn.messageOpen) this.closeMessage(turn);
     turn.status = 'error';
     turn.error = message;
@@ -239,7 +244,7 @@ export class StreamHub {
   /** A retried agent call: what was streamed so far is void; clients start the reply over. */
   turnRestarted(turnId: string, reason: string): void {
     const turn = this.turns.get(turnId);
-    if (!turn || turn.status !== 'running') return;
+    if (turn?.status !== 'running') return;
     this.cancelFlush(turn);
     turn.pending = '';
     turn.text = '';

@@ -9,7 +9,7 @@
 // every stream whose key no longer grants what it was opened with is closed with 4401.
 
 import { Elysia } from 'elysia';
-import { WS_CLOSE_UNAUTHORIZED, type StreamHub, type StreamPrincipal, type SubscriberHandle } from './hub.ts';
+import { type StreamHub, type StreamPrincipal, type SubscriberHandle, WS_CLOSE_UNAUTHORIZED } from './hub.ts';
 
 export interface WsRoutesDeps {
   hub: StreamHub;
@@ -90,7 +90,11 @@ export function wsRoutes(deps: WsRoutesDeps) {
       principal,
     );
     handles.set(id, handle);
-    open.set(id, { key, instanceIds: JSON.stringify(principal.instanceIds), close: () => raw.close(WS_CLOSE_UNAUTHORIZED, 'key revoked, expired or changed') });
+    open.set(id, {
+      key,
+      instanceIds: JSON.stringify(principal.instanceIds),
+      close: () => raw.close(WS_CLOSE_UNAUTHORIZED, 'key revoked, expired or changed'),
+    });
     if (!recheckTimer) {
       recheckTimer = setInterval(recheck, deps.recheckEveryMs ?? RECHECK_EVERY_MS);
       recheckTimer.unref?.();
@@ -129,7 +133,10 @@ export function wsRoutes(deps: WsRoutesDeps) {
         early.set(id, []);
         let refused: string | null;
         try {
-          refused = await deps.admit(key, { ip: raw.remoteAddress ?? null, userAgent: ws.data.headers['user-agent']?.slice(0, 512) ?? null });
+          refused = await deps.admit(key, {
+            ip: raw.remoteAddress ?? null,
+            userAgent: ws.data.headers['user-agent']?.slice(0, 512) ?? null,
+          });
         } catch {
           refused = null; // a failing limiter must not take the live stream down
         }

@@ -6,8 +6,9 @@
 //
 // The routes carry `detail.hide` (not API surface, kept out of OpenAPI) and sit outside /api, so
 // the auth hook does not ask for a key; the page asks the user for one and the API checks it.
-import { Elysia } from 'elysia';
+
 import { join } from 'node:path';
+import { Elysia } from 'elysia';
 import type { Gateway } from '../gateway.ts';
 
 export interface WebConsoleOptions {
@@ -24,7 +25,8 @@ const CLIENT_DIR = join(import.meta.dir, 'client');
 
 // Everything is same-origin: no fonts, CDNs or trackers can load even by accident. QR images
 // arrive as data: URLs; the live feed is a same-origin WebSocket.
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const HTML = `<!doctype html>
 <html lang="en">
@@ -47,7 +49,13 @@ const HTML = `<!doctype html>
 async function buildClient(entry: string): Promise<Built> {
   let result: Awaited<ReturnType<typeof Bun.build>>;
   try {
-    result = await Bun.build({ entrypoints: [entry], target: 'browser', format: 'iife', minify: true, sourcemap: 'none' });
+    result = await Bun.build({
+      entrypoints: [entry],
+      target: 'browser',
+      format: 'iife',
+      minify: true,
+      sourcemap: 'none',
+    });
   } catch (err) {
     // Bun.build throws an AggregateError of build messages on failure.
     const errors = (err as { errors?: unknown[] }).errors;
@@ -63,7 +71,10 @@ async function buildClient(entry: string): Promise<Built> {
 function failurePage(message: string): Response {
   const escaped = message.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
   const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Console unavailable</title></head><body><h1>The web console could not be built</h1><p>The API is unaffected. Build error:</p><pre>${escaped}</pre></body></html>`;
-  return new Response(body, { status: 500, headers: { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': CSP } });
+  return new Response(body, {
+    status: 500,
+    headers: { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': CSP },
+  });
 }
 
 export function webConsole(gw: Pick<Gateway, 'log'>, opts: WebConsoleOptions = {}) {
@@ -81,7 +92,12 @@ export function webConsole(gw: Pick<Gateway, 'log'>, opts: WebConsoleOptions = {
     }
   };
   const hide = { detail: { hide: true } };
-  const headers = (type: string) => ({ 'content-type': type, 'cache-control': 'no-cache', 'content-security-policy': CSP, 'x-content-type-options': 'nosniff' });
+  const headers = (type: string) => ({
+    'content-type': type,
+    'cache-control': 'no-cache',
+    'content-security-policy': CSP,
+    'x-content-type-options': 'nosniff',
+  });
 
   return new Elysia({ name: 'web-console' })
     .get(

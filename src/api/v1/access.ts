@@ -2,10 +2,10 @@
 // Stored as ordinary instance rules (priority 0), so v2 sees and manages the same rules.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
+import { principalOf } from '../../server.ts';
 import type { AccessRule } from '../../services/access.ts';
 import { normalizeIdentifier } from '../../services/access.ts';
 import { canSeeInstance } from '../../services/keys.ts';
-import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 
 const NameParams = t.Object({ name: t.String({ maxLength: 200, description: 'Instance name' }) });
@@ -14,7 +14,9 @@ const V1Rule = t.Object(
   {
     id: t.String(),
     instance_name: t.String(),
-    phone_number: t.Union([t.String(), t.Null()], { description: 'Phone (or user id) the rule names; null for rules on other criteria' }),
+    phone_number: t.Union([t.String(), t.Null()], {
+      description: 'Phone (or user id) the rule names; null for rules on other criteria',
+    }),
     action: t.Union([t.Literal('allow'), t.Literal('block')]),
     rule_type: t.Union([t.Literal('allow'), t.Literal('deny')]),
     priority: t.Integer(),
@@ -38,7 +40,8 @@ const PHONE = /^\+?[\d\s().*-]{1,40}$/;
 export function accessV1(gw: Gateway) {
   const visible = (request: Request, name: string) => {
     const inst = gw.instances.getByName(name);
-    if (!inst || !canSeeInstance(principalOf(request), inst.id)) throw new ApiError('NOT_FOUND', `Instance '${name}' not found`);
+    if (!inst || !canSeeInstance(principalOf(request), inst.id))
+      throw new ApiError('NOT_FOUND', `Instance '${name}' not found`);
     return inst;
   };
   return new Elysia({ name: 'access-v1', prefix: '/api/v1/instances' })
@@ -54,9 +57,20 @@ export function accessV1(gw: Gateway) {
         for (const r of gw.access.listRules({ instanceId: inst.id })) {
           const c = r.criteria;
           const only = Object.keys(c).length === 1 && r.priority === 0;
-          if (only && ((c.phone && normalizeIdentifier(c.phone) === key) || (c.platformUserId && normalizeIdentifier(c.platformUserId) === key))) gw.access.deleteRule(r.id);
+          if (
+            only &&
+            ((c.phone && normalizeIdentifier(c.phone) === key) ||
+              (c.platformUserId && normalizeIdentifier(c.platformUserId) === key))
+          )
+            gw.access.deleteRule(r.id);
         }
-        const rule = gw.access.createRule({ instanceId: inst.id, type: body.action === 'allow' ? 'allow' : 'deny', criteria, priority: 0, action: 'block' });
+        const rule = gw.access.createRule({
+          instanceId: inst.id,
+          type: body.action === 'allow' ? 'allow' : 'deny',
+          criteria,
+          priority: 0,
+          action: 'block',
+        });
         set.status = 201;
         return v1View(rule, inst.name);
       },
@@ -65,14 +79,19 @@ export function accessV1(gw: Gateway) {
         body: t.Object(
           {
             action: t.Union([t.Literal('allow'), t.Literal('block')], { description: 'allow or block' }),
-            phone_number: t.String({ minLength: 1, maxLength: 200, description: 'Phone number (e.g. +1234567890, * wildcard allowed) or platform user id' }),
+            phone_number: t.String({
+              minLength: 1,
+              maxLength: 200,
+              description: 'Phone number (e.g. +1234567890, * wildcard allowed) or platform user id',
+            }),
           },
           { description: 'Allow or block a number' },
         ),
         detail: {
           tags: ['access'],
           summary: 'Allow or block a number (v1)',
-          description: "As in the v1 setup guide. Blocking works under the default 'blocklist' mode; allowing restricts the bot to allowed numbers only when the instance's settings.accessMode is 'allowlist'.",
+          description:
+            "As in the v1 setup guide. Blocking works under the default 'blocklist' mode; allowing restricts the bot to allowed numbers only when the instance's settings.accessMode is 'allowlist'.",
         },
         response: { 201: V1Rule, ...errorResponses },
       },
@@ -85,7 +104,11 @@ export function accessV1(gw: Gateway) {
       },
       {
         params: NameParams,
-        detail: { tags: ['access'], summary: 'List access control (v1)', description: "The instance's rules as a bare array." },
+        detail: {
+          tags: ['access'],
+          summary: 'List access control (v1)',
+          description: "The instance's rules as a bare array.",
+        },
         response: { 200: t.Array(V1Rule, { description: 'Rules' }), ...errorResponses },
       },
     );

@@ -1,13 +1,16 @@
 // v1 traces: the setup guide's shapes.
 import { Elysia, t } from 'elysia';
+import { gatherOffsetPage } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { canSeeInstance } from '../../services/keys.ts';
 import { principalOf } from '../../server.ts';
+import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { v1Trace } from '../trace-views.ts';
-import { gatherOffsetPage } from '../../cluster/gather.ts';
 
-const V1Trace = t.Object({ trace_id: t.String(), status: t.String(), steps: t.Array(t.Record(t.String(), t.Any())) }, { additionalProperties: true, description: 'Trace (v1 shape)' });
+const V1Trace = t.Object(
+  { trace_id: t.String(), status: t.String(), steps: t.Array(t.Record(t.String(), t.Any())) },
+  { additionalProperties: true, description: 'Trace (v1 shape)' },
+);
 const isoDate = t.String({ maxLength: 40, description: 'ISO 8601 timestamp' });
 
 export function tracesV1(gw: Gateway) {
@@ -22,16 +25,32 @@ export function tracesV1(gw: Gateway) {
           if (!inst || !canSeeInstance(p, inst.id)) return { total: 0, traces: [] };
           instanceId = inst.id;
         }
-        for (const [k, v] of [['since', query.since], ['until', query.until]] as const) {
-          if (v !== undefined && Number.isNaN(Date.parse(v))) throw new ApiError('VALIDATION_ERROR', `${k} must be an ISO 8601 timestamp`, [{ field: k, problem: 'must be an ISO 8601 timestamp' }]);
+        for (const [k, v] of [
+          ['since', query.since],
+          ['until', query.until],
+        ] as const) {
+          if (v !== undefined && Number.isNaN(Date.parse(v)))
+            throw new ApiError('VALIDATION_ERROR', `${k} must be an ISO 8601 timestamp`, [
+              { field: k, problem: 'must be an ISO 8601 timestamp' },
+            ]);
         }
         const filter = {
-          instanceId, instanceIds: p.instanceIds, userId: query.phone ?? query.user_id,
+          instanceId,
+          instanceIds: p.instanceIds,
+          userId: query.phone ?? query.user_id,
           status: query.status ? [query.status] : undefined,
           since: query.since ? new Date(query.since).toISOString() : undefined,
           until: query.until ? new Date(query.until).toISOString() : undefined,
         };
-        if (gw.cluster) return gatherOffsetPage(gw.cluster, request, filter, query.limit ?? 50, query.offset ?? 0, gw.pipeline.traces);
+        if (gw.cluster)
+          return gatherOffsetPage(
+            gw.cluster,
+            request,
+            filter,
+            query.limit ?? 50,
+            query.offset ?? 0,
+            gw.pipeline.traces,
+          );
         const rows = gw.pipeline.traces.list({ ...filter, limit: query.limit ?? 50, offset: query.offset ?? 0 });
         return { total: gw.pipeline.traces.count(filter), traces: rows.map(v1Trace) };
       },
@@ -47,11 +66,20 @@ export function tracesV1(gw: Gateway) {
           offset: t.Optional(t.Integer({ minimum: 0 })),
         }),
         detail: {
-          tags: ['traces'], summary: 'List traces (v1)',
-          description: 'Newest first, with steps; filters as in the v1 guide. Cluster mode: gathered from every node by (created_at, trace_id); total sums the nodes; partial is true when a node did not answer in time; offset+limit is capped at 500 rows.',
+          tags: ['traces'],
+          summary: 'List traces (v1)',
+          description:
+            'Newest first, with steps; filters as in the v1 guide. Cluster mode: gathered from every node by (created_at, trace_id); total sums the nodes; partial is true when a node did not answer in time; offset+limit is capped at 500 rows.',
         },
         response: {
-          200: t.Object({ total: t.Integer(), traces: t.Array(V1Trace), partial: t.Optional(t.Boolean({ description: 'Cluster mode: a node did not answer in time' })) }, { description: 'Traces' }),
+          200: t.Object(
+            {
+              total: t.Integer(),
+              traces: t.Array(V1Trace),
+              partial: t.Optional(t.Boolean({ description: 'Cluster mode: a node did not answer in time' })),
+            },
+            { description: 'Traces' },
+          ),
           ...errorResponses,
         },
       },
@@ -63,7 +91,8 @@ export function tracesV1(gw: Gateway) {
         // Cluster: a trace lives on the node that owned its instance's shard; ask the peers.
         const remote = !r && gw.cluster ? await gw.cluster.fromPeers(request) : null;
         if (remote) return remote as ReturnType<typeof v1Trace>;
-        if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
+        if (!r || !canSeeInstance(principalOf(request), r.instance_id))
+          throw new ApiError('NOT_FOUND', 'Trace not found');
         return v1Trace(r);
       },
       {

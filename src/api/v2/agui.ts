@@ -2,11 +2,11 @@
 // RunAgentInput enters the instance's conversation for `threadId` through the same durable
 // inbox and conversation actor as channel messages; the reply streams back as AG-UI SSE.
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
 import type { InboundMessage } from '../../channels/types.ts';
-import { conversationIdFor } from '../../services/inbox.ts';
-import type { InboxRow } from '../../services/inbox.ts';
+import type { Gateway } from '../../gateway.ts';
 import { principalOf } from '../../server.ts';
+import type { InboxRow } from '../../services/inbox.ts';
+import { conversationIdFor } from '../../services/inbox.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { visibleInstance } from './instances.ts';
 
@@ -15,7 +15,14 @@ const RunAgentInput = t.Object(
     threadId: t.String({ minLength: 1, maxLength: 200 }),
     runId: t.String({ minLength: 1, maxLength: 200 }),
     messages: t.Array(
-      t.Object({ id: t.Optional(t.String({ maxLength: 200 })), role: t.String({ maxLength: 20 }), content: t.Optional(t.Any()) }, { additionalProperties: true }),
+      t.Object(
+        {
+          id: t.Optional(t.String({ maxLength: 200 })),
+          role: t.String({ maxLength: 20 }),
+          content: t.Optional(t.Any()),
+        },
+        { additionalProperties: true },
+      ),
       { maxItems: 1000 },
     ),
     tools: t.Optional(t.Array(t.Any())),
@@ -23,7 +30,10 @@ const RunAgentInput = t.Object(
     state: t.Optional(t.Any()),
     forwardedProps: t.Optional(t.Any()),
   },
-  { additionalProperties: true, description: "AG-UI RunAgentInput; the last user message is sent to the instance's agent" },
+  {
+    additionalProperties: true,
+    description: "AG-UI RunAgentInput; the last user message is sent to the instance's agent",
+  },
 );
 
 type Frame = { type: string; payload?: Record<string, unknown> };
@@ -39,10 +49,19 @@ export function aguiRoutes(gw: Gateway) {
       const inst = visibleInstance(gw, request, params.instance);
       const input = body as { threadId: string; runId: string; messages: Array<{ role: string; content?: unknown }> };
       const lastUser = [...input.messages].reverse().find((m) => m.role === 'user');
-      const text = typeof lastUser?.content === 'string' ? lastUser.content : Array.isArray(lastUser?.content)
-        ? (lastUser!.content as Array<{ type?: string; text?: string }>).filter((p) => p?.type === 'text' && typeof p.text === 'string').map((p) => p.text).join('\n')
-        : '';
-      if (!text.trim()) throw new ApiError('VALIDATION_ERROR', 'messages must end with a user message that has text content', [{ field: 'messages', problem: 'no user message with text' }]);
+      const text =
+        typeof lastUser?.content === 'string'
+          ? lastUser.content
+          : Array.isArray(lastUser?.content)
+            ? (lastUser!.content as Array<{ type?: string; text?: string }>)
+                .filter((p) => p?.type === 'text' && typeof p.text === 'string')
+                .map((p) => p.text)
+                .join('\n')
+            : '';
+      if (!text.trim())
+        throw new ApiError('VALIDATION_ERROR', 'messages must end with a user message that has text content', [
+          { field: 'messages', problem: 'no user message with text' },
+        ]);
       if (!inst.isActive) throw new ApiError('CONFLICT', `Instance '${inst.name}' is inactive`);
 
       const chat = { chatId: `agui:${input.threadId}`, kind: 'direct' as const };
@@ -103,7 +122,10 @@ export function aguiRoutes(gw: Gateway) {
       handle.onMessage({ type: 'subscribe', channels: ['conversations'], filters: { conversationId } });
       const budgetMs = (inst.agent.timeoutSeconds * gw.settings.value<number>('pipeline.maxAttempts') + 60) * 1000;
       const deadline = setTimeout(() => {
-        write({ type: 'RUN_ERROR', message: 'timed out waiting for the reply; it will still be delivered to the conversation' });
+        write({
+          type: 'RUN_ERROR',
+          message: 'timed out waiting for the reply; it will still be delivered to the conversation',
+        });
         end();
       }, budgetMs);
 
@@ -132,7 +154,12 @@ export function aguiRoutes(gw: Gateway) {
         // The conversation's backlog is full: the run will never be answered, so say so now.
         handle.detach();
         clearTimeout(deadline);
-        throw new ApiError('RATE_LIMITED', 'This thread has too many unanswered messages; retry later', { traceId: result.traceId }, { 'retry-after': '5' });
+        throw new ApiError(
+          'RATE_LIMITED',
+          'This thread has too many unanswered messages; retry later',
+          { traceId: result.traceId },
+          { 'retry-after': '5' },
+        );
       }
       turnId = result.traceId;
       const finishWithRow = (row: InboxRow, status: string) => {
@@ -142,7 +169,12 @@ export function aguiRoutes(gw: Gateway) {
           write({ type: 'TEXT_MESSAGE_START', messageId: row.id, role: 'assistant' });
           write({ type: 'TEXT_MESSAGE_CONTENT', messageId: row.id, delta: row.response_text });
           write({ type: 'TEXT_MESSAGE_END', messageId: row.id });
-          write({ type: 'RUN_FINISHED', threadId: input.threadId, runId: input.runId, result: { text: row.response_text } });
+          write({
+            type: 'RUN_FINISHED',
+            threadId: input.threadId,
+            runId: input.runId,
+            result: { text: row.response_text },
+          });
         } else {
           write({ type: 'RUN_ERROR', message: row.error ?? `message ended ${status}` });
         }
@@ -157,7 +189,9 @@ export function aguiRoutes(gw: Gateway) {
         const row = gw.pipeline.inbox.get(result.seq);
         if (row && row.status !== 'pending' && row.status !== 'processing') finishWithRow(row, row.status);
       }
-      return new Response(stream, { headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' } });
+      return new Response(stream, {
+        headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' },
+      });
     },
     {
       params: t.Object({ instance: t.String({ maxLength: 200, description: 'Instance id or name' }) }),
@@ -165,7 +199,8 @@ export function aguiRoutes(gw: Gateway) {
       detail: {
         tags: ['streaming'],
         summary: 'Chat through the gateway as an AG-UI agent',
-        description: 'Body is AG-UI RunAgentInput; the answer is an AG-UI event stream (text/event-stream). The run is durable: a client that disconnects does not cancel it, and a repeated runId returns the stored reply.',
+        description:
+          'Body is AG-UI RunAgentInput; the answer is an AG-UI event stream (text/event-stream). The run is durable: a client that disconnects does not cancel it, and a repeated runId returns the stored reply.',
       },
       response: { 200: t.String({ description: 'text/event-stream of AG-UI events' }), ...errorResponses },
     },

@@ -1,21 +1,35 @@
 // v2 events: list with filters and full-text search, one event, a person's cross-channel
 // timeline, and the search endpoint whose `agent` format returns a transcript for an LLM.
 import { Elysia, t } from 'elysia';
+import {
+  askPeers,
+  callPeers,
+  decodeTimeCursor,
+  type GatheredMeta,
+  GatheredPageMeta,
+  gatherPage,
+  isForwarded,
+  isPageBody,
+  mergePages,
+  type PageBody,
+} from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { asContext, eventView, summarize, type EventFilter, type EventView } from '../../services/events.ts';
-import { canSeeInstance } from '../../services/keys.ts';
 import { principalOf } from '../../server.ts';
+import { asContext, type EventFilter, type EventView, eventView, summarize } from '../../services/events.ts';
+import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses, invalid } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
-import { PageMeta, PageQuery } from '../schemas.ts';
+import { PageQuery } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
-import { askPeers, callPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, isPageBody, mergePages, type GatheredMeta, type PageBody } from '../../cluster/gather.ts';
 
 const Nullable = (s: ReturnType<typeof t.String>) => t.Union([s, t.Null()]);
 export const V2Event = t.Object(
   {
     id: t.String(),
-    type: t.String({ description: 'message.received | message.sent | message.failed | instance.connected | instance.disconnected | instance.qr | instance.logged_out | instance.error' }),
+    type: t.String({
+      description:
+        'message.received | message.sent | message.failed | instance.connected | instance.disconnected | instance.qr | instance.logged_out | instance.error',
+    }),
     channel: Nullable(t.String({ description: 'Channel kind' })),
     instanceId: Nullable(t.String()),
     personId: Nullable(t.String()),
@@ -31,11 +45,17 @@ export const V2Event = t.Object(
 
 const isoField = (name: string) => t.Optional(t.String({ maxLength: 40, description: `${name} (ISO 8601)` }));
 const FilterQuery = {
-  channel: t.Optional(t.String({ maxLength: 200, description: 'Comma list of channel kinds ("whatsapp" matches both WhatsApp kinds)' })),
+  channel: t.Optional(
+    t.String({ maxLength: 200, description: 'Comma list of channel kinds ("whatsapp" matches both WhatsApp kinds)' }),
+  ),
   instanceId: t.Optional(t.String({ maxLength: 500, description: 'Comma list of instance ids or names' })),
   personId: t.Optional(t.String({ maxLength: 500, description: 'Comma list of person ids' })),
-  eventType: t.Optional(t.String({ maxLength: 300, description: 'Comma list of event types; "instance.*" matches a family' })),
-  contentType: t.Optional(t.String({ maxLength: 200, description: 'Comma list: text, image, audio, video, document, ...' })),
+  eventType: t.Optional(
+    t.String({ maxLength: 300, description: 'Comma list of event types; "instance.*" matches a family' }),
+  ),
+  contentType: t.Optional(
+    t.String({ maxLength: 200, description: 'Comma list: text, image, audio, video, document, ...' }),
+  ),
   since: isoField('Events at or after'),
   until: isoField('Events at or before'),
   search: t.Optional(t.String({ maxLength: 500, description: 'Full-text search on the text (all words must match)' })),
@@ -44,18 +64,29 @@ const FilterQuery = {
 const StrOrList = t.Union([t.String({ maxLength: 500 }), t.Array(t.String({ maxLength: 200 }), { maxItems: 50 })]);
 const SearchBody = t.Object({
   query: t.Optional(t.String({ maxLength: 500, description: 'Words to find in event text' })),
-  filters: t.Optional(t.Object({
-    channel: t.Optional(StrOrList), instanceId: t.Optional(StrOrList), personId: t.Optional(StrOrList),
-    eventType: t.Optional(StrOrList), contentType: t.Optional(StrOrList), conversationId: t.Optional(t.String({ maxLength: 100 })),
-    since: t.Optional(t.String({ maxLength: 40 })), until: t.Optional(t.String({ maxLength: 40 })),
-  }, { additionalProperties: false })),
+  filters: t.Optional(
+    t.Object(
+      {
+        channel: t.Optional(StrOrList),
+        instanceId: t.Optional(StrOrList),
+        personId: t.Optional(StrOrList),
+        eventType: t.Optional(StrOrList),
+        contentType: t.Optional(StrOrList),
+        conversationId: t.Optional(t.String({ maxLength: 100 })),
+        since: t.Optional(t.String({ maxLength: 40 })),
+        until: t.Optional(t.String({ maxLength: 40 })),
+      },
+      { additionalProperties: false },
+    ),
+  ),
   format: t.Optional(t.Union([t.Literal('full'), t.Literal('summary'), t.Literal('agent')], { default: 'full' })),
   limit: t.Optional(t.Integer({ minimum: 1, maximum: 200, default: 50 })),
   cursor: t.Optional(t.String({ maxLength: 512, description: 'Opaque cursor from meta.cursor of the previous page' })),
 });
 
 function checkDate(field: string, v: string | undefined): string | undefined {
-  if (v !== undefined && Number.isNaN(Date.parse(v))) throw invalid(`${field} must be an ISO 8601 timestamp`, [{ field, problem: 'must be an ISO 8601 timestamp' }]);
+  if (v !== undefined && Number.isNaN(Date.parse(v)))
+    throw invalid(`${field} must be an ISO 8601 timestamp`, [{ field, problem: 'must be an ISO 8601 timestamp' }]);
   return v;
 }
 
@@ -65,7 +96,20 @@ export function eventsV2(gw: Gateway) {
   const events = gw.events;
 
   /** The caller's filter: instance names resolved, instance-bound keys confined to their instances. */
-  const filterFor = (request: Request, f: { channel?: string[]; instanceId?: string[]; personId?: string[]; eventType?: string[]; contentType?: string[]; conversationId?: string; since?: string; until?: string; search?: string }): EventFilter => ({
+  const filterFor = (
+    request: Request,
+    f: {
+      channel?: string[];
+      instanceId?: string[];
+      personId?: string[];
+      eventType?: string[];
+      contentType?: string[];
+      conversationId?: string;
+      since?: string;
+      until?: string;
+      search?: string;
+    },
+  ): EventFilter => ({
     ...f,
     since: checkDate('since', f.since),
     until: checkDate('until', f.until),
@@ -82,32 +126,51 @@ export function eventsV2(gw: Gateway) {
         const limit = query.limit ?? 50;
         const cluster = gw.cluster;
         const filter = filterFor(request, {
-          channel: commaList(query.channel), instanceId: commaList(query.instanceId), personId: commaList(query.personId),
-          eventType: commaList(query.eventType), contentType: commaList(query.contentType), since: query.since, until: query.until, search: query.search,
+          channel: commaList(query.channel),
+          instanceId: commaList(query.instanceId),
+          personId: commaList(query.personId),
+          eventType: commaList(query.eventType),
+          contentType: commaList(query.contentType),
+          since: query.since,
+          until: query.until,
+          search: query.search,
         });
         if (cluster) {
           // Cluster: events are per node; gathered and paged by (createdAt, id) (src/cluster/gather.ts).
-          const local = events.list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 }).map(eventView);
+          const local = events
+            .list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 })
+            .map(eventView);
           return gatherPage(cluster, request, limit, local, (v) => ({ at: v.createdAt, id: v.id }));
         }
         const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
-        const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({ seq: r.seq }));
+        const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({
+          seq: r.seq,
+        }));
         return { items: res.items.map(eventView), meta: res.meta };
       },
       {
         query: t.Object({ ...PageQuery, ...FilterQuery }),
         detail: {
-          tags: ['events'], summary: 'List events',
-          description: 'Newest first. The cursor is the position of the last item, so pages never repeat or skip events while new ones arrive. Keys bound to instances see only those instances\' events. Cluster mode: gathered from every node, newest first by (createdAt, id); meta.partial is true when a node did not answer in time.',
+          tags: ['events'],
+          summary: 'List events',
+          description:
+            "Newest first. The cursor is the position of the last item, so pages never repeat or skip events while new ones arrive. Keys bound to instances see only those instances' events. Cluster mode: gathered from every node, newest first by (createdAt, id); meta.partial is true when a node did not answer in time.",
         },
-        response: { 200: t.Object({ items: t.Array(V2Event), meta: GatheredPageMeta }, { description: 'A page of events' }), ...errorResponses },
+        response: {
+          200: t.Object({ items: t.Array(V2Event), meta: GatheredPageMeta }, { description: 'A page of events' }),
+          ...errorResponses,
+        },
       },
     )
     .get(
       '/:id',
       ({ params, request }) => {
         const r = events.get(params.id);
-        if (!r || (r.instance_id && !canSeeInstance(principalOf(request), r.instance_id)) || (!r.instance_id && principalOf(request).instanceIds !== null)) {
+        if (
+          !r ||
+          (r.instance_id && !canSeeInstance(principalOf(request), r.instance_id)) ||
+          (!r.instance_id && principalOf(request).instanceIds !== null)
+        ) {
           throw new ApiError('NOT_FOUND', 'Event not found');
         }
         return { data: eventView(r) };
@@ -124,45 +187,91 @@ export function eventsV2(gw: Gateway) {
         const scope = principalOf(request).instanceIds;
         const known = Boolean(gw.persons.get(params.personId)) && gw.persons.visibleTo(params.personId, scope);
         const limit = query.limit ?? 50;
-        const filter = filterFor(request, { personId: [params.personId], channel: commaList(query.channels), since: query.since, until: query.until });
+        const filter = filterFor(request, {
+          personId: [params.personId],
+          channel: commaList(query.channels),
+          since: query.since,
+          until: query.until,
+        });
         const cluster = gw.cluster;
         if (cluster) {
           // Cluster: a person's events are on the nodes that handled them. Each node answers from
           // its rows (404 when it does not know the person); pages merge by (createdAt, id).
-          const local = events.list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 }).map(eventView);
+          const local = events
+            .list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 })
+            .map(eventView);
           const channels = new Set(known ? events.channelsOf(params.personId, scope) : []);
           if (isForwarded(request)) {
             if (!known) throw new ApiError('NOT_FOUND', 'Person not found');
             const own = mergePages(limit, local, [], (v) => ({ at: v.createdAt, id: v.id }));
-            return { personId: params.personId, channels: [...channels], items: own.items, meta: { cursor: own.cursor, hasMore: own.hasMore } };
+            return {
+              personId: params.personId,
+              channels: [...channels],
+              items: own.items,
+              meta: { cursor: own.cursor, hasMore: own.hasMore },
+            };
           }
           const { answers, missed } = await callPeers(cluster, request, { method: 'GET' });
           const peers: Array<PageBody<EventView> & { channels: string[] }> = [];
           let partial = missed;
           for (const a of answers) {
-            if (a.status === 200 && isPageBody<EventView>(a.body) && Array.isArray((a.body as { channels?: unknown }).channels)) peers.push(a.body as PageBody<EventView> & { channels: string[] });
+            if (
+              a.status === 200 &&
+              isPageBody<EventView>(a.body) &&
+              Array.isArray((a.body as { channels?: unknown }).channels)
+            )
+              peers.push(a.body as PageBody<EventView> & { channels: string[] });
             else if (a.status !== 404) partial = true;
           }
-          if (!known && peers.length === 0) throw partial ? new ApiError('UNAVAILABLE', 'Person not found on the nodes that answered; a node did not answer and may hold it, retry later', null, { 'retry-after': '2' }) : new ApiError('NOT_FOUND', 'Person not found');
+          if (!known && peers.length === 0)
+            throw partial
+              ? new ApiError(
+                  'UNAVAILABLE',
+                  'Person not found on the nodes that answered; a node did not answer and may hold it, retry later',
+                  null,
+                  { 'retry-after': '2' },
+                )
+              : new ApiError('NOT_FOUND', 'Person not found');
           for (const p of peers) for (const c of p.channels) channels.add(c);
           const merged = mergePages(limit, local, peers, (v) => ({ at: v.createdAt, id: v.id }));
-          const meta: GatheredMeta = { cursor: merged.cursor, hasMore: merged.hasMore, ...(partial ? { partial: true } : {}) };
+          const meta: GatheredMeta = {
+            cursor: merged.cursor,
+            hasMore: merged.hasMore,
+            ...(partial ? { partial: true } : {}),
+          };
           return { personId: params.personId, channels: [...channels].sort(), items: merged.items, meta };
         }
         if (!known) throw new ApiError('NOT_FOUND', 'Person not found');
         const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
-        const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({ seq: r.seq }));
-        return { personId: params.personId, channels: events.channelsOf(params.personId, scope), items: res.items.map(eventView), meta: res.meta };
+        const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({
+          seq: r.seq,
+        }));
+        return {
+          personId: params.personId,
+          channels: events.channelsOf(params.personId, scope),
+          items: res.items.map(eventView),
+          meta: res.meta,
+        };
       },
       {
         params: t.Object({ personId: t.String({ maxLength: 100 }) }),
-        query: t.Object({ ...PageQuery, channels: t.Optional(t.String({ maxLength: 200, description: 'Comma list of channel kinds' })), since: isoField('Events at or after'), until: isoField('Events at or before') }),
+        query: t.Object({
+          ...PageQuery,
+          channels: t.Optional(t.String({ maxLength: 200, description: 'Comma list of channel kinds' })),
+          since: isoField('Events at or after'),
+          until: isoField('Events at or before'),
+        }),
         detail: {
-          tags: ['events'], summary: 'Person timeline',
-          description: 'A person\'s messages across every channel and identity, newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (createdAt, id); meta.partial when a node did not answer.',
+          tags: ['events'],
+          summary: 'Person timeline',
+          description:
+            "A person's messages across every channel and identity, newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (createdAt, id); meta.partial when a node did not answer.",
         },
         response: {
-          200: t.Object({ personId: t.String(), channels: t.Array(t.String()), items: t.Array(V2Event), meta: GatheredPageMeta }, { description: 'The timeline' }),
+          200: t.Object(
+            { personId: t.String(), channels: t.Array(t.String()), items: t.Array(V2Event), meta: GatheredPageMeta },
+            { description: 'The timeline' },
+          ),
           503: errorResponses[500],
           ...errorResponses,
         },
@@ -173,8 +282,14 @@ export function eventsV2(gw: Gateway) {
       async ({ body, request }) => {
         const f = body.filters ?? {};
         const filter = filterFor(request, {
-          channel: listOf(f.channel), instanceId: listOf(f.instanceId), personId: listOf(f.personId), eventType: listOf(f.eventType),
-          contentType: listOf(f.contentType), conversationId: f.conversationId, since: f.since, until: f.until,
+          channel: listOf(f.channel),
+          instanceId: listOf(f.instanceId),
+          personId: listOf(f.personId),
+          eventType: listOf(f.eventType),
+          contentType: listOf(f.contentType),
+          conversationId: f.conversationId,
+          since: f.since,
+          until: f.until,
           search: body.query?.trim() ? body.query : undefined,
         });
         const limit = body.limit ?? 50;
@@ -186,7 +301,9 @@ export function eventsV2(gw: Gateway) {
         if (cluster) {
           // Cluster: newest first by (createdAt, id), like the list — not by FTS rank, which each node
           // computes from its own corpus (see src/cluster/gather.ts). Peers answer format=full pages.
-          const local = events.list({ ...filter, before: decodeTimeCursor(body.cursor), byTime: true, limit: limit + 1 }).map(eventView);
+          const local = events
+            .list({ ...filter, before: decodeTimeCursor(body.cursor), byTime: true, limit: limit + 1 })
+            .map(eventView);
           const peers: Array<PageBody<EventView>> = [];
           let partial = false;
           if (!isForwarded(request)) {
@@ -207,26 +324,40 @@ export function eventsV2(gw: Gateway) {
           meta = { cursor: merged.cursor, hasMore: merged.hasMore, ...(partial ? { partial: true } : {}) };
         } else {
           const after = decodeCursor<{ seq: number }>(body.cursor, (v) => Number.isInteger(v.seq));
-          const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({ seq: r.seq }));
+          const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({
+            seq: r.seq,
+          }));
           items = res.items.map(eventView);
           meta = res.meta;
         }
         if (format === 'full') return { items, total, meta };
-        const compact = items.map((e) => ({ id: e.id, type: e.type, channel: e.channel, personId: e.personId, createdAt: e.createdAt, text: e.text && e.text.length > 200 ? `${e.text.slice(0, 199)}…` : e.text }));
+        const compact = items.map((e) => ({
+          id: e.id,
+          type: e.type,
+          channel: e.channel,
+          personId: e.personId,
+          createdAt: e.createdAt,
+          text: e.text && e.text.length > 200 ? `${e.text.slice(0, 199)}…` : e.text,
+        }));
         if (format === 'summary') return { items: compact, total, meta, summary: summarize(items) };
         return { items: compact, total, meta, summary: summarize(items), asContext: asContext(items, personName) };
       },
       {
         body: SearchBody,
         detail: {
-          tags: ['events'], summary: 'Search events',
-          description: 'Full-text query plus filters (strings are comma lists, or arrays), newest first; pass meta.cursor as `cursor` for the next page. format=full returns events; summary returns compact items and a one-line summary; agent adds asContext, a transcript (oldest first, one line per event) to hand to an LLM. Cluster mode: gathered from every node, newest first by (createdAt, id) (FTS rank is per node, so not used to order); total is the sum of the nodes\' counts; meta.partial is true when a node did not answer in time.',
+          tags: ['events'],
+          summary: 'Search events',
+          description:
+            "Full-text query plus filters (strings are comma lists, or arrays), newest first; pass meta.cursor as `cursor` for the next page. format=full returns events; summary returns compact items and a one-line summary; agent adds asContext, a transcript (oldest first, one line per event) to hand to an LLM. Cluster mode: gathered from every node, newest first by (createdAt, id) (FTS rank is per node, so not used to order); total is the sum of the nodes' counts; meta.partial is true when a node did not answer in time.",
         },
         response: {
           200: t.Object(
             {
-              items: t.Array(t.Any()), total: t.Integer({ description: 'Events matching (items holds at most limit, newest)' }), meta: GatheredPageMeta,
-              summary: t.Optional(t.String()), asContext: t.Optional(t.String()),
+              items: t.Array(t.Any()),
+              total: t.Integer({ description: 'Events matching (items holds at most limit, newest)' }),
+              meta: GatheredPageMeta,
+              summary: t.Optional(t.String()),
+              asContext: t.Optional(t.String()),
             },
             { description: 'Matching events' },
           ),

@@ -4,20 +4,48 @@ import type { Gateway } from '../../gateway.ts';
 import { errorResponses } from '../errors.ts';
 
 const Setting = t.Object(
-  { key: t.String(), value: t.Any(), description: t.String(), isDefault: t.Boolean(), updatedAt: t.Union([t.String(), t.Null()]) },
+  {
+    key: t.String(),
+    value: t.Any(),
+    description: t.String(),
+    isDefault: t.Boolean(),
+    updatedAt: t.Union([t.String(), t.Null()]),
+  },
   { description: 'A setting' },
 );
 const KeyParams = t.Object({ key: t.String({ maxLength: 100, description: 'Setting key' }) });
 
 export function settingsV2(gw: Gateway) {
   return new Elysia({ name: 'settings-v2', prefix: '/api/v2/settings' })
-    .get('', () => ({ items: gw.settings.list(), meta: { cursor: null, hasMore: false, total: gw.settings.list().length } }), {
-      detail: { tags: ['settings'], summary: 'List settings', description: 'Every known setting with its current value.' },
-      response: { 200: t.Object({ items: t.Array(Setting), meta: t.Object({ cursor: t.Null(), hasMore: t.Boolean(), total: t.Integer() }) }, { description: 'Settings' }), ...errorResponses },
-    })
+    .get(
+      '',
+      () => ({ items: gw.settings.list(), meta: { cursor: null, hasMore: false, total: gw.settings.list().length } }),
+      {
+        detail: {
+          tags: ['settings'],
+          summary: 'List settings',
+          description: 'Every known setting with its current value.',
+        },
+        response: {
+          200: t.Object(
+            { items: t.Array(Setting), meta: t.Object({ cursor: t.Null(), hasMore: t.Boolean(), total: t.Integer() }) },
+            { description: 'Settings' },
+          ),
+          ...errorResponses,
+        },
+      },
+    )
     .patch('', ({ body }) => ({ items: gw.settings.setMany(body as Record<string, unknown>) }), {
-      body: t.Record(t.String({ maxLength: 100 }), t.Any(), { description: 'Keys and values to set, atomically', minProperties: 1, maxProperties: 50 }),
-      detail: { tags: ['settings'], summary: 'Update several settings', description: 'All or nothing: one invalid key or value rejects the batch.' },
+      body: t.Record(t.String({ maxLength: 100 }), t.Any(), {
+        description: 'Keys and values to set, atomically',
+        minProperties: 1,
+        maxProperties: 50,
+      }),
+      detail: {
+        tags: ['settings'],
+        summary: 'Update several settings',
+        description: 'All or nothing: one invalid key or value rejects the batch.',
+      },
       response: { 200: t.Object({ items: t.Array(Setting) }, { description: 'Updated settings' }), ...errorResponses },
     })
     .get('/:key', ({ params }) => ({ data: gw.settings.get(params.key) }), {
@@ -27,7 +55,10 @@ export function settingsV2(gw: Gateway) {
     })
     .put('/:key', ({ params, body }) => ({ data: gw.settings.setMany({ [params.key]: body.value })[0] }), {
       params: KeyParams,
-      body: t.Object({ value: t.Any({ description: 'New value' }) }, { additionalProperties: false, description: 'The value' }),
+      body: t.Object(
+        { value: t.Any({ description: 'New value' }) },
+        { additionalProperties: false, description: 'The value' },
+      ),
       detail: { tags: ['settings'], summary: 'Set setting', description: 'Sets one known setting.' },
       response: { 200: t.Object({ data: Setting }, { description: 'Updated' }), ...errorResponses },
     });

@@ -1,43 +1,118 @@
 // v2 traces, conversations and dead letters. Cluster mode: every one of them is read (and a dead
 // letter replayed or deleted) on any node — see src/cluster/gather.ts.
 import { Elysia, t } from 'elysia';
+import type { InboundMessage } from '../../channels/types.ts';
+import {
+  askHolders,
+  callPeers,
+  copiesFromPeers,
+  decodeTimeCursor,
+  GatheredPageMeta,
+  gatherPage,
+  isForwarded,
+  notHeld,
+  type TimeKey,
+} from '../../cluster/gather.ts';
+import type { Cluster } from '../../cluster/index.ts';
 import type { Gateway } from '../../gateway.ts';
-import { canSeeInstance } from '../../services/keys.ts';
 import { principalOf } from '../../server.ts';
+import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
 import { v2Trace } from '../trace-views.ts';
 import { visibleInstance } from './instances.ts';
-import { askHolders, callPeers, copiesFromPeers, decodeTimeCursor, gatherPage, GatheredPageMeta, isForwarded, notHeld, type TimeKey } from '../../cluster/gather.ts';
-import type { InboundMessage } from '../../channels/types.ts';
-import type { Cluster } from '../../cluster/index.ts';
 
-const V2Trace = t.Object({ id: t.String(), status: t.String(), steps: t.Array(t.Any()) }, { additionalProperties: true, description: 'Trace' });
+const V2Trace = t.Object(
+  { id: t.String(), status: t.String(), steps: t.Array(t.Any()) },
+  { additionalProperties: true, description: 'Trace' },
+);
 const DeadLetter = t.Object(
-  { id: t.String(), traceId: t.String(), instanceId: t.String(), conversationId: t.String(), reason: t.String(), attempts: t.Integer(), createdAt: t.String(), text: t.String() },
+  {
+    id: t.String(),
+    traceId: t.String(),
+    instanceId: t.String(),
+    conversationId: t.String(),
+    reason: t.String(),
+    attempts: t.Integer(),
+    createdAt: t.String(),
+    text: t.String(),
+  },
   { description: 'Dead letter' },
 );
 const Conversation = t.Object(
-  { id: t.String(), instanceId: t.String(), chat: t.Any(), kind: t.String(), title: t.Union([t.String(), t.Null()]), lastActivityAt: t.String(), pending: t.Integer() },
+  {
+    id: t.String(),
+    instanceId: t.String(),
+    chat: t.Any(),
+    kind: t.String(),
+    title: t.Union([t.String(), t.Null()]),
+    lastActivityAt: t.String(),
+    pending: t.Integer(),
+  },
   { description: 'Conversation' },
 );
 
-interface DeadRow { id: string; inbox_seq: number; instance_id: string; conversation_id: string; reason: string; attempts: number; created_at: string; trace_id: string; text: string }
-interface ConversationRow { id: string; instance_id: string; chat_json: string; kind: string; title: string | null; last_activity_at: string }
-type ConversationView = { id: string; instanceId: string; chat: unknown; kind: string; title: string | null; lastActivityAt: string; pending: number };
+interface DeadRow {
+  id: string;
+  inbox_seq: number;
+  instance_id: string;
+  conversation_id: string;
+  reason: string;
+  attempts: number;
+  created_at: string;
+  trace_id: string;
+  text: string;
+}
+interface ConversationRow {
+  id: string;
+  instance_id: string;
+  chat_json: string;
+  kind: string;
+  title: string | null;
+  last_activity_at: string;
+}
+type ConversationView = {
+  id: string;
+  instanceId: string;
+  chat: unknown;
+  kind: string;
+  title: string | null;
+  lastActivityAt: string;
+  pending: number;
+};
 const conversationKey = (v: ConversationView): TimeKey => ({ at: v.lastActivityAt, id: v.id });
 
 export function tracesV2(gw: Gateway) {
   const { db } = gw;
-  const deadView = (r: DeadRow) => ({ id: r.id, traceId: r.trace_id, instanceId: r.instance_id, conversationId: r.conversation_id, reason: r.reason, attempts: r.attempts, createdAt: r.created_at, text: r.text });
+  const deadView = (r: DeadRow) => ({
+    id: r.id,
+    traceId: r.trace_id,
+    instanceId: r.instance_id,
+    conversationId: r.conversation_id,
+    reason: r.reason,
+    attempts: r.attempts,
+    createdAt: r.created_at,
+    text: r.text,
+  });
   const conversationView = (r: ConversationRow): ConversationView => ({
-    id: r.id, instanceId: r.instance_id, chat: JSON.parse(r.chat_json), kind: r.kind, title: r.title, lastActivityAt: r.last_activity_at, pending: gw.pipeline.inbox.conversationBacklog(r.id),
+    id: r.id,
+    instanceId: r.instance_id,
+    chat: JSON.parse(r.chat_json),
+    kind: r.kind,
+    title: r.title,
+    lastActivityAt: r.last_activity_at,
+    pending: gw.pipeline.inbox.conversationBacklog(r.id),
   });
   /** The dead letter when this node holds it; null when it is not here (another node may hold it). */
   const localDead = (request: Request, id: string): DeadRow | null => {
-    const r = db.query<DeadRow, [string]>('SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq WHERE d.id = ?').get(id);
-    if (r && !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Dead letter not found');
+    const r = db
+      .query<DeadRow, [string]>(
+        'SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq WHERE d.id = ?',
+      )
+      .get(id);
+    if (r && !canSeeInstance(principalOf(request), r.instance_id))
+      throw new ApiError('NOT_FOUND', 'Dead letter not found');
     return r;
   };
   /** A dead letter lives on the node that dead-lettered it: in cluster mode the request goes to the one that holds it. */
@@ -55,8 +130,13 @@ export function tracesV2(gw: Gateway) {
    * the owner already has, the agent asked again (the old trace's committed reply stays with it).
    */
   const replayAtOwner = async (cluster: Cluster, r: DeadRow) => {
-    const row = db.query<{ status: string; kind: 'inbound' | 'send'; payload_json: string }, [number]>('SELECT status, kind, payload_json FROM inbox WHERE seq = ?').get(r.inbox_seq);
-    if (row?.status !== 'dead_lettered') throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
+    const row = db
+      .query<{ status: string; kind: 'inbound' | 'send'; payload_json: string }, [number]>(
+        'SELECT status, kind, payload_json FROM inbox WHERE seq = ?',
+      )
+      .get(r.inbox_seq);
+    if (row?.status !== 'dead_lettered')
+      throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
     const msg = JSON.parse(row.payload_json) as InboundMessage;
     const replay: InboundMessage = {
       ...msg,
@@ -65,11 +145,18 @@ export function tracesV2(gw: Gateway) {
       // (threading under) the original message; an API send has nothing to quote.
       providerMessageId: `${msg.providerMessageId}#replay:${r.id}`,
       ...(row.kind === 'inbound' ? { replyToMessageId: msg.replyToMessageId ?? msg.providerMessageId } : {}),
-      extra: { ...Object.fromEntries(Object.entries(msg.extra ?? {}).filter(([k]) => !k.startsWith('cluster'))), replayOf: r.trace_id },
+      extra: {
+        ...Object.fromEntries(Object.entries(msg.extra ?? {}).filter(([k]) => !k.startsWith('cluster'))),
+        replayOf: r.trace_id,
+      },
     };
     const handed = await cluster.append(replay, row.kind);
     db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
-    gw.pipeline.traces.addStep(r.trace_id, 'replayed', 'success', { dead_letter_id: r.id, replay_trace_id: handed.traceId, via: 'handed to the shard owner' });
+    gw.pipeline.traces.addStep(r.trace_id, 'replayed', 'success', {
+      dead_letter_id: r.id,
+      replay_trace_id: handed.traceId,
+      via: 'handed to the shard owner',
+    });
     return { data: { traceId: handed.traceId, status: 'pending' } };
   };
   return new Elysia({ name: 'traces-v2', prefix: '/api/v2' })
@@ -84,19 +171,34 @@ export function tracesV2(gw: Gateway) {
         const before = cluster ? decodeTimeCursor(query.cursor) : undefined;
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
         const ids = commaList(query.ids);
-        if (ids && ids.length > 100) throw new ApiError('VALIDATION_ERROR', 'ids: at most 100 trace ids', [{ field: 'ids', problem: 'at most 100 ids' }]);
+        if (ids && ids.length > 100)
+          throw new ApiError('VALIDATION_ERROR', 'ids: at most 100 trace ids', [
+            { field: 'ids', problem: 'at most 100 ids' },
+          ]);
         const filter = {
-          instanceId, instanceIds: p.instanceIds, status: commaList(query.status), userId: query.userId, ids,
+          instanceId,
+          instanceIds: p.instanceIds,
+          status: commaList(query.status),
+          userId: query.userId,
+          ids,
           // Stored timestamps are UTC ISO strings: compare like with like (offsets, missing milliseconds).
-          conversationId: query.conversationId, since: query.since ? new Date(query.since).toISOString() : undefined,
+          conversationId: query.conversationId,
+          since: query.since ? new Date(query.since).toISOString() : undefined,
           until: query.until ? new Date(query.until).toISOString() : undefined,
         };
-        const rows = gw.pipeline.traces.list({ ...filter, beforeSeq: after?.seq, before, byReceived: !!cluster, limit: limit + 1 });
+        const rows = gw.pipeline.traces.list({
+          ...filter,
+          beforeSeq: after?.seq,
+          before,
+          byReceived: !!cluster,
+          limit: limit + 1,
+        });
         if (cluster) {
           // A message whose shard moved while it ran has a row (same trace id, other receivedAt) on
           // both owners: past the first page, a copy newer than the page's was listed already.
           const copiesOf = copiesFromPeers(
-            cluster, request,
+            cluster,
+            request,
             (of) => {
               const search = new URL(request.url).searchParams;
               search.delete('cursor');
@@ -106,7 +208,14 @@ export function tracesV2(gw: Gateway) {
             },
             (of) => gw.pipeline.traces.list({ ...filter, ids: of, byReceived: true, limit: of.length }).map(v2Trace),
           );
-          return gatherPage(cluster, request, limit, rows.map(v2Trace), (v) => ({ at: v.receivedAt, id: v.id }), before ? { copiesOf } : {});
+          return gatherPage(
+            cluster,
+            request,
+            limit,
+            rows.map(v2Trace),
+            (v) => ({ at: v.receivedAt, id: v.id }),
+            before ? { copiesOf } : {},
+          );
         }
         const res = page(rows, limit, (r) => ({ seq: r.seq }));
         return { items: res.items.map(v2Trace), meta: res.meta };
@@ -122,8 +231,16 @@ export function tracesV2(gw: Gateway) {
           until: t.Optional(t.String({ format: 'date-time' })),
           ids: t.Optional(t.String({ maxLength: 4000, description: 'Comma list of trace ids (at most 100)' })),
         }),
-        detail: { tags: ['traces'], summary: 'List traces', description: 'Newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (receivedAt, id); meta.partial is true when a node did not answer in time.' },
-        response: { 200: t.Object({ items: t.Array(V2Trace), meta: GatheredPageMeta }, { description: 'A page of traces' }), ...errorResponses },
+        detail: {
+          tags: ['traces'],
+          summary: 'List traces',
+          description:
+            'Newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (receivedAt, id); meta.partial is true when a node did not answer in time.',
+        },
+        response: {
+          200: t.Object({ items: t.Array(V2Trace), meta: GatheredPageMeta }, { description: 'A page of traces' }),
+          ...errorResponses,
+        },
       },
     )
     .get(
@@ -133,10 +250,15 @@ export function tracesV2(gw: Gateway) {
         // Cluster: a trace lives on the node that owned its instance's shard; ask the peers.
         const remote = !r && gw.cluster ? await gw.cluster.fromPeers(request) : null;
         if (remote) return remote as { data: ReturnType<typeof v2Trace> };
-        if (!r || !canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
+        if (!r || !canSeeInstance(principalOf(request), r.instance_id))
+          throw new ApiError('NOT_FOUND', 'Trace not found');
         return { data: v2Trace(r) };
       },
-      { params: t.Object({ id: t.String({ maxLength: 100 }) }), detail: { tags: ['traces'], summary: 'Get trace', description: 'One trace with its steps.' }, response: { 200: t.Object({ data: V2Trace }, { description: 'The trace' }), ...errorResponses } },
+      {
+        params: t.Object({ id: t.String({ maxLength: 100 }) }),
+        detail: { tags: ['traces'], summary: 'Get trace', description: 'One trace with its steps.' },
+        response: { 200: t.Object({ data: V2Trace }, { description: 'The trace' }), ...errorResponses },
+      },
     )
     .get(
       '/conversations',
@@ -144,18 +266,37 @@ export function tracesV2(gw: Gateway) {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
         const cluster = gw.cluster;
-        const after = cluster ? decodeTimeCursor(query.cursor) : decodeCursor<{ at: string; id: string }>(query.cursor, (v) => typeof v.at === 'string' && typeof v.id === 'string');
+        const after = cluster
+          ? decodeTimeCursor(query.cursor)
+          : decodeCursor<{ at: string; id: string }>(
+              query.cursor,
+              (v) => typeof v.at === 'string' && typeof v.id === 'string',
+            );
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
         const ids = commaList(query.ids);
         const localRows = (opts: { after?: TimeKey; ids?: string[]; limit: number }) => {
           const w: string[] = [];
           const params: (string | number)[] = [];
-          if (instanceId) { w.push('c.instance_id = ?'); params.push(instanceId); }
-          if (p.instanceIds) { w.push(p.instanceIds.length ? `c.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0'); params.push(...p.instanceIds); }
-          if (opts.ids) { w.push(`c.id IN (${opts.ids.map(() => '?').join(',')})`); params.push(...opts.ids); }
-          if (opts.after) { w.push('(c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ?))'); params.push(opts.after.at, opts.after.at, opts.after.id); }
+          if (instanceId) {
+            w.push('c.instance_id = ?');
+            params.push(instanceId);
+          }
+          if (p.instanceIds) {
+            w.push(p.instanceIds.length ? `c.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0');
+            params.push(...p.instanceIds);
+          }
+          if (opts.ids) {
+            w.push(`c.id IN (${opts.ids.map(() => '?').join(',')})`);
+            params.push(...opts.ids);
+          }
+          if (opts.after) {
+            w.push('(c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ?))');
+            params.push(opts.after.at, opts.after.at, opts.after.id);
+          }
           return db
-            .query<ConversationRow, (string | number)[]>(`SELECT c.* FROM conversations c ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?`)
+            .query<ConversationRow, (string | number)[]>(
+              `SELECT c.* FROM conversations c ${w.length ? `WHERE ${w.join(' AND ')}` : ''} ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?`,
+            )
             .all(...params, opts.limit);
         };
         if (cluster) {
@@ -163,7 +304,8 @@ export function tracesV2(gw: Gateway) {
           // instance and chat): listed once, with its latest activity (src/cluster/gather.ts).
           const local = localRows({ after, ids, limit: limit + 1 }).map(conversationView);
           const copiesOf = copiesFromPeers(
-            cluster, request,
+            cluster,
+            request,
             (of) => {
               const search = new URLSearchParams({ ids: of.join(','), limit: String(of.length) });
               if (query.instanceId) search.set('instanceId', query.instanceId);
@@ -173,7 +315,10 @@ export function tracesV2(gw: Gateway) {
           );
           return gatherPage(cluster, request, limit, local, conversationKey, after ? { copiesOf } : {});
         }
-        const res = page(localRows({ after, ids, limit: limit + 1 }), limit, (r) => ({ at: r.last_activity_at, id: r.id }));
+        const res = page(localRows({ after, ids, limit: limit + 1 }), limit, (r) => ({
+          at: r.last_activity_at,
+          id: r.id,
+        }));
         return { items: res.items.map(conversationView), meta: res.meta };
       },
       {
@@ -183,10 +328,15 @@ export function tracesV2(gw: Gateway) {
           ids: t.Optional(t.String({ maxLength: 3000, description: 'Comma list of conversation ids' })),
         }),
         detail: {
-          tags: ['traces'], summary: 'List conversations',
-          description: 'By recent activity, newest first. Cluster mode: gathered from every node; a conversation held by several nodes (its shard moved) is listed once, with its latest activity, so a page may hold fewer than limit items while meta.hasMore is true; meta.partial is true when a node did not answer in time.',
+          tags: ['traces'],
+          summary: 'List conversations',
+          description:
+            'By recent activity, newest first. Cluster mode: gathered from every node; a conversation held by several nodes (its shard moved) is listed once, with its latest activity, so a page may hold fewer than limit items while meta.hasMore is true; meta.partial is true when a node did not answer in time.',
         },
-        response: { 200: t.Object({ items: t.Array(Conversation), meta: GatheredPageMeta }, { description: 'Conversations' }), ...errorResponses },
+        response: {
+          200: t.Object({ items: t.Array(Conversation), meta: GatheredPageMeta }, { description: 'Conversations' }),
+          ...errorResponses,
+        },
       },
     )
     .get(
@@ -203,14 +353,25 @@ export function tracesV2(gw: Gateway) {
         const { answers, missed } = await callPeers(cluster, request);
         const copies = local ? [local] : [];
         for (const a of answers) if (a.status === 200) copies.push((a.body as { data: ConversationView }).data);
-        const newest = copies.sort((x, y) => (x.lastActivityAt < y.lastActivityAt ? 1 : x.lastActivityAt > y.lastActivityAt ? -1 : 0))[0];
+        const newest = copies.sort((x, y) =>
+          x.lastActivityAt < y.lastActivityAt ? 1 : x.lastActivityAt > y.lastActivityAt ? -1 : 0,
+        )[0];
         if (newest) return { data: newest };
         throw notHeld('Conversation', missed || answers.some((a) => a.status !== 404));
       },
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
-        detail: { tags: ['traces'], summary: 'Get conversation', description: 'One conversation; its messages are its traces (GET /api/v2/traces?conversationId=). Cluster mode: the copy with the latest activity among the nodes.' },
-        response: { 200: t.Object({ data: Conversation }, { description: 'The conversation' }), 503: errorResponses[400], ...errorResponses },
+        detail: {
+          tags: ['traces'],
+          summary: 'Get conversation',
+          description:
+            'One conversation; its messages are its traces (GET /api/v2/traces?conversationId=). Cluster mode: the copy with the latest activity among the nodes.',
+        },
+        response: {
+          200: t.Object({ data: Conversation }, { description: 'The conversation' }),
+          503: errorResponses[400],
+          ...errorResponses,
+        },
       },
     )
     .get(
@@ -224,26 +385,44 @@ export function tracesV2(gw: Gateway) {
         const after = cluster ? undefined : decodeCursor<{ id: string }>(query.cursor, (v) => typeof v.id === 'string');
         const w: string[] = [];
         const params: (string | number)[] = [];
-        if (query.instanceId) { w.push('d.instance_id = ?'); params.push(visibleInstance(gw, request, query.instanceId).id); }
-        if (p.instanceIds) { w.push(p.instanceIds.length ? `d.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0'); params.push(...p.instanceIds); }
-        if (after) { w.push('d.id < ?'); params.push(after.id); }
-        if (before) { w.push('(d.created_at < ? OR (d.created_at = ? AND d.id < ?))'); params.push(before.at, before.at, before.id); }
+        if (query.instanceId) {
+          w.push('d.instance_id = ?');
+          params.push(visibleInstance(gw, request, query.instanceId).id);
+        }
+        if (p.instanceIds) {
+          w.push(p.instanceIds.length ? `d.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0');
+          params.push(...p.instanceIds);
+        }
+        if (after) {
+          w.push('d.id < ?');
+          params.push(after.id);
+        }
+        if (before) {
+          w.push('(d.created_at < ? OR (d.created_at = ? AND d.id < ?))');
+          params.push(before.at, before.at, before.id);
+        }
         const rows = db
           .query<DeadRow, (string | number)[]>(
-            `SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq ${w.length ? 'WHERE ' + w.join(' AND ') : ''} ORDER BY ${cluster ? 'd.created_at DESC, ' : ''}d.id DESC LIMIT ?`,
+            `SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq ${w.length ? `WHERE ${w.join(' AND ')}` : ''} ORDER BY ${cluster ? 'd.created_at DESC, ' : ''}d.id DESC LIMIT ?`,
           )
           .all(...params, limit + 1);
-        if (cluster) return gatherPage(cluster, request, limit, rows.map(deadView), (v) => ({ at: v.createdAt, id: v.id }));
+        if (cluster)
+          return gatherPage(cluster, request, limit, rows.map(deadView), (v) => ({ at: v.createdAt, id: v.id }));
         const res = page(rows, limit, (r) => ({ id: r.id }));
         return { items: res.items.map(deadView), meta: res.meta };
       },
       {
         query: t.Object({ ...PageQuery, instanceId: t.Optional(t.String({ maxLength: 100 })) }),
         detail: {
-          tags: ['dead letters'], summary: 'List dead letters',
-          description: 'Messages that failed every attempt, newest first. Cluster mode: gathered from every node (each keeps the dead letters it wrote), newest first by (createdAt, id); meta.partial is true when a node did not answer in time.',
+          tags: ['dead letters'],
+          summary: 'List dead letters',
+          description:
+            'Messages that failed every attempt, newest first. Cluster mode: gathered from every node (each keeps the dead letters it wrote), newest first by (createdAt, id); meta.partial is true when a node did not answer in time.',
         },
-        response: { 200: t.Object({ items: t.Array(DeadLetter), meta: GatheredPageMeta }, { description: 'Dead letters' }), ...errorResponses },
+        response: {
+          200: t.Object({ items: t.Array(DeadLetter), meta: GatheredPageMeta }, { description: 'Dead letters' }),
+          ...errorResponses,
+        },
       },
     )
     .post(
@@ -255,7 +434,9 @@ export function tracesV2(gw: Gateway) {
         // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
         const reopened = db.transaction(() => {
           const changed = db
-            .query("UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, completed_at = NULL, duration_ms = NULL WHERE seq = ? AND status = 'dead_lettered'")
+            .query(
+              "UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, completed_at = NULL, duration_ms = NULL WHERE seq = ? AND status = 'dead_lettered'",
+            )
             .run(r.inbox_seq).changes;
           if (changed) db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
           return changed > 0;
@@ -269,10 +450,17 @@ export function tracesV2(gw: Gateway) {
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
         detail: {
-          tags: ['dead letters'], summary: 'Replay dead letter',
-          description: 'The message re-enters its conversation, ahead of newer messages (in inbox order); a committed agent reply is not recomputed. Cluster mode: works on any node (the node holding the dead letter acts); the message is handed to the instance\'s shard owner like a new one, durably through Redis: a new trace (data.traceId), queued after the messages the owner already has, the agent asked again.',
+          tags: ['dead letters'],
+          summary: 'Replay dead letter',
+          description:
+            "The message re-enters its conversation, ahead of newer messages (in inbox order); a committed agent reply is not recomputed. Cluster mode: works on any node (the node holding the dead letter acts); the message is handed to the instance's shard owner like a new one, durably through Redis: a new trace (data.traceId), queued after the messages the owner already has, the agent asked again.",
         },
-        response: { 200: t.Object({ data: t.Object({ traceId: t.String(), status: t.String() }) }, { description: 'Re-queued' }), 409: errorResponses[400], 503: errorResponses[400], ...errorResponses },
+        response: {
+          200: t.Object({ data: t.Object({ traceId: t.String(), status: t.String() }) }, { description: 'Re-queued' }),
+          409: errorResponses[400],
+          503: errorResponses[400],
+          ...errorResponses,
+        },
       },
     )
     .delete(
@@ -285,7 +473,12 @@ export function tracesV2(gw: Gateway) {
       },
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
-        detail: { tags: ['dead letters'], summary: 'Delete dead letter', description: 'Forgets the dead letter; the trace stays. Cluster mode: works on any node (the node holding it deletes it).' },
+        detail: {
+          tags: ['dead letters'],
+          summary: 'Delete dead letter',
+          description:
+            'Forgets the dead letter; the trace stays. Cluster mode: works on any node (the node holding it deletes it).',
+        },
         response: { 200: SuccessSchema, 503: errorResponses[400], ...errorResponses },
       },
     );

@@ -5,36 +5,36 @@
 import { createHash } from 'node:crypto';
 import {
   ApplicationCommandOptionType,
+  type Attachment,
   Client,
+  type ClientOptions,
   DiscordAPIError,
   Events,
   GatewayIntentBits,
   HTTPError,
+  type Interaction,
+  type Message,
   MessageType,
   Partials,
   RateLimitError,
   Routes,
-  type Attachment,
-  type ClientOptions,
-  type Interaction,
-  type Message,
 } from 'discord.js';
 import type { Logger } from 'pino';
-import { realClock, type Clock, type Timer } from '../../../actors/runtime/clock.ts';
+import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
+import { chunkText } from '../../stream/chunker.ts';
+import { OrderedIngest } from '../ingest-retry.ts';
 import {
-  ChannelError,
   type AdapterContext,
   type ChannelAdapter,
   type ChannelCapabilities,
+  ChannelError,
   type ChatRef,
   type ContentType,
   type InboundMessage,
   type OutboundMessage,
   type SentReceipt,
 } from '../types.ts';
-import { readDiscordSettings, type DiscordSettings } from './config.ts';
-import { chunkText } from '../../stream/chunker.ts';
-import { OrderedIngest } from '../ingest-retry.ts';
+import { type DiscordSettings, readDiscordSettings } from './config.ts';
 
 export const DISCORD_MAX_CHARS = 2000;
 // Discord clients collapse long messages at roughly 17 lines; stay below that.
@@ -132,9 +132,8 @@ export class DiscordAdapter implements ChannelAdapter {
     ctx.setStatus('connecting');
     client.login(settings.botToken).catch((err: unknown) => {
       if (this.client !== client) return;
-      const reason = (err as { code?: string }).code === 'TokenInvalid'
-        ? 'invalid bot token'
-        : `login failed: ${errorText(err)}`;
+      const reason =
+        (err as { code?: string }).code === 'TokenInvalid' ? 'invalid bot token' : `login failed: ${errorText(err)}`;
       this.log?.warn({ err: errorText(err) }, 'discord login failed');
       ctx.setStatus('error', { reason });
     });
@@ -184,7 +183,14 @@ export class DiscordAdapter implements ChannelAdapter {
       const msg = this.toInbound(m);
       if (!msg) return;
       // Called synchronously from the event so ingests start in gateway order.
-      this.ingestQueue.push(ctx, msg).catch((err) => this.log?.error({ err: errorText(err), id: msg.providerMessageId }, 'discord message could not be stored after retries'));
+      this.ingestQueue
+        .push(ctx, msg)
+        .catch((err) =>
+          this.log?.error(
+            { err: errorText(err), id: msg.providerMessageId },
+            'discord message could not be stored after retries',
+          ),
+        );
     });
     client.on(Events.InteractionCreate, (i) => {
       if (live()) void this.onInteraction(i, ctx);
@@ -210,14 +216,22 @@ export class DiscordAdapter implements ChannelAdapter {
       if (settings.requireMention && !mentioned && !repliedToBot) return null;
     }
 
-    const text = m.content.replace(new RegExp(`<@!?${me.id}>`, 'g'), ' ').replace(/[ \t]{2,}/g, ' ').trim();
+    const text = m.content
+      .replace(new RegExp(`<@!?${me.id}>`, 'g'), ' ')
+      .replace(/[ \t]{2,}/g, ' ')
+      .trim();
     const attachments = [...m.attachments.values()];
     const contentType = contentTypeOf(attachments, m.stickers.size > 0);
     const extra: Record<string, unknown> = {};
     if (inGuild) extra.guildId = m.guildId;
     if (parentId) extra.parentChannelId = parentId;
     if (attachments.length > 0) {
-      extra.attachments = attachments.map((a) => ({ url: a.url, contentType: a.contentType, name: a.name, size: a.size }));
+      extra.attachments = attachments.map((a) => ({
+        url: a.url,
+        contentType: a.contentType,
+        name: a.name,
+        size: a.size,
+      }));
     }
     if (m.reference?.messageId) extra.referencedMessageId = m.reference.messageId;
 
@@ -283,19 +297,32 @@ export class DiscordAdapter implements ChannelAdapter {
       mentioned: true,
       extra,
     };
-    this.ingestQueue.push(ctx, msg).catch((err) => this.log?.error({ err: errorText(err), id: msg.providerMessageId }, 'discord /ask could not be stored after retries'));
+    this.ingestQueue
+      .push(ctx, msg)
+      .catch((err) =>
+        this.log?.error(
+          { err: errorText(err), id: msg.providerMessageId },
+          'discord /ask could not be stored after retries',
+        ),
+      );
   }
 
   // ---- outbound --------------------------------------------------------------------------
 
-  async send(to: ChatRef, out: OutboundMessage, opts: { idempotencyKey: string; inbound?: InboundMessage }): Promise<SentReceipt> {
+  async send(
+    to: ChatRef,
+    out: OutboundMessage,
+    opts: { idempotencyKey: string; inbound?: InboundMessage },
+  ): Promise<SentReceipt> {
     const client = this.requireClient();
     const channelId = to.threadId ?? to.chatId;
     this.takeReplySlot(channelId, opts.idempotencyKey);
 
     if (out.reaction) {
       return this.call(async () => {
-        await client.rest.put(Routes.channelMessageOwnReaction(channelId, out.reaction!.messageId, encodeURIComponent(out.reaction!.emoji)));
+        await client.rest.put(
+          Routes.channelMessageOwnReaction(channelId, out.reaction!.messageId, encodeURIComponent(out.reaction!.emoji)),
+        );
         return { platformMessageId: out.reaction!.messageId };
       });
     }
@@ -305,7 +332,10 @@ export class DiscordAdapter implements ChannelAdapter {
     if (out.media) {
       const caption = out.media.caption ?? '';
       if (out.media.base64) {
-        files.push({ name: out.media.filename ?? defaultFilename(out.media.mediaType), data: Buffer.from(out.media.base64, 'base64') });
+        files.push({
+          name: out.media.filename ?? defaultFilename(out.media.mediaType),
+          data: Buffer.from(out.media.base64, 'base64'),
+        });
         text = [text, caption].filter(Boolean).join('\n');
       } else if (out.media.url) {
         // Discord unfurls links to media; no need to re-upload.
@@ -315,7 +345,8 @@ export class DiscordAdapter implements ChannelAdapter {
     if (text.trim() === '' && files.length === 0) throw new ChannelError('empty message', false);
 
     // The pipeline pre-chunks; this keeps direct callers within Discord's limits too.
-    const pieces = text.trim() === '' ? [''] : chunkText(text, { maxChars: DISCORD_MAX_CHARS, maxLines: DISCORD_MAX_LINES });
+    const pieces =
+      text.trim() === '' ? [''] : chunkText(text, { maxChars: DISCORD_MAX_CHARS, maxLines: DISCORD_MAX_LINES });
     const interaction = interactionOf(opts.inbound);
     let firstId: string | null = null;
     for (let index = 0; index < pieces.length; index++) {
@@ -323,13 +354,25 @@ export class DiscordAdapter implements ChannelAdapter {
       const pieceFiles = index === 0 ? files : [];
       const id = interaction
         ? await this.sendInteractionPiece(interaction, index, content, pieceFiles)
-        : await this.sendChannelPiece(channelId, content, pieceFiles, nonceFor(opts.idempotencyKey, index), index === 0 ? out.replyTo : undefined);
+        : await this.sendChannelPiece(
+            channelId,
+            content,
+            pieceFiles,
+            nonceFor(opts.idempotencyKey, index),
+            index === 0 ? out.replyTo : undefined,
+          );
       firstId ??= id;
     }
     return { platformMessageId: firstId! };
   }
 
-  private sendChannelPiece(channelId: string, content: string, files: Array<{ name: string; data: Buffer }>, nonce: string, replyTo?: string): Promise<string> {
+  private sendChannelPiece(
+    channelId: string,
+    content: string,
+    files: Array<{ name: string; data: Buffer }>,
+    nonce: string,
+    replyTo?: string,
+  ): Promise<string> {
     const client = this.requireClient();
     const body: Record<string, unknown> = {
       content,
@@ -340,20 +383,34 @@ export class DiscordAdapter implements ChannelAdapter {
     };
     if (replyTo) body.message_reference = { message_id: replyTo, fail_if_not_exists: false };
     return this.call(async () => {
-      const res = (await client.rest.post(Routes.channelMessages(channelId), { body, files: files.length ? files : undefined })) as { id: string };
+      const res = (await client.rest.post(Routes.channelMessages(channelId), {
+        body,
+        files: files.length ? files : undefined,
+      })) as { id: string };
       return res.id;
     });
   }
 
   /** First piece replaces the deferred "thinking…" response (idempotent); the rest are follow-ups. */
-  private sendInteractionPiece(ref: DiscordInteractionRef, index: number, content: string, files: Array<{ name: string; data: Buffer }>): Promise<string> {
+  private sendInteractionPiece(
+    ref: DiscordInteractionRef,
+    index: number,
+    content: string,
+    files: Array<{ name: string; data: Buffer }>,
+  ): Promise<string> {
     const client = this.requireClient();
     const body = { content, allowed_mentions: { parse: ['users'] } };
     const f = files.length ? files : undefined;
     return this.call(async () => {
-      const res = (index === 0
-        ? await client.rest.patch(Routes.webhookMessage(ref.applicationId, ref.token, '@original'), { body, files: f, auth: false })
-        : await client.rest.post(Routes.webhook(ref.applicationId, ref.token), { body, files: f, auth: false })) as { id: string };
+      const res = (
+        index === 0
+          ? await client.rest.patch(Routes.webhookMessage(ref.applicationId, ref.token, '@original'), {
+              body,
+              files: f,
+              auth: false,
+            })
+          : await client.rest.post(Routes.webhook(ref.applicationId, ref.token), { body, files: f, auth: false })
+      ) as { id: string };
       this.interactionMessages.set(res.id, ref);
       return res.id;
     });
@@ -361,12 +418,18 @@ export class DiscordAdapter implements ChannelAdapter {
 
   async edit(to: ChatRef, platformMessageId: string, text: string): Promise<void> {
     const client = this.requireClient();
-    if (text.length > DISCORD_MAX_CHARS) throw new ChannelError(`edit longer than ${DISCORD_MAX_CHARS} characters`, false);
+    if (text.length > DISCORD_MAX_CHARS)
+      throw new ChannelError(`edit longer than ${DISCORD_MAX_CHARS} characters`, false);
     const ref = this.interactionMessages.get(platformMessageId);
     await this.call(() =>
       ref
-        ? client.rest.patch(Routes.webhookMessage(ref.applicationId, ref.token, platformMessageId), { body: { content: text }, auth: false })
-        : client.rest.patch(Routes.channelMessage(to.threadId ?? to.chatId, platformMessageId), { body: { content: text } }),
+        ? client.rest.patch(Routes.webhookMessage(ref.applicationId, ref.token, platformMessageId), {
+            body: { content: text },
+            auth: false,
+          })
+        : client.rest.patch(Routes.channelMessage(to.threadId ?? to.chatId, platformMessageId), {
+            body: { content: text },
+          }),
     );
   }
 
@@ -384,7 +447,9 @@ export class DiscordAdapter implements ChannelAdapter {
     const pulse = () => {
       const client = this.client;
       if (!client) return;
-      client.rest.post(Routes.channelTyping(channelId)).catch((err) => this.log?.debug({ err: errorText(err) }, 'discord typing failed'));
+      client.rest
+        .post(Routes.channelTyping(channelId))
+        .catch((err) => this.log?.debug({ err: errorText(err) }, 'discord typing failed'));
       this.typingTimers.set(channelId, this.clock.setTimeout(pulse, TYPING_REFRESH_MS));
     };
     pulse();
@@ -401,7 +466,11 @@ export class DiscordAdapter implements ChannelAdapter {
     if (recent.length >= cap) {
       this.recentReplies.set(conversation, recent);
       // Retryable: the conversation calms down, the slot frees up, and the reply still goes out.
-      throw new ChannelError(`reply rate cap reached (${cap} replies per minute in this conversation)`, true, RATE_WINDOW_MS - (now - recent[0]!.at));
+      throw new ChannelError(
+        `reply rate cap reached (${cap} replies per minute in this conversation)`,
+        true,
+        RATE_WINDOW_MS - (now - recent[0]!.at),
+      );
     }
     recent.push({ at: now, key });
     this.recentReplies.set(conversation, recent);
@@ -442,15 +511,26 @@ function defaultFilename(kind: 'image' | 'video' | 'audio' | 'document'): string
 /** REST failures → ChannelError: 429/5xx/network are retryable, other 4xx are not. */
 export function toChannelError(err: unknown): ChannelError {
   if (err instanceof ChannelError) return err;
-  if (err instanceof RateLimitError) return new ChannelError(`discord rate limited: ${err.message}`, true, err.retryAfter, 429);
+  if (err instanceof RateLimitError)
+    return new ChannelError(`discord rate limited: ${err.message}`, true, err.retryAfter, 429);
   if (err instanceof DiscordAPIError) {
     const raw = err.rawError as { retry_after?: number };
     const retryAfterMs = typeof raw?.retry_after === 'number' ? Math.ceil(raw.retry_after * 1000) : undefined;
     const retryable = err.status === 429 || err.status >= 500;
-    return new ChannelError(`discord ${err.status} (code ${err.code}): ${err.message}`, retryable, retryAfterMs, err.status);
+    return new ChannelError(
+      `discord ${err.status} (code ${err.code}): ${err.message}`,
+      retryable,
+      retryAfterMs,
+      err.status,
+    );
   }
   if (err instanceof HTTPError) {
-    return new ChannelError(`discord HTTP ${err.status}: ${err.message}`, err.status === 429 || err.status >= 500, undefined, err.status);
+    return new ChannelError(
+      `discord HTTP ${err.status}: ${err.message}`,
+      err.status === 429 || err.status >= 500,
+      undefined,
+      err.status,
+    );
   }
   return new ChannelError(`discord request failed: ${errorText(err)}`, true);
 }

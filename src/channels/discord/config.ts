@@ -53,7 +53,11 @@ function bool(v: unknown, dflt: boolean): boolean {
 /** Accepts a JSON array or a comma-separated string (v1 forms). */
 function list(v: unknown): string[] {
   if (Array.isArray(v)) return v.map((x) => String(x).trim()).filter(Boolean);
-  if (typeof v === 'string') return v.split(',').map((x) => x.trim()).filter(Boolean);
+  if (typeof v === 'string')
+    return v
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
   return [];
 }
 

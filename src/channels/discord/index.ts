@@ -1,4 +1,11 @@
-export { DiscordAdapter, nonceFor, toChannelError, ASK_COMMAND, DISCORD_MAX_CHARS, DISCORD_MAX_LINES } from './adapter.ts';
 export type { DiscordAdapterOptions, DiscordInteractionRef } from './adapter.ts';
-export { inviteUrl, readDiscordSettings, DISCORD_API_DEFAULT } from './config.ts';
+export {
+  ASK_COMMAND,
+  DISCORD_MAX_CHARS,
+  DISCORD_MAX_LINES,
+  DiscordAdapter,
+  nonceFor,
+  toChannelError,
+} from './adapter.ts';
 export type { DiscordSettings } from './config.ts';
+export { DISCORD_API_DEFAULT, inviteUrl, readDiscordSettings } from './config.ts';

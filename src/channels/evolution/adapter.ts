@@ -1,17 +1,31 @@
 // WhatsApp through an Evolution API server. Webhook-only: inbound arrives on the HTTP route (see
 // parse.ts); this adapter checks the connection once on start and sends replies through the client.
 import type { Logger } from 'pino';
+import type { Clock } from '../../../actors/runtime/clock.ts';
+import type { Instance, InstanceStatus } from '../../services/instance-types.ts';
+import { chunkText } from '../../stream/chunker.ts';
 import type {
-  AdapterContext, ChannelAdapter, ChannelCapabilities, ChatRef, InboundMessage, OutboundMessage, SentReceipt,
+  AdapterContext,
+  ChannelAdapter,
+  ChannelCapabilities,
+  ChatRef,
+  InboundMessage,
+  OutboundMessage,
+  SentReceipt,
 } from '../types.ts';
 import { ChannelError } from '../types.ts';
-import type { Instance, InstanceStatus } from '../../services/instance-types.ts';
-import type { Clock } from '../../../actors/runtime/clock.ts';
 import {
-  connectionState, evolutionConfigOf, evolutionFlag, evolutionNumberFor, sendMedia, sendPresence, sendReaction, sendText,
-  type EvolutionCallOptions, type EvolutionQuoted,
+  connectionState,
+  type EvolutionCallOptions,
+  type EvolutionQuoted,
+  evolutionConfigOf,
+  evolutionFlag,
+  evolutionNumberFor,
+  sendMedia,
+  sendPresence,
+  sendReaction,
+  sendText,
 } from './client.ts';
-import { chunkText } from '../../stream/chunker.ts';
 
 export const EVOLUTION_MAX_TEXT = 4000;
 
@@ -54,7 +68,10 @@ export class EvolutionAdapter implements ChannelAdapter {
   private log?: Logger;
   private readonly progress = new Map<string, { sent: number; lastId: string }>();
 
-  constructor(instance: Instance, private readonly opts: EvolutionAdapterOptions = {}) {
+  constructor(
+    instance: Instance,
+    private readonly opts: EvolutionAdapterOptions = {},
+  ) {
     this.instance = instance;
     this.log = opts.log;
   }
@@ -84,7 +101,11 @@ export class EvolutionAdapter implements ChannelAdapter {
 
   async stop(_reason: string): Promise<void> {}
 
-  async send(to: ChatRef, out: OutboundMessage, opts: { idempotencyKey: string; inbound?: InboundMessage }): Promise<SentReceipt> {
+  async send(
+    to: ChatRef,
+    out: OutboundMessage,
+    opts: { idempotencyKey: string; inbound?: InboundMessage },
+  ): Promise<SentReceipt> {
     const cfg = evolutionConfigOf(this.instance);
     const number = evolutionNumberFor(to.chatId);
     const delayMs = Number(this.instance.config.evolution_send_delay_ms ?? 0);
@@ -92,11 +113,18 @@ export class EvolutionAdapter implements ChannelAdapter {
 
     if (out.reaction) {
       const remoteJid = (opts.inbound?.extra?.remoteJid as string | undefined) ?? to.chatId;
-      const id = await sendReaction(cfg, { remoteJid, id: out.reaction.messageId, fromMe: false }, out.reaction.emoji, this.callOpts());
+      const id = await sendReaction(
+        cfg,
+        { remoteJid, id: out.reaction.messageId, fromMe: false },
+        out.reaction.emoji,
+        this.callOpts(),
+      );
       return { platformMessageId: id ?? '' };
     }
 
-    const quoted = evolutionFlag(this.instance, 'evolution_quote_replies') ? this.quotedFor(to, out, opts.inbound) : undefined;
+    const quoted = evolutionFlag(this.instance, 'evolution_quote_replies')
+      ? this.quotedFor(to, out, opts.inbound)
+      : undefined;
     const maxText = this.instance.settings.maxTextLength ?? EVOLUTION_MAX_TEXT;
     // Each step sends one WhatsApp message; only the first one quotes the inbound message.
     const parts: Array<(q?: EvolutionQuoted) => Promise<string | null>> = [];
@@ -112,9 +140,20 @@ export class EvolutionAdapter implements ChannelAdapter {
         captionText = text;
         text = '';
       }
-      parts.push((q) => sendMedia(cfg, number, {
-        mediatype: m.mediaType, media: mediaSource, caption: captionText || undefined, fileName: m.filename,
-      }, { quoted: q, delay }, this.callOpts()));
+      parts.push((q) =>
+        sendMedia(
+          cfg,
+          number,
+          {
+            mediatype: m.mediaType,
+            media: mediaSource,
+            caption: captionText || undefined,
+            fileName: m.filename,
+          },
+          { quoted: q, delay },
+          this.callOpts(),
+        ),
+      );
     }
     for (const chunk of chunkText(text, { maxChars: maxText })) {
       parts.push((q) => sendText(cfg, number, chunk, { quoted: q, delay }, this.callOpts()));
@@ -158,7 +197,14 @@ export class EvolutionAdapter implements ChannelAdapter {
       return;
     }
     const delay = on ? (this.opts.typingMs ?? 8000) : 0;
-    sendPresence(cfg, evolutionNumberFor(to.chatId), on ? 'composing' : 'paused', delay, this.callOpts({ timeoutMs: delay + 5000 }))
-      .catch((err) => this.log?.debug({ err: err instanceof Error ? err.message : String(err) }, 'evolution sendPresence failed'));
+    sendPresence(
+      cfg,
+      evolutionNumberFor(to.chatId),
+      on ? 'composing' : 'paused',
+      delay,
+      this.callOpts({ timeoutMs: delay + 5000 }),
+    ).catch((err) =>
+      this.log?.debug({ err: err instanceof Error ? err.message : String(err) }, 'evolution sendPresence failed'),
+    );
   }
 }

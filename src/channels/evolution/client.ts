@@ -1,9 +1,10 @@
 // A small typed client for an Evolution API server (v2 routes). Every call has a timeout and an
 // optional AbortSignal; failures become ChannelError with a reason a person can act on. The apikey
 // goes only into the `apikey` header: it never appears in an error message or a log line.
-import { ChannelError } from '../types.ts';
+
+import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
 import type { Instance } from '../../services/instance-types.ts';
-import { realClock, type Clock } from '../../../actors/runtime/clock.ts';
+import { ChannelError } from '../types.ts';
 
 export interface EvolutionInstanceConfig {
   /** Base URL of the Evolution server, e.g. https://evolution.example.com */
@@ -127,7 +128,8 @@ async function call(
         signal: controller.signal,
       });
     } catch (err) {
-      if (timedOut) throw new ChannelError(`Evolution API at ${where} did not answer ${op} within ${timeoutMs} ms`, true);
+      if (timedOut)
+        throw new ChannelError(`Evolution API at ${where} did not answer ${op} within ${timeoutMs} ms`, true);
       if (opts.signal?.aborted) throw opts.signal.reason;
       const reason = err instanceof Error ? err.message : String(err);
       throw new ChannelError(`Evolution API unreachable at ${where}: ${reason}`, true);
@@ -136,11 +138,15 @@ async function call(
     try {
       text = await res.text();
     } catch (err) {
-      if (timedOut) throw new ChannelError(`Evolution API at ${where} did not finish ${op} within ${timeoutMs} ms`, true);
+      if (timedOut)
+        throw new ChannelError(`Evolution API at ${where} did not finish ${op} within ${timeoutMs} ms`, true);
       if (opts.signal?.aborted) throw opts.signal.reason;
-      throw new ChannelError(`Evolution API at ${where} broke off ${op}: ${err instanceof Error ? err.message : String(err)}`, true);
+      throw new ChannelError(
+        `Evolution API at ${where} broke off ${op}: ${err instanceof Error ? err.message : String(err)}`,
+        true,
+      );
     }
-    let parsed: unknown = undefined;
+    let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
     } catch {
@@ -152,16 +158,36 @@ async function call(
     const status = res.status;
     const prefix = `Evolution API ${op} failed at ${where} (HTTP ${status})`;
     if (status === 429) {
-      throw new ChannelError(`${prefix}: rate limited${detail ? ` — ${detail}` : ''}`, true, parseRetryAfter(res.headers.get('retry-after'), clock.now()), status);
+      throw new ChannelError(
+        `${prefix}: rate limited${detail ? ` — ${detail}` : ''}`,
+        true,
+        parseRetryAfter(res.headers.get('retry-after'), clock.now()),
+        status,
+      );
     }
     if (status >= 500) {
-      throw new ChannelError(`${prefix}${detail ? `: ${detail}` : ''}`, true, parseRetryAfter(res.headers.get('retry-after'), clock.now()), status);
+      throw new ChannelError(
+        `${prefix}${detail ? `: ${detail}` : ''}`,
+        true,
+        parseRetryAfter(res.headers.get('retry-after'), clock.now()),
+        status,
+      );
     }
     if (status === 401 || (status === 403 && /unauthori[sz]ed|api ?key/i.test(detail))) {
-      throw new ChannelError(`${prefix}: the Evolution apikey was rejected (check evolution_key)`, false, undefined, status);
+      throw new ChannelError(
+        `${prefix}: the Evolution apikey was rejected (check evolution_key)`,
+        false,
+        undefined,
+        status,
+      );
     }
     if (status === 404) {
-      throw new ChannelError(`${prefix}: Evolution instance "${cfg.instanceName}" not found${detail ? ` — ${detail}` : ''}`, false, undefined, status);
+      throw new ChannelError(
+        `${prefix}: Evolution instance "${cfg.instanceName}" not found${detail ? ` — ${detail}` : ''}`,
+        false,
+        undefined,
+        status,
+      );
     }
     throw new ChannelError(`${prefix}${detail ? `: ${detail}` : ''}`, false, undefined, status);
   } finally {
@@ -197,7 +223,13 @@ export async function sendText(
 export async function sendMedia(
   cfg: EvolutionInstanceConfig,
   number: string,
-  media: { mediatype: 'image' | 'video' | 'audio' | 'document'; media: string; caption?: string; fileName?: string; mimetype?: string },
+  media: {
+    mediatype: 'image' | 'video' | 'audio' | 'document';
+    media: string;
+    caption?: string;
+    fileName?: string;
+    mimetype?: string;
+  },
   extra: { quoted?: EvolutionQuoted; delay?: number } = {},
   opts: EvolutionCallOptions = {},
 ): Promise<string | null> {
@@ -215,7 +247,14 @@ export async function sendReaction(
   reaction: string,
   opts: EvolutionCallOptions = {},
 ): Promise<string | null> {
-  const res = await call(cfg, 'POST', `/message/sendReaction/${seg(cfg.instanceName)}`, { key, reaction }, 'sendReaction', opts);
+  const res = await call(
+    cfg,
+    'POST',
+    `/message/sendReaction/${seg(cfg.instanceName)}`,
+    { key, reaction },
+    'sendReaction',
+    opts,
+  );
   return messageIdOf(res.body);
 }
 
@@ -227,7 +266,14 @@ export async function sendPresence(
   delay: number,
   opts: EvolutionCallOptions = {},
 ): Promise<void> {
-  await call(cfg, 'POST', `/chat/sendPresence/${seg(cfg.instanceName)}`, { number, presence, delay }, 'sendPresence', opts);
+  await call(
+    cfg,
+    'POST',
+    `/chat/sendPresence/${seg(cfg.instanceName)}`,
+    { number, presence, delay },
+    'sendPresence',
+    opts,
+  );
 }
 
 /**
@@ -239,11 +285,15 @@ export async function createInstance(
   opts: EvolutionCallOptions = {},
 ): Promise<{ created: boolean; qr: EvolutionQr | null }> {
   const alreadyExists = (status: number, body: unknown, text: string) =>
-    (status === 403 || status === 409 || status === 400) && /already (in use|exists)|is in use/i.test(describeErrorBody(body, text));
+    (status === 403 || status === 409 || status === 400) &&
+    /already (in use|exists)|is in use/i.test(describeErrorBody(body, text));
   const res = await call(
-    cfg, 'POST', '/instance/create',
+    cfg,
+    'POST',
+    '/instance/create',
     { instanceName: cfg.instanceName, qrcode: true, integration: 'WHATSAPP-BAILEYS' },
-    'createInstance', opts,
+    'createInstance',
+    opts,
     (s, b, t) => (s >= 200 && s < 300) || s === 409 || alreadyExists(s, b, t),
   );
   if (res.status >= 300) return { created: false, qr: null };
@@ -257,15 +307,22 @@ export async function setWebhook(
   webhook: { url: string; base64: boolean; events?: string[] },
   opts: EvolutionCallOptions = {},
 ): Promise<void> {
-  await call(cfg, 'POST', `/webhook/set/${seg(cfg.instanceName)}`, {
-    webhook: {
-      enabled: true,
-      url: webhook.url,
-      byEvents: false,
-      base64: webhook.base64,
-      events: webhook.events ?? ['MESSAGES_UPSERT'],
+  await call(
+    cfg,
+    'POST',
+    `/webhook/set/${seg(cfg.instanceName)}`,
+    {
+      webhook: {
+        enabled: true,
+        url: webhook.url,
+        byEvents: false,
+        base64: webhook.base64,
+        events: webhook.events ?? ['MESSAGES_UPSERT'],
+      },
     },
-  }, 'setWebhook', opts);
+    'setWebhook',
+    opts,
+  );
 }
 
 function qrOf(body: unknown): EvolutionQr {
@@ -291,7 +348,14 @@ export async function connectionState(
   cfg: EvolutionInstanceConfig,
   opts: EvolutionCallOptions = {},
 ): Promise<EvolutionConnectionState | string> {
-  const res = await call(cfg, 'GET', `/instance/connectionState/${seg(cfg.instanceName)}`, undefined, 'connectionState', opts);
+  const res = await call(
+    cfg,
+    'GET',
+    `/instance/connectionState/${seg(cfg.instanceName)}`,
+    undefined,
+    'connectionState',
+    opts,
+  );
   const b = obj(res.body);
   const state = obj(b.instance).state ?? b.state;
   if (typeof state !== 'string') {

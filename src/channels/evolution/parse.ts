@@ -46,7 +46,7 @@ export function isGroupJid(jid: string): boolean {
 
 /** `+` + digits for a phone JID, else undefined. */
 export function phoneOfJid(jid: string): string | undefined {
-  return isPhoneJid(jid) ? '+' + jid.slice(0, jid.indexOf('@')) : undefined;
+  return isPhoneJid(jid) ? `+${jid.slice(0, jid.indexOf('@'))}` : undefined;
 }
 
 /** Seconds as number, numeric string or protobuf Long `{low, high}` → ms. */
@@ -64,8 +64,13 @@ export function timestampToMs(v: unknown): number | undefined {
 
 // Containers whose `.message` holds the real content.
 const WRAPPERS = [
-  'ephemeralMessage', 'viewOnceMessage', 'viewOnceMessageV2', 'viewOnceMessageV2Extension',
-  'documentWithCaptionMessage', 'groupMentionedMessage', 'botInvokeMessage',
+  'ephemeralMessage',
+  'viewOnceMessage',
+  'viewOnceMessageV2',
+  'viewOnceMessageV2Extension',
+  'documentWithCaptionMessage',
+  'groupMentionedMessage',
+  'botInvokeMessage',
 ];
 
 function unwrap(message: Obj): Obj {
@@ -105,35 +110,74 @@ function extractContent(m: Obj): Content | string {
     return { text: ext.text, contentType: 'text', contextInfo: ctx(ext), messageType: 'extendedTextMessage' };
   }
   const image = pick('imageMessage');
-  if (image) return { text: caption(image) ?? '[image]', contentType: 'image', contextInfo: ctx(image), messageType: 'imageMessage' };
+  if (image)
+    return {
+      text: caption(image) ?? '[image]',
+      contentType: 'image',
+      contextInfo: ctx(image),
+      messageType: 'imageMessage',
+    };
   const video = pick('videoMessage') ?? pick('ptvMessage');
-  if (video) return { text: caption(video) ?? '[video]', contentType: 'video', contextInfo: ctx(video), messageType: 'videoMessage' };
+  if (video)
+    return {
+      text: caption(video) ?? '[video]',
+      contentType: 'video',
+      contextInfo: ctx(video),
+      messageType: 'videoMessage',
+    };
   const doc = pick('documentMessage');
   if (doc) {
     const name = str(doc.fileName) ?? str(doc.title);
-    return { text: caption(doc) ?? (name ? `[document: ${name}]` : '[document]'), contentType: 'document', contextInfo: ctx(doc), messageType: 'documentMessage' };
+    return {
+      text: caption(doc) ?? (name ? `[document: ${name}]` : '[document]'),
+      contentType: 'document',
+      contextInfo: ctx(doc),
+      messageType: 'documentMessage',
+    };
   }
   const audio = pick('audioMessage');
   if (audio) return { text: '[audio]', contentType: 'audio', contextInfo: ctx(audio), messageType: 'audioMessage' };
   const sticker = pick('stickerMessage');
-  if (sticker) return { text: '[sticker]', contentType: 'sticker', contextInfo: ctx(sticker), messageType: 'stickerMessage' };
+  if (sticker)
+    return { text: '[sticker]', contentType: 'sticker', contextInfo: ctx(sticker), messageType: 'stickerMessage' };
   const loc = pick('locationMessage') ?? pick('liveLocationMessage');
   if (loc) {
     const lat = Number(loc.degreesLatitude ?? 0);
     const lng = Number(loc.degreesLongitude ?? 0);
-    return { text: `[location: ${lat},${lng}]`, contentType: 'location', contextInfo: ctx(loc), messageType: 'locationMessage' };
+    return {
+      text: `[location: ${lat},${lng}]`,
+      contentType: 'location',
+      contextInfo: ctx(loc),
+      messageType: 'locationMessage',
+    };
   }
   const contact = pick('contactMessage');
-  if (contact) return { text: `[contact: ${str(contact.displayName) ?? 'unknown'}]`, contentType: 'contact', contextInfo: ctx(contact), messageType: 'contactMessage' };
+  if (contact)
+    return {
+      text: `[contact: ${str(contact.displayName) ?? 'unknown'}]`,
+      contentType: 'contact',
+      contextInfo: ctx(contact),
+      messageType: 'contactMessage',
+    };
   const contacts = pick('contactsArrayMessage');
   if (contacts) {
     const names = Array.isArray(contacts.contacts)
       ? contacts.contacts.map((c) => (isObj(c) ? str(c.displayName) : undefined)).filter(Boolean)
       : [];
-    return { text: `[contact: ${names.join(', ') || str(contacts.displayName) || 'unknown'}]`, contentType: 'contact', messageType: 'contactsArrayMessage' };
+    return {
+      text: `[contact: ${names.join(', ') || str(contacts.displayName) || 'unknown'}]`,
+      contentType: 'contact',
+      messageType: 'contactsArrayMessage',
+    };
   }
   const poll = pick('pollCreationMessage') ?? pick('pollCreationMessageV2') ?? pick('pollCreationMessageV3');
-  if (poll) return { text: `[poll: ${str(poll.name) ?? ''}]`, contentType: 'poll', contextInfo: ctx(poll), messageType: 'pollCreationMessage' };
+  if (poll)
+    return {
+      text: `[poll: ${str(poll.name) ?? ''}]`,
+      contentType: 'poll',
+      contextInfo: ctx(poll),
+      messageType: 'pollCreationMessage',
+    };
   const event = pick('eventMessage');
   if (event) return { text: `[event: ${str(event.name) ?? ''}]`, contentType: 'other', messageType: 'eventMessage' };
   // Taps on buttons/lists the bot sent carry a visible text: treat it as what the user said.
@@ -142,7 +186,8 @@ function extractContent(m: Obj): Content | string {
     return { text: str(buttonReply.selectedDisplayText)!, contentType: 'text', messageType: 'buttonsResponseMessage' };
   }
   const listReply = pick('listResponseMessage');
-  if (listReply && str(listReply.title)) return { text: str(listReply.title)!, contentType: 'text', messageType: 'listResponseMessage' };
+  if (listReply && str(listReply.title))
+    return { text: str(listReply.title)!, contentType: 'text', messageType: 'listResponseMessage' };
 
   // `base64`/`mediaUrl` are Evolution's media extras, not content types.
   const meaningless = new Set(['messageContextInfo', 'senderKeyDistributionMessage', 'base64', 'mediaUrl']);
@@ -165,7 +210,8 @@ function parseOne(item: unknown, pc: ParseContext): InboundMessage | string {
   const tag = (reason: string) => `${reason} (${id})`;
   if (key.fromMe === true) return tag('fromMe');
   const remoteJid = normalizeJid(rawRemote);
-  if (remoteJid.endsWith('@broadcast')) return tag(remoteJid === 'status@broadcast' ? 'status broadcast' : 'broadcast list');
+  if (remoteJid.endsWith('@broadcast'))
+    return tag(remoteJid === 'status@broadcast' ? 'status broadcast' : 'broadcast list');
   if (remoteJid.endsWith('@newsletter')) return tag('newsletter');
   if (!isObj(item.message)) return tag(item.messageStubType !== undefined ? 'stub message' : 'no message');
 
@@ -205,10 +251,10 @@ function parseOne(item: unknown, pc: ParseContext): InboundMessage | string {
     const owner = pc.ownerJid;
     const mentions = contextInfo && Array.isArray(contextInfo.mentionedJid) ? contextInfo.mentionedJid : [];
     const quotedAuthor = contextInfo ? str(contextInfo.participant) : undefined;
-    mentioned = !!owner && (
-      mentions.some((j) => typeof j === 'string' && normalizeJid(j) === owner) ||
-      (quotedAuthor !== undefined && normalizeJid(quotedAuthor) === owner)
-    );
+    mentioned =
+      !!owner &&
+      (mentions.some((j) => typeof j === 'string' && normalizeJid(j) === owner) ||
+        (quotedAuthor !== undefined && normalizeJid(quotedAuthor) === owner));
   }
 
   const msg: InboundMessage = {

@@ -8,15 +8,17 @@
 //   its `slack_event` handler so the envelope is acked after the inbox write, not before.
 // Outbound goes through the App's WebClient with its retries off (a lost response would otherwise
 // double-post); only 429 is retried here, after Retry-After.
-import { App, SocketModeReceiver, isValidSlackRequest, type Context, type Receiver } from '@slack/bolt';
+import { App, type Context, isValidSlackRequest, type Receiver, SocketModeReceiver } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
-import { realClock, type Clock } from '../../../actors/runtime/clock.ts';
+import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
 import type { Instance } from '../../services/instance-types.ts';
+import { chunkText } from '../../stream/chunker.ts';
+import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
 import {
-  ChannelError,
   type AdapterContext,
   type ChannelAdapter,
   type ChannelCapabilities,
+  ChannelError,
   type ChatRef,
   type InboundMessage,
   type IngestResult,
@@ -24,9 +26,7 @@ import {
   type SentReceipt,
 } from '../types.ts';
 import { boltLogger } from './bolt-logger.ts';
-import { toInboundMessage, type SlackEventBody } from './inbound.ts';
-import { chunkText } from '../../stream/chunker.ts';
-import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
+import { type SlackEventBody, toInboundMessage } from './inbound.ts';
 
 export const SLACK_DEFAULT_API_URL = 'https://slack.com/api/';
 export const SLACK_DEFAULT_MAX_TEXT = 4000;
@@ -70,7 +70,9 @@ interface SlackApiError {
   data?: { error?: string };
 }
 
-type TypingState = { mode: 'status'; channel: string; threadTs: string } | { mode: 'reaction'; channel: string; timestamp: string };
+type TypingState =
+  | { mode: 'status'; channel: string; threadTs: string }
+  | { mode: 'reaction'; channel: string; timestamp: string };
 
 /** A receiver with no server: the webhook route calls app.processEvent through the adapter. */
 class RouteReceiver implements Receiver {
@@ -99,8 +101,19 @@ export class SlackAdapter implements ChannelAdapter {
   ) {
     this.clock = options.clock ?? realClock;
     this.maxRateLimitWaits = options.maxRateLimitWaits ?? 3;
-    const maxText = positiveInt(instance.settings?.maxTextLength) ?? positiveInt(instance.config.slack_max_text) ?? SLACK_DEFAULT_MAX_TEXT;
-    this.capabilities = { maxText, edit: true, typing: true, threads: true, reactions: true, media: [], pairing: 'token' };
+    const maxText =
+      positiveInt(instance.settings?.maxTextLength) ??
+      positiveInt(instance.config.slack_max_text) ??
+      SLACK_DEFAULT_MAX_TEXT;
+    this.capabilities = {
+      maxText,
+      edit: true,
+      typing: true,
+      threads: true,
+      reactions: true,
+      media: [],
+      pairing: 'token',
+    };
   }
 
   get socketMode(): boolean {
@@ -126,10 +139,20 @@ export class SlackAdapter implements ChannelAdapter {
 
     const logger = boltLogger(ctx.log);
     // A fresh object per client: Bolt and the Socket Mode client both mutate what they are given.
-    const clientOptions = () => ({ slackApiUrl: this.apiUrl, retryConfig: { retries: 0 }, rejectRateLimitedCalls: true, logger });
+    const clientOptions = () => ({
+      slackApiUrl: this.apiUrl,
+      retryConfig: { retries: 0 },
+      rejectRateLimitedCalls: true,
+      logger,
+    });
     let receiver: Receiver;
     if (appToken) {
-      this.socketReceiver = new SocketModeReceiver({ appToken, logger, autoReconnectEnabled: true, installerOptions: { clientOptions: clientOptions() } });
+      this.socketReceiver = new SocketModeReceiver({
+        appToken,
+        logger,
+        autoReconnectEnabled: true,
+        installerOptions: { clientOptions: clientOptions() },
+      });
       receiver = this.socketReceiver;
     } else {
       receiver = new RouteReceiver();
@@ -148,7 +171,8 @@ export class SlackAdapter implements ChannelAdapter {
     app.error(async (error) => {
       throw error;
     });
-    const listener = ({ body, context }: { body: unknown; context: Context }) => this.onEvent(body as SlackEventBody, context);
+    const listener = ({ body, context }: { body: unknown; context: Context }) =>
+      this.onEvent(body as SlackEventBody, context);
     app.event('app_mention', listener);
     app.event('message', listener);
     this.app = app;
@@ -204,11 +228,16 @@ export class SlackAdapter implements ChannelAdapter {
       return { status: 400, body: errorBody('VALIDATION_ERROR', 'body is not JSON') };
     }
     if (body.type === 'url_verification') return { status: 200, body: { challenge: body.challenge } };
-    if (body.type !== 'event_callback') return { status: 200, body: { status: 'received', trace_id: null, message: 'ignored' } };
+    if (body.type !== 'event_callback')
+      return { status: 200, body: { status: 'received', trace_id: null, message: 'ignored' } };
 
     const app = this.app;
     if (!app || !this.ready) {
-      return { status: 503, body: errorBody('UNAVAILABLE', 'Slack instance is not running'), headers: { 'retry-after': '5' } };
+      return {
+        status: 503,
+        body: errorBody('UNAVAILABLE', 'Slack instance is not running'),
+        headers: { 'retry-after': '5' },
+      };
     }
     const outcome: IngestOutcome = { results: [] };
     const retryNum = Number(headers.get('x-slack-retry-num') ?? '');
@@ -232,14 +261,27 @@ export class SlackAdapter implements ChannelAdapter {
     }
     const result = outcome.results[0];
     if (!result) return { status: 200, body: { status: 'received', trace_id: null, message: 'ignored' } };
-    return { status: 200, body: { status: 'received', trace_id: result.traceId, message: result.status === 'duplicate' ? 'duplicate' : 'accepted' } };
+    return {
+      status: 200,
+      body: {
+        status: 'received',
+        trace_id: result.traceId,
+        message: result.status === 'duplicate' ? 'duplicate' : 'accepted',
+      },
+    };
   }
 
-  async send(to: ChatRef, out: OutboundMessage, opts: { idempotencyKey: string; inbound?: InboundMessage }): Promise<SentReceipt> {
+  async send(
+    to: ChatRef,
+    out: OutboundMessage,
+    opts: { idempotencyKey: string; inbound?: InboundMessage },
+  ): Promise<SentReceipt> {
     const client = this.requireClient();
     if (out.reaction) {
       const { messageId, emoji } = out.reaction;
-      await this.call('reactions.add', () => client.reactions.add({ channel: to.chatId, timestamp: messageId, name: emojiName(emoji) }));
+      await this.call('reactions.add', () =>
+        client.reactions.add({ channel: to.chatId, timestamp: messageId, name: emojiName(emoji) }),
+      );
       return { platformMessageId: messageId };
     }
     const text = out.text || out.media?.caption || '';
@@ -250,7 +292,9 @@ export class SlackAdapter implements ChannelAdapter {
     const posted = this.postedChunks.get(opts.idempotencyKey) ?? [];
     this.rememberPosted(opts.idempotencyKey, posted);
     for (let i = posted.length; i < chunks.length; i++) {
-      const res = await this.call('chat.postMessage', () => client.chat.postMessage({ channel: to.chatId, thread_ts: to.threadId, text: chunks[i] }));
+      const res = await this.call('chat.postMessage', () =>
+        client.chat.postMessage({ channel: to.chatId, thread_ts: to.threadId, text: chunks[i] }),
+      );
       if (!res.ts) throw new ChannelError('chat.postMessage answered without a ts', true);
       posted.push(res.ts);
     }
@@ -276,25 +320,38 @@ export class SlackAdapter implements ChannelAdapter {
       if (!on) {
         const state = this.typingByThread.get(key);
         this.typingByThread.delete(key);
-        if (state?.mode === 'status') await this.call('assistant.threads.setStatus', () => client.assistant.threads.setStatus({ channel_id: state.channel, thread_ts: state.threadTs, status: '' }));
-        if (state?.mode === 'reaction') await this.call('reactions.remove', () => client.reactions.remove({ channel: state.channel, timestamp: state.timestamp, name: THINKING_REACTION }));
+        if (state?.mode === 'status')
+          await this.call('assistant.threads.setStatus', () =>
+            client.assistant.threads.setStatus({ channel_id: state.channel, thread_ts: state.threadTs, status: '' }),
+          );
+        if (state?.mode === 'reaction')
+          await this.call('reactions.remove', () =>
+            client.reactions.remove({ channel: state.channel, timestamp: state.timestamp, name: THINKING_REACTION }),
+          );
         return;
       }
       if (threadTs && !this.setStatusUnavailable) {
         try {
-          await this.call('assistant.threads.setStatus', () => client.assistant.threads.setStatus({ channel_id: to.chatId, thread_ts: threadTs, status: THINKING_STATUS }));
+          await this.call('assistant.threads.setStatus', () =>
+            client.assistant.threads.setStatus({ channel_id: to.chatId, thread_ts: threadTs, status: THINKING_STATUS }),
+          );
           this.typingByThread.set(key, { mode: 'status', channel: to.chatId, threadTs });
           return;
         } catch (error) {
           // unknown_method / not_allowed / missing_scope / not an assistant thread: use the reaction from now on.
           this.setStatusUnavailable = true;
-          this.ctx?.log.debug({ err: describe(error) }, 'slack: assistant.threads.setStatus unavailable, using a reaction');
+          this.ctx?.log.debug(
+            { err: describe(error) },
+            'slack: assistant.threads.setStatus unavailable, using a reaction',
+          );
         }
       }
       const timestamp = inbound?.replyToMessageId ?? (inbound?.extra?.ts as string | undefined);
       if (!timestamp) return;
       try {
-        await this.call('reactions.add', () => client.reactions.add({ channel: to.chatId, timestamp, name: THINKING_REACTION }));
+        await this.call('reactions.add', () =>
+          client.reactions.add({ channel: to.chatId, timestamp, name: THINKING_REACTION }),
+        );
       } catch (error) {
         if ((error as ChannelError).message?.includes('already_reacted') !== true) throw error;
       }
@@ -310,7 +367,9 @@ export class SlackAdapter implements ChannelAdapter {
     if (!msg || !this.ctx) return;
     try {
       const ctx = this.ctx;
-      const result = outcome?.retryOverload ? await ingestWithRetry(ctx, msg, { clock: this.clock, log: ctx.log }) : await ctx.ingest(msg);
+      const result = outcome?.retryOverload
+        ? await ingestWithRetry(ctx, msg, { clock: this.clock, log: ctx.log })
+        : await ctx.ingest(msg);
       outcome?.results.push(result);
     } catch (error) {
       if (outcome) outcome.error = error;
@@ -407,7 +466,13 @@ interface SocketEventArgs {
 }
 
 /** Platform errors that mean "try again later"; every other platform error is permanent. */
-const RETRYABLE_PLATFORM_ERRORS = new Set(['internal_error', 'fatal_error', 'service_unavailable', 'request_timeout', 'ratelimited']);
+const RETRYABLE_PLATFORM_ERRORS = new Set([
+  'internal_error',
+  'fatal_error',
+  'service_unavailable',
+  'request_timeout',
+  'ratelimited',
+]);
 
 function toChannelError(method: string, e: SlackApiError): ChannelError {
   switch (e?.code) {
@@ -427,8 +492,17 @@ function toChannelError(method: string, e: SlackApiError): ChannelError {
 }
 
 const UNICODE_EMOJI_NAMES: Record<string, string> = {
-  '👍': '+1', '👎': '-1', '❤️': 'heart', '❤': 'heart', '✅': 'white_check_mark', '👀': 'eyes',
-  '😂': 'joy', '🙏': 'pray', '🎉': 'tada', '🔥': 'fire', '⏳': 'hourglass_flowing_sand',
+  '👍': '+1',
+  '👎': '-1',
+  '❤️': 'heart',
+  '❤': 'heart',
+  '✅': 'white_check_mark',
+  '👀': 'eyes',
+  '😂': 'joy',
+  '🙏': 'pray',
+  '🎉': 'tada',
+  '🔥': 'fire',
+  '⏳': 'hourglass_flowing_sand',
 };
 
 /** Slack reactions take a name (`thumbsup`), not `:thumbsup:` or a Unicode emoji. */

@@ -1,12 +1,13 @@
 // Bolt, the Web API client and the Socket Mode client log through @slack/logger's interface;
 // this routes their lines into our pino logger instead of the console.
-import { LogLevel, type Logger as BoltLogger } from '@slack/bolt';
+import { type Logger as BoltLogger, LogLevel } from '@slack/bolt';
 import type { Logger } from 'pino';
 
 export function boltLogger(log: Logger): BoltLogger {
   const child = log.child({ lib: 'slack' });
   let level: LogLevel = pinoToBolt(child.level);
-  const line = (msg: unknown[]) => msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' ');
+  const line = (msg: unknown[]) =>
+    msg.map((m) => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m))).join(' ');
   return {
     debug: (...msg) => child.debug(line(msg)),
     info: (...msg) => child.info(line(msg)),

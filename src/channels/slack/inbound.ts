@@ -34,9 +34,13 @@ export interface SlackEventBody {
  * types (e.g. `message` + `app_mention` for a mention in a DM), while event_id differs between those
  * two. The inbox dedupes on it either way. The event_id is kept in `extra.eventId`.
  */
-export function toInboundMessage(instanceId: string, body: SlackEventBody, botUserId: string | undefined): InboundMessage | null {
+export function toInboundMessage(
+  instanceId: string,
+  body: SlackEventBody,
+  botUserId: string | undefined,
+): InboundMessage | null {
   const event = body.event;
-  if (!event || !event.channel || !event.ts || !event.user) return null;
+  if (!event?.channel || !event.ts || !event.user) return null;
   if (event.subtype !== undefined || event.bot_id !== undefined) return null;
   if (botUserId !== undefined && event.user === botUserId) return null;
 
@@ -46,7 +50,13 @@ export function toInboundMessage(instanceId: string, body: SlackEventBody, botUs
 
   const rawText = event.text ?? '';
   const mentionsBot = botUserId !== undefined && mentionPattern(botUserId).test(rawText);
-  const text = botUserId === undefined ? rawText.trim() : rawText.replace(mentionPattern(botUserId, 'g'), ' ').replace(/\s{2,}/g, ' ').trim();
+  const text =
+    botUserId === undefined
+      ? rawText.trim()
+      : rawText
+          .replace(mentionPattern(botUserId, 'g'), ' ')
+          .replace(/\s{2,}/g, ' ')
+          .trim();
 
   return {
     instanceId,
@@ -75,5 +85,5 @@ function mentionPattern(botUserId: string, flags = ''): RegExp {
 /** "1712345678.123456" → 1712345678123 (ms), without float rounding. */
 export function slackTsToMs(ts: string): number {
   const [sec, frac = ''] = ts.split('.');
-  return Number(sec) * 1000 + Number((frac + '000').slice(0, 3));
+  return Number(sec) * 1000 + Number(`${frac}000`.slice(0, 3));
 }

@@ -1,32 +1,33 @@
 // WhatsApp directly through Baileys: pairing (QR or code), auth state in SQLite, a reconnect
 // policy that stops when WhatsApp says the link is gone, inbound mapping and paced sending.
 // The instance actor owns one adapter; inbound goes to ctx.ingest (the durable inbox).
-import { ingestWithRetry } from '../ingest-retry.ts';
+
 import type { Database } from 'bun:sqlite';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Backoff } from '../../../actors/runtime/backoff.ts';
-import { realClock, type Clock, type Timer } from '../../../actors/runtime/clock.ts';
+import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
 import type { InstanceStatus } from '../../services/instance-types.ts';
 import { chunkText } from '../../stream/chunker.ts';
+import { ingestWithRetry } from '../ingest-retry.ts';
 import {
-  ChannelError,
   type AdapterContext,
   type ChannelAdapter,
   type ChannelCapabilities,
+  ChannelError,
   type ChatRef,
   type InboundMessage,
   type OutboundMessage,
   type SentReceipt,
 } from '../types.ts';
-import { AuthStateCorruptError, clearAuthState, useSqliteAuthState, type SqliteAuthState } from './auth-state.ts';
+import { AuthStateCorruptError, clearAuthState, type SqliteAuthState, useSqliteAuthState } from './auth-state.ts';
 import { isIgnored, normalizeJid, parseBaileysMessage } from './parse.ts';
 import { TokenBucket } from './rate-limit.ts';
 import { createBaileysSocket, type Listener, type SocketFactory, type WASocketLike } from './socket.ts';
 
-export { parseBaileysMessage, isIgnored, type ParseOptions, type ParseResult } from './parse.ts';
 export { AuthStateCorruptError, useSqliteAuthState } from './auth-state.ts';
-export type { WASocketLike, SocketFactory, SocketFactoryOptions } from './socket.ts';
+export { isIgnored, type ParseOptions, type ParseResult, parseBaileysMessage } from './parse.ts';
+export type { SocketFactory, SocketFactoryOptions, WASocketLike } from './socket.ts';
 
 /** Close codes after which reconnecting cannot help: the device must be linked again. */
 const RELINK_REASONS: Record<number, string> = {
@@ -278,7 +279,8 @@ export class BaileysAdapter implements ChannelAdapter {
     const digits = phone.replace(/[\s\-().+]/g, '');
     if (!/^\d{7,15}$/.test(digits)) throw new ChannelError(`invalid phone number: ${phone}`, false, undefined, 400);
     if (!this.ctx) throw new ChannelError('adapter not started', false, undefined, 409);
-    if (this.auth?.state.creds.registered) throw new ChannelError('this instance is already linked', false, undefined, 409);
+    if (this.auth?.state.creds.registered)
+      throw new ChannelError('this instance is already linked', false, undefined, 409);
     // A pairing request gives the user a fresh QR budget while they type the code.
     this.qrRounds = 0;
     if (!this.sock) {
@@ -421,7 +423,10 @@ export class BaileysAdapter implements ChannelAdapter {
     const rounds = this.config.maxQrRounds;
     this.stopped = true;
     this.teardown();
-    this.setStatus('disconnected', { reason: `QR not scanned after ${rounds} rounds; reconnect to try again`, qr: null });
+    this.setStatus('disconnected', {
+      reason: `QR not scanned after ${rounds} rounds; reconnect to try again`,
+      qr: null,
+    });
   }
 
   private onOpen(): void {
@@ -519,7 +524,10 @@ export class BaileysAdapter implements ChannelAdapter {
   }
 
   /** Records and reports a status; a status without a reason clears the previous reason. */
-  private setStatus(status: InstanceStatus, detail: { reason?: string; qr?: string | null; pairingCode?: string | null } = {}): void {
+  private setStatus(
+    status: InstanceStatus,
+    detail: { reason?: string; qr?: string | null; pairingCode?: string | null } = {},
+  ): void {
     this.current = { status, reason: detail.reason ?? null };
     this.ctx?.setStatus(status, detail);
   }
@@ -540,7 +548,8 @@ export class BaileysAdapter implements ChannelAdapter {
     if (!contact) return;
     const id = typeof contact.id === 'string' ? contact.id : undefined;
     const lid = typeof contact.lid === 'string' ? contact.lid : id?.endsWith('@lid') ? id : undefined;
-    const pn = typeof contact.phoneNumber === 'string' ? contact.phoneNumber : id?.endsWith('@s.whatsapp.net') ? id : undefined;
+    const pn =
+      typeof contact.phoneNumber === 'string' ? contact.phoneNumber : id?.endsWith('@s.whatsapp.net') ? id : undefined;
     if (lid && pn) this.learnLid(lid, pn);
   }
 
@@ -570,7 +579,8 @@ export class BaileysAdapter implements ChannelAdapter {
         continue;
       }
       if (isIgnored(parsed)) {
-        if (parsed.ignored.startsWith('malformed')) this.log?.warn({ reason: parsed.ignored }, 'malformed whatsapp message skipped');
+        if (parsed.ignored.startsWith('malformed'))
+          this.log?.warn({ reason: parsed.ignored }, 'malformed whatsapp message skipped');
         else this.log?.debug({ reason: parsed.ignored }, 'whatsapp message ignored');
         continue;
       }
@@ -578,19 +588,29 @@ export class BaileysAdapter implements ChannelAdapter {
         // Runs inside inboundChain, so a message waiting out an overload keeps its place in line.
         await ingestWithRetry(ctx, parsed, { clock: this.clock, log: this.log });
       } catch (err) {
-        this.log?.error({ err, messageId: parsed.providerMessageId }, 'whatsapp message could not be stored after retries');
+        this.log?.error(
+          { err, messageId: parsed.providerMessageId },
+          'whatsapp message could not be stored after retries',
+        );
         continue;
       }
       if (this.config.readReceipts && !parsed.fromOwner) {
         const key = parsed.extra?.key as { remoteJid: string; id: string; participant?: string } | undefined;
-        if (key) sock.readMessages([{ ...key, fromMe: false }]).catch((err) => this.log?.debug({ err }, 'read receipt failed'));
+        if (key)
+          sock
+            .readMessages([{ ...key, fromMe: false }])
+            .catch((err) => this.log?.debug({ err }, 'read receipt failed'));
       }
     }
   }
 
   // ---- outbound --------------------------------------------------------------------------------
 
-  async send(to: ChatRef, out: OutboundMessage, opts: { idempotencyKey: string; inbound?: InboundMessage }): Promise<SentReceipt> {
+  async send(
+    to: ChatRef,
+    out: OutboundMessage,
+    opts: { idempotencyKey: string; inbound?: InboundMessage },
+  ): Promise<SentReceipt> {
     const jid = toJid(to.chatId);
     const sock = this.requireSocket();
     if (!opts.inbound) await this.checkNumber(sock, jid);
@@ -603,7 +623,12 @@ export class BaileysAdapter implements ChannelAdapter {
         fromMe: fromInbound?.fromOwner ?? false,
         ...(fromInbound && to.kind === 'group' ? { participant: fromInbound.sender.id } : {}),
       };
-      const id = await this.sendOne(sock, jid, { react: { text: out.reaction.emoji, key } }, { messageId: messageIdFor(opts.idempotencyKey, 0) });
+      const id = await this.sendOne(
+        sock,
+        jid,
+        { react: { text: out.reaction.emoji, key } },
+        { messageId: messageIdFor(opts.idempotencyKey, 0) },
+      );
       return { platformMessageId: id };
     }
 
@@ -619,13 +644,29 @@ export class BaileysAdapter implements ChannelAdapter {
       const caption = m.caption ?? (text || undefined);
       let content: Record<string, unknown>;
       switch (m.mediaType) {
-        case 'image': content = { image: source, caption }; break;
-        case 'video': content = { video: source, caption }; break;
-        case 'audio': content = { audio: source, ptt: m.voiceNote ?? false, mimetype: m.voiceNote ? 'audio/ogg; codecs=opus' : 'audio/mpeg' }; break;
-        case 'document': content = { document: source, fileName: m.filename ?? 'file', mimetype: 'application/octet-stream', caption }; break;
-        default: throw new ChannelError(`unsupported media type ${String(m.mediaType)}`, false, undefined, 400);
+        case 'image':
+          content = { image: source, caption };
+          break;
+        case 'video':
+          content = { video: source, caption };
+          break;
+        case 'audio':
+          content = {
+            audio: source,
+            ptt: m.voiceNote ?? false,
+            mimetype: m.voiceNote ? 'audio/ogg; codecs=opus' : 'audio/mpeg',
+          };
+          break;
+        case 'document':
+          content = { document: source, fileName: m.filename ?? 'file', mimetype: 'application/octet-stream', caption };
+          break;
+        default:
+          throw new ChannelError(`unsupported media type ${String(m.mediaType)}`, false, undefined, 400);
       }
-      lastId = await this.sendOne(sock, jid, content, { messageId: messageIdFor(opts.idempotencyKey, part++), ...(quoted ? { quoted } : {}) });
+      lastId = await this.sendOne(sock, jid, content, {
+        messageId: messageIdFor(opts.idempotencyKey, part++),
+        ...(quoted ? { quoted } : {}),
+      });
       // Audio has no caption; a text that was not used as caption follows as its own message.
       const textUsed = m.mediaType !== 'audio' && caption === text;
       if (!text || textUsed) return { platformMessageId: lastId };
@@ -658,7 +699,9 @@ export class BaileysAdapter implements ChannelAdapter {
 
   private maxText(): number {
     const override = this.ctx?.instance.settings?.maxTextLength;
-    return typeof override === 'number' && override > 0 ? Math.min(override, WHATSAPP_CAPABILITIES.maxText) : WHATSAPP_CAPABILITIES.maxText;
+    return typeof override === 'number' && override > 0
+      ? Math.min(override, WHATSAPP_CAPABILITIES.maxText)
+      : WHATSAPP_CAPABILITIES.maxText;
   }
 
   private requireSocket(): WASocketLike {
@@ -695,11 +738,17 @@ export class BaileysAdapter implements ChannelAdapter {
     return { key, message: { conversation: inbound.text } };
   }
 
-  private async sendOne(sock: WASocketLike, jid: string, content: Record<string, unknown>, options: Record<string, unknown>): Promise<string> {
+  private async sendOne(
+    sock: WASocketLike,
+    jid: string,
+    content: Record<string, unknown>,
+    options: Record<string, unknown>,
+  ): Promise<string> {
     const wait = this.bucket ? this.bucket.reserve() : 0;
     const jitter = this.config.sendJitterMs > 0 ? this.random() * this.config.sendJitterMs : 0;
     if (wait + jitter > 0) await this.clock.sleep(wait + jitter);
-    if (this.sock !== sock) throw new ChannelError('WhatsApp connection was replaced before sending', true, undefined, 503);
+    if (this.sock !== sock)
+      throw new ChannelError('WhatsApp connection was replaced before sending', true, undefined, 503);
     try {
       const sent = await sock.sendMessage(jid, content, options);
       return sent?.key?.id ?? String(options.messageId);

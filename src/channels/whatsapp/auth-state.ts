@@ -2,8 +2,13 @@
 // serialized with Baileys' BufferJSON so Buffers/Uint8Arrays survive the round trip.
 // Never the multi-file helper: Baileys itself says it is for demos, and we want one database.
 import type { Database } from 'bun:sqlite';
+import type {
+  AuthenticationCreds,
+  AuthenticationState,
+  SignalDataSet,
+  SignalDataTypeMap,
+} from '@whiskeysockets/baileys';
 import { BufferJSON, initAuthCreds, proto } from '@whiskeysockets/baileys';
-import type { AuthenticationCreds, AuthenticationState, SignalDataSet, SignalDataTypeMap } from '@whiskeysockets/baileys';
 
 const CREDS_KIND = 'creds';
 const CREDS_KEY_ID = '';
@@ -16,7 +21,9 @@ export class AuthStateCorruptError extends Error {
     readonly keyId: string,
     cause?: unknown,
   ) {
-    super(`WhatsApp auth state of instance ${instanceId} is corrupt (${kind}${keyId ? ` ${keyId}` : ''}); re-link the device`);
+    super(
+      `WhatsApp auth state of instance ${instanceId} is corrupt (${kind}${keyId ? ` ${keyId}` : ''}); re-link the device`,
+    );
     this.name = 'AuthStateCorruptError';
     if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
   }
@@ -37,18 +44,25 @@ function looksLikeCreds(v: unknown): v is AuthenticationCreds {
   if (!v || typeof v !== 'object') return false;
   const c = v as Partial<AuthenticationCreds>;
   return (
-    isBytes(c.noiseKey?.private) && isBytes(c.noiseKey?.public) &&
-    isBytes(c.signedIdentityKey?.private) && isBytes(c.signedIdentityKey?.public) &&
+    isBytes(c.noiseKey?.private) &&
+    isBytes(c.noiseKey?.public) &&
+    isBytes(c.signedIdentityKey?.private) &&
+    isBytes(c.signedIdentityKey?.public) &&
     isBytes(c.signedPreKey?.keyPair?.private) &&
-    typeof c.registrationId === 'number' && typeof c.advSecretKey === 'string'
+    typeof c.registrationId === 'number' &&
+    typeof c.advSecretKey === 'string'
   );
 }
 
 /** True when the instance has stored creds (it was linked or at least started pairing). */
 export function hasStoredAuth(db: Database, instanceId: string): boolean {
-  return db
-    .query<{ n: number }, [string, string]>('SELECT COUNT(*) AS n FROM whatsapp_auth WHERE instance_id = ? AND kind = ?')
-    .get(instanceId, CREDS_KIND)!.n > 0;
+  return (
+    db
+      .query<{ n: number }, [string, string]>(
+        'SELECT COUNT(*) AS n FROM whatsapp_auth WHERE instance_id = ? AND kind = ?',
+      )
+      .get(instanceId, CREDS_KIND)!.n > 0
+  );
 }
 
 /** Deletes an instance's auth state without loading it (works on corrupt rows too). */

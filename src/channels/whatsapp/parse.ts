@@ -100,7 +100,11 @@ function extractContent(m: AnyMessage): Content | { ignored: string } {
     return { text: m.extendedTextMessage.text, contentType: 'text', contextInfo: m.extendedTextMessage.contextInfo };
   }
   if (m.imageMessage) {
-    return { text: str(m.imageMessage.caption) ?? '[image]', contentType: 'image', contextInfo: m.imageMessage.contextInfo };
+    return {
+      text: str(m.imageMessage.caption) ?? '[image]',
+      contentType: 'image',
+      contextInfo: m.imageMessage.contextInfo,
+    };
   }
   const video = m.videoMessage ?? m.ptvMessage;
   if (video) return { text: str(video.caption) ?? '[video]', contentType: 'video', contextInfo: video.contextInfo };
@@ -114,7 +118,11 @@ function extractContent(m: AnyMessage): Content | { ignored: string } {
     };
   }
   if (m.audioMessage) {
-    return { text: m.audioMessage.ptt ? '[voice note]' : '[audio]', contentType: 'audio', contextInfo: m.audioMessage.contextInfo };
+    return {
+      text: m.audioMessage.ptt ? '[voice note]' : '[audio]',
+      contentType: 'audio',
+      contextInfo: m.audioMessage.contextInfo,
+    };
   }
   if (m.stickerMessage) return { text: '[sticker]', contentType: 'sticker', contextInfo: m.stickerMessage.contextInfo };
   const loc = m.locationMessage ?? m.liveLocationMessage;
@@ -136,11 +144,17 @@ function extractContent(m: AnyMessage): Content | { ignored: string } {
   if (m.contactsArrayMessage) {
     const list = (m.contactsArrayMessage.contacts ?? []) as AnyMessage[];
     const names = list.map((c) => [str(c.displayName), vcardPhone(c.vcard)].filter(Boolean).join(' ')).filter(Boolean);
-    return { text: `[contacts: ${names.join('; ') || 'unknown'}]`, contentType: 'contact', contextInfo: m.contactsArrayMessage.contextInfo };
+    return {
+      text: `[contacts: ${names.join('; ') || 'unknown'}]`,
+      contentType: 'contact',
+      contextInfo: m.contactsArrayMessage.contextInfo,
+    };
   }
   const poll = m.pollCreationMessage ?? m.pollCreationMessageV2 ?? m.pollCreationMessageV3 ?? m.pollCreationMessageV5;
   if (poll) {
-    const options = ((poll.options ?? []) as AnyMessage[]).map((o) => o.optionName).filter((o) => typeof o === 'string');
+    const options = ((poll.options ?? []) as AnyMessage[])
+      .map((o) => o.optionName)
+      .filter((o) => typeof o === 'string');
     return {
       text: `[poll: ${poll.name ?? ''}${options.length ? ` — ${options.join(' / ')}` : ''}]`,
       contentType: 'poll',
@@ -149,7 +163,11 @@ function extractContent(m: AnyMessage): Content | { ignored: string } {
   }
   if (m.eventMessage) {
     const e = m.eventMessage;
-    return { text: `[event: ${str(e.name) ?? 'untitled'}${str(e.description) ? ` — ${e.description}` : ''}]`, contentType: 'other', contextInfo: e.contextInfo };
+    return {
+      text: `[event: ${str(e.name) ?? 'untitled'}${str(e.description) ? ` — ${e.description}` : ''}]`,
+      contentType: 'other',
+      contextInfo: e.contextInfo,
+    };
   }
   // Replies to buttons/lists the bot sent: the user's choice is the text.
   const choice =
@@ -174,7 +192,7 @@ export function parseBaileysMessage(msg: WAMessage, opts: ParseOptions): ParseRe
   if (!key || typeof key !== 'object') return { ignored: 'malformed: no key' };
   const remoteJid = typeof key.remoteJid === 'string' ? key.remoteJid : '';
   const id = typeof key.id === 'string' ? key.id : '';
-  if (!remoteJid || !remoteJid.includes('@')) return { ignored: 'malformed: no key.remoteJid' };
+  if (!remoteJid?.includes('@')) return { ignored: 'malformed: no key.remoteJid' };
   if (!id) return { ignored: 'malformed: no key.id' };
 
   if (remoteJid === 'status@broadcast') return { ignored: 'status broadcast' };
@@ -214,7 +232,8 @@ export function parseBaileysMessage(msg: WAMessage, opts: ParseOptions): ParseRe
     const ctx = content.contextInfo;
     const mentions = Array.isArray(ctx?.mentionedJid) ? (ctx!.mentionedJid as unknown[]) : [];
     const mentionedBot = mentions.some((j) => typeof j === 'string' && selfSet.has(normalizeJid(j)));
-    const repliedToBot = typeof ctx?.participant === 'string' && !!ctx.stanzaId && selfSet.has(normalizeJid(ctx.participant));
+    const repliedToBot =
+      typeof ctx?.participant === 'string' && !!ctx.stanzaId && selfSet.has(normalizeJid(ctx.participant));
     mentioned = mentionedBot || repliedToBot;
     if (opts.groupMentionOnly && !mentioned && !fromMe) return { ignored: 'group message without mention of the bot' };
   }

@@ -1,11 +1,11 @@
 // The slice of a Baileys socket the adapter uses, and the default factory that builds the real
 // one. Tests pass a stand-in with the same event names (test/fakes/baileys-socket.ts).
 import makeWASocket, {
+  type AuthenticationState,
   Browsers,
   DEFAULT_CONNECTION_CONFIG,
   DisconnectReason,
   makeCacheableSignalKeyStore,
-  type AuthenticationState,
   type WAVersion,
 } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
@@ -25,8 +25,15 @@ export interface WASocketLike {
     off(event: string, listener: Listener): unknown;
   };
   user?: { id: string; lid?: string; name?: string } | null | undefined;
-  sendMessage(jid: string, content: Record<string, unknown>, opts?: Record<string, unknown>): Promise<{ key?: WAMessageKeyLike } | undefined>;
-  sendPresenceUpdate(type: 'composing' | 'paused' | 'available' | 'unavailable' | 'recording', jid?: string): Promise<void>;
+  sendMessage(
+    jid: string,
+    content: Record<string, unknown>,
+    opts?: Record<string, unknown>,
+  ): Promise<{ key?: WAMessageKeyLike } | undefined>;
+  sendPresenceUpdate(
+    type: 'composing' | 'paused' | 'available' | 'unavailable' | 'recording',
+    jid?: string,
+  ): Promise<void>;
   readMessages(keys: WAMessageKeyLike[]): Promise<void>;
   requestPairingCode(phoneNumber: string): Promise<string>;
   logout(msg?: string): Promise<void>;

@@ -59,9 +59,10 @@ export async function api<T = any>(method: string, path: string, body?: unknown,
   }
   if (!res.ok) {
     const e = json?.error;
-    const failure = e && typeof e.message === 'string'
-      ? new ApiFailure(res.status, String(e.code ?? res.status), e.message, e.details ?? null)
-      : new ApiFailure(res.status, String(res.status), `${method} ${path} failed with HTTP ${res.status}`, null);
+    const failure =
+      e && typeof e.message === 'string'
+        ? new ApiFailure(res.status, String(e.code ?? res.status), e.message, e.details ?? null)
+        : new ApiFailure(res.status, String(res.status), `${method} ${path} failed with HTTP ${res.status}`, null);
     if (res.status === 401 && key === apiKey()) onUnauthorized();
     throw failure;
   }
@@ -70,15 +71,23 @@ export async function api<T = any>(method: string, path: string, body?: unknown,
 
 /** An alert box for an API error: the envelope's message, its code, and per-field details. */
 export function errorBox(err: unknown): HTMLElement {
-  if (!(err instanceof ApiFailure)) return h('div', { class: 'alert error', role: 'alert' }, String((err as Error)?.message ?? err));
+  if (!(err instanceof ApiFailure))
+    return h('div', { class: 'alert error', role: 'alert' }, String((err as Error)?.message ?? err));
   const problems = err.fieldProblems();
-  const other = problems.length === 0 && err.details && typeof err.details === 'object' ? JSON.stringify(err.details) : null;
+  const other =
+    problems.length === 0 && err.details && typeof err.details === 'object' ? JSON.stringify(err.details) : null;
   return h(
     'div',
     { class: 'alert error', role: 'alert' },
     h('strong', {}, err.message),
     err.status ? h('span', { class: 'code' }, ` (${err.code}, HTTP ${err.status})`) : null,
-    problems.length ? h('ul', {}, problems.map((p) => h('li', {}, h('code', {}, p.field), ' ', p.problem))) : null,
+    problems.length
+      ? h(
+          'ul',
+          {},
+          problems.map((p) => h('li', {}, h('code', {}, p.field), ' ', p.problem)),
+        )
+      : null,
     other ? h('pre', { class: 'details' }, other) : null,
   );
 }

@@ -2,16 +2,16 @@
 // Switchboard web console: plain TypeScript and the DOM, no framework. The console is a handful of
 // tables and forms; a view library would add more bytes and build steps than it saves. Bun.build
 // bundles this file when the server starts serving it — no other tooling, loads in one request.
-import { api, ApiFailure, apiKey, errorBox, setApiKey, whenUnauthorized } from './api.ts';
+import { ApiFailure, api, apiKey, errorBox, setApiKey, whenUnauthorized } from './api.ts';
 import { h, replace } from './dom.ts';
 import { connectLive, disconnectLive, onLiveState } from './live.ts';
-import { PageContext, type Page } from './page.ts';
-import { instanceFormPage, instancesPage } from './pages/instances.ts';
-import { pairingPage } from './pages/pairing.ts';
+import { type Page, PageContext } from './page.ts';
 import { conversationPage, conversationsPage } from './pages/conversations.ts';
-import { tracePage, tracesPage } from './pages/traces.ts';
 import { deadLettersPage } from './pages/dead-letters.ts';
+import { instanceFormPage, instancesPage } from './pages/instances.ts';
 import { keysPage } from './pages/keys.ts';
+import { pairingPage } from './pages/pairing.ts';
+import { tracePage, tracesPage } from './pages/traces.ts';
 
 const ROUTES: Array<[RegExp, Page]> = [
   [/^instances$/, instancesPage],
@@ -41,7 +41,14 @@ function signIn(): void {
   current?.leave();
   current = null;
   disconnectLive();
-  const input = h('input', { id: 'api-key', name: 'apiKey', type: 'password', autocomplete: 'off', required: true, spellcheck: 'false' });
+  const input = h('input', {
+    id: 'api-key',
+    name: 'apiKey',
+    type: 'password',
+    autocomplete: 'off',
+    required: true,
+    spellcheck: 'false',
+  });
   const status = h('div', { 'aria-live': 'polite' });
   const button = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
   const form = h(
@@ -96,7 +103,13 @@ function shell(): HTMLElement {
   const main = h('main', { id: 'main', tabindex: '-1' });
   replace(
     root,
-    h('header', { class: 'top' }, h('a', { class: 'brand', href: '#/instances' }, 'Switchboard'), h('nav', { 'aria-label': 'Sections' }, links), h('div', { class: 'top-right' }, liveBadge, signOut)),
+    h(
+      'header',
+      { class: 'top' },
+      h('a', { class: 'brand', href: '#/instances' }, 'Switchboard'),
+      h('nav', { 'aria-label': 'Sections' }, links),
+      h('div', { class: 'top-right' }, liveBadge, signOut),
+    ),
     main,
   );
   return main;

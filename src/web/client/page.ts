@@ -1,6 +1,6 @@
 // What a page gets when it is shown: where to render, the route parameters, and a place to
 // register clean-ups (timers, live listeners) that run when the user navigates away.
-import { listen, type LiveFrame } from './live.ts';
+import { type LiveFrame, listen } from './live.ts';
 
 export class PageContext {
   private readonly disposers: Array<() => void> = [];

@@ -20,7 +20,8 @@ interface ConversationView {
 function chatLabel(c: ConversationView): string {
   if (c.title) return c.title;
   const chat = c.chat ?? {};
-  for (const k of ['name', 'title', 'phone', 'id', 'chatId', 'jid']) if (typeof chat[k] === 'string' && chat[k]) return String(chat[k]);
+  for (const k of ['name', 'title', 'phone', 'id', 'chatId', 'jid'])
+    if (typeof chat[k] === 'string' && chat[k]) return String(chat[k]);
   return c.id;
 }
 
@@ -43,7 +44,10 @@ export async function conversationsPage(ctx: PageContext): Promise<void> {
     if (loading) return void (again = true);
     loading = true;
     try {
-      const res = await api<{ items: ConversationView[] }>('GET', `/api/v2/conversations?limit=100${instanceId ? `&instanceId=${encodeURIComponent(instanceId)}` : ''}`);
+      const res = await api<{ items: ConversationView[] }>(
+        'GET',
+        `/api/v2/conversations?limit=100${instanceId ? `&instanceId=${encodeURIComponent(instanceId)}` : ''}`,
+      );
       if (ctx.left) return;
       replace(
         body,
@@ -53,7 +57,19 @@ export async function conversationsPage(ctx: PageContext): Promise<void> {
                 'table',
                 { class: 'list' },
                 h('caption', { class: 'sr-only' }, 'Conversations, most recent first'),
-                h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Chat'), h('th', { scope: 'col' }, 'Instance'), h('th', { scope: 'col' }, 'Kind'), h('th', { scope: 'col' }, 'Last activity'), h('th', { scope: 'col' }, 'Queued'))),
+                h(
+                  'thead',
+                  {},
+                  h(
+                    'tr',
+                    {},
+                    h('th', { scope: 'col' }, 'Chat'),
+                    h('th', { scope: 'col' }, 'Instance'),
+                    h('th', { scope: 'col' }, 'Kind'),
+                    h('th', { scope: 'col' }, 'Last activity'),
+                    h('th', { scope: 'col' }, 'Queued'),
+                  ),
+                ),
                 h(
                   'tbody',
                   {},
@@ -61,7 +77,11 @@ export async function conversationsPage(ctx: PageContext): Promise<void> {
                     h(
                       'tr',
                       { 'data-conversation': c.id },
-                      h('th', { scope: 'row' }, h('a', { href: `#/conversations/${encodeURIComponent(c.id)}` }, chatLabel(c))),
+                      h(
+                        'th',
+                        { scope: 'row' },
+                        h('a', { href: `#/conversations/${encodeURIComponent(c.id)}` }, chatLabel(c)),
+                      ),
                       h('td', {}, names.get(c.instanceId) ?? c.instanceId),
                       h('td', {}, c.kind),
                       h('td', {}, when(c.lastActivityAt)),
@@ -89,7 +109,12 @@ export async function conversationsPage(ctx: PageContext): Promise<void> {
   });
   replace(
     ctx.main,
-    h('div', { class: 'page-head' }, h('h1', {}, 'Conversations'), instanceId ? h('a', { class: 'button', href: '#/conversations' }, 'All instances') : null),
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, 'Conversations'),
+      instanceId ? h('a', { class: 'button', href: '#/conversations' }, 'All instances') : null,
+    ),
     instanceId ? h('p', { class: 'muted' }, `Instance: ${names.get(instanceId) ?? instanceId}`) : null,
     body,
   );
@@ -115,13 +140,20 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
 
   const replyText = (t: TraceView): { text: string; streaming: boolean; note: string | null } => {
     const l = live.get(t.id);
-    if (l?.status === 'running') return { text: l.text, streaming: true, note: l.text ? null : 'The agent is thinking…' };
-    if (t.responseText !== null && TERMINAL.includes(t.status)) return { text: t.responseText, streaming: false, note: null };
+    if (l?.status === 'running')
+      return { text: l.text, streaming: true, note: l.text ? null : 'The agent is thinking…' };
+    if (t.responseText !== null && TERMINAL.includes(t.status))
+      return { text: t.responseText, streaming: false, note: null };
     if (l?.status === 'finished') return { text: l.text, streaming: false, note: null };
     if (l?.status === 'error') return { text: l.text, streaming: false, note: `Agent error: ${l.error ?? 'unknown'}` };
     if (t.responseText !== null) return { text: t.responseText, streaming: false, note: null };
     if (t.kind === 'send') return { text: '', streaming: false, note: null };
-    if (TERMINAL.includes(t.status)) return { text: '', streaming: false, note: t.error ? `No reply: ${t.error}` : `No reply (${t.status.replace(/_/g, ' ')})` };
+    if (TERMINAL.includes(t.status))
+      return {
+        text: '',
+        streaming: false,
+        note: t.error ? `No reply: ${t.error}` : `No reply (${t.status.replace(/_/g, ' ')})`,
+      };
     return { text: '', streaming: false, note: 'Waiting for the agent…' };
   };
 
@@ -135,7 +167,13 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
 
   const turn = (t: TraceView) => {
     const outbound = t.kind === 'send';
-    const reply = h('div', { class: 'msg agent', 'data-reply-for': t.id }, h('div', { class: 'msg-head' }, 'Agent'), h('p', { class: 'reply-text' }), h('p', { class: 'reply-note muted small' }));
+    const reply = h(
+      'div',
+      { class: 'msg agent', 'data-reply-for': t.id },
+      h('div', { class: 'msg-head' }, 'Agent'),
+      h('p', { class: 'reply-text' }),
+      h('p', { class: 'reply-note muted small' }),
+    );
     fillReply(reply, t);
     return h(
       'article',
@@ -146,7 +184,13 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
         h(
           'div',
           { class: outbound ? 'msg agent' : 'msg user' },
-          h('div', { class: 'msg-head' }, outbound ? 'Sent via API' : (t.sender.name ?? t.sender.phone ?? t.sender.id), ' · ', h('time', { datetime: t.receivedAt }, when(t.receivedAt))),
+          h(
+            'div',
+            { class: 'msg-head' },
+            outbound ? 'Sent via API' : (t.sender.name ?? t.sender.phone ?? t.sender.id),
+            ' · ',
+            h('time', { datetime: t.receivedAt }, when(t.receivedAt)),
+          ),
           h('p', {}, t.text),
         ),
         outbound ? null : reply,
@@ -154,21 +198,33 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
       h(
         'aside',
         { class: 'turn-steps', 'aria-label': 'Trace steps' },
-        h('div', { class: 'turn-meta' }, badge(t.status), ' ', h('a', { href: `#/traces/${encodeURIComponent(t.id)}` }, 'Trace')),
+        h(
+          'div',
+          { class: 'turn-meta' },
+          badge(t.status),
+          ' ',
+          h('a', { href: `#/traces/${encodeURIComponent(t.id)}` }, 'Trace'),
+        ),
         stepTimeline(t.steps, true),
       ),
     );
   };
 
   const render = () => {
-    replace(thread, traces.length ? traces.map(turn) : h('p', { class: 'empty' }, 'No messages in this conversation yet.'));
+    replace(
+      thread,
+      traces.length ? traces.map(turn) : h('p', { class: 'empty' }, 'No messages in this conversation yet.'),
+    );
   };
 
   const load = async () => {
     if (loading) return void (again = true);
     loading = true;
     try {
-      const res = await api<{ items: TraceView[] }>('GET', `/api/v2/traces?conversationId=${encodeURIComponent(id)}&limit=50`);
+      const res = await api<{ items: TraceView[] }>(
+        'GET',
+        `/api/v2/traces?conversationId=${encodeURIComponent(id)}&limit=50`,
+      );
       if (ctx.left) return;
       traces = res.items.slice().reverse(); // oldest first, like a chat
       replace(errorArea);
@@ -246,7 +302,12 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
 
   replace(
     ctx.main,
-    h('div', { class: 'page-head' }, h('h1', {}, 'Conversation'), h('a', { class: 'button', href: '#/conversations' }, 'All conversations')),
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, 'Conversation'),
+      h('a', { class: 'button', href: '#/conversations' }, 'All conversations'),
+    ),
     h('p', { class: 'muted small' }, h('code', { class: 'wrap' }, id)),
     errorArea,
     thread,

@@ -1,7 +1,7 @@
 // Instances: list with live status badges, activate/deactivate, delete; create/edit form that
 // shows the API's validation problems next to the fields they concern.
-import { api, ApiFailure, errorBox, type FieldProblem } from '../api.ts';
-import { badge, h, replace, tableWrap, when } from '../dom.ts';
+import { ApiFailure, api, errorBox, type FieldProblem } from '../api.ts';
+import { badge, h, replace, tableWrap } from '../dom.ts';
 import type { PageContext } from '../page.ts';
 
 export interface InstanceView {
@@ -63,7 +63,9 @@ export function statusBadge(inst: { id: string; status: string; statusReason?: s
 /** Applies a live instance.status event to every badge for that instance on the page. */
 export function applyStatusEvent(scope: ParentNode, payload: any): void {
   if (payload?.type !== 'instance.status') return;
-  for (const el of scope.querySelectorAll<HTMLElement>(`[data-status-for="${CSS.escape(String(payload.instanceId))}"]`)) {
+  for (const el of scope.querySelectorAll<HTMLElement>(
+    `[data-status-for="${CSS.escape(String(payload.instanceId))}"]`,
+  )) {
     el.replaceWith(statusBadge({ id: payload.instanceId, status: payload.status, statusReason: payload.reason }));
   }
 }
@@ -75,7 +77,12 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
     try {
       const res = await api<{ items: InstanceView[]; meta: { total?: number } }>('GET', '/api/v2/instances?limit=100');
       if (ctx.left) return;
-      replace(body, res.items.length ? table(res.items) : h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'));
+      replace(
+        body,
+        res.items.length
+          ? table(res.items)
+          : h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'),
+      );
     } catch (err) {
       replace(body, errorBox(err));
     }
@@ -86,12 +93,32 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
         'table',
         { class: 'list' },
         h('caption', { class: 'sr-only' }, 'Instances'),
-        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Channel'), h('th', { scope: 'col' }, 'Status'), h('th', { scope: 'col' }, 'Active'), h('th', { scope: 'col' }, 'Actions'))),
-        h('tbody', {}, items.map((i) => row(i))),
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            h('th', { scope: 'col' }, 'Name'),
+            h('th', { scope: 'col' }, 'Channel'),
+            h('th', { scope: 'col' }, 'Status'),
+            h('th', { scope: 'col' }, 'Active'),
+            h('th', { scope: 'col' }, 'Actions'),
+          ),
+        ),
+        h(
+          'tbody',
+          {},
+          items.map((i) => row(i)),
+        ),
       ),
     );
   const row = (i: InstanceView) => {
-    const toggle = h('button', { type: 'button', 'aria-pressed': String(i.isActive) }, i.isActive ? 'Deactivate' : 'Activate');
+    const toggle = h(
+      'button',
+      { type: 'button', 'aria-pressed': String(i.isActive) },
+      i.isActive ? 'Deactivate' : 'Activate',
+    );
     toggle.addEventListener('click', async () => {
       toggle.disabled = true;
       try {
@@ -138,7 +165,17 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
   ctx.live((f) => {
     if (f.channel === 'instances') applyStatusEvent(body, f.payload);
   });
-  replace(ctx.main, h('div', { class: 'page-head' }, h('h1', {}, 'Instances'), h('a', { class: 'button primary', href: '#/instances/new' }, 'New instance')), flash, body);
+  replace(
+    ctx.main,
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, 'Instances'),
+      h('a', { class: 'button primary', href: '#/instances/new' }, 'New instance'),
+    ),
+    flash,
+    body,
+  );
   await load();
 }
 
@@ -157,7 +194,13 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
 
   const fields = new Map<string, FormField>();
   let fieldSeq = 0;
-  const field = (key: string, label: string, input: HTMLInputElement | HTMLSelectElement, names: string[], hint?: string) => {
+  const field = (
+    key: string,
+    label: string,
+    input: HTMLInputElement | HTMLSelectElement,
+    names: string[],
+    hint?: string,
+  ) => {
     const domId = `f-${++fieldSeq}`;
     input.id = domId;
     input.name = key;
@@ -166,14 +209,25 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
     input.setAttribute('aria-describedby', [hintEl ? `${domId}-hint` : '', `${domId}-err`].filter(Boolean).join(' '));
     fields.set(key, { input, error, names });
     const isCheck = input instanceof HTMLInputElement && input.type === 'checkbox';
-    return h('div', { class: isCheck ? 'field check' : 'field' }, isCheck ? [input, h('label', { for: domId }, label)] : [h('label', { for: domId }, label), input], hintEl, error);
+    return h(
+      'div',
+      { class: isCheck ? 'field check' : 'field' },
+      isCheck ? [input, h('label', { for: domId }, label)] : [h('label', { for: domId }, label), input],
+      hintEl,
+      error,
+    );
   };
   const select = (options: string[], value: string) => {
-    const s = h('select', {}, options.map((o) => h('option', { value: o }, o)));
+    const s = h(
+      'select',
+      {},
+      options.map((o) => h('option', { value: o }, o)),
+    );
     s.value = value;
     return s;
   };
-  const text = (value: string | null | undefined, type = 'text', extra: Record<string, string> = {}) => h('input', { type, value: value ?? '', autocomplete: 'off', ...extra });
+  const text = (value: string | null | undefined, type = 'text', extra: Record<string, string> = {}) =>
+    h('input', { type, value: value ?? '', autocomplete: 'off', ...extra });
   const checkbox = (checked: boolean) => {
     const c = h('input', { type: 'checkbox' });
     c.checked = checked;
@@ -198,7 +252,13 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
           const hint = existing && cc[d.key] ? `Stored (${String(cc[d.key])}); leave empty to keep it.` : d.hint;
           return field(`cc.${d.key}`, d.label, text('', 'password'), names, hint);
         }
-        return field(`cc.${d.key}`, d.label, text(cc[d.key] === undefined ? '' : String(cc[d.key]), d.kind === 'url' ? 'url' : 'text'), names, d.hint);
+        return field(
+          `cc.${d.key}`,
+          d.label,
+          text(cc[d.key] === undefined ? '' : String(cc[d.key]), d.kind === 'url' ? 'url' : 'text'),
+          names,
+          d.hint,
+        );
       }),
     );
   };
@@ -225,7 +285,13 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
       {},
       h('legend', {}, 'Agent'),
       field('agent.url', 'Agent URL', agentUrl, ['agent.url', 'agent_api_url']),
-      field('agent.apiKey', 'Agent API key', agentKey, ['agent.apiKey', 'agent_api_key'], existing?.agent.apiKey ? `Stored (${existing.agent.apiKey}); leave empty to keep it.` : undefined),
+      field(
+        'agent.apiKey',
+        'Agent API key',
+        agentKey,
+        ['agent.apiKey', 'agent_api_key'],
+        existing?.agent.apiKey ? `Stored (${existing.agent.apiKey}); leave empty to keep it.` : undefined,
+      ),
       field('agent.type', 'Agent protocol', agentType, ['agent.type']),
       field('settings.replyMode', 'Reply mode', replyMode, ['settings.replyMode']),
     ),
@@ -285,7 +351,10 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
         ? await api<{ data: InstanceView }>('PATCH', `/api/v2/instances/${encodeURIComponent(existing.id)}`, body)
         : await api<{ data: InstanceView }>('POST', '/api/v2/instances', body);
       const inst = res.data;
-      location.hash = !existing && inst.channel === 'whatsapp-baileys' && inst.isActive ? `#/instances/${encodeURIComponent(inst.id)}/pair` : '#/instances';
+      location.hash =
+        !existing && inst.channel === 'whatsapp-baileys' && inst.isActive
+          ? `#/instances/${encodeURIComponent(inst.id)}/pair`
+          : '#/instances';
     } catch (err) {
       showProblems(err);
       submit.disabled = false;
@@ -294,8 +363,15 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
 
   replace(
     ctx.main,
-    h('div', { class: 'page-head' }, h('h1', {}, existing ? `Edit ${existing.name}` : 'New instance'), existing ? statusBadge(existing) : null),
-    existing?.webhookUrl ? h('p', { class: 'muted small' }, 'Webhook URL: ', h('code', { class: 'wrap' }, existing.webhookUrl)) : null,
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, existing ? `Edit ${existing.name}` : 'New instance'),
+      existing ? statusBadge(existing) : null,
+    ),
+    existing?.webhookUrl
+      ? h('p', { class: 'muted small' }, 'Webhook URL: ', h('code', { class: 'wrap' }, existing.webhookUrl))
+      : null,
     form,
   );
   ctx.live((f) => {

@@ -1,10 +1,10 @@
 // Pairing a WhatsApp (Baileys) instance: the QR as an image, refreshed while pairing is pending,
 // switching to "connected" by itself when the instance's status event arrives; or a pairing code
 // for a phone number.
-import { api, ApiFailure, errorBox } from '../api.ts';
+import { ApiFailure, api, errorBox } from '../api.ts';
 import { h, replace, when } from '../dom.ts';
 import type { PageContext } from '../page.ts';
-import { applyStatusEvent, statusBadge, type InstanceView } from './instances.ts';
+import { applyStatusEvent, type InstanceView, statusBadge } from './instances.ts';
 
 const QR_POLL_MS = 3000;
 
@@ -22,7 +22,15 @@ export async function pairingPage(ctx: PageContext): Promise<void> {
   let lastQr = '';
 
   const showConnected = () => {
-    replace(qrBox, h('div', { class: 'connected', role: 'status' }, h('strong', {}, 'Connected'), h('p', {}, `${inst.name} is linked to WhatsApp. Messages now reach your agent.`)));
+    replace(
+      qrBox,
+      h(
+        'div',
+        { class: 'connected', role: 'status' },
+        h('strong', {}, 'Connected'),
+        h('p', {}, `${inst.name} is linked to WhatsApp. Messages now reach your agent.`),
+      ),
+    );
   };
 
   const refreshQr = async () => {
@@ -34,18 +42,42 @@ export async function pairingPage(ctx: PageContext): Promise<void> {
       lastQr = res.data.qr;
       replace(
         qrBox,
-        h('img', { class: 'qr', src: res.data.qr, alt: `QR code to link ${inst.name}: in WhatsApp open Settings → Linked devices → Link a device and scan it`, width: 264, height: 264 }),
-        h('p', { class: 'muted small' }, 'Scan with WhatsApp → Settings → Linked devices → Link a device.', res.data.expiresAt ? ` Refreshes by itself; this one expires ${when(res.data.expiresAt)}.` : ''),
+        h('img', {
+          class: 'qr',
+          src: res.data.qr,
+          alt: `QR code to link ${inst.name}: in WhatsApp open Settings → Linked devices → Link a device and scan it`,
+          width: 264,
+          height: 264,
+        }),
+        h(
+          'p',
+          { class: 'muted small' },
+          'Scan with WhatsApp → Settings → Linked devices → Link a device.',
+          res.data.expiresAt ? ` Refreshes by itself; this one expires ${when(res.data.expiresAt)}.` : '',
+        ),
       );
     } catch (err) {
       if (ctx.left || status === 'connected') return;
       lastQr = '';
       // Before the socket produced its first QR the API says so; keep polling.
-      replace(qrBox, h('p', { class: 'muted' }, 'Waiting for a QR code…'), err instanceof ApiFailure && err.status === 404 && /route/i.test(err.message) ? errorBox(err) : h('p', { class: 'muted small' }, (err as Error).message));
+      replace(
+        qrBox,
+        h('p', { class: 'muted' }, 'Waiting for a QR code…'),
+        err instanceof ApiFailure && err.status === 404 && /route/i.test(err.message)
+          ? errorBox(err)
+          : h('p', { class: 'muted small' }, (err as Error).message),
+      );
     }
   };
 
-  const codeInput = h('input', { id: 'pair-phone', type: 'tel', inputmode: 'tel', autocomplete: 'off', placeholder: '+15551234567', required: true });
+  const codeInput = h('input', {
+    id: 'pair-phone',
+    type: 'tel',
+    inputmode: 'tel',
+    autocomplete: 'off',
+    placeholder: '+15551234567',
+    required: true,
+  });
   const codeButton = h('button', { type: 'submit' }, 'Get pairing code');
   const codeForm = h(
     'form',
@@ -59,8 +91,14 @@ export async function pairingPage(ctx: PageContext): Promise<void> {
     ev.preventDefault();
     codeButton.disabled = true;
     try {
-      const res = await api<{ data: { code: string } }>('POST', `${path}/pair`, { phoneNumber: codeInput.value.trim() });
-      replace(codeResult, h('p', {}, 'Enter this code in WhatsApp → Linked devices → Link with phone number: '), h('p', { class: 'pair-code' }, res.data.code));
+      const res = await api<{ data: { code: string } }>('POST', `${path}/pair`, {
+        phoneNumber: codeInput.value.trim(),
+      });
+      replace(
+        codeResult,
+        h('p', {}, 'Enter this code in WhatsApp → Linked devices → Link with phone number: '),
+        h('p', { class: 'pair-code' }, res.data.code),
+      );
     } catch (err) {
       replace(codeResult, errorBox(err));
     } finally {
@@ -101,11 +139,27 @@ export async function pairingPage(ctx: PageContext): Promise<void> {
 
   replace(
     ctx.main,
-    h('div', { class: 'page-head' }, h('h1', {}, `Pair ${inst.name}`), h('a', { class: 'button', href: '#/instances' }, 'Back to instances')),
+    h(
+      'div',
+      { class: 'page-head' },
+      h('h1', {}, `Pair ${inst.name}`),
+      h('a', { class: 'button', href: '#/instances' }, 'Back to instances'),
+    ),
     statusLine,
     inst.isActive ? null : h('div', { class: 'alert' }, 'This instance is inactive; activate it to pair.'),
-    h('div', { class: 'pair-grid' }, h('section', { class: 'card', 'aria-label': 'QR code' }, h('h2', {}, 'Scan the QR code'), qrBox), codeForm),
-    h('div', { class: 'actions' }, action('Connect', 'connect'), action('Restart', 'restart'), action('Log out', 'logout', `Log ${inst.name} out of WhatsApp? You will need to pair again.`)),
+    h(
+      'div',
+      { class: 'pair-grid' },
+      h('section', { class: 'card', 'aria-label': 'QR code' }, h('h2', {}, 'Scan the QR code'), qrBox),
+      codeForm,
+    ),
+    h(
+      'div',
+      { class: 'actions' },
+      action('Connect', 'connect'),
+      action('Restart', 'restart'),
+      action('Log out', 'logout', `Log ${inst.name} out of WhatsApp? You will need to pair again.`),
+    ),
     actionsMsg,
   );
   if (status === 'connected') showConnected();

@@ -46,7 +46,13 @@ export function stepTimeline(steps: TraceStep[], compact = false): HTMLElement {
       return h(
         'li',
         { class: `step step-${s.status}`, 'data-step': s.step },
-        h('div', { class: 'step-head' }, h('span', { class: 'step-name' }, s.step.replace(/_/g, ' ')), badge(s.status), h('span', { class: 'step-ms' }, ms(s.durationMs))),
+        h(
+          'div',
+          { class: 'step-head' },
+          h('span', { class: 'step-name' }, s.step.replace(/_/g, ' ')),
+          badge(s.status),
+          h('span', { class: 'step-ms' }, ms(s.durationMs)),
+        ),
         h('div', { class: 'bar-track', 'aria-hidden': 'true' }, bar),
         compact ? null : h('div', { class: 'muted small' }, `+${ms(Number.isNaN(offset) ? null : offset)} · ${s.at}`),
         !compact && details ? h('pre', { class: 'details' }, details) : null,

@@ -15,11 +15,27 @@ export async function tracesPage(ctx: PageContext): Promise<void> {
     // the filter still works with no instance list
   }
   if (ctx.left) return;
-  const instance = h('select', { id: 'tf-instance', name: 'instanceId' }, h('option', { value: '' }, 'All'), instances.map((i) => h('option', { value: i.id }, i.name)));
+  const instance = h(
+    'select',
+    { id: 'tf-instance', name: 'instanceId' },
+    h('option', { value: '' }, 'All'),
+    instances.map((i) => h('option', { value: i.id }, i.name)),
+  );
   instance.value = q.get('instanceId') ?? '';
-  const status = h('select', { id: 'tf-status', name: 'status' }, h('option', { value: '' }, 'Any'), STATUSES.map((s) => h('option', { value: s }, s.replace(/_/g, ' '))));
+  const status = h(
+    'select',
+    { id: 'tf-status', name: 'status' },
+    h('option', { value: '' }, 'Any'),
+    STATUSES.map((s) => h('option', { value: s }, s.replace(/_/g, ' '))),
+  );
   status.value = q.get('status') ?? '';
-  const conversation = h('input', { id: 'tf-conversation', name: 'conversationId', type: 'text', value: q.get('conversationId') ?? '', autocomplete: 'off' });
+  const conversation = h('input', {
+    id: 'tf-conversation',
+    name: 'conversationId',
+    type: 'text',
+    value: q.get('conversationId') ?? '',
+    autocomplete: 'off',
+  });
   const form = h(
     'form',
     { class: 'filters', role: 'search', 'aria-label': 'Filter traces' },
@@ -46,7 +62,10 @@ export async function tracesPage(ctx: PageContext): Promise<void> {
     for (const k of ['instanceId', 'status', 'conversationId']) if (q.get(k)) p.set(k, q.get(k)!);
     if (cursor) p.set('cursor', cursor);
     try {
-      const res = await api<{ items: TraceView[]; meta: { cursor: string | null; hasMore: boolean } }>('GET', `/api/v2/traces?${p}`);
+      const res = await api<{ items: TraceView[]; meta: { cursor: string | null; hasMore: boolean } }>(
+        'GET',
+        `/api/v2/traces?${p}`,
+      );
       if (ctx.left) return;
       rows.push(...res.items);
       replace(body, rows.length ? table(rows) : h('p', { class: 'empty' }, 'No traces match.'));
@@ -65,7 +84,15 @@ export async function tracesPage(ctx: PageContext): Promise<void> {
         'table',
         { class: 'list' },
         h('caption', { class: 'sr-only' }, 'Traces, newest first'),
-        h('thead', {}, h('tr', {}, ['Received', 'Instance', 'From', 'Message', 'Status', 'Duration'].map((c) => h('th', { scope: 'col' }, c)))),
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            ['Received', 'Instance', 'From', 'Message', 'Status', 'Duration'].map((c) => h('th', { scope: 'col' }, c)),
+          ),
+        ),
         h(
           'tbody',
           {},
@@ -92,20 +119,38 @@ export async function tracePage(ctx: PageContext): Promise<void> {
   const render = (t: TraceView) =>
     replace(
       ctx.main,
-      h('div', { class: 'page-head' }, h('h1', {}, 'Trace'), badge(t.status), h('a', { class: 'button', href: '#/traces' }, 'All traces')),
+      h(
+        'div',
+        { class: 'page-head' },
+        h('h1', {}, 'Trace'),
+        badge(t.status),
+        h('a', { class: 'button', href: '#/traces' }, 'All traces'),
+      ),
       h(
         'dl',
         { class: 'facts' },
-        h('dt', {}, 'Id'), h('dd', {}, h('code', { class: 'wrap' }, t.id)),
-        h('dt', {}, 'Instance'), h('dd', {}, t.instanceName),
-        h('dt', {}, 'Conversation'), h('dd', {}, h('a', { href: `#/conversations/${encodeURIComponent(t.conversationId)}` }, 'Open conversation')),
-        h('dt', {}, 'From'), h('dd', {}, t.sender.name ?? t.sender.phone ?? t.sender.id),
-        h('dt', {}, 'Received'), h('dd', {}, when(t.receivedAt)),
-        h('dt', {}, 'Duration'), h('dd', {}, ms(t.durationMs)),
-        h('dt', {}, 'Attempts'), h('dd', {}, String(t.attempts)),
+        h('dt', {}, 'Id'),
+        h('dd', {}, h('code', { class: 'wrap' }, t.id)),
+        h('dt', {}, 'Instance'),
+        h('dd', {}, t.instanceName),
+        h('dt', {}, 'Conversation'),
+        h('dd', {}, h('a', { href: `#/conversations/${encodeURIComponent(t.conversationId)}` }, 'Open conversation')),
+        h('dt', {}, 'From'),
+        h('dd', {}, t.sender.name ?? t.sender.phone ?? t.sender.id),
+        h('dt', {}, 'Received'),
+        h('dd', {}, when(t.receivedAt)),
+        h('dt', {}, 'Duration'),
+        h('dd', {}, ms(t.durationMs)),
+        h('dt', {}, 'Attempts'),
+        h('dd', {}, String(t.attempts)),
         t.error ? [h('dt', {}, 'Error'), h('dd', { class: 'error-text' }, t.error)] : null,
       ),
-      h('div', { class: 'pair-grid' }, h('section', { class: 'card' }, h('h2', {}, 'Message'), h('p', { class: 'pre' }, t.text)), h('section', { class: 'card' }, h('h2', {}, 'Reply'), h('p', { class: 'pre' }, t.responseText ?? '—'))),
+      h(
+        'div',
+        { class: 'pair-grid' },
+        h('section', { class: 'card' }, h('h2', {}, 'Message'), h('p', { class: 'pre' }, t.text)),
+        h('section', { class: 'card' }, h('h2', {}, 'Reply'), h('p', { class: 'pre' }, t.responseText ?? '—')),
+      ),
       h('section', {}, h('h2', {}, 'Steps'), stepTimeline(t.steps)),
     );
   const load = async () => {
