@@ -38,8 +38,14 @@ describe('config defaults', () => {
 
   test('explicit values are used', () => {
     const c = loadConfig({
-      PORT: '9000', HOST: '127.0.0.1', DATABASE_PATH: '/tmp/x/sb.db', SWITCHBOARD_API_KEY: 'k'.repeat(20),
-      REDIS_URL: 'redis://127.0.0.1:6379/', CLUSTER_SECRET: 's'.repeat(32), LOG_LEVEL: 'DEBUG', PUBLIC_URL: 'https://gw.example.com/',
+      PORT: '9000',
+      HOST: '127.0.0.1',
+      DATABASE_PATH: '/tmp/x/sb.db',
+      SWITCHBOARD_API_KEY: 'k'.repeat(20),
+      REDIS_URL: 'redis://127.0.0.1:6379/',
+      CLUSTER_SECRET: 's'.repeat(32),
+      LOG_LEVEL: 'DEBUG',
+      PUBLIC_URL: 'https://gw.example.com/',
     });
     expect(c.port).toBe(9000);
     expect(c.host).toBe('127.0.0.1');
@@ -70,9 +76,12 @@ describe('AUTOMAGIK_OMNI_* fallbacks', () => {
 
   test('the Switchboard variable wins over the fallback', () => {
     const c = loadConfig({
-      PORT: '9001', AUTOMAGIK_OMNI_API_PORT: '8883',
-      SWITCHBOARD_API_KEY: 'switchboard-key-000000', AUTOMAGIK_OMNI_API_KEY: 'omni-dev-key-test-2025',
-      DATABASE_PATH: './a.db', AUTOMAGIK_OMNI_SQLITE_DATABASE_PATH: './b.db',
+      PORT: '9001',
+      AUTOMAGIK_OMNI_API_PORT: '8883',
+      SWITCHBOARD_API_KEY: 'switchboard-key-000000',
+      AUTOMAGIK_OMNI_API_KEY: 'omni-dev-key-test-2025',
+      DATABASE_PATH: './a.db',
+      AUTOMAGIK_OMNI_SQLITE_DATABASE_PATH: './b.db',
     });
     expect(c.port).toBe(9001);
     expect(c.apiKey).toBe('switchboard-key-000000');
@@ -128,10 +137,19 @@ describe('CLUSTER_SECRET', () => {
 
 describe('bun src/main.ts with a bad value', () => {
   async function startOutput(extra: Record<string, string>): Promise<{ code: number; lines: string[] }> {
-    const env: Record<string, string> = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_PATH: ':memory:', ...extra };
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      DATABASE_PATH: ':memory:',
+      ...extra,
+    };
     const proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
     const timer = setTimeout(() => proc.kill(), 10_000);
-    const [code, out, err] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+    const [code, out, err] = await Promise.all([
+      proc.exited,
+      new Response(proc.stdout).text(),
+      new Response(proc.stderr).text(),
+    ]);
     clearTimeout(timer);
     return { code, lines: (out + err).split('\n').filter((l) => l.trim() !== '') };
   }
@@ -157,7 +175,11 @@ describe('.env.example', () => {
   const example = readFileSync(join(ROOT, '.env.example'), 'utf8');
   const source = readFileSync(join(ROOT, 'src/config.ts'), 'utf8');
   // Every env name config.ts reads appears in a quoted list like ['PORT', 'AUTOMAGIK_OMNI_API_PORT'].
-  const names = [...new Set([...source.matchAll(/\[((?:'[A-Z][A-Z0-9_]*'(?:, )?)+)\]/g)].flatMap((m) => m[1].match(/[A-Z][A-Z0-9_]*/g)!))];
+  const names = [
+    ...new Set(
+      [...source.matchAll(/\[((?:'[A-Z][A-Z0-9_]*'(?:, )?)+)\]/g)].flatMap((m) => m[1].match(/[A-Z][A-Z0-9_]*/g)!),
+    ),
+  ];
 
   test('documents every variable config.ts reads, fallbacks included', () => {
     expect(names.length).toBeGreaterThan(20);

@@ -4,8 +4,8 @@
 import { afterAll, afterEach, beforeAll, expect } from 'bun:test';
 import jsQR from 'jsqr';
 import { PNG } from 'pngjs';
-import { startFakeAgent, type FakeAgent, type FakeBehaviour, type FakeProtocol } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution, type FakeEvolutionOptions } from './fakes/evolution.ts';
+import { type FakeAgent, type FakeBehaviour, type FakeProtocol, startFakeAgent } from './fakes/agents.ts';
+import { type FakeEvolution, type FakeEvolutionOptions, startFakeEvolution } from './fakes/evolution.ts';
 import type { createTestGateway } from './helpers.ts';
 
 type TestGateway = Pick<ReturnType<typeof createTestGateway>, 'call'>;
@@ -101,16 +101,27 @@ export function useFakeEvolutionAndAgent(opts: {
  */
 export async function evolutionInstance(
   t: TestGateway,
-  { name, evo, agent, extra = {} }: { name: string; evo: FakeEvolution; agent: FakeAgent; extra?: Record<string, unknown> },
+  {
+    name,
+    evo,
+    agent,
+    extra = {},
+  }: { name: string; evo: FakeEvolution; agent: FakeAgent; extra?: Record<string, unknown> },
 ) {
   const res = await t.call('POST', '/api/v1/instances', {
-    name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 5, ...extra,
+    name,
+    evolution_url: evo.url,
+    evolution_key: evo.apikey,
+    agent_api_url: agent.url,
+    agent_timeout: 5,
+    ...extra,
   });
   expect(res.status).toBe(201);
   const token = new URL(res.body.webhook_url).searchParams.get('token')!;
   const id = (await t.call('GET', `/api/v2/instances/${name}`)).body.data.id as string;
   /** Posts a webhook body the way Evolution does: with the token, without an API key. */
-  const post = (body: unknown) => t.call('POST', `/webhook/evolution/${name}?token=${token}`, body, { 'x-api-key': '' });
+  const post = (body: unknown) =>
+    t.call('POST', `/webhook/evolution/${name}?token=${token}`, body, { 'x-api-key': '' });
   return { id, token, post };
 }
 

@@ -1,17 +1,22 @@
 // Shared test setup: a gateway on an in-memory database with a known admin key.
-import { loadConfig, type Config } from '../src/config.ts';
+
+import { openDatabase } from '../db/open.ts';
+import { type Config, loadConfig } from '../src/config.ts';
 import { createGateway, type Gateway, type GatewayOptions } from '../src/gateway.ts';
 import { silentLogger } from '../src/log.ts';
 import { buildServer } from '../src/server.ts';
-import { openDatabase } from '../db/open.ts';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789abcdef';
 
 export function testConfig(env: Record<string, string> = {}): Config {
   // Platform endpoints default to a closed local port: no test can reach the real platforms.
   return loadConfig({
-    DATABASE_PATH: ':memory:', SWITCHBOARD_API_KEY: ADMIN_KEY, LOG_LEVEL: 'silent',
-    DISCORD_API_URL: 'http://127.0.0.1:9/api', SLACK_API_URL: 'http://127.0.0.1:9/api/', WHATSAPP_WS_URL: 'ws://127.0.0.1:9/ws',
+    DATABASE_PATH: ':memory:',
+    SWITCHBOARD_API_KEY: ADMIN_KEY,
+    LOG_LEVEL: 'silent',
+    DISCORD_API_URL: 'http://127.0.0.1:9/api',
+    SLACK_API_URL: 'http://127.0.0.1:9/api/',
+    WHATSAPP_WS_URL: 'ws://127.0.0.1:9/ws',
     ...env,
   });
 }

@@ -41,7 +41,7 @@ describe('bootstrap admin key', () => {
     expect(key.length).toBeGreaterThanOrEqual(24);
 
     expect((await s.get('/api/v1/instances', key)).status).toBe(200);
-    expect((await s.get('/api/v1/instances', key + 'x')).status).toBe(401);
+    expect((await s.get('/api/v1/instances', `${key}x`)).status).toBe(401);
 
     const logText = s.lines.join('');
     expect(logText).toContain(keyFile);
@@ -97,19 +97,30 @@ describe('bootstrap admin key', () => {
 describe('bun src/main.ts', () => {
   test('starts on the embedded defaults in a fresh data dir, serves, and stops cleanly on SIGTERM, open live streams included', async () => {
     const dir = tempDir();
-    const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: '0', HOST: '127.0.0.1', DATABASE_PATH: join(dir, 'data', 'switchboard.db'), LOG_LEVEL: 'info' };
+    const env = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DATABASE_PATH: join(dir, 'data', 'switchboard.db'),
+      LOG_LEVEL: 'info',
+    };
     const proc = Bun.spawn([process.execPath, 'src/main.ts'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' });
     const killer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
     try {
       const reader = proc.stdout.getReader();
       let buf = '';
-      const records = () => buf.split('\n').filter((l) => l.startsWith('{')).flatMap((l) => {
-        try {
-          return [JSON.parse(l)];
-        } catch {
-          return []; // partial line
-        }
-      });
+      const records = () =>
+        buf
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .flatMap((l) => {
+            try {
+              return [JSON.parse(l)];
+            } catch {
+              return []; // partial line
+            }
+          });
       /** Reads the log until a record matches (the 20 s killer ends a hang). */
       async function waitForLog(match: (r: any) => boolean): Promise<any> {
         for (;;) {

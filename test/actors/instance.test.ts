@@ -1,23 +1,38 @@
 // The instance actor's status: a report without a reason clears the previous reason (a channel
 // that reconnects must not keep showing the old failure).
 import { expect, test } from 'bun:test';
-import { InstanceActor } from '../actors/instance.ts';
-import { VirtualClock } from '../actors/runtime/virtual-clock.ts';
-import type { AdapterContext, ChannelAdapter } from '../src/channels/types.ts';
-import { silentLogger } from '../src/log.ts';
-import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
+import { InstanceActor } from '../../actors/instance.ts';
+import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
+import type { AdapterContext, ChannelAdapter } from '../../src/channels/types.ts';
+import { silentLogger } from '../../src/log.ts';
+import type { Instance, InstanceStatus } from '../../src/services/instance-types.ts';
 
 test('setStatus without a reason clears the reason, in the actor and in what it reports', async () => {
   let ctx: AdapterContext | null = null;
   const adapter = {
-    kind: 'discord', capabilities: { maxText: 2000, edit: false, typing: false, threads: false, reactions: false, media: [], pairing: 'token' },
-    async start(c: AdapterContext) { ctx = c; },
+    kind: 'discord',
+    capabilities: {
+      maxText: 2000,
+      edit: false,
+      typing: false,
+      threads: false,
+      reactions: false,
+      media: [],
+      pairing: 'token',
+    },
+    async start(c: AdapterContext) {
+      ctx = c;
+    },
     async stop() {},
-    async send() { return { platformMessageId: 'x' }; },
+    async send() {
+      return { platformMessageId: 'x' };
+    },
   } as unknown as ChannelAdapter;
   const reported: Array<{ status: InstanceStatus; reason: string | null }> = [];
   const actor = new InstanceActor({ id: 'i1', name: 'i1' } as Instance, {
-    clock: new VirtualClock(), log: silentLogger, createAdapter: () => adapter,
+    clock: new VirtualClock(),
+    log: silentLogger,
+    createAdapter: () => adapter,
     ingest: async () => ({ status: 'accepted', traceId: 't' }),
     onStatus: (_i, status, detail) => reported.push({ status, reason: detail.reason ?? null }),
   });
@@ -30,8 +45,10 @@ test('setStatus without a reason clears the reason, in the actor and in what it 
   ctx!.setStatus('connecting');
   expect(actor.reason).toBeNull();
   expect(reported.slice(-4)).toEqual([
-    { status: 'error', reason: 'gateway closed (4000)' }, { status: 'connected', reason: null },
-    { status: 'connecting', reason: 'reconnecting' }, { status: 'connecting', reason: null },
+    { status: 'error', reason: 'gateway closed (4000)' },
+    { status: 'connected', reason: null },
+    { status: 'connecting', reason: 'reconnecting' },
+    { status: 'connecting', reason: null },
   ]);
   await actor.stop('test end');
 });
@@ -41,7 +58,16 @@ test('overlapping restarts and starts never leave two live channel connections',
   let maxLive = 0;
   const make = () =>
     ({
-      kind: 'discord', capabilities: { maxText: 2000, edit: false, typing: false, threads: false, reactions: false, media: [], pairing: 'token' },
+      kind: 'discord',
+      capabilities: {
+        maxText: 2000,
+        edit: false,
+        typing: false,
+        threads: false,
+        reactions: false,
+        media: [],
+        pairing: 'token',
+      },
       async start() {
         await Bun.sleep(5);
         live++;
@@ -51,10 +77,14 @@ test('overlapping restarts and starts never leave two live channel connections',
         await Bun.sleep(5); // a slow close: the window in which a second restart used to slip in
         live--;
       },
-      async send() { return { platformMessageId: 'x' }; },
+      async send() {
+        return { platformMessageId: 'x' };
+      },
     }) as unknown as ChannelAdapter;
   const actor = new InstanceActor({ id: 'i2', name: 'i2' } as Instance, {
-    clock: new VirtualClock(), log: silentLogger, createAdapter: make,
+    clock: new VirtualClock(),
+    log: silentLogger,
+    createAdapter: make,
     ingest: async () => ({ status: 'accepted', traceId: 't' }),
     onStatus: () => {},
   });

@@ -1,16 +1,16 @@
 import { describe, expect, test } from 'bun:test';
 import {
+  type Actor,
   Backoff,
   backoffDelay,
   Mailbox,
   MailboxClosedError,
-  Supervisor,
-  VirtualClock,
-  type Actor,
   type StopReason,
+  Supervisor,
   type SupervisorEvent,
   type SupervisorOptions,
-} from '../actors/runtime/index.ts';
+  VirtualClock,
+} from '../../actors/runtime/index.ts';
 
 function deferred() {
   let resolve!: () => void;
@@ -78,9 +78,9 @@ describe('VirtualClock', () => {
     cancelled.cancel();
     (async () => {
       await clock.sleep(5);
-      log.push('chain1@' + clock.monotonic());
+      log.push(`chain1@${clock.monotonic()}`);
       await clock.sleep(10); // due at 15, registered while advancing
-      log.push('chain2@' + clock.monotonic());
+      log.push(`chain2@${clock.monotonic()}`);
     })();
     await clock.advance(12);
     expect(log).toEqual(['chain1@5', 'a@10']);
@@ -423,7 +423,7 @@ describe('Supervisor', () => {
     const dropped = events.filter((e) => e.type === 'dropped');
     expect(dropped.length).toBe(1);
     expect(dropped[0]).toMatchObject({ type: 'dropped', key: 'k', msg: 'poison' });
-    expect(((dropped[0] as { error: Error }).error).message).toBe('bad input');
+    expect((dropped[0] as { error: Error }).error.message).toBe('bad input');
     expect(sup.stats().restarts).toBe(2);
   });
 
@@ -461,9 +461,12 @@ describe('Supervisor', () => {
   });
 
   test('shutdown cuts a restart delay short', async () => {
-    const { sup, clock, created } = harness<string>(async () => {
-      throw new Error('down');
-    }, { restart: { baseMs: 60_000, maxMs: 60_000, maxRestarts: 5 } });
+    const { sup, clock, created } = harness<string>(
+      async () => {
+        throw new Error('down');
+      },
+      { restart: { baseMs: 60_000, maxMs: 60_000, maxRestarts: 5 } },
+    );
     sup.tell('k', 'm');
     await clock.advance(0);
     await sup.shutdown(); // would hang for a virtual minute if the delay were not aborted

@@ -1,17 +1,17 @@
 import { afterEach, describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
-import type { Clock, Timer } from '../actors/runtime/clock.ts';
-import type { Config } from '../src/config.ts';
-import type { AgentConfig } from '../src/services/instance-types.ts';
-import type { AgentEvent, AgentRequest } from '../src/agents/types.ts';
-import { createAgentClient, resolveAgentType, runAgent } from '../src/agents/index.ts';
-import { AguiStream } from '../src/agents/agui.ts';
-import { SseDecoder } from '../src/agents/sse.ts';
-import { replyFromJson } from '../src/agents/json.ts';
-import { chatCompletionsUrl } from '../src/agents/openai.ts';
-import { sniffProtocol } from '../src/agents/auto.ts';
-import { LEO_TOKEN_REJECTED, leoStreamUrl } from '../src/agents/leo.ts';
-import { startFakeAgent, startRawHttpAgent, type FakeAgent } from './fakes/agents.ts';
+import type { Clock, Timer } from '../../actors/runtime/clock.ts';
+import { AguiStream } from '../../src/agents/agui.ts';
+import { sniffProtocol } from '../../src/agents/auto.ts';
+import { createAgentClient, resolveAgentType, runAgent } from '../../src/agents/index.ts';
+import { replyFromJson } from '../../src/agents/json.ts';
+import { LEO_TOKEN_REJECTED, leoStreamUrl } from '../../src/agents/leo.ts';
+import { chatCompletionsUrl } from '../../src/agents/openai.ts';
+import { SseDecoder } from '../../src/agents/sse.ts';
+import type { AgentEvent, AgentRequest } from '../../src/agents/types.ts';
+import type { Config } from '../../src/config.ts';
+import type { AgentConfig } from '../../src/services/instance-types.ts';
+import { type FakeAgent, startFakeAgent, startRawHttpAgent } from '../fakes/agents.ts';
 
 /** Timers fire only when the test advances time. */
 class ManualClock implements Clock {
@@ -100,7 +100,10 @@ const REPLY = 'Olá! I am Leo 🚀.\n\nI can help with ```code``` and more — �
 describe('json (seed contract)', () => {
   test('posts the seed body with key, bearer and idempotency headers; reads text', async () => {
     const f = fake({ protocol: 'json', reply: () => REPLY });
-    const client = createAgentClient(agentConfig({ url: f.url, type: 'json', apiKey: 'k-123', headers: { 'x-tenant': 't1' } }), { leo: NO_LEO });
+    const client = createAgentClient(
+      agentConfig({ url: f.url, type: 'json', apiKey: 'k-123', headers: { 'x-tenant': 't1' } }),
+      { leo: NO_LEO },
+    );
     const events = await collect(client.run(request(), new AbortController().signal));
     expect(events.map((e) => e.type)).toEqual(['start', 'final']);
     expect(last(events)).toEqual({ type: 'final', text: REPLY });
@@ -113,7 +116,7 @@ describe('json (seed contract)', () => {
       session_origin: 'whatsapp',
     });
     expect(r.headers['x-api-key']).toBe('k-123');
-    expect(r.headers['authorization']).toBe('Bearer k-123');
+    expect(r.headers.authorization).toBe('Bearer k-123');
     expect(r.headers['idempotency-key']).toBe('idem-1');
     expect(r.headers['content-type']).toBe('application/json');
     expect(r.headers['x-tenant']).toBe('t1');
@@ -124,7 +127,7 @@ describe('json (seed contract)', () => {
     const client = createAgentClient(agentConfig({ url: f.url, type: 'json' }), { leo: NO_LEO });
     expect(await runAgent(client, request({ message: 'hi' }), new AbortController().signal)).toBe('echo: hi');
     expect(f.requests[0]!.headers['x-api-key']).toBeUndefined();
-    expect(f.requests[0]!.headers['authorization']).toBeUndefined();
+    expect(f.requests[0]!.headers.authorization).toBeUndefined();
   });
 
   test('reply from text, message, reply or response; missing text and garbage are not retryable', () => {
@@ -143,7 +146,14 @@ describe('json (seed contract)', () => {
   });
 
   test('5xx and 429 are retryable, other 4xx are not', async () => {
-    for (const [status, retryable] of [[500, true], [503, true], [429, true], [400, false], [404, false], [401, false]] as const) {
+    for (const [status, retryable] of [
+      [500, true],
+      [503, true],
+      [429, true],
+      [400, false],
+      [404, false],
+      [401, false],
+    ] as const) {
       const f = fake({ protocol: 'json', status });
       const client = createAgentClient(agentConfig({ url: f.url, type: 'json' }), { leo: NO_LEO });
       const e = last(await collect(client.run(request(), new AbortController().signal)));
@@ -155,7 +165,8 @@ describe('json (seed contract)', () => {
     const f = fake({ protocol: 'json', failTimes: 2, failStatus: 502 });
     const client = createAgentClient(agentConfig({ url: f.url, type: 'json' }), { leo: NO_LEO });
     const results: AgentEvent[] = [];
-    for (let i = 0; i < 3; i++) results.push(last(await collect(client.run(request({ message: 'x' }), new AbortController().signal))));
+    for (let i = 0; i < 3; i++)
+      results.push(last(await collect(client.run(request({ message: 'x' }), new AbortController().signal))));
     expect(results.map((e) => e.type)).toEqual(['error', 'error', 'final']);
     expect(results[0]).toMatchObject({ retryable: true, status: 502 });
     expect(new Set(f.requests.map((r) => r.idempotencyKey))).toEqual(new Set(['idem-1']));
@@ -163,11 +174,27 @@ describe('json (seed contract)', () => {
 
   test('garbage body → non-retryable error; body cut by the network → retryable', async () => {
     const g = fake({ protocol: 'json', garbage: true });
-    const eg = last(await collect(createAgentClient(agentConfig({ url: g.url, type: 'json' }), { leo: NO_LEO }).run(request(), new AbortController().signal)));
+    const eg = last(
+      await collect(
+        createAgentClient(agentConfig({ url: g.url, type: 'json' }), { leo: NO_LEO }).run(
+          request(),
+          new AbortController().signal,
+        ),
+      ),
+    );
     expect(eg).toMatchObject({ type: 'error', retryable: false });
-    const c = startRawHttpAgent('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{"text":"half a rep');
+    const c = startRawHttpAgent(
+      'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{"text":"half a rep',
+    );
     try {
-      const ec = last(await collect(createAgentClient(agentConfig({ url: c.url, type: 'json' }), { leo: NO_LEO }).run(request(), new AbortController().signal)));
+      const ec = last(
+        await collect(
+          createAgentClient(agentConfig({ url: c.url, type: 'json' }), { leo: NO_LEO }).run(
+            request(),
+            new AbortController().signal,
+          ),
+        ),
+      );
       expect(ec).toMatchObject({ type: 'error', retryable: true });
     } finally {
       c.stop();
@@ -178,7 +205,14 @@ describe('json (seed contract)', () => {
     const f = fake({ protocol: 'json' });
     const url = f.url;
     await f.stop();
-    const e = last(await collect(createAgentClient(agentConfig({ url, type: 'json' }), { leo: NO_LEO }).run(request(), new AbortController().signal)));
+    const e = last(
+      await collect(
+        createAgentClient(agentConfig({ url, type: 'json' }), { leo: NO_LEO }).run(
+          request(),
+          new AbortController().signal,
+        ),
+      ),
+    );
     expect(e).toMatchObject({ type: 'error', retryable: true });
     expect((e as any).message).toContain('unreachable');
   });
@@ -194,7 +228,7 @@ describe('agui', () => {
     expect(deltas(events)).toBe(REPLY);
     expect(last(events)).toEqual({ type: 'final', text: REPLY });
     const r = f.requests[0]!;
-    expect(r.headers['accept']).toBe('text/event-stream');
+    expect(r.headers.accept).toBe('text/event-stream');
     expect(r.headers['idempotency-key']).toBe('idem-1');
     expect(r.body).toEqual({
       threadId: 'session-abc123',
@@ -231,13 +265,27 @@ describe('agui', () => {
 
   test('garbage bytes → retryable error (no completed run)', async () => {
     const f = fake({ protocol: 'agui', garbage: true });
-    const e = last(await collect(createAgentClient(agentConfig({ url: f.url, type: 'agui' }), { leo: NO_LEO }).run(request(), new AbortController().signal)));
+    const e = last(
+      await collect(
+        createAgentClient(agentConfig({ url: f.url, type: 'agui' }), { leo: NO_LEO }).run(
+          request(),
+          new AbortController().signal,
+        ),
+      ),
+    );
     expect(e).toMatchObject({ type: 'error', retryable: true });
   });
 
   test('5xx → retryable with status', async () => {
     const f = fake({ protocol: 'agui', status: 502 });
-    const e = last(await collect(createAgentClient(agentConfig({ url: f.url, type: 'agui' }), { leo: NO_LEO }).run(request(), new AbortController().signal)));
+    const e = last(
+      await collect(
+        createAgentClient(agentConfig({ url: f.url, type: 'agui' }), { leo: NO_LEO }).run(
+          request(),
+          new AbortController().signal,
+        ),
+      ),
+    );
     expect(e).toMatchObject({ type: 'error', retryable: true, status: 502 });
   });
 
@@ -257,15 +305,25 @@ describe('agui', () => {
         'data: {"type":"TEXT_MESSAGE_CONTENT","messageId":"a","delta":" there"}\n\n' +
         'event: RUN_FINISHED\ndata: {}\n\n',
     );
-    expect(named.out).toEqual([{ type: 'delta', text: 'Hi' }, { type: 'delta', text: ' there' }, { type: 'final', text: 'Hi there' }]);
+    expect(named.out).toEqual([
+      { type: 'delta', text: 'Hi' },
+      { type: 'delta', text: ' there' },
+      { type: 'final', text: 'Hi there' },
+    ]);
 
-    const failed = run('data: {"type":"RUN_STARTED"}\n\ndata: {"type":"RUN_ERROR","message":"model overloaded","code":"overloaded"}\n\n');
+    const failed = run(
+      'data: {"type":"RUN_STARTED"}\n\ndata: {"type":"RUN_ERROR","message":"model overloaded","code":"overloaded"}\n\n',
+    );
     expect(failed.out[0]).toMatchObject({ type: 'error', message: expect.stringContaining('model overloaded') });
 
-    const noRun = run('data: {"type":"TEXT_MESSAGE_START","messageId":"a"}\n\ndata: {"type":"TEXT_MESSAGE_CONTENT","messageId":"a","delta":"ok"}\n\ndata: {"type":"TEXT_MESSAGE_END","messageId":"a"}\n\n');
+    const noRun = run(
+      'data: {"type":"TEXT_MESSAGE_START","messageId":"a"}\n\ndata: {"type":"TEXT_MESSAGE_CONTENT","messageId":"a","delta":"ok"}\n\ndata: {"type":"TEXT_MESSAGE_END","messageId":"a"}\n\n',
+    );
     expect(noRun.finish).toEqual({ type: 'final', text: 'ok' });
 
-    const cutNoRun = run('data: {"type":"TEXT_MESSAGE_START","messageId":"a"}\n\ndata: {"type":"TEXT_MESSAGE_CONTENT","messageId":"a","delta":"ok"}\n\n');
+    const cutNoRun = run(
+      'data: {"type":"TEXT_MESSAGE_START","messageId":"a"}\n\ndata: {"type":"TEXT_MESSAGE_CONTENT","messageId":"a","delta":"ok"}\n\n',
+    );
     expect(cutNoRun.finish).toMatchObject({ type: 'error', retryable: true });
   });
 });
@@ -299,7 +357,8 @@ function textFromChunks(chunks: Uint8Array[]): AgentEvent {
       for (const e of s.handle(item)) if (e.type === 'final' || e.type === 'error') return e;
     }
   }
-  for (const item of d.end()) if (item.kind === 'event') for (const e of s.handle(item)) if (e.type === 'final') return e;
+  for (const item of d.end())
+    if (item.kind === 'event') for (const e of s.handle(item)) if (e.type === 'final') return e;
   return s.finish();
 }
 
@@ -362,7 +421,9 @@ describe('SSE parsing is independent of how bytes are split', () => {
       },
     });
     try {
-      const client = createAgentClient(agentConfig({ url: `http://127.0.0.1:${server.port}/`, type: 'agui' }), { leo: NO_LEO });
+      const client = createAgentClient(agentConfig({ url: `http://127.0.0.1:${server.port}/`, type: 'agui' }), {
+        leo: NO_LEO,
+      });
       const events = await collect(client.run(request(), new AbortController().signal));
       expect(last(events)).toEqual({ type: 'final', text: RECORDED_TEXT });
       expect(deltas(events)).toBe(RECORDED_TEXT);
@@ -375,14 +436,21 @@ describe('SSE parsing is independent of how bytes are split', () => {
 describe('openai', () => {
   test('POSTs {url}/chat/completions with model, stream, messages, user; reads choices[0].delta.content', async () => {
     const f = fake({ protocol: 'openai', reply: () => REPLY });
-    const client = createAgentClient(agentConfig({ url: f.url, type: 'openai', model: 'gpt-x', apiKey: 'sk-1' }), { leo: NO_LEO });
+    const client = createAgentClient(agentConfig({ url: f.url, type: 'openai', model: 'gpt-x', apiKey: 'sk-1' }), {
+      leo: NO_LEO,
+    });
     const events = await collect(client.run(request(), new AbortController().signal));
     expect(last(events)).toEqual({ type: 'final', text: REPLY });
     expect(deltas(events)).toBe(REPLY);
     const r = f.requests[0]!;
     expect(r.path).toBe('/agent/chat/completions');
-    expect(r.headers['authorization']).toBe('Bearer sk-1');
-    expect(r.body).toEqual({ model: 'gpt-x', stream: true, messages: [{ role: 'user', content: 'What can you do?' }], user: 'whatsapp:+15551234567' });
+    expect(r.headers.authorization).toBe('Bearer sk-1');
+    expect(r.body).toEqual({
+      model: 'gpt-x',
+      stream: true,
+      messages: [{ role: 'user', content: 'What can you do?' }],
+      user: 'whatsapp:+15551234567',
+    });
   });
 
   test('url already ending in /chat/completions is used as is', () => {
@@ -393,18 +461,32 @@ describe('openai', () => {
 
   test('cut before [DONE] → retryable', async () => {
     const f = fake({ protocol: 'openai', reply: () => 'a b c d e', cutAfterDeltas: 2 });
-    const e = last(await collect(createAgentClient(agentConfig({ url: f.url, type: 'openai' }), { leo: NO_LEO }).run(request(), new AbortController().signal)));
+    const e = last(
+      await collect(
+        createAgentClient(agentConfig({ url: f.url, type: 'openai' }), { leo: NO_LEO }).run(
+          request(),
+          new AbortController().signal,
+        ),
+      ),
+    );
     expect(e).toMatchObject({ type: 'error', retryable: true });
   });
 });
 
 describe('leo', () => {
-  const leo: Config['leo'] = { bearerToken: 'tok-good', subscriptionKey: 'sub-1', workflowId: 'wf-9', apiBaseUrl: 'http://leo.local/api/v1' };
+  const leo: Config['leo'] = {
+    bearerToken: 'tok-good',
+    subscriptionKey: 'sub-1',
+    workflowId: 'wf-9',
+    apiBaseUrl: 'http://leo.local/api/v1',
+  };
 
   test('chosen by type, default_agent "leo" or a URL under LEO_API_BASE_URL', () => {
     expect(resolveAgentType(agentConfig({ type: 'leo' }), leo)).toBe('leo');
     expect(resolveAgentType(agentConfig({ defaultAgent: 'leo', url: 'http://elsewhere/x' }), leo)).toBe('leo');
-    expect(resolveAgentType(agentConfig({ url: 'http://leo.local/api/v1/workflow-engine/wf/stream' }), leo)).toBe('leo');
+    expect(resolveAgentType(agentConfig({ url: 'http://leo.local/api/v1/workflow-engine/wf/stream' }), leo)).toBe(
+      'leo',
+    );
     expect(resolveAgentType(agentConfig({ url: 'http://leo.local/api/v10/x' }), leo)).toBe('auto');
     expect(resolveAgentType(agentConfig({ defaultAgent: 'leo-adapter', url: 'http://a/b' }), leo)).toBe('auto');
     expect(resolveAgentType(agentConfig({ type: 'json', defaultAgent: 'leo' }), leo)).toBe('json');
@@ -413,11 +495,13 @@ describe('leo', () => {
 
   test('streams with the env bearer token and subscription key (the instance key is not sent)', async () => {
     const f = fake({ protocol: 'agui', reply: () => 'I am Leo, your AI assistant.', requireBearer: 'tok-good' });
-    const client = createAgentClient(agentConfig({ url: f.url, defaultAgent: 'leo', apiKey: 'leo_builtin' }), { leo: { ...leo, apiBaseUrl: new URL(f.url).origin } });
+    const client = createAgentClient(agentConfig({ url: f.url, defaultAgent: 'leo', apiKey: 'leo_builtin' }), {
+      leo: { ...leo, apiBaseUrl: new URL(f.url).origin },
+    });
     const events = await collect(client.run(request(), new AbortController().signal));
     expect(last(events)).toEqual({ type: 'final', text: 'I am Leo, your AI assistant.' });
     const r = f.requests[0]!;
-    expect(r.headers['authorization']).toBe('Bearer tok-good');
+    expect(r.headers.authorization).toBe('Bearer tok-good');
     expect(r.headers['x-subscription-key']).toBe('sub-1');
     expect(r.headers['x-api-key']).toBeUndefined();
     expect(r.body.threadId).toBe('session-abc123');
@@ -428,14 +512,20 @@ describe('leo', () => {
     for (const apiBaseUrl of ['http://leo.local/api/v1', null]) {
       const client = createAgentClient(agentConfig({ url: f.url, type: 'leo' }), { leo: { ...leo, apiBaseUrl } });
       const e = last(await collect(client.run(request(), new AbortController().signal)));
-      expect(e).toMatchObject({ type: 'error', retryable: false, message: expect.stringContaining('LEO_API_BASE_URL'.slice(0, 0) || 'Leo') });
+      expect(e).toMatchObject({
+        type: 'error',
+        retryable: false,
+        message: expect.stringContaining('LEO_API_BASE_URL'.slice(0, 0) || 'Leo'),
+      });
     }
     expect(f.requests.length).toBe(0);
   });
 
   test('401 → non-retryable error telling to refresh LEO_BEARER_TOKEN', async () => {
     const f = fake({ protocol: 'agui', requireBearer: 'tok-new' });
-    const client = createAgentClient(agentConfig({ url: f.url, type: 'leo' }), { leo: { ...leo, bearerToken: 'tok-old', apiBaseUrl: new URL(f.url).origin } });
+    const client = createAgentClient(agentConfig({ url: f.url, type: 'leo' }), {
+      leo: { ...leo, bearerToken: 'tok-old', apiBaseUrl: new URL(f.url).origin },
+    });
     const e = last(await collect(client.run(request(), new AbortController().signal)));
     expect(e).toEqual({ type: 'error', message: LEO_TOKEN_REJECTED, retryable: false, status: 401 });
     expect(LEO_TOKEN_REJECTED).toContain('expired');
@@ -466,7 +556,7 @@ describe('auto', () => {
       expect(last(events)).toEqual({ type: 'final', text: REPLY });
       if (protocol !== 'json') expect(deltas(events)).toBe(REPLY);
       const r = f.requests[0]!;
-      expect(r.headers['accept']).toBe('text/event-stream, application/json');
+      expect(r.headers.accept).toBe('text/event-stream, application/json');
       expect(r.body.session_id).toBe('session-abc123');
     });
   }
@@ -484,7 +574,10 @@ describe('timeouts and cancellation', () => {
   test('idle timeout: a stream that stalls after its first delta fails retryably', async () => {
     const clock = new ManualClock();
     const f = fake({ protocol: 'agui', reply: () => 'first second third', stall: true });
-    const client = createAgentClient(agentConfig({ url: f.url, type: 'agui', idleTimeoutSeconds: 5, timeoutSeconds: 60 }), { leo: NO_LEO, clock });
+    const client = createAgentClient(
+      agentConfig({ url: f.url, type: 'agui', idleTimeoutSeconds: 5, timeoutSeconds: 60 }),
+      { leo: NO_LEO, clock },
+    );
     const it = client.run(request(), new AbortController().signal)[Symbol.asyncIterator]();
     expect((await it.next()).value).toMatchObject({ type: 'start' });
     expect((await it.next()).value).toEqual({ type: 'delta', text: 'first ' });
@@ -519,7 +612,10 @@ describe('timeouts and cancellation', () => {
         ),
     });
     try {
-      const client = createAgentClient(agentConfig({ url: `http://127.0.0.1:${server.port}/`, type: 'agui', idleTimeoutSeconds: 5 }), { leo: NO_LEO, clock });
+      const client = createAgentClient(
+        agentConfig({ url: `http://127.0.0.1:${server.port}/`, type: 'agui', idleTimeoutSeconds: 5 }),
+        { leo: NO_LEO, clock },
+      );
       let result: AgentEvent | null = null;
       const done = collect(client.run(request(), new AbortController().signal)).then((ev) => (result = last(ev)));
       await Bun.sleep(30);
@@ -540,14 +636,21 @@ describe('timeouts and cancellation', () => {
   test('total timeout: an agent that never answers fails retryably', async () => {
     const clock = new ManualClock();
     const f = fake({ protocol: 'json', hang: true });
-    const client = createAgentClient(agentConfig({ url: f.url, type: 'json', timeoutSeconds: 30 }), { leo: NO_LEO, clock });
+    const client = createAgentClient(agentConfig({ url: f.url, type: 'json', timeoutSeconds: 30 }), {
+      leo: NO_LEO,
+      clock,
+    });
     const p = collect(client.run(request(), new AbortController().signal));
     await Bun.sleep(30);
     clock.advance(29_999);
     await Bun.sleep(10);
     clock.advance(1);
     const events = await p;
-    expect(last(events)).toMatchObject({ type: 'error', retryable: true, message: expect.stringContaining('timed out') });
+    expect(last(events)).toMatchObject({
+      type: 'error',
+      retryable: true,
+      message: expect.stringContaining('timed out'),
+    });
     await Bun.sleep(20);
     expect(f.requests[0]!.clientAborted).toBe(true);
   });
@@ -555,7 +658,10 @@ describe('timeouts and cancellation', () => {
   test('total timeout also cuts a slow but steady stream', async () => {
     const clock = new ManualClock();
     const f = fake({ protocol: 'openai', reply: () => 'a b c d e f g h', deltaDelayMs: 15 });
-    const client = createAgentClient(agentConfig({ url: f.url, type: 'openai', timeoutSeconds: 1, idleTimeoutSeconds: 1 }), { leo: NO_LEO, clock });
+    const client = createAgentClient(
+      agentConfig({ url: f.url, type: 'openai', timeoutSeconds: 1, idleTimeoutSeconds: 1 }),
+      { leo: NO_LEO, clock },
+    );
     const events: AgentEvent[] = [];
     for await (const e of client.run(request(), new AbortController().signal)) {
       events.push(e);
@@ -573,7 +679,11 @@ describe('timeouts and cancellation', () => {
     await Bun.sleep(30);
     ac.abort();
     const events = await p;
-    expect(last(events)).toMatchObject({ type: 'error', retryable: false, message: expect.stringContaining('aborted') });
+    expect(last(events)).toMatchObject({
+      type: 'error',
+      retryable: false,
+      message: expect.stringContaining('aborted'),
+    });
     await Bun.sleep(20);
     expect(f.requests[0]!.clientAborted).toBe(true);
   });
@@ -594,6 +704,10 @@ describe('timeouts and cancellation', () => {
     expect(seen).toEqual(['start', 'delta', 'final']);
     const bad = fake({ protocol: 'agui', status: 500 });
     const failing = createAgentClient(agentConfig({ url: bad.url, type: 'agui' }), { leo: NO_LEO });
-    await expect(runAgent(failing, request(), new AbortController().signal)).rejects.toMatchObject({ name: 'AgentError', retryable: true, status: 500 });
+    await expect(runAgent(failing, request(), new AbortController().signal)).rejects.toMatchObject({
+      name: 'AgentError',
+      retryable: true,
+      status: 500,
+    });
   });
 });

@@ -1,8 +1,8 @@
 // OpenAPI: /docs/json is a valid document generated from the route schemas; /docs works offline.
 import { afterAll, describe, expect, test } from 'bun:test';
 import SwaggerParser from '@apidevtools/swagger-parser';
-import { scopeFor } from '../src/api/scopes.ts';
-import { offlineGateway as createTestGateway } from './foundation-fixtures.ts';
+import { scopeFor } from '../../src/api/scopes.ts';
+import { offlineGateway as createTestGateway } from './instance-fixtures.ts';
 
 const t = createTestGateway();
 afterAll(() => t.close());
@@ -27,7 +27,9 @@ describe('/docs/json', () => {
   test('declares the x-api-key security scheme and uses it by default', async () => {
     const doc = await docJson();
     const schemes = doc.components.securitySchemes;
-    const entry = Object.entries(schemes).find(([, s]: [string, any]) => s.type === 'apiKey' && s.in === 'header' && s.name === 'x-api-key');
+    const entry = Object.entries(schemes).find(
+      ([, s]: [string, any]) => s.type === 'apiKey' && s.in === 'header' && s.name === 'x-api-key',
+    );
     expect(entry).toBeDefined();
     expect(doc.security).toContainEqual({ [entry![0]]: [] });
   });
@@ -49,7 +51,8 @@ describe('/docs/json', () => {
           if (!r.description) problems.push(`${where} ${code}: response without description`);
         }
         // PUT/PATCH change something described by a body; POST actions (rotate, replay) may have none.
-        if (['put', 'patch'].includes(m) && path.startsWith('/api/') && !op.requestBody) problems.push(`${where}: no request body schema`);
+        if (['put', 'patch'].includes(m) && path.startsWith('/api/') && !op.requestBody)
+          problems.push(`${where}: no request body schema`);
       }
     }
     expect(problems).toEqual([]);
@@ -58,14 +61,29 @@ describe('/docs/json', () => {
 
   test('lists the foundation routes', async () => {
     const doc = await docJson();
-    const ops = Object.entries<any>(doc.paths).flatMap(([p, item]) => METHODS.filter((m) => item[m]).map((m) => `${m.toUpperCase()} ${p}`));
+    const ops = Object.entries<any>(doc.paths).flatMap(([p, item]) =>
+      METHODS.filter((m) => item[m]).map((m) => `${m.toUpperCase()} ${p}`),
+    );
     for (const op of [
-      'GET /health', 'GET /ready',
-      'GET /api/v1/instances', 'POST /api/v1/instances', 'GET /api/v1/instances/{name}', 'PUT /api/v1/instances/{name}', 'DELETE /api/v1/instances/{name}',
-      'GET /api/v2/instances', 'POST /api/v2/instances', 'GET /api/v2/instances/{id}', 'PATCH /api/v2/instances/{id}', 'DELETE /api/v2/instances/{id}',
+      'GET /health',
+      'GET /ready',
+      'GET /api/v1/instances',
+      'POST /api/v1/instances',
+      'GET /api/v1/instances/{name}',
+      'PUT /api/v1/instances/{name}',
+      'DELETE /api/v1/instances/{name}',
+      'GET /api/v2/instances',
+      'POST /api/v2/instances',
+      'GET /api/v2/instances/{id}',
+      'PATCH /api/v2/instances/{id}',
+      'DELETE /api/v2/instances/{id}',
       'POST /api/v2/instances/{id}/rotate-webhook-secret',
-      'GET /api/v2/settings', 'PATCH /api/v2/settings', 'GET /api/v2/settings/{key}', 'PUT /api/v2/settings/{key}',
-    ]) expect(ops).toContain(op);
+      'GET /api/v2/settings',
+      'PATCH /api/v2/settings',
+      'GET /api/v2/settings/{key}',
+      'PUT /api/v2/settings/{key}',
+    ])
+      expect(ops).toContain(op);
     // Create routes document their bodies.
     expect(doc.paths['/api/v1/instances'].post.requestBody).toBeDefined();
     expect(doc.paths['/api/v2/instances'].post.requestBody).toBeDefined();

@@ -1,8 +1,8 @@
 // The error envelope: every error the app can produce answers {"error":{code,message,details}},
 // never a stack trace, always with an x-request-id.
 import { describe, expect, test } from 'bun:test';
-import { ADMIN_KEY } from './helpers.ts';
-import { offlineGatewaysClosedAfterEach, type OfflineGateway } from './foundation-fixtures.ts';
+import { ADMIN_KEY } from '../helpers.ts';
+import { type OfflineGateway, offlineGatewaysClosedAfterEach } from './instance-fixtures.ts';
 
 type T = OfflineGateway;
 const gateway = offlineGatewaysClosedAfterEach();
@@ -31,9 +31,15 @@ describe('not found and auth', () => {
 
   test('unknown instance answers 404 NOT_FOUND in v1 and v2', async () => {
     const t = gateway();
-    for (const [m, p] of [['GET', '/api/v1/instances/ghost'], ['PUT', '/api/v1/instances/ghost'], ['DELETE', '/api/v1/instances/ghost'],
-      ['GET', '/api/v2/instances/ghost'], ['PATCH', '/api/v2/instances/ghost'], ['DELETE', '/api/v2/instances/ghost'],
-      ['POST', '/api/v2/instances/ghost/rotate-webhook-secret']] as const) {
+    for (const [m, p] of [
+      ['GET', '/api/v1/instances/ghost'],
+      ['PUT', '/api/v1/instances/ghost'],
+      ['DELETE', '/api/v1/instances/ghost'],
+      ['GET', '/api/v2/instances/ghost'],
+      ['PATCH', '/api/v2/instances/ghost'],
+      ['DELETE', '/api/v2/instances/ghost'],
+      ['POST', '/api/v2/instances/ghost/rotate-webhook-secret'],
+    ] as const) {
       expectEnvelope(await t.call(m, p, m === 'PUT' || m === 'PATCH' ? {} : undefined), 404, 'NOT_FOUND');
     }
   });
@@ -42,8 +48,16 @@ describe('not found and auth', () => {
     const t = gateway();
     const body = { name: 'no-key-bot', discord_bot_token: 'token-1234567890' };
     expectEnvelope(await t.call('POST', '/api/v1/instances', body, { 'x-api-key': '' }), 401, 'UNAUTHORIZED');
-    expectEnvelope(await t.call('POST', '/api/v1/instances', body, { 'x-api-key': 'wrong-key-0123456789' }), 401, 'UNAUTHORIZED');
-    expectEnvelope(await t.call('GET', '/api/v2/instances', undefined, { 'x-api-key': ADMIN_KEY.toUpperCase() }), 401, 'UNAUTHORIZED');
+    expectEnvelope(
+      await t.call('POST', '/api/v1/instances', body, { 'x-api-key': 'wrong-key-0123456789' }),
+      401,
+      'UNAUTHORIZED',
+    );
+    expectEnvelope(
+      await t.call('GET', '/api/v2/instances', undefined, { 'x-api-key': ADMIN_KEY.toUpperCase() }),
+      401,
+      'UNAUTHORIZED',
+    );
     expectEnvelope(await t.call('GET', '/api/v2/settings', undefined, { 'x-api-key': '' }), 401, 'UNAUTHORIZED');
     expect(count(t)).toBe(0);
   });
@@ -59,18 +73,29 @@ describe('not found and auth', () => {
 describe('bad bodies', () => {
   test('validation: 400 VALIDATION_ERROR with each offending field and its problem', async () => {
     const t = gateway();
-    const res = await t.call('POST', '/api/v2/instances', { name: 5, channel: 'telegram', isActive: 'yes', agent: { timeoutSeconds: 0 } });
+    const res = await t.call('POST', '/api/v2/instances', {
+      name: 5,
+      channel: 'telegram',
+      isActive: 'yes',
+      agent: { timeoutSeconds: 0 },
+    });
     expectEnvelope(res, 400, 'VALIDATION_ERROR');
-    const byField = Object.fromEntries((res.body.error.details as Array<{ field: string; problem: string }>).map((d) => [d.field, d.problem]));
+    const byField = Object.fromEntries(
+      (res.body.error.details as Array<{ field: string; problem: string }>).map((d) => [d.field, d.problem]),
+    );
     expect(Object.keys(byField).sort()).toEqual(['agent.timeoutSeconds', 'channel', 'isActive', 'name']);
-    expect(byField['channel']).toContain('whatsapp-evolution');
+    expect(byField.channel).toContain('whatsapp-evolution');
     expect(byField['agent.timeoutSeconds']).toContain('1 and 600');
     expect(count(t)).toBe(0);
   });
 
   test('service-level checks (URLs, required channel fields) are reported the same way', async () => {
     const t = gateway();
-    const res = await t.call('POST', '/api/v1/instances', { name: 'evo-bot', evolution_url: 'ftp://evolution.example.com', agent_api_url: 'not a url' });
+    const res = await t.call('POST', '/api/v1/instances', {
+      name: 'evo-bot',
+      evolution_url: 'ftp://evolution.example.com',
+      agent_api_url: 'not a url',
+    });
     expectEnvelope(res, 400, 'VALIDATION_ERROR');
     const fields = (res.body.error.details as Array<{ field: string }>).map((d) => d.field).sort();
     expect(fields).toEqual(['agent.url', 'evolution_key', 'evolution_url']);
@@ -107,16 +132,31 @@ describe('bad bodies', () => {
 
   test('unknown field on create: 400 naming the field', async () => {
     const t = gateway();
-    const v1 = await t.call('POST', '/api/v1/instances', { name: 'extra-bot', discord_bot_token: 'token-1234567890', favourite_colour: 'blue' });
+    const v1 = await t.call('POST', '/api/v1/instances', {
+      name: 'extra-bot',
+      discord_bot_token: 'token-1234567890',
+      favourite_colour: 'blue',
+    });
     expectEnvelope(v1, 400, 'VALIDATION_ERROR');
     expect(v1.body.error.details).toContainEqual({ field: 'favourite_colour', problem: expect.any(String) });
-    const v2 = await t.call('POST', '/api/v2/instances', { name: 'extra-bot', channel: 'discord', channelConfig: { discordBotToken: 'token-1234567890', nope: 1 } });
+    const v2 = await t.call('POST', '/api/v2/instances', {
+      name: 'extra-bot',
+      channel: 'discord',
+      channelConfig: { discordBotToken: 'token-1234567890', nope: 1 },
+    });
     expectEnvelope(v2, 400, 'VALIDATION_ERROR');
     expect(JSON.stringify(v2.body.error.details)).toContain('nope');
     // A field of another channel is not accepted either.
-    const cross = await t.call('POST', '/api/v1/instances', { name: 'cross-bot', discord_bot_token: 'token-1234567890', slack_app_token: 'xapp-1-abc' });
+    const cross = await t.call('POST', '/api/v1/instances', {
+      name: 'cross-bot',
+      discord_bot_token: 'token-1234567890',
+      slack_app_token: 'xapp-1-abc',
+    });
     expectEnvelope(cross, 400, 'VALIDATION_ERROR');
-    expect(cross.body.error.details).toContainEqual({ field: 'slack_app_token', problem: expect.stringContaining('discord') });
+    expect(cross.body.error.details).toContainEqual({
+      field: 'slack_app_token',
+      problem: expect.stringContaining('discord'),
+    });
     expect(count(t)).toBe(0);
   });
 

@@ -2,13 +2,21 @@
 // start real channel adapters for them (Discord gateway, Evolution webhook registration), which
 // must never reach the internet. Every channel gets a stand-in adapter that connects nowhere.
 import { afterEach } from 'bun:test';
-import type { AdapterFactory } from '../src/channels/registry.ts';
-import { CHANNEL_KINDS, type ChannelAdapter, type ChannelKind } from '../src/channels/types.ts';
-import { createTestGateway } from './helpers.ts';
+import type { AdapterFactory } from '../../src/channels/registry.ts';
+import { CHANNEL_KINDS, type ChannelAdapter, type ChannelKind } from '../../src/channels/types.ts';
+import { createTestGateway } from '../helpers.ts';
 
 const offlineAdapter: AdapterFactory = (inst): ChannelAdapter => ({
   kind: inst.channel,
-  capabilities: { maxText: 4000, edit: false, typing: false, threads: false, reactions: false, media: [], pairing: 'none' },
+  capabilities: {
+    maxText: 4000,
+    edit: false,
+    typing: false,
+    threads: false,
+    reactions: false,
+    media: [],
+    pairing: 'none',
+  },
   async start() {},
   async stop() {},
   async send() {
@@ -16,7 +24,10 @@ const offlineAdapter: AdapterFactory = (inst): ChannelAdapter => ({
   },
 });
 
-const factories = Object.fromEntries(CHANNEL_KINDS.map((k) => [k, offlineAdapter])) as Record<ChannelKind, AdapterFactory>;
+const factories = Object.fromEntries(CHANNEL_KINDS.map((k) => [k, offlineAdapter])) as Record<
+  ChannelKind,
+  AdapterFactory
+>;
 
 /** createTestGateway with offline channel adapters. */
 export function offlineGateway(env: Record<string, string> = {}) {

@@ -1,22 +1,42 @@
 // Property test: random and near-valid bodies thrown at the create routes never cause a 500;
 // every 4xx is the error envelope and writes nothing; every 201 writes exactly one row.
 import { afterAll, describe, expect, test } from 'bun:test';
-import fc from 'fast-check';
 import { join } from 'node:path';
-import { offlineGateway as createTestGateway } from './foundation-fixtures.ts';
+import fc from 'fast-check';
+import { offlineGateway as createTestGateway } from './instance-fixtures.ts';
 
 const t = createTestGateway();
 // Hundreds of creates from one key: lift the instance-write rate limit so every body is judged on its merits.
 t.gw.settings.setMany({ 'rateLimit.instancesWritePerMinute': 100_000 });
-const ROOT = join(import.meta.dir, '..');
+const ROOT = join(import.meta.dir, '..', '..');
 afterAll(() => t.close());
 
 const rows = () => (t.gw.db.query('SELECT COUNT(*) AS n FROM instances').get() as { n: number }).n;
 
 const V1_FIELDS = [
-  'name', 'channel', 'is_active', 'is_default', 'agent_api_url', 'agent_api_key', 'default_agent', 'agent_timeout', 'agent_type',
-  'evolution_url', 'evolution_key', 'whatsapp_instance', 'webhook_base64', 'auto_qr', 'discord_bot_token', 'discord_client_id',
-  'discord_permissions', 'discord_listen_channel_ids', 'slack_bot_token', 'slack_signing_secret', 'slack_app_token', '__proto__', 'constructor',
+  'name',
+  'channel',
+  'is_active',
+  'is_default',
+  'agent_api_url',
+  'agent_api_key',
+  'default_agent',
+  'agent_timeout',
+  'agent_type',
+  'evolution_url',
+  'evolution_key',
+  'whatsapp_instance',
+  'webhook_base64',
+  'auto_qr',
+  'discord_bot_token',
+  'discord_client_id',
+  'discord_permissions',
+  'discord_listen_channel_ids',
+  'slack_bot_token',
+  'slack_signing_secret',
+  'slack_app_token',
+  '__proto__',
+  'constructor',
 ];
 const V2_FIELDS = ['name', 'channel', 'channelConfig', 'agent', 'settings', 'isActive', 'isDefault', '__proto__'];
 
@@ -25,21 +45,60 @@ const hostileString = fc.oneof(
   fc.string({ unit: 'grapheme', maxLength: 50 }),
   fc.string({ unit: 'binary', maxLength: 50 }),
   fc.constantFrom(
-    '', ' ', '\u0000', '\uD800', '<script>alert(1)</script>', "'; DROP TABLE instances;--", '../../etc/passwd', 'javascript:alert(1)',
-    'http://', 'https://', 'ftp://x', 'ws://127.0.0.1', 'whatsapp-evolution', 'discord', 'slack', '__proto__', 'toString', '💥'.repeat(200),
-    'a-valid-name', 'https://agent.example.com/run', '1e309', 'NaN',
+    '',
+    ' ',
+    '\u0000',
+    '\uD800',
+    '<script>alert(1)</script>',
+    "'; DROP TABLE instances;--",
+    '../../etc/passwd',
+    'javascript:alert(1)',
+    'http://',
+    'https://',
+    'ftp://x',
+    'ws://127.0.0.1',
+    'whatsapp-evolution',
+    'discord',
+    'slack',
+    '__proto__',
+    'toString',
+    '💥'.repeat(200),
+    'a-valid-name',
+    'https://agent.example.com/run',
+    '1e309',
+    'NaN',
   ),
   fc.string({ minLength: 3000, maxLength: 20_000 }),
 );
-const scalar = fc.oneof(hostileString, fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.constant(601), fc.constant(0), fc.constant(-1));
-const value = fc.anything({ key: fc.oneof(hostileString, fc.constantFrom(...V1_FIELDS, ...V2_FIELDS)), values: [scalar], maxDepth: 3, maxKeys: 8 });
+const scalar = fc.oneof(
+  hostileString,
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.constant(601),
+  fc.constant(0),
+  fc.constant(-1),
+);
+const value = fc.anything({
+  key: fc.oneof(hostileString, fc.constantFrom(...V1_FIELDS, ...V2_FIELDS)),
+  values: [scalar],
+  maxDepth: 3,
+  maxKeys: 8,
+});
 
 const v1Base = {
-  name: 'prop-bot', evolution_url: 'https://evolution.example.com', evolution_key: 'EVOLUTION-KEY-0000',
-  agent_api_url: 'https://agent.example.com/run', agent_api_key: 'agent-key-0000', agent_timeout: 60,
+  name: 'prop-bot',
+  evolution_url: 'https://evolution.example.com',
+  evolution_key: 'EVOLUTION-KEY-0000',
+  agent_api_url: 'https://agent.example.com/run',
+  agent_api_key: 'agent-key-0000',
+  agent_timeout: 60,
 };
 const v2Base = {
-  name: 'prop-bot', channel: 'discord', channelConfig: { discordBotToken: 'discord-token-0000' },
+  name: 'prop-bot',
+  channel: 'discord',
+  channelConfig: { discordBotToken: 'discord-token-0000' },
   agent: { url: 'https://agent.example.com/run', timeoutSeconds: 60 },
 };
 
@@ -51,13 +110,19 @@ function bodies(fields: string[], base: Record<string, unknown>) {
   const nearValid = fc
     .tuple(fc.dictionary(fc.constantFrom(...fields), value, { maxKeys: 4 }), fc.integer({ min: 0, max: 1_000_000 }))
     .map(([over, n]) => ({ ...base, name: `prop-${n}`, ...over }));
-  return fc.oneof(value, fc.dictionary(fc.oneof(fc.constantFrom(...fields), hostileString), value, { maxKeys: 10 }), nearValid).map(toJson);
+  return fc
+    .oneof(value, fc.dictionary(fc.oneof(fc.constantFrom(...fields), hostileString), value, { maxKeys: 10 }), nearValid)
+    .map(toJson);
 }
 
 async function checkOne(path: string, json: string) {
   const before = rows();
   const res = await t.app.handle(
-    new Request(`http://localhost${path}`, { method: 'POST', headers: { 'x-api-key': 'test-admin-key-0123456789abcdef', 'content-type': 'application/json' }, body: json }),
+    new Request(`http://localhost${path}`, {
+      method: 'POST',
+      headers: { 'x-api-key': 'test-admin-key-0123456789abcdef', 'content-type': 'application/json' },
+      body: json,
+    }),
   );
   const text = await res.text();
   const after = rows();

@@ -1,9 +1,9 @@
 // Scopes are enforced, not decorative: every /api operation in the OpenAPI document refuses a key
 // that lacks its scope (403) and admits a key holding exactly that scope (anything but 403).
 import { describe, expect, test } from 'bun:test';
-import { ROUTE_SCOPES } from '../src/api/scopes.ts';
-import { SCOPES, hasScope } from '../src/services/keys.ts';
-import { createTestGateway } from './helpers.ts';
+import { ROUTE_SCOPES } from '../../src/api/scopes.ts';
+import { hasScope, SCOPES } from '../../src/services/keys.ts';
+import { createTestGateway } from '../helpers.ts';
 
 const METHODS = ['get', 'post', 'put', 'patch', 'delete'] as const;
 
@@ -14,7 +14,8 @@ describe('scope table', () => {
     const ops: Array<{ method: string; path: string; route: string }> = [];
     for (const [path, item] of Object.entries<Record<string, unknown>>(doc.paths)) {
       if (!path.startsWith('/api/')) continue;
-      for (const m of METHODS) if (item[m]) ops.push({ method: m.toUpperCase(), path, route: path.replace(/\{([^}]+)\}/g, ':$1') });
+      for (const m of METHODS)
+        if (item[m]) ops.push({ method: m.toUpperCase(), path, route: path.replace(/\{([^}]+)\}/g, ':$1') });
     }
     expect(ops.length).toBeGreaterThan(30);
     const failures: string[] = [];
@@ -30,9 +31,13 @@ describe('scope table', () => {
       const denied = t.gw.keys.create({ name: `without ${scope}`, scopes: [...without] }).key;
       const allowed = t.gw.keys.create({ name: `with ${scope}`, scopes: [scope] }).key;
       const a = await t.call(op.method, url, body, { 'x-api-key': denied });
-      if (a.status !== 403 || a.body?.error?.code !== 'FORBIDDEN') failures.push(`${op.method} ${op.route}: key without ${scope} got ${a.status}`);
+      if (a.status !== 403 || a.body?.error?.code !== 'FORBIDDEN')
+        failures.push(`${op.method} ${op.route}: key without ${scope} got ${a.status}`);
       const b = await t.call(op.method, url, body, { 'x-api-key': allowed });
-      if (b.status === 403 || b.status >= 500) failures.push(`${op.method} ${op.route}: key with ${scope} got ${b.status} ${JSON.stringify(b.body).slice(0, 120)}`);
+      if (b.status === 403 || b.status >= 500)
+        failures.push(
+          `${op.method} ${op.route}: key with ${scope} got ${b.status} ${JSON.stringify(b.body).slice(0, 120)}`,
+        );
     }
     expect(failures).toEqual([]);
     await t.close();
@@ -56,9 +61,15 @@ describe('instance-bound keys', () => {
     const t = createTestGateway();
     const a = await t.call('POST', '/api/v2/instances', { name: 'alpha', channel: 'api' });
     const b = await t.call('POST', '/api/v2/instances', { name: 'beta', channel: 'api' });
-    const { key } = t.gw.keys.create({ name: 'alpha only', scopes: ['instances:*', 'access:*'], instanceIds: [a.body.data.id] });
+    const { key } = t.gw.keys.create({
+      name: 'alpha only',
+      scopes: ['instances:*', 'access:*'],
+      instanceIds: [a.body.data.id],
+    });
     const h = { 'x-api-key': key };
-    expect((await t.call('GET', '/api/v2/instances', undefined, h)).body.items.map((i: any) => i.name)).toEqual(['alpha']);
+    expect((await t.call('GET', '/api/v2/instances', undefined, h)).body.items.map((i: any) => i.name)).toEqual([
+      'alpha',
+    ]);
     expect((await t.call('GET', '/api/v1/instances', undefined, h)).body.map((i: any) => i.name)).toEqual(['alpha']);
     expect((await t.call('GET', `/api/v2/instances/${b.body.data.id}`, undefined, h)).status).toBe(404);
     expect((await t.call('GET', '/api/v1/instances/beta', undefined, h)).status).toBe(404);

@@ -1,8 +1,8 @@
 // Security pass: CORS closed unless configured, body limits, secrets kept out of logs and
 // responses, and outbound URLs limited to http/https.
 import { describe, expect, test } from 'bun:test';
-import { createLogger } from '../src/log.ts';
-import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+import { createLogger } from '../../src/log.ts';
+import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
 
 describe('CORS', () => {
   test('closed by default: no allow-origin header, preflight not approved', async () => {
@@ -10,7 +10,11 @@ describe('CORS', () => {
     const r = await t.call('GET', '/api/v2/instances', undefined, { origin: 'https://evil.example' });
     expect(r.status).toBe(200);
     expect(r.headers.get('access-control-allow-origin')).toBeNull();
-    const pre = await t.call('OPTIONS', '/api/v2/instances', undefined, { origin: 'https://evil.example', 'access-control-request-method': 'DELETE', 'x-api-key': '' });
+    const pre = await t.call('OPTIONS', '/api/v2/instances', undefined, {
+      origin: 'https://evil.example',
+      'access-control-request-method': 'DELETE',
+      'x-api-key': '',
+    });
     expect(pre.headers.get('access-control-allow-origin')).toBeNull();
     expect(pre.headers.get('access-control-allow-methods')).toBeNull();
     await t.close();
@@ -18,11 +22,17 @@ describe('CORS', () => {
 
   test('CORS_ORIGINS lets exactly the listed origins in', async () => {
     const t = createTestGateway({ CORS_ORIGINS: 'https://console.example.com' });
-    const ok = await t.call('OPTIONS', '/api/v2/instances', undefined, { origin: 'https://console.example.com', 'access-control-request-method': 'GET', 'x-api-key': '' });
+    const ok = await t.call('OPTIONS', '/api/v2/instances', undefined, {
+      origin: 'https://console.example.com',
+      'access-control-request-method': 'GET',
+      'x-api-key': '',
+    });
     expect(ok.status).toBe(204);
     expect(ok.headers.get('access-control-allow-origin')).toBe('https://console.example.com');
     expect(ok.headers.get('access-control-allow-headers')).toContain('x-api-key');
-    const other = await t.call('GET', '/api/v2/instances', undefined, { origin: 'https://console.example.com.evil.example' });
+    const other = await t.call('GET', '/api/v2/instances', undefined, {
+      origin: 'https://console.example.com.evil.example',
+    });
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
     await t.close();
   });
@@ -35,7 +45,11 @@ describe('body limits', () => {
     t.app.listen({ port: 0, hostname: '127.0.0.1' });
     const url = `http://127.0.0.1:${t.app.server!.port}/api/v2/access/rules`;
     const post = (replyMessage: string) =>
-      fetch(url, { method: 'POST', headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'deny', criteria: {}, action: 'reply', replyMessage }) });
+      fetch(url, {
+        method: 'POST',
+        headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'deny', criteria: {}, action: 'reply', replyMessage }),
+      });
     const r = await post('x'.repeat(4000));
     expect(r.status).toBe(413);
     expect(((await r.json()) as any).error.code).toBe('PAYLOAD_TOO_LARGE');
@@ -52,23 +66,35 @@ describe('secrets', () => {
     const log = createLogger('debug', { pretty: false, destination: { write: (s: string) => void lines.push(s) } });
     const t = createTestGateway({}, { log });
     const secrets = {
-      evolution_key: 'EVO-SECRET-7f3a9c1d', agent_api_key: 'AGENT-SECRET-51be0e77', admin: ADMIN_KEY,
+      evolution_key: 'EVO-SECRET-7f3a9c1d',
+      agent_api_key: 'AGENT-SECRET-51be0e77',
+      admin: ADMIN_KEY,
     };
     const created = await t.call('POST', '/api/v1/instances', {
-      name: 'leaky', evolution_url: 'https://evo.example.com', evolution_key: secrets.evolution_key,
-      agent_api_url: 'https://agent.example.com/run', agent_api_key: secrets.agent_api_key,
+      name: 'leaky',
+      evolution_url: 'https://evo.example.com',
+      evolution_key: secrets.evolution_key,
+      agent_api_url: 'https://agent.example.com/run',
+      agent_api_key: secrets.agent_api_key,
     });
     expect(created.status).toBe(201);
-    const key = (await t.call('POST', '/api/v2/keys', { name: 'browser', scopes: ['settings:*'] })).body.data.key as string;
+    const key = (await t.call('POST', '/api/v2/keys', { name: 'browser', scopes: ['settings:*'] })).body.data
+      .key as string;
     await t.call('GET', `/api/v2/settings?apiKey=${key}`, undefined, { 'x-api-key': '' });
     await t.call('GET', '/api/v2/instances', undefined, { 'x-api-key': 'sb_WRONG-KEY-should-not-be-logged' });
     const token = new URL(created.body.webhook_url).searchParams.get('token')!;
-    await t.call('POST', `/webhook/evolution/leaky?token=${token}`, { event: 'connection.update', instance: 'leaky', data: { state: 'open' } }, { 'x-api-key': '' });
+    await t.call(
+      'POST',
+      `/webhook/evolution/leaky?token=${token}`,
+      { event: 'connection.update', instance: 'leaky', data: { state: 'open' } },
+      { 'x-api-key': '' },
+    );
     await Bun.sleep(5); // onAfterResponse (the request log line) runs just after the response
     const out = lines.join('');
     expect(out).toContain('"msg":"request"');
     expect(lines.length).toBeGreaterThanOrEqual(4);
-    for (const s of [...Object.values(secrets), key, token, 'sb_WRONG-KEY-should-not-be-logged']) expect(out).not.toContain(s);
+    for (const s of [...Object.values(secrets), key, token, 'sb_WRONG-KEY-should-not-be-logged'])
+      expect(out).not.toContain(s);
     // Responses mask them too.
     const got = await t.call('GET', '/api/v1/instances/leaky');
     const body = JSON.stringify(got.body);
@@ -81,14 +107,35 @@ describe('secrets', () => {
 describe('outbound URLs', () => {
   test('agent and channel URLs must be http(s); hostile schemes are refused and nothing is created', async () => {
     const t = createTestGateway();
-    const hostile = ['javascript:alert(1)', 'file:///etc/passwd', 'ftp://files.example.com/x', 'data:text/html,<script>1</script>', 'gopher://127.0.0.1:6379/_FLUSHALL', 'http://', '//no-scheme.example.com', 'https://'];
+    const hostile = [
+      'javascript:alert(1)',
+      'file:///etc/passwd',
+      'ftp://files.example.com/x',
+      'data:text/html,<script>1</script>',
+      'gopher://127.0.0.1:6379/_FLUSHALL',
+      'http://',
+      '//no-scheme.example.com',
+      'https://',
+    ];
     for (const url of hostile) {
-      const a = await t.call('POST', '/api/v1/instances', { name: 'hostile-agent', channel: 'api', agent_api_url: url });
+      const a = await t.call('POST', '/api/v1/instances', {
+        name: 'hostile-agent',
+        channel: 'api',
+        agent_api_url: url,
+      });
       expect(a.status).toBe(400);
       expect(a.body.error.code).toBe('VALIDATION_ERROR');
-      const e = await t.call('POST', '/api/v1/instances', { name: 'hostile-evo', evolution_url: url, evolution_key: 'k' });
+      const e = await t.call('POST', '/api/v1/instances', {
+        name: 'hostile-evo',
+        evolution_url: url,
+        evolution_key: 'k',
+      });
       expect(e.status).toBe(400);
-      const d = await t.call('POST', '/api/v2/instances', { name: 'hostile-discord', channel: 'discord', channelConfig: { discordBotToken: 't', discordApiUrl: url } });
+      const d = await t.call('POST', '/api/v2/instances', {
+        name: 'hostile-discord',
+        channel: 'discord',
+        channelConfig: { discordBotToken: 't', discordApiUrl: url },
+      });
       expect(d.status).toBe(400);
     }
     expect(t.gw.instances.list()).toHaveLength(0);
@@ -99,7 +146,11 @@ describe('outbound URLs', () => {
 describe('webhook token visibility', () => {
   test('read-only keys see the webhook URL with the token masked; writers see it in full', async () => {
     const t = createTestGateway();
-    const created = await t.call('POST', '/api/v1/instances', { name: 'wh', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-000000' });
+    const created = await t.call('POST', '/api/v1/instances', {
+      name: 'wh',
+      evolution_url: 'https://evolution.example.com',
+      evolution_key: 'EVO-KEY-000000',
+    });
     const secret = new URL(created.body.webhook_url).searchParams.get('token')!;
     expect(secret.length).toBeGreaterThan(10);
     const { key: reader } = t.gw.keys.create({ name: 'reader', scopes: ['instances:read'] });
@@ -118,8 +169,17 @@ describe('webhook token visibility', () => {
 describe('keys restricted to instances and shared state', () => {
   test('cannot change global settings, read the cluster, or make their instance the default', async () => {
     const t = createTestGateway();
-    await t.call('POST', '/api/v1/instances', { name: 'mine', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-000000' });
-    await t.call('POST', '/api/v1/instances', { name: 'theirs', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-000001', is_default: true });
+    await t.call('POST', '/api/v1/instances', {
+      name: 'mine',
+      evolution_url: 'https://evolution.example.com',
+      evolution_key: 'EVO-KEY-000000',
+    });
+    await t.call('POST', '/api/v1/instances', {
+      name: 'theirs',
+      evolution_url: 'https://evolution.example.com',
+      evolution_key: 'EVO-KEY-000001',
+      is_default: true,
+    });
     const mine = t.gw.instances.getByName('mine')!;
     const { key } = t.gw.keys.create({ name: 'tenant', scopes: ['*'], instanceIds: [mine.id] });
     const as = (method: string, path: string, body?: unknown) => t.call(method, path, body, { 'x-api-key': key });
@@ -141,18 +201,33 @@ describe('secrets and changed endpoints', () => {
   test('a stored secret is never carried to a new endpoint: it must be given again with the new URL', async () => {
     const t = createTestGateway();
     await t.call('POST', '/api/v1/instances', {
-      name: 'moved', evolution_url: 'https://evolution.example.com', evolution_key: 'EVO-KEY-SECRET-1', agent_api_url: 'https://agent.example.com/run', agent_api_key: 'AGENT-KEY-SECRET-1',
+      name: 'moved',
+      evolution_url: 'https://evolution.example.com',
+      evolution_key: 'EVO-KEY-SECRET-1',
+      agent_api_url: 'https://agent.example.com/run',
+      agent_api_key: 'AGENT-KEY-SECRET-1',
     });
     // Repointing Evolution without the key is refused with a clear reason, and nothing changes.
-    const moved = await t.call('PATCH', '/api/v2/instances/moved', { channelConfig: { evolutionUrl: 'https://attacker.example.net' } });
+    const moved = await t.call('PATCH', '/api/v2/instances/moved', {
+      channelConfig: { evolutionUrl: 'https://attacker.example.net' },
+    });
     expect(moved.status).toBe(400);
     expect(moved.body.error.details[0]).toMatchObject({ field: 'evolution_key' });
     expect(moved.body.error.details[0].problem).toContain('evolution_url changes');
     expect(t.gw.instances.getByName('moved')!.config.evolution_url).toBe('https://evolution.example.com');
     // With the key given again it is accepted.
-    expect((await t.call('PATCH', '/api/v2/instances/moved', { channelConfig: { evolutionUrl: 'https://evo2.example.com', evolutionKey: 'EVO-KEY-SECRET-2' } })).status).toBe(200);
+    expect(
+      (
+        await t.call('PATCH', '/api/v2/instances/moved', {
+          channelConfig: { evolutionUrl: 'https://evo2.example.com', evolutionKey: 'EVO-KEY-SECRET-2' },
+        })
+      ).status,
+    ).toBe(200);
     // The guide's v1 PUT that only changes agent_api_url still works; the old agent key is not kept for the new URL.
-    const put = await t.call('PUT', '/api/v1/instances/moved', { agent_timeout: 150, agent_api_url: 'http://localhost:8887' });
+    const put = await t.call('PUT', '/api/v1/instances/moved', {
+      agent_timeout: 150,
+      agent_api_url: 'http://localhost:8887',
+    });
     expect(put.status).toBe(200);
     expect(put.body.agent_api_key).toBeNull();
     expect(t.gw.instances.getByName('moved')!.agent.apiKey).toBeNull();

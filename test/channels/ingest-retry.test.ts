@@ -2,18 +2,24 @@
 // injected clock) instead of dropping a message the platform already considers delivered, and a
 // retrying message is not overtaken by the next one.
 import { describe, expect, test } from 'bun:test';
-import { VirtualClock } from '../actors/runtime/virtual-clock.ts';
-import { openDatabase } from '../db/open.ts';
-import { INGEST_RETRY_DELAYS_MS, OrderedIngest, ingestWithRetry } from '../src/channels/ingest-retry.ts';
-import type { AdapterContext, InboundMessage, IngestResult } from '../src/channels/types.ts';
-import { BaileysAdapter } from '../src/channels/whatsapp/adapter.ts';
-import { silentLogger } from '../src/log.ts';
-import type { Instance } from '../src/services/instance-types.ts';
-import { OverloadedError } from '../src/services/inbox.ts';
-import { fakeSocketFactory } from './fakes/baileys-socket.ts';
+import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
+import { openDatabase } from '../../db/open.ts';
+import { INGEST_RETRY_DELAYS_MS, ingestWithRetry, OrderedIngest } from '../../src/channels/ingest-retry.ts';
+import type { AdapterContext, InboundMessage, IngestResult } from '../../src/channels/types.ts';
+import { BaileysAdapter } from '../../src/channels/whatsapp/adapter.ts';
+import { silentLogger } from '../../src/log.ts';
+import { OverloadedError } from '../../src/services/inbox.ts';
+import type { Instance } from '../../src/services/instance-types.ts';
+import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
 
 const msg = (id: string): InboundMessage => ({
-  instanceId: 'i1', providerMessageId: id, chat: { chatId: 'c', kind: 'direct' }, sender: { id: 'u' }, text: id, contentType: 'text', timestamp: 0,
+  instanceId: 'i1',
+  providerMessageId: id,
+  chat: { chatId: 'c', kind: 'direct' },
+  sender: { id: 'u' },
+  text: id,
+  contentType: 'text',
+  timestamp: 0,
 });
 
 /** An inbox that refuses the first `refusals` writes with OverloadedError. */
@@ -61,7 +67,12 @@ describe('ingestWithRetry', () => {
     expect(failure).toBeInstanceOf(OverloadedError);
 
     let calls = 0;
-    const broken = { ingest: async () => { calls++; throw new Error('disk full'); } };
+    const broken = {
+      ingest: async () => {
+        calls++;
+        throw new Error('disk full');
+      },
+    };
     await expect(ingestWithRetry(broken, msg('b'), { clock })).rejects.toThrow('disk full');
     expect(calls).toBe(1);
   });
@@ -81,17 +92,35 @@ describe('Baileys adapter under an overloaded inbox', () => {
   test('messages.upsert during an overload is stored after retries, in order, none dropped', async () => {
     const db = openDatabase(':memory:');
     const now = new Date().toISOString();
-    db.query(`INSERT INTO instances (id, seq, name, channel, webhook_secret, created_at, updated_at) VALUES ('wa-1', 1, 'wa-1', 'whatsapp-baileys', 's', ?, ?)`).run(now, now);
+    db.query(
+      `INSERT INTO instances (id, seq, name, channel, webhook_secret, created_at, updated_at) VALUES ('wa-1', 1, 'wa-1', 'whatsapp-baileys', 's', ?, ?)`,
+    ).run(now, now);
     const clock = new VirtualClock();
     const sockets = fakeSocketFactory();
     const inbox = flakyInbox(3);
-    const instance = { id: 'wa-1', seq: 1, name: 'wa-1', channel: 'whatsapp-baileys', isActive: true, isDefault: false, config: {}, settings: { replyMode: 'final', errorReply: null, accessMode: 'disabled', maxTextLength: null }, webhookSecret: 's', status: 'disconnected', statusReason: null } as unknown as Instance;
+    const instance = {
+      id: 'wa-1',
+      seq: 1,
+      name: 'wa-1',
+      channel: 'whatsapp-baileys',
+      isActive: true,
+      isDefault: false,
+      config: {},
+      settings: { replyMode: 'final', errorReply: null, accessMode: 'disabled', maxTextLength: null },
+      webhookSecret: 's',
+      status: 'disconnected',
+      statusReason: null,
+    } as unknown as Instance;
     const ctx: AdapterContext = { instance, log: silentLogger, ingest: (m) => inbox.ingest(m), setStatus() {} };
     const adapter = new BaileysAdapter({ db, clock, socketFactory: sockets.factory, random: () => 0.5 });
     await adapter.start(ctx);
     const sock = sockets.last();
     sock.emitOpen();
-    const wa = (id: string) => ({ key: { remoteJid: '5511900000001@s.whatsapp.net', id, fromMe: false }, messageTimestamp: 1, message: { conversation: id } });
+    const wa = (id: string) => ({
+      key: { remoteJid: '5511900000001@s.whatsapp.net', id, fromMe: false },
+      messageTimestamp: 1,
+      message: { conversation: id },
+    });
     sock.emitMessages([wa('W1'), wa('W2')]);
     sock.emitMessages([wa('W3')]);
     for (let i = 0; i < 10 && inbox.stored.length < 3; i++) await clock.advance(1000);

@@ -1,10 +1,10 @@
 // The crash matrix: for every named crash point, the real gateway process runs under load,
 // SIGKILLs itself at that point, is restarted on the same database, and the history of the run
-// must satisfy every guarantee (test/history.ts). SWITCHBOARD_SOAK=1 runs more load and more
+// must satisfy every guarantee (test/chaos/history.ts). SWITCHBOARD_SOAK=1 runs more load and more
 // crash passes per point.
 import { afterEach, describe, expect, test } from 'bun:test';
-import { checkHistory } from '../history.ts';
 import { ChaosRun, pool, replyFor } from './harness.ts';
+import { checkHistory } from './history.ts';
 
 const SOAK = process.env.SWITCHBOARD_SOAK === '1';
 const CHATS = SOAK ? 20 : 6;
@@ -31,7 +31,9 @@ afterEach(async () => {
 
 function messages() {
   const all: Array<{ id: string; chat: string; text: string }> = [];
-  for (let i = 0; i < PER_CHAT; i++) for (let c = 0; c < CHATS; c++) all.push({ id: `M-${c}-${i}`, chat: `1555000${String(c).padStart(4, '0')}`, text: `chat ${c} message ${i}` });
+  for (let i = 0; i < PER_CHAT; i++)
+    for (let c = 0; c < CHATS; c++)
+      all.push({ id: `M-${c}-${i}`, chat: `1555000${String(c).padStart(4, '0')}`, text: `chat ${c} message ${i}` });
   return all;
 }
 
@@ -61,7 +63,9 @@ describe('crash matrix', () => {
       await second.stop();
       run.collect();
       const result = checkHistory(run.history.events, { replyFor, crashPoint: point, maxRssBytes: 400 * 2 ** 20 });
-      console.log(`${point}: ${JSON.stringify({ ...result.stats, maxRssMiB: Math.round(result.stats.maxRssBytes / 2 ** 20), maxRssBytes: undefined })} in ${Date.now() - started} ms`);
+      console.log(
+        `${point}: ${JSON.stringify({ ...result.stats, maxRssMiB: Math.round(result.stats.maxRssBytes / 2 ** 20), maxRssBytes: undefined })} in ${Date.now() - started} ms`,
+      );
       expect(result.violations).toEqual([]);
       expect(result.stats.acked).toBe(msgs.length);
       expect(result.stats.completed).toBe(msgs.length);

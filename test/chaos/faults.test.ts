@@ -1,9 +1,9 @@
 // Fault injection without crashes: a redelivery storm, agents that cut their stream or answer
 // 5xx, and a flooded conversation next to 1,000 quiet ones (a slow WebSocket subscriber is in
-// slow-subscriber.test.ts). Every run is checked by the history checker (test/history.ts).
+// slow-subscriber.test.ts). Every run is checked by the history checker (test/chaos/history.ts).
 import { afterEach, describe, expect, test } from 'bun:test';
-import { checkHistory } from '../history.ts';
 import { replyFor, until } from './harness.ts';
+import { checkHistory } from './history.ts';
 import { inProcess } from './inprocess.ts';
 
 let env: Awaited<ReturnType<typeof inProcess>> | null = null;
@@ -25,7 +25,11 @@ function shuffle<T>(a: T[]): T[] {
 describe('faults', () => {
   test('redelivery storm: each webhook 1–5×, shuffled, concurrent → exactly one agent run and one reply each', async () => {
     env = await inProcess();
-    const msgs = Array.from({ length: SOAK ? 400 : 80 }, (_, i) => ({ id: `S-${i}`, chat: `1444${i % 8}`, text: `storm ${i}` }));
+    const msgs = Array.from({ length: SOAK ? 400 : 80 }, (_, i) => ({
+      id: `S-${i}`,
+      chat: `1444${i % 8}`,
+      text: `storm ${i}`,
+    }));
     const deliveries = shuffle(msgs.flatMap((m) => Array.from({ length: 1 + Math.floor(Math.random() * 5) }, () => m)));
     const e = env;
     await Promise.all(deliveries.map((m) => e.post(m.id, m.chat, m.text)));
@@ -59,7 +63,10 @@ describe('faults', () => {
     await until(() => e.open() === 0, 15_000);
     e.collect();
     // Retries are repeated calls within one process lifetime: check those separately from the checker's rule.
-    const r = checkHistory(e.history.events.filter((x) => x.type !== 'call'), { replyFor });
+    const r = checkHistory(
+      e.history.events.filter((x) => x.type !== 'call'),
+      { replyFor },
+    );
     expect(r.violations).toEqual([]);
     expect(r.stats.completed).toBe(30);
     expect(r.stats.sends).toBe(30);
@@ -88,11 +95,13 @@ describe('faults', () => {
     /** One message to each quiet chat at once; each one's latency from post to reply, sorted. */
     const quietRound = async (tag: string) => {
       const posted = new Map<string, number>();
-      await Promise.all(Array.from({ length: QUIET }, async (_, c) => {
-        const text = `${tag} ${c}`;
-        posted.set(replyFor(text), Date.now());
-        await e.post(`${tag}-${c}`, `1222${c}`, text);
-      }));
+      await Promise.all(
+        Array.from({ length: QUIET }, async (_, c) => {
+          const text = `${tag} ${c}`;
+          posted.set(replyFor(text), Date.now());
+          await e.post(`${tag}-${c}`, `1222${c}`, text);
+        }),
+      );
       await until(() => {
         const at = indexSent();
         return [...posted.keys()].every((t) => at.has(t));

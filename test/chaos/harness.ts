@@ -5,9 +5,9 @@ import { Database } from 'bun:sqlite';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startFakeAgent, type FakeAgent, type FakeBehaviour } from '../fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from '../fakes/evolution.ts';
-import { History } from '../history.ts';
+import { type FakeAgent, type FakeBehaviour, startFakeAgent } from '../fakes/agents.ts';
+import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
+import { History } from './history.ts';
 
 const ROOT = join(import.meta.dir, '..', '..');
 export const CHAOS_KEY = 'chaos-admin-key-0123456789abcdef';
@@ -44,7 +44,10 @@ export class ChaosRun {
   private epoch = -1;
   current: GatewayProcess | null = null;
 
-  constructor(readonly name: string, readonly env: Record<string, string> = {}) {
+  constructor(
+    readonly name: string,
+    readonly env: Record<string, string> = {},
+  ) {
     this.history = new History(join(this.dir, 'history.jsonl'));
   }
 
@@ -59,9 +62,17 @@ export class ChaosRun {
     const proc = Bun.spawn([process.execPath, 'src/main.ts'], {
       cwd: ROOT,
       env: {
-        ...process.env, DATABASE_PATH: this.dbPath, PORT: String(this.port), HOST: '127.0.0.1', SWITCHBOARD_API_KEY: CHAOS_KEY,
-        LOG_LEVEL: 'warn', PIPELINE_RETRY_BASE_MS: '20', PIPELINE_RETRY_MAX_MS: '200', ACTOR_IDLE_MS: '100',
-        ...this.env, ...(crashAt ? { SWITCHBOARD_CRASH_AT: crashAt } : { SWITCHBOARD_CRASH_AT: '' }),
+        ...process.env,
+        DATABASE_PATH: this.dbPath,
+        PORT: String(this.port),
+        HOST: '127.0.0.1',
+        SWITCHBOARD_API_KEY: CHAOS_KEY,
+        LOG_LEVEL: 'warn',
+        PIPELINE_RETRY_BASE_MS: '20',
+        PIPELINE_RETRY_MAX_MS: '200',
+        ACTOR_IDLE_MS: '100',
+        ...this.env,
+        ...(crashAt ? { SWITCHBOARD_CRASH_AT: crashAt } : { SWITCHBOARD_CRASH_AT: '' }),
       },
       stdout: 'ignore',
       stderr: 'pipe',
@@ -80,12 +91,19 @@ export class ChaosRun {
     }, 100);
     const exited = proc.exited.then((code) => {
       clearInterval(rssTimer);
-      const r = { signal: proc.signalCode == null ? null : String(proc.signalCode), code: proc.signalCode ? null : code };
+      const r = {
+        signal: proc.signalCode == null ? null : String(proc.signalCode),
+        code: proc.signalCode ? null : code,
+      };
       this.history.add({ src: 'harness', type: 'exit', epoch, signal: r.signal, code: r.code, at: Date.now() });
       return r;
     });
     const g: GatewayProcess = {
-      proc, url: this.url, epoch, exited, stderr: () => errText,
+      proc,
+      url: this.url,
+      epoch,
+      exited,
+      stderr: () => errText,
       async stop() {
         proc.kill('SIGTERM');
         await exited;
@@ -112,8 +130,13 @@ export class ChaosRun {
       method: 'POST',
       headers: { 'x-api-key': CHAOS_KEY, 'content-type': 'application/json' },
       body: JSON.stringify({
-        name: 'bot', evolution_url: this.evo.url, evolution_key: this.evo.apikey, agent_api_url: this.agent.url,
-        agent_type: 'agui', agent_timeout: 10, ...extra,
+        name: 'bot',
+        evolution_url: this.evo.url,
+        evolution_key: this.evo.apikey,
+        agent_api_url: this.agent.url,
+        agent_type: 'agui',
+        agent_timeout: 10,
+        ...extra,
       }),
     });
     const body = (await res.json()) as { webhook_url: string };
@@ -140,12 +163,23 @@ export class ChaosRun {
       this.history.add({ src: 'load', type: 'post', id, chat, text, at: Date.now() });
       try {
         const res = await fetch(`${this.url}/webhook/evolution/bot?token=${this.token}`, {
-          method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(5000),
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body,
+          signal: AbortSignal.timeout(5000),
         });
         const json = (await res.json().catch(() => ({}))) as { status?: string; trace_id?: string | null };
-        this.history.add({ src: 'load', type: 'ack', id, http: res.status, status: json.status ?? 'error', traceId: json.trace_id ?? null, at: Date.now() });
+        this.history.add({
+          src: 'load',
+          type: 'ack',
+          id,
+          http: res.status,
+          status: json.status ?? 'error',
+          traceId: json.trace_id ?? null,
+          at: Date.now(),
+        });
         if (res.status === 200) return;
-      } catch (err) {
+      } catch (_err) {
         this.history.add({ src: 'load', type: 'ack', id, http: 0, status: 'error', traceId: null, at: Date.now() });
       }
       if (Date.now() > end) throw new Error(`webhook ${id} never acked`);
@@ -158,9 +192,11 @@ export class ChaosRun {
     const db = new Database(this.dbPath);
     try {
       await until(() => {
-        const r = db.query<{ total: number; open: number }, []>(
-          "SELECT COUNT(*) AS total, COALESCE(SUM(status IN ('pending','processing')), 0) AS open FROM inbox",
-        ).get()!;
+        const r = db
+          .query<{ total: number; open: number }, []>(
+            "SELECT COUNT(*) AS total, COALESCE(SUM(status IN ('pending','processing')), 0) AS open FROM inbox",
+          )
+          .get()!;
         return r.total >= expected && r.open === 0;
       }, timeoutMs);
     } finally {
@@ -170,24 +206,51 @@ export class ChaosRun {
 
   /** Appends the stand-ins' records and the gateway's own view (from its database) to the history. */
   collect(): void {
-    for (const r of this.agent.requests) this.history.add({ src: 'agent', type: 'call', key: r.idempotencyKey, message: r.message, at: r.at });
-    for (const s of this.evo.sent) this.history.add({ src: 'channel', type: 'send', number: s.number, text: s.text, at: s.at });
+    for (const r of this.agent.requests)
+      this.history.add({ src: 'agent', type: 'call', key: r.idempotencyKey, message: r.message, at: r.at });
+    for (const s of this.evo.sent)
+      this.history.add({ src: 'channel', type: 'send', number: s.number, text: s.text, at: s.at });
     const db = new Database(this.dbPath);
     try {
-      const rows = db.query<{ id: string; provider_message_id: string; conversation_id: string; seq: number; status: string; response_text: string | null; possible_duplicate: number; attempts: number; runs: number }, []>(
-        `SELECT i.id, i.provider_message_id, i.conversation_id, i.seq, i.status, i.response_text, i.possible_duplicate, i.attempts,
+      const rows = db
+        .query<
+          {
+            id: string;
+            provider_message_id: string;
+            conversation_id: string;
+            seq: number;
+            status: string;
+            response_text: string | null;
+            possible_duplicate: number;
+            attempts: number;
+            runs: number;
+          },
+          []
+        >(
+          `SELECT i.id, i.provider_message_id, i.conversation_id, i.seq, i.status, i.response_text, i.possible_duplicate, i.attempts,
                 (SELECT COUNT(*) FROM trace_steps s WHERE s.trace_id = i.id AND s.step = 'agent_called' AND s.status = 'success') AS runs
          FROM inbox i ORDER BY i.seq`,
-      ).all();
+        )
+        .all();
       for (const r of rows) {
         this.history.add({
-          src: 'gateway', type: 'trace', traceId: r.id, providerId: r.provider_message_id, conversationId: r.conversation_id, seq: r.seq,
-          status: r.status, responseText: r.response_text, possibleDuplicate: r.possible_duplicate, agentRuns: r.runs, attempts: r.attempts,
+          src: 'gateway',
+          type: 'trace',
+          traceId: r.id,
+          providerId: r.provider_message_id,
+          conversationId: r.conversation_id,
+          seq: r.seq,
+          status: r.status,
+          responseText: r.response_text,
+          possibleDuplicate: r.possible_duplicate,
+          agentRuns: r.runs,
+          attempts: r.attempts,
         });
       }
-      const one = (sql: string) => (db.query<{ n: number }, []>(sql).get()!).n;
+      const one = (sql: string) => db.query<{ n: number }, []>(sql).get()!.n;
       this.history.add({
-        src: 'gateway', type: 'summary',
+        src: 'gateway',
+        type: 'summary',
         inboxUnfinished: one("SELECT COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing')"),
         outboxSending: one("SELECT COUNT(*) AS n FROM outbox WHERE status = 'sending'"),
         deadLetters: one('SELECT COUNT(*) AS n FROM dead_letters'),
@@ -198,7 +261,8 @@ export class ChaosRun {
   }
 
   async dispose(keepFiles = false): Promise<void> {
-    if (this.current && this.current.proc.exitCode === null && this.current.proc.signalCode === null) this.current.proc.kill('SIGKILL');
+    if (this.current && this.current.proc.exitCode === null && this.current.proc.signalCode === null)
+      this.current.proc.kill('SIGKILL');
     await this.current?.exited;
     await this.evo?.stop();
     await this.agent?.stop();
@@ -210,7 +274,12 @@ export function upsert(id: string, chat: string, text: string) {
   return {
     event: 'messages.upsert',
     instance: 'bot',
-    data: { key: { remoteJid: `${chat}@s.whatsapp.net`, fromMe: false, id }, pushName: 'Load', messageTimestamp: 1765375800, message: { conversation: text } },
+    data: {
+      key: { remoteJid: `${chat}@s.whatsapp.net`, fromMe: false, id },
+      pushName: 'Load',
+      messageTimestamp: 1765375800,
+      message: { conversation: text },
+    },
   };
 }
 
@@ -226,7 +295,9 @@ export async function until(cond: () => boolean | Promise<boolean>, ms: number):
 /** Runs fn over items with at most `n` in flight. */
 export async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }

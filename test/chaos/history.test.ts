@@ -12,14 +12,32 @@ function goodRun(): HistoryEvent[] {
     ev.push({ src: 'load', type: 'ack', id, http: 200, status: 'received', traceId: `tr${i}`, at: 2 });
     ev.push({ src: 'agent', type: 'call', key: `k${i}`, message: `t${i}`, at: 3 + i });
     ev.push({ src: 'channel', type: 'send', number: '1', text: `echo: t${i}`, at: 4 + i });
-    ev.push({ src: 'gateway', type: 'trace', traceId: `tr${i}`, providerId: id, conversationId: 'c', seq: i + 1, status: 'completed', responseText: `echo: t${i}`, possibleDuplicate: 0, agentRuns: 1, attempts: 0 });
+    ev.push({
+      src: 'gateway',
+      type: 'trace',
+      traceId: `tr${i}`,
+      providerId: id,
+      conversationId: 'c',
+      seq: i + 1,
+      status: 'completed',
+      responseText: `echo: t${i}`,
+      possibleDuplicate: 0,
+      agentRuns: 1,
+      attempts: 0,
+    });
   }
   ev.push({ src: 'gateway', type: 'summary', inboxUnfinished: 0, outboxSending: 0, deadLetters: 0 });
   return ev;
 }
 
 const violations = (ev: HistoryEvent[], crash = false) => {
-  if (crash) ev.splice(1, 0, { src: 'harness', type: 'exit', epoch: 0, signal: 'SIGKILL', code: null, at: 2 }, { src: 'harness', type: 'start', epoch: 1, crashAt: null, at: 4 });
+  if (crash)
+    ev.splice(
+      1,
+      0,
+      { src: 'harness', type: 'exit', epoch: 0, signal: 'SIGKILL', code: null, at: 2 },
+      { src: 'harness', type: 'start', epoch: 1, crashAt: null, at: 4 },
+    );
   return checkHistory(ev, { replyFor, maxRssBytes: 1000 }).violations;
 };
 
@@ -38,7 +56,8 @@ describe('history checker', () => {
   test('order: replies out of inbox order', () => {
     const ev = goodRun();
     const sends = ev.filter((e) => e.type === 'send');
-    const i0 = ev.indexOf(sends[0]!), i2 = ev.indexOf(sends[2]!);
+    const i0 = ev.indexOf(sends[0]!),
+      i2 = ev.indexOf(sends[2]!);
     [ev[i0], ev[i2]] = [ev[i2]!, ev[i0]!];
     expect(violations(ev).join()).toContain('order: in chat 1');
   });

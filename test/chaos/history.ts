@@ -22,8 +22,17 @@ export type HistoryEvent =
   | { src: 'harness'; type: 'rss'; epoch: number; bytes: number; at: number }
   /** The gateway's view after the run (from its database). */
   | {
-      src: 'gateway'; type: 'trace'; traceId: string; providerId: string; conversationId: string; seq: number;
-      status: string; responseText: string | null; possibleDuplicate: number; agentRuns: number; attempts: number;
+      src: 'gateway';
+      type: 'trace';
+      traceId: string;
+      providerId: string;
+      conversationId: string;
+      seq: number;
+      status: string;
+      responseText: string | null;
+      possibleDuplicate: number;
+      agentRuns: number;
+      attempts: number;
     }
   | { src: 'gateway'; type: 'summary'; inboxUnfinished: number; outboxSending: number; deadLetters: number };
 
@@ -34,10 +43,13 @@ export class History {
   }
   add(e: HistoryEvent): void {
     this.events.push(e);
-    if (this.path) appendFileSync(this.path, JSON.stringify(e) + '\n');
+    if (this.path) appendFileSync(this.path, `${JSON.stringify(e)}\n`);
   }
   static load(path: string): HistoryEvent[] {
-    return readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as HistoryEvent);
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as HistoryEvent);
   }
 }
 
@@ -95,7 +107,13 @@ export function checkHistory(events: HistoryEvent[], opts: CheckOptions): CheckR
   let summary: Extract<HistoryEvent, { type: 'summary' }> | null = null;
   for (const e of events) {
     if (e.src === 'load' && e.type === 'post') posts.set(e.id, { chat: e.chat, text: e.text });
-    else if (e.src === 'load' && e.type === 'ack' && e.http === 200 && (e.status === 'received' || e.status === 'duplicate')) acked.set(e.id, e.status);
+    else if (
+      e.src === 'load' &&
+      e.type === 'ack' &&
+      e.http === 200 &&
+      (e.status === 'received' || e.status === 'duplicate')
+    )
+      acked.set(e.id, e.status);
     else if (e.type === 'trace') traces.set(e.providerId, e);
     else if (e.type === 'send') sends.push(e);
     else if (e.type === 'call') calls.push(e);
@@ -141,16 +159,19 @@ export function checkHistory(events: HistoryEvent[], opts: CheckOptions): CheckR
     committedRuns += t.agentRuns;
     counted += t.possibleDuplicate;
     if (t.agentRuns !== 1) v.push(`duplicate effect: ${id} has ${t.agentRuns} committed agent runs`);
-    if (t.responseText !== opts.replyFor(posts.get(id)!.text)) v.push(`${id}: committed reply ${JSON.stringify(t.responseText)} is not the agent's`);
+    if (t.responseText !== opts.replyFor(posts.get(id)!.text))
+      v.push(`${id}: committed reply ${JSON.stringify(t.responseText)} is not the agent's`);
     const n = sendsById.get(id)?.length ?? 0;
     if (n === 0) v.push(`loss: ${id} completed but its reply never reached the channel`);
     if (n > 1) {
       duplicateSends += n - 1;
-      if (n - 1 > t.possibleDuplicate) v.push(`uncounted duplicate: ${id} sent ${n}× but possible_duplicate = ${t.possibleDuplicate}`);
+      if (n - 1 > t.possibleDuplicate)
+        v.push(`uncounted duplicate: ${id} sent ${n}× but possible_duplicate = ${t.possibleDuplicate}`);
       if (crashes === 0) v.push(`duplicate send without a crash: ${id} sent ${n}×`);
     }
   }
-  for (const id of sendsById.keys()) if (!acked.has(id) && !traces.has(id)) v.push(`reply sent for ${id}, which the gateway never stored`);
+  for (const id of sendsById.keys())
+    if (!acked.has(id) && !traces.has(id)) v.push(`reply sent for ${id}, which the gateway never stored`);
 
   // Order: per chat, first copies in seq order.
   const lastSeq = new Map<string, { seq: number; id: string }>();
@@ -162,7 +183,10 @@ export function checkHistory(events: HistoryEvent[], opts: CheckOptions): CheckR
     const seq = traces.get(id)?.seq;
     if (seq === undefined) continue;
     const prev = lastSeq.get(s.number);
-    if (prev && prev.seq > seq) v.push(`order: in chat ${s.number} reply to ${id} (seq ${seq}) arrived after reply to ${prev.id} (seq ${prev.seq})`);
+    if (prev && prev.seq > seq)
+      v.push(
+        `order: in chat ${s.number} reply to ${id} (seq ${seq}) arrived after reply to ${prev.id} (seq ${prev.seq})`,
+      );
     lastSeq.set(s.number, { seq, id });
   }
 
@@ -183,7 +207,8 @@ export function checkHistory(events: HistoryEvent[], opts: CheckOptions): CheckR
     perEpoch.set(k, (perEpoch.get(k) ?? 0) + 1);
     perId.set(id, (perId.get(id) ?? 0) + 1);
   }
-  for (const [k, n] of perEpoch) if (n > 1) v.push(`agent called ${n}× for ${k.split('#')[0]} within one process lifetime`);
+  for (const [k, n] of perEpoch)
+    if (n > 1) v.push(`agent called ${n}× for ${k.split('#')[0]} within one process lifetime`);
   let repeated = 0;
   for (const n of perId.values()) if (n > 1) repeated += n - 1;
   if (crashes === 0 && repeated > 0) v.push(`${repeated} repeated agent calls without a crash`);
@@ -192,13 +217,24 @@ export function checkHistory(events: HistoryEvent[], opts: CheckOptions): CheckR
     if (summary.inboxUnfinished !== 0) v.push(`resources: ${summary.inboxUnfinished} inbox rows left unfinished`);
     if (summary.outboxSending !== 0) v.push(`resources: ${summary.outboxSending} outbox parts left 'sending'`);
   } else v.push('no gateway summary in the history');
-  if (opts.maxRssBytes !== undefined && maxRss > opts.maxRssBytes) v.push(`resources: RSS reached ${(maxRss / 2 ** 20).toFixed(0)} MiB > ${(opts.maxRssBytes / 2 ** 20).toFixed(0)} MiB`);
+  if (opts.maxRssBytes !== undefined && maxRss > opts.maxRssBytes)
+    v.push(
+      `resources: RSS reached ${(maxRss / 2 ** 20).toFixed(0)} MiB > ${(opts.maxRssBytes / 2 ** 20).toFixed(0)} MiB`,
+    );
 
   return {
     violations: v,
     stats: {
-      acked: acked.size, completed, sends: sends.length, duplicateSends, possibleDuplicateCounted: counted,
-      agentCalls: calls.length, repeatedAgentCalls: repeated, committedRuns, crashes, maxRssBytes: maxRss,
+      acked: acked.size,
+      completed,
+      sends: sends.length,
+      duplicateSends,
+      possibleDuplicateCounted: counted,
+      agentCalls: calls.length,
+      repeatedAgentCalls: repeated,
+      committedRuns,
+      crashes,
+      maxRssBytes: maxRss,
     },
   };
 }

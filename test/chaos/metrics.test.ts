@@ -19,7 +19,8 @@ function samples(text: string): Map<string, number> {
   }
   return m;
 }
-const sum = (s: Map<string, number>, prefix: string) => [...s].filter(([k]) => k === prefix || k.startsWith(prefix + '{')).reduce((a, [, v]) => a + v, 0);
+const sum = (s: Map<string, number>, prefix: string) =>
+  [...s].filter(([k]) => k === prefix || k.startsWith(`${prefix}{`)).reduce((a, [, v]) => a + v, 0);
 
 test('/metrics exposes inbox, backlog, actors, agent, send, retries, dead letters, sheds, dedupe, reconnects, WebSocket families, and they move', async () => {
   env = await inProcess({}, { CONVERSATION_BACKLOG_LIMIT: '3', PIPELINE_MAX_ATTEMPTS: '2' });
@@ -44,7 +45,13 @@ test('/metrics exposes inbox, backlog, actors, agent, send, retries, dead letter
 
   // One message fails twice (503) and is dead-lettered; one fails once and is retried.
   e.agent.setBehaviour({ latencyMs: 0 });
-  e.agent.plan((req) => (req.message === 'dead' ? { status: 503 } : req.message === 'flaky' && e.agent.requests.filter((r) => r.message === 'flaky').length === 1 ? { status: 503 } : undefined));
+  e.agent.plan((req) =>
+    req.message === 'dead'
+      ? { status: 503 }
+      : req.message === 'flaky' && e.agent.requests.filter((r) => r.message === 'flaky').length === 1
+        ? { status: 503 }
+        : undefined,
+  );
   await e.post('D-1', '15550002', 'dead');
   await e.post('R-1', '15550003', 'flaky');
   await until(() => e.open() === 0, 10_000);
@@ -74,7 +81,13 @@ test('/metrics exposes inbox, backlog, actors, agent, send, retries, dead letter
   expect(s1.get('switchboard_inbox_oldest_age_seconds')).toBe(0);
   expect(sum(s1, 'switchboard_conversation_backlog_count')).toBe(0);
   // Families present even when idle.
-  for (const f of ['switchboard_actors', 'switchboard_ws_clients', 'switchboard_ws_resyncs_total', 'switchboard_overloaded_total', 'switchboard_agent_permits_in_use']) {
+  for (const f of [
+    'switchboard_actors',
+    'switchboard_ws_clients',
+    'switchboard_ws_resyncs_total',
+    'switchboard_overloaded_total',
+    'switchboard_agent_permits_in_use',
+  ]) {
     expect(before.body).toContain(`# TYPE ${f} `);
   }
   expect(sum(s1, 'switchboard_actors{state="active"}')).toBeGreaterThanOrEqual(1);

@@ -6,10 +6,11 @@
 // would notice is checked: every message still gets exactly one reply in order (history checker),
 // the fast client still sees every reply delta by delta, the gateway's memory stays bounded, the
 // pipeline is not slowed down, and the slow client ends up with every reply's final text anyway.
-import net from 'node:net';
+
 import { afterEach, expect, test } from 'bun:test';
-import { checkHistory } from '../history.ts';
+import net from 'node:net';
 import { CHAOS_KEY, ChaosRun, pool, replyFor, until } from './harness.ts';
+import { checkHistory } from './history.ts';
 
 // 1,800 replies per phase: below the 2,000 finished turns the hub keeps for lagging clients (so
 // the slow client can be resynced on every one), and with replies near WhatsApp's 4,000-character
@@ -22,7 +23,8 @@ const REPLY_CHARS = 3_900;
 const SLOW_READ_BYTES_PER_SEC = 100_000;
 
 /** The agent's reply: unique per message (it starts with replyFor), padded with words to REPLY_CHARS. */
-const longReply = (text: string) => `${replyFor(text)} ${'lorem ipsum dolor sit amet '.repeat(REPLY_CHARS / 20)}`.slice(0, REPLY_CHARS).trimEnd();
+const longReply = (text: string) =>
+  `${replyFor(text)} ${'lorem ipsum dolor sit amet '.repeat(REPLY_CHARS / 20)}`.slice(0, REPLY_CHARS).trimEnd();
 
 let run: ChaosRun | null = null;
 const closers: Array<() => void> = [];
@@ -69,7 +71,10 @@ class TurnTracker {
     else if (p.type === 'TEXT_MESSAGE_CONTENT') t.text += p.delta;
     else if (p.type === 'CUSTOM' && p.name === 'TURN_RESTARTED') t.text = '';
     else if (p.type === 'RUN_FINISHED') {
-      if (t.text !== p.result.text) this.violations.push(`turn ${p.turnId}: deltas add up to ${t.text.length} chars, RUN_FINISHED has ${p.result.text.length}`);
+      if (t.text !== p.result.text)
+        this.violations.push(
+          `turn ${p.turnId}: deltas add up to ${t.text.length} chars, RUN_FINISHED has ${p.result.text.length}`,
+        );
       t.final = p.result.text;
     }
   }
@@ -86,7 +91,8 @@ class TurnTracker {
   }
 }
 
-const subscribeFrame = (instanceId: string) => JSON.stringify({ type: 'subscribe', channels: ['conversations'], filters: { instanceId } });
+const subscribeFrame = (instanceId: string) =>
+  JSON.stringify({ type: 'subscribe', channels: ['conversations'], filters: { instanceId } });
 
 /** A well-behaved client: Bun's WebSocket, read as fast as the test process can. */
 async function fastClient(r: ChaosRun): Promise<TurnTracker> {
@@ -201,7 +207,12 @@ class SlowClient {
 function messages(tag: string, perChat: number) {
   const all: Array<{ id: string; chat: string; text: string }> = [];
   for (let i = 0; i < perChat; i++) {
-    for (let c = 0; c < CHATS; c++) all.push({ id: `${tag}-${c}-${i}`, chat: `1666000${String(c).padStart(4, '0')}`, text: `${tag} chat ${c} message ${i}` });
+    for (let c = 0; c < CHATS; c++)
+      all.push({
+        id: `${tag}-${c}-${i}`,
+        chat: `1666000${String(c).padStart(4, '0')}`,
+        text: `${tag} chat ${c} message ${i}`,
+      });
   }
   return all;
 }
@@ -262,7 +273,7 @@ test('a slow WebSocket subscriber is skipped and resynced: replies, the fast sub
   const mib = (xs: number[]) => (Math.max(...xs) / MiB).toFixed(0);
   console.log(
     `slow subscriber: ${base.msgs.length} replies in ${base.ms} ms without it, ${withSlow.ms} ms with it; ` +
-      `gateway RSS ${rssBeforeBase / MiB | 0} → max ${mib(baseRss)} MiB without it, ${rssBefore / MiB | 0} → max ${mib(slowRss)} MiB with it; ` +
+      `gateway RSS ${(rssBeforeBase / MiB) | 0} → max ${mib(baseRss)} MiB without it, ${(rssBefore / MiB) | 0} → max ${mib(slowRss)} MiB with it; ` +
       `slow client read ${(slowBytesDuringLoad / MiB).toFixed(1)} MiB during the load, ${slow.tracker.turnFrames} turn frames ` +
       `(fast: ${fast.turnFrames - fastFramesBefore}) and ${slow.tracker.resyncs} resyncs; fast client resyncs: ${fast.resyncs}`,
   );

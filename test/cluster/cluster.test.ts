@@ -2,10 +2,10 @@
 // durable hand-off, dedupe across nodes, live deltas across nodes, kill -9 / SIGSTOP / SIGTERM.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { ACK, ACQUIRE, HEARTBEAT, RENEW } from '../src/cluster/lua.ts';
-import { clusterHarness, REDIS_URL, shardOwner, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import { ACK, ACQUIRE, HEARTBEAT, RENEW } from '../../src/cluster/lua.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
+import { type ClusterHarness, clusterHarness, type NodeProc, REDIS_URL, shardOwner, until, upsert } from './nodes.ts';
 
 let agent: FakeAgent;
 let streaming: FakeAgent;
@@ -14,7 +14,12 @@ let h: ClusterHarness | null = null;
 
 beforeAll(async () => {
   agent = startFakeAgent({ protocol: 'json', reply: (m) => `echo: ${m}` });
-  streaming = startFakeAgent({ protocol: 'agui', reply: () => 'streamed across nodes', deltaChars: 4, deltaDelayMs: 20 });
+  streaming = startFakeAgent({
+    protocol: 'agui',
+    reply: () => 'streamed across nodes',
+    deltaChars: 4,
+    deltaDelayMs: 20,
+  });
   evo = await startFakeEvolution();
 });
 afterAll(async () => {
@@ -33,17 +38,28 @@ afterEach(async () => {
 async function threeNodes(env: Record<string, string> = {}, agentUrl = agent.url) {
   h = clusterHarness(env);
   const nodes = await Promise.all(['n1', 'n2', 'n3'].map((id) => h!.start(id)));
-  const res = await nodes[0].call('POST', '/api/v1/instances', { name: 'bot', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agentUrl, agent_timeout: 10 });
+  const res = await nodes[0].call('POST', '/api/v1/instances', {
+    name: 'bot',
+    evolution_url: evo.url,
+    evolution_key: evo.apikey,
+    agent_api_url: agentUrl,
+    agent_timeout: 10,
+  });
   expect(res.status).toBe(201);
   const token = new URL(res.body.webhook_url).searchParams.get('token')!;
   const instanceId: string = (await nodes[0].call('GET', '/api/v2/instances/bot')).body.data.id;
   const ownerOfBot = (among = nodes) => shardOwner(among, instanceId);
   // Configuration reaches every node (replicated) and the owner has taken the shard.
-  await until(async () => {
-    for (const n of nodes) if ((await n.call('GET', '/api/v2/instances/bot')).status !== 200) return false;
-    return (await ownerOfBot()) !== null;
-  }, 5000, 'instance replicated and owned');
-  const post = (n: NodeProc, id: string, text: string, phone?: string) => n.call('POST', `/webhook/evolution/bot?token=${token}`, upsert('bot', id, text, phone), { 'x-api-key': '' });
+  await until(
+    async () => {
+      for (const n of nodes) if ((await n.call('GET', '/api/v2/instances/bot')).status !== 200) return false;
+      return (await ownerOfBot()) !== null;
+    },
+    5000,
+    'instance replicated and owned',
+  );
+  const post = (n: NodeProc, id: string, text: string, phone?: string) =>
+    n.call('POST', `/webhook/evolution/bot?token=${token}`, upsert('bot', id, text, phone), { 'x-api-key': '' });
   return { nodes, post, ownerOfBot, instanceId };
 }
 
@@ -87,10 +103,11 @@ describe('cluster (3 node processes, real Redis)', () => {
     expect(st.nodes.map((n: any) => n.id)).toEqual(['n1', 'n2', 'n3']);
     expect(st.unowned).toEqual([]);
     expect(st.nodes.reduce((a: number, n: any) => a + n.shardCount, 0)).toBe(32);
-    for (const n of st.nodes) for (const s of n.shards) {
-      expect(s.epoch).toBeGreaterThan(0);
-      expect(s.leaseAgeMs).toBeLessThan(1500);
-    }
+    for (const n of st.nodes)
+      for (const s of n.shards) {
+        expect(s.epoch).toBeGreaterThan(0);
+        expect(s.leaseAgeMs).toBeLessThan(1500);
+      }
     const noKey = await nodes[1].call('GET', '/api/v2/cluster', undefined, { 'x-api-key': '' });
     expect(noKey.status).toBe(401);
   }, 30_000);
@@ -120,7 +137,10 @@ describe('cluster (3 node processes, real Redis)', () => {
     await until(() => frames.some((f) => f.payload?.type === 'RUN_FINISHED'), 5000, 'RUN_FINISHED on the other node');
     ws.close();
     const turn = frames.filter((f) => f.channel === 'conversations').map((f) => f.payload);
-    const deltas = turn.filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').map((p) => p.delta).join('');
+    const deltas = turn
+      .filter((p) => p.type === 'TEXT_MESSAGE_CONTENT')
+      .map((p) => p.delta)
+      .join('');
     expect(turn[0].type).toBe('RUN_STARTED');
     expect(deltas).toBe('streamed across nodes');
     expect(turn.filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').length).toBeGreaterThan(1);
@@ -144,7 +164,9 @@ describe('cluster (3 node processes, real Redis)', () => {
     }
     await until(() => acked.every((t) => sentTexts().includes(t)), 10_000, 'every acked message answered');
     await Bun.sleep(500);
-    const firstAfterKill = evo.sent.find((s) => s.at > killedAt && !evo.sent.slice(0, evo.sent.indexOf(s)).some((x) => x.text === s.text));
+    const firstAfterKill = evo.sent.find(
+      (s) => s.at > killedAt && !evo.sent.slice(0, evo.sent.indexOf(s)).some((x) => x.text === s.text),
+    );
     const newOwner = (await ownerOfBot(survivors))!;
     expect(survivors).toContain(newOwner);
     expect(firstAfterKill!.at - killedAt).toBeLessThan(5000);
@@ -230,7 +252,7 @@ describe('cluster (3 node processes, real Redis)', () => {
 });
 
 describe('fencing epoch (Lua, real Redis)', () => {
-  test('a commit with a superseded epoch is refused; the holder\'s commit goes through', async () => {
+  test("a commit with a superseded epoch is refused; the holder's commit goes through", async () => {
     const r = new Redis(REDIS_URL);
     const p = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
     try {

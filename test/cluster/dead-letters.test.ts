@@ -4,20 +4,27 @@
 // One gateway in this process owns every shard of its cluster on the local redis-server.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { rowContext } from '../src/cluster/config-sync.ts';
-import { ClusterKeys } from '../src/cluster/crypto.ts';
-import { STREAM_CONTEXT } from '../src/cluster/index.ts';
-import { CONFIG_PUT } from '../src/cluster/lua.ts';
-import { shardOf } from '../src/cluster/shards.ts';
-import { CLUSTER_SECRET, dropKeys, dumpKeys, REDIS_URL, until } from './cluster-nodes.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
-import { createTestGateway } from './helpers.ts';
+import { rowContext } from '../../src/cluster/config-sync.ts';
+import { ClusterKeys } from '../../src/cluster/crypto.ts';
+import { STREAM_CONTEXT } from '../../src/cluster/index.ts';
+import { CONFIG_PUT } from '../../src/cluster/lua.ts';
+import { shardOf } from '../../src/cluster/shards.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
+import { createTestGateway } from '../helpers.ts';
+import { CLUSTER_SECRET, dropKeys, dumpKeys, REDIS_URL, until } from './nodes.ts';
 
 const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
 const INTERACTION_TOKEN = 'interaction-token-must-stay-hidden-4f2e';
 const redis = new Redis(REDIS_URL);
-const owner = createTestGateway({ REDIS_URL, CLUSTER_SECRET, CLUSTER_KEY_PREFIX: prefix, CLUSTER_NODE_ID: 'dl-owner', CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500' });
+const owner = createTestGateway({
+  REDIS_URL,
+  CLUSTER_SECRET,
+  CLUSTER_KEY_PREFIX: prefix,
+  CLUSTER_NODE_ID: 'dl-owner',
+  CLUSTER_SHARDS: '4',
+  CLUSTER_LEASE_MS: '1500',
+});
 /** Where the instance is created first: its configuration reaches the cluster only later (simulated lag). */
 const elsewhere = createTestGateway();
 let agent: FakeAgent;
@@ -27,7 +34,11 @@ beforeAll(async () => {
   agent = startFakeAgent({ protocol: 'json' });
   evo = await startFakeEvolution();
   await owner.gw.start();
-  await until(async () => (await owner.call('GET', '/api/v2/cluster')).body.data.unowned.length === 0, 5000, 'every shard owned');
+  await until(
+    async () => (await owner.call('GET', '/api/v2/cluster')).body.data.unowned.length === 0,
+    5000,
+    'every shard owned',
+  );
 });
 afterAll(async () => {
   await owner.close();
@@ -41,20 +52,39 @@ afterAll(async () => {
 const list = async (q = '') => (await owner.call('GET', `/api/v2/cluster/dead-letters${q}`)).body;
 
 test('dead letters: listed masked (sealed in Redis), replayed once their instance is known, deleted; unknown ids get the error envelope', async () => {
-  const created = await elsewhere.call('POST', '/api/v1/instances', { name: 'late', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+  const created = await elsewhere.call('POST', '/api/v1/instances', {
+    name: 'late',
+    evolution_url: evo.url,
+    evolution_key: evo.apikey,
+    agent_api_url: agent.url,
+    agent_timeout: 10,
+  });
   expect(created.status).toBe(201);
   const row = elsewhere.gw.db.query<Record<string, unknown>, []>("SELECT * FROM instances WHERE name = 'late'").get()!;
   const instanceId = String(row.id);
   const jid = '15551234567@s.whatsapp.net';
   const msg = {
-    instanceId, providerMessageId: 'late-1', chat: { chatId: jid, kind: 'direct' }, sender: { id: jid }, text: 'hello late', contentType: 'text', timestamp: Date.now(),
+    instanceId,
+    providerMessageId: 'late-1',
+    chat: { chatId: jid, kind: 'direct' },
+    sender: { id: jid },
+    text: 'hello late',
+    contentType: 'text',
+    timestamp: Date.now(),
     extra: { remoteJid: jid, interaction: { id: 'i-1', token: INTERACTION_TOKEN, applicationId: 'app' } },
   };
   // Old entry ids: past the wait for configuration, so they are dead-lettered at once.
   const old = Date.now() - 60_000;
   // Written as a node writes them: the message sealed with the cluster secret.
   const seal = (text: string) => new ClusterKeys(CLUSTER_SECRET).seal(text, STREAM_CONTEXT);
-  await redis.xadd(`${prefix}stream:${shardOf(instanceId, 4)}`, `${old}-1`, 'm', seal(JSON.stringify(msg)), 'k', 'inbound');
+  await redis.xadd(
+    `${prefix}stream:${shardOf(instanceId, 4)}`,
+    `${old}-1`,
+    'm',
+    seal(JSON.stringify(msg)),
+    'k',
+    'inbound',
+  );
   await redis.xadd(`${prefix}stream:0`, `${old}-2`, 'm', seal('{not json'), 'k', 'inbound');
   await until(async () => (await list()).meta.total === 2, 5000, 'two dead letters');
 
@@ -91,7 +121,17 @@ test('dead letters: listed masked (sealed in Redis), replayed once their instanc
   // The instance's configuration arrives (published by another node), then the replay is answered.
   const keys = new ClusterKeys(CLUSTER_SECRET);
   const pk = JSON.stringify([instanceId]);
-  await redis.eval(CONFIG_PUT, 0, prefix, 'dl-other', 'instances', pk, keys.seal(JSON.stringify(row), rowContext('instances', pk)), '', keys.fingerprint);
+  await redis.eval(
+    CONFIG_PUT,
+    0,
+    prefix,
+    'dl-other',
+    'instances',
+    pk,
+    keys.seal(JSON.stringify(row), rowContext('instances', pk)),
+    '',
+    keys.fingerprint,
+  );
   await until(() => owner.gw.instances.get(instanceId) !== null, 3000, 'instance known');
   expect((await list()).items.find((d: any) => d.id === late.id).replayable).toBe(true);
   const replayed = await owner.call('POST', `/api/v2/cluster/dead-letters/${late.id}/replay`);
@@ -119,9 +159,19 @@ test('dead letters: listed masked (sealed in Redis), replayed once their instanc
 });
 
 test('cluster dead letters are for admin keys only', async () => {
-  const key = (await owner.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read', 'messages:send'] })).body.data.key as string;
-  for (const [method, path] of [['GET', '/api/v2/cluster/dead-letters'], ['POST', '/api/v2/cluster/dead-letters/x/replay'], ['DELETE', '/api/v2/cluster/dead-letters/x']]) {
+  const key = (await owner.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read', 'messages:send'] }))
+    .body.data.key as string;
+  for (const [method, path] of [
+    ['GET', '/api/v2/cluster/dead-letters'],
+    ['POST', '/api/v2/cluster/dead-letters/x/replay'],
+    ['DELETE', '/api/v2/cluster/dead-letters/x'],
+  ]) {
     const res = await owner.call(method, path, undefined, { 'x-api-key': key });
-    expect({ path, method, status: res.status, code: res.body.error.code }).toEqual({ path, method, status: 403, code: 'FORBIDDEN' });
+    expect({ path, method, status: res.status, code: res.body.error.code }).toEqual({
+      path,
+      method,
+      status: 403,
+      code: 'FORBIDDEN',
+    });
   }
 });

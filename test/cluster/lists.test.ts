@@ -4,10 +4,20 @@
 // and says `partial` when a node does not answer. A dead letter is replayed or deleted through
 // any node, also after its shard moved; a conversation two nodes hold is listed once.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { clusterHarness, shardOwner, until, upsert, waitForShardOwner, walk, walkPages, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
-import { ownerOf as shardOwnerAmong, shardOf } from '../src/cluster/shards.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution } from './fakes/evolution.ts';
+import { shardOf, ownerOf as shardOwnerAmong } from '../../src/cluster/shards.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import { startFakeEvolution } from '../fakes/evolution.ts';
+import {
+  type ClusterHarness,
+  clusterHarness,
+  type NodeProc,
+  shardOwner,
+  until,
+  upsert,
+  waitForShardOwner,
+  walk,
+  walkPages,
+} from './nodes.ts';
 
 let agent: FakeAgent;
 /** The agent of the dead-letter test: fails (500) until told otherwise. */
@@ -32,18 +42,36 @@ afterEach(async () => {
 
 const ownerOf = waitForShardOwner;
 
-interface Bot { name: string; id: string; token: string; owner: NodeProc; traces: string[] }
+interface Bot {
+  name: string;
+  id: string;
+  token: string;
+  owner: NodeProc;
+  traces: string[];
+}
 
 /** Two nodes and one instance owned by each, with two completed messages each (posted to the non-owner). */
 async function twoNodesTwoOwners(): Promise<{ nodes: NodeProc[]; bots: Bot[] }> {
   h = clusterHarness();
   const nodes = await Promise.all(['l1', 'l2'].map((id) => h!.start(id)));
   // Both nodes must hold shards before ownership is read.
-  await until(async () => (await nodes[0].call('GET', '/api/v2/cluster')).body.data.nodes.filter((n: any) => n.shards.length > 0).length === 2, 6000, 'both nodes own shards');
+  await until(
+    async () =>
+      (await nodes[0].call('GET', '/api/v2/cluster')).body.data.nodes.filter((n: any) => n.shards.length > 0).length ===
+      2,
+    6000,
+    'both nodes own shards',
+  );
   const bots: Bot[] = [];
   for (let i = 0; i < 16 && new Set(bots.map((b) => b.owner.id)).size < 2; i++) {
     const name = `list${i}`;
-    const res = await nodes[0].call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+    const res = await nodes[0].call('POST', '/api/v1/instances', {
+      name,
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+      agent_api_url: agent.url,
+      agent_timeout: 10,
+    });
     expect(res.status).toBe(201);
     const id = (await nodes[0].call('GET', `/api/v2/instances/${name}`)).body.data.id as string;
     const owner = await ownerOf(nodes, id);
@@ -51,18 +79,32 @@ async function twoNodesTwoOwners(): Promise<{ nodes: NodeProc[]; bots: Bot[] }> 
     bots.push({ name, id, token: new URL(res.body.webhook_url).searchParams.get('token')!, owner, traces: [] });
   }
   expect(new Set(bots.map((b) => b.owner.id)).size).toBe(2);
-  for (const b of bots) await until(async () => (await nodes[1].call('GET', `/api/v2/instances/${b.name}`)).status === 200, 3000, 'instance replicated');
+  for (const b of bots)
+    await until(
+      async () => (await nodes[1].call('GET', `/api/v2/instances/${b.name}`)).status === 200,
+      3000,
+      'instance replicated',
+    );
   for (const b of bots) {
     const other = nodes.find((n) => n !== b.owner)!;
     for (let k = 0; k < 2; k++) {
-      const posted = await other.call('POST', `/webhook/evolution/${b.name}?token=${b.token}`, upsert(b.name, `${b.name}-m${k}`, `hi ${b.name} ${k}`), { 'x-api-key': '' });
+      const posted = await other.call(
+        'POST',
+        `/webhook/evolution/${b.name}?token=${b.token}`,
+        upsert(b.name, `${b.name}-m${k}`, `hi ${b.name} ${k}`),
+        { 'x-api-key': '' },
+      );
       expect(posted.status).toBe(200);
       b.traces.push(posted.body.trace_id as string);
     }
   }
   for (const b of bots) {
     for (const t of b.traces) {
-      await until(async () => (await b.owner.call('GET', `/api/v2/traces/${t}`)).body.data?.status === 'completed', 8000, 'trace completed on its owner');
+      await until(
+        async () => (await b.owner.call('GET', `/api/v2/traces/${t}`)).body.data?.status === 'completed',
+        8000,
+        'trace completed on its owner',
+      );
     }
   }
   return { nodes, bots };
@@ -70,13 +112,15 @@ async function twoNodesTwoOwners(): Promise<{ nodes: NodeProc[]; bots: Bot[] }> 
 
 /** Walks POST /api/v2/events/search with limit 1 and the cursor. */
 function walkSearch(n: NodeProc, body: Record<string, unknown>): Promise<string[]> {
-  return walkPages((cursor) => n.call('POST', '/api/v2/events/search', { ...body, limit: 1, ...(cursor ? { cursor } : {}) }));
+  return walkPages((cursor) =>
+    n.call('POST', '/api/v2/events/search', { ...body, limit: 1, ...(cursor ? { cursor } : {}) }),
+  );
 }
 
 const FORWARDED = { 'x-switchboard-forwarded-by': 'test' };
 
 describe('cluster list reads (2 node processes, real Redis)', () => {
-  test('traces (v2, v1), events (list and search) and conversations listed on either node hold both nodes\' rows; limit=1 paging walks all with no gaps or repeats; instance-bound keys see their instance only', async () => {
+  test("traces (v2, v1), events (list and search) and conversations listed on either node hold both nodes' rows; limit=1 paging walks all with no gaps or repeats; instance-bound keys see their instance only", async () => {
     const { nodes, bots } = await twoNodesTwoOwners();
     const all = bots.flatMap((b) => b.traces).sort();
 
@@ -109,14 +153,27 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
       expect(v1.body.traces.map((x: any) => x.trace_id).sort()).toEqual(all);
       // Offset paging across nodes, one row at a time.
       const byOffset: string[] = [];
-      for (let off = 0; off < 5; off++) byOffset.push(...(await n.call('GET', `/api/v1/traces?limit=1&offset=${off}`)).body.traces.map((x: any) => x.trace_id));
+      for (let off = 0; off < 5; off++)
+        byOffset.push(
+          ...(await n.call('GET', `/api/v1/traces?limit=1&offset=${off}`)).body.traces.map((x: any) => x.trace_id),
+        );
       expect(byOffset).toEqual(v1.body.traces.map((x: any) => x.trace_id));
     }
 
     // A key bound to one instance sees only that instance's traces, whichever node it asks.
     const bound = bots[0];
-    const key = (await nodes[0].call('POST', '/api/v2/keys', { name: 'only-one', scopes: ['events:read', 'messages:read'], instanceIds: [bound.id] })).body.data.key as string;
-    await until(async () => (await nodes[1].call('GET', '/api/v2/traces', undefined, { 'x-api-key': key })).status === 200, 3000, 'key replicated');
+    const key = (
+      await nodes[0].call('POST', '/api/v2/keys', {
+        name: 'only-one',
+        scopes: ['events:read', 'messages:read'],
+        instanceIds: [bound.id],
+      })
+    ).body.data.key as string;
+    await until(
+      async () => (await nodes[1].call('GET', '/api/v2/traces', undefined, { 'x-api-key': key })).status === 200,
+      3000,
+      'key replicated',
+    );
     for (const n of nodes) {
       const v2 = await n.call('GET', '/api/v2/traces', undefined, { 'x-api-key': key });
       expect(v2.body.items.map((x: any) => x.id).sort()).toEqual([...bound.traces].sort());
@@ -133,7 +190,11 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
     }
 
     // Events are written by the owner; the list on either node shows both nodes' events.
-    await until(async () => (await nodes[0].call('GET', '/api/v2/events?eventType=message.received')).body.items?.length === 4, 3000, 'events written');
+    await until(
+      async () => (await nodes[0].call('GET', '/api/v2/events?eventType=message.received')).body.items?.length === 4,
+      3000,
+      'events written',
+    );
     for (const n of nodes) {
       const ev = await n.call('GET', '/api/v2/events?eventType=message.received&limit=50');
       expect(ev.body.items.map((x: any) => x.traceId).sort()).toEqual(all);
@@ -150,7 +211,11 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
       const hitAt: string[] = hits.body.items.map((x: any) => x.createdAt);
       expect(hitAt).toEqual([...hitAt].sort().reverse());
       expect(await walkSearch(n, { query: 'hi' })).toEqual(hits.body.items.map((x: any) => x.id));
-      const received = await n.call('POST', '/api/v2/events/search', { query: 'hi', filters: { eventType: 'message.received' }, format: 'agent' });
+      const received = await n.call('POST', '/api/v2/events/search', {
+        query: 'hi',
+        filters: { eventType: 'message.received' },
+        format: 'agent',
+      });
       expect(received.body.total).toBe(4);
       expect(received.body.asContext.split('\n')).toHaveLength(4);
       for (const b of bots) expect(received.body.asContext).toContain(`hi ${b.name} 1`);
@@ -160,20 +225,24 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
       expect(convs.body.items.map((x: any) => x.instanceId).sort()).toEqual(bots.map((b) => b.id).sort());
       expect(convs.body.meta).toEqual({ cursor: null, hasMore: false });
       expect(await walk(n, '/api/v2/conversations')).toEqual(convs.body.items.map((x: any) => x.id));
-      for (const c of convs.body.items) expect((await n.call('GET', `/api/v2/conversations/${c.id}`)).body.data).toEqual(c);
+      for (const c of convs.body.items)
+        expect((await n.call('GET', `/api/v2/conversations/${c.id}`)).body.data).toEqual(c);
     }
   }, 60_000);
 
   test('a node that does not answer is skipped after ~2 s and the list says partial (never a 500)', async () => {
     const { bots } = await twoNodesTwoOwners();
     const [alive, frozen] = [bots[0], bots[1]];
-    const frozenConversation = (await alive.owner.call('GET', `/api/v2/conversations?instanceId=${frozen.name}`)).body.items[0].id as string;
+    const frozenConversation = (await alive.owner.call('GET', `/api/v2/conversations?instanceId=${frozen.name}`)).body
+      .items[0].id as string;
     frozen.owner.proc.kill('SIGSTOP');
     try {
       // Asked at once: the frozen node is still a member (its heartbeat has not expired yet).
       const started = Date.now();
       const [v2, v1, ev, convs, dead, search, replay, conv] = await Promise.all([
-        ...['/api/v2/traces', '/api/v1/traces', '/api/v2/events', '/api/v2/conversations', '/api/v2/dead-letters'].map((p) => alive.owner.call('GET', p)),
+        ...['/api/v2/traces', '/api/v1/traces', '/api/v2/events', '/api/v2/conversations', '/api/v2/dead-letters'].map(
+          (p) => alive.owner.call('GET', p),
+        ),
         alive.owner.call('POST', '/api/v2/events/search', { query: 'hi' }),
         // By id, on no node that answered: the frozen one may hold it.
         alive.owner.call('POST', `/api/v2/dead-letters/${crypto.randomUUID()}/replay`),
@@ -206,53 +275,111 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
   test('a dead letter written on node A is listed, replayed and deleted through node B — also after its shard moved to B; the moved conversation is listed once, with its latest activity', async () => {
     h = clusterHarness({ PIPELINE_MAX_ATTEMPTS: '1' });
     const a = await h.start('d1');
-    await until(async () => (await a.call('GET', '/api/v2/cluster')).body.data.nodes[0]?.shards.length === 32, 6000, 'd1 owns every shard');
+    await until(
+      async () => (await a.call('GET', '/api/v2/cluster')).body.data.nodes[0]?.shards.length === 32,
+      6000,
+      'd1 owns every shard',
+    );
     // One instance whose shard d2 takes when it joins, one that stays with d1 (rendezvous hashing).
     const picked: Partial<Record<'moving' | 'staying', { name: string; id: string; token: string }>> = {};
     for (let i = 0; i < 16 && !(picked.moving && picked.staying); i++) {
       const name = `dead${i}`;
-      const res = await a.call('POST', '/api/v1/instances', { name, evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: doom.url, agent_timeout: 10 });
+      const res = await a.call('POST', '/api/v1/instances', {
+        name,
+        evolution_url: evo.url,
+        evolution_key: evo.apikey,
+        agent_api_url: doom.url,
+        agent_timeout: 10,
+      });
       expect(res.status).toBe(201);
       const id = (await a.call('GET', `/api/v2/instances/${name}`)).body.data.id as string;
-      picked[shardOwnerAmong(shardOf(id, 32), ['d1', 'd2']) === 'd2' ? 'moving' : 'staying'] ??= { name, id, token: new URL(res.body.webhook_url).searchParams.get('token')! };
+      picked[shardOwnerAmong(shardOf(id, 32), ['d1', 'd2']) === 'd2' ? 'moving' : 'staying'] ??= {
+        name,
+        id,
+        token: new URL(res.body.webhook_url).searchParams.get('token')!,
+      };
     }
     const { moving, staying } = picked as Required<typeof picked>;
     expect(moving && staying).toBeTruthy();
 
     doom.setBehaviour({ status: 500 });
     const post = async (inst: typeof moving, id: string, text: string, phone: string) =>
-      (await a.call('POST', `/webhook/evolution/${inst.name}?token=${inst.token}`, upsert(inst.name, id, text, phone), { 'x-api-key': '' })).body.trace_id as string;
+      (
+        await a.call(
+          'POST',
+          `/webhook/evolution/${inst.name}?token=${inst.token}`,
+          upsert(inst.name, id, text, phone),
+          { 'x-api-key': '' },
+        )
+      ).body.trace_id as string;
     const mTrace = await post(moving, 'dm-1', 'doomed moving', '15550000001');
     const sTrace = await post(staying, 'ds-1', 'doomed staying', '15550000002');
     await post(staying, 'ds-2', 'doomed again', '15550000002');
-    await until(async () => (await a.call('GET', '/api/v2/dead-letters')).body.items?.length === 3, 8000, 'three dead letters on d1');
+    await until(
+      async () => (await a.call('GET', '/api/v2/dead-letters')).body.items?.length === 3,
+      8000,
+      'three dead letters on d1',
+    );
 
     const b = await h.start('d2');
     await until(async () => (await shardOwner([a, b], moving.id))?.id === 'd2', 8000, 'the moving shard owned by d2');
-    await until(async () => (await b.call('GET', `/api/v2/instances/${moving.name}`)).status === 200, 3000, 'instances replicated');
+    await until(
+      async () => (await b.call('GET', `/api/v2/instances/${moving.name}`)).status === 200,
+      3000,
+      'instances replicated',
+    );
     doom.setBehaviour({ status: null });
 
     // Listed through d2, which holds none of them.
     expect((await b.call('GET', '/api/v2/dead-letters', undefined, FORWARDED)).body.items).toEqual([]);
     const listed = await b.call('GET', '/api/v2/dead-letters');
     expect(listed.status).toBe(200);
-    expect(listed.body.items.map((d: any) => d.text).sort()).toEqual(['doomed again', 'doomed moving', 'doomed staying']);
+    expect(listed.body.items.map((d: any) => d.text).sort()).toEqual([
+      'doomed again',
+      'doomed moving',
+      'doomed staying',
+    ]);
     expect(await walk(b, '/api/v2/dead-letters')).toEqual(listed.body.items.map((d: any) => d.id));
     const dead = (text: string) => listed.body.items.find((d: any) => d.text === text).id as string;
 
     // A key bound to the moving instance sees (and can act on) its dead letter only.
-    const key = (await a.call('POST', '/api/v2/keys', { name: 'moving-only', scopes: ['events:read', 'messages:send'], instanceIds: [moving.id] })).body.data.key as string;
-    await until(async () => (await b.call('GET', '/api/v2/dead-letters', undefined, { 'x-api-key': key })).status === 200, 3000, 'key replicated');
-    expect((await b.call('GET', '/api/v2/dead-letters', undefined, { 'x-api-key': key })).body.items.map((d: any) => d.text)).toEqual(['doomed moving']);
-    expect((await b.call('POST', `/api/v2/dead-letters/${dead('doomed staying')}/replay`, undefined, { 'x-api-key': key })).status).toBe(404);
-    expect((await b.call('DELETE', `/api/v2/dead-letters/${dead('doomed again')}`, undefined, { 'x-api-key': key })).status).toBe(404);
+    const key = (
+      await a.call('POST', '/api/v2/keys', {
+        name: 'moving-only',
+        scopes: ['events:read', 'messages:send'],
+        instanceIds: [moving.id],
+      })
+    ).body.data.key as string;
+    await until(
+      async () => (await b.call('GET', '/api/v2/dead-letters', undefined, { 'x-api-key': key })).status === 200,
+      3000,
+      'key replicated',
+    );
+    expect(
+      (await b.call('GET', '/api/v2/dead-letters', undefined, { 'x-api-key': key })).body.items.map((d: any) => d.text),
+    ).toEqual(['doomed moving']);
+    expect(
+      (await b.call('POST', `/api/v2/dead-letters/${dead('doomed staying')}/replay`, undefined, { 'x-api-key': key }))
+        .status,
+    ).toBe(404);
+    expect(
+      (await b.call('DELETE', `/api/v2/dead-letters/${dead('doomed again')}`, undefined, { 'x-api-key': key })).status,
+    ).toBe(404);
 
     // Replayed through d2. d1 holds it but no longer owns the shard: the message goes to the owner
     // (d2) through the stream, as a new trace that d2 runs.
-    const moved = await b.call('POST', `/api/v2/dead-letters/${dead('doomed moving')}/replay`, undefined, { 'x-api-key': key });
+    const moved = await b.call('POST', `/api/v2/dead-letters/${dead('doomed moving')}/replay`, undefined, {
+      'x-api-key': key,
+    });
     expect(moved.status).toBe(200);
     expect(moved.body.data.traceId).not.toBe(mTrace);
-    await until(async () => (await b.call('GET', `/api/v2/traces/${moved.body.data.traceId}`, undefined, FORWARDED)).body.data?.status === 'completed', 8000, 'replay completed on d2');
+    await until(
+      async () =>
+        (await b.call('GET', `/api/v2/traces/${moved.body.data.traceId}`, undefined, FORWARDED)).body.data?.status ===
+        'completed',
+      8000,
+      'replay completed on d2',
+    );
     const old = (await b.call('GET', `/api/v2/traces/${mTrace}`)).body.data;
     expect(old.status).toBe('dead_lettered');
     expect(old.steps.find((x: any) => x.step === 'replayed').details.replay_trace_id).toBe(moved.body.data.traceId);
@@ -262,13 +389,34 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
     const stayed = await b.call('POST', `/api/v2/dead-letters/${dead('doomed staying')}/replay`);
     expect(stayed.status).toBe(200);
     expect(stayed.body.data.traceId).not.toBe(sTrace);
-    await until(async () => (await a.call('GET', `/api/v2/traces/${stayed.body.data.traceId}`, undefined, FORWARDED)).body.data?.status === 'completed', 8000, 'replay completed on d1');
-    expect((await a.call('GET', `/api/v2/traces/${sTrace}`, undefined, FORWARDED)).body.data.steps.find((x: any) => x.step === 'replayed').details.replay_trace_id).toBe(stayed.body.data.traceId);
-    await until(() => evo.sent.some((m) => m.text === 'echo: doomed moving') && evo.sent.some((m) => m.text === 'echo: doomed staying'), 3000, 'both replies sent');
+    await until(
+      async () =>
+        (await a.call('GET', `/api/v2/traces/${stayed.body.data.traceId}`, undefined, FORWARDED)).body.data?.status ===
+        'completed',
+      8000,
+      'replay completed on d1',
+    );
+    expect(
+      (await a.call('GET', `/api/v2/traces/${sTrace}`, undefined, FORWARDED)).body.data.steps.find(
+        (x: any) => x.step === 'replayed',
+      ).details.replay_trace_id,
+    ).toBe(stayed.body.data.traceId);
+    await until(
+      () =>
+        evo.sent.some((m) => m.text === 'echo: doomed moving') &&
+        evo.sent.some((m) => m.text === 'echo: doomed staying'),
+      3000,
+      'both replies sent',
+    );
     // A replay is the same message again: one received event (the original's) and the reply's sent
     // event across the cluster, and the sender counted once.
-    const eventsOf = async (type: string) => (await b.call('GET', `/api/v2/events?eventType=${type}&limit=100`)).body.items.map((e: any) => e.text as string);
-    await until(async () => (await eventsOf('message.sent')).includes('echo: doomed moving'), 3000, 'reply event recorded');
+    const eventsOf = async (type: string) =>
+      (await b.call('GET', `/api/v2/events?eventType=${type}&limit=100`)).body.items.map((e: any) => e.text as string);
+    await until(
+      async () => (await eventsOf('message.sent')).includes('echo: doomed moving'),
+      3000,
+      'reply event recorded',
+    );
     expect((await eventsOf('message.received')).filter((t: string) => t === 'doomed moving')).toHaveLength(1);
     const sender = (await b.call('GET', '/api/v2/persons?search=15550000001')).body.items[0];
     expect(sender.identities[0].messageCount).toBe(1);
@@ -281,11 +429,14 @@ describe('cluster list reads (2 node processes, real Redis)', () => {
 
     // The moving conversation: d1 kept its copy from before the move, d2 has its own (same id, a
     // hash of instance and chat) with the later activity. Listed once, at d2's activity.
-    const conv = (await b.call('GET', `/api/v2/conversations?instanceId=${moving.name}`, undefined, FORWARDED)).body.items[0];
+    const conv = (await b.call('GET', `/api/v2/conversations?instanceId=${moving.name}`, undefined, FORWARDED)).body
+      .items[0];
     const stale = (await a.call('GET', `/api/v2/conversations/${conv.id}`, undefined, FORWARDED)).body.data;
     expect(stale.lastActivityAt < conv.lastActivityAt).toBe(true);
     for (const n of [a, b]) {
-      expect((await n.call('GET', `/api/v2/conversations/${conv.id}`)).body.data.lastActivityAt).toBe(conv.lastActivityAt);
+      expect((await n.call('GET', `/api/v2/conversations/${conv.id}`)).body.data.lastActivityAt).toBe(
+        conv.lastActivityAt,
+      );
       const all = (await n.call('GET', '/api/v2/conversations')).body;
       expect(all.items.map((c: any) => c.instanceId).sort()).toEqual([moving.id, staying.id].sort());
       expect(all.items.find((c: any) => c.id === conv.id).lastActivityAt).toBe(conv.lastActivityAt);

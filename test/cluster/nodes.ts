@@ -1,12 +1,13 @@
 // Spawns real Switchboard node processes (`bun src/main.ts`) on one Redis for cluster tests
 // and the cluster benchmark. Each node has its own port and SQLite file; all share a random
 // Redis key prefix that `cleanup()` deletes afterwards.
-import { shardOf } from '../src/cluster/shards.ts';
+
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Redis from 'ioredis';
 import type { Subprocess } from 'bun';
+import Redis from 'ioredis';
+import { shardOf } from '../../src/cluster/shards.ts';
 
 export const CLUSTER_ADMIN_KEY = 'cluster-admin-key-0123456789';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -19,7 +20,12 @@ export interface NodeProc {
   url: string;
   proc: Subprocess<'ignore', 'pipe', 'pipe'>;
   log: string[];
-  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
+  call(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any }>;
 }
 
 export interface ClusterHarness {
@@ -37,22 +43,32 @@ export function clusterHarness(env: Record<string, string> = {}): ClusterHarness
   const nodes: NodeProc[] = [];
   const bun = process.execPath;
   const h: ClusterHarness = {
-    prefix, dir, nodes,
+    prefix,
+    dir,
+    nodes,
     async start(id) {
       const proc = Bun.spawn([bun, 'src/main.ts'], {
-        cwd: join(import.meta.dir, '..'),
+        cwd: join(import.meta.dir, '..', '..'),
         env: {
           PATH: process.env.PATH ?? '',
-          PORT: '0', HOST: '127.0.0.1',
+          PORT: '0',
+          HOST: '127.0.0.1',
           DATABASE_PATH: join(dir, `${id}.db`),
           SWITCHBOARD_API_KEY: CLUSTER_ADMIN_KEY,
-          REDIS_URL, CLUSTER_SECRET, CLUSTER_KEY_PREFIX: prefix, CLUSTER_NODE_ID: id,
-          CLUSTER_LEASE_MS: '1500', CLUSTER_SHARDS: '32',
-          PIPELINE_RETRY_BASE_MS: '50', PIPELINE_RETRY_MAX_MS: '200',
+          REDIS_URL,
+          CLUSTER_SECRET,
+          CLUSTER_KEY_PREFIX: prefix,
+          CLUSTER_NODE_ID: id,
+          CLUSTER_LEASE_MS: '1500',
+          CLUSTER_SHARDS: '32',
+          PIPELINE_RETRY_BASE_MS: '50',
+          PIPELINE_RETRY_MAX_MS: '200',
           LOG_LEVEL: 'info',
           ...env,
         },
-        stdin: 'ignore', stdout: 'pipe', stderr: 'pipe',
+        stdin: 'ignore',
+        stdout: 'pipe',
+        stderr: 'pipe',
       });
       const log: string[] = [];
       let port = 0;
@@ -93,11 +109,19 @@ export function clusterHarness(env: Record<string, string> = {}): ClusterHarness
       }
       const url = `http://127.0.0.1:${port}`;
       const node: NodeProc = {
-        id, port, url, proc, log,
+        id,
+        port,
+        url,
+        proc,
+        log,
         async call(method, path, body, headers = {}) {
           const res = await fetch(url + path, {
             method,
-            headers: { 'x-api-key': CLUSTER_ADMIN_KEY, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+            headers: {
+              'x-api-key': CLUSTER_ADMIN_KEY,
+              ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+              ...headers,
+            },
             body: body === undefined ? undefined : JSON.stringify(body),
           });
           const text = await res.text();
@@ -159,13 +183,20 @@ export async function dumpKeys(prefix: string): Promise<string> {
   const out: string[] = [];
   for (const key of (await keysUnder(r, prefix)).sort()) {
     const type = await r.type(key);
-    const value = type === 'string' ? await r.get(key)
-      : type === 'hash' ? await r.hgetall(key)
-      : type === 'list' ? await r.lrange(key, 0, -1)
-      : type === 'set' ? await r.smembers(key)
-      : type === 'zset' ? await r.zrange(key, '0', '-1', 'WITHSCORES')
-      : type === 'stream' ? await r.xrange(key, '-', '+')
-      : null;
+    const value =
+      type === 'string'
+        ? await r.get(key)
+        : type === 'hash'
+          ? await r.hgetall(key)
+          : type === 'list'
+            ? await r.lrange(key, 0, -1)
+            : type === 'set'
+              ? await r.smembers(key)
+              : type === 'zset'
+                ? await r.zrange(key, '0', '-1', 'WITHSCORES')
+                : type === 'stream'
+                  ? await r.xrange(key, '-', '+')
+                  : null;
     out.push(`${key} (${type}) ${JSON.stringify(value)}`);
   }
   r.disconnect();
@@ -184,7 +215,12 @@ export function upsert(instance: string, id: string, text: string, phone = '1555
   return {
     event: 'messages.upsert',
     instance,
-    data: { key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id }, pushName: 'Tester', messageTimestamp: 1765375800, message: { conversation: text } },
+    data: {
+      key: { remoteJid: `${phone}@s.whatsapp.net`, fromMe: false, id },
+      pushName: 'Tester',
+      messageTimestamp: 1765375800,
+      message: { conversation: text },
+    },
   };
 }
 
@@ -204,12 +240,15 @@ export async function waitForShardOwner(among: NodeProc[], instanceId: string, m
 }
 
 /** Follows a cursor list to its end, one page per call; no page may be partial. */
-export async function walkPages(next: (cursor: string | null) => Promise<{ status: number; body: any }>): Promise<string[]> {
+export async function walkPages(
+  next: (cursor: string | null) => Promise<{ status: number; body: any }>,
+): Promise<string[]> {
   const ids: string[] = [];
   let cursor: string | null = null;
   for (let i = 0; i < 50; i++) {
     const res = await next(cursor);
-    if (res.status !== 200 || res.body.meta.partial !== undefined) throw new Error(`page after cursor ${cursor}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+    if (res.status !== 200 || res.body.meta.partial !== undefined)
+      throw new Error(`page after cursor ${cursor}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
     ids.push(...res.body.items.map((x: any) => x.id));
     cursor = res.body.meta.cursor;
     if (!res.body.meta.hasMore) break;
@@ -220,5 +259,7 @@ export async function walkPages(next: (cursor: string | null) => Promise<{ statu
 /** Walks a v2 list with ?limit=1 and the cursor. */
 export function walk(n: NodeProc, path: string, headers: Record<string, string> = {}): Promise<string[]> {
   const sep = path.includes('?') ? '&' : '?';
-  return walkPages((cursor) => n.call('GET', `${path}${sep}limit=1${cursor ? `&cursor=${cursor}` : ''}`, undefined, headers));
+  return walkPages((cursor) =>
+    n.call('GET', `${path}${sep}limit=1${cursor ? `&cursor=${cursor}` : ''}`, undefined, headers),
+  );
 }

@@ -3,12 +3,12 @@
 // entry that is not a link or unlink is skipped, counted and logged, and the entries after it apply.
 import { afterAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { PersonLog } from '../src/cluster/person-log.ts';
-import { isoNow } from '../src/services/ids.ts';
-import type { PersonOp } from '../src/services/persons.ts';
-import { createLogger } from '../src/log.ts';
-import { dropKeys, REDIS_URL } from './cluster-nodes.ts';
-import { createTestGateway } from './helpers.ts';
+import { PersonLog } from '../../src/cluster/person-log.ts';
+import { createLogger } from '../../src/log.ts';
+import { isoNow } from '../../src/services/ids.ts';
+import type { PersonOp } from '../../src/services/persons.ts';
+import { createTestGateway } from '../helpers.ts';
+import { dropKeys, REDIS_URL } from './nodes.ts';
 
 const prefixes: string[] = [];
 const closers: Array<() => unknown> = [];
@@ -27,11 +27,23 @@ function setup() {
   const persons = t.gw.persons;
   const redis = new Redis(REDIS_URL);
   const personLog = new PersonLog({ redis, prefix, persons, log });
-  closers.push(() => personLog.stop(), () => redis.disconnect(), () => t.close());
+  closers.push(
+    () => personLog.stop(),
+    () => redis.disconnect(),
+    () => t.close(),
+  );
   const who = (name: string) => persons.observe('discord', { id: name, name }, isoNow());
-  const link = (keeper: ReturnType<typeof who>, loser: ReturnType<typeof who>): PersonOp => ({ op: 'link', keeper: keeper.personId, loser: loser.personId, identities: [keeper.identityId, loser.identityId] });
+  const link = (keeper: ReturnType<typeof who>, loser: ReturnType<typeof who>): PersonOp => ({
+    op: 'link',
+    keeper: keeper.personId,
+    loser: loser.personId,
+    identities: [keeper.identityId, loser.identityId],
+  });
   /** The identities of a person as the API shows them. */
-  const members = async (personId: string) => ((await t.call('GET', `/api/v2/persons/${personId}`)).body.data?.identities ?? []).map((i: { id: string }) => i.id).sort();
+  const members = async (personId: string) =>
+    ((await t.call('GET', `/api/v2/persons/${personId}`)).body.data?.identities ?? [])
+      .map((i: { id: string }) => i.id)
+      .sort();
   return { prefix, logs, persons, personLog, who, link, members };
 }
 

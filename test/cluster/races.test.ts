@@ -3,10 +3,10 @@
 // keep the new period's ownership and stream cursor.
 import { afterEach, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { Cluster } from '../src/cluster/index.ts';
-import { ACQUIRE } from '../src/cluster/lua.ts';
-import { createTestGateway } from './helpers.ts';
-import { CLUSTER_SECRET, REDIS_URL } from './cluster-nodes.ts';
+import { Cluster } from '../../src/cluster/index.ts';
+import { ACQUIRE } from '../../src/cluster/lua.ts';
+import { createTestGateway } from '../helpers.ts';
+import { CLUSTER_SECRET, REDIS_URL } from './nodes.ts';
 
 // Private state is reached on purpose: the races sit between awaits inside the class.
 type Internals = {
@@ -15,7 +15,10 @@ type Internals = {
   release(shard: number, why: string): Promise<void>;
   lose(shard: number, reason: string): Promise<void>;
   catchUpShard(shard: number): Promise<void>;
-  lease: Redis; cmd: Redis; sub: Redis; reader: Redis;
+  lease: Redis;
+  cmd: Redis;
+  sub: Redis;
+  reader: Redis;
   rateLimiter: { close(): void };
 };
 
@@ -28,7 +31,15 @@ async function setup() {
   const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
   const redis = new Redis(REDIS_URL);
   const t = createTestGateway();
-  const cluster = new Cluster(t.gw, { redisUrl: REDIS_URL, nodeId: 'u1', prefix, shards: 4, leaseMs: 3000, dedupeTtlMs: 60_000, secret: CLUSTER_SECRET });
+  const cluster = new Cluster(t.gw, {
+    redisUrl: REDIS_URL,
+    nodeId: 'u1',
+    prefix,
+    shards: 4,
+    leaseMs: 3000,
+    dedupeTtlMs: 60_000,
+    secret: CLUSTER_SECRET,
+  });
   const c = cluster as unknown as Internals;
   cleanups.push(async () => {
     for (const r of [c.lease, c.cmd, c.sub, c.reader]) r.disconnect();
@@ -42,7 +53,12 @@ async function setup() {
   const now = t.gw.clock.monotonic();
   c.owned.set(2, { epoch, validUntil: now + 2000, acquiredAt: Date.now(), draining: false });
   const again = () => {
-    const next = { epoch: epoch + 1, validUntil: t.gw.clock.monotonic() + 2000, acquiredAt: Date.now(), draining: false };
+    const next = {
+      epoch: epoch + 1,
+      validUntil: t.gw.clock.monotonic() + 2000,
+      acquiredAt: Date.now(),
+      draining: false,
+    };
     c.owned.set(2, next);
     c.cursors.set(2, '5-0');
     return next;
@@ -63,7 +79,7 @@ describe('cluster ownership periods (class, real Redis)', () => {
     expect(cluster.ownsShard(2)).toBe(true);
   });
 
-  test('a catch-up of the old period finishing after the shard was lost and owned again does not set the new period\'s cursor', async () => {
+  test("a catch-up of the old period finishing after the shard was lost and owned again does not set the new period's cursor", async () => {
     const { cluster, c, again } = await setup();
     const catchingUp = c.catchUpShard(2); // now awaiting Redis (stream reads)
     await c.lose(2, 'taken over meanwhile');
@@ -77,10 +93,21 @@ describe('cluster ownership periods (class, real Redis)', () => {
 describe('cluster conversation → instance cache (class, real Redis)', () => {
   test('stays bounded, and a conversation evicted from it is still recognised as owned', async () => {
     const { cluster, c } = await setup();
-    const priv = cluster as unknown as { convInstance: Map<string, string>; rememberConversation(conv: string, inst: string): void };
+    const priv = cluster as unknown as {
+      convInstance: Map<string, string>;
+      rememberConversation(conv: string, inst: string): void;
+    };
     const gw = (cluster as unknown as { gw: ReturnType<typeof createTestGateway>['gw'] }).gw;
     const inst = gw.instances.create({ name: 'cached', channel: 'api', agent: { url: 'http://127.0.0.1:9/agent' } });
-    const msg = { instanceId: inst.id, providerMessageId: 'p1', chat: { chatId: 'chat-1', kind: 'direct' as const }, sender: { id: 'u1' }, text: 'hi', contentType: 'text' as const, timestamp: 1 };
+    const msg = {
+      instanceId: inst.id,
+      providerMessageId: 'p1',
+      chat: { chatId: 'chat-1', kind: 'direct' as const },
+      sender: { id: 'u1' },
+      text: 'hi',
+      contentType: 'text' as const,
+      timestamp: 1,
+    };
     const { conversationId } = await gw.pipeline.inbox.ingest(msg);
     priv.rememberConversation(conversationId, inst.id);
     for (let i = 0; i < 50_000; i++) priv.rememberConversation(`c_other_${i}`, 'elsewhere');

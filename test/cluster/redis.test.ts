@@ -5,12 +5,20 @@
 // Also: a Redis that stops answering with the connection up (SIGSTOP) — the owner fences itself on
 // time (command timeouts, fence timer) and closes its channel connection, then recovers.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import Redis from 'ioredis';
 import type { Subprocess } from 'bun';
-import { shardOf } from '../src/cluster/shards.ts';
-import { CLUSTER_ADMIN_KEY, clusterHarness, shardOwner, until, upsert, type ClusterHarness, type NodeProc } from './cluster-nodes.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+import Redis from 'ioredis';
+import { shardOf } from '../../src/cluster/shards.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
+import {
+  CLUSTER_ADMIN_KEY,
+  type ClusterHarness,
+  clusterHarness,
+  type NodeProc,
+  shardOwner,
+  until,
+  upsert,
+} from './nodes.ts';
 
 const REPLY = 'a reply long enough to be streamed across the restart of redis';
 
@@ -27,19 +35,26 @@ function freePort(): number {
 }
 
 async function startRedis(port: number): Promise<Subprocess> {
-  const proc = Bun.spawn(['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' });
-  await until(async () => {
-    const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false });
-    r.on('error', () => {});
-    try {
-      await r.connect();
-      return (await r.ping()) === 'PONG';
-    } catch {
-      return false;
-    } finally {
-      r.disconnect();
-    }
-  }, 5000, 'redis-server up');
+  const proc = Bun.spawn(
+    ['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdout: 'ignore', stderr: 'ignore' },
+  );
+  await until(
+    async () => {
+      const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false });
+      r.on('error', () => {});
+      try {
+        await r.connect();
+        return (await r.ping()) === 'PONG';
+      } catch {
+        return false;
+      } finally {
+        r.disconnect();
+      }
+    },
+    5000,
+    'redis-server up',
+  );
   return proc;
 }
 
@@ -67,12 +82,24 @@ describe('cluster: Redis restarted without its data', () => {
     redis = await startRedis(port);
     h = clusterHarness({ REDIS_URL: `redis://127.0.0.1:${port}`, CLUSTER_LEASE_MS: '3000' });
     const nodes = await Promise.all(['r1', 'r2'].map((id) => h!.start(id)));
-    const created = await nodes[0].call('POST', '/api/v1/instances', { name: 'bot', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 20 });
+    const created = await nodes[0].call('POST', '/api/v1/instances', {
+      name: 'bot',
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+      agent_api_url: agent.url,
+      agent_timeout: 20,
+    });
     expect(created.status).toBe(201);
     const token = new URL(created.body.webhook_url).searchParams.get('token')!;
     const instanceId: string = (await nodes[0].call('GET', '/api/v2/instances/bot')).body.data.id;
     let owner: NodeProc | null = null;
-    await until(async () => (owner = await shardOwner(nodes, instanceId)) !== null && (await nodes[1].call('GET', '/api/v2/instances/bot')).status === 200, 8000, 'owned and replicated');
+    await until(
+      async () =>
+        (owner = await shardOwner(nodes, instanceId)) !== null &&
+        (await nodes[1].call('GET', '/api/v2/instances/bot')).status === 200,
+      8000,
+      'owned and replicated',
+    );
     const other = nodes.find((n) => n !== owner)!;
 
     const frames: any[] = [];
@@ -83,38 +110,73 @@ describe('cluster: Redis restarted without its data', () => {
     await Bun.sleep(200);
     const payloads = () => frames.filter((f) => f.channel === 'conversations').map((f) => f.payload);
 
-    const post = (n: NodeProc, id: string, text: string) => n.call('POST', `/webhook/evolution/bot?token=${token}`, upsert('bot', id, text), { 'x-api-key': '' });
+    const post = (n: NodeProc, id: string, text: string) =>
+      n.call('POST', `/webhook/evolution/bot?token=${token}`, upsert('bot', id, text), { 'x-api-key': '' });
     expect((await post(other, 'rr-1', 'before restart')).status).toBe(200);
-    await until(() => payloads().filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').length >= 2, 5000, 'deltas on the other node');
+    await until(
+      () => payloads().filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').length >= 2,
+      5000,
+      'deltas on the other node',
+    );
 
     // Redis dies and comes back empty on the same port, mid-reply.
     redis.kill('SIGKILL');
     await redis.exited;
     redis = await startRedis(port);
 
-    await until(() => payloads().some((p) => p.type === 'CUSTOM' && p.name === 'TURN_RESTARTED' && p.value?.reason === 'resync'), 8000, 'resync on the other node').catch((e) => {
-      console.log(payloads().map((p) => p.type + (p.delta ? `:${p.delta}` : '')).join(' '));
-      for (const n of nodes) void n.call('GET', '/api/v2/cluster').then((r) => console.log(n.id, JSON.stringify(r.body.data?.counters)));
-      for (const n of nodes) console.log(n.id, n.log.filter((l) => /"level":(40|50)|"msg":"cluster:/.test(l)).join('\n'));
-      return Bun.sleep(500).then(() => { throw e; });
+    await until(
+      () => payloads().some((p) => p.type === 'CUSTOM' && p.name === 'TURN_RESTARTED' && p.value?.reason === 'resync'),
+      8000,
+      'resync on the other node',
+    ).catch((e) => {
+      console.log(
+        payloads()
+          .map((p) => p.type + (p.delta ? `:${p.delta}` : ''))
+          .join(' '),
+      );
+      for (const n of nodes)
+        void n.call('GET', '/api/v2/cluster').then((r) => console.log(n.id, JSON.stringify(r.body.data?.counters)));
+      for (const n of nodes)
+        console.log(n.id, n.log.filter((l) => /"level":(40|50)|"msg":"cluster:/.test(l)).join('\n'));
+      return Bun.sleep(500).then(() => {
+        throw e;
+      });
     });
     await until(() => payloads().some((p) => p.type === 'RUN_FINISHED'), 10_000, 'turn finished').catch((e) => {
-      console.log(payloads().map((p) => p.type + (p.delta ? `:${p.delta}` : '')).join(' '));
-      for (const n of nodes) console.log(n.id, n.log.filter((l) => /"level":(40|50)|"msg":"cluster:/.test(l)).join('\n'));
+      console.log(
+        payloads()
+          .map((p) => p.type + (p.delta ? `:${p.delta}` : ''))
+          .join(' '),
+      );
+      for (const n of nodes)
+        console.log(n.id, n.log.filter((l) => /"level":(40|50)|"msg":"cluster:/.test(l)).join('\n'));
       throw e;
     });
     const all = payloads();
     const restartAt = all.findLastIndex((p) => p.type === 'CUSTOM' && p.name === 'TURN_RESTARTED');
-    const after = all.slice(restartAt + 1).filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').map((p) => p.delta).join('');
+    const after = all
+      .slice(restartAt + 1)
+      .filter((p) => p.type === 'TEXT_MESSAGE_CONTENT')
+      .map((p) => p.delta)
+      .join('');
     expect(after).toBe(REPLY); // the text so far again in one piece, then the rest
     await until(() => evo.sent.length >= 1, 5000, 'reply delivered');
     ws.close();
 
     // Leases are held again (reclaimed by the same owner) and hand-off works on the new Redis.
-    await until(async () => {
-      const st = (await other.call('GET', '/api/v2/cluster')).body.data;
-      return st.unowned.length === 0 && st.nodes.some((n: any) => n.id === owner!.id && n.shards.some((s: any) => s.shard === shardOf(instanceId, 32)));
-    }, 8000, 'all shards owned again, the instance still by its owner');
+    await until(
+      async () => {
+        const st = (await other.call('GET', '/api/v2/cluster')).body.data;
+        return (
+          st.unowned.length === 0 &&
+          st.nodes.some(
+            (n: any) => n.id === owner!.id && n.shards.some((s: any) => s.shard === shardOf(instanceId, 32)),
+          )
+        );
+      },
+      8000,
+      'all shards owned again, the instance still by its owner',
+    );
     expect((await post(other, 'rr-2', 'after restart')).status).toBe(200);
     await until(() => evo.sent.length >= 2, 8000, 'second reply');
     await Bun.sleep(300);
@@ -123,7 +185,11 @@ describe('cluster: Redis restarted without its data', () => {
 
     // The configuration was put back into the empty Redis: a node joining now sees the instance.
     const late = await h.start('r3');
-    await until(async () => (await late.call('GET', '/api/v2/instances/bot')).status === 200, 5000, 'late node got the configuration');
+    await until(
+      async () => (await late.call('GET', '/api/v2/instances/bot')).status === 200,
+      5000,
+      'late node got the configuration',
+    );
   }, 50_000);
 });
 
@@ -134,7 +200,13 @@ describe('cluster: Redis stops answering', () => {
     h = clusterHarness({ REDIS_URL: `redis://127.0.0.1:${port}`, CLUSTER_LEASE_MS: '3000' });
     const node = await h.start('f1');
     agent.setBehaviour({ deltaDelayMs: 0 });
-    const created = await node.call('POST', '/api/v1/instances', { name: 'bot', evolution_url: evo.url, evolution_key: evo.apikey, agent_api_url: agent.url, agent_timeout: 10 });
+    const created = await node.call('POST', '/api/v1/instances', {
+      name: 'bot',
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+      agent_api_url: agent.url,
+      agent_timeout: 10,
+    });
     expect(created.status).toBe(201);
     const token = new URL(created.body.webhook_url).searchParams.get('token')!;
     const running = async () => (await node.call('GET', '/api/v2/instances/bot/status')).body.data?.running === true;
@@ -152,7 +224,12 @@ describe('cluster: Redis stops answering', () => {
       redis.kill('SIGCONT');
     }
     await until(running, 10_000, 'channel connection back after SIGCONT');
-    const r = await node.call('POST', `/webhook/evolution/bot?token=${token}`, upsert('bot', 'after-freeze', 'still there?'), { 'x-api-key': '' });
+    const r = await node.call(
+      'POST',
+      `/webhook/evolution/bot?token=${token}`,
+      upsert('bot', 'after-freeze', 'still there?'),
+      { 'x-api-key': '' },
+    );
     expect(r.status).toBe(200);
     await until(() => evo.sent.length === 1, 8000, 'reply after recovery');
     expect(evo.sent[0].text).toBe(REPLY);

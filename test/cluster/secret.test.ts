@@ -6,20 +6,21 @@
 // plain-text configuration of an older version is adopted and sealed in place at start. Gateways in this process on
 // the local redis-server (plus one node process), each with its own database. Also: instances
 // created at the same moment on two nodes (same v1 numeric id) both replicate.
-import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+
 import type { Database } from 'bun:sqlite';
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { ClusterKeys } from '../src/cluster/crypto.ts';
-import { rowContext } from '../src/cluster/config-sync.ts';
-import { shardOf } from '../src/cluster/shards.ts';
-import { deadLetterContext, PEER_SIGNATURE_HEADER, STREAM_CONTEXT } from '../src/cluster/index.ts';
-import { useSqliteAuthState, hasStoredAuth } from '../src/channels/whatsapp/auth-state.ts';
-import { ConfigError } from '../src/config.ts';
-import { createLogger } from '../src/log.ts';
-import { CLUSTER_SECRET, clusterHarness, dropKeys, dumpKeys, REDIS_URL, until } from './cluster-nodes.ts';
-import { ADMIN_KEY, createTestGateway } from './helpers.ts';
-import { startFakeAgent } from './fakes/agents.ts';
-import { startFakeEvolution } from './fakes/evolution.ts';
+import { hasStoredAuth, useSqliteAuthState } from '../../src/channels/whatsapp/auth-state.ts';
+import { rowContext } from '../../src/cluster/config-sync.ts';
+import { ClusterKeys } from '../../src/cluster/crypto.ts';
+import { deadLetterContext, PEER_SIGNATURE_HEADER, STREAM_CONTEXT } from '../../src/cluster/index.ts';
+import { shardOf } from '../../src/cluster/shards.ts';
+import { ConfigError } from '../../src/config.ts';
+import { createLogger } from '../../src/log.ts';
+import { startFakeAgent } from '../fakes/agents.ts';
+import { startFakeEvolution } from '../fakes/evolution.ts';
+import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
+import { CLUSTER_SECRET, clusterHarness, dropKeys, dumpKeys, REDIS_URL, until } from './nodes.ts';
 
 const OTHER_SECRET = 'another-cluster-secret-abcdefghijklmnop';
 const EVOLUTION_KEY = 'evo-key-must-not-reach-redis-7f3a9c';
@@ -32,7 +33,18 @@ const redis = new Redis(REDIS_URL);
 function node(id: string, secret = CLUSTER_SECRET, keyPrefix = prefix, env: Record<string, string> = {}) {
   const logs: string[] = [];
   const log = createLogger('info', { destination: { write: (line: string) => void logs.push(line) } });
-  const t = createTestGateway({ REDIS_URL, CLUSTER_SECRET: secret, CLUSTER_KEY_PREFIX: keyPrefix, CLUSTER_NODE_ID: id, CLUSTER_SHARDS: '4', CLUSTER_LEASE_MS: '1500', ...env }, { log });
+  const t = createTestGateway(
+    {
+      REDIS_URL,
+      CLUSTER_SECRET: secret,
+      CLUSTER_KEY_PREFIX: keyPrefix,
+      CLUSTER_NODE_ID: id,
+      CLUSTER_SHARDS: '4',
+      CLUSTER_LEASE_MS: '1500',
+      ...env,
+    },
+    { log },
+  );
   return { ...t, logs };
 }
 
@@ -53,15 +65,29 @@ describe('configuration sealed in Redis', () => {
   let instanceId = '';
 
   test('instances, keys and WhatsApp login state replicate within a second; none of their secrets is readable in Redis', async () => {
-    const created = await a.call('POST', '/api/v1/instances', { name: 'evo', evolution_url: 'http://127.0.0.1:9', evolution_key: EVOLUTION_KEY, agent_api_url: 'http://127.0.0.1:9', agent_api_key: AGENT_KEY });
+    const created = await a.call('POST', '/api/v1/instances', {
+      name: 'evo',
+      evolution_url: 'http://127.0.0.1:9',
+      evolution_key: EVOLUTION_KEY,
+      agent_api_url: 'http://127.0.0.1:9',
+      agent_api_key: AGENT_KEY,
+    });
     expect(created.status).toBe(201);
     instanceId = (await a.call('GET', '/api/v2/instances/evo')).body.data.id;
-    await until(() => b.gw.instances.get(instanceId)?.config.evolution_key === EVOLUTION_KEY, 1000, 'instance on the other node');
+    await until(
+      () => b.gw.instances.get(instanceId)?.config.evolution_key === EVOLUTION_KEY,
+      1000,
+      'instance on the other node',
+    );
 
     const key = await a.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] });
     expect(key.status).toBe(201);
     const plainKey: string = key.body.data.key;
-    await until(async () => (await b.call('GET', '/api/v2/traces', undefined, { 'x-api-key': plainKey })).status === 200, 1000, 'key usable on the other node');
+    await until(
+      async () => (await b.call('GET', '/api/v2/traces', undefined, { 'x-api-key': plainKey })).status === 200,
+      1000,
+      'key usable on the other node',
+    );
 
     const wa = await a.call('POST', '/api/v2/instances', { name: 'wa', channel: 'whatsapp-baileys', isActive: false });
     expect(wa.status).toBe(201);
@@ -76,8 +102,12 @@ describe('configuration sealed in Redis', () => {
       evolutionKey: EVOLUTION_KEY,
       agentKey: AGENT_KEY,
       apiKey: plainKey,
-      apiKeyHash: a.gw.db.query<{ key_hash: string }, [string]>('SELECT key_hash FROM api_keys WHERE id = ?').get(key.body.data.id)!.key_hash,
-      webhookSecret: a.gw.db.query<{ webhook_secret: string }, [string]>('SELECT webhook_secret FROM instances WHERE id = ?').get(instanceId)!.webhook_secret,
+      apiKeyHash: a.gw.db
+        .query<{ key_hash: string }, [string]>('SELECT key_hash FROM api_keys WHERE id = ?')
+        .get(key.body.data.id)!.key_hash,
+      webhookSecret: a.gw.db
+        .query<{ webhook_secret: string }, [string]>('SELECT webhook_secret FROM instances WHERE id = ?')
+        .get(instanceId)!.webhook_secret,
       advSecretKey: creds.advSecretKey,
       noiseKeyPrivate: Buffer.from(creds.noiseKey.private).toString('base64'),
       clusterSecret: CLUSTER_SECRET,
@@ -97,39 +127,69 @@ describe('configuration sealed in Redis', () => {
   });
 
   test('a value sealed with another secret, or altered in Redis, is skipped and logged without its content; later changes still apply', async () => {
-    const row = a.gw.db.query<Record<string, unknown>, [string]>('SELECT * FROM instances WHERE id = ?').get(instanceId)!;
+    const row = a.gw.db
+      .query<Record<string, unknown>, [string]>('SELECT * FROM instances WHERE id = ?')
+      .get(instanceId)!;
     const pk = JSON.stringify([instanceId]);
-    const forged = { ...row, config_json: JSON.stringify({ ...JSON.parse(String(row.config_json)), evolution_key: 'forged-evolution-key-0001' }) };
+    const forged = {
+      ...row,
+      config_json: JSON.stringify({
+        ...JSON.parse(String(row.config_json)),
+        evolution_key: 'forged-evolution-key-0001',
+      }),
+    };
     const foreign = new ClusterKeys(OTHER_SECRET).seal(JSON.stringify(forged), rowContext('instances', pk));
     const ours = new ClusterKeys(CLUSTER_SECRET).seal(JSON.stringify(forged), rowContext('instances', pk));
     const altered = ours.slice(0, -6) + (ours.endsWith('AAAAAA') ? 'BBBBBB' : 'AAAAAA');
-    const movedToAnotherRow = new ClusterKeys(CLUSTER_SECRET).seal(JSON.stringify(forged), rowContext('instances', JSON.stringify(['another-id'])));
+    const movedToAnotherRow = new ClusterKeys(CLUSTER_SECRET).seal(
+      JSON.stringify(forged),
+      rowContext('instances', JSON.stringify(['another-id'])),
+    );
     const before = (await a.call('GET', '/api/v2/cluster')).body.data.counters.configRejected as number;
     for (const sealed of [foreign, altered, movedToAnotherRow]) {
       await redis.xadd(`${prefix}cfg:log`, '*', 'node', 'intruder', 'tbl', 'instances', 'pk', pk, 'row', sealed);
     }
     await redis.publish(`${prefix}cfg`, 'x');
-    await until(async () => (await a.call('GET', '/api/v2/cluster')).body.data.counters.configRejected >= before + 3, 2000, 'rejected on node a');
+    await until(
+      async () => (await a.call('GET', '/api/v2/cluster')).body.data.counters.configRejected >= before + 3,
+      2000,
+      'rejected on node a',
+    );
     expect(a.gw.instances.get(instanceId)!.config.evolution_key).toBe(EVOLUTION_KEY);
     const rejected = a.logs.filter((l) => l.includes('does not open with this CLUSTER_SECRET'));
     expect(rejected.length).toBeGreaterThanOrEqual(3);
     expect(rejected.join('\n')).toContain(instanceId);
     expect(a.logs.join('\n')).not.toContain('forged-evolution-key');
 
-    expect((await b.call('PATCH', `/api/v2/instances/${instanceId}`, { agent: { timeoutSeconds: 42 } })).status).toBe(200);
+    expect((await b.call('PATCH', `/api/v2/instances/${instanceId}`, { agent: { timeoutSeconds: 42 } })).status).toBe(
+      200,
+    );
     await until(() => a.gw.instances.get(instanceId)?.agent.timeoutSeconds === 42, 1000, 'a later change applied');
   });
 });
 
 describe('configuration written on two nodes at once', () => {
   test('instances created at the same moment on two nodes both replicate, each with one v1 id on every node', async () => {
-    const instance = (name: string) => ({ name, evolution_url: 'http://127.0.0.1:9', evolution_key: `key-of-${name}`, agent_api_url: 'http://127.0.0.1:9' });
-    const [x, y] = await Promise.all([a.call('POST', '/api/v1/instances', instance('made-on-a')), b.call('POST', '/api/v1/instances', instance('made-on-b'))]);
+    const instance = (name: string) => ({
+      name,
+      evolution_url: 'http://127.0.0.1:9',
+      evolution_key: `key-of-${name}`,
+      agent_api_url: 'http://127.0.0.1:9',
+    });
+    const [x, y] = await Promise.all([
+      a.call('POST', '/api/v1/instances', instance('made-on-a')),
+      b.call('POST', '/api/v1/instances', instance('made-on-b')),
+    ]);
     expect([x.status, y.status]).toEqual([201, 201]);
     expect(x.body.id).toBe(y.body.id); // seq = MAX + 1 on each node: the clash this test is about
     const ids = async (t: typeof a) =>
-      Object.fromEntries(((await t.call('GET', '/api/v1/instances')).body as Array<{ name: string; id: number }>).filter((i) => i.name.startsWith('made-on')).map((i) => [i.name, i.id]));
-    for (const t of [a, b]) await until(async () => Object.keys(await ids(t)).length === 2, 3000, 'both instances on both nodes');
+      Object.fromEntries(
+        ((await t.call('GET', '/api/v1/instances')).body as Array<{ name: string; id: number }>)
+          .filter((i) => i.name.startsWith('made-on'))
+          .map((i) => [i.name, i.id]),
+      );
+    for (const t of [a, b])
+      await until(async () => Object.keys(await ids(t)).length === 2, 3000, 'both instances on both nodes');
     const onA = await ids(a);
     expect(onA['made-on-a']).not.toBe(onA['made-on-b']);
     expect(await ids(b)).toEqual(onA);
@@ -139,7 +199,10 @@ describe('configuration written on two nodes at once', () => {
 describe('another secret', () => {
   test('a gateway with another secret fails its start with a CLUSTER_SECRET error and never joins', async () => {
     const c = node('sec-c', OTHER_SECRET);
-    const err = await c.gw.start().then(() => null, (e: unknown) => e);
+    const err = await c.gw.start().then(
+      () => null,
+      (e: unknown) => e,
+    );
     await c.close();
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).variable).toBe('CLUSTER_SECRET');
@@ -148,11 +211,22 @@ describe('another secret', () => {
   });
 
   test('a node process with another secret exits with one line naming CLUSTER_SECRET', async () => {
-    const h = clusterHarness({ CLUSTER_KEY_PREFIX: prefix, CLUSTER_SECRET: OTHER_SECRET, CLUSTER_SHARDS: '4', LOG_LEVEL: 'warn' });
+    const h = clusterHarness({
+      CLUSTER_KEY_PREFIX: prefix,
+      CLUSTER_SECRET: OTHER_SECRET,
+      CLUSTER_SHARDS: '4',
+      LOG_LEVEL: 'warn',
+    });
     try {
-      const err = await h.start('sec-proc').then(() => null, (e: Error) => e);
+      const err = await h.start('sec-proc').then(
+        () => null,
+        (e: Error) => e,
+      );
       expect(err).not.toBeNull();
-      const lines = err!.message.split('\n').slice(1).filter((l) => l.trim() !== '');
+      const lines = err!.message
+        .split('\n')
+        .slice(1)
+        .filter((l) => l.trim() !== '');
       expect(lines).toHaveLength(1);
       expect(lines[0]).toStartWith('switchboard: invalid configuration: CLUSTER_SECRET');
     } finally {
@@ -168,7 +242,8 @@ describe('another secret', () => {
       const foreign = new ClusterKeys(OTHER_SECRET).fingerprint;
       await redis.set(`${raced}cfg:seeded`, foreign);
       const logged = await redis.xlen(`${raced}cfg:log`);
-      for (const name of ['late-1', 'late-2']) expect((await e.call('POST', '/api/v2/keys', { name, scopes: ['events:read'] })).status).toBe(201);
+      for (const name of ['late-1', 'late-2'])
+        expect((await e.call('POST', '/api/v2/keys', { name, scopes: ['events:read'] })).status).toBe(201);
       const refusal = () => e.logs.filter((l) => l.includes('sealed with another CLUSTER_SECRET'));
       await until(() => refusal().length > 0, 2000, 'refusal logged');
       await until(async () => !(await redis.smembers(`${raced}nodes`)).includes('sec-e'), 3000, 'left the membership');
@@ -185,27 +260,33 @@ describe('another secret', () => {
     }
   });
 
-  test('a peer request signed with another secret is not a peer\'s: it is rate-limited like any caller', async () => {
+  test("a peer request signed with another secret is not a peer's: it is rate-limited like any caller", async () => {
     const path = '/api/v2/cluster';
     const fromPeer = await a.call('GET', path, undefined, b.gw.cluster!.peerHeaders('GET', path));
     expect(fromPeer.status).toBe(200);
     expect(fromPeer.headers.get('x-ratelimit-limit')).toBeNull();
-    const forged = await a.call('GET', path, undefined, { 'x-switchboard-forwarded-by': 'sec-b', [PEER_SIGNATURE_HEADER]: new ClusterKeys(OTHER_SECRET).signPeer('GET', path) });
+    const forged = await a.call('GET', path, undefined, {
+      'x-switchboard-forwarded-by': 'sec-b',
+      [PEER_SIGNATURE_HEADER]: new ClusterKeys(OTHER_SECRET).signPeer('GET', path),
+    });
     expect(forged.status).toBe(200);
     expect(forged.headers.get('x-ratelimit-limit')).not.toBeNull();
   });
 });
 
 describe('node entries written into Redis', () => {
-  test('a node entry whose URL lacks a valid MAC of this secret is never asked a gathered read (the caller\'s key never reaches it; the answer says partial) and is logged once; a node\'s own entry is asked', async () => {
+  test("a node entry whose URL lacks a valid MAC of this secret is never asked a gathered read (the caller's key never reaches it; the answer says partial) and is logged once; a node's own entry is asked", async () => {
     const asked: Record<string, Array<string | null>> = { signed: [], unsigned: [], moved: [], foreign: [] };
-    const servers = Object.keys(asked).map((name) => Bun.serve({
-      port: 0, hostname: '127.0.0.1',
-      fetch(req) {
-        asked[name].push(req.headers.get('x-api-key'));
-        return Response.json({ items: [], meta: { cursor: null, hasMore: false } });
-      },
-    }));
+    const servers = Object.keys(asked).map((name) =>
+      Bun.serve({
+        port: 0,
+        hostname: '127.0.0.1',
+        fetch(req) {
+          asked[name].push(req.headers.get('x-api-key'));
+          return Response.json({ items: [], meta: { cursor: null, hasMore: false } });
+        },
+      }),
+    );
     const [signedUrl, unsignedUrl, movedUrl, foreignUrl] = servers.map((srv) => `http://127.0.0.1:${srv.port}`);
     const ours = new ClusterKeys(CLUSTER_SECRET);
     const entries: Record<string, { url: string; mac?: string }> = {
@@ -220,16 +301,24 @@ describe('node entries written into Redis', () => {
         await redis.set(`${prefix}node:${id}`, JSON.stringify(info), 'PX', 20_000);
         await redis.sadd(`${prefix}nodes`, id);
       }
-      await until(async () => {
-        expect((await a.call('GET', '/api/v2/traces')).status).toBe(200);
-        return asked.signed.length > 0;
-      }, 3000, 'the signed entry asked');
+      await until(
+        async () => {
+          expect((await a.call('GET', '/api/v2/traces')).status).toBe(200);
+          return asked.signed.length > 0;
+        },
+        3000,
+        'the signed entry asked',
+      );
       const gathered = await a.call('GET', '/api/v2/traces');
       expect(gathered.status).toBe(200);
       // Live entries it did not ask may be real nodes: the answer says it may be missing rows.
       expect(gathered.body.meta.partial).toBe(true);
       expect(asked.signed[0]).toBe(ADMIN_KEY);
-      expect({ unsigned: asked.unsigned, moved: asked.moved, foreign: asked.foreign }).toEqual({ unsigned: [], moved: [], foreign: [] });
+      expect({ unsigned: asked.unsigned, moved: asked.moved, foreign: asked.foreign }).toEqual({
+        unsigned: [],
+        moved: [],
+        foreign: [],
+      });
       const refused = a.logs.filter((l) => l.includes('without a valid MAC'));
       expect(refused.map((l) => JSON.parse(l).node).sort()).toEqual(['fake-foreign', 'fake-moved', 'fake-unsigned']);
     } finally {
@@ -261,28 +350,94 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
     const agent = startFakeAgent({ protocol: 'json' });
     const evo = await startFakeEvolution({ apikey: evolutionKey });
     const member = node('sec-member', CLUSTER_SECRET, old);
-    expect((await member.call('POST', '/api/v1/instances', { name: 'kept', evolution_url: evo.url, evolution_key: evolutionKey, agent_api_url: agent.url })).status).toBe(201);
+    expect(
+      (
+        await member.call('POST', '/api/v1/instances', {
+          name: 'kept',
+          evolution_url: evo.url,
+          evolution_key: evolutionKey,
+          agent_api_url: agent.url,
+        })
+      ).status,
+    ).toBe(201);
     const keptId: string = (await member.call('GET', '/api/v2/instances/kept')).body.data.id;
-    const readerKey: string = (await member.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] })).body.data.key;
+    const readerKey: string = (await member.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] }))
+      .body.data.key;
     await redis.set(`${old}cfg:seeded`, '1');
-    for (const table of ['instances', 'api_keys'] as const) await redis.hset(`${old}cfg:snap:${table}`, plainSnapshot(member.gw.db, table));
-    await redis.xadd(`${old}cfg:log`, '*', 'node', 'sec-member', 'tbl', 'instances', 'pk', JSON.stringify([keptId]), 'row', (await redis.hget(`${old}cfg:snap:instances`, JSON.stringify([keptId])))!);
+    for (const table of ['instances', 'api_keys'] as const)
+      await redis.hset(`${old}cfg:snap:${table}`, plainSnapshot(member.gw.db, table));
+    await redis.xadd(
+      `${old}cfg:log`,
+      '*',
+      'node',
+      'sec-member',
+      'tbl',
+      'instances',
+      'pk',
+      JSON.stringify([keptId]),
+      'row',
+      (await redis.hget(`${old}cfg:snap:instances`, JSON.stringify([keptId])))!,
+    );
     await redis.set(`${old}peer-secret`, 'legacy-peer-secret-5e6f');
-    const msg = { instanceId: 'gone', providerMessageId: 'p1', chat: { chatId: '1', kind: 'direct' }, sender: { id: 'u1' }, text: 'hi', contentType: 'text', timestamp: 1, extra: { interaction: { id: 'i', token, applicationId: 'app' } } };
-    await redis.lpush(`${old}deadletter`, JSON.stringify({ shard: 0, id: '5-0', reason: 'instance gone unknown on this node', node: 'old', at: new Date().toISOString(), fields: ['m', JSON.stringify(msg), 'k', 'inbound'] }));
+    const msg = {
+      instanceId: 'gone',
+      providerMessageId: 'p1',
+      chat: { chatId: '1', kind: 'direct' },
+      sender: { id: 'u1' },
+      text: 'hi',
+      contentType: 'text',
+      timestamp: 1,
+      extra: { interaction: { id: 'i', token, applicationId: 'app' } },
+    };
+    await redis.lpush(
+      `${old}deadletter`,
+      JSON.stringify({
+        shard: 0,
+        id: '5-0',
+        reason: 'instance gone unknown on this node',
+        node: 'old',
+        at: new Date().toISOString(),
+        fields: ['m', JSON.stringify(msg), 'k', 'inbound'],
+      }),
+    );
     // A message the old version accepted but no node had run yet: a plain stream entry.
     const plainEntry = (id: string, text: string) =>
-      JSON.stringify({ instanceId: keptId, providerMessageId: id, chat: { chatId: '15550001111@s.whatsapp.net', kind: 'direct' }, sender: { id: '15550001111@s.whatsapp.net' }, text, contentType: 'text', timestamp: 1 });
+      JSON.stringify({
+        instanceId: keptId,
+        providerMessageId: id,
+        chat: { chatId: '15550001111@s.whatsapp.net', kind: 'direct' },
+        sender: { id: '15550001111@s.whatsapp.net' },
+        text,
+        contentType: 'text',
+        timestamp: 1,
+      });
     // One for an instance the cluster does not know (yet): dead-lettered at once (its id is old).
     const unknownId = 'instance-created-later';
     const unknownEntry = `${Date.now() - 60_000}-1`;
-    await redis.xadd(`${old}stream:${shardOf(unknownId, 4)}`, unknownEntry, 'm', JSON.stringify({ ...JSON.parse(plainEntry('unknown-1', 'for a later instance')), instanceId: unknownId }), 'k', 'inbound');
+    await redis.xadd(
+      `${old}stream:${shardOf(unknownId, 4)}`,
+      unknownEntry,
+      'm',
+      JSON.stringify({ ...JSON.parse(plainEntry('unknown-1', 'for a later instance')), instanceId: unknownId }),
+      'k',
+      'inbound',
+    );
     const keptStream = `${old}stream:${shardOf(keptId, 4)}`;
-    await redis.xadd(keptStream, '*', 'm', plainEntry('in-flight', 'accepted before the upgrade'), 'k', 'inbound', 't', crypto.randomUUID());
+    await redis.xadd(
+      keptStream,
+      '*',
+      'm',
+      plainEntry('in-flight', 'accepted before the upgrade'),
+      'k',
+      'inbound',
+      't',
+      crypto.randomUUID(),
+    );
 
     // The first node upgraded is a fresh one, with a key of its own the cluster never had.
     const first = node('sec-first', CLUSTER_SECRET, old);
-    const ownKey: string = (await first.call('POST', '/api/v2/keys', { name: 'own', scopes: ['events:read'] })).body.data.key;
+    const ownKey: string = (await first.call('POST', '/api/v2/keys', { name: 'own', scopes: ['events:read'] })).body
+      .data.key;
     try {
       await first.gw.start();
       expect(first.gw.instances.get(keptId)?.config.evolution_key).toBe(evolutionKey);
@@ -295,33 +450,70 @@ describe('upgrade from a version without CLUSTER_SECRET', () => {
       const dump = await dumpKeys(old);
       for (const secret of [evolutionKey, 'legacy-peer-secret-5e6f', token]) expect(dump).not.toContain(secret);
       for (const table of ['instances', 'api_keys']) {
-        for (const v of Object.values(await redis.hgetall(`${old}cfg:snap:${table}`))) expect(v.startsWith('v1.')).toBe(true);
+        for (const v of Object.values(await redis.hgetall(`${old}cfg:snap:${table}`)))
+          expect(v.startsWith('v1.')).toBe(true);
       }
       const listed = await first.call('GET', '/api/v2/cluster/dead-letters');
       expect(listed.status).toBe(200);
       expect(listed.body.items).toHaveLength(1);
-      expect(listed.body.items[0]).toMatchObject({ entryId: '5-0', shard: 0, reason: 'instance gone unknown on this node', kind: 'inbound' });
+      expect(listed.body.items[0]).toMatchObject({
+        entryId: '5-0',
+        shard: 0,
+        reason: 'instance gone unknown on this node',
+        kind: 'inbound',
+      });
       expect(listed.body.items[0].message.extra.interaction.token).toBe(`****${token.slice(-4)}`);
 
       // The old version's message still runs; a plain entry appended now (only a Redis writer
       // could, nodes seal theirs) is never run and is kept as a dead letter instead.
-      const texts = async () => ((await first.call('GET', '/api/v2/traces?limit=50')).body.items as Array<{ text: string }>).map((t) => t.text);
-      await until(async () => (await texts()).includes('accepted before the upgrade'), 3000, 'the in-flight message ran');
+      const texts = async () =>
+        ((await first.call('GET', '/api/v2/traces?limit=50')).body.items as Array<{ text: string }>).map((t) => t.text);
+      await until(
+        async () => (await texts()).includes('accepted before the upgrade'),
+        3000,
+        'the in-flight message ran',
+      );
       await until(() => evo.sent.some((m) => m.text === 'echo: accepted before the upgrade'), 3000, 'its reply sent');
-      await redis.xadd(keptStream, '*', 'm', plainEntry('injected', 'written into Redis directly'), 'k', 'inbound', 't', crypto.randomUUID());
-      await until(async () => (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.length === 3, 3000, 'injected entry dead-lettered');
+      await redis.xadd(
+        keptStream,
+        '*',
+        'm',
+        plainEntry('injected', 'written into Redis directly'),
+        'k',
+        'inbound',
+        't',
+        crypto.randomUUID(),
+      );
+      await until(
+        async () => (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.length === 3,
+        3000,
+        'injected entry dead-lettered',
+      );
       // The older version's entry, dead-lettered by the new node, is kept sealed: a replay once its
       // instance exists will be run (a plain one appended after the upgrade would be refused).
       const keys = new ClusterKeys(CLUSTER_SECRET);
-      const rec = (await redis.lrange(`${old}deadletter`, 0, -1)).map((r) => JSON.parse(r)).find((r) => r.entryId === unknownEntry);
+      const rec = (await redis.lrange(`${old}deadletter`, 0, -1))
+        .map((r) => JSON.parse(r))
+        .find((r) => r.entryId === unknownEntry);
       const fields = JSON.parse(keys.open(rec.sealed, deadLetterContext(rec.id))!) as string[];
       expect(keys.open(fields[fields.indexOf('m') + 1]!, STREAM_CONTEXT)).toContain('for a later instance');
-      const refused = (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.find((d: any) => d.entryId !== '5-0' && d.entryId !== unknownEntry);
+      const refused = (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.find(
+        (d: any) => d.entryId !== '5-0' && d.entryId !== unknownEntry,
+      );
       expect(refused).toMatchObject({ replayable: false, reason: expect.stringContaining('not sealed') });
       expect(await texts()).not.toContain('written into Redis directly');
       expect(agent.requests.some((r) => JSON.stringify(r.body).includes('written into Redis directly'))).toBe(false);
       // Messages in flight are sealed too: no text readable in the streams.
-      const accepted = await first.call('POST', `/webhook/evolution/kept`, { event: 'messages.upsert', instance: 'kept', apikey: evolutionKey, data: { key: { remoteJid: '15550002222@s.whatsapp.net', fromMe: false, id: 'sealed-1' }, message: { conversation: 'text that must not be readable in redis' }, messageTimestamp: 1 } });
+      const accepted = await first.call('POST', `/webhook/evolution/kept`, {
+        event: 'messages.upsert',
+        instance: 'kept',
+        apikey: evolutionKey,
+        data: {
+          key: { remoteJid: '15550002222@s.whatsapp.net', fromMe: false, id: 'sealed-1' },
+          message: { conversation: 'text that must not be readable in redis' },
+          messageTimestamp: 1,
+        },
+      });
       expect(accepted.status).toBe(200);
       expect(await dumpKeys(old)).not.toContain('text that must not be readable in redis');
 

@@ -1,11 +1,12 @@
 // SQLite: the pragmas the gateway relies on, and numbered forward-only migrations.
+
+import type { Database } from 'bun:sqlite';
 import { afterEach, describe, expect, test } from 'bun:test';
-import { Database } from 'bun:sqlite';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { listMigrations, migrate, openDatabase } from '../db/open.ts';
-import { startCheckpointer } from '../db/checkpointer.ts';
+import { startCheckpointer } from '../../db/checkpointer.ts';
+import { listMigrations, migrate, openDatabase } from '../../db/open.ts';
 
 const dirs: string[] = [];
 function tempDb(): string {
@@ -17,7 +18,8 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-const pragma = (db: Database, name: string) => Object.values(db.query(`PRAGMA ${name}`).get() as Record<string, unknown>)[0];
+const pragma = (db: Database, name: string) =>
+  Object.values(db.query(`PRAGMA ${name}`).get() as Record<string, unknown>)[0];
 
 describe('openDatabase', () => {
   test('creates the directory and sets WAL, foreign keys, busy timeout, synchronous=NORMAL', () => {
@@ -39,10 +41,15 @@ describe('openDatabase', () => {
     expect(files.map((m) => m.version)).toEqual([...files.map((m) => m.version)].sort((a, b) => a - b));
 
     const db = openDatabase(path);
-    const recorded = db.query<{ version: number; name: string }, []>('SELECT version, name FROM schema_migrations ORDER BY version').all();
+    const recorded = db
+      .query<{ version: number; name: string }, []>('SELECT version, name FROM schema_migrations ORDER BY version')
+      .all();
     expect(recorded.map((r) => r.name)).toEqual(files.map((m) => m.name));
     // The foundation tables exist.
-    const tables = db.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((r) => r.name);
+    const tables = db
+      .query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'table'")
+      .all()
+      .map((r) => r.name);
     for (const t of ['instances', 'api_keys', 'settings', 'schema_migrations']) expect(tables).toContain(t);
     db.close();
 
@@ -74,7 +81,10 @@ describe('openDatabase', () => {
         { version: 2, name: '002_broken.sql', sql: 'CREATE TABLE half (y INTEGER); THIS IS NOT SQL;' },
       ];
       expect(() => migrate(db, list)).toThrow();
-      const tables = db.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((r) => r.name);
+      const tables = db
+        .query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .all()
+        .map((r) => r.name);
       expect(tables).not.toContain('ok_table');
       expect(tables).not.toContain('half');
       expect(db.query('SELECT COUNT(*) AS n FROM schema_migrations').get()).toEqual({ n: 0 });
@@ -159,7 +169,12 @@ describe('background WAL checkpointer', () => {
     const path = tempDb();
     const db = openDatabase(path);
     const warnings: string[] = [];
-    const cp = startCheckpointer(db, join(tmpdir(), 'sb-no-such-dir', 'missing.db'), { warn: (_o: unknown, msg?: string) => void warnings.push(String(msg)) } as never, 10)!;
+    const cp = startCheckpointer(
+      db,
+      join(tmpdir(), 'sb-no-such-dir', 'missing.db'),
+      { warn: (_o: unknown, msg?: string) => void warnings.push(String(msg)) } as never,
+      10,
+    )!;
     try {
       const deadline = Date.now() + 5000;
       while (pragma(db, 'wal_autocheckpoint') !== 1000 && Date.now() < deadline) await Bun.sleep(10);

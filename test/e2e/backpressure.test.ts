@@ -1,8 +1,8 @@
 // Backpressure: per-conversation backlog bound (shed), global bound (503 + Retry-After), and a
 // flooded conversation that does not starve the others (fair agent concurrency).
 import { describe, expect, test } from 'bun:test';
-import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
-import { createTestGateway } from './helpers.ts';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from '../fixtures.ts';
+import { createTestGateway } from '../helpers.ts';
 
 const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-123456' }, agent: { protocol: 'json' } });
 
@@ -33,7 +33,8 @@ describe('backpressure', () => {
     // The shed messages never reach the agent; the others are answered.
     await fakes.evo.waitForSent(10 - shed.length, 10000);
     const asked = new Set(fakes.agent.requests.map((r) => r.message));
-    for (let i = 0; i < 10; i++) if (shed.some((s) => s.trace_id === answers[i].trace_id)) expect(asked.has(`flood ${i}`)).toBe(false);
+    for (let i = 0; i < 10; i++)
+      if (shed.some((s) => s.trace_id === answers[i].trace_id)) expect(asked.has(`flood ${i}`)).toBe(false);
     fakes.agent.setBehaviour({ latencyMs: 0 });
     await t.close();
   });
@@ -76,11 +77,16 @@ describe('backpressure', () => {
 
 describe('passivation', () => {
   test('idle conversation actors passivate on the (virtual) clock and come back on the next message', async () => {
-    const { VirtualClock } = await import('../actors/runtime/virtual-clock.ts');
+    const { VirtualClock } = await import('../../actors/runtime/virtual-clock.ts');
     const clock = new VirtualClock(Date.now());
     fakes.evo.reset();
     const t = createTestGateway({ ACTOR_IDLE_MS: '1000' }, { clock });
-    const res = await t.call('POST', '/api/v1/instances', { name: 'pv', evolution_url: fakes.evo.url, evolution_key: fakes.evo.apikey, agent_api_url: fakes.agent.url });
+    const res = await t.call('POST', '/api/v1/instances', {
+      name: 'pv',
+      evolution_url: fakes.evo.url,
+      evolution_key: fakes.evo.apikey,
+      agent_api_url: fakes.agent.url,
+    });
     await t.gw.start();
     const token = new URL(res.body.webhook_url).searchParams.get('token')!;
     const post = (b: unknown) => t.call('POST', `/webhook/evolution/pv?token=${token}`, b, { 'x-api-key': '' });
@@ -109,7 +115,8 @@ describe('backlog accounting', () => {
       const r = await t.post(upsert(`long-${i}`, `m ${i}`, '1333'));
       expect(r.body.message).toBe('Message accepted');
       await fakes.evo.waitForSent(i + 1);
-      while (t.gw.pipeline.inbox.conversationBacklog(r.body.trace_id) > 0 || t.gw.pipeline.inbox.depth > 0) await Bun.sleep(2);
+      while (t.gw.pipeline.inbox.conversationBacklog(r.body.trace_id) > 0 || t.gw.pipeline.inbox.depth > 0)
+        await Bun.sleep(2);
     }
     expect(fakes.evo.sentTo('1333').length).toBe(12);
     await t.close();
@@ -118,17 +125,24 @@ describe('backlog accounting', () => {
 
 describe('safety net', () => {
   test('a pending message whose wake-up was lost is picked up by the periodic sweep (virtual clock)', async () => {
-    const { VirtualClock } = await import('../actors/runtime/virtual-clock.ts');
+    const { VirtualClock } = await import('../../actors/runtime/virtual-clock.ts');
     const clock = new VirtualClock(Date.now());
     fakes.evo.reset();
     const t = createTestGateway({}, { clock });
-    const res = await t.call('POST', '/api/v1/instances', { name: 'sw', evolution_url: fakes.evo.url, evolution_key: fakes.evo.apikey, agent_api_url: fakes.agent.url });
+    const res = await t.call('POST', '/api/v1/instances', {
+      name: 'sw',
+      evolution_url: fakes.evo.url,
+      evolution_key: fakes.evo.apikey,
+      agent_api_url: fakes.agent.url,
+    });
     await t.gw.start();
     const token = new URL(res.body.webhook_url).searchParams.get('token')!;
     // Lose the wake-up: while this node "does not own" the conversation, ingest stores without waking.
     const owns = t.gw.pipeline.owns;
     t.gw.pipeline.owns = { ...owns, conversation: () => false };
-    const ack = await t.call('POST', `/webhook/evolution/sw?token=${token}`, upsert('sw-1', 'lost wake', '1222'), { 'x-api-key': '' });
+    const ack = await t.call('POST', `/webhook/evolution/sw?token=${token}`, upsert('sw-1', 'lost wake', '1222'), {
+      'x-api-key': '',
+    });
     expect(ack.body.status).toBe('received');
     t.gw.pipeline.owns = owns;
     await Bun.sleep(50);
@@ -147,13 +161,16 @@ describe('graceful shutdown', () => {
     for (let i = 0; i < 4; i++) await t.post(upsert(`gs-${i}`, `queued ${i}`, '1111'));
     await until(() => fakes.agent.requests.some((r) => r.message === 'queued 0'), 5000, 'first agent call');
     const db = t.gw.db;
-    const pendingBefore = () => (db.query("SELECT COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing')").get() as { n: number }).n;
+    const pendingBefore = () =>
+      (db.query("SELECT COUNT(*) AS n FROM inbox WHERE status IN ('pending','processing')").get() as { n: number }).n;
     expect(pendingBefore()).toBe(4);
     // Keep the database open after close() to inspect it: close everything but the file.
     const closeDb = db.close.bind(db);
     db.close = () => {};
     await t.close();
-    expect(fakes.agent.requests.filter((r) => r.message.startsWith('queued')).map((r) => r.message)).toEqual(['queued 0']);
+    expect(fakes.agent.requests.filter((r) => r.message.startsWith('queued')).map((r) => r.message)).toEqual([
+      'queued 0',
+    ]);
     expect(fakes.evo.sentTo('1111')).toEqual(['echo: queued 0']);
     expect(pendingBefore()).toBe(3);
     closeDb();
@@ -163,14 +180,19 @@ describe('graceful shutdown', () => {
 
 describe('retention', () => {
   test('finished messages and events past retention are deleted; unfinished ones and the dedupe window are kept', async () => {
-    const { VirtualClock } = await import('../actors/runtime/virtual-clock.ts');
+    const { VirtualClock } = await import('../../actors/runtime/virtual-clock.ts');
     const clock = new VirtualClock(Date.now());
     const t = createTestGateway({}, { clock });
     const { post } = await evolutionInstance(t, { name: 'ret', ...fakes });
     await t.gw.start();
     await post(upsert('ret-1', 'old message', '1999000'));
     await fakes.evo.waitForSent(1);
-    await until(() => (t.gw.db.query("SELECT COUNT(*) AS n FROM inbox WHERE status = 'completed'").get() as { n: number }).n === 1, 5000, 'completed');
+    await until(
+      () =>
+        (t.gw.db.query("SELECT COUNT(*) AS n FROM inbox WHERE status = 'completed'").get() as { n: number }).n === 1,
+      5000,
+      'completed',
+    );
     t.gw.events.flush();
     await Bun.sleep(30);
     t.gw.events.flush();
@@ -189,7 +211,7 @@ describe('retention', () => {
 });
 
 describe('instance deletion', () => {
-  test("deleting an instance with unanswered messages frees their place in the global bound", async () => {
+  test('deleting an instance with unanswered messages frees their place in the global bound', async () => {
     fakes.agent.setBehaviour({ latencyMs: 300 });
     const t = createTestGateway({ GLOBAL_BACKLOG_LIMIT: '3' });
     const a = await evolutionInstance(t, { name: 'gone', ...fakes });

@@ -2,11 +2,18 @@
 // the conversation pipeline and a stand-in agent. DM → reply with a nonce; guild mention gating
 // and order; edit reply mode with a streaming agent ends with a PATCH equal to the full reply.
 import { afterEach, describe, expect, test } from 'bun:test';
-import { DiscordAdapter } from '../src/channels/discord/adapter.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { BOT_USER, DM_CHANNEL_ID, GUILD_ID, TEXT_CHANNEL_ID, startFakeDiscord, type FakeDiscord } from './fakes/discord/server.ts';
-import { until } from './fixtures.ts';
-import { createTestGateway } from './helpers.ts';
+import { DiscordAdapter } from '../../src/channels/discord/adapter.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import {
+  BOT_USER,
+  DM_CHANNEL_ID,
+  type FakeDiscord,
+  GUILD_ID,
+  startFakeDiscord,
+  TEXT_CHANNEL_ID,
+} from '../fakes/discord/server.ts';
+import { until } from '../fixtures.ts';
+import { createTestGateway } from '../helpers.ts';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
@@ -16,18 +23,32 @@ afterEach(async () => {
 async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   const discord: FakeDiscord = await startFakeDiscord({ heartbeatIntervalMs: 300 });
   cleanups.push(() => discord.close());
-  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' }, {
-    pipeline: {
-      factories: {
-        discord: (_inst, d) => new DiscordAdapter({ clock: d.clock, waitGuildTimeout: 200, clientOptions: { rest: { retries: 1, timeout: 3000 } } }),
+  const t = createTestGateway(
+    { PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' },
+    {
+      pipeline: {
+        factories: {
+          discord: (_inst, d) =>
+            new DiscordAdapter({
+              clock: d.clock,
+              waitGuildTimeout: 200,
+              clientOptions: { rest: { retries: 1, timeout: 3000 } },
+            }),
+        },
       },
     },
-  });
+  );
   cleanups.push(() => t.close());
   await t.gw.start();
   const res = await t.call('POST', '/api/v2/instances', {
-    name: 'dc', channel: 'discord',
-    channelConfig: { discordBotToken: discord.token, discordClientId: BOT_USER.id, discordGuildId: GUILD_ID, discordApiUrl: discord.apiUrl },
+    name: 'dc',
+    channel: 'discord',
+    channelConfig: {
+      discordBotToken: discord.token,
+      discordClientId: BOT_USER.id,
+      discordGuildId: GUILD_ID,
+      discordApiUrl: discord.apiUrl,
+    },
     agent: { url: agent.url, type: agent.protocol === 'json' ? 'json' : 'agui', timeoutSeconds: 10 },
     settings,
   });
@@ -37,8 +58,10 @@ async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   return { ...t, discord, id };
 }
 
-const posts = (d: FakeDiscord, channel: string) => d.sent.filter((c) => c.method === 'POST' && c.path === `/channels/${channel}/messages`);
-const patches = (d: FakeDiscord, channel: string) => d.sent.filter((c) => c.method === 'PATCH' && c.path.startsWith(`/channels/${channel}/messages/`));
+const posts = (d: FakeDiscord, channel: string) =>
+  d.sent.filter((c) => c.method === 'POST' && c.path === `/channels/${channel}/messages`);
+const patches = (d: FakeDiscord, channel: string) =>
+  d.sent.filter((c) => c.method === 'PATCH' && c.path.startsWith(`/channels/${channel}/messages/`));
 
 describe('Discord through the gateway', () => {
   test('a DM produces an agent call and a reply posted with a nonce (enforce_nonce), referencing the message', async () => {
@@ -70,7 +93,11 @@ describe('Discord through the gateway', () => {
     t.discord.dispatchMessage({ content: `<@${BOT_USER.id}> third`, guild: true, mentions: mention });
     await until(() => posts(t.discord, TEXT_CHANNEL_ID).length >= 3, 8000);
     await Bun.sleep(100);
-    expect(posts(t.discord, TEXT_CHANNEL_ID).map((p) => p.body.content)).toEqual(['re: first', 're: second', 're: third']);
+    expect(posts(t.discord, TEXT_CHANNEL_ID).map((p) => p.body.content)).toEqual([
+      're: first',
+      're: second',
+      're: third',
+    ]);
     expect(agent.requests.map((r) => r.message)).toEqual(['first', 'second', 'third']);
   });
 

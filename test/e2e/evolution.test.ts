@@ -2,9 +2,9 @@
 // QR route in the guide's shape, live status, connect/restart/logout proxies, and an unreachable
 // Evolution server (connect 502, create still 201).
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
-import { decodeQrDataUrl, until } from './fixtures.ts';
-import { createTestGateway } from './helpers.ts';
+import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
+import { decodeQrDataUrl, until } from '../fixtures.ts';
+import { createTestGateway } from '../helpers.ts';
 
 let evo: FakeEvolution;
 
@@ -31,7 +31,12 @@ describe('Evolution lifecycle', () => {
     const t = createTestGateway();
     await t.gw.start();
     const res = await t.call('POST', '/api/v1/instances', {
-      name: 'wa-bot', evolution_url: evo.url, evolution_key: evo.apikey, whatsapp_instance: 'evo-wa-bot', auto_qr: true, webhook_base64: true,
+      name: 'wa-bot',
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+      whatsapp_instance: 'evo-wa-bot',
+      auto_qr: true,
+      webhook_base64: true,
     });
     expect(res.status).toBe(201);
     await until(() => evo.calls.some((c) => c.route === 'webhookSet'));
@@ -43,13 +48,19 @@ describe('Evolution lifecycle', () => {
     expect(set.body.webhook.url).toBe(res.body.webhook_url);
     expect(set.body.webhook.events).toEqual(['MESSAGES_UPSERT']);
     expect(set.body.webhook.base64).toBe(true);
-    expect(evo.calls.findIndex((c) => c.route === 'create')).toBeLessThan(evo.calls.findIndex((c) => c.route === 'webhookSet'));
+    expect(evo.calls.findIndex((c) => c.route === 'create')).toBeLessThan(
+      evo.calls.findIndex((c) => c.route === 'webhookSet'),
+    );
     await t.close();
   });
 
   test('without auto_qr nothing is provisioned on create', async () => {
     const t = createTestGateway();
-    const res = await t.call('POST', '/api/v1/instances', { name: 'wa-plain', evolution_url: evo.url, evolution_key: evo.apikey });
+    const res = await t.call('POST', '/api/v1/instances', {
+      name: 'wa-plain',
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+    });
     expect(res.status).toBe(201);
     await Bun.sleep(50);
     expect(evo.calls.filter((c) => c.route === 'create' || c.route === 'webhookSet')).toHaveLength(0);
@@ -58,7 +69,12 @@ describe('Evolution lifecycle', () => {
 
   test("v1 /qr answers the guide's shape with a scannable PNG from Evolution's connect", async () => {
     const t = createTestGateway();
-    const created = await t.call('POST', '/api/v1/instances', { name: 'wa-qr', evolution_url: evo.url, evolution_key: evo.apikey, whatsapp_instance: 'evo-qr' });
+    const created = await t.call('POST', '/api/v1/instances', {
+      name: 'wa-qr',
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+      whatsapp_instance: 'evo-qr',
+    });
     const connect = await t.call('POST', '/api/v2/instances/wa-qr/connect');
     expect(connect.status).toBe(200);
     // (The stand-in already knows the instance from the actor's first connectionState, so
@@ -92,14 +108,24 @@ describe('Evolution lifecycle', () => {
 
   test('status comes from Evolution connectionState; logout and restart are proxied', async () => {
     const t = createTestGateway();
-    await t.call('POST', '/api/v1/instances', { name: 'wa-st', evolution_url: evo.url, evolution_key: evo.apikey, whatsapp_instance: 'evo-st' });
+    await t.call('POST', '/api/v1/instances', {
+      name: 'wa-st',
+      evolution_url: evo.url,
+      evolution_key: evo.apikey,
+      whatsapp_instance: 'evo-st',
+    });
     expect((await t.call('POST', '/api/v2/instances/wa-st/connect')).status).toBe(200);
     let st = await t.call('GET', '/api/v2/instances/wa-st/status');
     expect(st.status).toBe(200);
     // Whatever state Evolution reports right after provisioning, the status mirrors it.
     const state = evo.instances.get('evo-st')!.state;
     const mapped = { open: 'connected', connecting: 'connecting', close: 'disconnected' }[state];
-    expect(st.body.data).toMatchObject({ status: mapped, evolutionState: state, channel: 'whatsapp-evolution', running: true });
+    expect(st.body.data).toMatchObject({
+      status: mapped,
+      evolutionState: state,
+      channel: 'whatsapp-evolution',
+      running: true,
+    });
     evo.setState('evo-st', 'close');
     st = await t.call('GET', '/api/v2/instances/wa-st/status');
     expect(st.body.data).toMatchObject({ status: 'disconnected', evolutionState: 'close' });
@@ -109,7 +135,12 @@ describe('Evolution lifecycle', () => {
 
     evo.setState('evo-st', 'open');
     st = await t.call('GET', '/api/v1/instances/wa-st/status');
-    expect(st.body).toMatchObject({ instance_name: 'wa-st', status: 'connected', connected: true, evolution_state: 'open' });
+    expect(st.body).toMatchObject({
+      instance_name: 'wa-st',
+      status: 'connected',
+      connected: true,
+      evolution_state: 'open',
+    });
     expect((await t.call('GET', '/api/v2/instances/wa-st')).body.data.status).toBe('connected');
 
     const restarted = await t.call('POST', '/api/v2/instances/wa-st/restart');
@@ -119,7 +150,9 @@ describe('Evolution lifecycle', () => {
     const out = await t.call('POST', '/api/v2/instances/wa-st/logout');
     expect(out.status).toBe(200);
     expect(out.body.data.status).toBe('logged_out');
-    expect(evo.calls.some((c) => c.route === 'logout' && c.method === 'DELETE' && c.path === '/instance/logout/evo-st')).toBe(true);
+    expect(
+      evo.calls.some((c) => c.route === 'logout' && c.method === 'DELETE' && c.path === '/instance/logout/evo-st'),
+    ).toBe(true);
     expect(evo.instances.get('evo-st')!.state).toBe('close');
     await t.close();
   });
@@ -129,7 +162,9 @@ describe('Evolution lifecycle', () => {
     const t = createTestGateway();
     await t.gw.start();
     const res = await t.call('POST', '/api/v2/instances', {
-      name: 'wa-down', channel: 'whatsapp-evolution', channelConfig: { evolutionUrl: url, evolutionKey: 'k', autoQr: true },
+      name: 'wa-down',
+      channel: 'whatsapp-evolution',
+      channelConfig: { evolutionUrl: url, evolutionKey: 'k', autoQr: true },
     });
     expect(res.status).toBe(201);
     await until(() => t.gw.instances.get(res.body.data.id)?.status === 'error');
@@ -154,7 +189,12 @@ describe('Evolution lifecycle', () => {
 describe('lifecycle routes per channel', () => {
   test('token channels answer 400 VALIDATION_ERROR for QR, pairing and logout; api channel cannot connect', async () => {
     const t = createTestGateway();
-    await t.call('POST', '/api/v2/instances', { name: 'sl', channel: 'slack', isActive: false, channelConfig: { slackBotToken: 'xoxb-1', slackSigningSecret: 's' } });
+    await t.call('POST', '/api/v2/instances', {
+      name: 'sl',
+      channel: 'slack',
+      isActive: false,
+      channelConfig: { slackBotToken: 'xoxb-1', slackSigningSecret: 's' },
+    });
     await t.call('POST', '/api/v2/instances', { name: 'plain-api', channel: 'api' });
     for (const [method, path, body] of [
       ['GET', '/api/v2/instances/sl/qr', undefined],
@@ -174,7 +214,12 @@ describe('lifecycle routes per channel', () => {
 
   test('Discord invite URL uses the client id and permissions', async () => {
     const t = createTestGateway();
-    await t.call('POST', '/api/v2/instances', { name: 'dc', channel: 'discord', isActive: false, channelConfig: { discordBotToken: 'x.y.z', discordClientId: '123456789012345678', discordPermissions: 2048 } });
+    await t.call('POST', '/api/v2/instances', {
+      name: 'dc',
+      channel: 'discord',
+      isActive: false,
+      channelConfig: { discordBotToken: 'x.y.z', discordClientId: '123456789012345678', discordPermissions: 2048 },
+    });
     const r = await t.call('GET', '/api/v2/instances/dc/discord/invite');
     expect(r.status).toBe(200);
     const u = new URL(r.body.data.url);
@@ -191,11 +236,16 @@ describe('lifecycle routes per channel', () => {
   test('every lifecycle route is documented in OpenAPI and in the scope table', async () => {
     const t = createTestGateway();
     const doc = (await t.call('GET', '/docs/json')).body;
-    const { ROUTE_SCOPES } = await import('../src/api/scopes.ts');
+    const { ROUTE_SCOPES } = await import('../../src/api/scopes.ts');
     for (const [method, path] of [
-      ['get', '/api/v1/instances/{name}/qr'], ['get', '/api/v1/instances/{name}/status'],
-      ['get', '/api/v2/instances/{id}/qr'], ['post', '/api/v2/instances/{id}/pair'], ['get', '/api/v2/instances/{id}/status'],
-      ['post', '/api/v2/instances/{id}/restart'], ['post', '/api/v2/instances/{id}/logout'], ['post', '/api/v2/instances/{id}/connect'],
+      ['get', '/api/v1/instances/{name}/qr'],
+      ['get', '/api/v1/instances/{name}/status'],
+      ['get', '/api/v2/instances/{id}/qr'],
+      ['post', '/api/v2/instances/{id}/pair'],
+      ['get', '/api/v2/instances/{id}/status'],
+      ['post', '/api/v2/instances/{id}/restart'],
+      ['post', '/api/v2/instances/{id}/logout'],
+      ['post', '/api/v2/instances/{id}/connect'],
       ['get', '/api/v2/instances/{id}/discord/invite'],
     ]) {
       const op = doc.paths[path]?.[method];

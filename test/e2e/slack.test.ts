@@ -3,11 +3,11 @@
 // bad signature → 401 and nothing stored; a retried event → one reply; edit mode ends with a
 // chat.update equal to the full reply.
 import { afterEach, describe, expect, test } from 'bun:test';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { eventCallback, signRequest } from './fakes/slack/events.ts';
-import { FakeSlack } from './fakes/slack/server.ts';
-import { until } from './fixtures.ts';
-import { createTestGateway } from './helpers.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import { eventCallback, signRequest } from '../fakes/slack/events.ts';
+import { FakeSlack } from '../fakes/slack/server.ts';
+import { until } from '../fixtures.ts';
+import { createTestGateway } from '../helpers.ts';
 
 const SECRET = 'e2e-signing-secret-0123456789abcdef';
 const BOT_TOKEN = 'xoxb-e2e-bot-token';
@@ -24,7 +24,8 @@ async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   cleanups.push(() => t.close());
   await t.gw.start();
   const res = await t.call('POST', '/api/v2/instances', {
-    name: 'sl', channel: 'slack',
+    name: 'sl',
+    channel: 'slack',
     channelConfig: { slackBotToken: BOT_TOKEN, slackSigningSecret: SECRET, slackApiUrl: slack.apiUrl },
     agent: { url: agent.url, type: agent.protocol === 'json' ? 'json' : 'agui', timeoutSeconds: 10 },
     settings,
@@ -34,14 +35,24 @@ async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
   await until(() => t.gw.instances.get(id)?.status === 'connected', 8000);
   const post = (body: unknown, opts: { secret?: string; headers?: Record<string, string> } = {}) => {
     const raw = JSON.stringify(body);
-    return t.call('POST', '/webhook/slack/sl', raw, { ...signRequest(opts.secret ?? SECRET, raw), 'x-api-key': '', ...opts.headers });
+    return t.call('POST', '/webhook/slack/sl', raw, {
+      ...signRequest(opts.secret ?? SECRET, raw),
+      'x-api-key': '',
+      ...opts.headers,
+    });
   };
   const inboxRows = () => t.gw.db.query<{ n: number }, []>('SELECT COUNT(*) AS n FROM inbox').get()!.n;
   return { ...t, slack, id, post, inboxRows };
 }
 
-const mention = (text: string, ts: string, extra: Record<string, unknown> = {}) =>
-  ({ type: 'app_mention', user: 'UHUMAN01', text: `<@UBOT0001> ${text}`, ts, channel: 'C0000001', ...extra });
+const mention = (text: string, ts: string, extra: Record<string, unknown> = {}) => ({
+  type: 'app_mention',
+  user: 'UHUMAN01',
+  text: `<@UBOT0001> ${text}`,
+  ts,
+  channel: 'C0000001',
+  ...extra,
+});
 
 describe('Slack through the gateway', () => {
   test('a signed app_mention produces a threaded reply from the agent', async () => {

@@ -3,8 +3,8 @@
 // driven by @ag-ui/client's HttpAgent.
 import { describe, expect, test } from 'bun:test';
 import { HttpAgent } from '@ag-ui/client';
-import { evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
-import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+import { evolutionUpsert, until, useFakeEvolutionAndAgent } from '../fixtures.ts';
+import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
 
 const REPLY = 'Olá! Here is a streamed answer 🚀 with several words, so it arrives as many deltas.';
 
@@ -16,7 +16,8 @@ const fakes = useFakeEvolutionAndAgent({
 async function serve(env: Record<string, string> = {}) {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', ...env });
   const created = await t.call('POST', '/api/v2/instances', {
-    name: 'stream-bot', channel: 'whatsapp-evolution',
+    name: 'stream-bot',
+    channel: 'whatsapp-evolution',
     channelConfig: { evolutionUrl: fakes.evo.url, evolutionKey: fakes.evo.apikey },
     agent: { url: fakes.agent.url, type: 'agui', timeoutSeconds: 10 },
   });
@@ -27,10 +28,20 @@ async function serve(env: Record<string, string> = {}) {
   const token = new URL(created.body.data.webhookUrl).searchParams.get('token')!;
   const post = (id: string, text: string) =>
     fetch(`${base}/webhook/evolution/stream-bot?token=${token}`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
       body: JSON.stringify(evolutionUpsert({ id, text, phone: '15550001111', name: 'Ana' })),
     });
-  return { ...t, base, post, instanceId: created.body.data.id as string, stop: async () => { await server.stop(true); await t.close(); } };
+  return {
+    ...t,
+    base,
+    post,
+    instanceId: created.body.data.id as string,
+    stop: async () => {
+      await server.stop(true);
+      await t.close();
+    },
+  };
 }
 
 function openWs(base: string, key: string) {
@@ -57,7 +68,10 @@ describe('live stream of a reply', () => {
     const turn = frames.filter((f) => f.type === 'event' && f.channel === 'conversations').map((f) => f.payload);
     expect(turn.map((p) => p.seq)).toEqual(turn.map((_, i) => i + 1)); // gap-free
     expect(turn[0].type).toBe('RUN_STARTED');
-    const text = turn.filter((p) => p.type === 'TEXT_MESSAGE_CONTENT').map((p) => p.delta).join('');
+    const text = turn
+      .filter((p) => p.type === 'TEXT_MESSAGE_CONTENT')
+      .map((p) => p.delta)
+      .join('');
     expect(text).toBe(REPLY);
     expect(fakes.evo.sent.at(-1)!.text).toBe(REPLY);
     ws.close();
@@ -91,10 +105,17 @@ describe('live stream of a reply', () => {
 
   test('@ag-ui/client HttpAgent chats through /api/v2/agui/{instance} and gets the streamed reply', async () => {
     const s = await serve();
-    const client = new HttpAgent({ url: `${s.base}/api/v2/agui/stream-bot`, headers: { 'x-api-key': ADMIN_KEY }, threadId: 'thread-1' });
+    const client = new HttpAgent({
+      url: `${s.base}/api/v2/agui/stream-bot`,
+      headers: { 'x-api-key': ADMIN_KEY },
+      threadId: 'thread-1',
+    });
     client.addMessage({ id: 'u1', role: 'user', content: 'hello over AG-UI' });
     const deltas: string[] = [];
-    const result = await client.runAgent({ runId: 'run-1' }, { onTextMessageContentEvent: ({ event }) => void deltas.push(event.delta) });
+    const result = await client.runAgent(
+      { runId: 'run-1' },
+      { onTextMessageContentEvent: ({ event }) => void deltas.push(event.delta) },
+    );
     const assistant = result.newMessages.find((m) => m.role === 'assistant');
     expect(assistant?.content).toBe(REPLY);
     expect(deltas.join('')).toBe(REPLY);
@@ -103,7 +124,11 @@ describe('live stream of a reply', () => {
     expect(fakes.evo.sent.some((m) => m.text === REPLY && m.number.startsWith('agui'))).toBe(false);
     // The same runId again returns the stored reply without a second agent run.
     const before = fakes.agent.requests.length;
-    const again = new HttpAgent({ url: `${s.base}/api/v2/agui/stream-bot`, headers: { 'x-api-key': ADMIN_KEY }, threadId: 'thread-1' });
+    const again = new HttpAgent({
+      url: `${s.base}/api/v2/agui/stream-bot`,
+      headers: { 'x-api-key': ADMIN_KEY },
+      threadId: 'thread-1',
+    });
     again.addMessage({ id: 'u1', role: 'user', content: 'hello over AG-UI' });
     const r2 = await again.runAgent({ runId: 'run-1' });
     expect(r2.newMessages.find((m) => m.role === 'assistant')?.content).toBe(REPLY);
@@ -116,18 +141,28 @@ describe('live stream of a reply', () => {
     const bad = await s.call('POST', '/api/v2/agui/stream-bot', { threadId: 't', runId: 'r', messages: [] });
     expect(bad.status).toBe(400);
     expect(bad.body.error.code).toBe('VALIDATION_ERROR');
-    const missing = await s.call('POST', '/api/v2/agui/nope', { threadId: 't', runId: 'r', messages: [{ role: 'user', content: 'x' }] });
+    const missing = await s.call('POST', '/api/v2/agui/nope', {
+      threadId: 't',
+      runId: 'r',
+      messages: [{ role: 'user', content: 'x' }],
+    });
     expect(missing.status).toBe(404);
     await s.stop();
   });
 });
 
 describe('progressive delivery failures', () => {
-  test("a channel failure while blocks stream does not crash the gateway: the agent run is kept, the send is retried, every block arrives once", async () => {
+  test('a channel failure while blocks stream does not crash the gateway: the agent run is kept, the send is retried, every block arrives once', async () => {
     const s = await serve();
     fakes.evo.reset();
-    expect((await s.call('PATCH', '/api/v2/instances/stream-bot', { settings: { replyMode: 'blocks' } })).status).toBe(200);
-    const paragraphs = ['First paragraph of the answer.', 'Second paragraph, still streaming.', 'Third and last paragraph.'];
+    expect((await s.call('PATCH', '/api/v2/instances/stream-bot', { settings: { replyMode: 'blocks' } })).status).toBe(
+      200,
+    );
+    const paragraphs = [
+      'First paragraph of the answer.',
+      'Second paragraph, still streaming.',
+      'Third and last paragraph.',
+    ];
     fakes.agent.setBehaviour({ reply: () => paragraphs.join('\n\n'), deltaChars: 5, deltaDelayMs: 4 });
     fakes.evo.fail('sendText', 503, 1); // the first block's send fails while the agent is still writing
     const before = fakes.agent.requests.length;
@@ -147,8 +182,13 @@ describe('AG-UI endpoint under backpressure', () => {
     fakes.agent.setBehaviour({ deltaDelayMs: 40 });
     const run = (runId: string) =>
       fetch(`${s.base}/api/v2/agui/stream-bot`, {
-        method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY },
-        body: JSON.stringify({ threadId: 'busy', runId, messages: [{ id: runId, role: 'user', content: `hi ${runId}` }] }),
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': ADMIN_KEY },
+        body: JSON.stringify({
+          threadId: 'busy',
+          runId,
+          messages: [{ id: runId, role: 'user', content: `hi ${runId}` }],
+        }),
       });
     const first = await run('r1'); // streams while the agent writes slowly
     expect(first.status).toBe(200);
@@ -182,13 +222,16 @@ describe('/ws scopes', () => {
 describe('/ws follows its key', () => {
   test('revoking, narrowing or an expired key closes the streams opened with it (4401); others stay open', async () => {
     const s = await serve();
-    const mk = (name: string, extra: Record<string, unknown> = {}) => s.gw.keys.create({ name, scopes: ['messages:read'], ...extra });
+    const mk = (name: string, extra: Record<string, unknown> = {}) =>
+      s.gw.keys.create({ name, scopes: ['messages:read'], ...extra });
     const revoked = mk('to-revoke');
     const narrowed = mk('to-narrow');
     const kept = mk('kept');
     const open = (key: string) => {
       const ws = new WebSocket(`${s.base.replace('http', 'ws')}/ws?apiKey=${key}`);
-      const closed = new Promise<{ code: number; reason: string }>((resolve) => (ws.onclose = (e) => resolve({ code: e.code, reason: e.reason })));
+      const closed = new Promise<{ code: number; reason: string }>(
+        (resolve) => (ws.onclose = (e) => resolve({ code: e.code, reason: e.reason })),
+      );
       const opened = new Promise<void>((resolve) => (ws.onopen = () => resolve()));
       return { ws, closed, opened };
     };
@@ -239,7 +282,6 @@ describe('/ws admission', () => {
     await s.stop();
   });
 
-
   test('a client that floods messages while its stream is being admitted is closed (1008), nothing is kept without bound', async () => {
     const s = await serve();
     const { key } = s.gw.keys.create({ name: 'flooder', scopes: ['messages:read'] });
@@ -256,7 +298,7 @@ describe('/ws admission', () => {
     await s.stop();
   });
 
-  test('opening a stream is audited and counts against the key\'s general rate limit (4429 beyond it); a subscribe sent at once is honoured', async () => {
+  test("opening a stream is audited and counts against the key's general rate limit (4429 beyond it); a subscribe sent at once is honoured", async () => {
     const s = await serve();
     expect((await s.call('PATCH', '/api/v2/settings', { 'rateLimit.generalPerMinute': 2 })).status).toBe(200);
     const { key, view } = s.gw.keys.create({ name: 'watcher', scopes: ['messages:read'] });
@@ -276,7 +318,12 @@ describe('/ws admission', () => {
     const c = open();
     expect(await c.closed).toBe(4429);
     await until(() => s.gw.audit.list(view.id).length >= 3);
-    expect(s.gw.audit.list(view.id).map((r) => `${r.method} ${r.path} ${r.status}`).sort()).toEqual(['GET /ws 101', 'GET /ws 101', 'GET /ws 429']);
+    expect(
+      s.gw.audit
+        .list(view.id)
+        .map((r) => `${r.method} ${r.path} ${r.status}`)
+        .sort(),
+    ).toEqual(['GET /ws 101', 'GET /ws 101', 'GET /ws 429']);
     a.ws.close();
     b.ws.close();
     await s.stop();

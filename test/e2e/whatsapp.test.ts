@@ -2,11 +2,11 @@
 // (decoded from the PNG), pairing code, inbound → agent → sendMessage in order with presence
 // around it, a 401 close → logged_out in the status route, logout clearing the auth state.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { hasStoredAuth } from '../src/channels/whatsapp/auth-state.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { fakeSocketFactory } from './fakes/baileys-socket.ts';
-import { decodeQrDataUrl, until } from './fixtures.ts';
-import { createTestGateway } from './helpers.ts';
+import { hasStoredAuth } from '../../src/channels/whatsapp/auth-state.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
+import { decodeQrDataUrl, until } from '../fixtures.ts';
+import { createTestGateway } from '../helpers.ts';
 
 let agent: FakeAgent;
 beforeAll(() => {
@@ -16,10 +16,14 @@ afterAll(() => agent.stop());
 
 async function setup() {
   const sockets = fakeSocketFactory();
-  const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', TYPING_DELAY_MS: '0' }, { pipeline: { adapterDeps: { baileysSocketFactory: sockets.factory } } });
+  const t = createTestGateway(
+    { PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', TYPING_DELAY_MS: '0' },
+    { pipeline: { adapterDeps: { baileysSocketFactory: sockets.factory } } },
+  );
   await t.gw.start();
   const res = await t.call('POST', '/api/v2/instances', {
-    name: 'wa', channel: 'whatsapp-baileys',
+    name: 'wa',
+    channel: 'whatsapp-baileys',
     channelConfig: { whatsappSendRatePerSecond: 100 },
     agent: { url: agent.url, type: 'json', timeoutSeconds: 5 },
   });
@@ -88,10 +92,16 @@ describe('WhatsApp (Baileys) through the gateway', () => {
     expect(agent.requests.slice(-3).map((r) => r.body.message)).toEqual(['one', 'two', 'three']);
     // "composing" while the agent works, "paused" when it is done, then the reply — per message, in order.
     const seq = t.sockets.calls
-      .filter((c) => c.kind === 'sendMessage' || (c.kind === 'presence' && (c.type === 'composing' || c.type === 'paused')))
-      .map((c) => (c.kind === 'sendMessage' ? `send:${c.content.text}` : c.kind === 'presence' ? `${c.type}:${c.jid}` : ''));
+      .filter(
+        (c) => c.kind === 'sendMessage' || (c.kind === 'presence' && (c.type === 'composing' || c.type === 'paused')),
+      )
+      .map((c) =>
+        c.kind === 'sendMessage' ? `send:${c.content.text}` : c.kind === 'presence' ? `${c.type}:${c.jid}` : '',
+      );
     const jid = '5511988887777@s.whatsapp.net';
-    expect(seq).toEqual(['one', 'two', 'three'].flatMap((m) => [`composing:${jid}`, `paused:${jid}`, `send:echo: ${m}`]));
+    expect(seq).toEqual(
+      ['one', 'two', 'three'].flatMap((m) => [`composing:${jid}`, `paused:${jid}`, `send:echo: ${m}`]),
+    );
     await t.close();
   });
 

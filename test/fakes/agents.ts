@@ -81,10 +81,14 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   if (ms <= 0) return Promise.resolve();
   return new Promise((resolve) => {
     const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }
 
@@ -109,7 +113,12 @@ function messageOf(protocol: FakeProtocol, body: any): string {
 }
 
 /** SSE frames (strings) for one reply in the given streaming protocol. */
-export function sseFrames(protocol: Exclude<FakeProtocol, 'json'>, texts: string[], deltaChars: number, body: any): {
+export function sseFrames(
+  protocol: Exclude<FakeProtocol, 'json'>,
+  texts: string[],
+  deltaChars: number,
+  body: any,
+): {
   head: string[];
   deltas: string[];
   tail: string[];
@@ -124,7 +133,8 @@ export function sseFrames(protocol: Exclude<FakeProtocol, 'json'>, texts: string
       const parts = splitDeltas(t, deltaChars);
       // START travels with the first delta so that "cut after N deltas" cuts inside a message.
       parts.forEach((delta, j) => {
-        const start = j === 0 ? encoder.encodeSSE({ type: 'TEXT_MESSAGE_START', messageId, role: 'assistant' } as any) : '';
+        const start =
+          j === 0 ? encoder.encodeSSE({ type: 'TEXT_MESSAGE_START', messageId, role: 'assistant' } as any) : '';
         const end = j === parts.length - 1 ? encoder.encodeSSE({ type: 'TEXT_MESSAGE_END', messageId } as any) : '';
         deltas.push(start + encoder.encodeSSE({ type: 'TEXT_MESSAGE_CONTENT', messageId, delta } as any) + end);
       });
@@ -144,7 +154,17 @@ export function sseFrames(protocol: Exclude<FakeProtocol, 'json'>, texts: string
     };
   }
   // plain: multi-line data keeps newlines inside one event
-  return { head: [], deltas: parts.map((p) => p.split('\n').map((l) => `data: ${l}\n`).join('') + '\n'), tail: [] };
+  return {
+    head: [],
+    deltas: parts.map(
+      (p) =>
+        `${p
+          .split('\n')
+          .map((l) => `data: ${l}\n`)
+          .join('')}\n`,
+    ),
+    tail: [],
+  };
 }
 
 export function startFakeAgent(opts: { protocol: FakeProtocol } & Partial<FakeBehaviour>): FakeAgent {
@@ -167,8 +187,7 @@ export function startFakeAgent(opts: { protocol: FakeProtocol } & Partial<FakeBe
       } catch {
         body = raw;
       }
-      const headers: Record<string, string> = {};
-      request.headers.forEach((v, k) => (headers[k] = v));
+      const headers: Record<string, string> = Object.fromEntries(request.headers);
       const rec: RecordedRequest = {
         index: requests.length,
         method: request.method,
@@ -185,14 +204,17 @@ export function startFakeAgent(opts: { protocol: FakeProtocol } & Partial<FakeBe
       const b: FakeBehaviour = { ...behaviour, ...(planFn?.(rec) ?? {}) };
       const signal = AbortSignal.any([request.signal, stopper.signal]);
 
-      const lat = typeof b.latencyMs === 'number' ? b.latencyMs : b.latencyMs.min + Math.random() * (b.latencyMs.max - b.latencyMs.min);
+      const lat =
+        typeof b.latencyMs === 'number'
+          ? b.latencyMs
+          : b.latencyMs.min + Math.random() * (b.latencyMs.max - b.latencyMs.min);
       await sleep(lat, signal);
 
       if (b.hang) {
         await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
         return new Response('gone', { status: 503 });
       }
-      if (b.requireBearer !== null && headers['authorization'] !== `Bearer ${b.requireBearer}`) {
+      if (b.requireBearer !== null && headers.authorization !== `Bearer ${b.requireBearer}`) {
         return Response.json({ error: 'unauthorized', message: 'token expired' }, { status: 401 });
       }
       if (b.status !== null) return Response.json({ error: `status ${b.status}` }, { status: b.status });
@@ -202,7 +224,9 @@ export function startFakeAgent(opts: { protocol: FakeProtocol } & Partial<FakeBe
       }
       const contentType = protocol === 'json' ? 'application/json' : 'text/event-stream';
       if (b.garbage) {
-        const junk = new Uint8Array([0xff, 0xfe, 0x00, 0x7b, 0x22, 0xc3, 0x28, 0x0a, 0x0d, 0x3a, 0x80, 0x81, 0x7d, 0x0a, 0x0a]);
+        const junk = new Uint8Array([
+          0xff, 0xfe, 0x00, 0x7b, 0x22, 0xc3, 0x28, 0x0a, 0x0d, 0x3a, 0x80, 0x81, 0x7d, 0x0a, 0x0a,
+        ]);
         return new Response(junk, { headers: { 'content-type': contentType } });
       }
       const replies = b.reply(rec.message, rec);

@@ -2,7 +2,12 @@
 // makes recorded in order. Real WhatsApp cannot be faked below this (Baileys checks
 // WhatsApp's certificate), so tests drive the adapter from here.
 import { EventEmitter } from 'node:events';
-import type { SocketFactory, SocketFactoryOptions, WASocketLike, WAMessageKeyLike } from '../../src/channels/whatsapp/socket.ts';
+import type {
+  SocketFactory,
+  SocketFactoryOptions,
+  WAMessageKeyLike,
+  WASocketLike,
+} from '../../src/channels/whatsapp/socket.ts';
 
 export type FakeCall =
   | { kind: 'sendMessage'; jid: string; content: Record<string, unknown>; opts?: Record<string, unknown> }
@@ -24,7 +29,10 @@ export class FakeBaileysSocket implements WASocketLike {
   pairingCode = 'ABCD1234';
   private seq = 0;
 
-  constructor(readonly options: SocketFactoryOptions, calls: FakeCall[] = []) {
+  constructor(
+    readonly options: SocketFactoryOptions,
+    calls: FakeCall[] = [],
+  ) {
     this.calls = calls;
   }
 
@@ -88,7 +96,12 @@ export class FakeBaileysSocket implements WASocketLike {
 }
 
 /** A factory that records every socket it made (one per connection attempt). */
-export function fakeSocketFactory(): { factory: SocketFactory; sockets: FakeBaileysSocket[]; calls: FakeCall[]; last(): FakeBaileysSocket } {
+export function fakeSocketFactory(): {
+  factory: SocketFactory;
+  sockets: FakeBaileysSocket[];
+  calls: FakeCall[];
+  last(): FakeBaileysSocket;
+} {
   const sockets: FakeBaileysSocket[] = [];
   const calls: FakeCall[] = [];
   return {

@@ -3,8 +3,16 @@
 import QRCode from 'qrcode';
 
 export type EvolutionRoute =
-  | 'sendText' | 'sendMedia' | 'sendReaction' | 'sendPresence'
-  | 'create' | 'webhookSet' | 'connect' | 'connectionState' | 'logout' | 'restart';
+  | 'sendText'
+  | 'sendMedia'
+  | 'sendReaction'
+  | 'sendPresence'
+  | 'create'
+  | 'webhookSet'
+  | 'connect'
+  | 'connectionState'
+  | 'logout'
+  | 'restart';
 
 export interface EvolutionCall {
   route: EvolutionRoute | 'unknown';
@@ -49,7 +57,12 @@ export interface FakeEvolution {
    * The next `times` calls to `route` (or any route with '*') answer `status`; with `after`, that many
    * calls succeed first (e.g. fail the 2nd chunk of a reply).
    */
-  fail(route: EvolutionRoute | '*', status: number, times?: number, opts?: { retryAfter?: string; body?: unknown; after?: number }): void;
+  fail(
+    route: EvolutionRoute | '*',
+    status: number,
+    times?: number,
+    opts?: { retryAfter?: string; body?: unknown; after?: number },
+  ): void;
   /** Delay every answer (or one route's) by `ms`; 0 clears. */
   delay(ms: number, route?: EvolutionRoute): void;
   setState(instance: string, state: FakeEvolutionInstance['state']): void;
@@ -87,12 +100,22 @@ const json = (status: number, body: unknown, headers: Record<string, string> = {
 const evolutionError = (status: number, message: string | string[]) =>
   json(status, {
     status,
-    error: status === 401 ? 'Unauthorized' : status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : status >= 500 ? 'Internal Server Error' : 'Bad Request',
+    error:
+      status === 401
+        ? 'Unauthorized'
+        : status === 403
+          ? 'Forbidden'
+          : status === 404
+            ? 'Not Found'
+            : status >= 500
+              ? 'Internal Server Error'
+              : 'Bad Request',
     response: { message: Array.isArray(message) ? message : [message] },
   });
 
 let idCounter = 0;
-const newMessageId = () => '3EB0' + (Date.now().toString(16) + (idCounter++).toString(16).padStart(6, '0')).toUpperCase();
+const newMessageId = () =>
+  `3EB0${(Date.now().toString(16) + (idCounter++).toString(16).padStart(6, '0')).toUpperCase()}`;
 
 export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Promise<FakeEvolution> {
   const apikey = options.apikey ?? 'evo-test-key';
@@ -100,7 +123,14 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
   const sent: SentText[] = [];
   const calls: EvolutionCall[] = [];
   const instances = new Map<string, FakeEvolutionInstance>();
-  let failures: Array<{ route: EvolutionRoute | '*'; status: number; left: number; skip: number; retryAfter?: string; body?: unknown }> = [];
+  let failures: Array<{
+    route: EvolutionRoute | '*';
+    status: number;
+    left: number;
+    skip: number;
+    retryAfter?: string;
+    body?: unknown;
+  }> = [];
   let globalDelay = 0;
   let routeDelays = new Map<EvolutionRoute, number>();
   let sentWaiters: Array<{ n: number; resolve: (s: SentText[]) => void }> = [];
@@ -128,8 +158,10 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
 
   async function handle(req: Request): Promise<Response> {
     const url = new URL(req.url);
-    const match = ROUTES.map((r) => ({ r, m: req.method === r.method ? r.re.exec(url.pathname) : null })).find((x) => x.m);
-    let body: any = undefined;
+    const match = ROUTES.map((r) => ({ r, m: req.method === r.method ? r.re.exec(url.pathname) : null })).find(
+      (x) => x.m,
+    );
+    let body: any;
     const raw = await req.text();
     try {
       body = raw ? JSON.parse(raw) : undefined;
@@ -137,10 +169,20 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
       body = raw;
     }
     const route = match?.r.route;
-    const instance = match?.m?.[1] ? decodeURIComponent(match.m[1]) : route === 'create' ? (body?.instanceName ?? null) : null;
+    const instance = match?.m?.[1]
+      ? decodeURIComponent(match.m[1])
+      : route === 'create'
+        ? (body?.instanceName ?? null)
+        : null;
     const call: EvolutionCall = {
-      route: route ?? 'unknown', method: req.method, path: url.pathname, instance,
-      apikey: req.headers.get('apikey'), body, at: Date.now(), status: 0,
+      route: route ?? 'unknown',
+      method: req.method,
+      path: url.pathname,
+      instance,
+      apikey: req.headers.get('apikey'),
+      body,
+      at: Date.now(),
+      status: 0,
     };
     calls.push(call);
     const answer = (res: Response) => {
@@ -155,7 +197,9 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
     const failure = takeFailure(route);
     if (failure) {
       if (failure.body !== undefined) {
-        return answer(json(failure.status, failure.body, failure.retryAfter ? { 'retry-after': failure.retryAfter } : {}));
+        return answer(
+          json(failure.status, failure.body, failure.retryAfter ? { 'retry-after': failure.retryAfter } : {}),
+        );
       }
       const res = evolutionError(failure.status, `scripted failure ${failure.status}`);
       if (failure.retryAfter) res.headers.set('retry-after', failure.retryAfter);
@@ -169,23 +213,38 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
         }
         ensure(instance!);
         const id = newMessageId();
-        const rec: SentText = { instance: instance!, number: body.number, text: body.text, apikey: call.apikey, body, at: call.at, id };
+        const rec: SentText = {
+          instance: instance!,
+          number: body.number,
+          text: body.text,
+          apikey: call.apikey,
+          body,
+          at: call.at,
+          id,
+        };
         sent.push(rec);
         sentWaiters = sentWaiters.filter((w) => (sent.length >= w.n ? (w.resolve(sent.slice()), false) : true));
         const remoteJid = body.number.includes('@') ? body.number : `${body.number.replace(/^\+/, '')}@s.whatsapp.net`;
-        return answer(json(201, {
-          key: { remoteJid, fromMe: true, id },
-          pushName: '',
-          message: { extendedTextMessage: { text: body.text } },
-          messageType: 'extendedTextMessage',
-          messageTimestamp: Math.floor(Date.now() / 1000),
-          status: 'PENDING',
-        }));
+        return answer(
+          json(201, {
+            key: { remoteJid, fromMe: true, id },
+            pushName: '',
+            message: { extendedTextMessage: { text: body.text } },
+            messageType: 'extendedTextMessage',
+            messageTimestamp: Math.floor(Date.now() / 1000),
+            status: 'PENDING',
+          }),
+        );
       }
       case 'sendMedia':
       case 'sendReaction': {
         ensure(instance!);
-        return answer(json(201, { key: { remoteJid: body?.number ?? body?.key?.remoteJid ?? '', fromMe: true, id: newMessageId() }, status: 'PENDING' }));
+        return answer(
+          json(201, {
+            key: { remoteJid: body?.number ?? body?.key?.remoteJid ?? '', fromMe: true, id: newMessageId() },
+            status: 'PENDING',
+          }),
+        );
       }
       case 'sendPresence': {
         ensure(instance!);
@@ -197,17 +256,30 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
         const inst = ensure(instance, 'connecting');
         inst.qrCode = `2@fake-${instance}-${Date.now()}`;
         const base64 = await QRCode.toDataURL(inst.qrCode);
-        return answer(json(201, {
-          instance: { instanceName: instance, instanceId: crypto.randomUUID(), integration: body?.integration, status: 'connecting' },
-          hash: 'fake-hash',
-          qrcode: { pairingCode: null, code: inst.qrCode, base64, count: 1 },
-        }));
+        return answer(
+          json(201, {
+            instance: {
+              instanceName: instance,
+              instanceId: crypto.randomUUID(),
+              integration: body?.integration,
+              status: 'connecting',
+            },
+            hash: 'fake-hash',
+            qrcode: { pairingCode: null, code: inst.qrCode, base64, count: 1 },
+          }),
+        );
       }
       case 'webhookSet': {
         const w = body?.webhook;
         if (!w || typeof w.url !== 'string') return answer(evolutionError(400, ['webhook.url is required']));
         const inst = ensure(instance!);
-        inst.webhook = { enabled: !!w.enabled, url: w.url, base64: !!w.base64, events: w.events ?? [], byEvents: !!w.byEvents };
+        inst.webhook = {
+          enabled: !!w.enabled,
+          url: w.url,
+          base64: !!w.base64,
+          events: w.events ?? [],
+          byEvents: !!w.byEvents,
+        };
         return answer(json(201, { id: 'fake-webhook', ...inst.webhook }));
       }
       case 'connect': {
@@ -252,7 +324,14 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
     calls,
     instances,
     fail(route, status, times = 1, opts = {}) {
-      failures.push({ route, status, left: times, skip: opts.after ?? 0, retryAfter: opts.retryAfter, body: opts.body });
+      failures.push({
+        route,
+        status,
+        left: times,
+        skip: opts.after ?? 0,
+        retryAfter: opts.retryAfter,
+        body: opts.body,
+      });
     },
     delay(ms, route) {
       if (route) routeDelays.set(route, ms);
@@ -267,7 +346,10 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
     waitForSent(n, timeoutMs = 5000) {
       if (sent.length >= n) return Promise.resolve(sent.slice());
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`fake evolution: ${sent.length}/${n} sendText calls after ${timeoutMs} ms`)), timeoutMs);
+        const t = setTimeout(
+          () => reject(new Error(`fake evolution: ${sent.length}/${n} sendText calls after ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         sentWaiters.push({ n, resolve: (s) => (clearTimeout(t), resolve(s)) });
       });
     },

@@ -1,12 +1,17 @@
 // Events: recorded from real pipeline traffic (Evolution webhook → agent → sendText), listed with
 // filters and stable cursors, searched with FTS5, scoped to instance-bound keys.
 import { describe, expect, test } from 'bun:test';
-import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
-import { createTestGateway } from './helpers.ts';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from '../fixtures.ts';
+import { createTestGateway } from '../helpers.ts';
 
-const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-EVENTS' }, agent: { protocol: 'json' }, resetAfterEach: true });
+const fakes = useFakeEvolutionAndAgent({
+  evolution: { apikey: 'EVO-KEY-EVENTS' },
+  agent: { protocol: 'json' },
+  resetAfterEach: true,
+});
 
-const upsert = (instance: string, id: string, text: string, phone?: string, name = 'Pavan') => evolutionUpsert({ instance, id, text, phone, name });
+const upsert = (instance: string, id: string, text: string, phone?: string, name = 'Pavan') =>
+  evolutionUpsert({ instance, id, text, phone, name });
 
 async function setup(names = ['bot']) {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' });
@@ -28,7 +33,12 @@ describe('events', () => {
     const t = await setup();
     const res = await t.posts.bot(upsert('bot', 'ev-1', 'where is my order 42?'));
     await fakes.evo.waitForSent(1);
-    await until(() => (t.gw.events.flush(), (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type LIKE 'message.%'").get() as { n: number }).n >= 2));
+    await until(
+      () => (
+        t.gw.events.flush(),
+        (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type LIKE 'message.%'").get() as { n: number }).n >= 2
+      ),
+    );
     const list = await t.call('GET', '/api/v2/events?eventType=message.*');
     expect(list.status).toBe(200);
     const [sent, received] = list.body.items;
@@ -93,12 +103,19 @@ describe('events', () => {
     await t.settled(2 + 4);
     const byInst = await t.call('GET', '/api/v2/events?instanceId=other&eventType=message.received');
     expect(byInst.body.items.map((e: any) => e.text)).toEqual(['hello from other']);
-    const both = await t.call('GET', `/api/v2/events?instanceId=${t.ids.bot},other&eventType=message.received,message.sent`);
+    const both = await t.call(
+      'GET',
+      `/api/v2/events?instanceId=${t.ids.bot},other&eventType=message.received,message.sent`,
+    );
     expect(both.body.items.length).toBe(4);
-    expect((await t.call('GET', '/api/v2/events?channel=whatsapp&eventType=message.received')).body.items.length).toBe(2);
+    expect((await t.call('GET', '/api/v2/events?channel=whatsapp&eventType=message.received')).body.items.length).toBe(
+      2,
+    );
     expect((await t.call('GET', '/api/v2/events?channel=discord')).body.items.length).toBe(0);
     expect((await t.call('GET', '/api/v2/events?contentType=image')).body.items.length).toBe(0);
-    expect((await t.call('GET', '/api/v2/events?contentType=text&eventType=message.received')).body.items.length).toBe(2);
+    expect((await t.call('GET', '/api/v2/events?contentType=text&eventType=message.received')).body.items.length).toBe(
+      2,
+    );
     const future = new Date(Date.now() + 3600_000).toISOString();
     expect((await t.call('GET', `/api/v2/events?since=${future}`)).body.items.length).toBe(0);
     expect((await t.call('GET', `/api/v2/events?until=${future}`)).body.items.length).toBe(t.eventCount());
@@ -116,7 +133,10 @@ describe('events', () => {
     await t.posts.bot(upsert('bot', 's-2', 'Can I change the delivery address?', '15550000001'));
     await t.posts.bot(upsert('bot', 's-3', 'Café com leite, por favor', '15550000002'));
     await t.settled(1 + 6);
-    const texts = async (q: string) => (await t.call('GET', `/api/v2/events?eventType=message.received&search=${encodeURIComponent(q)}`)).body.items.map((e: any) => e.text);
+    const texts = async (q: string) =>
+      (await t.call('GET', `/api/v2/events?eventType=message.received&search=${encodeURIComponent(q)}`)).body.items.map(
+        (e: any) => e.text,
+      );
     expect(await texts('invoice')).toEqual(['My invoice number is wrong']);
     expect(await texts('deliv')).toEqual(['Can I change the delivery address?']);
     expect(await texts('cafe')).toEqual(['Café com leite, por favor']);
@@ -133,10 +153,15 @@ describe('events', () => {
     await t.posts.bot(upsert('bot', 'fresh-1', 'Where is parcel zebra-42?'));
     await t.settled(1 + 2);
     // The background indexer has not reached these rows yet: the search itself must catch up.
-    const fts = t.gw.db.query('SELECT indexed_seq AS i, (SELECT MAX(seq) FROM events) AS m FROM events_fts_state').get() as { i: number; m: number };
+    const fts = t.gw.db
+      .query('SELECT indexed_seq AS i, (SELECT MAX(seq) FROM events) AS m FROM events_fts_state')
+      .get() as { i: number; m: number };
     expect(fts.i).toBeLessThan(fts.m);
     const found = await t.call('GET', '/api/v2/events?search=zebra');
-    expect(found.body.items.map((e: any) => [e.type, e.text])).toEqual([['message.sent', 'echo: Where is parcel zebra-42?'], ['message.received', 'Where is parcel zebra-42?']]);
+    expect(found.body.items.map((e: any) => [e.type, e.text])).toEqual([
+      ['message.sent', 'echo: Where is parcel zebra-42?'],
+      ['message.received', 'Where is parcel zebra-42?'],
+    ]);
     const viaPost = await t.call('POST', '/api/v2/events/search', { query: 'parcel zebra' });
     expect(viaPost.body.items).toHaveLength(2);
     // Each event is indexed once: searching again (and the background run) adds no duplicates.
@@ -146,9 +171,9 @@ describe('events', () => {
   });
 
   test('events written but not yet indexed at shutdown are found after a restart', async () => {
-    const { openDatabase } = await import('../db/open.ts');
-    const { EventService } = await import('../src/services/events.ts');
-    const { PersonService } = await import('../src/services/persons.ts');
+    const { openDatabase } = await import('../../db/open.ts');
+    const { EventService } = await import('../../src/services/events.ts');
+    const { PersonService } = await import('../../src/services/persons.ts');
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
@@ -175,14 +200,20 @@ describe('events', () => {
     const t = await setup();
     await t.posts.bot(upsert('bot', 'a-1', 'refund please for order 7'));
     await t.settled(1 + 2);
-    const full = await t.call('POST', '/api/v2/events/search', { query: 'refund', filters: { eventType: ['message.received', 'message.sent'] } });
+    const full = await t.call('POST', '/api/v2/events/search', {
+      query: 'refund',
+      filters: { eventType: ['message.received', 'message.sent'] },
+    });
     expect(full.status).toBe(200);
     expect(full.body.items.length).toBe(2);
     expect(full.body.total).toBe(2);
     expect(full.body.asContext).toBeUndefined();
     const summary = await t.call('POST', '/api/v2/events/search', { query: 'refund', format: 'summary' });
     expect(summary.body.summary).toContain('2 events');
-    const agentView = await t.call('POST', '/api/v2/events/search', { filters: { eventType: 'message.received,message.sent' }, format: 'agent' });
+    const agentView = await t.call('POST', '/api/v2/events/search', {
+      filters: { eventType: 'message.received,message.sent' },
+      format: 'agent',
+    });
     const lines = agentView.body.asContext.split('\n');
     expect(lines.length).toBe(2);
     expect(lines[0]).toMatch(/whatsapp-evolution\/bot Pavan: refund please for order 7$/);
@@ -191,7 +222,7 @@ describe('events', () => {
     await t.close();
   });
 
-  test('a key bound to one instance sees only that instance\'s events; events:read is required', async () => {
+  test("a key bound to one instance sees only that instance's events; events:read is required", async () => {
     const t = await setup(['bot', 'other']);
     await t.posts.bot(upsert('bot', 'k-1', 'mine'));
     await t.posts.other(upsert('other', 'k-2', 'not yours', '15559999999'));
@@ -203,7 +234,9 @@ describe('events', () => {
     expect(res.body.items.every((e: any) => e.instanceId === t.ids.bot)).toBe(true);
     const foreign = (await t.call('GET', '/api/v2/events?instanceId=other&eventType=message.received')).body.items[0];
     expect((await t.call('GET', `/api/v2/events/${foreign.id}`, undefined, { 'x-api-key': bound })).status).toBe(404);
-    expect((await t.call('GET', '/api/v2/events?instanceId=other', undefined, { 'x-api-key': bound })).status).toBe(404);
+    expect((await t.call('GET', '/api/v2/events?instanceId=other', undefined, { 'x-api-key': bound })).status).toBe(
+      404,
+    );
     const search = await t.call('POST', '/api/v2/events/search', { query: 'yours' }, { 'x-api-key': bound });
     expect(search.body.items).toEqual([]);
     const noScope = t.gw.keys.create({ name: 'sender', scopes: ['messages:send'] }).key;
@@ -216,13 +249,17 @@ describe('events after a crash', () => {
   test('a message that ended without its events (crash before the batched write) gets them at the next start', async () => {
     const t = await setup();
     await t.posts.bot(upsert('bot', 'bf-1', 'backfill me'));
-    const messageEvents = () => (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type LIKE 'message.%'").get() as { n: number }).n;
+    const messageEvents = () =>
+      (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type LIKE 'message.%'").get() as { n: number }).n;
     await until(() => (t.gw.events.flush(), messageEvents() >= 2));
     // Simulate the crash window: the message is terminal but its events were never written.
     t.gw.db.run("DELETE FROM events WHERE type LIKE 'message.%'");
     expect(messageEvents()).toBe(0);
     expect(t.gw.events.backfill((id) => t.gw.instances.get(id))).toBe(1);
-    const types = t.gw.db.query<{ type: string }, []>("SELECT type FROM events WHERE type LIKE 'message.%' ORDER BY seq").all().map((r) => r.type);
+    const types = t.gw.db
+      .query<{ type: string }, []>("SELECT type FROM events WHERE type LIKE 'message.%' ORDER BY seq")
+      .all()
+      .map((r) => r.type);
     expect(types).toEqual(['message.received', 'message.sent']);
     expect(t.gw.events.backfill((id) => t.gw.instances.get(id))).toBe(0); // nothing twice
     await t.close();

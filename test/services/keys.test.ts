@@ -1,7 +1,7 @@
 // API keys over /api/v2/keys: shown once, stored hashed, scoped, instance-bound, revocable,
 // expiring; the audit trail and usage counters of each key.
 import { describe, expect, test } from 'bun:test';
-import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
 
 /** Elysia runs onAfterResponse just after the response is handed over; wait for the audit rows. */
 async function auditSettled(t: ReturnType<typeof createTestGateway>, keyId: string, n: number) {
@@ -12,7 +12,11 @@ async function auditSettled(t: ReturnType<typeof createTestGateway>, keyId: stri
   }
 }
 
-async function createKey(t: ReturnType<typeof createTestGateway>, body: Record<string, unknown>, headers: Record<string, string> = {}) {
+async function createKey(
+  t: ReturnType<typeof createTestGateway>,
+  body: Record<string, unknown>,
+  headers: Record<string, string> = {},
+) {
   const r = await t.call('POST', '/api/v2/keys', body, headers);
   return r;
 }
@@ -92,7 +96,11 @@ describe('keys', () => {
     // An instance-bound admin key only manages keys within its instances.
     const a = await t.call('POST', '/api/v2/instances', { name: 'a1', channel: 'api' });
     await t.call('POST', '/api/v2/instances', { name: 'b1', channel: 'api' });
-    const bound = t.gw.keys.create({ name: 'bound', scopes: ['admin:*', 'instances:read'], instanceIds: [a.body.data.id] });
+    const bound = t.gw.keys.create({
+      name: 'bound',
+      scopes: ['admin:*', 'instances:read'],
+      instanceIds: [a.body.data.id],
+    });
     const bh = { 'x-api-key': bound.key };
     expect((await createKey(t, { name: 'x', scopes: ['instances:read'], instanceIds: ['b1'] }, bh)).status).toBe(400);
     expect((await createKey(t, { name: 'x', scopes: ['instances:read'], instanceIds: null }, bh)).status).toBe(403);
@@ -115,7 +123,9 @@ describe('keys', () => {
     expect((await t.call('PATCH', `/api/v2/keys/${boot.id}`, { expiresAt: '2000-01-01T00:00:00Z' })).status).toBe(409);
     expect((await t.call('GET', '/api/v2/keys')).status).toBe(200);
     const second = await createKey(t, { name: 'second admin', scopes: ['admin:*'] });
-    const rev = await t.call('POST', `/api/v2/keys/${boot.id}/revoke`, undefined, { 'x-api-key': second.body.data.key });
+    const rev = await t.call('POST', `/api/v2/keys/${boot.id}/revoke`, undefined, {
+      'x-api-key': second.body.data.key,
+    });
     expect(rev.status).toBe(200);
     expect(rev.body.data.revokedAt).not.toBeNull();
     expect((await t.call('GET', '/api/v2/keys')).status).toBe(401);
@@ -129,7 +139,9 @@ describe('audit', () => {
     const r = await createKey(t, { name: 'watched', scopes: ['instances:read', 'settings:*'] });
     const key = r.body.data.key;
     const ua = { 'user-agent': 'audit-test/1.0', 'x-forwarded-for': '203.0.113.7, 10.0.0.1' };
-    expect((await t.call('GET', `/api/v2/settings?apiKey=${key}`, undefined, { 'x-api-key': '', ...ua })).status).toBe(200);
+    expect((await t.call('GET', `/api/v2/settings?apiKey=${key}`, undefined, { 'x-api-key': '', ...ua })).status).toBe(
+      200,
+    );
     await t.call('GET', '/api/v2/instances/nope', undefined, { 'x-api-key': key, ...ua });
     await t.call('GET', '/api/v2/keys', undefined, { 'x-api-key': key, ...ua });
     await auditSettled(t, r.body.data.id, 3);
@@ -153,12 +165,16 @@ describe('audit', () => {
   test('cursor pages walk the whole trail once; old records are pruned by audit.retentionDays', async () => {
     const t = createTestGateway();
     const r = await createKey(t, { name: 'pager', scopes: ['instances:read'] });
-    for (let i = 0; i < 7; i++) await t.call('GET', `/api/v2/instances?limit=${i + 1}`, undefined, { 'x-api-key': r.body.data.key });
+    for (let i = 0; i < 7; i++)
+      await t.call('GET', `/api/v2/instances?limit=${i + 1}`, undefined, { 'x-api-key': r.body.data.key });
     await auditSettled(t, r.body.data.id, 7);
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const res: any = await t.call('GET', `/api/v2/keys/${r.body.data.id}/audit?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+      const res: any = await t.call(
+        'GET',
+        `/api/v2/keys/${r.body.data.id}/audit?limit=3${cursor ? `&cursor=${cursor}` : ''}`,
+      );
       seen.push(...res.body.items.map((x: any) => x.path));
       cursor = res.body.meta.cursor;
     } while (cursor);

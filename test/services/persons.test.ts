@@ -2,15 +2,20 @@
 // phone JID ↔ LID as one identity, link/unlink, presence and the cross-channel timeline; ids that
 // every node of a cluster derives alike, and link/unlink decisions replayed on another node.
 import { describe, expect, test } from 'bun:test';
-import { openDatabase } from '../db/open.ts';
-import { PersonService, type PersonOp, type Platform } from '../src/services/persons.ts';
-import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
-import { createTestGateway } from './helpers.ts';
+import { openDatabase } from '../../db/open.ts';
+import { type PersonOp, PersonService, type Platform } from '../../src/services/persons.ts';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from '../fixtures.ts';
+import { createTestGateway } from '../helpers.ts';
 
-const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-PERSONS' }, agent: { protocol: 'json' }, resetAfterEach: true });
+const fakes = useFakeEvolutionAndAgent({
+  evolution: { apikey: 'EVO-KEY-PERSONS' },
+  agent: { protocol: 'json' },
+  resetAfterEach: true,
+});
 
 /** An Evolution upsert; `key` overrides the message key (LID addressing). */
-const upsert = (instance: string, id: string, text: string, key: Record<string, unknown>, name?: string) => evolutionUpsert({ instance, id, text, key, name });
+const upsert = (instance: string, id: string, text: string, key: Record<string, unknown>, name?: string) =>
+  evolutionUpsert({ instance, id, text, key, name });
 const phoneKey = (phone: string) => ({ remoteJid: `${phone}@s.whatsapp.net` });
 
 async function setup(names = ['bot']) {
@@ -18,14 +23,16 @@ async function setup(names = ['bot']) {
   const posts: Record<string, (body: unknown) => Promise<{ status: number; body: any }>> = {};
   for (const name of names) posts[name] = (await evolutionInstance(t, { name, ...fakes })).post;
   await t.gw.start();
-  const received = () => (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type = 'message.received'").get() as { n: number }).n;
+  const received = () =>
+    (t.gw.db.query("SELECT COUNT(*) AS n FROM events WHERE type = 'message.received'").get() as { n: number }).n;
   /** Posts and waits until the message is recorded as an event. */
   const send = async (name: string, body: unknown) => {
     const n = received();
     expect((await posts[name](body)).status).toBe(200);
     await until(() => (t.gw.events.flush(), received() > n));
   };
-  const persons = async (search?: string) => (await t.call('GET', `/api/v2/persons${search ? `?search=${encodeURIComponent(search)}` : ''}`)).body.items;
+  const persons = async (search?: string) =>
+    (await t.call('GET', `/api/v2/persons${search ? `?search=${encodeURIComponent(search)}` : ''}`)).body.items;
   return { ...t, send, persons };
 }
 
@@ -39,7 +46,12 @@ describe('persons', () => {
     expect(all.map((p: any) => p.displayName).sort()).toEqual(['Alice', 'Bob']);
     const alice = all.find((p: any) => p.displayName === 'Alice');
     expect(alice.identities).toHaveLength(1);
-    expect(alice.identities[0]).toMatchObject({ platform: 'whatsapp', platformUserId: '15551110001@s.whatsapp.net', phone: '+15551110001', messageCount: 2 });
+    expect(alice.identities[0]).toMatchObject({
+      platform: 'whatsapp',
+      platformUserId: '15551110001@s.whatsapp.net',
+      phone: '+15551110001',
+      messageCount: 2,
+    });
     expect((await t.persons('bob')).map((p: any) => p.displayName)).toEqual(['Bob']);
     expect((await t.persons('5551110001')).map((p: any) => p.displayName)).toEqual(['Alice']);
     expect(await t.persons('nobody')).toEqual([]);
@@ -47,10 +59,18 @@ describe('persons', () => {
     expect((await t.call('GET', '/api/v2/persons/unknown')).status).toBe(404);
     // A person id is one id: a comma list is a bad request, not the first person of the list.
     const bob = (await t.persons('Bob'))[0];
-    for (const path of [`${alice.id},${bob.id}`, `${alice.id}%2C${bob.id}`, `${alice.id},${bob.id}/presence`, `${alice.id},${bob.id}/timeline`]) {
+    for (const path of [
+      `${alice.id},${bob.id}`,
+      `${alice.id}%2C${bob.id}`,
+      `${alice.id},${bob.id}/presence`,
+      `${alice.id},${bob.id}/timeline`,
+    ]) {
       const res = await t.call('GET', `/api/v2/persons/${path}`);
       expect(res.status).toBe(400);
-      expect(res.body.error).toMatchObject({ code: 'VALIDATION_ERROR', details: [expect.objectContaining({ field: 'id' })] });
+      expect(res.body.error).toMatchObject({
+        code: 'VALIDATION_ERROR',
+        details: [expect.objectContaining({ field: 'id' })],
+      });
     }
     await t.close();
   });
@@ -59,7 +79,16 @@ describe('persons', () => {
     const t = await setup();
     // Phone only, then LID with the phone as alt, then LID only: one person, one identity.
     await t.send('bot', upsert('bot', 'l-1', 'from phone', phoneKey('15552220001'), 'Carla'));
-    await t.send('bot', upsert('bot', 'l-2', 'from lid with alt', { remoteJid: '90000000001@lid', remoteJidAlt: '15552220001@s.whatsapp.net' }, 'Carla'));
+    await t.send(
+      'bot',
+      upsert(
+        'bot',
+        'l-2',
+        'from lid with alt',
+        { remoteJid: '90000000001@lid', remoteJidAlt: '15552220001@s.whatsapp.net' },
+        'Carla',
+      ),
+    );
     await t.send('bot', upsert('bot', 'l-3', 'from lid only', { remoteJid: '90000000001@lid' }));
     let all = await t.persons();
     expect(all).toHaveLength(1);
@@ -71,13 +100,20 @@ describe('persons', () => {
     await t.send('bot', upsert('bot', 'm-1', 'lid first', { remoteJid: '90000000002@lid' }, 'Dan'));
     await t.send('bot', upsert('bot', 'm-2', 'phone later', phoneKey('15552220002'), 'Dan'));
     expect((await t.persons('Dan')).length).toBe(2);
-    await t.send('bot', upsert('bot', 'm-3', 'both', { remoteJid: '90000000002@lid', senderPn: '15552220002@s.whatsapp.net' }, 'Dan'));
+    await t.send(
+      'bot',
+      upsert('bot', 'm-3', 'both', { remoteJid: '90000000002@lid', senderPn: '15552220002@s.whatsapp.net' }, 'Dan'),
+    );
     all = await t.persons('Dan');
     expect(all).toHaveLength(1);
     expect(all[0].identities).toHaveLength(1);
     expect(all[0].identities[0].messageCount).toBe(3);
     const timeline = await t.call('GET', `/api/v2/persons/${all[0].id}/timeline?limit=50`);
-    expect(timeline.body.items.filter((e: any) => e.type === 'message.received').map((e: any) => e.text)).toEqual(['both', 'phone later', 'lid first']);
+    expect(timeline.body.items.filter((e: any) => e.type === 'message.received').map((e: any) => e.text)).toEqual([
+      'both',
+      'phone later',
+      'lid first',
+    ]);
     await t.close();
   });
 
@@ -87,12 +123,21 @@ describe('persons', () => {
     await t.send('work', upsert('work', 'k-2', 'work number', phoneKey('15553330002'), 'Eve (work)'));
     const [a, b] = [(await t.persons('15553330001'))[0], (await t.persons('15553330002'))[0]];
     expect(a.id).not.toBe(b.id);
-    const linked = await t.call('POST', '/api/v2/persons/link', { identityA: a.identities[0].id, identityB: b.identities[0].id });
+    const linked = await t.call('POST', '/api/v2/persons/link', {
+      identityA: a.identities[0].id,
+      identityB: b.identities[0].id,
+    });
     expect(linked.status).toBe(200);
     expect(linked.body.data.id).toBe(a.id);
-    expect(linked.body.data.identities.map((i: any) => i.platformUserId).sort()).toEqual(['15553330001@s.whatsapp.net', '15553330002@s.whatsapp.net']);
+    expect(linked.body.data.identities.map((i: any) => i.platformUserId).sort()).toEqual([
+      '15553330001@s.whatsapp.net',
+      '15553330002@s.whatsapp.net',
+    ]);
     expect((await t.call('GET', `/api/v2/persons/${b.id}`)).status).toBe(404);
-    const texts = async (id: string) => (await t.call('GET', `/api/v2/persons/${id}/timeline`)).body.items.filter((e: any) => e.type === 'message.received').map((e: any) => e.text);
+    const texts = async (id: string) =>
+      (await t.call('GET', `/api/v2/persons/${id}/timeline`)).body.items
+        .filter((e: any) => e.type === 'message.received')
+        .map((e: any) => e.text);
     expect(await texts(a.id)).toEqual(['work number', 'personal number']);
     const presence = (await t.call('GET', `/api/v2/persons/${a.id}/presence`)).body.data;
     expect(presence.summary.totalIdentities).toBe(2);
@@ -108,7 +153,10 @@ describe('persons', () => {
     await t.send('work', upsert('work', 'k-3', 'still work', phoneKey('15553330002')));
     expect(await texts(a.id)).toEqual(['still work', 'work number', 'personal number']);
 
-    const un = await t.call('POST', '/api/v2/persons/unlink', { identityId: b.identities[0].id, reason: 'shared office phone' });
+    const un = await t.call('POST', '/api/v2/persons/unlink', {
+      identityId: b.identities[0].id,
+      reason: 'shared office phone',
+    });
     expect(un.status).toBe(200);
     expect(un.body.data.identity.unlinkedReason).toBe('shared office phone');
     const split = un.body.data.person.id;
@@ -116,8 +164,12 @@ describe('persons', () => {
     expect(await texts(split)).toEqual(['still work', 'work number']);
     expect(await texts(a.id)).toEqual(['personal number']);
     // Its only identity cannot be unlinked; unknown identities are 404.
-    expect((await t.call('POST', '/api/v2/persons/unlink', { identityId: b.identities[0].id, reason: 'again' })).status).toBe(409);
-    expect((await t.call('POST', '/api/v2/persons/link', { identityA: 'nope', identityB: b.identities[0].id })).status).toBe(404);
+    expect(
+      (await t.call('POST', '/api/v2/persons/unlink', { identityId: b.identities[0].id, reason: 'again' })).status,
+    ).toBe(409);
+    expect(
+      (await t.call('POST', '/api/v2/persons/link', { identityA: 'nope', identityB: b.identities[0].id })).status,
+    ).toBe(404);
     expect((await t.call('POST', '/api/v2/persons/unlink', { identityId: b.identities[0].id })).status).toBe(400);
     await t.close();
   });
@@ -125,30 +177,50 @@ describe('persons', () => {
   test('a LID linked into another person keeps that person (and its id) once a message also reports the phone', async () => {
     const t = await setup();
     // The operator links a LID-only WhatsApp sender into the person of a Discord user.
-    const hana = t.gw.db.transaction(() => t.gw.persons.observe('discord', { id: '700000000000000001', name: 'Hana' }, new Date().toISOString()))();
+    const hana = t.gw.db.transaction(() =>
+      t.gw.persons.observe('discord', { id: '700000000000000001', name: 'Hana' }, new Date().toISOString()),
+    )();
     await t.send('bot', upsert('bot', 'h-1', 'lid only', { remoteJid: '90000000033@lid' }, 'Hana'));
     const lid = (await t.persons('90000000033'))[0];
-    expect((await t.call('POST', '/api/v2/persons/link', { identityA: hana.identityId, identityB: lid.identities[0].id })).body.data.id).toBe(hana.personId);
+    expect(
+      (await t.call('POST', '/api/v2/persons/link', { identityA: hana.identityId, identityB: lid.identities[0].id }))
+        .body.data.id,
+    ).toBe(hana.personId);
     // Later WhatsApp reports the phone with the LID (Evolution: the phone JID is the sender, the LID its alias).
-    await t.send('bot', upsert('bot', 'h-2', 'phone and lid', { remoteJid: '90000000033@lid', remoteJidAlt: '15556660001@s.whatsapp.net' }));
+    await t.send(
+      'bot',
+      upsert('bot', 'h-2', 'phone and lid', {
+        remoteJid: '90000000033@lid',
+        remoteJidAlt: '15556660001@s.whatsapp.net',
+      }),
+    );
     const person = await t.call('GET', `/api/v2/persons/${hana.personId}`);
     expect(person.status).toBe(200);
     const ids = person.body.data.identities.map((i: any) => [i.platform, i.platformUserId, i.aliases]).sort();
-    expect(ids).toEqual([['discord', '700000000000000001', []], ['whatsapp', '15556660001@s.whatsapp.net', ['90000000033@lid']]]);
+    expect(ids).toEqual([
+      ['discord', '700000000000000001', []],
+      ['whatsapp', '15556660001@s.whatsapp.net', ['90000000033@lid']],
+    ]);
     expect((await t.persons('Hana')).map((p: any) => p.id)).toEqual([hana.personId]);
-    const texts = (await t.call('GET', `/api/v2/persons/${hana.personId}/timeline`)).body.items.filter((e: any) => e.type === 'message.received').map((e: any) => e.text);
+    const texts = (await t.call('GET', `/api/v2/persons/${hana.personId}/timeline`)).body.items
+      .filter((e: any) => e.type === 'message.received')
+      .map((e: any) => e.text);
     expect(texts).toEqual(['phone and lid', 'lid only']);
     await t.close();
   });
 
   test('persons routes need persons:*; timeline pages are stable', async () => {
     const t = await setup();
-    for (let i = 0; i < 5; i++) await t.send('bot', upsert('bot', `c-${i}`, `msg ${i}`, phoneKey('15554440001'), 'Finn'));
+    for (let i = 0; i < 5; i++)
+      await t.send('bot', upsert('bot', `c-${i}`, `msg ${i}`, phoneKey('15554440001'), 'Finn'));
     const finn = (await t.persons('Finn'))[0];
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const res: any = await t.call('GET', `/api/v2/persons/${finn.id}/timeline?limit=3${cursor ? `&cursor=${cursor}` : ''}`);
+      const res: any = await t.call(
+        'GET',
+        `/api/v2/persons/${finn.id}/timeline?limit=3${cursor ? `&cursor=${cursor}` : ''}`,
+      );
       seen.push(...res.body.items.map((e: any) => e.id));
       cursor = res.body.meta.cursor;
     } while (cursor);
@@ -186,8 +258,13 @@ describe('persons and instance-bound keys', () => {
     const ids = async (q: string) => (await asA('GET', `/api/v2/persons?${q}`)).body.items.map((p: any) => p.id);
     expect(await ids(`identityId=${ana.identities[0].id},${bea.identities[0].id}`)).toEqual([ana.id]);
     expect(await ids(`id=${ana.id},${bea.id}`)).toEqual([ana.id]);
-    expect((await t.call('GET', `/api/v2/persons?identityId=${bea.identities[0].id}`)).body.items.map((p: any) => p.id)).toEqual([bea.id]);
-    const link = await asA('POST', '/api/v2/persons/link', { identityA: ana.identities[0].id, identityB: bea.identities[0].id });
+    expect(
+      (await t.call('GET', `/api/v2/persons?identityId=${bea.identities[0].id}`)).body.items.map((p: any) => p.id),
+    ).toEqual([bea.id]);
+    const link = await asA('POST', '/api/v2/persons/link', {
+      identityA: ana.identities[0].id,
+      identityB: bea.identities[0].id,
+    });
     expect(link.status).toBe(403);
     await t.close();
   });
@@ -198,7 +275,12 @@ describe('persons: the same ids on every node', () => {
   const node = () => {
     const db = openDatabase(':memory:');
     const persons = new PersonService(db);
-    return { db, persons, observe: (sender: { id: string; altId?: string; name?: string }, platform: Platform = 'whatsapp') => db.transaction(() => persons.observe(platform, sender, at))() };
+    return {
+      db,
+      persons,
+      observe: (sender: { id: string; altId?: string; name?: string }, platform: Platform = 'whatsapp') =>
+        db.transaction(() => persons.observe(platform, sender, at))(),
+    };
   };
 
   test('a sender first seen by two nodes gets the same identity and person on both; a LID and its phone converge the same way', () => {
@@ -259,13 +341,20 @@ describe('persons: the same ids on every node', () => {
     const hana = a.observe({ id: '700000000000000002' }, 'discord');
     const lid = a.observe({ id: '90000000044@lid' });
     a.persons.link(hana.identityId, lid.identityId);
-    const log: PersonOp[] = [{ op: 'link', keeper: hana.personId, loser: lid.personId, identities: [hana.identityId, lid.identityId] }];
+    const log: PersonOp[] = [
+      { op: 'link', keeper: hana.personId, loser: lid.personId, identities: [hana.identityId, lid.identityId] },
+    ];
     // Evolution reports the phone JID as sender with the LID as alias; Baileys may report the reverse.
     const phoneFirst = { id: '15556660002@s.whatsapp.net', altId: '90000000044@lid' };
     const lidFirst = { id: '90000000044@lid', altId: '15556660002@s.whatsapp.net' };
     const onA = a.observe(phoneFirst);
     expect(onA.personId).toBe(hana.personId);
-    expect(a.persons.get(hana.personId)!.identities.map((i) => i.id).sort()).toEqual([hana.identityId, onA.identityId].sort());
+    expect(
+      a.persons
+        .get(hana.personId)!
+        .identities.map((i) => i.id)
+        .sort(),
+    ).toEqual([hana.identityId, onA.identityId].sort());
 
     // Node B meets the user only after the link, with both ids at once.
     const b = node();
@@ -291,14 +380,29 @@ describe('persons: the same ids on every node', () => {
 
   test('rows created before deterministic ids keep their ids', () => {
     const n = node();
-    n.db.query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)').run('legacy-person', 'Old', at, at);
     n.db
-      .query('INSERT INTO identities (id, person_id, platform, platform_user_id, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?)')
+      .query('INSERT INTO persons (id, display_name, created_at, updated_at) VALUES (?, ?, ?, ?)')
+      .run('legacy-person', 'Old', at, at);
+    n.db
+      .query(
+        'INSERT INTO identities (id, person_id, platform, platform_user_id, message_count, first_seen_at, last_seen_at, created_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?)',
+      )
       .run('legacy-identity', 'legacy-person', 'whatsapp', '15559990001@s.whatsapp.net', at, at, at);
-    n.db.query('INSERT INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)').run('whatsapp', '15559990001@s.whatsapp.net', 'legacy-identity');
-    expect(n.observe({ id: '15559990001@s.whatsapp.net' })).toEqual({ personId: 'legacy-person', identityId: 'legacy-identity' });
+    n.db
+      .query('INSERT INTO identity_keys (platform, key, identity_id) VALUES (?, ?, ?)')
+      .run('whatsapp', '15559990001@s.whatsapp.net', 'legacy-identity');
+    expect(n.observe({ id: '15559990001@s.whatsapp.net' })).toEqual({
+      personId: 'legacy-person',
+      identityId: 'legacy-identity',
+    });
     // A new alias (the LID) joins the old identity instead of replacing it.
-    expect(n.observe({ id: '15559990001@s.whatsapp.net', altId: '90000000099@lid' })).toEqual({ personId: 'legacy-person', identityId: 'legacy-identity' });
-    expect(n.persons.get('legacy-person')!.identities[0]).toMatchObject({ messageCount: 3, aliases: ['90000000099@lid'] });
+    expect(n.observe({ id: '15559990001@s.whatsapp.net', altId: '90000000099@lid' })).toEqual({
+      personId: 'legacy-person',
+      identityId: 'legacy-identity',
+    });
+    expect(n.persons.get('legacy-person')!.identities[0]).toMatchObject({
+      messageCount: 3,
+      aliases: ['90000000099@lid'],
+    });
   });
 });

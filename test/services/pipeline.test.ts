@@ -1,22 +1,31 @@
 // The message pipeline end to end, in process: Evolution webhook → inbox → conversation actor →
 // JSON agent → Evolution sendText, with local stand-ins for Evolution and the agent.
 import { describe, expect, test } from 'bun:test';
-import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from './fixtures.ts';
-import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from '../fixtures.ts';
+import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
 
-const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-123456' }, agent: { protocol: 'json' }, resetAfterEach: true });
+const fakes = useFakeEvolutionAndAgent({
+  evolution: { apikey: 'EVO-KEY-123456' },
+  agent: { protocol: 'json' },
+  resetAfterEach: true,
+});
 
-const upsert = (id: string, text: string, phone?: string) => evolutionUpsert({ instance: 'bot', id, text, phone, name: 'Pavan' });
+const upsert = (id: string, text: string, phone?: string) =>
+  evolutionUpsert({ instance: 'bot', id, text, phone, name: 'Pavan' });
 
 async function setup(env: Record<string, string> = {}, extra: Record<string, unknown> = {}) {
   const t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', ...env });
-  const { post } = await evolutionInstance(t, { name: 'bot', ...fakes, extra: { agent_api_key: 'agent-secret', ...extra } });
+  const { post } = await evolutionInstance(t, {
+    name: 'bot',
+    ...fakes,
+    extra: { agent_api_key: 'agent-secret', ...extra },
+  });
   await t.gw.start();
   return { ...t, post };
 }
 
 describe('pipeline', () => {
-  test('the guide\'s webhook produces one agent call and one sendText, traced', async () => {
+  test("the guide's webhook produces one agent call and one sendText, traced", async () => {
     const t = await setup();
     const res = await t.post(upsert('test_pavan_postman_001', 'give me a java code'));
     expect(res.status).toBe(200);
@@ -32,7 +41,13 @@ describe('pipeline', () => {
     expect(req.idempotencyKey).toBeTruthy();
     await until(() => t.gw.pipeline.traces.get(res.body.trace_id)?.status === 'completed');
     const trace = await t.call('GET', `/api/v1/traces/${res.body.trace_id}`);
-    expect(trace.body.steps.map((s: any) => s.step)).toEqual(['webhook_received', 'instance_validated', 'access_control_checked', 'agent_called', 'evolution_api_called']);
+    expect(trace.body.steps.map((s: any) => s.step)).toEqual([
+      'webhook_received',
+      'instance_validated',
+      'access_control_checked',
+      'agent_called',
+      'evolution_api_called',
+    ]);
     expect(trace.body.response_content).toBe('echo: give me a java code');
     const list = await t.call('GET', '/api/v1/traces?instance_name=bot');
     expect(list.body.total).toBe(1);
@@ -56,7 +71,12 @@ describe('pipeline', () => {
     expect(res.body.error.code).toBe('UNAUTHORIZED');
     expect(t.gw.db.query('SELECT COUNT(*) AS n FROM inbox').get()).toEqual({ n: 0 });
     // A body apikey equal to the instance's Evolution key is accepted (real Evolution servers send it).
-    const ok = await t.call('POST', '/webhook/evolution/bot', { ...upsert('x2', 'hi'), apikey: 'EVO-KEY-123456' }, { 'x-api-key': '' });
+    const ok = await t.call(
+      'POST',
+      '/webhook/evolution/bot',
+      { ...upsert('x2', 'hi'), apikey: 'EVO-KEY-123456' },
+      { 'x-api-key': '' },
+    );
     expect(ok.status).toBe(200);
     await t.close();
   });
@@ -103,7 +123,12 @@ describe('conversations and browser-style keys', () => {
     const t = await setup();
     const res = await t.post(upsert('conv-1', 'hello there', '15557770000'));
     await until(() => t.gw.pipeline.traces.get(res.body.trace_id)?.status === 'completed');
-    const list = await t.call('GET', `/api/v2/conversations?limit=5&apiKey=${encodeURIComponent(ADMIN_KEY)}`, undefined, { 'x-api-key': '' });
+    const list = await t.call(
+      'GET',
+      `/api/v2/conversations?limit=5&apiKey=${encodeURIComponent(ADMIN_KEY)}`,
+      undefined,
+      { 'x-api-key': '' },
+    );
     expect(list.status).toBe(200);
     const conv = list.body.items[0];
     expect(conv.chat.chatId).toBe('15557770000@s.whatsapp.net');
@@ -113,8 +138,13 @@ describe('conversations and browser-style keys', () => {
     expect(traces.body.items.map((i: any) => i.text)).toEqual(['hello there']);
     // Traces by id (the cluster asks its peers for their copies of a page's ids this way).
     const second = await t.post(upsert('conv-2', 'and again', '15557770001'));
-    expect((await t.call('GET', `/api/v2/traces?ids=${second.body.trace_id},nope`)).body.items.map((i: any) => i.id)).toEqual([second.body.trace_id]);
-    const tooMany = await t.call('GET', `/api/v2/traces?ids=${Array.from({ length: 101 }, (_, i) => `t${i}`).join(',')}`);
+    expect(
+      (await t.call('GET', `/api/v2/traces?ids=${second.body.trace_id},nope`)).body.items.map((i: any) => i.id),
+    ).toEqual([second.body.trace_id]);
+    const tooMany = await t.call(
+      'GET',
+      `/api/v2/traces?ids=${Array.from({ length: 101 }, (_, i) => `t${i}`).join(',')}`,
+    );
     expect(tooMany.status).toBe(400);
     expect(tooMany.body.error.code).toBe('VALIDATION_ERROR');
     expect((await t.call('GET', '/api/v2/conversations/c_nope')).status).toBe(404);
@@ -123,7 +153,9 @@ describe('conversations and browser-style keys', () => {
 
   test('invalid keyword-gate settings are rejected when the instance is saved', async () => {
     const t = await setup();
-    const bad = await t.call('PATCH', '/api/v2/instances/bot', { settings: { triggers: [{ type: 'regex', value: '(' }] } });
+    const bad = await t.call('PATCH', '/api/v2/instances/bot', {
+      settings: { triggers: [{ type: 'regex', value: '(' }] },
+    });
     expect(bad.status).toBe(400);
     expect(bad.body.error.details[0].field).toBe('settings.triggers');
     await t.close();

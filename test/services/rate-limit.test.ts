@@ -1,21 +1,30 @@
 // Rate limits per key and route class: headers on every /api answer, 429 RATE_LIMITED with
 // Retry-After, refill over (virtual) time, settings-driven limits, and a swappable limiter.
 import { describe, expect, test } from 'bun:test';
-import type { Clock } from '../actors/runtime/clock.ts';
-import { MemoryRateLimiter, routeClass, type RateLimiter } from '../src/services/rate-limit.ts';
-import { createTestGateway } from './helpers.ts';
+import type { Clock } from '../../actors/runtime/clock.ts';
+import { MemoryRateLimiter, type RateLimiter, routeClass } from '../../src/services/rate-limit.ts';
+import { createTestGateway } from '../helpers.ts';
 
 function fakeClock(start = Date.parse('2025-06-01T00:00:00Z')) {
   const c = { t: start } as { t: number } & Clock;
-  Object.assign(c, { now: () => c.t, monotonic: () => c.t, setTimeout: () => ({ cancel() {} }), sleep: async () => {} });
+  Object.assign(c, {
+    now: () => c.t,
+    monotonic: () => c.t,
+    setTimeout: () => ({ cancel() {} }),
+    sleep: async () => {},
+  });
   return c;
 }
 
 describe('MemoryRateLimiter', () => {
   test('a bucket of N per minute allows N at once, then refills one every 60/N seconds', () => {
     let now = 0;
-    const rl = new MemoryRateLimiter(() => 60, () => now);
-    for (let i = 0; i < 60; i++) expect(rl.take('k', 'messages.send')).toMatchObject({ allowed: true, limit: 60, remaining: 59 - i });
+    const rl = new MemoryRateLimiter(
+      () => 60,
+      () => now,
+    );
+    for (let i = 0; i < 60; i++)
+      expect(rl.take('k', 'messages.send')).toMatchObject({ allowed: true, limit: 60, remaining: 59 - i });
     const refused = rl.take('k', 'messages.send');
     expect(refused).toEqual({ allowed: false, limit: 60, remaining: 0, resetSeconds: 1 });
     now += 1000;
@@ -28,7 +37,10 @@ describe('MemoryRateLimiter', () => {
 
   test('idle full buckets are forgotten (memory stays bounded)', () => {
     let now = 0;
-    const rl = new MemoryRateLimiter(() => 10, () => now);
+    const rl = new MemoryRateLimiter(
+      () => 10,
+      () => now,
+    );
     for (let i = 0; i < 2000; i++) rl.take(`key-${i}`, 'general');
     now += 120_000;
     for (let i = 0; i < 100; i++) rl.take('live', 'general');
@@ -71,7 +83,9 @@ describe('over HTTP', () => {
     // Reads are another class and still pass; so does another key.
     expect((await t.call('GET', '/api/v2/instances')).status).toBe(200);
     const other = t.gw.keys.create({ name: 'other', scopes: ['instances:*'] }).key;
-    expect((await t.call('POST', '/api/v2/instances', { name: 'by-other', channel: 'api' }, { 'x-api-key': other })).status).toBe(201);
+    expect(
+      (await t.call('POST', '/api/v2/instances', { name: 'by-other', channel: 'api' }, { 'x-api-key': other })).status,
+    ).toBe(201);
     clock.t += 2000;
     expect((await t.call('POST', '/api/v2/instances', { name: 'after-wait', channel: 'api' })).status).toBe(201);
     await t.close();

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test';
 import fc from 'fast-check';
-import { BlockSplitter, chunkText, chunkTextDetailed, type ChunkOptions } from '../src/stream/chunker.ts';
+import { BlockSplitter, type ChunkOptions, chunkText, chunkTextDetailed } from '../../src/stream/chunker.ts';
 
 // --- an independent view of fences (line toggling), used to judge the chunker's output ---
 
@@ -71,19 +71,37 @@ function checkChunks(text: string, opts: ChunkOptions) {
 
 // --- generators ---
 
-const word = fc.constantFrom('olá', 'mundo', 'the', 'agent', 'replies', '🚀', '日本語', 'ção', 'x'.repeat(45), 'ok', 'fence`d', 'a');
+const word = fc.constantFrom(
+  'olá',
+  'mundo',
+  'the',
+  'agent',
+  'replies',
+  '🚀',
+  '日本語',
+  'ção',
+  'x'.repeat(45),
+  'ok',
+  'fence`d',
+  'a',
+);
 const sentence = fc
   .tuple(fc.array(word, { minLength: 1, maxLength: 12 }), fc.constantFrom('.', '!', '?', ''))
   .map(([ws, end]) => ws.join(' ') + end);
-const paragraph = fc.array(sentence, { minLength: 1, maxLength: 5 }).chain((ss) =>
-  fc.constantFrom(' ', '\n').map((sep) => ss.join(sep)),
-);
-const codeLine = fc.tuple(fc.constantFrom('', '  ', '    '), fc.array(word, { maxLength: 8 })).map(([ind, ws]) => ind + ws.join(' '));
+const paragraph = fc
+  .array(sentence, { minLength: 1, maxLength: 5 })
+  .chain((ss) => fc.constantFrom(' ', '\n').map((sep) => ss.join(sep)));
+const codeLine = fc
+  .tuple(fc.constantFrom('', '  ', '    '), fc.array(word, { maxLength: 8 }))
+  .map(([ind, ws]) => ind + ws.join(' '));
 const fence = fc
   .tuple(fc.constantFrom('', 'ts', 'python', 'sh'), fc.array(codeLine, { minLength: 1, maxLength: 25 }))
-  .map(([lang, lines]) => '```' + lang + '\n' + lines.join('\n') + '\n```');
+  .map(([lang, lines]) => `\`\`\`${lang}\n${lines.join('\n')}\n\`\`\``);
 const doc = fc
-  .array(fc.oneof({ weight: 3, arbitrary: paragraph }, { weight: 1, arbitrary: fence }), { minLength: 1, maxLength: 10 })
+  .array(fc.oneof({ weight: 3, arbitrary: paragraph }, { weight: 1, arbitrary: fence }), {
+    minLength: 1,
+    maxLength: 10,
+  })
   .chain((blocks) => fc.constantFrom('\n\n', '\n\n\n', '\r\n\r\n', '\n').map((sep) => blocks.join(sep)));
 
 describe('chunkText', () => {
@@ -94,7 +112,10 @@ describe('chunkText', () => {
 
   test('prefers a paragraph break, then a line break', () => {
     const text = 'First paragraph here.\nsecond line.\n\nNext paragraph is here.';
-    expect(chunkText(text, { maxChars: 45 })).toEqual(['First paragraph here.\nsecond line.', 'Next paragraph is here.']);
+    expect(chunkText(text, { maxChars: 45 })).toEqual([
+      'First paragraph here.\nsecond line.',
+      'Next paragraph is here.',
+    ]);
     expect(chunkText('line one is here\nline two is here\nline three', { maxChars: 36 })).toEqual([
       'line one is here\nline two is here',
       'line three',
@@ -106,7 +127,11 @@ describe('chunkText', () => {
       'One sentence here.',
       'Another one follows here.',
     ]);
-    expect(chunkText('alpha beta gamma delta epsilon', { maxChars: 12 })).toEqual(['alpha beta', 'gamma delta', 'epsilon']);
+    expect(chunkText('alpha beta gamma delta epsilon', { maxChars: 12 })).toEqual([
+      'alpha beta',
+      'gamma delta',
+      'epsilon',
+    ]);
     expect(chunkText('abcdefghij', { maxChars: 4 })).toEqual(['abcd', 'efgh', 'ij']);
   });
 
@@ -128,7 +153,7 @@ describe('chunkText', () => {
 
   test('a fence too long for one chunk is closed and reopened with its language', () => {
     const lines = Array.from({ length: 12 }, (_, i) => `print("line ${i}")`);
-    const text = 'Intro.\n\n```python\n' + lines.join('\n') + '\n```\n\nOutro.';
+    const text = `Intro.\n\n\`\`\`python\n${lines.join('\n')}\n\`\`\`\n\nOutro.`;
     const pieces = checkChunks(text, { maxChars: 80 });
     const chunks = pieces.map((p) => p.text);
     expect(chunks[0]).toBe('Intro.');
@@ -137,7 +162,10 @@ describe('chunkText', () => {
     for (const c of chunks.slice(2, -1)) expect(c.startsWith('```python\n')).toBe(true);
     for (const c of chunks) expect(balanced(c)).toBe(true);
     // every code line arrives exactly once
-    const got = chunks.join('\n').split('\n').filter((l) => l.startsWith('print'));
+    const got = chunks
+      .join('\n')
+      .split('\n')
+      .filter((l) => l.startsWith('print'));
     expect(got).toEqual(lines);
   });
 
@@ -156,7 +184,7 @@ describe('chunkText', () => {
   });
 
   test('an unclosed fence at the end stays as the agent wrote it', () => {
-    const text = 'See:\n\n```js\n' + Array.from({ length: 8 }, (_, i) => `f(${i});`).join('\n');
+    const text = `See:\n\n\`\`\`js\n${Array.from({ length: 8 }, (_, i) => `f(${i});`).join('\n')}`;
     const pieces = checkChunks(text, { maxChars: 30 });
     expect(pieces[pieces.length - 1]!.close).toBeNull();
     expect(pieces[pieces.length - 1]!.text.startsWith('```js\n')).toBe(true);
@@ -164,31 +192,43 @@ describe('chunkText', () => {
 
   test('property: within limits, fences balanced, nothing lost but whitespace at splits', () => {
     fc.assert(
-      fc.property(doc, fc.integer({ min: 30, max: 400 }), fc.option(fc.integer({ min: 3, max: 30 }), { nil: undefined }), (text, maxChars, maxLines) => {
-        const pieces = checkChunks(text, { maxChars, maxLines });
-        for (const p of pieces) expect(balanced(p.text)).toBe(true);
-      }),
+      fc.property(
+        doc,
+        fc.integer({ min: 30, max: 400 }),
+        fc.option(fc.integer({ min: 3, max: 30 }), { nil: undefined }),
+        (text, maxChars, maxLines) => {
+          const pieces = checkChunks(text, { maxChars, maxLines });
+          for (const p of pieces) expect(balanced(p.text)).toBe(true);
+        },
+      ),
       { numRuns: 400 },
     );
   });
 
   test('property: arbitrary strings (any characters, tiny limits) keep the limits and lose nothing', () => {
     fc.assert(
-      fc.property(fc.string({ unit: fc.constantFrom('a', ' ', '\n', '.', '`', '🚀', 'é', '\r'), maxLength: 300 }), fc.integer({ min: 2, max: 50 }), fc.option(fc.integer({ min: 1, max: 6 }), { nil: undefined }), (text, maxChars, maxLines) => {
-        const pieces = chunkTextDetailed(text, { maxChars, maxLines });
-        for (const p of pieces) {
-          expect(p.text.length).toBeLessThanOrEqual(maxChars);
-          if (maxLines) expect(lineCount(p.text)).toBeLessThanOrEqual(maxLines);
-          expect(p.text.isWellFormed()).toBe(true);
-        }
-        assertSlicesCover(text, pieces);
-      }),
+      fc.property(
+        fc.string({ unit: fc.constantFrom('a', ' ', '\n', '.', '`', '🚀', 'é', '\r'), maxLength: 300 }),
+        fc.integer({ min: 2, max: 50 }),
+        fc.option(fc.integer({ min: 1, max: 6 }), { nil: undefined }),
+        (text, maxChars, maxLines) => {
+          const pieces = chunkTextDetailed(text, { maxChars, maxLines });
+          for (const p of pieces) {
+            expect(p.text.length).toBeLessThanOrEqual(maxChars);
+            if (maxLines) expect(lineCount(p.text)).toBeLessThanOrEqual(maxLines);
+            expect(p.text.isWellFormed()).toBe(true);
+          }
+          assertSlicesCover(text, pieces);
+        },
+      ),
       { numRuns: 400 },
     );
   });
 
   test('a 200 kB reply chunks quickly', () => {
-    const text = Array.from({ length: 2000 }, (_, i) => (i % 7 === 0 ? '```ts\n' + 'let x = 1;\n'.repeat(30) + '```' : `Paragraph ${i} with some words. And more.`)).join('\n\n');
+    const text = Array.from({ length: 2000 }, (_, i) =>
+      i % 7 === 0 ? `\`\`\`ts\n${'let x = 1;\n'.repeat(30)}\`\`\`` : `Paragraph ${i} with some words. And more.`,
+    ).join('\n\n');
     const t0 = performance.now();
     const chunks = chunkText(text, { maxChars: 2000, maxLines: 17 });
     expect(performance.now() - t0).toBeLessThan(1000);

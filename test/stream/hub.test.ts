@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, test } from 'bun:test';
-import { Elysia } from 'elysia';
-import net from 'node:net';
 import { randomBytes } from 'node:crypto';
-import type { Clock, Timer } from '../actors/runtime/clock.ts';
-import { StreamHub, WS_CLOSE_IDLE, type StreamPrincipal, type StreamSocket } from '../src/stream/hub.ts';
-import { wsRoutes } from '../src/stream/ws.ts';
+import net from 'node:net';
+import { Elysia } from 'elysia';
+import type { Clock, Timer } from '../../actors/runtime/clock.ts';
+import { StreamHub, type StreamPrincipal, type StreamSocket, WS_CLOSE_IDLE } from '../../src/stream/hub.ts';
+import { wsRoutes } from '../../src/stream/ws.ts';
 
 // ---------------------------------------------------------------- helpers
 
@@ -111,7 +111,8 @@ async function connect(url: string, init?: { headers?: Record<string, string> })
   const waitFor = async (pred: (frames: any[]) => boolean, what: string, ms = 5000) => {
     const deadline = Date.now() + ms;
     while (!pred(frames)) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(frames).slice(0, 500)}`);
+      if (Date.now() > deadline)
+        throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(frames).slice(0, 500)}`);
       await Bun.sleep(2);
     }
   };
@@ -120,7 +121,14 @@ async function connect(url: string, init?: { headers?: Record<string, string> })
     ws.send(JSON.stringify(msg));
     await waitFor((f) => f.slice(before).some((x) => x.type === ack || x.type === 'error'), ack);
   };
-  return { ws, frames, closed, waitFor, sendJson, events: () => frames.filter((f) => f.type === 'event').map((f) => f.payload) };
+  return {
+    ws,
+    frames,
+    closed,
+    waitFor,
+    sendJson,
+    events: () => frames.filter((f) => f.type === 'event').map((f) => f.payload),
+  };
 }
 
 // ---------------------------------------------------------------- /ws authentication
@@ -167,7 +175,10 @@ describe('live stream over /ws', () => {
   test('ordered AG-UI frames with gap-free seq whose deltas add up to the final reply', async () => {
     const { hub, url } = startServer({ coalesceMs: 5 });
     const c = await connect(`${url}?apiKey=sk-admin`);
-    await c.sendJson({ type: 'subscribe', channels: ['conversations'], filters: { conversationId: 'conv-a' } }, 'subscribed');
+    await c.sendJson(
+      { type: 'subscribe', channels: ['conversations'], filters: { conversationId: 'conv-a' } },
+      'subscribed',
+    );
 
     const words = Array.from({ length: 300 }, (_, i) => `word${i} `);
     const finalText = words.join('');
@@ -181,7 +192,13 @@ describe('live stream over /ws', () => {
 
     const events = c.events();
     expect(c.frames.filter((f) => f.type === 'event').every((f) => f.channel === 'conversations')).toBe(true);
-    expect(events[0]).toMatchObject({ type: 'RUN_STARTED', conversationId: 'conv-a', turnId: 'turn-a1', instanceId: 'inst-a', seq: 1 });
+    expect(events[0]).toMatchObject({
+      type: 'RUN_STARTED',
+      conversationId: 'conv-a',
+      turnId: 'turn-a1',
+      instanceId: 'inst-a',
+      seq: 1,
+    });
     expect(events[1]).toMatchObject({ type: 'TEXT_MESSAGE_START', messageId: 'msg-a1', role: 'assistant' });
     expect(events.at(-2)).toMatchObject({ type: 'TEXT_MESSAGE_END', messageId: 'msg-a1' });
     expect(events.at(-1)).toMatchObject({ type: 'RUN_FINISHED', result: { text: finalText } });
@@ -197,7 +214,10 @@ describe('live stream over /ws', () => {
     const { hub, url } = startServer({ coalesceMs: 0 });
     const bound = await connect(`${url}?apiKey=sk-only-a`);
     const admin = await connect(`${url}?apiKey=sk-admin`);
-    await bound.sendJson({ type: 'subscribe', channels: ['conversations', 'instances'], filters: { instanceId: 'inst-b' } }, 'subscribed');
+    await bound.sendJson(
+      { type: 'subscribe', channels: ['conversations', 'instances'], filters: { instanceId: 'inst-b' } },
+      'subscribed',
+    );
     expect(bound.frames.at(-1)).toMatchObject({ type: 'error', error: { code: 'FORBIDDEN' } });
     await bound.sendJson({ type: 'subscribe', channels: ['conversations', 'instances'] }, 'subscribed');
     await admin.sendJson({ type: 'subscribe', channels: ['conversations', 'instances'] }, 'subscribed');
@@ -236,7 +256,15 @@ describe('live stream over /ws', () => {
     const afterAck = c.frames.slice(c.frames.findIndex((f) => f.type === 'subscribed') + 1);
     expect(afterAck[0]).toEqual({
       type: 'resync',
-      snapshot: { instanceId: 'inst-a', conversationId: 'conv-a', turnId: 'turn-a1', messageId: 'msg-a1', seq: 4, text: 'Hello, world', status: 'running' },
+      snapshot: {
+        instanceId: 'inst-a',
+        conversationId: 'conv-a',
+        turnId: 'turn-a1',
+        messageId: 'msg-a1',
+        seq: 4,
+        text: 'Hello, world',
+        status: 'running',
+      },
     });
     const live = afterAck.slice(1).map((f) => f.payload);
     expect(live.map((e) => e.type)).toEqual(['TEXT_MESSAGE_CONTENT', 'TEXT_MESSAGE_END', 'RUN_FINISHED']);
@@ -272,7 +300,7 @@ describe('live stream over /ws', () => {
     await slow.waitFor((f) => f.some((x) => x.type === 'resync'), 'resync', 15_000);
     expect(hub.stats().lagging).toBe(0);
     hub.delta(turnA.turnId, 'z');
-    hub.runFinished(turnA.turnId, expectedText + 'z');
+    hub.runFinished(turnA.turnId, `${expectedText}z`);
     await slow.waitFor((f) => f.some((x) => x.payload?.type === 'RUN_FINISHED'), 'RUN_FINISHED');
 
     const resyncs = slow.frames.filter((f) => f.type === 'resync');
@@ -282,7 +310,7 @@ describe('live stream over /ws', () => {
     // Rebuild the reply the way a client would: frames up to the snapshot, the snapshot, then the rest.
     const after = slow.frames.slice(slow.frames.indexOf(resyncs[0]) + 1).map((f) => f.payload);
     expect(after[0]).toMatchObject({ type: 'TEXT_MESSAGE_CONTENT', delta: 'z', seq: resyncs[0].snapshot.seq + 1 });
-    expect(resyncs[0].snapshot.text + after[0].delta).toBe(expectedText + 'z');
+    expect(resyncs[0].snapshot.text + after[0].delta).toBe(`${expectedText}z`);
     slow.close();
   });
 });
@@ -320,7 +348,13 @@ describe('StreamHub', () => {
     hub.runStarted(turnA);
     hub.delta(turnA.turnId, 'partial');
     hub.runFinished(turnA.turnId, 'partial');
-    expect(sock.events().map((e) => e.type)).toEqual(['RUN_STARTED', 'TEXT_MESSAGE_START', 'TEXT_MESSAGE_CONTENT', 'TEXT_MESSAGE_END', 'RUN_FINISHED']);
+    expect(sock.events().map((e) => e.type)).toEqual([
+      'RUN_STARTED',
+      'TEXT_MESSAGE_START',
+      'TEXT_MESSAGE_CONTENT',
+      'TEXT_MESSAGE_END',
+      'RUN_FINISHED',
+    ]);
     clock.advance(100); // the cancelled flush timer must not emit anything late
     expect(sock.events()).toHaveLength(5);
   });
@@ -355,7 +389,7 @@ describe('StreamHub', () => {
     const resyncs = slow.frames.slice(slowFramesAtLag);
     expect(resyncs).toHaveLength(2);
     const byTurn = Object.fromEntries(resyncs.map((r) => [r.snapshot.turnId, r.snapshot]));
-    expect(byTurn['turn-a1']).toMatchObject({ text: 'one two ' + 'a'.repeat(1000), status: 'running', seq: 1004 });
+    expect(byTurn['turn-a1']).toMatchObject({ text: `one two ${'a'.repeat(1000)}`, status: 'running', seq: 1004 });
     expect(byTurn['turn-b1']).toMatchObject({ text: 'b'.repeat(1000), status: 'finished' });
     expect(hub.stats()).toMatchObject({ lagging: 0, resyncsTotal: 2 });
 
@@ -393,8 +427,14 @@ describe('StreamHub', () => {
     const events = sock.events();
     expectGapFree(events);
     expect(events.map((e) => e.type)).toEqual([
-      'RUN_STARTED', 'TEXT_MESSAGE_START', 'TEXT_MESSAGE_CONTENT', 'CUSTOM',
-      'TEXT_MESSAGE_START', 'TEXT_MESSAGE_CONTENT', 'TEXT_MESSAGE_END', 'RUN_FINISHED',
+      'RUN_STARTED',
+      'TEXT_MESSAGE_START',
+      'TEXT_MESSAGE_CONTENT',
+      'CUSTOM',
+      'TEXT_MESSAGE_START',
+      'TEXT_MESSAGE_CONTENT',
+      'TEXT_MESSAGE_END',
+      'RUN_FINISHED',
     ]);
     expect(events[3]).toMatchObject({ name: 'TURN_RESTARTED', value: { reason: 'stream cut' }, turnId: 'turn-a1' });
     // The retried reply is a new AG-UI message so clients do not append to the abandoned one.
@@ -474,7 +514,10 @@ describe('StreamHub', () => {
     clock.advance(4_999);
     slow.sendResult = 100;
     slowHandle.onDrain();
-    expect(slow.frames.at(-1)).toMatchObject({ type: 'resync', snapshot: { turnId: 'turn-a1', status: 'finished', text: 'Full answer' } });
+    expect(slow.frames.at(-1)).toMatchObject({
+      type: 'resync',
+      snapshot: { turnId: 'turn-a1', status: 'finished', text: 'Full answer' },
+    });
     // Delivered: the snapshot is released without waiting for the grace period.
     expect(hub.stats()).toMatchObject({ turnsHeld: 0, finishedTurnsHeld: 0 });
   });
@@ -613,7 +656,10 @@ class RawWsClient {
   sendText(text: string) {
     const payload = Buffer.from(text);
     const mask = randomBytes(4);
-    const header = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+    const header =
+      payload.length < 126
+        ? Buffer.from([0x81, 0x80 | payload.length])
+        : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
     const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!));
     this.sock.write(Buffer.concat([header, mask, masked]));
   }

@@ -6,17 +6,17 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jsQR from 'jsqr';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { PNG } from 'pngjs';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { silentLogger } from '../src/log.ts';
-import { webConsole } from '../src/web/index.ts';
-import { startFakeAgent, type FakeAgent } from './fakes/agents.ts';
-import { fakeSocketFactory } from './fakes/baileys-socket.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
-import { ADMIN_KEY, createTestGateway } from './helpers.ts';
+import { silentLogger } from '../../src/log.ts';
+import { webConsole } from '../../src/web/index.ts';
+import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
+import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
+import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
+import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const SHOTS = join(import.meta.dir, '..', 'test-artifacts', 'web');
+const SHOTS = join(import.meta.dir, '..', '..', 'test-artifacts', 'web');
 const REPLY = 'Hello Pavan! Here is a streamed answer that arrives a few characters at a time.';
 
 let evo: FakeEvolution;
@@ -36,7 +36,10 @@ beforeAll(async () => {
   // after a short think so the conversation page is open before the first delta.
   agent = startFakeAgent({ protocol: 'agui', reply: () => REPLY, deltaChars: 4, deltaDelayMs: 90, latencyMs: 600 });
   sockets = fakeSocketFactory();
-  t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' }, { pipeline: { adapterDeps: { baileysSocketFactory: sockets.factory } } });
+  t = createTestGateway(
+    { PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' },
+    { pipeline: { adapterDeps: { baileysSocketFactory: sockets.factory } } },
+  );
   await t.gw.start();
   t.app.listen({ port: 0, hostname: '127.0.0.1' });
   base = `http://127.0.0.1:${t.app.server!.port}`;
@@ -44,7 +47,15 @@ beforeAll(async () => {
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
     viewport: { width: 1280, height: 860 },
   });
   page = context.pages()[0] ?? (await context.newPage());
@@ -90,17 +101,19 @@ describe('web console in Chromium', () => {
     await shot('01-instances-empty');
   }, 20_000);
 
-  test('create an instance through the form; a bad name shows the API\'s problem next to the field', async () => {
+  test("create an instance through the form; a bad name shows the API's problem next to the field", async () => {
     await page.getByRole('link', { name: 'New instance' }).click();
     await label('Name').fill('Bad Name!');
     await label('Channel').selectOption('whatsapp-evolution');
     await page.getByRole('button', { name: 'Create instance' }).click();
-    const nameError = page.locator('#' + (await label('Name').getAttribute('aria-describedby'))!.split(' ').at(-1)!);
+    const nameError = page.locator(`#${(await label('Name').getAttribute('aria-describedby'))!.split(' ').at(-1)!}`);
     await expectVisible(nameError);
     expect(await nameError.innerText()).toContain('must be a slug');
     expect(await label('Name').getAttribute('aria-invalid')).toBe('true');
     // Missing Evolution fields are reported beside their own inputs too.
-    expect(await page.locator('.field-error').allInnerTexts()).toContainEqual(expect.stringContaining('is required for a whatsapp-evolution instance'));
+    expect(await page.locator('.field-error').allInnerTexts()).toContainEqual(
+      expect.stringContaining('is required for a whatsapp-evolution instance'),
+    );
     await shot('02-validation-error');
 
     await label('Name').fill('support-bot');
@@ -118,7 +131,7 @@ describe('web console in Chromium', () => {
     expect(created.body.data.channelConfig.evolutionUrl).toBe(evo.url);
   }, 20_000);
 
-  test('a conversation shows the agent\'s reply growing as it streams, then the final reply and its steps', async () => {
+  test("a conversation shows the agent's reply growing as it streams, then the final reply and its steps", async () => {
     const inst = (await t.call('GET', '/api/v2/instances/support-bot')).body.data;
     const token = new URL(inst.webhookUrl).searchParams.get('token');
     const hook = await t.call(
@@ -127,7 +140,12 @@ describe('web console in Chromium', () => {
       {
         event: 'messages.upsert',
         instance: 'support-bot',
-        data: { key: { remoteJid: '15551234567@s.whatsapp.net', fromMe: false, id: 'web-1' }, pushName: 'Pavan', messageTimestamp: 1765375800, message: { conversation: 'tell me something' } },
+        data: {
+          key: { remoteJid: '15551234567@s.whatsapp.net', fromMe: false, id: 'web-1' },
+          pushName: 'Pavan',
+          messageTimestamp: 1765375800,
+          message: { conversation: 'tell me something' },
+        },
       },
       { 'x-api-key': '' },
     );
@@ -160,7 +178,9 @@ describe('web console in Chromium', () => {
     await evo.waitForSent(1);
     expect(evo.sent[0]!.text).toBe(REPLY);
     const steps = page.locator(`[data-trace="${traceId}"] .turn-steps`);
-    await until(async () => (await steps.innerText()).includes('agent called') && (await steps.innerText()).includes('completed'));
+    await until(
+      async () => (await steps.innerText()).includes('agent called') && (await steps.innerText()).includes('completed'),
+    );
     expect(await reply.textContent()).toBe(REPLY);
     await shot('04-conversation-done');
 
@@ -202,7 +222,7 @@ describe('web console in Chromium', () => {
     await shot('07-pairing-qr');
 
     // A new QR round replaces the image without a reload.
-    socket.emitQr(qrPayload + 'ROUND2');
+    socket.emitQr(`${qrPayload}ROUND2`);
     await until(async () => (await img.getAttribute('src')) !== src);
 
     // The pairing-code alternative shows the code the socket returned for that phone.
@@ -243,7 +263,7 @@ describe('web console in Chromium', () => {
     expect((await t.call('GET', '/api/v2/instances/wa-phone')).status).toBe(404);
   }, 20_000);
 
-  test('keys page shows a created key once (or the API\'s error when the keys API is absent)', async () => {
+  test("keys page shows a created key once (or the API's error when the keys API is absent)", async () => {
     await page.goto(`${base}/#/keys`);
     await label('Name').fill('ci-reader');
     await label('events:read').check();
@@ -291,7 +311,8 @@ describe('web console in Chromium', () => {
         if (['Traces', 'Sign out'].includes(info.text)) expect(info.outline).not.toBe('none');
       }
     }
-    for (const name of ['Instances', 'Conversations', 'Traces', 'Dead letters', 'Keys', 'Sign out']) expect(reached).toContain(name);
+    for (const name of ['Instances', 'Conversations', 'Traces', 'Dead letters', 'Keys', 'Sign out'])
+      expect(reached).toContain(name);
   }, 20_000);
 });
 
@@ -313,7 +334,7 @@ describe('web console serving', () => {
   test('a console that fails to build answers 500 with the reason while the API keeps working', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'switchboard-web-'));
     const entry = join(dir, 'broken.ts');
-    writeFileSync(entry, 'import { nothing } from "./does-not-exist.ts";\nconsole.log(nothing);\n');
+    writeFileSync(entry, 'import { nothing } from "../does-not-exist.ts";\nconsole.log(nothing);\n');
     try {
       const app = webConsole({ log: silentLogger }, { entry });
       const res = await app.handle(new Request('http://localhost/'));

@@ -1,6 +1,6 @@
 // v1 instances: the setup guide's request bodies, verbatim, and its response shapes.
 import { describe, expect, test } from 'bun:test';
-import { offlineGatewaysClosedAfterEach } from './foundation-fixtures.ts';
+import { offlineGatewaysClosedAfterEach } from '../instance-fixtures.ts';
 
 const gateway = offlineGatewaysClosedAfterEach();
 
@@ -44,7 +44,7 @@ const SLACK_BODY = {
 };
 
 describe('POST /api/v1/instances', () => {
-  test('the guide\'s Leo body, sent verbatim, answers 201 with the guide\'s instance object and masked secrets', async () => {
+  test("the guide's Leo body, sent verbatim, answers 201 with the guide's instance object and masked secrets", async () => {
     const t = gateway();
     const res = await t.call('POST', '/api/v1/instances', GUIDE_LEO_BODY);
     expect(res.status).toBe(201);
@@ -55,7 +55,8 @@ describe('POST /api/v1/instances', () => {
       channel: 'whatsapp-evolution',
       evolution_url: 'https://evolution.example.com',
       whatsapp_instance: 'whatsapp-leo-bot',
-      agent_api_url: 'https://leo.example.com/leo-portal-agentic-runtime-node-api/v1/workflow-engine/e9f65742-8f61-4a7f-b0d2-71b77c5391e7/stream',
+      agent_api_url:
+        'https://leo.example.com/leo-portal-agentic-runtime-node-api/v1/workflow-engine/e9f65742-8f61-4a7f-b0d2-71b77c5391e7/stream',
       default_agent: 'leo',
       agent_timeout: 120,
       webhook_base64: true,
@@ -76,15 +77,24 @@ describe('POST /api/v1/instances', () => {
     expect(text).not.toContain('leo_builtin');
   });
 
-  test('the guide\'s Discord body answers 201 with channel discord and a masked token', async () => {
+  test("the guide's Discord body answers 201 with channel discord and a masked token", async () => {
     const t = gateway();
     const res = await t.call('POST', '/api/v1/instances', GUIDE_DISCORD_BODY);
     expect(res.status).toBe(201);
     expect(res.body).toMatchObject({
-      name: 'discord-leo-bot', channel: 'discord', discord_client_id: '198622483624032258', discord_guild_id: '123456789012345678',
-      discord_default_channel_id: '234567890123456789', discord_voice_enabled: false, discord_slash_commands_enabled: true,
-      discord_permissions: 8, agent_api_url: 'http://localhost:8887', default_agent: 'leo-adapter', agent_timeout: 120,
-      is_active: true, is_default: false,
+      name: 'discord-leo-bot',
+      channel: 'discord',
+      discord_client_id: '198622483624032258',
+      discord_guild_id: '123456789012345678',
+      discord_default_channel_id: '234567890123456789',
+      discord_voice_enabled: false,
+      discord_slash_commands_enabled: true,
+      discord_permissions: 8,
+      agent_api_url: 'http://localhost:8887',
+      default_agent: 'leo-adapter',
+      agent_timeout: 120,
+      is_active: true,
+      is_default: false,
     });
     expect(res.body.discord_bot_token).toBe('****V...');
     expect(res.body.agent_api_key).toBe('****2025');
@@ -103,7 +113,11 @@ describe('POST /api/v1/instances', () => {
 
   test('an explicit channel wins over inference (Baileys: no webhook)', async () => {
     const t = gateway();
-    const res = await t.call('POST', '/api/v1/instances', { name: 'baileys-bot', channel: 'whatsapp-baileys', auto_qr: true });
+    const res = await t.call('POST', '/api/v1/instances', {
+      name: 'baileys-bot',
+      channel: 'whatsapp-baileys',
+      auto_qr: true,
+    });
     expect(res.status).toBe(201);
     expect(res.body.channel).toBe('whatsapp-baileys');
     expect(res.body.webhook_url).toBeNull();
@@ -112,7 +126,10 @@ describe('POST /api/v1/instances', () => {
   test('a duplicate name answers 409 CONFLICT and the first instance is unchanged', async () => {
     const t = gateway();
     expect((await t.call('POST', '/api/v1/instances', GUIDE_LEO_BODY)).status).toBe(201);
-    const dup = await t.call('POST', '/api/v1/instances', { ...JSON.parse(GUIDE_DISCORD_BODY), name: 'whatsapp-leo-bot' });
+    const dup = await t.call('POST', '/api/v1/instances', {
+      ...JSON.parse(GUIDE_DISCORD_BODY),
+      name: 'whatsapp-leo-bot',
+    });
     expect(dup.status).toBe(409);
     expect(dup.body.error.code).toBe('CONFLICT');
     const list = await t.call('GET', '/api/v1/instances');
@@ -129,7 +146,11 @@ describe('POST /api/v1/instances', () => {
       expect(res.body.error.details.map((d: { field: string }) => d.field)).toContain('agent_timeout');
     }
     for (const ok of [1, 600]) {
-      const res = await t.call('POST', '/api/v1/instances', { ...JSON.parse(GUIDE_LEO_BODY), name: `leo-${ok}`, agent_timeout: ok });
+      const res = await t.call('POST', '/api/v1/instances', {
+        ...JSON.parse(GUIDE_LEO_BODY),
+        name: `leo-${ok}`,
+        agent_timeout: ok,
+      });
       expect(res.status).toBe(201);
       expect(res.body.agent_timeout).toBe(ok);
     }
@@ -173,7 +194,10 @@ describe('list, get, put, delete by name', () => {
     expect(one.status).toBe(200);
     expect(one.body.evolution_key).toBe('****_KEY');
 
-    const put = await t.call('PUT', '/api/v1/instances/whatsapp-leo-bot', { agent_timeout: 300, evolution_key: 'NEW-EVOLUTION-KEY-A36A' });
+    const put = await t.call('PUT', '/api/v1/instances/whatsapp-leo-bot', {
+      agent_timeout: 300,
+      evolution_key: 'NEW-EVOLUTION-KEY-A36A',
+    });
     expect(put.status).toBe(200);
     expect(put.body.agent_timeout).toBe(300);
     expect(put.body.evolution_key).toBe('****A36A');
@@ -205,7 +229,10 @@ describe('list, get, put, delete by name', () => {
     await t.call('POST', '/api/v1/instances', { ...JSON.parse(GUIDE_LEO_BODY), is_default: true });
     const second = await t.call('POST', '/api/v1/instances', { ...JSON.parse(GUIDE_DISCORD_BODY), is_default: true });
     expect(second.body.is_default).toBe(true);
-    const defaults = () => t.call('GET', '/api/v1/instances').then((r) => r.body.filter((i: { is_default: boolean }) => i.is_default).map((i: { name: string }) => i.name));
+    const defaults = () =>
+      t
+        .call('GET', '/api/v1/instances')
+        .then((r) => r.body.filter((i: { is_default: boolean }) => i.is_default).map((i: { name: string }) => i.name));
     expect(await defaults()).toEqual(['discord-leo-bot']);
     await t.call('PUT', '/api/v1/instances/whatsapp-leo-bot', { is_default: true });
     expect(await defaults()).toEqual(['whatsapp-leo-bot']);

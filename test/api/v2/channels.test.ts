@@ -1,16 +1,28 @@
 // GET /api/v2/channels: the channel kinds with library version and capabilities.
 import { describe, expect, test } from 'bun:test';
-import { createTestGateway } from './helpers.ts';
+import { createTestGateway } from '../../helpers.ts';
 
 describe('channels', () => {
   test('lists every kind with version and capabilities; one by id; unknown is 404; needs instances:read', async () => {
     const t = createTestGateway();
     const list = await t.call('GET', '/api/v2/channels');
     expect(list.status).toBe(200);
-    expect(list.body.items.map((c: any) => c.id)).toEqual(['whatsapp-evolution', 'whatsapp-baileys', 'discord', 'slack', 'api']);
+    expect(list.body.items.map((c: any) => c.id)).toEqual([
+      'whatsapp-evolution',
+      'whatsapp-baileys',
+      'discord',
+      'slack',
+      'api',
+    ]);
     const discord = list.body.items.find((c: any) => c.id === 'discord');
     expect(discord.version).toBe('14.28.1');
-    expect(discord.capabilities).toMatchObject({ maxText: 2000, edit: true, threads: true, reactions: true, pairing: 'token' });
+    expect(discord.capabilities).toMatchObject({
+      maxText: 2000,
+      edit: true,
+      threads: true,
+      reactions: true,
+      pairing: 'token',
+    });
     const baileys = (await t.call('GET', '/api/v2/channels/whatsapp-baileys')).body.data;
     expect(baileys.version).toBe('7.0.0-rc14');
     expect(baileys.capabilities.pairing).toBe('qr+code');

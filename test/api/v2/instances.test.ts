@@ -1,6 +1,6 @@
 // v2 instances (camelCase, envelopes, cursor pagination, filters) and v2 settings.
 import { describe, expect, test } from 'bun:test';
-import { offlineGatewaysClosedAfterEach } from './foundation-fixtures.ts';
+import { offlineGatewaysClosedAfterEach } from '../instance-fixtures.ts';
 
 const gateway = offlineGatewaysClosedAfterEach();
 
@@ -14,8 +14,18 @@ const SECRETS = {
 const evolutionBody = (name: string) => ({
   name,
   channel: 'whatsapp-evolution',
-  channelConfig: { evolutionUrl: 'https://evolution.example.com', evolutionKey: SECRETS.evolutionKey, webhookBase64: false },
-  agent: { url: 'https://agent.example.com/run', apiKey: SECRETS.agentKey, type: 'json', timeoutSeconds: 90, headers: { Authorization: SECRETS.headerSecret } },
+  channelConfig: {
+    evolutionUrl: 'https://evolution.example.com',
+    evolutionKey: SECRETS.evolutionKey,
+    webhookBase64: false,
+  },
+  agent: {
+    url: 'https://agent.example.com/run',
+    apiKey: SECRETS.agentKey,
+    type: 'json',
+    timeoutSeconds: 90,
+    headers: { Authorization: SECRETS.headerSecret },
+  },
   isActive: true,
 });
 const discordBody = (name: string) => ({
@@ -37,9 +47,25 @@ describe('v2 instances CRUD', () => {
     expect(created.status).toBe(201);
     const d = created.body.data;
     expect(d).toMatchObject({
-      name: 'evo-one', channel: 'whatsapp-evolution', isActive: true, isDefault: false, status: 'disconnected', statusReason: null,
-      channelConfig: { evolutionUrl: 'https://evolution.example.com', evolutionKey: '****2e4b', webhookBase64: false, whatsappInstance: 'evo-one' },
-      agent: { url: 'https://agent.example.com/run', apiKey: '****4e5f', type: 'json', timeoutSeconds: 90, headers: { Authorization: '****7766' } },
+      name: 'evo-one',
+      channel: 'whatsapp-evolution',
+      isActive: true,
+      isDefault: false,
+      status: 'disconnected',
+      statusReason: null,
+      channelConfig: {
+        evolutionUrl: 'https://evolution.example.com',
+        evolutionKey: '****2e4b',
+        webhookBase64: false,
+        whatsappInstance: 'evo-one',
+      },
+      agent: {
+        url: 'https://agent.example.com/run',
+        apiKey: '****4e5f',
+        type: 'json',
+        timeoutSeconds: 90,
+        headers: { Authorization: '****7766' },
+      },
     });
     expect(d.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(d.webhookUrl).toStartWith('http://localhost/webhook/evolution/evo-one?token=');
@@ -53,14 +79,25 @@ describe('v2 instances CRUD', () => {
     // The name is accepted in place of the id.
     expect((await t.call('GET', '/api/v2/instances/evo-one')).body.data.id).toBe(d.id);
 
-    const patched = await t.call('PATCH', `/api/v2/instances/${d.id}`, { agent: { timeoutSeconds: 200 }, channelConfig: { webhookBase64: true }, isActive: false });
+    const patched = await t.call('PATCH', `/api/v2/instances/${d.id}`, {
+      agent: { timeoutSeconds: 200 },
+      channelConfig: { webhookBase64: true },
+      isActive: false,
+    });
     expect(patched.status).toBe(200);
-    expect(patched.body.data).toMatchObject({ isActive: false, agent: { timeoutSeconds: 200, url: 'https://agent.example.com/run', apiKey: '****4e5f' }, channelConfig: { webhookBase64: true, evolutionKey: '****2e4b' } });
+    expect(patched.body.data).toMatchObject({
+      isActive: false,
+      agent: { timeoutSeconds: 200, url: 'https://agent.example.com/run', apiKey: '****4e5f' },
+      channelConfig: { webhookBase64: true, evolutionKey: '****2e4b' },
+    });
     expectNoSecrets(patched.body);
 
     const badPatch = await t.call('PATCH', `/api/v2/instances/${d.id}`, { channel: 'discord' });
     expect(badPatch.status).toBe(400);
-    expect(badPatch.body.error.details).toContainEqual({ field: 'channel', problem: expect.stringContaining('cannot be changed') });
+    expect(badPatch.body.error.details).toContainEqual({
+      field: 'channel',
+      problem: expect.stringContaining('cannot be changed'),
+    });
 
     const del = await t.call('DELETE', `/api/v2/instances/${d.id}`);
     expect(del.status).toBe(200);
@@ -72,7 +109,12 @@ describe('v2 instances CRUD', () => {
     const created = (await t.call('POST', '/api/v2/instances', discordBody('shared-bot'))).body.data;
     const v1 = await t.call('GET', '/api/v1/instances/shared-bot');
     expect(v1.status).toBe(200);
-    expect(v1.body).toMatchObject({ name: 'shared-bot', channel: 'discord', discord_bot_token: '****.def', discord_client_id: '198622483624032258' });
+    expect(v1.body).toMatchObject({
+      name: 'shared-bot',
+      channel: 'discord',
+      discord_bot_token: '****.def',
+      discord_client_id: '198622483624032258',
+    });
     await t.call('PUT', '/api/v1/instances/shared-bot', { agent_timeout: 42 });
     expect((await t.call('GET', `/api/v2/instances/${created.id}`)).body.data.agent.timeoutSeconds).toBe(42);
   });
@@ -84,7 +126,10 @@ describe('v2 instances CRUD', () => {
     expect(dup.status).toBe(409);
     expect(dup.body.error.code).toBe('CONFLICT');
     for (const timeoutSeconds of [0, 601]) {
-      const res = await t.call('POST', '/api/v2/instances', { ...discordBody('timeout-bot'), agent: { timeoutSeconds } });
+      const res = await t.call('POST', '/api/v2/instances', {
+        ...discordBody('timeout-bot'),
+        agent: { timeoutSeconds },
+      });
       expect(res.status).toBe(400);
       expect(res.body.error.details.map((x: { field: string }) => x.field)).toContain('agent.timeoutSeconds');
     }
@@ -99,7 +144,9 @@ describe('v2 instances CRUD', () => {
     const newToken = new URL(rotated.body.data.webhookUrl).searchParams.get('token');
     expect(newToken).toMatch(/^[A-Za-z0-9_-]{24,}$/);
     expect(newToken).not.toBe(oldToken);
-    expect(new URL((await t.call('GET', '/api/v1/instances/rotate-bot')).body.webhook_url).searchParams.get('token')).toBe(newToken);
+    expect(
+      new URL((await t.call('GET', '/api/v1/instances/rotate-bot')).body.webhook_url).searchParams.get('token'),
+    ).toBe(newToken);
     expect(t.gw.instances.get(d.id)!.webhookSecret).toBe(newToken!);
   });
 });
@@ -111,13 +158,18 @@ describe('v2 list: pagination and filters', () => {
     for (let i = 0; i < 7; i++) {
       const name = `bot-${i}`;
       names.push(name);
-      expect((await t.call('POST', '/api/v2/instances', i % 2 ? discordBody(name) : evolutionBody(name))).status).toBe(201);
+      expect((await t.call('POST', '/api/v2/instances', i % 2 ? discordBody(name) : evolutionBody(name))).status).toBe(
+        201,
+      );
     }
     const seen: string[] = [];
     const sizes: number[] = [];
     let cursor: string | null = null;
     for (let pageNo = 0; pageNo < 10; pageNo++) {
-      const res = await t.call('GET', `/api/v2/instances?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      const res = await t.call(
+        'GET',
+        `/api/v2/instances?limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+      );
       expect(res.status).toBe(200);
       expect(Object.keys(res.body).sort()).toEqual(['items', 'meta']);
       expect(res.body.meta.total).toBe(7);
@@ -139,7 +191,8 @@ describe('v2 list: pagination and filters', () => {
   test('a page boundary survives a delete of the last row seen', async () => {
     const t = gateway();
     const ids: string[] = [];
-    for (let i = 0; i < 5; i++) ids.push((await t.call('POST', '/api/v2/instances', discordBody(`del-${i}`))).body.data.id);
+    for (let i = 0; i < 5; i++)
+      ids.push((await t.call('POST', '/api/v2/instances', discordBody(`del-${i}`))).body.data.id);
     const first = await t.call('GET', '/api/v2/instances?limit=2');
     await t.call('DELETE', `/api/v2/instances/${first.body.items[1].id}`);
     const second = await t.call('GET', `/api/v2/instances?limit=10&cursor=${first.body.meta.cursor}`);
@@ -157,9 +210,17 @@ describe('v2 list: pagination and filters', () => {
     await create(evolutionBody('evo-a'), 'error');
     await create(evolutionBody('evo-b'), 'disconnected');
     await create(discordBody('disc-a'), 'connected');
-    await create({ name: 'slack-a', channel: 'slack', channelConfig: { slackBotToken: 'xoxb-1', slackSigningSecret: 'sig-1234567890' } }, 'disconnected');
+    await create(
+      {
+        name: 'slack-a',
+        channel: 'slack',
+        channelConfig: { slackBotToken: 'xoxb-1', slackSigningSecret: 'sig-1234567890' },
+      },
+      'disconnected',
+    );
 
-    const names = async (q: string) => (await t.call('GET', `/api/v2/instances?${q}`)).body.items.map((i: { name: string }) => i.name).sort();
+    const names = async (q: string) =>
+      (await t.call('GET', `/api/v2/instances?${q}`)).body.items.map((i: { name: string }) => i.name).sort();
     expect(await names('channel=discord')).toEqual(['disc-a']);
     expect(await names('channel=whatsapp-evolution,slack')).toEqual(['evo-a', 'evo-b', 'slack-a']);
     expect(await names('status=connected')).toEqual(['disc-a']);
@@ -171,7 +232,13 @@ describe('v2 list: pagination and filters', () => {
 
   test('invalid cursor and out-of-range limit answer 400', async () => {
     const t = gateway();
-    for (const q of ['cursor=zzz', 'cursor=' + Buffer.from('{"nope":1}').toString('base64url'), 'limit=0', 'limit=101', 'limit=abc']) {
+    for (const q of [
+      'cursor=zzz',
+      `cursor=${Buffer.from('{"nope":1}').toString('base64url')}`,
+      'limit=0',
+      'limit=101',
+      'limit=abc',
+    ]) {
       const res = await t.call('GET', `/api/v2/instances?${q}`);
       expect(res.status).toBe(400);
       expect(res.body.error.code).toBe('VALIDATION_ERROR');
@@ -190,7 +257,12 @@ describe('v2 settings', () => {
     expect(list.body.meta).toMatchObject({ hasMore: false, total: keys.length });
 
     const one = await t.call('GET', '/api/v2/settings/agent.defaultTimeoutSeconds');
-    expect(one.body.data).toMatchObject({ key: 'agent.defaultTimeoutSeconds', value: 60, isDefault: true, updatedAt: null });
+    expect(one.body.data).toMatchObject({
+      key: 'agent.defaultTimeoutSeconds',
+      value: 60,
+      isDefault: true,
+      updatedAt: null,
+    });
 
     const put = await t.call('PUT', '/api/v2/settings/agent.defaultTimeoutSeconds', { value: 45 });
     expect(put.status).toBe(200);
@@ -205,12 +277,22 @@ describe('v2 settings', () => {
 
     const patch = await t.call('PATCH', '/api/v2/settings', { 'traces.retentionDays': 7, 'audit.retentionDays': 120 });
     expect(patch.status).toBe(200);
-    expect(patch.body.items.map((s: { key: string; value: unknown }) => [s.key, s.value])).toEqual([['traces.retentionDays', 7], ['audit.retentionDays', 120]]);
+    expect(patch.body.items.map((s: { key: string; value: unknown }) => [s.key, s.value])).toEqual([
+      ['traces.retentionDays', 7],
+      ['audit.retentionDays', 120],
+    ]);
 
     // One bad value or unknown key rejects the whole batch.
-    const mixed = await t.call('PATCH', '/api/v2/settings', { 'traces.retentionDays': 9, 'inbox.dedupeRetentionDays': 3, 'no.such.key': 1 });
+    const mixed = await t.call('PATCH', '/api/v2/settings', {
+      'traces.retentionDays': 9,
+      'inbox.dedupeRetentionDays': 3,
+      'no.such.key': 1,
+    });
     expect(mixed.status).toBe(400);
-    expect(mixed.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['inbox.dedupeRetentionDays', 'no.such.key']);
+    expect(mixed.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual([
+      'inbox.dedupeRetentionDays',
+      'no.such.key',
+    ]);
     expect((await t.call('GET', '/api/v2/settings/traces.retentionDays')).body.data.value).toBe(7);
 
     expect((await t.call('PATCH', '/api/v2/settings', {})).status).toBe(400);

@@ -1,22 +1,22 @@
 // The Discord adapter against the real discord.js client, pointed at a local fake gateway + REST.
-import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
-import { DiscordAdapter, inviteUrl, nonceFor } from '../src/channels/discord/index.ts';
-import { ChannelError, type AdapterContext, type InboundMessage } from '../src/channels/types.ts';
-import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
-import type { Clock, Timer } from '../actors/runtime/clock.ts';
-import { silentLogger } from '../src/log.ts';
+import { afterEach, describe, expect, test } from 'bun:test';
+import type { Clock, Timer } from '../../../actors/runtime/clock.ts';
+import { DiscordAdapter, inviteUrl, nonceFor } from '../../../src/channels/discord/index.ts';
+import { type AdapterContext, ChannelError, type InboundMessage } from '../../../src/channels/types.ts';
+import { silentLogger } from '../../../src/log.ts';
+import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
 import {
   BOT_USER,
   DM_CHANNEL_ID,
-  FakeDiscord,
+  type FakeDiscord,
   GUILD_ID,
   HUMAN,
   OTHER_BOT,
   OTHER_TEXT_CHANNEL_ID,
+  startFakeDiscord,
   TEXT_CHANNEL_ID,
   THREAD_ID,
-  startFakeDiscord,
-} from './fakes/discord/server.ts';
+} from '../../fakes/discord/server.ts';
 
 interface Harness {
   fake: FakeDiscord;
@@ -34,7 +34,16 @@ function instance(config: Record<string, unknown>): Instance {
     channel: 'discord',
     isActive: true,
     isDefault: false,
-    agent: { url: null, apiKey: null, type: 'auto', timeoutSeconds: 30, idleTimeoutSeconds: 30, defaultAgent: null, model: null, headers: {} },
+    agent: {
+      url: null,
+      apiKey: null,
+      type: 'auto',
+      timeoutSeconds: 30,
+      idleTimeoutSeconds: 30,
+      defaultAgent: null,
+      model: null,
+      headers: {},
+    },
     config,
     settings: { replyMode: 'final', errorReply: null, accessMode: 'disabled', maxTextLength: null },
     webhookSecret: 'secret',
@@ -49,14 +58,24 @@ function instance(config: Record<string, unknown>): Instance {
 class ManualClock implements Clock {
   private t = 0;
   private timers: Array<{ at: number; fn: () => void; cancelled: boolean }> = [];
-  now() { return 1_700_000_000_000 + this.t; }
-  monotonic() { return this.t; }
+  now() {
+    return 1_700_000_000_000 + this.t;
+  }
+  monotonic() {
+    return this.t;
+  }
   setTimeout(fn: () => void, ms: number): Timer {
     const timer = { at: this.t + ms, fn, cancelled: false };
     this.timers.push(timer);
-    return { cancel: () => { timer.cancelled = true; } };
+    return {
+      cancel: () => {
+        timer.cancelled = true;
+      },
+    };
   }
-  async sleep(ms: number) { await new Promise<void>((r) => this.setTimeout(r, ms)); }
+  async sleep(ms: number) {
+    await new Promise<void>((r) => this.setTimeout(r, ms));
+  }
   advance(ms: number) {
     this.t += ms;
     for (const timer of this.timers.splice(0)) {
@@ -91,7 +110,11 @@ async function setup(config: Record<string, unknown> = {}, fakeToken?: string, c
       statuses.push({ status, reason: detail?.reason });
     },
   };
-  const adapter = new DiscordAdapter({ clock, waitGuildTimeout: 200, clientOptions: { rest: { retries: 1, timeout: 3000 } } });
+  const adapter = new DiscordAdapter({
+    clock,
+    waitGuildTimeout: 200,
+    clientOptions: { rest: { retries: 1, timeout: 3000 } },
+  });
   const harness = { fake, adapter, ctx, statuses, ingested };
   running.push(harness);
   return harness;
@@ -170,11 +193,31 @@ describe('inbound', () => {
     await connect();
     h.fake.dispatchMessage({
       content: '',
-      attachments: [{ id: '1467362488130469888', filename: 'receipt.pdf', size: 63867, url: 'https://cdn.example/receipt.pdf', proxy_url: 'https://media.example/receipt.pdf', content_type: 'application/pdf' }],
+      attachments: [
+        {
+          id: '1467362488130469888',
+          filename: 'receipt.pdf',
+          size: 63867,
+          url: 'https://cdn.example/receipt.pdf',
+          proxy_url: 'https://media.example/receipt.pdf',
+          content_type: 'application/pdf',
+        },
+      ],
     });
     h.fake.dispatchMessage({
       content: 'look',
-      attachments: [{ id: '1467362488130469889', filename: 'cat.png', size: 100, url: 'https://cdn.example/cat.png', proxy_url: 'https://media.example/cat.png', content_type: 'image/png', width: 10, height: 10 }],
+      attachments: [
+        {
+          id: '1467362488130469889',
+          filename: 'cat.png',
+          size: 100,
+          url: 'https://cdn.example/cat.png',
+          proxy_url: 'https://media.example/cat.png',
+          content_type: 'image/png',
+          width: 10,
+          height: 10,
+        },
+      ],
     });
     await h.fake.waitFor(() => h.ingested.length === 2);
     expect(h.ingested[0]).toMatchObject({ text: '[document]', contentType: 'document' });
@@ -185,13 +228,26 @@ describe('inbound', () => {
   test('in a guild: no mention → ignored; mention → ingested with the mention stripped, in order', async () => {
     await connect();
     h.fake.dispatchMessage({ guild: true, content: 'just chatting' });
-    const first = h.fake.dispatchMessage({ guild: true, content: `<@${BOT_USER.id}> what is 2+2?`, mentions: [mention(BOT_USER)] });
-    const second = h.fake.dispatchMessage({ guild: true, content: `and 3+3 <@!${BOT_USER.id}>`, mentions: [mention(BOT_USER)] });
+    const first = h.fake.dispatchMessage({
+      guild: true,
+      content: `<@${BOT_USER.id}> what is 2+2?`,
+      mentions: [mention(BOT_USER)],
+    });
+    const second = h.fake.dispatchMessage({
+      guild: true,
+      content: `and 3+3 <@!${BOT_USER.id}>`,
+      mentions: [mention(BOT_USER)],
+    });
     // a marker DM proves the unmentioned guild message had its chance to arrive
     h.fake.dispatchMessage({ content: 'marker' });
     await h.fake.waitFor(() => h.ingested.length === 3);
     expect(h.ingested.map((m) => m.providerMessageId)).toEqual([first, second, expect.any(String)]);
-    expect(h.ingested[0]).toMatchObject({ text: 'what is 2+2?', mentioned: true, chat: { chatId: TEXT_CHANNEL_ID, kind: 'group' }, extra: { guildId: GUILD_ID } });
+    expect(h.ingested[0]).toMatchObject({
+      text: 'what is 2+2?',
+      mentioned: true,
+      chat: { chatId: TEXT_CHANNEL_ID, kind: 'group' },
+      extra: { guildId: GUILD_ID },
+    });
     expect(h.ingested[1].text).toBe('and 3+3');
     expect(h.ingested[2].text).toBe('marker');
   });
@@ -203,20 +259,61 @@ describe('inbound', () => {
     expect(h.ingested[0].mentioned).toBe(false);
 
     await connect();
-    const botMsg = { id: '1467362417523687400', channel_id: TEXT_CHANNEL_ID, content: 'earlier answer', author: BOT_USER, type: 0, timestamp: new Date().toISOString(), mentions: [], attachments: [], embeds: [], mention_roles: [], pinned: false, tts: false, mention_everyone: false, flags: 0, components: [], edited_timestamp: null };
-    const id = h.fake.dispatchMessage({ guild: true, content: 'follow-up question', referencedMessage: botMsg, mentions: [mention(BOT_USER)] });
+    const botMsg = {
+      id: '1467362417523687400',
+      channel_id: TEXT_CHANNEL_ID,
+      content: 'earlier answer',
+      author: BOT_USER,
+      type: 0,
+      timestamp: new Date().toISOString(),
+      mentions: [],
+      attachments: [],
+      embeds: [],
+      mention_roles: [],
+      pinned: false,
+      tts: false,
+      mention_everyone: false,
+      flags: 0,
+      components: [],
+      edited_timestamp: null,
+    };
+    const id = h.fake.dispatchMessage({
+      guild: true,
+      content: 'follow-up question',
+      referencedMessage: botMsg,
+      mentions: [mention(BOT_USER)],
+    });
     await h.fake.waitFor(() => h.ingested.length === 1);
-    expect(h.ingested[0]).toMatchObject({ providerMessageId: id, mentioned: true, extra: { referencedMessageId: botMsg.id } });
+    expect(h.ingested[0]).toMatchObject({
+      providerMessageId: id,
+      mentioned: true,
+      extra: { referencedMessageId: botMsg.id },
+    });
   });
 
   test('listen channels restrict guild messages; a thread stays its own conversation with its parent noted', async () => {
     await connect({ discord_listen_channel_ids: [TEXT_CHANNEL_ID] });
-    h.fake.dispatchMessage({ guild: true, channelId: OTHER_TEXT_CHANNEL_ID, content: `<@${BOT_USER.id}> elsewhere`, mentions: [mention(BOT_USER)] });
-    const inThread = h.fake.dispatchMessage({ guild: true, channelId: THREAD_ID, content: `<@${BOT_USER.id}> in the thread`, mentions: [mention(BOT_USER)] });
+    h.fake.dispatchMessage({
+      guild: true,
+      channelId: OTHER_TEXT_CHANNEL_ID,
+      content: `<@${BOT_USER.id}> elsewhere`,
+      mentions: [mention(BOT_USER)],
+    });
+    const inThread = h.fake.dispatchMessage({
+      guild: true,
+      channelId: THREAD_ID,
+      content: `<@${BOT_USER.id}> in the thread`,
+      mentions: [mention(BOT_USER)],
+    });
     await h.fake.waitFor(() => h.ingested.length === 1);
     await Bun.sleep(50);
     expect(h.ingested.length).toBe(1);
-    expect(h.ingested[0]).toMatchObject({ providerMessageId: inThread, text: 'in the thread', chat: { chatId: THREAD_ID, kind: 'group' }, extra: { parentChannelId: TEXT_CHANNEL_ID } });
+    expect(h.ingested[0]).toMatchObject({
+      providerMessageId: inThread,
+      text: 'in the thread',
+      chat: { chatId: THREAD_ID, kind: 'group' },
+      extra: { parentChannelId: TEXT_CHANNEL_ID },
+    });
   });
 
   test('messages from bots (other bots and itself) and system messages are ignored', async () => {
@@ -234,8 +331,16 @@ describe('inbound', () => {
 describe('outbound', () => {
   test('send posts with a nonce derived from the key and enforce_nonce; the same key twice posts once', async () => {
     await connect();
-    const r1 = await h.adapter.send(DM, { text: 'hello there', replyTo: '1467362417523687485' }, { idempotencyKey: 'inst:msg-1' });
-    const r2 = await h.adapter.send(DM, { text: 'hello there', replyTo: '1467362417523687485' }, { idempotencyKey: 'inst:msg-1' });
+    const r1 = await h.adapter.send(
+      DM,
+      { text: 'hello there', replyTo: '1467362417523687485' },
+      { idempotencyKey: 'inst:msg-1' },
+    );
+    const r2 = await h.adapter.send(
+      DM,
+      { text: 'hello there', replyTo: '1467362417523687485' },
+      { idempotencyKey: 'inst:msg-1' },
+    );
     expect(r2.platformMessageId).toBe(r1.platformMessageId);
     expect(h.fake.messages.length).toBe(1);
     const posts = h.fake.sent.filter((c) => c.method === 'POST' && c.path === `/channels/${DM_CHANNEL_ID}/messages`);
@@ -255,7 +360,7 @@ describe('outbound', () => {
   test('long text is split under 2000 chars / 17 lines, each piece with its own nonce, nothing lost', async () => {
     await connect();
     const lines = Array.from({ length: 40 }, (_, i) => `line ${i + 1}`);
-    const long = lines.join('\n') + '\n\n' + 'word '.repeat(700).trim();
+    const long = `${lines.join('\n')}\n\n${'word '.repeat(700).trim()}`;
     await h.adapter.send(DM, { text: long }, { idempotencyKey: 'k-long' });
     const posted = h.fake.messages;
     expect(posted.length).toBeGreaterThan(3);
@@ -264,7 +369,12 @@ describe('outbound', () => {
       expect(m.content.split('\n').length).toBeLessThanOrEqual(17);
     }
     expect(new Set(posted.map((m) => m.nonce)).size).toBe(posted.length);
-    expect(posted.map((m) => m.content).join(' ').replace(/\s+/g, ' ')).toBe(long.replace(/\s+/g, ' '));
+    expect(
+      posted
+        .map((m) => m.content)
+        .join(' ')
+        .replace(/\s+/g, ' '),
+    ).toBe(long.replace(/\s+/g, ' '));
   });
 
   test('edit issues a PATCH with the new content', async () => {
@@ -306,7 +416,8 @@ describe('outbound', () => {
   test('typing posts the indicator, refreshes it every 8 s while on, and stops when turned off', async () => {
     const clock = new ManualClock();
     await connect({}, clock);
-    const typingPosts = () => h.fake.sent.filter((c) => c.method === 'POST' && c.path === `/channels/${DM_CHANNEL_ID}/typing`).length;
+    const typingPosts = () =>
+      h.fake.sent.filter((c) => c.method === 'POST' && c.path === `/channels/${DM_CHANNEL_ID}/typing`).length;
     await h.adapter.typing(DM, true);
     await h.adapter.typing(DM, true); // already on: no second indicator
     await h.fake.waitFor(() => typingPosts() === 1);
@@ -354,9 +465,14 @@ describe('/ask slash command', () => {
     const callback = h.fake.sent.find((c) => c.path === `/interactions/${id}/${token}/callback`)!;
     expect(callback.body.type).toBe(5); // deferred channel message
     const inbound = h.ingested[0];
-    expect(inbound).toMatchObject({ providerMessageId: id, text: 'what time is it?', chat: { chatId: TEXT_CHANNEL_ID, kind: 'group' }, sender: { id: HUMAN.id } });
+    expect(inbound).toMatchObject({
+      providerMessageId: id,
+      text: 'what time is it?',
+      chat: { chatId: TEXT_CHANNEL_ID, kind: 'group' },
+      sender: { id: HUMAN.id },
+    });
 
-    const long = 'x'.repeat(1500) + ' ' + 'y'.repeat(1500);
+    const long = `${'x'.repeat(1500)} ${'y'.repeat(1500)}`;
     const receipt = await h.adapter.send(inbound.chat, { text: long }, { idempotencyKey: 'k-ask', inbound });
     const hooks = h.fake.sent.filter((c) => c.path.startsWith(`/webhooks/${BOT_USER.id}/${token}`));
     expect(hooks.map((c) => `${c.method} ${c.path.replace(token, 'T')}`)).toEqual([
@@ -364,7 +480,10 @@ describe('/ask slash command', () => {
       `POST /webhooks/${BOT_USER.id}/T`,
     ]);
     // the deferred "thinking…" response became the first piece; the rest is a follow-up
-    expect(h.fake.messages.map((m) => [m.channel_id, m.content])).toEqual([[TEXT_CHANNEL_ID, 'x'.repeat(1500)], [TEXT_CHANNEL_ID, 'y'.repeat(1500)]]);
+    expect(h.fake.messages.map((m) => [m.channel_id, m.content])).toEqual([
+      [TEXT_CHANNEL_ID, 'x'.repeat(1500)],
+      [TEXT_CHANNEL_ID, 'y'.repeat(1500)],
+    ]);
     expect(h.fake.sent.some((c) => c.path === `/channels/${TEXT_CHANNEL_ID}/messages`)).toBe(false);
 
     await h.adapter.edit(inbound.chat, receipt.platformMessageId, 'edited answer');
@@ -373,5 +492,7 @@ describe('/ask slash command', () => {
 });
 
 test('inviteUrl builds the OAuth2 bot + commands URL', () => {
-  expect(inviteUrl('123', '2048')).toBe('https://discord.com/oauth2/authorize?client_id=123&permissions=2048&scope=bot%20applications.commands');
+  expect(inviteUrl('123', '2048')).toBe(
+    'https://discord.com/oauth2/authorize?client_id=123&permissions=2048&scope=bot%20applications.commands',
+  );
 });

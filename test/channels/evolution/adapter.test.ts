@@ -1,19 +1,29 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import jsQR from 'jsqr';
 import { PNG } from 'pngjs';
-import { parseEvolutionWebhook, timestampToMs } from '../src/channels/evolution/parse.ts';
+import type { Clock, Timer } from '../../../actors/runtime/clock.ts';
+import { EvolutionAdapter } from '../../../src/channels/evolution/adapter.ts';
 import {
-  connect, connectionState, createInstance, evolutionConfigOf, logout, provisionInstance, restart, sendText, setWebhook,
+  connect,
+  connectionState,
+  createInstance,
   type EvolutionInstanceConfig,
-} from '../src/channels/evolution/client.ts';
-import { EvolutionAdapter } from '../src/channels/evolution/adapter.ts';
-import { ChannelError, type AdapterContext, type InboundMessage } from '../src/channels/types.ts';
-import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
-import type { Clock, Timer } from '../actors/runtime/clock.ts';
-import { silentLogger } from '../src/log.ts';
-import { startFakeEvolution, type FakeEvolution } from './fakes/evolution.ts';
+  evolutionConfigOf,
+  logout,
+  provisionInstance,
+  restart,
+  sendText,
+  setWebhook,
+} from '../../../src/channels/evolution/client.ts';
+import { parseEvolutionWebhook, timestampToMs } from '../../../src/channels/evolution/parse.ts';
+import { type AdapterContext, ChannelError, type InboundMessage } from '../../../src/channels/types.ts';
+import { silentLogger } from '../../../src/log.ts';
+import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
+import { type FakeEvolution, startFakeEvolution } from '../../fakes/evolution.ts';
 
-const fixtures = await Bun.file(new URL('../../shared/fixtures/whatsapp-baileys-real-payloads.json', import.meta.url)).json() as {
+const fixtures = (await Bun.file(
+  new URL('../../fixtures/whatsapp-baileys-real-payloads.json', import.meta.url),
+).json()) as {
   messages: Record<string, Array<{ id: string; payload: any }>>;
   events: Record<string, unknown[]>;
 };
@@ -80,7 +90,10 @@ describe('parseEvolutionWebhook: real WAMessage fixtures wrapped as Evolution da
       // LID addressing with the phone known: the conversation is keyed by the phone number.
       expect(m.chat).toEqual({ chatId: '5511999990001@s.whatsapp.net', kind: 'direct' });
       expect(m.sender).toEqual({
-        id: '5511999990001@s.whatsapp.net', name: 'Alice Test', phone: '+5511999990001', altId: '100000000000001@lid',
+        id: '5511999990001@s.whatsapp.net',
+        name: 'Alice Test',
+        phone: '+5511999990001',
+        altId: '100000000000001@lid',
       });
       expect(m.timestamp).toBe(Number(item.payload.messageTimestamp) * 1000);
       expect(m.extra?.remoteJid).toBe('100000000000001@lid');
@@ -95,9 +108,14 @@ describe('parseEvolutionWebhook: real WAMessage fixtures wrapped as Evolution da
 
   test('non-message events from the fixtures are ignored with their event name', () => {
     const names: Record<string, string> = {
-      call: 'call', presence: 'presence.update', chatsUpdate: 'chats.update', contactsUpdate: 'contacts.update',
-      groupParticipantsUpdate: 'group-participants.update', messageReceiptUpdate: 'messages.update',
-      groupsUpdate: 'groups.update', historySync: 'messaging-history.set',
+      call: 'call',
+      presence: 'presence.update',
+      chatsUpdate: 'chats.update',
+      contactsUpdate: 'contacts.update',
+      groupParticipantsUpdate: 'group-participants.update',
+      messageReceiptUpdate: 'messages.update',
+      groupsUpdate: 'groups.update',
+      historySync: 'messaging-history.set',
     };
     for (const [kind, payloads] of Object.entries(fixtures.events)) {
       const r = parseEvolutionWebhook(wrap(payloads[0] ?? {}, names[kind] ?? kind), 'i');
@@ -125,16 +143,18 @@ describe('parseEvolutionWebhook: shapes Evolution sends', () => {
     };
     const { messages, ignored } = parseEvolutionWebhook(body, 'leo');
     expect(ignored).toEqual([]);
-    expect(messages).toEqual([{
-      instanceId: 'leo',
-      providerMessageId: 'test_pavan_postman_001',
-      chat: { chatId: '919391189719@s.whatsapp.net', kind: 'direct' },
-      sender: { id: '919391189719@s.whatsapp.net', name: 'Pavan', phone: '+919391189719' },
-      text: 'give me a java code to check greatest of 3 numbers ',
-      contentType: 'text',
-      timestamp: 1765375800000,
-      extra: { remoteJid: '919391189719@s.whatsapp.net', messageType: 'conversation' },
-    }]);
+    expect(messages).toEqual([
+      {
+        instanceId: 'leo',
+        providerMessageId: 'test_pavan_postman_001',
+        chat: { chatId: '919391189719@s.whatsapp.net', kind: 'direct' },
+        sender: { id: '919391189719@s.whatsapp.net', name: 'Pavan', phone: '+919391189719' },
+        text: 'give me a java code to check greatest of 3 numbers ',
+        contentType: 'text',
+        timestamp: 1765375800000,
+        extra: { remoteJid: '919391189719@s.whatsapp.net', messageType: 'conversation' },
+      },
+    ]);
   });
 
   test('MESSAGES_UPSERT spelling and data as an array', () => {
@@ -147,13 +167,25 @@ describe('parseEvolutionWebhook: shapes Evolution sends', () => {
   test('status broadcast, reactions, protocol messages and stubs are ignored', () => {
     const key = { remoteJid: '5511999990001@s.whatsapp.net', fromMe: false, id: 'X1' };
     const cases: Array<[unknown, RegExp]> = [
-      [{ key: { ...key, remoteJid: 'status@broadcast', participant: '5511999990001@s.whatsapp.net' }, message: { conversation: 'story' } }, /status broadcast/],
+      [
+        {
+          key: { ...key, remoteJid: 'status@broadcast', participant: '5511999990001@s.whatsapp.net' },
+          message: { conversation: 'story' },
+        },
+        /status broadcast/,
+      ],
       [{ key, message: { reactionMessage: { key: { id: 'Y' }, text: '👍' } } }, /reaction/],
       [{ key, message: { protocolMessage: { type: 'MESSAGE_EDIT' } } }, /protocol message \(MESSAGE_EDIT\)/],
       [{ key, messageStubType: 2 }, /stub message/],
       [{ key, message: { messageContextInfo: {}, senderKeyDistributionMessage: {} } }, /no content/],
-      [{ key: { ...key, remoteJid: '120363000000000001@newsletter' }, message: { conversation: 'news' } }, /newsletter/],
-      [{ key: { ...key, remoteJid: '120363000000000001@g.us' }, message: { conversation: 'who?' } }, /group message without participant/],
+      [
+        { key: { ...key, remoteJid: '120363000000000001@newsletter' }, message: { conversation: 'news' } },
+        /newsletter/,
+      ],
+      [
+        { key: { ...key, remoteJid: '120363000000000001@g.us' }, message: { conversation: 'who?' } },
+        /group message without participant/,
+      ],
     ];
     for (const [data, reason] of cases) {
       const r = parseEvolutionWebhook(wrap(data), 'i');
@@ -165,16 +197,26 @@ describe('parseEvolutionWebhook: shapes Evolution sends', () => {
   test('a group message: chat is the group, sender the participant (phone preferred), mention of the bot detected', () => {
     const data = {
       key: {
-        remoteJid: '120363000000000001@g.us', fromMe: false, id: 'G1',
-        participant: '100000000000003@lid', participantAlt: '5511999990002@s.whatsapp.net',
+        remoteJid: '120363000000000001@g.us',
+        fromMe: false,
+        id: 'G1',
+        participant: '100000000000003@lid',
+        participantAlt: '5511999990002@s.whatsapp.net',
       },
       pushName: 'Carol',
       messageTimestamp: '1769830000',
-      message: { extendedTextMessage: { text: '@bot hello', contextInfo: { mentionedJid: ['5511988880000@s.whatsapp.net'] } } },
+      message: {
+        extendedTextMessage: { text: '@bot hello', contextInfo: { mentionedJid: ['5511988880000@s.whatsapp.net'] } },
+      },
     };
     const [m] = parseEvolutionWebhook(wrap(data), 'i').messages;
     expect(m.chat).toEqual({ chatId: '120363000000000001@g.us', kind: 'group' });
-    expect(m.sender).toEqual({ id: '5511999990002@s.whatsapp.net', name: 'Carol', phone: '+5511999990002', altId: '100000000000003@lid' });
+    expect(m.sender).toEqual({
+      id: '5511999990002@s.whatsapp.net',
+      name: 'Carol',
+      phone: '+5511999990002',
+      altId: '100000000000003@lid',
+    });
     expect(m.mentioned).toBe(true);
     expect(m.timestamp).toBe(1769830000000);
     expect(m.extra?.participant).toBe('100000000000003@lid');
@@ -184,7 +226,11 @@ describe('parseEvolutionWebhook: shapes Evolution sends', () => {
   });
 
   test('LID without a known phone: the LID is the chat and the sender, no phone claimed', () => {
-    const data = { key: { remoteJid: '100000000000009@lid', fromMe: false, id: 'L1' }, message: { conversation: 'hi' }, messageTimestamp: 1769830000 };
+    const data = {
+      key: { remoteJid: '100000000000009@lid', fromMe: false, id: 'L1' },
+      message: { conversation: 'hi' },
+      messageTimestamp: 1769830000,
+    };
     const [m] = parseEvolutionWebhook(wrap(data), 'i').messages;
     expect(m.chat.chatId).toBe('100000000000009@lid');
     expect(m.sender).toEqual({ id: '100000000000009@lid' });
@@ -205,9 +251,17 @@ describe('parseEvolutionWebhook: shapes Evolution sends', () => {
     expect(messages[0].contentType).toBe('image');
     expect(JSON.stringify(messages[0]).length).toBeLessThan(1000);
 
-    const doc = { ...data, key: { ...data.key, id: 'B65' }, message: { documentWithCaptionMessage: { message: { documentMessage: { fileName: 'report.pdf' } } }, base64 } };
+    const doc = {
+      ...data,
+      key: { ...data.key, id: 'B65' },
+      message: { documentWithCaptionMessage: { message: { documentMessage: { fileName: 'report.pdf' } } }, base64 },
+    };
     expect(parseEvolutionWebhook(wrap(doc), 'i').messages[0].text).toBe('[document: report.pdf]');
-    const video = { ...data, key: { ...data.key, id: 'B66' }, message: { ephemeralMessage: { message: { videoMessage: { caption: 'clip' } } } } };
+    const video = {
+      ...data,
+      key: { ...data.key, id: 'B66' },
+      message: { ephemeralMessage: { message: { videoMessage: { caption: 'clip' } } } },
+    };
     expect(parseEvolutionWebhook(wrap(video), 'i').messages[0]).toMatchObject({ text: 'clip', contentType: 'video' });
   });
 
@@ -216,9 +270,12 @@ describe('parseEvolutionWebhook: shapes Evolution sends', () => {
     expect(timestampToMs('1769829698')).toBe(1769829698000);
     expect(timestampToMs({ low: 1769829698, high: 0, unsigned: true })).toBe(1769829698000);
     // A low word above 2^31 arrives negative from protobufjs.
-    expect(timestampToMs({ low: (3000000000 | 0), high: 0 })).toBe(3000000000000);
+    expect(timestampToMs({ low: 3000000000 | 0, high: 0 })).toBe(3000000000000);
     expect(timestampToMs(undefined)).toBeUndefined();
-    const data = { key: { remoteJid: '5511999990001@s.whatsapp.net', fromMe: false, id: 'T1' }, message: { conversation: 'x' } };
+    const data = {
+      key: { remoteJid: '5511999990001@s.whatsapp.net', fromMe: false, id: 'T1' },
+      message: { conversation: 'x' },
+    };
     expect(parseEvolutionWebhook(wrap(data), 'i').messages[0].timestamp).toBe(Date.parse('2026-01-31T03:21:53.000Z'));
   });
 });
@@ -234,7 +291,11 @@ function manualClock(): Clock & { fireAll(): void; pending(): number } {
     setTimeout(fn: () => void): Timer {
       const t = { fn, live: true };
       timers.push(t);
-      return { cancel: () => { t.live = false; } };
+      return {
+        cancel: () => {
+          t.live = false;
+        },
+      };
     },
     sleep: () => Promise.resolve(),
     fireAll() {
@@ -270,7 +331,10 @@ afterEach(() => evo.reset());
 
 describe('Evolution client', () => {
   test('sendText posts {number, text, delay, quoted} with the apikey header and returns key.id', async () => {
-    const quoted = { key: { id: 'Q1', remoteJid: '100000000000001@lid', fromMe: false }, message: { conversation: 'hi' } };
+    const quoted = {
+      key: { id: 'Q1', remoteJid: '100000000000001@lid', fromMe: false },
+      message: { conversation: 'hi' },
+    };
     const id = await sendText(cfg, '5511999990001', 'Hello from Leo', { delay: 100, quoted });
     expect(evo.sent).toHaveLength(1);
     const s = evo.sent[0];
@@ -300,7 +364,9 @@ describe('Evolution client', () => {
     const e429 = await rejection(sendText(cfg, '1', 'x'));
     expect([e429.retryable, e429.retryAfterMs, e429.status]).toEqual([true, 7000, 429]);
 
-    evo.fail('sendText', 400, 1, { body: { status: 400, error: 'Bad Request', response: { message: [{ exists: false, number: '1' }] } } });
+    evo.fail('sendText', 400, 1, {
+      body: { status: 400, error: 'Bad Request', response: { message: [{ exists: false, number: '1' }] } },
+    });
     const e400 = await rejection(sendText(cfg, '1', 'x'));
     expect([e400.retryable, e400.status]).toEqual([false, 400]);
     expect(e400.message).toContain('"exists":false');
@@ -343,12 +409,23 @@ describe('Evolution client', () => {
 
   test('instance lifecycle: create (idempotent), webhook, QR, state, logout, restart', async () => {
     const inst = { ...cfg, instanceName: 'lifecycle-bot' };
-    const first = await provisionInstance(inst, { url: 'http://gw.local/webhook/evolution/lifecycle-bot?token=t', base64: true });
+    const first = await provisionInstance(inst, {
+      url: 'http://gw.local/webhook/evolution/lifecycle-bot?token=t',
+      base64: true,
+    });
     expect(first.created).toBe(true);
     expect(decodeQr(first.qr!.qr!)).toBe(evo.instances.get('lifecycle-bot')!.qrCode!);
-    expect(evo.calls.find((c) => c.route === 'create')!.body).toEqual({ instanceName: 'lifecycle-bot', qrcode: true, integration: 'WHATSAPP-BAILEYS' });
+    expect(evo.calls.find((c) => c.route === 'create')!.body).toEqual({
+      instanceName: 'lifecycle-bot',
+      qrcode: true,
+      integration: 'WHATSAPP-BAILEYS',
+    });
     expect(evo.instances.get('lifecycle-bot')!.webhook).toEqual({
-      enabled: true, url: 'http://gw.local/webhook/evolution/lifecycle-bot?token=t', base64: true, byEvents: false, events: ['MESSAGES_UPSERT'],
+      enabled: true,
+      url: 'http://gw.local/webhook/evolution/lifecycle-bot?token=t',
+      base64: true,
+      byEvents: false,
+      events: ['MESSAGES_UPSERT'],
     });
     // Evolution answers 403 "already in use" the second time: that is fine.
     expect((await createInstance(inst)).created).toBe(false);
@@ -370,7 +447,10 @@ describe('Evolution client', () => {
   });
 
   test('evolutionConfigOf reads snake_case settings and refuses missing credentials', () => {
-    const c = evolutionConfigOf({ name: 'bot', config: { evolution_url: 'https://evo.example.com/', evolution_key: 'k' } });
+    const c = evolutionConfigOf({
+      name: 'bot',
+      config: { evolution_url: 'https://evo.example.com/', evolution_key: 'k' },
+    });
     expect(c).toEqual({ url: 'https://evo.example.com', apiKey: 'k', instanceName: 'bot' });
     expect(() => evolutionConfigOf({ name: 'bot', config: { evolution_key: 'k' } })).toThrow('has no evolution_url');
   });
@@ -380,25 +460,45 @@ describe('Evolution client', () => {
 
 function makeInstance(config: Record<string, unknown>): Instance {
   return {
-    id: 'inst-1', seq: 1, name: 'whatsapp-leo-bot', channel: 'whatsapp-evolution', isActive: true, isDefault: false,
-    agent: { url: null, apiKey: null, type: 'json', timeoutSeconds: 120, idleTimeoutSeconds: 60, defaultAgent: null, model: null, headers: {} },
+    id: 'inst-1',
+    seq: 1,
+    name: 'whatsapp-leo-bot',
+    channel: 'whatsapp-evolution',
+    isActive: true,
+    isDefault: false,
+    agent: {
+      url: null,
+      apiKey: null,
+      type: 'json',
+      timeoutSeconds: 120,
+      idleTimeoutSeconds: 60,
+      defaultAgent: null,
+      model: null,
+      headers: {},
+    },
     config,
     settings: { replyMode: 'final', errorReply: null, accessMode: 'disabled', maxTextLength: null },
-    webhookSecret: 's', status: 'connecting', statusReason: null, createdAt: '', updatedAt: '',
+    webhookSecret: 's',
+    status: 'connecting',
+    statusReason: null,
+    createdAt: '',
+    updatedAt: '',
   };
 }
 
 function ctxFor(instance: Instance) {
   const statuses: Array<{ status: InstanceStatus; reason?: string }> = [];
   const ctx: AdapterContext = {
-    instance, log: silentLogger,
+    instance,
+    log: silentLogger,
     ingest: async () => ({ status: 'accepted', traceId: 't' }),
     setStatus: (status, detail) => statuses.push({ status, ...(detail?.reason ? { reason: detail.reason } : {}) }),
   };
   return { ctx, statuses };
 }
 
-const lidInbound = (): InboundMessage => parseEvolutionWebhook(wrap(fixtures.messages.text[0].payload), 'inst-1').messages[0];
+const lidInbound = (): InboundMessage =>
+  parseEvolutionWebhook(wrap(fixtures.messages.text[0].payload), 'inst-1').messages[0];
 
 describe('EvolutionAdapter', () => {
   const base = () => ({ evolution_url: evo.url, evolution_key: evo.apikey, whatsapp_instance: 'evo-bot' });
@@ -436,21 +536,32 @@ describe('EvolutionAdapter', () => {
   test('group replies go to the group JID; quoting when evolution_quote_replies is on', async () => {
     const data = {
       key: { remoteJid: '120363000000000001@g.us', fromMe: false, id: 'G9', participant: '100000000000003@lid' },
-      message: { conversation: 'ping' }, messageTimestamp: 1769830000,
+      message: { conversation: 'ping' },
+      messageTimestamp: 1769830000,
     };
     const inbound = parseEvolutionWebhook(wrap(data), 'inst-1').messages[0];
     const adapter = new EvolutionAdapter(makeInstance({ ...base(), evolution_quote_replies: true }));
     await adapter.send(inbound.chat, { text: 'pong' }, { idempotencyKey: 'k2', inbound });
     expect(evo.sent[0].body).toEqual({
-      number: '120363000000000001@g.us', text: 'pong',
-      quoted: { key: { id: 'G9', remoteJid: '120363000000000001@g.us', fromMe: false, participant: '100000000000003@lid' }, message: { conversation: 'ping' } },
+      number: '120363000000000001@g.us',
+      text: 'pong',
+      quoted: {
+        key: { id: 'G9', remoteJid: '120363000000000001@g.us', fromMe: false, participant: '100000000000003@lid' },
+        message: { conversation: 'ping' },
+      },
     });
   });
 
   test('a long reply is split at 4000 without breaking a code block, sent in order, quoted once', async () => {
-    const para = (n: number) => `Paragraph ${n}. ` + 'lorem ipsum dolor sit amet '.repeat(40);
+    const para = (n: number) => `Paragraph ${n}. ${'lorem ipsum dolor sit amet '.repeat(40)}`;
     // Blank lines inside the fence: a paragraph splitter that ignored fences would cut here.
-    const code = '```java\n' + Array.from({ length: 60 }, (_, i) => (i % 10 === 9 ? '\n' : '') + `int v${i} = Math.max(a, Math.max(b, c)); // ${i}`).join('\n') + '\n```';
+    const code =
+      '```java\n' +
+      Array.from(
+        { length: 60 },
+        (_, i) => `${i % 10 === 9 ? '\n' : ''}int v${i} = Math.max(a, Math.max(b, c)); // ${i}`,
+      ).join('\n') +
+      '\n```';
     // The code starts when the first message is half full: it must move to the next message whole.
     const reply = [para(1), para(2), code, para(3), para(4), para(5), para(6)].join('\n\n');
     expect(reply.length).toBeGreaterThan(8000);
@@ -491,7 +602,11 @@ describe('EvolutionAdapter', () => {
     const adapter = new EvolutionAdapter(makeInstance(base()), { typingMs: 1200 });
     await adapter.typing(inbound.chat, true);
     while (!evo.calls.some((c) => c.route === 'sendPresence')) await Bun.sleep(1);
-    expect(evo.calls.find((c) => c.route === 'sendPresence')!.body).toEqual({ number: '5511999990001', presence: 'composing', delay: 1200 });
+    expect(evo.calls.find((c) => c.route === 'sendPresence')!.body).toEqual({
+      number: '5511999990001',
+      presence: 'composing',
+      delay: 1200,
+    });
     evo.fail('sendPresence', 500);
     await adapter.typing(inbound.chat, false); // must not throw
   });

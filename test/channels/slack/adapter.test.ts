@@ -1,13 +1,18 @@
 // Slack adapter with the real Bolt / WebClient / Socket Mode client against a local Slack stand-in.
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
-import { VirtualClock } from '../actors/runtime/virtual-clock.ts';
-import { silentLogger } from '../src/log.ts';
-import { SlackAdapter, type SlackAdapterOptions } from '../src/channels/slack/adapter.ts';
-import { ChannelError, type AdapterContext, type InboundMessage, type IngestResult } from '../src/channels/types.ts';
-import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
-import { OverloadedError } from '../src/services/inbox.ts';
-import { FakeSlack } from './fakes/slack/server.ts';
-import { eventCallback, signRequest, urlVerification } from './fakes/slack/events.ts';
+import { VirtualClock } from '../../../actors/runtime/virtual-clock.ts';
+import { SlackAdapter, type SlackAdapterOptions } from '../../../src/channels/slack/adapter.ts';
+import {
+  type AdapterContext,
+  ChannelError,
+  type InboundMessage,
+  type IngestResult,
+} from '../../../src/channels/types.ts';
+import { silentLogger } from '../../../src/log.ts';
+import { OverloadedError } from '../../../src/services/inbox.ts';
+import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
+import { eventCallback, signRequest, urlVerification } from '../../fakes/slack/events.ts';
+import { FakeSlack } from '../../fakes/slack/server.ts';
 
 const SECRET = '8f742231b10e8888abcd99yyyzzz85a5';
 const BOT_TOKEN = 'xoxb-test-bot-token';
@@ -21,7 +26,16 @@ function makeInstance(config: Record<string, unknown>): Instance {
     channel: 'slack',
     isActive: true,
     isDefault: false,
-    agent: { url: null, apiKey: null, type: 'auto', timeoutSeconds: 30, idleTimeoutSeconds: 10, defaultAgent: null, model: null, headers: {} },
+    agent: {
+      url: null,
+      apiKey: null,
+      type: 'auto',
+      timeoutSeconds: 30,
+      idleTimeoutSeconds: 10,
+      defaultAgent: null,
+      model: null,
+      headers: {},
+    },
     config,
     settings: { replyMode: 'final', errorReply: null, accessMode: 'disabled', maxTextLength: null },
     webhookSecret: 'whsec',
@@ -63,7 +77,10 @@ class RecordingContext implements AdapterContext {
   waitForStatus(status: InstanceStatus, timeoutMs = 3000): Promise<void> {
     if (this.statuses.some((s) => s.status === status)) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`status ${status} not reached; got ${JSON.stringify(this.statuses)}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`status ${status} not reached; got ${JSON.stringify(this.statuses)}`)),
+        timeoutMs,
+      );
       this.statusWaiters.push({ status, resolve: () => (clearTimeout(timer), resolve()) });
     });
   }
@@ -77,7 +94,12 @@ let fake: FakeSlack;
 const running: SlackAdapter[] = [];
 
 async function startAdapter(config: Record<string, unknown>, options: SlackAdapterOptions = {}) {
-  const instance = makeInstance({ slack_bot_token: BOT_TOKEN, slack_signing_secret: SECRET, slack_api_url: fake.apiUrl, ...config });
+  const instance = makeInstance({
+    slack_bot_token: BOT_TOKEN,
+    slack_signing_secret: SECRET,
+    slack_api_url: fake.apiUrl,
+    ...config,
+  });
   const adapter = new SlackAdapter(instance, options);
   const ctx = new RecordingContext(instance);
   await adapter.start(ctx);
@@ -85,7 +107,11 @@ async function startAdapter(config: Record<string, unknown>, options: SlackAdapt
   return { adapter, ctx, instance };
 }
 
-function signedPost(adapter: SlackAdapter, payload: unknown, opts: { secret?: string; timestampSec?: number; extraHeaders?: Record<string, string> } = {}) {
+function signedPost(
+  adapter: SlackAdapter,
+  payload: unknown,
+  opts: { secret?: string; timestampSec?: number; extraHeaders?: Record<string, string> } = {},
+) {
   const raw = JSON.stringify(payload);
   const headers = new Headers({ ...signRequest(opts.secret ?? SECRET, raw, opts.timestampSec), ...opts.extraHeaders });
   return adapter.handleEventsRequest(raw, headers);
@@ -141,7 +167,17 @@ describe('Slack Events API webhook', () => {
   test('a mention inside an existing thread keeps the thread; a DM message is a direct chat', async () => {
     const { adapter, ctx } = await startAdapter({});
     await signedPost(adapter, eventCallback(mention({ ts: '1712345700.000100', thread_ts: '1712345600.000900' })));
-    await signedPost(adapter, eventCallback({ type: 'message', channel_type: 'im', channel: 'D0DM0001', user: 'U0USER02', text: 'hi there', ts: '1712345800.000100' }));
+    await signedPost(
+      adapter,
+      eventCallback({
+        type: 'message',
+        channel_type: 'im',
+        channel: 'D0DM0001',
+        user: 'U0USER02',
+        text: 'hi there',
+        ts: '1712345800.000100',
+      }),
+    );
     expect(ctx.ingested.map((m) => m.chat)).toEqual([
       { chatId: 'C0CHAN01', threadId: '1712345600.000900', kind: 'group' },
       { chatId: 'D0DM0001', threadId: '1712345800.000100', kind: 'direct' },
@@ -198,7 +234,10 @@ describe('Slack Events API webhook', () => {
   test('url_verification is answered with the challenge (and must be signed too)', async () => {
     const { adapter, ctx } = await startAdapter({});
     const answer = await signedPost(adapter, urlVerification('3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P'));
-    expect(answer).toEqual({ status: 200, body: { challenge: '3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P' } });
+    expect(answer).toEqual({
+      status: 200,
+      body: { challenge: '3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P' },
+    });
     const unsigned = await adapter.handleEventsRequest(JSON.stringify(urlVerification('x')), new Headers());
     expect(unsigned.status).toBe(401);
     expect(ctx.ingested).toHaveLength(0);
@@ -208,9 +247,17 @@ describe('Slack Events API webhook', () => {
     const { adapter, ctx } = await startAdapter({});
     const body = eventCallback(mention(), { eventId: 'Ev0RETRY001' });
     const first = await signedPost(adapter, body);
-    const retry = await signedPost(adapter, body, { extraHeaders: { 'x-slack-retry-num': '1', 'x-slack-retry-reason': 'http_timeout' } });
+    const retry = await signedPost(adapter, body, {
+      extraHeaders: { 'x-slack-retry-num': '1', 'x-slack-retry-reason': 'http_timeout' },
+    });
     // A mention in a DM arrives both as message.im and as app_mention, with different event ids.
-    const dm = { channel: 'D0DM0001', channel_type: 'im', user: 'U0USER02', text: '<@UBOT0001> hello', ts: '1712349999.000100' };
+    const dm = {
+      channel: 'D0DM0001',
+      channel_type: 'im',
+      user: 'U0USER02',
+      text: '<@UBOT0001> hello',
+      ts: '1712349999.000100',
+    };
     await signedPost(adapter, eventCallback({ type: 'message', ...dm }, { eventId: 'Ev0DMMSG001' }));
     await signedPost(adapter, eventCallback({ type: 'app_mention', ...dm }, { eventId: 'Ev0DMMENT01' }));
 
@@ -226,12 +273,56 @@ describe('Slack Events API webhook', () => {
   test('bot messages, subtypes, our own posts and plain channel messages are ignored', async () => {
     const { adapter, ctx } = await startAdapter({});
     const ignored = [
-      { type: 'message', channel_type: 'im', channel: 'D0DM0001', bot_id: 'B0OTHER1', user: 'U0OTHERB', text: 'beep', ts: '1712340000.000001' },
-      { type: 'message', channel_type: 'im', channel: 'D0DM0001', subtype: 'message_changed', ts: '1712340000.000002', message: { text: 'edited' } },
-      { type: 'message', channel_type: 'channel', channel: 'C0CHAN01', subtype: 'channel_join', user: 'U0USER01', text: '<@U0USER01> has joined', ts: '1712340000.000003' },
-      { type: 'message', channel_type: 'im', channel: 'D0DM0001', user: 'UBOT0001', text: 'my own reply', ts: '1712340000.000004' },
-      { type: 'message', channel_type: 'channel', channel: 'C0CHAN01', user: 'U0USER01', text: 'chatter without a mention', ts: '1712340000.000005' },
-      { type: 'app_mention', channel: 'C0CHAN01', bot_id: 'B0OTHER1', user: 'U0OTHERB', text: '<@UBOT0001> from a bot', ts: '1712340000.000006' },
+      {
+        type: 'message',
+        channel_type: 'im',
+        channel: 'D0DM0001',
+        bot_id: 'B0OTHER1',
+        user: 'U0OTHERB',
+        text: 'beep',
+        ts: '1712340000.000001',
+      },
+      {
+        type: 'message',
+        channel_type: 'im',
+        channel: 'D0DM0001',
+        subtype: 'message_changed',
+        ts: '1712340000.000002',
+        message: { text: 'edited' },
+      },
+      {
+        type: 'message',
+        channel_type: 'channel',
+        channel: 'C0CHAN01',
+        subtype: 'channel_join',
+        user: 'U0USER01',
+        text: '<@U0USER01> has joined',
+        ts: '1712340000.000003',
+      },
+      {
+        type: 'message',
+        channel_type: 'im',
+        channel: 'D0DM0001',
+        user: 'UBOT0001',
+        text: 'my own reply',
+        ts: '1712340000.000004',
+      },
+      {
+        type: 'message',
+        channel_type: 'channel',
+        channel: 'C0CHAN01',
+        user: 'U0USER01',
+        text: 'chatter without a mention',
+        ts: '1712340000.000005',
+      },
+      {
+        type: 'app_mention',
+        channel: 'C0CHAN01',
+        bot_id: 'B0OTHER1',
+        user: 'U0OTHERB',
+        text: '<@UBOT0001> from a bot',
+        ts: '1712340000.000006',
+      },
     ];
     for (const event of ignored) {
       const answer = await signedPost(adapter, eventCallback(event));
@@ -260,7 +351,11 @@ describe('Slack outbound', () => {
     await adapter.edit(chat, platformMessageId, 'The full reply, written out.');
     const updates = fake.callsOf('chat.update');
     expect(updates).toHaveLength(1);
-    expect(updates[0].params).toMatchObject({ channel: 'C0CHAN01', ts: platformMessageId, text: 'The full reply, written out.' });
+    expect(updates[0].params).toMatchObject({
+      channel: 'C0CHAN01',
+      ts: platformMessageId,
+      text: 'The full reply, written out.',
+    });
   });
 
   test('a 429 is waited out for Retry-After and then posted once', async () => {
@@ -269,7 +364,9 @@ describe('Slack outbound', () => {
     fake.failNext('chat.postMessage', { status: 429, retryAfterSeconds: 2 });
     const chat = { chatId: 'C0CHAN01', threadId: '1712345678.000200', kind: 'group' as const };
     let done = false;
-    const sending = adapter.send(chat, { text: 'after the limit' }, { idempotencyKey: 'r1' }).then((r) => ((done = true), r));
+    const sending = adapter
+      .send(chat, { text: 'after the limit' }, { idempotencyKey: 'r1' })
+      .then((r) => ((done = true), r));
     for (let i = 0; i < 100 && clock.pending() === 0; i++) await Bun.sleep(5);
     expect(fake.callsOf('chat.postMessage')).toHaveLength(1);
     await clock.advance(1999);
@@ -286,7 +383,9 @@ describe('Slack outbound', () => {
   test('rate limiting that does not end becomes a retryable ChannelError with the wait', async () => {
     const { adapter } = await startAdapter({}, { maxRateLimitWaits: 0 });
     fake.failNext('chat.postMessage', { status: 429, retryAfterSeconds: 7 });
-    const error = await adapter.send({ chatId: 'C1', kind: 'group' }, { text: 'x' }, { idempotencyKey: 'r2' }).catch((e) => e);
+    const error = await adapter
+      .send({ chatId: 'C1', kind: 'group' }, { text: 'x' }, { idempotencyKey: 'r2' })
+      .catch((e) => e);
     expect(error).toBeInstanceOf(ChannelError);
     expect(error).toMatchObject({ retryable: true, retryAfterMs: 7000, status: 429 });
   });
@@ -314,7 +413,12 @@ describe('Slack outbound', () => {
     await adapter.send(chat, { text }, { idempotencyKey: 'long' });
     const posts = fake.callsOf('chat.postMessage');
     // first chunk ok, second failed (500), then the retry sends chunks 2 and 3 only.
-    expect(posts.map((p) => p.params.text)).toEqual([posts[0].params.text, posts[1].params.text, posts[1].params.text, posts[3].params.text]);
+    expect(posts.map((p) => p.params.text)).toEqual([
+      posts[0].params.text,
+      posts[1].params.text,
+      posts[1].params.text,
+      posts[3].params.text,
+    ]);
     const delivered = [posts[0], posts[2], posts[3]].map((p) => p.params.text);
     for (const chunk of delivered) expect(chunk.length).toBeLessThanOrEqual(4000);
     expect(delivered.join('\n\n')).toBe(text);
@@ -341,9 +445,13 @@ describe('Slack outbound', () => {
     await signedPost(adapter, eventCallback(mention({ ts: '1712345678.000777' })));
     const inbound = ctx.ingested[0];
     await adapter.typing(inbound.chat, true, inbound);
-    expect(fake.callsOf('reactions.add').map((c) => c.params)).toEqual([{ channel: 'C0CHAN01', timestamp: '1712345678.000777', name: 'hourglass_flowing_sand' }]);
+    expect(fake.callsOf('reactions.add').map((c) => c.params)).toEqual([
+      { channel: 'C0CHAN01', timestamp: '1712345678.000777', name: 'hourglass_flowing_sand' },
+    ]);
     await adapter.typing(inbound.chat, false, inbound);
-    expect(fake.callsOf('reactions.remove').map((c) => c.params)).toEqual([{ channel: 'C0CHAN01', timestamp: '1712345678.000777', name: 'hourglass_flowing_sand' }]);
+    expect(fake.callsOf('reactions.remove').map((c) => c.params)).toEqual([
+      { channel: 'C0CHAN01', timestamp: '1712345678.000777', name: 'hourglass_flowing_sand' },
+    ]);
     // setStatus is tried once, not on every turn.
     await adapter.typing(inbound.chat, true, inbound);
     expect(fake.callsOf('assistant.threads.setStatus')).toHaveLength(1);
@@ -374,7 +482,11 @@ describe('Slack Socket Mode', () => {
     expect(msg.chat).toEqual({ chatId: 'C0CHAN01', threadId: '1712346000.000100', kind: 'group' });
     expect(msg.text).toBe('what is the weather?');
     await adapter.send(msg.chat, { text: 'Over the socket.' }, { idempotencyKey: 's1' });
-    expect(fake.callsOf('chat.postMessage')[0].params).toMatchObject({ channel: 'C0CHAN01', thread_ts: '1712346000.000100', text: 'Over the socket.' });
+    expect(fake.callsOf('chat.postMessage')[0].params).toMatchObject({
+      channel: 'C0CHAN01',
+      thread_ts: '1712346000.000100',
+      text: 'Over the socket.',
+    });
   });
 
   test('an envelope whose inbox write fails is not acked (Slack redelivers it)', async () => {

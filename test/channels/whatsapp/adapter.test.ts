@@ -1,21 +1,24 @@
 // The Baileys adapter driven through a stand-in socket and a virtual clock: lifecycle, QR
 // rounds, reconnect schedule and the re-link stops, inbound mapping, sending, faults.
-import { afterEach, describe, expect, test } from 'bun:test';
+
 import type { Database } from 'bun:sqlite';
+import { afterEach, describe, expect, test } from 'bun:test';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { VirtualClock } from '../actors/runtime/virtual-clock.ts';
-import { openDatabase } from '../db/open.ts';
-import { ChannelError, type AdapterContext, type InboundMessage } from '../src/channels/types.ts';
-import { hasStoredAuth, useSqliteAuthState } from '../src/channels/whatsapp/auth-state.ts';
-import { BaileysAdapter } from '../src/channels/whatsapp/adapter.ts';
-import { qrToPngDataUrl } from '../src/channels/whatsapp/qr.ts';
-import { silentLogger } from '../src/log.ts';
-import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
-import { fakeSocketFactory } from './fakes/baileys-socket.ts';
+import { VirtualClock } from '../../../actors/runtime/virtual-clock.ts';
+import { openDatabase } from '../../../db/open.ts';
+import { type AdapterContext, ChannelError, type InboundMessage } from '../../../src/channels/types.ts';
+import { BaileysAdapter } from '../../../src/channels/whatsapp/adapter.ts';
+import { hasStoredAuth, useSqliteAuthState } from '../../../src/channels/whatsapp/auth-state.ts';
+import { qrToPngDataUrl } from '../../../src/channels/whatsapp/qr.ts';
+import { silentLogger } from '../../../src/log.ts';
+import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
+import { fakeSocketFactory } from '../../fakes/baileys-socket.ts';
 
-const FIXTURES = join(import.meta.dir, '..', '..', 'shared', 'fixtures', 'whatsapp-baileys-real-payloads.json');
-const fixtures = JSON.parse(readFileSync(FIXTURES, 'utf8')) as { messages: Record<string, Array<{ id: string; payload: any }>> };
+const FIXTURES = join(import.meta.dir, '..', '..', 'fixtures', 'whatsapp-baileys-real-payloads.json');
+const fixtures = JSON.parse(readFileSync(FIXTURES, 'utf8')) as {
+  messages: Record<string, Array<{ id: string; payload: any }>>;
+};
 const textFixture = fixtures.messages.text[0].payload; // "Buenas como q tão as coisas aí" from a LID chat
 
 type StatusEvent = { status: InstanceStatus; reason?: string; qr?: string | null; pairingCode?: string | null };
@@ -33,7 +36,10 @@ function insertInstance(db: Database, id: string): void {
   ).run(id, id, now, now);
 }
 
-function setup(config: Record<string, unknown> = {}, opts: { random?: () => number; ingest?: (m: InboundMessage) => Promise<void> } = {}) {
+function setup(
+  config: Record<string, unknown> = {},
+  opts: { random?: () => number; ingest?: (m: InboundMessage) => Promise<void> } = {},
+) {
   const db = openDatabase(':memory:');
   opened.push(db);
   insertInstance(db, 'wa-1');
@@ -207,7 +213,11 @@ describe('pairing', () => {
     s2.emitQr('2@third');
     expect(t.lastStatus().qr).toBe('2@third');
     s2.emitQr('2@fourth');
-    expect(t.lastStatus()).toEqual({ status: 'disconnected', reason: 'QR not scanned after 3 rounds; reconnect to try again', qr: null });
+    expect(t.lastStatus()).toEqual({
+      status: 'disconnected',
+      reason: 'QR not scanned after 3 rounds; reconnect to try again',
+      qr: null,
+    });
     expect(s2.ended).toBe(true);
     expect(t.adapter.currentQr()).toBeNull();
     expect(t.clock.pending()).toBe(0);
@@ -225,7 +235,10 @@ describe('pairing', () => {
     t.fake.last().emitQr('2@one');
     t.fake.last().emitQr('2@two');
     t.fake.last().emitClose(408, 'QR refs attempts ended');
-    expect(t.lastStatus()).toMatchObject({ status: 'disconnected', reason: 'QR not scanned after 2 rounds; reconnect to try again' });
+    expect(t.lastStatus()).toMatchObject({
+      status: 'disconnected',
+      reason: 'QR not scanned after 2 rounds; reconnect to try again',
+    });
     expect(t.clock.pending()).toBe(0);
     await t.clock.advance(60_000);
     expect(t.fake.sockets).toHaveLength(1);
@@ -271,14 +284,22 @@ describe('inbound', () => {
       instanceId: 'wa-1',
       providerMessageId: 'AC23570AE54CCF58A8923E45CC6089E8',
       chat: { chatId: '100000000000001@lid', kind: 'direct' },
-      sender: { id: '100000000000001@lid', name: 'Alice Test', phone: '+5511999990001', altId: '5511999990001@s.whatsapp.net' },
+      sender: {
+        id: '100000000000001@lid',
+        name: 'Alice Test',
+        phone: '+5511999990001',
+        altId: '5511999990001@s.whatsapp.net',
+      },
       text: 'Buenas como q tão as coisas aí',
       contentType: 'text',
       timestamp: 1769829698000,
     });
     // read receipt after the inbox write
     expect(t.sock.calls.filter((c) => c.kind === 'read')).toEqual([
-      { kind: 'read', keys: [{ remoteJid: '100000000000001@lid', id: 'AC23570AE54CCF58A8923E45CC6089E8', fromMe: false }] },
+      {
+        kind: 'read',
+        keys: [{ remoteJid: '100000000000001@lid', id: 'AC23570AE54CCF58A8923E45CC6089E8', fromMe: false }],
+      },
     ]);
   });
 
@@ -294,38 +315,64 @@ describe('inbound', () => {
     await t.clock.flush();
     expect(t.ingested.map((m) => m.providerMessageId)).toEqual(['ACB6DD980250AADFEF6008DF275A8855', 'G2']);
     expect(t.ingested[0].fromOwner).toBe(true);
-    expect(t.ingested[1]).toMatchObject({ mentioned: true, chat: { kind: 'group' }, sender: { id: '100000000000003@lid' } });
+    expect(t.ingested[1]).toMatchObject({
+      mentioned: true,
+      chat: { kind: 'group' },
+      sender: { id: '100000000000003@lid' },
+    });
   });
 
   test('lid-mapping.update fills in the phone for LID senders without an alt', async () => {
     const t = await connected();
     t.sock.emit('lid-mapping.update', { lid: '100000000000077@lid', pn: '5511999990077@s.whatsapp.net' });
-    t.sock.emitMessages([{ key: { remoteJid: '100000000000077@lid', id: 'L1', fromMe: false }, messageTimestamp: 5, message: { conversation: 'oi' } }]);
+    t.sock.emitMessages([
+      {
+        key: { remoteJid: '100000000000077@lid', id: 'L1', fromMe: false },
+        messageTimestamp: 5,
+        message: { conversation: 'oi' },
+      },
+    ]);
     await t.clock.flush();
-    expect(t.ingested[0].sender).toEqual({ id: '100000000000077@lid', phone: '+5511999990077', altId: '5511999990077@s.whatsapp.net' });
+    expect(t.ingested[0].sender).toEqual({
+      id: '100000000000077@lid',
+      phone: '+5511999990077',
+      altId: '5511999990077@s.whatsapp.net',
+    });
   });
 
   test('malformed events and a failing inbox write are skipped; the adapter keeps working', async () => {
     let failNext = true;
-    const t = await connected({}, {
-      ingest: async () => {
-        if (failNext) {
-          failNext = false;
-          throw new Error('inbox full');
-        }
+    const t = await connected(
+      {},
+      {
+        ingest: async () => {
+          if (failNext) {
+            failNext = false;
+            throw new Error('inbox full');
+          }
+        },
       },
-    });
+    );
     t.sock.emit('messages.upsert', null);
     t.sock.emit('messages.upsert', { messages: 'nope', type: 'notify' });
     t.sock.emit('connection.update', null);
     t.sock.emit('lid-mapping.update', 42);
     t.sock.emit('messaging-history.set', { contacts: 'x', lidPnMappings: [null] });
-    t.sock.emitMessages([null, { key: {} }, 'garbage', { key: { remoteJid: 'x@s.whatsapp.net', id: 'F1' }, message: { conversation: 'first' } }]);
+    t.sock.emitMessages([
+      null,
+      { key: {} },
+      'garbage',
+      { key: { remoteJid: 'x@s.whatsapp.net', id: 'F1' }, message: { conversation: 'first' } },
+    ]);
     t.sock.emitMessages([{ key: { remoteJid: 'x@s.whatsapp.net', id: 'F2' }, message: { conversation: 'second' } }]);
     await t.clock.flush();
     expect(t.ingested.map((m) => m.text)).toEqual(['first', 'second']); // first one failed to store, second went on
     expect(t.adapter.status().status).toBe('connected');
-    await t.adapter.send({ chatId: 'x@s.whatsapp.net', kind: 'direct' }, { text: 'still here' }, { idempotencyKey: 'k' });
+    await t.adapter.send(
+      { chatId: 'x@s.whatsapp.net', kind: 'direct' },
+      { text: 'still here' },
+      { idempotencyKey: 'k' },
+    );
     expect(t.sock.sent().at(-1)?.content.text).toBe('still here');
   });
 
@@ -336,7 +383,11 @@ describe('inbound', () => {
       // A stand-in for the conversation actor: typing while the agent works, then the reply.
       await t.adapter.typing(m.chat, true);
       order.push('agent');
-      await t.adapter.send(m.chat, { text: `echo: ${m.text}` }, { idempotencyKey: `wa-1:${m.providerMessageId}`, inbound: m });
+      await t.adapter.send(
+        m.chat,
+        { text: `echo: ${m.text}` },
+        { idempotencyKey: `wa-1:${m.providerMessageId}`, inbound: m },
+      );
       await t.adapter.typing(m.chat, false);
     };
     const runs: Promise<void>[] = [];
@@ -350,7 +401,11 @@ describe('inbound', () => {
     t.sock.emitMessages([textFixture]);
     await t.clock.flush();
     await Promise.all(runs);
-    expect(t.sock.calls.map((c) => (c.kind === 'presence' ? `presence:${c.type}` : c.kind))).toEqual(['presence:composing', 'sendMessage', 'presence:paused']);
+    expect(t.sock.calls.map((c) => (c.kind === 'presence' ? `presence:${c.type}` : c.kind))).toEqual([
+      'presence:composing',
+      'sendMessage',
+      'presence:paused',
+    ]);
     expect(order).toEqual(['agent', 'sendMessage']);
     const sent = t.sock.sent()[0];
     expect(sent.jid).toBe('100000000000001@lid');
@@ -368,8 +423,18 @@ describe('outbound', () => {
     const t = await connected({ whatsapp_quote_replies: true, whatsapp_send_rate_per_second: 100 });
     const paragraph = 'lorem ipsum dolor sit amet '.repeat(40).trim(); // ~1080 chars
     const text = Array.from({ length: 9 }, (_, i) => `${i}: ${paragraph}`).join('\n\n');
-    const inbound = { providerMessageId: 'IN1', chat: { chatId: '5511999990001@s.whatsapp.net', kind: 'direct' }, sender: { id: '5511999990001@s.whatsapp.net' }, text: 'q', extra: { key: { remoteJid: '5511999990001@s.whatsapp.net', id: 'IN1', fromMe: false } } } as unknown as InboundMessage;
-    const send = t.adapter.send({ chatId: '5511999990001@s.whatsapp.net', kind: 'direct' }, { text }, { idempotencyKey: 'k1', inbound });
+    const inbound = {
+      providerMessageId: 'IN1',
+      chat: { chatId: '5511999990001@s.whatsapp.net', kind: 'direct' },
+      sender: { id: '5511999990001@s.whatsapp.net' },
+      text: 'q',
+      extra: { key: { remoteJid: '5511999990001@s.whatsapp.net', id: 'IN1', fromMe: false } },
+    } as unknown as InboundMessage;
+    const send = t.adapter.send(
+      { chatId: '5511999990001@s.whatsapp.net', kind: 'direct' },
+      { text },
+      { idempotencyKey: 'k1', inbound },
+    );
     await t.clock.runAll();
     const receipt = await send;
     const sent = t.sock.sent();
@@ -382,18 +447,39 @@ describe('outbound', () => {
     const ids = sent.map((s) => s.opts?.messageId);
     expect(new Set(ids).size).toBe(3);
     // Same idempotency key → same WhatsApp ids (a retried send is recognisable).
-    const again = t.adapter.send({ chatId: '5511999990001@s.whatsapp.net', kind: 'direct' }, { text }, { idempotencyKey: 'k1' });
+    const again = t.adapter.send(
+      { chatId: '5511999990001@s.whatsapp.net', kind: 'direct' },
+      { text },
+      { idempotencyKey: 'k1' },
+    );
     await t.clock.runAll();
     await again;
-    expect(t.sock.sent().slice(3).map((s) => s.opts?.messageId)).toEqual(ids);
+    expect(
+      t.sock
+        .sent()
+        .slice(3)
+        .map((s) => s.opts?.messageId),
+    ).toEqual(ids);
   });
 
   test('media from URL with caption, voice notes, documents, reactions', async () => {
     const t = await connected({ whatsapp_send_rate_per_second: 100 });
     const to = { chatId: '+55 11 99999-0001', kind: 'direct' as const };
-    await t.adapter.send(to, { text: '', media: { url: 'http://127.0.0.1:1/cat.jpg', mediaType: 'image', caption: 'a cat' } }, { idempotencyKey: 'm1' });
-    await t.adapter.send(to, { text: 'listen', media: { url: 'http://127.0.0.1:1/v.ogg', mediaType: 'audio', voiceNote: true } }, { idempotencyKey: 'm2' });
-    await t.adapter.send(to, { text: '', media: { base64: Buffer.from('%PDF').toString('base64'), mediaType: 'document', filename: 'r.pdf' } }, { idempotencyKey: 'm3' });
+    await t.adapter.send(
+      to,
+      { text: '', media: { url: 'http://127.0.0.1:1/cat.jpg', mediaType: 'image', caption: 'a cat' } },
+      { idempotencyKey: 'm1' },
+    );
+    await t.adapter.send(
+      to,
+      { text: 'listen', media: { url: 'http://127.0.0.1:1/v.ogg', mediaType: 'audio', voiceNote: true } },
+      { idempotencyKey: 'm2' },
+    );
+    await t.adapter.send(
+      to,
+      { text: '', media: { base64: Buffer.from('%PDF').toString('base64'), mediaType: 'document', filename: 'r.pdf' } },
+      { idempotencyKey: 'm3' },
+    );
     await t.adapter.send(to, { text: '', reaction: { messageId: 'ABC', emoji: '👍' } }, { idempotencyKey: 'm4' });
     const sent = t.sock.sent();
     expect(sent.every((s) => s.jid === '5511999990001@s.whatsapp.net')).toBe(true);
@@ -402,13 +488,17 @@ describe('outbound', () => {
     expect(sent[2].content).toEqual({ text: 'listen', linkPreview: null }); // audio has no caption
     expect(Buffer.isBuffer(sent[3].content.document)).toBe(true);
     expect(sent[3].content.fileName).toBe('r.pdf');
-    expect(sent[4].content).toEqual({ react: { text: '👍', key: { remoteJid: '5511999990001@s.whatsapp.net', id: 'ABC', fromMe: false } } });
+    expect(sent[4].content).toEqual({
+      react: { text: '👍', key: { remoteJid: '5511999990001@s.whatsapp.net', id: 'ABC', fromMe: false } },
+    });
   });
 
   test('token bucket: a burst of 5, then 1 per second; jitter adds a random delay', async () => {
     const t = await connected({}, { random: () => 0 });
     const to = { chatId: '5511999990001@s.whatsapp.net', kind: 'direct' as const };
-    const sends = Array.from({ length: 8 }, (_, i) => t.adapter.send(to, { text: `m${i}` }, { idempotencyKey: `b${i}`, inbound: {} as InboundMessage }));
+    const sends = Array.from({ length: 8 }, (_, i) =>
+      t.adapter.send(to, { text: `m${i}` }, { idempotencyKey: `b${i}`, inbound: {} as InboundMessage }),
+    );
     await t.clock.flush();
     expect(t.sock.sent()).toHaveLength(5);
     await t.clock.advance(999);
@@ -431,27 +521,45 @@ describe('outbound', () => {
 
   test('invalid numbers and 4xx answers are permanent errors; transport trouble is retryable', async () => {
     const t = await connected({ whatsapp_send_rate_per_second: 100 });
-    const err = async (p: Promise<unknown>) => p.then(() => { throw new Error('expected a failure'); }, (e) => e as ChannelError);
+    const err = async (p: Promise<unknown>) =>
+      p.then(
+        () => {
+          throw new Error('expected a failure');
+        },
+        (e) => e as ChannelError,
+      );
 
-    const bad = await err(t.adapter.send({ chatId: 'not-a-number', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e1' }));
+    const bad = await err(
+      t.adapter.send({ chatId: 'not-a-number', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e1' }),
+    );
     expect(bad).toBeInstanceOf(ChannelError);
     expect(bad).toMatchObject({ retryable: false, status: 400 });
 
     t.sock.notOnWhatsApp.add('5511000000000@s.whatsapp.net');
-    const missing = await err(t.adapter.send({ chatId: '5511000000000', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e2' }));
+    const missing = await err(
+      t.adapter.send({ chatId: '5511000000000', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e2' }),
+    );
     expect(missing).toMatchObject({ retryable: false, status: 404 });
     expect(missing.message).toContain('not on WhatsApp');
     expect(t.sock.sent()).toHaveLength(0);
 
     t.sock.sendErrors.push(Object.assign(new Error('bad-request'), { output: { statusCode: 400 } }));
-    expect(await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e3' }))).toMatchObject({ retryable: false, status: 400 });
+    expect(
+      await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e3' })),
+    ).toMatchObject({ retryable: false, status: 400 });
     t.sock.sendErrors.push(Object.assign(new Error('Connection Closed'), { output: { statusCode: 428 } }));
-    expect(await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e4' }))).toMatchObject({ retryable: true });
+    expect(
+      await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e4' })),
+    ).toMatchObject({ retryable: true });
 
-    expect(await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: '  ' }, { idempotencyKey: 'e0' }))).toMatchObject({ retryable: false, status: 400 });
+    expect(
+      await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: '  ' }, { idempotencyKey: 'e0' })),
+    ).toMatchObject({ retryable: false, status: 400 });
 
     t.sock.emitClose(428);
-    expect(await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e5' }))).toMatchObject({ retryable: true, status: 503 });
+    expect(
+      await err(t.adapter.send({ chatId: '5511999990001', kind: 'direct' }, { text: 'x' }, { idempotencyKey: 'e5' })),
+    ).toMatchObject({ retryable: true, status: 503 });
   });
 
   test('typing maps to composing / paused presence', async () => {
@@ -484,7 +592,9 @@ describe('corrupted auth state', () => {
 
   test('a corrupt key row met while running stops the socket the same way', async () => {
     const t = await connected();
-    t.db.query(`INSERT INTO whatsapp_auth (instance_id, kind, key_id, value) VALUES ('wa-1', 'session', 's1', 'garbage')`).run();
+    t.db
+      .query(`INSERT INTO whatsapp_auth (instance_id, kind, key_id, value) VALUES ('wa-1', 'session', 's1', 'garbage')`)
+      .run();
     expect(() => t.sock.options.auth.keys.get('session', ['s1'])).toThrow(/corrupt/);
     await t.clock.flush();
     expect(t.lastStatus().status).toBe('logged_out');
@@ -494,4 +604,3 @@ describe('corrupted auth state', () => {
     expect(t.fake.sockets).toHaveLength(1);
   });
 });
-

@@ -1,15 +1,16 @@
 // Auth state in SQLite, round-tripped with Baileys' own initAuthCreds and BufferJSON.
-import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
+
 import type { Database } from 'bun:sqlite';
+import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { Curve, initAuthCreds, proto } from '@whiskeysockets/baileys';
-import { openDatabase } from '../db/open.ts';
-import { AuthStateCorruptError, hasStoredAuth, useSqliteAuthState } from '../src/channels/whatsapp/auth-state.ts';
+import { openDatabase } from '../../../db/open.ts';
+import { AuthStateCorruptError, hasStoredAuth, useSqliteAuthState } from '../../../src/channels/whatsapp/auth-state.ts';
 
 let db: Database;
 
 function insertInstance(db: Database, id: string, name = id): void {
   const now = new Date().toISOString();
-  const seq = (db.query<{ n: number }, []>('SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM instances').get()!).n;
+  const seq = db.query<{ n: number }, []>('SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM instances').get()!.n;
   db.query(
     `INSERT INTO instances (id, seq, name, channel, webhook_secret, created_at, updated_at)
      VALUES (?, ?, ?, 'whatsapp-baileys', 'secret', ?, ?)`,
@@ -77,7 +78,11 @@ describe('useSqliteAuthState', () => {
     expect(Object.keys(await state.keys.get('pre-key', ['1', '2']))).toEqual(['2']);
 
     // a set() that fails half-way leaves nothing behind
-    const bad = { toJSON() { throw new Error('boom'); } };
+    const bad = {
+      toJSON() {
+        throw new Error('boom');
+      },
+    };
     expect(() => state.keys.set({ 'pre-key': { '10': Curve.generateKeyPair(), '11': bad as any } })).toThrow('boom');
     expect(Object.keys(await state.keys.get('pre-key', ['10', '11']))).toEqual([]);
   });
@@ -96,13 +101,17 @@ describe('useSqliteAuthState', () => {
     expect(Array.from((await b.state.keys.get('session', ['s1'])).s1)).toEqual([2]);
 
     db.query('DELETE FROM instances WHERE id = ?').run('inst-b');
-    const left = db.query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM whatsapp_auth WHERE instance_id = ?').get('inst-b')!.n;
+    const left = db
+      .query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM whatsapp_auth WHERE instance_id = ?')
+      .get('inst-b')!.n;
     expect(left).toBe(0);
   });
 
   test('a corrupted creds row or key row throws AuthStateCorruptError', async () => {
     useSqliteAuthState(db, 'inst-a').saveCreds();
-    db.query(`UPDATE whatsapp_auth SET value = '{"noiseKey": {"priv' WHERE instance_id = 'inst-a' AND kind = 'creds'`).run();
+    db.query(
+      `UPDATE whatsapp_auth SET value = '{"noiseKey": {"priv' WHERE instance_id = 'inst-a' AND kind = 'creds'`,
+    ).run();
     expect(() => useSqliteAuthState(db, 'inst-a')).toThrow(AuthStateCorruptError);
 
     // valid JSON that is not creds is corrupt too
@@ -110,7 +119,9 @@ describe('useSqliteAuthState', () => {
     expect(() => useSqliteAuthState(db, 'inst-a')).toThrow(/corrupt/);
 
     const b = useSqliteAuthState(db, 'inst-b');
-    db.query(`INSERT INTO whatsapp_auth (instance_id, kind, key_id, value) VALUES ('inst-b', 'session', 'x', 'not json')`).run();
+    db.query(
+      `INSERT INTO whatsapp_auth (instance_id, kind, key_id, value) VALUES ('inst-b', 'session', 'x', 'not json')`,
+    ).run();
     let caught: unknown;
     try {
       await b.state.keys.get('session', ['x']);
@@ -128,8 +139,13 @@ describe('useSqliteAuthState', () => {
     s.saveCreds();
     const back = useSqliteAuthState(db, 'inst-a').state.creds;
     const bytes = (c: typeof original) =>
-      [c.noiseKey.private, c.noiseKey.public, c.pairingEphemeralKeyPair.private, c.signedIdentityKey.private, c.signedPreKey.keyPair.public]
-        .map((b) => Buffer.from(b).toString('hex'));
+      [
+        c.noiseKey.private,
+        c.noiseKey.public,
+        c.pairingEphemeralKeyPair.private,
+        c.signedIdentityKey.private,
+        c.signedPreKey.keyPair.public,
+      ].map((b) => Buffer.from(b).toString('hex'));
     expect(bytes(back)).toEqual(bytes(original));
     expect(back.signedPreKey.keyId).toBe(original.signedPreKey.keyId);
   });

@@ -3,10 +3,10 @@
 import { describe, expect, test } from 'bun:test';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { InboundMessage } from '../src/channels/types.ts';
-import { isIgnored, parseBaileysMessage, type ParseOptions } from '../src/channels/whatsapp/parse.ts';
+import type { InboundMessage } from '../../../src/channels/types.ts';
+import { isIgnored, type ParseOptions, parseBaileysMessage } from '../../../src/channels/whatsapp/parse.ts';
 
-const FIXTURES = join(import.meta.dir, '..', '..', 'shared', 'fixtures', 'whatsapp-baileys-real-payloads.json');
+const FIXTURES = join(import.meta.dir, '..', '..', 'fixtures', 'whatsapp-baileys-real-payloads.json');
 const fixtures = JSON.parse(readFileSync(FIXTURES, 'utf8')) as {
   messages: Record<string, Array<{ id: string; payload: any }>>;
 };
@@ -51,7 +51,18 @@ describe('parseBaileysMessage on the captured payloads', () => {
   test('the captures are all covered', () => {
     expect(all.length).toBeGreaterThanOrEqual(20);
     const kinds = new Set(all.map((m) => m.kind));
-    for (const k of ['text', 'audio', 'image', 'sticker', 'contact', 'location', 'poll', 'pollUpdate', 'extendedText', 'other']) {
+    for (const k of [
+      'text',
+      'audio',
+      'image',
+      'sticker',
+      'contact',
+      'location',
+      'poll',
+      'pollUpdate',
+      'extendedText',
+      'other',
+    ]) {
       expect(kinds.has(k)).toBe(true);
     }
   });
@@ -65,8 +76,13 @@ describe('parseBaileysMessage on the captured payloads', () => {
         expect(isIgnored(r) && r.ignored).toMatch(/own message/);
       }
       const r = parseBaileysMessage(payload, fromMe ? { ...base, selfMessages: true } : base);
-      const want = EXPECTED[id]?.(payload) ??
-        (kind === 'pollUpdate' ? { ignored: /poll vote/ } : kind === 'extendedText' ? { text: payload.message.extendedTextMessage.text, contentType: 'text' } : undefined);
+      const want =
+        EXPECTED[id]?.(payload) ??
+        (kind === 'pollUpdate'
+          ? { ignored: /poll vote/ }
+          : kind === 'extendedText'
+            ? { text: payload.message.extendedTextMessage.text, contentType: 'text' }
+            : undefined);
       if (!want) throw new Error(`fixture ${kind} ${id} has no expectation`);
       if (want.ignored) {
         expect(isIgnored(r)).toBe(true);
@@ -135,38 +151,80 @@ describe('parseBaileysMessage beyond the captures', () => {
   test('group: the participant is the sender, the chat is the group', () => {
     const m = parseBaileysMessage(group({ conversation: 'hello all' }) as any, base) as InboundMessage;
     expect(m.chat).toEqual({ chatId: '120363000000000001@g.us', kind: 'group' });
-    expect(m.sender).toEqual({ id: '100000000000003@lid', name: 'Carol', phone: '+5511999990002', altId: '5511999990002@s.whatsapp.net' });
+    expect(m.sender).toEqual({
+      id: '100000000000003@lid',
+      name: 'Carol',
+      phone: '+5511999990002',
+      altId: '5511999990002@s.whatsapp.net',
+    });
     expect(m.mentioned).toBe(false);
     expect(m.timestamp).toBe(1769830000 * 1000);
-    expect(m.extra?.key).toEqual({ remoteJid: '120363000000000001@g.us', id: 'GRP1', fromMe: false, participant: '100000000000003@lid' });
+    expect(m.extra?.key).toEqual({
+      remoteJid: '120363000000000001@g.us',
+      id: 'GRP1',
+      fromMe: false,
+      participant: '100000000000003@lid',
+    });
   });
 
   test('group mention gating: mention by LID or phone JID, or a reply to the bot, passes', () => {
     const opts = { ...base, groupMentionOnly: true };
-    expect(parseBaileysMessage(group({ conversation: 'hello all' }) as any, opts)).toEqual({ ignored: 'group message without mention of the bot' });
-    const byLid = group({ extendedTextMessage: { text: '@bot hi', contextInfo: { mentionedJid: ['100000000000009@lid'] } } });
+    expect(parseBaileysMessage(group({ conversation: 'hello all' }) as any, opts)).toEqual({
+      ignored: 'group message without mention of the bot',
+    });
+    const byLid = group({
+      extendedTextMessage: { text: '@bot hi', contextInfo: { mentionedJid: ['100000000000009@lid'] } },
+    });
     expect((parseBaileysMessage(byLid as any, opts) as InboundMessage).mentioned).toBe(true);
-    const byPhone = group({ extendedTextMessage: { text: '@bot hi', contextInfo: { mentionedJid: ['5511999990000@s.whatsapp.net'] } } });
+    const byPhone = group({
+      extendedTextMessage: { text: '@bot hi', contextInfo: { mentionedJid: ['5511999990000@s.whatsapp.net'] } },
+    });
     expect((parseBaileysMessage(byPhone as any, opts) as InboundMessage).mentioned).toBe(true);
     const reply = group({
-      extendedTextMessage: { text: 'and?', contextInfo: { stanzaId: 'BOTMSG', participant: '5511999990000@s.whatsapp.net', quotedMessage: { conversation: 'bot said' } } },
+      extendedTextMessage: {
+        text: 'and?',
+        contextInfo: {
+          stanzaId: 'BOTMSG',
+          participant: '5511999990000@s.whatsapp.net',
+          quotedMessage: { conversation: 'bot said' },
+        },
+      },
     });
     const r = parseBaileysMessage(reply as any, opts) as InboundMessage;
     expect(r.mentioned).toBe(true);
     expect(r.extra?.quotedText).toBe('bot said');
-    const other = group({ extendedTextMessage: { text: '@carol', contextInfo: { mentionedJid: ['100000000000004@lid'] } } });
+    const other = group({
+      extendedTextMessage: { text: '@carol', contextInfo: { mentionedJid: ['100000000000004@lid'] } },
+    });
     expect(isIgnored(parseBaileysMessage(other as any, opts))).toBe(true);
     // An image caption mentioning the bot counts too.
-    const img = group({ imageMessage: { caption: 'look @bot', contextInfo: { mentionedJid: ['100000000000009@lid'] } } });
-    expect(parseBaileysMessage(img as any, opts)).toMatchObject({ text: 'look @bot', contentType: 'image', mentioned: true });
+    const img = group({
+      imageMessage: { caption: 'look @bot', contextInfo: { mentionedJid: ['100000000000009@lid'] } },
+    });
+    expect(parseBaileysMessage(img as any, opts)).toMatchObject({
+      text: 'look @bot',
+      contentType: 'image',
+      mentioned: true,
+    });
   });
 
   test('LID without alt in the key: the phone comes from learned mappings', () => {
-    const msg = { key: { remoteJid: '100000000000077@lid', id: 'L1', fromMe: false }, messageTimestamp: 1, message: { conversation: 'hi' } };
+    const msg = {
+      key: { remoteJid: '100000000000077@lid', id: 'L1', fromMe: false },
+      messageTimestamp: 1,
+      message: { conversation: 'hi' },
+    };
     const without = parseBaileysMessage(msg as any, base) as InboundMessage;
     expect(without.sender).toEqual({ id: '100000000000077@lid' });
-    const withMap = parseBaileysMessage(msg as any, { ...base, lidToPhone: (l) => (l === '100000000000077@lid' ? '5511999990077@s.whatsapp.net' : undefined) }) as InboundMessage;
-    expect(withMap.sender).toEqual({ id: '100000000000077@lid', phone: '+5511999990077', altId: '5511999990077@s.whatsapp.net' });
+    const withMap = parseBaileysMessage(msg as any, {
+      ...base,
+      lidToPhone: (l) => (l === '100000000000077@lid' ? '5511999990077@s.whatsapp.net' : undefined),
+    }) as InboundMessage;
+    expect(withMap.sender).toEqual({
+      id: '100000000000077@lid',
+      phone: '+5511999990077',
+      altId: '5511999990077@s.whatsapp.net',
+    });
   });
 
   test('wrappers, captions, documents, video, live location, button replies', () => {
@@ -176,18 +234,43 @@ describe('parseBaileysMessage beyond the captures', () => {
       [{ viewOnceMessageV2: { message: { imageMessage: { caption: 'once' } } } }, 'once', 'image'],
       [{ videoMessage: { caption: 'clip' } }, 'clip', 'video'],
       [{ videoMessage: {} }, '[video]', 'video'],
-      [{ documentWithCaptionMessage: { message: { documentMessage: { caption: 'the report', fileName: 'r.pdf' } } } }, 'the report', 'document'],
+      [
+        { documentWithCaptionMessage: { message: { documentMessage: { caption: 'the report', fileName: 'r.pdf' } } } },
+        'the report',
+        'document',
+      ],
       [{ documentMessage: { fileName: 'r.pdf' } }, '[document: r.pdf]', 'document'],
       [{ audioMessage: { ptt: false } }, '[audio]', 'audio'],
-      [{ liveLocationMessage: { degreesLatitude: -23.5, degreesLongitude: -46.6 } }, '[location: -23.5,-46.6]', 'location'],
-      [{ locationMessage: { degreesLatitude: 1.5, degreesLongitude: 2, name: 'Office', address: 'Main St' } }, '[location: 1.5,2 Office, Main St]', 'location'],
+      [
+        { liveLocationMessage: { degreesLatitude: -23.5, degreesLongitude: -46.6 } },
+        '[location: -23.5,-46.6]',
+        'location',
+      ],
+      [
+        { locationMessage: { degreesLatitude: 1.5, degreesLongitude: 2, name: 'Office', address: 'Main St' } },
+        '[location: 1.5,2 Office, Main St]',
+        'location',
+      ],
       [{ buttonsResponseMessage: { selectedDisplayText: 'Yes please' } }, 'Yes please', 'text'],
       [{ listResponseMessage: { title: 'Option B' } }, 'Option B', 'text'],
-      [{ contactsArrayMessage: { contacts: [{ displayName: 'A' }, { displayName: 'B', vcard: 'TEL;type=CELL:+1 555 0100' }] } }, '[contacts: A; B +15550100]', 'contact'],
+      [
+        {
+          contactsArrayMessage: {
+            contacts: [{ displayName: 'A' }, { displayName: 'B', vcard: 'TEL;type=CELL:+1 555 0100' }],
+          },
+        },
+        '[contacts: A; B +15550100]',
+        'contact',
+      ],
     ];
     cases.forEach(([message, text, contentType], i) => {
       const m = parseBaileysMessage({ key: k(`W${i}`), messageTimestamp: 10, message } as any, base);
-      expect(m).toMatchObject({ text, contentType, chat: { chatId: '5511999990001@s.whatsapp.net', kind: 'direct' }, sender: { phone: '+5511999990001' } });
+      expect(m).toMatchObject({
+        text,
+        contentType,
+        chat: { chatId: '5511999990001@s.whatsapp.net', kind: 'direct' },
+        sender: { phone: '+5511999990001' },
+      });
     });
   });
 
@@ -201,7 +284,10 @@ describe('parseBaileysMessage beyond the captures', () => {
       [{ key, message: { senderKeyDistributionMessage: { groupId: 'g' }, messageContextInfo: {} } }, /no content/],
       [{ key, message: null, messageStubType: 20 }, /stub/],
       [{ key }, /no message content/],
-      [{ key: { ...key, remoteJid: '120363000000000001@g.us' }, message: { conversation: 'x' } }, /malformed: group message without participant/],
+      [
+        { key: { ...key, remoteJid: '120363000000000001@g.us' }, message: { conversation: 'x' } },
+        /malformed: group message without participant/,
+      ],
       [{ key: { id: 'X' }, message: { conversation: 'x' } }, /malformed: no key.remoteJid/],
       [{ key: { remoteJid: '1@s.whatsapp.net' }, message: { conversation: 'x' } }, /malformed: no key.id/],
       [{ message: { conversation: 'x' } }, /malformed: no key/],
@@ -218,7 +304,16 @@ describe('parseBaileysMessage beyond the captures', () => {
   test('protobuf Long timestamps and a missing timestamp', () => {
     const key = { remoteJid: '5511999990001@s.whatsapp.net', id: 'T1', fromMe: false };
     const long = { low: 1769830000, high: 0, unsigned: true };
-    expect((parseBaileysMessage({ key, messageTimestamp: long, message: { conversation: 'x' } } as any, base) as InboundMessage).timestamp).toBe(1769830000 * 1000);
-    expect((parseBaileysMessage({ key, message: { conversation: 'x' } } as any, base) as InboundMessage).timestamp).toBe(base.nowMs!);
+    expect(
+      (
+        parseBaileysMessage(
+          { key, messageTimestamp: long, message: { conversation: 'x' } } as any,
+          base,
+        ) as InboundMessage
+      ).timestamp,
+    ).toBe(1769830000 * 1000);
+    expect(
+      (parseBaileysMessage({ key, message: { conversation: 'x' } } as any, base) as InboundMessage).timestamp,
+    ).toBe(base.nowMs!);
   });
 });

@@ -3,9 +3,9 @@
 // connection.update {connection:'close'} with a status code. A full handshake is out of reach
 // (Baileys verifies WhatsApp's certificate), so this covers exactly the transport.
 import { afterEach, describe, expect, test } from 'bun:test';
-import makeWASocket, { BufferJSON, Browsers, DisconnectReason, initAuthCreds, proto } from '@whiskeysockets/baileys';
+import makeWASocket, { Browsers, BufferJSON, DisconnectReason, initAuthCreds, proto } from '@whiskeysockets/baileys';
 import pino from 'pino';
-import { createBaileysSocket, DEFAULT_WA_VERSION } from '../src/channels/whatsapp/socket.ts';
+import { createBaileysSocket, DEFAULT_WA_VERSION } from '../../../src/channels/whatsapp/socket.ts';
 
 const silent = pino({ level: 'silent' });
 
@@ -45,12 +45,21 @@ function memoryAuth() {
   };
 }
 
-type Update = { connection?: string; lastDisconnect?: { error?: { output?: { statusCode?: number }; message?: string } } };
+type Update = {
+  connection?: string;
+  lastDisconnect?: { error?: { output?: { statusCode?: number }; message?: string } };
+};
 
-function waitForClose(sock: { ev: { on(e: 'connection.update', l: (u: any) => void): void } }, timeoutMs: number): Promise<{ update: Update; updates: Update[] }> {
+function waitForClose(
+  sock: { ev: { on(e: 'connection.update', l: (u: any) => void): void } },
+  timeoutMs: number,
+): Promise<{ update: Update; updates: Update[] }> {
   const updates: Update[] = [];
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no close within ${timeoutMs} ms; updates: ${JSON.stringify(updates)}`)), timeoutMs);
+    const t = setTimeout(
+      () => reject(new Error(`no close within ${timeoutMs} ms; updates: ${JSON.stringify(updates)}`)),
+      timeoutMs,
+    );
     sock.ev.on('connection.update', (u: Update) => {
       updates.push(u);
       if (u.connection === 'close') {

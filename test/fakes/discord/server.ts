@@ -2,9 +2,9 @@
 // and work unchanged: GET /gateway/bot → our WebSocket; HELLO → IDENTIFY → READY + GUILD_CREATE;
 // heartbeats → ACK; RESUME → replay of missed dispatches + RESUMED. REST writes are recorded in
 // `sent`; POST /channels/{id}/messages dedupes by nonce when enforce_nonce is set, as Discord does.
-// Dispatch payload shapes come from the captured real payloads in ../shared/fixtures.
+// Dispatch payload shapes come from the captured real payloads in test/fixtures.
 import type { Server, ServerWebSocket } from 'bun';
-import payloads from '../../../../shared/fixtures/discord-gateway-real-payloads.json';
+import payloads from '../../fixtures/discord-gateway-real-payloads.json';
 
 export interface RestCall {
   method: string;
@@ -43,7 +43,14 @@ const READY_TEMPLATE = payloads.connection.READY[0].payload;
 
 export const BOT_USER = { ...READY_TEMPLATE.user, id: '747922925146996746', username: 'SwitchboardBot', bot: true };
 export const HUMAN = DM_TEMPLATE.author; // id 230869302276784128
-export const OTHER_BOT = { id: '235088799074484224', username: 'OtherBot', discriminator: '3722', global_name: null, avatar: null, bot: true };
+export const OTHER_BOT = {
+  id: '235088799074484224',
+  username: 'OtherBot',
+  discriminator: '3722',
+  global_name: null,
+  avatar: null,
+  bot: true,
+};
 export const GUILD_ID = GUILD_TEMPLATE.id;
 export const DM_CHANNEL_ID = DM_TEMPLATE.channel_id;
 export const TEXT_CHANNEL_ID = '720034209007140968';
@@ -168,12 +175,24 @@ export class FakeDiscord {
     };
     if (guild) {
       d.guild_id = GUILD_ID;
-      d.member = { roles: [], joined_at: '2020-06-11T23:36:58.359000+00:00', nick: null, deaf: false, mute: false, flags: 0 };
+      d.member = {
+        roles: [],
+        joined_at: '2020-06-11T23:36:58.359000+00:00',
+        nick: null,
+        deaf: false,
+        mute: false,
+        flags: 0,
+      };
       delete d.channel_type;
     }
     if (m.referencedMessage) {
       d.referenced_message = m.referencedMessage;
-      d.message_reference = { type: 0, message_id: m.referencedMessage.id, channel_id: d.channel_id, ...(guild ? { guild_id: GUILD_ID } : {}) };
+      d.message_reference = {
+        type: 0,
+        message_id: m.referencedMessage.id,
+        channel_id: d.channel_id,
+        ...(guild ? { guild_id: GUILD_ID } : {}),
+      };
     }
     this.dispatch('MESSAGE_CREATE', d);
     return id;
@@ -194,14 +213,28 @@ export class FakeDiscord {
       guild_id: GUILD_ID,
       channel_id: channelId,
       channel: { id: channelId, type: 0, guild_id: GUILD_ID, name: 'Test', parent_id: null },
-      member: { user: HUMAN, roles: [], joined_at: '2020-06-11T23:36:58.359000+00:00', deaf: false, mute: false, flags: 0, permissions: '2248473465835073' },
+      member: {
+        user: HUMAN,
+        roles: [],
+        joined_at: '2020-06-11T23:36:58.359000+00:00',
+        deaf: false,
+        mute: false,
+        flags: 0,
+        permissions: '2248473465835073',
+      },
       app_permissions: '2248473465835073',
       locale: 'en-US',
       guild_locale: 'en-US',
       entitlements: [],
       authorizing_integration_owners: { '0': GUILD_ID },
       context: 0,
-      data: { id: '1000000000000000001', name: 'ask', type: 1, guild_id: GUILD_ID, options: [{ name: 'message', type: 3, value: text }] },
+      data: {
+        id: '1000000000000000001',
+        name: 'ask',
+        type: 1,
+        guild_id: GUILD_ID,
+        options: [{ name: 'message', type: 3, value: text }],
+      },
     });
     return { id, token };
   }
@@ -222,7 +255,14 @@ export class FakeDiscord {
   private onOpen(ws: GatewaySocket): void {
     this.socket?.close(4000, 'replaced');
     this.socket = ws;
-    ws.send(JSON.stringify({ op: 10, d: { heartbeat_interval: this.heartbeatIntervalMs, _trace: ['fake-gateway'] }, s: null, t: null }));
+    ws.send(
+      JSON.stringify({
+        op: 10,
+        d: { heartbeat_interval: this.heartbeatIntervalMs, _trace: ['fake-gateway'] },
+        s: null,
+        t: null,
+      }),
+    );
   }
 
   private onFrame(ws: GatewaySocket, raw: string | Buffer): void {
@@ -280,7 +320,17 @@ export class FakeDiscord {
   private guildPayload(): Record<string, unknown> {
     return {
       ...GUILD_TEMPLATE,
-      members: [...GUILD_TEMPLATE.members, { user: BOT_USER, roles: [], joined_at: '2020-06-12T00:16:17.927000+00:00', deaf: false, mute: false, flags: 0 }],
+      members: [
+        ...GUILD_TEMPLATE.members,
+        {
+          user: BOT_USER,
+          roles: [],
+          joined_at: '2020-06-12T00:16:17.927000+00:00',
+          deaf: false,
+          mute: false,
+          flags: 0,
+        },
+      ],
       threads: [
         {
           id: THREAD_ID,
@@ -294,7 +344,12 @@ export class FakeDiscord {
           message_count: 0,
           member_count: 1,
           flags: 0,
-          thread_metadata: { archived: false, auto_archive_duration: 4320, archive_timestamp: '2026-02-01T03:37:39.429217+00:00', locked: false },
+          thread_metadata: {
+            archived: false,
+            auto_archive_duration: 4320,
+            archive_timestamp: '2026-02-01T03:37:39.429217+00:00',
+            locked: false,
+          },
         },
       ],
     };
@@ -316,16 +371,23 @@ export class FakeDiscord {
       record(failure.status);
       if (failure.status === 429) {
         const after = failure.retryAfterSec ?? 1;
-        return json(429, { message: 'You are being rate limited.', retry_after: after, global: false }, {
-          'Retry-After': String(after),
-          'X-RateLimit-Limit': '5',
-          'X-RateLimit-Remaining': '0',
-          'X-RateLimit-Reset-After': String(after),
-          'X-RateLimit-Bucket': 'fake-bucket-' + path.split('/')[2],
-          'X-RateLimit-Scope': 'user',
-        });
+        return json(
+          429,
+          { message: 'You are being rate limited.', retry_after: after, global: false },
+          {
+            'Retry-After': String(after),
+            'X-RateLimit-Limit': '5',
+            'X-RateLimit-Remaining': '0',
+            'X-RateLimit-Reset-After': String(after),
+            'X-RateLimit-Bucket': `fake-bucket-${path.split('/')[2]}`,
+            'X-RateLimit-Scope': 'user',
+          },
+        );
       }
-      return json(failure.status, { message: failure.status >= 500 ? 'Internal Server Error' : 'Missing Access', code: failure.status >= 500 ? 0 : 50001 });
+      return json(failure.status, {
+        message: failure.status >= 500 ? 'Internal Server Error' : 'Missing Access',
+        code: failure.status >= 500 ? 0 : 50001,
+      });
     }
 
     // Interaction webhooks authenticate by token in the path; everything else needs the bot token.
@@ -364,7 +426,13 @@ export class FakeDiscord {
           return json(200, this.messageObject(existing));
         }
       }
-      const msg: PostedMessage = { id: snowflake(), channel_id: channelId, content: body?.content ?? '', nonce: body?.nonce, message_reference: body?.message_reference };
+      const msg: PostedMessage = {
+        id: snowflake(),
+        channel_id: channelId,
+        content: body?.content ?? '',
+        nonce: body?.nonce,
+        message_reference: body?.message_reference,
+      };
       this.messages.push(msg);
       record(200);
       return json(200, this.messageObject(msg));
@@ -390,18 +458,29 @@ export class FakeDiscord {
     if (method === 'PUT' && (r = path.match(/^\/applications\/(\d+)\/guilds\/(\d+)\/commands$/))) {
       record(200);
       const cmds = Array.isArray(body) ? body : [];
-      return json(200, cmds.map((c: any) => ({ ...c, id: snowflake(), application_id: r![1], guild_id: r![2], version: snowflake() })));
+      return json(
+        200,
+        cmds.map((c: any) => ({ ...c, id: snowflake(), application_id: r![1], guild_id: r![2], version: snowflake() })),
+      );
     }
     if (method === 'POST' && (r = path.match(/^\/interactions\/\d+\/([^/]+)\/callback$/))) {
       // types 4 (message) and 5 (deferred "thinking…") create the original response message
       const token = r[1];
       if ((body?.type === 4 || body?.type === 5) && !this.originalOf(token)) {
-        this.messages.push({ id: snowflake(), channel_id: this.interactionChannels.get(token) ?? 'unknown', content: body?.data?.content ?? '', nonce: `@original:${token}` });
+        this.messages.push({
+          id: snowflake(),
+          channel_id: this.interactionChannels.get(token) ?? 'unknown',
+          content: body?.data?.content ?? '',
+          nonce: `@original:${token}`,
+        });
       }
       record(204);
       return new Response(null, { status: 204 });
     }
-    if ((method === 'PATCH' || method === 'POST') && (r = path.match(/^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/([^/]+))?$/))) {
+    if (
+      (method === 'PATCH' || method === 'POST') &&
+      (r = path.match(/^\/webhooks\/(\d+)\/([^/]+)(?:\/messages\/([^/]+))?$/))
+    ) {
       const [, , token, target] = r;
       const channelId = this.interactionChannels.get(token);
       if (!channelId) {
@@ -410,7 +489,10 @@ export class FakeDiscord {
       }
       let msg: PostedMessage | undefined;
       if (method === 'PATCH') {
-        msg = target === '@original' ? this.originalOf(token) : this.messages.find((x) => x.channel_id === channelId && x.id === target);
+        msg =
+          target === '@original'
+            ? this.originalOf(token)
+            : this.messages.find((x) => x.channel_id === channelId && x.id === target);
         if (!msg) {
           record(404);
           return json(404, { message: 'Unknown Message', code: 10008 });
@@ -450,7 +532,9 @@ export class FakeDiscord {
       flags: 0,
       components: [],
       ...(m.nonce !== undefined && !String(m.nonce).startsWith('@original') ? { nonce: m.nonce } : {}),
-      ...(m.message_reference ? { message_reference: { type: 0, channel_id: m.channel_id, ...m.message_reference } } : {}),
+      ...(m.message_reference
+        ? { message_reference: { type: 0, channel_id: m.channel_id, ...m.message_reference } }
+        : {}),
     };
   }
 }
@@ -464,7 +548,9 @@ async function readBody(req: Request): Promise<any> {
     const payload = form.get('payload_json');
     const parsed = typeof payload === 'string' ? JSON.parse(payload) : {};
     const files: Array<{ name: string; size: number }> = [];
-    for (const [k, v] of form.entries()) if (k.startsWith('files[') && typeof v !== 'string') files.push({ name: (v as File).name, size: (v as File).size });
+    for (const [k, v] of form.entries())
+      if (k.startsWith('files[') && typeof v !== 'string')
+        files.push({ name: (v as File).name, size: (v as File).size });
     return { ...parsed, files };
   }
   const text = await req.text();

@@ -6,7 +6,11 @@ import { createHmac } from 'node:crypto';
  * Slack's request signing: `X-Slack-Signature: v0=hex(HMAC_SHA256(secret, "v0:{ts}:{body}"))`
  * with `X-Slack-Request-Timestamp: {ts}` in Unix seconds.
  */
-export function signRequest(secret: string, body: string, timestampSec = Math.floor(Date.now() / 1000)): Record<string, string> {
+export function signRequest(
+  secret: string,
+  body: string,
+  timestampSec = Math.floor(Date.now() / 1000),
+): Record<string, string> {
   const signature = createHmac('sha256', secret).update(`v0:${timestampSec}:${body}`).digest('hex');
   return {
     'content-type': 'application/json',
@@ -31,7 +35,10 @@ export interface SlackEventFields {
 let eventSeq = 0;
 
 /** An `event_callback` body as Slack POSTs it (and wraps in Socket Mode envelopes). */
-export function eventCallback(event: SlackEventFields, opts: { eventId?: string; teamId?: string } = {}): Record<string, unknown> {
+export function eventCallback(
+  event: SlackEventFields,
+  opts: { eventId?: string; teamId?: string } = {},
+): Record<string, unknown> {
   const eventId = opts.eventId ?? `Ev${String(++eventSeq).padStart(8, '0')}`;
   const teamId = opts.teamId ?? 'T0000001';
   return {
@@ -42,7 +49,9 @@ export function eventCallback(event: SlackEventFields, opts: { eventId?: string;
     type: 'event_callback',
     event_id: eventId,
     event_time: Math.floor(Number(event.ts)),
-    authorizations: [{ enterprise_id: null, team_id: teamId, user_id: 'UBOT0001', is_bot: true, is_enterprise_install: false }],
+    authorizations: [
+      { enterprise_id: null, team_id: teamId, user_id: 'UBOT0001', is_bot: true, is_enterprise_install: false },
+    ],
     is_ext_shared_channel: false,
     event_context: `4-${eventId}`,
   };

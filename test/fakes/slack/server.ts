@@ -65,7 +65,14 @@ export class FakeSlack {
         open: (ws) => {
           this.sockets.add(ws);
           // Slack greets every Socket Mode connection; the client reports "connected" on it.
-          ws.send(JSON.stringify({ type: 'hello', num_connections: 1, debug_info: { host: 'fake-slack' }, connection_info: { app_id: 'A0000001' } }));
+          ws.send(
+            JSON.stringify({
+              type: 'hello',
+              num_connections: 1,
+              debug_info: { host: 'fake-slack' },
+              connection_info: { app_id: 'A0000001' },
+            }),
+          );
           for (const w of this.connectionWaiters.splice(0)) w();
         },
         message: (_ws, data) => {
@@ -182,14 +189,29 @@ export class FakeSlack {
   private answer(method: string, params: Record<string, string>): Record<string, unknown> {
     switch (method) {
       case 'auth.test':
-        return { ok: true, url: 'https://fake.slack.com/', team: 'Fake Team', user: 'switchboard', team_id: this.teamId, user_id: this.botUserId, bot_id: this.botId };
+        return {
+          ok: true,
+          url: 'https://fake.slack.com/',
+          team: 'Fake Team',
+          user: 'switchboard',
+          team_id: this.teamId,
+          user_id: this.botUserId,
+          bot_id: this.botId,
+        };
       case 'chat.postMessage': {
         const ts = this.nextTs();
         return {
           ok: true,
           channel: params.channel,
           ts,
-          message: { type: 'message', user: this.botUserId, bot_id: this.botId, text: params.text, ts, ...(params.thread_ts ? { thread_ts: params.thread_ts } : {}) },
+          message: {
+            type: 'message',
+            user: this.botUserId,
+            bot_id: this.botId,
+            text: params.text,
+            ts,
+            ...(params.thread_ts ? { thread_ts: params.thread_ts } : {}),
+          },
         };
       }
       case 'chat.update':
@@ -216,7 +238,9 @@ async function readParams(req: Request): Promise<Record<string, string>> {
   const text = await req.text();
   if (type.includes('application/json')) {
     const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
-    return Object.fromEntries(Object.entries(parsed).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+    return Object.fromEntries(
+      Object.entries(parsed).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+    );
   }
   return Object.fromEntries(new URLSearchParams(text));
 }
