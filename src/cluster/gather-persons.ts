@@ -13,7 +13,7 @@
 import { encodeCursor } from '../api/pagination.ts';
 import type { IdentityView, PersonView } from '../services/persons.ts';
 import { askPeers } from './gather.ts';
-import type { Cluster } from './index.ts';
+import type { PeerDirectory } from './peers/protocol.ts';
 
 const LIST_PATH = '/api/v2/persons';
 
@@ -91,7 +91,7 @@ function listRequest(request: Request, search: URLSearchParams): Request {
 }
 
 async function askPeerLists(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   search: URLSearchParams,
 ): Promise<{ pages: PersonPage[]; partial: boolean }> {
@@ -105,7 +105,7 @@ async function askPeerLists(
  * caller); every peer is asked for its rows (`?id=`), scoped the same way by its own key check.
  */
 export async function gatherPersonsById(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   ids: string[],
   local: PersonView[],
@@ -126,7 +126,7 @@ export async function gatherPersonsById(
  * (`localById` gives this node's rows of them).
  */
 export async function gatherPersonPage(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   limit: number,
   local: PersonView[],
@@ -155,7 +155,7 @@ export async function gatherPersonPage(
 
 /** The persons holding these identities (at most 100), whole, from every node (link and unlink). */
 export async function gatherHolders(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   identityIds: string[],
   local: PersonView[],

@@ -29,12 +29,9 @@ import { decodeCursor, encodeCursor } from '../api/pagination.ts';
 import { PageMeta } from '../api/schemas.ts';
 import { v1Trace } from '../api/trace-views.ts';
 import type { TraceFilter, TraceService } from '../services/traces.ts';
-import type { Cluster } from './index.ts';
+import { FORWARDED_HEADER, type PeerDirectory, peerRequestParts } from './peers/protocol.ts';
 
 type V1View = ReturnType<typeof v1Trace>;
-
-/** = FORWARDED_HEADER of ./index.ts, not imported from there: that module loads ioredis, which embedded mode never loads. */
-const FORWARDED_HEADER = 'x-switchboard-forwarded-by';
 
 export const GATHER_TIMEOUT_MS = 2000;
 
@@ -68,36 +65,13 @@ export interface PeerAnswer {
 }
 
 /**
- * Path and query to send a peer (`search` replaces the request's query) and the caller's
- * credentials. A browser's `?apiKey=` goes as the x-api-key header, never in the forwarded query:
- * peers are often asked with a query built here, and a key does not belong in a URL.
- */
-export function peerRequestParts(
-  request: Request,
-  search?: URLSearchParams,
-): { path: string; credentials: Record<string, string> } {
-  const u = new URL(request.url);
-  const credentials: Record<string, string> = {};
-  for (const h of ['x-api-key', 'authorization']) {
-    const v = request.headers.get(h);
-    if (v) credentials[h] = v;
-  }
-  const fromQuery = u.searchParams.get('apiKey');
-  if (fromQuery && !credentials['x-api-key']) credentials['x-api-key'] = fromQuery;
-  const q = new URLSearchParams(search ?? u.searchParams);
-  q.delete('apiKey');
-  const qs = q.toString();
-  return { path: u.pathname + (qs ? `?${qs}` : ''), credentials };
-}
-
-/**
  * Sends every live peer the same request (path, and the request's method unless `method` is given;
  * `search` replaces the query; `body` is sent as JSON) with the caller's credentials and the
  * signed peer headers. Returns the answers and whether some peer did not answer at all (timeout,
  * unreachable, or the peer list unavailable).
  */
 export async function callPeers(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   opts: { method?: string; search?: URLSearchParams; body?: unknown; timeoutMs?: number } = {},
 ): Promise<{ answers: PeerAnswer[]; missed: boolean }> {
@@ -153,7 +127,7 @@ export async function callPeers(
  * list itself unavailable).
  */
 export async function askPeers(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   search?: URLSearchParams,
   timeoutMs = GATHER_TIMEOUT_MS,
@@ -176,7 +150,7 @@ export async function askPeers(
  * peer did not answer (the row may be on it).
  */
 export async function askHolders(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   what: string,
   timeoutMs = GATHER_TIMEOUT_MS,
@@ -269,7 +243,7 @@ export interface GatherOptions<T> {
  * same path with the query `search(ids)` (an ids filter).
  */
 export function copiesFromPeers<T>(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   search: (ids: string[]) => URLSearchParams,
   local: (ids: string[]) => T[],
@@ -291,7 +265,7 @@ export function copiesFromPeers<T>(
  * cursor, as views); peers answer the same request. Not forwarded → merged with the peers' pages.
  */
 export async function gatherPage<T>(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   limit: number,
   local: T[],
@@ -342,7 +316,7 @@ export const V1_GATHER_MAX = 500;
  * node, so pages past the 500th newest row come back short.
  */
 export async function gatherOffsetPage(
-  cluster: Cluster,
+  cluster: PeerDirectory,
   request: Request,
   filter: Omit<TraceFilter, 'limit' | 'offset'>,
   limit: number,

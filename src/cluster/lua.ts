@@ -1,6 +1,8 @@
 // Lua scripts: every ownership step and every write to shared state is one atomic call, and
 // every owner-side write checks the lease holder and fencing epoch in the same call (fail closed).
-// Keys are built from the prefix inside the scripts (single Redis, not Redis Cluster).
+// Keys are built from the prefix inside the scripts (single Redis, not Redis Cluster). One file for
+// every concern on purpose: the scripts share one key layout (the commits of handoff/ and
+// dead-letters/ check the lease and epoch keys of membership/), which reads best in one place.
 
 /** ARGV: prefix, node, leaseMs, shard... → epoch per shard (0 = held by another node).
  *  Refuses everything during the quiet period after Redis lost its data (see HEARTBEAT). */
@@ -116,7 +118,7 @@ return live`;
  *  (sealed even for a deletion, so a deletion is authenticated too), '1' when deleted, fingerprint of
  *  the cluster secret (cfg:seeded: nodes with another secret are refused at start).
  *  The fingerprint is set only when missing: a cluster seeded under another secret (a node that
- *  raced this one, or an older version's '1') gets an error (CONFIG_FOREIGN_SECRET), never a change. */
+ *  raced this one) gets an error (CONFIG_FOREIGN_SECRET), never a change. */
 export const CONFIG_FOREIGN_SECRET = 'FOREIGNSECRET';
 export const CONFIG_PUT = `
 local p = ARGV[1]
@@ -129,29 +131,6 @@ if ARGV[6] == '1' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[3], ARGV[4]) 
 if not seeded then redis.call('SET', p .. 'cfg:seeded', ARGV[7]) end
 redis.call('PUBLISH', p .. 'cfg', id)
 return id`;
-
-/** Adoption of an older version's plain-text configuration: every snapshot value replaced by its
- *  sealed form, the plain log dropped and the fingerprint set, in one call — only while cfg:seeded is
- *  still '1' and the snapshot is exactly what was read (a node of the older version still writing
- *  changes it). ARGV: prefix, fingerprint, n, (table, field count) × n, (table, pk, plain, sealed
- *  or '' to drop the row)...
- *  → 1 sealed / 0 not (seeded already, or changed meanwhile). */
-export const LEGACY_SEAL = `
-local p, fp, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if redis.call('GET', p .. 'cfg:seeded') ~= '1' then return 0 end
-for i = 4, 3 + 2 * n, 2 do
-  if redis.call('HLEN', p .. 'cfg:snap:' .. ARGV[i]) ~= tonumber(ARGV[i + 1]) then return 0 end
-end
-local first = 4 + 2 * n
-for i = first, #ARGV, 4 do
-  if redis.call('HGET', p .. 'cfg:snap:' .. ARGV[i], ARGV[i + 1]) ~= ARGV[i + 2] then return 0 end
-end
-for i = first, #ARGV, 4 do
-  if ARGV[i + 3] == '' then redis.call('HDEL', p .. 'cfg:snap:' .. ARGV[i], ARGV[i + 1]) else redis.call('HSET', p .. 'cfg:snap:' .. ARGV[i], ARGV[i + 1], ARGV[i + 3]) end
-end
-redis.call('DEL', p .. 'cfg:log')
-redis.call('SET', p .. 'cfg:seeded', fp)
-return 1`;
 
 /** Replay of a dead-lettered stream entry: the record leaves the list and the entry is appended again
  *  to its shard's stream, in one call (two replays of one record cannot both append).

@@ -4,8 +4,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
 import { ClusterKeys } from '../../src/cluster/crypto.ts';
-import { STREAM_CONTEXT } from '../../src/cluster/index.ts';
-import { shardOf } from '../../src/cluster/shards.ts';
+import { STREAM_CONTEXT } from '../../src/cluster/handoff/entry.ts';
+import { shardOf } from '../../src/cluster/membership/shards.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { startFakeEvolution } from '../fakes/evolution.ts';
 import { eventCallback, signRequest } from '../fakes/slack/events.ts';

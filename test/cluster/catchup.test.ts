@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import Redis from 'ioredis';
 import type { InboundMessage } from '../../src/channels/types.ts';
-import { shardOf } from '../../src/cluster/shards.ts';
+import { shardOf } from '../../src/cluster/membership/shards.ts';
 import { conversationIdFor } from '../../src/services/inbox.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
@@ -53,13 +53,21 @@ test('a re-acquired shard runs no old row before its catch-up: a row another own
   const instanceId: string = (await t.call('GET', '/api/v2/instances/bot')).body.data.id;
   const shard = shardOf(instanceId, SHARDS);
   // Internals driven directly: the race needs a wake between acquisition and catch-up.
-  const cluster = t.gw.cluster as unknown as {
-    lose(s: number, why: string): Promise<void>;
-    acquire(s: number[]): Promise<void>;
-    timer: ReturnType<typeof setInterval> | null;
+  const leases = (
+    t.gw.cluster as unknown as {
+      leases: {
+        lose(s: number, why: string): Promise<void>;
+        acquire(s: number[]): Promise<void>;
+        timer: ReturnType<typeof setInterval> | null;
+      };
+    }
+  ).leases;
+  const cluster = {
+    lose: (s: number, why: string) => leases.lose(s, why),
+    acquire: (s: number[]) => leases.acquire(s),
   };
-  if (cluster.timer) clearInterval(cluster.timer); // no periodic tick re-acquires behind the test's back
-  cluster.timer = null;
+  if (leases.timer) clearInterval(leases.timer); // no periodic tick re-acquires behind the test's back
+  leases.timer = null;
   await cluster.lose(shard, 'test: fenced');
 
   // The shard's stream exists (it always does once used; XDEL leaves it empty) and no longer has

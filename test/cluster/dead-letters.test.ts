@@ -1,18 +1,19 @@
 // Cluster dead letters (/api/v2/cluster/dead-letters): stream entries no node could hand to a
 // conversation are listed with their secrets masked (and kept sealed in Redis), replayed to their
 // shard's owner once their instance is known, or deleted; unknown ids get the error envelope.
+// Messages in the streams are sealed, and an entry no node sealed is dead-lettered, never run.
 // One gateway in this process owns every shard of its cluster on the local redis-server.
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { rowContext } from '../../src/cluster/config-sync.ts';
+import { rowContext } from '../../src/cluster/config/config-sync.ts';
 import { ClusterKeys } from '../../src/cluster/crypto.ts';
-import { STREAM_CONTEXT } from '../../src/cluster/index.ts';
+import { STREAM_CONTEXT } from '../../src/cluster/handoff/entry.ts';
 import { CONFIG_PUT } from '../../src/cluster/lua.ts';
-import { shardOf } from '../../src/cluster/shards.ts';
+import { shardOf } from '../../src/cluster/membership/shards.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
 import { createTestGateway } from '../helpers.ts';
-import { CLUSTER_SECRET, dropKeys, dumpKeys, REDIS_URL, until } from './nodes.ts';
+import { CLUSTER_SECRET, dropKeys, dumpKeys, REDIS_URL, until, upsert } from './nodes.ts';
 
 const prefix = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
 const INTERACTION_TOKEN = 'interaction-token-must-stay-hidden-4f2e';
@@ -174,4 +175,82 @@ test('cluster dead letters are for admin keys only', async () => {
       code: 'FORBIDDEN',
     });
   }
+});
+
+test('messages in the stream are sealed; an entry not sealed by a node (written into Redis directly) is dead-lettered, never run, and cannot be replayed', async () => {
+  const created = await owner.call('POST', '/api/v1/instances', {
+    name: 'sealed',
+    evolution_url: evo.url,
+    evolution_key: evo.apikey,
+    agent_api_url: agent.url,
+    agent_timeout: 10,
+  });
+  expect(created.status).toBe(201);
+  const token = new URL(created.body.webhook_url).searchParams.get('token')!;
+  const instanceId: string = (await owner.call('GET', '/api/v2/instances/sealed')).body.data.id;
+  const stream = `${prefix}stream:${shardOf(instanceId, 4)}`;
+  const keys = new ClusterKeys(CLUSTER_SECRET);
+
+  // Accepted by a node: sealed in the stream while it runs (the agent holds the turn for a moment).
+  agent.plan((req) => (req.message === 'text that must not be readable in redis' ? { latencyMs: 1000 } : undefined));
+  try {
+    const accepted = await owner.call(
+      'POST',
+      `/webhook/evolution/sealed?token=${token}`,
+      upsert('sealed', 'sealed-1', 'text that must not be readable in redis'),
+      { 'x-api-key': '' },
+    );
+    expect(accepted.status).toBe(200);
+    await until(
+      () => agent.requests.some((r) => r.message === 'text that must not be readable in redis'),
+      5000,
+      'the message at the agent',
+    );
+    const entries = await redis.xrange(stream, '-', '+');
+    expect(entries).toHaveLength(1);
+    const m = entries[0][1][entries[0][1].indexOf('m') + 1];
+    expect(m.startsWith('v1.')).toBe(true);
+    expect(keys.open(m, STREAM_CONTEXT)).toContain('text that must not be readable in redis');
+    expect(await dumpKeys(prefix)).not.toContain('text that must not be readable in redis');
+    await until(
+      () => evo.sent.some((s) => s.text === 'echo: text that must not be readable in redis'),
+      5000,
+      'its reply sent',
+    );
+  } finally {
+    agent.plan(null);
+  }
+
+  // A plain entry (only a Redis writer could add one: nodes seal theirs) is never run.
+  const before = (await list()).meta.total as number;
+  const jid = '15550001111@s.whatsapp.net';
+  await redis.xadd(
+    stream,
+    '*',
+    'm',
+    JSON.stringify({
+      instanceId,
+      providerMessageId: 'injected',
+      chat: { chatId: jid, kind: 'direct' },
+      sender: { id: jid },
+      text: 'written into Redis directly',
+      contentType: 'text',
+      timestamp: 1,
+    }),
+    'k',
+    'inbound',
+    't',
+    crypto.randomUUID(),
+  );
+  await until(async () => (await list()).meta.total === before + 1, 3000, 'injected entry dead-lettered');
+  const refused = (await list()).items.find((d: any) => d.shard === shardOf(instanceId, 4));
+  expect(refused).toMatchObject({ replayable: false, reason: expect.stringContaining('not sealed') });
+  expect((await owner.call('POST', `/api/v2/cluster/dead-letters/${refused.id}/replay`)).status).toBe(409);
+  await Bun.sleep(300);
+  const texts = ((await owner.call('GET', '/api/v2/traces?limit=50')).body.items as Array<{ text: string }>).map(
+    (t) => t.text,
+  );
+  expect(texts).not.toContain('written into Redis directly');
+  expect(agent.requests.some((r) => JSON.stringify(r.body).includes('written into Redis directly'))).toBe(false);
+  expect(await redis.xlen(stream)).toBe(0);
 });

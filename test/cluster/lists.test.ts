@@ -4,7 +4,7 @@
 // and says `partial` when a node does not answer. A dead letter is replayed or deleted through
 // any node, also after its shard moved; a conversation two nodes hold is listed once.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
-import { shardOf, ownerOf as shardOwnerAmong } from '../../src/cluster/shards.ts';
+import { shardOf, ownerOf as shardOwnerAmong } from '../../src/cluster/membership/shards.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { startFakeEvolution } from '../fakes/evolution.ts';
 import {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Subprocess } from 'bun';
 import Redis from 'ioredis';
-import { shardOf } from '../../src/cluster/shards.ts';
+import { shardOf } from '../../src/cluster/membership/shards.ts';
 
 export const CLUSTER_ADMIN_KEY = 'cluster-admin-key-0123456789';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -3,7 +3,7 @@
 // entry that is not a link or unlink is skipped, counted and logged, and the entries after it apply.
 import { afterAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import { PersonLog } from '../../src/cluster/person-log.ts';
+import { PersonLog } from '../../src/cluster/persons/person-log.ts';
 import { createLogger } from '../../src/log.ts';
 import { isoNow } from '../../src/services/ids.ts';
 import type { PersonOp } from '../../src/services/persons.ts';

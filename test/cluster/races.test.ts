@@ -8,19 +8,38 @@ import { ACQUIRE } from '../../src/cluster/lua.ts';
 import { createTestGateway } from '../helpers.ts';
 import { CLUSTER_SECRET, REDIS_URL } from './nodes.ts';
 
-// Private state is reached on purpose: the races sit between awaits inside the class.
-type Internals = {
-  owned: Map<number, { epoch: number; validUntil: number; acquiredAt: number; draining: boolean }>;
-  cursors: Map<number, string>;
-  release(shard: number, why: string): Promise<void>;
-  lose(shard: number, reason: string): Promise<void>;
-  catchUpShard(shard: number): Promise<void>;
+// Private state is reached on purpose: the races sit between awaits inside the cluster's parts.
+type Owned = { epoch: number; validUntil: number; acquiredAt: number; draining: boolean };
+type Parts = {
+  leases: {
+    owned: Map<number, Owned>;
+    release(shard: number, why: string): Promise<void>;
+    lose(shard: number, reason: string): Promise<void>;
+  };
+  handoff: { cursors: Map<number, string>; catchUpShard(shard: number): Promise<void> };
   lease: Redis;
   cmd: Redis;
   sub: Redis;
   reader: Redis;
   rateLimiter: { close(): void };
 };
+
+/** The internals the tests drive, gathered from the cluster's parts. */
+function internalsOf(cluster: Cluster) {
+  const p = cluster as unknown as Parts;
+  return {
+    owned: p.leases.owned,
+    cursors: p.handoff.cursors,
+    release: (shard: number, why: string) => p.leases.release(shard, why),
+    lose: (shard: number, reason: string) => p.leases.lose(shard, reason),
+    catchUpShard: (shard: number) => p.handoff.catchUpShard(shard),
+    lease: p.lease,
+    cmd: p.cmd,
+    sub: p.sub,
+    reader: p.reader,
+    rateLimiter: p.rateLimiter,
+  };
+}
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -40,7 +59,7 @@ async function setup() {
     dedupeTtlMs: 60_000,
     secret: CLUSTER_SECRET,
   });
-  const c = cluster as unknown as Internals;
+  const c = internalsOf(cluster);
   cleanups.push(async () => {
     for (const r of [c.lease, c.cmd, c.sub, c.reader]) r.disconnect();
     c.rateLimiter.close();
@@ -93,11 +112,16 @@ describe('cluster ownership periods (class, real Redis)', () => {
 describe('cluster conversation → instance cache (class, real Redis)', () => {
   test('stays bounded, and a conversation evicted from it is still recognised as owned', async () => {
     const { cluster, c } = await setup();
-    const priv = cluster as unknown as {
-      convInstance: Map<string, string>;
-      rememberConversation(conv: string, inst: string): void;
+    const cache = (
+      cluster as unknown as {
+        conversations: { convInstance: Map<string, string>; remember(conv: string, inst: string): void };
+      }
+    ).conversations;
+    const priv = {
+      convInstance: cache.convInstance,
+      rememberConversation: (conv: string, inst: string) => cache.remember(conv, inst),
     };
-    const gw = (cluster as unknown as { gw: ReturnType<typeof createTestGateway>['gw'] }).gw;
+    const gw = (cluster as unknown as { host: ReturnType<typeof createTestGateway>['gw'] }).host;
     const inst = gw.instances.create({ name: 'cached', channel: 'api', agent: { url: 'http://127.0.0.1:9/agent' } });
     const msg = {
       instanceId: inst.id,

@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import type { Subprocess } from 'bun';
 import Redis from 'ioredis';
-import { shardOf } from '../../src/cluster/shards.ts';
+import { shardOf } from '../../src/cluster/membership/shards.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';
 import {

@@ -2,23 +2,18 @@
 // still replicates within a second; a node with another secret is refused at start (one line from
 // a node process) and never replaces the fingerprint of a cluster seeded under another secret; a value sealed with another secret, or altered in Redis, is skipped and logged
 // without its content; peer requests signed with another secret are not taken for a peer's, and a
-// node entry in Redis whose URL lacks a valid MAC is never sent a caller's request; the
-// plain-text configuration of an older version is adopted and sealed in place at start. Gateways in this process on
-// the local redis-server (plus one node process), each with its own database. Also: instances
+// node entry in Redis whose URL lacks a valid MAC is never sent a caller's request. Gateways in
+// this process on the local redis-server (plus one node process), each with its own database. Also: instances
 // created at the same moment on two nodes (same v1 numeric id) both replicate.
 
-import type { Database } from 'bun:sqlite';
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import Redis from 'ioredis';
 import { hasStoredAuth, useSqliteAuthState } from '../../src/channels/whatsapp/auth-state.ts';
-import { rowContext } from '../../src/cluster/config-sync.ts';
+import { rowContext } from '../../src/cluster/config/config-sync.ts';
 import { ClusterKeys } from '../../src/cluster/crypto.ts';
-import { deadLetterContext, PEER_SIGNATURE_HEADER, STREAM_CONTEXT } from '../../src/cluster/index.ts';
-import { shardOf } from '../../src/cluster/shards.ts';
+import { PEER_SIGNATURE_HEADER } from '../../src/cluster/peers/protocol.ts';
 import { ConfigError } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
-import { startFakeAgent } from '../fakes/agents.ts';
-import { startFakeEvolution } from '../fakes/evolution.ts';
 import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
 import { CLUSTER_SECRET, clusterHarness, dropKeys, dumpKeys, REDIS_URL, until } from './nodes.ts';
 
@@ -324,210 +319,6 @@ describe('node entries written into Redis', () => {
     } finally {
       for (const id of Object.keys(entries)) await redis.del(`${prefix}node:${id}`);
       for (const srv of servers) srv.stop(true);
-    }
-  });
-});
-
-/** A table's rows as a version without CLUSTER_SECRET kept them in Redis: plain JSON by primary key, runtime columns left out. */
-function plainSnapshot(db: Database, table: 'instances' | 'api_keys'): Record<string, string> {
-  const local = ['status', 'status_reason', 'last_used_at', 'last_used_ip', 'usage_count'];
-  const out: Record<string, string> = {};
-  for (const r of db.query<Record<string, unknown>, []>(`SELECT * FROM ${table}`).all()) {
-    if (r.is_bootstrap === 1) continue;
-    for (const c of local) delete r[c];
-    out[JSON.stringify([r.id])] = JSON.stringify(r);
-  }
-  return out;
-}
-
-describe('upgrade from a version without CLUSTER_SECRET', () => {
-  test('the first upgraded node adopts the plain-text configuration and seals it in place, keeping its own rows to itself (logged); the next upgraded node loses nothing; dead letters are sealed and the stored peer secret removed', async () => {
-    const old = `sbtest:${Math.random().toString(36).slice(2, 10)}:`;
-    const evolutionKey = 'legacy-evolution-key-3c4d';
-    const token = 'legacy-interaction-token-9a8b7c';
-    // A node of the old cluster: its database holds the cluster's configuration, as Redis does in plain text.
-    // Messages in flight run against local stand-ins.
-    const agent = startFakeAgent({ protocol: 'json' });
-    const evo = await startFakeEvolution({ apikey: evolutionKey });
-    const member = node('sec-member', CLUSTER_SECRET, old);
-    expect(
-      (
-        await member.call('POST', '/api/v1/instances', {
-          name: 'kept',
-          evolution_url: evo.url,
-          evolution_key: evolutionKey,
-          agent_api_url: agent.url,
-        })
-      ).status,
-    ).toBe(201);
-    const keptId: string = (await member.call('GET', '/api/v2/instances/kept')).body.data.id;
-    const readerKey: string = (await member.call('POST', '/api/v2/keys', { name: 'reader', scopes: ['events:read'] }))
-      .body.data.key;
-    await redis.set(`${old}cfg:seeded`, '1');
-    for (const table of ['instances', 'api_keys'] as const)
-      await redis.hset(`${old}cfg:snap:${table}`, plainSnapshot(member.gw.db, table));
-    await redis.xadd(
-      `${old}cfg:log`,
-      '*',
-      'node',
-      'sec-member',
-      'tbl',
-      'instances',
-      'pk',
-      JSON.stringify([keptId]),
-      'row',
-      (await redis.hget(`${old}cfg:snap:instances`, JSON.stringify([keptId])))!,
-    );
-    await redis.set(`${old}peer-secret`, 'legacy-peer-secret-5e6f');
-    const msg = {
-      instanceId: 'gone',
-      providerMessageId: 'p1',
-      chat: { chatId: '1', kind: 'direct' },
-      sender: { id: 'u1' },
-      text: 'hi',
-      contentType: 'text',
-      timestamp: 1,
-      extra: { interaction: { id: 'i', token, applicationId: 'app' } },
-    };
-    await redis.lpush(
-      `${old}deadletter`,
-      JSON.stringify({
-        shard: 0,
-        id: '5-0',
-        reason: 'instance gone unknown on this node',
-        node: 'old',
-        at: new Date().toISOString(),
-        fields: ['m', JSON.stringify(msg), 'k', 'inbound'],
-      }),
-    );
-    // A message the old version accepted but no node had run yet: a plain stream entry.
-    const plainEntry = (id: string, text: string) =>
-      JSON.stringify({
-        instanceId: keptId,
-        providerMessageId: id,
-        chat: { chatId: '15550001111@s.whatsapp.net', kind: 'direct' },
-        sender: { id: '15550001111@s.whatsapp.net' },
-        text,
-        contentType: 'text',
-        timestamp: 1,
-      });
-    // One for an instance the cluster does not know (yet): dead-lettered at once (its id is old).
-    const unknownId = 'instance-created-later';
-    const unknownEntry = `${Date.now() - 60_000}-1`;
-    await redis.xadd(
-      `${old}stream:${shardOf(unknownId, 4)}`,
-      unknownEntry,
-      'm',
-      JSON.stringify({ ...JSON.parse(plainEntry('unknown-1', 'for a later instance')), instanceId: unknownId }),
-      'k',
-      'inbound',
-    );
-    const keptStream = `${old}stream:${shardOf(keptId, 4)}`;
-    await redis.xadd(
-      keptStream,
-      '*',
-      'm',
-      plainEntry('in-flight', 'accepted before the upgrade'),
-      'k',
-      'inbound',
-      't',
-      crypto.randomUUID(),
-    );
-
-    // The first node upgraded is a fresh one, with a key of its own the cluster never had.
-    const first = node('sec-first', CLUSTER_SECRET, old);
-    const ownKey: string = (await first.call('POST', '/api/v2/keys', { name: 'own', scopes: ['events:read'] })).body
-      .data.key;
-    try {
-      await first.gw.start();
-      expect(first.gw.instances.get(keptId)?.config.evolution_key).toBe(evolutionKey);
-      expect((await first.call('GET', '/api/v2/traces', undefined, { 'x-api-key': readerKey })).status).toBe(200);
-      expect((await first.call('GET', '/api/v2/traces', undefined, { 'x-api-key': ownKey })).status).toBe(200);
-      expect(await redis.get(`${old}cfg:seeded`)).toBe(new ClusterKeys(CLUSTER_SECRET).fingerprint);
-      // Its own key (a row the older cluster did not have) stays on this node only, and is logged.
-      expect(await redis.hlen(`${old}cfg:snap:api_keys`)).toBe(1);
-      expect(first.logs.some((l) => l.includes('kept on this node only'))).toBe(true);
-      const dump = await dumpKeys(old);
-      for (const secret of [evolutionKey, 'legacy-peer-secret-5e6f', token]) expect(dump).not.toContain(secret);
-      for (const table of ['instances', 'api_keys']) {
-        for (const v of Object.values(await redis.hgetall(`${old}cfg:snap:${table}`)))
-          expect(v.startsWith('v1.')).toBe(true);
-      }
-      const listed = await first.call('GET', '/api/v2/cluster/dead-letters');
-      expect(listed.status).toBe(200);
-      expect(listed.body.items).toHaveLength(1);
-      expect(listed.body.items[0]).toMatchObject({
-        entryId: '5-0',
-        shard: 0,
-        reason: 'instance gone unknown on this node',
-        kind: 'inbound',
-      });
-      expect(listed.body.items[0].message.extra.interaction.token).toBe(`****${token.slice(-4)}`);
-
-      // The old version's message still runs; a plain entry appended now (only a Redis writer
-      // could, nodes seal theirs) is never run and is kept as a dead letter instead.
-      const texts = async () =>
-        ((await first.call('GET', '/api/v2/traces?limit=50')).body.items as Array<{ text: string }>).map((t) => t.text);
-      await until(
-        async () => (await texts()).includes('accepted before the upgrade'),
-        3000,
-        'the in-flight message ran',
-      );
-      await until(() => evo.sent.some((m) => m.text === 'echo: accepted before the upgrade'), 3000, 'its reply sent');
-      await redis.xadd(
-        keptStream,
-        '*',
-        'm',
-        plainEntry('injected', 'written into Redis directly'),
-        'k',
-        'inbound',
-        't',
-        crypto.randomUUID(),
-      );
-      await until(
-        async () => (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.length === 3,
-        3000,
-        'injected entry dead-lettered',
-      );
-      // The older version's entry, dead-lettered by the new node, is kept sealed: a replay once its
-      // instance exists will be run (a plain one appended after the upgrade would be refused).
-      const keys = new ClusterKeys(CLUSTER_SECRET);
-      const rec = (await redis.lrange(`${old}deadletter`, 0, -1))
-        .map((r) => JSON.parse(r))
-        .find((r) => r.entryId === unknownEntry);
-      const fields = JSON.parse(keys.open(rec.sealed, deadLetterContext(rec.id))!) as string[];
-      expect(keys.open(fields[fields.indexOf('m') + 1]!, STREAM_CONTEXT)).toContain('for a later instance');
-      const refused = (await first.call('GET', '/api/v2/cluster/dead-letters')).body.items.find(
-        (d: any) => d.entryId !== '5-0' && d.entryId !== unknownEntry,
-      );
-      expect(refused).toMatchObject({ replayable: false, reason: expect.stringContaining('not sealed') });
-      expect(await texts()).not.toContain('written into Redis directly');
-      expect(agent.requests.some((r) => JSON.stringify(r.body).includes('written into Redis directly'))).toBe(false);
-      // Messages in flight are sealed too: no text readable in the streams.
-      const accepted = await first.call('POST', `/webhook/evolution/kept`, {
-        event: 'messages.upsert',
-        instance: 'kept',
-        apikey: evolutionKey,
-        data: {
-          key: { remoteJid: '15550002222@s.whatsapp.net', fromMe: false, id: 'sealed-1' },
-          message: { conversation: 'text that must not be readable in redis' },
-          messageTimestamp: 1,
-        },
-      });
-      expect(accepted.status).toBe(200);
-      expect(await dumpKeys(old)).not.toContain('text that must not be readable in redis');
-
-      // The old member, upgraded next, keeps the cluster's instance and key; the first node's own key is not the cluster's.
-      await member.gw.start();
-      expect(member.gw.instances.get(keptId)?.config.evolution_key).toBe(evolutionKey);
-      expect((await member.call('GET', '/api/v2/traces', undefined, { 'x-api-key': readerKey })).status).toBe(200);
-      expect((await member.call('GET', '/api/v2/traces', undefined, { 'x-api-key': ownKey })).status).toBe(401);
-    } finally {
-      await first.close();
-      await member.close();
-      await dropKeys(old);
-      await agent.stop();
-      await evo.stop();
     }
   });
 });

@@ -17,9 +17,9 @@
 import type { Database } from 'bun:sqlite';
 import type Redis from 'ioredis';
 import type { Logger } from 'pino';
-import { ConfigError } from '../config.ts';
-import type { ClusterKeys } from './crypto.ts';
-import { CONFIG_FOREIGN_SECRET, CONFIG_PUT, LEGACY_SEAL } from './lua.ts';
+import { ConfigError } from '../../config.ts';
+import type { ClusterKeys } from '../crypto.ts';
+import { CONFIG_FOREIGN_SECRET, CONFIG_PUT } from '../lua.ts';
 
 interface TableSpec {
   name: string;
@@ -63,8 +63,6 @@ export class ConfigSync {
   private publishing = false;
   /** Redis holds another secret's fingerprint (a node with another secret seeded it): nothing is published any more. */
   private refused = false;
-  /** Set by checkSecret: Redis holds an older version's plain-text configuration, adopted by bootstrap. */
-  private legacy = false;
   private inFlight: Promise<void> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private publishTimer: ReturnType<typeof setInterval> | null = null;
@@ -107,19 +105,12 @@ export class ConfigSync {
   }
 
   /**
-   * Before anything else at start: whose configuration Redis holds. 'fresh' (none yet), 'ours'
-   * (sealed with this secret) or 'legacy' (written in plain text by a version without
-   * CLUSTER_SECRET). Another secret's configuration stops the start (ConfigError).
+   * Before anything else at start: a cluster seeded under another secret stops the start
+   * (ConfigError); an empty one, or one sealed with this secret, lets it go on.
    */
-  async checkSecret(): Promise<'fresh' | 'ours' | 'legacy'> {
+  async checkSecret(): Promise<void> {
     const seeded = await this.d.redis.get(`${this.d.prefix}cfg:seeded`);
-    if (seeded === null) return 'fresh';
-    if (seeded === this.d.keys.fingerprint) return 'ours';
-    if (seeded === '1') {
-      this.legacy = true;
-      return 'legacy';
-    }
-    throw foreignSecretError(this.d.prefix);
+    if (seeded !== null && seeded !== this.d.keys.fingerprint) throw foreignSecretError(this.d.prefix);
   }
 
   /** A row from Redis: the row, null for a deletion, or undefined when it does not open with this secret (logged, skipped). */
@@ -145,10 +136,6 @@ export class ConfigSync {
   /** First node of an empty cluster seeds it with its configuration; later nodes adopt the cluster's. */
   private async bootstrap(): Promise<void> {
     const { redis, prefix, db } = this.d;
-    if (this.legacy) {
-      await this.adoptLegacy();
-      return;
-    }
     const last = (await redis.xrevrange(`${prefix}cfg:log`, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
     this.lastId = last[0]?.[0] ?? '0-0';
     const seeded = await redis.get(`${prefix}cfg:seeded`);
@@ -184,113 +171,6 @@ export class ConfigSync {
       }
     });
     if (tablesTouched.size) this.d.applied(tablesTouched, instanceIds);
-  }
-
-  /**
-   * The plain-text configuration of an older version (cfg:seeded '1') is the cluster's: its rows
-   * are upserted here, then sealed in place with this secret in one call that also sets the
-   * fingerprint (another node that adopted it first is fine: same rows). Rows this node has that
-   * it lacks are neither deleted (deleting an instance deletes its conversations and traces) nor
-   * published (most likely the cluster deleted them while this node was away: they would come
-   * back everywhere); they stay on this node and are logged. A local row whose unique name a
-   * cluster row holds gives way, as in any bootstrap. The plain log goes (its rows are in the
-   * snapshot, readable by anyone reading Redis); the new log is read from its start.
-   */
-  private async adoptLegacy(): Promise<void> {
-    const { redis, prefix, db, keys, log } = this.d;
-    for (let attempt = 1; ; attempt++) {
-      const snapshot = new Map<string, Map<string, string>>();
-      for (const t of this.tables)
-        snapshot.set(t.name, new Map(Object.entries(await redis.hgetall(`${prefix}cfg:snap:${t.name}`))));
-      const tablesTouched = new Set<string>();
-      const instanceIds = new Set<string>();
-      /** Values that are no row at all: dropped from the snapshot. */
-      const bad = new Set<string>();
-      this.withApply(() => {
-        for (const t of this.tables) {
-          for (const [pk, text] of snapshot.get(t.name)!) {
-            const row = parsePlainRow(text);
-            if (!row) {
-              bad.add(`${t.name}\n${pk}`);
-              log.warn(
-                { table: t.name, pk },
-                'cluster: a plain-text configuration value of the older version is not a row; dropped',
-              );
-              continue;
-            }
-            // A row this node cannot take (e.g. a unique value its own rows hold) is still the
-            // cluster's: skipped here, sealed for the others. Its partial effects are undone.
-            db.run('SAVEPOINT legacy_row');
-            try {
-              this.applyRow(t, pk, row);
-              db.run('RELEASE legacy_row');
-            } catch (err) {
-              db.run('ROLLBACK TO legacy_row');
-              db.run('RELEASE legacy_row');
-              log.warn(
-                { table: t.name, pk, err: String(err).slice(0, 200) },
-                'cluster: a configuration row of the older version does not apply on this node; skipped here',
-              );
-              continue;
-            }
-            tablesTouched.add(t.name);
-            if (t.name === 'instances') instanceIds.add(JSON.parse(pk)[0]);
-          }
-        }
-      });
-      if (tablesTouched.size) this.d.applied(tablesTouched, instanceIds);
-      const counts: string[] = [];
-      const rows: string[] = [];
-      for (const t of this.tables) {
-        const snap = snapshot.get(t.name)!;
-        counts.push(t.name, String(snap.size));
-        for (const [pk, text] of snap)
-          rows.push(t.name, pk, text, bad.has(`${t.name}\n${pk}`) ? '' : keys.seal(text, rowContext(t.name, pk)));
-      }
-      const sealed = (await redis.eval(
-        LEGACY_SEAL,
-        0,
-        prefix,
-        keys.fingerprint,
-        this.tables.length,
-        ...counts,
-        ...rows,
-      )) as number;
-      const seeded = sealed === 1 ? keys.fingerprint : await redis.get(`${prefix}cfg:seeded`);
-      if (seeded === keys.fingerprint) {
-        if (sealed === 1)
-          log.warn(
-            { rows: rows.length / 4, dropped: bad.size },
-            'cluster: configuration in Redis was stored in plain text by an older version; adopted and sealed with CLUSTER_SECRET',
-          );
-        break;
-      }
-      if (seeded !== '1') throw foreignSecretError(prefix);
-      // Still plain but changed while read: a node of the older version is still writing.
-      if (attempt === 5)
-        throw new Error(
-          'cluster: the plain-text configuration of an older version kept changing while it was adopted: stop every node of the older version first',
-        );
-    }
-    this.legacy = false;
-    this.lastId = '0-0';
-    // Rows only this node has are most likely rows the cluster deleted while this node was away
-    // (an instance, a key, a rule): published, they would come back on every node. They stay here
-    // only, and the operator is told.
-    const localOnly: Record<string, number> = {};
-    for (const t of this.tables) {
-      const inCluster = new Set(await redis.hkeys(`${prefix}cfg:snap:${t.name}`));
-      for (const r of db.query<Row, []>(`SELECT * FROM ${t.name}`).all()) {
-        if (t.name === 'api_keys' && r.is_bootstrap === 1) continue;
-        if (!inCluster.has(JSON.stringify(t.pk.map((c) => r[c])))) localOnly[t.name] = (localOnly[t.name] ?? 0) + 1;
-      }
-    }
-    if (Object.keys(localOnly).length) {
-      log.warn(
-        { localOnly },
-        'cluster: this node has configuration rows the older cluster did not have (deleted there while this node was away?); kept on this node only, not shared — recreate them through the API if they are wanted',
-      );
-    }
   }
 
   /** Queues every local configuration row for publishing (an empty cluster takes this node's configuration). */
@@ -471,16 +351,6 @@ export class ConfigSync {
       this.d.log.warn({ err: String(err) }, 'cluster: config pull failed; will retry');
     } finally {
     }
-  }
-}
-
-/** A row as an older version kept it in Redis (a plain JSON object), or null when the value is not one. */
-function parsePlainRow(text: string): Row | null {
-  try {
-    const v = JSON.parse(text) as unknown;
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Row) : null;
-  } catch {
-    return null;
   }
 }
 

@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import type Redis from 'ioredis';
 import type { Logger } from 'pino';
-import type { PersonOp, PersonService } from '../services/persons.ts';
+import type { PersonOp, PersonService } from '../../services/persons.ts';
 
 const PULL_BATCH = 1000;
 

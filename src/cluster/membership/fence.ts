@@ -1,0 +1,27 @@
+// Self-fence at the channel: every outbound call of an instance's adapter is refused once its
+// shard's lease is not certainly this node's, so a paused or partitioned former owner never sends
+// after another node may have taken over.
+import type { ChannelAdapter } from '../../channels/types.ts';
+import { ChannelError } from '../../channels/types.ts';
+
+const GUARDED = new Set(['send', 'edit', 'typing']);
+
+/** The adapter with send, edit and typing refused (a retryable ChannelError) while `leaseValid()` is false. */
+export function fenceAdapter(adapter: ChannelAdapter, leaseValid: () => boolean, blocked: () => void): ChannelAdapter {
+  return new Proxy(adapter, {
+    get: (target, prop) => {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      if (typeof prop === 'string' && GUARDED.has(prop)) {
+        return (...args: unknown[]) => {
+          if (!leaseValid()) {
+            blocked();
+            return Promise.reject(new ChannelError('this node no longer owns the instance (cluster fence)', true));
+          }
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return (v as (...a: unknown[]) => unknown).bind(target);
+    },
+  });
+}
