@@ -4,6 +4,7 @@ import { Elysia } from 'elysia';
 import { authorize, presentedKey } from './api/auth.ts';
 import { docsAssets } from './api/docs.ts';
 import { ApiError, errorBody } from './api/errors.ts';
+import { sparseFieldsets } from './api/fields.ts';
 import { healthRoutes } from './api/health.ts';
 import { accessV1 } from './api/v1/access.ts';
 import { instancesV1 } from './api/v1/instances.ts';
@@ -103,6 +104,8 @@ export function buildServer(gw: Gateway) {
   const { log, config } = gw;
   const limit = config.bodyLimitBytes;
 
+  // Filled once the app is built: the sparse-fieldset hook reads each route's response schema.
+  let routeTable: Array<{ method: string; path: string; hooks: { response?: unknown } }> = [];
   const app = new Elysia({ normalize: false })
     // Error envelope for everything, registered before the routes so it covers them all.
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
@@ -268,6 +271,9 @@ export function buildServer(gw: Gateway) {
       }),
     )
     .use(docsAssets())
+    .use(
+      sparseFieldsets((method, path) => routeTable.find((r) => r.method === method && r.path === path)?.hooks.response),
+    )
     .use(healthRoutes(gw))
     .use(instancesV1(gw))
     .use(instancesV2(gw))
@@ -311,6 +317,7 @@ export function buildServer(gw: Gateway) {
     )
     .use(webConsole(gw));
 
+  routeTable = app.routes;
   return app;
 }
 
