@@ -64,3 +64,55 @@ describe('settings PATCH', () => {
     expect((await t.call('GET', '/api/v2/settings/traces.retentionDays')).body.data.value).toBe(8);
   });
 });
+
+describe('one route table, several paths (design principle 1, the keys path)', () => {
+  test('v2 resources the v1 guide does not define answer under /api/v1 with the v2 shapes', async () => {
+    for (const path of ['/api/v1/events', '/api/v1/persons', '/api/v1/access/rules', '/api/v1/channels']) {
+      const v1 = await t.call('GET', path);
+      const v2 = await t.call('GET', path.replace('/api/v1/', '/api/v2/'));
+      expect([path, v1.status]).toEqual([path, 200]);
+      expect(Object.keys(v1.body).sort()).toEqual(Object.keys(v2.body).sort());
+    }
+    const settings = await t.call('PATCH', '/api/v1/settings', { settings: { 'traces.retentionDays': 11 } });
+    expect(settings.body.data[0].value).toBe(11);
+    const sent = await t.call('POST', '/api/v1/messages', { instanceId: 'nope', to: '1', text: 'x' });
+    expect(sent.status).toBe(404);
+    expect(sent.body.error.code).toBe('NOT_FOUND');
+    // The guide's own v1 routes keep the guide's shapes (bare arrays / {total, traces}).
+    expect(Array.isArray((await t.call('GET', '/api/v1/instances')).body)).toBe(true);
+    expect((await t.call('GET', '/api/v1/traces')).body).toHaveProperty('traces');
+  });
+
+  test('the keys resource answers at /api/v2/api-keys (and its audit route) as at /api/v2/keys', async () => {
+    const created = await t.call('POST', '/api/v2/api-keys', { name: 'via api-keys', scopes: ['events:read'] });
+    expect(created.status).toBe(201);
+    const id = created.body.data.id;
+    expect((await t.call('GET', `/api/v2/keys/${id}`)).body.data.name).toBe('via api-keys');
+    const audit = await t.call('GET', `/api/v2/api-keys/${id}/audit`);
+    expect(audit.status).toBe(200);
+    expect(Array.isArray(audit.body.items)).toBe(true);
+  });
+
+  test('an alias needs the scope of its v2 route, and instance-bound keys stay bound', async () => {
+    const reader = (await t.call('POST', '/api/v2/keys', { name: 'events only', scopes: ['events:read'] })).body.data
+      .key;
+    const as = (method: string, path: string, body?: unknown) => t.call(method, path, body, { 'x-api-key': reader });
+    expect((await as('GET', '/api/v1/events')).status).toBe(200);
+    expect((await as('GET', '/api/v1/persons')).status).toBe(403);
+    expect((await as('GET', '/api/v2/api-keys')).status).toBe(403);
+    expect((await as('POST', '/api/v1/messages', { instanceId: 'x', to: '1', text: 'x' })).status).toBe(403);
+    const inst = await createInstance('bound-target');
+    const bound = (
+      await t.call('POST', '/api/v2/keys', { name: 'bound', scopes: ['settings:*'], instanceIds: [inst.id] })
+    ).body.data.key;
+    // Settings are shared by every tenant: a bound key is refused on the alias as on the v2 route.
+    const patch = await t.call('PATCH', '/api/v1/settings', { 'traces.retentionDays': 3 }, { 'x-api-key': bound });
+    expect(patch.status).toBe(403);
+  });
+
+  test('the OpenAPI document lists the aliases', async () => {
+    const doc = (await t.call('GET', '/docs/json')).body;
+    for (const p of ['/api/v1/events', '/api/v2/api-keys', '/api/v2/api-keys/{id}/audit', '/api/v1/settings'])
+      expect(Object.keys(doc.paths)).toContain(p);
+  });
+});

@@ -19,9 +19,9 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 const KeyParams = t.Object({ key: t.String({ maxLength: 100, description: 'Setting key' }) });
 
-export function settingsV2(gw: Gateway) {
+export function settingsV2(gw: Gateway, prefix = '/api/v2/settings') {
   return (
-    new Elysia({ name: 'settings-v2', prefix: '/api/v2/settings' })
+    new Elysia({ name: `settings-v2:${prefix}`, prefix })
       .get(
         '',
         () => ({ items: gw.settings.list(), meta: { cursor: null, hasMore: false, total: gw.settings.list().length } }),
