@@ -1,10 +1,12 @@
 // Builds the Elysia app. Tests call buildServer(gw).handle(new Request(...)); main.ts listens.
 import { openapi } from '@elysiajs/openapi';
-import { Elysia } from 'elysia';
+import { type AnyElysia, Elysia } from 'elysia';
 import { authorize, presentedKey } from './api/auth.ts';
 import { docsAssets } from './api/docs.ts';
 import { ApiError, errorBody } from './api/errors.ts';
+import { sparseFieldsets } from './api/fields.ts';
 import { healthRoutes } from './api/health.ts';
+import { RESOURCE_ALIASES } from './api/scopes.ts';
 import { accessV1 } from './api/v1/access.ts';
 import { instancesV1 } from './api/v1/instances.ts';
 import { sendV1 } from './api/v1/send.ts';
@@ -103,6 +105,8 @@ export function buildServer(gw: Gateway) {
   const { log, config } = gw;
   const limit = config.bodyLimitBytes;
 
+  // Filled once the app is built: the sparse-fieldset hook reads each route's response schema.
+  let routeTable: Array<{ method: string; path: string; hooks: { response?: unknown } }> = [];
   const app = new Elysia({ normalize: false })
     // Error envelope for everything, registered before the routes so it covers them all.
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
@@ -268,23 +272,20 @@ export function buildServer(gw: Gateway) {
       }),
     )
     .use(docsAssets())
+    .use(
+      sparseFieldsets((method, path) => routeTable.find((r) => r.method === method && r.path === path)?.hooks.response),
+    )
     .use(healthRoutes(gw))
     .use(instancesV1(gw))
     .use(instancesV2(gw))
-    .use(settingsV2(gw))
     .use(clusterV2(gw))
     .use(tracesV1(gw))
     .use(tracesV2(gw))
     .use(accessV1(gw))
-    .use(accessV2(gw))
-    .use(keysV2(gw))
     .use(webhookRoutes(gw))
-    .use(eventsV2(gw))
-    .use(personsV2(gw))
-    .use(messagesV2(gw))
     .use(sendV1(gw))
-    .use(channelsV2(gw))
     .use(aguiRoutes(gw))
+    .use(resourceRoutes(gw))
     .use(
       wsRoutes({
         hub: gw.pipeline.hub,
@@ -311,6 +312,29 @@ export function buildServer(gw: Gateway) {
     )
     .use(webConsole(gw));
 
+  routeTable = app.routes;
+  return app;
+}
+
+/**
+ * The v2 resources, each at its own path and at its aliases (RESOURCE_ALIASES: the keys resource
+ * at /api/v2/api-keys too, and the resources the v1 guide does not define under /api/v1 as well).
+ */
+function resourceRoutes(gw: Gateway) {
+  const mounts: Array<[string, (gw: Gateway, prefix: string) => AnyElysia]> = [
+    ['/api/v2/access', accessV2],
+    ['/api/v2/channels', channelsV2],
+    ['/api/v2/events', eventsV2],
+    ['/api/v2/keys', keysV2],
+    ['/api/v2/messages', messagesV2],
+    ['/api/v2/persons', personsV2],
+    ['/api/v2/settings', settingsV2],
+  ];
+  const app = new Elysia({ name: 'resources' });
+  for (const [path, routes] of mounts) {
+    app.use(routes(gw, path));
+    for (const [alias, canonical] of RESOURCE_ALIASES) if (canonical === path) app.use(routes(gw, alias));
+  }
   return app;
 }
 

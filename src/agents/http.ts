@@ -143,6 +143,8 @@ export function seedBody(req: import('./types.ts').AgentRequest): Record<string,
   return {
     user_id: req.userId,
     session_id: req.sessionId,
+    // The guide's example body names the session too: one name per instance and sender.
+    session_name: `${req.context.instance}_${req.userId}`,
     message: req.message,
     context: req.context,
     session_origin: req.sessionOrigin,

@@ -40,7 +40,9 @@ export function createAgentClient(agent: AgentConfig, opts: AgentClientOptions):
   };
   if (type === 'leo') return new LeoAgentClient({ ...base, url: agent.url }, opts.leo);
   if (!agent.url) return failingClient(new AgentError('instance has no agent_api_url configured', false));
-  const ep: EndpointOptions = { ...base, url: agent.url };
+  // The seed JSON body (json, and auto which sends it too) follows the v1 guide's path rule.
+  const url = type === 'json' || type === 'auto' ? withAgentChatPath(agent.url) : agent.url;
+  const ep: EndpointOptions = { ...base, url };
   switch (type) {
     case 'json':
       return new JsonAgentClient(ep);
@@ -51,6 +53,20 @@ export function createAgentClient(agent: AgentConfig, opts: AgentClientOptions):
     default:
       return new AutoAgentClient(ep);
   }
+}
+
+/** The v1 guide's "Agent API Contract": a base URL with no path is called at `/api/agent/chat`. */
+export const AGENT_CHAT_PATH = '/api/agent/chat';
+export function withAgentChatPath(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return url;
+  }
+  if (u.pathname !== '/' && u.pathname !== '') return url;
+  u.pathname = AGENT_CHAT_PATH;
+  return u.toString();
 }
 
 function failingClient(err: AgentError): AgentClient {

@@ -86,8 +86,29 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'GET /api/v2/keys/:id/audit': 'admin:*',
 };
 
+/**
+ * Resources served at more than one path by the same handlers: the keys resource also at the
+ * design's /api/v2/api-keys, and every v2 resource the v1 guide does not define also under
+ * /api/v1 (design principle 1). An alias needs exactly the scope of the route it stands for.
+ */
+export const RESOURCE_ALIASES: ReadonlyArray<readonly [alias: string, canonical: string]> = [
+  ['/api/v2/api-keys', '/api/v2/keys'],
+  ['/api/v1/api-keys', '/api/v2/keys'],
+  ...['messages', 'events', 'persons', 'access', 'settings', 'channels'].map(
+    (r) => [`/api/v1/${r}`, `/api/v2/${r}`] as const,
+  ),
+];
+
+/** The table's spelling of a route: trailing slash dropped, an alias resolved to its resource. */
+export function canonicalRoute(route: string): string {
+  const r = route.length > 1 ? route.replace(/\/+$/, '') : route;
+  for (const [alias, canonical] of RESOURCE_ALIASES)
+    if (r === alias || r.startsWith(`${alias}/`)) return canonical + r.slice(alias.length);
+  return r;
+}
+
 export function scopeFor(method: string, route: string): string | undefined {
-  return ROUTE_SCOPES[`${method.toUpperCase() as Method} ${route.length > 1 ? route.replace(/\/+$/, '') : route}`];
+  return ROUTE_SCOPES[`${method.toUpperCase() as Method} ${canonicalRoute(route)}`];
 }
 
 /**
@@ -106,5 +127,5 @@ export const UNRESTRICTED_ROUTES = new Set<string>([
 ]);
 
 export function needsUnrestrictedKey(method: string, route: string): boolean {
-  return UNRESTRICTED_ROUTES.has(`${method.toUpperCase()} ${route.length > 1 ? route.replace(/\/+$/, '') : route}`);
+  return UNRESTRICTED_ROUTES.has(`${method.toUpperCase()} ${canonicalRoute(route)}`);
 }

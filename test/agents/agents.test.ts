@@ -111,6 +111,7 @@ describe('json (seed contract)', () => {
     expect(r.body).toEqual({
       user_id: 'whatsapp:+15551234567',
       session_id: 'session-abc123',
+      session_name: 'whatsapp-leo-bot_whatsapp:+15551234567',
       message: 'What can you do?',
       context: { channel: 'whatsapp', instance: 'whatsapp-leo-bot', source: 'evolution-api' },
       session_origin: 'whatsapp',
@@ -120,6 +121,22 @@ describe('json (seed contract)', () => {
     expect(r.headers['idempotency-key']).toBe('idem-1');
     expect(r.headers['content-type']).toBe('application/json');
     expect(r.headers['x-tenant']).toBe('t1');
+  });
+
+  test('a base URL without a path is called at /api/agent/chat (the v1 guide); a URL with a path as given', async () => {
+    const f = fake({ protocol: 'json' });
+    const base = f.url.replace(/\/agent$/, '');
+    for (const [type, url, path] of [
+      ['json', base, '/api/agent/chat'],
+      ['json', `${base}/`, '/api/agent/chat'],
+      ['auto', base, '/api/agent/chat'],
+      ['json', f.url, '/agent'],
+      ['json', `${base}/custom/chat?x=1`, '/custom/chat'],
+    ] as const) {
+      const client = createAgentClient(agentConfig({ url, type }), { leo: NO_LEO });
+      expect(await runAgent(client, request({ message: 'hi' }), new AbortController().signal)).toBe('echo: hi');
+      expect(f.requests.at(-1)!.path).toBe(path);
+    }
   });
 
   test('no key configured → no auth headers', async () => {

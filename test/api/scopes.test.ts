@@ -1,7 +1,7 @@
 // Scopes are enforced, not decorative: every /api operation in the OpenAPI document refuses a key
 // that lacks its scope (403) and admits a key holding exactly that scope (anything but 403).
 import { describe, expect, test } from 'bun:test';
-import { ROUTE_SCOPES } from '../../src/api/scopes.ts';
+import { scopeFor } from '../../src/api/scopes.ts';
 import { hasScope, SCOPES } from '../../src/services/keys.ts';
 import { createTestGateway } from '../helpers.ts';
 
@@ -20,7 +20,7 @@ describe('scope table', () => {
     expect(ops.length).toBeGreaterThan(30);
     const failures: string[] = [];
     for (const op of ops) {
-      const scope = ROUTE_SCOPES[`${op.method} ${op.route}`];
+      const scope = scopeFor(op.method, op.route);
       if (!scope) {
         failures.push(`${op.method} ${op.route}: not in ROUTE_SCOPES`);
         continue;

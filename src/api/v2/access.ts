@@ -98,7 +98,7 @@ const Pause = t.Object(
   { description: 'A conversation where the bot stays quiet' },
 );
 
-export function accessV2(gw: Gateway) {
+export function accessV2(gw: Gateway, prefix = '/api/v2/access') {
   const ruleFor = (request: Request, id: string): AccessRule => {
     const r = gw.access.getRule(id);
     if (!r || (r.instanceId !== null && !canSeeInstance(principalOf(request), r.instanceId)))
@@ -120,7 +120,7 @@ export function accessV2(gw: Gateway) {
       throw new ApiError('FORBIDDEN', 'Keys restricted to instances cannot manage global rules');
   };
 
-  return new Elysia({ name: 'access-v2', prefix: '/api/v2/access' })
+  return new Elysia({ name: `access-v2:${prefix}`, prefix })
     .get(
       '/rules',
       ({ query, request }) => {

@@ -37,7 +37,7 @@ function versionOf(kind: ChannelKind, library: string): string {
   return kind === 'whatsapp-evolution' ? 'Evolution API v2' : 'built-in';
 }
 
-export function channelsV2(gw: Gateway) {
+export function channelsV2(gw: Gateway, prefix = '/api/v2/channels') {
   const view = (kind: ChannelKind, request: Request) => {
     const info = CHANNEL_INFO[kind];
     return {
@@ -49,7 +49,7 @@ export function channelsV2(gw: Gateway) {
       instances: gw.instances.count({ channel: [kind], ids: principalOf(request).instanceIds }),
     };
   };
-  return new Elysia({ name: 'channels-v2', prefix: '/api/v2/channels' })
+  return new Elysia({ name: `channels-v2:${prefix}`, prefix })
     .get('', ({ request }) => ({ items: CHANNEL_KINDS.map((k) => view(k, request)) }), {
       detail: {
         tags: ['channels'],

@@ -92,7 +92,7 @@ function checkDate(field: string, v: string | undefined): string | undefined {
 
 const listOf = (v: string | string[] | undefined) => (Array.isArray(v) ? (v.length ? v : undefined) : commaList(v));
 
-export function eventsV2(gw: Gateway) {
+export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
   const events = gw.events;
 
   /** The caller's filter: instance names resolved, instance-bound keys confined to their instances. */
@@ -119,7 +119,7 @@ export function eventsV2(gw: Gateway) {
 
   const personName = (id: string) => gw.persons.get(id)?.displayName ?? null;
 
-  return new Elysia({ name: 'events-v2', prefix: '/api/v2/events' })
+  return new Elysia({ name: `events-v2:${prefix}`, prefix })
     .get(
       '',
       async ({ query, request }) => {

@@ -43,6 +43,10 @@ const V2Status = t.Object(
   { description: 'Connection status' },
 );
 const StatusData = t.Object({ data: V2Status }, { description: 'Connection status' });
+const LogoutData = t.Object(
+  { success: t.Literal(true), data: V2Status },
+  { description: 'Logged out; the connection status after it' },
+);
 const lifecycleErrors = { 409: errorResponses[400], 502: errorResponses[500], ...errorResponses };
 
 /** Instance lookup honouring the key's instance restriction (others are NOT_FOUND). */
@@ -277,7 +281,11 @@ export function instancesV2(gw: Gateway) {
     )
     .post(
       '/:id/logout',
-      async ({ params, request }) => ({ data: await lifecycleOf(gw).logout(visibleInstance(gw, request, params.id)) }),
+      // The design answers {success:true}; the status after the logout comes along as data.
+      async ({ params, request }) => ({
+        success: true as const,
+        data: await lifecycleOf(gw).logout(visibleInstance(gw, request, params.id)),
+      }),
       {
         params: IdParams,
         detail: {
@@ -286,7 +294,7 @@ export function instancesV2(gw: Gateway) {
           description:
             'WhatsApp only. Baileys: unlinks the device and deletes the stored auth state (pair again to reconnect). Evolution: proxied to DELETE /instance/logout.',
         },
-        response: { 200: StatusData, ...lifecycleErrors },
+        response: { 200: LogoutData, ...lifecycleErrors },
       },
     )
     .get(

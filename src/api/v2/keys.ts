@@ -76,7 +76,7 @@ const AuditRecord = t.Object(
   { description: 'One authenticated request' },
 );
 
-export function keysV2(gw: Gateway) {
+export function keysV2(gw: Gateway, prefix = '/api/v2/keys') {
   /** instanceIds given by id or name → ids; unknown ones are a validation error. */
   const resolveInstances = (ids: string[] | null | undefined, caller: Principal): string[] | null | undefined => {
     if (ids === undefined) return undefined;
@@ -134,7 +134,7 @@ export function keysV2(gw: Gateway) {
       throw new ApiError('CONFLICT', 'This is the last working admin key; create another admin key first');
   };
 
-  return new Elysia({ name: 'keys-v2', prefix: '/api/v2/keys' })
+  return new Elysia({ name: `keys-v2:${prefix}`, prefix })
     .get(
       '',
       ({ query, request }) => {

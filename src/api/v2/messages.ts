@@ -82,8 +82,8 @@ const result = (r: SendResult) => ({
   status: r.status,
 });
 
-export function messagesV2(gw: Gateway) {
-  return new Elysia({ name: 'messages-v2', prefix: '/api/v2/messages' })
+export function messagesV2(gw: Gateway, prefix = '/api/v2/messages') {
+  return new Elysia({ name: `messages-v2:${prefix}`, prefix })
     .post(
       '',
       async ({ body, request, set }) => {

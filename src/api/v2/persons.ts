@@ -73,7 +73,7 @@ const PartialMeta = t.Optional(
   }),
 );
 
-export function personsV2(gw: Gateway) {
+export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
   const persons = gw.persons;
   const scopeOf = (request: Request) => principalOf(request).instanceIds;
   /** This node's rows of some persons, as the caller may see them. */
@@ -137,7 +137,7 @@ export function personsV2(gw: Gateway) {
     await synced();
   };
 
-  return new Elysia({ name: 'persons-v2', prefix: '/api/v2/persons' })
+  return new Elysia({ name: `persons-v2:${prefix}`, prefix })
     .get(
       '',
       async ({ query, request }) => {
