@@ -2,21 +2,20 @@
 // durable inbox in order (bounded prefetch) and runs ONE message at a time through
 // access → agent → send; the next starts only when the previous reached a terminal state.
 
-import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
+import type { InboxStore } from '../db/inbox-store.ts';
+import type { MessageWork } from '../db/message-work.ts';
 import { AgentError, runAgent } from '../src/agents/index.ts';
 import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
 import { ApiChannelAdapter } from '../src/channels/api.ts';
 import { type ChannelAdapter, ChannelError, type InboundMessage, type OutboundMessage } from '../src/channels/types.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
-import type { GroupCommitter } from '../src/services/group-commit.ts';
-import { isoNow, newId, sha256 } from '../src/services/ids.ts';
-import type { Inbox, InboxRow } from '../src/services/inbox.ts';
+import { sha256 } from '../src/services/ids.ts';
+import type { InboxRow } from '../src/services/inbox.ts';
 import type { Instance } from '../src/services/instance-types.ts';
 import type { TerminalInfo } from '../src/services/pipeline.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
-import { TraceLog, type TraceService } from '../src/services/traces.ts';
 import { backoffDelay } from './runtime/backoff.ts';
 import type { Clock } from './runtime/clock.ts';
 import type { Actor } from './runtime/supervisor.ts';
@@ -59,11 +58,8 @@ export interface PipelineObserver {
 }
 
 export interface ConversationDeps {
-  db: Database;
-  inbox: Inbox;
-  traces: TraceService;
-  /** Shared group commit for the pipeline's writes. */
-  committer: GroupCommitter;
+  /** The inbox store: the conversation's rows, and each message's unit of work (every write goes through it). */
+  inbox: InboxStore;
   clock: Clock;
   log: Logger;
   instance(id: string): Instance | null;
@@ -125,8 +121,6 @@ export class ConversationActor implements Actor<ConversationMsg> {
   private openTurns = new Set<string>();
   /** Platform id of reply part 0 when this actor sent it (saves the events a lookup). */
   private partZero: { seq: number; id: string } | null = null;
-  /** Outbox parts written while processing a row fresh from ingest (see DeliveryContext.partsWritten). */
-  private freshParts: { seq: number; parts: Set<number> } | null = null;
 
   constructor(
     readonly conversationId: string,
@@ -155,7 +149,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
   /** Counts an unexpected failure against the row's attempts; true when the row is (now) terminal. */
   private failedUnexpectedly(row: InboxRow, err: unknown): boolean {
-    const { db, inbox, traces, log } = this.deps;
+    const { inbox, log } = this.deps;
     const message = (err as Error)?.message ?? String(err);
     log.error({ trace: row.id, err: message }, 'unexpected failure while processing a message');
     try {
@@ -164,16 +158,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
       if (current.status !== 'pending' && current.status !== 'processing') return true; // it did finish
       const attempts = current.attempts + 1;
       if (attempts < this.deps.policy.maxAttempts()) {
-        db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
+        inbox.recordAttempt(row.seq, attempts);
         return false;
       }
-      db.transaction(() => {
-        db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(attempts, row.seq);
-        traces.addStep(row.id, 'failed_unexpectedly', 'error', { error: message, attempts });
-        traces.finish(row.seq, 'failed', { error: message, channelSuccess: false, receivedAt: row.received_at });
-      })();
+      inbox.failUnexpectedly(row, attempts, message);
       if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, message);
-      inbox.settled(this.conversationId, row.seq);
       this.deps.observer.terminal?.(row, 'failed', this.deps.instance(row.instance_id), null);
       return true;
     } catch {
@@ -214,8 +203,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const { log } = this.deps;
     const inst = this.deps.instance(row.instance_id);
     const msg = JSON.parse(row.payload_json) as InboundMessage;
-    const trace = new TraceLog(this.deps.traces, row.id, this.deps.committer, this.deps.inbox.knownNextStep(row));
-    this.freshParts = this.deps.inbox.isFresh(row) ? { seq: row.seq, parts: new Set() } : null;
+    const trace = this.deps.inbox.begin(row);
     if (!inst) {
       await this.finish(row, trace, 'failed', null, { error: 'instance no longer exists' });
       return;
@@ -255,8 +243,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
           return;
         }
         attempts++;
-        const n = attempts;
-        trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
+        trace.recordAttempt(attempts);
         const retryable =
           err instanceof AgentError || err instanceof ChannelError ? err.retryable : !(err instanceof Terminal);
         const stage = responseText === null ? 'agent' : 'send';
@@ -292,12 +279,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
   /** One attempt: the agent (unless its reply is already committed), then delivery. */
   private async attempt(
     row: InboxRow,
-    trace: TraceLog,
+    trace: MessageWork,
     inst: Instance,
     msg: InboundMessage,
     committed: string | null,
   ): Promise<string> {
-    const { db, sink, clock } = this.deps;
+    const { sink, clock } = this.deps;
     const adapter = this.adapterFor(inst, msg);
     if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
     const ctx = this.deliveryContext(row, trace, inst, msg, adapter);
@@ -363,7 +350,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
           { agent_url: safeUrl(inst.agent.url), response_preview: reply.slice(0, 120) },
           Math.round(ms),
         );
-        await trace.commit(() => db.query('UPDATE inbox SET response_text = ? WHERE seq = ?').run(reply, row.seq));
+        await trace.commitReply(reply);
         this.openTurns.delete(turnId);
         sink.runFinished(turnId, reply);
       } catch (err) {
@@ -424,29 +411,24 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
   private deliveryContext(
     row: InboxRow,
-    trace: TraceLog,
+    trace: MessageWork,
     inst: Instance,
     msg: InboundMessage,
     adapter: ChannelAdapter,
   ): DeliveryContext {
     return {
-      db: this.deps.db,
       clock: this.deps.clock,
       adapter,
       instance: inst,
-      inboxSeq: row.seq,
       chat: msg.chat,
       inbound: msg,
       idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
-      log: trace,
-      partsWritten: this.freshParts?.seq === row.seq ? this.freshParts.parts : undefined,
+      work: trace,
       onSent: (part, platformMessageId) => {
         if (part === 0) this.partZero = { seq: row.seq, id: platformMessageId };
       },
       onPossibleDuplicate: () => {
-        trace.write(() =>
-          this.deps.db.query('UPDATE inbox SET possible_duplicate = possible_duplicate + 1 WHERE seq = ?').run(row.seq),
-        );
+        trace.markPossibleDuplicate();
         trace.step('possible_duplicate_send', 'error', { reason: 'resent a part whose earlier send was interrupted' });
         this.deps.observer.possibleDuplicate?.(inst);
       },
@@ -456,7 +438,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
   /** Best-effort extra message (error reply, access reply) through its own outbox part. */
   private async trySend(
     row: InboxRow,
-    trace: TraceLog,
+    trace: MessageWork,
     inst: Instance,
     msg: InboundMessage,
     label: string,
@@ -476,7 +458,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
     }
   }
 
-  private async deliverSend(row: InboxRow, trace: TraceLog, inst: Instance, msg: InboundMessage): Promise<void> {
+  private async deliverSend(row: InboxRow, trace: MessageWork, inst: Instance, msg: InboundMessage): Promise<void> {
     let attempts = row.attempts;
     for (;;) {
       try {
@@ -497,9 +479,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
         return;
       } catch (err) {
         attempts++;
-        const n = attempts;
         const retryable = err instanceof ChannelError ? err.retryable : true;
-        trace.write(() => this.deps.db.query('UPDATE inbox SET attempts = ? WHERE seq = ?').run(n, row.seq));
+        trace.recordAttempt(attempts);
         if (retryable && attempts < this.deps.policy.maxAttempts()) {
           await trace.commit();
           if (
@@ -519,21 +500,14 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
   private async deadLetter(
     row: InboxRow,
-    trace: TraceLog,
+    trace: MessageWork,
     inst: Instance,
     msg: InboundMessage,
     reason: string,
     attempts: number,
     retryable: boolean,
   ): Promise<void> {
-    const { db } = this.deps;
-    trace.write(() =>
-      db
-        .query(
-          'INSERT OR REPLACE INTO dead_letters (id, inbox_seq, instance_id, conversation_id, reason, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-        )
-        .run(newId(), row.seq, inst.id, this.conversationId, reason, attempts, isoNow()),
-    );
+    trace.deadLetter({ instanceId: inst.id, reason, attempts });
     trace.step('dead_lettered', 'error', { reason, attempts, retryable });
     this.deps.observer.deadLettered?.(inst);
     if (inst.settings.errorReply) await this.trySend(row, trace, inst, msg, 'error_reply', inst.settings.errorReply);
@@ -543,22 +517,15 @@ export class ConversationActor implements Actor<ConversationMsg> {
   /** The terminal state, in one transaction with everything still queued for this message. */
   private async finish(
     row: InboxRow,
-    trace: TraceLog,
+    trace: MessageWork,
     status: 'completed' | 'failed' | 'blocked' | 'dead_lettered',
     inst: Instance | null,
     f: { error?: string; channelSuccess?: boolean },
     responseText: string | null = null,
   ): Promise<void> {
-    await trace.commit(() =>
-      this.deps.traces.finish(row.seq, status, {
-        error: f.error ?? null,
-        channelSuccess: f.channelSuccess ?? null,
-        receivedAt: row.received_at,
-      }),
-    );
-    this.deps.inbox.settled(this.conversationId, row.seq);
+    await trace.finish(status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null });
     const info: TerminalInfo = {
-      firstTerminal: this.deps.inbox.isFresh(row),
+      firstTerminal: trace.fresh,
       firstPartId: this.partZero?.seq === row.seq ? this.partZero.id : undefined,
     };
     this.partZero = null;

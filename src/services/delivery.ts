@@ -5,42 +5,25 @@
 // Every posted part has an outbox row: sending → sent (with the platform id). `sending` is
 // committed (with the message's queued trace writes) before the channel call; `sent` is queued
 // and committed with the message's next write. A part found `sending` after a crash is resent and
-// counted as a possible duplicate.
-import type { Database } from 'bun:sqlite';
+// counted as a possible duplicate. The rows are written through the message's unit of work.
 import type { Clock } from '../../actors/runtime/clock.ts';
+import type { MessageWork } from '../../db/message-work.ts';
 import type { ChannelAdapter, ChatRef, InboundMessage, OutboundMessage } from '../channels/types.ts';
 import { BlockSplitter, chunkText } from '../stream/chunker.ts';
 import { crashPoint } from './crash.ts';
-import { isoNow, newId } from './ids.ts';
 import type { Instance } from './instance-types.ts';
-import type { TraceLog } from './traces.ts';
-
-interface OutboxRow {
-  id: string;
-  part: number;
-  text: string;
-  status: 'pending' | 'sending' | 'sent' | 'failed';
-  platform_message_id: string | null;
-}
 
 export interface DeliveryContext {
-  db: Database;
   clock: Clock;
   adapter: ChannelAdapter;
   instance: Instance;
-  inboxSeq: number;
   chat: ChatRef;
   inbound: InboundMessage | undefined;
   idempotencyKey: string;
-  /** The message's pending writes (trace steps, row updates), committed with the outbox changes. */
-  log: TraceLog;
+  /** The message's unit of work: its queued writes (trace steps, row updates) commit with the outbox changes. */
+  work: MessageWork;
   onPossibleDuplicate: () => void;
   onSent?: (part: number, platformMessageId: string, text: string) => void;
-  /**
-   * For a row never processed before (fresh from this process's ingest): the parts this
-   * processing has put in the outbox. Any other part has no outbox row, so its lookup is skipped.
-   */
-  partsWritten?: Set<number>;
 }
 
 export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
@@ -62,56 +45,20 @@ export async function sendPart(
   replyTo?: string,
   extra?: Pick<OutboundMessage, 'media' | 'reaction'>,
 ): Promise<string> {
-  const { db } = ctx;
-  const known = ctx.partsWritten;
-  const row =
-    known && !known.has(part)
-      ? null
-      : db
-          .query<OutboxRow, [number, number]>(
-            'SELECT id, part, text, status, platform_message_id FROM outbox WHERE inbox_seq = ? AND part = ?',
-          )
-          .get(ctx.inboxSeq, part);
+  const { work } = ctx;
+  const row = work.outboxPart(part);
   if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
   if (row?.status === 'sending') ctx.onPossibleDuplicate();
-  known?.add(part);
-  await ctx.log.commit(() => {
-    if (row)
-      db.query("UPDATE outbox SET status = 'sending', text = ?, attempts = attempts + 1 WHERE id = ?").run(
-        text,
-        row.id,
-      );
-    else
-      db.query(
-        "INSERT INTO outbox (id, inbox_seq, part, text, status, attempts, created_at) VALUES (?, ?, ?, ?, 'sending', 1, ?)",
-      ).run(newId(), ctx.inboxSeq, part, text, isoNow());
-  });
+  await work.commitSending(part, text, row);
   const receipt = await ctx.adapter.send(
     ctx.chat,
     { text, replyTo, ...extra },
     { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound },
   );
   crashPoint('after_send_before_outbox_commit');
-  const sentAt = isoNow();
-  ctx.log.write(() => {
-    db.query(
-      "UPDATE outbox SET status = 'sent', platform_message_id = ?, sent_at = ? WHERE inbox_seq = ? AND part = ?",
-    ).run(receipt.platformMessageId, sentAt, ctx.inboxSeq, part);
-  });
+  work.markSent(part, receipt.platformMessageId);
   ctx.onSent?.(part, receipt.platformMessageId, text);
   return receipt.platformMessageId;
-}
-
-export function sentParts(
-  db: Database,
-  inboxSeq: number,
-): Array<{ part: number; text: string; platformMessageId: string }> {
-  return db
-    .query<{ part: number; text: string; platform_message_id: string }, [number]>(
-      "SELECT part, text, platform_message_id FROM outbox WHERE inbox_seq = ? AND status = 'sent' ORDER BY part",
-    )
-    .all(inboxSeq)
-    .map((r) => ({ part: r.part, text: r.text, platformMessageId: r.platform_message_id }));
 }
 
 /** Progressive delivery while the agent streams; `finish(finalText)` completes the reply. */
@@ -177,7 +124,7 @@ class EditWriter implements ReplyWriter {
     private limits: { maxChars: number; maxLines?: number },
     private replyTo?: string,
   ) {
-    for (const s of sentParts(ctx.db, ctx.inboxSeq)) {
+    for (const s of ctx.work.sentParts()) {
       this.ids.set(s.part, s.platformMessageId);
       this.shown.set(s.part, s.text);
     }
@@ -193,11 +140,7 @@ class EditWriter implements ReplyWriter {
         this.ids.set(i, await sendPart(this.ctx, i, text, i === 0 ? this.replyTo : undefined));
       } else {
         await this.ctx.adapter.edit!(this.ctx.chat, id, text);
-        this.ctx.log.write(() =>
-          this.ctx.db
-            .query('UPDATE outbox SET text = ? WHERE inbox_seq = ? AND part = ?')
-            .run(text, this.ctx.inboxSeq, i),
-        );
+        this.ctx.work.setPartText(i, text);
       }
       this.shown.set(i, text);
     }

@@ -11,14 +11,14 @@ import {
 import { InstanceActor } from '../../actors/instance.ts';
 import type { Clock, Timer } from '../../actors/runtime/clock.ts';
 import { Supervisor } from '../../actors/runtime/supervisor.ts';
+import { InboxStore } from '../../db/inbox-store.ts';
 import { createAgentClient } from '../agents/index.ts';
 import type { AgentClient } from '../agents/types.ts';
 import { type AdapterDeps, type AdapterFactory, DEFAULT_FACTORIES } from '../channels/registry.ts';
 import type { ChannelAdapter, ChannelKind, InboundMessage } from '../channels/types.ts';
 import type { Config } from '../config.ts';
 import { StreamHub } from '../stream/hub.ts';
-import { GroupCommitter } from './group-commit.ts';
-import { Inbox, type InboxRow, type IngestOutcome } from './inbox.ts';
+import type { InboxRow, IngestOutcome } from './inbox.ts';
 import type { Instance, InstanceStatus } from './instance-types.ts';
 import type { InstanceService } from './instances.ts';
 import { Metrics } from './metrics.ts';
@@ -58,9 +58,8 @@ export type TerminalListener = (
 ) => void;
 
 export class Pipeline {
-  readonly inbox: Inbox;
+  readonly inbox: InboxStore;
   readonly traces: TraceService;
-  readonly committer: GroupCommitter;
   readonly hub: StreamHub;
   readonly metrics = new Metrics();
   readonly conversations: Supervisor<ConversationMsg>;
@@ -92,9 +91,8 @@ export class Pipeline {
 
   constructor(private o: PipelineOptions) {
     const p = o.config.pipeline;
-    this.inbox = new Inbox(o.db, { conversationBacklog: p.conversationBacklog, globalBacklog: p.globalBacklog });
-    this.traces = new TraceService(o.db);
-    this.committer = new GroupCommitter(o.db);
+    this.inbox = new InboxStore(o.db, { conversationBacklog: p.conversationBacklog, globalBacklog: p.globalBacklog });
+    this.traces = new TraceService(o.db, this.inbox);
     this.hub = new StreamHub({ clock: o.clock });
     this.agentPermits = new Semaphore(p.agentConcurrency);
     const mt = this.metrics;
@@ -190,10 +188,7 @@ export class Pipeline {
 
     // One dependency object shared by every conversation actor (per-actor closures cost ~1 KB each).
     const actorDeps: ConversationDeps = {
-      db: o.db,
       inbox: this.inbox,
-      traces: this.traces,
-      committer: this.committer,
       clock: o.clock,
       log: o.log,
       instance: (id) => o.instances.get(id),

@@ -4,7 +4,7 @@
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { Clock, Timer } from '../../actors/runtime/clock.ts';
-import type { Inbox } from './inbox.ts';
+import type { InboxStore } from '../../db/inbox-store.ts';
 import type { SettingsService } from './settings.ts';
 
 const HOUR = 3_600_000;
@@ -12,7 +12,7 @@ const HOUR = 3_600_000;
 export class Retention {
   private timer: Timer | null = null;
 
-  constructor(private d: { db: Database; inbox: Inbox; settings: SettingsService; clock: Clock; log: Logger }) {}
+  constructor(private d: { db: Database; inbox: InboxStore; settings: SettingsService; clock: Clock; log: Logger }) {}
 
   /** Deletes what is past retention; returns the counts (for tests and the log). */
   run(): { messages: number; events: number } {

@@ -1,8 +1,7 @@
-// Traces: the inbox row is the trace; steps are appended as the pipeline runs.
+// Traces: the inbox row is the trace; steps are appended as the pipeline runs. This service reads
+// them for the API; every write goes through the inbox store (db/inbox-store.ts).
 import type { Database } from 'bun:sqlite';
-import type { GroupCommitter } from './group-commit.ts';
-import { isoNow } from './ids.ts';
-import type { InboxRow, InboxStatus } from './inbox.ts';
+import type { InboxRow } from './inbox.ts';
 
 export interface TraceStep {
   step: string;
@@ -36,89 +35,25 @@ export interface TraceRecord extends InboxRow {
   steps: TraceStep[];
 }
 
-/**
- * The pending writes of one message being processed: trace steps and row updates are buffered
- * and written together with the stage's own change (agent commit, outbox `sending`, finish), so
- * a message costs a few transactions instead of one per step.
- */
-export class TraceLog {
-  private ops: Array<() => void> = [];
-  private nextIdx: number;
-
-  /** `nextStep`: the next step index when the caller knows it (a row fresh from ingest); else queried. */
-  constructor(
-    private traces: TraceService,
-    readonly traceId: string,
-    private committer: GroupCommitter,
-    nextStep?: number,
-  ) {
-    this.nextIdx = nextStep ?? traces.nextStepIndex(traceId);
-  }
-
-  step(
-    step: string,
-    status: TraceStep['status'],
-    details?: Record<string, unknown> | null,
-    durationMs?: number | null,
-  ): void {
-    const idx = this.nextIdx++;
-    const at = isoNow();
-    this.ops.push(() =>
-      this.traces.insertStep(this.traceId, idx, step, status, at, durationMs ?? null, details ?? null),
-    );
-  }
-
-  /** Queues a row update for the next commit of this message. */
-  write(op: () => void): void {
-    this.ops.push(op);
-  }
-
-  /** Commits the queued writes, then `also`, in the next group commit; resolves once durable. */
-  commit(also?: () => void): Promise<void> {
-    const ops = this.ops;
-    this.ops = [];
-    if (ops.length === 0 && !also) return Promise.resolve();
-    return this.committer.commit(() => {
-      for (const op of ops) op();
-      also?.();
-    });
-  }
-}
-
 export class TraceService {
-  /** Hot-path statements, prepared once (db.query would look each up by its SQL text per call). */
-  private stmt;
+  /** `writer`: the inbox store (db/inbox-store.ts), the only writer of trace steps. */
+  constructor(
+    readonly db: Database,
+    private writer: {
+      addStep(
+        traceId: string,
+        step: string,
+        status: TraceStep['status'],
+        details?: Record<string, unknown> | null,
+        durationMs?: number | null,
+      ): void;
+    },
+  ) {}
 
-  constructor(readonly db: Database) {
-    this.stmt = {
-      insertStep: db.query<unknown, [string, number, string, string, string, number | null, string | null]>(
-        'INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      ),
-      finish: db.query<unknown, [string, string | null, number | null, string, number, number]>(
-        'UPDATE inbox SET status = ?, error = COALESCE(?, error), channel_success = COALESCE(?, channel_success), completed_at = ?, duration_ms = ? WHERE seq = ?',
-      ),
-    };
-  }
-
-  nextStepIndex(traceId: string): number {
-    return this.db
-      .query<{ n: number }, [string]>('SELECT COALESCE(MAX(idx), -1) + 1 AS n FROM trace_steps WHERE trace_id = ?')
-      .get(traceId)!.n;
-  }
-
-  insertStep(
-    traceId: string,
-    idx: number,
-    step: string,
-    status: TraceStep['status'],
-    at: string,
-    durationMs: number | null,
-    details: Record<string, unknown> | null,
-  ): void {
-    this.stmt.insertStep.run(traceId, idx, step, status, at, durationMs, details ? JSON.stringify(details) : null);
-  }
-
-  /** One step in its own transaction (API actions such as a replay; the pipeline uses TraceLog). */
+  /**
+   * One step written at once, by the inbox store. Kept for src/cluster/index.ts until it calls
+   * the store (InboxStore.closeHandledElsewhere / addStep) itself.
+   */
   addStep(
     traceId: string,
     step: string,
@@ -126,7 +61,7 @@ export class TraceService {
     details?: Record<string, unknown> | null,
     durationMs?: number | null,
   ): void {
-    this.insertStep(traceId, this.nextStepIndex(traceId), step, status, isoNow(), durationMs ?? null, details ?? null);
+    this.writer.addStep(traceId, step, status, details, durationMs);
   }
 
   steps(traceId: string): TraceStep[] {
@@ -229,22 +164,5 @@ export class TraceService {
       )
       .get(traceId);
     return r ? { ...r, steps: this.steps(r.id) } : null;
-  }
-
-  /** Marks a trace terminal. */
-  finish(
-    seq: number,
-    status: InboxStatus,
-    fields: { error?: string | null; channelSuccess?: boolean | null; receivedAt: string },
-  ): void {
-    const now = Date.now();
-    this.stmt.finish.run(
-      status,
-      fields.error ?? null,
-      fields.channelSuccess == null ? null : fields.channelSuccess ? 1 : 0,
-      isoNow(now),
-      Math.max(0, now - Date.parse(fields.receivedAt)),
-      seq,
-    );
   }
 }

@@ -106,11 +106,7 @@ export function tracesV2(gw: Gateway) {
   });
   /** The dead letter when this node holds it; null when it is not here (another node may hold it). */
   const localDead = (request: Request, id: string): DeadRow | null => {
-    const r = db
-      .query<DeadRow, [string]>(
-        'SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq WHERE d.id = ?',
-      )
-      .get(id);
+    const r = gw.pipeline.inbox.deadLetter(id);
     if (r && !canSeeInstance(principalOf(request), r.instance_id))
       throw new ApiError('NOT_FOUND', 'Dead letter not found');
     return r;
@@ -432,19 +428,8 @@ export function tracesV2(gw: Gateway) {
         if (!r) return atHolder<{ data: { traceId: string; status: string } }>(request, set);
         if (gw.cluster) return replayAtOwner(gw.cluster, r);
         // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
-        const reopened = db.transaction(() => {
-          const changed = db
-            .query(
-              "UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, completed_at = NULL, duration_ms = NULL WHERE seq = ? AND status = 'dead_lettered'",
-            )
-            .run(r.inbox_seq).changes;
-          if (changed) db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
-          return changed > 0;
-        })();
-        if (!reopened) throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
-        gw.pipeline.traces.addStep(r.trace_id, 'replayed', 'success', { dead_letter_id: r.id });
-        gw.pipeline.inbox.reopened(r.conversation_id);
-        gw.pipeline.wake(r.conversation_id);
+        if (!gw.pipeline.inbox.replayDeadLetter(r))
+          throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
         return { data: { traceId: r.trace_id, status: 'pending' } };
       },
       {
@@ -468,7 +453,7 @@ export function tracesV2(gw: Gateway) {
       async ({ params, request, set }) => {
         const r = localDead(request, params.id);
         if (!r) return atHolder<{ success: true }>(request, set);
-        db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
+        gw.pipeline.inbox.deleteDeadLetter(r.id);
         return { success: true };
       },
       {
