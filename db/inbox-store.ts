@@ -121,10 +121,9 @@ export class InboxStore {
   /**
    * A row reached a terminal state: it no longer counts against the bounds. With `seq` the row is
    * one an actor was handed; without it the row may be one of the kept fresh rows, so they are
-   * dropped. Called by the store's own closes; public only until src/cluster/index.ts closes its
-   * rows through closeHandledElsewhere().
+   * dropped.
    */
-  settled(conversationId: string, seq?: number): void {
+  private settled(conversationId: string, seq?: number): void {
     if (seq === undefined) this.dropFresh(conversationId);
     const n = (this.backlog.get(conversationId) ?? 0) - 1;
     if (n <= 0) this.backlog.delete(conversationId);

@@ -50,6 +50,7 @@ import { ClusterKeys } from './crypto.ts';
 import { DeadLetters, type DeadLetterView } from './dead-letters/dead-letters.ts';
 import { Acks } from './handoff/acks.ts';
 import { Handoff } from './handoff/handoff.ts';
+import { type LocalDeadLetter, replayThroughOwner } from './handoff/replay.ts';
 import type { ClusterHost } from './host.ts';
 import { LiveRelay } from './live.ts';
 import { ConversationShards } from './membership/conversations.ts';
@@ -252,6 +253,11 @@ export class Cluster implements PeerDirectory {
   /** Any node: durable append for the owner, with dedupe, before the caller is answered. */
   append(msg: InboundMessage, kind: 'inbound' | 'send'): Promise<IngestOutcome> {
     return this.handoff.append(msg, kind);
+  }
+
+  /** Replays a message this node dead-lettered by handing it to its shard's owner. */
+  replayInboxDeadLetter(d: LocalDeadLetter): Promise<{ traceId: string; status: 'pending' }> {
+    return replayThroughOwner(this.host.pipeline, (msg, kind) => this.append(msg, kind), d);
   }
 
   // Dead letters (admin API).

@@ -92,7 +92,7 @@ export class Pipeline {
   constructor(private o: PipelineOptions) {
     const p = o.config.pipeline;
     this.inbox = new InboxStore(o.db, { conversationBacklog: p.conversationBacklog, globalBacklog: p.globalBacklog });
-    this.traces = new TraceService(o.db, this.inbox);
+    this.traces = new TraceService(o.db);
     this.hub = new StreamHub({ clock: o.clock });
     this.agentPermits = new Semaphore(p.agentConcurrency);
     const mt = this.metrics;

@@ -36,33 +36,7 @@ export interface TraceRecord extends InboxRow {
 }
 
 export class TraceService {
-  /** `writer`: the inbox store (db/inbox-store.ts), the only writer of trace steps. */
-  constructor(
-    readonly db: Database,
-    private writer: {
-      addStep(
-        traceId: string,
-        step: string,
-        status: TraceStep['status'],
-        details?: Record<string, unknown> | null,
-        durationMs?: number | null,
-      ): void;
-    },
-  ) {}
-
-  /**
-   * One step written at once, by the inbox store. Kept for src/cluster/index.ts until it calls
-   * the store (InboxStore.closeHandledElsewhere / addStep) itself.
-   */
-  addStep(
-    traceId: string,
-    step: string,
-    status: TraceStep['status'],
-    details?: Record<string, unknown> | null,
-    durationMs?: number | null,
-  ): void {
-    this.writer.addStep(traceId, step, status, details, durationMs);
-  }
+  constructor(readonly db: Database) {}
 
   steps(traceId: string): TraceStep[] {
     return this.db

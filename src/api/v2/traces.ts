@@ -1,7 +1,6 @@
 // v2 traces, conversations and dead letters. Cluster mode: every one of them is read (and a dead
 // letter replayed or deleted) on any node — see src/cluster/gather.ts.
 import { Elysia, t } from 'elysia';
-import type { InboundMessage } from '../../channels/types.ts';
 import {
   askHolders,
   callPeers,
@@ -13,7 +12,6 @@ import {
   notHeld,
   type TimeKey,
 } from '../../cluster/gather.ts';
-import type { Cluster } from '../../cluster/index.ts';
 import type { Gateway } from '../../gateway.ts';
 import { principalOf } from '../../server.ts';
 import { canSeeInstance } from '../../services/keys.ts';
@@ -125,36 +123,6 @@ export function tracesV2(gw: Gateway) {
    * "handled elsewhere" by the next owner's catch-up). A new message (new trace), queued after what
    * the owner already has, the agent asked again (the old trace's committed reply stays with it).
    */
-  const replayAtOwner = async (cluster: Cluster, r: DeadRow) => {
-    const row = db
-      .query<{ status: string; kind: 'inbound' | 'send'; payload_json: string }, [number]>(
-        'SELECT status, kind, payload_json FROM inbox WHERE seq = ?',
-      )
-      .get(r.inbox_seq);
-    if (row?.status !== 'dead_lettered')
-      throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
-    const msg = JSON.parse(row.payload_json) as InboundMessage;
-    const replay: InboundMessage = {
-      ...msg,
-      // The stream dedupes by (instance, provider message id) for days, so the replay needs an id of
-      // its own — one per dead letter, so a repeated replay is still deduped. Replies keep quoting
-      // (threading under) the original message; an API send has nothing to quote.
-      providerMessageId: `${msg.providerMessageId}#replay:${r.id}`,
-      ...(row.kind === 'inbound' ? { replyToMessageId: msg.replyToMessageId ?? msg.providerMessageId } : {}),
-      extra: {
-        ...Object.fromEntries(Object.entries(msg.extra ?? {}).filter(([k]) => !k.startsWith('cluster'))),
-        replayOf: r.trace_id,
-      },
-    };
-    const handed = await cluster.append(replay, row.kind);
-    db.query('DELETE FROM dead_letters WHERE id = ?').run(r.id);
-    gw.pipeline.traces.addStep(r.trace_id, 'replayed', 'success', {
-      dead_letter_id: r.id,
-      replay_trace_id: handed.traceId,
-      via: 'handed to the shard owner',
-    });
-    return { data: { traceId: handed.traceId, status: 'pending' } };
-  };
   return new Elysia({ name: 'traces-v2', prefix: '/api/v2' })
     .get(
       '/traces',
@@ -426,7 +394,7 @@ export function tracesV2(gw: Gateway) {
       async ({ params, request, set }) => {
         const r = localDead(request, params.id);
         if (!r) return atHolder<{ data: { traceId: string; status: string } }>(request, set);
-        if (gw.cluster) return replayAtOwner(gw.cluster, r);
+        if (gw.cluster) return { data: await gw.cluster.replayInboxDeadLetter(r) };
         // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
         if (!gw.pipeline.inbox.replayDeadLetter(r))
           throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');

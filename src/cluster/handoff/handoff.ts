@@ -17,7 +17,7 @@
 // unfinished rows are kept (a missing stream says nothing about who finished them).
 import type Redis from 'ioredis';
 import type { InboundMessage } from '../../channels/types.ts';
-import { isoNow, newId } from '../../services/ids.ts';
+import { newId } from '../../services/ids.ts';
 import { conversationIdFor, type InboxRow, type IngestOutcome, TERMINAL } from '../../services/inbox.ts';
 import { type ClusterContext, viaStore } from '../context.ts';
 import type { DeadLetters } from '../dead-letters/dead-letters.ts';
@@ -213,19 +213,12 @@ export class Handoff {
     const entries = await readWholeStream(ctx.cmd, ctx.k(`stream:${shard}`));
     if (!current()) return;
     const present = new Set(entries.map((e) => e[0]));
-    const { db, pipeline } = ctx.host;
-    const open = db
-      .query<InboxRow, []>("SELECT * FROM inbox WHERE status IN ('pending','processing') ORDER BY seq")
-      .all();
-    for (const row of open) {
+    const { inbox } = ctx.host.pipeline;
+    for (const row of inbox.openRows()) {
       if (ctx.shardOfInstance(row.instance_id) !== shard) continue;
       const sid = streamIdOf(row);
       if (!sid || present.has(sid) || !streamKnown) continue;
-      db.query("UPDATE inbox SET status = 'completed', completed_at = ? WHERE seq = ?").run(isoNow(), row.seq);
-      pipeline.traces.addStep(row.id, 'handled_by_other_node', 'success', {
-        reason: 'another owner finished this message while this node did not own its shard',
-      });
-      pipeline.inbox.settled(row.conversation_id);
+      inbox.closeHandledElsewhere(row);
       ctx.counters.handedOffRows++;
     }
     // On a failed ingest the shard is read again from the last entry handled (re-ingest is deduped).
