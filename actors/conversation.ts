@@ -7,7 +7,9 @@ import type { InboxStore } from '../db/inbox-store.ts';
 import type { MessageWork } from '../db/message-work.ts';
 import { AgentError, runAgent } from '../src/agents/index.ts';
 import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
-import { ApiChannelAdapter } from '../src/channels/api.ts';
+import { ApiChannelAdapter } from '../src/channels/api/adapter.ts';
+import { postedViaApi } from '../src/channels/api/index.ts';
+import { platformOf, requireChannel } from '../src/channels/registry.ts';
 import { type ChannelAdapter, ChannelError, type InboundMessage, type OutboundMessage } from '../src/channels/types.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
@@ -110,8 +112,7 @@ export function idempotencyKeyFor(instanceId: string, providerMessageId: string)
 }
 
 function userIdFor(inst: Instance, m: InboundMessage): string {
-  const prefix = inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel;
-  return `${prefix}:${m.sender.phone ?? m.sender.id}`;
+  return `${platformOf(inst.channel)}:${m.sender.phone ?? m.sender.id}`;
 }
 
 export class ConversationActor implements Actor<ConversationMsg> {
@@ -172,7 +173,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
   /** Messages that came through the API are answered on the live stream, never on the platform. */
   private adapterFor(inst: Instance, msg: InboundMessage): ChannelAdapter | null {
-    return msg.extra?.via === 'api' ? API_ADAPTER : this.deps.adapter(inst.id);
+    return postedViaApi(msg) ? API_ADAPTER : this.deps.adapter(inst.id);
   }
 
   /** A retry wait; false when the gateway started shutting down meanwhile. */
@@ -297,11 +298,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
         sessionId: this.conversationId,
         message: msg.text,
         context: {
-          channel: inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel,
+          channel: platformOf(inst.channel),
           instance: inst.name,
-          source: inst.channel === 'whatsapp-evolution' ? 'evolution-api' : inst.channel,
+          source: requireChannel(inst.channel).agentSource ?? inst.channel,
         },
-        sessionOrigin: inst.channel.startsWith('whatsapp') ? 'whatsapp' : inst.channel,
+        sessionOrigin: platformOf(inst.channel),
         idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
         messageId: row.id,
         senderName: msg.sender.name,
@@ -374,7 +375,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
     }
     if (!text.trim()) throw new Terminal('failed', 'agent returned an empty reply');
     const sendStart = clock.monotonic();
-    const sentStep = inst.channel === 'whatsapp-evolution' ? 'evolution_api_called' : 'channel_sent';
+    const sentStep = requireChannel(inst.channel).traceSteps.sent;
     try {
       const parts = await writer.finish(text);
       this.deps.observer.sent?.(inst, clock.monotonic() - sendStart, true);

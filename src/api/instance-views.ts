@@ -1,12 +1,13 @@
 // v1 (flat snake_case, the setup guide's shape) and v2 (camelCase, nested) views of an instance
 // and the matching input mappers. Secrets are always masked.
 import { t } from 'elysia';
+import { SECRET_FIELDS } from '../channels/registry.ts';
 import type { ChannelKind } from '../channels/types.ts';
 import { principalOf } from '../server.ts';
 import { maskSecret } from '../services/ids.ts';
 import type { Instance } from '../services/instance-types.ts';
 import type { InstanceInput } from '../services/instances.ts';
-import { SECRET_FIELDS, webhookUrl } from '../services/instances.ts';
+import { webhookUrl } from '../services/instances.ts';
 import { hasScope } from '../services/keys.ts';
 import { ApiError } from './errors.ts';
 import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCamel } from './schemas.ts';

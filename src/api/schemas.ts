@@ -1,11 +1,10 @@
 // TypeBox schemas shared by the route modules, generated where possible from the service's
 // field tables so the API and the validation rules cannot drift apart.
 import { type TSchema, t } from 'elysia';
-import { CHANNEL_FIELDS } from '../services/instances.ts';
+import { CHANNEL_KINDS, ALL_CHANNEL_FIELDS as FIELDS } from '../channels/registry.ts';
+import type { FieldType } from '../channels/types.ts';
 
-type FieldKind = (typeof CHANNEL_FIELDS)[keyof typeof CHANNEL_FIELDS][string];
-
-export function fieldSchema(kind: FieldKind, name: string): TSchema {
+export function fieldSchema(kind: FieldType, name: string): TSchema {
   const d = { description: name.replace(/_/g, ' ') };
   switch (kind) {
     case 'bool':
@@ -30,19 +29,15 @@ export function fieldSchema(kind: FieldKind, name: string): TSchema {
 }
 
 /** Every channel field across channels, by v1 (snake_case) name. */
-export const ALL_CHANNEL_FIELDS: Record<string, FieldKind> = Object.assign({}, ...Object.values(CHANNEL_FIELDS));
+export const ALL_CHANNEL_FIELDS: Record<string, FieldType> = Object.fromEntries(
+  [...FIELDS.values()].map((f) => [f.v1, f.type]),
+);
 
 export const snakeToCamel = (s: string) => s.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 export const camelToSnake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 export const ChannelEnum = t.Union(
-  [
-    t.Literal('whatsapp-evolution'),
-    t.Literal('whatsapp-baileys'),
-    t.Literal('discord'),
-    t.Literal('slack'),
-    t.Literal('api'),
-  ],
+  CHANNEL_KINDS.map((k) => t.Literal(k)),
   { description: 'Channel kind' },
 );
 

@@ -1,104 +1,87 @@
-// Channel kind → adapter. The one place that knows every channel; tests inject their own
-// factories (e.g. a stand-in Baileys socket).
-import type { Database } from 'bun:sqlite';
-import type { Logger } from 'pino';
-import type { Clock } from '../../actors/runtime/clock.ts';
-import type { Config } from '../config.ts';
-import type { Instance } from '../services/instance-types.ts';
-import { ApiChannelAdapter } from './api.ts';
-import { DiscordAdapter } from './discord/adapter.ts';
-import { EvolutionAdapter } from './evolution/adapter.ts';
-import { SlackAdapter } from './slack/adapter.ts';
-import type { ChannelAdapter, ChannelCapabilities, ChannelKind } from './types.ts';
-import { BaileysAdapter, type BaileysAdapterOptions } from './whatsapp/adapter.ts';
+// The channels this gateway speaks: one line per channel. Everything else asks here (by kind)
+// instead of naming a channel; a new channel is a folder exporting a ChannelDefinition plus a line
+// below.
+import type { ChannelConfig } from '../services/instance-types.ts';
+import { apiChannel } from './api/index.ts';
+import { discordChannel } from './discord/index.ts';
+import { evolutionChannel } from './evolution/index.ts';
+import { slackChannel } from './slack/index.ts';
+import type { AdapterFactory, ChannelDefinition, ChannelField, ChannelKind } from './types.ts';
+import { whatsappChannel } from './whatsapp/index.ts';
 
-export interface AdapterDeps {
-  db: Database;
-  config: Config;
-  clock: Clock;
-  log: Logger;
-  fetch: typeof fetch;
-  /** Test hook: Baileys socket factory. */
-  baileysSocketFactory?: BaileysAdapterOptions['socketFactory'];
+export type { AdapterDeps, AdapterFactory } from './types.ts';
+
+export const CHANNELS: readonly ChannelDefinition[] = [
+  evolutionChannel,
+  whatsappChannel,
+  discordChannel,
+  slackChannel,
+  apiChannel,
+];
+
+const byKind = new Map(CHANNELS.map((d) => [d.kind, d]));
+
+export const CHANNEL_KINDS: readonly ChannelKind[] = CHANNELS.map((d) => d.kind);
+
+export function channelOf(kind: string): ChannelDefinition | null {
+  return byKind.get(kind) ?? null;
 }
 
-export type AdapterFactory = (inst: Instance, deps: AdapterDeps) => ChannelAdapter;
+/** For kinds read from the database (validated on write): an unknown one is a programming error. */
+export function requireChannel(kind: string): ChannelDefinition {
+  const d = byKind.get(kind);
+  if (!d) throw new Error(`unknown channel kind '${kind}'`);
+  return d;
+}
 
-export const DEFAULT_FACTORIES: Record<ChannelKind, AdapterFactory> = {
-  'whatsapp-evolution': (inst, d) => new EvolutionAdapter(inst, { clock: d.clock, fetch: d.fetch, log: d.log }),
-  'whatsapp-baileys': (_inst, d) =>
-    new BaileysAdapter({ db: d.db, clock: d.clock, socketFactory: d.baileysSocketFactory }),
-  discord: (_inst, d) => new DiscordAdapter({ clock: d.clock, defaultApiUrl: d.config.discordApiUrl }),
-  slack: (inst, d) => new SlackAdapter(inst, { clock: d.clock, defaultApiUrl: d.config.slackApiUrl }),
-  api: () => new ApiChannelAdapter(),
-};
+export const DEFAULT_FACTORIES: Record<ChannelKind, AdapterFactory> = Object.fromEntries(
+  CHANNELS.map((d) => [d.kind, d.createAdapter]),
+);
 
-/** Static description of each channel kind (GET /api/v2/channels). */
-export const CHANNEL_INFO: Record<ChannelKind, { name: string; library: string; capabilities: ChannelCapabilities }> = {
-  'whatsapp-evolution': {
-    name: 'WhatsApp via Evolution API',
-    library: 'Evolution API (HTTP)',
-    capabilities: {
-      maxText: 4000,
-      edit: false,
-      typing: true,
-      threads: false,
-      reactions: true,
-      media: ['image', 'video', 'audio', 'document'],
-      pairing: 'qr',
-    },
-  },
-  'whatsapp-baileys': {
-    name: 'WhatsApp (direct, Baileys)',
-    library: '@whiskeysockets/baileys 7.0.0-rc14',
-    capabilities: {
-      maxText: 4000,
-      edit: false,
-      typing: true,
-      threads: false,
-      reactions: true,
-      media: ['image', 'video', 'audio', 'document', 'sticker'],
-      pairing: 'qr+code',
-    },
-  },
-  discord: {
-    name: 'Discord',
-    library: 'discord.js 14.28.1',
-    capabilities: {
-      maxText: 2000,
-      maxLines: 17,
-      edit: true,
-      typing: true,
-      threads: true,
-      reactions: true,
-      media: ['image', 'video', 'audio', 'document'],
-      pairing: 'token',
-    },
-  },
-  slack: {
-    name: 'Slack',
-    library: '@slack/bolt 5.1.0',
-    capabilities: {
-      maxText: 4000,
-      edit: true,
-      typing: true,
-      threads: true,
-      reactions: true,
-      media: [],
-      pairing: 'token',
-    },
-  },
-  api: {
-    name: 'API (AG-UI and REST clients)',
-    library: 'built in',
-    capabilities: {
-      maxText: 100_000,
-      edit: false,
-      typing: false,
-      threads: false,
-      reactions: false,
-      media: [],
-      pairing: 'none',
-    },
-  },
-};
+/** The platform of a kind (both WhatsApp kinds are one platform: a number is the same user on both). */
+export function platformOf(kind: string | null): string {
+  if (kind === null) return apiChannel.platform;
+  return byKind.get(kind)?.platform ?? kind;
+}
+
+/** Platforms that group several kinds; a filter or rule may name one instead of a kind. */
+export const SHARED_PLATFORMS: readonly string[] = [
+  ...new Set(CHANNELS.filter((d) => CHANNELS.some((o) => o !== d && o.platform === d.platform)).map((d) => d.platform)),
+].filter((p) => !byKind.has(p));
+
+/** What a channel criterion may be: a shared platform or a kind. */
+export const CHANNEL_CRITERIA: readonly string[] = [...SHARED_PLATFORMS, ...CHANNEL_KINDS];
+
+/** The kinds a criterion (a kind or a shared platform) names. */
+export function kindsMatching(criterion: string): string[] {
+  if (byKind.has(criterion)) return [criterion];
+  const kinds = CHANNELS.filter((d) => d.platform === criterion).map((d) => d.kind);
+  return kinds.length ? kinds : [criterion];
+}
+
+export function channelMatches(criterion: string, kind: string): boolean {
+  return criterion === kind || (!byKind.has(criterion) && platformOf(kind) === criterion);
+}
+
+/** v1 creates without `channel`: the first channel one of whose identifying fields is given. */
+export function inferChannel(config: ChannelConfig): ChannelKind {
+  for (const d of CHANNELS) {
+    if (Array.isArray(d.inferredFrom) && d.inferredFrom.some((f) => f in config)) return d.kind;
+  }
+  const fallback = CHANNELS.find((d) => d.inferredFrom === 'otherwise');
+  if (!fallback) throw new Error('no channel is marked as the fallback for v1 creates');
+  return fallback.kind;
+}
+
+/** Every channel field by v1 name (a name two channels share, e.g. auto_qr, has one type). */
+export const ALL_CHANNEL_FIELDS: ReadonlyMap<string, ChannelField> = new Map(
+  CHANNELS.flatMap((d) => d.fields.map((f) => [f.v1, f] as const)),
+);
+
+/** Names of every secret field of every channel: the views mask these wherever they appear. */
+export const SECRET_FIELDS: ReadonlySet<string> = new Set(
+  CHANNELS.flatMap((d) => d.fields.filter((f) => f.secret).map((f) => f.v1)),
+);
+
+/** Kinds that pair by phone number, for "only … does" messages. */
+export const PAIRING_CODE_KINDS: readonly ChannelKind[] = CHANNELS.filter((d) => d.pairing?.code).map((d) => d.kind);

@@ -1,10 +1,15 @@
-// The small interface every channel implements. An adapter is driven by its instance actor
-// (actors/instance.ts); inbound messages go to ctx.ingest (the durable inbox), never to an actor.
+// What a channel is to the rest of the gateway: the adapter interface every channel implements
+// (driven by its instance actor, actors/instance.ts; inbound messages go to ctx.ingest, the durable
+// inbox, never to an actor) and the ChannelDefinition each channel folder exports (registry.ts).
+import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
-import type { Instance, InstanceStatus } from '../services/instance-types.ts';
+import type { Clock } from '../../actors/runtime/clock.ts';
+import type { Config } from '../config.ts';
+import type { ChannelConfig, Instance, InstanceStatus } from '../services/instance-types.ts';
+import type { SocketFactory } from './whatsapp/socket.ts';
 
-export type ChannelKind = 'whatsapp-evolution' | 'whatsapp-baileys' | 'discord' | 'slack' | 'api';
-export const CHANNEL_KINDS: ChannelKind[] = ['whatsapp-evolution', 'whatsapp-baileys', 'discord', 'slack', 'api'];
+/** A channel kind (the instance "channel" field). The valid kinds are those in registry.ts. */
+export type ChannelKind = string;
 
 export interface ChannelCapabilities {
   maxText: number;
@@ -126,4 +131,204 @@ export class ChannelError extends Error {
     super(message);
     this.name = 'ChannelError';
   }
+}
+
+// ---- the channel definition ----
+
+/** How a channel field's value is checked (services/instances.ts) and described (API schemas). */
+export type FieldType = 'string' | 'secret' | 'bool' | 'int' | 'number' | 'http' | 'ws' | 'strings' | 'intOrString';
+
+/** One field of an instance's channel config. Stored under its v1 name. */
+export interface ChannelField {
+  /** v1 (snake_case) name, e.g. discord_bot_token; also the stored key. */
+  v1: string;
+  /** v2 (camelCase) name in channelConfig, e.g. discordBotToken. */
+  v2: string;
+  type: FieldType;
+  /** A secret: never shown in full (the views mask it, the logs redact it). */
+  secret: boolean;
+  /** Must be set for the instance to be valid. */
+  required?: boolean;
+  /** An endpoint: these secrets go to it, so they are dropped when it changes (unless given again). */
+  receives?: string[];
+  /** Environment variable used when the instance leaves the field unset. */
+  env?: string;
+  /** Offered in the console's instance form, with this label. */
+  form?: { label: string; hint?: string };
+}
+
+export interface FieldProblem {
+  field: string;
+  problem: string;
+}
+
+/** What a webhook route answers for a handled request (status, body, extra headers). */
+export interface WebhookAnswer {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+/** Documentation of a webhook route (OpenAPI). */
+interface WebhookDocs {
+  summary: string;
+  description: string;
+  /** What the body is. */
+  body: string;
+}
+
+/**
+ * Inbound webhooks at POST /webhook/<path>/:instance. Two ways:
+ * - 'parse': the gateway authenticates (the instance's webhook token, or `authenticates`), parses
+ *   the JSON body into messages and ingests them; an unknown instance is answered 401 (names stay
+ *   secret).
+ * - 'adapter': the raw body goes to the running adapter, which verifies it (e.g. a signature over
+ *   the raw bytes) and ingests; in a cluster the request is forwarded to the node running it.
+ */
+export type ChannelWebhook =
+  | {
+      path: string;
+      mode: 'parse';
+      docs: WebhookDocs;
+      /** A second credential inside the body, accepted instead of the webhook token. */
+      authenticates?(inst: Instance, body: unknown): boolean;
+      parse(body: unknown, instanceId: string): { messages: InboundMessage[]; ignored: string[] };
+    }
+  | {
+      path: string;
+      mode: 'adapter';
+      docs: WebhookDocs;
+      /** The running adapter's request handler; null when `adapter` is not this channel's. */
+      handler(adapter: ChannelAdapter | null): ((rawBody: string, headers: Headers) => Promise<WebhookAnswer>) | null;
+    };
+
+/** A chat address from the send API's `to`, or why it is not one. */
+export type ChatAddress = ChatRef | { problem: string; expected?: string };
+
+/** Status of an instance as the lifecycle endpoints report it (services/lifecycle.ts). */
+export interface LifecycleStatus {
+  status: InstanceStatus;
+  reason: string | null;
+  channel: ChannelKind;
+  /** An instance actor is running the channel on this node. */
+  running: boolean;
+  hasQr: boolean;
+  /** WhatsApp (Baileys): the last socket close. */
+  lastDisconnect?: { statusCode: number | null; reason: string; at: string } | null;
+  qrRounds?: number;
+  nextReconnectAt?: string | null;
+  /** Evolution's own state word (open / connecting / close). */
+  evolutionState?: string;
+}
+
+export interface QrResult {
+  /** PNG data URL. */
+  qr: string;
+  expiresAt: string;
+}
+
+/** The error codes a lifecycle hook may answer with (the API's codes). */
+export type LifecycleErrorCode = 'NOT_FOUND' | 'CONFLICT' | 'VALIDATION_ERROR' | 'CHANNEL_ERROR' | 'INTERNAL_ERROR';
+
+/**
+ * What a lifecycle hook gets from services/lifecycle.ts. Errors are made by `fail`/`failure` so
+ * that channels stay free of the HTTP layer; they reach the caller as API errors.
+ */
+export interface LifecycleContext {
+  instance: Instance;
+  /** The adapter running the instance on this node, if any. */
+  adapter: ChannelAdapter | null;
+  fetch: typeof fetch;
+  clock: Clock;
+  log: Logger;
+  /** The instance's webhook URL (with its token), for channels that register it remotely. */
+  webhookUrl: string | null;
+  setStatus(status: InstanceStatus, reason: string | null): void;
+  /** The lifecycle status as GET .../status reports it now. */
+  status(): Promise<LifecycleStatus>;
+  fail(
+    code: LifecycleErrorCode,
+    message: string,
+    details?: unknown,
+    headers?: Record<string, string>,
+  ): Error & { code: string };
+  /** A failed channel call: 502 CHANNEL_ERROR "<action> failed: …", except the caller's own mistakes (400, 409). */
+  failure(err: unknown, action: string): Error & { code: string };
+  /** The instance has no running adapter here (inactive or not started yet). */
+  notRunning(): Error;
+}
+
+/** QR / phone-number pairing, for channels that link an account that way. */
+export interface ChannelPairing {
+  qr?(ctx: LifecycleContext): Promise<QrResult>;
+  /** Links by phone number: returns the code to type on the phone. */
+  code?(ctx: LifecycleContext, phoneNumber: string): Promise<string>;
+}
+
+/** Hooks for the remote side of a connection; each is optional (the default restarts the actor). */
+export interface ChannelRemote {
+  /** Extra live status (asks the platform or the running adapter). */
+  status?(ctx: LifecycleContext, base: LifecycleStatus): Promise<LifecycleStatus>;
+  /** POST .../connect, before the actor is (re)started: e.g. provision the remote instance. */
+  connect?(ctx: LifecycleContext): Promise<{ created?: boolean; qr?: string | null }>;
+  /** In the background after a create; never throws. */
+  afterCreate?(ctx: LifecycleContext): Promise<void>;
+  /** POST .../restart. True when the channel restarted itself; false to restart the actor. */
+  restart?(ctx: LifecycleContext): Promise<boolean>;
+  logout?(ctx: LifecycleContext): Promise<LifecycleStatus>;
+  /** URL that adds the bot to a server (GET .../discord/invite). */
+  invite?(ctx: LifecycleContext): string;
+}
+
+export interface AdapterDeps {
+  db: Database;
+  config: Config;
+  clock: Clock;
+  log: Logger;
+  fetch: typeof fetch;
+  /** Test hook: a stand-in WhatsApp (Baileys) socket. */
+  baileysSocketFactory?: SocketFactory;
+}
+
+export type AdapterFactory = (inst: Instance, deps: AdapterDeps) => ChannelAdapter;
+
+/**
+ * Everything the gateway knows about one channel. Each folder under src/channels/ has an index.ts
+ * that exports one of these (e.g. `export const discordChannel: ChannelDefinition`), and
+ * registry.ts lists them; nothing outside src/channels/ names a channel kind. Required: kind,
+ * platform, name, library, version, capabilities, fields, createAdapter, chatFor, traceSteps; the
+ * rest only when the channel has it (webhook, pairing, remote hooks, …).
+ */
+export interface ChannelDefinition {
+  kind: ChannelKind;
+  /** Users are the same people across kinds of one platform (e.g. both WhatsApp kinds). */
+  platform: string;
+  /** Display name and client library (GET /api/v2/channels). */
+  name: string;
+  library: string;
+  version: string;
+  /** What the channel can do by default (an adapter may narrow it per instance). */
+  capabilities: ChannelCapabilities;
+  /** The instance fields, in the order problems are reported. */
+  fields: ChannelField[];
+  /** v1 creates without `channel`: any of these fields picks this channel; 'otherwise' marks the fallback. */
+  inferredFrom?: string[] | 'otherwise';
+  /** Checks across fields, after each field's own check. */
+  validate?(config: ChannelConfig): FieldProblem[];
+  /** Fills values derived from the instance (e.g. a remote instance name defaulting to ours). */
+  fillDefaults?(config: ChannelConfig, name: string): void;
+  createAdapter: AdapterFactory;
+  webhook?: ChannelWebhook;
+  /** The send API's `to` as a chat. */
+  chatFor(to: string): ChatAddress;
+  /** Bare digits as a sender id are a phone number (access rules match them as phones). */
+  phoneSenderIds?: boolean;
+  /** `context.source` the agent is told (defaults to the kind). */
+  agentSource?: string;
+  /** No remote connection at all: nothing to connect, restart or pair. */
+  local?: boolean;
+  pairing?: ChannelPairing;
+  remote?: ChannelRemote;
+  /** Trace step names. `sent`: the step recorded when a reply was delivered. */
+  traceSteps: { sent: string };
 }

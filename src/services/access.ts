@@ -5,7 +5,8 @@ import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import { invalid, notFound } from '../api/errors.ts';
-import { CHANNEL_KINDS, type InboundMessage } from '../channels/types.ts';
+import { CHANNEL_CRITERIA, channelMatches, channelOf } from '../channels/registry.ts';
+import type { InboundMessage } from '../channels/types.ts';
 import { isoNow, newId } from './ids.ts';
 import { conversationIdForKey } from './inbox.ts';
 import type { Instance } from './instance-types.ts';
@@ -20,7 +21,7 @@ export interface RuleCriteria {
   platformUserId?: string;
   /** Phone number, `*` matches any digits (e.g. `+5511*`). */
   phone?: string;
-  /** Channel kind; `whatsapp` matches both WhatsApp channels. */
+  /** Channel kind, or a platform shared by several kinds (`whatsapp` matches both WhatsApp channels). */
   channel?: string;
   chatKind?: ChatKind;
   /** Group / channel id the message was sent in. */
@@ -131,8 +132,8 @@ function senderPhone(msg: Pick<InboundMessage, 'sender'>, channel: string): stri
   for (const v of [id, altId]) {
     if (v && WA_USER.test(v.trim().toLowerCase())) return normalizeIdentifier(v);
   }
-  // Evolution/Baileys sometimes hand over bare digits.
-  if (channel.startsWith('whatsapp') && /^\+?\d+$/.test(id.trim())) return id.replace(/\D/g, '');
+  // Some channels (WhatsApp) hand over bare digits.
+  if (channelOf(channel)?.phoneSenderIds && /^\+?\d+$/.test(id.trim())) return id.replace(/\D/g, '');
   return null;
 }
 
@@ -156,10 +157,6 @@ export function subjectOf(
 function phonePattern(p: string): RegExp {
   const digits = p.replace(/[^\d*]/g, '').replace(/\*+/g, '*');
   return new RegExp(`^${digits.split('*').join('\\d*')}$`);
-}
-
-function channelMatches(criterion: string, channel: string): boolean {
-  return criterion === channel || (criterion === 'whatsapp' && channel.startsWith('whatsapp'));
 }
 
 export function ruleMatches(rule: AccessRule, s: AccessSubject): boolean {
@@ -394,8 +391,8 @@ export class AccessService {
           field: 'criteria.phone',
           problem: 'must be a phone number with digits and optional * wildcards, e.g. +5511*',
         });
-      if (typeof c.channel === 'string' && c.channel !== 'whatsapp' && !(CHANNEL_KINDS as string[]).includes(c.channel))
-        problems.push({ field: 'criteria.channel', problem: `must be one of: whatsapp, ${CHANNEL_KINDS.join(', ')}` });
+      if (typeof c.channel === 'string' && !CHANNEL_CRITERIA.includes(c.channel))
+        problems.push({ field: 'criteria.channel', problem: `must be one of: ${CHANNEL_CRITERIA.join(', ')}` });
       if (c.chatKind !== undefined && c.chatKind !== 'direct' && c.chatKind !== 'group')
         problems.push({ field: 'criteria.chatKind', problem: 'must be one of: direct, group' });
     }

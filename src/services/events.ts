@@ -14,12 +14,13 @@
 // watermark stored with the index (migration 005), so a search always sees every written event.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
+import { kindsMatching, platformOf } from '../channels/registry.ts';
 import type { InboundMessage, OutboundMessage } from '../channels/types.ts';
 import type { StreamHub } from '../stream/hub.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
 import type { Instance, InstanceStatus } from './instance-types.ts';
-import { type Attribution, type PersonService, platformOf } from './persons.ts';
+import type { Attribution, PersonService } from './persons.ts';
 import type { Pipeline, TerminalInfo } from './pipeline.ts';
 
 export interface EventRow {
@@ -202,7 +203,7 @@ export class EventService {
       return;
     }
     const channel = inst?.channel ?? null;
-    const platform = platformOf(channel ?? 'api');
+    const platform = platformOf(channel);
     const base = { channel, instanceId: row.instance_id, conversationId: row.conversation_id, traceId: row.id };
     const instanceName = inst?.name ?? null;
     const externalId = () => (info?.firstPartId !== undefined ? info.firstPartId : this.externalId(row.seq));
@@ -481,8 +482,8 @@ export class EventService {
       params.push(...values);
     };
     if (f.channel?.length) {
-      // "whatsapp" names both WhatsApp kinds.
-      const kinds = f.channel.flatMap((c) => (c === 'whatsapp' ? ['whatsapp-evolution', 'whatsapp-baileys'] : [c]));
+      // A shared platform (e.g. "whatsapp") names all its kinds.
+      const kinds = f.channel.flatMap(kindsMatching);
       inList('e.channel', kinds);
     }
     if (f.instanceId?.length) inList('e.instance_id', f.instanceId);

@@ -2,7 +2,8 @@
 // InstanceInput (v1 flat snake_case and v2 camelCase are thin mappers over this).
 import type { Database } from 'bun:sqlite';
 import { ApiError, invalid } from '../api/errors.ts';
-import { CHANNEL_KINDS, type ChannelKind } from '../channels/types.ts';
+import { CHANNEL_KINDS, channelOf, inferChannel } from '../channels/registry.ts';
+import type { ChannelKind, FieldType } from '../channels/types.ts';
 import { accessSettingsProblems } from './access.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
 import type { AgentConfig, ChannelConfig, Instance, InstanceSettings, InstanceStatus } from './instance-types.ts';
@@ -17,87 +18,10 @@ export interface InstanceInput {
   settings?: Partial<InstanceSettings>;
 }
 
-type FieldKind = 'string' | 'secret' | 'bool' | 'int' | 'number' | 'http' | 'ws' | 'strings' | 'intOrString';
-
-/** Channel fields by channel, with their kinds; unknown fields are rejected. */
-export const CHANNEL_FIELDS: Record<ChannelKind, Record<string, FieldKind>> = {
-  'whatsapp-evolution': {
-    evolution_url: 'http',
-    evolution_key: 'secret',
-    whatsapp_instance: 'string',
-    webhook_base64: 'bool',
-    auto_qr: 'bool',
-    evolution_quote_replies: 'bool',
-    evolution_send_delay_ms: 'int',
-  },
-  'whatsapp-baileys': {
-    whatsapp_ws_url: 'ws',
-    auto_qr: 'bool',
-    whatsapp_self_messages: 'bool',
-    whatsapp_group_mention_only: 'bool',
-    whatsapp_read_receipts: 'bool',
-    whatsapp_quote_replies: 'bool',
-    whatsapp_send_rate_per_second: 'number',
-    whatsapp_send_jitter_ms: 'int',
-    whatsapp_max_qr_rounds: 'int',
-  },
-  discord: {
-    discord_bot_token: 'secret',
-    discord_client_id: 'string',
-    discord_guild_id: 'string',
-    discord_default_channel_id: 'string',
-    discord_voice_enabled: 'bool',
-    discord_slash_commands_enabled: 'bool',
-    discord_permissions: 'intOrString',
-    discord_api_url: 'http',
-    discord_listen_channel_ids: 'strings',
-    discord_require_mention: 'bool',
-    discord_max_replies_per_minute: 'int',
-  },
-  slack: {
-    slack_bot_token: 'secret',
-    slack_signing_secret: 'secret',
-    slack_app_token: 'secret',
-    slack_api_url: 'http',
-    slack_max_text: 'int',
-  },
-  api: {},
-};
-
-const REQUIRED: Record<ChannelKind, string[]> = {
-  'whatsapp-evolution': ['evolution_url', 'evolution_key'],
-  'whatsapp-baileys': [],
-  discord: ['discord_bot_token'],
-  slack: ['slack_bot_token'],
-  api: [],
-};
-
-/** The secrets each configurable endpoint receives. */
-const SECRETS_BY_ENDPOINT: Record<string, string[]> = {
-  evolution_url: ['evolution_key'],
-  discord_api_url: ['discord_bot_token'],
-  slack_api_url: ['slack_bot_token', 'slack_app_token'],
-};
-
-export const SECRET_FIELDS = new Set(
-  Object.values(CHANNEL_FIELDS).flatMap((f) =>
-    Object.entries(f)
-      .filter(([, k]) => k === 'secret')
-      .map(([n]) => n),
-  ),
-);
-
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
 const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'] as const;
 const REPLY_MODES = ['final', 'blocks', 'edit'] as const;
 const ACCESS_MODES = ['disabled', 'blocklist', 'allowlist'] as const;
-
-export function inferChannel(config: ChannelConfig): ChannelKind {
-  if ('evolution_url' in config || 'evolution_key' in config) return 'whatsapp-evolution';
-  if ('discord_bot_token' in config) return 'discord';
-  if ('slack_bot_token' in config || 'slack_signing_secret' in config) return 'slack';
-  return 'whatsapp-baileys';
-}
 
 interface Problem {
   field: string;
@@ -116,7 +40,7 @@ function checkUrl(v: unknown, protocols: string[]): string | null {
   }
 }
 
-function checkField(kind: FieldKind, v: unknown): string | null {
+function checkField(kind: FieldType, v: unknown): string | null {
   switch (kind) {
     case 'string':
     case 'secret':
@@ -314,7 +238,10 @@ export class InstanceService {
     return { sql: where.length ? `WHERE ${where.join(' AND ')}` : '', params };
   }
 
-  /** Validates and merges input over a base (create: defaults; update: current). Throws VALIDATION_ERROR listing every problem. */
+  /**
+   * Validates and merges input over a base (create: defaults; update: current). Throws VALIDATION_ERROR listing every
+   * problem. Field types, required fields and cross-field checks come from the channel's definition.
+   */
   private build(
     input: InstanceInput,
     base: Instance | null,
@@ -340,9 +267,10 @@ export class InstanceService {
       if (!CHANNEL_KINDS.includes(channel))
         problems.push({ field: 'channel', problem: `must be one of ${CHANNEL_KINDS.join(', ')}` });
     }
-    const fields = CHANNEL_FIELDS[channel] ?? {};
+    const def = channelOf(channel);
+    const fields = def?.fields ?? [];
     for (const [k, v] of Object.entries(input.config ?? {})) {
-      const kind = fields[k];
+      const kind = fields.find((f) => f.v1 === k)?.type;
       if (!kind) {
         problems.push({ field: k, problem: `is not a field of a ${channel} instance` });
         continue;
@@ -358,16 +286,17 @@ export class InstanceService {
     // go to it unless they are given again in the same request.
     const cleared = new Map<string, string>();
     if (base) {
-      for (const [urlField, secrets] of Object.entries(SECRETS_BY_ENDPOINT)) {
-        if (!(urlField in (input.config ?? {})) || input.config![urlField] === base.config[urlField]) continue;
-        for (const secret of secrets) {
+      for (const { v1: urlField, receives } of fields) {
+        if (!receives || !(urlField in (input.config ?? {})) || input.config![urlField] === base.config[urlField])
+          continue;
+        for (const secret of receives) {
           if (secret in (input.config ?? {}) || config[secret] === undefined) continue;
           delete config[secret];
           cleared.set(secret, urlField);
         }
       }
     }
-    for (const req of REQUIRED[channel] ?? []) {
+    for (const req of fields.filter((f) => f.required).map((f) => f.v1)) {
       if (config[req] === undefined || config[req] === '') {
         const url = cleared.get(req);
         problems.push({
@@ -378,13 +307,8 @@ export class InstanceService {
         });
       }
     }
-    if (channel === 'slack' && !config.slack_signing_secret && !config.slack_app_token) {
-      problems.push({
-        field: 'slack_signing_secret',
-        problem: 'is required unless slack_app_token (Socket Mode) is set',
-      });
-    }
-    if (channel === 'whatsapp-evolution' && !config.whatsapp_instance && name) config.whatsapp_instance = name;
+    if (def?.validate) problems.push(...def.validate(config));
+    if (def?.fillDefaults && name) def.fillDefaults(config, name);
 
     const agent: AgentConfig = {
       ...DEFAULT_AGENT,
@@ -580,9 +504,7 @@ export class InstanceService {
 
 /** Webhook path segment per channel; null when the channel receives no webhooks. */
 export function webhookPath(channel: ChannelKind): string | null {
-  if (channel === 'whatsapp-evolution') return 'evolution';
-  if (channel === 'slack') return 'slack';
-  return null;
+  return channelOf(channel)?.webhook?.path ?? null;
 }
 
 /** The instance's webhook URL; the token is shown only to callers allowed to change the instance. */

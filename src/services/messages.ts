@@ -3,6 +3,7 @@
 // caller waits (bounded) for that row's terminal state and gets the platform message id.
 import type { Database } from 'bun:sqlite';
 import { ApiError } from '../api/errors.ts';
+import { requireChannel } from '../channels/registry.ts';
 import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../channels/types.ts';
 import { newId } from './ids.ts';
 import { type InboxRow, TERMINAL } from './inbox.ts';
@@ -39,30 +40,15 @@ export interface MessageView {
   completedAt: string | null;
 }
 
-/**
- * Where `to` goes on a channel. WhatsApp: a number (any punctuation) becomes the phone JID — the
- * chat id inbound messages of that user carry, so the send lands in the same conversation (and
- * Evolution strips it back to digits); a JID (with '@') is used as is. Discord/Slack: the channel
- * id, optionally `channel/thread`.
- */
+/** Where `to` goes on the instance's channel (each channel says how it addresses a chat). */
 export function chatFor(inst: Instance, to: string): ChatRef {
-  const raw = to.trim();
-  if (inst.channel.startsWith('whatsapp')) {
-    if (raw.includes('@')) return { chatId: raw, kind: raw.endsWith('@g.us') ? 'group' : 'direct' };
-    const digits = raw.replace(/[\s()+\-.]/g, '');
-    if (!/^\d{6,20}$/.test(digits))
-      throw new ApiError('VALIDATION_ERROR', 'to: expected a phone number (E.164 digits) or a WhatsApp JID', {
-        field: 'to',
-        received: to,
-        expected: 'E.164 number or JID',
-      });
-    return { chatId: `${digits}@s.whatsapp.net`, kind: 'direct' };
-  }
-  if (!raw) throw new ApiError('VALIDATION_ERROR', 'to: must not be empty', { field: 'to' });
-  const slash = raw.indexOf('/');
-  if (slash > 0 && (inst.channel === 'discord' || inst.channel === 'slack'))
-    return { chatId: raw.slice(0, slash), threadId: raw.slice(slash + 1), kind: 'group' };
-  return { chatId: raw, kind: 'group' };
+  const chat = requireChannel(inst.channel).chatFor(to);
+  if ('problem' in chat)
+    throw new ApiError('VALIDATION_ERROR', `to: ${chat.problem}`, {
+      field: 'to',
+      ...(chat.expected ? { received: to, expected: chat.expected } : {}),
+    });
+  return chat;
 }
 
 export class MessageService {

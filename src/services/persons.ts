@@ -15,16 +15,12 @@
 // Rows created before deterministic ids keep their random ids.
 import type { Database } from 'bun:sqlite';
 import { ApiError } from '../api/errors.ts';
-import type { ChannelKind, InboundMessage } from '../channels/types.ts';
+import type { InboundMessage } from '../channels/types.ts';
 import { normalizeIdentifier } from './access.ts';
 import { isoNow, newId, sha256 } from './ids.ts';
 
-export type Platform = 'whatsapp' | 'discord' | 'slack' | 'api';
-
-/** whatsapp-evolution and whatsapp-baileys are one platform: a number is the same user on both. */
-export function platformOf(kind: ChannelKind | string): Platform {
-  return kind.startsWith('whatsapp') ? 'whatsapp' : (kind as Platform);
-}
+/** A channel's platform (channels/registry.ts platformOf): kinds of one platform share their users. */
+export type Platform = string;
 
 export interface PersonRow {
   id: string;

@@ -2,8 +2,8 @@
 // start real channel adapters for them (Discord gateway, Evolution webhook registration), which
 // must never reach the internet. Every channel gets a stand-in adapter that connects nowhere.
 import { afterEach } from 'bun:test';
-import type { AdapterFactory } from '../../src/channels/registry.ts';
-import { CHANNEL_KINDS, type ChannelAdapter, type ChannelKind } from '../../src/channels/types.ts';
+import { type AdapterFactory, CHANNEL_KINDS } from '../../src/channels/registry.ts';
+import type { ChannelAdapter, ChannelKind } from '../../src/channels/types.ts';
 import { createTestGateway } from '../helpers.ts';
 
 const offlineAdapter: AdapterFactory = (inst): ChannelAdapter => ({

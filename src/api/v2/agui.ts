@@ -2,6 +2,7 @@
 // RunAgentInput enters the instance's conversation for `threadId` through the same durable
 // inbox and conversation actor as channel messages; the reply streams back as AG-UI SSE.
 import { Elysia, t } from 'elysia';
+import { VIA_API } from '../../channels/api/index.ts';
 import type { InboundMessage } from '../../channels/types.ts';
 import type { Gateway } from '../../gateway.ts';
 import { principalOf } from '../../server.ts';
@@ -74,7 +75,7 @@ export function aguiRoutes(gw: Gateway) {
         text,
         contentType: 'text',
         timestamp: Date.now(),
-        extra: { via: 'api', threadId: input.threadId, runId: input.runId },
+        extra: { via: VIA_API, threadId: input.threadId, runId: input.runId },
       };
 
       const encoder = new TextEncoder();

@@ -1,7 +1,8 @@
-// v2 channels: the channel kinds this gateway speaks, with library version and capabilities.
+// v2 channels: the channel kinds this gateway speaks, with library version, capabilities and
+// instance fields (the console builds its instance form from these).
 import { Elysia, t } from 'elysia';
-import { CHANNEL_INFO } from '../../channels/registry.ts';
-import { CHANNEL_KINDS, type ChannelKind } from '../../channels/types.ts';
+import { CHANNEL_KINDS, CHANNELS, channelOf } from '../../channels/registry.ts';
+import type { ChannelDefinition } from '../../channels/types.ts';
 import type { Gateway } from '../../gateway.ts';
 import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
@@ -19,6 +20,18 @@ const Capabilities = t.Object(
   },
   { description: 'What the channel can do' },
 );
+const V2ChannelField = t.Object(
+  {
+    name: t.String({ description: 'channelConfig name (camelCase)' }),
+    v1Name: t.String({ description: 'v1 (snake_case) name' }),
+    type: t.String({ description: 'string | secret | bool | int | number | http | ws | strings | intOrString' }),
+    secret: t.Boolean({ description: 'Returned masked' }),
+    required: t.Boolean(),
+    env: t.Optional(t.String({ description: 'Environment variable used when the field is unset' })),
+    form: t.Optional(t.Object({ label: t.String(), hint: t.Optional(t.String()) }, { description: 'Console form' })),
+  },
+  { description: 'Instance field of this channel' },
+);
 const V2Channel = t.Object(
   {
     id: t.String({ description: 'Channel kind (the instance "channel" field)' }),
@@ -26,45 +39,46 @@ const V2Channel = t.Object(
     library: t.String(),
     version: t.String({ description: 'Version of the client library or API spoken' }),
     capabilities: Capabilities,
+    fields: t.Array(V2ChannelField, { description: 'Instance fields (channelConfig)' }),
     instances: t.Integer({ description: 'Instances of this kind visible to the caller' }),
   },
   { description: 'Channel' },
 );
 
-function versionOf(kind: ChannelKind, library: string): string {
-  const m = /\d+\.\d+[\w.-]*/.exec(library);
-  if (m) return m[0];
-  return kind === 'whatsapp-evolution' ? 'Evolution API v2' : 'built-in';
-}
-
 export function channelsV2(gw: Gateway, prefix = '/api/v2/channels') {
-  const view = (kind: ChannelKind, request: Request) => {
-    const info = CHANNEL_INFO[kind];
-    return {
-      id: kind,
-      name: info.name,
-      library: info.library,
-      version: versionOf(kind, info.library),
-      capabilities: info.capabilities,
-      instances: gw.instances.count({ channel: [kind], ids: principalOf(request).instanceIds }),
-    };
-  };
+  const view = (def: ChannelDefinition, request: Request) => ({
+    id: def.kind,
+    name: def.name,
+    library: def.library,
+    version: def.version,
+    capabilities: def.capabilities,
+    fields: def.fields.map((f) => ({
+      name: f.v2,
+      v1Name: f.v1,
+      type: f.type,
+      secret: f.secret,
+      required: f.required === true,
+      ...(f.env ? { env: f.env } : {}),
+      ...(f.form ? { form: f.form } : {}),
+    })),
+    instances: gw.instances.count({ channel: [def.kind], ids: principalOf(request).instanceIds }),
+  });
   return new Elysia({ name: `channels-v2:${prefix}`, prefix })
-    .get('', ({ request }) => ({ items: CHANNEL_KINDS.map((k) => view(k, request)) }), {
+    .get('', ({ request }) => ({ items: CHANNELS.map((d) => view(d, request)) }), {
       detail: {
         tags: ['channels'],
         summary: 'List channels',
         description:
-          'Every channel kind with its library version and capabilities (text limit, media kinds, reactions, edit, typing, threads, pairing).',
+          'Every channel kind with its library version, capabilities (text limit, media kinds, reactions, edit, typing, threads, pairing) and instance fields.',
       },
       response: { 200: t.Object({ items: t.Array(V2Channel) }, { description: 'Channels' }), ...errorResponses },
     })
     .get(
       '/:id',
       ({ params, request }) => {
-        if (!(CHANNEL_KINDS as string[]).includes(params.id))
-          throw new ApiError('NOT_FOUND', `Channel '${params.id}' not found`, { known: CHANNEL_KINDS });
-        return { data: view(params.id as ChannelKind, request) };
+        const def = channelOf(params.id);
+        if (!def) throw new ApiError('NOT_FOUND', `Channel '${params.id}' not found`, { known: CHANNEL_KINDS });
+        return { data: view(def, request) };
       },
       {
         params: t.Object({ id: t.String({ maxLength: 50 }) }),

@@ -1,7 +1,7 @@
 // v2 send API: text, media, reaction, and message lookup. Sends go through the target
 // conversation's actor and outbox (ordered with agent replies); see services/messages.ts.
 import { Elysia, t } from 'elysia';
-import { CHANNEL_INFO } from '../../channels/registry.ts';
+import { requireChannel } from '../../channels/registry.ts';
 import type { ContentType, OutboundMessage } from '../../channels/types.ts';
 import type { Gateway } from '../../gateway.ts';
 import { principalOf } from '../../server.ts';
@@ -133,7 +133,7 @@ export function messagesV2(gw: Gateway, prefix = '/api/v2/messages') {
           throw new ApiError('VALIDATION_ERROR', 'Give exactly one of mediaUrl or mediaBase64', [
             { field: 'mediaUrl', problem: 'exactly one of mediaUrl or mediaBase64' },
           ]);
-        const supported = CHANNEL_INFO[inst.channel].capabilities.media as string[];
+        const supported = requireChannel(inst.channel).capabilities.media as string[];
         if (!supported.includes(body.mediaType))
           throw new ApiError('VALIDATION_ERROR', `Channel ${inst.channel} cannot send ${body.mediaType}`, [
             { field: 'mediaType', problem: `supported: ${supported.join(', ') || 'none'}` },
@@ -177,7 +177,7 @@ export function messagesV2(gw: Gateway, prefix = '/api/v2/messages') {
       '/reaction',
       async ({ body, request, set }) => {
         const inst = visibleInstance(gw, request, body.instanceId);
-        if (!CHANNEL_INFO[inst.channel].capabilities.reactions)
+        if (!requireChannel(inst.channel).capabilities.reactions)
           throw new ApiError('VALIDATION_ERROR', `Channel ${inst.channel} has no reactions`, [
             { field: 'instanceId', problem: 'channel without reactions' },
           ]);

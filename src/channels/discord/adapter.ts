@@ -72,18 +72,20 @@ export function nonceFor(idempotencyKey: string, index: number): string {
   return createHash('sha256').update(`${idempotencyKey}#${index}`).digest('hex').slice(0, 25);
 }
 
+export const DISCORD_CAPABILITIES: ChannelCapabilities = {
+  maxText: DISCORD_MAX_CHARS,
+  maxLines: DISCORD_MAX_LINES,
+  edit: true,
+  typing: true,
+  threads: true,
+  reactions: true,
+  media: ['image', 'video', 'audio', 'document'],
+  pairing: 'token',
+};
+
 export class DiscordAdapter implements ChannelAdapter {
   readonly kind = 'discord' as const;
-  readonly capabilities: ChannelCapabilities = {
-    maxText: DISCORD_MAX_CHARS,
-    maxLines: DISCORD_MAX_LINES,
-    edit: true,
-    typing: true,
-    threads: true,
-    reactions: true,
-    media: ['image', 'video', 'audio', 'document'],
-    pairing: 'token',
-  };
+  readonly capabilities = DISCORD_CAPABILITIES;
 
   private client: Client | null = null;
   private ctx: AdapterContext | null = null;

@@ -1,11 +1,50 @@
-export type { DiscordAdapterOptions, DiscordInteractionRef } from './adapter.ts';
-export {
-  ASK_COMMAND,
-  DISCORD_MAX_CHARS,
-  DISCORD_MAX_LINES,
-  DiscordAdapter,
-  nonceFor,
-  toChannelError,
-} from './adapter.ts';
-export type { DiscordSettings } from './config.ts';
-export { DISCORD_API_DEFAULT, inviteUrl, readDiscordSettings } from './config.ts';
+// Discord through discord.js: a bot token links it; the invite URL adds the bot to a server.
+import { channelOrThread } from '../addressing.ts';
+import { field } from '../fields.ts';
+import type { ChannelDefinition } from '../types.ts';
+import { DISCORD_CAPABILITIES, DiscordAdapter } from './adapter.ts';
+import { inviteUrl } from './config.ts';
+
+/** View Channel, Send Messages, Send Messages in Threads, Read Message History, Add Reactions. */
+export const DEFAULT_DISCORD_PERMISSIONS = '274877975616';
+
+export const discordChannel: ChannelDefinition = {
+  kind: 'discord',
+  platform: 'discord',
+  name: 'Discord',
+  library: 'discord.js 14.28.1',
+  version: '14.28.1',
+  capabilities: DISCORD_CAPABILITIES,
+  fields: [
+    field('discord_bot_token', 'secret', { required: true, form: { label: 'Bot token' } }),
+    field('discord_client_id', 'string', { form: { label: 'Application (client) id' } }),
+    field('discord_guild_id', 'string'),
+    field('discord_default_channel_id', 'string'),
+    field('discord_voice_enabled', 'bool'),
+    field('discord_slash_commands_enabled', 'bool'),
+    field('discord_permissions', 'intOrString'),
+    field('discord_api_url', 'http', { receives: ['discord_bot_token'], env: 'DISCORD_API_URL' }),
+    field('discord_listen_channel_ids', 'strings'),
+    field('discord_require_mention', 'bool', { form: { label: 'Answer only when mentioned' } }),
+    field('discord_max_replies_per_minute', 'int'),
+  ],
+  inferredFrom: ['discord_bot_token'],
+  createAdapter: (_inst, d) => new DiscordAdapter({ clock: d.clock, defaultApiUrl: d.config.discordApiUrl }),
+  chatFor: channelOrThread,
+  remote: {
+    invite(ctx) {
+      const { name, config } = ctx.instance;
+      const clientId = config.discord_client_id;
+      if (typeof clientId !== 'string' || !clientId)
+        throw ctx.fail('VALIDATION_ERROR', `Instance '${name}' has no discord_client_id`, [
+          { field: 'discord_client_id', problem: 'is required for an invite URL' },
+        ]);
+      const perms = config.discord_permissions;
+      return inviteUrl(
+        clientId,
+        typeof perms === 'number' || typeof perms === 'string' ? perms : DEFAULT_DISCORD_PERMISSIONS,
+      );
+    },
+  },
+  traceSteps: { sent: 'channel_sent' },
+};

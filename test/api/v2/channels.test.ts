@@ -23,6 +23,11 @@ describe('channels', () => {
       reactions: true,
       pairing: 'token',
     });
+    // The instance fields, as the console's form reads them.
+    const token = discord.fields.find((f: any) => f.name === 'discordBotToken');
+    expect(token).toMatchObject({ v1Name: 'discord_bot_token', type: 'secret', secret: true, required: true });
+    expect(token.form.label).toBe('Bot token');
+    expect(discord.fields.find((f: any) => f.name === 'discordApiUrl')).toMatchObject({ env: 'DISCORD_API_URL' });
     const baileys = (await t.call('GET', '/api/v2/channels/whatsapp-baileys')).body.data;
     expect(baileys.version).toBe('7.0.0-rc14');
     expect(baileys.capabilities.pairing).toBe('qr+code');

@@ -1,7 +1,8 @@
 // The Discord adapter against the real discord.js client, pointed at a local fake gateway + REST.
 import { afterEach, describe, expect, test } from 'bun:test';
 import type { Clock, Timer } from '../../../actors/runtime/clock.ts';
-import { DiscordAdapter, inviteUrl, nonceFor } from '../../../src/channels/discord/index.ts';
+import { DiscordAdapter, nonceFor } from '../../../src/channels/discord/adapter.ts';
+import { inviteUrl } from '../../../src/channels/discord/config.ts';
 import { type AdapterContext, ChannelError, type InboundMessage } from '../../../src/channels/types.ts';
 import { silentLogger } from '../../../src/log.ts';
 import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';

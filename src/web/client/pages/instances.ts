@@ -18,43 +18,65 @@ export interface InstanceView {
   updatedAt: string;
 }
 
-const CHANNELS = ['whatsapp-evolution', 'whatsapp-baileys', 'discord', 'slack', 'api'];
 const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'];
 const REPLY_MODES = ['final', 'blocks', 'edit'];
 
+/** A channel as GET /api/v2/channels describes it (what the console needs of it). */
+interface ChannelInfo {
+  id: string;
+  capabilities: { pairing: string };
+  fields: Array<{
+    name: string;
+    v1Name: string;
+    type: string;
+    secret: boolean;
+    form?: { label: string; hint?: string };
+  }>;
+}
+
 interface ChannelField {
   key: string; // camelCase as in channelConfig
+  v1Name: string;
   label: string;
   secret?: boolean;
   kind?: 'text' | 'url' | 'bool';
   hint?: string;
 }
 
-/** The channel fields the form offers (the common ones; the API accepts more). */
-const CHANNEL_FIELDS: Record<string, ChannelField[]> = {
-  'whatsapp-evolution': [
-    { key: 'evolutionUrl', label: 'Evolution API URL', kind: 'url' },
-    { key: 'evolutionKey', label: 'Evolution API key', secret: true },
-    { key: 'whatsappInstance', label: 'Evolution instance name', hint: 'Defaults to the instance name' },
-  ],
-  'whatsapp-baileys': [
-    { key: 'whatsappGroupMentionOnly', label: 'In groups, answer only when mentioned', kind: 'bool' },
-    { key: 'whatsappReadReceipts', label: 'Send read receipts', kind: 'bool' },
-  ],
-  discord: [
-    { key: 'discordBotToken', label: 'Bot token', secret: true },
-    { key: 'discordClientId', label: 'Application (client) id' },
-    { key: 'discordRequireMention', label: 'Answer only when mentioned', kind: 'bool' },
-  ],
-  slack: [
-    { key: 'slackBotToken', label: 'Bot token (xoxb-…)', secret: true },
-    { key: 'slackSigningSecret', label: 'Signing secret', secret: true },
-    { key: 'slackAppToken', label: 'App token for Socket Mode (xapp-…)', secret: true },
-  ],
-  api: [],
-};
+let channelList: Promise<ChannelInfo[]> | null = null;
 
-const camelToSnake = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+/** The channels and their fields come from the API (asked once; a failure is asked again next time). */
+function channels(): Promise<ChannelInfo[]> {
+  channelList ??= api<{ items: ChannelInfo[] }>('GET', '/api/v2/channels').then(
+    (r) => r.items,
+    (err) => {
+      channelList = null;
+      throw err;
+    },
+  );
+  return channelList;
+}
+
+/** Channels linked from the console's pairing page (QR and phone-number code). */
+const pairsInConsole = (c: ChannelInfo | undefined) => c?.capabilities.pairing === 'qr+code';
+
+/** The channel fields the form offers (the common ones; the API accepts more). */
+function formFields(c: ChannelInfo | undefined): ChannelField[] {
+  return (c?.fields ?? []).flatMap((f) =>
+    f.form
+      ? [
+          {
+            key: f.name,
+            v1Name: f.v1Name,
+            label: f.form.label,
+            hint: f.form.hint,
+            secret: f.secret,
+            kind: f.type === 'bool' ? ('bool' as const) : f.type === 'http' ? ('url' as const) : ('text' as const),
+          },
+        ]
+      : [],
+  );
+}
 
 export function statusBadge(inst: { id: string; status: string; statusReason?: string | null }): HTMLSpanElement {
   return badge(inst.status, { 'data-status-for': inst.id, title: inst.statusReason ?? null });
@@ -75,19 +97,22 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
   const body = h('div');
   const load = async () => {
     try {
-      const res = await api<{ items: InstanceView[]; meta: { total?: number } }>('GET', '/api/v2/instances?limit=100');
+      const [res, chans] = await Promise.all([
+        api<{ items: InstanceView[]; meta: { total?: number } }>('GET', '/api/v2/instances?limit=100'),
+        channels(),
+      ]);
       if (ctx.left) return;
       replace(
         body,
         res.items.length
-          ? table(res.items)
+          ? table(res.items, chans)
           : h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'),
       );
     } catch (err) {
       replace(body, errorBox(err));
     }
   };
-  const table = (items: InstanceView[]) =>
+  const table = (items: InstanceView[], chans: ChannelInfo[]) =>
     tableWrap(
       h(
         'table',
@@ -109,11 +134,11 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
         h(
           'tbody',
           {},
-          items.map((i) => row(i)),
+          items.map((i) => row(i, chans)),
         ),
       ),
     );
-  const row = (i: InstanceView) => {
+  const row = (i: InstanceView, chans: ChannelInfo[]) => {
     const toggle = h(
       'button',
       { type: 'button', 'aria-pressed': String(i.isActive) },
@@ -143,7 +168,7 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
         del.disabled = false;
       }
     });
-    const pairable = i.channel === 'whatsapp-baileys';
+    const pairable = pairsInConsole(chans.find((c) => c.id === i.channel));
     return h(
       'tr',
       { 'data-instance': i.name },
@@ -190,7 +215,9 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
   const id = ctx.params[0];
   let existing: InstanceView | null = null;
   if (id) existing = (await api<{ data: InstanceView }>('GET', `/api/v2/instances/${encodeURIComponent(id)}`)).data;
+  const chans = await channels();
   if (ctx.left) return;
+  const channelInfo = (kind: string) => chans.find((c) => c.id === kind);
 
   const fields = new Map<string, FormField>();
   let fieldSeq = 0;
@@ -234,19 +261,23 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
     return c;
   };
 
-  const channel = select(CHANNELS, existing?.channel ?? 'whatsapp-baileys');
+  // New instances start on a channel the console can pair by itself.
+  const channel = select(
+    chans.map((c) => c.id),
+    existing?.channel ?? chans.find(pairsInConsole)?.id ?? chans[0]?.id ?? '',
+  );
   if (existing) channel.disabled = true;
   const channelBox = h('fieldset', { class: 'channel-fields' });
   const renderChannelFields = () => {
     for (const k of [...fields.keys()]) if (k.startsWith('cc.')) fields.delete(k);
-    const defs = CHANNEL_FIELDS[channel.value] ?? [];
+    const defs = formFields(channelInfo(channel.value));
     const cc = existing?.channelConfig ?? {};
     replace(
       channelBox,
       h('legend', {}, `${channel.value} settings`),
       defs.length ? null : h('p', { class: 'muted' }, 'No channel settings needed.'),
       defs.map((d) => {
-        const names = [`channelConfig.${d.key}`, camelToSnake(d.key)];
+        const names = [`channelConfig.${d.key}`, d.v1Name];
         if (d.kind === 'bool') return field(`cc.${d.key}`, d.label, checkbox(cc[d.key] === true), names, d.hint);
         if (d.secret) {
           const hint = existing && cc[d.key] ? `Stored (${String(cc[d.key])}); leave empty to keep it.` : d.hint;
@@ -326,7 +357,7 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
     }
     replace(formError);
     const channelConfig: Record<string, unknown> = {};
-    for (const d of CHANNEL_FIELDS[channel.value] ?? []) {
+    for (const d of formFields(channelInfo(channel.value))) {
       const input = fields.get(`cc.${d.key}`)?.input as HTMLInputElement | undefined;
       if (!input) continue;
       if (d.kind === 'bool') channelConfig[d.key] = input.checked;
@@ -352,7 +383,7 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
         : await api<{ data: InstanceView }>('POST', '/api/v2/instances', body);
       const inst = res.data;
       location.hash =
-        !existing && inst.channel === 'whatsapp-baileys' && inst.isActive
+        !existing && pairsInConsole(channelInfo(inst.channel)) && inst.isActive
           ? `#/instances/${encodeURIComponent(inst.id)}/pair`
           : '#/instances';
     } catch (err) {
