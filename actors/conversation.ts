@@ -7,14 +7,16 @@ import type { Logger } from 'pino';
 import { AgentError, runAgent } from '../src/agents/index.ts';
 import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
 import { ApiChannelAdapter } from '../src/channels/api.ts';
-import { type ChannelAdapter, ChannelError, type InboundMessage, type OutboundMessage } from '../src/channels/types.ts';
+import type { ChannelAdapter } from '../src/channels/types.ts';
+import type { AccessDecision, TerminalInfo } from '../src/core/conversation.ts';
+import { ChannelError } from '../src/core/errors.ts';
+import type { Instance } from '../src/core/instance.ts';
+import type { InboundMessage, OutboundMessage } from '../src/core/message.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
 import type { GroupCommitter } from '../src/services/group-commit.ts';
 import { isoNow, newId, sha256 } from '../src/services/ids.ts';
 import type { Inbox, InboxRow } from '../src/services/inbox.ts';
-import type { Instance } from '../src/services/instance-types.ts';
-import type { TerminalInfo } from '../src/services/pipeline.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
 import { TraceLog, type TraceService } from '../src/services/traces.ts';
 import { backoffDelay } from './runtime/backoff.ts';
@@ -24,14 +26,7 @@ import type { Actor } from './runtime/supervisor.ts';
 /** Messages that arrived through the API (AG-UI endpoint) are answered on the live stream only. */
 const API_ADAPTER: ChannelAdapter = new ApiChannelAdapter();
 
-/** What the access step decided. */
-export interface AccessDecision {
-  allowed: boolean;
-  reason: string;
-  ruleId?: string | null;
-  /** Message to send back when blocked with action "reply". */
-  reply?: string | null;
-}
+export type { AccessDecision } from '../src/core/conversation.ts';
 
 /** Live-stream producer (src/stream/hub.ts implements it). */
 export interface TurnSink {

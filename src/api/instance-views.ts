@@ -2,13 +2,13 @@
 // and the matching input mappers. Secrets are always masked.
 import { t } from 'elysia';
 import type { ChannelKind } from '../channels/types.ts';
-import { principalOf } from '../server.ts';
 import { maskSecret } from '../services/ids.ts';
 import type { Instance } from '../services/instance-types.ts';
 import type { InstanceInput } from '../services/instances.ts';
 import { SECRET_FIELDS, webhookUrl } from '../services/instances.ts';
 import { hasScope } from '../services/keys.ts';
 import { ApiError } from './errors.ts';
+import { principalOf } from './principal.ts';
 import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCamel } from './schemas.ts';
 
 function maskedConfig(inst: Instance): Record<string, unknown> {

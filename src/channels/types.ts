@@ -1,10 +1,20 @@
 // The small interface every channel implements. An adapter is driven by its instance actor
 // (actors/instance.ts); inbound messages go to ctx.ingest (the durable inbox), never to an actor.
 import type { Logger } from 'pino';
-import type { Instance, InstanceStatus } from '../services/instance-types.ts';
+import type { Instance, InstanceStatus } from '../core/instance.ts';
+import type { ChannelKind, ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../core/message.ts';
 
-export type ChannelKind = 'whatsapp-evolution' | 'whatsapp-baileys' | 'discord' | 'slack' | 'api';
-export const CHANNEL_KINDS: ChannelKind[] = ['whatsapp-evolution', 'whatsapp-baileys', 'discord', 'slack', 'api'];
+// The domain types and ChannelError live in src/core; re-exported for the adapters.
+export { ChannelError } from '../core/errors.ts';
+export {
+  CHANNEL_KINDS,
+  type ChannelKind,
+  type ChatRef,
+  type ContentType,
+  type InboundMessage,
+  type IngestResult,
+  type OutboundMessage,
+} from '../core/message.ts';
 
 export interface ChannelCapabilities {
   maxText: number;
@@ -17,79 +27,14 @@ export interface ChannelCapabilities {
   pairing: 'qr' | 'qr+code' | 'token' | 'none';
 }
 
-export type ContentType =
-  | 'text'
-  | 'image'
-  | 'video'
-  | 'audio'
-  | 'document'
-  | 'sticker'
-  | 'location'
-  | 'contact'
-  | 'poll'
-  | 'reaction'
-  | 'other';
-
-/** Where a reply goes. `chatId` is the platform's chat/channel id; `threadId` a thread inside it. */
-export interface ChatRef {
-  chatId: string;
-  threadId?: string;
-  kind: 'direct' | 'group';
-}
-
-export interface InboundMessage {
-  instanceId: string;
-  /** Unique per instance (WhatsApp key.id, Discord message id, Slack event_id / ts). */
-  providerMessageId: string;
-  chat: ChatRef;
-  sender: {
-    id: string; // platform user id (WhatsApp JID, Discord user id, Slack user id)
-    name?: string;
-    phone?: string; // E.164 digits with +, when known
-    altId?: string; // e.g. LID <-> phone JID alias reported by the platform
-  };
-  text: string;
-  contentType: ContentType;
-  /** Platform timestamp in ms. */
-  timestamp: number;
-  /** The platform message to reply to/quote (defaults to providerMessageId's own message). */
-  replyToMessageId?: string;
-  /** True when the bot was mentioned or replied to (group gating). */
-  mentioned?: boolean;
-  /** Sent by the account owner (e.g. WhatsApp fromMe from the phone); used for human takeover. */
-  fromOwner?: boolean;
-  /** Channel-specific extras the adapter needs again at send time (e.g. Evolution `quoted`). */
-  extra?: Record<string, unknown>;
-}
-
-export interface OutboundMessage {
-  text: string;
-  /** Platform id of the message to reply to / quote. */
-  replyTo?: string;
-  media?: {
-    url?: string;
-    base64?: string;
-    mediaType: 'image' | 'video' | 'audio' | 'document';
-    caption?: string;
-    filename?: string;
-    voiceNote?: boolean;
-  };
-  reaction?: { messageId: string; emoji: string };
-}
-
 export interface SentReceipt {
   platformMessageId: string;
-}
-
-export interface IngestResult {
-  status: 'accepted' | 'duplicate';
-  traceId: string;
 }
 
 export interface AdapterContext {
   instance: Instance;
   log: Logger;
-  /** Durable inbox write; resolves after the commit. Throws OverloadedError when the global bound is hit. */
+  /** Durable inbox write; resolves after the commit. Throws Overloaded (src/core/errors.ts) when the global bound is hit. */
   ingest(msg: InboundMessage): Promise<IngestResult>;
   /** Report connection status (and QR / pairing details) to the instance actor. */
   setStatus(
@@ -113,17 +58,4 @@ export interface ChannelAdapter {
   edit?(to: ChatRef, platformMessageId: string, text: string): Promise<void>;
   /** Typing / "thinking" indicator while the agent works. */
   typing?(to: ChatRef, on: boolean, inbound?: InboundMessage): Promise<void>;
-}
-
-/** A channel call failed. `retryable` false for permanent errors (4xx other than 429). */
-export class ChannelError extends Error {
-  constructor(
-    message: string,
-    readonly retryable: boolean,
-    readonly retryAfterMs?: number,
-    readonly status?: number,
-  ) {
-    super(message);
-    this.name = 'ChannelError';
-  }
 }

@@ -84,9 +84,10 @@
 import { hostname } from 'node:os';
 import Redis from 'ioredis';
 import type { Timer } from '../../actors/runtime/clock.ts';
-import { ApiError } from '../api/errors.ts';
 import type { ChannelAdapter, InboundMessage } from '../channels/types.ts';
 import { ChannelError } from '../channels/types.ts';
+// ApiError: the base domain error under its former name (the cluster split renames the call sites).
+import { DomainError as ApiError } from '../core/errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { isoNow, maskSecret, newId } from '../services/ids.ts';
 import { conversationIdFor, type InboxRow, type IngestOutcome, TERMINAL } from '../services/inbox.ts';

@@ -8,11 +8,12 @@
 // counted as a possible duplicate.
 import type { Database } from 'bun:sqlite';
 import type { Clock } from '../../actors/runtime/clock.ts';
-import type { ChannelAdapter, ChatRef, InboundMessage, OutboundMessage } from '../channels/types.ts';
+import type { ChannelAdapter } from '../channels/types.ts';
+import type { Instance } from '../core/instance.ts';
+import type { ChatRef, InboundMessage, OutboundMessage } from '../core/message.ts';
 import { BlockSplitter, chunkText } from '../stream/chunker.ts';
 import { crashPoint } from './crash.ts';
 import { isoNow, newId } from './ids.ts';
-import type { Instance } from './instance-types.ts';
 import type { TraceLog } from './traces.ts';
 
 interface OutboxRow {

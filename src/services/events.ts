@@ -14,13 +14,14 @@
 // watermark stored with the index (migration 005), so a search always sees every written event.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
-import type { InboundMessage, OutboundMessage } from '../channels/types.ts';
+import type { TerminalInfo } from '../core/conversation.ts';
+import type { Instance, InstanceStatus } from '../core/instance.ts';
+import type { InboundMessage, OutboundMessage } from '../core/message.ts';
 import type { StreamHub } from '../stream/hub.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
-import type { Instance, InstanceStatus } from './instance-types.ts';
 import { type Attribution, type PersonService, platformOf } from './persons.ts';
-import type { Pipeline, TerminalInfo } from './pipeline.ts';
+import type { Pipeline } from './pipeline.ts';
 
 export interface EventRow {
   seq: number;

@@ -1,8 +1,8 @@
 // The durable inbox. Ingress writes are group-committed: every write requested in the same
 // event-loop turn shares one transaction, and each caller is answered only after that commit.
 import type { Database, Statement } from 'bun:sqlite';
-import { ApiError } from '../api/errors.ts';
-import type { ChatRef, InboundMessage, IngestResult } from '../channels/types.ts';
+import { Overloaded } from '../core/errors.ts';
+import type { ChatRef, InboundMessage, IngestResult } from '../core/message.ts';
 import { crashPoint } from './crash.ts';
 import { isoNow, newId, sha256 } from './ids.ts';
 
@@ -31,18 +31,6 @@ export interface InboxRow {
   received_at: string;
   completed_at: string | null;
   duration_ms: number | null;
-}
-
-/** Ingress refused because the global backlog bound is reached (503 + Retry-After). */
-export class OverloadedError extends ApiError {
-  constructor(retryAfterSeconds: number) {
-    super(
-      'UNAVAILABLE',
-      'Gateway overloaded: too many messages waiting; retry later',
-      { retryAfterSeconds },
-      { 'retry-after': String(retryAfterSeconds) },
-    );
-  }
 }
 
 export interface IngestOutcome extends IngestResult {
@@ -184,7 +172,7 @@ export class Inbox {
   ingest(msg: InboundMessage, kind: 'inbound' | 'send' = 'inbound'): Promise<IngestOutcome> {
     if (this.backlogTotal + this.queue.length >= this.limits.globalBacklog) {
       this.counters.overloaded++;
-      return Promise.reject(new OverloadedError(5));
+      return Promise.reject(new Overloaded(5));
     }
     return new Promise<IngestOutcome>((resolve, reject) => {
       this.queue.push({ msg, kind, resolve, reject });

@@ -2,7 +2,6 @@
 // logout, Discord invite. One place that knows what each channel can do; the v1/v2 routes are thin
 // shells over it. Evolution calls go to the Evolution server; the others to the running adapter
 // owned by the instance actor.
-import { ApiError } from '../api/errors.ts';
 import { inviteUrl } from '../channels/discord/config.ts';
 import { statusOfEvolutionState } from '../channels/evolution/adapter.ts';
 import {
@@ -14,11 +13,13 @@ import {
   restart as evolutionRestart,
   provisionInstance,
 } from '../channels/evolution/client.ts';
-import { type ChannelAdapter, ChannelError, type ChannelKind } from '../channels/types.ts';
+import type { ChannelAdapter } from '../channels/types.ts';
 import type { BaileysAdapter, BaileysStatus } from '../channels/whatsapp/adapter.ts';
 import { qrToPngDataUrl } from '../channels/whatsapp/qr.ts';
+import { ChannelError, ChannelFailure, Conflict, DomainError, NotFound, Validation } from '../core/errors.ts';
+import type { Instance, InstanceStatus } from '../core/instance.ts';
+import type { ChannelKind } from '../core/message.ts';
 import type { Gateway } from '../gateway.ts';
-import type { Instance, InstanceStatus } from './instance-types.ts';
 import { webhookUrl } from './instances.ts';
 
 /** Evolution hands out a QR that WhatsApp accepts for about a minute. */
@@ -58,20 +59,20 @@ export interface LifecycleStatus {
 
 type Lifecycle = Pick<Gateway, 'instances' | 'pipeline' | 'log' | 'fetch' | 'clock'>;
 
-function unsupported(inst: Instance, what: string): ApiError {
-  return new ApiError('VALIDATION_ERROR', `Channel '${CHANNEL_NAMES[inst.channel]}' does not support ${what}`, {
+function unsupported(inst: Instance, what: string): DomainError {
+  return new Validation(`Channel '${CHANNEL_NAMES[inst.channel]}' does not support ${what}`, {
     channel: inst.channel,
   });
 }
 
-/** A channel failure as an API error: 502 CHANNEL_ERROR with the reason, except the caller's own mistakes. */
-function channelFailure(err: unknown, action: string): ApiError {
-  if (err instanceof ApiError) return err;
+/** A channel failure as the caller's error: 502 CHANNEL_ERROR with the reason, except the caller's own mistakes. */
+function channelFailure(err: unknown, action: string): DomainError {
+  if (err instanceof DomainError) return err;
   const message = err instanceof Error ? err.message : String(err);
   const status = err instanceof ChannelError ? err.status : undefined;
-  if (status === 400) return new ApiError('VALIDATION_ERROR', message);
-  if (status === 409) return new ApiError('CONFLICT', message);
-  return new ApiError('CHANNEL_ERROR', `${action} failed: ${message}`, { reason: message });
+  if (status === 400) return new Validation(message);
+  if (status === 409) return new Conflict(message);
+  return new ChannelFailure(`${action} failed: ${message}`, { reason: message });
 }
 
 function isBaileys(a: ChannelAdapter | null): a is BaileysAdapter {
@@ -89,15 +90,14 @@ export class LifecycleService {
     try {
       return evolutionConfigOf(inst);
     } catch (err) {
-      throw new ApiError('VALIDATION_ERROR', (err as Error).message);
+      throw new Validation((err as Error).message);
     }
   }
 
   private baileys(inst: Instance): BaileysAdapter {
     const a = this.gw.pipeline.adapter(inst.id);
     if (!isBaileys(a)) {
-      throw new ApiError(
-        'CONFLICT',
+      throw new Conflict(
         inst.isActive
           ? `Instance '${inst.name}' is not running yet; POST /api/v2/instances/${inst.id}/connect to start it`
           : `Instance '${inst.name}' is inactive; activate it first`,
@@ -115,15 +115,14 @@ export class LifecycleService {
         res = await evolutionConnect(cfg, this.callOpts());
       } catch (err) {
         if (err instanceof ChannelError && err.status === 404) {
-          throw new ApiError('NOT_FOUND', `${err.message}; POST /api/v2/instances/${inst.id}/connect creates it`);
+          throw new NotFound(`${err.message}; POST /api/v2/instances/${inst.id}/connect creates it`);
         }
         throw channelFailure(err, 'Evolution connect');
       }
       if (!res.qr) {
         if (res.state === 'open')
-          throw new ApiError('CONFLICT', `Instance '${inst.name}' is already connected to WhatsApp; no QR code needed`);
-        throw new ApiError(
-          'NOT_FOUND',
+          throw new Conflict(`Instance '${inst.name}' is already connected to WhatsApp; no QR code needed`);
+        throw new NotFound(
           `Evolution gave no QR code for '${cfg.instanceName}'${res.state ? ` (state ${res.state})` : ''}; try again in a few seconds`,
         );
       }
@@ -135,16 +134,13 @@ export class LifecycleService {
       if (current) return { qr: await qrToPngDataUrl(current.qr), expiresAt: current.expiresAt };
       const s = a.status();
       if (s.status === 'connected')
-        throw new ApiError('CONFLICT', `Instance '${inst.name}' is already linked and connected; no QR code needed`);
+        throw new Conflict(`Instance '${inst.name}' is already linked and connected; no QR code needed`);
       if (s.status === 'logged_out' || s.status === 'disconnected' || s.status === 'error') {
-        throw new ApiError(
-          'CONFLICT',
+        throw new Conflict(
           `No QR code: the instance is ${s.status}${s.reason ? ` (${s.reason})` : ''}; POST /api/v2/instances/${inst.id}/connect to start pairing`,
         );
       }
-      throw new ApiError('NOT_FOUND', 'No QR code yet: WhatsApp has not offered one; retry in a few seconds', null, {
-        'retry-after': '2',
-      });
+      throw new NotFound('No QR code yet: WhatsApp has not offered one; retry in a few seconds', null, 2);
     }
     throw unsupported(
       inst,
@@ -216,7 +212,7 @@ export class LifecycleService {
     baseUrl: string,
   ): Promise<{ status: LifecycleStatus; created?: boolean; qr?: string | null }> {
     if (inst.channel === 'api') throw unsupported(inst, 'connecting (it has no remote connection)');
-    if (!inst.isActive) throw new ApiError('CONFLICT', `Instance '${inst.name}' is inactive; activate it first`);
+    if (!inst.isActive) throw new Conflict(`Instance '${inst.name}' is inactive; activate it first`);
     if (inst.channel === 'whatsapp-evolution') {
       let res;
       try {
@@ -236,7 +232,7 @@ export class LifecycleService {
   private provision(inst: Instance, baseUrl: string, timeoutMs?: number) {
     const cfg = this.evolutionCfg(inst);
     const url = webhookUrl(inst, baseUrl);
-    if (!url) throw new ApiError('INTERNAL_ERROR', 'no webhook URL for this channel');
+    if (!url) throw new DomainError('INTERNAL_ERROR', 'no webhook URL for this channel');
     return provisionInstance(cfg, { url, base64: evolutionFlag(inst, 'webhook_base64') }, this.callOpts(timeoutMs));
   }
 
@@ -264,7 +260,7 @@ export class LifecycleService {
 
   async restart(inst: Instance): Promise<LifecycleStatus> {
     if (inst.channel === 'api') throw unsupported(inst, 'restart (it has no remote connection)');
-    if (!inst.isActive) throw new ApiError('CONFLICT', `Instance '${inst.name}' is inactive; activate it first`);
+    if (!inst.isActive) throw new Conflict(`Instance '${inst.name}' is inactive; activate it first`);
     if (inst.channel === 'whatsapp-evolution') {
       try {
         await evolutionRestart(this.evolutionCfg(inst), this.callOpts());
@@ -302,7 +298,7 @@ export class LifecycleService {
     if (inst.channel !== 'discord') throw unsupported(inst, 'Discord invites');
     const clientId = inst.config.discord_client_id;
     if (typeof clientId !== 'string' || !clientId)
-      throw new ApiError('VALIDATION_ERROR', `Instance '${inst.name}' has no discord_client_id`, [
+      throw new Validation(`Instance '${inst.name}' has no discord_client_id`, [
         { field: 'discord_client_id', problem: 'is required for an invite URL' },
       ]);
     const perms = inst.config.discord_permissions;

@@ -2,11 +2,11 @@
 // so the conversation actor delivers it in order with agent replies, through the outbox; the
 // caller waits (bounded) for that row's terminal state and gets the platform message id.
 import type { Database } from 'bun:sqlite';
-import { ApiError } from '../api/errors.ts';
-import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../channels/types.ts';
+import { RateLimited, Validation } from '../core/errors.ts';
+import type { Instance } from '../core/instance.ts';
+import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../core/message.ts';
 import { newId } from './ids.ts';
 import { type InboxRow, TERMINAL } from './inbox.ts';
-import type { Instance } from './instance-types.ts';
 import type { Pipeline } from './pipeline.ts';
 
 export const DEFAULT_SEND_WAIT_MS = 30_000;
@@ -51,14 +51,14 @@ export function chatFor(inst: Instance, to: string): ChatRef {
     if (raw.includes('@')) return { chatId: raw, kind: raw.endsWith('@g.us') ? 'group' : 'direct' };
     const digits = raw.replace(/[\s()+\-.]/g, '');
     if (!/^\d{6,20}$/.test(digits))
-      throw new ApiError('VALIDATION_ERROR', 'to: expected a phone number (E.164 digits) or a WhatsApp JID', {
+      throw new Validation('to: expected a phone number (E.164 digits) or a WhatsApp JID', {
         field: 'to',
         received: to,
         expected: 'E.164 number or JID',
       });
     return { chatId: `${digits}@s.whatsapp.net`, kind: 'direct' };
   }
-  if (!raw) throw new ApiError('VALIDATION_ERROR', 'to: must not be empty', { field: 'to' });
+  if (!raw) throw new Validation('to: must not be empty', { field: 'to' });
   const slash = raw.indexOf('/');
   if (slash > 0 && (inst.channel === 'discord' || inst.channel === 'slack'))
     return { chatId: raw.slice(0, slash), threadId: raw.slice(slash + 1), kind: 'group' };
@@ -129,7 +129,7 @@ export class MessageService {
     const chat = chatFor(inst, input.to);
     const key = input.idempotencyKey?.trim();
     if (key !== undefined && (key.length === 0 || key.length > 200))
-      throw new ApiError('VALIDATION_ERROR', 'Idempotency-Key must be 1–200 characters', { field: 'Idempotency-Key' });
+      throw new Validation('Idempotency-Key must be 1–200 characters', { field: 'Idempotency-Key' });
     const msg: InboundMessage = {
       instanceId: inst.id,
       providerMessageId: `api:${key ?? newId()}`,
@@ -143,11 +143,10 @@ export class MessageService {
     };
     const outcome = await this.pipeline.ingest(msg, 'send');
     if (outcome.shed)
-      throw new ApiError(
-        'RATE_LIMITED',
+      throw new RateLimited(
         'Too many messages waiting in this conversation; retry later',
         { conversationId: outcome.conversationId },
-        { 'retry-after': '5' },
+        5,
       );
     await this.waitForTerminal(outcome.seq, this.opts.waitMs ?? DEFAULT_SEND_WAIT_MS);
     return { ...this.resultOf(outcome.seq), duplicate: outcome.status === 'duplicate' };

@@ -2,9 +2,9 @@
 import { Elysia, t } from 'elysia';
 import { gatherOffsetPage } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses } from '../errors.ts';
+import { principalOf } from '../principal.ts';
 import { v1Trace } from '../trace-views.ts';
 
 const V1Trace = t.Object(

@@ -3,8 +3,8 @@ import { Elysia, t } from 'elysia';
 import { CHANNEL_INFO } from '../../channels/registry.ts';
 import { CHANNEL_KINDS, type ChannelKind } from '../../channels/types.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
+import { principalOf } from '../principal.ts';
 
 const Capabilities = t.Object(
   {

@@ -15,10 +15,10 @@ import {
 } from '../../cluster/gather.ts';
 import type { Cluster } from '../../cluster/index.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
+import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
 import { v2Trace } from '../trace-views.ts';
 import { visibleInstance } from './instances.ts';
