@@ -6,6 +6,7 @@ import { docsAssets } from './api/docs.ts';
 import { ApiError, errorBody } from './api/errors.ts';
 import { healthRoutes } from './api/health.ts';
 import { requestInfo, trackRequest } from './api/principal.ts';
+import { routeClass } from './api/scopes.ts';
 import { accessV1 } from './api/v1/access.ts';
 import { instancesV1 } from './api/v1/instances.ts';
 import { sendV1 } from './api/v1/send.ts';
@@ -27,7 +28,6 @@ import type { Gateway } from './gateway.ts';
 import { cleanPath } from './services/audit.ts';
 import { randomToken } from './services/ids.ts';
 import { hasScope, type Principal } from './services/keys.ts';
-import { routeClass } from './services/rate-limit.ts';
 import { wsRoutes } from './stream/ws.ts';
 import { webConsole } from './web/index.ts';
 

@@ -24,10 +24,10 @@
 // A peer that does not answer within the timeout (or answers an error) is skipped and the
 // answer says `partial: true`; it is never a 500.
 import { t } from 'elysia';
-import { ApiError } from '../api/errors.ts';
-import { decodeCursor, encodeCursor } from '../api/pagination.ts';
-import { PageMeta } from '../api/schemas.ts';
-import { v1Trace } from '../api/trace-views.ts';
+// ApiError: the base domain error under its former name, until the gathered reads are reworked.
+import { DomainError as ApiError } from '../core/errors.ts';
+import { decodeCursor, encodeCursor, PageMeta } from '../services/pagination.ts';
+import { v1Trace } from '../services/trace-views.ts';
 import type { TraceFilter, TraceService } from '../services/traces.ts';
 import type { Cluster } from './index.ts';
 

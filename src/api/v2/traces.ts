@@ -16,11 +16,11 @@ import {
 import type { Cluster } from '../../cluster/index.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
+import { v2Trace } from '../../services/trace-views.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
-import { v2Trace } from '../trace-views.ts';
 import { visibleInstance } from './instances.ts';
 
 const V2Trace = t.Object(
