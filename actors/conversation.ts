@@ -10,13 +10,15 @@ import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
 import { ApiChannelAdapter } from '../src/channels/api/adapter.ts';
 import { postedViaApi } from '../src/channels/api/index.ts';
 import { platformOf, requireChannel } from '../src/channels/registry.ts';
-import { type ChannelAdapter, ChannelError, type InboundMessage, type OutboundMessage } from '../src/channels/types.ts';
+import type { ChannelAdapter } from '../src/channels/types.ts';
+import type { AccessDecision, TerminalInfo } from '../src/core/conversation.ts';
+import { ChannelError } from '../src/core/errors.ts';
+import type { Instance } from '../src/core/instance.ts';
+import type { InboundMessage, OutboundMessage } from '../src/core/message.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
 import { sha256 } from '../src/services/ids.ts';
 import type { InboxRow } from '../src/services/inbox.ts';
-import type { Instance } from '../src/services/instance-types.ts';
-import type { TerminalInfo } from '../src/services/pipeline.ts';
 import type { Semaphore } from '../src/services/semaphore.ts';
 import { backoffDelay } from './runtime/backoff.ts';
 import type { Clock } from './runtime/clock.ts';
@@ -25,14 +27,7 @@ import type { Actor } from './runtime/supervisor.ts';
 /** Messages that arrived through the API (AG-UI endpoint) are answered on the live stream only. */
 const API_ADAPTER: ChannelAdapter = new ApiChannelAdapter();
 
-/** What the access step decided. */
-export interface AccessDecision {
-  allowed: boolean;
-  reason: string;
-  ruleId?: string | null;
-  /** Message to send back when blocked with action "reply". */
-  reply?: string | null;
-}
+export type { AccessDecision } from '../src/core/conversation.ts';
 
 /** Live-stream producer (src/stream/hub.ts implements it). */
 export interface TurnSink {

@@ -7,7 +7,8 @@
 // transaction, and each caller is answered only after that commit. A message being processed is
 // written through its unit of work (begin() → MessageWork, db/message-work.ts).
 import type { Database, Statement } from 'bun:sqlite';
-import type { InboundMessage } from '../src/channels/types.ts';
+import { Overloaded } from '../src/core/errors.ts';
+import type { InboundMessage } from '../src/core/message.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { isoNow, newId } from '../src/services/ids.ts';
 import {
@@ -16,7 +17,6 @@ import {
   type InboxLimits,
   type InboxRow,
   type IngestOutcome,
-  OverloadedError,
 } from '../src/services/inbox.ts';
 import type { TraceStep } from '../src/services/traces.ts';
 import { GroupCommitter } from './group-commit.ts';
@@ -159,7 +159,7 @@ export class InboxStore {
   ingest(msg: InboundMessage, kind: 'inbound' | 'send' = 'inbound'): Promise<IngestOutcome> {
     if (this.backlogTotal + this.queue.length >= this.limits.globalBacklog) {
       this.counters.overloaded++;
-      return Promise.reject(new OverloadedError(5));
+      return Promise.reject(new Overloaded(5));
     }
     return new Promise<IngestOutcome>((resolve, reject) => {
       this.queue.push({ msg, kind, resolve, reject });

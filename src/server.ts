@@ -6,7 +6,8 @@ import { docsAssets } from './api/docs.ts';
 import { ApiError, errorBody } from './api/errors.ts';
 import { sparseFieldsets } from './api/fields.ts';
 import { healthRoutes } from './api/health.ts';
-import { RESOURCE_ALIASES } from './api/scopes.ts';
+import { requestInfo, trackRequest } from './api/principal.ts';
+import { RESOURCE_ALIASES, routeClass } from './api/scopes.ts';
 import { accessV1 } from './api/v1/access.ts';
 import { instancesV1 } from './api/v1/instances.ts';
 import { sendV1 } from './api/v1/send.ts';
@@ -23,28 +24,27 @@ import { personsV2 } from './api/v2/persons.ts';
 import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
+import { DomainError, type ErrorCode, RateLimited } from './core/errors.ts';
 import type { Gateway } from './gateway.ts';
 import { cleanPath } from './services/audit.ts';
 import { randomToken } from './services/ids.ts';
 import { hasScope, type Principal } from './services/keys.ts';
-import { routeClass } from './services/rate-limit.ts';
 import { wsRoutes } from './stream/ws.ts';
 import { webConsole } from './web/index.ts';
 
-interface RequestInfo {
-  id: string;
-  start: number;
-  principal: Principal | null;
-}
-
-const requests = new WeakMap<Request, RequestInfo>();
-
-/** The authenticated caller of an /api request (set by the auth hook). */
-export function principalOf(request: Request): Principal {
-  const p = requests.get(request)?.principal;
-  if (!p) throw new ApiError('UNAUTHORIZED', 'Not authenticated');
-  return p;
-}
+/** The HTTP status of each error code: with the handler below, the one place errors become responses. */
+const HTTP_STATUS: Record<ErrorCode, number> = {
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  VALIDATION_ERROR: 400,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  RATE_LIMITED: 429,
+  CHANNEL_ERROR: 502,
+  UNAVAILABLE: 503,
+  INTERNAL_ERROR: 500,
+};
 
 interface SchemaLike {
   anyOf?: SchemaLike[];
@@ -110,14 +110,14 @@ export function buildServer(gw: Gateway) {
   const app = new Elysia({ normalize: false })
     // Error envelope for everything, registered before the routes so it covers them all.
     .onError({ as: 'global' }, ({ code, error, request, set }) => {
-      const info = requests.get(request);
+      const info = requestInfo(request);
       if (info) set.headers['x-request-id'] = info.id;
       let status = 500;
       let body: unknown;
-      if (error instanceof ApiError) {
-        status = error.status;
+      if (error instanceof DomainError) {
+        status = HTTP_STATUS[error.code];
         body = errorBody(error.code, error.message, error.details);
-        if (error.headers) Object.assign(set.headers, error.headers);
+        if (error.retryAfterSeconds !== undefined) set.headers['retry-after'] = String(error.retryAfterSeconds);
       } else if (code === 'VALIDATION') {
         status = 400;
         const details = validationDetails(error);
@@ -149,7 +149,7 @@ export function buildServer(gw: Gateway) {
     })
     .onRequest(({ request, set }) => {
       const id = request.headers.get('x-request-id')?.slice(0, 64) || randomToken(9);
-      requests.set(request, { id, start: performance.now(), principal: null });
+      trackRequest(request, id, performance.now());
       set.headers['x-request-id'] = id;
       const len = Number(request.headers.get('content-length') ?? 0);
       if (len > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `Request body exceeds ${limit} bytes`, { limit });
@@ -171,13 +171,13 @@ export function buildServer(gw: Gateway) {
     // Authentication before body validation: unauthenticated callers learn nothing about schemas.
     .onTransform({ as: 'global' }, async ({ request, route, query, set }) => {
       if (!route.startsWith('/api/')) return;
-      const info = requests.get(request);
+      const info = requestInfo(request);
       let principal: Principal;
       try {
         principal = authorize(gw.keys, request, route, query as Record<string, unknown>);
       } catch (err) {
         // A valid key without the scope is still audited (who tried what).
-        if (info && err instanceof ApiError && err.code === 'FORBIDDEN')
+        if (info && err instanceof DomainError && err.code === 'FORBIDDEN')
           info.principal = gw.keys.verify(presentedKey(request, query as Record<string, unknown>));
         throw err;
       }
@@ -193,16 +193,15 @@ export function buildServer(gw: Gateway) {
       set.headers['x-ratelimit-remaining'] = String(rl.remaining);
       set.headers['x-ratelimit-reset'] = String(Math.ceil(gw.clock.now() / 1000) + rl.resetSeconds);
       if (!rl.allowed) {
-        throw new ApiError(
-          'RATE_LIMITED',
+        throw new RateLimited(
           `Rate limit of ${rl.limit} requests per minute exceeded; retry in ${rl.resetSeconds}s`,
           { limit: rl.limit, retryAfterSeconds: rl.resetSeconds },
-          { 'retry-after': String(rl.resetSeconds) },
+          rl.resetSeconds,
         );
       }
     })
     .onAfterResponse({ as: 'global' }, ({ request, set, route, server }) => {
-      const info = requests.get(request);
+      const info = requestInfo(request);
       if (!info) return;
       const status = typeof set.status === 'number' ? set.status : 200;
       if (info.principal) {

@@ -1,64 +1,18 @@
-// The error envelope used by every route: {"error":{"code","message","details"}}.
+// The error envelope used by every route: {"error":{"code","message","details"}}. What a
+// domain error's code means in HTTP is decided in one place, the error handler of src/server.ts.
 import { t } from 'elysia';
+import { DomainError, type ErrorCode } from '../core/errors.ts';
 
-export type ErrorCode =
-  | 'UNAUTHORIZED'
-  | 'FORBIDDEN'
-  | 'NOT_FOUND'
-  | 'VALIDATION_ERROR'
-  | 'CONFLICT'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'RATE_LIMITED'
-  | 'CHANNEL_ERROR'
-  | 'UNAVAILABLE'
-  | 'INTERNAL_ERROR';
+export type { ErrorCode } from '../core/errors.ts';
 
-const STATUS: Record<ErrorCode, number> = {
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  VALIDATION_ERROR: 400,
-  CONFLICT: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  RATE_LIMITED: 429,
-  CHANNEL_ERROR: 502,
-  UNAVAILABLE: 503,
-  INTERNAL_ERROR: 500,
-};
-
-/** Thrown anywhere (services, routes); rendered by the server's onError. */
-export class ApiError extends Error {
-  readonly status: number;
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-    readonly details?: unknown,
-    readonly headers?: Record<string, string>,
-  ) {
-    super(message);
-    this.name = 'ApiError';
-    this.status = STATUS[code];
-  }
-}
+/** An error raised by a route; like every DomainError it is rendered by the server's error handler. */
+export class ApiError extends DomainError {}
 
 export const notFound = (what: string) => new ApiError('NOT_FOUND', `${what} not found`);
 export const invalid = (message: string, details?: unknown) => new ApiError('VALIDATION_ERROR', message, details);
 
 export function errorBody(code: ErrorCode | string, message: string, details?: unknown) {
   return { error: { code, message, details: details ?? null } };
-}
-
-export function errorResponse(
-  status: number,
-  code: ErrorCode | string,
-  message: string,
-  details?: unknown,
-  headers?: Record<string, string>,
-): Response {
-  return new Response(JSON.stringify(errorBody(code, message, details)), {
-    status,
-    headers: { 'content-type': 'application/json', ...headers },
-  });
 }
 
 /** OpenAPI schema of the envelope, referenced by every route's error responses. */

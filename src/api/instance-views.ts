@@ -3,13 +3,13 @@
 import { t } from 'elysia';
 import { SECRET_FIELDS } from '../channels/registry.ts';
 import type { ChannelKind } from '../channels/types.ts';
-import { principalOf } from '../server.ts';
 import { maskSecret } from '../services/ids.ts';
 import type { Instance } from '../services/instance-types.ts';
 import type { InstanceInput } from '../services/instances.ts';
 import { webhookUrl } from '../services/instances.ts';
 import { hasScope } from '../services/keys.ts';
 import { ApiError } from './errors.ts';
+import { principalOf } from './principal.ts';
 import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCamel } from './schemas.ts';
 
 function maskedConfig(inst: Instance): Record<string, unknown> {

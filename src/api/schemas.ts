@@ -46,10 +46,6 @@ export const PageQuery = {
   cursor: t.Optional(t.String({ maxLength: 512, description: 'Opaque cursor from meta.cursor of the previous page' })),
 };
 
-export const PageMeta = t.Object({
-  total: t.Optional(t.Integer()),
-  cursor: t.Union([t.String(), t.Null()], { description: 'Pass as ?cursor= for the next page; null at the end' }),
-  hasMore: t.Boolean(),
-});
+export { PageMeta } from '../services/pagination.ts';
 
 export const SuccessSchema = t.Object({ success: t.Boolean() }, { description: 'Done' });

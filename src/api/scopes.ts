@@ -1,6 +1,7 @@
 // Every /api route's required scope, in one table. The auth hook looks a route up here; a route
 // missing from the table is refused (fail closed), and a test walks the OpenAPI document to
 // check each route against this table.
+import type { RouteClass } from '../services/rate-limit.ts';
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -128,4 +129,17 @@ export const UNRESTRICTED_ROUTES = new Set<string>([
 
 export function needsUnrestrictedKey(method: string, route: string): boolean {
   return UNRESTRICTED_ROUTES.has(`${method.toUpperCase()} ${canonicalRoute(route)}`);
+}
+
+/**
+ * The class of an /api route, from its scope: sends (messages:send), event/trace listings
+ * (events:read GETs), instance writes (instances:write|delete); the rest is general.
+ * Instance reads are general so dashboards polling status do not starve the write budget.
+ */
+export function routeClass(method: string, route: string): RouteClass {
+  const scope = scopeFor(method, route) ?? '';
+  if (scope === 'messages:send' && method !== 'GET') return 'messages.send';
+  if (scope === 'events:read' && method === 'GET') return 'events.list';
+  if (scope === 'instances:write' || scope === 'instances:delete') return 'instances.write';
+  return 'general';
 }

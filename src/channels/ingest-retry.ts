@@ -1,6 +1,6 @@
 // Socket-fed adapters (Discord gateway, Baileys, Slack Socket Mode) cannot answer "503, retry" to
 // the platform the way a webhook can: the platform considers the message delivered once it reached
-// the socket. So when the inbox is momentarily full (OverloadedError) they retry the write with a
+// the socket. So when the inbox is momentarily full (Overloaded, 503) they retry the write with a
 // short bounded backoff instead of dropping the message.
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
@@ -9,7 +9,7 @@ import type { AdapterContext, InboundMessage, IngestResult } from './types.ts';
 /** Waits between attempts: ~31 s in total, then the error is raised (and logged by the caller). */
 export const INGEST_RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000, 15_000];
 
-/** The inbox's OverloadedError is an ApiError with code UNAVAILABLE (checked by shape: no import of services here). */
+/** The inbox's Overloaded error has code UNAVAILABLE (checked by shape: no import of services here). */
 export function isOverloaded(err: unknown): boolean {
   return (err as { code?: string } | null)?.code === 'UNAVAILABLE';
 }

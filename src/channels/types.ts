@@ -5,11 +5,20 @@ import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import type { Config } from '../config.ts';
-import type { ChannelConfig, Instance, InstanceStatus } from '../services/instance-types.ts';
+import type { ChannelConfig, Instance, InstanceStatus } from '../core/instance.ts';
+import type { ChannelKind, ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../core/message.ts';
 import type { SocketFactory } from './whatsapp/socket.ts';
 
-/** A channel kind (the instance "channel" field). The valid kinds are those in registry.ts. */
-export type ChannelKind = string;
+// The domain types and ChannelError live in src/core; re-exported for the adapters.
+export { ChannelError } from '../core/errors.ts';
+export type {
+  ChannelKind,
+  ChatRef,
+  ContentType,
+  InboundMessage,
+  IngestResult,
+  OutboundMessage,
+} from '../core/message.ts';
 
 export interface ChannelCapabilities {
   maxText: number;
@@ -22,79 +31,14 @@ export interface ChannelCapabilities {
   pairing: 'qr' | 'qr+code' | 'token' | 'none';
 }
 
-export type ContentType =
-  | 'text'
-  | 'image'
-  | 'video'
-  | 'audio'
-  | 'document'
-  | 'sticker'
-  | 'location'
-  | 'contact'
-  | 'poll'
-  | 'reaction'
-  | 'other';
-
-/** Where a reply goes. `chatId` is the platform's chat/channel id; `threadId` a thread inside it. */
-export interface ChatRef {
-  chatId: string;
-  threadId?: string;
-  kind: 'direct' | 'group';
-}
-
-export interface InboundMessage {
-  instanceId: string;
-  /** Unique per instance (WhatsApp key.id, Discord message id, Slack event_id / ts). */
-  providerMessageId: string;
-  chat: ChatRef;
-  sender: {
-    id: string; // platform user id (WhatsApp JID, Discord user id, Slack user id)
-    name?: string;
-    phone?: string; // E.164 digits with +, when known
-    altId?: string; // e.g. LID <-> phone JID alias reported by the platform
-  };
-  text: string;
-  contentType: ContentType;
-  /** Platform timestamp in ms. */
-  timestamp: number;
-  /** The platform message to reply to/quote (defaults to providerMessageId's own message). */
-  replyToMessageId?: string;
-  /** True when the bot was mentioned or replied to (group gating). */
-  mentioned?: boolean;
-  /** Sent by the account owner (e.g. WhatsApp fromMe from the phone); used for human takeover. */
-  fromOwner?: boolean;
-  /** Channel-specific extras the adapter needs again at send time (e.g. Evolution `quoted`). */
-  extra?: Record<string, unknown>;
-}
-
-export interface OutboundMessage {
-  text: string;
-  /** Platform id of the message to reply to / quote. */
-  replyTo?: string;
-  media?: {
-    url?: string;
-    base64?: string;
-    mediaType: 'image' | 'video' | 'audio' | 'document';
-    caption?: string;
-    filename?: string;
-    voiceNote?: boolean;
-  };
-  reaction?: { messageId: string; emoji: string };
-}
-
 export interface SentReceipt {
   platformMessageId: string;
-}
-
-export interface IngestResult {
-  status: 'accepted' | 'duplicate';
-  traceId: string;
 }
 
 export interface AdapterContext {
   instance: Instance;
   log: Logger;
-  /** Durable inbox write; resolves after the commit. Throws OverloadedError when the global bound is hit. */
+  /** Durable inbox write; resolves after the commit. Throws Overloaded (src/core/errors.ts) when the global bound is hit. */
   ingest(msg: InboundMessage): Promise<IngestResult>;
   /** Report connection status (and QR / pairing details) to the instance actor. */
   setStatus(
@@ -118,19 +62,6 @@ export interface ChannelAdapter {
   edit?(to: ChatRef, platformMessageId: string, text: string): Promise<void>;
   /** Typing / "thinking" indicator while the agent works. */
   typing?(to: ChatRef, on: boolean, inbound?: InboundMessage): Promise<void>;
-}
-
-/** A channel call failed. `retryable` false for permanent errors (4xx other than 429). */
-export class ChannelError extends Error {
-  constructor(
-    message: string,
-    readonly retryable: boolean,
-    readonly retryAfterMs?: number,
-    readonly status?: number,
-  ) {
-    super(message);
-    this.name = 'ChannelError';
-  }
 }
 
 // ---- the channel definition ----
@@ -250,7 +181,7 @@ export interface LifecycleContext {
     code: LifecycleErrorCode,
     message: string,
     details?: unknown,
-    headers?: Record<string, string>,
+    retryAfterSeconds?: number,
   ): Error & { code: string };
   /** A failed channel call: 502 CHANNEL_ERROR "<action> failed: …", except the caller's own mistakes (400, 409). */
   failure(err: unknown, action: string): Error & { code: string };

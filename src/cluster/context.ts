@@ -2,7 +2,7 @@
 // CLUSTER_SECRET, the command connection, the counters shown by GET /api/v2/cluster, and the
 // node's life state (stopping, closed).
 import type Redis from 'ioredis';
-import { ApiError } from '../api/errors.ts';
+import { Unavailable } from '../core/errors.ts';
 import type { ClusterKeys } from './crypto.ts';
 import type { ClusterHost } from './host.ts';
 
@@ -64,11 +64,10 @@ export async function viaStore<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
-    throw new ApiError(
-      'UNAVAILABLE',
+    throw new Unavailable(
       'Cluster store unavailable; retry later',
       { reason: String((err as Error).message ?? err) },
-      { 'retry-after': '2' },
+      2,
     );
   }
 }

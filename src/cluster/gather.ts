@@ -24,10 +24,9 @@
 // A peer that does not answer within the timeout (or answers an error) is skipped and the
 // answer says `partial: true`; it is never a 500.
 import { t } from 'elysia';
-import { ApiError } from '../api/errors.ts';
-import { decodeCursor, encodeCursor } from '../api/pagination.ts';
-import { PageMeta } from '../api/schemas.ts';
-import { v1Trace } from '../api/trace-views.ts';
+import { type DomainError, NotFound, Unavailable } from '../core/errors.ts';
+import { decodeCursor, encodeCursor, PageMeta } from '../services/pagination.ts';
+import { v1Trace } from '../services/trace-views.ts';
 import type { TraceFilter, TraceService } from '../services/traces.ts';
 import { FORWARDED_HEADER, type PeerDirectory, peerRequestParts } from './peers/protocol.ts';
 
@@ -163,15 +162,14 @@ export async function askHolders(
 }
 
 /** No node that answered holds the row: 503 when some node did not answer (it may hold it), else 404. */
-export function notHeld(what: string, someNodeSilent: boolean): ApiError {
+export function notHeld(what: string, someNodeSilent: boolean): DomainError {
   if (someNodeSilent)
-    return new ApiError(
-      'UNAVAILABLE',
+    return new Unavailable(
       `${what} not found on the nodes that answered; a node did not answer and may hold it, retry later`,
       null,
-      { 'retry-after': '2' },
+      2,
     );
-  return new ApiError('NOT_FOUND', `${what} not found`);
+  return new NotFound(`${what} not found`);
 }
 
 function newer(a: TimeKey, b: TimeKey): boolean {

@@ -4,13 +4,13 @@
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
-import { invalid, notFound } from '../api/errors.ts';
 import { CHANNEL_CRITERIA, channelMatches, channelOf } from '../channels/registry.ts';
-import type { InboundMessage } from '../channels/types.ts';
+import type { AccessDecision } from '../core/conversation.ts';
+import { NotFound, Validation } from '../core/errors.ts';
+import type { Instance } from '../core/instance.ts';
+import type { InboundMessage } from '../core/message.ts';
 import { isoNow, newId } from './ids.ts';
 import { conversationIdForKey } from './inbox.ts';
-import type { Instance } from './instance-types.ts';
-import type { InstanceService } from './instances.ts';
 
 export type RuleType = 'allow' | 'deny';
 export type RuleAction = 'block' | 'reply';
@@ -49,14 +49,6 @@ export interface AccessRuleInput {
   action?: RuleAction;
   replyMessage?: string | null;
   expiresAt?: string | null;
-}
-
-/** Same shape as actors/conversation.ts AccessDecision (kept structural to avoid an import cycle). */
-export interface AccessDecision {
-  allowed: boolean;
-  reason: string;
-  ruleId?: string | null;
-  reply?: string | null;
 }
 
 export interface RuleEvaluation {
@@ -317,10 +309,15 @@ export interface RuleListFilter {
   limit?: number;
 }
 
+/** What the rules need of the instance service (not its type: that service uses accessSettingsProblems from here). */
+interface InstanceLookup {
+  get(id: string): Instance | null;
+}
+
 export class AccessService {
   constructor(
     private db: Database,
-    private instances: Pick<InstanceService, 'get'>,
+    private instances: InstanceLookup,
     private clock: Pick<Clock, 'now'>,
     private log?: Logger,
   ) {}
@@ -405,7 +402,7 @@ export class AccessService {
       (typeof v.expiresAt !== 'string' || v.expiresAt.length > 40 || Number.isNaN(Date.parse(v.expiresAt)))
     )
       problems.push({ field: 'expiresAt', problem: 'must be an ISO 8601 date-time or null' });
-    if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
+    if (problems.length) throw new Validation(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
   }
 
   private cleanCriteria(c: RuleCriteria | undefined): RuleCriteria {
@@ -454,7 +451,7 @@ export class AccessService {
 
   updateRule(id: string, patch: AccessRuleInput): AccessRule {
     const cur = this.getRule(id);
-    if (!cur) throw notFound('Access rule');
+    if (!cur) throw new NotFound('Access rule not found');
     const next: AccessRule = {
       ...cur,
       instanceId: patch.instanceId === undefined ? cur.instanceId : patch.instanceId,

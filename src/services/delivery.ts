@@ -8,10 +8,11 @@
 // counted as a possible duplicate. The rows are written through the message's unit of work.
 import type { Clock } from '../../actors/runtime/clock.ts';
 import type { MessageWork } from '../../db/message-work.ts';
-import type { ChannelAdapter, ChatRef, InboundMessage, OutboundMessage } from '../channels/types.ts';
+import type { ChannelAdapter } from '../channels/types.ts';
+import type { Instance } from '../core/instance.ts';
+import type { ChatRef, InboundMessage, OutboundMessage } from '../core/message.ts';
 import { BlockSplitter, chunkText } from '../stream/chunker.ts';
 import { crashPoint } from './crash.ts';
-import type { Instance } from './instance-types.ts';
 
 export interface DeliveryContext {
   clock: Clock;

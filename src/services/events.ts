@@ -15,13 +15,14 @@
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import { kindsMatching, platformOf } from '../channels/registry.ts';
-import type { InboundMessage, OutboundMessage } from '../channels/types.ts';
+import type { TerminalInfo } from '../core/conversation.ts';
+import type { Instance, InstanceStatus } from '../core/instance.ts';
+import type { InboundMessage, OutboundMessage } from '../core/message.ts';
 import type { StreamHub } from '../stream/hub.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
-import type { Instance, InstanceStatus } from './instance-types.ts';
 import type { Attribution, PersonService } from './persons.ts';
-import type { Pipeline, TerminalInfo } from './pipeline.ts';
+import type { Pipeline } from './pipeline.ts';
 
 export interface EventRow {
   seq: number;

@@ -1,7 +1,6 @@
 // The durable inbox's vocabulary: row and status types, ingest outcomes, conversation ids. The
 // tables themselves (and their in-memory counts) are owned by the inbox store, db/inbox-store.ts.
-import { ApiError } from '../api/errors.ts';
-import type { ChatRef, IngestResult } from '../channels/types.ts';
+import type { ChatRef, IngestResult } from '../core/message.ts';
 import { sha256 } from './ids.ts';
 
 export type InboxStatus = 'pending' | 'processing' | 'completed' | 'failed' | 'blocked' | 'dead_lettered' | 'shed';
@@ -29,18 +28,6 @@ export interface InboxRow {
   received_at: string;
   completed_at: string | null;
   duration_ms: number | null;
-}
-
-/** Ingress refused because the global backlog bound is reached (503 + Retry-After). */
-export class OverloadedError extends ApiError {
-  constructor(retryAfterSeconds: number) {
-    super(
-      'UNAVAILABLE',
-      'Gateway overloaded: too many messages waiting; retry later',
-      { retryAfterSeconds },
-      { 'retry-after': String(retryAfterSeconds) },
-    );
-  }
 }
 
 export interface IngestOutcome extends IngestResult {

@@ -1,12 +1,13 @@
 // Instances: one service behind both API versions. Input arrives already mapped to
 // InstanceInput (v1 flat snake_case and v2 camelCase are thin mappers over this).
 import type { Database } from 'bun:sqlite';
-import { ApiError, invalid } from '../api/errors.ts';
 import { CHANNEL_KINDS, channelOf, inferChannel } from '../channels/registry.ts';
-import type { ChannelKind, FieldType } from '../channels/types.ts';
+import type { FieldType } from '../channels/types.ts';
+import { Conflict, NotFound, Validation } from '../core/errors.ts';
+import type { AgentConfig, ChannelConfig, Instance, InstanceSettings, InstanceStatus } from '../core/instance.ts';
+import type { ChannelKind } from '../core/message.ts';
 import { accessSettingsProblems } from './access.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
-import type { AgentConfig, ChannelConfig, Instance, InstanceSettings, InstanceStatus } from './instance-types.ts';
 
 export interface InstanceInput {
   name?: string;
@@ -193,7 +194,7 @@ export class InstanceService {
 
   require(idOrName: string): Instance {
     const i = this.resolve(idOrName);
-    if (!i) throw new ApiError('NOT_FOUND', `Instance '${idOrName}' not found`);
+    if (!i) throw new NotFound(`Instance '${idOrName}' not found`);
     return i;
   }
 
@@ -395,7 +396,7 @@ export class InstanceService {
       if (!(k in DEFAULT_SETTINGS)) settings[k] = v; // extension settings (access gates, keyword triggers)
     }
     problems.push(...accessSettingsProblems(settings));
-    if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
+    if (problems.length) throw new Validation(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
     return {
       name: name as string,
       channel,
@@ -414,7 +415,7 @@ export class InstanceService {
     this.db
       .transaction(() => {
         if (this.db.query('SELECT 1 FROM instances WHERE name = ?').get(v.name)) {
-          throw new ApiError('CONFLICT', `An instance named '${v.name}' already exists`, { field: 'name' });
+          throw new Conflict(`An instance named '${v.name}' already exists`, { field: 'name' });
         }
         if (v.isDefault) this.db.query('UPDATE instances SET is_default = 0 WHERE is_default = 1').run();
         const seq = this.db.query<{ s: number }, []>('SELECT COALESCE(MAX(seq), 0) + 1 AS s FROM instances').get()!.s;
@@ -448,7 +449,7 @@ export class InstanceService {
     this.db
       .transaction(() => {
         if (v.name !== previous.name && this.db.query('SELECT 1 FROM instances WHERE name = ?').get(v.name)) {
-          throw new ApiError('CONFLICT', `An instance named '${v.name}' already exists`, { field: 'name' });
+          throw new Conflict(`An instance named '${v.name}' already exists`, { field: 'name' });
         }
         if (v.isDefault && !previous.isDefault)
           this.db.query('UPDATE instances SET is_default = 0 WHERE is_default = 1').run();

@@ -3,7 +3,7 @@ import type { Database } from 'bun:sqlite';
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { ApiError } from '../api/errors.ts';
+import { NotFound } from '../core/errors.ts';
 import { isoNow, newId, randomToken, sha256 } from './ids.ts';
 
 export const SCOPES = [
@@ -143,7 +143,7 @@ export class KeyService {
     patch: { name?: string; scopes?: string[]; instanceIds?: string[] | null; expiresAt?: string | null },
   ): ApiKeyView {
     const cur = this.get(id);
-    if (!cur) throw new ApiError('NOT_FOUND', 'API key not found');
+    if (!cur) throw new NotFound('API key not found');
     this.db
       .query('UPDATE api_keys SET name = ?, scopes_json = ?, instance_ids_json = ?, expires_at = ? WHERE id = ?')
       .run(

@@ -2,7 +2,6 @@
 // logout, invite URL. The generic steps live here; what a channel does differently comes from its
 // definition's pairing and remote hooks (src/channels/<kind>/index.ts). The v1/v2 routes are thin
 // shells over it.
-import { ApiError } from '../api/errors.ts';
 import { PAIRING_CODE_KINDS, requireChannel } from '../channels/registry.ts';
 import {
   ChannelError,
@@ -11,28 +10,29 @@ import {
   type LifecycleStatus,
   type QrResult,
 } from '../channels/types.ts';
+import { ChannelFailure, Conflict, DomainError, Validation } from '../core/errors.ts';
+import type { Instance } from '../core/instance.ts';
 import type { Gateway } from '../gateway.ts';
-import type { Instance } from './instance-types.ts';
 import { webhookUrl } from './instances.ts';
 
 export type { LifecycleStatus, QrResult } from '../channels/types.ts';
 
 type Lifecycle = Pick<Gateway, 'instances' | 'pipeline' | 'log' | 'fetch' | 'clock'>;
 
-function unsupported(inst: Instance, what: string): ApiError {
-  return new ApiError('VALIDATION_ERROR', `Channel '${inst.channel}' does not support ${what}`, {
+function unsupported(inst: Instance, what: string): DomainError {
+  return new Validation(`Channel '${inst.channel}' does not support ${what}`, {
     channel: inst.channel,
   });
 }
 
-/** A channel failure as an API error: 502 CHANNEL_ERROR with the reason, except the caller's own mistakes. */
-function channelFailure(err: unknown, action: string): ApiError {
-  if (err instanceof ApiError) return err;
+/** A channel failure as the caller's error: 502 CHANNEL_ERROR with the reason, except the caller's own mistakes. */
+function channelFailure(err: unknown, action: string): DomainError {
+  if (err instanceof DomainError) return err;
   const message = err instanceof Error ? err.message : String(err);
   const status = err instanceof ChannelError ? err.status : undefined;
-  if (status === 400) return new ApiError('VALIDATION_ERROR', message);
-  if (status === 409) return new ApiError('CONFLICT', message);
-  return new ApiError('CHANNEL_ERROR', `${action} failed: ${message}`, { reason: message });
+  if (status === 400) return new Validation(message);
+  if (status === 409) return new Conflict(message);
+  return new ChannelFailure(`${action} failed: ${message}`, { reason: message });
 }
 
 export class LifecycleService {
@@ -57,12 +57,11 @@ export class LifecycleService {
       webhookUrl: opts.baseUrl === undefined ? null : webhookUrl(inst, opts.baseUrl),
       setStatus,
       status: () => this.status(inst),
-      fail: (code: LifecycleErrorCode, message: string, details?: unknown, headers?: Record<string, string>) =>
-        new ApiError(code, message, details, headers),
+      fail: (code: LifecycleErrorCode, message: string, details?: unknown, retryAfterSeconds?: number) =>
+        new DomainError(code, message, details, retryAfterSeconds),
       failure: channelFailure,
       notRunning: () =>
-        new ApiError(
-          'CONFLICT',
+        new Conflict(
           inst.isActive
             ? `Instance '${inst.name}' is not running yet; POST /api/v2/instances/${inst.id}/connect to start it`
             : `Instance '${inst.name}' is inactive; activate it first`,
@@ -110,7 +109,7 @@ export class LifecycleService {
   ): Promise<{ status: LifecycleStatus; created?: boolean; qr?: string | null }> {
     const def = requireChannel(inst.channel);
     if (def.local) throw unsupported(inst, 'connecting (it has no remote connection)');
-    if (!inst.isActive) throw new ApiError('CONFLICT', `Instance '${inst.name}' is inactive; activate it first`);
+    if (!inst.isActive) throw new Conflict(`Instance '${inst.name}' is inactive; activate it first`);
     if (def.remote?.connect) {
       const res = await def.remote.connect(this.context(inst, { baseUrl }));
       await this.restartActor(inst);
@@ -133,7 +132,7 @@ export class LifecycleService {
   async restart(inst: Instance): Promise<LifecycleStatus> {
     const def = requireChannel(inst.channel);
     if (def.local) throw unsupported(inst, 'restart (it has no remote connection)');
-    if (!inst.isActive) throw new ApiError('CONFLICT', `Instance '${inst.name}' is inactive; activate it first`);
+    if (!inst.isActive) throw new Conflict(`Instance '${inst.name}' is inactive; activate it first`);
     const restarted = (await def.remote?.restart?.(this.context(inst))) ?? false;
     if (!restarted) await this.restartActor(inst);
     return this.status(inst);

@@ -2,12 +2,12 @@
 // so the conversation actor delivers it in order with agent replies, through the outbox; the
 // caller waits (bounded) for that row's terminal state and gets the platform message id.
 import type { Database } from 'bun:sqlite';
-import { ApiError } from '../api/errors.ts';
 import { requireChannel } from '../channels/registry.ts';
-import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../channels/types.ts';
+import { RateLimited, Validation } from '../core/errors.ts';
+import type { Instance } from '../core/instance.ts';
+import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../core/message.ts';
 import { newId } from './ids.ts';
 import { type InboxRow, TERMINAL } from './inbox.ts';
-import type { Instance } from './instance-types.ts';
 import type { Pipeline } from './pipeline.ts';
 
 export const DEFAULT_SEND_WAIT_MS = 30_000;
@@ -44,7 +44,7 @@ export interface MessageView {
 export function chatFor(inst: Instance, to: string): ChatRef {
   const chat = requireChannel(inst.channel).chatFor(to);
   if ('problem' in chat)
-    throw new ApiError('VALIDATION_ERROR', `to: ${chat.problem}`, {
+    throw new Validation(`to: ${chat.problem}`, {
       field: 'to',
       ...(chat.expected ? { received: to, expected: chat.expected } : {}),
     });
@@ -115,7 +115,7 @@ export class MessageService {
     const chat = chatFor(inst, input.to);
     const key = input.idempotencyKey?.trim();
     if (key !== undefined && (key.length === 0 || key.length > 200))
-      throw new ApiError('VALIDATION_ERROR', 'Idempotency-Key must be 1–200 characters', { field: 'Idempotency-Key' });
+      throw new Validation('Idempotency-Key must be 1–200 characters', { field: 'Idempotency-Key' });
     const msg: InboundMessage = {
       instanceId: inst.id,
       providerMessageId: `api:${key ?? newId()}`,
@@ -129,11 +129,10 @@ export class MessageService {
     };
     const outcome = await this.pipeline.ingest(msg, 'send');
     if (outcome.shed)
-      throw new ApiError(
-        'RATE_LIMITED',
+      throw new RateLimited(
         'Too many messages waiting in this conversation; retry later',
         { conversationId: outcome.conversationId },
-        { 'retry-after': '5' },
+        5,
       );
     await this.waitForTerminal(outcome.seq, this.opts.waitMs ?? DEFAULT_SEND_WAIT_MS);
     return { ...this.resultOf(outcome.seq), duplicate: outcome.status === 'duplicate' };

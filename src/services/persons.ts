@@ -14,8 +14,8 @@
 // untouched home person (the same on every node) but never a decided one that other nodes keep.
 // Rows created before deterministic ids keep their random ids.
 import type { Database } from 'bun:sqlite';
-import { ApiError } from '../api/errors.ts';
-import type { InboundMessage } from '../channels/types.ts';
+import { Conflict, NotFound } from '../core/errors.ts';
+import type { InboundMessage } from '../core/message.ts';
 import { normalizeIdentifier } from './access.ts';
 import { isoNow, newId, sha256 } from './ids.ts';
 
@@ -537,8 +537,8 @@ export class PersonService {
       .transaction(() => {
         const a = this.identity(identityA);
         const b = this.identity(identityB);
-        if (!a) throw new ApiError('NOT_FOUND', `Identity '${identityA}' not found`, { field: 'identityA' });
-        if (!b) throw new ApiError('NOT_FOUND', `Identity '${identityB}' not found`, { field: 'identityB' });
+        if (!a) throw new NotFound(`Identity '${identityA}' not found`, { field: 'identityA' });
+        if (!b) throw new NotFound(`Identity '${identityB}' not found`, { field: 'identityB' });
         this.apply({ op: 'link', keeper: a.person_id, loser: b.person_id, identities: [a.id, b.id] });
         return this.get(a.person_id)!;
       })
@@ -550,12 +550,12 @@ export class PersonService {
     return this.db
       .transaction(() => {
         const i = this.identity(identityId);
-        if (!i) throw new ApiError('NOT_FOUND', `Identity '${identityId}' not found`, { field: 'identityId' });
+        if (!i) throw new NotFound(`Identity '${identityId}' not found`, { field: 'identityId' });
         const siblings = this.db
           .query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM identities WHERE person_id = ?')
           .get(i.person_id)!.n;
         if (siblings <= 1)
-          throw new ApiError('CONFLICT', 'The identity is the only one of its person; nothing to unlink', {
+          throw new Conflict('The identity is the only one of its person; nothing to unlink', {
             identityId,
           });
         const personId = newId();

@@ -2,12 +2,7 @@
 // the instance actors that own channel connections, the stream hub and the pipeline metrics.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
-import {
-  type AccessDecision,
-  ConversationActor,
-  type ConversationDeps,
-  type ConversationMsg,
-} from '../../actors/conversation.ts';
+import { ConversationActor, type ConversationDeps, type ConversationMsg } from '../../actors/conversation.ts';
 import { InstanceActor } from '../../actors/instance.ts';
 import type { Clock, Timer } from '../../actors/runtime/clock.ts';
 import { Supervisor } from '../../actors/runtime/supervisor.ts';
@@ -15,11 +10,13 @@ import { InboxStore } from '../../db/inbox-store.ts';
 import { createAgentClient } from '../agents/index.ts';
 import type { AgentClient } from '../agents/types.ts';
 import { type AdapterDeps, type AdapterFactory, DEFAULT_FACTORIES } from '../channels/registry.ts';
-import type { ChannelAdapter, ChannelKind, InboundMessage } from '../channels/types.ts';
+import type { ChannelAdapter } from '../channels/types.ts';
 import type { Config } from '../config.ts';
+import type { AccessDecision, TerminalInfo } from '../core/conversation.ts';
+import type { Instance, InstanceStatus } from '../core/instance.ts';
+import type { ChannelKind, InboundMessage } from '../core/message.ts';
 import { StreamHub } from '../stream/hub.ts';
 import type { InboxRow, IngestOutcome } from './inbox.ts';
-import type { Instance, InstanceStatus } from './instance-types.ts';
 import type { InstanceService } from './instances.ts';
 import { Metrics } from './metrics.ts';
 import { Semaphore } from './semaphore.ts';
@@ -40,13 +37,7 @@ export interface PipelineOptions {
   agentFor?: (inst: Instance) => AgentClient;
 }
 
-/** What the conversation actor knows at a terminal state that saves listeners a query. */
-export interface TerminalInfo {
-  /** The row came fresh from this process's ingest, so this is its first terminal state ever. */
-  firstTerminal: boolean;
-  /** Platform id of reply part 0 when it was sent in this run; undefined when not known here. */
-  firstPartId?: string;
-}
+export type { TerminalInfo } from '../core/conversation.ts';
 
 /** Listeners for things other subsystems record (events, persons): called after each terminal state. */
 export type TerminalListener = (

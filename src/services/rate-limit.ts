@@ -1,7 +1,6 @@
 // Per-key rate limits by route class. The in-memory token bucket serves one node; the cluster
 // mode can replace it with a shared implementation of the same RateLimiter interface
 // (gw.rateLimiter), so the server never knows which one it talks to.
-import { scopeFor } from '../api/scopes.ts';
 import type { SettingsService } from './settings.ts';
 
 export type RouteClass = 'messages.send' | 'events.list' | 'instances.write' | 'general';
@@ -32,19 +31,6 @@ export const DEFAULT_LIMITS: Record<RouteClass, number> = {
   'instances.write': 30,
   general: 1000,
 };
-
-/**
- * The class of an /api route, from its scope: sends (messages:send), event/trace listings
- * (events:read GETs), instance writes (instances:write|delete); the rest is general.
- * Instance reads are general so dashboards polling status do not starve the write budget.
- */
-export function routeClass(method: string, route: string): RouteClass {
-  const scope = scopeFor(method, route) ?? '';
-  if (scope === 'messages:send' && method !== 'GET') return 'messages.send';
-  if (scope === 'events:read' && method === 'GET') return 'events.list';
-  if (scope === 'instances:write' || scope === 'instances:delete') return 'instances.write';
-  return 'general';
-}
 
 export function limitsFromSettings(settings: Pick<SettingsService, 'value'>): (cls: RouteClass) => number {
   return (cls) => {

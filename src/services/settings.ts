@@ -1,6 +1,6 @@
 // Typed global settings. Unknown keys are rejected; values are validated by their definition.
 import type { Database } from 'bun:sqlite';
-import { ApiError, invalid } from '../api/errors.ts';
+import { NotFound, Validation } from '../core/errors.ts';
 import { isoNow } from './ids.ts';
 
 interface SettingDef {
@@ -78,7 +78,7 @@ export class SettingsService {
   private def(key: string): SettingDef {
     // Own keys only: '__proto__' or 'toString' must not find Object.prototype members.
     const d = Object.hasOwn(SETTING_DEFS, key) ? SETTING_DEFS[key] : undefined;
-    if (!d) throw new ApiError('NOT_FOUND', `Unknown setting '${key}'`, { known: Object.keys(SETTING_DEFS) });
+    if (!d) throw new NotFound(`Unknown setting '${key}'`, { known: Object.keys(SETTING_DEFS) });
     return d;
   }
 
@@ -122,7 +122,7 @@ export class SettingsService {
         if (p) problems.push({ field: k, problem: p });
       }
     }
-    if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
+    if (problems.length) throw new Validation(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
     const now = isoNow();
     this.db.transaction(() => {
       for (const [k, v] of Object.entries(values)) {

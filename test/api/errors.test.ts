@@ -1,6 +1,19 @@
 // The error envelope: every error the app can produce answers {"error":{code,message,details}},
 // never a stack trace, always with an x-request-id.
 import { describe, expect, test } from 'bun:test';
+import {
+  ChannelError,
+  ChannelFailure,
+  Conflict,
+  DomainError,
+  Forbidden,
+  NotFound,
+  Overloaded,
+  RateLimited,
+  Unauthorized,
+  Unavailable,
+  Validation,
+} from '../../src/core/errors.ts';
 import { ADMIN_KEY } from '../helpers.ts';
 import { type OfflineGateway, offlineGatewaysClosedAfterEach } from './instance-fixtures.ts';
 
@@ -208,5 +221,54 @@ describe('unexpected failures and request ids', () => {
     expect(ok.headers.get('x-request-id')).not.toBe(err.headers.get('x-request-id'));
     const echoed = await t.call('GET', '/health', undefined, { 'x-request-id': 'trace-me-123' });
     expect(echoed.headers.get('x-request-id')).toBe('trace-me-123');
+  });
+});
+
+describe('domain errors thrown by services', () => {
+  test('a service error answers its status and envelope, with Retry-After when it carries one', async () => {
+    const t = gateway();
+    const cases: Array<[DomainError, number, string, string | null]> = [
+      [new NotFound('Setting gone', { key: 'x' }), 404, 'NOT_FOUND', null],
+      [new NotFound('No QR code yet', null, 2), 404, 'NOT_FOUND', '2'],
+      [new Conflict('Already connected', { id: 'i1' }), 409, 'CONFLICT', null],
+      [new Validation('name: required', [{ field: 'name', problem: 'required' }]), 400, 'VALIDATION_ERROR', null],
+      [new Unauthorized('Who are you'), 401, 'UNAUTHORIZED', null],
+      [new Forbidden('Not yours', { required: 'admin:*' }), 403, 'FORBIDDEN', null],
+      [new RateLimited('Too many waiting', { conversationId: 'c1' }, 5), 429, 'RATE_LIMITED', '5'],
+      [new Unavailable('Cluster store unavailable', { reason: 'down' }, 2), 503, 'UNAVAILABLE', '2'],
+      [new Overloaded(7), 503, 'UNAVAILABLE', '7'], // details { retryAfterSeconds: 7 }
+      [new ChannelFailure('Evolution connect failed: boom', { reason: 'boom' }), 502, 'CHANNEL_ERROR', null],
+      [new DomainError('INTERNAL_ERROR', 'no webhook URL for this channel'), 500, 'INTERNAL_ERROR', null],
+      // The header form the former ApiError took still means seconds.
+      [new DomainError('UNAVAILABLE', 'retry soon', null, { 'retry-after': '3' }), 503, 'UNAVAILABLE', '3'],
+    ];
+    for (const [err, status, code, retryAfter] of cases) {
+      t.gw.settings.get = () => {
+        throw err;
+      };
+      const res = await t.call('GET', '/api/v2/settings/replyMode');
+      expectEnvelope(res, status, code);
+      expect(res.body.error.message).toBe(err.message);
+      expect(res.body.error.details).toEqual(err.details ?? null);
+      expect(res.headers.get('retry-after')).toBe(retryAfter);
+    }
+  });
+
+  test('the real service path: an unknown setting is 404 NOT_FOUND naming the known keys', async () => {
+    const t = gateway();
+    const res = await t.call('GET', '/api/v2/settings/no.such.setting');
+    expectEnvelope(res, 404, 'NOT_FOUND');
+    expect(res.body.error.details.known).toContain('rateLimit.generalPerMinute');
+    expect(res.headers.get('retry-after')).toBeNull();
+  });
+
+  test('a ChannelError that no service translated is an internal error, as before', async () => {
+    const t = gateway();
+    t.gw.settings.get = () => {
+      throw new ChannelError('platform said 409', false, undefined, 409);
+    };
+    const res = await t.call('GET', '/api/v2/settings/replyMode');
+    expectEnvelope(res, 500, 'INTERNAL_ERROR');
+    expect(JSON.stringify(res.body)).not.toContain('platform said');
   });
 });

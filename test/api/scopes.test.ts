@@ -1,7 +1,7 @@
 // Scopes are enforced, not decorative: every /api operation in the OpenAPI document refuses a key
 // that lacks its scope (403) and admits a key holding exactly that scope (anything but 403).
 import { describe, expect, test } from 'bun:test';
-import { scopeFor } from '../../src/api/scopes.ts';
+import { routeClass, scopeFor } from '../../src/api/scopes.ts';
 import { hasScope, SCOPES } from '../../src/services/keys.ts';
 import { createTestGateway } from '../helpers.ts';
 
@@ -79,5 +79,16 @@ describe('instance-bound keys', () => {
     expect(t.gw.instances.get(b.body.data.id)!.isActive).toBe(true);
     expect((await t.call('GET', '/api/v1/instances/alpha/access-control', undefined, h)).status).toBe(200);
     await t.close();
+  });
+});
+
+describe('rate-limit classes', () => {
+  test('route classes come from the scope table', () => {
+    expect(routeClass('POST', '/api/v2/dead-letters/:id/replay')).toBe('messages.send');
+    expect(routeClass('GET', '/api/v2/traces')).toBe('events.list');
+    expect(routeClass('POST', '/api/v2/instances')).toBe('instances.write');
+    expect(routeClass('DELETE', '/api/v1/instances/:name')).toBe('instances.write');
+    expect(routeClass('GET', '/api/v2/instances')).toBe('general');
+    expect(routeClass('GET', '/api/v2/settings')).toBe('general');
   });
 });

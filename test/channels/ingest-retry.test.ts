@@ -1,4 +1,4 @@
-// Socket-fed adapters retry an inbox write refused with OverloadedError (bounded backoff on the
+// Socket-fed adapters retry an inbox write refused with Overloaded (bounded backoff on the
 // injected clock) instead of dropping a message the platform already considers delivered, and a
 // retrying message is not overtaken by the next one.
 import { describe, expect, test } from 'bun:test';
@@ -7,8 +7,8 @@ import { openDatabase } from '../../db/open.ts';
 import { INGEST_RETRY_DELAYS_MS, ingestWithRetry, OrderedIngest } from '../../src/channels/ingest-retry.ts';
 import type { AdapterContext, InboundMessage, IngestResult } from '../../src/channels/types.ts';
 import { BaileysAdapter } from '../../src/channels/whatsapp/adapter.ts';
+import { Overloaded } from '../../src/core/errors.ts';
 import { silentLogger } from '../../src/log.ts';
-import { OverloadedError } from '../../src/services/inbox.ts';
 import type { Instance } from '../../src/services/instance-types.ts';
 import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
 
@@ -22,7 +22,7 @@ const msg = (id: string): InboundMessage => ({
   timestamp: 0,
 });
 
-/** An inbox that refuses the first `refusals` writes with OverloadedError. */
+/** An inbox that refuses the first `refusals` writes with Overloaded. */
 function flakyInbox(refusals: number) {
   const stored: string[] = [];
   let left = refusals;
@@ -31,7 +31,7 @@ function flakyInbox(refusals: number) {
     attempts: 0,
     async ingest(m: InboundMessage): Promise<IngestResult> {
       this.attempts++;
-      if (left-- > 0) throw new OverloadedError(1);
+      if (left-- > 0) throw new Overloaded(1);
       stored.push(m.providerMessageId);
       return { status: 'accepted', traceId: `t-${m.providerMessageId}` };
     },
@@ -64,7 +64,7 @@ describe('ingestWithRetry', () => {
     void ingestWithRetry(inbox, msg('a'), { clock }).catch((e) => (failure = e));
     await clock.runAll();
     expect(inbox.attempts).toBe(INGEST_RETRY_DELAYS_MS.length + 1);
-    expect(failure).toBeInstanceOf(OverloadedError);
+    expect(failure).toBeInstanceOf(Overloaded);
 
     let calls = 0;
     const broken = {

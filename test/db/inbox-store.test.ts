@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { InboxStore } from '../../db/inbox-store.ts';
 import { openDatabase } from '../../db/open.ts';
 import type { InboundMessage } from '../../src/channels/types.ts';
-import { conversationIdFor, type InboxRow, OverloadedError } from '../../src/services/inbox.ts';
+import { Overloaded } from '../../src/core/errors.ts';
+import { conversationIdFor, type InboxRow } from '../../src/services/inbox.ts';
 
 let db: Database;
 beforeEach(() => {
@@ -87,11 +88,11 @@ describe('ingest', () => {
     expect(s.conversationBacklog(conv())).toBe(2);
   });
 
-  test('at the global bound ingest is refused with OverloadedError and nothing is written', async () => {
+  test('at the global bound ingest is refused with Overloaded and nothing is written', async () => {
     const s = store({ conversationBacklog: 100, globalBacklog: 2 });
     await s.ingest(message('m1'));
     await s.ingest(message('m2', 'b'));
-    await expect(s.ingest(message('m3', 'c'))).rejects.toBeInstanceOf(OverloadedError);
+    await expect(s.ingest(message('m3', 'c'))).rejects.toBeInstanceOf(Overloaded);
     expect(s.counters.overloaded).toBe(1);
     expect(db.query('SELECT COUNT(*) AS n FROM inbox').get()).toEqual({ n: 2 });
   });

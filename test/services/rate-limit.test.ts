@@ -2,7 +2,7 @@
 // Retry-After, refill over (virtual) time, settings-driven limits, and a swappable limiter.
 import { describe, expect, test } from 'bun:test';
 import type { Clock } from '../../actors/runtime/clock.ts';
-import { MemoryRateLimiter, type RateLimiter, routeClass } from '../../src/services/rate-limit.ts';
+import { MemoryRateLimiter, type RateLimiter } from '../../src/services/rate-limit.ts';
 import { createTestGateway } from '../helpers.ts';
 
 function fakeClock(start = Date.parse('2025-06-01T00:00:00Z')) {
@@ -45,15 +45,6 @@ describe('MemoryRateLimiter', () => {
     now += 120_000;
     for (let i = 0; i < 100; i++) rl.take('live', 'general');
     expect(rl.size).toBeLessThan(1100);
-  });
-
-  test('route classes come from the scope table', () => {
-    expect(routeClass('POST', '/api/v2/dead-letters/:id/replay')).toBe('messages.send');
-    expect(routeClass('GET', '/api/v2/traces')).toBe('events.list');
-    expect(routeClass('POST', '/api/v2/instances')).toBe('instances.write');
-    expect(routeClass('DELETE', '/api/v1/instances/:name')).toBe('instances.write');
-    expect(routeClass('GET', '/api/v2/instances')).toBe('general');
-    expect(routeClass('GET', '/api/v2/settings')).toBe('general');
   });
 });
 

@@ -2,11 +2,11 @@
 // Stored as ordinary instance rules (priority 0), so v2 sees and manages the same rules.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import type { AccessRule } from '../../services/access.ts';
 import { normalizeIdentifier } from '../../services/access.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses } from '../errors.ts';
+import { principalOf } from '../principal.ts';
 
 const NameParams = t.Object({ name: t.String({ maxLength: 200, description: 'Instance name' }) });
 

@@ -1,7 +1,6 @@
 // v1 instances: the setup guide's routes and shapes, verbatim.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { lifecycleOf } from '../../services/lifecycle.ts';
 import { ApiError, errorResponses } from '../errors.ts';
@@ -15,6 +14,7 @@ import {
   v1Input,
   v1View,
 } from '../instance-views.ts';
+import { principalOf } from '../principal.ts';
 import { SuccessSchema } from '../schemas.ts';
 
 const NameParams = t.Object({ name: t.String({ maxLength: 200, description: 'Instance name' }) });

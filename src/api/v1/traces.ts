@@ -2,10 +2,10 @@
 import { Elysia, t } from 'elysia';
 import { gatherOffsetPage } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { canSeeInstance } from '../../services/keys.ts';
+import { v1Trace } from '../../services/trace-views.ts';
 import { ApiError, errorResponses } from '../errors.ts';
-import { v1Trace } from '../trace-views.ts';
+import { principalOf } from '../principal.ts';
 
 const V1Trace = t.Object(
   { trace_id: t.String(), status: t.String(), steps: t.Array(t.Record(t.String(), t.Any())) },

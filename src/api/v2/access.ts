@@ -2,11 +2,11 @@
 // their instances' rules, and may change only their instances' rules.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import type { AccessRule, AccessRuleInput } from '../../services/access.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses, notFound } from '../errors.ts';
 import { decodeCursor, page } from '../pagination.ts';
+import { principalOf } from '../principal.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
 

@@ -5,10 +5,10 @@ import { Elysia, t } from 'elysia';
 import { VIA_API } from '../../channels/api/index.ts';
 import type { InboundMessage } from '../../channels/types.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import type { InboxRow } from '../../services/inbox.ts';
 import { conversationIdFor } from '../../services/inbox.ts';
 import { ApiError, errorResponses } from '../errors.ts';
+import { principalOf } from '../principal.ts';
 import { visibleInstance } from './instances.ts';
 
 const RunAgentInput = t.Object(

@@ -4,8 +4,8 @@ import { Elysia, t } from 'elysia';
 import { CHANNEL_KINDS, CHANNELS, channelOf } from '../../channels/registry.ts';
 import type { ChannelDefinition } from '../../channels/types.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { ApiError, errorResponses } from '../errors.ts';
+import { principalOf } from '../principal.ts';
 
 const Capabilities = t.Object(
   {

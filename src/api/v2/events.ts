@@ -14,11 +14,11 @@ import {
   type PageBody,
 } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { asContext, type EventFilter, type EventView, eventView, summarize } from '../../services/events.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses, invalid } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
+import { principalOf } from '../principal.ts';
 import { PageQuery } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
 

@@ -1,7 +1,6 @@
 // v2 instances: camelCase, {data} / {items, meta} envelopes, cursor pagination, filters.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import type { Instance } from '../../services/instance-types.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { lifecycleOf } from '../../services/lifecycle.ts';
@@ -17,6 +16,7 @@ import {
   v2View,
 } from '../instance-views.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
+import { principalOf } from '../principal.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
 
 const IdParams = t.Object({ id: t.String({ maxLength: 200, description: 'Instance id (or name)' }) });

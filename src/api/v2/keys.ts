@@ -2,10 +2,10 @@
 // revoke, and each key's audit trail. Needs a key with '*' or 'admin:*'.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { type ApiKeyView, hasScope, type Principal, SCOPES } from '../../services/keys.ts';
 import { ApiError, errorResponses, invalid, notFound } from '../errors.ts';
 import { decodeCursor, page } from '../pagination.ts';
+import { principalOf } from '../principal.ts';
 import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
 
 const ScopeEnum = t.Union(

@@ -4,11 +4,11 @@ import { Elysia, t } from 'elysia';
 import { requireChannel } from '../../channels/registry.ts';
 import type { ContentType, OutboundMessage } from '../../channels/types.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import type { Instance } from '../../services/instance-types.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import type { SendResult } from '../../services/messages.ts';
 import { ApiError, ErrorSchema, errorResponses } from '../errors.ts';
+import { principalOf } from '../principal.ts';
 import { visibleInstance } from './instances.ts';
 
 const Nullable = (s: ReturnType<typeof t.String>) => t.Union([s, t.Null()]);

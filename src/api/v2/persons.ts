@@ -7,12 +7,12 @@ import { decodeTimeCursor, GatheredPageMeta, gatherPage, isForwarded } from '../
 import { gatherHolders, gatherPersonPage, gatherPersonsById } from '../../cluster/gather-persons.ts';
 import type { Cluster } from '../../cluster/index.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { eventView } from '../../services/events.ts';
 import { isoNow, newId } from '../../services/ids.ts';
 import { type PersonOp, type PersonView, presenceOf } from '../../services/persons.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
+import { principalOf } from '../principal.ts';
 import { PageQuery } from '../schemas.ts';
 import { V2Event } from './events.ts';
 

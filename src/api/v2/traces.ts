@@ -13,12 +13,12 @@ import {
   type TimeKey,
 } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { principalOf } from '../../server.ts';
 import { canSeeInstance } from '../../services/keys.ts';
+import { v2Trace } from '../../services/trace-views.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList, decodeCursor, page } from '../pagination.ts';
+import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
-import { v2Trace } from '../trace-views.ts';
 import { visibleInstance } from './instances.ts';
 
 const V2Trace = t.Object(

@@ -255,7 +255,7 @@ export class SlackAdapter implements ChannelAdapter {
     } catch (error) {
       // Not stored: a non-2xx makes Slack redeliver (up to 3 times).
       const cause = outcome.error ?? error;
-      // OverloadedError is an ApiError (name 'ApiError', code UNAVAILABLE).
+      // The inbox's Overloaded error (code UNAVAILABLE).
       const overloaded = isOverloaded(cause);
       this.ctx?.log.warn({ err: describe(cause) }, 'slack: event not stored');
       return overloaded

@@ -50,9 +50,7 @@ export const whatsappChannel: ChannelDefinition = {
           `No QR code: the instance is ${s.status}${s.reason ? ` (${s.reason})` : ''}; POST /api/v2/instances/${ctx.instance.id}/connect to start pairing`,
         );
       }
-      throw ctx.fail('NOT_FOUND', 'No QR code yet: WhatsApp has not offered one; retry in a few seconds', null, {
-        'retry-after': '2',
-      });
+      throw ctx.fail('NOT_FOUND', 'No QR code yet: WhatsApp has not offered one; retry in a few seconds', null, 2);
     },
     async code(ctx, phoneNumber) {
       try {

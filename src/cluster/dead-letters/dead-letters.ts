@@ -6,7 +6,7 @@
 // record out of the list and appends the entry again to the stream of its instance's shard in one
 // call; the owner then reads it like any new entry (and commits it under its epoch). A list value
 // that is no sealed record (written into Redis by anyone else) is never shown or replayed.
-import { ApiError } from '../../api/errors.ts';
+import { Conflict, NotFound } from '../../core/errors.ts';
 import { isoNow, newId } from '../../services/ids.ts';
 import { type ClusterContext, viaStore } from '../context.ts';
 import { parseEntry } from '../handoff/entry.ts';
@@ -114,15 +114,14 @@ export class DeadLetters {
     const { ctx } = this;
     const { raw, record } = await this.find(id);
     const view = this.view(record);
-    if (!view.replayable)
-      throw new ApiError('CONFLICT', `This dead letter cannot be replayed: ${view.problem}`, { id });
+    if (!view.replayable) throw new Conflict(`This dead letter cannot be replayed: ${view.problem}`, { id });
     const fields = this.open(record)!;
     const instanceId = String(view.message!.instanceId);
     const shard = ctx.shardOfInstance(instanceId);
     const entryId = (await viaStore(() => ctx.cmd.eval(DEAD_LETTER_REPLAY, 0, ctx.o.prefix, raw, shard, ...fields))) as
       | string
       | number;
-    if (entryId === 0) throw new ApiError('NOT_FOUND', 'Dead letter not found (already replayed or deleted)', { id });
+    if (entryId === 0) throw new NotFound('Dead letter not found (already replayed or deleted)', { id });
     ctx.host.log.info({ node: ctx.node, deadLetter: id, shard, entry: entryId }, 'cluster: dead letter replayed');
     return { id, shard, entryId: String(entryId) };
   }
@@ -130,7 +129,7 @@ export class DeadLetters {
   async delete(id: string): Promise<void> {
     const { raw } = await this.find(id);
     if ((await viaStore(() => this.ctx.cmd.lrem(this.ctx.k('deadletter'), 1, raw))) === 0)
-      throw new ApiError('NOT_FOUND', 'Dead letter not found (already replayed or deleted)', { id });
+      throw new NotFound('Dead letter not found (already replayed or deleted)', { id });
   }
 
   private async find(id: string): Promise<{ raw: string; record: DeadLetterRecord }> {
@@ -138,7 +137,7 @@ export class DeadLetters {
       const rec = parseRecord(raw);
       if (rec && rec.id === id) return { raw, record: rec };
     }
-    throw new ApiError('NOT_FOUND', 'Dead letter not found', { id });
+    throw new NotFound('Dead letter not found', { id });
   }
 
   private open(rec: DeadLetterRecord): string[] | null {

@@ -2,8 +2,9 @@
 // shard's owner through the stream like any new message (the owner may be another node now),
 // under an id of its own; the local dead letter is then removed and the old trace says where the
 // replay went.
-import { ApiError } from '../../api/errors.ts';
+
 import type { InboundMessage } from '../../channels/types.ts';
+import { Conflict } from '../../core/errors.ts';
 import type { IngestOutcome } from '../../services/inbox.ts';
 import type { ClusterPipeline } from '../host.ts';
 
@@ -22,7 +23,7 @@ export async function replayThroughOwner(
   const { inbox } = pipeline;
   const row = inbox.get(d.inbox_seq);
   if (row?.status !== 'dead_lettered')
-    throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
+    throw new Conflict('The message is still being dead-lettered; retry in a moment');
   const msg = JSON.parse(row.payload_json) as InboundMessage;
   const replay: InboundMessage = {
     ...msg,

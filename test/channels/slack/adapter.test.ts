@@ -8,8 +8,8 @@ import {
   type InboundMessage,
   type IngestResult,
 } from '../../../src/channels/types.ts';
+import { Overloaded } from '../../../src/core/errors.ts';
 import { silentLogger } from '../../../src/log.ts';
-import { OverloadedError } from '../../../src/services/inbox.ts';
 import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
 import { eventCallback, signRequest, urlVerification } from '../../fakes/slack/events.ts';
 import { FakeSlack } from '../../fakes/slack/server.ts';
@@ -201,9 +201,9 @@ describe('Slack Events API webhook', () => {
 
   test('a failed inbox write answers non-2xx so Slack redelivers', async () => {
     const { adapter, ctx } = await startAdapter({});
-    // The inbox's own error (an ApiError named 'ApiError' with code UNAVAILABLE), not a look-alike.
+    // The inbox's own error (core Overloaded, code UNAVAILABLE), not a look-alike.
     ctx.ingestHook = async () => {
-      throw new OverloadedError(5);
+      throw new Overloaded(5);
     };
     const answer = await signedPost(adapter, eventCallback(mention()));
     expect(answer.status).toBe(503);

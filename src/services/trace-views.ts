@@ -1,5 +1,5 @@
 // v1 (setup guide) and v2 views of a trace.
-import type { TraceRecord } from '../services/traces.ts';
+import type { TraceRecord } from './traces.ts';
 
 function userId(r: TraceRecord): string {
   return r.sender_phone ? `whatsapp:${r.sender_phone}` : r.sender_id;

@@ -1,0 +1,30 @@
+// What the server knows about each request while it runs: its id, when it started and, once the
+// auth hook has checked the key, who is calling. Route modules ask for the caller here.
+import { Unauthorized } from '../core/errors.ts';
+import type { Principal } from '../services/keys.ts';
+
+export interface RequestInfo {
+  id: string;
+  start: number;
+  principal: Principal | null;
+}
+
+const requests = new WeakMap<Request, RequestInfo>();
+
+/** Starts tracking a request (the server's onRequest hook). */
+export function trackRequest(request: Request, id: string, start: number): RequestInfo {
+  const info: RequestInfo = { id, start, principal: null };
+  requests.set(request, info);
+  return info;
+}
+
+export function requestInfo(request: Request): RequestInfo | undefined {
+  return requests.get(request);
+}
+
+/** The authenticated caller of an /api request (set by the auth hook). */
+export function principalOf(request: Request): Principal {
+  const p = requests.get(request)?.principal;
+  if (!p) throw new Unauthorized('Not authenticated');
+  return p;
+}

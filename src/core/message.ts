@@ -1,0 +1,71 @@
+// Messages as the gateway sees them, whatever the channel: where they come from and go to (chat
+// address), what arrives (inbound) and what is sent back (outbound).
+
+/** A channel kind (an instance's "channel"). The valid kinds are the definitions in src/channels/registry.ts. */
+export type ChannelKind = string;
+
+export type ContentType =
+  | 'text'
+  | 'image'
+  | 'video'
+  | 'audio'
+  | 'document'
+  | 'sticker'
+  | 'location'
+  | 'contact'
+  | 'poll'
+  | 'reaction'
+  | 'other';
+
+/** Where a reply goes. `chatId` is the platform's chat/channel id; `threadId` a thread inside it. */
+export interface ChatRef {
+  chatId: string;
+  threadId?: string;
+  kind: 'direct' | 'group';
+}
+
+export interface InboundMessage {
+  instanceId: string;
+  /** Unique per instance (WhatsApp key.id, Discord message id, Slack event_id / ts). */
+  providerMessageId: string;
+  chat: ChatRef;
+  sender: {
+    id: string; // platform user id (WhatsApp JID, Discord user id, Slack user id)
+    name?: string;
+    phone?: string; // E.164 digits with +, when known
+    altId?: string; // e.g. LID <-> phone JID alias reported by the platform
+  };
+  text: string;
+  contentType: ContentType;
+  /** Platform timestamp in ms. */
+  timestamp: number;
+  /** The platform message to reply to/quote (defaults to providerMessageId's own message). */
+  replyToMessageId?: string;
+  /** True when the bot was mentioned or replied to (group gating). */
+  mentioned?: boolean;
+  /** Sent by the account owner (e.g. WhatsApp fromMe from the phone); used for human takeover. */
+  fromOwner?: boolean;
+  /** Channel-specific extras the adapter needs again at send time (e.g. Evolution `quoted`). */
+  extra?: Record<string, unknown>;
+}
+
+export interface OutboundMessage {
+  text: string;
+  /** Platform id of the message to reply to / quote. */
+  replyTo?: string;
+  media?: {
+    url?: string;
+    base64?: string;
+    mediaType: 'image' | 'video' | 'audio' | 'document';
+    caption?: string;
+    filename?: string;
+    voiceNote?: boolean;
+  };
+  reaction?: { messageId: string; emoji: string };
+}
+
+/** The durable inbox's answer to one inbound message. */
+export interface IngestResult {
+  status: 'accepted' | 'duplicate';
+  traceId: string;
+}
