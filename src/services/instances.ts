@@ -3,6 +3,7 @@
 import type { Database } from 'bun:sqlite';
 import { ApiError, invalid } from '../api/errors.ts';
 import { CHANNEL_KINDS, type ChannelKind } from '../channels/types.ts';
+import { literalProblem } from '../net/outbound.ts';
 import { accessSettingsProblems } from './access.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
 import type { AgentConfig, ChannelConfig, Instance, InstanceSettings, InstanceStatus } from './instance-types.ts';
@@ -87,6 +88,21 @@ export const SECRET_FIELDS = new Set(
   ),
 );
 
+/** Headers the HTTP client owns: set by a user they would redirect or smuggle requests. */
+const RESERVED_HEADERS = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+]);
+
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
 const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'] as const;
 const REPLY_MODES = ['final', 'blocks', 'edit'] as const;
@@ -110,7 +126,9 @@ function checkUrl(v: unknown, protocols: string[]): string | null {
     const u = new URL(v);
     if (!protocols.includes(u.protocol)) return `must use ${protocols.join(' or ')}`;
     if (!u.hostname) return 'must have a host';
-    return null;
+    // A fragment would swallow the path a client appends to the URL.
+    if (v.includes('#')) return 'must not have a fragment (#)';
+    return literalProblem(v);
   } catch {
     return 'must be a URL';
   }
@@ -119,8 +137,11 @@ function checkUrl(v: unknown, protocols: string[]): string | null {
 function checkField(kind: FieldKind, v: unknown): string | null {
   switch (kind) {
     case 'string':
-    case 'secret':
       return typeof v === 'string' && v.length <= 4096 ? null : 'must be a string (≤ 4096 characters)';
+    case 'secret':
+      if (typeof v !== 'string' || v.length > 4096) return 'must be a string (≤ 4096 characters)';
+      // A blank secret would work as a credential anyone can guess (e.g. a webhook's evolution_key).
+      return v.trim() === '' ? 'must not be blank' : null;
     case 'bool':
       return typeof v === 'boolean' ? null : 'must be a boolean';
     case 'int':
@@ -434,6 +455,11 @@ export class InstanceService {
         Object.entries(h).some(([k, v]) => !/^[A-Za-z0-9-]{1,64}$/.test(k) || typeof v !== 'string' || /[\r\n]/.test(v))
       ) {
         problems.push({ field: 'agent.headers', problem: 'must map header names to single-line strings' });
+      } else if (Object.keys(h).some((k) => RESERVED_HEADERS.has(k.toLowerCase()))) {
+        problems.push({
+          field: 'agent.headers',
+          problem: `must not set Host or hop-by-hop headers (${[...RESERVED_HEADERS].join(', ')})`,
+        });
       } else agent.headers = h;
     }
     // An instance without an agent URL can still be created (e.g. to pair first); the pipeline
