@@ -41,6 +41,11 @@ export function webhookRoutes(gw: Gateway) {
             null,
             { 'retry-after': '60' },
           );
+        const event = (body as { event?: unknown } | null)?.event;
+        if (event !== undefined && event !== null && typeof event !== 'string')
+          throw new ApiError('VALIDATION_ERROR', 'event: must be a string', [
+            { field: 'event', problem: 'must be a string' },
+          ]);
         const { messages, ignored } = parseEvolutionWebhook(body, inst.id);
         if (messages.length === 0)
           return { status: 'ignored', trace_id: null, message: ignored.join('; ') || 'nothing to process' };
@@ -48,14 +53,21 @@ export function webhookRoutes(gw: Gateway) {
         crashPoint('after_ack');
         const first = results[0];
         const allDup = results.every((r) => r.status === 'duplicate');
+        const shed = results.filter((r) => r.status !== 'duplicate' && r.shed).length;
+        const accepted = results.filter((r) => r.status !== 'duplicate').length - shed;
         return {
           status: allDup ? 'duplicate' : 'received',
           trace_id: first.traceId,
           message: allDup
             ? 'Message already received'
-            : first.shed
-              ? 'Message accepted but shed: conversation backlog full'
-              : 'Message accepted',
+            : results.length > 1
+              ? // A batch: say what became of it, not only of its first message.
+                `${accepted} of ${results.length} messages accepted` +
+                (shed ? `, ${shed} shed: conversation backlog full` : '') +
+                (results.length - accepted - shed ? `, ${results.length - accepted - shed} already received` : '')
+              : first.shed
+                ? 'Message accepted but shed: conversation backlog full'
+                : 'Message accepted',
         };
       },
       {
@@ -79,7 +91,9 @@ export function webhookRoutes(gw: Gateway) {
       async ({ params, body, request, set }) => {
         const inst = gw.instances.getByName(params.instance);
         const adapter = inst ? gw.pipeline.adapter(inst.id) : null;
-        if (inst?.channel !== 'slack') throw new ApiError('NOT_FOUND', 'No such Slack instance');
+        // An unknown name answers like a bad signature (as Evolution's webhook does): names are not revealed.
+        if (inst?.channel !== 'slack')
+          throw new ApiError('UNAUTHORIZED', 'invalid Slack request signature or timestamp');
         if (!(adapter instanceof SlackAdapter)) {
           // Cluster: the Slack connection lives on the owner of the instance's shard; pass the signed request on.
           const forwarded = gw.cluster
@@ -106,8 +120,7 @@ export function webhookRoutes(gw: Gateway) {
         },
         response: {
           200: t.Unknown({ description: 'Accepted, challenge or ignored' }),
-          401: t.Unknown({ description: 'Bad signature' }),
-          404: ErrorSchema,
+          401: t.Unknown({ description: 'Bad signature, or no such Slack instance' }),
           503: t.Unknown({ description: 'Not running or overloaded' }),
         },
       },
