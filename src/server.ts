@@ -22,6 +22,7 @@ import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
 import type { Gateway } from './gateway.ts';
+import { clientIpResolver } from './net/client-ip.ts';
 import { cleanPath } from './services/audit.ts';
 import { randomToken } from './services/ids.ts';
 import { hasScope, type Principal } from './services/keys.ts';
@@ -33,6 +34,8 @@ interface RequestInfo {
   id: string;
   start: number;
   principal: Principal | null;
+  /** The client's address (socket peer, or X-Forwarded-For from a trusted proxy); null without a socket. */
+  ip: string | null;
 }
 
 const requests = new WeakMap<Request, RequestInfo>();
@@ -102,6 +105,7 @@ function streamPrincipal(gw: Gateway, key: string | null): Principal | null {
 export function buildServer(gw: Gateway) {
   const { log, config } = gw;
   const limit = config.bodyLimitBytes;
+  const clientIp = clientIpResolver(config.trustedProxies);
 
   const app = new Elysia({ normalize: false })
     // Error envelope for everything, registered before the routes so it covers them all.
@@ -143,9 +147,10 @@ export function buildServer(gw: Gateway) {
       set.headers['content-type'] = 'application/json';
       return body;
     })
-    .onRequest(({ request, set }) => {
+    .onRequest(({ request, set, server }) => {
       const id = request.headers.get('x-request-id')?.slice(0, 64) || randomToken(9);
-      requests.set(request, { id, start: performance.now(), principal: null });
+      const ip = clientIp(server?.requestIP(request)?.address, request.headers.get('x-forwarded-for'));
+      requests.set(request, { id, start: performance.now(), principal: null, ip });
       set.headers['x-request-id'] = id;
       const len = Number(request.headers.get('content-length') ?? 0);
       if (len > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `Request body exceeds ${limit} bytes`, { limit });
@@ -197,16 +202,12 @@ export function buildServer(gw: Gateway) {
         );
       }
     })
-    .onAfterResponse({ as: 'global' }, ({ request, set, route, server }) => {
+    .onAfterResponse({ as: 'global' }, ({ request, set, route }) => {
       const info = requests.get(request);
       if (!info) return;
       const status = typeof set.status === 'number' ? set.status : 200;
       if (info.principal) {
-        // Behind no proxy the socket address is the truth; x-forwarded-for only when there is no socket (in-process tests).
-        const ip =
-          server?.requestIP(request)?.address ??
-          request.headers.get('x-forwarded-for')?.split(',')[0]?.trim().slice(0, 64) ??
-          null;
+        const ip = info.ip;
         gw.audit.record({
           keyId: info.principal.keyId,
           method: request.method,
@@ -299,7 +300,7 @@ export function buildServer(gw: Gateway) {
             method: 'GET',
             path: '/ws',
             status: rl.allowed ? 101 : 429,
-            ip: client.ip,
+            ip: clientIp(client.ip, client.forwardedFor),
             userAgent: client.userAgent,
             at: gw.clock.now(),
           });

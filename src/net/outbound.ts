@@ -87,6 +87,16 @@ function ipv6Bytes(ip: string): number[] | null {
 /** fd00:ec2::254, AWS's instance metadata service over IPv6. */
 const AWS_IMDS_V6 = [0xfd, 0, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54];
 
+/** The bytes of an IP address: 4 for IPv4 (IPv4-mapped IPv6 included), 16 for IPv6; null otherwise. */
+export function ipBytes(ip: string): number[] | null {
+  const host = ip.replace(/^\[|\]$/g, '');
+  if (isIP(host) === 4) return ipv4Bytes(host);
+  if (isIP(host.replace(/%.*$/, '')) !== 6) return null;
+  const b = ipv6Bytes(host);
+  if (b && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return b.slice(12);
+  return b;
+}
+
 function classifyV4([a, b, c, d]: number[]): AddressClass {
   if (a === 169 && b === 254) return 'link-local'; // includes 169.254.169.254, every cloud's metadata
   if (a === 100 && b === 100 && c === 100 && d === 200) return 'metadata'; // Alibaba Cloud

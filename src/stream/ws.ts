@@ -23,7 +23,10 @@ export interface WsRoutesDeps {
    * Called for an authenticated open (rate limit and audit): resolves to null to admit, or to the
    * close reason (the stream is then closed with 4429).
    */
-  admit?(key: string, client: { ip: string | null; userAgent: string | null }): Promise<string | null>;
+  admit?(
+    key: string,
+    client: { ip: string | null; forwardedFor: string | null; userAgent: string | null },
+  ): Promise<string | null>;
 }
 
 export const WS_CLOSE_RATE_LIMITED = 4429;
@@ -135,6 +138,7 @@ export function wsRoutes(deps: WsRoutesDeps) {
         try {
           refused = await deps.admit(key, {
             ip: raw.remoteAddress ?? null,
+            forwardedFor: ws.data.headers['x-forwarded-for'] ?? null,
             userAgent: ws.data.headers['user-agent']?.slice(0, 512) ?? null,
           });
         } catch {
