@@ -93,8 +93,9 @@ export function ipBytes(ip: string): number[] | null {
   if (isIP(host) === 4) return ipv4Bytes(host);
   if (isIP(host.replace(/%.*$/, '')) !== 6) return null;
   const b = ipv6Bytes(host);
-  if (b && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return b.slice(12);
-  return b;
+  if (!b) return null;
+  const mapped = b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+  return mapped ? b.slice(12) : b;
 }
 
 function classifyV4([a, b, c, d]: number[]): AddressClass {
