@@ -2,6 +2,7 @@
 import { openapi } from '@elysiajs/openapi';
 import { Elysia } from 'elysia';
 import { authorize, presentedKey } from './api/auth.ts';
+import { MAX_JSON_DEPTH, nestedDeeperThan, streamedBodyExceeds } from './api/body-limits.ts';
 import { docsAssets } from './api/docs.ts';
 import { ApiError, errorBody } from './api/errors.ts';
 import { healthRoutes } from './api/health.ts';
@@ -114,6 +115,9 @@ export function buildServer(gw: Gateway) {
       if (info) set.headers['x-request-id'] = info.id;
       let status = 500;
       let body: unknown;
+      // Elysia wraps what a parse hook throws (e.g. the streamed-body limit) in a ParseError.
+      if (code === 'PARSE' && (error as { cause?: unknown }).cause instanceof ApiError)
+        error = (error as { cause: ApiError }).cause;
       if (error instanceof ApiError) {
         status = error.status;
         body = errorBody(error.code, error.message, error.details);
@@ -169,6 +173,13 @@ export function buildServer(gw: Gateway) {
         }
       }
     })
+    // A body without Content-Length (chunked) is counted as it streams: over the limit it gets the
+    // same 413 envelope as one whose Content-Length says so.
+    .onParse({ as: 'global' }, async ({ request }) => {
+      if (!request.body || request.headers.has('content-length')) return;
+      if (await streamedBodyExceeds(request, limit))
+        throw new ApiError('PAYLOAD_TOO_LARGE', `Request body exceeds ${limit} bytes`, { limit });
+    })
     // Authentication before body validation: unauthenticated callers learn nothing about schemas.
     .onTransform({ as: 'global' }, async ({ request, route, query, set }) => {
       if (!route.startsWith('/api/')) return;
@@ -201,6 +212,13 @@ export function buildServer(gw: Gateway) {
           { 'retry-after': String(rl.resetSeconds) },
         );
       }
+    })
+    // Before validation, which recurses: a deeply nested body is a 400, not a stack overflow.
+    .onTransform({ as: 'global' }, ({ body }) => {
+      if (nestedDeeperThan(body))
+        throw new ApiError('VALIDATION_ERROR', `Request body nests deeper than ${MAX_JSON_DEPTH} levels`, [
+          { field: '(body)', problem: `nests deeper than ${MAX_JSON_DEPTH} levels` },
+        ]);
     })
     .onAfterResponse({ as: 'global' }, ({ request, set, route }) => {
       const info = requests.get(request);
@@ -291,6 +309,7 @@ export function buildServer(gw: Gateway) {
         hub: gw.pipeline.hub,
         authenticate: (key) => streamPrincipal(gw, key),
         onKeysChanged: (l) => gw.keys.onChange(l),
+        expiresAt: (key) => gw.keys.expiresAt(key),
         // Opening a stream counts against the key's general budget and is audited like a request.
         admit: async (key, client) => {
           const principal = gw.keys.verify(key)!;

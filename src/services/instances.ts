@@ -103,6 +103,26 @@ const RESERVED_HEADERS = new Set([
   'content-length',
 ]);
 
+/** Bounds of one instance's extension settings (they are stored with the instance and replicated). */
+const MAX_EXTENSION_SETTINGS = 50;
+const MAX_EXTENSION_BYTES = 32 * 1024;
+const MAX_EXTENSION_DEPTH = 8;
+
+function extensionSettingProblem(key: string, v: unknown): string | null {
+  if (!/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/.test(key)) return 'is not a setting name (letters, digits, _ . -; ≤ 64)';
+  // Depth first, without recursion: JSON.stringify of a deep value would overflow the stack.
+  const stack: Array<[unknown, number]> = [[v, 1]];
+  while (stack.length) {
+    const [x, depth] = stack.pop()!;
+    if (x === null || typeof x !== 'object') continue;
+    if (depth > MAX_EXTENSION_DEPTH) return `nests deeper than ${MAX_EXTENSION_DEPTH} levels`;
+    for (const c of Array.isArray(x) ? x : Object.values(x)) stack.push([c, depth + 1]);
+  }
+  if (JSON.stringify(v).length > MAX_EXTENSION_BYTES)
+    return `must be at most ${MAX_EXTENSION_BYTES} characters as JSON`;
+  return null;
+}
+
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
 const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'] as const;
 const REPLY_MODES = ['final', 'blocks', 'edit'] as const;
@@ -494,8 +514,17 @@ export class InstanceService {
       else settings.maxTextLength = s.maxTextLength;
     }
     for (const [k, v] of Object.entries(s)) {
-      if (!(k in DEFAULT_SETTINGS)) settings[k] = v; // extension settings (access gates, keyword triggers)
+      if (k in DEFAULT_SETTINGS) continue;
+      // Extension settings (access gates, keyword triggers): null removes one; each is bounded.
+      if (v === null) delete settings[k];
+      else {
+        const p = extensionSettingProblem(k, v);
+        if (p) problems.push({ field: `settings.${k}`, problem: p });
+        else settings[k] = v;
+      }
     }
+    if (Object.keys(settings).length - Object.keys(DEFAULT_SETTINGS).length > MAX_EXTENSION_SETTINGS)
+      problems.push({ field: 'settings', problem: `has more than ${MAX_EXTENSION_SETTINGS} extension settings` });
     problems.push(...accessSettingsProblems(settings));
     if (problems.length) throw invalid(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
     return {
