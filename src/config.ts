@@ -41,6 +41,15 @@ export interface Config {
     /** Shared by every node (required in cluster mode): keys for the values kept in Redis and for peer requests. */
     secret: string | null;
   };
+  /** Policy for requests made on a user's behalf (agents, Evolution, …): see src/net/outbound.ts. */
+  outbound: {
+    /** Loopback and private addresses may be reached (default true, for local development). */
+    allowPrivate: boolean;
+    /** When non-empty, the only hosts reachable (`*.example.com` for subdomains). */
+    allowedHosts: string[];
+  };
+  /** Proxies whose X-Forwarded-For is believed (IP addresses or CIDR ranges); empty = none. */
+  trustedProxies: string[];
   leo: {
     bearerToken: string | null;
     subscriptionKey: string | null;
@@ -76,6 +85,46 @@ function int(env: Env, names: string[], def: number, min: number, max: number): 
   const n = Number(raw);
   if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
   return n;
+}
+
+function bool(env: Env, names: string[], def: boolean): boolean {
+  const found = pick(env, names);
+  if (!found) return def;
+  const [name, raw] = found;
+  const v = raw.trim().toLowerCase();
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  throw new ConfigError(name, `must be true or false, got "${raw}"`);
+}
+
+function list(env: Env, names: string[]): [string, string[]] | null {
+  const found = pick(env, names);
+  if (!found) return null;
+  return [
+    found[0],
+    found[1]
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  ];
+}
+
+function hostList(env: Env, names: string[]): string[] {
+  const found = list(env, names);
+  if (!found) return [];
+  for (const h of found[1])
+    if (!/^(\*\.)?[A-Za-z0-9.:\-[\]]+$/.test(h))
+      throw new ConfigError(found[0], `"${h}" is not a host name (or *.example.com)`);
+  return found[1];
+}
+
+function proxyList(env: Env, names: string[]): string[] {
+  const found = list(env, names);
+  if (!found) return [];
+  for (const p of found[1])
+    if (!/^[0-9A-Fa-f.:]+(\/\d{1,3})?$/.test(p))
+      throw new ConfigError(found[0], `"${p}" is not an IP address or CIDR range`);
+  return found[1];
 }
 
 function url(env: Env, names: string[], protocols: string[]): string | null {
@@ -189,6 +238,11 @@ export function loadConfig(env: Env = process.env): Config {
       typingDelayMs: int(env, ['TYPING_DELAY_MS'], 1000, 0, 60_000),
     },
     cluster: clusterConfig(env, redisUrl !== null),
+    outbound: {
+      allowPrivate: bool(env, ['OUTBOUND_ALLOW_PRIVATE'], true),
+      allowedHosts: hostList(env, ['OUTBOUND_ALLOWED_HOSTS']),
+    },
+    trustedProxies: proxyList(env, ['TRUSTED_PROXIES']),
     leo: {
       bearerToken: pick(env, ['LEO_BEARER_TOKEN'])?.[1] ?? null,
       subscriptionKey: pick(env, ['LEO_SUBSCRIPTION_KEY'])?.[1] ?? null,

@@ -10,6 +10,7 @@ import type { Cluster } from './cluster/index.ts';
 import type { Config } from './config.ts';
 import { loadConfig } from './config.ts';
 import { createLogger } from './log.ts';
+import { createOutboundFetch, type Resolver } from './net/outbound.ts';
 import { AccessService } from './services/access.ts';
 import { AuditService } from './services/audit.ts';
 import { EventService } from './services/events.ts';
@@ -27,6 +28,8 @@ export interface GatewayOptions {
   clock?: Clock;
   db?: Database;
   fetch?: typeof fetch;
+  /** Host name lookup for the outbound policy (tests map names to addresses without DNS). */
+  resolve?: Resolver;
   /** Channel adapter factories / agent overrides (tests). */
   pipeline?: Pick<PipelineOptions, 'factories' | 'adapterDeps' | 'agentFor'>;
 }
@@ -36,6 +39,7 @@ export interface Gateway {
   log: Logger;
   clock: Clock;
   db: Database;
+  /** Fetch under the outbound policy: every request on a user's behalf (agents, channels) uses it. */
   fetch: typeof fetch;
   keys: KeyService;
   instances: InstanceService;
@@ -79,7 +83,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   keys.bootstrap(config.apiKey, join(config.dataDir, 'admin.key'), log);
 
   const clock = opts.clock ?? realClock;
-  const fetchFn = opts.fetch ?? fetch;
+  const fetchFn = createOutboundFetch(opts.fetch ?? fetch, { ...config.outbound, resolve: opts.resolve });
   const pipeline = new Pipeline({ db, config, clock, log, fetch: fetchFn, instances, settings, ...opts.pipeline });
   const persons = new PersonService(db);
   const events = new EventService(db, persons, { log, hub: pipeline.hub });

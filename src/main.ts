@@ -1,4 +1,5 @@
 // Starts the gateway: config → gateway → HTTP server; clean shutdown on SIGTERM/SIGINT.
+import { DatabaseLocked, lockDatabase } from '../db/lock.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { createGateway } from './gateway.ts';
 import { buildServer } from './server.ts';
@@ -17,6 +18,16 @@ try {
   config = loadConfig();
 } catch (err) {
   exitOnConfigError(err);
+}
+
+// Held until the process ends (the OS releases it then, kill -9 included): two gateways working
+// one inbox would send replies twice.
+try {
+  lockDatabase(config.databasePath);
+} catch (err) {
+  if (!(err instanceof DatabaseLocked)) throw err;
+  console.error(`switchboard: ${err.message}`);
+  process.exit(3);
 }
 
 const gw = createGateway(config);

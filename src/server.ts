@@ -2,6 +2,7 @@
 import { openapi } from '@elysiajs/openapi';
 import { type AnyElysia, Elysia } from 'elysia';
 import { authorize, presentedKey } from './api/auth.ts';
+import { MAX_JSON_DEPTH, nestedDeeperThan, streamedBodyExceeds } from './api/body-limits.ts';
 import { docsAssets } from './api/docs.ts';
 import { ApiError, errorBody } from './api/errors.ts';
 import { sparseFieldsets } from './api/fields.ts';
@@ -24,8 +25,9 @@ import { personsV2 } from './api/v2/persons.ts';
 import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
-import { DomainError, type ErrorCode, RateLimited } from './core/errors.ts';
+import { DomainError, type ErrorCode, RateLimited, Validation } from './core/errors.ts';
 import type { Gateway } from './gateway.ts';
+import { clientIpResolver } from './net/client-ip.ts';
 import { cleanPath } from './services/audit.ts';
 import { randomToken } from './services/ids.ts';
 import { hasScope, type Principal } from './services/keys.ts';
@@ -104,6 +106,7 @@ function streamPrincipal(gw: Gateway, key: string | null): Principal | null {
 export function buildServer(gw: Gateway) {
   const { log, config } = gw;
   const limit = config.bodyLimitBytes;
+  const clientIp = clientIpResolver(config.trustedProxies);
 
   // Filled once the app is built: the sparse-fieldset hook reads each route's response schema.
   let routeTable: Array<{ method: string; path: string; hooks: { response?: unknown } }> = [];
@@ -114,6 +117,9 @@ export function buildServer(gw: Gateway) {
       if (info) set.headers['x-request-id'] = info.id;
       let status = 500;
       let body: unknown;
+      // Elysia wraps what a parse hook throws (e.g. the streamed-body limit) in a ParseError.
+      if (code === 'PARSE' && (error as { cause?: unknown }).cause instanceof DomainError)
+        error = (error as { cause: DomainError }).cause;
       if (error instanceof DomainError) {
         status = HTTP_STATUS[error.code];
         body = errorBody(error.code, error.message, error.details);
@@ -147,9 +153,10 @@ export function buildServer(gw: Gateway) {
       set.headers['content-type'] = 'application/json';
       return body;
     })
-    .onRequest(({ request, set }) => {
+    .onRequest(({ request, set, server }) => {
       const id = request.headers.get('x-request-id')?.slice(0, 64) || randomToken(9);
-      trackRequest(request, id, performance.now());
+      const ip = clientIp(server?.requestIP(request)?.address, request.headers.get('x-forwarded-for'));
+      trackRequest(request, id, performance.now(), ip);
       set.headers['x-request-id'] = id;
       const len = Number(request.headers.get('content-length') ?? 0);
       if (len > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `Request body exceeds ${limit} bytes`, { limit });
@@ -167,6 +174,13 @@ export function buildServer(gw: Gateway) {
           }
         }
       }
+    })
+    // A body without Content-Length (chunked) is counted as it streams: over the limit it gets the
+    // same 413 envelope as one whose Content-Length says so.
+    .onParse({ as: 'global' }, async ({ request }) => {
+      if (!request.body || request.headers.has('content-length')) return;
+      if (await streamedBodyExceeds(request, limit))
+        throw new ApiError('PAYLOAD_TOO_LARGE', `Request body exceeds ${limit} bytes`, { limit });
     })
     // Authentication before body validation: unauthenticated callers learn nothing about schemas.
     .onTransform({ as: 'global' }, async ({ request, route, query, set }) => {
@@ -200,16 +214,19 @@ export function buildServer(gw: Gateway) {
         );
       }
     })
-    .onAfterResponse({ as: 'global' }, ({ request, set, route, server }) => {
+    // Before validation, which recurses: a deeply nested body is a 400, not a stack overflow.
+    .onTransform({ as: 'global' }, ({ body }) => {
+      if (nestedDeeperThan(body))
+        throw new Validation(`Request body nests deeper than ${MAX_JSON_DEPTH} levels`, [
+          { field: '(body)', problem: `nests deeper than ${MAX_JSON_DEPTH} levels` },
+        ]);
+    })
+    .onAfterResponse({ as: 'global' }, ({ request, set, route }) => {
       const info = requestInfo(request);
       if (!info) return;
       const status = typeof set.status === 'number' ? set.status : 200;
       if (info.principal) {
-        // Behind no proxy the socket address is the truth; x-forwarded-for only when there is no socket (in-process tests).
-        const ip =
-          server?.requestIP(request)?.address ??
-          request.headers.get('x-forwarded-for')?.split(',')[0]?.trim().slice(0, 64) ??
-          null;
+        const ip = info.ip;
         gw.audit.record({
           keyId: info.principal.keyId,
           method: request.method,
@@ -290,6 +307,7 @@ export function buildServer(gw: Gateway) {
         hub: gw.pipeline.hub,
         authenticate: (key) => streamPrincipal(gw, key),
         onKeysChanged: (l) => gw.keys.onChange(l),
+        expiresAt: (key) => gw.keys.expiresAt(key),
         // Opening a stream counts against the key's general budget and is audited like a request.
         admit: async (key, client) => {
           const principal = gw.keys.verify(key)!;
@@ -299,7 +317,7 @@ export function buildServer(gw: Gateway) {
             method: 'GET',
             path: '/ws',
             status: rl.allowed ? 101 : 429,
-            ip: client.ip,
+            ip: clientIp(client.ip, client.forwardedFor),
             userAgent: client.userAgent,
             at: gw.clock.now(),
           });

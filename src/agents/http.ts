@@ -1,6 +1,7 @@
 // What every agent protocol shares: the timeouts, cancellation, the HTTP call, status → error
 // mapping, and driving an SSE body through a protocol's stream interpreter.
 import type { Clock, Timer } from '../../actors/runtime/clock.ts';
+import { OutboundRefused } from '../net/outbound.ts';
 import { readSse, type SseItem } from './sse.ts';
 import { AgentError, type AgentEvent } from './types.ts';
 
@@ -93,6 +94,8 @@ export class CallGuard {
   failure(err: unknown): AgentError {
     if (this.reason) return this.reason;
     if (err instanceof AgentError) return err;
+    // The policy refuses the same URL every time: no retry.
+    if (err instanceof OutboundRefused) return new AgentError(`agent not called: ${err.message}`, false);
     const msg = err instanceof Error ? err.message : String(err);
     return new AgentError(`agent unreachable: ${msg}`, true);
   }
@@ -121,12 +124,27 @@ function fmtSeconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(3))}s`;
 }
 
-/** Non-2xx → AgentError: 5xx, 429 and 408 are worth retrying; other 4xx are not. */
+/**
+ * Non-2xx → AgentError: 5xx, 429 and 408 are worth retrying; other 4xx are not. The message names
+ * the status and a reason of our own, never the body: traces are read through the API, and an
+ * agent URL may point at a service whose answers the caller must not read.
+ */
 export async function statusError(res: Response, who = 'agent'): Promise<AgentError> {
-  const body = await res.text().catch(() => '');
+  await res.body?.cancel().catch(() => {});
   const retryable = res.status >= 500 || res.status === 429 || res.status === 408;
-  const detail = body ? `: ${preview(body)}` : '';
-  return new AgentError(`${who} answered HTTP ${res.status}${detail}`, retryable, res.status);
+  return new AgentError(`${who} answered HTTP ${res.status} (${statusReason(res.status)})`, retryable, res.status);
+}
+
+/** A short reason for an HTTP status, in our words (the remote's status text is not echoed either). */
+export function statusReason(status: number): string {
+  if (status === 401 || status === 403) return 'credentials refused';
+  if (status === 404) return 'not found';
+  if (status === 408) return 'request timeout';
+  if (status === 413) return 'request too large';
+  if (status === 429) return 'rate limited';
+  if (status >= 500) return 'server error';
+  if (status >= 300 && status < 400) return 'redirect not followed';
+  return 'request refused';
 }
 
 export function preview(s: string, max = 200): string {

@@ -5,19 +5,26 @@
 // receive and (probably) act on the message, and asking again would most likely get the same
 // malformed answer. A body cut by the network fails while reading and is retryable.
 
-import { baseHeaders, type EndpointOptions, guarded, post, preview, seedBody } from './http.ts';
+import { baseHeaders, type EndpointOptions, guarded, post, seedBody } from './http.ts';
 import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
 import { AgentError } from './types.ts';
 
 const TEXT_FIELDS = ['text', 'message', 'reply', 'response'] as const;
 
-/** Reply text from a seed JSON answer, or an AgentError explaining why there is none. */
+/**
+ * Reply text from a seed JSON answer, or an AgentError explaining why there is none. The error
+ * describes the body (its size) but never quotes it: traces are read through the API.
+ */
 export function replyFromJson(raw: string, status?: number): string {
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw);
   } catch {
-    throw new AgentError(`agent answered invalid JSON: ${preview(raw, 120) || '(empty body)'}`, false, status);
+    throw new AgentError(
+      `agent answered invalid JSON: ${raw.trim() ? `${raw.length} characters` : '(empty body)'}`,
+      false,
+      status,
+    );
   }
   if (typeof parsed === 'string') return parsed;
   if (parsed && typeof parsed === 'object') {
@@ -26,11 +33,7 @@ export function replyFromJson(raw: string, status?: number): string {
       if (typeof v === 'string') return v;
     }
   }
-  throw new AgentError(
-    `agent answer has no text field (expected one of ${TEXT_FIELDS.join(', ')}): ${preview(raw, 120)}`,
-    false,
-    status,
-  );
+  throw new AgentError(`agent answer has no text field (expected one of ${TEXT_FIELDS.join(', ')})`, false, status);
 }
 
 export class JsonAgentClient implements AgentClient {

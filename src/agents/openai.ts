@@ -36,7 +36,13 @@ export class OpenAiStream implements StreamInterpreter {
       return NONE;
     }
     if (obj?.error) {
-      const msg = typeof obj.error === 'string' ? obj.error : (obj.error.message ?? JSON.stringify(obj.error));
+      // The error's own message only (the protocol's field), never the rest of the object.
+      const msg =
+        typeof obj.error === 'string'
+          ? obj.error
+          : typeof obj.error.message === 'string'
+            ? obj.error.message
+            : 'unknown';
       return [errorEvent(new AgentError(`agent stream error: ${preview(String(msg))}`, true))];
     }
     const choice = obj?.choices?.[0];

@@ -3,6 +3,7 @@
 import { t } from 'elysia';
 import { SECRET_FIELDS } from '../channels/registry.ts';
 import type { ChannelKind } from '../channels/types.ts';
+import { maskUrl } from '../net/outbound.ts';
 import { maskSecret } from '../services/ids.ts';
 import type { Instance } from '../services/instance-types.ts';
 import type { InstanceInput } from '../services/instances.ts';
@@ -14,7 +15,15 @@ import { ALL_CHANNEL_FIELDS, ChannelEnum, camelToSnake, fieldSchema, snakeToCame
 
 function maskedConfig(inst: Instance): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(inst.config)) out[k] = SECRET_FIELDS.has(k) ? maskSecret(v) : v;
+  for (const [k, v] of Object.entries(inst.config)) {
+    const kind = ALL_CHANNEL_FIELDS[k];
+    // A URL may carry a password or a token (http://u:pass@host/?key=…): shown masked like secrets.
+    out[k] = SECRET_FIELDS.has(k)
+      ? maskSecret(v)
+      : (kind === 'http' || kind === 'ws') && typeof v === 'string'
+        ? maskUrl(v)
+        : v;
+  }
   return out;
 }
 
@@ -154,7 +163,7 @@ export function v1View(inst: Instance, base: string, revealWebhookToken = true) 
     name: inst.name,
     channel: inst.channel,
     ...maskedConfig(inst),
-    agent_api_url: inst.agent.url,
+    agent_api_url: maskUrl(inst.agent.url),
     agent_api_key: maskSecret(inst.agent.apiKey),
     default_agent: inst.agent.defaultAgent,
     agent_timeout: inst.agent.timeoutSeconds,
@@ -276,6 +285,7 @@ export function v2View(inst: Instance, base: string, revealWebhookToken = true) 
     channelConfig: Object.fromEntries(Object.entries(maskedConfig(inst)).map(([k, v]) => [snakeToCamel(k), v])),
     agent: {
       ...inst.agent,
+      url: maskUrl(inst.agent.url),
       apiKey: maskSecret(inst.agent.apiKey),
       headers: Object.fromEntries(Object.entries(inst.agent.headers).map(([k, v]) => [k, maskSecret(v)])),
     },

@@ -7,13 +7,15 @@ export interface RequestInfo {
   id: string;
   start: number;
   principal: Principal | null;
+  /** The client's address (socket peer, or X-Forwarded-For from a trusted proxy); null without a socket. */
+  ip: string | null;
 }
 
 const requests = new WeakMap<Request, RequestInfo>();
 
 /** Starts tracking a request (the server's onRequest hook). */
-export function trackRequest(request: Request, id: string, start: number): RequestInfo {
-  const info: RequestInfo = { id, start, principal: null };
+export function trackRequest(request: Request, id: string, start: number, ip: string | null): RequestInfo {
+  const info: RequestInfo = { id, start, principal: null, ip };
   requests.set(request, info);
   return info;
 }

@@ -51,14 +51,22 @@ function parsedWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<Channe
       crashPoint('after_ack');
       const first = results[0];
       const allDup = results.every((r) => r.status === 'duplicate');
+      const shed = results.filter((r) => r.status !== 'duplicate' && r.shed).length;
+      const accepted = results.filter((r) => r.status !== 'duplicate').length - shed;
+      const duplicates = results.length - accepted - shed;
       return {
         status: allDup ? 'duplicate' : 'received',
         trace_id: first.traceId,
         message: allDup
           ? 'Message already received'
-          : first.shed
-            ? 'Message accepted but shed: conversation backlog full'
-            : 'Message accepted',
+          : results.length > 1
+            ? // A batch: say what became of it, not only of its first message.
+              `${accepted} of ${results.length} messages accepted` +
+              (shed ? `, ${shed} shed: conversation backlog full` : '') +
+              (duplicates ? `, ${duplicates} already received` : '')
+            : first.shed
+              ? 'Message accepted but shed: conversation backlog full'
+              : 'Message accepted',
       };
     },
     {
@@ -80,7 +88,8 @@ function adapterWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<Chann
     async ({ params, body, request, set }) => {
       const inst = gw.instances.getByName(params.instance);
       const handle = hook.handler(inst ? gw.pipeline.adapter(inst.id) : null);
-      if (inst?.channel !== def.kind) throw new ApiError('NOT_FOUND', `No such ${def.name} instance`);
+      // An unknown name answers like a bad signature (as the token-checked webhooks do): names are not revealed.
+      if (inst?.channel !== def.kind) throw new ApiError('UNAUTHORIZED', `invalid ${def.name} request signature`);
       if (!handle) {
         // Cluster: the connection lives on the owner of the instance's shard; pass the request on.
         const forwarded = gw.cluster
@@ -101,8 +110,7 @@ function adapterWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<Chann
       detail: { tags: ['webhooks'], summary: hook.docs.summary, security: [], description: hook.docs.description },
       response: {
         200: t.Unknown({ description: 'Accepted, challenge or ignored' }),
-        401: t.Unknown({ description: 'Bad signature' }),
-        404: ErrorSchema,
+        401: t.Unknown({ description: 'Bad signature, or no such instance' }),
         503: t.Unknown({ description: 'Not running or overloaded' }),
       },
     },

@@ -123,6 +123,7 @@ export type ChannelWebhook =
       docs: WebhookDocs;
       /** A second credential inside the body, accepted instead of the webhook token. */
       authenticates?(inst: Instance, body: unknown): boolean;
+      /** Throws a core Validation error for a malformed body (answered 400). */
       parse(body: unknown, instanceId: string): { messages: InboundMessage[]; ignored: string[] };
     }
   | {

@@ -6,6 +6,7 @@ import type { FieldType } from '../channels/types.ts';
 import { Conflict, NotFound, Validation } from '../core/errors.ts';
 import type { AgentConfig, ChannelConfig, Instance, InstanceSettings, InstanceStatus } from '../core/instance.ts';
 import type { ChannelKind } from '../core/message.ts';
+import { literalProblem } from '../net/outbound.ts';
 import { accessSettingsProblems } from './access.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
 
@@ -17,6 +18,41 @@ export interface InstanceInput {
   agent?: Partial<AgentConfig>;
   config?: ChannelConfig;
   settings?: Partial<InstanceSettings>;
+}
+
+/** Headers the HTTP client owns: set by a user they would redirect or smuggle requests. */
+const RESERVED_HEADERS = new Set([
+  'host',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'content-length',
+]);
+
+/** Bounds of one instance's extension settings (they are stored with the instance and replicated). */
+const MAX_EXTENSION_SETTINGS = 50;
+const MAX_EXTENSION_BYTES = 32 * 1024;
+const MAX_EXTENSION_DEPTH = 8;
+
+function extensionSettingProblem(key: string, v: unknown): string | null {
+  if (!/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/.test(key)) return 'is not a setting name (letters, digits, _ . -; ≤ 64)';
+  // Depth first, without recursion: JSON.stringify of a deep value would overflow the stack.
+  const stack: Array<[unknown, number]> = [[v, 1]];
+  while (stack.length) {
+    const [x, depth] = stack.pop()!;
+    if (x === null || typeof x !== 'object') continue;
+    if (depth > MAX_EXTENSION_DEPTH) return `nests deeper than ${MAX_EXTENSION_DEPTH} levels`;
+    for (const c of Array.isArray(x) ? x : Object.values(x)) stack.push([c, depth + 1]);
+  }
+  if (JSON.stringify(v).length > MAX_EXTENSION_BYTES)
+    return `must be at most ${MAX_EXTENSION_BYTES} characters as JSON`;
+  return null;
 }
 
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
@@ -35,7 +71,9 @@ function checkUrl(v: unknown, protocols: string[]): string | null {
     const u = new URL(v);
     if (!protocols.includes(u.protocol)) return `must use ${protocols.join(' or ')}`;
     if (!u.hostname) return 'must have a host';
-    return null;
+    // A fragment would swallow the path a client appends to the URL.
+    if (v.includes('#')) return 'must not have a fragment (#)';
+    return literalProblem(v);
   } catch {
     return 'must be a URL';
   }
@@ -44,8 +82,11 @@ function checkUrl(v: unknown, protocols: string[]): string | null {
 function checkField(kind: FieldType, v: unknown): string | null {
   switch (kind) {
     case 'string':
-    case 'secret':
       return typeof v === 'string' && v.length <= 4096 ? null : 'must be a string (≤ 4096 characters)';
+    case 'secret':
+      if (typeof v !== 'string' || v.length > 4096) return 'must be a string (≤ 4096 characters)';
+      // A blank secret would work as a credential anyone can guess (e.g. a webhook's evolution_key).
+      return v.trim() === '' ? 'must not be blank' : null;
     case 'bool':
       return typeof v === 'boolean' ? null : 'must be a boolean';
     case 'int':
@@ -359,6 +400,11 @@ export class InstanceService {
         Object.entries(h).some(([k, v]) => !/^[A-Za-z0-9-]{1,64}$/.test(k) || typeof v !== 'string' || /[\r\n]/.test(v))
       ) {
         problems.push({ field: 'agent.headers', problem: 'must map header names to single-line strings' });
+      } else if (Object.keys(h).some((k) => RESERVED_HEADERS.has(k.toLowerCase()))) {
+        problems.push({
+          field: 'agent.headers',
+          problem: `must not set Host or hop-by-hop headers (${[...RESERVED_HEADERS].join(', ')})`,
+        });
       } else agent.headers = h;
     }
     // An instance without an agent URL can still be created (e.g. to pair first); the pipeline
@@ -393,8 +439,17 @@ export class InstanceService {
       else settings.maxTextLength = s.maxTextLength;
     }
     for (const [k, v] of Object.entries(s)) {
-      if (!(k in DEFAULT_SETTINGS)) settings[k] = v; // extension settings (access gates, keyword triggers)
+      if (k in DEFAULT_SETTINGS) continue;
+      // Extension settings (access gates, keyword triggers): null removes one; each is bounded.
+      if (v === null) delete settings[k];
+      else {
+        const p = extensionSettingProblem(k, v);
+        if (p) problems.push({ field: `settings.${k}`, problem: p });
+        else settings[k] = v;
+      }
     }
+    if (Object.keys(settings).length - Object.keys(DEFAULT_SETTINGS).length > MAX_EXTENSION_SETTINGS)
+      problems.push({ field: 'settings', problem: `has more than ${MAX_EXTENSION_SETTINGS} extension settings` });
     problems.push(...accessSettingsProblems(settings));
     if (problems.length) throw new Validation(problems.map((p) => `${p.field} ${p.problem}`).join('; '), problems);
     return {

@@ -188,6 +188,12 @@ export class KeyService {
     return entry.principal;
   }
 
+  /** When a valid presented key expires (ms since the epoch); null for no expiry or an invalid key. */
+  expiresAt(presented: string | null | undefined): number | null {
+    if (!this.verify(presented)) return null;
+    return this.byHash.get(sha256(presented!))?.expiresAt ?? null;
+  }
+
   /** Adds batched usage (from the audit buffer): count, last time and IP per key. */
   recordUsage(usage: Map<string, { count: number; at: number; ip: string | null }>): void {
     const q = this.db.query(

@@ -17,13 +17,18 @@ export interface WsRoutesDeps {
   authenticate(key: string | null): StreamPrincipal | null;
   /** Registers a callback for "some key changed"; returns its removal. */
   onKeysChanged?(listener: () => void): () => void;
-  /** How often open streams are re-checked without a change (key expiry). */
+  /** How often open streams are re-checked without a change (a backstop for expiry). */
   recheckEveryMs?: number;
+  /** When the key stops being valid (ms since the epoch), or null: the stream is closed then. */
+  expiresAt?(key: string): number | null;
   /**
    * Called for an authenticated open (rate limit and audit): resolves to null to admit, or to the
    * close reason (the stream is then closed with 4429).
    */
-  admit?(key: string, client: { ip: string | null; userAgent: string | null }): Promise<string | null>;
+  admit?(
+    key: string,
+    client: { ip: string | null; forwardedFor: string | null; userAgent: string | null },
+  ): Promise<string | null>;
 }
 
 export const WS_CLOSE_RATE_LIMITED = 4429;
@@ -36,7 +41,12 @@ interface OpenStream {
   key: string;
   instanceIds: string;
   close(): void;
+  /** Fires at the key's expiry. */
+  expiryTimer: ReturnType<typeof setTimeout> | null;
 }
+
+/** setTimeout's longest delay; a later expiry is reached in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The parts of Bun's ServerWebSocket the route uses (ElysiaWS.raw). */
 interface RawSocket {
@@ -65,6 +75,7 @@ export function wsRoutes(deps: WsRoutesDeps) {
       }
       if (!p || JSON.stringify(p.instanceIds) !== s.instanceIds) {
         open.delete(raw);
+        if (s.expiryTimer) clearTimeout(s.expiryTimer);
         s.close();
       }
     }
@@ -90,11 +101,26 @@ export function wsRoutes(deps: WsRoutesDeps) {
       principal,
     );
     handles.set(id, handle);
-    open.set(id, {
+    const stream: OpenStream = {
       key,
       instanceIds: JSON.stringify(principal.instanceIds),
       close: () => raw.close(WS_CLOSE_UNAUTHORIZED, 'key revoked, expired or changed'),
-    });
+      expiryTimer: null,
+    };
+    open.set(id, stream);
+    // Closed at the key's expiry, not at the next periodic re-check (up to a minute later).
+    const expiresAt = deps.expiresAt?.(key) ?? null;
+    const armExpiry = () => {
+      if (expiresAt === null || open.get(id) !== stream) return;
+      const wait = Math.min(Math.max(0, expiresAt - Date.now()) + 5, MAX_TIMER_MS);
+      stream.expiryTimer = setTimeout(() => {
+        stream.expiryTimer = null;
+        recheck();
+        armExpiry(); // still open: the wait was capped, or the clock ran early
+      }, wait);
+      stream.expiryTimer.unref?.();
+    };
+    armExpiry();
     if (!recheckTimer) {
       recheckTimer = setInterval(recheck, deps.recheckEveryMs ?? RECHECK_EVERY_MS);
       recheckTimer.unref?.();
@@ -135,6 +161,7 @@ export function wsRoutes(deps: WsRoutesDeps) {
         try {
           refused = await deps.admit(key, {
             ip: raw.remoteAddress ?? null,
+            forwardedFor: ws.data.headers['x-forwarded-for'] ?? null,
             userAgent: ws.data.headers['user-agent']?.slice(0, 512) ?? null,
           });
         } catch {
@@ -180,6 +207,8 @@ export function wsRoutes(deps: WsRoutesDeps) {
         early.delete(ws.raw);
         handles.get(ws.raw)?.detach();
         handles.delete(ws.raw);
+        const stream = open.get(ws.raw);
+        if (stream?.expiryTimer) clearTimeout(stream.expiryTimer);
         open.delete(ws.raw);
       },
     });

@@ -234,3 +234,161 @@ describe('secrets and changed endpoints', () => {
     await t.close();
   });
 });
+
+describe('remote answers are never echoed to API callers', () => {
+  const LEAK = 'INTERNAL-SECRET-7f3a';
+  /** A server that answers every request with `status` and a body holding LEAK (stands in for an internal service). */
+  function leakyServer(status: number, body: unknown) {
+    return Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: () =>
+        new Response(typeof body === 'string' ? body : JSON.stringify(body), {
+          status,
+          headers: { 'content-type': 'application/json' },
+        }),
+    });
+  }
+
+  test('Evolution status, qr and connect name the status and our reason, never the remote body', async () => {
+    const bodies: Array<[number, unknown]> = [
+      [500, { status: 500, error: LEAK, response: { message: [LEAK] } }],
+      [400, { status: 400, error: 'Bad Request', response: { message: LEAK } }],
+      [418, `<html>${LEAK}</html>`],
+      [200, { instance: { state: `${LEAK} with spaces` }, base64: `not base64 ${LEAK}`, code: `${LEAK} ${LEAK}` }],
+    ];
+    for (const [status, body] of bodies) {
+      const server = leakyServer(status, body);
+      const t = createTestGateway();
+      try {
+        const created = await t.call('POST', '/api/v2/instances', {
+          name: 'leaky-evo',
+          channel: 'whatsapp-evolution',
+          isActive: true,
+          channelConfig: { evolutionUrl: `http://127.0.0.1:${server.port}`, evolutionKey: 'evo-key' },
+        });
+        expect(created.status).toBe(201);
+        const id = created.body.data.id;
+        for (const [method, path] of [
+          ['GET', `/api/v2/instances/${id}/status`],
+          ['GET', `/api/v2/instances/${id}/qr`],
+          ['POST', `/api/v2/instances/${id}/connect`],
+          ['GET', '/api/v1/instances/leaky-evo/qr'],
+        ] as const) {
+          const res = await t.call(method, path);
+          expect(JSON.stringify(res.body)).not.toContain(LEAK);
+          if (status !== 200) expect(JSON.stringify(res.body)).toContain(`HTTP ${status}`);
+        }
+      } finally {
+        await t.close();
+        server.stop(true);
+      }
+    }
+  });
+
+  test("an agent's error body and a 200 body without a reply stay out of the error (and so out of traces)", async () => {
+    const { createAgentClient, runAgent } = await import('../../src/agents/index.ts');
+    const req = {
+      userId: 'u',
+      sessionId: 's',
+      message: 'hi',
+      context: { channel: 'api', instance: 'i', source: 'api' },
+      sessionOrigin: 'api',
+      idempotencyKey: 'k',
+      messageId: 'm',
+    };
+    for (const [status, body, type] of [
+      [500, { error: LEAK }, 'json'],
+      [404, `${LEAK}`, 'json'],
+      [200, { internal: LEAK }, 'json'],
+      [200, `not json ${LEAK}`, 'json'],
+      [200, { internal: LEAK }, 'auto'],
+      [403, { error: LEAK }, 'openai'],
+      [502, { error: LEAK }, 'agui'],
+    ] as const) {
+      const server = leakyServer(status, body);
+      try {
+        const client = createAgentClient(
+          {
+            url: `http://127.0.0.1:${server.port}/agent`,
+            apiKey: null,
+            type,
+            timeoutSeconds: 5,
+            idleTimeoutSeconds: 5,
+            defaultAgent: null,
+            model: null,
+            headers: {},
+          },
+          { leo: { bearerToken: null, subscriptionKey: null, workflowId: null, apiBaseUrl: null } },
+        );
+        const err = await runAgent(client, req, new AbortController().signal).then(
+          () => null,
+          (e: Error) => e,
+        );
+        expect(err).not.toBeNull();
+        expect(err!.message).not.toContain(LEAK);
+        if (status !== 200) expect(err!.message).toContain(`HTTP ${status}`);
+      } finally {
+        server.stop(true);
+      }
+    }
+  });
+});
+
+describe('agent headers and URLs shown back', () => {
+  test('Host and hop-by-hop headers cannot be set through agent.headers (400, nothing saved)', async () => {
+    const t = createTestGateway();
+    try {
+      for (const name of ['Host', 'connection', 'Transfer-Encoding', 'upgrade', 'TE', 'keep-alive', 'content-length']) {
+        const res = await t.call('POST', '/api/v2/instances', {
+          name: 'hdrs',
+          channel: 'api',
+          agent: { url: 'http://127.0.0.1:9/agent', headers: { [name]: 'x' } },
+        });
+        expect(res.status).toBe(400);
+        expect(res.body.error.details[0]).toMatchObject({ field: 'agent.headers' });
+      }
+      const ok = await t.call('POST', '/api/v2/instances', {
+        name: 'hdrs',
+        channel: 'api',
+        agent: { url: 'http://127.0.0.1:9/agent', headers: { 'x-tenant': 'a' } },
+      });
+      expect(ok.status).toBe(201);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test('URLs with a password or a token come back masked in v1 and v2 views; the stored URL is intact', async () => {
+    const t = createTestGateway();
+    try {
+      const agentUrl = 'http://bot:AGENT-PASS-1@agent.example.com/run?key=AGENT-TOKEN-1&v=2';
+      const evoUrl = 'https://evo:EVO-PASS-1@evolution.example.com/?apikey=EVO-TOKEN-1';
+      const created = await t.call('POST', '/api/v1/instances', {
+        name: 'masked-urls',
+        evolution_url: evoUrl,
+        evolution_key: 'evo-key-0001',
+        agent_api_url: agentUrl,
+      });
+      expect(created.status).toBe(201);
+      const views = [
+        created.body,
+        (await t.call('GET', '/api/v1/instances/masked-urls')).body,
+        (await t.call('GET', '/api/v2/instances/masked-urls')).body,
+        (await t.call('GET', '/api/v2/instances')).body,
+      ];
+      for (const v of views) {
+        const text = JSON.stringify(v);
+        for (const secret of ['AGENT-PASS-1', 'AGENT-TOKEN-1', 'EVO-PASS-1', 'EVO-TOKEN-1'])
+          expect(text).not.toContain(secret);
+      }
+      expect(created.body.agent_api_url).toBe('http://bot:****@agent.example.com/run?key=****&v=2');
+      expect(views[2].data.channelConfig.evolutionUrl).toBe('https://evo:****@evolution.example.com/?apikey=****');
+      const stored = t.gw.instances.getByName('masked-urls')!;
+      expect(stored.agent.url).toBe(agentUrl);
+      expect(stored.config.evolution_url).toBe(evoUrl);
+    } finally {
+      await t.close();
+    }
+  });
+});

@@ -144,8 +144,10 @@ describe('send API', () => {
     const res = await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770004', text: 'hello' }, h);
     expect(res.status).toBe(502);
     expect(res.body.error.code).toBe('CHANNEL_ERROR');
-    expect(res.body.error.message).toContain('scripted failure 400');
-    expect(res.body.error.details.reason).toContain('scripted failure 400');
+    // The channel's status and our reason; the remote body ('scripted failure 400') is never echoed (#26).
+    expect(res.body.error.message).toContain('HTTP 400');
+    expect(res.body.error.details.reason).toContain('HTTP 400');
+    expect(JSON.stringify(res.body)).not.toContain('scripted failure');
     const again = await t.call('POST', '/api/v2/messages', { instanceId: t.id, to: '15557770004', text: 'hello' }, h);
     expect(again.status).toBe(502);
     expect(again.body.error.details.messageId).toBe(res.body.error.details.messageId);

@@ -3,6 +3,7 @@
 // goes only into the `apikey` header: it never appears in an error message or a log line.
 
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
+import { OutboundRefused } from '../../net/outbound.ts';
 import type { Instance } from '../../services/instance-types.ts';
 import { ChannelError } from '../types.ts';
 
@@ -47,7 +48,14 @@ const truthy = (v: unknown) => v === true || v === 'true' || v === 1 || v === '1
 /** Reads the Evolution settings from an instance record (snake_case v1 names). */
 export function evolutionConfigOf(instance: Pick<Instance, 'name' | 'config'>): EvolutionInstanceConfig {
   const c = instance.config;
-  const url = typeof c.evolution_url === 'string' ? c.evolution_url.trim().replace(/\/+$/, '') : '';
+  // A fragment or query would swallow the path we append (`…#` lets the URL choose the whole path).
+  const url =
+    typeof c.evolution_url === 'string'
+      ? c.evolution_url
+          .trim()
+          .replace(/[?#].*$/s, '')
+          .replace(/\/+$/, '')
+      : '';
   const apiKey = typeof c.evolution_key === 'string' ? c.evolution_key : '';
   const name = typeof c.whatsapp_instance === 'string' && c.whatsapp_instance ? c.whatsapp_instance : instance.name;
   if (!url) throw new ChannelError(`instance "${instance.name}" has no evolution_url`, false);
@@ -88,6 +96,14 @@ function describeErrorBody(body: unknown, raw: string): string {
     if (typeof msg === 'string') return msg;
   }
   return raw.slice(0, 200);
+}
+
+/** Our reason for a 4xx Evolution answer: a refusal we recognise, or a generic one. */
+function knownRefusal(body: unknown): string {
+  const resp = obj(obj(body).response).message;
+  const items = Array.isArray(resp) ? resp : [];
+  if (items.some((m) => obj(m).exists === false)) return 'the number is not on WhatsApp';
+  return 'request refused';
 }
 
 interface RawResponse {
@@ -131,6 +147,7 @@ async function call(
       if (timedOut)
         throw new ChannelError(`Evolution API at ${where} did not answer ${op} within ${timeoutMs} ms`, true);
       if (opts.signal?.aborted) throw opts.signal.reason;
+      if (err instanceof OutboundRefused) throw new ChannelError(`Evolution API at ${where}: ${err.message}`, false);
       const reason = err instanceof Error ? err.message : String(err);
       throw new ChannelError(`Evolution API unreachable at ${where}: ${reason}`, true);
     }
@@ -154,12 +171,15 @@ async function call(
     }
     if (acceptStatus(res.status, parsed, text)) return { status: res.status, body: parsed, text };
 
+    // The remote body is read to classify the failure, never quoted: these messages reach API
+    // callers (status, qr, connect, traces), and evolution_url may point at a service whose
+    // answers they must not read.
     const detail = describeErrorBody(parsed, text);
     const status = res.status;
     const prefix = `Evolution API ${op} failed at ${where} (HTTP ${status})`;
     if (status === 429) {
       throw new ChannelError(
-        `${prefix}: rate limited${detail ? ` — ${detail}` : ''}`,
+        `${prefix}: rate limited`,
         true,
         parseRetryAfter(res.headers.get('retry-after'), clock.now()),
         status,
@@ -167,7 +187,7 @@ async function call(
     }
     if (status >= 500) {
       throw new ChannelError(
-        `${prefix}${detail ? `: ${detail}` : ''}`,
+        `${prefix}: server error`,
         true,
         parseRetryAfter(res.headers.get('retry-after'), clock.now()),
         status,
@@ -182,14 +202,9 @@ async function call(
       );
     }
     if (status === 404) {
-      throw new ChannelError(
-        `${prefix}: Evolution instance "${cfg.instanceName}" not found${detail ? ` — ${detail}` : ''}`,
-        false,
-        undefined,
-        status,
-      );
+      throw new ChannelError(`${prefix}: Evolution instance "${cfg.instanceName}" not found`, false, undefined, status);
     }
-    throw new ChannelError(`${prefix}${detail ? `: ${detail}` : ''}`, false, undefined, status);
+    throw new ChannelError(`${prefix}: ${knownRefusal(parsed)}`, false, undefined, status);
   } finally {
     timer.cancel();
     opts.signal?.removeEventListener('abort', onCallerAbort);
@@ -325,15 +340,21 @@ export async function setWebhook(
   );
 }
 
+/** A remote string passed on only when it has the expected form (the API shows it to callers). */
+function shaped(v: unknown, form: RegExp): string | null {
+  return typeof v === 'string' && form.test(v) ? v : null;
+}
+const STATE_FORM = /^[A-Za-z_]{1,32}$/;
+
 function qrOf(body: unknown): EvolutionQr {
   const b = obj(body);
-  const base64 = typeof b.base64 === 'string' && b.base64 ? b.base64 : null;
-  const state = obj(b.instance).state;
+  const base64 = shaped(b.base64, /^(data:image\/png;base64,)?[A-Za-z0-9+/=\s]+$/);
+  const state = shaped(obj(b.instance).state, STATE_FORM);
   return {
     qr: base64 === null ? null : base64.startsWith('data:') ? base64 : `data:image/png;base64,${base64}`,
-    code: typeof b.code === 'string' && b.code ? b.code : null,
-    pairingCode: typeof b.pairingCode === 'string' && b.pairingCode ? b.pairingCode : null,
-    ...(typeof state === 'string' ? { state } : {}),
+    code: shaped(b.code, /^[A-Za-z0-9+/=,@.:_-]{1,2048}$/),
+    pairingCode: shaped(b.pairingCode, /^[A-Za-z0-9-]{1,16}$/),
+    ...(state !== null ? { state } : {}),
   };
 }
 
@@ -358,7 +379,7 @@ export async function connectionState(
   );
   const b = obj(res.body);
   const state = obj(b.instance).state ?? b.state;
-  if (typeof state !== 'string') {
+  if (typeof state !== 'string' || !STATE_FORM.test(state)) {
     throw new ChannelError(`Evolution API connectionState at ${displayUrl(cfg.url)} answered without a state`, true);
   }
   return state;

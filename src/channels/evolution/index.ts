@@ -1,5 +1,7 @@
 // WhatsApp through an Evolution API server: webhook in, HTTP calls out; pairing, status, restart
 // and logout are proxied to Evolution.
+
+import { Validation } from '../../core/errors.ts';
 import { constantTimeEqual } from '../../services/ids.ts';
 import { phoneOrJid } from '../addressing.ts';
 import { field } from '../fields.ts';
@@ -86,7 +88,13 @@ export const evolutionChannel: ChannelDefinition = {
       const key = inst.config.evolution_key;
       return typeof bodyKey === 'string' && typeof key === 'string' && constantTimeEqual(bodyKey, key);
     },
-    parse: (body, instanceId) => parseEvolutionWebhook(body, instanceId),
+    parse: (body, instanceId) => {
+      // A malformed body is the sender's mistake (400), not something to ignore with a 200.
+      const event = (body as { event?: unknown } | null)?.event;
+      if (event !== undefined && event !== null && typeof event !== 'string')
+        throw new Validation('event: must be a string', [{ field: 'event', problem: 'must be a string' }]);
+      return parseEvolutionWebhook(body, instanceId);
+    },
   },
   chatFor: phoneOrJid,
   phoneSenderIds: true,

@@ -298,7 +298,8 @@ export function parseEvolutionWebhook(
   }
   const event = normalizeEvolutionEvent(body.event);
   if (event !== 'messages.upsert') {
-    result.ignored.push(`event ${String(body.event ?? '(none)')}`);
+    // Only a string is named: String() on an object with its own toString would throw.
+    result.ignored.push(`event ${typeof body.event === 'string' ? body.event.slice(0, 100) : '(none)'}`);
     return result;
   }
   const data = body.data;

@@ -305,3 +305,31 @@ describe('v2 settings', () => {
     expect((await t.call('PUT', '/api/v2/settings/traces.retentionDays', { value: 3, extra: true })).status).toBe(400);
   });
 });
+
+describe('extension settings', () => {
+  test('bounded in size and depth (400 naming the setting); null removes one', async () => {
+    const t = gateway();
+    expect((await t.call('POST', '/api/v2/instances', { name: 'ext', channel: 'api' })).status).toBe(201);
+    const set = (settings: Record<string, unknown>) => t.call('PATCH', '/api/v2/instances/ext', { settings });
+    let deep: unknown = [];
+    for (let i = 0; i < 3000; i++) deep = [deep];
+    for (const [settings, field] of [
+      [{ notes: 'x'.repeat(500_000) }, 'settings.notes'],
+      [{ nested: deep }, '(body)'], // caught by the body's depth bound before validation
+      [{ nested: [[[[[[[[[1]]]]]]]]] }, 'settings.nested'],
+      [Object.fromEntries(Array.from({ length: 51 }, (_, i) => [`k${i}`, i])), 'settings'],
+    ] as const) {
+      const res = await set(settings);
+      expect(res.status).toBe(400);
+      expect(res.body.error.details.map((d: { field: string }) => d.field)).toContain(field);
+    }
+    expect((await set({ stopKeyword: 'stop', custom: { a: [1, 2] } })).status).toBe(200);
+    expect(t.gw.instances.getByName('ext')!.settings).toMatchObject({ stopKeyword: 'stop', custom: { a: [1, 2] } });
+    const cleared = await set({ stopKeyword: null, custom: null });
+    expect(cleared.status).toBe(200);
+    const s = t.gw.instances.getByName('ext')!.settings;
+    expect('stopKeyword' in s).toBe(false);
+    expect('custom' in s).toBe(false);
+    expect(Object.keys(cleared.body.data.settings)).not.toContain('custom');
+  });
+});

@@ -369,7 +369,9 @@ describe('Evolution client', () => {
     });
     const e400 = await rejection(sendText(cfg, '1', 'x'));
     expect([e400.retryable, e400.status]).toEqual([false, 400]);
-    expect(e400.message).toContain('"exists":false');
+    // Our reason for the refusal, not Evolution's body (messages reach API callers).
+    expect(e400.message).toContain('the number is not on WhatsApp');
+    expect(e400.message).not.toContain('"exists":false');
 
     const e404 = await rejection(connect({ ...cfg, instanceName: 'nope' }));
     expect([e404.retryable, e404.status]).toEqual([false, 404]);
