@@ -22,6 +22,7 @@ import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
 import type { Gateway } from './gateway.ts';
+import { mcpRoutes } from './mcp/index.ts';
 import { cleanPath } from './services/audit.ts';
 import { randomToken } from './services/ids.ts';
 import { hasScope, type Principal } from './services/keys.ts';
@@ -285,6 +286,7 @@ export function buildServer(gw: Gateway) {
     .use(sendV1(gw))
     .use(channelsV2(gw))
     .use(aguiRoutes(gw))
+    .use(mcpRoutes(gw))
     .use(
       wsRoutes({
         hub: gw.pipeline.hub,
