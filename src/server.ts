@@ -4,7 +4,7 @@ import { type AnyElysia, Elysia } from 'elysia';
 import { authorize, presentedKey } from './api/auth.ts';
 import { MAX_JSON_DEPTH, nestedDeeperThan, streamedBodyExceeds } from './api/body-limits.ts';
 import { docsAssets } from './api/docs.ts';
-import { ApiError, errorBody } from './api/errors.ts';
+import { ApiError, errorBody, httpStatus } from './api/errors.ts';
 import { sparseFieldsets } from './api/fields.ts';
 import { healthRoutes } from './api/health.ts';
 import { requestInfo, trackRequest } from './api/principal.ts';
@@ -27,26 +27,13 @@ import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
 import { DomainError, type ErrorCode, RateLimited, Validation } from './core/errors.ts';
 import type { Gateway } from './gateway.ts';
+import { mcpRoutes } from './mcp/index.ts';
 import { clientIpResolver } from './net/client-ip.ts';
 import { cleanPath } from './services/audit.ts';
 import { randomToken } from './services/ids.ts';
 import { hasScope, type Principal } from './services/keys.ts';
 import { wsRoutes } from './stream/ws.ts';
 import { webConsole } from './web/index.ts';
-
-/** The HTTP status of each error code: with the handler below, the one place errors become responses. */
-const HTTP_STATUS: Record<ErrorCode, number> = {
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  VALIDATION_ERROR: 400,
-  CONFLICT: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  RATE_LIMITED: 429,
-  CHANNEL_ERROR: 502,
-  UNAVAILABLE: 503,
-  INTERNAL_ERROR: 500,
-};
 
 interface SchemaLike {
   anyOf?: SchemaLike[];
@@ -121,7 +108,7 @@ export function buildServer(gw: Gateway) {
       if (code === 'PARSE' && (error as { cause?: unknown }).cause instanceof DomainError)
         error = (error as { cause: DomainError }).cause;
       if (error instanceof DomainError) {
-        status = HTTP_STATUS[error.code];
+        status = httpStatus(error);
         body = errorBody(error.code, error.message, error.details);
         if (error.retryAfterSeconds !== undefined) set.headers['retry-after'] = String(error.retryAfterSeconds);
       } else if (code === 'VALIDATION') {
@@ -302,6 +289,7 @@ export function buildServer(gw: Gateway) {
     .use(sendV1(gw))
     .use(aguiRoutes(gw))
     .use(resourceRoutes(gw))
+    .use(mcpRoutes(gw))
     .use(
       wsRoutes({
         hub: gw.pipeline.hub,

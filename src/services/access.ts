@@ -597,7 +597,8 @@ export class AccessService {
 
   // -- pauses ----------------------------------------------------------------------------------
 
-  private pause(instanceId: string, chatKey: string, reason: PauseView['reason'], until: string | null): void {
+  /** Also the MCP pause tool (an operator takes over a chat); `chatKey` is the stored form (`chatId#threadId`). */
+  pause(instanceId: string, chatKey: string, reason: PauseView['reason'], until: string | null): void {
     this.db
       .query(
         `INSERT INTO conversation_pauses (instance_id, chat_key, reason, until, created_at) VALUES (?, ?, ?, ?, ?)

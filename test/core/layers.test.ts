@@ -1,5 +1,5 @@
 // The layering rules, read from the source files: src/core (domain types and errors) imports
-// nothing of the project, and only the HTTP layer (src/api, src/server.ts, src/main.ts) imports
+// nothing of the project, and only the HTTP layer (src/api, src/mcp, src/server.ts, src/main.ts) imports
 // from src/api — services, actors, channels, cluster, agents, stream and db throw core errors and
 // never know about HTTP.
 import { describe, expect, test } from 'bun:test';
@@ -8,7 +8,9 @@ import { dirname, join, normalize, relative } from 'node:path';
 
 const ROOT = join(import.meta.dir, '..', '..');
 const SOURCE_DIRS = ['src', 'actors', 'db'];
-const HTTP_LAYER = (file: string) => file.startsWith('src/api/') || file === 'src/server.ts' || file === 'src/main.ts';
+// src/mcp is the MCP endpoint: another HTTP surface over the same services, rendering the same envelope.
+const HTTP_LAYER = (file: string) =>
+  file.startsWith('src/api/') || file.startsWith('src/mcp/') || file === 'src/server.ts' || file === 'src/main.ts';
 
 /** Every .ts file of the project's source, as a path relative to the repository root. */
 function sourceFiles(): string[] {
@@ -67,7 +69,7 @@ describe('layers', () => {
     expect(offending).toEqual([]);
   });
 
-  test('only src/api, src/server.ts and src/main.ts import from src/api', () => {
+  test('only src/api, src/mcp, src/server.ts and src/main.ts import from src/api', () => {
     const offending = files
       .filter((f) => !HTTP_LAYER(f))
       .flatMap((f) =>
