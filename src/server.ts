@@ -25,7 +25,7 @@ import { personsV2 } from './api/v2/persons.ts';
 import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
-import { DomainError, type ErrorCode, RateLimited, Validation } from './core/errors.ts';
+import { DomainError, RateLimited, Validation } from './core/errors.ts';
 import type { Gateway } from './gateway.ts';
 import { mcpRoutes } from './mcp/index.ts';
 import { clientIpResolver } from './net/client-ip.ts';
