@@ -16,6 +16,12 @@ export interface Config {
   discordApiUrl: string | null;
   slackApiUrl: string | null;
   whatsappWsUrl: string | null;
+  /**
+   * Values a v1 create takes for fields it leaves unset, by environment variable (the v1 guide's
+   * EVOLUTION_API_URL / EVOLUTION_API_KEY; which field each fills is the channel definition's
+   * `v1Default`).
+   */
+  v1Defaults: Record<string, string>;
   /** Pipeline tuning. */
   pipeline: {
     maxAttempts: number;
@@ -225,6 +231,10 @@ export function loadConfig(env: Env = process.env): Config {
     discordApiUrl: url(env, ['DISCORD_API_URL'], ['http:', 'https:']),
     slackApiUrl: url(env, ['SLACK_API_URL'], ['http:', 'https:']),
     whatsappWsUrl: url(env, ['WHATSAPP_WS_URL'], ['ws:', 'wss:']),
+    v1Defaults: definedOnly({
+      EVOLUTION_API_URL: url(env, ['EVOLUTION_API_URL'], ['http:', 'https:']),
+      EVOLUTION_API_KEY: secretValue(env, 'EVOLUTION_API_KEY'),
+    }),
     pipeline: {
       maxAttempts: int(env, ['PIPELINE_MAX_ATTEMPTS'], 5, 1, 100),
       retryBaseMs: int(env, ['PIPELINE_RETRY_BASE_MS'], 500, 1, 600_000),
@@ -250,4 +260,16 @@ export function loadConfig(env: Env = process.env): Config {
       apiBaseUrl: url(env, ['LEO_API_BASE_URL'], ['http:', 'https:']),
     },
   };
+}
+
+function definedOnly(values: Record<string, string | null>): Record<string, string> {
+  return Object.fromEntries(Object.entries(values).filter((e): e is [string, string] => e[1] !== null));
+}
+
+/** A secret from the environment: unset or empty is null; blank (only spaces) is refused. */
+function secretValue(env: Env, name: string): string | null {
+  const v = env[name];
+  if (v === undefined || v === '') return null;
+  if (v.trim() === '') throw new ConfigError(name, 'must not be blank');
+  return v;
 }

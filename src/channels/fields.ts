@@ -4,7 +4,7 @@ import type { ChannelField, FieldType } from './types.ts';
 export function field(
   v1: string,
   type: FieldType,
-  more: Pick<ChannelField, 'required' | 'receives' | 'env' | 'form'> = {},
+  more: Pick<ChannelField, 'required' | 'receives' | 'env' | 'v1Default' | 'form'> = {},
 ): ChannelField {
   return {
     v1,

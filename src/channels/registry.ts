@@ -73,6 +73,29 @@ export function inferChannel(config: ChannelConfig): ChannelKind {
   return fallback.kind;
 }
 
+/**
+ * A v1 create's channel fields completed from the environment (fields with `v1Default`, e.g. the
+ * guide's EVOLUTION_API_URL / EVOLUTION_API_KEY): for the channel the create names or infers, or —
+ * when it names none and nothing in it points elsewhere — the first channel with defaults set.
+ * Returns the channel to create (undefined: leave it to the usual inference).
+ */
+export function withV1Defaults(
+  config: ChannelConfig,
+  channel: ChannelKind | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+): ChannelKind | undefined {
+  const defaultsOf = (d: ChannelDefinition) =>
+    d.fields.filter((f) => f.v1Default && env[f.v1Default] !== undefined && env[f.v1Default] !== '');
+  let target = channel ? channelOf(channel) : null;
+  if (!channel) {
+    const inferred = channelOf(inferChannel(config));
+    target = inferred?.inferredFrom === 'otherwise' ? (CHANNELS.find((d) => defaultsOf(d).length) ?? null) : inferred;
+  }
+  if (!target) return channel;
+  for (const f of defaultsOf(target)) if (config[f.v1] === undefined) config[f.v1] = env[f.v1Default!];
+  return channel ?? target.kind;
+}
+
 /** Every channel field by v1 name (a name two channels share, e.g. auto_qr, has one type). */
 export const ALL_CHANNEL_FIELDS: ReadonlyMap<string, ChannelField> = new Map(
   CHANNELS.flatMap((d) => d.fields.map((f) => [f.v1, f] as const)),

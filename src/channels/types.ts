@@ -84,6 +84,12 @@ export interface ChannelField {
   receives?: string[];
   /** Environment variable used when the instance leaves the field unset. */
   env?: string;
+  /**
+   * Environment variable whose value a v1 create that leaves the field unset takes (stored with
+   * the instance), as the v1 guide's .env does; set, it also makes a v1 create without a channel
+   * this channel rather than the fallback.
+   */
+  v1Default?: string;
   /** Offered in the console's instance form, with this label. */
   form?: { label: string; hint?: string };
 }

@@ -24,6 +24,8 @@ export function v1Trace(r: TraceRecord) {
       status: s.status,
       timestamp: s.at,
       ...(s.durationMs !== null ? { duration_ms: s.durationMs } : {}),
+      // The guide's trace names the instance on this step; read from the row, not stored per step.
+      ...(s.step === 'instance_validated' ? { instance_name: r.instance_name } : {}),
       ...(s.details ?? {}),
     })),
   };

@@ -79,3 +79,85 @@ describe('v1 setup guide, end to end', () => {
     );
   });
 });
+
+describe("the guide's .env: EVOLUTION_API_URL / EVOLUTION_API_KEY", () => {
+  test('a v1 create without Evolution fields takes them and is an Evolution instance', async () => {
+    const g = createTestGateway({ EVOLUTION_API_URL: 'http://127.0.0.1:9/evo', EVOLUTION_API_KEY: 'ENV-EVO-KEY' });
+    try {
+      const res = await g.call('POST', '/api/v1/instances', {
+        name: 'env-evo',
+        agent_api_url: 'http://127.0.0.1:9',
+        agent_timeout: 60,
+      });
+      expect(res.status).toBe(201);
+      expect(res.body.channel).toBe('whatsapp-evolution');
+      expect(res.body.evolution_url).toBe('http://127.0.0.1:9/evo');
+      expect(res.body.evolution_key).not.toBe('ENV-EVO-KEY'); // masked like any secret
+      const stored = g.gw.instances.getByName('env-evo')!;
+      expect(stored.config.evolution_key).toBe('ENV-EVO-KEY');
+      // A body's own value wins; only the missing one comes from the environment.
+      const own = await g.call('POST', '/api/v1/instances', {
+        name: 'own-url',
+        evolution_url: 'http://127.0.0.1:9/own',
+      });
+      expect(own.status).toBe(201);
+      expect(own.body.evolution_url).toBe('http://127.0.0.1:9/own');
+      expect(g.gw.instances.getByName('own-url')!.config.evolution_key).toBe('ENV-EVO-KEY');
+      // Another channel's fields (or an explicit channel) are left alone.
+      const discord = await g.call('POST', '/api/v1/instances', { name: 'dc', discord_bot_token: 'tok.en.value' });
+      expect(discord.body.channel).toBe('discord');
+      expect(g.gw.instances.getByName('dc')!.config.evolution_url).toBeUndefined();
+      const baileys = await g.call('POST', '/api/v1/instances', { name: 'wa', channel: 'whatsapp-baileys' });
+      expect(baileys.body.channel).toBe('whatsapp-baileys');
+    } finally {
+      await g.close();
+    }
+  });
+
+  test('without them such a create is still the Baileys fallback, and a blank key stops the start', async () => {
+    const g = createTestGateway();
+    try {
+      const res = await g.call('POST', '/api/v1/instances', { name: 'no-env' });
+      expect(res.body.channel).toBe('whatsapp-baileys');
+    } finally {
+      await g.close();
+    }
+    expect(() => createTestGateway({ EVOLUTION_API_KEY: '   ' })).toThrow(/EVOLUTION_API_KEY/);
+    expect(() => createTestGateway({ EVOLUTION_API_URL: 'ftp://x' })).toThrow(/EVOLUTION_API_URL/);
+  });
+});
+
+describe("the guide's Discord fields", () => {
+  test('discord_webhook_url and discord_voice_enabled are accepted and stored; the webhook URL is a masked secret', async () => {
+    const g = createTestGateway();
+    try {
+      const hook = 'https://discordapp.com/api/webhooks/123/SECRET-WEBHOOK-TOKEN';
+      const res = await g.call('POST', '/api/v1/instances', {
+        name: 'discord-leo-bot',
+        discord_bot_token: 'MTk4NjIyNDgzNjI0MDMyMjU4.CXY2_A.ZV',
+        discord_client_id: '198622483624032258',
+        discord_guild_id: '123456789012345678',
+        discord_default_channel_id: '234567890123456789',
+        discord_voice_enabled: false,
+        discord_slash_commands_enabled: true,
+        discord_permissions: 8,
+        discord_webhook_url: hook,
+        agent_api_url: 'http://127.0.0.1:9',
+        agent_api_key: 'leo-adapter-key-2025',
+        default_agent: 'leo-adapter',
+        agent_timeout: 120,
+        is_active: false,
+        is_default: false,
+      });
+      expect(res.status).toBe(201);
+      expect(res.body.channel).toBe('discord');
+      expect(JSON.stringify(res.body)).not.toContain('SECRET-WEBHOOK-TOKEN');
+      expect(g.gw.instances.getByName('discord-leo-bot')!.config).toMatchObject({
+        discord_webhook_url: hook,
+        discord_voice_enabled: false,
+      });
+    } finally {
+      await g.close();
+    }
+  });
+});

@@ -1,5 +1,6 @@
 // v1 instances: the setup guide's routes and shapes, verbatim.
 import { Elysia, t } from 'elysia';
+import { withV1Defaults } from '../../channels/registry.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { lifecycleOf } from '../../services/lifecycle.ts';
@@ -72,7 +73,11 @@ export function instancesV1(gw: Gateway) {
         const p = principalOf(request);
         if (p.instanceIds !== null)
           throw new ApiError('FORBIDDEN', 'Keys restricted to instances cannot create instances');
-        const inst = gw.instances.create(v1Input(body as Record<string, unknown>));
+        const input = v1Input(body as Record<string, unknown>);
+        // The guide's .env (EVOLUTION_API_URL / EVOLUTION_API_KEY) fills what the body leaves out.
+        input.config ??= {};
+        input.channel = withV1Defaults(input.config, input.channel, gw.config.v1Defaults);
+        const inst = gw.instances.create(input);
         // auto_qr: provision the Evolution side in the background; the create never waits for it.
         void lifecycleOf(gw).afterCreate(inst, baseUrl(gw.config.publicUrl, request));
         set.status = 201;

@@ -20,7 +20,11 @@ export const discordChannel: ChannelDefinition = {
     field('discord_client_id', 'string', { form: { label: 'Application (client) id' } }),
     field('discord_guild_id', 'string'),
     field('discord_default_channel_id', 'string'),
+    // Stored and accepted as in the v1 guide; voice channels are not joined here (text only).
     field('discord_voice_enabled', 'bool'),
+    // The guide's optional webhook for outbound notifications: stored (a Discord webhook URL carries
+    // its token in the path, so it is kept as a secret) and not called by the gateway.
+    field('discord_webhook_url', 'secret'),
     field('discord_slash_commands_enabled', 'bool'),
     field('discord_permissions', 'intOrString'),
     field('discord_api_url', 'http', { receives: ['discord_bot_token'], env: 'DISCORD_API_URL' }),

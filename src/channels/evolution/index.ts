@@ -58,9 +58,14 @@ export const evolutionChannel: ChannelDefinition = {
     field('evolution_url', 'http', {
       required: true,
       receives: ['evolution_key'],
+      v1Default: 'EVOLUTION_API_URL',
       form: { label: 'Evolution API URL' },
     }),
-    field('evolution_key', 'secret', { required: true, form: { label: 'Evolution API key' } }),
+    field('evolution_key', 'secret', {
+      required: true,
+      v1Default: 'EVOLUTION_API_KEY',
+      form: { label: 'Evolution API key' },
+    }),
     field('whatsapp_instance', 'string', {
       form: { label: 'Evolution instance name', hint: 'Defaults to the instance name' },
     }),
