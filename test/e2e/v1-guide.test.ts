@@ -77,6 +77,10 @@ describe('v1 setup guide, end to end', () => {
     expect(steps).toEqual(
       expect.arrayContaining(['webhook_received', 'instance_validated', 'access_control_checked', 'agent_called']),
     );
+    expect(trace.steps.find((s: { step: string }) => s.step === 'instance_validated')).toMatchObject({
+      status: 'success',
+      instance_name: 'whatsapp-leo-bot',
+    });
   });
 });
 
