@@ -5,6 +5,14 @@ import { SECRET_FIELDS } from '../channels/registry.ts';
 import type { ChannelKind } from '../channels/types.ts';
 import { maskUrl } from '../net/outbound.ts';
 import { maskSecret } from '../services/ids.ts';
+import {
+  DEFAULT_MEDIA,
+  DEFAULT_MESSAGING,
+  MEDIA_MAX_BYTES,
+  MESSAGING_LIMITS,
+  MESSAGING_MODES,
+  type MediaOptions,
+} from '../services/instance-options.ts';
 import type { Instance } from '../services/instance-types.ts';
 import type { InstanceInput } from '../services/instances.ts';
 import { webhookUrl } from '../services/instances.ts';
@@ -213,6 +221,48 @@ export const V2Settings = t.Object(
   { additionalProperties: true, description: 'Delivery and access settings' },
 );
 
+const range = (r: readonly [number, number], description: string) =>
+  t.Integer({ minimum: r[0], maximum: r[1], description });
+
+/** The design's `messaging`: how bursts become turns (stored; see the README for what takes effect). */
+export const V2Messaging = t.Object(
+  {
+    mode: t.Optional(
+      t.Union(
+        MESSAGING_MODES.map((m) => t.Literal(m)),
+        { description: 'sequential (one turn per message), collect (a burst is one turn), interrupt' },
+      ),
+    ),
+    debounceMs: t.Optional(range(MESSAGING_LIMITS.debounceMs, 'Quiet time before a turn starts')),
+    maxWaitMs: t.Optional(range(MESSAGING_LIMITS.maxWaitMs, 'A turn starts after this long anyway (0 = no cap)')),
+    maxBatch: t.Optional(range(MESSAGING_LIMITS.maxBatch, 'Most messages in one turn')),
+  },
+  { additionalProperties: false, description: 'Conversation mode' },
+);
+
+/** The design's `media`: transcription of voice notes and inlining of media for the agent. */
+export const V2Media = t.Object(
+  {
+    transcription: t.Optional(
+      t.Union([
+        t.Null(),
+        t.Object(
+          {
+            url: t.Optional(t.String({ maxLength: 2000, description: 'OpenAI-compatible API base, e.g. …/v1' })),
+            apiKey: t.Optional(t.Union([t.String({ maxLength: 500 }), t.Null()])),
+            model: t.Optional(t.String({ maxLength: 200 })),
+            language: t.Optional(t.Union([t.String({ maxLength: 20 }), t.Null()])),
+          },
+          { additionalProperties: false },
+        ),
+      ]),
+    ),
+    inline: t.Optional(t.Boolean({ description: 'Media bytes inlined as base64 for the agent' })),
+    maxBytes: t.Optional(range(MEDIA_MAX_BYTES, 'Largest media item accepted')),
+  },
+  { additionalProperties: false, description: 'Media handling' },
+);
+
 const v2Props = {
   name: t.String({ maxLength: 63, description: 'Slug: lowercase letters, digits, dashes' }),
   channel: ChannelEnum,
@@ -222,6 +272,8 @@ const v2Props = {
   }),
   agent: V2Agent,
   settings: V2Settings,
+  messaging: V2Messaging,
+  media: V2Media,
   isActive: t.Boolean(),
   isDefault: t.Boolean(),
 };
@@ -232,6 +284,8 @@ export const V2CreateBody = t.Object(
     channelConfig: t.Optional(v2Props.channelConfig),
     agent: t.Optional(v2Props.agent),
     settings: t.Optional(v2Props.settings),
+    messaging: t.Optional(v2Props.messaging),
+    media: t.Optional(v2Props.media),
     isActive: t.Optional(v2Props.isActive),
     isDefault: t.Optional(v2Props.isDefault),
   },
@@ -250,6 +304,8 @@ export const V2Instance = t.Object(
     channelConfig: t.Record(t.String(), t.Any()),
     agent: t.Record(t.String(), t.Any()),
     settings: t.Record(t.String(), t.Any()),
+    messaging: t.Record(t.String(), t.Any()),
+    media: t.Record(t.String(), t.Any()),
     isActive: t.Boolean(),
     isDefault: t.Boolean(),
     status: t.String(),
@@ -269,12 +325,25 @@ export function v2Input(body: Record<string, unknown>): InstanceInput {
   if (body.isDefault !== undefined) input.isDefault = body.isDefault as boolean;
   if (body.agent) input.agent = body.agent as InstanceInput['agent'];
   if (body.settings) input.settings = body.settings as InstanceInput['settings'];
+  if (body.messaging !== undefined) input.messaging = body.messaging;
+  if (body.media !== undefined) input.media = body.media;
   if (body.channelConfig) {
     input.config = Object.fromEntries(
       Object.entries(body.channelConfig as Record<string, unknown>).map(([k, v]) => [camelToSnake(k), v]),
     );
   }
   return input;
+}
+
+/** `messaging` and `media` as stored (defaults filled), the transcription key masked. */
+function optionsView(inst: Instance) {
+  const media = { ...DEFAULT_MEDIA, ...(inst.settings.media as object | undefined) } as MediaOptions;
+  return {
+    messaging: { ...DEFAULT_MESSAGING, ...(inst.settings.messaging as object | undefined) },
+    media: media.transcription
+      ? { ...media, transcription: { ...media.transcription, apiKey: maskSecret(media.transcription.apiKey) } }
+      : media,
+  };
 }
 
 export function v2View(inst: Instance, base: string, revealWebhookToken = true) {
@@ -289,7 +358,8 @@ export function v2View(inst: Instance, base: string, revealWebhookToken = true) 
       apiKey: maskSecret(inst.agent.apiKey),
       headers: Object.fromEntries(Object.entries(inst.agent.headers).map(([k, v]) => [k, maskSecret(v)])),
     },
-    settings: inst.settings,
+    settings: Object.fromEntries(Object.entries(inst.settings).filter(([k]) => k !== 'messaging' && k !== 'media')),
+    ...optionsView(inst),
     isActive: inst.isActive,
     isDefault: inst.isDefault,
     status: inst.status,

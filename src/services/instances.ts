@@ -9,6 +9,7 @@ import type { ChannelKind } from '../core/message.ts';
 import { literalProblem } from '../net/outbound.ts';
 import { accessSettingsProblems } from './access.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
+import { mergeMedia, mergeMessaging } from './instance-options.ts';
 
 export interface InstanceInput {
   name?: string;
@@ -18,6 +19,9 @@ export interface InstanceInput {
   agent?: Partial<AgentConfig>;
   config?: ChannelConfig;
   settings?: Partial<InstanceSettings>;
+  /** The v2 design's `messaging` and `media` options (stored with the settings; merged on update). */
+  messaging?: unknown;
+  media?: unknown;
 }
 
 /** Headers the HTTP client owns: set by a user they would redirect or smuggle requests. */
@@ -438,8 +442,15 @@ export class InstanceService {
         });
       else settings.maxTextLength = s.maxTextLength;
     }
+    for (const [key, merge] of [
+      ['messaging', mergeMessaging],
+      ['media', mergeMedia],
+    ] as const) {
+      const patch = input[key] !== undefined ? input[key] : s[key];
+      if (patch !== undefined) settings[key] = merge(settings[key], patch, problems);
+    }
     for (const [k, v] of Object.entries(s)) {
-      if (k in DEFAULT_SETTINGS) continue;
+      if (k in DEFAULT_SETTINGS || k === 'messaging' || k === 'media') continue;
       // Extension settings (access gates, keyword triggers): null removes one; each is bounded.
       if (v === null) delete settings[k];
       else {

@@ -116,3 +116,63 @@ describe('one route table, several paths (design principle 1, the keys path)', (
       expect(Object.keys(doc.paths)).toContain(p);
   });
 });
+
+describe('instance create with the design body (channelConfig, agent, messaging, media)', () => {
+  test('messaging and media are validated, stored, shown (transcription key masked) and merged on PATCH', async () => {
+    const res = await t.call('POST', '/api/v2/instances', {
+      name: 'design-body',
+      channel: 'whatsapp-evolution',
+      channelConfig: { evolutionUrl: 'http://127.0.0.1:9', evolutionKey: 'evo-key-1234' },
+      agent: { url: 'http://127.0.0.1:9/agent', type: 'json' },
+      messaging: { mode: 'collect', debounceMs: 3000, maxWaitMs: 10000, maxBatch: 5 },
+      media: {
+        transcription: { url: 'http://127.0.0.1:9/v1', apiKey: 'sk-transcribe-SECRET', model: 'whisper-1' },
+        inline: true,
+      },
+    });
+    expect(res.status).toBe(201);
+    const data = res.body.data;
+    expect(data.messaging).toEqual({ mode: 'collect', debounceMs: 3000, maxWaitMs: 10000, maxBatch: 5 });
+    expect(data.media.inline).toBe(true);
+    expect(data.media.transcription.model).toBe('whisper-1');
+    expect(JSON.stringify(res.body)).not.toContain('sk-transcribe-SECRET');
+    expect(data.settings.messaging).toBeUndefined();
+
+    // PATCH merges: the mode changes, the other values and the stored key stay.
+    const patched = await t.call('PATCH', `/api/v2/instances/${data.id}`, {
+      messaging: { mode: 'interrupt' },
+      media: { transcription: { language: 'pt-BR' } },
+    });
+    expect(patched.status).toBe(200);
+    expect(patched.body.data.messaging).toMatchObject({ mode: 'interrupt', debounceMs: 3000 });
+    expect(patched.body.data.media.transcription.language).toBe('pt-BR');
+    const stored = t.gw.instances.get(data.id)!.settings.media as { transcription: { apiKey: string } };
+    expect(stored.transcription.apiKey).toBe('sk-transcribe-SECRET');
+    // null turns transcription off.
+    const off = await t.call('PATCH', `/api/v2/instances/${data.id}`, { media: { transcription: null } });
+    expect(off.body.data.media.transcription).toBeNull();
+    // An instance created without them shows the defaults.
+    const plain = (await t.call('GET', '/api/v2/instances/fields-a')).body.data;
+    expect(plain.messaging.mode).toBe('sequential');
+  });
+
+  test('out-of-range or unknown values are a 400 naming the field, and nothing is stored', async () => {
+    for (const [body, field] of [
+      [{ messaging: { debounceMs: 60_000 } }, 'debounceMs'],
+      [{ messaging: { mode: 'parallel' } }, 'mode'],
+      [{ messaging: { maxBatch: 0 } }, 'maxBatch'],
+      [{ media: { maxBytes: 1 } }, 'maxBytes'],
+      [{ media: { transcription: { url: 'http://169.254.169.254/v1', model: 'm' } } }, 'transcription.url'],
+      [{ media: { transcription: { url: 'http://127.0.0.1:9/v1' } } }, 'transcription.model'],
+    ] as const) {
+      const res = await t.call('POST', '/api/v2/instances', {
+        name: `bad-options-${field.replace('.', '-').toLowerCase()}`,
+        channel: 'api',
+        ...body,
+      });
+      expect([field, res.status]).toEqual([field, 400]);
+      expect(JSON.stringify(res.body.error)).toContain(field);
+      expect(t.gw.instances.getByName(`bad-options-${field.replace('.', '-').toLowerCase()}`)).toBeNull();
+    }
+  });
+});
