@@ -1,14 +1,14 @@
 // Events: what happened, queryable across channels. One row per inbound message, per outbound
 // message (agent reply or API send) and per instance status change, with FTS5 search on text.
 //
-// Where events come from (see attach()):
-//  - messages: the pipeline's terminal hook. A message's row reaches a terminal state exactly
+// Where events come from (both wired by the gateway as the pipeline's consumers):
+//  - messages: recordTerminal(), once a message finished. A message's row reaches a terminal state exactly
 //    once per run (and again after a restart if the process died first), so recording there keeps
 //    the ingest hot path untouched. Events are written in batches after the terminal commit; a
 //    crash inside that short window is repaired at the next start by backfill(). The cost:
 //    a received message shows up as an event once it was processed (answered, blocked, failed),
 //    not while the agent is still working; shed messages (never processed) have no event.
-//  - instance status: the pipeline's status hook.
+//  - instance status: recordStatus(), on each channel status change.
 // Writes are queued and flushed every 20 ms in one transaction, off the actor's path. Full-text
 // indexing runs separately in larger batches (every ~250 ms, and before any search) up to a
 // watermark stored with the index (migration 005), so a search always sees every written event.
@@ -22,7 +22,6 @@ import type { StreamHub } from '../stream/hub.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
 import type { Attribution, PersonService } from './persons.ts';
-import type { Pipeline } from './pipeline.ts';
 
 export interface EventRow {
   seq: number;
@@ -161,14 +160,6 @@ export class EventService {
     };
     // Events written before a shutdown may not be indexed yet.
     this.scheduleIndex();
-  }
-
-  /** Records messages at their terminal state and instance status changes. */
-  attach(pipeline: Pipeline): void {
-    pipeline.onTerminal((row, status, inst, responseText, info) =>
-      this.recordTerminal(row, status, inst, responseText, info),
-    );
-    pipeline.onInstanceStatus((inst, status, detail) => this.recordStatus(inst, status, detail));
   }
 
   /** `info` (from the conversation actor) saves lookups: whether an event can exist already, the sent platform id. */

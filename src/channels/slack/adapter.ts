@@ -11,20 +11,12 @@
 import { App, type Context, isValidSlackRequest, type Receiver, SocketModeReceiver } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
-import type { Instance } from '../../services/instance-types.ts';
+import { ChannelError } from '../../core/errors.ts';
+import type { Instance } from '../../core/instance.ts';
+import type { ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
-import {
-  type AdapterContext,
-  type ChannelAdapter,
-  type ChannelCapabilities,
-  ChannelError,
-  type ChatRef,
-  type InboundMessage,
-  type IngestResult,
-  type OutboundMessage,
-  type SentReceipt,
-} from '../types.ts';
+import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
 import { boltLogger } from './bolt-logger.ts';
 import { type SlackEventBody, toInboundMessage } from './inbound.ts';
 

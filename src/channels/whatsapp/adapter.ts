@@ -7,19 +7,12 @@ import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Backoff } from '../../../actors/runtime/backoff.ts';
 import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
-import type { InstanceStatus } from '../../services/instance-types.ts';
+import { ChannelError } from '../../core/errors.ts';
+import type { InstanceStatus } from '../../core/instance.ts';
+import type { ChatRef, InboundMessage, OutboundMessage } from '../../core/message.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry } from '../ingest-retry.ts';
-import {
-  type AdapterContext,
-  type ChannelAdapter,
-  type ChannelCapabilities,
-  ChannelError,
-  type ChatRef,
-  type InboundMessage,
-  type OutboundMessage,
-  type SentReceipt,
-} from '../types.ts';
+import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
 import { AuthStateCorruptError, clearAuthState, type SqliteAuthState, useSqliteAuthState } from './auth-state.ts';
 import { isIgnored, normalizeJid, parseBaileysMessage } from './parse.ts';
 import { TokenBucket } from './rate-limit.ts';
