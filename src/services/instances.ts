@@ -7,8 +7,8 @@ import { Conflict, NotFound, Validation } from '../core/errors.ts';
 import type { AgentConfig, ChannelConfig, Instance, InstanceSettings, InstanceStatus } from '../core/instance.ts';
 import type { ChannelKind } from '../core/message.ts';
 import { literalProblem } from '../net/outbound.ts';
-import { accessSettingsProblems } from './access.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
+import { accessSettingsProblems } from './keyword-gates.ts';
 
 export interface InstanceInput {
   name?: string;

@@ -16,7 +16,7 @@
 import type { Database } from 'bun:sqlite';
 import { Conflict, NotFound } from '../core/errors.ts';
 import type { InboundMessage } from '../core/message.ts';
-import { normalizeIdentifier } from './access.ts';
+import { normalizeIdentifier } from './access-rules.ts';
 import { isoNow, newId, sha256 } from './ids.ts';
 
 /** A channel's platform (channels/registry.ts platformOf): kinds of one platform share their users. */

@@ -42,7 +42,7 @@ test('a conversation the placement says is not ours is not run; one it owns is (
     config: testConfig(),
     clock,
     log: silentLogger,
-    fetch: () => Promise.reject(new Error('no network in this test')),
+    fetch: (() => Promise.reject(new Error('no network in this test'))) as unknown as typeof fetch,
     instances,
     settings: new SettingsService(db),
     hub: new StreamHub({ clock, keepaliveMs: 0 }),

@@ -2,7 +2,7 @@
 // their instances' rules, and may change only their instances' rules.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import type { AccessRule, AccessRuleInput } from '../../services/access.ts';
+import type { AccessRule, AccessRuleInput } from '../../services/access-rules.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses, notFound } from '../errors.ts';
