@@ -6,7 +6,7 @@ import type { Instance } from '../core/instance.ts';
 import type { ChannelKind } from '../core/message.ts';
 import { maskUrl } from '../net/outbound.ts';
 import { maskSecret } from '../services/ids.ts';
-import type { InstanceInput } from '../services/instances.ts';
+import type { InstanceInput } from '../services/instance-input.ts';
 import { webhookUrl } from '../services/instances.ts';
 import { hasScope } from '../services/keys.ts';
 import { ApiError } from './errors.ts';
