@@ -14,7 +14,8 @@ import {
   type PageBody,
 } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { asContext, type EventFilter, type EventView, eventView, summarize } from '../../services/events.ts';
+import { asContext, summarize } from '../../services/event-digest.ts';
+import { type EventFilter, type EventView, eventView } from '../../services/events.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { decodeCursor, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses, invalid } from '../errors.ts';

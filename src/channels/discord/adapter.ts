@@ -2,6 +2,7 @@
 // Inbound MESSAGE_CREATE / `/ask` interactions become InboundMessages handed to ctx.ingest;
 // replies go out over REST with a nonce derived from the idempotency key and enforce_nonce, so
 // a resend after a crash returns the message Discord already created instead of posting twice.
+// Kept whole: one adapter, one discord.js client's lifecycle; its parts share the client.
 import { createHash } from 'node:crypto';
 import {
   ApplicationCommandOptionType,

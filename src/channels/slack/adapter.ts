@@ -8,6 +8,7 @@
 //   its `slack_event` handler so the envelope is acked after the inbox write, not before.
 // Outbound goes through the App's WebClient with its retries off (a lost response would otherwise
 // double-post); only 429 is retried here, after Retry-After.
+// Kept whole: one adapter, one Bolt app's lifecycle; its parts share the app and its receiver.
 import { App, type Context, isValidSlackRequest, type Receiver, SocketModeReceiver } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';

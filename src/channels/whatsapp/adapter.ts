@@ -1,6 +1,7 @@
 // WhatsApp directly through Baileys: pairing (QR or code), auth state in SQLite, a reconnect
 // policy that stops when WhatsApp says the link is gone, inbound mapping and paced sending.
 // The instance actor owns one adapter; inbound goes to ctx.ingest (the durable inbox).
+// Kept whole: one adapter, one Baileys socket's lifecycle (pairing, reconnects, pacing share it).
 
 import type { Database } from 'bun:sqlite';
 import { createHash } from 'node:crypto';
