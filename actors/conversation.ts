@@ -15,19 +15,17 @@ import type { AccessDecision, TerminalInfo } from '../src/core/conversation.ts';
 import { ChannelError } from '../src/core/errors.ts';
 import type { Instance } from '../src/core/instance.ts';
 import type { InboundMessage, OutboundMessage } from '../src/core/message.ts';
+import type { FifoSemaphore } from '../src/engine/fifo-semaphore.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
 import { sha256 } from '../src/services/ids.ts';
 import type { InboxRow } from '../src/services/inbox.ts';
-import type { Semaphore } from '../src/services/semaphore.ts';
 import { backoffDelay } from './runtime/backoff.ts';
 import type { Clock } from './runtime/clock.ts';
 import type { Actor } from './runtime/supervisor.ts';
 
 /** Messages that arrived through the API (AG-UI endpoint) are answered on the live stream only. */
 const API_ADAPTER: ChannelAdapter = new ApiChannelAdapter();
-
-export type { AccessDecision } from '../src/core/conversation.ts';
 
 /** Live-stream producer (src/stream/hub.ts implements it). */
 export interface TurnSink {
@@ -64,7 +62,7 @@ export interface ConversationDeps {
   agentFor(instance: Instance): AgentClient;
   access(instance: Instance, msg: InboundMessage): AccessDecision;
   sink: TurnSink;
-  agentPermits: Semaphore;
+  agentPermits: FifoSemaphore;
   observer: PipelineObserver;
   policy: {
     maxAttempts: () => number;

@@ -1,8 +1,9 @@
 // One actor per channel instance: owns the adapter's connection lifecycle and status, restarts
 // it with backoff when it fails, stops it when the instance is deactivated or deleted.
 import type { Logger } from 'pino';
-import type { AdapterContext, ChannelAdapter, InboundMessage, IngestResult } from '../src/channels/types.ts';
-import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
+import type { AdapterContext, ChannelAdapter } from '../src/channels/types.ts';
+import type { Instance, InstanceStatus } from '../src/core/instance.ts';
+import type { InboundMessage, IngestResult } from '../src/core/message.ts';
 import { Backoff } from './runtime/backoff.ts';
 import type { Clock, Timer } from './runtime/clock.ts';
 

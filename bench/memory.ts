@@ -11,8 +11,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AgentClient } from '../src/agents/types.ts';
-import type { ChannelAdapter, InboundMessage } from '../src/channels/types.ts';
+import type { ChannelAdapter } from '../src/channels/types.ts';
 import { loadConfig } from '../src/config.ts';
+import type { InboundMessage } from '../src/core/message.ts';
 import { createGateway } from '../src/gateway.ts';
 import { silentLogger } from '../src/log.ts';
 

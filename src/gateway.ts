@@ -9,6 +9,7 @@ import { openDatabase } from '../db/open.ts';
 import type { Cluster } from './cluster/index.ts';
 import type { Config } from './config.ts';
 import { loadConfig } from './config.ts';
+import { Pipeline, type PipelineOptions } from './engine/pipeline.ts';
 import { createLogger } from './log.ts';
 import { createOutboundFetch, type Resolver } from './net/outbound.ts';
 import { AccessService } from './services/access.ts';
@@ -18,10 +19,10 @@ import { InstanceService } from './services/instances.ts';
 import { KeyService } from './services/keys.ts';
 import { MessageService } from './services/messages.ts';
 import { PersonService } from './services/persons.ts';
-import { Pipeline, type PipelineOptions } from './services/pipeline.ts';
 import { limitsFromSettings, MemoryRateLimiter, type RateLimiter } from './services/rate-limit.ts';
 import { Retention } from './services/retention.ts';
 import { SettingsService } from './services/settings.ts';
+import { StreamHub } from './stream/hub.ts';
 
 export interface GatewayOptions {
   log?: Logger;
@@ -84,15 +85,29 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
 
   const clock = opts.clock ?? realClock;
   const fetchFn = createOutboundFetch(opts.fetch ?? fetch, { ...config.outbound, resolve: opts.resolve });
-  const pipeline = new Pipeline({ db, config, clock, log, fetch: fetchFn, instances, settings, ...opts.pipeline });
+  const hub = new StreamHub({ clock });
   const persons = new PersonService(db);
-  const events = new EventService(db, persons, { log, hub: pipeline.hub });
-  events.attach(pipeline);
+  const events = new EventService(db, persons, { log, hub });
+  const access = new AccessService(db, instances, clock, log);
+  // Embedded placement here; cluster mode swaps in its own in gw.start(), before pipeline.start().
+  const pipeline = new Pipeline({
+    db,
+    config,
+    clock,
+    log,
+    fetch: fetchFn,
+    instances,
+    settings,
+    hub,
+    access: (inst, msg) => access.check(inst, msg),
+    // Events (and the persons they attribute messages to) are recorded once a message finished.
+    onFinished: [(f) => events.recordTerminal(f.row, f.status, f.instance, f.responseText, f.info)],
+    onInstanceStatus: [(inst, status, detail) => events.recordStatus(inst, status, detail)],
+    ...opts.pipeline,
+  });
   const retention = new Retention({ db, inbox: pipeline.inbox, settings, clock, log });
   const messages = new MessageService(db, pipeline);
 
-  const access = new AccessService(db, instances, clock, log);
-  pipeline.access = (inst, msg) => access.check(inst, msg);
   const audit = new AuditService(db, keys, clock, () => settings.value<number>('audit.retentionDays'), log);
 
   const closers: Array<() => Promise<void> | void> = [];
@@ -118,7 +133,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
       audit.start();
       retention.start();
       events.backfill((id) => instances.get(id));
-      // Cluster hooks must be in place before the pipeline starts instances and resumes conversations.
+      // The cluster's placement must be in force before the pipeline starts instances and resumes conversations.
       if (config.redisUrl) gw.cluster = await (await import('./cluster/index.ts')).startCluster(gw);
       return pipeline.start();
     },

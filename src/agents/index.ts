@@ -1,7 +1,7 @@
 // Picks the agent client for an instance and offers a helper that runs it to the final text.
 import { type Clock, realClock } from '../../actors/runtime/clock.ts';
 import type { Config } from '../config.ts';
-import type { AgentConfig, AgentType } from '../services/instance-types.ts';
+import type { AgentConfig, AgentType } from '../core/instance.ts';
 import { AguiAgentClient } from './agui.ts';
 import { AutoAgentClient } from './auto.ts';
 import { type EndpointOptions, errorEvent } from './http.ts';

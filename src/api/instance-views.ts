@@ -2,9 +2,11 @@
 // and the matching input mappers. Secrets are always masked.
 import { t } from 'elysia';
 import { SECRET_FIELDS } from '../channels/registry.ts';
-import type { ChannelKind } from '../channels/types.ts';
+import type { Instance } from '../core/instance.ts';
+import type { ChannelKind } from '../core/message.ts';
 import { maskUrl } from '../net/outbound.ts';
 import { maskSecret } from '../services/ids.ts';
+import type { InstanceInput } from '../services/instance-input.ts';
 import {
   DEFAULT_MEDIA,
   DEFAULT_MESSAGING,
@@ -13,8 +15,6 @@ import {
   MESSAGING_MODES,
   type MediaOptions,
 } from '../services/instance-options.ts';
-import type { Instance } from '../services/instance-types.ts';
-import type { InstanceInput } from '../services/instances.ts';
 import { webhookUrl } from '../services/instances.ts';
 import { hasScope } from '../services/keys.ts';
 import { ApiError } from './errors.ts';

@@ -46,6 +46,4 @@ export const PageQuery = {
   cursor: t.Optional(t.String({ maxLength: 512, description: 'Opaque cursor from meta.cursor of the previous page' })),
 };
 
-export { PageMeta } from '../services/pagination.ts';
-
 export const SuccessSchema = t.Object({ success: t.Boolean() }, { description: 'Done' });

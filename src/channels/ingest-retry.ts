@@ -4,7 +4,8 @@
 // short bounded backoff instead of dropping the message.
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
-import type { AdapterContext, InboundMessage, IngestResult } from './types.ts';
+import type { InboundMessage, IngestResult } from '../core/message.ts';
+import type { AdapterContext } from './types.ts';
 
 /** Waits between attempts: ~31 s in total, then the error is raised (and logged by the caller). */
 export const INGEST_RETRY_DELAYS_MS = [250, 500, 1000, 2000, 4000, 8000, 15_000];

@@ -1,12 +1,13 @@
 // The channels this gateway speaks: one line per channel. Everything else asks here (by kind)
 // instead of naming a channel; a new channel is a folder exporting a ChannelDefinition plus a line
 // below.
-import type { ChannelConfig } from '../services/instance-types.ts';
+import type { ChannelConfig } from '../core/instance.ts';
+import type { ChannelKind } from '../core/message.ts';
 import { apiChannel } from './api/index.ts';
 import { discordChannel } from './discord/index.ts';
 import { evolutionChannel } from './evolution/index.ts';
 import { slackChannel } from './slack/index.ts';
-import type { AdapterFactory, ChannelDefinition, ChannelField, ChannelKind } from './types.ts';
+import type { AdapterFactory, ChannelDefinition, ChannelField } from './types.ts';
 import { whatsappChannel } from './whatsapp/index.ts';
 
 export type { AdapterDeps, AdapterFactory } from './types.ts';

@@ -9,17 +9,6 @@ import type { ChannelConfig, Instance, InstanceStatus } from '../core/instance.t
 import type { ChannelKind, ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../core/message.ts';
 import type { SocketFactory } from './whatsapp/socket.ts';
 
-// The domain types and ChannelError live in src/core; re-exported for the adapters.
-export { ChannelError } from '../core/errors.ts';
-export type {
-  ChannelKind,
-  ChatRef,
-  ContentType,
-  InboundMessage,
-  IngestResult,
-  OutboundMessage,
-} from '../core/message.ts';
-
 export interface ChannelCapabilities {
   maxText: number;
   maxLines?: number;

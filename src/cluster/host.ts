@@ -1,25 +1,22 @@
 // What the cluster needs of the gateway it runs in, declared here so that the cluster never
 // imports src/gateway.ts (the gateway satisfies this interface as it is). Each field is the
-// narrowest slice of a service the cluster calls; the writable ones are the places cluster mode
-// plugs into: the pipeline's placement hooks, the shared rate limiter, readiness.
+// narrowest slice of a service the cluster calls; cluster mode plugs in through the pipeline's
+// usePlacement() and the writable fields: the shared rate limiter, readiness.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import type { Config } from '../config.ts';
+import type { Pipeline } from '../engine/pipeline.ts';
 import type { InstanceService } from '../services/instances.ts';
 import type { KeyService } from '../services/keys.ts';
 import type { PersonService } from '../services/persons.ts';
-import type { Pipeline } from '../services/pipeline.ts';
 import type { RateLimiter } from '../services/rate-limit.ts';
 import type { SettingsService } from '../services/settings.ts';
 
-/** The pipeline as the cluster drives it: placement hooks, instance connections, conversations, the local inbox. */
+/** The pipeline as the cluster drives it: its placement, instance connections, conversations, the local inbox. */
 export type ClusterPipeline = Pick<
   Pipeline,
-  | 'owns'
-  | 'ingestHook'
-  | 'wrapAdapter'
-  | 'onTerminal'
+  | 'usePlacement'
   | 'syncInstance'
   | 'stopInstance'
   | 'cancelConversation'

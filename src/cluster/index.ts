@@ -39,7 +39,8 @@
 
 import { hostname } from 'node:os';
 import Redis from 'ioredis';
-import type { InboundMessage } from '../channels/types.ts';
+import type { InboundMessage } from '../core/message.ts';
+import type { Placement } from '../engine/placement.ts';
 import { newId } from '../services/ids.ts';
 import type { IngestOutcome } from '../services/inbox.ts';
 import { limitsFromSettings } from '../services/rate-limit.ts';
@@ -216,16 +217,8 @@ export class Cluster implements PeerDirectory {
       throw err;
     });
     host.rateLimiter = this.rateLimiter;
-    const p = host.pipeline;
-    p.owns = { conversation: (id) => this.ownsConversation(id), instance: (id) => this.ownsInstance(id) };
-    p.ingestHook = (msg, kind) => this.append(msg, kind);
-    p.wrapAdapter = (instanceId, adapter) =>
-      fenceAdapter(
-        adapter,
-        () => this.leaseValid(instanceId),
-        () => this.counters.blockedSends++,
-      );
-    p.onTerminal((row) => this.handoff.terminal(row));
+    // Before any lease is taken: from here on the pipeline runs only what this node owns.
+    host.pipeline.usePlacement(this.placement());
     host.instances.onChange((c) => {
       if (c.type === 'deleted')
         void this.handoff
@@ -248,6 +241,22 @@ export class Cluster implements PeerDirectory {
     await this.leases.start();
     this.handoff.start();
     await this.cmd.publish(this.ctx.k('notice'), JSON.stringify({ type: 'joined', node: this.node }));
+  }
+
+  /** The pipeline's placement in cluster mode: shard ownership, hand-off ingress, the send fence, acks. */
+  private placement(): Placement {
+    return {
+      ownsConversation: (id) => this.ownsConversation(id),
+      ownsInstance: (id) => this.ownsInstance(id),
+      ingest: (msg, kind) => this.append(msg, kind),
+      fenceAdapter: (instanceId, adapter) =>
+        fenceAdapter(
+          adapter,
+          () => this.leaseValid(instanceId),
+          () => this.counters.blockedSends++,
+        ),
+      finished: (row) => this.handoff.terminal(row),
+    };
   }
 
   /** Any node: durable append for the owner, with dedupe, before the caller is answered. */

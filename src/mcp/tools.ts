@@ -3,12 +3,12 @@
 // else is NOT_FOUND, exactly as over REST. Results are small JSON objects an LLM can read.
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { ApiError } from '../api/errors.ts';
-import { decodeCursor, encodeCursor } from '../api/pagination.ts';
 import { requireChannel } from '../channels/registry.ts';
-import type { ChatRef, ContentType, OutboundMessage } from '../channels/types.ts';
+import type { Instance } from '../core/instance.ts';
+import type { ChatRef, ContentType, OutboundMessage } from '../core/message.ts';
 import type { Gateway } from '../gateway.ts';
-import type { Instance } from '../services/instance-types.ts';
 import { canSeeInstance, type Principal } from '../services/keys.ts';
+import { decodeCursor, encodeCursor } from '../services/pagination.ts';
 import type { RouteClass } from '../services/rate-limit.ts';
 import { v2Trace } from '../services/trace-views.ts';
 import type { TraceRecord } from '../services/traces.ts';

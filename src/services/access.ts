@@ -1,86 +1,33 @@
 // The pipeline's access step: allow/deny rules (per instance or global), the instance's access
 // mode, and keyword gates (triggers, stop keyword, human takeover). Rules and pauses live in
-// SQLite so every node and every restart sees the same decisions.
+// SQLite so every node and every restart sees the same decisions. What a rule is and how it
+// matches a sender: access-rules.ts; the keyword settings and trigger matching: keyword-gates.ts.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
-import { CHANNEL_CRITERIA, channelMatches, channelOf } from '../channels/registry.ts';
+import { CHANNEL_CRITERIA } from '../channels/registry.ts';
 import type { AccessDecision } from '../core/conversation.ts';
 import { NotFound, Validation } from '../core/errors.ts';
 import type { Instance } from '../core/instance.ts';
 import type { InboundMessage } from '../core/message.ts';
+import {
+  type AccessRule,
+  type AccessRuleInput,
+  type AccessSubject,
+  compareRules,
+  describeRule,
+  normalizeIdentifier,
+  PHONE_LIKE,
+  type RuleAction,
+  type RuleCriteria,
+  type RuleEvaluation,
+  type RuleType,
+  ruleMatches,
+  subjectOf,
+} from './access-rules.ts';
 import { isoNow, newId } from './ids.ts';
 import { conversationIdForKey } from './inbox.ts';
-
-export type RuleType = 'allow' | 'deny';
-export type RuleAction = 'block' | 'reply';
-export type ChatKind = 'direct' | 'group';
-
-export interface RuleCriteria {
-  /** Exact platform user id (WhatsApp JID or phone, Discord/Slack user id); normalised. */
-  platformUserId?: string;
-  /** Phone number, `*` matches any digits (e.g. `+5511*`). */
-  phone?: string;
-  /** Channel kind, or a platform shared by several kinds (`whatsapp` matches both WhatsApp channels). */
-  channel?: string;
-  chatKind?: ChatKind;
-  /** Group / channel id the message was sent in. */
-  groupId?: string;
-}
-
-export interface AccessRule {
-  id: string;
-  instanceId: string | null;
-  type: RuleType;
-  criteria: RuleCriteria;
-  priority: number;
-  action: RuleAction;
-  replyMessage: string | null;
-  expiresAt: string | null;
-  createdAt: string;
-  updatedAt: string;
-}
-
-export interface AccessRuleInput {
-  instanceId?: string | null;
-  type?: RuleType;
-  criteria?: RuleCriteria;
-  priority?: number;
-  action?: RuleAction;
-  replyMessage?: string | null;
-  expiresAt?: string | null;
-}
-
-export interface RuleEvaluation {
-  allowed: boolean;
-  rule: AccessRule | null;
-  reason: string;
-}
-
-/** Who a message is from, normalised for matching. */
-export interface AccessSubject {
-  ids: string[];
-  phone: string | null;
-  channel: string;
-  chatKind: ChatKind;
-  groupId: string | null;
-}
-
-export type TriggerType = 'contains' | 'equals' | 'startsWith' | 'regex';
-export interface Trigger {
-  type: TriggerType;
-  value: string;
-}
-
-/** Instance setting keys read by the access step (settings.<key>). */
-export const ACCESS_SETTING_KEYS = [
-  'accessMode',
-  'triggers',
-  'stopKeyword',
-  'resumeKeyword',
-  'stopReply',
-  'humanTakeoverMinutes',
-] as const;
+import { asTriggers, triggerMatches } from './keyword-gates.ts';
 
 export interface PauseView {
   instanceId: string;
@@ -92,183 +39,7 @@ export interface PauseView {
   createdAt: string;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Identifiers
-
-const WA_USER = /^(.+?)(?::\d+)?@(?:s\.whatsapp\.net|c\.us)$/;
-const WA_LID = /^(.+?)(?::\d+)?@lid$/;
-const PHONE_LIKE = /^\+?[\d\s().-]+$/;
-
-/**
- * One canonical form per identifier: WhatsApp user JIDs and phone numbers become bare digits
- * ("+55 11 9999-0000", "551199990000@s.whatsapp.net", "551199990000:3@s.whatsapp.net" are equal),
- * LIDs lose their device suffix, everything else is trimmed and lower-cased.
- */
-export function normalizeIdentifier(raw: string): string {
-  const s = raw.trim().toLowerCase();
-  const wa = WA_USER.exec(s);
-  if (wa) return wa[1].replace(/\D/g, '');
-  const lid = WA_LID.exec(s);
-  if (lid) return `${lid[1]}@lid`;
-  if (PHONE_LIKE.test(s) && /\d/.test(s)) return s.replace(/\D/g, '');
-  return s;
-}
-
-/** The phone digits of a message's sender when the platform told us (JID, phone, LID alias). */
-function senderPhone(msg: Pick<InboundMessage, 'sender'>, channel: string): string | null {
-  const { id, phone, altId } = msg.sender;
-  if (phone) {
-    const p = normalizeIdentifier(phone);
-    if (/^\d+$/.test(p)) return p;
-  }
-  for (const v of [id, altId]) {
-    if (v && WA_USER.test(v.trim().toLowerCase())) return normalizeIdentifier(v);
-  }
-  // Some channels (WhatsApp) hand over bare digits.
-  if (channelOf(channel)?.phoneSenderIds && /^\+?\d+$/.test(id.trim())) return id.replace(/\D/g, '');
-  return null;
-}
-
-export function subjectOf(
-  inst: Pick<Instance, 'channel'>,
-  msg: Pick<InboundMessage, 'sender' | 'chat'>,
-): AccessSubject {
-  const ids = new Set<string>();
-  for (const v of [msg.sender.id, msg.sender.altId, msg.sender.phone]) if (v) ids.add(normalizeIdentifier(v));
-  const phone = senderPhone(msg, inst.channel);
-  if (phone) ids.add(phone);
-  return {
-    ids: [...ids],
-    phone,
-    channel: inst.channel,
-    chatKind: msg.chat.kind,
-    groupId: msg.chat.kind === 'group' ? normalizeIdentifier(msg.chat.chatId) : null,
-  };
-}
-
-function phonePattern(p: string): RegExp {
-  const digits = p.replace(/[^\d*]/g, '').replace(/\*+/g, '*');
-  return new RegExp(`^${digits.split('*').join('\\d*')}$`);
-}
-
-export function ruleMatches(rule: AccessRule, s: AccessSubject): boolean {
-  const c = rule.criteria;
-  if (c.platformUserId !== undefined && !s.ids.includes(normalizeIdentifier(c.platformUserId))) return false;
-  if (c.phone !== undefined && (s.phone === null || !phonePattern(c.phone).test(s.phone))) return false;
-  if (c.channel !== undefined && !channelMatches(c.channel, s.channel)) return false;
-  if (c.chatKind !== undefined && c.chatKind !== s.chatKind) return false;
-  if (c.groupId !== undefined && s.groupId !== normalizeIdentifier(c.groupId)) return false;
-  return true;
-}
-
-/**
- * How narrowly a rule picks its senders (higher = narrower): a user id or exact phone names one
- * person, a wildcard phone a range (longer prefixes narrower), a group a room, chat kind and
- * channel whole classes. An instance rule is narrower than the same global rule.
- */
-export function specificity(rule: AccessRule): number {
-  const c = rule.criteria;
-  let n = 0;
-  if (c.platformUserId !== undefined) n += 1000;
-  if (c.phone !== undefined) n += c.phone.includes('*') ? 300 + c.phone.replace(/\D/g, '').length : 1000;
-  if (c.groupId !== undefined) n += 200;
-  if (c.chatKind !== undefined) n += 20;
-  if (c.channel !== undefined) n += 10;
-  if (rule.instanceId !== null) n += 1;
-  return n;
-}
-
-/** Highest priority first; then more specific; then deny before allow. */
-export function compareRules(a: AccessRule, b: AccessRule): number {
-  if (a.priority !== b.priority) return b.priority - a.priority;
-  const sa = specificity(a);
-  const sb = specificity(b);
-  if (sa !== sb) return sb - sa;
-  if (a.type !== b.type) return a.type === 'deny' ? -1 : 1;
-  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-}
-
-function describe(rule: AccessRule): string {
-  const c = rule.criteria;
-  const parts = Object.entries(c).map(([k, v]) => `${k}=${v}`);
-  return `${rule.type} rule ${rule.id}${parts.length ? ` (${parts.join(', ')})` : ' (everyone)'}`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Keyword gates
-
-function asTriggers(v: unknown): Trigger[] {
-  if (!Array.isArray(v)) return [];
-  return v.filter(
-    (t): t is Trigger =>
-      !!t &&
-      typeof t === 'object' &&
-      ['contains', 'equals', 'startsWith', 'regex'].includes((t as Trigger).type) &&
-      typeof (t as Trigger).value === 'string' &&
-      (t as Trigger).value.length > 0,
-  );
-}
-
-const regexCache = new Map<string, RegExp | null>();
-function compiled(pattern: string): RegExp | null {
-  let r = regexCache.get(pattern);
-  if (r === undefined) {
-    try {
-      r = pattern.length <= 200 ? new RegExp(pattern, 'i') : null;
-    } catch {
-      r = null;
-    }
-    if (regexCache.size > 1000) regexCache.clear();
-    regexCache.set(pattern, r);
-  }
-  return r;
-}
-
-export function triggerMatches(t: Trigger, text: string): boolean {
-  const s = text.trim().toLowerCase();
-  const v = t.value.trim().toLowerCase();
-  switch (t.type) {
-    case 'contains':
-      return s.includes(v);
-    case 'equals':
-      return s === v;
-    case 'startsWith':
-      return s.startsWith(v);
-    case 'regex':
-      return compiled(t.value)?.test(text.slice(0, 4096)) ?? false;
-  }
-}
-
-/** Problems with the access-related instance settings (for InstanceService validation). */
-export function accessSettingsProblems(settings: Record<string, unknown>): Array<{ field: string; problem: string }> {
-  const out: Array<{ field: string; problem: string }> = [];
-  if (settings.triggers !== undefined && settings.triggers !== null) {
-    const v = settings.triggers;
-    if (!Array.isArray(v) || v.length > 50 || asTriggers(v).length !== v.length)
-      out.push({
-        field: 'settings.triggers',
-        problem: 'must be a list (≤ 50) of {type: contains|equals|startsWith|regex, value}',
-      });
-    else
-      for (const t of asTriggers(v))
-        if (t.type === 'regex' && !compiled(t.value))
-          out.push({ field: 'settings.triggers', problem: `invalid regex '${t.value.slice(0, 40)}'` });
-  }
-  for (const k of ['stopKeyword', 'resumeKeyword', 'stopReply']) {
-    const v = settings[k];
-    if (v !== undefined && v !== null && (typeof v !== 'string' || v.length > 4000 || !v.trim()))
-      out.push({ field: `settings.${k}`, problem: 'must be a non-empty string or null' });
-  }
-  const m = settings.humanTakeoverMinutes;
-  if (m !== undefined && m !== null && (!Number.isInteger(m) || (m as number) < 0 || (m as number) > 10_080))
-    out.push({ field: 'settings.humanTakeoverMinutes', problem: 'must be an integer between 0 and 10080' });
-  return out;
-}
-
 const str = (v: unknown): string | null => (typeof v === 'string' && v.trim() ? v.trim().toLowerCase() : null);
-
-// ---------------------------------------------------------------------------------------------
-// The service
 
 interface RuleRow {
   id: string;
@@ -523,7 +294,7 @@ export class AccessService {
     const mode = inst.settings.accessMode ?? 'blocklist';
     if (mode === 'disabled') return { allowed: true, rule: null, reason: 'access control disabled for this instance' };
     const rule = this.activeRules(inst.id).find((r) => ruleMatches(r, s)) ?? null;
-    if (rule) return { allowed: rule.type === 'allow', rule, reason: `matched ${describe(rule)}` };
+    if (rule) return { allowed: rule.type === 'allow', rule, reason: `matched ${describeRule(rule)}` };
     return mode === 'allowlist'
       ? { allowed: false, rule: null, reason: 'not on the allowlist' }
       : { allowed: true, rule: null, reason: 'no rule matched (blocklist mode)' };

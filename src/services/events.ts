@@ -1,17 +1,19 @@
 // Events: what happened, queryable across channels. One row per inbound message, per outbound
 // message (agent reply or API send) and per instance status change, with FTS5 search on text.
 //
-// Where events come from (see attach()):
-//  - messages: the pipeline's terminal hook. A message's row reaches a terminal state exactly
+// Where events come from (both wired by the gateway as the pipeline's consumers):
+//  - messages: recordTerminal(), once a message finished. A message's row reaches a terminal state exactly
 //    once per run (and again after a restart if the process died first), so recording there keeps
 //    the ingest hot path untouched. Events are written in batches after the terminal commit; a
 //    crash inside that short window is repaired at the next start by backfill(). The cost:
 //    a received message shows up as an event once it was processed (answered, blocked, failed),
 //    not while the agent is still working; shed messages (never processed) have no event.
-//  - instance status: the pipeline's status hook.
+//  - instance status: recordStatus(), on each channel status change.
 // Writes are queued and flushed every 20 ms in one transaction, off the actor's path. Full-text
 // indexing runs separately in larger batches (every ~250 ms, and before any search) up to a
 // watermark stored with the index (migration 005), so a search always sees every written event.
+// Kept whole as the one owner of the events table and its index: recording, indexing and search
+// share the write batches and the full-text watermark. Renderings for agents: event-digest.ts.
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import { kindsMatching, platformOf } from '../channels/registry.ts';
@@ -22,7 +24,6 @@ import type { StreamHub } from '../stream/hub.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
 import type { Attribution, PersonService } from './persons.ts';
-import type { Pipeline } from './pipeline.ts';
 
 export interface EventRow {
   seq: number;
@@ -163,15 +164,6 @@ export class EventService {
     this.scheduleIndex();
   }
 
-  /** Records messages at their terminal state and instance status changes. */
-  attach(pipeline: Pipeline): void {
-    pipeline.onTerminal((row, status, inst, responseText, info) =>
-      this.recordTerminal(row, status, inst, responseText, info),
-    );
-    pipeline.onInstanceStatus((inst, status, detail) => this.recordStatus(inst, status, detail));
-  }
-
-  /** `info` (from the conversation actor) saves lookups: whether an event can exist already, the sent platform id. */
   /**
    * Records the messages that ended without their event (the process died in the short window
    * between a message's terminal commit and the batched event write). Run at start.
@@ -190,6 +182,7 @@ export class EventService {
     return rows.length;
   }
 
+  /** `info` (from the conversation actor) saves lookups: whether an event can exist already, the sent platform id. */
   recordTerminal(
     row: InboxRow,
     status: string,
@@ -533,36 +526,4 @@ export class EventService {
     }
     return { where, params };
   }
-}
-
-/** A compact transcript an LLM can read: one line per event, oldest first. */
-export function asContext(events: EventView[], personName: (id: string) => string | null): string {
-  const lines = [...events].reverse().map((e) => {
-    const at = e.createdAt.replace('T', ' ').slice(0, 19);
-    const p = e.payload ?? {};
-    const inst = (p.instanceName as string | null) ?? e.instanceId ?? '?';
-    const where = `${e.channel ?? '?'}/${inst}`;
-    const text = (e.text ?? '').replace(/\s+/g, ' ').trim();
-    const person = e.personId ? (personName(e.personId) ?? e.personId) : null;
-    const sender = (p.sender as { name?: string; id?: string } | undefined) ?? {};
-    const media = e.contentType && e.contentType !== 'text' ? ` [${e.contentType}]` : '';
-    if (e.type === 'message.received')
-      return `[${at}] ${where} ${sender.name ?? person ?? sender.id ?? 'user'}: ${text}${media}`;
-    if (e.type === 'message.sent') return `[${at}] ${where} assistant${person ? ` → ${person}` : ''}: ${text}${media}`;
-    if (e.type === 'message.failed')
-      return `[${at}] ${where} send failed${person ? ` → ${person}` : ''}: ${text} (${String(p.error ?? 'error')})`;
-    return `[${at}] ${where} ${e.type}${text ? `: ${text}` : ''}`;
-  });
-  return lines.join('\n');
-}
-
-/** One sentence about a set of events (format summary/agent). */
-export function summarize(events: EventView[]): string {
-  if (events.length === 0) return 'No events.';
-  const byType = new Map<string, number>();
-  for (const e of events) byType.set(e.type, (byType.get(e.type) ?? 0) + 1);
-  const channels = [...new Set(events.map((e) => e.channel).filter(Boolean))].sort();
-  const times = events.map((e) => e.createdAt).sort();
-  const types = [...byType].map(([t, n]) => `${n} ${t}`).join(', ');
-  return `${events.length} events (${types}) from ${times[0]} to ${times.at(-1)}${channels.length ? ` on ${channels.join(', ')}` : ''}.`;
 }

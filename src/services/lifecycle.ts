@@ -3,14 +3,8 @@
 // definition's pairing and remote hooks (src/channels/<kind>/index.ts). The v1/v2 routes are thin
 // shells over it.
 import { PAIRING_CODE_KINDS, requireChannel } from '../channels/registry.ts';
-import {
-  ChannelError,
-  type LifecycleContext,
-  type LifecycleErrorCode,
-  type LifecycleStatus,
-  type QrResult,
-} from '../channels/types.ts';
-import { ChannelFailure, Conflict, DomainError, Validation } from '../core/errors.ts';
+import type { LifecycleContext, LifecycleErrorCode, LifecycleStatus, QrResult } from '../channels/types.ts';
+import { ChannelError, ChannelFailure, Conflict, DomainError, Validation } from '../core/errors.ts';
 import type { Instance } from '../core/instance.ts';
 import type { Gateway } from '../gateway.ts';
 import { webhookUrl } from './instances.ts';

@@ -6,9 +6,9 @@ import { requireChannel } from '../channels/registry.ts';
 import { RateLimited, Validation } from '../core/errors.ts';
 import type { Instance } from '../core/instance.ts';
 import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../core/message.ts';
+import type { Pipeline } from '../engine/pipeline.ts';
 import { newId } from './ids.ts';
 import { type InboxRow, TERMINAL } from './inbox.ts';
-import type { Pipeline } from './pipeline.ts';
 
 export const DEFAULT_SEND_WAIT_MS = 30_000;
 

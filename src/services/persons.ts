@@ -13,10 +13,12 @@
 // id in, also one this node has not seen: it is recorded on this node only, so it may fold an
 // untouched home person (the same on every node) but never a decided one that other nodes keep.
 // Rows created before deterministic ids keep their random ids.
+// Kept whole: the one owner of persons, identities and moves; linking, merging and the views all
+// follow the same moves, so splitting them would spread one invariant over files.
 import type { Database } from 'bun:sqlite';
 import { Conflict, NotFound } from '../core/errors.ts';
 import type { InboundMessage } from '../core/message.ts';
-import { normalizeIdentifier } from './access.ts';
+import { normalizeIdentifier } from './access-rules.ts';
 import { isoNow, newId, sha256 } from './ids.ts';
 
 /** A channel's platform (channels/registry.ts platformOf): kinds of one platform share their users. */

@@ -12,6 +12,8 @@
 // first): a client lagging longer than that gets no resync for the turn and must read history.
 // Without lagging clients a finished turn costs nothing (a busy gateway finishes thousands of
 // turns per second; holding each for the grace period was most of the process's memory).
+// Kept whole: one concern (fan-out with per-subscriber buffers, coalescing, resync) over one
+// shared state (subscribers and running turns).
 
 import { type Clock, realClock, type Timer } from '../../actors/runtime/clock.ts';
 

@@ -10,11 +10,12 @@ import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
 import { InboxStore } from '../../db/inbox-store.ts';
 import { openDatabase } from '../../db/open.ts';
 import { type AgentClient, AgentError, type AgentEvent, type AgentRequest } from '../../src/agents/types.ts';
-import type { ChannelAdapter, ChatRef, InboundMessage, OutboundMessage } from '../../src/channels/types.ts';
+import type { ChannelAdapter } from '../../src/channels/types.ts';
+import type { Instance } from '../../src/core/instance.ts';
+import type { ChatRef, InboundMessage, OutboundMessage } from '../../src/core/message.ts';
+import { FifoSemaphore } from '../../src/engine/fifo-semaphore.ts';
 import { silentLogger } from '../../src/log.ts';
 import { conversationIdFor, type InboxRow } from '../../src/services/inbox.ts';
-import type { Instance } from '../../src/services/instance-types.ts';
-import { Semaphore } from '../../src/services/semaphore.ts';
 
 const INSTANCE: Instance = {
   id: 'inst-1',
@@ -161,7 +162,7 @@ function build(opts: {
     agentFor: () => opts.agent,
     access: () => ({ allowed: true, reason: 'no access rules' }),
     sink: noSink,
-    agentPermits: new Semaphore(4),
+    agentPermits: new FifoSemaphore(4),
     observer: {
       retried: (_i, stage) => observed.push(`retried:${stage}`),
       deadLettered: () => observed.push('dead_lettered'),

@@ -4,8 +4,8 @@ import { expect, test } from 'bun:test';
 import { InstanceActor } from '../../actors/instance.ts';
 import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
 import type { AdapterContext, ChannelAdapter } from '../../src/channels/types.ts';
+import type { Instance, InstanceStatus } from '../../src/core/instance.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { Instance, InstanceStatus } from '../../src/services/instance-types.ts';
 
 test('setStatus without a reason clears the reason, in the actor and in what it reports', async () => {
   let ctx: AdapterContext | null = null;

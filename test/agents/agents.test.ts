@@ -10,7 +10,7 @@ import { chatCompletionsUrl } from '../../src/agents/openai.ts';
 import { SseDecoder } from '../../src/agents/sse.ts';
 import type { AgentEvent, AgentRequest } from '../../src/agents/types.ts';
 import type { Config } from '../../src/config.ts';
-import type { AgentConfig } from '../../src/services/instance-types.ts';
+import type { AgentConfig } from '../../src/core/instance.ts';
 import { type FakeAgent, startFakeAgent, startRawHttpAgent } from '../fakes/agents.ts';
 
 /** Timers fire only when the test advances time. */

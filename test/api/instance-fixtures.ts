@@ -3,7 +3,8 @@
 // must never reach the internet. Every channel gets a stand-in adapter that connects nowhere.
 import { afterEach } from 'bun:test';
 import { type AdapterFactory, CHANNEL_KINDS } from '../../src/channels/registry.ts';
-import type { ChannelAdapter, ChannelKind } from '../../src/channels/types.ts';
+import type { ChannelAdapter } from '../../src/channels/types.ts';
+import type { ChannelKind } from '../../src/core/message.ts';
 import { createTestGateway } from '../helpers.ts';
 
 const offlineAdapter: AdapterFactory = (inst): ChannelAdapter => ({

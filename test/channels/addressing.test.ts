@@ -2,7 +2,7 @@
 import { describe, expect, test } from 'bun:test';
 import { channelOrThread, phoneOrJid, plainChat } from '../../src/channels/addressing.ts';
 import { CHANNELS } from '../../src/channels/registry.ts';
-import type { Instance } from '../../src/services/instance-types.ts';
+import type { Instance } from '../../src/core/instance.ts';
 import { chatFor } from '../../src/services/messages.ts';
 
 describe('addressing styles', () => {

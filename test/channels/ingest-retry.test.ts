@@ -5,11 +5,12 @@ import { describe, expect, test } from 'bun:test';
 import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
 import { openDatabase } from '../../db/open.ts';
 import { INGEST_RETRY_DELAYS_MS, ingestWithRetry, OrderedIngest } from '../../src/channels/ingest-retry.ts';
-import type { AdapterContext, InboundMessage, IngestResult } from '../../src/channels/types.ts';
+import type { AdapterContext } from '../../src/channels/types.ts';
 import { BaileysAdapter } from '../../src/channels/whatsapp/adapter.ts';
 import { Overloaded } from '../../src/core/errors.ts';
+import type { Instance } from '../../src/core/instance.ts';
+import type { InboundMessage, IngestResult } from '../../src/core/message.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { Instance } from '../../src/services/instance-types.ts';
 import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
 
 const msg = (id: string): InboundMessage => ({

@@ -4,8 +4,8 @@
 // that reaches such a conversation first, e.g. a retry timer, used to run and send it again.)
 import { afterAll, beforeAll, expect, test } from 'bun:test';
 import Redis from 'ioredis';
-import type { InboundMessage } from '../../src/channels/types.ts';
 import { shardOf } from '../../src/cluster/membership/shards.ts';
+import type { InboundMessage } from '../../src/core/message.ts';
 import { conversationIdFor } from '../../src/services/inbox.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { type FakeEvolution, startFakeEvolution } from '../fakes/evolution.ts';

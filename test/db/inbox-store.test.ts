@@ -4,8 +4,8 @@ import type { Database } from 'bun:sqlite';
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { InboxStore } from '../../db/inbox-store.ts';
 import { openDatabase } from '../../db/open.ts';
-import type { InboundMessage } from '../../src/channels/types.ts';
 import { Overloaded } from '../../src/core/errors.ts';
+import type { InboundMessage } from '../../src/core/message.ts';
 import { conversationIdFor, type InboxRow } from '../../src/services/inbox.ts';
 
 let db: Database;

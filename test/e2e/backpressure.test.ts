@@ -138,13 +138,14 @@ describe('safety net', () => {
     await t.gw.start();
     const token = new URL(res.body.webhook_url).searchParams.get('token')!;
     // Lose the wake-up: while this node "does not own" the conversation, ingest stores without waking.
-    const owns = t.gw.pipeline.owns;
-    t.gw.pipeline.owns = { ...owns, conversation: () => false };
+    const placement = t.gw.pipeline.placement;
+    const owns = placement.ownsConversation;
+    placement.ownsConversation = () => false;
     const ack = await t.call('POST', `/webhook/evolution/sw?token=${token}`, upsert('sw-1', 'lost wake', '1222'), {
       'x-api-key': '',
     });
     expect(ack.body.status).toBe('received');
-    t.gw.pipeline.owns = owns;
+    placement.ownsConversation = owns;
     await Bun.sleep(50);
     expect(fakes.evo.sent.length).toBe(0);
     await clock.advance(30_000);

@@ -5,7 +5,8 @@ import { describe, expect, test } from 'bun:test';
 import { createAgentClient, runAgent } from '../../src/agents/index.ts';
 import { AgentError } from '../../src/agents/types.ts';
 import { sendText } from '../../src/channels/evolution/client.ts';
-import { ChannelError } from '../../src/channels/types.ts';
+import { ChannelError } from '../../src/core/errors.ts';
+import type { AgentConfig } from '../../src/core/instance.ts';
 import {
   addressClass,
   createOutboundFetch,
@@ -15,7 +16,6 @@ import {
   OutboundRefused,
   type Resolver,
 } from '../../src/net/outbound.ts';
-import type { AgentConfig } from '../../src/services/instance-types.ts';
 import { createTestGateway } from '../helpers.ts';
 
 const NAMES: Record<string, string[]> = {

@@ -1,8 +1,8 @@
 // Access rules: identifier normalisation, precedence, keyword gates and pauses, the v1/v2 routes,
 // and the pipeline end to end (a denied sender's message ends 'blocked' and never reaches the agent).
 import { describe, expect, test } from 'bun:test';
-import type { InboundMessage } from '../../src/channels/types.ts';
-import { normalizeIdentifier } from '../../src/services/access.ts';
+import type { InboundMessage } from '../../src/core/message.ts';
+import { normalizeIdentifier } from '../../src/services/access-rules.ts';
 import { conversationIdFor } from '../../src/services/inbox.ts';
 import { evolutionInstance, evolutionUpsert, until, useFakeEvolutionAndAgent } from '../fixtures.ts';
 import { ADMIN_KEY, createTestGateway } from '../helpers.ts';

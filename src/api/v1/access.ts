@@ -2,8 +2,8 @@
 // Stored as ordinary instance rules (priority 0), so v2 sees and manages the same rules.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import type { AccessRule } from '../../services/access.ts';
-import { normalizeIdentifier } from '../../services/access.ts';
+import type { AccessRule } from '../../services/access-rules.ts';
+import { normalizeIdentifier } from '../../services/access-rules.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { principalOf } from '../principal.ts';

@@ -2,12 +2,12 @@
 // their instances' rules, and may change only their instances' rules.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
-import type { AccessRule, AccessRuleInput } from '../../services/access.ts';
+import type { AccessRule, AccessRuleInput } from '../../services/access-rules.ts';
 import { canSeeInstance } from '../../services/keys.ts';
+import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses, notFound } from '../errors.ts';
-import { decodeCursor, page } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
-import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
+import { PageQuery, SuccessSchema } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
 
 const Criterion = (description: string) => t.Optional(t.String({ minLength: 1, maxLength: 200, description }));

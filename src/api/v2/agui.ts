@@ -3,7 +3,7 @@
 // inbox and conversation actor as channel messages; the reply streams back as AG-UI SSE.
 import { Elysia, t } from 'elysia';
 import { VIA_API } from '../../channels/api/index.ts';
-import type { InboundMessage } from '../../channels/types.ts';
+import type { InboundMessage } from '../../core/message.ts';
 import type { Gateway } from '../../gateway.ts';
 import type { InboxRow } from '../../services/inbox.ts';
 import { conversationIdFor } from '../../services/inbox.ts';

@@ -4,9 +4,9 @@
 // unknown instance, ingest failing for good), kept in Redis; list (secrets masked), replay, delete.
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
+import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses } from '../errors.ts';
-import { decodeCursor, page } from '../pagination.ts';
-import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
+import { PageQuery, SuccessSchema } from '../schemas.ts';
 
 const ShardView = t.Object({
   shard: t.Integer(),

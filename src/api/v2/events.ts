@@ -14,10 +14,12 @@ import {
   type PageBody,
 } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
-import { asContext, type EventFilter, type EventView, eventView, summarize } from '../../services/events.ts';
+import { asContext, summarize } from '../../services/event-digest.ts';
+import { type EventFilter, type EventView, eventView } from '../../services/events.ts';
 import { canSeeInstance } from '../../services/keys.ts';
+import { decodeCursor, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses, invalid } from '../errors.ts';
-import { commaList, decodeCursor, page } from '../pagination.ts';
+import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
 import { PageQuery } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';

@@ -1,9 +1,10 @@
 // v2 instances: camelCase, {data} / {items, meta} envelopes, cursor pagination, filters.
 import { Elysia, t } from 'elysia';
+import type { Instance } from '../../core/instance.ts';
 import type { Gateway } from '../../gateway.ts';
-import type { Instance } from '../../services/instance-types.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { lifecycleOf } from '../../services/lifecycle.ts';
+import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import {
   baseUrl,
@@ -15,9 +16,9 @@ import {
   v2Input,
   v2View,
 } from '../instance-views.ts';
-import { commaList, decodeCursor, page } from '../pagination.ts';
+import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
-import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
+import { PageQuery, SuccessSchema } from '../schemas.ts';
 
 const IdParams = t.Object({ id: t.String({ maxLength: 200, description: 'Instance id (or name)' }) });
 

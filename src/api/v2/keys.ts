@@ -3,10 +3,10 @@
 import { Elysia, t } from 'elysia';
 import type { Gateway } from '../../gateway.ts';
 import { type ApiKeyView, hasScope, type Principal, SCOPES } from '../../services/keys.ts';
+import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses, invalid, notFound } from '../errors.ts';
-import { decodeCursor, page } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
-import { PageMeta, PageQuery, SuccessSchema } from '../schemas.ts';
+import { PageQuery, SuccessSchema } from '../schemas.ts';
 
 const ScopeEnum = t.Union(
   SCOPES.map((s) => t.Literal(s)),

@@ -2,9 +2,9 @@
 // conversation's actor and outbox (ordered with agent replies); see services/messages.ts.
 import { Elysia, t } from 'elysia';
 import { requireChannel } from '../../channels/registry.ts';
-import type { ContentType, OutboundMessage } from '../../channels/types.ts';
+import type { Instance } from '../../core/instance.ts';
+import type { ContentType, OutboundMessage } from '../../core/message.ts';
 import type { Gateway } from '../../gateway.ts';
-import type { Instance } from '../../services/instance-types.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import type { SendResult } from '../../services/messages.ts';
 import { ApiError, ErrorSchema, errorResponses } from '../errors.ts';

@@ -14,9 +14,10 @@ import {
 } from '../../cluster/gather.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
+import { decodeCursor, page } from '../../services/pagination.ts';
 import { v2Trace } from '../../services/trace-views.ts';
 import { ApiError, errorResponses } from '../errors.ts';
-import { commaList, decodeCursor, page } from '../pagination.ts';
+import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';

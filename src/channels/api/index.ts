@@ -1,8 +1,10 @@
 // The "api" pseudo-channel: conversations driven through the REST/AG-UI API, answered on the live
 // stream. Messages posted through the API on an instance of any channel are marked `via` it, and
 // their replies go through this channel's adapter instead of the platform.
+
+import type { InboundMessage } from '../../core/message.ts';
 import { plainChat } from '../addressing.ts';
-import type { ChannelDefinition, InboundMessage } from '../types.ts';
+import type { ChannelDefinition } from '../types.ts';
 import { API_CAPABILITIES, ApiChannelAdapter } from './adapter.ts';
 
 export const apiChannel: ChannelDefinition = {

@@ -2,6 +2,7 @@
 // Inbound MESSAGE_CREATE / `/ask` interactions become InboundMessages handed to ctx.ingest;
 // replies go out over REST with a nonce derived from the idempotency key and enforce_nonce, so
 // a resend after a crash returns the message Discord already created instead of posting twice.
+// Kept whole: one adapter, one discord.js client's lifecycle; its parts share the client.
 import { createHash } from 'node:crypto';
 import {
   ApplicationCommandOptionType,
@@ -21,19 +22,11 @@ import {
 } from 'discord.js';
 import type { Logger } from 'pino';
 import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
+import { ChannelError } from '../../core/errors.ts';
+import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../../core/message.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { OrderedIngest } from '../ingest-retry.ts';
-import {
-  type AdapterContext,
-  type ChannelAdapter,
-  type ChannelCapabilities,
-  ChannelError,
-  type ChatRef,
-  type ContentType,
-  type InboundMessage,
-  type OutboundMessage,
-  type SentReceipt,
-} from '../types.ts';
+import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
 import { type DiscordSettings, readDiscordSettings } from './config.ts';
 
 export const DISCORD_MAX_CHARS = 2000;

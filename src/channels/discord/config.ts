@@ -1,5 +1,5 @@
 // The Discord fields of an instance's channel config (stored under their v1 snake_case names).
-import type { ChannelConfig } from '../../services/instance-types.ts';
+import type { ChannelConfig } from '../../core/instance.ts';
 
 export const DISCORD_API_DEFAULT = 'https://discord.com/api';
 

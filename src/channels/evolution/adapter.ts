@@ -2,18 +2,11 @@
 // parse.ts); this adapter checks the connection once on start and sends replies through the client.
 import type { Logger } from 'pino';
 import type { Clock } from '../../../actors/runtime/clock.ts';
-import type { Instance, InstanceStatus } from '../../services/instance-types.ts';
+import { ChannelError } from '../../core/errors.ts';
+import type { Instance, InstanceStatus } from '../../core/instance.ts';
+import type { ChatRef, InboundMessage, OutboundMessage } from '../../core/message.ts';
 import { chunkText } from '../../stream/chunker.ts';
-import type {
-  AdapterContext,
-  ChannelAdapter,
-  ChannelCapabilities,
-  ChatRef,
-  InboundMessage,
-  OutboundMessage,
-  SentReceipt,
-} from '../types.ts';
-import { ChannelError } from '../types.ts';
+import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
 import {
   connectionState,
   type EvolutionCallOptions,

@@ -3,9 +3,9 @@
 // goes only into the `apikey` header: it never appears in an error message or a log line.
 
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
+import { ChannelError } from '../../core/errors.ts';
+import type { Instance } from '../../core/instance.ts';
 import { OutboundRefused } from '../../net/outbound.ts';
-import type { Instance } from '../../services/instance-types.ts';
-import { ChannelError } from '../types.ts';
 
 export interface EvolutionInstanceConfig {
   /** Base URL of the Evolution server, e.g. https://evolution.example.com */

@@ -1,12 +1,11 @@
 // WhatsApp through an Evolution API server: webhook in, HTTP calls out; pairing, status, restart
 // and logout are proxied to Evolution.
 
-import { Validation } from '../../core/errors.ts';
+import { ChannelError, Validation } from '../../core/errors.ts';
 import { constantTimeEqual } from '../../services/ids.ts';
 import { phoneOrJid } from '../addressing.ts';
 import { field } from '../fields.ts';
 import type { ChannelDefinition, LifecycleContext } from '../types.ts';
-import { ChannelError } from '../types.ts';
 import { EVOLUTION_CAPABILITIES, EvolutionAdapter, statusOfEvolutionState } from './adapter.ts';
 import {
   connect,

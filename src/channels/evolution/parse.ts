@@ -9,7 +9,7 @@
 // accepts, and a contact keeps one conversation whichever addressing WhatsApp happens to use.
 // Without a known phone, the LID JID itself is the chat id and is sent as `number` verbatim
 // (Evolution ≥ 2.3 accepts `…@lid` there).
-import type { ContentType, InboundMessage } from '../types.ts';
+import type { ContentType, InboundMessage } from '../../core/message.ts';
 
 export interface EvolutionParseResult {
   messages: InboundMessage[];

@@ -8,23 +8,16 @@
 //   its `slack_event` handler so the envelope is acked after the inbox write, not before.
 // Outbound goes through the App's WebClient with its retries off (a lost response would otherwise
 // double-post); only 429 is retried here, after Retry-After.
+// Kept whole: one adapter, one Bolt app's lifecycle; its parts share the app and its receiver.
 import { App, type Context, isValidSlackRequest, type Receiver, SocketModeReceiver } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
-import type { Instance } from '../../services/instance-types.ts';
+import { ChannelError } from '../../core/errors.ts';
+import type { Instance } from '../../core/instance.ts';
+import type { ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
-import {
-  type AdapterContext,
-  type ChannelAdapter,
-  type ChannelCapabilities,
-  ChannelError,
-  type ChatRef,
-  type InboundMessage,
-  type IngestResult,
-  type OutboundMessage,
-  type SentReceipt,
-} from '../types.ts';
+import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
 import { boltLogger } from './bolt-logger.ts';
 import { type SlackEventBody, toInboundMessage } from './inbound.ts';
 

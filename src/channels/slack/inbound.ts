@@ -1,5 +1,5 @@
 // Slack Events API event → InboundMessage, or null for events we do not answer.
-import type { InboundMessage } from '../types.ts';
+import type { InboundMessage } from '../../core/message.ts';
 
 /** The fields of a `message` / `app_mention` event we read (Slack sends many more). */
 export interface SlackMessageEvent {

@@ -1,25 +1,19 @@
 // WhatsApp directly through Baileys: pairing (QR or code), auth state in SQLite, a reconnect
 // policy that stops when WhatsApp says the link is gone, inbound mapping and paced sending.
 // The instance actor owns one adapter; inbound goes to ctx.ingest (the durable inbox).
+// Kept whole: one adapter, one Baileys socket's lifecycle (pairing, reconnects, pacing share it).
 
 import type { Database } from 'bun:sqlite';
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Backoff } from '../../../actors/runtime/backoff.ts';
 import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
-import type { InstanceStatus } from '../../services/instance-types.ts';
+import { ChannelError } from '../../core/errors.ts';
+import type { InstanceStatus } from '../../core/instance.ts';
+import type { ChatRef, InboundMessage, OutboundMessage } from '../../core/message.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry } from '../ingest-retry.ts';
-import {
-  type AdapterContext,
-  type ChannelAdapter,
-  type ChannelCapabilities,
-  ChannelError,
-  type ChatRef,
-  type InboundMessage,
-  type OutboundMessage,
-  type SentReceipt,
-} from '../types.ts';
+import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
 import { AuthStateCorruptError, clearAuthState, type SqliteAuthState, useSqliteAuthState } from './auth-state.ts';
 import { isIgnored, normalizeJid, parseBaileysMessage } from './parse.ts';
 import { TokenBucket } from './rate-limit.ts';

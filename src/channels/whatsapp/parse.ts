@@ -1,7 +1,7 @@
 // WAMessage → InboundMessage. Pure (type-only Baileys import) so the Evolution channel, whose
 // webhooks wrap the same WAMessage as JSON, can reuse it without loading Baileys.
 import type { WAMessage } from '@whiskeysockets/baileys';
-import type { ContentType, InboundMessage } from '../types.ts';
+import type { ContentType, InboundMessage } from '../../core/message.ts';
 
 export interface ParseOptions {
   instanceId: string;

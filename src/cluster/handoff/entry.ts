@@ -3,7 +3,7 @@
 // this cluster (written into Redis by anyone else) is never run: it reads as a problem, and the
 // reader dead-letters it.
 import type Redis from 'ioredis';
-import type { InboundMessage } from '../../channels/types.ts';
+import type { InboundMessage } from '../../core/message.ts';
 import { conversationIdFor, type InboxRow } from '../../services/inbox.ts';
 import type { ClusterKeys } from '../crypto.ts';
 

@@ -16,7 +16,7 @@
 // Redis restarted without its data: the reader resumes (new entry ids are later in time); local
 // unfinished rows are kept (a missing stream says nothing about who finished them).
 import type Redis from 'ioredis';
-import type { InboundMessage } from '../../channels/types.ts';
+import type { InboundMessage } from '../../core/message.ts';
 import { newId } from '../../services/ids.ts';
 import { conversationIdFor, type InboxRow, type IngestOutcome, TERMINAL } from '../../services/inbox.ts';
 import { type ClusterContext, viaStore } from '../context.ts';

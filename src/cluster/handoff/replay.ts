@@ -3,8 +3,8 @@
 // under an id of its own; the local dead letter is then removed and the old trace says where the
 // replay went.
 
-import type { InboundMessage } from '../../channels/types.ts';
 import { Conflict } from '../../core/errors.ts';
+import type { InboundMessage } from '../../core/message.ts';
 import type { IngestOutcome } from '../../services/inbox.ts';
 import type { ClusterPipeline } from '../host.ts';
 

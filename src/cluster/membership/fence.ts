@@ -2,7 +2,7 @@
 // shard's lease is not certainly this node's, so a paused or partitioned former owner never sends
 // after another node may have taken over.
 import type { ChannelAdapter } from '../../channels/types.ts';
-import { ChannelError } from '../../channels/types.ts';
+import { ChannelError } from '../../core/errors.ts';
 
 const GUARDED = new Set(['send', 'edit', 'typing']);
 

@@ -22,7 +22,7 @@
 //   reclaims its lease and epoch (RENEW sees both keys missing), so ownership never overlaps.
 import type Redis from 'ioredis';
 import type { Timer } from '../../../actors/runtime/clock.ts';
-import type { Histogram } from '../../services/metrics.ts';
+import type { Histogram } from '../../engine/prometheus.ts';
 import type { ClusterContext } from '../context.ts';
 import { ACQUIRE, HEARTBEAT, RELEASE, RENEW } from '../lua.ts';
 import type { ConversationShards } from './conversations.ts';

@@ -3,9 +3,11 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import type { Clock, Timer } from '../../../actors/runtime/clock.ts';
 import { DiscordAdapter, nonceFor } from '../../../src/channels/discord/adapter.ts';
 import { inviteUrl } from '../../../src/channels/discord/config.ts';
-import { type AdapterContext, ChannelError, type InboundMessage } from '../../../src/channels/types.ts';
+import type { AdapterContext } from '../../../src/channels/types.ts';
+import { ChannelError } from '../../../src/core/errors.ts';
+import type { Instance, InstanceStatus } from '../../../src/core/instance.ts';
+import type { InboundMessage } from '../../../src/core/message.ts';
 import { silentLogger } from '../../../src/log.ts';
-import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
 import {
   BOT_USER,
   DM_CHANNEL_ID,

@@ -16,9 +16,11 @@ import {
   setWebhook,
 } from '../../../src/channels/evolution/client.ts';
 import { parseEvolutionWebhook, timestampToMs } from '../../../src/channels/evolution/parse.ts';
-import { type AdapterContext, ChannelError, type InboundMessage } from '../../../src/channels/types.ts';
+import type { AdapterContext } from '../../../src/channels/types.ts';
+import { ChannelError } from '../../../src/core/errors.ts';
+import type { Instance, InstanceStatus } from '../../../src/core/instance.ts';
+import type { InboundMessage } from '../../../src/core/message.ts';
 import { silentLogger } from '../../../src/log.ts';
-import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
 import { type FakeEvolution, startFakeEvolution } from '../../fakes/evolution.ts';
 
 const fixtures = (await Bun.file(

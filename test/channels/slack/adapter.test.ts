@@ -2,15 +2,11 @@
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test';
 import { VirtualClock } from '../../../actors/runtime/virtual-clock.ts';
 import { SlackAdapter, type SlackAdapterOptions } from '../../../src/channels/slack/adapter.ts';
-import {
-  type AdapterContext,
-  ChannelError,
-  type InboundMessage,
-  type IngestResult,
-} from '../../../src/channels/types.ts';
-import { Overloaded } from '../../../src/core/errors.ts';
+import type { AdapterContext } from '../../../src/channels/types.ts';
+import { ChannelError, Overloaded } from '../../../src/core/errors.ts';
+import type { Instance, InstanceStatus } from '../../../src/core/instance.ts';
+import type { InboundMessage, IngestResult } from '../../../src/core/message.ts';
 import { silentLogger } from '../../../src/log.ts';
-import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
 import { eventCallback, signRequest, urlVerification } from '../../fakes/slack/events.ts';
 import { FakeSlack } from '../../fakes/slack/server.ts';
 

@@ -7,12 +7,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VirtualClock } from '../../../actors/runtime/virtual-clock.ts';
 import { openDatabase } from '../../../db/open.ts';
-import { type AdapterContext, ChannelError, type InboundMessage } from '../../../src/channels/types.ts';
+import type { AdapterContext } from '../../../src/channels/types.ts';
 import { BaileysAdapter } from '../../../src/channels/whatsapp/adapter.ts';
 import { hasStoredAuth, useSqliteAuthState } from '../../../src/channels/whatsapp/auth-state.ts';
 import { qrToPngDataUrl } from '../../../src/channels/whatsapp/qr.ts';
+import { ChannelError } from '../../../src/core/errors.ts';
+import type { Instance, InstanceStatus } from '../../../src/core/instance.ts';
+import type { InboundMessage } from '../../../src/core/message.ts';
 import { silentLogger } from '../../../src/log.ts';
-import type { Instance, InstanceStatus } from '../../../src/services/instance-types.ts';
 import { fakeSocketFactory } from '../../fakes/baileys-socket.ts';
 
 const FIXTURES = join(import.meta.dir, '..', '..', 'fixtures', 'whatsapp-baileys-real-payloads.json');

@@ -3,8 +3,8 @@
 import { describe, expect, test } from 'bun:test';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { InboundMessage } from '../../../src/channels/types.ts';
 import { isIgnored, type ParseOptions, parseBaileysMessage } from '../../../src/channels/whatsapp/parse.ts';
+import type { InboundMessage } from '../../../src/core/message.ts';
 
 const FIXTURES = join(import.meta.dir, '..', '..', 'fixtures', 'whatsapp-baileys-real-payloads.json');
 const fixtures = JSON.parse(readFileSync(FIXTURES, 'utf8')) as {

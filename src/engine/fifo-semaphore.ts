@@ -1,7 +1,7 @@
 // A FIFO counting semaphore. Each conversation holds at most one permit at a time, so FIFO
 // order hands permits round-robin across conversations: a flooded one cannot starve the others.
 
-export class Semaphore {
+export class FifoSemaphore {
   private waiters: Array<() => void> = [];
   private inUse = 0;
 

@@ -1,5 +1,7 @@
-// Wires the message path: inbox → conversation actors (supervised) → agents → channels, plus
-// the instance actors that own channel connections, the stream hub and the pipeline metrics.
+// The engine: hosts the message path inbox → conversation actors (supervised) → agents →
+// channels, and the instance actors that own channel connections. Everything it depends on is
+// given at construction: where work runs (placement: embedded, or the cluster's, swapped in once
+// before start), the access step, and what happens after a message finishes (see finished()).
 import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import { ConversationActor, type ConversationDeps, type ConversationMsg } from '../../actors/conversation.ts';
@@ -15,13 +17,38 @@ import type { Config } from '../config.ts';
 import type { AccessDecision, TerminalInfo } from '../core/conversation.ts';
 import type { Instance, InstanceStatus } from '../core/instance.ts';
 import type { ChannelKind, InboundMessage } from '../core/message.ts';
-import { StreamHub } from '../stream/hub.ts';
-import type { InboxRow, IngestOutcome } from './inbox.ts';
-import type { InstanceService } from './instances.ts';
-import { Metrics } from './metrics.ts';
-import { Semaphore } from './semaphore.ts';
-import type { SettingsService } from './settings.ts';
-import { TraceService } from './traces.ts';
+import type { InboxRow, IngestOutcome } from '../services/inbox.ts';
+import type { InstanceService } from '../services/instances.ts';
+import type { SettingsService } from '../services/settings.ts';
+import { TraceService } from '../services/traces.ts';
+import type { StreamHub } from '../stream/hub.ts';
+import { FifoSemaphore } from './fifo-semaphore.ts';
+import { type PipelineMetrics, pipelineMetrics, reasonLabel } from './pipeline-metrics.ts';
+import { embeddedPlacement, type IngestKind, type Placement } from './placement.ts';
+import { Metrics } from './prometheus.ts';
+
+/** A message at its terminal state, as its conversation actor reports it. */
+export interface FinishedMessage {
+  row: InboxRow;
+  status: string;
+  instance: Instance | null;
+  responseText: string | null;
+  /** Facts the actor knows already (saves lookups); absent for rows ended outside a turn. */
+  info?: TerminalInfo;
+}
+
+/** Something that happens after a message finishes (recording its events, answering a waiter). */
+export type FinishedConsumer = (m: FinishedMessage) => void;
+
+/** Something that happens after an instance's channel status changes (recording the event). */
+export type InstanceStatusConsumer = (
+  inst: Instance,
+  status: InstanceStatus,
+  detail: { reason?: string; qr?: string | null },
+) => void;
+
+/** The access step: whether a message may reach the agent. */
+export type AccessCheck = (inst: Instance, msg: InboundMessage) => AccessDecision;
 
 export interface PipelineOptions {
   db: Database;
@@ -31,22 +58,21 @@ export interface PipelineOptions {
   fetch: typeof fetch;
   instances: InstanceService;
   settings: SettingsService;
+  /** The live stream: turns as they run, instance status events. Closed by shutdown(). */
+  hub: StreamHub;
+  /** The access step (the access service's rules). */
+  access: AccessCheck;
+  /** Run, in this order, after every message's terminal state (after the metrics, before the placement). */
+  onFinished: FinishedConsumer[];
+  /** Run after every channel status change (after the status is stored and published). */
+  onInstanceStatus: InstanceStatusConsumer[];
+  /** Where work runs; embedded (this process, its own inbox) unless given. Cluster mode swaps it before start. */
+  placement?: (inbox: InboxStore) => Placement;
   factories?: Partial<Record<ChannelKind, AdapterFactory>>;
   adapterDeps?: Partial<AdapterDeps>;
   /** Overrides agent clients (tests). */
   agentFor?: (inst: Instance) => AgentClient;
 }
-
-export type { TerminalInfo } from '../core/conversation.ts';
-
-/** Listeners for things other subsystems record (events, persons): called after each terminal state. */
-export type TerminalListener = (
-  row: InboxRow,
-  status: string,
-  inst: Instance | null,
-  responseText: string | null,
-  info?: TerminalInfo,
-) => void;
 
 export class Pipeline {
   readonly inbox: InboxStore;
@@ -56,113 +82,28 @@ export class Pipeline {
   readonly conversations: Supervisor<ConversationMsg>;
   private actors = new Map<string, ConversationActor>();
   private instanceActors = new Map<string, InstanceActor>();
-  private agentPermits: Semaphore;
-  private terminalListeners: TerminalListener[] = [];
-  private statusListeners: Array<
-    (inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null }) => void
-  > = [];
-  /** The access step; replaced by the access service when it is wired. */
-  access: (inst: Instance, msg: InboundMessage) => AccessDecision = () => ({
-    allowed: true,
-    reason: 'no access rules',
-  });
-  /** Cluster mode hook: whether this node owns the conversation / instance now. */
-  owns: { conversation(id: string): boolean; instance(id: string): boolean } = {
-    conversation: () => true,
-    instance: () => true,
-  };
-  /** Cluster mode hook: ingress goes to the owner's shard stream instead of the local inbox. */
-  ingestHook: ((msg: InboundMessage, kind: 'inbound' | 'send') => Promise<IngestOutcome>) | null = null;
-  /** Cluster mode hook: wraps a channel adapter (the self-fence refuses sends after losing the shard). */
-  wrapAdapter: (instanceId: string, adapter: ChannelAdapter) => ChannelAdapter = (_id, adapter) => adapter;
-
-  private m;
+  private agentPermits: FifoSemaphore;
+  private where: Placement;
+  /** API requests waiting for a message's outcome (send API, AG-UI runs); see finished(). */
+  private waiters: Array<(row: InboxRow, status: string) => void> = [];
+  private m: PipelineMetrics;
   private started = false;
   private lastStatus = new Map<string, InstanceStatus>();
 
   constructor(private o: PipelineOptions) {
     const p = o.config.pipeline;
     this.inbox = new InboxStore(o.db, { conversationBacklog: p.conversationBacklog, globalBacklog: p.globalBacklog });
+    this.where = o.placement ? o.placement(this.inbox) : embeddedPlacement(this.inbox);
     this.traces = new TraceService(o.db);
-    this.hub = new StreamHub({ clock: o.clock });
-    this.agentPermits = new Semaphore(p.agentConcurrency);
-    const mt = this.metrics;
-    this.m = {
-      agentSeconds: mt.histogram('switchboard_agent_duration_seconds', 'Agent call duration'),
-      ttft: mt.histogram('switchboard_agent_time_to_first_token_seconds', 'Agent time to first delta'),
-      sendSeconds: mt.histogram('switchboard_send_duration_seconds', 'Channel send duration by channel'),
-      sendFailures: mt.counter('switchboard_send_failures_total', 'Failed channel sends by channel'),
-      retries: mt.counter('switchboard_retries_total', 'Retried attempts by stage'),
-      deadLetters: mt.counter('switchboard_dead_letters_total', 'Messages dead-lettered'),
-      duplicates: mt.counter(
-        'switchboard_possible_duplicate_sends_total',
-        'Parts resent after an interrupted send (possible duplicates)',
-      ),
-      terminal: mt.counter('switchboard_messages_total', 'Messages by terminal status'),
-      reconnects: mt.counter(
-        'switchboard_channel_status_changes_total',
-        'Channel status changes by status and channel',
-      ),
-      lostConnections: mt.counter(
-        'switchboard_channel_reconnects_total',
-        'Channel connections lost or restarted (a reconnect follows), by channel and reason',
-      ),
-      backlog: mt.histogram(
-        'switchboard_conversation_backlog',
-        'Unfinished messages per conversation (sampled at scrape; conversations with a backlog)',
-        [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000],
-      ),
-    };
-    // The backlog histogram is a snapshot: rebuilt from the inbox's counts on every scrape.
-    const renderBacklog = this.m.backlog.render.bind(this.m.backlog);
-    this.m.backlog.render = () => {
-      this.m.backlog.series.clear();
-      for (const n of this.inbox.backlogSizes()) this.m.backlog.observe(n);
-      return renderBacklog();
-    };
-    mt.gauge(
-      'switchboard_dedupe_hits_total',
-      'Redelivered messages recognised as duplicates since start',
-      () => this.inbox.counters.duplicates,
-    );
-    mt.gauge(
-      'switchboard_shed_total',
-      'Messages shed (conversation backlog full) since start',
-      () => this.inbox.counters.shed,
-    );
-    mt.gauge(
-      'switchboard_overloaded_total',
-      'Ingress refused with 503 (global backlog full) since start',
-      () => this.inbox.counters.overloaded,
-    );
-    mt.gauge('switchboard_inbox_depth', 'Messages not yet terminal', () => this.inbox.depth);
-    mt.gauge('switchboard_inbox_oldest_age_seconds', 'Age of the oldest unfinished message', () => this.oldestAge());
-    mt.gauge('switchboard_ingest_total', 'Ingest outcomes since start', () => [
-      [{ outcome: 'accepted' }, this.inbox.counters.accepted],
-      [{ outcome: 'duplicate' }, this.inbox.counters.duplicates],
-      [{ outcome: 'shed' }, this.inbox.counters.shed],
-      [{ outcome: 'overloaded' }, this.inbox.counters.overloaded],
-    ]);
-    mt.gauge('switchboard_actors', 'Conversation actors', () => {
-      const s = this.conversations.stats();
-      return [
-        [{ state: 'active' }, s.active],
-        [{ state: 'busy' }, s.busy],
-        [{ state: 'passivated_total' }, s.passivated],
-      ];
+    this.hub = o.hub;
+    this.agentPermits = new FifoSemaphore(p.agentConcurrency);
+    this.m = pipelineMetrics(this.metrics, {
+      db: o.db,
+      inbox: this.inbox,
+      actors: () => this.conversations.stats(),
+      agentPermits: this.agentPermits,
+      hub: this.hub,
     });
-    mt.gauge('switchboard_agent_permits_in_use', 'Agent calls in flight', () => this.agentPermits.active);
-    mt.gauge(
-      'switchboard_agent_permits_waiting',
-      'Conversations waiting for an agent slot',
-      () => this.agentPermits.waiting,
-    );
-    mt.gauge('switchboard_ws_clients', 'WebSocket clients', () => this.hub.stats().clients);
-    mt.gauge(
-      'switchboard_ws_resyncs_total',
-      'Resyncs sent to lagging WebSocket clients',
-      () => this.hub.stats().resyncsTotal,
-    );
 
     const agentCache = new WeakMap<Instance, AgentClient>();
     const agentFor =
@@ -185,7 +126,7 @@ export class Pipeline {
       instance: (id) => o.instances.get(id),
       adapter: (id) => this.instanceActors.get(id)?.adapter ?? null,
       agentFor,
-      access: (inst, msg) => this.access(inst, msg),
+      access: (inst, msg) => o.access(inst, msg),
       sink: this.hub,
       agentPermits: this.agentPermits,
       observer: {
@@ -200,16 +141,8 @@ export class Pipeline {
         retried: (_i, stage) => this.m.retries.inc({ stage }),
         deadLettered: () => this.m.deadLetters.inc(),
         possibleDuplicate: (i) => this.m.duplicates.inc({ channel: i.channel }),
-        terminal: (row, status, inst, text, info) => {
-          this.m.terminal.inc({ status });
-          for (const l of this.terminalListeners) {
-            try {
-              l(row, status, inst, text, info);
-            } catch (err) {
-              o.log.error({ err: String(err), trace: row.id }, 'terminal listener failed');
-            }
-          }
-        },
+        terminal: (row, status, instance, responseText, info) =>
+          this.finished({ row, status, instance, responseText, info }),
       },
       policy: {
         maxAttempts: () => o.settings.value<number>('pipeline.maxAttempts') ?? p.maxAttempts,
@@ -218,7 +151,7 @@ export class Pipeline {
         prefetch: p.prefetch,
         typingDelayMs: p.typingDelayMs,
       },
-      stillOwner: (id) => this.owns.conversation(id),
+      stillOwner: (id) => this.where.ownsConversation(id),
       shuttingDown: this.shutdownController.signal,
     };
 
@@ -255,34 +188,55 @@ export class Pipeline {
     });
   }
 
-  private oldestAge(): number {
-    const r = this.o.db
-      .query<{ t: string | null }, []>(
-        "SELECT MIN(received_at) AS t FROM inbox WHERE status IN ('pending','processing')",
-      )
-      .get();
-    return r?.t ? Math.max(0, (Date.now() - Date.parse(r.t)) / 1000) : 0;
+  /**
+   * Everything that happens after a message reaches its terminal state, in order: the metrics;
+   * the consumers given at construction (events and persons); API requests waiting for this
+   * outcome; the placement (cluster: acknowledges the message's hand-off entry). A failing
+   * consumer is logged and does not stop the others.
+   */
+  private finished(f: FinishedMessage): void {
+    this.m.terminal.inc({ status: f.status });
+    for (const consume of this.o.onFinished) this.guarded(f.row, () => consume(f));
+    for (const wait of this.waiters) this.guarded(f.row, () => wait(f.row, f.status));
+    this.guarded(f.row, () => this.where.finished(f.row));
   }
 
-  onTerminal(fn: TerminalListener): void {
-    this.terminalListeners.push(fn);
+  private guarded(row: InboxRow, step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      this.o.log.error({ err: String(err), trace: row.id }, 'terminal listener failed');
+    }
   }
 
-  onInstanceStatus(
-    fn: (inst: Instance, status: InstanceStatus, detail: { reason?: string; qr?: string | null }) => void,
-  ): void {
-    this.statusListeners.push(fn);
+  /** Registers an API request's wait for message outcomes (the send API, AG-UI runs). */
+  onTerminal(waiter: (row: InboxRow, status: string) => void): void {
+    this.waiters.push(waiter);
+  }
+
+  /** Where work runs now. */
+  get placement(): Placement {
+    return this.where;
+  }
+
+  /**
+   * Swaps in another placement (cluster mode, once connected). Only before start(): instances are
+   * connected and conversations resumed where the placement in force at start says.
+   */
+  usePlacement(placement: Placement): void {
+    if (this.started) throw new Error('the placement is set before the pipeline starts');
+    this.where = placement;
   }
 
   /** Schedules a conversation; a no-op when a wake is already queued. */
   wake(conversationId: string): void {
-    if (!this.owns.conversation(conversationId)) return;
+    if (!this.where.ownsConversation(conversationId)) return;
     this.conversations.tell(conversationId, 'wake');
   }
 
-  /** Ingress: the durable inbox write. */
-  ingest(msg: InboundMessage, kind: 'inbound' | 'send' = 'inbound'): Promise<IngestOutcome> {
-    return this.ingestHook ? this.ingestHook(msg, kind) : this.inbox.ingest(msg, kind);
+  /** Ingress: the durable write where the placement says (embedded: this inbox; cluster: the owner's stream). */
+  ingest(msg: InboundMessage, kind: IngestKind = 'inbound'): Promise<IngestOutcome> {
+    return this.where.ingest(msg, kind);
   }
 
   /** Aborts a conversation's in-flight turn without finishing it (cluster: the shard moved). */
@@ -328,7 +282,7 @@ export class Pipeline {
   /** Starts, restarts or stops an instance's actor to match its record. */
   async syncInstance(inst: Instance): Promise<void> {
     const current = this.instanceActors.get(inst.id);
-    const shouldRun = inst.isActive && this.owns.instance(inst.id);
+    const shouldRun = inst.isActive && this.where.ownsInstance(inst.id);
     if (!shouldRun) {
       if (current) await this.stopInstance(inst.id, inst.isActive ? 'not owner' : 'deactivated');
       return;
@@ -355,7 +309,7 @@ export class Pipeline {
     const actor = new InstanceActor(inst, {
       clock: this.o.clock,
       log: this.o.log,
-      createAdapter: (i) => this.wrapAdapter(i.id, factory(i, deps)),
+      createAdapter: (i) => this.where.fenceAdapter(i.id, factory(i, deps)),
       ingest: (m) => this.ingest(m),
       onStatus: (i, status, detail) => {
         this.o.instances.setStatus(i.id, status, detail.reason ?? null);
@@ -382,7 +336,7 @@ export class Pipeline {
           },
           { instanceId: i.id },
         );
-        for (const l of this.statusListeners) l(i, status, detail);
+        for (const c of this.o.onInstanceStatus) c(i, status, detail);
       },
     });
     this.instanceActors.set(inst.id, actor);
@@ -407,16 +361,4 @@ export class Pipeline {
     await Promise.all([...this.instanceActors.keys()].map((id) => this.stopInstance(id, 'shutdown')));
     this.hub.close();
   }
-}
-
-/** A reconnect reason as a low-cardinality label (numbers and ids stripped, bounded length). */
-function reasonLabel(reason: string): string {
-  return (
-    reason
-      .toLowerCase()
-      .replace(/[0-9a-f]{8,}|\d+/g, 'N')
-      .replace(/\s+/g, ' ')
-      .trim()
-      .slice(0, 48) || 'unknown'
-  );
 }

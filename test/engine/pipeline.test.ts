@@ -196,10 +196,11 @@ describe('unexpected failures', () => {
   test('a message whose processing keeps throwing outside the retry loop ends failed after the attempt limit; the chat moves on', async () => {
     const t = await setup();
     t.gw.settings.setMany({ 'pipeline.maxAttempts': 2 });
-    const access = t.gw.pipeline.access;
-    t.gw.pipeline.access = (inst, msg) => {
+    // The pipeline's access step calls the access service: make it throw for one message.
+    const check = t.gw.access.check.bind(t.gw.access);
+    t.gw.access.check = (inst, msg) => {
       if (msg.text === 'poison') throw new Error('simulated database failure in the access step');
-      return access(inst, msg);
+      return check(inst, msg);
     };
     const bad = await t.post(upsert('un-1', 'poison', '15556660000'));
     await t.post(upsert('un-2', 'after the poison', '15556660000'));
