@@ -1,7 +1,13 @@
 // One actor per channel instance: owns the adapter's connection lifecycle and status, restarts
 // it with backoff when it fails, stops it when the instance is deactivated or deleted.
 import type { Logger } from 'pino';
-import type { AdapterContext, ChannelAdapter, InboundMessage, IngestResult } from '../src/channels/types.ts';
+import type {
+  AdapterContext,
+  ChannelAdapter,
+  DeliveryStatus,
+  InboundMessage,
+  IngestResult,
+} from '../src/channels/types.ts';
 import type { Instance, InstanceStatus } from '../src/services/instance-types.ts';
 import { Backoff } from './runtime/backoff.ts';
 import type { Clock, Timer } from './runtime/clock.ts';
@@ -11,6 +17,8 @@ export interface InstanceActorDeps {
   log: Logger;
   createAdapter(inst: Instance): ChannelAdapter;
   ingest(msg: InboundMessage): Promise<IngestResult>;
+  /** A delivery receipt for something this instance sent. */
+  deliveryStatus?(inst: Instance, status: DeliveryStatus): Promise<void>;
   /** Status changes (persist + publish). */
   onStatus(
     inst: Instance,
@@ -68,6 +76,7 @@ export class InstanceActor {
       instance: inst,
       log: this.deps.log.child({ instance: inst.name }),
       ingest: (m) => this.deps.ingest(m),
+      ...(this.deps.deliveryStatus ? { deliveryStatus: (d) => this.deps.deliveryStatus!(this.instance, d) } : {}),
       setStatus: (status, detail) => {
         if (gen !== this.generation) return; // a stale adapter's late report
         this.setStatus(status, detail ?? {});

@@ -15,6 +15,8 @@ export interface Config {
   /** Remote platform endpoints (instance fields override these). */
   discordApiUrl: string | null;
   slackApiUrl: string | null;
+  /** WhatsApp Cloud API (Graph API) base URL for instances that set none (WHATSAPP_CLOUD_API_URL). */
+  whatsappCloudApiUrl: string | null;
   whatsappWsUrl: string | null;
   /** Pipeline tuning. */
   pipeline: {
@@ -224,6 +226,7 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
     discordApiUrl: url(env, ['DISCORD_API_URL'], ['http:', 'https:']),
     slackApiUrl: url(env, ['SLACK_API_URL'], ['http:', 'https:']),
+    whatsappCloudApiUrl: url(env, ['WHATSAPP_CLOUD_API_URL'], ['http:', 'https:']),
     whatsappWsUrl: url(env, ['WHATSAPP_WS_URL'], ['ws:', 'wss:']),
     pipeline: {
       maxAttempts: int(env, ['PIPELINE_MAX_ATTEMPTS'], 5, 1, 100),
