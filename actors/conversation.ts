@@ -467,6 +467,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         await sendPart(ctx, 0, out.text ?? '', out.replyTo ?? msg.replyToMessageId, {
           media: out.media,
           reaction: out.reaction,
+          template: out.template,
         });
         trace.step('channel_sent', 'success', { message_sent: true });
         await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, null);

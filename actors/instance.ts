@@ -3,7 +3,7 @@
 import type { Logger } from 'pino';
 import type { AdapterContext, ChannelAdapter } from '../src/channels/types.ts';
 import type { Instance, InstanceStatus } from '../src/core/instance.ts';
-import type { InboundMessage, IngestResult } from '../src/core/message.ts';
+import type { DeliveryStatus, InboundMessage, IngestResult } from '../src/core/message.ts';
 import { Backoff } from './runtime/backoff.ts';
 import type { Clock, Timer } from './runtime/clock.ts';
 
@@ -12,6 +12,8 @@ export interface InstanceActorDeps {
   log: Logger;
   createAdapter(inst: Instance): ChannelAdapter;
   ingest(msg: InboundMessage): Promise<IngestResult>;
+  /** A delivery receipt for something this instance sent. */
+  deliveryStatus?(inst: Instance, status: DeliveryStatus): Promise<void>;
   /** Status changes (persist + publish). */
   onStatus(
     inst: Instance,
@@ -69,6 +71,7 @@ export class InstanceActor {
       instance: inst,
       log: this.deps.log.child({ instance: inst.name }),
       ingest: (m) => this.deps.ingest(m),
+      ...(this.deps.deliveryStatus ? { deliveryStatus: (d) => this.deps.deliveryStatus!(this.instance, d) } : {}),
       setStatus: (status, detail) => {
         if (gen !== this.generation) return; // a stale adapter's late report
         this.setStatus(status, detail ?? {});

@@ -8,7 +8,7 @@
 // written through its unit of work (begin() → MessageWork, db/message-work.ts).
 import type { Database, Statement } from 'bun:sqlite';
 import { Overloaded } from '../src/core/errors.ts';
-import type { InboundMessage } from '../src/core/message.ts';
+import type { DeliveryStatus, InboundMessage } from '../src/core/message.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { isoNow, newId } from '../src/services/ids.ts';
 import {
@@ -41,6 +41,9 @@ export interface DeadLetterRecord {
   trace_id: string;
   text: string;
 }
+
+/** Receipts only move forward; failed is final. */
+const RECEIPT_RANK: Record<string, number> = { sent: 1, delivered: 2, read: 3, failed: 4 };
 
 /** Bounds on the rows kept in memory for conversation actors (beyond them actors query). */
 const FRESH_PER_CONVERSATION = 64;
@@ -421,6 +424,49 @@ export class InboxStore {
       durationMs ?? null,
       details ? JSON.stringify(details) : null,
     );
+  }
+
+  // ── delivery receipts ─────────────────────────────────────────────────────────────────────
+
+  /**
+   * A platform's receipt for a part we sent: the outbox row keeps the furthest state (a receipt
+   * that arrives late or twice changes nothing) and the message's trace gets a `delivery_<status>`
+   * step, numbered apart from the steps of its unit of work (RECEIPT_STEP_BASE): the message may
+   * still be in processing. Returns the trace id, or null when no part of
+   * this instance was sent with that id (or the receipt adds nothing).
+   */
+  recordDeliveryStatus(instanceId: string, s: DeliveryStatus): { traceId: string; conversationId: string } | null {
+    return this.db.transaction(() => {
+      const row = this.db
+        .query<
+          { id: string; part: number; delivery_status: string | null; trace_id: string; conversation_id: string },
+          [string, string]
+        >(
+          `SELECT o.id, o.part, o.delivery_status, i.id AS trace_id, i.conversation_id FROM outbox o
+           JOIN inbox i ON i.seq = o.inbox_seq WHERE o.platform_message_id = ? AND i.instance_id = ? LIMIT 1`,
+        )
+        .get(s.platformMessageId, instanceId);
+      if (!row) return null;
+      if ((RECEIPT_RANK[row.delivery_status ?? ''] ?? 0) >= RECEIPT_RANK[s.status]) return null;
+      const at = new Date(s.timestamp).toISOString();
+      this.db
+        .query('UPDATE outbox SET delivery_status = ?, delivery_status_at = ? WHERE id = ?')
+        .run(s.status, at, row.id);
+      this.work.insertStep.run(
+        row.trace_id,
+        this.work.nextReceiptStep.get(row.trace_id)!.n,
+        `delivery_${s.status}`,
+        s.status === 'failed' ? 'error' : 'success',
+        at,
+        null,
+        JSON.stringify({
+          platform_message_id: s.platformMessageId,
+          part: row.part,
+          ...(s.error ? { error_code: s.error.code, error: s.error.reason } : {}),
+        }),
+      );
+      return { traceId: row.trace_id, conversationId: row.conversation_id };
+    })();
   }
 
   // ── dead letters ──────────────────────────────────────────────────────────────────────────

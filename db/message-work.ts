@@ -17,14 +17,24 @@ export interface OutboxPart {
   platform_message_id: string | null;
 }
 
+/**
+ * Trace steps of delivery receipts (which may arrive while the message is still being processed)
+ * are numbered from here, so they never take a number its unit of work is about to use.
+ */
+export const RECEIPT_STEP_BASE = 1_000_000;
+
 /** The statements a message's writes use, prepared once per store (db.query would look each up by its SQL text). */
 export function prepareWorkStatements(db: Database) {
   return {
     insertStep: db.query<unknown, [string, number, string, string, string, number | null, string | null]>(
       'INSERT INTO trace_steps (trace_id, idx, step, status, at, duration_ms, details_json) VALUES (?, ?, ?, ?, ?, ?, ?)',
     ),
+    // Below RECEIPT_STEP_BASE: the steps numbered from there up are delivery receipts (inbox-store.ts).
     nextStep: db.query<{ n: number }, [string]>(
-      'SELECT COALESCE(MAX(idx), -1) + 1 AS n FROM trace_steps WHERE trace_id = ?',
+      `SELECT COALESCE(MAX(idx), -1) + 1 AS n FROM trace_steps WHERE trace_id = ? AND idx < ${RECEIPT_STEP_BASE}`,
+    ),
+    nextReceiptStep: db.query<{ n: number }, [string]>(
+      `SELECT COALESCE(MAX(idx) + 1, ${RECEIPT_STEP_BASE}) AS n FROM trace_steps WHERE trace_id = ? AND idx >= ${RECEIPT_STEP_BASE}`,
     ),
     attempts: db.query<unknown, [number, number]>('UPDATE inbox SET attempts = ? WHERE seq = ?'),
     response: db.query<unknown, [string, number]>('UPDATE inbox SET response_text = ? WHERE seq = ?'),

@@ -56,6 +56,7 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'POST /api/v2/messages': 'messages:send',
   'POST /api/v2/messages/media': 'messages:send',
   'POST /api/v2/messages/reaction': 'messages:send',
+  'POST /api/v2/messages/template': 'messages:send',
   'GET /api/v2/messages/:id': 'messages:read',
   'POST /api/v1/instance/:name/send-text': 'messages:send',
   'GET /api/v2/channels': 'instances:read',

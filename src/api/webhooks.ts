@@ -117,12 +117,54 @@ function adapterWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<Chann
   );
 }
 
+/**
+ * A subscription handshake at GET on the webhook's path, answered from the stored config (the
+ * adapter need not run). An unknown name is refused like a wrong token: names are not revealed.
+ */
+function webhookHandshake(
+  gw: Gateway,
+  def: ChannelDefinition,
+  hook: Extract<ChannelWebhook, { mode: 'adapter' }>,
+  handshake: NonNullable<Extract<ChannelWebhook, { mode: 'adapter' }>['handshake']>,
+) {
+  return new Elysia({ name: `webhook-handshake-${def.kind}` }).get(
+    `/webhook/${hook.path}/:instance`,
+    ({ params, query, set }) => {
+      const inst = gw.instances.getByName(params.instance);
+      const answer =
+        inst?.channel === def.kind
+          ? handshake(inst, query as Record<string, string | undefined>)
+          : { status: 403, body: 'forbidden' };
+      set.status = answer.status;
+      set.headers['content-type'] = 'text/plain; charset=utf-8';
+      return answer.body;
+    },
+    {
+      params: InstanceParam,
+      query: t.Record(t.String(), t.String({ maxLength: 500 })),
+      detail: {
+        tags: ['webhooks'],
+        summary: `${hook.docs.summary}: subscription handshake`,
+        security: [],
+        description: 'The platform checks the callback URL: answers its challenge when the verify token matches.',
+      },
+      response: {
+        200: t.String({ description: 'The challenge, as text/plain' }),
+        403: t.String({ description: 'Wrong verify token, or no such instance' }),
+      },
+    },
+  );
+}
+
 export function webhookRoutes(gw: Gateway) {
   const app = new Elysia({ name: 'webhooks' });
   for (const def of CHANNELS) {
     const hook = def.webhook;
     if (hook?.mode === 'parse') app.use(parsedWebhook(gw, def, hook));
-    else if (hook?.mode === 'adapter') app.use(adapterWebhook(gw, def, hook));
+    else if (hook?.mode === 'adapter') {
+      app.use(adapterWebhook(gw, def, hook));
+      if (hook.handshake) app.use(webhookHandshake(gw, def, hook, hook.handshake));
+    }
   }
   return app;
 }

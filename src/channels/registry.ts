@@ -9,12 +9,14 @@ import { evolutionChannel } from './evolution/index.ts';
 import { slackChannel } from './slack/index.ts';
 import type { AdapterFactory, ChannelDefinition, ChannelField } from './types.ts';
 import { whatsappChannel } from './whatsapp/index.ts';
+import { whatsappCloudChannel } from './whatsapp-cloud/index.ts';
 
 export type { AdapterDeps, AdapterFactory } from './types.ts';
 
 export const CHANNELS: readonly ChannelDefinition[] = [
   evolutionChannel,
   whatsappChannel,
+  whatsappCloudChannel,
   discordChannel,
   slackChannel,
   apiChannel,

@@ -6,7 +6,14 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import type { Config } from '../config.ts';
 import type { ChannelConfig, Instance, InstanceStatus } from '../core/instance.ts';
-import type { ChannelKind, ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../core/message.ts';
+import type {
+  ChannelKind,
+  ChatRef,
+  DeliveryStatus,
+  InboundMessage,
+  IngestResult,
+  OutboundMessage,
+} from '../core/message.ts';
 import type { SocketFactory } from './whatsapp/socket.ts';
 
 export interface ChannelCapabilities {
@@ -18,6 +25,8 @@ export interface ChannelCapabilities {
   reactions: boolean;
   media: Array<'image' | 'video' | 'audio' | 'document' | 'sticker'>;
   pairing: 'qr' | 'qr+code' | 'token' | 'none';
+  /** Sends pre-approved templates (POST /api/v2/messages/template). */
+  templates?: boolean;
 }
 
 export interface SentReceipt {
@@ -29,6 +38,11 @@ export interface AdapterContext {
   log: Logger;
   /** Durable inbox write; resolves after the commit. Throws Overloaded (src/core/errors.ts) when the global bound is hit. */
   ingest(msg: InboundMessage): Promise<IngestResult>;
+  /**
+   * Records a delivery receipt (sent/delivered/read/failed) on the outbox row of the message it is
+   * about and on that message's trace; resolves after the write. Absent where nothing records them.
+   */
+  deliveryStatus?(status: DeliveryStatus): Promise<void>;
   /** Report connection status (and QR / pairing details) to the instance actor. */
   setStatus(
     status: InstanceStatus,
@@ -127,6 +141,11 @@ export type ChannelWebhook =
       docs: WebhookDocs;
       /** The running adapter's request handler; null when `adapter` is not this channel's. */
       handler(adapter: ChannelAdapter | null): ((rawBody: string, headers: Headers) => Promise<WebhookAnswer>) | null;
+      /**
+       * A subscription handshake at GET on the same path (e.g. Meta's hub.challenge), answered
+       * as plain text from the instance's stored config, without the adapter.
+       */
+      handshake?(inst: Instance, query: Record<string, string | undefined>): { status: number; body: string };
     };
 
 /** A chat address from the send API's `to`, or why it is not one. */

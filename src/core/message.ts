@@ -62,6 +62,26 @@ export interface OutboundMessage {
     voiceNote?: boolean;
   };
   reaction?: { messageId: string; emoji: string };
+  /** A pre-approved message template (channels with capabilities.templates). */
+  template?: OutboundTemplate;
+}
+
+/** A platform message template: its name, language code and the filled-in components. */
+export interface OutboundTemplate {
+  name: string;
+  language: string;
+  components?: unknown[];
+}
+
+/** What the platform later reported about a message we sent (delivery receipts). */
+export interface DeliveryStatus {
+  /** The platform's id of the sent message (an outbox row's platform_message_id). */
+  platformMessageId: string;
+  status: 'sent' | 'delivered' | 'read' | 'failed';
+  /** Platform time in ms. */
+  timestamp: number;
+  /** For `failed`: the platform's error code and reason. */
+  error?: { code: number | null; reason: string };
 }
 
 /** The durable inbox's answer to one inbound message. */

@@ -16,7 +16,7 @@ import type { ChannelAdapter } from '../channels/types.ts';
 import type { Config } from '../config.ts';
 import type { AccessDecision, TerminalInfo } from '../core/conversation.ts';
 import type { Instance, InstanceStatus } from '../core/instance.ts';
-import type { ChannelKind, InboundMessage } from '../core/message.ts';
+import type { ChannelKind, DeliveryStatus, InboundMessage } from '../core/message.ts';
 import type { InboxRow, IngestOutcome } from '../services/inbox.ts';
 import type { InstanceService } from '../services/instances.ts';
 import type { SettingsService } from '../services/settings.ts';
@@ -239,6 +239,25 @@ export class Pipeline {
     return this.where.ingest(msg, kind);
   }
 
+  /** A delivery receipt: on the outbox row and the message's trace, and live to subscribers. */
+  deliveryStatus(inst: Instance, d: DeliveryStatus): void {
+    const hit = this.inbox.recordDeliveryStatus(inst.id, d);
+    if (!hit) return;
+    this.hub.publishEvent(
+      'conversations',
+      {
+        type: 'message.status',
+        instanceId: inst.id,
+        conversationId: hit.conversationId,
+        traceId: hit.traceId,
+        externalMessageId: d.platformMessageId,
+        status: d.status,
+        error: d.error ?? null,
+      },
+      { instanceId: inst.id, conversationId: hit.conversationId },
+    );
+  }
+
   /** Aborts a conversation's in-flight turn without finishing it (cluster: the shard moved). */
   cancelConversation(conversationId: string): void {
     this.actors.get(conversationId)?.cancel();
@@ -311,6 +330,7 @@ export class Pipeline {
       log: this.o.log,
       createAdapter: (i) => this.where.fenceAdapter(i.id, factory(i, deps)),
       ingest: (m) => this.ingest(m),
+      deliveryStatus: async (i, d) => this.deliveryStatus(i, d),
       onStatus: (i, status, detail) => {
         this.o.instances.setStatus(i.id, status, detail.reason ?? null);
         this.m.reconnects.inc({ status, channel: i.channel });

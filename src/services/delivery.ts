@@ -37,14 +37,14 @@ export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
 
 /**
  * Sends (or skips, when already sent) one numbered part of a reply through the outbox. `extra`
- * carries an API send's media or reaction (POST /api/v2/messages/media|reaction).
+ * carries an API send's media, reaction or template (POST /api/v2/messages/media|reaction|template).
  */
 export async function sendPart(
   ctx: DeliveryContext,
   part: number,
   text: string,
   replyTo?: string,
-  extra?: Pick<OutboundMessage, 'media' | 'reaction'>,
+  extra?: Pick<OutboundMessage, 'media' | 'reaction' | 'template'>,
 ): Promise<string> {
   const { work } = ctx;
   const row = work.outboxPart(part);

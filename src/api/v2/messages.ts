@@ -210,6 +210,53 @@ export function messagesV2(gw: Gateway, prefix = '/api/v2/messages') {
         },
       },
     )
+    .post(
+      '/template',
+      async ({ body, request, set }) => {
+        const inst = visibleInstance(gw, request, body.instanceId);
+        if (!requireChannel(inst.channel).capabilities.templates)
+          throw new ApiError('VALIDATION_ERROR', `Channel ${inst.channel} has no message templates`, [
+            { field: 'instanceId', problem: 'channel without templates' },
+          ]);
+        const template = {
+          name: body.name,
+          language: body.language,
+          ...(body.components ? { components: body.components } : {}),
+        };
+        const out: OutboundMessage = { text: `[template: ${body.name}]`, template };
+        return { data: result(await sendFor(gw, request, set, inst, body.to, out, 'other')) };
+      },
+      {
+        body: t.Object({
+          instanceId: t.String({ minLength: 1, maxLength: 200, description: 'Instance id or name' }),
+          to: t.String({ minLength: 1, maxLength: 200, description: 'Phone number (E.164)' }),
+          name: t.String({ minLength: 1, maxLength: 512, description: 'Name of an approved template' }),
+          language: t.String({
+            minLength: 2,
+            maxLength: 20,
+            pattern: '^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$',
+            description: 'Template language code, e.g. en_US',
+          }),
+          components: t.Optional(
+            t.Array(t.Record(t.String(), t.Unknown()), {
+              maxItems: 20,
+              description:
+                "The filled-in components (header, body, buttons with their parameters), in the platform's shape",
+            }),
+          ),
+        }),
+        detail: {
+          tags: ['messages'],
+          summary: 'Send template',
+          description: `Sends a pre-approved message template (WhatsApp Cloud API): the only kind of message WhatsApp accepts outside the 24-hour window after the user last wrote. Other channels answer 400. ${idempotencyDoc}`,
+        },
+        response: {
+          200: t.Object({ data: MessageResult }, { description: 'Sent' }),
+          202: t.Object({ data: MessageResult }, { description: 'Queued, not sent yet' }),
+          ...sendErrors,
+        },
+      },
+    )
     .get(
       '/:id',
       ({ params, request }) => {

@@ -10,6 +10,7 @@ describe('channels', () => {
     expect(list.body.items.map((c: any) => c.id)).toEqual([
       'whatsapp-evolution',
       'whatsapp-baileys',
+      'whatsapp-cloud',
       'discord',
       'slack',
       'api',
