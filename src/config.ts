@@ -15,6 +15,7 @@ export interface Config {
   /** Remote platform endpoints (instance fields override these). */
   discordApiUrl: string | null;
   slackApiUrl: string | null;
+  telegramApiUrl: string | null;
   whatsappWsUrl: string | null;
   /** Pipeline tuning. */
   pipeline: {
@@ -224,6 +225,7 @@ export function loadConfig(env: Env = process.env): Config {
     corsOrigins,
     discordApiUrl: url(env, ['DISCORD_API_URL'], ['http:', 'https:']),
     slackApiUrl: url(env, ['SLACK_API_URL'], ['http:', 'https:']),
+    telegramApiUrl: url(env, ['TELEGRAM_API_URL'], ['http:', 'https:']),
     whatsappWsUrl: url(env, ['WHATSAPP_WS_URL'], ['ws:', 'wss:']),
     pipeline: {
       maxAttempts: int(env, ['PIPELINE_MAX_ATTEMPTS'], 5, 1, 100),
