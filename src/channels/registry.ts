@@ -6,6 +6,7 @@ import { apiChannel } from './api/index.ts';
 import { discordChannel } from './discord/index.ts';
 import { evolutionChannel } from './evolution/index.ts';
 import { slackChannel } from './slack/index.ts';
+import { telegramChannel } from './telegram/index.ts';
 import type { AdapterFactory, ChannelDefinition, ChannelField, ChannelKind } from './types.ts';
 import { whatsappChannel } from './whatsapp/index.ts';
 
@@ -16,6 +17,7 @@ export const CHANNELS: readonly ChannelDefinition[] = [
   whatsappChannel,
   discordChannel,
   slackChannel,
+  telegramChannel,
   apiChannel,
 ];
 
