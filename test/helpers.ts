@@ -17,6 +17,7 @@ export function testConfig(env: Record<string, string> = {}): Config {
     DISCORD_API_URL: 'http://127.0.0.1:9/api',
     SLACK_API_URL: 'http://127.0.0.1:9/api/',
     WHATSAPP_WS_URL: 'ws://127.0.0.1:9/ws',
+    TELEGRAM_API_URL: 'http://127.0.0.1:9',
     ...env,
   });
 }
