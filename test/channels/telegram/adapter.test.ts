@@ -504,6 +504,19 @@ describe('sending', () => {
       photo: 'https://example.com/cat.jpg',
       caption: 'a cat',
     });
+    // Bytes (base64) are uploaded as multipart, through the same fetch.
+    await t.adapter.send(
+      { chatId: String(ALICE.id), kind: 'direct' },
+      {
+        text: '',
+        media: { base64: Buffer.from('%PDF-1.4').toString('base64'), mediaType: 'document', filename: 'a.pdf' },
+      },
+      { idempotencyKey: 'k-bytes' },
+    );
+    const doc = t.tg.callsOf('sendDocument')[0].params;
+    expect(doc.document).toMatch(/^attach:\/\//);
+    expect(doc[String(doc.document).slice('attach://'.length)]).toEqual({ file: 'a.pdf', size: 8 });
+    expect(t.fetched.filter((m) => m === 'sendDocument')).toHaveLength(1);
     await t.adapter.send(
       { chatId: String(ALICE.id), kind: 'direct' },
       { text: '', reaction: { messageId: '12', emoji: '👍' } },
