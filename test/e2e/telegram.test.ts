@@ -103,7 +103,7 @@ describe('Telegram through the gateway', () => {
     expect(t.tg.callsOf('sendMessage')).toHaveLength(0);
   });
 
-  test('an edited message is recorded (trace, event), not answered', async () => {
+  test('an edited message is recorded (trace, event), not answered; the sender is one person', async () => {
     const agent = agentFor();
     const t = await setup(agent);
     const original = message('first version');
@@ -120,6 +120,13 @@ describe('Telegram through the gateway', () => {
     }, 5000);
     expect(agent.requests).toHaveLength(1);
     expect(t.tg.callsOf('sendMessage')).toHaveLength(1);
+    // The sender is one person whose identity is the Telegram user id.
+    t.gw.events.flush();
+    const persons = (await t.call('GET', '/api/v2/persons')).body.items;
+    expect(persons).toHaveLength(1);
+    expect(persons[0].displayName).toBe('Alice Doe');
+    expect(persons[0].identities).toHaveLength(1);
+    expect(persons[0].identities[0]).toMatchObject({ platform: 'telegram', platformUserId: String(ALICE.id) });
   });
 
   test('a 5,000-character reply is two messages, in order, the first quoting nothing in a private chat', async () => {

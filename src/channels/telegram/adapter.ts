@@ -109,10 +109,6 @@ export class TelegramAdapter implements ChannelAdapter {
     this.secretToken = webhookSecretToken(instance);
   }
 
-  get mode(): TelegramSettings['mode'] {
-    return this.settings.mode;
-  }
-
   async start(ctx: AdapterContext): Promise<void> {
     if (this.bot) await this.stop('restart');
     this.ctx = ctx;
