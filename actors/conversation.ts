@@ -205,6 +205,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
     // API sends (POST /api/v2/messages) skip access and agent: they only need ordered delivery.
     if (row.kind === 'send') return this.deliverSend(row, trace, inst, msg);
+    // Kept for the record only (e.g. an edited message): no keyword, pause or agent side effects.
+    if (msg.recordOnly) {
+      trace.step('recorded_only', 'success', { reason: msg.recordOnly });
+      await this.finish(row, trace, 'completed', inst, {});
+      return;
+    }
 
     if (row.response_text === null) {
       const decision = this.deps.access(inst, msg);

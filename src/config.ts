@@ -17,6 +17,7 @@ export interface Config {
   slackApiUrl: string | null;
   /** WhatsApp Cloud API (Graph API) base URL for instances that set none (WHATSAPP_CLOUD_API_URL). */
   whatsappCloudApiUrl: string | null;
+  telegramApiUrl: string | null;
   whatsappWsUrl: string | null;
   /**
    * Values a v1 create takes for fields it leaves unset, by environment variable (the v1 guide's
@@ -233,6 +234,7 @@ export function loadConfig(env: Env = process.env): Config {
     discordApiUrl: url(env, ['DISCORD_API_URL'], ['http:', 'https:']),
     slackApiUrl: url(env, ['SLACK_API_URL'], ['http:', 'https:']),
     whatsappCloudApiUrl: url(env, ['WHATSAPP_CLOUD_API_URL'], ['http:', 'https:']),
+    telegramApiUrl: url(env, ['TELEGRAM_API_URL'], ['http:', 'https:']),
     whatsappWsUrl: url(env, ['WHATSAPP_WS_URL'], ['ws:', 'wss:']),
     v1Defaults: definedOnly({
       EVOLUTION_API_URL: url(env, ['EVOLUTION_API_URL'], ['http:', 'https:']),

@@ -18,6 +18,7 @@ export function testConfig(env: Record<string, string> = {}): Config {
     SLACK_API_URL: 'http://127.0.0.1:9/api/',
     WHATSAPP_WS_URL: 'ws://127.0.0.1:9/ws',
     WHATSAPP_CLOUD_API_URL: 'http://127.0.0.1:9/graph',
+    TELEGRAM_API_URL: 'http://127.0.0.1:9',
     ...env,
   });
 }

@@ -7,6 +7,7 @@ import { apiChannel } from './api/index.ts';
 import { discordChannel } from './discord/index.ts';
 import { evolutionChannel } from './evolution/index.ts';
 import { slackChannel } from './slack/index.ts';
+import { telegramChannel } from './telegram/index.ts';
 import type { AdapterFactory, ChannelDefinition, ChannelField } from './types.ts';
 import { whatsappChannel } from './whatsapp/index.ts';
 import { whatsappCloudChannel } from './whatsapp-cloud/index.ts';
@@ -19,6 +20,7 @@ export const CHANNELS: readonly ChannelDefinition[] = [
   whatsappCloudChannel,
   discordChannel,
   slackChannel,
+  telegramChannel,
   apiChannel,
 ];
 

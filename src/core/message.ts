@@ -45,6 +45,8 @@ export interface InboundMessage {
   mentioned?: boolean;
   /** Sent by the account owner (e.g. WhatsApp fromMe from the phone); used for human takeover. */
   fromOwner?: boolean;
+  /** Recorded (trace, events) but not a turn: no access check, no agent call. Why, for the trace (e.g. an edit). */
+  recordOnly?: string;
   /** Channel-specific extras the adapter needs again at send time (e.g. Evolution `quoted`). */
   extra?: Record<string, unknown>;
 }

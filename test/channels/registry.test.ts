@@ -94,8 +94,12 @@ describe('definitions', () => {
   });
 });
 
+/** Fields whose channel accepts only some strings (its validate()), with one it accepts. */
+const SAMPLE_VALUES: Record<string, unknown> = { telegram_mode: 'webhook' };
+
 /** A valid value of each field type (booleans off: nothing starts in the background). */
 function sample(f: ChannelField, d: ChannelDefinition): unknown {
+  if (f.v1 in SAMPLE_VALUES) return SAMPLE_VALUES[f.v1];
   switch (f.type) {
     case 'secret':
       return `${d.kind}-${f.v1}-s3cret-value`;

@@ -13,6 +13,7 @@ describe('channels', () => {
       'whatsapp-cloud',
       'discord',
       'slack',
+      'telegram',
       'api',
     ]);
     const discord = list.body.items.find((c: any) => c.id === 'discord');
@@ -34,7 +35,10 @@ describe('channels', () => {
     expect(baileys.capabilities.pairing).toBe('qr+code');
     expect(baileys.capabilities.media).toContain('sticker');
     expect(baileys.instances).toBe(0);
-    expect((await t.call('GET', '/api/v2/channels/telegram')).status).toBe(404);
+    const telegram = (await t.call('GET', '/api/v2/channels/telegram')).body.data;
+    expect(telegram).toMatchObject({ name: 'Telegram', version: '1.46.0', capabilities: { maxText: 4096 } });
+    expect(telegram.fields.find((f: any) => f.name === 'telegramApiUrl')).toMatchObject({ env: 'TELEGRAM_API_URL' });
+    expect((await t.call('GET', '/api/v2/channels/signal')).status).toBe(404);
     const sender = t.gw.keys.create({ name: 'sender', scopes: ['messages:send'] }).key;
     expect((await t.call('GET', '/api/v2/channels', undefined, { 'x-api-key': sender })).status).toBe(403);
     await t.close();
