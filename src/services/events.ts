@@ -19,6 +19,7 @@ import type { TerminalInfo } from '../core/conversation.ts';
 import type { Instance, InstanceStatus } from '../core/instance.ts';
 import type { InboundMessage, OutboundMessage } from '../core/message.ts';
 import type { StreamHub } from '../stream/hub.ts';
+import { crashPoint } from './crash.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
 import type { Attribution, PersonService } from './persons.ts';
@@ -118,6 +119,8 @@ export class EventService {
   private insert;
   private fts;
   private ftsTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Called inside the write transaction for each new event (the outgoing webhooks' outbox). */
+  private writtenListeners: Array<(e: EventView) => void> = [];
 
   constructor(
     private db: Database,
@@ -171,6 +174,14 @@ export class EventService {
     pipeline.onInstanceStatus((inst, status, detail) => this.recordStatus(inst, status, detail));
   }
 
+  /**
+   * `fn` runs inside the transaction that writes each new event (not for duplicates), so what it
+   * writes commits or rolls back with the event: the outgoing webhooks' outbox (issue 21).
+   */
+  onWritten(fn: (e: EventView) => void): void {
+    this.writtenListeners.push(fn);
+  }
+
   /** `info` (from the conversation actor) saves lookups: whether an event can exist already, the sent platform id. */
   /**
    * Records the messages that ended without their event (the process died in the short window
@@ -178,11 +189,13 @@ export class EventService {
    */
   backfill(instance: (id: string) => Instance | null, now = Date.now()): number {
     // The window is one batch (20 ms) before a crash: a day back is plenty and keeps start-up cheap.
+    // A row closed by cluster catch-up was recorded by the node that processed it (not twice).
     const since = new Date(now - 86_400_000).toISOString();
     const rows = this.db
       .query<InboxRow, [string]>(
         `SELECT i.* FROM inbox i WHERE i.completed_at >= ? AND i.status IN ('completed','failed','blocked','dead_lettered')
-           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.trace_id = i.id AND e.type IN ('message.received','message.sent','message.failed'))`,
+           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.trace_id = i.id AND e.type IN ('message.received','message.sent','message.failed'))
+           AND NOT EXISTS (SELECT 1 FROM trace_steps s WHERE s.trace_id = i.id AND s.step = 'handled_by_other_node')`,
       )
       .all(since);
     for (const row of rows) this.recordTerminal(row, row.status, instance(row.instance_id), row.response_text);
@@ -367,7 +380,7 @@ export class EventService {
               JSON.stringify(e.payload),
               e.createdAt,
             );
-            if (r && hub) {
+            if (r && (hub || this.writtenListeners.length)) {
               written.push({
                 id,
                 type: e.type,
@@ -381,8 +394,10 @@ export class EventService {
                 payload: e.payload,
                 createdAt: e.createdAt,
               });
+              for (const l of this.writtenListeners) l(written[written.length - 1]!);
             }
           }
+          crashPoint('events_mid_write');
         })
         .immediate();
     } catch (err) {
