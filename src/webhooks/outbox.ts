@@ -72,18 +72,10 @@ export class DeliveryOutbox {
         `INSERT INTO webhook_deliveries (id, subscription_id, msg_id, event_type, order_key, payload_json, window_start, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (subscription_id, msg_id) DO NOTHING`,
       ),
-      // The first pending row of each (subscription, order key) that is due: later rows of the
-      // same key wait for it to be delivered or given up (order), other keys do not.
-      heads: db.query<DeliveryRow, [number, number]>(
-        `SELECT d.* FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.active = 1
-         WHERE d.status = 'pending' AND d.next_attempt_at <= ?
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.subscription_id = d.subscription_id
-                           AND e.order_key = d.order_key AND e.status = 'pending' AND e.seq < d.seq)
-         ORDER BY d.next_attempt_at, d.seq LIMIT ?`,
-      ),
-      nextDue: db.query<{ at: number | null }, []>(
+      nextDue: db.query<{ at: number | null }, [number]>(
         `SELECT MIN(d.next_attempt_at) AS at FROM webhook_deliveries d
-         JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.active = 1 WHERE d.status = 'pending'`,
+         JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.active = 1
+         WHERE d.status = 'pending' AND d.next_attempt_at > ?`,
       ),
       attempted: db.query<
         unknown,
@@ -97,7 +89,8 @@ export class DeliveryOutbox {
   }
 
   /**
-   * Puts the event into the outbox of every active subscription that wants it (or of `only`).
+   * Puts the event into the outbox of every active subscription that wants it (or of `only`). A
+   * disabled subscription gets no new rows (its queued ones wait until it is enabled again).
    * Call inside the transaction that records the event. Returns the rows written.
    */
   record(e: WebhookEvent, only?: SubscriptionRow): number {
@@ -157,14 +150,27 @@ export class DeliveryOutbox {
     return this.get(id);
   }
 
-  /** Due heads of their order keys, earliest first. */
-  dueHeads(limit: number, now = this.clock.now()): DeliveryRow[] {
-    return this.stmt.heads.all(now, limit);
+  /**
+   * The first pending row of each (subscription, order key) that is due, earliest first: later
+   * rows of the same key wait for it to be delivered or given up (order), other keys do not.
+   * `skip`: subscriptions whose share of the worker is taken (their rows would only be passed over).
+   */
+  dueHeads(limit: number, skip: string[] = [], now = this.clock.now()): DeliveryRow[] {
+    const notIn = skip.length ? `AND d.subscription_id NOT IN (${skip.map(() => '?').join(',')})` : '';
+    return this.db
+      .query<DeliveryRow, Array<string | number>>(
+        `SELECT d.* FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id AND s.active = 1
+         WHERE d.status = 'pending' AND d.next_attempt_at <= ? ${notIn}
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.subscription_id = d.subscription_id
+                           AND e.order_key = d.order_key AND e.status = 'pending' AND e.seq < d.seq)
+         ORDER BY d.next_attempt_at, d.seq LIMIT ?`,
+      )
+      .all(now, ...skip, limit);
   }
 
-  /** When the next pending row (of an active subscription) is due; null when none is pending. */
-  nextDue(): number | null {
-    return this.stmt.nextDue.get()?.at ?? null;
+  /** When the next pending row (of an active subscription) falls due after `after`; null when none. */
+  nextDue(after: number): number | null {
+    return this.stmt.nextDue.get(after)?.at ?? null;
   }
 
   /** Writes one attempt's outcome: delivered, failed (given up), or pending again at `retryAt`. */

@@ -161,36 +161,56 @@ export class DeliveryWorker {
     } finally {
       this.ticking = false;
     }
+    // Rows due now that were not started wait for a slot or for an earlier row of their key: the
+    // attempt that frees it looks again when it ends. Otherwise: when the next retry falls due.
+    const now = this.clock.now();
     let next: number | null = null;
     try {
-      next = this.outbox.nextDue();
+      next = this.outbox.nextDue(now);
     } catch {
       // as above
     }
-    const wait = next === null ? this.o.pollMs : Math.min(this.o.pollMs, Math.max(0, next - this.clock.now()));
+    const wait = next === null ? this.o.pollMs : Math.min(this.o.pollMs, next - now);
     this.schedule(wait);
   }
 
   private fill(): void {
-    const free = this.o.concurrency - this.inFlight.size;
-    if (free <= 0) return;
-    for (const row of this.outbox.dueHeads(this.inFlight.size + free * 2)) {
-      if (this.inFlight.size >= this.o.concurrency) break;
-      const key = `${row.subscription_id}\u0000${row.order_key}`;
-      const subBusy = this.perSub.get(row.subscription_id) ?? 0;
-      if (this.busyKeys.has(key) || subBusy >= this.o.perSubscription) continue;
-      this.busyKeys.add(key);
-      this.perSub.set(row.subscription_id, subBusy + 1);
-      const p = this.attempt(row).finally(() => {
-        this.busyKeys.delete(key);
-        const n = (this.perSub.get(row.subscription_id) ?? 1) - 1;
-        if (n <= 0) this.perSub.delete(row.subscription_id);
-        else this.perSub.set(row.subscription_id, n);
-        this.inFlight.delete(p);
-        this.kick();
-      });
-      this.inFlight.add(p);
+    // A few rounds: a subscription that reaches its share in one round is left out of the next,
+    // so its backlog never hides other subscribers' rows.
+    for (let round = 0; round < 4; round++) {
+      const free = this.o.concurrency - this.inFlight.size;
+      if (free <= 0) return;
+      const full = [...this.perSub].filter(([, n]) => n >= this.o.perSubscription).map(([id]) => id);
+      let started = 0;
+      let passedOver = 0;
+      for (const row of this.outbox.dueHeads(this.busyKeys.size + free * 2, full)) {
+        if (this.inFlight.size >= this.o.concurrency) return;
+        const key = `${row.subscription_id}\u0000${row.order_key}`;
+        const subBusy = this.perSub.get(row.subscription_id) ?? 0;
+        if (this.busyKeys.has(key)) continue;
+        if (subBusy >= this.o.perSubscription) {
+          passedOver++;
+          continue;
+        }
+        this.launch(row, key, subBusy);
+        started++;
+      }
+      if (started === 0 || passedOver === 0) return;
     }
+  }
+
+  private launch(row: DeliveryRow, key: string, subBusy: number): void {
+    this.busyKeys.add(key);
+    this.perSub.set(row.subscription_id, subBusy + 1);
+    const p = this.attempt(row).finally(() => {
+      this.busyKeys.delete(key);
+      const n = (this.perSub.get(row.subscription_id) ?? 1) - 1;
+      if (n <= 0) this.perSub.delete(row.subscription_id);
+      else this.perSub.set(row.subscription_id, n);
+      this.inFlight.delete(p);
+      this.kick();
+    });
+    this.inFlight.add(p);
   }
 
   private async attempt(row: DeliveryRow): Promise<void> {

@@ -180,7 +180,9 @@ export function webhooksV2(gw: Gateway, prefix = '/api/v2/webhooks') {
             events: t.Optional(fields.events),
             instanceIds: t.Optional(fields.instanceIds),
             description: t.Optional(fields.description),
-            active: t.Optional(t.Boolean({ description: 'false pauses deliveries (they wait); true resumes them' })),
+            active: t.Optional(
+              t.Boolean({ description: 'false: no new events are queued, queued ones wait; true: they go out again' }),
+            ),
           },
           { additionalProperties: false, minProperties: 1, description: 'Fields to change' },
         ),
