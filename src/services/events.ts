@@ -190,12 +190,14 @@ export class EventService {
   backfill(instance: (id: string) => Instance | null, now = Date.now()): number {
     // The window is one batch (20 ms) before a crash: a day back is plenty and keeps start-up cheap.
     // A row closed by cluster catch-up was recorded by the node that processed it (not twice).
+    // In inbox order, so that per conversation the events (and their webhooks) keep their order.
     const since = new Date(now - 86_400_000).toISOString();
     const rows = this.db
       .query<InboxRow, [string]>(
         `SELECT i.* FROM inbox i WHERE i.completed_at >= ? AND i.status IN ('completed','failed','blocked','dead_lettered')
            AND NOT EXISTS (SELECT 1 FROM events e WHERE e.trace_id = i.id AND e.type IN ('message.received','message.sent','message.failed'))
-           AND NOT EXISTS (SELECT 1 FROM trace_steps s WHERE s.trace_id = i.id AND s.step = 'handled_by_other_node')`,
+           AND NOT EXISTS (SELECT 1 FROM trace_steps s WHERE s.trace_id = i.id AND s.step = 'handled_by_other_node')
+         ORDER BY i.seq`,
       )
       .all(since);
     for (const row of rows) this.recordTerminal(row, row.status, instance(row.instance_id), row.response_text);
