@@ -101,6 +101,20 @@ export function webhookEventFor(e: RecordedEvent): WebhookEvent | null {
   return null;
 }
 
+/**
+ * The webhook events of one event-store record. An inbound message that failed or was
+ * dead-lettered is one `message.received` record (status in its data); subscribers also get a
+ * `message.failed` for it, right after (its own webhook-id, derived from the record's).
+ */
+export function webhookEventsFor(e: RecordedEvent): WebhookEvent[] {
+  const w = webhookEventFor(e);
+  if (!w) return [];
+  const status = e.payload?.status;
+  if (e.type === 'message.received' && (status === 'failed' || status === 'dead_lettered'))
+    return [w, { ...w, type: 'message.failed', msgId: `${w.msgId}_failed` }];
+  return [w];
+}
+
 export class WebhookService {
   readonly subscriptions: SubscriptionStore;
   readonly outbox: DeliveryOutbox;
@@ -131,8 +145,9 @@ export class WebhookService {
 
   /** Called inside the event store's write transaction, once per event written. */
   recordEvent(e: RecordedEvent): void {
-    const w = webhookEventFor(e);
-    if (w && this.outbox.record(w) > 0) this.worker.kick(); // the timer fires after the commit
+    let n = 0;
+    for (const w of webhookEventsFor(e)) n += this.outbox.record(w);
+    if (n > 0) this.worker.kick(); // the timer fires after the commit
   }
 
   /** Called inside the transaction that writes (or deletes) a pause. */

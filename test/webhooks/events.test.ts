@@ -1,7 +1,7 @@
 // Which events reach the outbox, and with what: pauses and resumes are written in the pause's own
 // transaction; instance status records become instance.status; the data carries REST ids.
 import { afterEach, describe, expect, test } from 'bun:test';
-import { webhookEventFor } from '../../src/webhooks/index.ts';
+import { webhookEventFor, webhookEventsFor } from '../../src/webhooks/index.ts';
 import { createTestGateway } from '../helpers.ts';
 import { type Receiver, startReceiver, until } from './receiver.ts';
 
@@ -103,5 +103,21 @@ describe('events into the outbox', () => {
       },
     });
     expect(webhookEventFor({ ...base, type: 'something.else', payload: null })).toBeNull();
+    // An inbound message that was dead-lettered: received, then failed (its own webhook-id).
+    const dead = webhookEventsFor({
+      ...base,
+      type: 'message.received',
+      conversationId: 'c1',
+      traceId: 't2',
+      payload: { status: 'dead_lettered', direction: 'inbound' },
+    });
+    expect(dead.map((w) => [w.type, w.msgId, w.orderKey])).toEqual([
+      ['message.received', 'msg_e1', 'c1'],
+      ['message.failed', 'msg_e1_failed', 'c1'],
+    ]);
+    expect(dead[1].data).toMatchObject({ traceId: 't2', status: 'dead_lettered' });
+    expect(
+      webhookEventsFor({ ...base, type: 'message.received', payload: { status: 'completed' } }).map((w) => w.type),
+    ).toEqual(['message.received']);
   });
 });
