@@ -59,6 +59,15 @@ export interface Config {
   };
   /** Proxies whose X-Forwarded-For is believed (IP addresses or CIDR ranges); empty = none. */
   trustedProxies: string[];
+  /** Outgoing webhooks (src/webhooks). */
+  webhooks: {
+    /** A delivery is retried for this long after its first attempt (WEBHOOK_RETRY_PERIOD_SECONDS, default 1 day). */
+    retryPeriodSeconds: number;
+    /** Finished deliveries are kept this many days (WEBHOOK_RETENTION_DAYS, default 7). */
+    retentionDays: number;
+    /** After a secret rotation the previous secret also signs for this long (WEBHOOK_SECRET_GRACE_SECONDS, default 1 day). */
+    secretGraceSeconds: number;
+  };
   leo: {
     bearerToken: string | null;
     subscriptionKey: string | null;
@@ -258,6 +267,11 @@ export function loadConfig(env: Env = process.env): Config {
       allowedHosts: hostList(env, ['OUTBOUND_ALLOWED_HOSTS']),
     },
     trustedProxies: proxyList(env, ['TRUSTED_PROXIES']),
+    webhooks: {
+      retryPeriodSeconds: int(env, ['WEBHOOK_RETRY_PERIOD_SECONDS'], 86_400, 1, 30 * 86_400),
+      retentionDays: int(env, ['WEBHOOK_RETENTION_DAYS'], 7, 1, 3650),
+      secretGraceSeconds: int(env, ['WEBHOOK_SECRET_GRACE_SECONDS'], 86_400, 0, 30 * 86_400),
+    },
     leo: {
       bearerToken: pick(env, ['LEO_BEARER_TOKEN'])?.[1] ?? null,
       subscriptionKey: pick(env, ['LEO_SUBSCRIPTION_KEY'])?.[1] ?? null,

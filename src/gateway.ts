@@ -23,6 +23,7 @@ import { limitsFromSettings, MemoryRateLimiter, type RateLimiter } from './servi
 import { Retention } from './services/retention.ts';
 import { SettingsService } from './services/settings.ts';
 import { StreamHub } from './stream/hub.ts';
+import { WebhookService } from './webhooks/index.ts';
 
 export interface GatewayOptions {
   log?: Logger;
@@ -55,6 +56,8 @@ export interface Gateway {
   access: AccessService;
   /** Buffered API audit log. */
   audit: AuditService;
+  /** Outgoing webhooks: subscriptions and the signed, retried delivery of events to them. */
+  webhooks: WebhookService;
   /** Per-key rate limits; replaceable (cluster mode swaps in a shared limiter). */
   rateLimiter: RateLimiter;
   /** Cluster mode (REDIS_URL set): shard ownership and hand-off; null in embedded mode. */
@@ -109,6 +112,29 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const messages = new MessageService(db, pipeline);
 
   const audit = new AuditService(db, keys, clock, () => settings.value<number>('audit.retentionDays'), log);
+  // Outgoing webhooks: outbox rows are written inside the event store's and the pauses' own writes.
+  const webhooks = new WebhookService(db, {
+    clock,
+    log,
+    fetch: fetchFn,
+    instance: (id) => instances.get(id),
+    options: {
+      retryPeriodMs: config.webhooks.retryPeriodSeconds * 1000,
+      retentionMs: config.webhooks.retentionDays * 86_400_000,
+      secretGraceMs: config.webhooks.secretGraceSeconds * 1000,
+    },
+  });
+  events.onWritten((e) => webhooks.recordEvent(e));
+  access.onPauseChange((c) =>
+    webhooks.recordPause({
+      paused: c.paused,
+      instanceId: c.pause.instanceId,
+      conversationId: c.pause.conversationId,
+      chatKey: c.pause.chatKey,
+      reason: c.pause.reason,
+      until: c.pause.until,
+    }),
+  );
 
   const closers: Array<() => Promise<void> | void> = [];
   let closed = false;
@@ -127,12 +153,14 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
     messages,
     access,
     audit,
+    webhooks,
     rateLimiter: new MemoryRateLimiter(limitsFromSettings(settings), () => clock.now()),
     cluster: null,
     start: async () => {
       audit.start();
       retention.start();
       events.backfill((id) => instances.get(id));
+      webhooks.start();
       // The cluster's placement must be in force before the pipeline starts instances and resumes conversations.
       if (config.redisUrl) gw.cluster = await (await import('./cluster/index.ts')).startCluster(gw);
       return pipeline.start();
@@ -163,6 +191,9 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
     },
   };
   gw.onClose(() => audit.close());
+  // Attempts in flight are cancelled (they stay pending, same webhook-id, and go out after the next
+  // start); events the draining pipeline still records are written to the outbox for then.
+  gw.onClose(() => webhooks.stop());
   gw.onClose(() => retention.stop());
   return gw;
 }

@@ -21,6 +21,7 @@ import { eventsV2 } from './api/v2/events.ts';
 import { instancesV2 } from './api/v2/instances.ts';
 import { keysV2 } from './api/v2/keys.ts';
 import { messagesV2 } from './api/v2/messages.ts';
+import { webhooksV2 } from './api/v2/outgoing-webhooks.ts';
 import { personsV2 } from './api/v2/persons.ts';
 import { settingsV2 } from './api/v2/settings.ts';
 import { tracesV2 } from './api/v2/traces.ts';
@@ -270,6 +271,7 @@ export function buildServer(gw: Gateway) {
             { name: 'persons', description: 'Persons and their platform identities' },
             { name: 'messages', description: 'Send API' },
             { name: 'channels', description: 'Channel kinds and capabilities' },
+            { name: 'outgoing webhooks', description: 'Event subscriptions and their signed deliveries' },
           ],
         },
       }),
@@ -334,6 +336,7 @@ function resourceRoutes(gw: Gateway) {
     ['/api/v2/messages', messagesV2],
     ['/api/v2/persons', personsV2],
     ['/api/v2/settings', settingsV2],
+    ['/api/v2/webhooks', webhooksV2],
   ];
   const app = new Elysia({ name: 'resources' });
   for (const [path, routes] of mounts) {

@@ -74,6 +74,16 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'DELETE /api/v2/access/pauses/:conversationId': 'access:*',
   'GET /api/v1/instances/:name/access-control': 'access:*',
   'POST /api/v1/instances/:name/access-control': 'access:*',
+  // outgoing webhooks (issue 21)
+  'GET /api/v2/webhooks': 'webhooks:read',
+  'POST /api/v2/webhooks': 'webhooks:write',
+  'GET /api/v2/webhooks/:id': 'webhooks:read',
+  'PATCH /api/v2/webhooks/:id': 'webhooks:write',
+  'DELETE /api/v2/webhooks/:id': 'webhooks:write',
+  'POST /api/v2/webhooks/:id/rotate-secret': 'webhooks:write',
+  'POST /api/v2/webhooks/:id/test': 'webhooks:write',
+  'GET /api/v2/webhooks/:id/deliveries': 'webhooks:read',
+  'POST /api/v2/webhooks/:id/deliveries/:deliveryId/redeliver': 'webhooks:write',
   // API keys (issue 8)
   'GET /api/v2/cluster': 'admin:*',
   'GET /api/v2/cluster/dead-letters': 'admin:*',
@@ -96,7 +106,7 @@ export const ROUTE_SCOPES: Record<string, string> = {
 export const RESOURCE_ALIASES: ReadonlyArray<readonly [alias: string, canonical: string]> = [
   ['/api/v2/api-keys', '/api/v2/keys'],
   ['/api/v1/api-keys', '/api/v2/keys'],
-  ...['messages', 'events', 'persons', 'access', 'settings', 'channels'].map(
+  ...['messages', 'events', 'persons', 'access', 'settings', 'channels', 'webhooks'].map(
     (r) => [`/api/v1/${r}`, `/api/v2/${r}`] as const,
   ),
 ];

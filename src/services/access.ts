@@ -368,14 +368,27 @@ export class AccessService {
 
   // -- pauses ----------------------------------------------------------------------------------
 
+  /**
+   * Pause changes made here (not rows applied from the cluster): `fn` runs inside the transaction
+   * that writes the change, so what it writes commits with it (the outgoing webhooks' outbox).
+   */
+  private pauseListeners: Array<(change: { paused: boolean; pause: PauseView }) => void> = [];
+  onPauseChange(fn: (change: { paused: boolean; pause: PauseView }) => void): void {
+    this.pauseListeners.push(fn);
+  }
+
   /** Also the MCP pause tool (an operator takes over a chat); `chatKey` is the stored form (`chatId#threadId`). */
   pause(instanceId: string, chatKey: string, reason: PauseView['reason'], until: string | null): void {
-    this.db
-      .query(
-        `INSERT INTO conversation_pauses (instance_id, chat_key, reason, until, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(instance_id, chat_key) DO UPDATE SET reason = excluded.reason, until = excluded.until, created_at = excluded.created_at`,
-      )
-      .run(instanceId, chatKey, reason, until, isoNow(this.clock.now()));
+    const row = { instance_id: instanceId, chat_key: chatKey, reason, until, created_at: isoNow(this.clock.now()) };
+    this.db.transaction(() => {
+      this.db
+        .query(
+          `INSERT INTO conversation_pauses (instance_id, chat_key, reason, until, created_at) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT(instance_id, chat_key) DO UPDATE SET reason = excluded.reason, until = excluded.until, created_at = excluded.created_at`,
+        )
+        .run(instanceId, chatKey, reason, until, row.created_at);
+      for (const l of this.pauseListeners) l({ paused: true, pause: toPause(row) });
+    })();
     this.anyPause.delete(instanceId);
     this.log?.info({ instanceId, reason, until }, 'conversation paused');
   }
@@ -456,10 +469,15 @@ export class AccessService {
 
   resume(instanceId: string, chatKey: string): boolean {
     this.anyPause.delete(instanceId);
-    return (
-      this.db.query('DELETE FROM conversation_pauses WHERE instance_id = ? AND chat_key = ?').run(instanceId, chatKey)
-        .changes > 0
-    );
+    return this.db.transaction(() => {
+      const r = this.db
+        .query<PauseRow, [string, string]>(
+          'DELETE FROM conversation_pauses WHERE instance_id = ? AND chat_key = ? RETURNING *',
+        )
+        .get(instanceId, chatKey);
+      if (r) for (const l of this.pauseListeners) l({ paused: false, pause: toPause(r) });
+      return r !== null;
+    })();
   }
 }
 

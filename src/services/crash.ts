@@ -10,7 +10,9 @@ export type CrashPointName =
   | 'after_agent_before_send'
   | 'after_send_before_outbox_commit'
   | 'mid_group_commit'
-  | 'during_passivation';
+  | 'during_passivation'
+  | 'events_mid_write' // inside the event store's write transaction (events + webhook outbox rows)
+  | 'webhook_after_response'; // a webhook receiver answered, the outcome not yet recorded
 
 const spec = process.env.SWITCHBOARD_CRASH_AT;
 const [armedPoint, armedCountRaw] = spec ? spec.split(':') : [];

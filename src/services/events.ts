@@ -21,6 +21,7 @@ import type { TerminalInfo } from '../core/conversation.ts';
 import type { Instance, InstanceStatus } from '../core/instance.ts';
 import type { InboundMessage, OutboundMessage } from '../core/message.ts';
 import type { StreamHub } from '../stream/hub.ts';
+import { crashPoint } from './crash.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
 import type { Attribution, PersonService } from './persons.ts';
@@ -119,6 +120,8 @@ export class EventService {
   private insert;
   private fts;
   private ftsTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Called inside the write transaction for each new event (the outgoing webhooks' outbox). */
+  private writtenListeners: Array<(e: EventView) => void> = [];
 
   constructor(
     private db: Database,
@@ -165,16 +168,28 @@ export class EventService {
   }
 
   /**
+   * `fn` runs inside the transaction that writes each new event (not for duplicates), so what it
+   * writes commits or rolls back with the event: the outgoing webhooks' outbox (issue 21).
+   */
+  onWritten(fn: (e: EventView) => void): void {
+    this.writtenListeners.push(fn);
+  }
+
+  /**
    * Records the messages that ended without their event (the process died in the short window
    * between a message's terminal commit and the batched event write). Run at start.
    */
   backfill(instance: (id: string) => Instance | null, now = Date.now()): number {
     // The window is one batch (20 ms) before a crash: a day back is plenty and keeps start-up cheap.
+    // A row closed by cluster catch-up was recorded by the node that processed it (not twice).
+    // In inbox order, so that per conversation the events (and their webhooks) keep their order.
     const since = new Date(now - 86_400_000).toISOString();
     const rows = this.db
       .query<InboxRow, [string]>(
         `SELECT i.* FROM inbox i WHERE i.completed_at >= ? AND i.status IN ('completed','failed','blocked','dead_lettered')
-           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.trace_id = i.id AND e.type IN ('message.received','message.sent','message.failed'))`,
+           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.trace_id = i.id AND e.type IN ('message.received','message.sent','message.failed'))
+           AND NOT EXISTS (SELECT 1 FROM trace_steps s WHERE s.trace_id = i.id AND s.step = 'handled_by_other_node')
+         ORDER BY i.seq`,
       )
       .all(since);
     for (const row of rows) this.recordTerminal(row, row.status, instance(row.instance_id), row.response_text);
@@ -360,7 +375,7 @@ export class EventService {
               JSON.stringify(e.payload),
               e.createdAt,
             );
-            if (r && hub) {
+            if (r && (hub || this.writtenListeners.length)) {
               written.push({
                 id,
                 type: e.type,
@@ -374,8 +389,10 @@ export class EventService {
                 payload: e.payload,
                 createdAt: e.createdAt,
               });
+              for (const l of this.writtenListeners) l(written[written.length - 1]!);
             }
           }
+          crashPoint('events_mid_write');
         })
         .immediate();
     } catch (err) {

@@ -19,6 +19,9 @@ export const SCOPES = [
   'persons:*',
   'access:*',
   'settings:*',
+  'webhooks:*',
+  'webhooks:read',
+  'webhooks:write',
   'admin:*',
 ] as const;
 export type Scope = (typeof SCOPES)[number];

@@ -34,6 +34,8 @@ const TABLES: TableSpec[] = [
   { name: 'settings', pk: ['key'], local: [] },
   { name: 'access_rules', pk: ['id'], local: [] },
   { name: 'conversation_pauses', pk: ['instance_id', 'chat_key'], local: [] },
+  // Outgoing webhook subscriptions (their delivery rows stay with the node that recorded each event).
+  { name: 'webhook_subscriptions', pk: ['id'], local: [] },
   // WhatsApp (Baileys) login state: only the shard owner writes it; replicated so that the next
   // owner can reopen the same linked session after a failover instead of asking for a new QR.
   { name: 'whatsapp_auth', pk: ['instance_id', 'kind', 'key_id'], local: [] },

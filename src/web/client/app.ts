@@ -12,6 +12,7 @@ import { instanceFormPage, instancesPage } from './pages/instances.ts';
 import { keysPage } from './pages/keys.ts';
 import { pairingPage } from './pages/pairing.ts';
 import { tracePage, tracesPage } from './pages/traces.ts';
+import { webhookDeliveriesPage, webhooksPage } from './pages/webhooks.ts';
 
 const ROUTES: Array<[RegExp, Page]> = [
   [/^instances$/, instancesPage],
@@ -24,6 +25,8 @@ const ROUTES: Array<[RegExp, Page]> = [
   [/^traces\/([^/]+)$/, tracePage],
   [/^dead-letters$/, deadLettersPage],
   [/^keys$/, keysPage],
+  [/^webhooks$/, webhooksPage],
+  [/^webhooks\/([^/]+)$/, webhookDeliveriesPage],
 ];
 
 const NAV: Array<[string, string]> = [
@@ -32,6 +35,7 @@ const NAV: Array<[string, string]> = [
   ['traces', 'Traces'],
   ['dead-letters', 'Dead letters'],
   ['keys', 'Keys'],
+  ['webhooks', 'Webhooks'],
 ];
 
 const root = document.getElementById('app')!;

@@ -29,6 +29,9 @@ const SCOPES = [
   'persons:*',
   'access:*',
   'settings:*',
+  'webhooks:*',
+  'webhooks:read',
+  'webhooks:write',
   'admin:*',
 ];
 
