@@ -23,6 +23,7 @@ import { keysV2 } from './api/v2/keys.ts';
 import { messagesV2 } from './api/v2/messages.ts';
 import { personsV2 } from './api/v2/persons.ts';
 import { settingsV2 } from './api/v2/settings.ts';
+import { statsV2 } from './api/v2/stats.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
 import { DomainError, RateLimited, Validation } from './core/errors.ts';
@@ -270,6 +271,7 @@ export function buildServer(gw: Gateway) {
             { name: 'persons', description: 'Persons and their platform identities' },
             { name: 'messages', description: 'Send API' },
             { name: 'channels', description: 'Channel kinds and capabilities' },
+            { name: 'stats', description: 'Overview figures for the console' },
           ],
         },
       }),
@@ -284,6 +286,7 @@ export function buildServer(gw: Gateway) {
     .use(clusterV2(gw))
     .use(tracesV1(gw))
     .use(tracesV2(gw))
+    .use(statsV2(gw))
     .use(accessV1(gw))
     .use(webhookRoutes(gw))
     .use(sendV1(gw))
