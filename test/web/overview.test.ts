@@ -124,7 +124,7 @@ async function apiOverview(query = '') {
 
 async function expectChartsMatch(o: any) {
   const s = o.series;
-  const expected: Record<string, [string, unknown[]][]> = {
+  const expected: Record<string, [string, Array<number | null>][]> = {
     messages: [
       ['In', s.messagesIn],
       ['Sent', s.sent],
