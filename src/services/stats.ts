@@ -110,33 +110,150 @@ function emptyFigures(n: number): InstanceFigures {
   };
 }
 
+/** A bucket this long past its end is settled: its rows are written and it is kept in the cache. */
+export const SETTLE_MS = 10_000;
+
+interface Bucket {
+  counts: Record<CountSeries, number>;
+  agentMs: number[];
+  firstTokenMs: number[];
+}
+
+/**
+ * Settled buckets per instance, so a refresh queries only the buckets still open (the week's 168
+ * hours would otherwise be re-read from every row each poll, blocking the event loop). A settled
+ * bucket changes only in rare after-the-fact cases (a dead letter replayed reopens its message);
+ * the cache then shows the figures as they were.
+ */
+export class FigureCache {
+  private buckets = new Map<string, Map<number, Bucket>>();
+  private key = (bucketMs: number, instanceId: string) => `${bucketMs}|${instanceId}`;
+  get(bucketMs: number, instanceId: string, at: number): Bucket | undefined {
+    return this.buckets.get(this.key(bucketMs, instanceId))?.get(at);
+  }
+  put(bucketMs: number, instanceId: string, at: number, b: Bucket): void {
+    const k = this.key(bucketMs, instanceId);
+    let m = this.buckets.get(k);
+    if (!m) this.buckets.set(k, (m = new Map()));
+    m.set(at, b);
+  }
+  /** Forgets the buckets before `before` (out of every window). */
+  prune(bucketMs: number, instanceId: string, before: number): void {
+    const m = this.buckets.get(this.key(bucketMs, instanceId));
+    if (m) for (const at of m.keys()) if (at < before) m.delete(at);
+  }
+}
+
 /**
  * This node's figures for `instanceIds` over the window ending at `end` (a bucket boundary, see
- * windowBounds). `sentSteps` are the trace step names the channels write for a delivery.
+ * windowBounds). `sentSteps` are the trace step names the channels write for a delivery. With a
+ * cache, settled buckets come from it and only the rest is queried.
  */
 export function nodeFigures(
   db: Database,
-  opts: { instanceIds: string[]; window: StatsWindow; end: number; sentSteps: string[] },
+  opts: {
+    instanceIds: string[];
+    window: StatsWindow;
+    end: number;
+    sentSteps: string[];
+    now?: number;
+    cache?: FigureCache;
+  },
 ): NodeFigures {
-  const { ms, bucketMs, prefix } = STATS_WINDOWS[opts.window];
+  const { ms, bucketMs } = STATS_WINDOWS[opts.window];
   const n = ms / bucketMs;
   const startMs = opts.end - ms;
-  const start = new Date(startMs).toISOString();
-  const end = new Date(opts.end).toISOString();
-  const lookback = new Date(startMs - LOOKBACK_MS).toISOString();
-  const out: NodeFigures = { start, end, bucketMs, instances: {} };
-  if (opts.instanceIds.length === 0) return out;
+  const now = opts.now ?? Date.now();
+  const out: NodeFigures = {
+    start: new Date(startMs).toISOString(),
+    end: new Date(opts.end).toISOString(),
+    bucketMs,
+    instances: {},
+  };
+  const ids = opts.instanceIds;
+  if (ids.length === 0) return out;
+  const cache = opts.cache;
+  // The first bucket some instance has no settled copy of: everything from there on is queried.
+  let from = opts.end;
+  for (let at = startMs; at < opts.end; at += bucketMs) {
+    if (!cache || ids.some((id) => !cache.get(bucketMs, id, at))) {
+      from = at;
+      break;
+    }
+  }
+  const fresh = rangeFigures(db, ids, opts.window, from, opts.end, opts.sentSteps);
+  const settled = now - SETTLE_MS;
+  for (const id of ids) {
+    const f = emptyFigures(n);
+    for (let i = 0; i < n; i++) {
+      const at = startMs + i * bucketMs;
+      let b: Bucket;
+      if (at < from) b = cache!.get(bucketMs, id, at)!;
+      else {
+        b = fresh.get(id)![(at - from) / bucketMs]!;
+        if (cache && at + bucketMs <= settled) cache.put(bucketMs, id, at, b);
+      }
+      for (const k of COUNT_SERIES) f.counts[k][i] = b.counts[k];
+      f.agentMs[i] = b.agentMs;
+      f.firstTokenMs[i] = b.firstTokenMs;
+    }
+    cache?.prune(bucketMs, id, startMs);
+    out.instances[id] = f;
+  }
+
+  // Distinct conversations in the window. A conversation's last activity is its latest message's
+  // arrival, so for a window that reaches now the conversations table answers (by its activity index).
+  const inList = `instance_id IN (${ids.map(() => '?').join(',')})`;
+  const distinct =
+    opts.end > now
+      ? db
+          .query<{ inst: string; convs: number }, string[]>(
+            `SELECT instance_id AS inst, COUNT(*) AS convs FROM conversations WHERE last_activity_at >= ? AND ${inList} GROUP BY inst`,
+          )
+          .all(out.start, ...ids)
+      : db
+          .query<{ inst: string; convs: number }, string[]>(
+            `SELECT instance_id AS inst, COUNT(DISTINCT conversation_id) AS convs FROM inbox
+             WHERE ${inList} AND received_at >= ? AND received_at < ? GROUP BY inst`,
+          )
+          .all(...ids, out.start, out.end);
+  for (const r of distinct) if (out.instances[r.inst]) out.instances[r.inst]!.conversations = r.convs;
+  return out;
+}
+
+/** The buckets of [fromMs, endMs), per instance, from the rows. */
+function rangeFigures(
+  db: Database,
+  ids: string[],
+  window: StatsWindow,
+  fromMs: number,
+  endMs: number,
+  sentSteps: string[],
+): Map<string, Bucket[]> {
+  const { bucketMs, prefix } = STATS_WINDOWS[window];
+  const n = (endMs - fromMs) / bucketMs;
+  const out = new Map<string, Bucket[]>();
+  for (const id of ids)
+    out.set(
+      id,
+      Array.from({ length: n }, () => ({
+        counts: Object.fromEntries(COUNT_SERIES.map((k) => [k, 0])) as Record<CountSeries, number>,
+        agentMs: [],
+        firstTokenMs: [],
+      })),
+    );
+  if (n <= 0) return out;
+  const start = new Date(fromMs).toISOString();
+  const end = new Date(endMs).toISOString();
+  const lookback = new Date(fromMs - LOOKBACK_MS).toISOString();
   // Bucket key (the ISO prefix) → index.
   const index = new Map<string, number>();
-  for (let i = 0; i < n; i++) index.set(new Date(startMs + i * bucketMs).toISOString().slice(0, prefix), i);
-  const ids = opts.instanceIds;
+  for (let i = 0; i < n; i++) index.set(new Date(fromMs + i * bucketMs).toISOString().slice(0, prefix), i);
   const inList = `instance_id IN (${ids.map(() => '?').join(',')})`;
-  const fig = (inst: string) => {
-    let f = out.instances[inst];
-    if (!f) out.instances[inst] = f = emptyFigures(n);
-    return f;
+  const at = (inst: string, b: string): Bucket | undefined => {
+    const i = index.get(b);
+    return i === undefined ? undefined : out.get(inst)?.[i];
   };
-  for (const id of ids) fig(id);
 
   // Arrivals: inbound messages, sheds, conversations, and every row (for the backlog).
   const arrivals = new Map<string, number[]>();
@@ -147,23 +264,15 @@ export function nodeFigures(
        FROM inbox WHERE ${inList} AND received_at >= ? AND received_at < ? GROUP BY inst, b`,
     )
     .all(...ids, start, end)) {
-    const i = index.get(r.b);
-    if (i === undefined) continue;
-    const f = fig(r.inst);
-    f.counts.messagesIn[i] += r.inbound;
-    f.counts.shed[i] += r.shed;
-    f.counts.activeConversations[i] += r.convs;
+    const bucket = at(r.inst, r.b);
+    if (!bucket) continue;
+    bucket.counts.messagesIn += r.inbound;
+    bucket.counts.shed += r.shed;
+    bucket.counts.activeConversations += r.convs;
     let a = arrivals.get(r.inst);
     if (!a) arrivals.set(r.inst, (a = new Array<number>(n).fill(0)));
-    a[i] += r.rows;
+    a[index.get(r.b)!]! += r.rows;
   }
-  for (const r of db
-    .query<{ inst: string; convs: number }, string[]>(
-      `SELECT instance_id AS inst, COUNT(DISTINCT conversation_id) AS convs FROM inbox
-       WHERE ${inList} AND received_at >= ? AND received_at < ? GROUP BY inst`,
-    )
-    .all(...ids, start, end))
-    fig(r.inst).conversations = r.convs;
 
   // Sent: message.sent events.
   for (const r of db
@@ -172,12 +281,12 @@ export function nodeFigures(
        WHERE type = 'message.sent' AND created_at >= ? AND created_at < ? AND ${inList} GROUP BY inst, b`,
     )
     .all(start, end, ...ids)) {
-    const i = index.get(r.b);
-    if (i !== undefined) fig(r.inst).counts.sent[i] += r.n;
+    const bucket = at(r.inst, r.b);
+    if (bucket) bucket.counts.sent += r.n;
   }
 
   // Trace steps: agent calls (latency, first token, failures), failed deliveries, dead letters.
-  const sent = opts.sentSteps.length ? opts.sentSteps : ['channel_sent'];
+  const sent = sentSteps.length ? sentSteps : ['channel_sent'];
   for (const r of db
     .query<{ inst: string; b: string; step: string; status: string; ms: number | null; ttft: number | null }, string[]>(
       `SELECT i.instance_id AS inst, substr(s.at, 1, ${prefix}) AS b, s.step, s.status, s.duration_ms AS ms,
@@ -187,21 +296,21 @@ export function nodeFigures(
          AND (s.step IN ('agent_called', 'dead_lettered') OR (s.status = 'error' AND s.step IN (${sent.map(() => '?').join(',')})))`,
     )
     .all(...ids, lookback, end, start, end, ...sent)) {
-    const i = index.get(r.b);
-    if (i === undefined) continue;
-    const f = fig(r.inst);
+    const bucket = at(r.inst, r.b);
+    if (!bucket) continue;
     if (r.step === 'agent_called') {
       if (r.status === 'success') {
-        if (r.ms !== null) f.agentMs[i]!.push(r.ms);
-        if (typeof r.ttft === 'number') f.firstTokenMs[i]!.push(r.ttft);
-      } else f.counts.agentFailures[i]++;
-    } else if (r.step === 'dead_lettered') f.counts.deadLetters[i]++;
-    else f.counts.sendFailures[i]++;
+        if (r.ms !== null) bucket.agentMs.push(r.ms);
+        if (typeof r.ttft === 'number') bucket.firstTokenMs.push(r.ttft);
+      } else bucket.counts.agentFailures++;
+    } else if (r.step === 'dead_lettered') bucket.counts.deadLetters++;
+    else bucket.counts.sendFailures++;
   }
-  for (const f of Object.values(out.instances)) {
-    for (const s of f.agentMs) s.sort((a, b) => a - b);
-    for (const s of f.firstTokenMs) s.sort((a, b) => a - b);
-  }
+  for (const list of out.values())
+    for (const b of list) {
+      b.agentMs.sort((x, y) => x - y);
+      b.firstTokenMs.sort((x, y) => x - y);
+    }
 
   // Backlog at the end of each bucket: what was unfinished at the start, plus arrivals, minus completions.
   const startBacklog = new Map<string, number>();
@@ -228,15 +337,15 @@ export function nodeFigures(
     if (i === undefined) continue;
     let c = completions.get(r.inst);
     if (!c) completions.set(r.inst, (c = new Array<number>(n).fill(0)));
-    c[i] += r.n;
+    c[i]! += r.n;
   }
-  for (const [inst, f] of Object.entries(out.instances)) {
+  for (const [inst, list] of out) {
     let level = startBacklog.get(inst) ?? 0;
     const a = arrivals.get(inst);
     const c = completions.get(inst);
     for (let i = 0; i < n; i++) {
       level += (a?.[i] ?? 0) - (c?.[i] ?? 0);
-      f.counts.backlog[i] = Math.max(0, level);
+      list[i]!.counts.backlog = Math.max(0, level);
     }
   }
   return out;

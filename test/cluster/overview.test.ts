@@ -79,7 +79,7 @@ describe('cluster overview (2 node processes, real Redis)', () => {
       expect(o.totals).toMatchObject({ messagesIn: 3, sent: 3, agentFailures: 0, backlog: 0 });
       expect(o.cluster).toEqual({ nodes: [n.id, nodes.find((x) => x !== n)!.id], missing: [], partial: false });
       const byName = Object.fromEntries(o.instances.map((i: any) => [i.name, i.totals.messagesIn]));
-      expect(byName).toEqual({ [bots[0]!.name]: 2, [bots[1]!.name]: 1 });
+      expect(byName).toMatchObject({ [bots[0]!.name]: 2, [bots[1]!.name]: 1 }); // (the other instances: 0)
     }
 
     const [alive, frozen] = [bots[0]!.owner, bots[1]!.owner];

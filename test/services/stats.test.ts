@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { openDatabase } from '../../db/open.ts';
 import {
   addFigures,
+  FigureCache,
   LOOKBACK_MS,
   nodeFigures,
   percentile,
@@ -218,6 +219,29 @@ describe('overview figures', () => {
     const f = nodeFigures(db, { instanceIds: ['nope'], window: 'week', end: T0 + 3_600_000, sentSteps: [] });
     expect(f.instances.nope!.counts.messagesIn).toHaveLength(168);
     expect(totalsOf(f.instances.nope!).messagesIn).toBe(0);
+  });
+
+  test('settled buckets come from the cache and only the open ones are read again; the result equals a full read', () => {
+    instance('c');
+    const cache = new FigureCache();
+    const opts = { instanceIds: ['c'], window: 'hour' as const, end: T0 + 3_600_000, sentSteps: ['channel_sent'] };
+    message('c', 'k1', { at: T0 + MIN, steps: [agent(T0 + MIN + 100, 120, 30)] });
+    const first = nodeFigures(db, { ...opts, now: T0 + 10 * MIN, cache });
+    expect(first.instances.c!.counts.messagesIn.slice(0, 2)).toEqual([0, 1]);
+    expect(first.instances.c!.conversations).toBe(1); // from the conversations table: the window reaches now
+    // New traffic in the open bucket, and (behind the cache's back) a row in a settled one.
+    message('c', 'k2', { at: T0 + 10 * MIN + 500, done: null });
+    message('c', 'k3', { at: T0 + 2 * MIN, done: null });
+    const now = T0 + 10 * MIN + 1000;
+    const cached = nodeFigures(db, { ...opts, now, cache });
+    const full = nodeFigures(db, { ...opts, now });
+    expect(cached.instances.c!.counts.messagesIn[10]).toBe(1);
+    expect(cached.instances.c!.counts.messagesIn[2]).toBe(0); // settled before the row appeared
+    expect(full.instances.c!.counts.messagesIn[2]).toBe(1);
+    // The open buckets are read again, backlog included (from the rows, not the cache).
+    expect(cached.instances.c!.counts.backlog.slice(9, 11)).toEqual(full.instances.c!.counts.backlog.slice(9, 11));
+    expect(cached.instances.c!.agentMs[1]).toEqual([120]);
+    expect(cached.instances.c!.conversations).toBe(3);
   });
 
   test('the queries walk the (instance_id, received_at) index', () => {

@@ -12,6 +12,7 @@ import type { Gateway } from '../../gateway.ts';
 import {
   addFigures,
   COUNT_SERIES,
+  FigureCache,
   type InstanceFigures,
   type NodeFigures,
   nodeFigures,
@@ -98,6 +99,8 @@ const Overview = t.Object(
 );
 
 export function statsV2(gw: Gateway) {
+  // Settled buckets, so a refresh reads only the open ones (src/services/stats.ts).
+  const cache = new FigureCache();
   return new Elysia({ name: 'stats-v2', prefix: '/api/v2/stats' }).get(
     '/overview',
     async ({ query, request }) => {
@@ -106,9 +109,16 @@ export function statsV2(gw: Gateway) {
       const { bucketMs } = STATS_WINDOWS[window];
       const selected = query.instanceId ? visibleInstance(gw, request, query.instanceId) : null;
       const instances = gw.instances.list({ ids: p.instanceIds });
-      const now = query.until ? Date.parse(query.until) - 1 : gw.clock.now();
-      const { start, end } = windowBounds(window, now);
-      const local = nodeFigures(gw.db, { instanceIds: instances.map((i) => i.id), window, end, sentSteps: SENT_STEPS });
+      const now = gw.clock.now();
+      const { start, end } = windowBounds(window, query.until ? Date.parse(query.until) - 1 : now);
+      const local = nodeFigures(gw.db, {
+        instanceIds: instances.map((i) => i.id),
+        window,
+        end,
+        sentSteps: SENT_STEPS,
+        now,
+        cache,
+      });
       const nodes: NodeFigures[] = [local];
       const cluster = gw.cluster;
       let clusterView: { nodes: string[]; missing: string[]; partial: boolean } | null = null;
