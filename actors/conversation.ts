@@ -347,7 +347,12 @@ export class ConversationActor implements Actor<ConversationMsg> {
         trace.step(
           'agent_called',
           'success',
-          { agent_url: safeUrl(inst.agent.url), response_preview: reply.slice(0, 120) },
+          {
+            agent_url: safeUrl(inst.agent.url),
+            response_preview: reply.slice(0, 120),
+            // Stored so the overview's time-to-first-token survives a restart (null: nothing streamed).
+            first_token_ms: firstDeltaAt === null ? null : Math.round(firstDeltaAt - started),
+          },
           Math.round(ms),
         );
         await trace.commitReply(reply);

@@ -24,6 +24,7 @@ import { messagesV2 } from './api/v2/messages.ts';
 import { webhooksV2 } from './api/v2/outgoing-webhooks.ts';
 import { personsV2 } from './api/v2/persons.ts';
 import { settingsV2 } from './api/v2/settings.ts';
+import { statsV2 } from './api/v2/stats.ts';
 import { tracesV2 } from './api/v2/traces.ts';
 import { webhookRoutes } from './api/webhooks.ts';
 import { DomainError, RateLimited, Validation } from './core/errors.ts';
@@ -272,6 +273,7 @@ export function buildServer(gw: Gateway) {
             { name: 'messages', description: 'Send API' },
             { name: 'channels', description: 'Channel kinds and capabilities' },
             { name: 'outgoing webhooks', description: 'Event subscriptions and their signed deliveries' },
+            { name: 'stats', description: 'Overview figures for the console' },
           ],
         },
       }),
@@ -286,6 +288,7 @@ export function buildServer(gw: Gateway) {
     .use(clusterV2(gw))
     .use(tracesV1(gw))
     .use(tracesV2(gw))
+    .use(statsV2(gw))
     .use(accessV1(gw))
     .use(webhookRoutes(gw))
     .use(sendV1(gw))

@@ -42,6 +42,8 @@ export const ROUTE_SCOPES: Record<string, string> = {
   'DELETE /api/v2/dead-letters/:id': 'messages:send',
   'GET /api/v2/conversations': 'messages:read',
   'GET /api/v2/conversations/:id': 'messages:read',
+  // console overview (issue 27)
+  'GET /api/v2/stats/overview': 'events:read',
   // events, persons, messages, channels (issue 9)
   'GET /api/v2/events': 'events:read',
   'GET /api/v2/events/:id': 'events:read',

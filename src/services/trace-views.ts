@@ -31,6 +31,15 @@ export function v1Trace(r: TraceRecord) {
   };
 }
 
+/**
+ * The attempts made. The stored count is the failed attempts (it is the retry budget: the
+ * pipeline adds one when an attempt fails), so a message answered on the first try stored 0; the
+ * attempt that completed it counts too.
+ */
+export function attemptsMade(r: Pick<TraceRecord, 'attempts' | 'status'>): number {
+  return r.status === 'completed' ? r.attempts + 1 : r.attempts;
+}
+
 export function v2Trace(r: TraceRecord) {
   return {
     id: r.id,
@@ -44,7 +53,7 @@ export function v2Trace(r: TraceRecord) {
     contentType: r.content_type,
     responseText: r.response_text,
     status: r.status,
-    attempts: r.attempts,
+    attempts: attemptsMade(r),
     error: r.error,
     channelSuccess: r.channel_success === null ? null : r.channel_success === 1,
     possibleDuplicate: r.possible_duplicate > 0,

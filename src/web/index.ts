@@ -7,7 +7,7 @@
 // The routes carry `detail.hide` (not API surface, kept out of OpenAPI) and sit outside /api, so
 // the auth hook does not ask for a key; the page asks the user for one and the API checks it.
 
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Elysia } from 'elysia';
 import type { Gateway } from '../gateway.ts';
 
@@ -64,7 +64,10 @@ async function buildClient(entry: string): Promise<Built> {
   if (!result.success) throw new Error(result.logs.map(String).join('\n') || 'build failed');
   const js = result.outputs.find((o) => o.kind === 'entry-point');
   if (!js) throw new Error('build produced no script');
-  const css = await Bun.file(join(CLIENT_DIR, 'app.css')).text();
+  // uPlot's stylesheet (the overview's charts), then the console's own.
+  const uplotCss = join(dirname(Bun.resolveSync('uplot', CLIENT_DIR)), 'uPlot.min.css');
+  const sheets = [uplotCss, join(CLIENT_DIR, 'app.css'), join(CLIENT_DIR, 'overview.css')];
+  const css = (await Promise.all(sheets.map((f) => Bun.file(f).text()))).join('\n');
   return { js: await js.text(), css };
 }
 

@@ -93,6 +93,9 @@ describe('web console in Chromium', () => {
     expect(await page.locator('.alert.error').innerText()).toContain('UNAUTHORIZED');
     await label('API key').fill(ADMIN_KEY);
     await page.getByRole('button', { name: 'Sign in' }).click();
+    // The overview is the landing page (test/web/overview.test.ts); the instances are one link away.
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+    await page.getByRole('link', { name: 'Instances', exact: true }).click();
     await page.getByRole('heading', { name: 'Instances' }).waitFor();
     await page.locator('.live-state.live-live').waitFor();
     // The key lives in this tab's sessionStorage only.
@@ -283,6 +286,8 @@ describe('web console in Chromium', () => {
       await page.getByRole('button', { name: 'Sign out' }).click();
       await label('API key').fill(plaintext);
       await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.getByRole('heading', { name: 'Overview' }).waitFor();
+      await page.getByRole('link', { name: 'Instances', exact: true }).click();
       await page.getByRole('heading', { name: 'Instances' }).waitFor();
       await page.locator('.alert.error').waitFor();
       expect(await page.locator('.alert.error').innerText()).toContain('FORBIDDEN');
@@ -311,7 +316,7 @@ describe('web console in Chromium', () => {
         if (['Traces', 'Sign out'].includes(info.text)) expect(info.outline).not.toBe('none');
       }
     }
-    for (const name of ['Instances', 'Conversations', 'Traces', 'Dead letters', 'Keys', 'Sign out'])
+    for (const name of ['Overview', 'Instances', 'Conversations', 'Traces', 'Dead letters', 'Keys', 'Sign out'])
       expect(reached).toContain(name);
   }, 20_000);
 });

@@ -22,6 +22,15 @@ import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
 import { visibleInstance } from './instances.ts';
 
+const ConversationStateSchema = t.Union([
+  t.Literal('paused'),
+  t.Literal('running'),
+  t.Literal('waiting'),
+  t.Literal('failed'),
+  t.Literal('idle'),
+]);
+type ConversationState = typeof ConversationStateSchema.static;
+
 const V2Trace = t.Object(
   { id: t.String(), status: t.String(), steps: t.Array(t.Any()) },
   { additionalProperties: true, description: 'Trace' },
@@ -48,6 +57,32 @@ const Conversation = t.Object(
     title: t.Union([t.String(), t.Null()]),
     lastActivityAt: t.String(),
     pending: t.Integer(),
+    state: t.Union(ConversationStateSchema.anyOf, {
+      description:
+        'paused (stop keyword or human takeover), running (the agent is on a message), waiting (messages queued), failed (the last message failed, was dead-lettered or shed), idle',
+    }),
+    lastMessage: t.Union(
+      [
+        t.Object({
+          text: t.String(),
+          at: t.String(),
+          status: t.String(),
+          direction: t.Union([t.Literal('in'), t.Literal('out')], { description: 'out: an API send' }),
+        }),
+        t.Null(),
+      ],
+      { description: 'The latest message of the conversation' },
+    ),
+    contact: t.Union(
+      [
+        t.Object({ id: t.String(), name: t.Union([t.String(), t.Null()]), phone: t.Union([t.String(), t.Null()]) }),
+        t.Null(),
+      ],
+      {
+        description:
+          'Who wrote the latest inbound message: platform id (e.g. WhatsApp JID, Discord user id), display name and phone when known',
+      },
+    ),
   },
   { description: 'Conversation' },
 );
@@ -70,7 +105,39 @@ interface ConversationRow {
   kind: string;
   title: string | null;
   last_activity_at: string;
+  state: ConversationState;
+  last_text: string | null;
+  last_at: string | null;
+  last_status: string | null;
+  last_kind: string | null;
+  contact_id: string | null;
+  contact_name: string | null;
+  contact_phone: string | null;
 }
+
+/**
+ * A conversation with its state, latest message and contact. The latest rows are found through the
+ * (instance_id, received_at) index: a conversation's last activity is its latest message's
+ * received_at (both are the ingest time).
+ */
+const CONVERSATION_SELECT = `SELECT * FROM (SELECT c.*, l.text AS last_text, l.received_at AS last_at, l.status AS last_status, l.kind AS last_kind,
+  p.sender_id AS contact_id, p.sender_name AS contact_name, p.sender_phone AS contact_phone,
+  CASE
+    WHEN EXISTS (SELECT 1 FROM conversation_pauses z WHERE z.instance_id = c.instance_id
+      AND (z.chat_key = c.chat_key OR replace(z.chat_key, '#', '/') = c.chat_key) AND (z.until IS NULL OR z.until > :now)) THEN 'paused'
+    WHEN EXISTS (SELECT 1 FROM inbox r WHERE r.conversation_id = c.id AND r.status IN ('pending', 'processing') AND r.status = 'processing') THEN 'running'
+    WHEN EXISTS (SELECT 1 FROM inbox r WHERE r.conversation_id = c.id AND r.status IN ('pending', 'processing')) THEN 'waiting'
+    WHEN l.status IN ('failed', 'dead_lettered', 'shed') THEN 'failed'
+    ELSE 'idle'
+  END AS state
+FROM conversations c
+LEFT JOIN inbox l ON l.seq = (SELECT x.seq FROM inbox x WHERE x.instance_id = c.instance_id AND x.received_at <= c.last_activity_at
+  AND x.conversation_id = c.id ORDER BY x.received_at DESC, x.seq DESC LIMIT 1)
+LEFT JOIN inbox p ON p.seq = (SELECT x.seq FROM inbox x WHERE x.instance_id = c.instance_id AND x.received_at <= c.last_activity_at
+  AND x.conversation_id = c.id AND x.kind = 'inbound' ORDER BY x.received_at DESC, x.seq DESC LIMIT 1)`;
+
+/** LIKE pattern for a search term (its own % and _ taken literally). */
+const likePattern = (s: string) => `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 type ConversationView = {
   id: string;
   instanceId: string;
@@ -79,6 +146,9 @@ type ConversationView = {
   title: string | null;
   lastActivityAt: string;
   pending: number;
+  state: ConversationState;
+  lastMessage: { text: string; at: string; status: string; direction: 'in' | 'out' } | null;
+  contact: { id: string; name: string | null; phone: string | null } | null;
 };
 const conversationKey = (v: ConversationView): TimeKey => ({ at: v.lastActivityAt, id: v.id });
 
@@ -102,6 +172,17 @@ export function tracesV2(gw: Gateway) {
     title: r.title,
     lastActivityAt: r.last_activity_at,
     pending: gw.pipeline.inbox.conversationBacklog(r.id),
+    state: r.state,
+    lastMessage:
+      r.last_at === null
+        ? null
+        : {
+            text: r.last_text ?? '',
+            at: r.last_at,
+            status: r.last_status ?? '',
+            direction: r.last_kind === 'send' ? 'out' : 'in',
+          },
+    contact: r.contact_id === null ? null : { id: r.contact_id, name: r.contact_name, phone: r.contact_phone },
   });
   /** The dead letter when this node holds it; null when it is not here (another node may hold it). */
   const localDead = (request: Request, id: string): DeadRow | null => {
@@ -239,6 +320,7 @@ export function tracesV2(gw: Gateway) {
             );
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
         const ids = commaList(query.ids);
+        const search = query.q?.trim();
         const localRows = (opts: { after?: TimeKey; ids?: string[]; limit: number }) => {
           const w: string[] = [];
           const params: (string | number)[] = [];
@@ -258,11 +340,27 @@ export function tracesV2(gw: Gateway) {
             w.push('(c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ?))');
             params.push(opts.after.at, opts.after.at, opts.after.id);
           }
+          if (search) {
+            // By name or chat (title, chat address), by sender (name, phone) or by message text. A
+            // phone typed with spaces, dashes or parentheses matches by its digits.
+            const terms = [likePattern(search)];
+            const digits = search.replace(/\D/g, '');
+            if (/^[\d\s+().-]+$/.test(search) && digits.length >= 4 && digits !== search)
+              terms.push(likePattern(digits));
+            const one = `(c.title LIKE ? ESCAPE '\\' OR c.chat_json LIKE ? ESCAPE '\\' OR c.id IN (SELECT m.conversation_id FROM inbox m WHERE m.sender_name LIKE ? ESCAPE '\\' OR m.sender_phone LIKE ? ESCAPE '\\' OR m.text LIKE ? ESCAPE '\\'))`;
+            w.push(`(${terms.map(() => one).join(' OR ')})`);
+            for (const term of terms) params.push(term, term, term, term, term);
+          }
+          const outer: string[] = [];
+          if (query.state) {
+            outer.push('state = ?');
+            params.push(query.state);
+          }
           return db
             .query<ConversationRow, (string | number)[]>(
-              `SELECT c.* FROM conversations c ${w.length ? `WHERE ${w.join(' AND ')}` : ''} ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ?`,
+              `${CONVERSATION_SELECT.replace(':now', '?')} ${w.length ? `WHERE ${w.join(' AND ')}` : ''}) ${outer.length ? `WHERE ${outer.join(' AND ')}` : ''} ORDER BY last_activity_at DESC, id DESC LIMIT ?`,
             )
-            .all(...params, opts.limit);
+            .all(new Date(gw.clock.now()).toISOString(), ...params, opts.limit);
         };
         if (cluster) {
           // Cluster: one conversation id on several nodes after its shard moved (the id is a hash of
@@ -272,9 +370,9 @@ export function tracesV2(gw: Gateway) {
             cluster,
             request,
             (of) => {
-              const search = new URLSearchParams({ ids: of.join(','), limit: String(of.length) });
-              if (query.instanceId) search.set('instanceId', query.instanceId);
-              return search;
+              const forPeers = new URLSearchParams({ ids: of.join(','), limit: String(of.length) });
+              if (query.instanceId) forPeers.set('instanceId', query.instanceId);
+              return forPeers;
             },
             (of) => localRows({ ids: of, limit: of.length }).map(conversationView),
           );
@@ -291,6 +389,16 @@ export function tracesV2(gw: Gateway) {
           ...PageQuery,
           instanceId: t.Optional(t.String({ maxLength: 100 })),
           ids: t.Optional(t.String({ maxLength: 3000, description: 'Comma list of conversation ids' })),
+          q: t.Optional(
+            t.String({
+              maxLength: 200,
+              description:
+                "Search: chat name or address, a sender's name or phone (digits match however typed), message text",
+            }),
+          ),
+          state: t.Optional(
+            t.Union(ConversationStateSchema.anyOf, { description: 'Only conversations in this state' }),
+          ),
         }),
         detail: {
           tags: ['traces'],
@@ -307,7 +415,9 @@ export function tracesV2(gw: Gateway) {
     .get(
       '/conversations/:id',
       async ({ params, request }) => {
-        const r = db.query<ConversationRow, [string]>('SELECT * FROM conversations WHERE id = ?').get(params.id);
+        const r = db
+          .query<ConversationRow, [string, string]>(`${CONVERSATION_SELECT.replace(':now', '?')} WHERE c.id = ?)`)
+          .get(new Date(gw.clock.now()).toISOString(), params.id);
         const local = r && canSeeInstance(principalOf(request), r.instance_id) ? conversationView(r) : null;
         const cluster = gw.cluster;
         if (!cluster || isForwarded(request)) {

@@ -10,11 +10,13 @@ import { conversationPage, conversationsPage } from './pages/conversations.ts';
 import { deadLettersPage } from './pages/dead-letters.ts';
 import { instanceFormPage, instancesPage } from './pages/instances.ts';
 import { keysPage } from './pages/keys.ts';
+import { overviewPage } from './pages/overview.ts';
 import { pairingPage } from './pages/pairing.ts';
 import { tracePage, tracesPage } from './pages/traces.ts';
 import { webhookDeliveriesPage, webhooksPage } from './pages/webhooks.ts';
 
 const ROUTES: Array<[RegExp, Page]> = [
+  [/^overview$/, overviewPage],
   [/^instances$/, instancesPage],
   [/^instances\/new$/, instanceFormPage],
   [/^instances\/([^/]+)\/edit$/, instanceFormPage],
@@ -30,6 +32,7 @@ const ROUTES: Array<[RegExp, Page]> = [
 ];
 
 const NAV: Array<[string, string]> = [
+  ['overview', 'Overview'],
   ['instances', 'Instances'],
   ['conversations', 'Conversations'],
   ['traces', 'Traces'],
@@ -72,7 +75,7 @@ function signIn(): void {
     button.disabled = true;
     replace(status, h('p', { class: 'muted' }, 'Checking the key…'));
     try {
-      // Any read the key may be allowed to do proves it; instances is the console's home page.
+      // Any read the key may be allowed to do proves it (a 403 below proves it too).
       await api('GET', '/api/v2/instances?limit=1', undefined, key);
       setApiKey(key);
       start();
@@ -110,7 +113,7 @@ function shell(): HTMLElement {
     h(
       'header',
       { class: 'top' },
-      h('a', { class: 'brand', href: '#/instances' }, 'Switchboard'),
+      h('a', { class: 'brand', href: '#/overview' }, 'Switchboard'),
       h('nav', { 'aria-label': 'Sections' }, links),
       h('div', { class: 'top-right' }, liveBadge, signOut),
     ),
@@ -125,7 +128,7 @@ function route(): void {
   if (!apiKey() || !main) return;
   const hash = location.hash.replace(/^#\/?/, '');
   const [path = '', qs = ''] = hash.split('?');
-  const target = path || 'instances';
+  const target = path || 'overview';
   current?.leave();
   for (const a of root.querySelectorAll<HTMLAnchorElement>('nav a')) {
     const on = target === a.dataset.route || target.startsWith(`${a.dataset.route}/`);
@@ -143,7 +146,7 @@ function route(): void {
     });
     return;
   }
-  replace(main, h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/instances' }, 'Back to instances')));
+  replace(main, h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/overview' }, 'Back to the overview')));
 }
 
 function start(): void {

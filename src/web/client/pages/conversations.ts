@@ -15,14 +15,32 @@ interface ConversationView {
   title: string | null;
   lastActivityAt: string;
   pending: number;
+  state?: string;
+  lastMessage?: { text: string; at: string; status: string; direction: 'in' | 'out' } | null;
+  contact?: { id: string; name: string | null; phone: string | null } | null;
 }
 
-function chatLabel(c: ConversationView): string {
+const STATES = ['waiting', 'running', 'paused', 'failed', 'idle'];
+
+/** Who the chat is with, by name. */
+function chatName(c: ConversationView): string {
+  if (c.kind === 'direct' && c.contact?.name) return c.contact.name;
   if (c.title) return c.title;
   const chat = c.chat ?? {};
-  for (const k of ['name', 'title', 'phone', 'id', 'chatId', 'jid'])
-    if (typeof chat[k] === 'string' && chat[k]) return String(chat[k]);
-  return c.id;
+  for (const k of ['name', 'title']) if (typeof chat[k] === 'string' && chat[k]) return String(chat[k]);
+  return c.contact?.name ?? (typeof chat.chatId === 'string' ? chat.chatId : c.id);
+}
+
+/**
+ * The platform handle that tells two chats with one display name apart: the phone when known,
+ * else the platform's own id (a user id, a channel or group id).
+ */
+function chatHandle(c: ConversationView): string {
+  const chatId = typeof c.chat?.chatId === 'string' ? c.chat.chatId : '';
+  if (c.kind === 'group') return `group ${chatId.replace(/@.*$/, '')}`;
+  if (c.contact?.phone) return c.contact.phone;
+  const id = c.contact?.id ?? chatId;
+  return id.replace(/@.*$/, '') || c.id; // a JID without its server part
 }
 
 async function instanceNames(): Promise<Map<string, string>> {
@@ -35,27 +53,115 @@ async function instanceNames(): Promise<Map<string, string>> {
 }
 
 export async function conversationsPage(ctx: PageContext): Promise<void> {
-  const instanceId = ctx.query.get('instanceId');
+  const q = ctx.query;
+  const instanceId = q.get('instanceId');
   const body = h('div');
+  const more = h('div');
   const names = await instanceNames();
+  if (ctx.left) return;
+
+  const search = h('input', {
+    id: 'cf-q',
+    name: 'q',
+    type: 'search',
+    value: q.get('q') ?? '',
+    autocomplete: 'off',
+    placeholder: 'Name, phone or text',
+  });
+  const instance = h(
+    'select',
+    { id: 'cf-instance', name: 'instanceId' },
+    h('option', { value: '' }, 'All'),
+    [...names].map(([id, name]) => h('option', { value: id }, name)),
+  );
+  instance.value = instanceId ?? '';
+  if (instanceId && !names.has(instanceId))
+    instance.append(h('option', { value: instanceId, selected: true }, instanceId));
+  const state = h(
+    'select',
+    { id: 'cf-state', name: 'state' },
+    h('option', { value: '' }, 'Any'),
+    STATES.map((s) => h('option', { value: s }, s)),
+  );
+  state.value = q.get('state') ?? '';
+  const form = h(
+    'form',
+    { class: 'filters', role: 'search', 'aria-label': 'Find conversations' },
+    h('div', { class: 'field' }, h('label', { for: 'cf-q' }, 'Search'), search),
+    h('div', { class: 'field' }, h('label', { for: 'cf-instance' }, 'Instance'), instance),
+    h('div', { class: 'field' }, h('label', { for: 'cf-state' }, 'State'), state),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Search')),
+  );
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const p = new URLSearchParams();
+    if (search.value.trim()) p.set('q', search.value.trim());
+    if (instance.value) p.set('instanceId', instance.value);
+    if (state.value) p.set('state', state.value);
+    const next = `#/conversations${p.size ? `?${p}` : ''}`;
+    if (location.hash === next) void load();
+    else location.hash = next;
+  });
+  // Filters apply as they change; the search text on Enter or the button.
+  for (const sel of [instance, state]) sel.addEventListener('change', () => form.requestSubmit());
+
+  const filtered = Boolean(q.get('q') || q.get('state') || instanceId);
+  const params = (cursor: string | null) => {
+    const p = new URLSearchParams({ limit: '50' });
+    for (const k of ['q', 'state', 'instanceId']) if (q.get(k)) p.set(k, q.get(k)!);
+    if (cursor) p.set('cursor', cursor);
+    return p;
+  };
+  const row = (c: ConversationView) => {
+    const last = c.lastMessage;
+    return h(
+      'tr',
+      { 'data-conversation': c.id, 'data-state': c.state ?? '' },
+      h(
+        'th',
+        { scope: 'row', class: 'c-chat' },
+        h('a', { href: `#/conversations/${encodeURIComponent(c.id)}` }, chatName(c)),
+        h('div', { class: 'handle small' }, chatHandle(c)),
+      ),
+      h(
+        'td',
+        { class: 'preview c-preview' },
+        last
+          ? h(
+              'span',
+              { class: 'clip-text', title: last.text },
+              last.direction === 'out' ? 'You: ' : '',
+              last.text || `(${last.status})`,
+            )
+          : '—',
+      ),
+      h('td', { class: 'c-instance' }, names.get(c.instanceId) ?? c.instanceId),
+      h('td', { class: 'c-state' }, c.state ? badge(c.state) : '—'),
+      h('td', { class: 'c-time' }, when(c.lastActivityAt)),
+      h('td', { class: 'c-queued', title: 'Queued messages' }, String(c.pending)),
+    );
+  };
+  const rows: ConversationView[] = [];
   let loading = false;
   let again = false;
-  const load = async () => {
+  const load = async (cursor: string | null = null) => {
     if (loading) return void (again = true);
     loading = true;
     try {
-      const res = await api<{ items: ConversationView[] }>(
+      const res = await api<{ items: ConversationView[]; meta: { cursor: string | null; hasMore: boolean } }>(
         'GET',
-        `/api/v2/conversations?limit=100${instanceId ? `&instanceId=${encodeURIComponent(instanceId)}` : ''}`,
+        `/api/v2/conversations?${params(cursor)}`,
       );
       if (ctx.left) return;
+      if (!cursor) rows.length = 0;
+      rows.push(...res.items);
       replace(
         body,
-        res.items.length
+        rows.length
           ? tableWrap(
               h(
                 'table',
-                { class: 'list' },
+                { class: 'list conversations' },
                 h('caption', { class: 'sr-only' }, 'Conversations, most recent first'),
                 h(
                   'thead',
@@ -63,36 +169,27 @@ export async function conversationsPage(ctx: PageContext): Promise<void> {
                   h(
                     'tr',
                     {},
-                    h('th', { scope: 'col' }, 'Chat'),
-                    h('th', { scope: 'col' }, 'Instance'),
-                    h('th', { scope: 'col' }, 'Kind'),
-                    h('th', { scope: 'col' }, 'Last activity'),
-                    h('th', { scope: 'col' }, 'Queued'),
-                  ),
-                ),
-                h(
-                  'tbody',
-                  {},
-                  res.items.map((c) =>
-                    h(
-                      'tr',
-                      { 'data-conversation': c.id },
-                      h(
-                        'th',
-                        { scope: 'row' },
-                        h('a', { href: `#/conversations/${encodeURIComponent(c.id)}` }, chatLabel(c)),
-                      ),
-                      h('td', {}, names.get(c.instanceId) ?? c.instanceId),
-                      h('td', {}, c.kind),
-                      h('td', {}, when(c.lastActivityAt)),
-                      h('td', {}, String(c.pending)),
+                    ['Chat', 'Last message', 'Instance', 'State', 'Last activity', 'Queued'].map((col) =>
+                      h('th', { scope: 'col' }, col),
                     ),
                   ),
                 ),
+                h('tbody', {}, rows.map(row)),
               ),
             )
-          : h('p', { class: 'empty' }, 'No conversations yet. They appear when a channel receives a message.'),
+          : h(
+              'p',
+              { class: 'empty' },
+              filtered
+                ? 'No conversation matches.'
+                : 'No conversations yet. They appear when a channel receives a message.',
+            ),
       );
+      if (res.meta.hasMore && res.meta.cursor) {
+        const b = h('button', { type: 'button' }, 'Load more');
+        b.addEventListener('click', () => void load(res.meta.cursor));
+        replace(more, b);
+      } else replace(more);
     } catch (err) {
       replace(body, errorBox(err));
     } finally {
@@ -103,21 +200,13 @@ export async function conversationsPage(ctx: PageContext): Promise<void> {
       }
     }
   };
-  // A new turn anywhere moves a conversation to the top.
+  // A new turn anywhere moves a conversation to the top; its end changes its state.
   ctx.live((f) => {
-    if (f.channel === 'conversations' && f.payload?.type === 'RUN_STARTED') void load();
+    const type = f.payload?.type;
+    if (f.channel === 'conversations' && (type === 'RUN_STARTED' || type === 'RUN_FINISHED' || type === 'RUN_ERROR'))
+      void load();
   });
-  replace(
-    ctx.main,
-    h(
-      'div',
-      { class: 'page-head' },
-      h('h1', {}, 'Conversations'),
-      instanceId ? h('a', { class: 'button', href: '#/conversations' }, 'All instances') : null,
-    ),
-    instanceId ? h('p', { class: 'muted' }, `Instance: ${names.get(instanceId) ?? instanceId}`) : null,
-    body,
-  );
+  replace(ctx.main, h('div', { class: 'page-head' }, h('h1', {}, 'Conversations')), form, body, more);
   await load();
 }
 

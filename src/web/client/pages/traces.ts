@@ -4,6 +4,12 @@ import { badge, h, ms, replace, tableWrap, when } from '../dom.ts';
 import type { PageContext } from '../page.ts';
 import { stepTimeline, type TraceView } from './steps.ts';
 
+/** The sender's name with the handle that tells two people of one name apart. */
+function senderLabel(t: TraceView): string {
+  const handle = t.sender.phone ?? t.sender.id.replace(/@.*$/, '');
+  return t.sender.name ? `${t.sender.name} (${handle})` : handle;
+}
+
 const STATUSES = ['pending', 'processing', 'completed', 'failed', 'blocked', 'dead_lettered', 'shed'];
 
 export async function tracesPage(ctx: PageContext): Promise<void> {
@@ -102,7 +108,7 @@ export async function tracesPage(ctx: PageContext): Promise<void> {
               { 'data-trace': t.id },
               h('th', { scope: 'row' }, h('a', { href: `#/traces/${encodeURIComponent(t.id)}` }, when(t.receivedAt))),
               h('td', {}, t.instanceName),
-              h('td', {}, t.sender.name ?? t.sender.phone ?? t.sender.id),
+              h('td', {}, senderLabel(t)),
               h('td', { class: 'clip' }, t.text),
               h('td', {}, badge(t.status)),
               h('td', {}, ms(t.durationMs)),
@@ -136,7 +142,7 @@ export async function tracePage(ctx: PageContext): Promise<void> {
         h('dt', {}, 'Conversation'),
         h('dd', {}, h('a', { href: `#/conversations/${encodeURIComponent(t.conversationId)}` }, 'Open conversation')),
         h('dt', {}, 'From'),
-        h('dd', {}, t.sender.name ?? t.sender.phone ?? t.sender.id),
+        h('dd', {}, senderLabel(t)),
         h('dt', {}, 'Received'),
         h('dd', {}, when(t.receivedAt)),
         h('dt', {}, 'Duration'),
