@@ -18,7 +18,7 @@ export interface InstanceView {
   updatedAt: string;
 }
 
-const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'];
+const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo', 'echo', 'script'];
 const REPLY_MODES = ['final', 'blocks', 'edit'];
 
 /** A channel as GET /api/v2/channels describes it (what the console needs of it). */
