@@ -8,6 +8,7 @@ import { ApiError, errorBody, httpStatus } from './api/errors.ts';
 import { sparseFieldsets } from './api/fields.ts';
 import { healthRoutes } from './api/health.ts';
 import { requestInfo, trackRequest } from './api/principal.ts';
+import { PUBLIC_TAG, publicRoutes } from './api/public-routes.ts';
 import { RESOURCE_ALIASES, routeClass } from './api/scopes.ts';
 import { accessV1 } from './api/v1/access.ts';
 import { instancesV1 } from './api/v1/instances.ts';
@@ -270,6 +271,7 @@ export function buildServer(gw: Gateway) {
             { name: 'persons', description: 'Persons and their platform identities' },
             { name: 'messages', description: 'Send API' },
             { name: 'channels', description: 'Channel kinds and capabilities' },
+            PUBLIC_TAG,
           ],
         },
       }),
@@ -286,6 +288,7 @@ export function buildServer(gw: Gateway) {
     .use(tracesV2(gw))
     .use(accessV1(gw))
     .use(webhookRoutes(gw))
+    .use(publicRoutes(gw))
     .use(sendV1(gw))
     .use(aguiRoutes(gw))
     .use(resourceRoutes(gw))

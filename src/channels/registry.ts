@@ -7,6 +7,7 @@ import { discordChannel } from './discord/index.ts';
 import { evolutionChannel } from './evolution/index.ts';
 import { slackChannel } from './slack/index.ts';
 import type { AdapterFactory, ChannelDefinition, ChannelField, ChannelKind } from './types.ts';
+import { webchatChannel } from './webchat/index.ts';
 import { whatsappChannel } from './whatsapp/index.ts';
 
 export type { AdapterDeps, AdapterFactory } from './types.ts';
@@ -17,6 +18,7 @@ export const CHANNELS: readonly ChannelDefinition[] = [
   discordChannel,
   slackChannel,
   apiChannel,
+  webchatChannel,
 ];
 
 const byKind = new Map(CHANNELS.map((d) => [d.kind, d]));

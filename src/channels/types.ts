@@ -7,6 +7,7 @@ import type { Clock } from '../../actors/runtime/clock.ts';
 import type { Config } from '../config.ts';
 import type { ChannelConfig, Instance, InstanceStatus } from '../core/instance.ts';
 import type { ChannelKind, ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../core/message.ts';
+import type { ChannelPublicRoutes } from './public.ts';
 import type { SocketFactory } from './whatsapp/socket.ts';
 
 // The domain types and ChannelError live in src/core; re-exported for the adapters.
@@ -261,6 +262,8 @@ export interface ChannelDefinition {
   local?: boolean;
   pairing?: ChannelPairing;
   remote?: ChannelRemote;
+  /** Routes served without an API key (public.ts), mounted for every channel by src/api/public-routes.ts. */
+  publicRoutes?: ChannelPublicRoutes;
   /** Trace step names. `sent`: the step recorded when a reply was delivered. */
   traceSteps: { sent: string };
 }
