@@ -3,6 +3,7 @@
 import { ApiFailure, api, errorBox, type FieldProblem } from '../api.ts';
 import { badge, h, replace, tableWrap } from '../dom.ts';
 import type { PageContext } from '../page.ts';
+import { tryItPanel } from './try-it.ts';
 
 export interface InstanceView {
   id: string;
@@ -24,6 +25,8 @@ const REPLY_MODES = ['final', 'blocks', 'edit'];
 /** A channel as GET /api/v2/channels describes it (what the console needs of it). */
 interface ChannelInfo {
   id: string;
+  /** Path of the channel's embeddable chat script, if it has one. */
+  widget?: string;
   capabilities: { pairing: string };
   fields: Array<{
     name: string;
@@ -106,7 +109,10 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
         body,
         res.items.length
           ? table(res.items, chans)
-          : h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'),
+          : [
+              h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'),
+              demoOffer(chans, flash),
+            ],
       );
     } catch (err) {
       replace(body, errorBox(err));
@@ -202,6 +208,49 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
     body,
   );
   await load();
+}
+
+/**
+ * The empty list offers a working demo in one click: an instance of the channel that has an
+ * embeddable chat, answered by the built-in echo agent (no outside service), opened on its page.
+ */
+function demoOffer(chans: ChannelInfo[], flash: HTMLElement): HTMLElement | null {
+  const chat = chans.find((c) => c.widget);
+  if (!chat) return null;
+  const button = h('button', { type: 'button', class: 'primary' }, 'Create a demo (web chat + echo agent)');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    const welcome = chat.fields.find((f) => /welcome/i.test(f.name));
+    const body = {
+      channel: chat.id,
+      agent: { type: 'echo' },
+      channelConfig: welcome
+        ? { [welcome.name]: 'Hi! I am the echo agent: I repeat what you write, word by word.' }
+        : undefined,
+    };
+    // "demo", or "demo-2", "demo-3"… when the name is taken.
+    for (let n = 1; n <= 20; n++) {
+      try {
+        const res = await api<{ data: InstanceView }>('POST', '/api/v2/instances', {
+          ...body,
+          name: n === 1 ? 'demo' : `demo-${n}`,
+        });
+        location.hash = `#/instances/${encodeURIComponent(res.data.id)}/edit`;
+        return;
+      } catch (err) {
+        if (err instanceof ApiFailure && err.code === 'CONFLICT') continue;
+        replace(flash, errorBox(err));
+        button.disabled = false;
+        return;
+      }
+    }
+  });
+  return h(
+    'div',
+    { class: 'card demo' },
+    h('p', {}, 'Or see a message flow right now, with no outside account:'),
+    button,
+  );
 }
 
 interface FormField {
@@ -403,6 +452,7 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
     existing?.webhookUrl
       ? h('p', { class: 'muted small' }, 'Webhook URL: ', h('code', { class: 'wrap' }, existing.webhookUrl))
       : null,
+    existing ? tryItPanel(ctx, existing, channelInfo(existing.channel)?.widget) : null,
     form,
   );
   ctx.live((f) => {
