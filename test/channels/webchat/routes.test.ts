@@ -65,7 +65,7 @@ async function session(name: string, o: Call = {}): Promise<Session> {
   return res.body;
 }
 
-const send = (name: string, s: Session, text: string, clientMessageId = crypto.randomUUID(), o: Call = {}) =>
+const send = (name: string, s: Session, text: string, clientMessageId: string = crypto.randomUUID(), o: Call = {}) =>
   call('POST', `/webchat/${name}/messages`, { body: { clientMessageId, text }, token: s.token, ...o });
 
 const history = (name: string, s: Session, conversationId = s.conversationId) =>
