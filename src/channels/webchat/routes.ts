@@ -59,8 +59,15 @@ export function webchatRoutes(kind: string, deps: PublicRouteDeps): PublicRoute[
     if (inst?.channel !== kind) throw new NotFound(`No web chat named '${req.params.instance}'`);
     const s = settingsOf(inst);
     const origin = req.request.headers.get('origin');
-    if (!originAllowed(s, origin, req.request, deps.publicUrl))
+    if (!originAllowed(s, origin, req.request, deps.publicUrl)) {
+      // The refused page may read why (and nothing else); a preflight gets no such header, so a
+      // request that needs one never leaves the browser.
+      if (origin && req.request.method !== 'OPTIONS') {
+        req.headers['access-control-allow-origin'] = origin;
+        req.headers.vary = 'Origin';
+      }
       throw new Forbidden(`Origin ${origin} may not use this chat (see the instance's allowed origins)`);
+    }
     if (origin) {
       req.headers['access-control-allow-origin'] = origin;
       req.headers['access-control-expose-headers'] = 'retry-after';

@@ -226,8 +226,13 @@ describe('origins', () => {
     for (const r of refused) {
       expect(r.status).toBe(403);
       expect(r.body.error.code).toBe('FORBIDDEN');
-      expect(r.headers.get('access-control-allow-origin')).toBeNull();
+      // The refused page may read the refusal, nothing more (no methods, headers or exposed headers).
+      expect(r.headers.get('access-control-allow-methods')).toBeNull();
+      expect(r.headers.get('access-control-expose-headers')).toBeNull();
     }
+    // A preflight from a refused origin gets no CORS header: the real request never leaves the browser.
+    expect(refused[4].headers.get('access-control-allow-origin')).toBeNull();
+    expect(refused[0].headers.get('access-control-allow-origin')).toBe(evil);
   });
 
   test("the gateway's own origin is always allowed, * allows any, and origins are validated", async () => {

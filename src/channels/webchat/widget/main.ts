@@ -220,10 +220,14 @@ class Chat {
     return `${this.base}/webchat/${encodeURIComponent(this.instance)}${path}`;
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /**
+   * `simple`: no content type and no token header, so the browser sends it without a preflight and
+   * a refused origin can read its 403 (the session call, which carries its token in the body).
+   */
+  private async call<T>(method: string, path: string, body?: unknown, simple = false): Promise<T> {
     const headers: Record<string, string> = {};
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    if (this.session) headers.authorization = `Bearer ${this.session.token}`;
+    if (body !== undefined && !simple) headers['content-type'] = 'application/json';
+    if (this.session && !simple) headers.authorization = `Bearer ${this.session.token}`;
     const res = await fetch(this.url(path), {
       method,
       headers,
@@ -273,13 +277,13 @@ class Chat {
     let s: Session | null = null;
     if (token) {
       try {
-        s = await this.call<Session>('POST', '/session', { token });
+        s = await this.call<Session>('POST', '/session', { token }, true);
       } catch (err) {
         if (!(err instanceof HttpError && err.status === 401)) throw err;
         this.store(null);
       }
     }
-    s ??= await this.call<Session>('POST', '/session', {});
+    s ??= await this.call<Session>('POST', '/session', {}, true);
     this.session = s;
     this.store(s.token);
     this.title.textContent = s.title;

@@ -42,7 +42,7 @@ interface ChannelField {
   v1Name: string;
   label: string;
   secret?: boolean;
-  kind?: 'text' | 'url' | 'bool';
+  kind?: 'text' | 'url' | 'bool' | 'int';
   hint?: string;
 }
 
@@ -74,7 +74,14 @@ function formFields(c: ChannelInfo | undefined): ChannelField[] {
             label: f.form.label,
             hint: f.form.hint,
             secret: f.secret,
-            kind: f.type === 'bool' ? ('bool' as const) : f.type === 'http' ? ('url' as const) : ('text' as const),
+            kind:
+              f.type === 'bool'
+                ? ('bool' as const)
+                : f.type === 'http'
+                  ? ('url' as const)
+                  : f.type === 'int'
+                    ? ('int' as const)
+                    : ('text' as const),
           },
         ]
       : [],
@@ -335,7 +342,10 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
         return field(
           `cc.${d.key}`,
           d.label,
-          text(cc[d.key] === undefined ? '' : String(cc[d.key]), d.kind === 'url' ? 'url' : 'text'),
+          text(
+            cc[d.key] === undefined ? '' : String(cc[d.key]),
+            d.kind === 'url' ? 'url' : d.kind === 'int' ? 'number' : 'text',
+          ),
           names,
           d.hint,
         );
@@ -410,7 +420,8 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
       const input = fields.get(`cc.${d.key}`)?.input as HTMLInputElement | undefined;
       if (!input) continue;
       if (d.kind === 'bool') channelConfig[d.key] = input.checked;
-      else if (input.value.trim() !== '') channelConfig[d.key] = input.value.trim();
+      else if (input.value.trim() !== '')
+        channelConfig[d.key] = d.kind === 'int' ? Number(input.value.trim()) : input.value.trim();
       else if (existing && !d.secret && existing.channelConfig[d.key] !== undefined) channelConfig[d.key] = null;
     }
     const agent: Record<string, unknown> = { type: agentType.value };
