@@ -13,6 +13,7 @@ describe('channels', () => {
       'discord',
       'slack',
       'api',
+      'webchat',
     ]);
     const discord = list.body.items.find((c: any) => c.id === 'discord');
     expect(discord.version).toBe('14.28.1');
