@@ -8,6 +8,7 @@
 // SSE stream (the /ws frames: a gap-free seq per turn, a resync snapshot after lagging or when
 // joining mid-reply); after every (re)connect the history is read again, which catches up on what
 // was missed. Every text is set as text (textContent), never parsed as HTML.
+import { Conversation, type Entry, type Local } from './model.ts';
 import { WIDGET_CSS } from './style.ts';
 
 interface Session {
@@ -17,38 +18,6 @@ interface Session {
   title: string;
   welcome: string | null;
   maxMessageChars: number;
-}
-
-interface Entry {
-  id: string;
-  direction: 'in' | 'out';
-  text: string;
-  status: string;
-}
-
-interface Turn {
-  text: string;
-  seq: number;
-  /** Part of the reply is missing (a gap in seq): wait for a resync, the final text or the history. */
-  stale: boolean;
-  state: 'running' | 'finished' | 'error';
-  /** The turn's current text message (a new one is joined with a blank line). */
-  messageId: string | null;
-}
-
-interface Local {
-  clientId: string;
-  text: string;
-  messageId: string | null;
-  note: string | null;
-}
-
-interface Item {
-  key: string;
-  dir: 'in' | 'out';
-  text: string;
-  note: string | null;
-  typing: boolean;
 }
 
 class HttpError extends Error {
@@ -61,13 +30,6 @@ class HttpError extends Error {
     super(message);
   }
 }
-
-const UNANSWERED: Record<string, string> = {
-  blocked: 'not answered',
-  dead_lettered: 'no reply could be given',
-  failed: 'no reply could be given',
-  shed: 'not answered: too many messages',
-};
 
 function randomId(): string {
   if (typeof crypto !== 'undefined' && 'randomUUID' in crypto) return crypto.randomUUID();
@@ -89,9 +51,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 class Chat {
   private session: Session | null = null;
-  private history: Entry[] = [];
-  private readonly turns = new Map<string, Turn>();
-  private readonly locals: Local[] = [];
+  private conversation = new Conversation();
+  private visitorId: string | null = null;
   private readonly nodes = new Map<string, HTMLElement>();
   private stream: AbortController | null = null;
   private destroyed = false;
@@ -286,6 +247,9 @@ class Chat {
     s ??= await this.call<Session>('POST', '/session', {}, true);
     this.session = s;
     this.store(s.token);
+    // A new visitor (the old token was refused): the old conversation is not theirs to show.
+    if (this.visitorId !== null && this.visitorId !== s.visitorId) this.conversation = new Conversation();
+    this.visitorId = s.visitorId;
     this.title.textContent = s.title;
     this.panel.setAttribute('aria-label', s.title);
   }
@@ -297,13 +261,7 @@ class Chat {
       'GET',
       `/conversations/${encodeURIComponent(s.conversationId)}/messages`,
     );
-    this.history = res.items;
-    for (const e of this.history) {
-      // A finished reply in the history is final: drop its live state.
-      if (e.direction === 'out') this.turns.delete(e.id);
-      const local = this.locals.findIndex((l) => l.messageId === e.id);
-      if (local >= 0) this.locals.splice(local, 1);
-    }
+    this.conversation.setHistory(res.items);
     this.render();
   }
 
@@ -406,63 +364,13 @@ class Chat {
       // Subscribed first, then read: whatever finished while we were away is in the history.
       this.loadHistory().catch(() => this.setStatus('Could not load the conversation.'));
     } else if (f.type === 'resync' && f.snapshot) {
-      const snap = f.snapshot;
-      const t = this.turn(snap.turnId);
-      t.text = snap.text ?? '';
-      t.seq = snap.seq ?? 0;
-      t.stale = false;
-      t.state = snap.status === 'finished' ? 'finished' : snap.status === 'error' ? 'error' : 'running';
+      this.conversation.resync(f.snapshot);
       this.render();
     } else if (f.type === 'event' && f.payload?.turnId) {
-      this.onTurnEvent(f.payload);
+      if (this.conversation.apply(f.payload)) this.render();
     } else if (f.type === 'message.status') {
-      const t = this.turns.get(f.traceId);
-      if (!t || t.state === 'running' || t.stale) this.loadHistory().catch(() => {});
+      if (this.conversation.needsHistory(f.traceId)) this.loadHistory().catch(() => {});
     }
-  }
-
-  private turn(id: string): Turn {
-    let t = this.turns.get(id);
-    if (!t) {
-      t = { text: '', seq: 0, stale: false, state: 'running', messageId: null };
-      this.turns.set(id, t);
-    }
-    return t;
-  }
-
-  private onTurnEvent(p: any): void {
-    const t = this.turn(p.turnId);
-    const seq = Number(p.seq);
-    if (seq <= t.seq) return; // already applied (a resync covered it)
-    if (seq !== t.seq + 1) t.stale = true; // frames were missed: the text is incomplete
-    t.seq = seq;
-    switch (p.type) {
-      case 'RUN_STARTED':
-        t.state = 'running';
-        break;
-      case 'TEXT_MESSAGE_START':
-        if (t.messageId !== null && t.messageId !== p.messageId && t.text) t.text += '\n\n';
-        t.messageId = p.messageId;
-        break;
-      case 'TEXT_MESSAGE_CONTENT':
-        if (!t.stale) t.text += String(p.delta ?? '');
-        break;
-      case 'RUN_FINISHED':
-        t.text = String(p.result?.text ?? t.text);
-        t.stale = false;
-        t.state = 'finished';
-        break;
-      case 'RUN_ERROR':
-        t.state = 'error';
-        break;
-      case 'CUSTOM':
-        if (p.name === 'TURN_RESTARTED') {
-          t.text = '';
-          t.messageId = null;
-        }
-        break;
-    }
-    this.render();
   }
 
   // ------------------------------------------------------------------ sending
@@ -477,7 +385,7 @@ class Chat {
     }
     this.input.value = '';
     const local: Local = { clientId: randomId(), text, messageId: null, note: 'sending…' };
-    this.locals.push(local);
+    this.conversation.locals.push(local);
     this.render();
     this.scrollDown(true);
     // The same client id on every try: a send that reached the gateway is stored once.
@@ -490,7 +398,7 @@ class Chat {
         });
         local.messageId = res.messageId;
         local.note = null;
-        this.turn(res.messageId);
+        this.conversation.turn(res.messageId);
         this.setStatus('');
         break;
       } catch (err) {
@@ -524,43 +432,13 @@ class Chat {
     if (this.status.textContent !== text) this.status.textContent = text;
   }
 
-  private items(): Item[] {
-    const items: Item[] = [];
-    const s = this.session;
-    if (s?.welcome) items.push({ key: 'welcome', dir: 'out', text: s.welcome, note: null, typing: false });
-    const answered = new Set(this.history.filter((e) => e.direction === 'out').map((e) => e.id));
-    const shown = new Set<string>();
-    const liveReply = (id: string) => {
-      const t = this.turns.get(id);
-      if (!t || answered.has(id) || shown.has(`out:${id}`)) return;
-      shown.add(`out:${id}`);
-      const note = t.state === 'error' ? 'the reply failed' : null;
-      items.push({ key: `out:${id}`, dir: 'out', text: t.text || '…', note, typing: !t.text && t.state === 'running' });
-    };
-    for (const e of this.history) {
-      const key = `${e.direction}:${e.id}`;
-      if (shown.has(key)) continue;
-      shown.add(key);
-      items.push({ key, dir: e.direction, text: e.text, note: UNANSWERED[e.status] ?? null, typing: false });
-      if (e.direction === 'in') liveReply(e.id);
-    }
-    for (const l of this.locals) {
-      const key = l.messageId ? `in:${l.messageId}` : `local:${l.clientId}`;
-      if (shown.has(key)) continue;
-      shown.add(key);
-      items.push({ key, dir: 'in', text: l.text, note: l.note, typing: false });
-      if (l.messageId) liveReply(l.messageId);
-    }
-    return items;
-  }
-
   private render(): void {
     if (this.renderQueued) return;
     this.renderQueued = true;
     queueMicrotask(() => {
       this.renderQueued = false;
       const nearBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 60;
-      const items = this.items();
+      const items = this.conversation.items(this.session?.welcome ?? null);
       const keep = new Set(items.map((i) => i.key));
       for (const [key, node] of this.nodes) {
         if (!keep.has(key)) {
