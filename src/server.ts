@@ -8,6 +8,7 @@ import { ApiError, errorBody, httpStatus } from './api/errors.ts';
 import { sparseFieldsets } from './api/fields.ts';
 import { healthRoutes } from './api/health.ts';
 import { requestInfo, trackRequest } from './api/principal.ts';
+import { PUBLIC_TAG, publicRoutes } from './api/public-routes.ts';
 import { RESOURCE_ALIASES, routeClass } from './api/scopes.ts';
 import { accessV1 } from './api/v1/access.ts';
 import { instancesV1 } from './api/v1/instances.ts';
@@ -274,6 +275,7 @@ export function buildServer(gw: Gateway) {
             { name: 'channels', description: 'Channel kinds and capabilities' },
             { name: 'outgoing webhooks', description: 'Event subscriptions and their signed deliveries' },
             { name: 'stats', description: 'Overview figures for the console' },
+            PUBLIC_TAG,
           ],
         },
       }),
@@ -291,6 +293,7 @@ export function buildServer(gw: Gateway) {
     .use(statsV2(gw))
     .use(accessV1(gw))
     .use(webhookRoutes(gw))
+    .use(publicRoutes(gw))
     .use(sendV1(gw))
     .use(aguiRoutes(gw))
     .use(resourceRoutes(gw))

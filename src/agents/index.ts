@@ -4,6 +4,7 @@ import type { Config } from '../config.ts';
 import type { AgentConfig, AgentType } from '../core/instance.ts';
 import { AguiAgentClient } from './agui.ts';
 import { AutoAgentClient } from './auto.ts';
+import { EchoAgentClient, ScriptAgentClient } from './builtin.ts';
 import { type EndpointOptions, errorEvent } from './http.ts';
 import { JsonAgentClient } from './json.ts';
 import { LeoAgentClient } from './leo.ts';
@@ -39,6 +40,9 @@ export function createAgentClient(agent: AgentConfig, opts: AgentClientOptions):
     clock: opts.clock ?? realClock,
   };
   if (type === 'leo') return new LeoAgentClient({ ...base, url: agent.url }, opts.leo);
+  // Built in: no endpoint (a URL, if set, is ignored).
+  if (type === 'echo') return new EchoAgentClient(base.clock);
+  if (type === 'script') return new ScriptAgentClient(agent.script, base.clock);
   if (!agent.url) return failingClient(new AgentError('instance has no agent_api_url configured', false));
   // The seed JSON body (json, and auto which sends it too) follows the v1 guide's path rule.
   const url = type === 'json' || type === 'auto' ? withAgentChatPath(agent.url) : agent.url;

@@ -54,15 +54,17 @@ export function baseUrl(publicUrl: string | null, request: Request): string {
 
 // ---- v1 ----
 
+const AGENT_TYPE_LITERALS = () =>
+  (['auto', 'json', 'agui', 'openai', 'leo', 'echo', 'script'] as const).map((v) => t.Literal(v));
+
 const V1_AGENT_FIELDS = {
   agent_api_url: t.String({ maxLength: 2048, description: 'Agent endpoint (http/https)' }),
   agent_api_key: t.String({ maxLength: 4096, description: 'Agent API key (secret; returned masked)' }),
   default_agent: t.String({ maxLength: 200, description: 'Agent name; "leo" selects the built-in Leo client' }),
   agent_timeout: t.Integer({ minimum: 1, maximum: 600, description: 'Agent timeout in seconds (1–600)' }),
-  agent_type: t.Union(
-    [t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')],
-    { description: 'Agent protocol (default auto)' },
-  ),
+  agent_type: t.Union(AGENT_TYPE_LITERALS(), {
+    description: 'Agent protocol (default auto); echo and script are built in and need no URL',
+  }),
   agent_model: t.String({ maxLength: 200, description: 'Model name for OpenAI-compatible agents' }),
   reply_mode: t.Union([t.Literal('final'), t.Literal('blocks'), t.Literal('edit')], {
     description: 'How replies are delivered',
@@ -200,13 +202,36 @@ export const V2Agent = t.Object(
     url: t.Optional(t.Union([t.String({ maxLength: 2048 }), t.Null()], { description: 'Agent endpoint (http/https)' })),
     apiKey: t.Optional(t.Union([t.String({ maxLength: 4096 }), t.Null()], { description: 'Secret; returned masked' })),
     type: t.Optional(
-      t.Union([t.Literal('auto'), t.Literal('json'), t.Literal('agui'), t.Literal('openai'), t.Literal('leo')]),
+      t.Union(AGENT_TYPE_LITERALS(), {
+        description: 'Agent protocol (default auto); echo and script are built in and need no URL',
+      }),
     ),
     timeoutSeconds: t.Optional(t.Integer({ minimum: 1, maximum: 600 })),
     idleTimeoutSeconds: t.Optional(t.Integer({ minimum: 1, maximum: 600 })),
     defaultAgent: t.Optional(t.Union([t.String({ maxLength: 200 }), t.Null()])),
     model: t.Optional(t.Union([t.String({ maxLength: 200 }), t.Null()])),
     headers: t.Optional(t.Record(t.String({ maxLength: 64 }), t.String({ maxLength: 4096 }))),
+    script: t.Optional(
+      t.Union([
+        t.Object(
+          {
+            rules: t.Array(
+              t.Object(
+                {
+                  pattern: t.String({ maxLength: 500, description: 'Regular expression, case-insensitive' }),
+                  reply: t.String({ maxLength: 4000, description: 'Reply; $& and $1…$9 insert the match' }),
+                },
+                { additionalProperties: false },
+              ),
+              { maxItems: 100, description: 'Tried in order; the first match answers' },
+            ),
+            fallback: t.Optional(t.Union([t.String({ maxLength: 4000 }), t.Null()])),
+          },
+          { additionalProperties: false, description: 'Rules of the built-in script agent' },
+        ),
+        t.Null(),
+      ]),
+    ),
   },
   { additionalProperties: false, description: 'Agent endpoint and protocol' },
 );

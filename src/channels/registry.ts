@@ -9,6 +9,7 @@ import { evolutionChannel } from './evolution/index.ts';
 import { slackChannel } from './slack/index.ts';
 import { telegramChannel } from './telegram/index.ts';
 import type { AdapterFactory, ChannelDefinition, ChannelField } from './types.ts';
+import { webchatChannel } from './webchat/index.ts';
 import { whatsappChannel } from './whatsapp/index.ts';
 import { whatsappCloudChannel } from './whatsapp-cloud/index.ts';
 
@@ -22,6 +23,7 @@ export const CHANNELS: readonly ChannelDefinition[] = [
   slackChannel,
   telegramChannel,
   apiChannel,
+  webchatChannel,
 ];
 
 const byKind = new Map(CHANNELS.map((d) => [d.kind, d]));

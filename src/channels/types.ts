@@ -14,6 +14,7 @@ import type {
   IngestResult,
   OutboundMessage,
 } from '../core/message.ts';
+import type { ChannelPublicRoutes } from './public.ts';
 import type { SocketFactory } from './whatsapp/socket.ts';
 
 export interface ChannelCapabilities {
@@ -275,6 +276,8 @@ export interface ChannelDefinition {
   local?: boolean;
   pairing?: ChannelPairing;
   remote?: ChannelRemote;
+  /** Routes served without an API key (public.ts), mounted for every channel by src/api/public-routes.ts. */
+  publicRoutes?: ChannelPublicRoutes;
   /** Trace step names. `sent`: the step recorded when a reply was delivered. */
   traceSteps: { sent: string };
 }

@@ -2,7 +2,15 @@
 import type { ChannelKind } from './message.ts';
 
 export type InstanceStatus = 'connecting' | 'connected' | 'disconnected' | 'logged_out' | 'error';
-export type AgentType = 'auto' | 'json' | 'agui' | 'openai' | 'leo';
+/** `echo` and `script` are built in (src/agents/builtin.ts): no endpoint, no outside service. */
+export type AgentType = 'auto' | 'json' | 'agui' | 'openai' | 'leo' | 'echo' | 'script';
+
+/** The `script` agent's rules: the first pattern (a case-insensitive regex) that matches picks the reply. */
+export interface AgentScript {
+  rules: Array<{ pattern: string; reply: string }>;
+  /** Said when no rule matches. */
+  fallback?: string | null;
+}
 export type ReplyMode = 'final' | 'blocks' | 'edit';
 export type AccessMode = 'disabled' | 'blocklist' | 'allowlist';
 
@@ -18,6 +26,8 @@ export interface AgentConfig {
   /** OpenAI-compatible model name. */
   model: string | null;
   headers: Record<string, string>;
+  /** Rules of the built-in `script` agent. */
+  script?: AgentScript | null;
 }
 
 export interface InstanceSettings {

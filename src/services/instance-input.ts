@@ -1,6 +1,8 @@
 // Instance input: what a create or update may say, checked and merged over the defaults (create)
 // or the current record (update). Both API versions map their bodies to InstanceInput; the
 // channel's definition says which config fields exist, their types and which are required.
+
+import { scriptProblems } from '../agents/builtin.ts';
 import { CHANNEL_KINDS, channelOf, inferChannel } from '../channels/registry.ts';
 import type { FieldType } from '../channels/types.ts';
 import { Validation } from '../core/errors.ts';
@@ -59,7 +61,7 @@ function extensionSettingProblem(key: string, v: unknown): string | null {
 }
 
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
-const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'] as const;
+const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo', 'echo', 'script'] as const;
 const REPLY_MODES = ['final', 'blocks', 'edit'] as const;
 const ACCESS_MODES = ['disabled', 'blocklist', 'allowlist'] as const;
 
@@ -240,6 +242,11 @@ export function validateInstanceInput(
     if (!Number.isInteger(a.idleTimeoutSeconds) || a.idleTimeoutSeconds < 1 || a.idleTimeoutSeconds > 600)
       problems.push({ field: 'agent.idleTimeoutSeconds', problem: 'must be an integer between 1 and 600 seconds' });
     else agent.idleTimeoutSeconds = a.idleTimeoutSeconds;
+  }
+  if (a.script !== undefined) {
+    const p = scriptProblems(a.script);
+    if (p.length) problems.push(...p);
+    else agent.script = a.script;
   }
   if (a.defaultAgent !== undefined) agent.defaultAgent = a.defaultAgent;
   if (a.model !== undefined) agent.model = a.model;

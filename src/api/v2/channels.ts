@@ -41,6 +41,7 @@ const V2Channel = t.Object(
     capabilities: Capabilities,
     fields: t.Array(V2ChannelField, { description: 'Instance fields (channelConfig)' }),
     instances: t.Integer({ description: 'Instances of this kind visible to the caller' }),
+    widget: t.Optional(t.String({ description: 'Path of the embeddable chat script, for channels that have one' })),
   },
   { description: 'Channel' },
 );
@@ -62,6 +63,7 @@ export function channelsV2(gw: Gateway, prefix = '/api/v2/channels') {
       ...(f.form ? { form: f.form } : {}),
     })),
     instances: gw.instances.count({ channel: [def.kind], ids: principalOf(request).instanceIds }),
+    ...(def.publicRoutes?.widget ? { widget: def.publicRoutes.widget } : {}),
   });
   return new Elysia({ name: `channels-v2:${prefix}`, prefix })
     .get('', ({ request }) => ({ items: CHANNELS.map((d) => view(d, request)) }), {

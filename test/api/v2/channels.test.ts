@@ -15,6 +15,7 @@ describe('channels', () => {
       'slack',
       'telegram',
       'api',
+      'webchat',
     ]);
     const discord = list.body.items.find((c: any) => c.id === 'discord');
     expect(discord.version).toBe('14.28.1');

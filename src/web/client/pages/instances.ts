@@ -3,6 +3,7 @@
 import { ApiFailure, api, errorBox, type FieldProblem } from '../api.ts';
 import { badge, h, replace, tableWrap } from '../dom.ts';
 import type { PageContext } from '../page.ts';
+import { tryItPanel } from './try-it.ts';
 
 export interface InstanceView {
   id: string;
@@ -18,12 +19,14 @@ export interface InstanceView {
   updatedAt: string;
 }
 
-const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo'];
+const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo', 'echo', 'script'];
 const REPLY_MODES = ['final', 'blocks', 'edit'];
 
 /** A channel as GET /api/v2/channels describes it (what the console needs of it). */
 interface ChannelInfo {
   id: string;
+  /** Path of the channel's embeddable chat script, if it has one. */
+  widget?: string;
   capabilities: { pairing: string };
   fields: Array<{
     name: string;
@@ -39,7 +42,7 @@ interface ChannelField {
   v1Name: string;
   label: string;
   secret?: boolean;
-  kind?: 'text' | 'url' | 'bool';
+  kind?: 'text' | 'url' | 'bool' | 'int';
   hint?: string;
 }
 
@@ -71,7 +74,14 @@ function formFields(c: ChannelInfo | undefined): ChannelField[] {
             label: f.form.label,
             hint: f.form.hint,
             secret: f.secret,
-            kind: f.type === 'bool' ? ('bool' as const) : f.type === 'http' ? ('url' as const) : ('text' as const),
+            kind:
+              f.type === 'bool'
+                ? ('bool' as const)
+                : f.type === 'http'
+                  ? ('url' as const)
+                  : f.type === 'int'
+                    ? ('int' as const)
+                    : ('text' as const),
           },
         ]
       : [],
@@ -106,7 +116,10 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
         body,
         res.items.length
           ? table(res.items, chans)
-          : h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'),
+          : [
+              h('p', { class: 'empty' }, 'No instances yet. Create one to connect a channel to an agent.'),
+              demoOffer(chans, flash),
+            ],
       );
     } catch (err) {
       replace(body, errorBox(err));
@@ -204,6 +217,49 @@ export async function instancesPage(ctx: PageContext): Promise<void> {
   await load();
 }
 
+/**
+ * The empty list offers a working demo in one click: an instance of the channel that has an
+ * embeddable chat, answered by the built-in echo agent (no outside service), opened on its page.
+ */
+function demoOffer(chans: ChannelInfo[], flash: HTMLElement): HTMLElement | null {
+  const chat = chans.find((c) => c.widget);
+  if (!chat) return null;
+  const button = h('button', { type: 'button', class: 'primary' }, 'Create a demo (web chat + echo agent)');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    const welcome = chat.fields.find((f) => /welcome/i.test(f.name));
+    const body = {
+      channel: chat.id,
+      agent: { type: 'echo' },
+      channelConfig: welcome
+        ? { [welcome.name]: 'Hi! I am the echo agent: I repeat what you write, word by word.' }
+        : undefined,
+    };
+    // "demo", or "demo-2", "demo-3"… when the name is taken.
+    for (let n = 1; n <= 20; n++) {
+      try {
+        const res = await api<{ data: InstanceView }>('POST', '/api/v2/instances', {
+          ...body,
+          name: n === 1 ? 'demo' : `demo-${n}`,
+        });
+        location.hash = `#/instances/${encodeURIComponent(res.data.id)}/edit`;
+        return;
+      } catch (err) {
+        if (err instanceof ApiFailure && err.code === 'CONFLICT') continue;
+        replace(flash, errorBox(err));
+        button.disabled = false;
+        return;
+      }
+    }
+  });
+  return h(
+    'div',
+    { class: 'card demo' },
+    h('p', {}, 'Or see a message flow right now, with no outside account:'),
+    button,
+  );
+}
+
 interface FormField {
   input: HTMLInputElement | HTMLSelectElement;
   error: HTMLElement;
@@ -286,7 +342,10 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
         return field(
           `cc.${d.key}`,
           d.label,
-          text(cc[d.key] === undefined ? '' : String(cc[d.key]), d.kind === 'url' ? 'url' : 'text'),
+          text(
+            cc[d.key] === undefined ? '' : String(cc[d.key]),
+            d.kind === 'url' ? 'url' : d.kind === 'int' ? 'number' : 'text',
+          ),
           names,
           d.hint,
         );
@@ -361,7 +420,8 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
       const input = fields.get(`cc.${d.key}`)?.input as HTMLInputElement | undefined;
       if (!input) continue;
       if (d.kind === 'bool') channelConfig[d.key] = input.checked;
-      else if (input.value.trim() !== '') channelConfig[d.key] = input.value.trim();
+      else if (input.value.trim() !== '')
+        channelConfig[d.key] = d.kind === 'int' ? Number(input.value.trim()) : input.value.trim();
       else if (existing && !d.secret && existing.channelConfig[d.key] !== undefined) channelConfig[d.key] = null;
     }
     const agent: Record<string, unknown> = { type: agentType.value };
@@ -403,6 +463,7 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
     existing?.webhookUrl
       ? h('p', { class: 'muted small' }, 'Webhook URL: ', h('code', { class: 'wrap' }, existing.webhookUrl))
       : null,
+    existing ? tryItPanel(ctx, existing, channelInfo(existing.channel)?.widget) : null,
     form,
   );
   ctx.live((f) => {
