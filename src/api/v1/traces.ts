@@ -1,6 +1,6 @@
 // v1 traces: the setup guide's shapes.
 import { Elysia, t } from 'elysia';
-import { gatherOffsetPage } from '../../cluster/gather.ts';
+import { gatherOffsetPage } from '../../cluster/peers/gather.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { v1Trace } from '../../services/trace-views.ts';

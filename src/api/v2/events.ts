@@ -12,7 +12,7 @@ import {
   isPageBody,
   mergePages,
   type PageBody,
-} from '../../cluster/gather.ts';
+} from '../../cluster/peers/gather.ts';
 import type { Gateway } from '../../gateway.ts';
 import { asContext, type EventFilter, type EventView, eventView, summarize } from '../../services/events.ts';
 import { canSeeInstance } from '../../services/keys.ts';
@@ -136,7 +136,7 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
           search: query.search,
         });
         if (cluster) {
-          // Cluster: events are per node; gathered and paged by (createdAt, id) (src/cluster/gather.ts).
+          // Cluster: events are per node; gathered and paged by (createdAt, id) (src/cluster/peers/gather.ts).
           const local = events
             .list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 })
             .map(eventView);
@@ -300,7 +300,7 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
         const cluster = gw.cluster;
         if (cluster) {
           // Cluster: newest first by (createdAt, id), like the list — not by FTS rank, which each node
-          // computes from its own corpus (see src/cluster/gather.ts). Peers answer format=full pages.
+          // computes from its own corpus (see src/cluster/peers/gather.ts). Peers answer format=full pages.
           const local = events
             .list({ ...filter, before: decodeTimeCursor(body.cursor), byTime: true, limit: limit + 1 })
             .map(eventView);

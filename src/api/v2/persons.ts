@@ -1,10 +1,10 @@
 // v2 persons: search, one person, presence across channels, timeline, link and unlink identities.
 // Cluster mode: every read is gathered from all live nodes and merged by person id
-// (src/cluster/gather-persons.ts); link and unlink go through the cluster's person log
+// (src/cluster/peers/gather-persons.ts); link and unlink go through the cluster's person log
 // (src/cluster/person-log.ts), which each node applies before it answers a persons read.
 import { Elysia, t } from 'elysia';
-import { decodeTimeCursor, GatheredPageMeta, gatherPage, isForwarded } from '../../cluster/gather.ts';
-import { gatherHolders, gatherPersonPage, gatherPersonsById } from '../../cluster/gather-persons.ts';
+import { decodeTimeCursor, GatheredPageMeta, gatherPage, isForwarded } from '../../cluster/peers/gather.ts';
+import { gatherHolders, gatherPersonPage, gatherPersonsById } from '../../cluster/peers/gather-persons.ts';
 import type { Cluster } from '../../cluster/index.ts';
 import type { Gateway } from '../../gateway.ts';
 import { eventView } from '../../services/events.ts';

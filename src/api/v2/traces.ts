@@ -1,5 +1,5 @@
 // v2 traces, conversations and dead letters. Cluster mode: every one of them is read (and a dead
-// letter replayed or deleted) on any node — see src/cluster/gather.ts.
+// letter replayed or deleted) on any node — see src/cluster/peers/gather.ts.
 import { Elysia, t } from 'elysia';
 import {
   askHolders,
@@ -11,7 +11,7 @@ import {
   isForwarded,
   notHeld,
   type TimeKey,
-} from '../../cluster/gather.ts';
+} from '../../cluster/peers/gather.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { v2Trace } from '../../services/trace-views.ts';
@@ -130,7 +130,7 @@ export function tracesV2(gw: Gateway) {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
         const cluster = gw.cluster;
-        // Cluster: the cursor is (receivedAt, id) so it means the same on every node (src/cluster/gather.ts).
+        // Cluster: the cursor is (receivedAt, id) so it means the same on every node (src/cluster/peers/gather.ts).
         const after = cluster ? undefined : decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
         const before = cluster ? decodeTimeCursor(query.cursor) : undefined;
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
@@ -265,7 +265,7 @@ export function tracesV2(gw: Gateway) {
         };
         if (cluster) {
           // Cluster: one conversation id on several nodes after its shard moved (the id is a hash of
-          // instance and chat): listed once, with its latest activity (src/cluster/gather.ts).
+          // instance and chat): listed once, with its latest activity (src/cluster/peers/gather.ts).
           const local = localRows({ after, ids, limit: limit + 1 }).map(conversationView);
           const copiesOf = copiesFromPeers(
             cluster,

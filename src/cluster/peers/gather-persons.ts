@@ -10,10 +10,10 @@
 // node holding a person of the page returned it. Filters that only some rows of a person match
 // (search text, identity id) would leave out the other nodes' rows: then the page's persons are
 // asked again by id. A peer that does not answer is skipped and the answer says `partial`.
-import { encodeCursor } from '../services/pagination.ts';
-import type { IdentityView, PersonView } from '../services/persons.ts';
+import { encodeCursor } from '../../services/pagination.ts';
+import type { IdentityView, PersonView } from '../../services/persons.ts';
 import { askPeers } from './gather.ts';
-import type { PeerDirectory } from './peers/protocol.ts';
+import type { PeerDirectory } from './protocol.ts';
 
 const LIST_PATH = '/api/v2/persons';
 

@@ -24,11 +24,11 @@
 // A peer that does not answer within the timeout (or answers an error) is skipped and the
 // answer says `partial: true`; it is never a 500.
 import { t } from 'elysia';
-import { type DomainError, NotFound, Unavailable } from '../core/errors.ts';
-import { decodeCursor, encodeCursor, PageMeta } from '../services/pagination.ts';
-import { v1Trace } from '../services/trace-views.ts';
-import type { TraceFilter, TraceService } from '../services/traces.ts';
-import { FORWARDED_HEADER, type PeerDirectory, peerRequestParts } from './peers/protocol.ts';
+import { type DomainError, NotFound, Unavailable } from '../../core/errors.ts';
+import { decodeCursor, encodeCursor, PageMeta } from '../../services/pagination.ts';
+import { v1Trace } from '../../services/trace-views.ts';
+import type { TraceFilter, TraceService } from '../../services/traces.ts';
+import { FORWARDED_HEADER, type PeerDirectory, peerRequestParts } from './protocol.ts';
 
 type V1View = ReturnType<typeof v1Trace>;
 
