@@ -1,4 +1,9 @@
-// Cluster-wide persons reads. A person has rows on every node that handled its messages (each node
+// Persons across the cluster. The persons routes answer from this node's rows and call
+// `gatheredPersons` for what differs by mode: reads gathered from every node, and link/unlink
+// decided through the cluster's person log (src/cluster/persons/person-log.ts), which each node
+// applies before it answers a persons read. In embedded mode each is the local operation.
+//
+// A person has rows on every node that handled its messages (each node
 // keeps its own SQLite), under the same id on all of them (ids are derived from the platform
 // identity, src/services/persons.ts), each row with the identities that node saw. A read asks every
 // live peer the persons list (askPeers, ./gather.ts: caller's key, forwarded so the peer answers
@@ -10,9 +15,13 @@
 // node holding a person of the page returned it. Filters that only some rows of a person match
 // (search text, identity id) would leave out the other nodes' rows: then the page's persons are
 // asked again by id. A peer that does not answer is skipped and the answer says `partial`.
-import { encodeCursor } from '../../services/pagination.ts';
-import type { IdentityView, PersonView } from '../../services/persons.ts';
-import { askPeers } from './gather.ts';
+import type { Logger } from 'pino';
+import { Conflict, NotFound, Unavailable } from '../../core/errors.ts';
+import { isoNow, newId } from '../../services/ids.ts';
+import { encodeCursor, page } from '../../services/pagination.ts';
+import type { IdentityView, PersonOp, PersonService, PersonView } from '../../services/persons.ts';
+import type { PersonLog } from '../persons/person-log.ts';
+import { askPeers, isForwarded } from './gather.ts';
 import type { PeerDirectory } from './protocol.ts';
 
 const LIST_PATH = '/api/v2/persons';
@@ -104,7 +113,7 @@ async function askPeerLists(
  * Persons by id across the cluster: `local` is this node's rows of them (already scoped to the
  * caller); every peer is asked for its rows (`?id=`), scoped the same way by its own key check.
  */
-export async function gatherPersonsById(
+async function gatherPersonsById(
   cluster: PeerDirectory,
   request: Request,
   ids: string[],
@@ -125,7 +134,7 @@ export async function gatherPersonsById(
  * the filter may match only some of a person's rows, so the page's persons are asked again by id
  * (`localById` gives this node's rows of them).
  */
-export async function gatherPersonPage(
+async function gatherPersonPage(
   cluster: PeerDirectory,
   request: Request,
   limit: number,
@@ -154,7 +163,7 @@ export async function gatherPersonPage(
 }
 
 /** The persons holding these identities (at most 100), whole, from every node (link and unlink). */
-export async function gatherHolders(
+async function gatherHolders(
   cluster: PeerDirectory,
   request: Request,
   identityIds: string[],
@@ -166,5 +175,144 @@ export async function gatherHolders(
   return {
     holderOf: (id) => found.items.find((p) => p.identities.some((i) => i.id === id)) ?? null,
     partial: found.meta.partial === true,
+  };
+}
+
+/** What the persons routes need of a running cluster: whom to ask, and the shared link/unlink log. */
+export interface PersonsCluster extends PeerDirectory {
+  readonly personLog: PersonLog;
+}
+
+/** A page of the persons list, ordered by id (cursor {id}) in both modes. */
+export interface PersonPageAnswer {
+  items: PersonView[];
+  meta: { cursor: string | null; hasMore: boolean; partial?: boolean };
+}
+
+/** Not on the nodes that answered: 404, or 503 when a silent node may hold it. */
+function missing(what: string, partial: boolean, details: unknown = null) {
+  return partial
+    ? new Unavailable(
+        `${what} not found on the nodes that answered; a node did not answer and may hold it, retry later`,
+        details,
+        2,
+      )
+    : new NotFound(`${what} not found`, details);
+}
+
+/**
+ * The persons operations that differ by mode; `cluster()` is the running cluster, null in embedded
+ * mode. `scope` is the caller's instance ids (null: every instance).
+ */
+export function gatheredPersons(cluster: () => PersonsCluster | null, persons: PersonService, log: Logger) {
+  /** This node's rows of some persons, as the caller may see them. */
+  const localById = (ids: string[], scope: string[] | null) =>
+    persons.search({ ids, limit: ids.length, instanceIds: scope }).map((p) => persons.scoped(p, scope));
+  /** Before a read: the link/unlink decisions of every node applied here. */
+  const synced = async () => {
+    await cluster()?.personLog.catchUp();
+  };
+
+  /** The person as the caller may see it (cluster mode: from every node). */
+  const find = async (
+    request: Request,
+    id: string,
+    scope: string[] | null,
+  ): Promise<{ person: PersonView; partial: boolean }> => {
+    await synced();
+    const local = localById([id], scope);
+    const c = cluster();
+    const found = c ? await gatherPersonsById(c, request, [id], local) : { items: local, partial: false };
+    const person = found.items.find((p) => p.id === id);
+    if (!person) throw missing('Person', found.partial);
+    return { person, partial: found.partial };
+  };
+
+  /** Link and unlink: the persons holding the identities, whole, from every node. */
+  const holdersOf = async (c: PersonsCluster, identityIds: string[], request: Request) => {
+    await synced();
+    const local = persons.search({ identityIds, limit: 100, instanceIds: null });
+    const found = await gatherHolders(c, request, identityIds, local, (ids) => localById(ids, null));
+    const holder = (identityId: string, field: string): PersonView => {
+      const p = found.holderOf(identityId);
+      if (!p) throw missing(`Identity '${identityId}'`, found.partial, { field });
+      return p;
+    };
+    return { holder, partial: found.partial };
+  };
+
+  /** Appends a link or unlink to the cluster's person log and applies it here. */
+  const decide = async (c: PersonsCluster, op: PersonOp) => {
+    try {
+      await c.personLog.append(op);
+    } catch (err) {
+      log.warn({ err: String(err) }, 'persons: appending to the cluster person log failed');
+      throw new Unavailable('The cluster person log (Redis) did not answer; retry later', null, 2);
+    }
+    await synced();
+  };
+
+  return {
+    synced,
+    find,
+
+    /**
+     * The persons list: `local` is this node's page (its first limit+1 persons after the cursor,
+     * scoped to the caller), cut to a page here; in cluster mode merged with every peer's page.
+     * `partialRows`: the filter may match only some of a person's rows (search text, identity id),
+     * so the page's persons are asked again by id.
+     */
+    async list(
+      request: Request,
+      limit: number,
+      local: PersonView[],
+      opts: { partialRows: boolean; scope: string[] | null },
+    ): Promise<PersonPageAnswer> {
+      const c = cluster();
+      if (!c || isForwarded(request)) return page(local, limit, (p) => ({ id: p.id }));
+      return gatherPersonPage(c, request, limit, local, {
+        partialRows: opts.partialRows,
+        localById: (ids) => localById(ids, opts.scope),
+      });
+    },
+
+    /** Links two identities. Cluster: found on whichever nodes hold them; the merge is one log entry every node applies. */
+    async link(request: Request, identityA: string, identityB: string, scope: string[] | null): Promise<PersonView> {
+      const c = cluster();
+      if (!c) return persons.link(identityA, identityB);
+      const { holder } = await holdersOf(c, [identityA, identityB], request);
+      const [a, b] = [holder(identityA, 'identityA'), holder(identityB, 'identityB')];
+      await decide(c, { op: 'link', keeper: a.id, loser: b.id, identities: [identityA, identityB] });
+      return (await find(request, persons.resolve(a.id), scope)).person;
+    },
+
+    /** Moves an identity to a new person of its own (through the person log in cluster mode). */
+    async unlink(
+      request: Request,
+      identityId: string,
+      reason: string,
+      scope: string[] | null,
+    ): Promise<{ person: PersonView; identity: IdentityView }> {
+      const c = cluster();
+      if (!c) return persons.unlink(identityId, reason);
+      const { holder, partial } = await holdersOf(c, [identityId], request);
+      const from = holder(identityId, 'identityId');
+      if (from.identities.length <= 1) {
+        // Counted across nodes: a node that did not answer may hold the person's other identities.
+        if (partial)
+          throw new Unavailable(
+            "A node did not answer and may hold the person's other identities; retry later",
+            null,
+            2,
+          );
+        throw new Conflict('The identity is the only one of its person; nothing to unlink', { identityId });
+      }
+      const personId = newId();
+      await decide(c, { op: 'unlink', identity: identityId, person: personId, reason, at: isoNow() });
+      const { person, partial: silent } = await find(request, personId, scope);
+      const identity = person.identities.find((i) => i.id === identityId);
+      if (!identity) throw missing(`Identity '${identityId}'`, silent);
+      return { person, identity };
+    },
   };
 }
