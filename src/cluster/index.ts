@@ -13,7 +13,8 @@
 //   per (class, key id) in Redis, own connection; Redis down → fail open to this node's buckets.
 //   Bootstrap keys (SWITCHBOARD_API_KEY) have a per-node id, so they are limited per node.
 // - REST reads are GATHERED, not replicated: peers/ (who the peers are, by-id reads, webhook
-//   forwarding), gather.ts and gather-persons.ts (lists merged across nodes with one cursor).
+//   forwarding, gathered lists merged with one cursor: gather.ts, gather-persons.ts, and gathered.ts,
+//   the wrapper a route declares a gathered read with).
 //   Persons: link/unlink decisions form one shared log (persons/person-log.ts).
 // - Graceful shutdown: leave the membership first (the others now count this node's shards as
 //   theirs), drain each owned shard (turn in flight finishes, commits; up to 10 s), close its

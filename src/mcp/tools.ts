@@ -8,7 +8,7 @@ import type { Instance } from '../core/instance.ts';
 import type { ChatRef, ContentType, OutboundMessage } from '../core/message.ts';
 import type { Gateway } from '../gateway.ts';
 import { canSeeInstance, type Principal } from '../services/keys.ts';
-import { decodeCursor, encodeCursor } from '../services/pagination.ts';
+import { decodeCursor, decodeTimeCursor, encodeCursor } from '../services/pagination.ts';
 import type { RouteClass } from '../services/rate-limit.ts';
 import { v2Trace } from '../services/trace-views.ts';
 import type { TraceRecord } from '../services/traces.ts';
@@ -349,19 +349,19 @@ export const TOOLS: ToolDef[] = [
     }),
     run(ctx, a) {
       const conv = visibleConversation(ctx, a.conversationId);
-      const before = decodeCursor<{ seq: number }>(a.cursor, (v) => Number.isInteger(v.seq));
+      const before = decodeTimeCursor(a.cursor);
       const limit = a.limit ?? 20;
       const rows = ctx.gw.pipeline.traces.list({
         conversationId: conv.id,
         instanceIds: ctx.principal.instanceIds,
-        beforeSeq: before?.seq,
+        before,
         limit: limit + 1,
       });
       const page = rows.slice(0, limit);
       return {
         conversation: conversationView(ctx, conv),
         messages: page.reverse().flatMap(transcriptLines),
-        nextCursor: rows.length > limit ? encodeCursor({ seq: page[0].seq }) : null,
+        nextCursor: rows.length > limit ? encodeCursor({ at: page[0].received_at, id: page[0].id }) : null,
       };
     },
   }),
@@ -386,7 +386,7 @@ export const TOOLS: ToolDef[] = [
       cursor: Cursor,
     }),
     run(ctx, a) {
-      const before = decodeCursor<{ seq: number }>(a.cursor, (v) => Number.isInteger(v.seq));
+      const before = decodeTimeCursor(a.cursor);
       const limit = a.limit ?? 20;
       for (const field of ['since', 'until'] as const)
         if (a[field] !== undefined && Number.isNaN(Date.parse(a[field])))
@@ -404,7 +404,7 @@ export const TOOLS: ToolDef[] = [
         since: a.since,
         until: a.until,
         visibleInstances: ctx.principal.instanceIds,
-        beforeSeq: before?.seq,
+        before,
         limit: limit + 1,
       });
       const items = rows.slice(0, limit);
@@ -419,7 +419,10 @@ export const TOOLS: ToolDef[] = [
           traceId: e.trace_id,
           text: clip(e.text, 500),
         })),
-        nextCursor: rows.length > limit ? encodeCursor({ seq: items[items.length - 1].seq }) : null,
+        nextCursor:
+          rows.length > limit
+            ? encodeCursor({ at: items[items.length - 1].created_at, id: items[items.length - 1].id })
+            : null,
       };
     },
   }),

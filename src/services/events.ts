@@ -24,6 +24,7 @@ import type { StreamHub } from '../stream/hub.ts';
 import { crashPoint } from './crash.ts';
 import { isoNow, newId } from './ids.ts';
 import type { InboxRow } from './inbox.ts';
+import { olderThan, type TimeKey } from './pagination.ts';
 import type { Attribution, PersonService } from './persons.ts';
 
 export interface EventRow {
@@ -439,24 +440,17 @@ export class EventService {
       .immediate();
   }
 
-  /** Newest first; `beforeSeq` is the cursor (rows arriving meanwhile have larger seq: no gaps, no repeats). */
-  // Cluster mode pages by `before` = (created_at, id) instead (comparable across nodes; `byTime` orders so).
-  list(
-    f: EventFilter & { beforeSeq?: number; before?: { at: string; id: string }; byTime?: boolean; limit: number },
-  ): EventRow[] {
+  /** Newest first by (created_at, id), `before` the cursor: the same order on every node (src/services/pagination.ts). */
+  list(f: EventFilter & { before?: TimeKey; limit: number }): EventRow[] {
     const { where, params } = this.where(f);
-    if (f.beforeSeq !== undefined) {
-      where.push('e.seq < ?');
-      params.push(f.beforeSeq);
-    }
     if (f.before) {
-      where.push('(e.created_at < ? OR (e.created_at = ? AND e.id < ?))');
-      params.push(f.before.at, f.before.at, f.before.id);
+      const older = olderThan('e.created_at', 'e.id', f.before);
+      where.push(older.sql);
+      params.push(...older.params);
     }
-    const order = f.byTime || f.before ? 'e.created_at DESC, e.id DESC' : 'e.seq DESC';
     return this.db
       .query<EventRow, (string | number)[]>(
-        `SELECT e.* FROM events e ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`,
+        `SELECT e.* FROM events e ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY e.created_at DESC, e.id DESC LIMIT ?`,
       )
       .all(...params, f.limit);
   }

@@ -2,6 +2,7 @@
 // them for the API; every write goes through the inbox store (db/inbox-store.ts).
 import type { Database } from 'bun:sqlite';
 import type { InboxRow } from './inbox.ts';
+import { olderThan, type TimeKey } from './pagination.ts';
 
 export interface TraceStep {
   step: string;
@@ -21,11 +22,8 @@ export interface TraceFilter {
   conversationId?: string;
   /** Only these trace ids. */
   ids?: string[];
-  beforeSeq?: number;
-  /** Cluster cursor: only rows strictly older than this (received_at, id); implies that order. */
-  before?: { at: string; id: string };
-  /** Order newest first by (received_at, id) instead of seq (cluster mode: comparable across nodes). */
-  byReceived?: boolean;
+  /** The cursor: only rows strictly older than this (received_at, id). */
+  before?: TimeKey;
   limit: number;
   offset?: number;
 }
@@ -103,23 +101,20 @@ export class TraceService {
         p.push(...f.ids);
       }
     }
-    if (f.beforeSeq !== undefined) {
-      w.push('i.seq < ?');
-      p.push(f.beforeSeq);
-    }
     if (f.before) {
-      w.push('(i.received_at < ? OR (i.received_at = ? AND i.id < ?))');
-      p.push(f.before.at, f.before.at, f.before.id);
+      const older = olderThan('i.received_at', 'i.id', f.before);
+      w.push(older.sql);
+      p.push(...older.params);
     }
     return { sql: w.length ? `WHERE ${w.join(' AND ')}` : '', params: p };
   }
 
-  /** Newest first. */
+  /** Newest first by (received_at, id): the same order on every node (src/services/pagination.ts). */
   list(f: TraceFilter): TraceRecord[] {
     const { sql, params } = this.where(f);
     const rows = this.db
       .query<InboxRow & { instance_name: string }, (string | number)[]>(
-        `SELECT i.*, n.name AS instance_name FROM inbox i JOIN instances n ON n.id = i.instance_id ${sql} ORDER BY ${f.byReceived || f.before ? 'i.received_at DESC, i.id DESC' : 'i.seq DESC'} LIMIT ? OFFSET ?`,
+        `SELECT i.*, n.name AS instance_name FROM inbox i JOIN instances n ON n.id = i.instance_id ${sql} ORDER BY i.received_at DESC, i.id DESC LIMIT ? OFFSET ?`,
       )
       .all(...params, f.limit, f.offset ?? 0);
     return rows.map((r) => ({ ...r, steps: this.steps(r.id) }));

@@ -88,7 +88,7 @@ describe('bad bodies', () => {
     const t = gateway();
     const res = await t.call('POST', '/api/v2/instances', {
       name: 5,
-      channel: 'telegram',
+      channel: 'signal', // not a channel kind (telegram became one)
       isActive: 'yes',
       agent: { timeoutSeconds: 0 },
     });

@@ -1,6 +1,6 @@
 // v1 traces: the setup guide's shapes.
 import { Elysia, t } from 'elysia';
-import { gatherOffsetPage } from '../../cluster/gather.ts';
+import { clusterReads } from '../../cluster/peers/gathered.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { v1Trace } from '../../services/trace-views.ts';
@@ -13,7 +13,10 @@ const V1Trace = t.Object(
 );
 const isoDate = t.String({ maxLength: 40, description: 'ISO 8601 timestamp' });
 
+type V1View = ReturnType<typeof v1Trace>;
+
 export function tracesV1(gw: Gateway) {
+  const reads = clusterReads(() => gw.cluster);
   return new Elysia({ name: 'traces-v1', prefix: '/api/v1/traces' })
     .get(
       '',
@@ -42,17 +45,17 @@ export function tracesV1(gw: Gateway) {
           since: query.since ? new Date(query.since).toISOString() : undefined,
           until: query.until ? new Date(query.until).toISOString() : undefined,
         };
-        if (gw.cluster)
-          return gatherOffsetPage(
-            gw.cluster,
-            request,
-            filter,
-            query.limit ?? 50,
-            query.offset ?? 0,
-            gw.pipeline.traces,
-          );
-        const rows = gw.pipeline.traces.list({ ...filter, limit: query.limit ?? 50, offset: query.offset ?? 0 });
-        return { total: gw.pipeline.traces.count(filter), traces: rows.map(v1Trace) };
+        // Newest first by (created_at, trace_id) — the receivedAt order of v2 — on every node.
+        return reads.offsetList(
+          request,
+          query.limit ?? 50,
+          query.offset ?? 0,
+          (limit, offset) => ({
+            total: gw.pipeline.traces.count(filter),
+            traces: gw.pipeline.traces.list({ ...filter, limit, offset }).map(v1Trace),
+          }),
+          (v: V1View) => ({ at: v.created_at, id: v.trace_id }),
+        );
       },
       {
         query: t.Object({
@@ -86,15 +89,14 @@ export function tracesV1(gw: Gateway) {
     )
     .get(
       '/:traceId',
-      async ({ params, request }) => {
-        const r = gw.pipeline.traces.get(params.traceId);
-        // Cluster: a trace lives on the node that owned its instance's shard; ask the peers.
-        const remote = !r && gw.cluster ? await gw.cluster.fromPeers(request) : null;
-        if (remote) return remote as ReturnType<typeof v1Trace>;
-        if (!r || !canSeeInstance(principalOf(request), r.instance_id))
-          throw new ApiError('NOT_FOUND', 'Trace not found');
-        return v1Trace(r);
-      },
+      ({ params, request }) =>
+        // A trace lives on the node that owned its instance's shard.
+        reads.byId(request, 'Trace', () => {
+          const r = gw.pipeline.traces.get(params.traceId);
+          if (!r) return null;
+          if (!canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
+          return v1Trace(r);
+        }),
       {
         params: t.Object({ traceId: t.String({ maxLength: 100 }) }),
         detail: { tags: ['traces'], summary: 'Get trace (v1)', description: 'One trace with its steps.' },

@@ -1,23 +1,12 @@
 // v2 events: list with filters and full-text search, one event, a person's cross-channel
 // timeline, and the search endpoint whose `agent` format returns a transcript for an LLM.
 import { Elysia, t } from 'elysia';
-import {
-  askPeers,
-  callPeers,
-  decodeTimeCursor,
-  type GatheredMeta,
-  GatheredPageMeta,
-  gatherPage,
-  isForwarded,
-  isPageBody,
-  mergePages,
-  type PageBody,
-} from '../../cluster/gather.ts';
+import { clusterReads } from '../../cluster/peers/gathered.ts';
 import type { Gateway } from '../../gateway.ts';
 import { asContext, summarize } from '../../services/event-digest.ts';
 import { type EventFilter, type EventView, eventView } from '../../services/events.ts';
 import { canSeeInstance } from '../../services/keys.ts';
-import { decodeCursor, page } from '../../services/pagination.ts';
+import { decodeTimeCursor, GatheredPageMeta, page, type TimeKey } from '../../services/pagination.ts';
 import { ApiError, errorResponses, invalid } from '../errors.ts';
 import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
@@ -94,8 +83,19 @@ function checkDate(field: string, v: string | undefined): string | undefined {
 
 const listOf = (v: string | string[] | undefined) => (Array.isArray(v) ? (v.length ? v : undefined) : commaList(v));
 
+/** Events are newest first by (createdAt, id), the cursor that position (src/services/pagination.ts). */
+const eventKey = (v: EventView): TimeKey => ({ at: v.createdAt, id: v.id });
+
 export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
   const events = gw.events;
+  const reads = clusterReads(() => gw.cluster);
+
+  /** One page of events older than the cursor, from this node's rows. */
+  const localPage = (filter: EventFilter, cursor: string | undefined, limit: number) => {
+    const rows = events.list({ ...filter, before: decodeTimeCursor(cursor), limit: limit + 1 });
+    const res = page(rows, limit, (r) => ({ at: r.created_at, id: r.id }));
+    return { items: res.items.map(eventView), meta: res.meta };
+  };
 
   /** The caller's filter: instance names resolved, instance-bound keys confined to their instances. */
   const filterFor = (
@@ -126,7 +126,6 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
       '',
       async ({ query, request }) => {
         const limit = query.limit ?? 50;
-        const cluster = gw.cluster;
         const filter = filterFor(request, {
           channel: commaList(query.channel),
           instanceId: commaList(query.instanceId),
@@ -137,18 +136,7 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
           until: query.until,
           search: query.search,
         });
-        if (cluster) {
-          // Cluster: events are per node; gathered and paged by (createdAt, id) (src/cluster/gather.ts).
-          const local = events
-            .list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 })
-            .map(eventView);
-          return gatherPage(cluster, request, limit, local, (v) => ({ at: v.createdAt, id: v.id }));
-        }
-        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
-        const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({
-          seq: r.seq,
-        }));
-        return { items: res.items.map(eventView), meta: res.meta };
+        return reads.list(request, limit, () => localPage(filter, query.cursor, limit), { key: eventKey });
       },
       {
         query: t.Object({ ...PageQuery, ...FilterQuery }),
@@ -195,65 +183,31 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
           since: query.since,
           until: query.until,
         });
-        const cluster = gw.cluster;
-        if (cluster) {
-          // Cluster: a person's events are on the nodes that handled them. Each node answers from
-          // its rows (404 when it does not know the person); pages merge by (createdAt, id).
-          const local = events
-            .list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 })
-            .map(eventView);
-          const channels = new Set(known ? events.channelsOf(params.personId, scope) : []);
-          if (isForwarded(request)) {
+        // A person's events are on the nodes that handled them: a node that does not know the person
+        // answers 404, the others their page and the channels they saw.
+        return reads.list(
+          request,
+          limit,
+          () => {
             if (!known) throw new ApiError('NOT_FOUND', 'Person not found');
-            const own = mergePages(limit, local, [], (v) => ({ at: v.createdAt, id: v.id }));
             return {
               personId: params.personId,
-              channels: [...channels],
-              items: own.items,
-              meta: { cursor: own.cursor, hasMore: own.hasMore },
+              channels: events.channelsOf(params.personId, scope),
+              ...localPage(filter, query.cursor, limit),
             };
-          }
-          const { answers, missed } = await callPeers(cluster, request, { method: 'GET' });
-          const peers: Array<PageBody<EventView> & { channels: string[] }> = [];
-          let partial = missed;
-          for (const a of answers) {
-            if (
-              a.status === 200 &&
-              isPageBody<EventView>(a.body) &&
-              Array.isArray((a.body as { channels?: unknown }).channels)
-            )
-              peers.push(a.body as PageBody<EventView> & { channels: string[] });
-            else if (a.status !== 404) partial = true;
-          }
-          if (!known && peers.length === 0)
-            throw partial
-              ? new ApiError(
-                  'UNAVAILABLE',
-                  'Person not found on the nodes that answered; a node did not answer and may hold it, retry later',
-                  null,
-                  { 'retry-after': '2' },
-                )
-              : new ApiError('NOT_FOUND', 'Person not found');
-          for (const p of peers) for (const c of p.channels) channels.add(c);
-          const merged = mergePages(limit, local, peers, (v) => ({ at: v.createdAt, id: v.id }));
-          const meta: GatheredMeta = {
-            cursor: merged.cursor,
-            hasMore: merged.hasMore,
-            ...(partial ? { partial: true } : {}),
-          };
-          return { personId: params.personId, channels: [...channels].sort(), items: merged.items, meta };
-        }
-        if (!known) throw new ApiError('NOT_FOUND', 'Person not found');
-        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
-        const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({
-          seq: r.seq,
-        }));
-        return {
-          personId: params.personId,
-          channels: events.channelsOf(params.personId, scope),
-          items: res.items.map(eventView),
-          meta: res.meta,
-        };
+          },
+          {
+            key: eventKey,
+            of: 'Person',
+            extra: {
+              valid: (b) => Array.isArray((b as { channels?: unknown }).channels),
+              merge: (own, peers) => ({
+                personId: params.personId,
+                channels: [...new Set([own, ...peers].flatMap((p) => p?.channels ?? []))].sort(),
+              }),
+            },
+          },
+        );
       },
       {
         params: t.Object({ personId: t.String({ maxLength: 100 }) }),
@@ -296,42 +250,22 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
         });
         const limit = body.limit ?? 50;
         const format = body.format ?? 'full';
-        let total = events.count(filter);
-        let items: EventView[];
-        let meta: GatheredMeta;
-        const cluster = gw.cluster;
-        if (cluster) {
-          // Cluster: newest first by (createdAt, id), like the list — not by FTS rank, which each node
-          // computes from its own corpus (see src/cluster/gather.ts). Peers answer format=full pages.
-          const local = events
-            .list({ ...filter, before: decodeTimeCursor(body.cursor), byTime: true, limit: limit + 1 })
-            .map(eventView);
-          const peers: Array<PageBody<EventView>> = [];
-          let partial = false;
-          if (!isForwarded(request)) {
-            const asked = await askPeers(cluster, request, undefined, undefined, { ...body, format: 'full' });
-            partial = asked.partial;
-            for (const b of asked.bodies) {
-              const n = (b as { total?: unknown }).total;
-              if (!isPageBody<EventView>(b) || typeof n !== 'number') {
-                partial = true;
-                continue;
-              }
-              peers.push(b);
-              total += n; // an event two nodes hold (a shard's previous owner) counts twice
-            }
-          }
-          const merged = mergePages(limit, local, peers, (v) => ({ at: v.createdAt, id: v.id }));
-          items = merged.items;
-          meta = { cursor: merged.cursor, hasMore: merged.hasMore, ...(partial ? { partial: true } : {}) };
-        } else {
-          const after = decodeCursor<{ seq: number }>(body.cursor, (v) => Number.isInteger(v.seq));
-          const res = page(events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({
-            seq: r.seq,
-          }));
-          items = res.items.map(eventView);
-          meta = res.meta;
-        }
+        // Newest first by (createdAt, id) like the list, not by FTS rank: each node computes rank
+        // from its own corpus, so ranks of two nodes do not compare. Peers answer format=full pages.
+        const { items, total, meta } = await reads.list(
+          request,
+          limit,
+          () => ({ total: events.count(filter), ...localPage(filter, body.cursor, limit) }),
+          {
+            key: eventKey,
+            peerBody: { ...body, format: 'full' },
+            extra: {
+              valid: (b) => typeof (b as { total?: unknown }).total === 'number',
+              // An event two nodes hold (a shard's previous owner) counts twice.
+              merge: (own, peers) => ({ total: [own, ...peers].reduce((n, p) => n + (p?.total ?? 0), 0) }),
+            },
+          },
+        );
         if (format === 'full') return { items, total, meta };
         const compact = items.map((e) => ({
           id: e.id,

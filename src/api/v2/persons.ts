@@ -1,16 +1,14 @@
 // v2 persons: search, one person, presence across channels, timeline, link and unlink identities.
-// Cluster mode: every read is gathered from all live nodes and merged by person id
-// (src/cluster/gather-persons.ts); link and unlink go through the cluster's person log
-// (src/cluster/person-log.ts), which each node applies before it answers a persons read.
+// The handlers read this node; what differs in cluster mode (reads gathered from every node and
+// merged by person id, link and unlink through the shared person log) is in
+// src/cluster/peers/gather-persons.ts, the timeline's events gathered like the events list.
 import { Elysia, t } from 'elysia';
-import { decodeTimeCursor, GatheredPageMeta, gatherPage, isForwarded } from '../../cluster/gather.ts';
-import { gatherHolders, gatherPersonPage, gatherPersonsById } from '../../cluster/gather-persons.ts';
-import type { Cluster } from '../../cluster/index.ts';
+import { gatheredPersons } from '../../cluster/peers/gather-persons.ts';
+import { clusterReads } from '../../cluster/peers/gathered.ts';
 import type { Gateway } from '../../gateway.ts';
 import { eventView } from '../../services/events.ts';
-import { isoNow, newId } from '../../services/ids.ts';
-import { decodeCursor, page } from '../../services/pagination.ts';
-import { type PersonOp, type PersonView, presenceOf } from '../../services/persons.ts';
+import { decodeCursor, decodeTimeCursor, GatheredPageMeta, page } from '../../services/pagination.ts';
+import { presenceOf } from '../../services/persons.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
@@ -76,67 +74,13 @@ const PartialMeta = t.Optional(
 
 export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
   const persons = gw.persons;
+  const across = gatheredPersons(() => gw.cluster, persons, gw.log);
+  const reads = clusterReads(() => gw.cluster);
   const scopeOf = (request: Request) => principalOf(request).instanceIds;
-  /** This node's rows of some persons, as the caller may see them. */
-  const localById = (ids: string[], scope: string[] | null) =>
-    persons.search({ ids, limit: ids.length, instanceIds: scope }).map((p) => persons.scoped(p, scope));
-
-  /** Cluster mode: the shared link/unlink log (owned by the Cluster; null in embedded mode). */
-  const personLog = () => gw.cluster?.personLog ?? null;
-  /** Before a read: the link/unlink decisions of every node applied here. */
-  const synced = async () => {
-    await personLog()?.catchUp();
-  };
-
-  /** Not on the nodes that answered: 404, or 503 when a silent node may hold it. */
-  const missing = (what: string, partial: boolean, details: unknown = null) =>
-    partial
-      ? new ApiError(
-          'UNAVAILABLE',
-          `${what} not found on the nodes that answered; a node did not answer and may hold it, retry later`,
-          details,
-          { 'retry-after': '2' },
-        )
-      : new ApiError('NOT_FOUND', `${what} not found`, details);
-
   /** The person as the caller may see it (cluster mode: from every node). */
-  const find = async (id: string, request: Request): Promise<{ person: PersonView; partial: boolean }> => {
-    await synced();
-    const local = localById([id], scopeOf(request));
-    const found = gw.cluster
-      ? await gatherPersonsById(gw.cluster, request, [id], local)
-      : { items: local, partial: false };
-    const person = found.items.find((p) => p.id === id);
-    if (!person) throw missing('Person', found.partial);
-    return { person, partial: found.partial };
-  };
+  const find = (id: string, request: Request) => across.find(request, id, scopeOf(request));
   const withPartial = <T extends object>(body: T, partial: boolean) =>
     partial ? { ...body, meta: { partial: true } } : body;
-
-  /** Cluster mode, link and unlink: the persons holding the identities, whole, from every node. */
-  const holdersOf = async (cluster: Cluster, identityIds: string[], request: Request) => {
-    await synced();
-    const local = persons.search({ identityIds, limit: 100, instanceIds: null });
-    const found = await gatherHolders(cluster, request, identityIds, local, (ids) => localById(ids, null));
-    const holder = (identityId: string, field: string): PersonView => {
-      const p = found.holderOf(identityId);
-      if (!p) throw missing(`Identity '${identityId}'`, found.partial, { field });
-      return p;
-    };
-    return { holder, partial: found.partial };
-  };
-  /** Appends a link or unlink to the cluster's person log and applies it here. */
-  const decide = async (op: PersonOp) => {
-    try {
-      await personLog()!.append(op);
-    } catch (err) {
-      gw.log.warn({ err: String(err) }, 'persons: appending to the cluster person log failed');
-      throw new ApiError('UNAVAILABLE', 'The cluster person log (Redis) did not answer; retry later', null, {
-        'retry-after': '2',
-      });
-    }
-    await synced();
-  };
 
   return new Elysia({ name: `persons-v2:${prefix}`, prefix })
     .get(
@@ -147,7 +91,7 @@ export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
         const scope = scopeOf(request);
         const search = query.search?.trim() || undefined;
         const identityIds = commaList(query.identityId);
-        await synced();
+        await across.synced();
         const rows = persons
           .search({
             search,
@@ -158,12 +102,7 @@ export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
             instanceIds: scope,
           })
           .map((p) => persons.scoped(p, scope));
-        const cluster = gw.cluster;
-        if (!cluster || isForwarded(request)) return page(rows, limit, (p) => ({ id: p.id }));
-        return gatherPersonPage(cluster, request, limit, rows, {
-          partialRows: Boolean(search || identityIds),
-          localById: (ids) => localById(ids, scope),
-        });
+        return across.list(request, limit, rows, { partialRows: Boolean(search || identityIds), scope });
       },
       {
         query: t.Object({
@@ -247,28 +186,21 @@ export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
           until: query.until,
           visibleInstances: scopeOf(request),
         };
-        const cluster = gw.cluster;
-        if (cluster) {
-          // Events are per node: gathered and paged by (createdAt, id) like the events list. A peer
-          // asked for its part answers even without rows of the person (its events filter still
-          // confines an instance-bound key); the node asked first checks that the person exists.
-          await synced();
-          const events = async () => {
-            const local = gw.events
-              .list({ ...filter, before: decodeTimeCursor(query.cursor), byTime: true, limit: limit + 1 })
-              .map(eventView);
-            return gatherPage(cluster, request, limit, local, (v) => ({ at: v.createdAt, id: v.id }));
-          };
-          if (isForwarded(request)) return events();
-          const [found, res] = await Promise.all([find(params.id, request), events()]);
-          return found.partial ? { items: res.items, meta: { ...res.meta, partial: true } } : res;
-        }
-        await find(params.id, request);
-        const after = decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
-        const res = page(gw.events.list({ ...filter, beforeSeq: after?.seq, limit: limit + 1 }), limit, (r) => ({
-          seq: r.seq,
-        }));
-        return { items: res.items.map(eventView), meta: res.meta };
+        // Events are per node: gathered and paged like the events list. A peer asked for its part
+        // answers even without rows of the person (its events filter still confines an
+        // instance-bound key); the node asked first checks that the person exists.
+        const before = decodeTimeCursor(query.cursor);
+        return reads.list(
+          request,
+          limit,
+          async () => {
+            await across.synced();
+            const rows = gw.events.list({ ...filter, before, limit: limit + 1 });
+            const res = page(rows, limit, (r) => ({ at: r.created_at, id: r.id }));
+            return { items: res.items.map(eventView), meta: res.meta };
+          },
+          { key: (v) => ({ at: v.createdAt, id: v.id }), entry: () => find(params.id, request) },
+        );
       },
       {
         params: IdParams,
@@ -294,14 +226,7 @@ export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
     .post(
       '/link',
       async ({ body, request }) => {
-        const cluster = gw.cluster;
-        if (!cluster) return { data: persons.link(body.identityA, body.identityB) };
-        // Cluster: the persons are found on whichever nodes hold the identities; the merge is one
-        // log entry that every node applies to its own rows.
-        const { holder } = await holdersOf(cluster, [body.identityA, body.identityB], request);
-        const [a, b] = [holder(body.identityA, 'identityA'), holder(body.identityB, 'identityB')];
-        await decide({ op: 'link', keeper: a.id, loser: b.id, identities: [body.identityA, body.identityB] });
-        return { data: (await find(persons.resolve(a.id), request)).person };
+        return { data: await across.link(request, body.identityA, body.identityB, scopeOf(request)) };
       },
       {
         body: t.Object({
@@ -324,29 +249,7 @@ export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
     .post(
       '/unlink',
       async ({ body, request }) => {
-        const cluster = gw.cluster;
-        if (!cluster) return { data: persons.unlink(body.identityId, body.reason) };
-        const { holder, partial } = await holdersOf(cluster, [body.identityId], request);
-        const from = holder(body.identityId, 'identityId');
-        if (from.identities.length <= 1) {
-          // Counted across nodes: a node that did not answer may hold the person's other identities.
-          if (partial)
-            throw new ApiError(
-              'UNAVAILABLE',
-              "A node did not answer and may hold the person's other identities; retry later",
-              null,
-              { 'retry-after': '2' },
-            );
-          throw new ApiError('CONFLICT', 'The identity is the only one of its person; nothing to unlink', {
-            identityId: body.identityId,
-          });
-        }
-        const personId = newId();
-        await decide({ op: 'unlink', identity: body.identityId, person: personId, reason: body.reason, at: isoNow() });
-        const { person, partial: silent } = await find(personId, request);
-        const identity = person.identities.find((i) => i.id === body.identityId);
-        if (!identity) throw missing(`Identity '${body.identityId}'`, silent);
-        return { data: { person, identity } };
+        return { data: await across.unlink(request, body.identityId, body.reason, scopeOf(request)) };
       },
       {
         body: t.Object({

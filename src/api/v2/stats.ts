@@ -7,7 +7,7 @@
 // and names the nodes that did not answer.
 import { Elysia, t } from 'elysia';
 import { CHANNELS } from '../../channels/registry.ts';
-import { callPeers, isForwarded } from '../../cluster/gather.ts';
+import { callPeers, isForwarded } from '../../cluster/peers/gather.ts';
 import type { Gateway } from '../../gateway.ts';
 import {
   addFigures,

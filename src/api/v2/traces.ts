@@ -1,21 +1,13 @@
-// v2 traces, conversations and dead letters. Cluster mode: every one of them is read (and a dead
-// letter replayed or deleted) on any node — see src/cluster/gather.ts.
+// v2 traces, conversations and dead letters. The handlers read this node's rows; each read is
+// declared gathered (src/cluster/peers/gathered.ts), so on any node of a cluster it sees every
+// node's rows, and a dead letter is replayed or deleted by the node holding it.
 import { Elysia, t } from 'elysia';
-import {
-  askHolders,
-  callPeers,
-  copiesFromPeers,
-  decodeTimeCursor,
-  GatheredPageMeta,
-  gatherPage,
-  isForwarded,
-  notHeld,
-  type TimeKey,
-} from '../../cluster/gather.ts';
+import { clusterReads } from '../../cluster/peers/gathered.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
-import { decodeCursor, page } from '../../services/pagination.ts';
+import { decodeTimeCursor, GatheredPageMeta, olderThan, page, type TimeKey } from '../../services/pagination.ts';
 import { v2Trace } from '../../services/trace-views.ts';
+import type { TraceFilter } from '../../services/traces.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
@@ -150,10 +142,14 @@ type ConversationView = {
   lastMessage: { text: string; at: string; status: string; direction: 'in' | 'out' } | null;
   contact: { id: string; name: string | null; phone: string | null } | null;
 };
+// The lists' order: newest first by (time, id), the cursor that position (src/services/pagination.ts).
 const conversationKey = (v: ConversationView): TimeKey => ({ at: v.lastActivityAt, id: v.id });
+const traceKey = (v: ReturnType<typeof v2Trace>): TimeKey => ({ at: v.receivedAt, id: v.id });
+const deadKey = (v: { createdAt: string; id: string }): TimeKey => ({ at: v.createdAt, id: v.id });
 
 export function tracesV2(gw: Gateway) {
   const { db } = gw;
+  const reads = clusterReads(() => gw.cluster);
   const deadView = (r: DeadRow) => ({
     id: r.id,
     traceId: r.trace_id,
@@ -191,37 +187,20 @@ export function tracesV2(gw: Gateway) {
       throw new ApiError('NOT_FOUND', 'Dead letter not found');
     return r;
   };
-  /** A dead letter lives on the node that dead-lettered it: in cluster mode the request goes to the one that holds it. */
-  const atHolder = async <T>(request: Request, set: { status?: number | string }): Promise<T> => {
-    if (!gw.cluster || isForwarded(request)) throw new ApiError('NOT_FOUND', 'Dead letter not found');
-    const held = await askHolders(gw.cluster, request, 'Dead letter');
-    set.status = held.status;
-    return held.body as T; // the holder's answer as it is (its 409 included)
-  };
-  /**
-   * Cluster: a replay is handed to the instance's shard owner through the shard's stream, as a
-   * webhook would be — also when this node is the owner: only a stream entry survives the shard
-   * moving while the replay runs (a row reopened in this node's SQLite alone would be closed as
-   * "handled elsewhere" by the next owner's catch-up). A new message (new trace), queued after what
-   * the owner already has, the agent asked again (the old trace's committed reply stays with it).
-   */
   return new Elysia({ name: 'traces-v2', prefix: '/api/v2' })
     .get(
       '/traces',
       async ({ query, request }) => {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
-        const cluster = gw.cluster;
-        // Cluster: the cursor is (receivedAt, id) so it means the same on every node (src/cluster/gather.ts).
-        const after = cluster ? undefined : decodeCursor<{ seq: number }>(query.cursor, (v) => Number.isInteger(v.seq));
-        const before = cluster ? decodeTimeCursor(query.cursor) : undefined;
+        const before = decodeTimeCursor(query.cursor);
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
         const ids = commaList(query.ids);
         if (ids && ids.length > 100)
           throw new ApiError('VALIDATION_ERROR', 'ids: at most 100 trace ids', [
             { field: 'ids', problem: 'at most 100 ids' },
           ]);
-        const filter = {
+        const filter: Omit<TraceFilter, 'limit'> = {
           instanceId,
           instanceIds: p.instanceIds,
           status: commaList(query.status),
@@ -232,39 +211,25 @@ export function tracesV2(gw: Gateway) {
           since: query.since ? new Date(query.since).toISOString() : undefined,
           until: query.until ? new Date(query.until).toISOString() : undefined,
         };
-        const rows = gw.pipeline.traces.list({
-          ...filter,
-          beforeSeq: after?.seq,
-          before,
-          byReceived: !!cluster,
-          limit: limit + 1,
-        });
-        if (cluster) {
-          // A message whose shard moved while it ran has a row (same trace id, other receivedAt) on
-          // both owners: past the first page, a copy newer than the page's was listed already.
-          const copiesOf = copiesFromPeers(
-            cluster,
-            request,
-            (of) => {
-              const search = new URL(request.url).searchParams;
-              search.delete('cursor');
-              search.set('ids', of.join(','));
-              search.set('limit', String(of.length));
-              return search;
-            },
-            (of) => gw.pipeline.traces.list({ ...filter, ids: of, byReceived: true, limit: of.length }).map(v2Trace),
-          );
-          return gatherPage(
-            cluster,
-            request,
-            limit,
-            rows.map(v2Trace),
-            (v) => ({ at: v.receivedAt, id: v.id }),
-            before ? { copiesOf } : {},
-          );
-        }
-        const res = page(rows, limit, (r) => ({ seq: r.seq }));
-        return { items: res.items.map(v2Trace), meta: res.meta };
+        return reads.list(
+          request,
+          limit,
+          () => {
+            const res = page(gw.pipeline.traces.list({ ...filter, before, limit: limit + 1 }), limit, (r) => ({
+              at: r.received_at,
+              id: r.id,
+            }));
+            return { items: res.items.map(v2Trace), meta: res.meta };
+          },
+          {
+            key: traceKey,
+            // A message whose shard moved while it ran has a row (same trace id, other receivedAt) on
+            // both owners: past the first page, a copy newer than the page's was listed already.
+            copies: before
+              ? (of) => gw.pipeline.traces.list({ ...filter, ids: of, limit: of.length }).map(v2Trace)
+              : undefined,
+          },
+        );
       },
       {
         query: t.Object({
@@ -291,15 +256,14 @@ export function tracesV2(gw: Gateway) {
     )
     .get(
       '/traces/:id',
-      async ({ params, request }) => {
-        const r = gw.pipeline.traces.get(params.id);
-        // Cluster: a trace lives on the node that owned its instance's shard; ask the peers.
-        const remote = !r && gw.cluster ? await gw.cluster.fromPeers(request) : null;
-        if (remote) return remote as { data: ReturnType<typeof v2Trace> };
-        if (!r || !canSeeInstance(principalOf(request), r.instance_id))
-          throw new ApiError('NOT_FOUND', 'Trace not found');
-        return { data: v2Trace(r) };
-      },
+      ({ params, request }) =>
+        // A trace lives on the node that owned its instance's shard (a peer answers the same envelope).
+        reads.byId(request, 'Trace', () => {
+          const r = gw.pipeline.traces.get(params.id);
+          if (!r) return null;
+          if (!canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
+          return { data: v2Trace(r) };
+        }),
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
         detail: { tags: ['traces'], summary: 'Get trace', description: 'One trace with its steps.' },
@@ -311,13 +275,7 @@ export function tracesV2(gw: Gateway) {
       async ({ query, request }) => {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
-        const cluster = gw.cluster;
-        const after = cluster
-          ? decodeTimeCursor(query.cursor)
-          : decodeCursor<{ at: string; id: string }>(
-              query.cursor,
-              (v) => typeof v.at === 'string' && typeof v.id === 'string',
-            );
+        const after = decodeTimeCursor(query.cursor);
         const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
         const ids = commaList(query.ids);
         const search = query.q?.trim();
@@ -337,8 +295,9 @@ export function tracesV2(gw: Gateway) {
             params.push(...opts.ids);
           }
           if (opts.after) {
-            w.push('(c.last_activity_at < ? OR (c.last_activity_at = ? AND c.id < ?))');
-            params.push(opts.after.at, opts.after.at, opts.after.id);
+            const older = olderThan('c.last_activity_at', 'c.id', opts.after);
+            w.push(older.sql);
+            params.push(...older.params);
           }
           if (search) {
             // By name or chat (title, chat address), by sender (name, phone) or by message text. A
@@ -362,27 +321,23 @@ export function tracesV2(gw: Gateway) {
             )
             .all(new Date(gw.clock.now()).toISOString(), ...params, opts.limit);
         };
-        if (cluster) {
-          // Cluster: one conversation id on several nodes after its shard moved (the id is a hash of
-          // instance and chat): listed once, with its latest activity (src/cluster/gather.ts).
-          const local = localRows({ after, ids, limit: limit + 1 }).map(conversationView);
-          const copiesOf = copiesFromPeers(
-            cluster,
-            request,
-            (of) => {
-              const forPeers = new URLSearchParams({ ids: of.join(','), limit: String(of.length) });
-              if (query.instanceId) forPeers.set('instanceId', query.instanceId);
-              return forPeers;
-            },
-            (of) => localRows({ ids: of, limit: of.length }).map(conversationView),
-          );
-          return gatherPage(cluster, request, limit, local, conversationKey, after ? { copiesOf } : {});
-        }
-        const res = page(localRows({ after, ids, limit: limit + 1 }), limit, (r) => ({
-          at: r.last_activity_at,
-          id: r.id,
-        }));
-        return { items: res.items.map(conversationView), meta: res.meta };
+        return reads.list(
+          request,
+          limit,
+          () => {
+            const res = page(localRows({ after, ids, limit: limit + 1 }), limit, (r) => ({
+              at: r.last_activity_at,
+              id: r.id,
+            }));
+            return { items: res.items.map(conversationView), meta: res.meta };
+          },
+          {
+            key: conversationKey,
+            // One conversation id on several nodes after its shard moved (the id is a hash of
+            // instance and chat): listed once, with its latest activity.
+            copies: after ? (of) => localRows({ ids: of, limit: of.length }).map(conversationView) : undefined,
+          },
+        );
       },
       {
         query: t.Object({
@@ -419,20 +374,8 @@ export function tracesV2(gw: Gateway) {
           .query<ConversationRow, [string, string]>(`${CONVERSATION_SELECT.replace(':now', '?')} WHERE c.id = ?)`)
           .get(new Date(gw.clock.now()).toISOString(), params.id);
         const local = r && canSeeInstance(principalOf(request), r.instance_id) ? conversationView(r) : null;
-        const cluster = gw.cluster;
-        if (!cluster || isForwarded(request)) {
-          if (!local) throw new ApiError('NOT_FOUND', 'Conversation not found');
-          return { data: local };
-        }
-        // Cluster: every node that ran it holds a copy; the one with the latest activity is the answer.
-        const { answers, missed } = await callPeers(cluster, request);
-        const copies = local ? [local] : [];
-        for (const a of answers) if (a.status === 200) copies.push((a.body as { data: ConversationView }).data);
-        const newest = copies.sort((x, y) =>
-          x.lastActivityAt < y.lastActivityAt ? 1 : x.lastActivityAt > y.lastActivityAt ? -1 : 0,
-        )[0];
-        if (newest) return { data: newest };
-        throw notHeld('Conversation', missed || answers.some((a) => a.status !== 404));
+        // Every node that ran it holds a copy; the one with the latest activity is the answer.
+        return { data: await reads.newestCopy(request, 'Conversation', local, (v) => v.lastActivityAt) };
       },
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
@@ -454,10 +397,7 @@ export function tracesV2(gw: Gateway) {
       async ({ query, request }) => {
         const p = principalOf(request);
         const limit = query.limit ?? 50;
-        const cluster = gw.cluster;
-        // Cluster: ordered and paged by (createdAt, id) like the other gathered lists.
-        const before = cluster ? decodeTimeCursor(query.cursor) : undefined;
-        const after = cluster ? undefined : decodeCursor<{ id: string }>(query.cursor, (v) => typeof v.id === 'string');
+        const before = decodeTimeCursor(query.cursor);
         const w: string[] = [];
         const params: (string | number)[] = [];
         if (query.instanceId) {
@@ -468,23 +408,26 @@ export function tracesV2(gw: Gateway) {
           w.push(p.instanceIds.length ? `d.instance_id IN (${p.instanceIds.map(() => '?').join(',')})` : '0');
           params.push(...p.instanceIds);
         }
-        if (after) {
-          w.push('d.id < ?');
-          params.push(after.id);
-        }
         if (before) {
-          w.push('(d.created_at < ? OR (d.created_at = ? AND d.id < ?))');
-          params.push(before.at, before.at, before.id);
+          const older = olderThan('d.created_at', 'd.id', before);
+          w.push(older.sql);
+          params.push(...older.params);
         }
-        const rows = db
-          .query<DeadRow, (string | number)[]>(
-            `SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq ${w.length ? `WHERE ${w.join(' AND ')}` : ''} ORDER BY ${cluster ? 'd.created_at DESC, ' : ''}d.id DESC LIMIT ?`,
-          )
-          .all(...params, limit + 1);
-        if (cluster)
-          return gatherPage(cluster, request, limit, rows.map(deadView), (v) => ({ at: v.createdAt, id: v.id }));
-        const res = page(rows, limit, (r) => ({ id: r.id }));
-        return { items: res.items.map(deadView), meta: res.meta };
+        // Each node keeps the dead letters it wrote.
+        return reads.list(
+          request,
+          limit,
+          () => {
+            const rows = db
+              .query<DeadRow, (string | number)[]>(
+                `SELECT d.*, i.id AS trace_id, i.text FROM dead_letters d JOIN inbox i ON i.seq = d.inbox_seq ${w.length ? `WHERE ${w.join(' AND ')}` : ''} ORDER BY d.created_at DESC, d.id DESC LIMIT ?`,
+              )
+              .all(...params, limit + 1);
+            const res = page(rows, limit, (r) => ({ at: r.created_at, id: r.id }));
+            return { items: res.items.map(deadView), meta: res.meta };
+          },
+          { key: deadKey },
+        );
       },
       {
         query: t.Object({ ...PageQuery, instanceId: t.Optional(t.String({ maxLength: 100 })) }),
@@ -502,15 +445,16 @@ export function tracesV2(gw: Gateway) {
     )
     .post(
       '/dead-letters/:id/replay',
-      async ({ params, request, set }) => {
-        const r = localDead(request, params.id);
-        if (!r) return atHolder<{ data: { traceId: string; status: string } }>(request, set);
-        if (gw.cluster) return { data: await gw.cluster.replayInboxDeadLetter(r) };
-        // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
-        if (!gw.pipeline.inbox.replayDeadLetter(r))
-          throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
-        return { data: { traceId: r.trace_id, status: 'pending' } };
-      },
+      ({ params, request, set }) =>
+        // A dead letter lives on the node that dead-lettered it: that node replays it.
+        reads.atHolder(request, set, 'Dead letter', localDead(request, params.id), async (r) => ({
+          data: await reads.replayDeadLetter(r, () => {
+            // Only a message that has finished dead-lettering can re-enter (not one still sending its error reply).
+            if (!gw.pipeline.inbox.replayDeadLetter(r))
+              throw new ApiError('CONFLICT', 'The message is still being dead-lettered; retry in a moment');
+            return { traceId: r.trace_id, status: 'pending' };
+          }),
+        })),
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
         detail: {
@@ -529,12 +473,11 @@ export function tracesV2(gw: Gateway) {
     )
     .delete(
       '/dead-letters/:id',
-      async ({ params, request, set }) => {
-        const r = localDead(request, params.id);
-        if (!r) return atHolder<{ success: true }>(request, set);
-        gw.pipeline.inbox.deleteDeadLetter(r.id);
-        return { success: true };
-      },
+      ({ params, request, set }) =>
+        reads.atHolder(request, set, 'Dead letter', localDead(request, params.id), (r) => {
+          gw.pipeline.inbox.deleteDeadLetter(r.id);
+          return { success: true as const };
+        }),
       {
         params: t.Object({ id: t.String({ maxLength: 100 }) }),
         detail: {

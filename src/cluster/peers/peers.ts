@@ -5,7 +5,7 @@
 // again; PEER_SIGNATURE_HEADER proves it came from a node with the same secret.
 // - Reads: a GET this node cannot answer (a trace that lives on its instance's owner) is asked of
 //   every live peer in parallel with the caller's own key; first 200 wins (fromPeers). Lists are
-//   gathered and merged in ../gather.ts and ../gather-persons.ts.
+//   gathered and merged in ./gather.ts and ./gather-persons.ts; routes declare them in ./gathered.ts.
 // - Webhooks whose verification needs the channel connection (Slack Events) are forwarded to the
 //   shard owner with the raw body and signature headers; the owner verifies and answers.
 import { hostname } from 'node:os';

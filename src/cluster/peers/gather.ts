@@ -1,16 +1,16 @@
-// Cluster-wide reads. Each node keeps its own SQLite, so a list is gathered: the node the caller
-// asked answers from its own rows and asks every live peer the same query (caller's own key,
-// FORWARDED_HEADER so the peer answers from its rows only), then merges. Gathered: traces (v1, v2),
-// events (list and search), conversations, dead letters.
+// Cluster-wide reads, the machinery: asking every live peer the same request and merging the
+// answers. Routes do not call this directly: they declare a read gathered (./gathered.ts) and
+// answer from their own node's rows; each node keeps its own SQLite, so a list is gathered: the
+// node the caller asked answers from its own rows and asks every live peer the same query
+// (caller's own key, FORWARDED_HEADER so the peer answers from its rows only), then merges.
 //
 // Order and cursor: newest first by (time, id) — traces by receivedAt, events by createdAt,
-// conversations by lastActivityAt, dead letters by createdAt — and the cursor is base64url JSON
-// {at, id} meaning "strictly older than this (time, id)". Every node filters by that key, so a
-// page is the top `limit` of the union of each node's top `limit`: no gaps or repeats across
-// nodes. A row written later with an older timestamp than a cursor already passed is not seen by
-// that walk (the seq cursor of embedded mode has no such case). Event search uses the same order:
-// FTS5 rank (bm25) depends on each node's own corpus statistics, so ranks from two nodes are not
-// comparable and could not make one cursor; (createdAt, id) is a total order valid on every node.
+// conversations by lastActivityAt, dead letters by createdAt — the same order and cursor as one
+// node's list (src/services/pagination.ts): {at, id}, "strictly older than this (time, id)". Every
+// node filters by that key, so a page is the top `limit` of the union of each node's top `limit`:
+// no gaps or repeats across nodes. Event search uses the same order: FTS5 rank (bm25) depends on
+// each node's own corpus statistics, so ranks from two nodes are not comparable and could not
+// make one cursor; (createdAt, id) is a total order valid on every node.
 //
 // Rows that exist on several nodes under one id with different times (a conversation whose
 // shard moved: each owner keeps its copy, with its own last activity) are listed once, at their
@@ -23,34 +23,11 @@
 //
 // A peer that does not answer within the timeout (or answers an error) is skipped and the
 // answer says `partial: true`; it is never a 500.
-import { t } from 'elysia';
-import { type DomainError, NotFound, Unavailable } from '../core/errors.ts';
-import { decodeCursor, encodeCursor, PageMeta } from '../services/pagination.ts';
-import { v1Trace } from '../services/trace-views.ts';
-import type { TraceFilter, TraceService } from '../services/traces.ts';
-import { FORWARDED_HEADER, type PeerDirectory, peerRequestParts } from './peers/protocol.ts';
-
-type V1View = ReturnType<typeof v1Trace>;
+import { type DomainError, NotFound, Unavailable } from '../../core/errors.ts';
+import { encodeCursor, type TimeKey } from '../../services/pagination.ts';
+import { FORWARDED_HEADER, type PeerDirectory, peerRequestParts } from './protocol.ts';
 
 export const GATHER_TIMEOUT_MS = 2000;
-
-/** PageMeta plus the cluster's `partial` flag (page meta of gathered lists). */
-export const GatheredPageMeta = t.Object({
-  ...PageMeta.properties,
-  partial: t.Optional(
-    t.Boolean({ description: 'Cluster mode: true when a node did not answer in time and its rows are missing' }),
-  ),
-});
-
-export interface TimeKey {
-  at: string;
-  id: string;
-}
-
-/** The composite cursor of cluster mode: {at, id}. */
-export function decodeTimeCursor(c: string | undefined): TimeKey | undefined {
-  return decodeCursor<{ at: string; id: string }>(c, (v) => typeof v.at === 'string' && typeof v.id === 'string');
-}
 
 /** True when the request came from a peer (it must be answered from local rows only). */
 export function isForwarded(request: Request): boolean {
@@ -209,133 +186,70 @@ export interface GatheredMeta {
 }
 
 /**
- * Merges this node's page (its top limit+1 rows older than the cursor) with the peers' pages (each
- * its top `limit` and hasMore) into one page.
+ * Merges pages of the same list (this node's and the peers', each its top `limit` items newer
+ * than the cursor and whether it has more) into one page.
  */
 export function mergePages<T>(
   limit: number,
-  local: T[],
-  peers: PageBody<T>[],
+  pages: PageBody<T>[],
   keyOf: (item: T) => TimeKey,
 ): { items: T[]; hasMore: boolean; cursor: string | null } {
-  const merged = mergeNewestFirst([local, ...peers.map((p) => p.items)], keyOf);
+  const merged = mergeNewestFirst(
+    pages.map((p) => p.items),
+    keyOf,
+  );
   const items = merged.slice(0, limit);
-  // A peer that had more than it sent has rows older than its last one: more pages follow.
-  const hasMore = merged.length > limit || (peers.some((p) => p.meta.hasMore) && items.length > 0);
+  // A node that had more than it sent has rows older than its last one: more pages follow.
+  const hasMore = merged.length > limit || (pages.some((p) => p.meta.hasMore) && items.length > 0);
   return { items, hasMore, cursor: hasMore ? encodeCursor({ ...keyOf(items[items.length - 1]) }) : null };
 }
 
-export interface GatherOptions<T> {
-  /** Peers are asked with this JSON body (same method and path) instead of the request's query. */
-  body?: unknown;
-  /**
-   * For rows one id may have on several nodes at different times: every node's copies of these ids
-   * (any time); a copy newer than the page's one was listed on an earlier page. Pass it past the
-   * first page only (on the first, every newest copy is in the page).
-   */
-  copiesOf?: (ids: string[]) => Promise<{ items: T[]; partial: boolean }>;
-}
-
-/**
- * `copiesOf` for gatherPage: this node's copies of the ids (`local`) and every peer's, asked on the
- * same path with the query `search(ids)` (an ids filter).
- */
-export function copiesFromPeers<T>(
-  cluster: PeerDirectory,
-  request: Request,
-  search: (ids: string[]) => URLSearchParams,
-  local: (ids: string[]) => T[],
-) {
-  return async (ids: string[]): Promise<{ items: T[]; partial: boolean }> => {
-    const asked = await askPeers(cluster, request, search(ids));
-    const items = local(ids);
-    let partial = asked.partial;
-    for (const b of asked.bodies) {
-      if (isPageBody<T>(b)) items.push(...b.items);
-      else partial = true;
-    }
-    return { items, partial };
-  };
-}
-
-/**
- * One cluster-wide cursor page: `local` is this node's page (its top limit+1 rows older than the
- * cursor, as views); peers answer the same request. Not forwarded → merged with the peers' pages.
- */
-export async function gatherPage<T>(
-  cluster: PeerDirectory,
-  request: Request,
-  limit: number,
-  local: T[],
-  keyOf: (item: T) => TimeKey,
-  opts: GatherOptions<T> = {},
-): Promise<{ items: T[]; meta: GatheredMeta }> {
-  const peers: PageBody<T>[] = [];
-  let partial = false;
-  const forwarded = isForwarded(request);
-  if (!forwarded) {
-    const asked = await askPeers(cluster, request, undefined, GATHER_TIMEOUT_MS, opts.body);
-    partial = asked.partial;
-    for (const b of asked.bodies) {
-      if (isPageBody<T>(b)) peers.push(b);
-      else partial = true;
-    }
+/** Leaves out the items of a page whose id has a newer copy among `copies` (it was listed on an earlier page). */
+export function dropOlderCopies<T>(items: T[], copies: T[], keyOf: (item: T) => TimeKey): T[] {
+  const newest = new Map<string, TimeKey>();
+  for (const c of copies) {
+    const k = keyOf(c);
+    const seen = newest.get(k.id);
+    if (!seen || newer(k, seen)) newest.set(k.id, k);
   }
-  const page = mergePages(limit, local, peers, keyOf);
-  let items = page.items;
-  if (!forwarded && opts.copiesOf && items.length) {
-    // The cursor keeps moving by the rows scanned, the ones left out included.
-    const copies = await opts.copiesOf(items.map((i) => keyOf(i).id));
-    partial ||= copies.partial;
-    const newest = new Map<string, TimeKey>();
-    for (const c of copies.items) {
-      const k = keyOf(c);
-      const seen = newest.get(k.id);
-      if (!seen || newer(k, seen)) newest.set(k.id, k);
-    }
-    items = items.filter((i) => {
-      const n = newest.get(keyOf(i).id);
-      return !n || !newer(n, keyOf(i));
-    });
-  }
-  const meta: GatheredMeta = { cursor: page.cursor, hasMore: page.hasMore };
-  if (partial) meta.partial = true;
-  return { items, meta };
+  return items.filter((i) => {
+    const n = newest.get(keyOf(i).id);
+    return !n || !newer(n, keyOf(i));
+  });
 }
 
 /** v1 offset paging across nodes can fetch at most this many rows per node (the v1 `limit` maximum). */
 export const V1_GATHER_MAX = 500;
 
+/** A v1 offset page: a node's rows in the list order and its total. */
+export interface OffsetPage<T> {
+  total: number;
+  traces: T[];
+}
+
 /**
- * v1 traces list (offset paging) in cluster mode. Forwarded: this node's rows, newest first by
- * (created_at, trace_id), with its own total. Otherwise every node is asked for its first
- * offset+limit rows (offset 0), the answers merged and [offset, offset+limit) returned; total is
- * the sum of the nodes' totals. Approximation (documented): offset+limit is capped at 500 rows per
- * node, so pages past the 500th newest row come back short.
+ * v1 traces list (offset paging) in cluster mode: every node is asked for its first offset+limit
+ * rows (offset 0), the answers merged and [offset, offset+limit) returned; total is the sum of the
+ * nodes' totals. `local(limit, offset)` is this node's page. Approximation (documented):
+ * offset+limit is capped at 500 rows per node, so pages past the 500th newest row come back short.
  */
-export async function gatherOffsetPage(
+export async function gatherOffsetPage<T>(
   cluster: PeerDirectory,
   request: Request,
-  filter: Omit<TraceFilter, 'limit' | 'offset'>,
   limit: number,
   offset: number,
-  traces: Pick<TraceService, 'list' | 'count'>,
-): Promise<{ total: number; traces: V1View[]; partial?: boolean }> {
-  if (isForwarded(request)) {
-    return {
-      total: traces.count(filter),
-      traces: traces.list({ ...filter, byReceived: true, limit, offset }).map(v1Trace),
-    };
-  }
+  local: (limit: number, offset: number) => OffsetPage<T>,
+  keyOf: (item: T) => TimeKey,
+): Promise<OffsetPage<T> & { partial?: boolean }> {
   const window = Math.min(offset + limit, V1_GATHER_MAX);
-  const local = traces.list({ ...filter, byReceived: true, limit: window, offset: 0 }).map(v1Trace);
-  let total = traces.count(filter);
+  const own = local(window, 0);
+  let total = own.total;
   const search = new URL(request.url).searchParams;
   search.set('limit', String(window));
   search.set('offset', '0');
   const asked = await askPeers(cluster, request, search);
   let partial = asked.partial;
-  const lists: V1View[][] = [local];
+  const lists: T[][] = [own.traces];
   for (const b of asked.bodies) {
     const body = b as { total?: unknown; traces?: unknown };
     if (typeof body?.total !== 'number' || !Array.isArray(body.traces)) {
@@ -343,8 +257,8 @@ export async function gatherOffsetPage(
       continue;
     }
     total += body.total;
-    lists.push(body.traces as V1View[]);
+    lists.push(body.traces as T[]);
   }
-  const merged = mergeNewestFirst(lists, (v) => ({ at: v.created_at, id: v.trace_id }));
+  const merged = mergeNewestFirst(lists, keyOf);
   return { total, traces: merged.slice(offset, offset + limit), ...(partial ? { partial: true } : {}) };
 }
