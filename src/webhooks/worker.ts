@@ -18,6 +18,9 @@ import type { DeliveryOutbox, DeliveryRow } from './outbox.ts';
 import { signedHeaders } from './signing.ts';
 import type { SubscriptionStore } from './subscriptions.ts';
 
+/** How often an idle worker looks at the outbox anyway. */
+const IDLE_RECHECK_MS = 300_000;
+
 export interface WorkerOptions {
   /** How long a delivery keeps being retried after its first attempt (ms). */
   retryPeriodMs: number;
@@ -170,7 +173,9 @@ export class DeliveryWorker {
     } catch {
       // as above
     }
-    const wait = next === null ? this.o.pollMs : Math.min(this.o.pollMs, next - now);
+    // Nothing due: every new row is followed by a kick from the writer (same process), so the
+    // idle look is only a backstop and need not run often (an idle gateway does no work for it).
+    const wait = next === null ? IDLE_RECHECK_MS : Math.min(this.o.pollMs, next - now);
     this.schedule(wait);
   }
 

@@ -287,7 +287,14 @@ export async function overviewPage(ctx: PageContext): Promise<void> {
               h('div', { class: 'actions' }, pick),
             );
           })
-        : h('p', { class: 'empty' }, 'No instances yet.'),
+        : h(
+            'p',
+            { class: 'empty' },
+            'No instances yet. ',
+            // The first five minutes: the instance list offers a one-click demo (web chat + echo agent).
+            h('a', { href: '#/instances' }, 'Create one, or a demo to try'),
+            '.',
+          ),
     );
     updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   };
