@@ -15,6 +15,7 @@ import type { Database } from 'bun:sqlite';
 import type { Logger } from 'pino';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import type { Instance } from '../core/instance.ts';
+import type { EventView } from '../services/events.ts';
 import { isoNow, newId } from '../services/ids.ts';
 import { DeliveryOutbox, type DeliveryRow } from './outbox.ts';
 import { type SubscriptionInput, type SubscriptionRow, SubscriptionStore } from './subscriptions.ts';
@@ -23,20 +24,8 @@ import { DeliveryWorker, type WorkerOptions } from './worker.ts';
 
 export { WEBHOOK_EVENT_TYPES } from './types.ts';
 
-/** An event as the event store wrote it (the fields of its EventView this module reads). */
-export interface RecordedEvent {
-  id: string;
-  type: string;
-  channel: string | null;
-  instanceId: string | null;
-  personId: string | null;
-  conversationId: string | null;
-  traceId: string | null;
-  contentType: string | null;
-  text: string | null;
-  payload: Record<string, unknown> | null;
-  createdAt: string;
-}
+/** An event as the event store wrote it. */
+export type RecordedEvent = EventView;
 
 /** A conversation was paused or resumed (what access.ts reports from inside its write). */
 export interface PauseChange {

@@ -2,6 +2,7 @@
 // declared gathered (src/cluster/peers/gathered.ts), so on any node of a cluster it sees every
 // node's rows, and a dead letter is replayed or deleted by the node holding it.
 import { Elysia, t } from 'elysia';
+import type { DeadLetterRecord } from '../../../db/inbox-store.ts';
 import { clusterReads } from '../../cluster/peers/gathered.ts';
 import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
@@ -79,17 +80,7 @@ const Conversation = t.Object(
   { description: 'Conversation' },
 );
 
-interface DeadRow {
-  id: string;
-  inbox_seq: number;
-  instance_id: string;
-  conversation_id: string;
-  reason: string;
-  attempts: number;
-  created_at: string;
-  trace_id: string;
-  text: string;
-}
+type DeadRow = DeadLetterRecord;
 interface ConversationRow {
   id: string;
   instance_id: string;
