@@ -354,7 +354,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
   private async runWindow(): Promise<boolean> {
     const { inbox, clock } = this.deps;
     for (;;) {
-      if (this.stopped || (this.deps.stillOwner && !this.deps.stillOwner(this.conversationId))) return false;
+      if (this.stopped || this.deps.shuttingDown?.aborted) return false;
+      if (this.deps.stillOwner && !this.deps.stillOwner(this.conversationId)) return false;
       const rows = inbox.next(this.conversationId, 0, WINDOW_ROWS);
       const head = rows[0];
       if (head?.batch_id) {

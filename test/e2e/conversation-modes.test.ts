@@ -27,10 +27,10 @@ describe('conversation modes end to end', () => {
       extra: { evolution_quote_replies: true },
     });
     const patched = await t.call('PATCH', `/api/v2/instances/${bot.id}`, {
-      messaging: { mode: 'collect', debounceMs: 400 },
+      messaging: { mode: 'collect', debounceMs: 800 },
     });
     expect(patched.status).toBe(200);
-    expect(patched.body.data.messaging).toMatchObject({ mode: 'collect', debounceMs: 400 });
+    expect(patched.body.data.messaging).toMatchObject({ mode: 'collect', debounceMs: 800 });
 
     const texts = ['hi', 'I need', 'to change', 'my order', 'number 42'];
     const traces: string[] = [];
@@ -41,7 +41,7 @@ describe('conversation modes end to end', () => {
       await Bun.sleep(40);
     }
     await until(() => fakes.evo.sent.length === 1, 5_000, 'the reply');
-    await Bun.sleep(600); // longer than the window: nothing else is sent
+    await Bun.sleep(1_000); // longer than the window: nothing else is sent
     expect(seen() - before).toBe(1);
     expect(fakes.evo.sent).toHaveLength(1);
     const req = fakes.agent.requests.at(-1)!;
@@ -87,7 +87,7 @@ describe('conversation modes end to end', () => {
   test('an instance without its own messaging runs the settings default (messaging.defaultMode)', async () => {
     const set = await t.call('PATCH', '/api/v2/settings', {
       'messaging.defaultMode': 'collect',
-      'messaging.defaultDebounceMs': 300,
+      'messaging.defaultDebounceMs': 600,
     });
     expect(set.status).toBe(200);
     try {
@@ -95,12 +95,12 @@ describe('conversation modes end to end', () => {
       const bot = await evolutionInstance(t, { name: 'modes-default', evo: fakes.evo, agent: fakes.agent });
       expect((await t.call('GET', `/api/v2/instances/${bot.id}`)).body.data.messaging).toMatchObject({
         mode: 'collect',
-        debounceMs: 300,
+        debounceMs: 600,
       });
       for (const [i, text] of ['one', 'two', 'three'].entries())
         await bot.post(evolutionUpsert({ id: `DEF-${i}`, text, phone: '15550003333' }));
       await until(() => fakes.evo.sent.length === 1, 5_000, 'the reply');
-      await Bun.sleep(400);
+      await Bun.sleep(800);
       expect(seen() - before).toBe(1);
       expect(fakes.evo.sent.map((s) => s.text)).toEqual(['echo: one\ntwo\nthree']);
     } finally {
