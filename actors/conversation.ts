@@ -341,9 +341,10 @@ export class ConversationActor implements Actor<ConversationMsg> {
   private collects(row: InboxRow): boolean {
     if (row.batch_id) return true; // a batch taken before (restart, replay): resumed as it is
     if (!this.deps.messaging || row.kind !== 'inbound') return false;
-    if (this.window) return true;
-    const inst = this.deps.instance(row.instance_id);
-    if (!inst || this.deps.messaging(inst).mode === 'sequential') return false;
+    if (!this.window) {
+      const inst = this.deps.instance(row.instance_id);
+      if (!inst || this.deps.messaging(inst).mode === 'sequential') return false;
+    }
     return !postedViaApi(JSON.parse(row.payload_json) as InboundMessage);
   }
 
