@@ -1,6 +1,17 @@
 // One actor per conversation (instance, chat). It pulls the conversation's rows from the
-// durable inbox in order (bounded prefetch) and runs ONE message at a time through
+// durable inbox in order (bounded prefetch) and runs ONE turn at a time through
 // access → agent → send; the next starts only when the previous reached a terminal state.
+//
+// A turn answers one message (mode `sequential`, the default) or a batch (modes `collect` and
+// `interrupt`): the messages that arrived while the conversation waited for quiet (debounceMs,
+// capped by maxWaitMs and maxBatch) or while its previous turn ran. The waiting window is never
+// kept anywhere but in the inbox rows: it is recomputed from the pending rows and their received
+// times (after a restart too), and a batch, once taken, is marked on its rows (batch_id) so a
+// restart resumes that batch as it is. The batch's last message (the lead) carries the agent call,
+// the reply and its outbox; the others end with it, in the same transaction. In `interrupt` mode a
+// message that can join the batch cancels the running agent call — until the reply is committed or
+// its first part goes to the channel; after that the turn finishes and the new message waits for
+// the next turn (a reply already partly on the platform is never cut off and repeated).
 
 import type { Logger } from 'pino';
 import type { InboxStore } from '../db/inbox-store.ts';
@@ -20,6 +31,7 @@ import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
 import { sha256 } from '../src/services/ids.ts';
 import type { InboxRow } from '../src/services/inbox.ts';
+import { DEFAULT_MESSAGING, MESSAGING_LIMITS, type MessagingOptions } from '../src/services/instance-options.ts';
 import { backoffDelay } from './runtime/backoff.ts';
 import type { Clock } from './runtime/clock.ts';
 import type { Actor } from './runtime/supervisor.ts';
@@ -75,6 +87,8 @@ export interface ConversationDeps {
   shuttingDown?: AbortSignal;
   /** Cluster mode: false once this node lost the conversation's shard (stop acting at once). */
   stillOwner?(conversationId: string): boolean;
+  /** The conversation mode an instance runs with (its own `messaging`, else the global default); sequential when absent. */
+  messaging?(instance: Instance): MessagingOptions;
 }
 
 export type ConversationMsg = 'wake';
@@ -104,6 +118,88 @@ export function idempotencyKeyFor(instanceId: string, providerMessageId: string)
   return sha256(`${instanceId}:${providerMessageId}`).slice(0, 40);
 }
 
+/** A batch's Idempotency-Key, derived from its messages' ids (one message: the key it has on its own). */
+export function batchIdempotencyKey(instanceId: string, providerMessageIds: string[]): string {
+  if (providerMessageIds.length === 1) return idempotencyKeyFor(instanceId, providerMessageIds[0]!);
+  return sha256(`${instanceId}:batch:${providerMessageIds.join('\n')}`).slice(0, 40);
+}
+
+/** A batch's id, derived from its messages' trace ids (the same batch taken again has the same id). */
+export function batchIdFor(traceIds: string[]): string {
+  return `b_${sha256(traceIds.join('\n')).slice(0, 24)}`;
+}
+
+/** The most rows one window looks at (the largest maxBatch). */
+const WINDOW_ROWS = MESSAGING_LIMITS.maxBatch[1];
+
+const isOpen = (r: InboxRow) => r.status === 'pending' || r.status === 'processing';
+
+/**
+ * Whether `r` may be answered in one batch with `head`: an inbound platform message of the same
+ * sender (in a group, one person's burst), not yet in a batch. API sends and messages posted through
+ * the API (answered on the live stream) are always answered on their own.
+ */
+function joinable(head: InboxRow, r: InboxRow): boolean {
+  if (r.kind !== 'inbound' || r.batch_id || r.sender_id !== head.sender_id || r.instance_id !== head.instance_id)
+    return false;
+  return !postedViaApi(JSON.parse(r.payload_json) as InboundMessage);
+}
+
+/** The window over the conversation's pending rows (the first is its head): who is in it, and when it closes. */
+export interface Window {
+  members: InboxRow[];
+  /** Wall-clock time (ms) the turn starts unless the window grows. */
+  deadline: number;
+  /** Nothing can join any more (maxBatch reached, a row that cannot join or that came too late follows). */
+  closed: boolean;
+}
+
+/**
+ * The waiting window, recomputed from the rows alone. A message joins when it was there when the
+ * window opened (`openedAt`: it arrived while the previous turn ran, or before a restart) or when
+ * it arrived before the window's deadline; one that arrives at the deadline exactly starts the
+ * next window.
+ * The deadline is debounceMs after the last message that joined, and never later than maxWaitMs
+ * (when set) after the first.
+ */
+export function windowOf(rows: InboxRow[], openedAt: number, opts: MessagingOptions): Window {
+  const head = rows[0]!;
+  const first = Date.parse(head.received_at);
+  const cap = opts.maxWaitMs > 0 ? first + opts.maxWaitMs : Number.POSITIVE_INFINITY;
+  const members = [head];
+  let deadline = Math.min(first + opts.debounceMs, cap);
+  for (let i = 1; i < rows.length; i++) {
+    const r = rows[i]!;
+    if (members.length >= opts.maxBatch || !joinable(head, r)) return { members, deadline, closed: true };
+    const t = Date.parse(r.received_at);
+    if (t > openedAt && t >= deadline) return { members, deadline, closed: true };
+    members.push(r);
+    deadline = Math.min(Math.max(deadline, t + opts.debounceMs), cap);
+  }
+  return { members, deadline, closed: members.length >= opts.maxBatch };
+}
+
+/** One turn answering a batch of messages (modes collect and interrupt). */
+interface BatchTurn {
+  id: string;
+  /** Every message of the batch in order; the last is the lead (its unit of work holds the agent call and the reply). */
+  rows: InboxRow[];
+  msgs: InboundMessage[];
+  /** The unfinished messages other than the lead: they end with it. */
+  members: InboxRow[];
+  key: string;
+  opts: MessagingOptions;
+  /** The agent call's signal: a hand-off or an interruption aborts it. */
+  signal: AbortSignal;
+  controller: AbortController;
+  /** Until the reply is committed or its first part goes to the channel. */
+  interruptible: boolean;
+  interrupted: boolean;
+}
+
+/** Why an interrupted turn stops (the agent call's abort reason, and what a send refused for it throws). */
+const INTERRUPTED = new AgentError('the turn was interrupted by a newer message', false);
+
 function userIdFor(inst: Instance, m: InboundMessage): string {
   return `${platformOf(inst.channel)}:${m.sender.phone ?? m.sender.id}`;
 }
@@ -115,6 +211,16 @@ export class ConversationActor implements Actor<ConversationMsg> {
   private openTurns = new Set<string>();
   /** Platform id of reply part 0 when this actor sent it (saves the events a lookup). */
   private partZero: { seq: number; id: string } | null = null;
+  /**
+   * The waiting window being filled: when the conversation became free for it and the options it
+   * runs with (a change of the instance's mode applies from the next window). Only a cache of
+   * what the rows say: lost on a restart, the window is recomputed with every waiting row in it.
+   */
+  private window: { openedAt: number; opts: MessagingOptions } | null = null;
+  /** Ends the window's wait early (a message arrived, or the actor stops). */
+  private windowWake: (() => void) | null = null;
+  /** The batch turn running now. */
+  private turn: BatchTurn | null = null;
 
   constructor(
     readonly conversationId: string,
@@ -126,8 +232,13 @@ export class ConversationActor implements Actor<ConversationMsg> {
     for (;;) {
       const rows = inbox.next(this.conversationId, 0, policy.prefetch);
       if (rows.length === 0) return;
+      let windowed = false;
       for (const row of rows) {
         if (this.stopped || (this.deps.stillOwner && !this.deps.stillOwner(this.conversationId))) return;
+        if (this.collects(row)) {
+          windowed = true;
+          break;
+        }
         try {
           await this.process(row);
         } catch (err) {
@@ -136,13 +247,20 @@ export class ConversationActor implements Actor<ConversationMsg> {
           if (!this.failedUnexpectedly(row, err)) throw err; // the supervisor restarts us with backoff
         }
       }
+      if (windowed) {
+        if (!(await this.runWindow())) return;
+        continue;
+      }
       // The in-memory backlog says whether anything arrived meanwhile; skip the empty query.
       if (rows.length < policy.prefetch && inbox.conversationBacklog(this.conversationId) === 0) return;
     }
   }
 
-  /** Counts an unexpected failure against the row's attempts; true when the row is (now) terminal. */
-  private failedUnexpectedly(row: InboxRow, err: unknown): boolean {
+  /**
+   * Counts an unexpected failure against the row's attempts; true when the row is (now) terminal.
+   * A batch's other messages (`members`) end with their lead.
+   */
+  private failedUnexpectedly(row: InboxRow, err: unknown, members: InboxRow[] = []): boolean {
     const { inbox, log } = this.deps;
     const message = (err as Error)?.message ?? String(err);
     log.error({ trace: row.id, err: message }, 'unexpected failure while processing a message');
@@ -155,9 +273,14 @@ export class ConversationActor implements Actor<ConversationMsg> {
         inbox.recordAttempt(row.seq, attempts);
         return false;
       }
+      const inst = this.deps.instance(row.instance_id);
+      for (const m of members) {
+        inbox.failUnexpectedly(m, attempts, message);
+        this.deps.observer.terminal?.(m, 'failed', inst, null);
+      }
       inbox.failUnexpectedly(row, attempts, message);
       if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, message);
-      this.deps.observer.terminal?.(row, 'failed', this.deps.instance(row.instance_id), null);
+      this.deps.observer.terminal?.(row, 'failed', inst, null);
       return true;
     } catch {
       return false; // the database itself is failing: let the supervisor back off and retry
@@ -169,9 +292,10 @@ export class ConversationActor implements Actor<ConversationMsg> {
     return postedViaApi(msg) ? API_ADAPTER : this.deps.adapter(inst.id);
   }
 
-  /** A retry wait; false when the gateway started shutting down meanwhile. */
-  private async wait(ms: number): Promise<boolean> {
-    const signal = this.deps.shuttingDown;
+  /** A retry wait; false when the gateway started shutting down (or `also` fired) meanwhile. */
+  private async wait(ms: number, also?: AbortSignal): Promise<boolean> {
+    const shutdown = this.deps.shuttingDown;
+    const signal = also ? (shutdown ? AbortSignal.any([shutdown, also]) : also) : shutdown;
     if (signal?.aborted) return false;
     try {
       await this.deps.clock.sleep(ms, signal);
@@ -184,6 +308,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
   async stop(reason: string): Promise<void> {
     if (reason === 'passivate') crashPoint('during_passivation');
     this.stopped = true;
+    this.windowWake?.(); // a window's wait ends; its rows stay pending and the window is recomputed
     if (reason === 'shutdown') return; // let the turn in flight finish (the supervisor awaits it)
   }
 
@@ -193,13 +318,200 @@ export class ConversationActor implements Actor<ConversationMsg> {
     this.abort.abort(new Error('conversation handed off'));
   }
 
-  private async process(row: InboxRow): Promise<void> {
+  /**
+   * Rows arrived for this conversation (the engine calls this on every wake-up). A waiting window
+   * is recomputed; in `interrupt` mode a message that can join the running batch cancels its
+   * agent call, and the next turn answers the batch together with it.
+   */
+  newWork(): void {
+    this.windowWake?.();
+    const t = this.turn;
+    if (t?.opts.mode !== 'interrupt' || !t.interruptible || t.interrupted) return;
+    if (t.rows.length >= t.opts.maxBatch) return; // it could not join: the batch is full
+    const lead = t.rows[t.rows.length - 1]!;
+    const newest = this.deps.inbox.lastOpen(this.conversationId);
+    if (!newest || newest.seq <= lead.seq || !joinable(lead, newest)) return;
+    t.interrupted = true;
+    t.controller.abort(INTERRUPTED);
+  }
+
+  // ── conversation modes: the waiting window and batches ───────────────────────────────────
+
+  /** Whether a row is answered through the window (a batch) rather than on its own. */
+  private collects(row: InboxRow): boolean {
+    if (row.batch_id) return true; // a batch taken before (restart, replay): resumed as it is
+    if (!this.deps.messaging || row.kind !== 'inbound') return false;
+    if (!this.window) {
+      const inst = this.deps.instance(row.instance_id);
+      if (!inst || this.deps.messaging(inst).mode === 'sequential') return false;
+    }
+    return !postedViaApi(JSON.parse(row.payload_json) as InboundMessage);
+  }
+
+  /**
+   * Waits while the window at the head of the conversation is open, then answers it as one batch.
+   * False when the actor must stop (shutdown, hand-off): the rows stay pending as they are.
+   */
+  private async runWindow(): Promise<boolean> {
+    const { inbox, clock } = this.deps;
+    for (;;) {
+      if (this.stopped || this.deps.shuttingDown?.aborted) return false;
+      if (this.deps.stillOwner && !this.deps.stillOwner(this.conversationId)) return false;
+      const rows = inbox.next(this.conversationId, 0, WINDOW_ROWS);
+      const head = rows[0];
+      if (head?.batch_id) {
+        this.window = null;
+        await this.resumeBatch(head.batch_id);
+        return true;
+      }
+      if (!head || !this.collects(head)) {
+        this.window = null; // nothing waits, or the head is answered on its own
+        return true;
+      }
+      const inst = this.deps.instance(head.instance_id);
+      if (!inst) {
+        this.window = null;
+        return true;
+      }
+      const now = clock.now();
+      this.window ??= { openedAt: now, opts: { ...this.deps.messaging!(inst) } }; // a copy: changes apply next time
+      const { openedAt, opts } = this.window;
+      const w = windowOf(rows, openedAt, opts);
+      if (!w.closed && now < w.deadline) {
+        // Quiet wait: no typing indicator (the agent is not working yet).
+        await this.waitWindow(w.deadline - now);
+        continue;
+      }
+      this.window = null;
+      await this.takeBatch(inst, w.members, opts);
+      return true;
+    }
+  }
+
+  private async waitWindow(ms: number): Promise<void> {
+    const wake = new AbortController();
+    this.windowWake = () => wake.abort();
+    const signals = [wake.signal, this.abort.signal];
+    if (this.deps.shuttingDown) signals.push(this.deps.shuttingDown);
+    try {
+      await this.deps.clock.sleep(ms, AbortSignal.any(signals));
+    } catch {
+      // woken early: the caller looks at the rows again
+    } finally {
+      this.windowWake = null;
+    }
+  }
+
+  /**
+   * The window closed: each message's access is decided in order (a refused one ends on its own,
+   * as in sequential mode), the others become one batch, marked on their rows, and run.
+   */
+  private async takeBatch(inst: Instance, candidates: InboxRow[], opts: MessagingOptions): Promise<void> {
+    const allowed: Array<{ row: InboxRow; decision: AccessDecision }> = [];
+    for (const row of candidates) {
+      const decision = this.deps.access(inst, JSON.parse(row.payload_json) as InboundMessage);
+      if (decision.allowed) {
+        allowed.push({ row, decision });
+        continue;
+      }
+      try {
+        await this.process(row, null, decision);
+      } catch (err) {
+        if (!this.failedUnexpectedly(row, err)) throw err;
+      }
+    }
+    if (!allowed.length) return;
+    const rows = allowed.map((a) => a.row);
+    const id = batchIdFor(rows.map((r) => r.id));
+    const lead = rows[rows.length - 1]!;
+    this.deps.inbox.takeBatch(
+      id,
+      allowed.map(({ row, decision }, i) => ({
+        row,
+        steps: [
+          {
+            step: 'access_control_checked',
+            status: 'success',
+            details: { user_allowed: true, reason: decision.reason, rule_id: decision.ruleId ?? null },
+          },
+          {
+            step: 'batched',
+            status: 'success',
+            details: { batch_id: id, mode: opts.mode, position: i + 1, size: rows.length, answered_by: lead.id },
+          },
+        ],
+      })),
+    );
+    await this.runBatch(inst, id, rows, opts);
+  }
+
+  /** A batch taken before (a restart, a replay): answered as it is, with the messages it had. */
+  private async resumeBatch(batchId: string): Promise<void> {
+    const rows = this.deps.inbox.batchRows(batchId);
+    const lead = rows[rows.length - 1];
+    const inst = lead ? this.deps.instance(lead.instance_id) : null;
+    if (!lead || !isOpen(lead) || !inst) {
+      // Its lead ended (or the instance is gone): whatever is left is answered afresh.
+      this.deps.inbox.releaseBatch(batchId);
+      return;
+    }
+    await this.runBatch(inst, batchId, rows, this.deps.messaging?.(inst) ?? DEFAULT_MESSAGING);
+  }
+
+  private async runBatch(inst: Instance, id: string, rows: InboxRow[], opts: MessagingOptions): Promise<void> {
+    const lead = rows[rows.length - 1]!;
+    const controller = new AbortController();
+    const turn: BatchTurn = {
+      id,
+      rows,
+      msgs: rows.map((r) => JSON.parse(r.payload_json) as InboundMessage),
+      members: rows.filter((r) => r !== lead && isOpen(r)),
+      key: batchIdempotencyKey(
+        inst.id,
+        rows.map((r) => r.provider_message_id),
+      ),
+      opts,
+      controller,
+      signal: AbortSignal.any([this.abort.signal, controller.signal]),
+      interruptible: lead.response_text === null,
+      interrupted: false,
+    };
+    this.turn = turn;
+    try {
+      await this.process(lead, turn);
+    } catch (err) {
+      if (!this.failedUnexpectedly(lead, err, turn.members)) throw err;
+    } finally {
+      this.turn = null;
+    }
+  }
+
+  /** An interrupted batch: the cancelled attempt is recorded and the batch goes back to the window. */
+  private async interrupted(turn: BatchTurn, trace: MessageWork, stage: 'agent call' | 'retry wait'): Promise<void> {
+    trace.step('agent_cancelled', 'skipped', {
+      batch_id: turn.id,
+      reason: 'a newer message arrived (interrupt mode); the next turn answers this batch together with it',
+      during: stage,
+    });
+    await trace.commit();
+    this.deps.inbox.releaseBatch(turn.id);
+    const turnId = trace.traceId;
+    if (this.openTurns.delete(turnId))
+      this.deps.sink.runError(turnId, 'interrupted by a newer message; the next turn answers both');
+  }
+
+  /**
+   * One turn: a message on its own, or (`batch`) the lead of a batch, whose access was decided when
+   * the batch was taken. `decided`: the access decision made already (a message refused while its
+   * window was taken).
+   */
+  private async process(row: InboxRow, batch: BatchTurn | null = null, decided?: AccessDecision): Promise<void> {
     const { log } = this.deps;
     const inst = this.deps.instance(row.instance_id);
     const msg = JSON.parse(row.payload_json) as InboundMessage;
     const trace = this.deps.inbox.begin(row);
     if (!inst) {
-      await this.finish(row, trace, 'failed', null, { error: 'instance no longer exists' });
+      await this.finish(row, trace, 'failed', null, { error: 'instance no longer exists' }, null, batch);
       return;
     }
 
@@ -212,8 +524,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
       return;
     }
 
-    if (row.response_text === null) {
-      const decision = this.deps.access(inst, msg);
+    if (row.response_text === null && !batch) {
+      const decision = decided ?? this.deps.access(inst, msg);
       trace.step('access_control_checked', decision.allowed ? 'success' : 'error', {
         user_allowed: decision.allowed,
         reason: decision.reason,
@@ -231,10 +543,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const max = this.deps.policy.maxAttempts();
     for (;;) {
       try {
-        responseText = await this.attempt(row, trace, inst, msg, responseText);
-        await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, responseText);
+        responseText = await this.attempt(row, trace, inst, msg, responseText, batch);
+        await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, responseText, batch);
         return;
       } catch (err) {
+        if (batch?.interrupted && responseText === null) return this.interrupted(batch, trace, 'agent call');
         if (this.stopped && this.abort.signal.aborted) {
           await trace.commit(); // handed off: keep what happened; the new owner resumes
           // End the live turn here: the new owner starts its own, and subscribers must not wait on this one.
@@ -265,29 +578,36 @@ export class ConversationActor implements Actor<ConversationMsg> {
           await trace.commit();
           if (this.openTurns.has(row.id))
             this.deps.sink.turnRestarted(row.id, `attempt ${attempts} failed: ${message}`);
-          if (!(await this.wait(delay))) return; // shutting down: the row stays pending and resumes on start
+          if (!(await this.wait(delay, batch?.signal))) {
+            if (batch?.interrupted) return this.interrupted(batch, trace, 'retry wait');
+            return; // shutting down: the row stays pending and resumes on start
+          }
           if (responseText === null) responseText = this.deps.inbox.get(row.seq)?.response_text ?? null;
           continue;
         }
         if (this.openTurns.delete(row.id)) this.deps.sink.runError(row.id, message);
-        await this.deadLetter(row, trace, inst, msg, message, attempts, retryable);
+        await this.deadLetter(row, trace, inst, msg, message, attempts, retryable, batch);
         return;
       }
     }
   }
 
-  /** One attempt: the agent (unless its reply is already committed), then delivery. */
+  /**
+   * One attempt: the agent (unless its reply is already committed), then delivery. For a batch the
+   * agent gets every message (joined text, and the list) and the reply quotes the last one.
+   */
   private async attempt(
     row: InboxRow,
     trace: MessageWork,
     inst: Instance,
     msg: InboundMessage,
     committed: string | null,
+    batch: BatchTurn | null = null,
   ): Promise<string> {
     const { sink, clock } = this.deps;
     const adapter = this.adapterFor(inst, msg);
     if (!adapter) throw new ChannelError(`instance '${inst.name}' is not running (inactive or still starting)`, true);
-    const ctx = this.deliveryContext(row, trace, inst, msg, adapter);
+    const ctx = this.deliveryContext(row, trace, inst, msg, adapter, batch);
     const writer = createReplyWriter(ctx);
     const turnId = `${row.id}`;
     let text = committed;
@@ -295,17 +615,19 @@ export class ConversationActor implements Actor<ConversationMsg> {
       const req: AgentRequest = {
         userId: userIdFor(inst, msg),
         sessionId: this.conversationId,
-        message: msg.text,
+        message: batch ? batch.msgs.map((m) => m.text).join('\n') : msg.text,
         context: {
           channel: platformOf(inst.channel),
           instance: inst.name,
           source: requireChannel(inst.channel).agentSource ?? inst.channel,
         },
         sessionOrigin: platformOf(inst.channel),
-        idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
+        idempotencyKey: batch ? batch.key : idempotencyKeyFor(inst.id, row.provider_message_id),
         messageId: row.id,
         senderName: msg.sender.name,
       };
+      if (batch)
+        req.messages = batch.rows.map((r, i) => ({ id: r.id, text: batch.msgs[i]!.text, time: r.received_at }));
       // One live turn per message across retries: a retry is announced with turnRestarted.
       if (!this.openTurns.has(turnId)) {
         this.openTurns.add(turnId);
@@ -320,7 +642,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
       const typing = this.typingIndicator(adapter, ctx, msg);
       try {
         crashPoint('agent_before_first_delta');
-        text = await runAgent(this.deps.agentFor(inst), req, this.abort.signal, (ev) => {
+        text = await runAgent(this.deps.agentFor(inst), req, batch ? batch.signal : this.abort.signal, (ev) => {
           if (ev.type === 'delta') {
             if (firstDeltaAt === null) firstDeltaAt = clock.monotonic();
             else crashPoint('agent_mid_stream');
@@ -330,7 +652,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
             // Progressive delivery runs behind the stream; its first failure is kept (never left
             // as an unhandled rejection) and fails the attempt once the agent call returns.
             pending = pending
-              .then(() => (deliveryError === null ? writer.onText(snapshot) : undefined))
+              .then(() => (deliveryError === null && !batch?.interrupted ? writer.onText(snapshot) : undefined))
               .catch((err) => {
                 deliveryError ??= err;
               });
@@ -339,6 +661,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
             sink.messageBreak(turnId);
           }
         });
+        if (batch) {
+          // Interrupted between the agent's last event and here: the reply is dropped, as if cut.
+          if (batch.interrupted) throw INTERRUPTED;
+          batch.interruptible = false;
+        }
         await pending;
         const ms = clock.monotonic() - started;
         this.deps.observer.agentDone?.(inst, ms, firstDeltaAt === null ? null : firstDeltaAt - started, true);
@@ -360,6 +687,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         sink.runFinished(turnId, reply);
       } catch (err) {
         await pending.catch(() => {});
+        if (batch?.interrupted) throw err; // a cancelled attempt: process() records it
         const ms = clock.monotonic() - started;
         this.deps.observer.agentDone?.(inst, ms, null, false);
         trace.step(
@@ -420,6 +748,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
     inst: Instance,
     msg: InboundMessage,
     adapter: ChannelAdapter,
+    batch: BatchTurn | null = null,
   ): DeliveryContext {
     return {
       clock: this.deps.clock,
@@ -427,8 +756,15 @@ export class ConversationActor implements Actor<ConversationMsg> {
       instance: inst,
       chat: msg.chat,
       inbound: msg,
-      idempotencyKey: idempotencyKeyFor(inst.id, row.provider_message_id),
+      idempotencyKey: batch ? batch.key : idempotencyKeyFor(inst.id, row.provider_message_id),
       work: trace,
+      // From the first part on the platform, a batch is no longer interrupted (see the top of the file).
+      onSending: batch
+        ? () => {
+            if (batch.interrupted) throw INTERRUPTED;
+            batch.interruptible = false;
+          }
+        : undefined,
       onSent: (part, platformMessageId) => {
         if (part === 0) this.partZero = { seq: row.seq, id: platformMessageId };
       },
@@ -453,7 +789,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
     if (!adapter) return;
     try {
       await sendPart(
-        this.deliveryContext(row, trace, inst, msg, adapter),
+        this.deliveryContext(row, trace, inst, msg, adapter, this.turn?.rows.at(-1) === row ? this.turn : null),
         label === 'error_reply' ? 10_000 : 10_001,
         text,
       );
@@ -512,15 +848,19 @@ export class ConversationActor implements Actor<ConversationMsg> {
     reason: string,
     attempts: number,
     retryable: boolean,
+    batch: BatchTurn | null = null,
   ): Promise<void> {
     trace.deadLetter({ instanceId: inst.id, reason, attempts });
-    trace.step('dead_lettered', 'error', { reason, attempts, retryable });
+    trace.step('dead_lettered', 'error', { reason, attempts, retryable, ...(batch ? { batch_id: batch.id } : {}) });
     this.deps.observer.deadLettered?.(inst);
     if (inst.settings.errorReply) await this.trySend(row, trace, inst, msg, 'error_reply', inst.settings.errorReply);
-    await this.finish(row, trace, 'dead_lettered', inst, { error: reason, channelSuccess: false });
+    await this.finish(row, trace, 'dead_lettered', inst, { error: reason, channelSuccess: false }, null, batch);
   }
 
-  /** The terminal state, in one transaction with everything still queued for this message. */
+  /**
+   * The terminal state, in one transaction with everything still queued for this message (and, for
+   * a batch's lead, with the batch's other messages, which end in the same state without a reply).
+   */
   private async finish(
     row: InboxRow,
     trace: MessageWork,
@@ -528,13 +868,20 @@ export class ConversationActor implements Actor<ConversationMsg> {
     inst: Instance | null,
     f: { error?: string; channelSuccess?: boolean },
     responseText: string | null = null,
+    batch: BatchTurn | null = null,
   ): Promise<void> {
-    await trace.finish(status, { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null });
+    const members = batch?.members ?? [];
+    await trace.finish(
+      status,
+      { error: f.error ?? null, channelSuccess: f.channelSuccess ?? null },
+      members.length ? { id: batch!.id, members } : undefined,
+    );
     const info: TerminalInfo = {
       firstTerminal: trace.fresh,
       firstPartId: this.partZero?.seq === row.seq ? this.partZero.id : undefined,
     };
     this.partZero = null;
+    for (const m of members) this.deps.observer.terminal?.(m, status, inst, null, { firstTerminal: false });
     this.deps.observer.terminal?.(row, status, inst, responseText, info);
   }
 }

@@ -45,6 +45,13 @@ export interface DeadLetterRecord {
 /** Receipts only move forward; failed is final. */
 const RECEIPT_RANK: Record<string, number> = { sent: 1, delivered: 2, read: 3, failed: 4 };
 
+/** A trace step written with a batch being taken (see takeBatch). */
+export interface BatchStep {
+  step: string;
+  status: TraceStep['status'];
+  details: Record<string, unknown> | null;
+}
+
 /** Bounds on the rows kept in memory for conversation actors (beyond them actors query). */
 const FRESH_PER_CONVERSATION = 64;
 const FRESH_TOTAL = 10_000;
@@ -82,6 +89,8 @@ export class InboxStore {
   constructor(
     private db: Database,
     private limits: InboxLimits,
+    /** Wall-clock time of ingest (received_at); the conversation windows are measured against it. */
+    private now: () => number = Date.now,
   ) {
     this.stmt = {
       upsertConversation: db.query(
@@ -185,7 +194,7 @@ export class InboxStore {
     try {
       this.db
         .transaction(() => {
-          const now = isoNow();
+          const now = isoNow(this.now());
           for (const p of batch) results.push(this.write(p, now, woken, freshRows));
           crashPoint('mid_group_commit');
         })
@@ -269,6 +278,7 @@ export class InboxStore {
             received_at: now,
             completed_at: null,
             duration_ms: null,
+            batch_id: null,
           }
         : null,
     );
@@ -359,6 +369,20 @@ export class InboxStore {
     return this.db.query<InboxRow, [number]>('SELECT * FROM inbox WHERE seq = ?').get(seq);
   }
 
+  /** The newest unfinished row of a conversation (does a message that just arrived join the running batch?). */
+  lastOpen(conversationId: string): InboxRow | null {
+    return this.db
+      .query<InboxRow, [string]>(
+        `SELECT * FROM inbox WHERE conversation_id = ? AND status IN ('pending','processing') ORDER BY seq DESC LIMIT 1`,
+      )
+      .get(conversationId);
+  }
+
+  /** Every row of a batch, finished or not, in inbox order. */
+  batchRows(batchId: string): InboxRow[] {
+    return this.db.query<InboxRow, [string]>('SELECT * FROM inbox WHERE batch_id = ? ORDER BY seq').all(batchId);
+  }
+
   /** Every unfinished row, in inbox order (cluster catch-up). */
   openRows(): InboxRow[] {
     return this.db
@@ -373,6 +397,47 @@ export class InboxStore {
     return new MessageWork(this.work, this.committer, row, this.handedFresh.has(row), (conv, seq) =>
       this.settled(conv, seq),
     );
+  }
+
+  // ── batches (conversation modes collect and interrupt) ─────────────────────────────────────
+
+  /**
+   * A waiting window closed: its rows become one batch, answered by one turn. In one transaction
+   * every row gets the batch id and its steps (the access decision, its place in the batch). From
+   * here on a restart resumes this batch as it is instead of recomputing the window. The rows given
+   * are the objects the caller goes on with: they are no longer "fresh" (their traces grew).
+   */
+  takeBatch(batchId: string, members: Array<{ row: InboxRow; steps: BatchStep[] }>): void {
+    const now = isoNow();
+    this.db.transaction(() => {
+      for (const { row, steps } of members) {
+        this.db
+          .query("UPDATE inbox SET batch_id = ? WHERE seq = ? AND status IN ('pending','processing')")
+          .run(batchId, row.seq);
+        let idx = this.work.nextStep.get(row.id)!.n;
+        for (const s of steps)
+          this.work.insertStep.run(
+            row.id,
+            idx++,
+            s.step,
+            s.status,
+            now,
+            null,
+            s.details ? JSON.stringify(s.details) : null,
+          );
+      }
+    })();
+    for (const { row } of members) {
+      row.batch_id = batchId;
+      this.handedFresh.delete(row);
+    }
+  }
+
+  /** An interrupted batch goes back to the waiting window (its unfinished rows lose the batch id). */
+  releaseBatch(batchId: string): void {
+    this.db
+      .query("UPDATE inbox SET batch_id = NULL WHERE batch_id = ? AND status IN ('pending','processing')")
+      .run(batchId);
   }
 
   /** The attempts made so far, written at once (outside any unit of work). */
@@ -487,16 +552,29 @@ export class InboxStore {
   replayDeadLetter(
     d: Pick<DeadLetterRecord, 'id' | 'inbox_seq' | 'instance_id' | 'conversation_id' | 'trace_id'>,
   ): boolean {
-    const reopened = this.db.transaction(() => {
-      const changed = this.db
+    const reopen = (seq: number) =>
+      this.db
         .query(
           "UPDATE inbox SET status = 'pending', attempts = 0, error = NULL, completed_at = NULL, duration_ms = NULL WHERE seq = ? AND status = 'dead_lettered'",
         )
-        .run(d.inbox_seq).changes;
-      if (changed) this.db.query('DELETE FROM dead_letters WHERE id = ?').run(d.id);
-      return changed > 0;
+        .run(seq).changes > 0;
+    const reopened = this.db.transaction(() => {
+      if (!reopen(d.inbox_seq)) return null;
+      this.db.query('DELETE FROM dead_letters WHERE id = ?').run(d.id);
+      // A batch's dead letter is its lead's: the batch is replayed whole (the fragments ended with it).
+      const batchId = this.db
+        .query<{ b: string | null }, [number]>('SELECT batch_id AS b FROM inbox WHERE seq = ?')
+        .get(d.inbox_seq)?.b;
+      const members = batchId
+        ? this.batchRows(batchId).filter((r) => r.seq !== d.inbox_seq && r.status === 'dead_lettered')
+        : [];
+      return members.filter((r) => reopen(r.seq));
     })();
     if (!reopened) return false;
+    for (const m of reopened) {
+      this.addStep(m.id, 'replayed', 'success', { dead_letter_id: d.id, batch_id: m.batch_id });
+      this.reopened(d.conversation_id);
+    }
     this.addStep(d.trace_id, 'replayed', 'success', { dead_letter_id: d.id });
     this.reopened(d.conversation_id);
     for (const l of this.listeners) l(d.conversation_id, d.instance_id);

@@ -182,15 +182,36 @@ export class MessageWork {
     return this.commitWith(() => this.s.response.run(text, this.row.seq));
   }
 
-  /** The terminal state, in one transaction with everything still queued; then the row leaves the backlog. */
+  /**
+   * The terminal state, in one transaction with everything still queued; then the row leaves the
+   * backlog. For a batch's lead, the other fragments of the batch end in the same transaction with
+   * the same state and an `answered_in_batch` step naming the lead (whose trace has the agent call
+   * and the reply).
+   */
   async finish(
     status: 'completed' | 'failed' | 'blocked' | 'dead_lettered',
     f: { error?: string | null; channelSuccess?: boolean | null },
+    batch?: { id: string; members: WorkRow[] },
   ): Promise<void> {
-    await this.commitWith(() =>
-      writeTerminal(this.s, this.row.seq, status, { ...f, receivedAt: this.row.received_at }),
-    );
+    const members = batch?.members ?? [];
+    await this.commitWith(() => {
+      writeTerminal(this.s, this.row.seq, status, { ...f, receivedAt: this.row.received_at });
+      const at = isoNow();
+      for (const m of members) {
+        this.s.insertStep.run(
+          m.id,
+          this.s.nextStep.get(m.id)!.n,
+          'answered_in_batch',
+          status === 'completed' ? 'success' : 'error',
+          at,
+          null,
+          JSON.stringify({ batch_id: batch!.id, answered_by: this.row.id, status }),
+        );
+        writeTerminal(this.s, m.seq, status, { ...f, receivedAt: m.received_at });
+      }
+    });
     this.settle(this.row.conversation_id, this.row.seq);
+    for (const m of members) this.settle(m.conversation_id, m.seq);
   }
 
   /** A reply part's outbox row, or null when it has none. */

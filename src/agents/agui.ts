@@ -28,7 +28,10 @@ export function runAgentInput(req: AgentRequest): Record<string, unknown> {
   return {
     threadId: req.sessionId,
     runId: aguiRunId(req.messageId),
-    messages: [{ id: req.messageId, role: 'user', content: req.message }],
+    // A batched turn is its messages as consecutive user messages.
+    messages: req.messages
+      ? req.messages.map((m) => ({ id: m.id, role: 'user', content: m.text }))
+      : [{ id: req.messageId, role: 'user', content: req.message }],
     tools: [],
     context: [],
     state: {},

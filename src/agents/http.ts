@@ -166,6 +166,8 @@ export function seedBody(req: import('./types.ts').AgentRequest): Record<string,
     message: req.message,
     context: req.context,
     session_origin: req.sessionOrigin,
+    // A batched turn also lists its messages (id, text, time); a single message has no such field.
+    ...(req.messages ? { messages: req.messages } : {}),
   };
 }
 

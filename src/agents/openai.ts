@@ -83,7 +83,10 @@ export class OpenAiAgentClient implements AgentClient {
       const body = {
         model: model ?? 'default',
         stream: true,
-        messages: [{ role: 'user', content: req.message }],
+        // A batched turn is its messages as consecutive user messages.
+        messages: req.messages
+          ? req.messages.map((m) => ({ role: 'user', content: m.text }))
+          : [{ role: 'user', content: req.message }],
         user: req.userId,
       };
       const res = await post(ep, guard, chatCompletionsUrl(ep.url), headers, body);

@@ -13,6 +13,11 @@ export interface AgentRequest {
   /** Our message id (AG-UI runId is derived from it). */
   messageId: string;
   senderName?: string;
+  /**
+   * A batched turn (conversation modes collect/interrupt): every message it answers, in order.
+   * `message` is then their texts joined with newlines; `messageId` is the last one's.
+   */
+  messages?: Array<{ id: string; text: string; time: string }>;
 }
 
 export type AgentEvent =

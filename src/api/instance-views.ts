@@ -10,10 +10,12 @@ import type { InstanceInput } from '../services/instance-input.ts';
 import {
   DEFAULT_MEDIA,
   DEFAULT_MESSAGING,
+  effectiveMessaging,
   MEDIA_MAX_BYTES,
   MESSAGING_LIMITS,
   MESSAGING_MODES,
   type MediaOptions,
+  type MessagingOptions,
 } from '../services/instance-options.ts';
 import { webhookUrl } from '../services/instances.ts';
 import { hasScope } from '../services/keys.ts';
@@ -249,7 +251,7 @@ export const V2Settings = t.Object(
 const range = (r: readonly [number, number], description: string) =>
   t.Integer({ minimum: r[0], maximum: r[1], description });
 
-/** The design's `messaging`: how bursts become turns (stored; see the README for what takes effect). */
+/** The design's `messaging`: how bursts become turns (an instance without its own runs the settings' default). */
 export const V2Messaging = t.Object(
   {
     mode: t.Optional(
@@ -360,18 +362,26 @@ export function v2Input(body: Record<string, unknown>): InstanceInput {
   return input;
 }
 
-/** `messaging` and `media` as stored (defaults filled), the transcription key masked. */
-function optionsView(inst: Instance) {
+/**
+ * `messaging` as the instance runs it (its own, else the global default) and `media` as stored
+ * (defaults filled), the transcription key masked.
+ */
+function optionsView(inst: Instance, messagingDefault: MessagingOptions) {
   const media = { ...DEFAULT_MEDIA, ...(inst.settings.media as object | undefined) } as MediaOptions;
   return {
-    messaging: { ...DEFAULT_MESSAGING, ...(inst.settings.messaging as object | undefined) },
+    messaging: effectiveMessaging(inst.settings.messaging, () => messagingDefault),
     media: media.transcription
       ? { ...media, transcription: { ...media.transcription, apiKey: maskSecret(media.transcription.apiKey) } }
       : media,
   };
 }
 
-export function v2View(inst: Instance, base: string, revealWebhookToken = true) {
+export function v2View(
+  inst: Instance,
+  base: string,
+  revealWebhookToken = true,
+  messagingDefault: MessagingOptions = DEFAULT_MESSAGING,
+) {
   return {
     id: inst.id,
     name: inst.name,
@@ -384,7 +394,7 @@ export function v2View(inst: Instance, base: string, revealWebhookToken = true) 
       headers: Object.fromEntries(Object.entries(inst.agent.headers).map(([k, v]) => [k, maskSecret(v)])),
     },
     settings: Object.fromEntries(Object.entries(inst.settings).filter(([k]) => k !== 'messaging' && k !== 'media')),
-    ...optionsView(inst),
+    ...optionsView(inst, messagingDefault),
     isActive: inst.isActive,
     isDefault: inst.isDefault,
     status: inst.status,

@@ -18,8 +18,9 @@ import type { AccessDecision, TerminalInfo } from '../core/conversation.ts';
 import type { Instance, InstanceStatus } from '../core/instance.ts';
 import type { ChannelKind, DeliveryStatus, InboundMessage } from '../core/message.ts';
 import type { InboxRow, IngestOutcome } from '../services/inbox.ts';
+import { effectiveMessaging } from '../services/instance-options.ts';
 import type { InstanceService } from '../services/instances.ts';
-import type { SettingsService } from '../services/settings.ts';
+import { messagingDefaults, type SettingsService } from '../services/settings.ts';
 import { TraceService } from '../services/traces.ts';
 import type { StreamHub } from '../stream/hub.ts';
 import { FifoSemaphore } from './fifo-semaphore.ts';
@@ -92,7 +93,12 @@ export class Pipeline {
 
   constructor(private o: PipelineOptions) {
     const p = o.config.pipeline;
-    this.inbox = new InboxStore(o.db, { conversationBacklog: p.conversationBacklog, globalBacklog: p.globalBacklog });
+    // Received times on the engine's clock: the conversation windows (collect/interrupt) are measured on it.
+    this.inbox = new InboxStore(
+      o.db,
+      { conversationBacklog: p.conversationBacklog, globalBacklog: p.globalBacklog },
+      () => o.clock.now(),
+    );
     this.where = o.placement ? o.placement(this.inbox) : embeddedPlacement(this.inbox);
     this.traces = new TraceService(o.db);
     this.hub = o.hub;
@@ -153,6 +159,7 @@ export class Pipeline {
       },
       stillOwner: (id) => this.where.ownsConversation(id),
       shuttingDown: this.shutdownController.signal,
+      messaging: (inst) => effectiveMessaging(inst.settings.messaging, () => messagingDefaults(o.settings)),
     };
 
     this.conversations = new Supervisor<ConversationMsg>({
@@ -231,6 +238,8 @@ export class Pipeline {
   /** Schedules a conversation; a no-op when a wake is already queued. */
   wake(conversationId: string): void {
     if (!this.where.ownsConversation(conversationId)) return;
+    // A running actor learns at once (its waiting window, or an interrupt); an idle one is woken.
+    this.actors.get(conversationId)?.newWork();
     this.conversations.tell(conversationId, 'wake');
   }
 

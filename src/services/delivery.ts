@@ -24,6 +24,8 @@ export interface DeliveryContext {
   /** The message's unit of work: its queued writes (trace steps, row updates) commit with the outbox changes. */
   work: MessageWork;
   onPossibleDuplicate: () => void;
+  /** A part is about to reach the channel (it may throw to refuse: an interrupted turn sends nothing more). */
+  onSending?: (part: number) => void;
   onSent?: (part: number, platformMessageId: string, text: string) => void;
 }
 
@@ -49,6 +51,7 @@ export async function sendPart(
   const { work } = ctx;
   const row = work.outboxPart(part);
   if (row?.status === 'sent' && row.platform_message_id) return row.platform_message_id;
+  ctx.onSending?.(part);
   if (row?.status === 'sending') ctx.onPossibleDuplicate();
   await work.commitSending(part, text, row);
   const receipt = await ctx.adapter.send(

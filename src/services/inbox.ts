@@ -28,6 +28,8 @@ export interface InboxRow {
   received_at: string;
   completed_at: string | null;
   duration_ms: number | null;
+  /** The batch this message is answered in (conversation modes collect/interrupt); null when on its own. */
+  batch_id?: string | null;
 }
 
 export interface IngestOutcome extends IngestResult {

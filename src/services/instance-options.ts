@@ -44,6 +44,14 @@ function intIn(v: unknown, [min, max]: readonly [number, number]): boolean {
   return Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
 }
 
+/**
+ * The options a conversation runs with: the instance's own `messaging` when it has one (stored
+ * whole, every value filled), else the global default (settings `messaging.default*`).
+ */
+export function effectiveMessaging(stored: unknown, globalDefault: () => MessagingOptions): MessagingOptions {
+  return isObject(stored) ? ({ ...DEFAULT_MESSAGING, ...stored } as MessagingOptions) : globalDefault();
+}
+
 /** `patch` merged into `stored`; problems name the field (`messaging.debounceMs`). */
 export function mergeMessaging(stored: unknown, patch: unknown, problems: Problem[]): MessagingOptions {
   const out: MessagingOptions = { ...DEFAULT_MESSAGING, ...(isObject(stored) ? stored : {}) };

@@ -2,6 +2,7 @@
 import type { Database } from 'bun:sqlite';
 import { NotFound, Validation } from '../core/errors.ts';
 import { isoNow } from './ids.ts';
+import { DEFAULT_MESSAGING, MESSAGING_LIMITS, MESSAGING_MODES, type MessagingOptions } from './instance-options.ts';
 
 interface SettingDef {
   description: string;
@@ -26,6 +27,29 @@ export const SETTING_DEFS: Record<string, SettingDef> = {
     description: 'Days a provider message id is remembered for dedupe (≥ 14)',
     default: 14,
     check: intBetween(14, 3650),
+  },
+  // The conversation mode of instances without their own `messaging` (see instance-options.ts).
+  'messaging.defaultMode': {
+    description: 'Conversation mode of instances without their own messaging: sequential, collect or interrupt',
+    default: DEFAULT_MESSAGING.mode,
+    check: (v) =>
+      MESSAGING_MODES.includes(v as MessagingOptions['mode']) ? null : `must be one of ${MESSAGING_MODES.join(', ')}`,
+  },
+  'messaging.defaultDebounceMs': {
+    description: 'Quiet time (ms) before a collect/interrupt turn starts, for instances without their own messaging',
+    default: DEFAULT_MESSAGING.debounceMs,
+    check: intBetween(...MESSAGING_LIMITS.debounceMs),
+  },
+  'messaging.defaultMaxWaitMs': {
+    description:
+      'A collect/interrupt turn starts after this long anyway (ms, 0 = no cap); below the debounce it caps it',
+    default: DEFAULT_MESSAGING.maxWaitMs,
+    check: intBetween(...MESSAGING_LIMITS.maxWaitMs),
+  },
+  'messaging.defaultMaxBatch': {
+    description: 'Most messages answered in one collect/interrupt turn',
+    default: DEFAULT_MESSAGING.maxBatch,
+    check: intBetween(...MESSAGING_LIMITS.maxBatch),
   },
   'pipeline.maxAttempts': {
     description: 'Attempts before a message is dead-lettered',
@@ -53,6 +77,16 @@ export const SETTING_DEFS: Record<string, SettingDef> = {
     check: intBetween(1, 1_000_000),
   },
 };
+
+/** The global conversation-mode default (the `messaging.default*` settings). */
+export function messagingDefaults(settings: Pick<SettingsService, 'value'>): MessagingOptions {
+  return {
+    mode: settings.value<MessagingOptions['mode']>('messaging.defaultMode'),
+    debounceMs: settings.value<number>('messaging.defaultDebounceMs'),
+    maxWaitMs: settings.value<number>('messaging.defaultMaxWaitMs'),
+    maxBatch: settings.value<number>('messaging.defaultMaxBatch'),
+  };
+}
 
 export interface SettingView {
   key: string;

@@ -728,3 +728,54 @@ describe('timeouts and cancellation', () => {
     });
   });
 });
+
+describe('a batched turn (conversation modes collect/interrupt)', () => {
+  const batch = request({
+    message: 'hi\nI need\nto change my order',
+    messageId: 'm3',
+    idempotencyKey: 'idem-batch',
+    messages: [
+      { id: 'm1', text: 'hi', time: '2025-01-01T00:00:00.000Z' },
+      { id: 'm2', text: 'I need', time: '2025-01-01T00:00:01.000Z' },
+      { id: 'm3', text: 'to change my order', time: '2025-01-01T00:00:02.000Z' },
+    ],
+  });
+
+  test('json: the joined text as `message` and the fragments as `messages` (id, text, time)', async () => {
+    const f = fake({ protocol: 'json' });
+    const client = createAgentClient(agentConfig({ url: f.url, type: 'json' }), { leo: NO_LEO });
+    await collect(client.run(batch, new AbortController().signal));
+    const r = f.requests[0]!;
+    expect(r.body.message).toBe('hi\nI need\nto change my order');
+    expect(r.body.messages).toEqual(batch.messages);
+    expect(r.headers['idempotency-key']).toBe('idem-batch');
+  });
+
+  test('agui and openai: consecutive user messages', async () => {
+    const a = fake({ protocol: 'agui' });
+    await collect(
+      createAgentClient(agentConfig({ url: a.url, type: 'agui' }), { leo: NO_LEO }).run(
+        batch,
+        new AbortController().signal,
+      ),
+    );
+    expect(a.requests[0]!.body.runId).toBe('run_m3');
+    expect(a.requests[0]!.body.messages).toEqual([
+      { id: 'm1', role: 'user', content: 'hi' },
+      { id: 'm2', role: 'user', content: 'I need' },
+      { id: 'm3', role: 'user', content: 'to change my order' },
+    ]);
+    const o = fake({ protocol: 'openai' });
+    await collect(
+      createAgentClient(agentConfig({ url: o.url, type: 'openai' }), { leo: NO_LEO }).run(
+        batch,
+        new AbortController().signal,
+      ),
+    );
+    expect(o.requests[0]!.body.messages).toEqual([
+      { role: 'user', content: 'hi' },
+      { role: 'user', content: 'I need' },
+      { role: 'user', content: 'to change my order' },
+    ]);
+  });
+});

@@ -5,6 +5,7 @@ import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { lifecycleOf } from '../../services/lifecycle.ts';
 import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
+import { messagingDefaults } from '../../services/settings.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import {
   baseUrl,
@@ -59,7 +60,8 @@ export function visibleInstance(gw: Gateway, request: Request, idOrName: string)
 }
 
 export function instancesV2(gw: Gateway) {
-  const view = (i: Instance, request: Request) => v2View(i, baseUrl(gw.config.publicUrl, request), reveal(request));
+  const view = (i: Instance, request: Request) =>
+    v2View(i, baseUrl(gw.config.publicUrl, request), reveal(request), messagingDefaults(gw.settings));
   return new Elysia({ name: 'instances-v2', prefix: '/api/v2/instances' })
     .get(
       '',

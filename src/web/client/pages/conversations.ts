@@ -210,6 +210,14 @@ export async function conversationsPage(ctx: PageContext): Promise<void> {
   await load();
 }
 
+/** The batch a message was answered in (conversation modes collect/interrupt), from its last `batched` step. */
+function batchOf(t: TraceView): { id: string; position: number; size: number; lead: string } | null {
+  const d = [...t.steps].reverse().find((s) => s.step === 'batched')?.details;
+  return d && typeof d.batch_id === 'string'
+    ? { id: d.batch_id, position: Number(d.position), size: Number(d.size), lead: String(d.answered_by) }
+    : null;
+}
+
 interface LiveTurn {
   text: string;
   seq: number;
@@ -228,6 +236,18 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
   let again = false;
 
   const replyText = (t: TraceView): { text: string; streaming: boolean; note: string | null } => {
+    const batch = batchOf(t);
+    if (batch && batch.lead !== t.id && t.responseText === null) {
+      // An earlier fragment of a batch: the batch's last message carries the one reply.
+      const others = batch.size - 1;
+      return TERMINAL.includes(t.status) && t.status !== 'completed'
+        ? { text: '', streaming: false, note: `No reply (${t.status.replace(/_/g, ' ')}, with its batch)` }
+        : {
+            text: '',
+            streaming: false,
+            note: `Answered together with ${others} other message${others === 1 ? '' : 's'} in the batch's reply below`,
+          };
+    }
     const l = live.get(t.id);
     if (l?.status === 'running')
       return { text: l.text, streaming: true, note: l.text ? null : 'The agent is thinking…' };
@@ -256,6 +276,7 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
 
   const turn = (t: TraceView) => {
     const outbound = t.kind === 'send';
+    const batch = batchOf(t);
     const reply = h(
       'div',
       { class: 'msg agent', 'data-reply-for': t.id },
@@ -266,7 +287,12 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
     fillReply(reply, t);
     return h(
       'article',
-      { class: 'turn', 'data-trace': t.id, 'aria-label': `Message from ${t.sender.name ?? t.sender.id}` },
+      {
+        class: 'turn',
+        'data-trace': t.id,
+        'data-batch': batch?.id ?? null,
+        'aria-label': `Message from ${t.sender.name ?? t.sender.id}`,
+      },
       h(
         'div',
         { class: 'bubbles' },
@@ -293,6 +319,13 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
           badge(t.status),
           ' ',
           h('a', { href: `#/traces/${encodeURIComponent(t.id)}` }, 'Trace'),
+          batch
+            ? h(
+                'span',
+                { class: 'muted small', title: `batch ${batch.id}` },
+                ` · batch message ${batch.position} of ${batch.size}`,
+              )
+            : null,
         ),
         stepTimeline(t.steps, true),
       ),

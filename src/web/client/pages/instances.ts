@@ -12,6 +12,8 @@ export interface InstanceView {
   channelConfig: Record<string, unknown>;
   agent: { url: string | null; type: string; apiKey: string | null; timeoutSeconds: number };
   settings: { replyMode?: string };
+  /** The conversation mode it runs (its own, or the settings' default). */
+  messaging?: { mode: string; debounceMs: number; maxWaitMs: number; maxBatch: number };
   isActive: boolean;
   status: string;
   statusReason: string | null;
@@ -21,6 +23,7 @@ export interface InstanceView {
 
 const AGENT_TYPES = ['auto', 'json', 'agui', 'openai', 'leo', 'echo', 'script'];
 const REPLY_MODES = ['final', 'blocks', 'edit'];
+const CONVERSATION_MODES = ['sequential', 'collect', 'interrupt'];
 
 /** A channel as GET /api/v2/channels describes it (what the console needs of it). */
 interface ChannelInfo {
@@ -359,6 +362,9 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
   const agentKey = text('', 'password');
   const agentType = select(AGENT_TYPES, existing?.agent.type ?? 'auto');
   const replyMode = select(REPLY_MODES, existing?.settings.replyMode ?? 'final');
+  const shownMode = existing?.messaging?.mode ?? 'sequential';
+  const conversationMode = select(CONVERSATION_MODES, shownMode);
+  const debounce = text(String(existing?.messaging?.debounceMs ?? 0), 'number', { min: '0', max: '30000' });
   const active = checkbox(existing?.isActive ?? true);
   const formError = h('div', { 'aria-live': 'assertive', tabindex: '-1' });
   const submit = h('button', { type: 'submit', class: 'primary' }, existing ? 'Save changes' : 'Create instance');
@@ -384,6 +390,20 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
       ),
       field('agent.type', 'Agent protocol', agentType, ['agent.type']),
       field('settings.replyMode', 'Reply mode', replyMode, ['settings.replyMode']),
+      field(
+        'messaging.mode',
+        'Conversation mode',
+        conversationMode,
+        ['messaging.mode', 'messaging'],
+        'sequential: one turn per message; collect: a burst is answered once; interrupt: a new message cancels the unfinished answer',
+      ),
+      field(
+        'messaging.debounceMs',
+        'Wait for quiet (ms)',
+        debounce,
+        ['messaging.debounceMs', 'messaging.maxWaitMs'],
+        'collect/interrupt: how long the conversation must be quiet before the agent is asked',
+      ),
     ),
     field('isActive', 'Active (start it now)', active, ['isActive']),
     h('div', { class: 'actions' }, submit, h('a', { class: 'button', href: '#/instances' }, 'Cancel')),
@@ -435,6 +455,10 @@ export async function instanceFormPage(ctx: PageContext): Promise<void> {
       isActive: active.checked,
     };
     if (Object.keys(channelConfig).length) body.channelConfig = channelConfig;
+    // Sent only when changed: an instance without its own messaging keeps following the settings' default.
+    const debounceMs = Number(debounce.value);
+    if (conversationMode.value !== shownMode || debounceMs !== (existing?.messaging?.debounceMs ?? 0))
+      body.messaging = { mode: conversationMode.value, debounceMs };
     if (!existing) body.channel = channel.value;
     submit.disabled = true;
     try {
