@@ -7,14 +7,8 @@ import { afterEach, describe, expect, test } from 'bun:test';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  batchIdempotencyKey,
-  ConversationActor,
-  type ConversationDeps,
-  idempotencyKeyFor,
-  type TurnSink,
-  windowOf,
-} from '../../actors/conversation.ts';
+import { ConversationActor, type ConversationDeps, type TurnSink } from '../../actors/conversation.ts';
+import { batchIdempotencyKey, idempotencyKeyFor, windowOf } from '../../actors/conversation-window.ts';
 import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
 import { InboxStore } from '../../db/inbox-store.ts';
 import { openDatabase } from '../../db/open.ts';
