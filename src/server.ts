@@ -290,6 +290,7 @@ export function buildServer(gw: Gateway) {
     .use(clusterV2(gw))
     .use(tracesV1(gw))
     .use(tracesV2(gw))
+    .use(tracesV2(gw, '/api/v1', false))
     .use(statsV2(gw))
     .use(accessV1(gw))
     .use(webhookRoutes(gw))

@@ -108,9 +108,17 @@ export const ROUTE_SCOPES: Record<string, string> = {
 export const RESOURCE_ALIASES: ReadonlyArray<readonly [alias: string, canonical: string]> = [
   ['/api/v2/api-keys', '/api/v2/keys'],
   ['/api/v1/api-keys', '/api/v2/keys'],
-  ...['messages', 'events', 'persons', 'access', 'settings', 'channels', 'webhooks'].map(
-    (r) => [`/api/v1/${r}`, `/api/v2/${r}`] as const,
-  ),
+  ...[
+    'messages',
+    'events',
+    'persons',
+    'access',
+    'settings',
+    'channels',
+    'webhooks',
+    'conversations',
+    'dead-letters',
+  ].map((r) => [`/api/v1/${r}`, `/api/v2/${r}`] as const),
 ];
 
 /** The table's spelling of a route: trailing slash dropped, an alias resolved to its resource. */

@@ -67,7 +67,14 @@ describe('settings PATCH', () => {
 
 describe('one route table, several paths (design principle 1, the keys path)', () => {
   test('v2 resources the v1 guide does not define answer under /api/v1 with the v2 shapes', async () => {
-    for (const path of ['/api/v1/events', '/api/v1/persons', '/api/v1/access/rules', '/api/v1/channels']) {
+    for (const path of [
+      '/api/v1/events',
+      '/api/v1/persons',
+      '/api/v1/access/rules',
+      '/api/v1/channels',
+      '/api/v1/conversations',
+      '/api/v1/dead-letters',
+    ]) {
       const v1 = await t.call('GET', path);
       const v2 = await t.call('GET', path.replace('/api/v1/', '/api/v2/'));
       expect([path, v1.status]).toEqual([path, 200]);

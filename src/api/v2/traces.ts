@@ -138,7 +138,12 @@ const conversationKey = (v: ConversationView): TimeKey => ({ at: v.lastActivityA
 const traceKey = (v: ReturnType<typeof v2Trace>): TimeKey => ({ at: v.receivedAt, id: v.id });
 const deadKey = (v: { createdAt: string; id: string }): TimeKey => ({ at: v.createdAt, id: v.id });
 
-export function tracesV2(gw: Gateway) {
+/**
+ * Traces, conversations and dead letters under `base`. The v1 guide defines its own
+ * /api/v1/traces, so under /api/v1 (design principle 1) only conversations and dead letters are
+ * served (`withTraces` false).
+ */
+export function tracesV2(gw: Gateway, base = '/api/v2', withTraces = true) {
   const { db } = gw;
   const reads = clusterReads(() => gw.cluster);
   const deadView = (r: DeadRow) => ({
@@ -178,89 +183,93 @@ export function tracesV2(gw: Gateway) {
       throw new ApiError('NOT_FOUND', 'Dead letter not found');
     return r;
   };
-  return new Elysia({ name: 'traces-v2', prefix: '/api/v2' })
-    .get(
-      '/traces',
-      async ({ query, request }) => {
-        const p = principalOf(request);
-        const limit = query.limit ?? 50;
-        const before = decodeTimeCursor(query.cursor);
-        const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
-        const ids = commaList(query.ids);
-        if (ids && ids.length > 100)
-          throw new ApiError('VALIDATION_ERROR', 'ids: at most 100 trace ids', [
-            { field: 'ids', problem: 'at most 100 ids' },
-          ]);
-        const filter: Omit<TraceFilter, 'limit'> = {
-          instanceId,
-          instanceIds: p.instanceIds,
-          status: commaList(query.status),
-          userId: query.userId,
-          ids,
-          // Stored timestamps are UTC ISO strings: compare like with like (offsets, missing milliseconds).
-          conversationId: query.conversationId,
-          since: query.since ? new Date(query.since).toISOString() : undefined,
-          until: query.until ? new Date(query.until).toISOString() : undefined,
-        };
-        return reads.list(
-          request,
-          limit,
-          () => {
-            const res = page(gw.pipeline.traces.list({ ...filter, before, limit: limit + 1 }), limit, (r) => ({
-              at: r.received_at,
-              id: r.id,
-            }));
-            return { items: res.items.map(v2Trace), meta: res.meta };
-          },
-          {
-            key: traceKey,
-            // A message whose shard moved while it ran has a row (same trace id, other receivedAt) on
-            // both owners: past the first page, a copy newer than the page's was listed already.
-            copies: before
-              ? (of) => gw.pipeline.traces.list({ ...filter, ids: of, limit: of.length }).map(v2Trace)
-              : undefined,
-          },
-        );
-      },
-      {
-        query: t.Object({
-          ...PageQuery,
-          instanceId: t.Optional(t.String({ maxLength: 100 })),
-          conversationId: t.Optional(t.String({ maxLength: 100 })),
-          status: t.Optional(t.String({ maxLength: 200, description: 'Comma list of statuses' })),
-          userId: t.Optional(t.String({ maxLength: 200 })),
-          since: t.Optional(t.String({ format: 'date-time' })),
-          until: t.Optional(t.String({ format: 'date-time' })),
-          ids: t.Optional(t.String({ maxLength: 4000, description: 'Comma list of trace ids (at most 100)' })),
-        }),
-        detail: {
-          tags: ['traces'],
-          summary: 'List traces',
-          description:
-            'Newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (receivedAt, id); meta.partial is true when a node did not answer in time.',
+  const traceRoutes = (app: Elysia<string>) =>
+    app
+      .get(
+        '/traces',
+        async ({ query, request }) => {
+          const p = principalOf(request);
+          const limit = query.limit ?? 50;
+          const before = decodeTimeCursor(query.cursor);
+          const instanceId = query.instanceId ? visibleInstance(gw, request, query.instanceId).id : undefined;
+          const ids = commaList(query.ids);
+          if (ids && ids.length > 100)
+            throw new ApiError('VALIDATION_ERROR', 'ids: at most 100 trace ids', [
+              { field: 'ids', problem: 'at most 100 ids' },
+            ]);
+          const filter: Omit<TraceFilter, 'limit'> = {
+            instanceId,
+            instanceIds: p.instanceIds,
+            status: commaList(query.status),
+            userId: query.userId,
+            ids,
+            // Stored timestamps are UTC ISO strings: compare like with like (offsets, missing milliseconds).
+            conversationId: query.conversationId,
+            since: query.since ? new Date(query.since).toISOString() : undefined,
+            until: query.until ? new Date(query.until).toISOString() : undefined,
+          };
+          return reads.list(
+            request,
+            limit,
+            () => {
+              const res = page(gw.pipeline.traces.list({ ...filter, before, limit: limit + 1 }), limit, (r) => ({
+                at: r.received_at,
+                id: r.id,
+              }));
+              return { items: res.items.map(v2Trace), meta: res.meta };
+            },
+            {
+              key: traceKey,
+              // A message whose shard moved while it ran has a row (same trace id, other receivedAt) on
+              // both owners: past the first page, a copy newer than the page's was listed already.
+              copies: before
+                ? (of) => gw.pipeline.traces.list({ ...filter, ids: of, limit: of.length }).map(v2Trace)
+                : undefined,
+            },
+          );
         },
-        response: {
-          200: t.Object({ items: t.Array(V2Trace), meta: GatheredPageMeta }, { description: 'A page of traces' }),
-          ...errorResponses,
+        {
+          query: t.Object({
+            ...PageQuery,
+            instanceId: t.Optional(t.String({ maxLength: 100 })),
+            conversationId: t.Optional(t.String({ maxLength: 100 })),
+            status: t.Optional(t.String({ maxLength: 200, description: 'Comma list of statuses' })),
+            userId: t.Optional(t.String({ maxLength: 200 })),
+            since: t.Optional(t.String({ format: 'date-time' })),
+            until: t.Optional(t.String({ format: 'date-time' })),
+            ids: t.Optional(t.String({ maxLength: 4000, description: 'Comma list of trace ids (at most 100)' })),
+          }),
+          detail: {
+            tags: ['traces'],
+            summary: 'List traces',
+            description:
+              'Newest first, cursor-paginated. Cluster mode: gathered from every node, newest first by (receivedAt, id); meta.partial is true when a node did not answer in time.',
+          },
+          response: {
+            200: t.Object({ items: t.Array(V2Trace), meta: GatheredPageMeta }, { description: 'A page of traces' }),
+            ...errorResponses,
+          },
         },
-      },
-    )
-    .get(
-      '/traces/:id',
-      ({ params, request }) =>
-        // A trace lives on the node that owned its instance's shard (a peer answers the same envelope).
-        reads.byId(request, 'Trace', () => {
-          const r = gw.pipeline.traces.get(params.id);
-          if (!r) return null;
-          if (!canSeeInstance(principalOf(request), r.instance_id)) throw new ApiError('NOT_FOUND', 'Trace not found');
-          return { data: v2Trace(r) };
-        }),
-      {
-        params: t.Object({ id: t.String({ maxLength: 100 }) }),
-        detail: { tags: ['traces'], summary: 'Get trace', description: 'One trace with its steps.' },
-        response: { 200: t.Object({ data: V2Trace }, { description: 'The trace' }), ...errorResponses },
-      },
-    )
+      )
+      .get(
+        '/traces/:id',
+        ({ params, request }) =>
+          // A trace lives on the node that owned its instance's shard (a peer answers the same envelope).
+          reads.byId(request, 'Trace', () => {
+            const r = gw.pipeline.traces.get(params.id);
+            if (!r) return null;
+            if (!canSeeInstance(principalOf(request), r.instance_id))
+              throw new ApiError('NOT_FOUND', 'Trace not found');
+            return { data: v2Trace(r) };
+          }),
+        {
+          params: t.Object({ id: t.String({ maxLength: 100 }) }),
+          detail: { tags: ['traces'], summary: 'Get trace', description: 'One trace with its steps.' },
+          response: { 200: t.Object({ data: V2Trace }, { description: 'The trace' }), ...errorResponses },
+        },
+      );
+  const app = new Elysia({ name: `traces-v2:${base}`, prefix: base });
+  return (withTraces ? traceRoutes(app) : app)
     .get(
       '/conversations',
       async ({ query, request }) => {
