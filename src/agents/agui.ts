@@ -28,12 +28,33 @@ export function runAgentInput(req: AgentRequest): Record<string, unknown> {
   return {
     threadId: req.sessionId,
     runId: aguiRunId(req.messageId),
-    messages: [{ id: req.messageId, role: 'user', content: req.message }],
+    messages: [{ id: req.messageId, role: 'user', content: req.media?.length ? aguiContent(req) : req.message }],
     tools: [],
     context: [],
     state: {},
     forwardedProps: {},
   };
+}
+
+/**
+ * A user message with media as AG-UI input content: a text part, then per item a `binary` part
+ * (mimeType, the signed url, the bytes as `data` when inlined, filename); a voice note's
+ * transcript is the text itself, its audio still follows as a part.
+ */
+function aguiContent(req: AgentRequest): unknown[] {
+  const parts: unknown[] = [];
+  if (req.message) parts.push({ type: 'text', text: req.message });
+  for (const m of req.media ?? []) {
+    parts.push({
+      type: 'binary',
+      mimeType: m.mimeType,
+      id: m.id,
+      url: m.url,
+      ...(m.base64 ? { data: m.base64 } : {}),
+      ...(m.filename ? { filename: m.filename } : {}),
+    });
+  }
+  return parts;
 }
 
 /** Parse an SSE message as an AG-UI event: type from JSON `type`, else from `event:`. */

@@ -166,6 +166,9 @@ export function seedBody(req: import('./types.ts').AgentRequest): Record<string,
     message: req.message,
     context: req.context,
     session_origin: req.sessionOrigin,
+    // Only when there is media: a text message's body stays the seed's.
+    ...(req.media?.length ? { media: req.media } : {}),
+    ...(req.transcribed ? { transcribed: true } : {}),
   };
 }
 

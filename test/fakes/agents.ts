@@ -46,6 +46,8 @@ export interface FakeBehaviour {
   requireBearer: string | null;
   /** SSE keepalive comment before the first event. */
   keepaliveComment: boolean;
+  /** JSON protocol: more fields of the answer (e.g. a reply's `media`). */
+  replyFields: ((req: RecordedRequest) => Record<string, unknown>) | null;
 }
 
 export interface FakeAgent {
@@ -72,6 +74,7 @@ const DEFAULTS: FakeBehaviour = {
   stall: false,
   requireBearer: null,
   keepaliveComment: false,
+  replyFields: null,
 };
 
 const encoder = new EventEncoder();
@@ -233,7 +236,7 @@ export function startFakeAgent(opts: { protocol: FakeProtocol } & Partial<FakeBe
       const texts = Array.isArray(replies) ? replies : [replies];
 
       if (protocol === 'json') {
-        const full = JSON.stringify({ text: texts.join('\n\n') });
+        const full = JSON.stringify({ text: texts.join('\n\n'), ...(b.replyFields?.(rec) ?? {}) });
         return new Response(full, { headers: { 'content-type': contentType } });
       }
 

@@ -7,14 +7,23 @@ import type { Logger } from 'pino';
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { Instance } from '../../core/instance.ts';
-import type { ChatRef, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import type { ChatRef, InboundMedia, InboundMessage, OutboundMessage } from '../../core/message.ts';
 import { constantTimeEqual } from '../../services/ids.ts';
 import { isOverloaded } from '../ingest-retry.ts';
-import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt, WebhookAnswer } from '../types.ts';
+import type {
+  AdapterContext,
+  ChannelAdapter,
+  ChannelCapabilities,
+  FetchedMedia,
+  MediaFetchOptions,
+  SentReceipt,
+  WebhookAnswer,
+} from '../types.ts';
 import {
   type CloudCallOptions,
   type CloudConfig,
   cloudConfigOf,
+  downloadMedia,
   GraphError,
   META_ERRORS,
   markRead,
@@ -119,6 +128,13 @@ export class WhatsAppCloudAdapter implements ChannelAdapter {
 
   async stop(_reason: string): Promise<void> {
     this.ctx = null;
+  }
+
+  /** A received message's media by its Meta media id (lookup, then the short-lived URL). */
+  async fetchMedia(item: InboundMedia, opts: MediaFetchOptions): Promise<FetchedMedia> {
+    const mediaId = (item.ref as { mediaId?: unknown } | undefined)?.mediaId;
+    if (typeof mediaId !== 'string') throw new ChannelError('the message has no media id', false);
+    return downloadMedia(this.config(), mediaId, { ...this.callOpts(), maxBytes: opts.maxBytes, signal: opts.signal });
   }
 
   /** A token Meta refused needs a person: the instance says so until it gets a new one. */
