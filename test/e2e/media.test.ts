@@ -151,8 +151,8 @@ describe('inbound media (Evolution)', () => {
   });
 
   test('over the instance’s size limit, or a refused type: kept as a placeholder with a clear trace step', async () => {
-    const { post, id } = await setup();
-    expect((await t!.call('PATCH', `/api/v2/instances/wa-media`, { media: { maxBytes: 1024 } })).status).toBe(200);
+    const { post } = await setup();
+    expect((await t!.call('PATCH', '/api/v2/instances/wa-media', { media: { maxBytes: 1024 } })).status).toBe(200);
     const big = new Uint8Array(4096);
     big.set(png(1));
     const tooBig = await post(imageUpsert('IMG-BIG', big, 'big one'));
@@ -187,8 +187,8 @@ describe('transcription', () => {
   test('a voice note becomes its transcript (for access rules and the agent), once, with a timed trace step', async () => {
     const stt = startFakeTranscriber('please send the invoice');
     try {
-      const { post, id } = await setup();
-      const patched = await t!.call('PATCH', `/api/v2/instances/wa-media`, {
+      const { post } = await setup();
+      const patched = await t!.call('PATCH', '/api/v2/instances/wa-media', {
         media: { transcription: { url: stt.url, apiKey: 'sk-stt-secret', model: 'whisper-1', language: 'en' } },
       });
       expect(patched.status).toBe(200);
@@ -218,8 +218,8 @@ describe('transcription', () => {
     const stt = startFakeTranscriber();
     stt.failWith = 500;
     try {
-      const { post, id } = await setup();
-      await t!.call('PATCH', `/api/v2/instances/wa-media`, {
+      const { post } = await setup();
+      await t!.call('PATCH', '/api/v2/instances/wa-media', {
         media: { transcription: { url: stt.url, apiKey: 'k-123456', model: 'whisper-1' } },
       });
       const res = await post(voiceUpsert('VOICE-2'));
