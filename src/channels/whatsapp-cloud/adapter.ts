@@ -186,7 +186,7 @@ export class WhatsAppCloudAdapter implements ChannelAdapter {
       if (m.url) source = { link: m.url };
       else if (m.base64) {
         // Bytes from the caller: uploaded first, then sent by the media id Meta gives back.
-        const mimeType = MIME_BY_TYPE[m.mediaType] ?? 'application/octet-stream';
+        const mimeType = m.mimeType ?? MIME_BY_TYPE[m.mediaType] ?? 'application/octet-stream';
         const id = await uploadMedia(
           this.config(),
           { bytes: Buffer.from(m.base64, 'base64'), mimeType, filename: m.filename ?? m.mediaType },
