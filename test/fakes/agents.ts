@@ -110,7 +110,14 @@ function messageOf(protocol: FakeProtocol, body: any): string {
   if (protocol === 'agui' || protocol === 'openai') {
     const msgs = Array.isArray(body?.messages) ? body.messages : [];
     const last = msgs[msgs.length - 1];
-    return typeof last?.content === 'string' ? last.content : '';
+    if (typeof last?.content === 'string') return last.content;
+    // Content parts (a message with media): its text parts.
+    if (Array.isArray(last?.content))
+      return last.content
+        .filter((p: any) => p?.type === 'text' && typeof p.text === 'string')
+        .map((p: any) => p.text)
+        .join('\n');
+    return '';
   }
   return typeof body?.message === 'string' ? body.message : '';
 }
