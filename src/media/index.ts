@@ -42,6 +42,21 @@ export interface PreparedTurn {
   retry?: string;
 }
 
+/** A media item as trace views show it; `url` is a signed path on this gateway (null when not stored). */
+export interface MediaView {
+  id: string;
+  direction: 'in' | 'out';
+  status: string;
+  type: MediaKind;
+  mimeType: string | null;
+  sizeBytes: number | null;
+  filename: string | null;
+  caption: string | null;
+  transcript: string | null;
+  error: string | null;
+  url: string | null;
+}
+
 /** Bytes inlined for the agent up to this size per item (larger items go by URL only). */
 export const INLINE_MAX_BYTES = 5 * 1024 * 1024;
 export const MEDIA_FETCH_TIMEOUT_MS = 30_000;
@@ -412,6 +427,34 @@ export class MediaService {
   }
 
   // ---- serving and retention ----
+
+  /**
+   * Adds `media` (each item with a signed URL path, its transcript, or why it was not stored) to
+   * the trace views that have any (the console shows images, audio and transcripts from it).
+   */
+  withMedia<T extends { id: string }>(traces: T[]): Array<T & { media?: MediaView[] }> {
+    const rows = this.store.ofMessages(traces.map((t) => t.id));
+    if (rows.length === 0) return traces;
+    const by = new Map<string, MediaView[]>();
+    for (const r of rows) {
+      let list = by.get(r.trace_id);
+      if (!list) by.set(r.trace_id, (list = []));
+      list.push({
+        id: r.id,
+        direction: r.direction,
+        status: r.status,
+        type: r.type,
+        mimeType: r.mime_type,
+        sizeBytes: r.size_bytes,
+        filename: r.filename,
+        caption: r.caption,
+        transcript: r.transcript,
+        error: r.error,
+        url: r.status === 'stored' ? this.signer.sign(r.id) : null,
+      });
+    }
+    return traces.map((t) => (by.has(t.id) ? { ...t, media: by.get(t.id) } : t));
+  }
 
   /** GET /media/{id}: the item when the signature is good (403 otherwise, 404 when unknown or gone). */
   async open(

@@ -137,6 +137,9 @@ export class MediaStore {
       referenced: db.query<{ n: number }, [string]>('SELECT COUNT(*) AS n FROM media WHERE sha256 = ?'),
       expired: db.query<{ sha256: string | null }, [string]>('DELETE FROM media WHERE created_at < ? RETURNING sha256'),
       allShas: db.query<{ sha256: string }, []>('SELECT DISTINCT sha256 FROM media WHERE sha256 IS NOT NULL'),
+      ofMessages: db.query<MediaRow, [string]>(
+        'SELECT * FROM media WHERE trace_id IN (SELECT value FROM json_each(?)) ORDER BY trace_id, direction, idx',
+      ),
     };
   }
 
@@ -147,6 +150,11 @@ export class MediaStore {
   /** The items of one message, in order. */
   ofMessage(traceId: string, direction: 'in' | 'out'): MediaRow[] {
     return this.q.ofMessage.all(traceId, direction);
+  }
+
+  /** The items of several messages (one query). */
+  ofMessages(traceIds: string[]): MediaRow[] {
+    return traceIds.length ? this.q.ofMessages.all(JSON.stringify(traceIds)) : [];
   }
 
   pathOf(sha256: string): string {

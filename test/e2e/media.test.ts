@@ -169,6 +169,7 @@ describe('inbound media (Evolution)', () => {
     expect(tr2.status).toBe('completed');
     expect(stepsNamed(tr2, 'media_fetched')[0].details.rejected).toContain('not accepted');
     expect(agent.requests[1]!.body.message).toBe('[image]');
+    expect(tr2.media[0]).toMatchObject({ status: 'rejected', url: null });
   });
 });
 
@@ -209,6 +210,10 @@ describe('transcription', () => {
       expect(last.transcribed).toBe(true);
       expect(last.media[0]).toMatchObject({ type: 'audio', transcript: 'please send the invoice' });
       expect(JSON.stringify(tr)).not.toContain('sk-stt-secret');
+      // The trace view (the console's conversation view) lists the item: playable, with its transcript.
+      expect(tr.media).toHaveLength(1);
+      expect(tr.media[0]).toMatchObject({ direction: 'in', type: 'audio', transcript: 'please send the invoice' });
+      expect((await fetchSigned(`http://x${tr.media[0].url}`)).status).toBe(200);
     } finally {
       stt.stop();
     }
