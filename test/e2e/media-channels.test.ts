@@ -2,11 +2,13 @@
 // issue's "done when": a voice note with transcription on reaches a JSON agent as the transcript
 // plus a working signed URL to the audio, and an agent answering with an image makes the Graph API
 // stand-in receive an image message. Baileys: the stand-in socket's downloadMedia. Telegram:
-// getFile, then the file path.
+// getFile, then the file path. Discord: the attachment's CDN URL; an image reply is uploaded.
 import { afterEach, describe, expect, test } from 'bun:test';
+import { DiscordAdapter } from '../../src/channels/discord/adapter.ts';
 import { fixture, setupCloud, textWebhook } from '../channels/whatsapp-cloud/setup.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
+import { BOT_USER, DM_CHANNEL_ID, GUILD_ID, startFakeDiscord } from '../fakes/discord/server.ts';
 import { FakeTelegram } from '../fakes/telegram/server.ts';
 import { message, messageUpdate } from '../fakes/telegram/updates.ts';
 import { until } from '../fixtures.ts';
@@ -217,5 +219,71 @@ describe('Telegram', () => {
     expect(body.media[0]).toMatchObject({ type: 'audio', sizeBytes: 64 });
     expect(body.media[0].url).toStartWith('https://gw.example.test/media/');
     expect((await fetchSigned(t, body.media[0].url)).bytes).toEqual(oggOpus());
+  });
+});
+
+describe('Discord', () => {
+  test('an attachment is fetched from its URL and given to the agent; an image reply is uploaded as a file', async () => {
+    const cdn = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: () => new Response(png(12), { headers: { 'content-type': 'image/png' } }),
+    });
+    cleanups.push(() => cdn.stop(true));
+    const agent = jsonAgent();
+    agent.setBehaviour({ replyFields: () => ({ media: [{ base64: Buffer.from(png(13)).toString('base64') }] }) });
+    const discord = await startFakeDiscord({ heartbeatIntervalMs: 300 });
+    cleanups.push(() => discord.close());
+    const t = createTestGateway(
+      { PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' },
+      {
+        pipeline: {
+          factories: {
+            discord: (_inst, d) =>
+              new DiscordAdapter({
+                clock: d.clock,
+                waitGuildTimeout: 200,
+                clientOptions: { rest: { retries: 1, timeout: 3000 } },
+              }),
+          },
+        },
+      },
+    );
+    cleanups.push(() => t.close());
+    await t.gw.start();
+    const res = await t.call('POST', '/api/v2/instances', {
+      name: 'dc',
+      channel: 'discord',
+      channelConfig: {
+        discordBotToken: discord.token,
+        discordClientId: BOT_USER.id,
+        discordGuildId: GUILD_ID,
+        discordApiUrl: discord.apiUrl,
+      },
+      agent: { url: agent.url, type: 'json', timeoutSeconds: 10 },
+    });
+    expect(res.status).toBe(201);
+    await until(() => t.gw.instances.get(res.body.data.id)?.status === 'connected', 8000);
+    discord.dispatchMessage({
+      content: 'look',
+      attachments: [
+        {
+          id: '1300000000000000001',
+          filename: 'photo.png',
+          size: png(12).byteLength,
+          url: `http://127.0.0.1:${cdn.port}/attachments/1/photo.png?ex=1&hm=2`,
+          proxy_url: `http://127.0.0.1:${cdn.port}/attachments/1/photo.png`,
+          content_type: 'image/png',
+        },
+      ],
+    });
+    const posts = () =>
+      discord.sent.filter((c) => c.method === 'POST' && c.path === `/channels/${DM_CHANNEL_ID}/messages`);
+    await until(() => posts().length >= 2, 8000, 'reply text and image');
+    const body = agent.requests[0]!.body;
+    expect(body.message).toBe('look');
+    expect(body.media[0]).toMatchObject({ type: 'image', mimeType: 'image/png', filename: 'photo.png' });
+    expect((await fetchSigned(t, body.media[0].url)).bytes).toEqual(png(12));
+    expect(posts()[0]!.body.content).toBe('heard: look');
   });
 });
