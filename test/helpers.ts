@@ -1,5 +1,6 @@
 // Shared test setup: a gateway on an in-memory database with a known admin key.
 
+import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../db/open.ts';
@@ -50,5 +51,10 @@ export function createTestGateway(env: Record<string, string> = {}, opts: Gatewa
     }
     return { status: res.status, body: json, headers: res.headers };
   }
-  return { gw, app, call, close: () => gw.close() };
+  const close = async () => {
+    await gw.close();
+    // The per-gateway media directory of testConfig (never one a test passed in).
+    if (!env.MEDIA_DIR) rmSync(config.mediaDir, { recursive: true, force: true });
+  };
+  return { gw, app, call, close };
 }
