@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import type { InboxStore } from '../db/inbox-store.ts';
 import type { MessageWork } from '../db/message-work.ts';
 import { AgentError, runAgent } from '../src/agents/index.ts';
-import type { AgentClient, AgentRequest } from '../src/agents/types.ts';
+import type { AgentClient, AgentRequest, ReplyMedia } from '../src/agents/types.ts';
 import { ApiChannelAdapter } from '../src/channels/api/adapter.ts';
 import { postedViaApi } from '../src/channels/api/index.ts';
 import { platformOf, requireChannel } from '../src/channels/registry.ts';
@@ -30,6 +30,7 @@ import { ChannelError } from '../src/core/errors.ts';
 import type { Instance } from '../src/core/instance.ts';
 import type { InboundMessage, OutboundMessage } from '../src/core/message.ts';
 import type { FifoSemaphore } from '../src/engine/fifo-semaphore.ts';
+import type { MediaService, MediaStep, PreparedTurn } from '../src/media/index.ts';
 import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
 import type { InboxRow } from '../src/services/inbox.ts';
@@ -63,7 +64,7 @@ export interface TurnSink {
 export interface PipelineObserver {
   agentDone?(instance: Instance, ms: number, ttftMs: number | null, ok: boolean): void;
   sent?(instance: Instance, ms: number, ok: boolean): void;
-  retried?(instance: Instance, stage: 'agent' | 'send'): void;
+  retried?(instance: Instance, stage: 'agent' | 'send' | 'media'): void;
   deadLettered?(instance: Instance): void;
   possibleDuplicate?(instance: Instance): void;
   terminal?(
@@ -100,7 +101,12 @@ export interface ConversationDeps {
   stillOwner?(conversationId: string): boolean;
   /** The conversation mode an instance runs with (its own `messaging`, else the global default); sequential when absent. */
   messaging?(instance: Instance): MessagingOptions;
+  /** The media store: inbound media fetched before the agent call, reply media sent after the text. */
+  media?: MediaService;
 }
+
+/** Outbox part numbers of a reply's media (after the text parts; error/access replies are 10 000+). */
+const REPLY_MEDIA_PART = 20_000;
 
 export type ConversationMsg = 'wake';
 
@@ -145,6 +151,13 @@ interface BatchTurn {
 
 /** Why an interrupted turn stops (the agent call's abort reason, and what a send refused for it throws). */
 const INTERRUPTED = new AgentError('the turn was interrupted by a newer message', false);
+
+/** A batch's texts in order, the lead's (last) replaced by its prepared text (a transcript) when there is one. */
+function batchTexts(batch: BatchTurn, turn: PreparedTurn | null): string[] {
+  const texts = batch.msgs.map((m) => m.text);
+  if (turn) texts[texts.length - 1] = turn.message.text;
+  return texts;
+}
 
 function userIdFor(inst: Instance, m: InboundMessage): string {
   return `${platformOf(inst.channel)}:${m.sender.phone ?? m.sender.id}`;
@@ -470,8 +483,20 @@ export class ConversationActor implements Actor<ConversationMsg> {
       return;
     }
 
+    // Media first (fetched by the gateway, stored, transcribed): access rules and the agent see the
+    // result. Not again once the agent's reply is committed. In a batch, the lead's media (the
+    // batch's access was decided when it was taken).
+    let turn: PreparedTurn | null = null;
+    if (row.response_text === null && msg.media?.length && this.deps.media) {
+      turn = await this.prepareMedia(row, trace, inst, msg, this.deps.media);
+      if (!turn) return; // shutting down or handed off: the row stays pending and resumes
+      // The recorded events carry the transcript as the message's text (search finds it).
+      if (turn.transcribed) row.text = turn.message.text;
+      crashPoint('after_media_before_agent');
+    }
+
     if (row.response_text === null && !batch) {
-      const decision = decided ?? this.deps.access(inst, msg);
+      const decision = decided ?? this.deps.access(inst, turn?.message ?? msg);
       trace.step('access_control_checked', decision.allowed ? 'success' : 'error', {
         user_allowed: decision.allowed,
         reason: decision.reason,
@@ -489,7 +514,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const max = this.deps.policy.maxAttempts();
     for (;;) {
       try {
-        responseText = await this.attempt(row, trace, inst, msg, responseText, batch);
+        responseText = await this.attempt(row, trace, inst, msg, responseText, batch, turn);
         await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, responseText, batch);
         return;
       } catch (err) {
@@ -549,6 +574,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
     msg: InboundMessage,
     committed: string | null,
     batch: BatchTurn | null = null,
+    turn: PreparedTurn | null = null,
   ): Promise<string> {
     const { sink, clock } = this.deps;
     const adapter = this.adapterFor(inst, msg);
@@ -557,11 +583,13 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const writer = createReplyWriter(ctx);
     const turnId = `${row.id}`;
     let text = committed;
+    let storedReplyMedia = false;
     if (text === null) {
       const req: AgentRequest = {
         userId: userIdFor(inst, msg),
         sessionId: this.conversationId,
-        message: batch ? batch.msgs.map((m) => m.text).join('\n') : msg.text,
+        // A batch joins its messages' texts; the lead's is its transcript when it had a voice note.
+        message: batch ? batchTexts(batch, turn).join('\n') : (turn?.message.text ?? msg.text),
         context: {
           channel: platformOf(inst.channel),
           instance: inst.name,
@@ -571,9 +599,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
         idempotencyKey: batch ? batch.key : idempotencyKeyFor(inst.id, row.provider_message_id),
         messageId: row.id,
         senderName: msg.sender.name,
+        ...(turn?.media.length ? { media: turn.media } : {}),
+        ...(turn?.transcribed ? { transcribed: true } : {}),
       };
       if (batch)
-        req.messages = batch.rows.map((r, i) => ({ id: r.id, text: batch.msgs[i]!.text, time: r.received_at }));
+        req.messages = batch.rows.map((r, i) => ({ id: r.id, text: batchTexts(batch, turn)[i]!, time: r.received_at }));
       // One live turn per message across retries: a retry is announced with turnRestarted.
       if (!this.openTurns.has(turnId)) {
         this.openTurns.add(turnId);
@@ -585,6 +615,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
       let sofar = '';
       let pending: Promise<void> = Promise.resolve();
       let deliveryError: unknown = null;
+      let replyMedia: ReplyMedia[] = [];
       const typing = this.typingIndicator(adapter, ctx, msg);
       try {
         crashPoint('agent_before_first_delta');
@@ -605,7 +636,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
           } else if (ev.type === 'message_break') {
             sofar += '\n\n';
             sink.messageBreak(turnId);
-          }
+          } else if (ev.type === 'final' && ev.media) replyMedia = ev.media;
         });
         if (batch) {
           // Interrupted between the agent's last event and here: the reply is dropped, as if cut.
@@ -628,6 +659,11 @@ export class ConversationActor implements Actor<ConversationMsg> {
           },
           Math.round(ms),
         );
+        // The reply's media is fetched and stored before the reply commits: a retry sends it from the store.
+        if (replyMedia.length && this.deps.media) {
+          await this.deps.media.storeReply(inst, row.id, replyMedia, this.stepOf(trace), this.abort.signal);
+          storedReplyMedia = true;
+        }
         await trace.commitReply(reply);
         this.openTurns.delete(turnId);
         sink.runFinished(turnId, reply);
@@ -651,11 +687,16 @@ export class ConversationActor implements Actor<ConversationMsg> {
       // The agent run is committed; a progressive send that failed is retried as a send.
       if (deliveryError !== null) throw deliveryError;
     }
-    if (!text.trim()) throw new Terminal('failed', 'agent returned an empty reply');
+    // Media of the reply this attempt produced, or (retry, restart) one committed earlier; a fresh
+    // text-only reply costs no lookup.
+    const media =
+      this.deps.media && (committed !== null || storedReplyMedia) ? await this.deps.media.replyMedia(row.id) : [];
+    if (!text.trim() && media.length === 0) throw new Terminal('failed', 'agent returned an empty reply');
     const sendStart = clock.monotonic();
     const sentStep = requireChannel(inst.channel).traceSteps.sent;
     try {
-      const parts = await writer.finish(text);
+      let parts = text.trim() ? await writer.finish(text) : 0;
+      parts += await this.sendReplyMedia(ctx, trace, adapter, media);
       this.deps.observer.sent?.(inst, clock.monotonic() - sendStart, true);
       trace.step(sentStep, 'success', { message_sent: true, parts }, Math.round(clock.monotonic() - sendStart));
     } catch (err) {
@@ -664,6 +705,69 @@ export class ConversationActor implements Actor<ConversationMsg> {
       throw err;
     }
     return text;
+  }
+
+  /** Fetches, stores and transcribes the message's media; retries a failed download with backoff. */
+  private async prepareMedia(
+    row: InboxRow,
+    trace: MessageWork,
+    inst: Instance,
+    msg: InboundMessage,
+    media: MediaService,
+  ): Promise<PreparedTurn | null> {
+    const max = this.deps.policy.maxAttempts();
+    for (let tries = 1; ; tries++) {
+      const turn = await media.prepare(inst, row.id, msg, {
+        adapter: this.adapterFor(inst, msg),
+        step: this.stepOf(trace),
+        lastTry: tries >= max,
+        signal: this.abort.signal,
+      });
+      if (this.stopped && this.abort.signal.aborted) {
+        await trace.commit();
+        return null;
+      }
+      await trace.commit();
+      if (turn.retry === undefined) return turn;
+      this.deps.observer.retried?.(inst, 'media');
+      const delay = backoffDelay(tries - 1, {
+        baseMs: this.deps.policy.retryBaseMs,
+        maxMs: this.deps.policy.retryMaxMs,
+      });
+      trace.step('retry_scheduled', 'error', {
+        attempt: tries,
+        stage: 'media',
+        error: turn.retry,
+        delay_ms: Math.round(delay),
+      });
+      await trace.commit();
+      if (!(await this.wait(delay))) return null;
+    }
+  }
+
+  private stepOf(trace: MessageWork): MediaStep {
+    return (name, status, details, ms) => trace.step(name, status, details, ms);
+  }
+
+  /** Each media item of the reply as its own outbox part, in the channel's native way; returns the parts sent. */
+  private async sendReplyMedia(
+    ctx: DeliveryContext,
+    trace: MessageWork,
+    adapter: ChannelAdapter,
+    media: Array<NonNullable<OutboundMessage['media']>>,
+  ): Promise<number> {
+    let sent = 0;
+    for (let i = 0; i < media.length; i++) {
+      const m = media[i]!;
+      if (!adapter.capabilities.media.includes(m.mediaType)) {
+        trace.step('reply_media_skipped', 'error', { index: i, reason: `the channel does not send ${m.mediaType}` });
+        continue;
+      }
+      // No text of its own: the caption travels in the media (each adapter puts it where its platform does).
+      await sendPart(ctx, REPLY_MEDIA_PART + i, '', undefined, { media: m });
+      sent++;
+    }
+    return sent;
   }
 
   /**

@@ -6,6 +6,8 @@ export interface Config {
   host: string;
   databasePath: string;
   dataDir: string;
+  /** Media files and the media URL signing key (MEDIA_DIR, default <data dir>/media). */
+  mediaDir: string;
   apiKey: string | null;
   redisUrl: string | null;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -234,6 +236,7 @@ export function loadConfig(env: Env = process.env): Config {
     host,
     databasePath,
     dataDir,
+    mediaDir: pick(env, ['MEDIA_DIR'])?.[1] || `${dataDir.replace(/\/+$/, '')}/media`,
     apiKey: keyFound ? keyFound[1] : null,
     redisUrl,
     logLevel,

@@ -11,6 +11,7 @@ import type { Config } from './config.ts';
 import { loadConfig } from './config.ts';
 import { Pipeline, type PipelineOptions } from './engine/pipeline.ts';
 import { createLogger } from './log.ts';
+import { MediaService } from './media/index.ts';
 import { createOutboundFetch, type Resolver } from './net/outbound.ts';
 import { AccessService } from './services/access.ts';
 import { AuditService } from './services/audit.ts';
@@ -58,6 +59,8 @@ export interface Gateway {
   audit: AuditService;
   /** Outgoing webhooks: subscriptions and the signed, retried delivery of events to them. */
   webhooks: WebhookService;
+  /** Media store, signed media URLs, transcription (src/media). */
+  media: MediaService;
   /** Per-key rate limits; replaceable (cluster mode swaps in a shared limiter). */
   rateLimiter: RateLimiter;
   /** Cluster mode (REDIS_URL set): shard ownership and hand-off; null in embedded mode. */
@@ -92,6 +95,18 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
   const persons = new PersonService(db);
   const events = new EventService(db, persons, { log, hub });
   const access = new AccessService(db, instances, clock, log);
+  const media = new MediaService({
+    db,
+    dir: config.mediaDir,
+    fetch: fetchFn,
+    log,
+    now: () => clock.now(),
+    // Agents fetch the URLs: PUBLIC_URL when set, else this process's own address.
+    baseUrl:
+      config.publicUrl ??
+      `http://${config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host}:${config.port}`,
+    secret: config.cluster.secret,
+  });
   // Embedded placement here; cluster mode swaps in its own in gw.start(), before pipeline.start().
   const pipeline = new Pipeline({
     db,
@@ -106,9 +121,10 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
     // Events (and the persons they attribute messages to) are recorded once a message finished.
     onFinished: [(f) => events.recordTerminal(f.row, f.status, f.instance, f.responseText, f.info)],
     onInstanceStatus: [(inst, status, detail) => events.recordStatus(inst, status, detail)],
+    media,
     ...opts.pipeline,
   });
-  const retention = new Retention({ db, inbox: pipeline.inbox, settings, clock, log });
+  const retention = new Retention({ db, inbox: pipeline.inbox, settings, clock, log, media });
   const messages = new MessageService(db, pipeline);
 
   const audit = new AuditService(db, keys, clock, () => settings.value<number>('audit.retentionDays'), log);
@@ -154,6 +170,7 @@ export function createGateway(config: Config = loadConfig(), opts: GatewayOption
     access,
     audit,
     webhooks,
+    media,
     rateLimiter: new MemoryRateLimiter(limitsFromSettings(settings), () => clock.now()),
     cluster: null,
     start: async () => {

@@ -7,6 +7,7 @@ import { docsAssets } from './api/docs.ts';
 import { ApiError, errorBody, httpStatus } from './api/errors.ts';
 import { sparseFieldsets } from './api/fields.ts';
 import { healthRoutes } from './api/health.ts';
+import { mediaRoutes } from './api/media.ts';
 import { requestInfo, trackRequest } from './api/principal.ts';
 import { PUBLIC_TAG, publicRoutes } from './api/public-routes.ts';
 import { RESOURCE_ALIASES, routeClass } from './api/scopes.ts';
@@ -275,6 +276,7 @@ export function buildServer(gw: Gateway) {
             { name: 'channels', description: 'Channel kinds and capabilities' },
             { name: 'outgoing webhooks', description: 'Event subscriptions and their signed deliveries' },
             { name: 'stats', description: 'Overview figures for the console' },
+            { name: 'media', description: 'Media items by signed URL (given to agents)' },
             PUBLIC_TAG,
           ],
         },
@@ -295,6 +297,7 @@ export function buildServer(gw: Gateway) {
     .use(accessV1(gw))
     .use(webhookRoutes(gw))
     .use(publicRoutes(gw))
+    .use(mediaRoutes(gw))
     .use(sendV1(gw))
     .use(aguiRoutes(gw))
     .use(resourceRoutes(gw))

@@ -1,5 +1,8 @@
 // Shared test setup: a gateway on an in-memory database with a known admin key.
 
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { openDatabase } from '../db/open.ts';
 import { type Config, loadConfig } from '../src/config.ts';
 import { createGateway, type Gateway, type GatewayOptions } from '../src/gateway.ts';
@@ -7,6 +10,8 @@ import { silentLogger } from '../src/log.ts';
 import { buildServer } from '../src/server.ts';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789abcdef';
+
+let mediaDirs = 0;
 
 export function testConfig(env: Record<string, string> = {}): Config {
   // Platform endpoints default to a closed local port: no test can reach the real platforms.
@@ -19,6 +24,8 @@ export function testConfig(env: Record<string, string> = {}): Config {
     WHATSAPP_WS_URL: 'ws://127.0.0.1:9/ws',
     WHATSAPP_CLOUD_API_URL: 'http://127.0.0.1:9/graph',
     TELEGRAM_API_URL: 'http://127.0.0.1:9',
+    // A media directory of its own per gateway (created only when something is stored).
+    MEDIA_DIR: join(tmpdir(), `switchboard-test-media-${process.pid}-${++mediaDirs}`),
     ...env,
   });
 }
@@ -44,5 +51,10 @@ export function createTestGateway(env: Record<string, string> = {}, opts: Gatewa
     }
     return { status: res.status, body: json, headers: res.headers };
   }
-  return { gw, app, call, close: () => gw.close() };
+  const close = async () => {
+    await gw.close();
+    // The per-gateway media directory of testConfig (never one a test passed in).
+    if (!env.MEDIA_DIR) rmSync(config.mediaDir, { recursive: true, force: true });
+  };
+  return { gw, app, call, close };
 }

@@ -28,15 +28,40 @@ export function runAgentInput(req: AgentRequest): Record<string, unknown> {
   return {
     threadId: req.sessionId,
     runId: aguiRunId(req.messageId),
-    // A batched turn is its messages as consecutive user messages.
+    // A batched turn is its messages as consecutive user messages; media ride with the request's message (the last).
     messages: req.messages
-      ? req.messages.map((m) => ({ id: m.id, role: 'user', content: m.text }))
-      : [{ id: req.messageId, role: 'user', content: req.message }],
+      ? req.messages.map((m, i, all) => ({
+          id: m.id,
+          role: 'user',
+          content: i === all.length - 1 && req.media?.length ? aguiContent({ ...req, message: m.text }) : m.text,
+        }))
+      : [{ id: req.messageId, role: 'user', content: req.media?.length ? aguiContent(req) : req.message }],
     tools: [],
     context: [],
     state: {},
     forwardedProps: {},
   };
+}
+
+/**
+ * A user message with media as AG-UI input content: a text part, then per item a `binary` part
+ * (mimeType, the signed url, the bytes as `data` when inlined, filename); a voice note's
+ * transcript is the text itself, its audio still follows as a part.
+ */
+function aguiContent(req: AgentRequest): unknown[] {
+  const parts: unknown[] = [];
+  if (req.message) parts.push({ type: 'text', text: req.message });
+  for (const m of req.media ?? []) {
+    parts.push({
+      type: 'binary',
+      mimeType: m.mimeType,
+      id: m.id,
+      url: m.url,
+      ...(m.base64 ? { data: m.base64 } : {}),
+      ...(m.filename ? { filename: m.filename } : {}),
+    });
+  }
+  return parts;
 }
 
 /** Parse an SSE message as an AG-UI event: type from JSON `type`, else from `event:`. */

@@ -12,7 +12,7 @@ import {
   seedBody,
   streamEvents,
 } from './http.ts';
-import { replyFromJson } from './json.ts';
+import { replyWithMediaFromJson } from './json.ts';
 import { OpenAiStream } from './openai.ts';
 import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
 import { AgentError } from './types.ts';
@@ -107,7 +107,8 @@ export class AutoAgentClient implements AgentClient {
         yield* streamEvents(res.body, guard, new SniffingStream());
         return;
       }
-      yield { type: 'final', text: replyFromJson(await res.text(), res.status) };
+      const reply = replyWithMediaFromJson(await res.text(), res.status);
+      yield { type: 'final', text: reply.text, ...(reply.media.length ? { media: reply.media } : {}) };
     });
   }
 }

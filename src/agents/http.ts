@@ -168,6 +168,9 @@ export function seedBody(req: import('./types.ts').AgentRequest): Record<string,
     session_origin: req.sessionOrigin,
     // A batched turn also lists its messages (id, text, time); a single message has no such field.
     ...(req.messages ? { messages: req.messages } : {}),
+    // Only when there is media: a text message's body stays the seed's.
+    ...(req.media?.length ? { media: req.media } : {}),
+    ...(req.transcribed ? { transcribed: true } : {}),
   };
 }
 

@@ -6,7 +6,7 @@
 // malformed answer. A body cut by the network fails while reading and is retryable.
 
 import { baseHeaders, type EndpointOptions, guarded, post, seedBody } from './http.ts';
-import type { AgentClient, AgentEvent, AgentRequest } from './types.ts';
+import type { AgentClient, AgentEvent, AgentRequest, ReplyMedia } from './types.ts';
 import { AgentError } from './types.ts';
 
 const TEXT_FIELDS = ['text', 'message', 'reply', 'response'] as const;
@@ -36,6 +36,48 @@ export function replyFromJson(raw: string, status?: number): string {
   throw new AgentError(`agent answer has no text field (expected one of ${TEXT_FIELDS.join(', ')})`, false, status);
 }
 
+/**
+ * The reply text and the reply's media (`media: [{url | base64, type, filename?, caption?,
+ * voiceNote?}]`). Items that are not objects with a string url or base64 are left out; a reply
+ * with media may have an empty text.
+ */
+export function replyWithMediaFromJson(raw: string, status?: number): { text: string; media: ReplyMedia[] } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    return { text: replyFromJson(raw, status), media: [] };
+  }
+  const media = mediaOfReply(parsed);
+  if (media.length > 0 && parsed && typeof parsed === 'object') {
+    const o = parsed as Record<string, unknown>;
+    if (!TEXT_FIELDS.some((f) => typeof o[f] === 'string')) return { text: '', media };
+  }
+  return { text: replyFromJson(raw, status), media };
+}
+
+function mediaOfReply(parsed: unknown): ReplyMedia[] {
+  const list = parsed && typeof parsed === 'object' ? (parsed as Record<string, unknown>).media : undefined;
+  if (!Array.isArray(list)) return [];
+  const out: ReplyMedia[] = [];
+  for (const m of list.slice(0, 10)) {
+    if (!m || typeof m !== 'object') continue;
+    const o = m as Record<string, unknown>;
+    const s = (k: string) => (typeof o[k] === 'string' && o[k] !== '' ? (o[k] as string) : undefined);
+    const url = s('url');
+    const base64 = s('base64');
+    if (!url && !base64) continue;
+    out.push({
+      ...(url ? { url } : { base64 }),
+      ...(s('type') ? { type: s('type') } : {}),
+      ...(s('filename') ? { filename: s('filename') } : {}),
+      ...(s('caption') ? { caption: s('caption') } : {}),
+      ...(typeof o.voiceNote === 'boolean' ? { voiceNote: o.voiceNote } : {}),
+    });
+  }
+  return out;
+}
+
 export class JsonAgentClient implements AgentClient {
   constructor(private readonly ep: EndpointOptions) {}
 
@@ -45,7 +87,8 @@ export class JsonAgentClient implements AgentClient {
       const res = await post(ep, guard, ep.url, baseHeaders(ep, req.idempotencyKey, 'application/json'), seedBody(req));
       yield { type: 'start' };
       const raw = await res.text();
-      yield { type: 'final', text: replyFromJson(raw, res.status) };
+      const reply = replyWithMediaFromJson(raw, res.status);
+      yield { type: 'final', text: reply.text, ...(reply.media.length ? { media: reply.media } : {}) };
     });
   }
 }

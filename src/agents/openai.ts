@@ -65,6 +65,27 @@ export class OpenAiStream implements StreamInterpreter {
 
 const NONE: AgentEvent[] = [];
 
+/**
+ * Chat-completions content parts: the text (a voice note's transcript), an `image_url` part per
+ * image (a data URL when the bytes are inlined, else the signed gateway URL), and for other media
+ * a line of text naming it and its URL (chat models take images and text).
+ */
+export function openAiContent(req: AgentRequest): unknown[] {
+  const parts: unknown[] = [];
+  if (req.message) parts.push({ type: 'text', text: req.message });
+  for (const m of req.media ?? []) {
+    if (m.type === 'image' || m.type === 'sticker') {
+      const url = m.base64 ? `data:${m.mimeType};base64,${m.base64}` : m.url;
+      parts.push({ type: 'image_url', image_url: { url } });
+    } else if (m.type === 'audio' && m.transcript) {
+      if (m.transcript !== req.message) parts.push({ type: 'text', text: `[audio transcript] ${m.transcript}` });
+    } else {
+      parts.push({ type: 'text', text: `[${m.type}${m.filename ? `: ${m.filename}` : ''}] ${m.url}` });
+    }
+  }
+  return parts;
+}
+
 export class OpenAiAgentClient implements AgentClient {
   constructor(
     private readonly ep: EndpointOptions,
@@ -83,10 +104,13 @@ export class OpenAiAgentClient implements AgentClient {
       const body = {
         model: model ?? 'default',
         stream: true,
-        // A batched turn is its messages as consecutive user messages.
+        // A batched turn is its messages as consecutive user messages; media ride with the last.
         messages: req.messages
-          ? req.messages.map((m) => ({ role: 'user', content: m.text }))
-          : [{ role: 'user', content: req.message }],
+          ? req.messages.map((m, i, all) => ({
+              role: 'user',
+              content: i === all.length - 1 && req.media?.length ? openAiContent({ ...req, message: m.text }) : m.text,
+            }))
+          : [{ role: 'user', content: req.media?.length ? openAiContent(req) : req.message }],
         user: req.userId,
       };
       const res = await post(ep, guard, chatCompletionsUrl(ep.url), headers, body);

@@ -10,6 +10,7 @@ import type {
   ChannelKind,
   ChatRef,
   DeliveryStatus,
+  InboundMedia,
   InboundMessage,
   IngestResult,
   OutboundMessage,
@@ -66,6 +67,24 @@ export interface ChannelAdapter {
   edit?(to: ChatRef, platformMessageId: string, text: string): Promise<void>;
   /** Typing / "thinking" indicator while the agent works. */
   typing?(to: ChatRef, on: boolean, inbound?: InboundMessage): Promise<void>;
+  /**
+   * Fetches the bytes of an inbound media item that has a `ref` (src/media calls it before the
+   * agent call). Through the outbound policy, never more than `maxBytes` (throw MediaTooLarge from
+   * src/net/bounded-read.ts), aborted by `signal`. A ChannelError says whether a retry may help.
+   */
+  fetchMedia?(item: InboundMedia, opts: MediaFetchOptions): Promise<FetchedMedia>;
+}
+
+export interface MediaFetchOptions {
+  maxBytes: number;
+  signal: AbortSignal;
+}
+
+export interface FetchedMedia {
+  bytes: Uint8Array;
+  /** What the platform says the type is (a hint: the store sniffs the bytes). */
+  mimeType?: string;
+  filename?: string;
 }
 
 // ---- the channel definition ----

@@ -49,6 +49,36 @@ export interface InboundMessage {
   recordOnly?: string;
   /** Channel-specific extras the adapter needs again at send time (e.g. Evolution `quoted`). */
   extra?: Record<string, unknown>;
+  /** Media the message carries; the gateway fetches the bytes before the agent call (src/media). */
+  media?: InboundMedia[];
+}
+
+export type MediaKind = 'image' | 'video' | 'audio' | 'document' | 'sticker';
+
+/**
+ * One media item of an inbound message as the channel reported it. What the sender says (type,
+ * mimeType, sizeBytes) is a hint only: the media store sniffs the bytes. The bytes come from the
+ * first of: `staged` (bytes the webhook carried, written to the media store at ingest), `ref` (the
+ * running adapter's fetchMedia), `url` (fetched as is, without credentials).
+ */
+export interface InboundMedia {
+  type: MediaKind;
+  mimeType?: string;
+  filename?: string;
+  caption?: string;
+  /** Declared size: an item declared larger than the instance's limit is not downloaded. */
+  sizeBytes?: number;
+  voiceNote?: boolean;
+  /**
+   * Bytes the webhook carried (Evolution with webhook_base64). A parser sets it NON-enumerable
+   * (never serialised into the inbox row); ingest stages it into the media store as `staged`.
+   */
+  base64?: string;
+  /** SHA-256 of the bytes staged in the media store at ingest. */
+  staged?: string;
+  url?: string;
+  /** The channel's own reference (ids, paths), for ChannelAdapter.fetchMedia. */
+  ref?: Record<string, unknown>;
 }
 
 export interface OutboundMessage {
@@ -62,6 +92,8 @@ export interface OutboundMessage {
     caption?: string;
     filename?: string;
     voiceNote?: boolean;
+    /** Known type of the bytes (media of an agent reply: sniffed by the media store). */
+    mimeType?: string;
   };
   reaction?: { messageId: string; emoji: string };
   /** A pre-approved message template (channels with capabilities.templates). */

@@ -17,6 +17,7 @@ import type { Config } from '../config.ts';
 import type { AccessDecision, TerminalInfo } from '../core/conversation.ts';
 import type { Instance, InstanceStatus } from '../core/instance.ts';
 import type { ChannelKind, DeliveryStatus, InboundMessage } from '../core/message.ts';
+import type { MediaService } from '../media/index.ts';
 import type { InboxRow, IngestOutcome } from '../services/inbox.ts';
 import { effectiveMessaging } from '../services/instance-options.ts';
 import type { InstanceService } from '../services/instances.ts';
@@ -73,6 +74,8 @@ export interface PipelineOptions {
   adapterDeps?: Partial<AdapterDeps>;
   /** Overrides agent clients (tests). */
   agentFor?: (inst: Instance) => AgentClient;
+  /** Inbound media fetched before the agent call, reply media sent after the text (src/media). */
+  media?: MediaService;
 }
 
 export class Pipeline {
@@ -160,6 +163,7 @@ export class Pipeline {
       stillOwner: (id) => this.where.ownsConversation(id),
       shuttingDown: this.shutdownController.signal,
       messaging: (inst) => effectiveMessaging(inst.settings.messaging, () => messagingDefaults(o.settings)),
+      media: o.media,
     };
 
     this.conversations = new Supervisor<ConversationMsg>({
@@ -245,6 +249,8 @@ export class Pipeline {
 
   /** Ingress: the durable write where the placement says (embedded: this inbox; cluster: the owner's stream). */
   ingest(msg: InboundMessage, kind: IngestKind = 'inbound'): Promise<IngestOutcome> {
+    // Media bytes a webhook carried go to the media store first: the inbox row keeps their hash.
+    if (msg.media?.length && this.o.media) this.o.media.stage(this.o.instances.get(msg.instanceId), msg);
     return this.where.ingest(msg, kind);
   }
 

@@ -5,6 +5,7 @@ export type CrashPointName =
   | 'after_inbox_commit' // inbox committed, webhook not yet answered
   | 'after_ack' // webhook answered
   | 'after_poll_ingest_before_offset' // a polled update is in the inbox, its offset not yet committed
+  | 'after_media_before_agent' // a message's media fetched and stored, the agent not yet called
   | 'agent_before_first_delta'
   | 'agent_mid_stream'
   | 'after_agent_before_send'

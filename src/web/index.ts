@@ -26,7 +26,7 @@ const CLIENT_DIR = join(import.meta.dir, 'client');
 // Everything is same-origin: no fonts, CDNs or trackers can load even by accident. QR images
 // arrive as data: URLs; the live feed is a same-origin WebSocket.
 const CSP =
-  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const HTML = `<!doctype html>
 <html lang="en">

@@ -46,6 +46,8 @@ export interface FakeBehaviour {
   requireBearer: string | null;
   /** SSE keepalive comment before the first event. */
   keepaliveComment: boolean;
+  /** JSON protocol: more fields of the answer (e.g. a reply's `media`). */
+  replyFields: ((req: RecordedRequest) => Record<string, unknown>) | null;
 }
 
 export interface FakeAgent {
@@ -72,6 +74,7 @@ const DEFAULTS: FakeBehaviour = {
   stall: false,
   requireBearer: null,
   keepaliveComment: false,
+  replyFields: null,
 };
 
 const encoder = new EventEncoder();
@@ -107,7 +110,14 @@ function messageOf(protocol: FakeProtocol, body: any): string {
   if (protocol === 'agui' || protocol === 'openai') {
     const msgs = Array.isArray(body?.messages) ? body.messages : [];
     const last = msgs[msgs.length - 1];
-    return typeof last?.content === 'string' ? last.content : '';
+    if (typeof last?.content === 'string') return last.content;
+    // Content parts (a message with media): its text parts.
+    if (Array.isArray(last?.content))
+      return last.content
+        .filter((p: any) => p?.type === 'text' && typeof p.text === 'string')
+        .map((p: any) => p.text)
+        .join('\n');
+    return '';
   }
   return typeof body?.message === 'string' ? body.message : '';
 }
@@ -233,7 +243,7 @@ export function startFakeAgent(opts: { protocol: FakeProtocol } & Partial<FakeBe
       const texts = Array.isArray(replies) ? replies : [replies];
 
       if (protocol === 'json') {
-        const full = JSON.stringify({ text: texts.join('\n\n') });
+        const full = JSON.stringify({ text: texts.join('\n\n'), ...(b.replyFields?.(rec) ?? {}) });
         return new Response(full, { headers: { 'content-type': contentType } });
       }
 

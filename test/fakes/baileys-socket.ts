@@ -15,6 +15,7 @@ export type FakeCall =
   | { kind: 'read'; keys: WAMessageKeyLike[] }
   | { kind: 'pairing'; phone: string }
   | { kind: 'logout' }
+  | { kind: 'downloadMedia'; id: string }
   | { kind: 'end'; error: Error | undefined };
 
 export class FakeBaileysSocket implements WASocketLike {
@@ -27,6 +28,10 @@ export class FakeBaileysSocket implements WASocketLike {
   /** Numbers (JIDs) reported as not on WhatsApp by onWhatsApp. */
   notOnWhatsApp = new Set<string>();
   pairingCode = 'ABCD1234';
+  /** Media served by downloadMedia, by message id (the decrypted bytes, as Baileys would give them). */
+  media = new Map<string, Uint8Array>();
+  /** Make the next downloadMedia calls fail with this error (once each). */
+  downloadErrors: Error[] = [];
   private seq = 0;
 
   constructor(
@@ -63,6 +68,15 @@ export class FakeBaileysSocket implements WASocketLike {
     this.ended = true;
     this.calls.push({ kind: 'end', error });
     this.emitClose(428, error?.message ?? 'Connection Closed');
+  }
+  async downloadMedia(message: { key: unknown; message: unknown }) {
+    const id = String((message.key as { id?: string } | null)?.id ?? '');
+    this.calls.push({ kind: 'downloadMedia', id });
+    const err = this.downloadErrors.shift();
+    if (err) throw err;
+    const bytes = this.media.get(id);
+    if (!bytes) throw Object.assign(new Error('media not found'), { output: { statusCode: 404 } });
+    return bytes;
   }
   async onWhatsApp(...jids: string[]) {
     return jids.map((jid) => ({ jid, exists: !this.notOnWhatsApp.has(jid) }));

@@ -12,7 +12,8 @@ export type EvolutionRoute =
   | 'connect'
   | 'connectionState'
   | 'logout'
-  | 'restart';
+  | 'restart'
+  | 'mediaBase64';
 
 export interface EvolutionCall {
   route: EvolutionRoute | 'unknown';
@@ -53,6 +54,8 @@ export interface FakeEvolution {
   /** Every request, in arrival order (including failed and unauthorised ones). */
   calls: EvolutionCall[];
   instances: Map<string, FakeEvolutionInstance>;
+  /** Media getBase64FromMediaMessage serves, by message key id. */
+  media: Map<string, { bytes: Uint8Array; mimetype: string; fileName?: string }>;
   /**
    * The next `times` calls to `route` (or any route with '*') answer `status`; with `after`, that many
    * calls succeed first (e.g. fail the 2nd chunk of a reply).
@@ -92,6 +95,7 @@ const ROUTES: Array<{ method: string; re: RegExp; route: EvolutionRoute }> = [
   { method: 'GET', re: /^\/instance\/connectionState\/([^/]+)$/, route: 'connectionState' },
   { method: 'DELETE', re: /^\/instance\/logout\/([^/]+)$/, route: 'logout' },
   { method: 'POST', re: /^\/instance\/restart\/([^/]+)$/, route: 'restart' },
+  { method: 'POST', re: /^\/chat\/getBase64FromMediaMessage\/([^/]+)$/, route: 'mediaBase64' },
 ];
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
@@ -123,6 +127,7 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
   const sent: SentText[] = [];
   const calls: EvolutionCall[] = [];
   const instances = new Map<string, FakeEvolutionInstance>();
+  const media = new Map<string, { bytes: Uint8Array; mimetype: string; fileName?: string }>();
   let failures: Array<{
     route: EvolutionRoute | '*';
     status: number;
@@ -246,6 +251,18 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
           }),
         );
       }
+      case 'mediaBase64': {
+        const m = media.get(String(body?.message?.key?.id ?? ''));
+        if (!m) return answer(evolutionError(400, ['Message not found']));
+        return answer(
+          json(201, {
+            mediaType: 'imageMessage',
+            fileName: m.fileName ?? 'file',
+            mimetype: m.mimetype,
+            base64: Buffer.from(m.bytes).toString('base64'),
+          }),
+        );
+      }
       case 'sendPresence': {
         ensure(instance!);
         return answer(json(201, { presence: body?.presence }));
@@ -323,6 +340,7 @@ export async function startFakeEvolution(options: FakeEvolutionOptions = {}): Pr
     sent,
     calls,
     instances,
+    media,
     fail(route, status, times = 1, opts = {}) {
       failures.push({
         route,

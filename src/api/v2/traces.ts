@@ -216,7 +216,7 @@ export function tracesV2(gw: Gateway, base = '/api/v2', withTraces = true) {
                 at: r.received_at,
                 id: r.id,
               }));
-              return { items: res.items.map(v2Trace), meta: res.meta };
+              return { items: gw.media.withMedia(res.items.map(v2Trace)), meta: res.meta };
             },
             {
               key: traceKey,
@@ -260,11 +260,16 @@ export function tracesV2(gw: Gateway, base = '/api/v2', withTraces = true) {
             if (!r) return null;
             if (!canSeeInstance(principalOf(request), r.instance_id))
               throw new ApiError('NOT_FOUND', 'Trace not found');
-            return { data: v2Trace(r) };
+            return { data: gw.media.withMedia([v2Trace(r)])[0]! };
           }),
         {
           params: t.Object({ id: t.String({ maxLength: 100 }) }),
-          detail: { tags: ['traces'], summary: 'Get trace', description: 'One trace with its steps.' },
+          detail: {
+            tags: ['traces'],
+            summary: 'Get trace',
+            description:
+              'One trace with its steps, and (when the message had media) `media`: each item with a signed URL path, its transcript, or why it was not stored.',
+          },
           response: { 200: t.Object({ data: V2Trace }, { description: 'The trace' }), ...errorResponses },
         },
       );

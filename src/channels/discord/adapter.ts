@@ -241,6 +241,19 @@ export class DiscordAdapter implements ChannelAdapter {
       replyToMessageId: m.id,
       mentioned: mentioned || repliedToBot,
       extra: Object.keys(extra).length > 0 ? extra : undefined,
+      // Attachment URLs are signed CDN links: the gateway fetches them as they are.
+      ...(attachments.length > 0
+        ? {
+            media: attachments.slice(0, 10).map((a) => ({
+              type: mediaKindOf(a.contentType),
+              url: a.url,
+              ...(a.contentType ? { mimeType: a.contentType } : {}),
+              filename: a.name,
+              sizeBytes: a.size,
+              ...(a.description ? { caption: a.description } : {}),
+            })),
+          }
+        : {}),
     };
   }
 
@@ -492,7 +505,11 @@ function interactionOf(inbound?: InboundMessage): DiscordInteractionRef | null {
 
 function contentTypeOf(attachments: Attachment[], hasSticker: boolean): ContentType {
   if (attachments.length === 0) return hasSticker ? 'sticker' : 'text';
-  const type = attachments[0].contentType ?? '';
+  return mediaKindOf(attachments[0].contentType);
+}
+
+function mediaKindOf(contentType: string | null): 'image' | 'video' | 'audio' | 'document' {
+  const type = contentType ?? '';
   if (type.startsWith('image/')) return 'image';
   if (type.startsWith('video/')) return 'video';
   if (type.startsWith('audio/')) return 'audio';

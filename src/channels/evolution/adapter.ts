@@ -4,9 +4,17 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { Instance, InstanceStatus } from '../../core/instance.ts';
-import type { ChatRef, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import type { ChatRef, InboundMedia, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import { decodeBase64Bounded } from '../../net/bounded-read.ts';
 import { chunkText } from '../../stream/chunker.ts';
-import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
+import type {
+  AdapterContext,
+  ChannelAdapter,
+  ChannelCapabilities,
+  FetchedMedia,
+  MediaFetchOptions,
+  SentReceipt,
+} from '../types.ts';
 import {
   connectionState,
   type EvolutionCallOptions,
@@ -14,6 +22,7 @@ import {
   evolutionConfigOf,
   evolutionFlag,
   evolutionNumberFor,
+  mediaBase64,
   sendMedia,
   sendPresence,
   sendReaction,
@@ -93,6 +102,13 @@ export class EvolutionAdapter implements ChannelAdapter {
   }
 
   async stop(_reason: string): Promise<void> {}
+
+  /** A received message's media through Evolution (the webhook came without `base64`). */
+  async fetchMedia(item: InboundMedia, opts: MediaFetchOptions): Promise<FetchedMedia> {
+    const key = item.ref as { id: string; remoteJid?: string; fromMe?: boolean };
+    const got = await mediaBase64(evolutionConfigOf(this.instance), key, this.callOpts({ signal: opts.signal }));
+    return { bytes: decodeBase64Bounded(got.base64, opts.maxBytes), mimeType: got.mimeType, filename: got.filename };
+  }
 
   async send(
     to: ChatRef,

@@ -255,6 +255,33 @@ export async function sendMedia(
   return messageIdOf(res.body);
 }
 
+/**
+ * POST /chat/getBase64FromMediaMessage/{instance}: the media of a received message as base64 (for
+ * webhooks sent without `base64`). Evolution downloads and decrypts it from WhatsApp.
+ */
+export async function mediaBase64(
+  cfg: EvolutionInstanceConfig,
+  key: { id: string; remoteJid?: string; fromMe?: boolean },
+  opts: EvolutionCallOptions = {},
+): Promise<{ base64: string; mimeType?: string; filename?: string }> {
+  const res = await call(
+    cfg,
+    'POST',
+    `/chat/getBase64FromMediaMessage/${seg(cfg.instanceName)}`,
+    { message: { key }, convertToMp4: false },
+    'getBase64FromMediaMessage',
+    opts,
+  );
+  const b = obj(res.body);
+  if (typeof b.base64 !== 'string' || !b.base64)
+    throw new ChannelError('Evolution API answered getBase64FromMediaMessage without base64', false);
+  return {
+    base64: b.base64,
+    ...(typeof b.mimetype === 'string' ? { mimeType: b.mimetype } : {}),
+    ...(typeof b.fileName === 'string' ? { filename: b.fileName } : {}),
+  };
+}
+
 /** POST /message/sendReaction/{instance}; an empty emoji removes the reaction. */
 export async function sendReaction(
   cfg: EvolutionInstanceConfig,

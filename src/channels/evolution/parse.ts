@@ -9,7 +9,7 @@
 // accepts, and a contact keeps one conversation whichever addressing WhatsApp happens to use.
 // Without a known phone, the LID JID itself is the chat id and is sent as `number` verbatim
 // (Evolution ≥ 2.3 accepts `…@lid` there).
-import type { ContentType, InboundMessage } from '../../core/message.ts';
+import type { ContentType, InboundMedia, InboundMessage } from '../../core/message.ts';
 
 export interface EvolutionParseResult {
   messages: InboundMessage[];
@@ -88,9 +88,30 @@ interface Content {
   contentType: ContentType;
   contextInfo?: Obj;
   messageType: string;
+  /** For media messages: what WhatsApp says about the file (the bytes come from the gateway). */
+  media?: InboundMedia;
 }
 
 const caption = (o: Obj): string | undefined => str(o.caption)?.trim() || undefined;
+
+/** fileLength as number, numeric string or protobuf Long. */
+function sizeOf(v: unknown): number | undefined {
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (typeof v === 'string' && /^\d+$/.test(v)) return Number(v);
+  if (isObj(v) && typeof v.low === 'number' && typeof v.high === 'number') return v.high * 4294967296 + (v.low >>> 0);
+  return undefined;
+}
+
+function mediaOf(type: InboundMedia['type'], o: Obj, extra: Partial<InboundMedia> = {}): InboundMedia {
+  const size = sizeOf(o.fileLength);
+  return {
+    type,
+    ...(str(o.mimetype) ? { mimeType: str(o.mimetype) } : {}),
+    ...(caption(o) ? { caption: caption(o) } : {}),
+    ...(size !== undefined ? { sizeBytes: size } : {}),
+    ...extra,
+  };
+}
 
 /** Returns the content, or a string saying why the message is ignored. */
 function extractContent(m: Obj): Content | string {
@@ -116,6 +137,7 @@ function extractContent(m: Obj): Content | string {
       contentType: 'image',
       contextInfo: ctx(image),
       messageType: 'imageMessage',
+      media: mediaOf('image', image),
     };
   const video = pick('videoMessage') ?? pick('ptvMessage');
   if (video)
@@ -124,6 +146,7 @@ function extractContent(m: Obj): Content | string {
       contentType: 'video',
       contextInfo: ctx(video),
       messageType: 'videoMessage',
+      media: mediaOf('video', video),
     };
   const doc = pick('documentMessage');
   if (doc) {
@@ -133,13 +156,27 @@ function extractContent(m: Obj): Content | string {
       contentType: 'document',
       contextInfo: ctx(doc),
       messageType: 'documentMessage',
+      media: mediaOf('document', doc, name ? { filename: name } : {}),
     };
   }
   const audio = pick('audioMessage');
-  if (audio) return { text: '[audio]', contentType: 'audio', contextInfo: ctx(audio), messageType: 'audioMessage' };
+  if (audio)
+    return {
+      text: '[audio]',
+      contentType: 'audio',
+      contextInfo: ctx(audio),
+      messageType: 'audioMessage',
+      media: mediaOf('audio', audio, audio.ptt === true ? { voiceNote: true } : {}),
+    };
   const sticker = pick('stickerMessage');
   if (sticker)
-    return { text: '[sticker]', contentType: 'sticker', contextInfo: ctx(sticker), messageType: 'stickerMessage' };
+    return {
+      text: '[sticker]',
+      contentType: 'sticker',
+      contextInfo: ctx(sticker),
+      messageType: 'stickerMessage',
+      media: mediaOf('sticker', sticker),
+    };
   const loc = pick('locationMessage') ?? pick('liveLocationMessage');
   if (loc) {
     const lat = Number(loc.degreesLatitude ?? 0);
@@ -279,6 +316,15 @@ function parseOne(item: unknown, pc: ParseContext): InboundMessage | string {
   if (phone) msg.sender.phone = phone;
   if (senderAlt) msg.sender.altId = senderAlt;
   if (mentioned !== undefined) msg.mentioned = mentioned;
+  if (content.media) {
+    // The adapter can ask Evolution for the bytes by the message key. With the instance's
+    // webhook_base64 on, Evolution sends them along (`message.base64`): kept out of the serialised
+    // message (non-enumerable) and written to the media store at ingest instead.
+    const media: InboundMedia = { ...content.media, ref: { id, remoteJid: rawRemote, fromMe: false } };
+    const base64 = str((item.message as Obj).base64);
+    if (base64) Object.defineProperty(media, 'base64', { value: base64, enumerable: false, configurable: true });
+    msg.media = [media];
+  }
   return msg;
 }
 

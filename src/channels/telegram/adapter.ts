@@ -14,13 +14,22 @@ import type { Message, ReactionTypeEmoji, Update } from 'grammy/types';
 import type { Logger } from 'pino';
 import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
-import type { ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
+import type { ChatRef, InboundMedia, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
+import { readBounded } from '../../net/bounded-read.ts';
 import { OutboundRefused } from '../../net/outbound.ts';
 import { crashPoint } from '../../services/crash.ts';
 import { constantTimeEqual } from '../../services/ids.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
-import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt, WebhookAnswer } from '../types.ts';
+import type {
+  AdapterContext,
+  ChannelAdapter,
+  ChannelCapabilities,
+  FetchedMedia,
+  MediaFetchOptions,
+  SentReceipt,
+  WebhookAnswer,
+} from '../types.ts';
 import { type BotIdentity, toInbound } from './inbound.ts';
 import { readTelegramSettings, type TelegramSettings, webhookSecretToken } from './settings.ts';
 import { readOffset, saveOffset } from './state.ts';
@@ -125,6 +134,39 @@ export class TelegramAdapter implements ChannelAdapter {
     this.running = this.run(bot, ctx, abort.signal).catch((err) => {
       if (!abort.signal.aborted) this.log?.error({ err: describe(err) }, 'telegram: connection loop ended');
     });
+  }
+
+  /** A received file: getFile gives its path, then GET {api}/file/bot{token}/{path} (Bot API limit 20 MB). */
+  async fetchMedia(item: InboundMedia, opts: MediaFetchOptions): Promise<FetchedMedia> {
+    const bot = this.bot;
+    const token = this.settings.botToken;
+    if (!bot || !token) throw new ChannelError('Telegram is not connected', true);
+    const fileId = (item.ref as { fileId?: unknown } | undefined)?.fileId;
+    if (typeof fileId !== 'string') throw new ChannelError('the message has no file id', false);
+    let path: string | undefined;
+    try {
+      path = (await bot.api.getFile(fileId)).file_path;
+    } catch (err) {
+      throw toChannelError('getFile', err);
+    }
+    if (!path)
+      throw new ChannelError('Telegram getFile answered without a file path (file too large for bots?)', false);
+    let res: Response;
+    try {
+      res = await this.opts.fetch(`${this.settings.apiUrl}/file/bot${token}/${path}`, { signal: opts.signal });
+    } catch (err) {
+      if (err instanceof OutboundRefused) throw new ChannelError(`Telegram file download: ${err.message}`, false);
+      if ((err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError') throw err;
+      throw new ChannelError(`Telegram file download failed: ${describe(err)}`, true);
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw new ChannelError(
+        `Telegram file download answered HTTP ${res.status}`,
+        res.status >= 500 || res.status === 429,
+      );
+    }
+    return { bytes: await readBounded(res, opts.maxBytes), mimeType: item.mimeType, filename: item.filename };
   }
 
   async stop(reason: string): Promise<void> {

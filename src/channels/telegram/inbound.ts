@@ -1,6 +1,6 @@
 // A Telegram message (or edited message) → InboundMessage, or null when it is not for the agent.
 import type { Message, MessageEntity } from 'grammy/types';
-import type { ContentType, InboundMessage } from '../../core/message.ts';
+import type { ContentType, InboundMedia, InboundMessage } from '../../core/message.ts';
 
 /** What the mapping needs to know about the bot itself (from getMe). */
 export interface BotIdentity {
@@ -22,7 +22,7 @@ export interface InboundOptions {
  * - providerMessageId is `{chat id}:{message id}` (message ids are per chat), so a redelivered
  *   update is the same inbox row; an edit is `{chat id}:{message id}:edit:{edit_date}`.
  * - Media arrive as a typed placeholder (caption or `[image]`, …) with the file ids in
- *   `extra.media`; the bytes are not fetched yet.
+ *   `extra.media`; `media` asks the gateway to fetch the bytes (the adapter's fetchMedia, getFile).
  */
 export function toInbound(
   instanceId: string,
@@ -81,6 +81,23 @@ export function toInbound(
     mentioned,
     ...(opts.edited ? { recordOnly: `edit of message ${m.message_id}: recorded, not answered` } : {}),
     extra,
+    ...(media && contentType !== 'text' ? { media: [inboundMedia(contentType, media, m)] } : {}),
+  };
+}
+
+function inboundMedia(contentType: ContentType, media: Record<string, unknown>, m: Message): InboundMedia {
+  const type: InboundMedia['type'] =
+    contentType === 'image' || contentType === 'video' || contentType === 'audio' || contentType === 'sticker'
+      ? contentType
+      : 'document';
+  return {
+    type,
+    ...(typeof media.mimeType === 'string' ? { mimeType: media.mimeType } : {}),
+    ...(typeof media.filename === 'string' ? { filename: media.filename } : {}),
+    ...(typeof media.sizeBytes === 'number' ? { sizeBytes: media.sizeBytes } : {}),
+    ...(m.caption ? { caption: m.caption } : {}),
+    ...(media.voiceNote ? { voiceNote: true } : {}),
+    ref: { fileId: media.fileId },
   };
 }
 
@@ -144,7 +161,7 @@ function contentTypeOf(m: Message): ContentType | null {
   return null;
 }
 
-/** File references for the media store (not wired yet): enough to call getFile later. */
+/** File references for the media store: enough to call getFile later. */
 function mediaOf(m: Message): Record<string, unknown> | null {
   const file =
     m.photo?.at(-1) ?? m.video ?? m.animation ?? m.video_note ?? m.voice ?? m.audio ?? m.document ?? m.sticker;

@@ -7,14 +7,23 @@ import type { Logger } from 'pino';
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { Instance } from '../../core/instance.ts';
-import type { ChatRef, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import type { ChatRef, InboundMedia, InboundMessage, OutboundMessage } from '../../core/message.ts';
 import { constantTimeEqual } from '../../services/ids.ts';
 import { isOverloaded } from '../ingest-retry.ts';
-import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt, WebhookAnswer } from '../types.ts';
+import type {
+  AdapterContext,
+  ChannelAdapter,
+  ChannelCapabilities,
+  FetchedMedia,
+  MediaFetchOptions,
+  SentReceipt,
+  WebhookAnswer,
+} from '../types.ts';
 import {
   type CloudCallOptions,
   type CloudConfig,
   cloudConfigOf,
+  downloadMedia,
   GraphError,
   META_ERRORS,
   markRead,
@@ -121,6 +130,13 @@ export class WhatsAppCloudAdapter implements ChannelAdapter {
     this.ctx = null;
   }
 
+  /** A received message's media by its Meta media id (lookup, then the short-lived URL). */
+  async fetchMedia(item: InboundMedia, opts: MediaFetchOptions): Promise<FetchedMedia> {
+    const mediaId = (item.ref as { mediaId?: unknown } | undefined)?.mediaId;
+    if (typeof mediaId !== 'string') throw new ChannelError('the message has no media id', false);
+    return downloadMedia(this.config(), mediaId, { ...this.callOpts(), maxBytes: opts.maxBytes, signal: opts.signal });
+  }
+
   /** A token Meta refused needs a person: the instance says so until it gets a new one. */
   private reportFailure(err: unknown): void {
     if (err instanceof GraphError && err.code === META_ERRORS.token)
@@ -170,7 +186,7 @@ export class WhatsAppCloudAdapter implements ChannelAdapter {
       if (m.url) source = { link: m.url };
       else if (m.base64) {
         // Bytes from the caller: uploaded first, then sent by the media id Meta gives back.
-        const mimeType = MIME_BY_TYPE[m.mediaType] ?? 'application/octet-stream';
+        const mimeType = m.mimeType ?? MIME_BY_TYPE[m.mediaType] ?? 'application/octet-stream';
         const id = await uploadMedia(
           this.config(),
           { bytes: Buffer.from(m.base64, 'base64'), mimeType, filename: m.filename ?? m.mediaType },

@@ -7,6 +7,7 @@
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { Instance } from '../../core/instance.ts';
+import { readBounded } from '../../net/bounded-read.ts';
 import { OutboundRefused } from '../../net/outbound.ts';
 
 export const GRAPH_API_URL = 'https://graph.facebook.com';
@@ -249,19 +250,19 @@ export async function phoneNumberInfo(
 
 /**
  * Inbound media: GET /{version}/{media_id} gives a short-lived URL, fetched with the same bearer
- * token. (Used once the media store takes inbound media; today messages carry the media id.)
+ * token, never more than `maxBytes` (the media store's fetch, src/media, through the adapter).
  */
 export async function downloadMedia(
   cfg: CloudConfig,
   mediaId: string,
-  opts: CloudCallOptions & { maxBytes?: number },
+  opts: CloudCallOptions & { maxBytes?: number; signal?: AbortSignal },
 ): Promise<{ bytes: Uint8Array; mimeType: string }> {
   const info = await call(cfg, 'GET', encodeURIComponent(mediaId), null, 'media lookup', opts);
   const url = str(info.url);
   if (!url) throw new ChannelError('Cloud API media lookup answered without a url', false);
   let res: Response;
   try {
-    res = await opts.fetch(url, { headers: { authorization: `Bearer ${cfg.accessToken}` } });
+    res = await opts.fetch(url, { headers: { authorization: `Bearer ${cfg.accessToken}` }, signal: opts.signal });
   } catch (err) {
     if (err instanceof OutboundRefused) throw new ChannelError(`Cloud API media download: ${err.message}`, false);
     throw new ChannelError(
@@ -270,8 +271,7 @@ export async function downloadMedia(
     );
   }
   if (!res.ok) throw classifyGraphError(res.status, null, retryAfterMs(res));
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  if (opts.maxBytes !== undefined && bytes.byteLength > opts.maxBytes)
-    throw new ChannelError(`media is larger than ${opts.maxBytes} bytes`, false);
+  const bytes =
+    opts.maxBytes !== undefined ? await readBounded(res, opts.maxBytes) : new Uint8Array(await res.arrayBuffer());
   return { bytes, mimeType: str(info.mime_type) ?? res.headers.get('content-type') ?? 'application/octet-stream' };
 }

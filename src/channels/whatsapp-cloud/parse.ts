@@ -9,10 +9,10 @@
 // other WhatsApp channels use (`<digits>@s.whatsapp.net`, sender.phone `+<digits>`), so the same
 // number is the same person and conversation key whichever WhatsApp channel saw it.
 //
-// Inbound media (image, audio, video, document, sticker) becomes a typed placeholder for now: the
-// text says what it is (with the caption), `extra.media` keeps Meta's media id, type and checksum;
-// fetching the bytes into the media store (client.ts downloadMedia) is left to the media work.
-import type { ContentType, DeliveryStatus, InboundMessage } from '../../core/message.ts';
+// Inbound media (image, audio, video, document, sticker): the text says what it is (or is the
+// caption), `extra.media` keeps Meta's media id, type and checksum, and `media` asks the gateway to
+// fetch the bytes into the media store before the agent call (the adapter's fetchMedia, by the id).
+import type { ContentType, DeliveryStatus, InboundMedia, InboundMessage } from '../../core/message.ts';
 import { META_ERRORS } from './client.ts';
 
 export interface CloudParseResult {
@@ -50,6 +50,7 @@ interface Content {
   text: string;
   contentType: ContentType;
   extra?: Obj;
+  media?: InboundMedia;
 }
 
 /** The content of one message by its `type`, or why it is ignored. */
@@ -70,7 +71,6 @@ function contentOf(m: Obj): Content | string {
       text: caption ?? `[${label}]`,
       contentType: type as ContentType,
       extra: {
-        // A placeholder until the media store fetches it by this id (client.ts downloadMedia).
         media: {
           id: body.id,
           type,
@@ -81,6 +81,14 @@ function contentOf(m: Obj): Content | string {
           ...(voice ? { voice: true } : {}),
           ...(body.animated === true ? { animated: true } : {}),
         },
+      },
+      media: {
+        type: type as InboundMedia['type'],
+        ...(str(body.mime_type) ? { mimeType: str(body.mime_type) } : {}),
+        ...(filename ? { filename } : {}),
+        ...(caption ? { caption } : {}),
+        ...(voice ? { voiceNote: true } : {}),
+        ref: { mediaId: body.id },
       },
     };
   }
@@ -179,6 +187,7 @@ function parseMessage(m: unknown, names: Map<string, string>, instanceId: string
       ...(context?.forwarded === true || context?.frequently_forwarded === true ? { forwarded: true } : {}),
     },
   };
+  if (content.media) msg.media = [content.media];
   const name = names.get(from)?.trim();
   if (name) msg.sender.name = name;
   return msg;

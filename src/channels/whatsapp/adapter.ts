@@ -5,15 +5,24 @@
 
 import type { Database } from 'bun:sqlite';
 import { createHash } from 'node:crypto';
+import { BufferJSON } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
 import { Backoff } from '../../../actors/runtime/backoff.ts';
 import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { InstanceStatus } from '../../core/instance.ts';
-import type { ChatRef, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import type { ChatRef, InboundMedia, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import { MediaTooLarge } from '../../net/bounded-read.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry } from '../ingest-retry.ts';
-import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
+import type {
+  AdapterContext,
+  ChannelAdapter,
+  ChannelCapabilities,
+  FetchedMedia,
+  MediaFetchOptions,
+  SentReceipt,
+} from '../types.ts';
 import { AuthStateCorruptError, clearAuthState, type SqliteAuthState, useSqliteAuthState } from './auth-state.ts';
 import { isIgnored, normalizeJid, parseBaileysMessage } from './parse.ts';
 import { TokenBucket } from './rate-limit.ts';
@@ -679,6 +688,30 @@ export class BaileysAdapter implements ChannelAdapter {
       );
     }
     return { platformMessageId: lastId };
+  }
+
+  /** A received message's media, downloaded and decrypted through the open socket. */
+  async fetchMedia(item: InboundMedia, opts: MediaFetchOptions): Promise<FetchedMedia> {
+    const sock = this.sock;
+    if (!sock) throw new ChannelError('WhatsApp is not connected', true);
+    if (!sock.downloadMedia) throw new ChannelError('this WhatsApp socket cannot download media', false);
+    const stored = (item.ref as { waMessage?: unknown } | undefined)?.waMessage;
+    if (!stored) throw new ChannelError('the message has no media reference', false);
+    const message = JSON.parse(JSON.stringify(stored), BufferJSON.reviver) as { key: unknown; message: unknown };
+    let bytes: Uint8Array;
+    try {
+      bytes = await sock.downloadMedia(message);
+    } catch (err) {
+      const status = (err as { output?: { statusCode?: number } })?.output?.statusCode;
+      // WhatsApp's media links expire (about two weeks): gone is gone.
+      throw new ChannelError(
+        `WhatsApp media download failed: ${(err as Error)?.message ?? String(err)}`,
+        status === undefined || status >= 500 || status === 408,
+      );
+    }
+    if (opts.signal.aborted) throw opts.signal.reason;
+    if (bytes.byteLength > opts.maxBytes) throw new MediaTooLarge(opts.maxBytes);
+    return { bytes, mimeType: item.mimeType };
   }
 
   async typing(to: ChatRef, on: boolean): Promise<void> {

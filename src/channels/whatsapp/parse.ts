@@ -1,7 +1,7 @@
 // WAMessage → InboundMessage. Pure (type-only Baileys import) so the Evolution channel, whose
 // webhooks wrap the same WAMessage as JSON, can reuse it without loading Baileys.
-import type { WAMessage } from '@whiskeysockets/baileys';
-import type { ContentType, InboundMessage } from '../../core/message.ts';
+import { BufferJSON, type WAMessage } from '@whiskeysockets/baileys';
+import type { ContentType, InboundMedia, InboundMessage } from '../../core/message.ts';
 
 export interface ParseOptions {
   instanceId: string;
@@ -87,6 +87,27 @@ interface Content {
   text: string;
   contentType: ContentType;
   contextInfo?: AnyMessage;
+  /** For media messages: what WhatsApp says about the file (the gateway downloads it). */
+  media?: InboundMedia;
+}
+
+function mediaOf(type: InboundMedia['type'], o: AnyMessage, extra: Partial<InboundMedia> = {}): InboundMedia {
+  const len = o.fileLength;
+  const size =
+    typeof len === 'number'
+      ? len
+      : typeof len === 'string' && /^\d+$/.test(len)
+        ? Number(len)
+        : typeof len?.low === 'number'
+          ? (len.high ?? 0) * 2 ** 32 + (len.low >>> 0)
+          : undefined;
+  return {
+    type,
+    ...(str(o.mimetype) ? { mimeType: o.mimetype } : {}),
+    ...(str(o.caption) ? { caption: o.caption } : {}),
+    ...(size !== undefined && Number.isFinite(size) ? { sizeBytes: size } : {}),
+    ...extra,
+  };
 }
 
 /** Text + kind of one unwrapped message, or the reason it is deliberately ignored. */
@@ -104,10 +125,17 @@ function extractContent(m: AnyMessage): Content | { ignored: string } {
       text: str(m.imageMessage.caption) ?? '[image]',
       contentType: 'image',
       contextInfo: m.imageMessage.contextInfo,
+      media: mediaOf('image', m.imageMessage),
     };
   }
   const video = m.videoMessage ?? m.ptvMessage;
-  if (video) return { text: str(video.caption) ?? '[video]', contentType: 'video', contextInfo: video.contextInfo };
+  if (video)
+    return {
+      text: str(video.caption) ?? '[video]',
+      contentType: 'video',
+      contextInfo: video.contextInfo,
+      media: mediaOf('video', video),
+    };
   if (m.documentMessage) {
     const d = m.documentMessage;
     const name = str(d.fileName) ?? str(d.title);
@@ -115,6 +143,7 @@ function extractContent(m: AnyMessage): Content | { ignored: string } {
       text: str(d.caption) ?? (name ? `[document: ${name}]` : '[document]'),
       contentType: 'document',
       contextInfo: d.contextInfo,
+      media: mediaOf('document', d, name ? { filename: name } : {}),
     };
   }
   if (m.audioMessage) {
@@ -122,9 +151,16 @@ function extractContent(m: AnyMessage): Content | { ignored: string } {
       text: m.audioMessage.ptt ? '[voice note]' : '[audio]',
       contentType: 'audio',
       contextInfo: m.audioMessage.contextInfo,
+      media: mediaOf('audio', m.audioMessage, m.audioMessage.ptt ? { voiceNote: true } : {}),
     };
   }
-  if (m.stickerMessage) return { text: '[sticker]', contentType: 'sticker', contextInfo: m.stickerMessage.contextInfo };
+  if (m.stickerMessage)
+    return {
+      text: '[sticker]',
+      contentType: 'sticker',
+      contextInfo: m.stickerMessage.contextInfo,
+      media: mediaOf('sticker', m.stickerMessage),
+    };
   const loc = m.locationMessage ?? m.liveLocationMessage;
   if (loc) {
     const lat = Number(loc.degreesLatitude ?? 0);
@@ -274,5 +310,11 @@ export function parseBaileysMessage(msg: WAMessage, opts: ParseOptions): ParseRe
   };
   if (mentioned !== undefined) inbound.mentioned = mentioned;
   if (fromMe) inbound.fromOwner = true;
+  if (content.media) {
+    // The adapter downloads it later with Baileys (media key, direct path): the message is kept
+    // JSON-safe (Baileys' BufferJSON keeps its byte fields).
+    const ref = JSON.parse(JSON.stringify({ key: msg.key, message: msg.message }, BufferJSON.replacer));
+    inbound.media = [{ ...content.media, ref: { waMessage: ref } }];
+  }
   return inbound;
 }

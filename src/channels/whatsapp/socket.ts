@@ -5,7 +5,9 @@ import makeWASocket, {
   Browsers,
   DEFAULT_CONNECTION_CONFIG,
   DisconnectReason,
+  downloadMediaMessage,
   makeCacheableSignalKeyStore,
+  type WAMessage,
   type WAVersion,
 } from '@whiskeysockets/baileys';
 import type { Logger } from 'pino';
@@ -40,6 +42,8 @@ export interface WASocketLike {
   end(error: Error | undefined): void;
   /** Checks numbers before a first contact (optional in stand-ins). */
   onWhatsApp?(...jids: string[]): Promise<Array<{ jid: string; exists: boolean }> | undefined>;
+  /** Downloads and decrypts a received message's media (the real socket: Baileys' downloadMediaMessage). */
+  downloadMedia?(message: { key: unknown; message: unknown }): Promise<Uint8Array>;
 }
 
 export interface SocketFactoryOptions {
@@ -90,5 +94,15 @@ export const createBaileysSocket: SocketFactory = (opts) => {
   client?.on?.('unexpected-response', (_req: unknown, res: { statusCode?: number } | undefined) => {
     void sock.end(new UpgradeRejectedError(res?.statusCode) as any);
   });
-  return sock as unknown as WASocketLike;
+  const like = sock as unknown as WASocketLike;
+  // From WhatsApp's media servers (Baileys' own HTTP client, not the outbound policy: the host is
+  // WhatsApp's CDN, never a user's URL). An expired link is re-requested from the phone.
+  like.downloadMedia = async (message) =>
+    downloadMediaMessage(
+      message as WAMessage,
+      'buffer',
+      {},
+      { logger: opts.logger as any, reuploadRequest: (m) => sock.updateMediaMessage(m) },
+    );
+  return like;
 };

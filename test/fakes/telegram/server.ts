@@ -43,6 +43,8 @@ export class FakeTelegram {
   private waiters: Array<() => void> = [];
   private server: Server<undefined> | null = null;
   private messageSeq = 1000;
+  /** Files getFile knows (file_id → bytes), served at /file/bot<token>/<file_path>. */
+  readonly files = new Map<string, Uint8Array>();
   private updateSeq = 500;
 
   constructor(opts: FakeTelegramOptions = {}) {
@@ -91,6 +93,12 @@ export class FakeTelegram {
   }
 
   private async handle(req: Request): Promise<Response> {
+    const file = /^\/file\/bot([^/]+)\/files\/(.+)$/.exec(new URL(req.url).pathname);
+    if (file) {
+      this.calls.push({ method: 'file', token: file[1], params: { path: file[2] }, at: Date.now() });
+      const bytes = file[1] === this.token ? this.files.get(decodeURIComponent(file[2])) : undefined;
+      return bytes ? new Response(bytes as Uint8Array<ArrayBuffer>) : new Response('Not Found', { status: 404 });
+    }
     const m = /^\/bot([^/]+)\/(\w+)$/.exec(new URL(req.url).pathname);
     if (!m) return json(404, { ok: false, error_code: 404, description: 'Not Found' });
     const [, token, method] = m;
@@ -183,6 +191,16 @@ export class FakeTelegram {
       case 'sendChatAction':
       case 'setMessageReaction':
         return ok(true);
+      case 'getFile': {
+        const bytes = this.files.get(String(p.file_id));
+        if (!bytes) return bad('Bad Request: invalid file_id');
+        return ok({
+          file_id: p.file_id,
+          file_unique_id: `u-${p.file_id}`,
+          file_size: bytes.byteLength,
+          file_path: `files/${p.file_id}`,
+        });
+      }
       case 'sendPhoto':
       case 'sendVideo':
       case 'sendAudio':

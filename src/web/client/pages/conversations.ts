@@ -5,7 +5,7 @@ import { api, errorBox } from '../api.ts';
 import { badge, h, replace, tableWrap, when } from '../dom.ts';
 import type { LiveFrame } from '../live.ts';
 import type { PageContext } from '../page.ts';
-import { stepTimeline, TERMINAL, type TraceView } from './steps.ts';
+import { type MediaItemView, stepTimeline, TERMINAL, type TraceView } from './steps.ts';
 
 interface ConversationView {
   id: string;
@@ -218,6 +218,34 @@ function batchOf(t: TraceView): { id: string; position: number; size: number; le
     : null;
 }
 
+/** A message's media: images inline, audio playable, a transcript under its audio, other files as links. */
+function mediaOf(t: TraceView, direction: 'in' | 'out'): HTMLElement | null {
+  const items = (t.media ?? []).filter((m) => m.direction === direction);
+  if (items.length === 0) return null;
+  return h('div', { class: 'msg-media' }, items.map(mediaItem));
+}
+
+function mediaItem(m: MediaItemView): HTMLElement {
+  const label = m.filename ?? m.type;
+  if (!m.url) return h('p', { class: 'muted small' }, `[${label} not stored: ${m.error ?? m.status}]`);
+  const body =
+    m.type === 'image' || m.type === 'sticker'
+      ? h('img', { src: m.url, alt: m.caption ?? label, loading: 'lazy' })
+      : m.type === 'audio'
+        ? h('audio', { src: m.url, controls: true, preload: 'none' })
+        : m.type === 'video'
+          ? h('video', { src: m.url, controls: true, preload: 'none' })
+          : h('a', { href: m.url, rel: 'noopener' }, label);
+  return h(
+    'figure',
+    {},
+    body,
+    m.transcript
+      ? h('figcaption', { class: 'transcript' }, h('span', { class: 'muted small' }, 'Transcript: '), m.transcript)
+      : null,
+  );
+}
+
 interface LiveTurn {
   text: string;
   seq: number;
@@ -282,6 +310,7 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
       { class: 'msg agent', 'data-reply-for': t.id },
       h('div', { class: 'msg-head' }, 'Agent'),
       h('p', { class: 'reply-text' }),
+      mediaOf(t, 'out'),
       h('p', { class: 'reply-note muted small' }),
     );
     fillReply(reply, t);
@@ -307,6 +336,7 @@ export async function conversationPage(ctx: PageContext): Promise<void> {
             h('time', { datetime: t.receivedAt }, when(t.receivedAt)),
           ),
           h('p', {}, t.text),
+          mediaOf(t, 'in'),
         ),
         outbound ? null : reply,
       ),

@@ -26,6 +26,22 @@ export interface TraceView {
   receivedAt: string;
   completedAt: string | null;
   steps: TraceStep[];
+  /** The message's media (and its reply's), when it had any. */
+  media?: MediaItemView[];
+}
+
+export interface MediaItemView {
+  id: string;
+  direction: 'in' | 'out';
+  status: string;
+  type: string;
+  mimeType: string | null;
+  filename: string | null;
+  caption: string | null;
+  transcript: string | null;
+  error: string | null;
+  /** A signed path on this gateway, null when the item was not stored. */
+  url: string | null;
 }
 
 export const TERMINAL = ['completed', 'failed', 'blocked', 'dead_lettered', 'shed'];
