@@ -1,0 +1,209 @@
+// The gateway as a ratio to its references (issue 24), measured side by side in one run so the
+// machine's speed (and whatever else runs on it) cancels out:
+//  P2 = gateway replies/s ÷ the hand-written durable pipeline's replies/s (bench/reference.ts p2)
+//  P1 = gateway durable acks/s ÷ a bare Elysia route's acks/s (bench/reference.ts p1), measured
+//       ack-only: the stand-in agent holds its answers during the phase, so each conversation takes
+//       its first message and then only the webhooks' durable writes run (as in P1, which stores
+//       nothing); the held work is let go and finished, untimed, afterwards. P2's ack-only rate is
+//       shown too: what a hand-written durable ack costs.
+// Each round runs the gateway and the references back to back, alternating which goes first, on
+// fresh stand-ins and a fresh database; the same closed-loop load generator (C posts in flight)
+// drives them all. Run: bun bench/ratios.ts [rounds] [messages] [chats] [concurrency]
+import { startBenchGateway, upsertBody } from './gateway.ts';
+import { type ReferenceKind, startReference } from './reference.ts';
+import { fmt, percentile, startBenchStandIns } from './standins.ts';
+
+export interface LoadFigures {
+  ackedPerSec: number;
+  /** NaN for P1 (it sends nothing). */
+  repliesPerSec: number;
+  ackP99: number;
+  /** CPU per message (µs): the server's main thread, all its threads, and the bench process. */
+  mainUs: number;
+  totalUs: number;
+  benchUs: number;
+  rssMiB: number;
+}
+
+export interface RatioRound {
+  load: string;
+  gateway: LoadFigures;
+  p2: LoadFigures;
+  gatewayAck: LoadFigures;
+  p2Ack: LoadFigures;
+  p1: LoadFigures;
+  p2Ratio: number;
+  p1Ratio: number;
+}
+
+type Target = 'gateway' | ReferenceKind;
+
+/**
+ * One target on fresh stand-ins: warm-up, then N webhooks with C in flight over M chats. `ackOnly`:
+ * the agent holds its answers while the webhooks are posted (see the top of this file).
+ */
+export async function measure(
+  target: Target,
+  N: number,
+  M: number,
+  C: number,
+  ackOnly = target === 'p1',
+): Promise<LoadFigures> {
+  const si = startBenchStandIns({ deltas: 10 });
+  let server: { webhook: string; cpuMs(): { main: number; total: number }; rssBytes(): number; stop(): Promise<void> };
+  if (target === 'gateway') {
+    const gw = await startBenchGateway({ CONVERSATION_BACKLOG_LIMIT: '100000', GLOBAL_BACKLOG_LIMIT: '1000000' });
+    const webhook = await gw.createInstance('bench', {
+      evolution_url: si.evolutionUrl,
+      evolution_key: si.evolutionKey,
+      agent_api_url: si.agentUrl,
+      agent_type: 'agui',
+      agent_timeout: 30,
+    });
+    await Bun.sleep(300); // the instance actor connects
+    server = { ...gw, webhook };
+  } else server = await startReference(target, si);
+  const replies = target !== 'p1';
+  let errors = 0;
+  const post = async (id: string, chat: string, text: string): Promise<number> => {
+    const t = performance.now();
+    const res = await fetch(server.webhook, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: upsertBody(id, chat, text),
+    });
+    await res.arrayBuffer();
+    if (res.status !== 200) errors++;
+    return performance.now() - t;
+  };
+  const waitReplies = async (texts: string[]) => {
+    const end = Date.now() + 180_000;
+    while (texts.some((t) => !si.sentAt.has(t))) {
+      if (Date.now() > end) throw new Error(`${target}: replies missing after 180 s`);
+      await Bun.sleep(5);
+    }
+  };
+  try {
+    const warm = Array.from({ length: 500 }, (_, i) => `w${i}`);
+    await Promise.all(warm.map((t, i) => post(`W-${i}`, `1888${i % 50}`, t)));
+    if (replies) await waitReplies(warm);
+    const texts = Array.from({ length: N }, (_, i) => `b${i}`);
+    const acks: number[] = [];
+    let next = 0;
+    const t0 = performance.now();
+    const cpu0 = server.cpuMs();
+    const bench0 = process.cpuUsage();
+    let release = () => {};
+    if (ackOnly) si.agentHold = new Promise<void>((r) => (release = r));
+    await Promise.all(
+      Array.from({ length: C }, async () => {
+        while (next < N) {
+          const i = next++;
+          acks.push(await post(`B-${i}`, `1777${i % M}`, texts[i]!));
+        }
+      }),
+    );
+    const tAcked = performance.now();
+    const ackCpu = server.cpuMs();
+    const ackBench = process.cpuUsage(bench0);
+    si.agentHold = null;
+    release();
+    if (replies) await waitReplies(texts);
+    const tDone = performance.now();
+    const cpu1 = ackOnly ? ackCpu : server.cpuMs();
+    const bench1 = ackOnly ? ackBench : process.cpuUsage(bench0);
+    if (errors) throw new Error(`${target}: ${errors} webhooks not answered 200`);
+    acks.sort((a, b) => a - b);
+    return {
+      ackedPerSec: N / ((tAcked - t0) / 1000),
+      repliesPerSec: replies && !ackOnly ? N / ((tDone - t0) / 1000) : NaN,
+      ackP99: percentile(acks, 99),
+      mainUs: ((cpu1.main - cpu0.main) * 1000) / N,
+      totalUs: ((cpu1.total - cpu0.total) * 1000) / N,
+      benchUs: (bench1.user + bench1.system) / N,
+      rssMiB: server.rssBytes() / 2 ** 20,
+    };
+  } finally {
+    await server.stop();
+    si.stop();
+  }
+}
+
+async function loadAverage(): Promise<string> {
+  try {
+    return (await Bun.file('/proc/loadavg').text()).split(' ').slice(0, 3).join(' ');
+  } catch {
+    return 'n/a';
+  }
+}
+
+export async function runRatioBench(
+  opts: { rounds?: number; messages?: number; chats?: number; concurrency?: number; log?: (s: string) => void } = {},
+): Promise<RatioRound[]> {
+  const R = opts.rounds ?? 3;
+  const N = opts.messages ?? 10_000;
+  const M = opts.chats ?? 500;
+  const C = opts.concurrency ?? 64;
+  const out: RatioRound[] = [];
+  for (let r = 0; r < R; r++) {
+    const load = await loadAverage();
+    // Alternate the order so drift in the machine's speed does not favour one side.
+    type Run = 'gateway' | 'p2' | 'gatewayAck' | 'p2Ack' | 'p1';
+    const runs: Record<Run, () => Promise<LoadFigures>> = {
+      gateway: () => measure('gateway', N, M, C),
+      p2: () => measure('p2', N, M, C),
+      gatewayAck: () => measure('gateway', N, M, C, true),
+      p2Ack: () => measure('p2', N, M, C, true),
+      p1: () => measure('p1', N, M, C),
+    };
+    const order: Run[] = ['gateway', 'p2', 'gatewayAck', 'p1', 'p2Ack'];
+    if (r % 2 === 1) order.reverse();
+    const got = {} as Record<Run, LoadFigures>;
+    for (const run of order) got[run] = await runs[run]();
+    const round: RatioRound = {
+      load: `${load} → ${await loadAverage()}`,
+      ...got,
+      p2Ratio: got.gateway.repliesPerSec / got.p2.repliesPerSec,
+      p1Ratio: got.gatewayAck.ackedPerSec / got.p1.ackedPerSec,
+    };
+    out.push(round);
+    opts.log?.(formatRound(r + 1, round));
+  }
+  return out;
+}
+
+const figs = (f: LoadFigures) =>
+  `${Number.isNaN(f.repliesPerSec) ? '' : `${fmt(f.repliesPerSec, 0)} replies/s, `}${fmt(f.ackedPerSec, 0)} acks/s, ack p99 ${fmt(f.ackP99)} ms, CPU ${fmt(f.mainUs, 0)} main / ${fmt(f.totalUs, 0)} all threads µs/msg (bench ${fmt(f.benchUs, 0)}), RSS ${fmt(f.rssMiB, 0)} MiB`;
+
+export function formatRound(n: number, r: RatioRound): string {
+  return [
+    `round ${n} (load average ${r.load}): P2 ${fmt(r.p2Ratio, 2)}, P1 ${fmt(r.p1Ratio, 2)}`,
+    `  pipeline  gateway: ${figs(r.gateway)}`,
+    `            P2 ref:  ${figs(r.p2)}`,
+    `  ack-only  gateway: ${figs(r.gatewayAck)}`,
+    `            P1 ref:  ${figs(r.p1)}`,
+    `            P2 ref:  ${figs(r.p2Ack)}`,
+  ].join('\n');
+}
+
+/** min–max and median of a list. */
+export function spread(xs: number[], digits = 2): string {
+  const s = [...xs].sort((a, b) => a - b);
+  return `${fmt(s[Math.floor(s.length / 2)]!, digits)} (${fmt(s[0]!, digits)}–${fmt(s.at(-1)!, digits)})`;
+}
+
+if (import.meta.main) {
+  const [r, n, m, c] = process.argv.slice(2).map(Number);
+  console.log(`ratios: Bun ${Bun.version}, ${navigator.hardwareConcurrency} CPUs, ${new Date().toISOString()}`);
+  const rounds = await runRatioBench({
+    rounds: r || undefined,
+    messages: n || undefined,
+    chats: m || undefined,
+    concurrency: c || undefined,
+    log: console.log,
+  });
+  console.log(
+    `P2 (replies/s vs hand-written durable pipeline): ${spread(rounds.map((x) => x.p2Ratio))} — target ≥ 0.7\n` +
+      `P1 (durable acks/s vs bare Elysia route):       ${spread(rounds.map((x) => x.p1Ratio))} — target ≥ 0.5`,
+  );
+}
