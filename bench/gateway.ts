@@ -13,6 +13,8 @@ export interface BenchGateway {
   rssBytes(): number;
   /** CPU time used so far (ms): the main JS thread alone, and the whole process (all threads). */
   cpuMs(): { main: number; total: number };
+  /** Sets a runtime setting (PUT /api/v2/settings/:key), e.g. a rate limit a benchmark would hit. */
+  setSetting(key: string, value: unknown): Promise<void>;
   /** Creates an Evolution instance; returns its webhook URL (with token). */
   createInstance(name: string, body: Record<string, unknown>): Promise<string>;
   stop(): Promise<void>;
@@ -65,6 +67,14 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
     dbPath,
     rssBytes: () => procRss(proc.pid),
     cpuMs: () => procCpuMs(proc.pid),
+    async setSetting(key, value) {
+      const res = await fetch(`${url}/api/v2/settings/${key}`, {
+        method: 'PUT',
+        headers: { 'x-api-key': BENCH_KEY, 'content-type': 'application/json' },
+        body: JSON.stringify({ value }),
+      });
+      if (!res.ok) throw new Error(`setting ${key}: ${res.status} ${await res.text()}`);
+    },
     async createInstance(name, body) {
       const res = await fetch(`${url}/api/v1/instances`, {
         method: 'POST',

@@ -38,36 +38,54 @@ export interface RatioRound {
 
 type Target = 'gateway' | ReferenceKind;
 
-/**
- * One target on fresh stand-ins: warm-up, then N webhooks with C in flight over M chats. `ackOnly`:
- * the agent holds its answers while the webhooks are posted (see the top of this file).
- */
-export async function measure(
-  target: Target,
-  N: number,
-  M: number,
-  C: number,
-  ackOnly = target === 'p1',
-): Promise<LoadFigures> {
+export interface LoadShape {
+  messages: number;
+  chats: number;
+  concurrency: number;
+  /** The agent holds its answers while the webhooks are posted (see the top of this file). */
+  ackOnly?: boolean;
+  /** Gateway only: messages spread round-robin over this many instances (default 1). */
+  instances?: number;
+}
+
+/** One target on fresh stand-ins: warm-up, then N webhooks with C in flight over M chats. */
+export async function measure(target: Target, shape: LoadShape): Promise<LoadFigures> {
+  const { messages: N, chats: M, concurrency: C } = shape;
+  const ackOnly = shape.ackOnly ?? target === 'p1';
   const si = startBenchStandIns({ deltas: 10 });
-  let server: { webhook: string; cpuMs(): { main: number; total: number }; rssBytes(): number; stop(): Promise<void> };
+  let server: { cpuMs(): { main: number; total: number }; rssBytes(): number; stop(): Promise<void> };
+  let hooks: string[];
   if (target === 'gateway') {
     const gw = await startBenchGateway({ CONVERSATION_BACKLOG_LIMIT: '100000', GLOBAL_BACKLOG_LIMIT: '1000000' });
-    const webhook = await gw.createInstance('bench', {
-      evolution_url: si.evolutionUrl,
-      evolution_key: si.evolutionKey,
-      agent_api_url: si.agentUrl,
-      agent_type: 'agui',
-      agent_timeout: 30,
-    });
-    await Bun.sleep(300); // the instance actor connects
-    server = { ...gw, webhook };
-  } else server = await startReference(target, si);
+    server = gw;
+    hooks = [];
+    const I = shape.instances ?? 1;
+    if (I > 1) await gw.setSetting('rateLimit.instancesWritePerMinute', 1_000_000);
+    for (let i = 0; i < I; i += 16)
+      hooks.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(16, I - i) }, (_, j) =>
+            gw.createInstance(I === 1 ? 'bench' : `bench${i + j}`, {
+              evolution_url: si.evolutionUrl,
+              evolution_key: si.evolutionKey,
+              agent_api_url: si.agentUrl,
+              agent_type: 'agui',
+              agent_timeout: 30,
+            }),
+          ),
+        )),
+      );
+    await Bun.sleep(300 + I); // the instance actors connect
+  } else {
+    const ref = await startReference(target, si);
+    server = ref;
+    hooks = [ref.webhook];
+  }
   const replies = target !== 'p1';
   let errors = 0;
-  const post = async (id: string, chat: string, text: string): Promise<number> => {
+  const post = async (id: string, chat: string, text: string, i = 0): Promise<number> => {
     const t = performance.now();
-    const res = await fetch(server.webhook, {
+    const res = await fetch(hooks[i % hooks.length]!, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: upsertBody(id, chat, text),
@@ -85,7 +103,7 @@ export async function measure(
   };
   try {
     const warm = Array.from({ length: 500 }, (_, i) => `w${i}`);
-    await Promise.all(warm.map((t, i) => post(`W-${i}`, `1888${i % 50}`, t)));
+    await Promise.all(warm.map((t, i) => post(`W-${i}`, `1888${i % 50}`, t, i)));
     if (replies) await waitReplies(warm);
     const texts = Array.from({ length: N }, (_, i) => `b${i}`);
     const acks: number[] = [];
@@ -99,7 +117,7 @@ export async function measure(
       Array.from({ length: C }, async () => {
         while (next < N) {
           const i = next++;
-          acks.push(await post(`B-${i}`, `1777${i % M}`, texts[i]!));
+          acks.push(await post(`B-${i}`, `1777${i % M}`, texts[i]!, i));
         }
       }),
     );
@@ -144,17 +162,18 @@ export async function runRatioBench(
   const N = opts.messages ?? 10_000;
   const M = opts.chats ?? 500;
   const C = opts.concurrency ?? 64;
+  const shape = { messages: N, chats: M, concurrency: C };
   const out: RatioRound[] = [];
   for (let r = 0; r < R; r++) {
     const load = await loadAverage();
     // Alternate the order so drift in the machine's speed does not favour one side.
     type Run = 'gateway' | 'p2' | 'gatewayAck' | 'p2Ack' | 'p1';
     const runs: Record<Run, () => Promise<LoadFigures>> = {
-      gateway: () => measure('gateway', N, M, C),
-      p2: () => measure('p2', N, M, C),
-      gatewayAck: () => measure('gateway', N, M, C, true),
-      p2Ack: () => measure('p2', N, M, C, true),
-      p1: () => measure('p1', N, M, C),
+      gateway: () => measure('gateway', shape),
+      p2: () => measure('p2', shape),
+      gatewayAck: () => measure('gateway', { ...shape, ackOnly: true }),
+      p2Ack: () => measure('p2', { ...shape, ackOnly: true }),
+      p1: () => measure('p1', shape),
     };
     const order: Run[] = ['gateway', 'p2', 'gatewayAck', 'p1', 'p2Ack'];
     if (r % 2 === 1) order.reverse();
