@@ -30,13 +30,13 @@ const ratios = await runRatioBench(
 for (const [i, r] of ratios.entries()) console.log(formatRound(i + 1, r));
 rows.push([
   'P2: replies/s ÷ hand-written durable pipeline (bench/reference.ts p2)',
-  `${spread(ratios.map((r) => r.p2Ratio))} over ${ratios.length} rounds; gateway ${ratios.map((r) => fmt(r.gateway.repliesPerSec, 0)).join(' / ')} vs P2 ${ratios.map((r) => fmt(r.p2.repliesPerSec, 0)).join(' / ')} replies/s; CPU µs/msg (all threads) gateway ${ratios.map((r) => fmt(r.gateway.totalUs, 0)).join(' / ')} vs P2 ${ratios.map((r) => fmt(r.p2.totalUs, 0)).join(' / ')}`,
+  `${spread(ratios.map((r) => r.p2Ratio))} over ${ratios.length} rounds (by CPU per message ${spread(ratios.map((r) => r.p2CpuRatio))}); gateway ${ratios.map((r) => fmt(r.gateway.repliesPerSec, 0)).join(' / ')} vs P2 ${ratios.map((r) => fmt(r.p2.repliesPerSec, 0)).join(' / ')} replies/s; CPU µs/msg (all threads) gateway ${ratios.map((r) => fmt(r.gateway.totalUs, 0)).join(' / ')} vs P2 ${ratios.map((r) => fmt(r.p2.totalUs, 0)).join(' / ')}`,
   '≥ 0.7',
   verdict(ratios.every((r) => r.p2Ratio >= 0.7)),
 ]);
 rows.push([
   'P1: durable acks/s ÷ bare Elysia route (ack-only)',
-  `${spread(ratios.map((r) => r.p1Ratio))}; gateway ${ratios.map((r) => fmt(r.gatewayAck.ackedPerSec, 0)).join(' / ')} vs P1 ${ratios.map((r) => fmt(r.p1.ackedPerSec, 0)).join(' / ')} acks/s; CPU µs/msg (all threads) gateway ${ratios.map((r) => fmt(r.gatewayAck.totalUs, 0)).join(' / ')} vs P1 ${ratios.map((r) => fmt(r.p1.totalUs, 0)).join(' / ')}`,
+  `${spread(ratios.map((r) => r.p1Ratio))} (by CPU per message ${spread(ratios.map((r) => r.p1CpuRatio))}); gateway ${ratios.map((r) => fmt(r.gatewayAck.ackedPerSec, 0)).join(' / ')} vs P1 ${ratios.map((r) => fmt(r.p1.ackedPerSec, 0)).join(' / ')} acks/s; CPU µs/msg (all threads) gateway ${ratios.map((r) => fmt(r.gatewayAck.totalUs, 0)).join(' / ')} vs P1 ${ratios.map((r) => fmt(r.p1.totalUs, 0)).join(' / ')}`,
   '≥ 0.5',
   verdict(ratios.every((r) => r.p1Ratio >= 0.5)),
 ]);

@@ -34,6 +34,13 @@ export interface RatioRound {
   p1: LoadFigures;
   p2Ratio: number;
   p1Ratio: number;
+  /**
+   * The same ratios from CPU per message (reference µs ÷ gateway µs, all threads of the server):
+   * what the rates would be if each had the machine to itself. Steadier than the rates on a shared
+   * machine, where the rate also depends on what else got the cores during the run.
+   */
+  p2CpuRatio: number;
+  p1CpuRatio: number;
 }
 
 type Target = 'gateway' | ReferenceKind;
@@ -184,6 +191,8 @@ export async function runRatioBench(
       ...got,
       p2Ratio: got.gateway.repliesPerSec / got.p2.repliesPerSec,
       p1Ratio: got.gatewayAck.ackedPerSec / got.p1.ackedPerSec,
+      p2CpuRatio: got.p2.totalUs / got.gateway.totalUs,
+      p1CpuRatio: got.p1.totalUs / got.gatewayAck.totalUs,
     };
     out.push(round);
     opts.log?.(formatRound(r + 1, round));
@@ -196,7 +205,7 @@ const figs = (f: LoadFigures) =>
 
 export function formatRound(n: number, r: RatioRound): string {
   return [
-    `round ${n} (load average ${r.load}): P2 ${fmt(r.p2Ratio, 2)}, P1 ${fmt(r.p1Ratio, 2)}`,
+    `round ${n} (load average ${r.load}): P2 ${fmt(r.p2Ratio, 2)}, P1 ${fmt(r.p1Ratio, 2)} (by CPU per message: P2 ${fmt(r.p2CpuRatio, 2)}, P1 ${fmt(r.p1CpuRatio, 2)})`,
     `  pipeline  gateway: ${figs(r.gateway)}`,
     `            P2 ref:  ${figs(r.p2)}`,
     `  ack-only  gateway: ${figs(r.gatewayAck)}`,
@@ -222,7 +231,7 @@ if (import.meta.main) {
     log: console.log,
   });
   console.log(
-    `P2 (replies/s vs hand-written durable pipeline): ${spread(rounds.map((x) => x.p2Ratio))} — target ≥ 0.7\n` +
-      `P1 (durable acks/s vs bare Elysia route):       ${spread(rounds.map((x) => x.p1Ratio))} — target ≥ 0.5`,
+    `P2 (replies/s vs hand-written durable pipeline): ${spread(rounds.map((x) => x.p2Ratio))}, by CPU per message ${spread(rounds.map((x) => x.p2CpuRatio))} — target ≥ 0.7\n` +
+      `P1 (durable acks/s vs bare Elysia route):       ${spread(rounds.map((x) => x.p1Ratio))}, by CPU per message ${spread(rounds.map((x) => x.p1CpuRatio))} — target ≥ 0.5`,
   );
 }
