@@ -13,6 +13,8 @@ export interface BenchGateway {
   rssBytes(): number;
   /** CPU time used so far (ms): the main JS thread alone, and the whole process (all threads). */
   cpuMs(): { main: number; total: number };
+  /** Sets a runtime setting (PUT /api/v2/settings/:key), e.g. a rate limit a benchmark would hit. */
+  setSetting(key: string, value: unknown): Promise<void>;
   /** Creates an Evolution instance; returns its webhook URL (with token). */
   createInstance(name: string, body: Record<string, unknown>): Promise<string>;
   stop(): Promise<void>;
@@ -63,18 +65,15 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
     url,
     pid: proc.pid,
     dbPath,
-    rssBytes() {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'));
-      return m ? Number(m[1]) * 1024 : NaN;
-    },
-    cpuMs() {
-      // utime + stime are fields 14 and 15 of /proc/.../stat, in clock ticks (100 per second on Linux).
-      const ticks = (file: string) => {
-        const f = readFileSync(file, 'utf8');
-        const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-        return (Number(rest[11]) + Number(rest[12])) * 10;
-      };
-      return { main: ticks(`/proc/${proc.pid}/task/${proc.pid}/stat`), total: ticks(`/proc/${proc.pid}/stat`) };
+    rssBytes: () => procRss(proc.pid),
+    cpuMs: () => procCpuMs(proc.pid),
+    async setSetting(key, value) {
+      const res = await fetch(`${url}/api/v2/settings/${key}`, {
+        method: 'PUT',
+        headers: { 'x-api-key': BENCH_KEY, 'content-type': 'application/json' },
+        body: JSON.stringify({ value }),
+      });
+      if (!res.ok) throw new Error(`setting ${key}: ${res.status} ${await res.text()}`);
     },
     async createInstance(name, body) {
       const res = await fetch(`${url}/api/v1/instances`, {
@@ -95,6 +94,23 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Resident set size of a process (bytes), from /proc. */
+export function procRss(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** CPU time a process used so far (ms): its main thread alone, and all its threads. */
+export function procCpuMs(pid: number): { main: number; total: number } {
+  // utime + stime are fields 14 and 15 of /proc/.../stat, in clock ticks (100 per second on Linux).
+  const ticks = (file: string) => {
+    const f = readFileSync(file, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) * 10;
+  };
+  return { main: ticks(`/proc/${pid}/task/${pid}/stat`), total: ticks(`/proc/${pid}/stat`) };
 }
 
 export function upsertBody(id: string, chat: string, text: string): string {

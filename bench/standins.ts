@@ -11,6 +11,8 @@ export interface BenchStandIns {
   sends: number;
   agentCalls: number;
   onSend: ((text: string, at: number) => void) | null;
+  /** While set, agent calls wait for it (an ack-only phase: conversations take no further work). */
+  agentHold: Promise<void> | null;
   stop(): void;
 }
 
@@ -26,6 +28,7 @@ export function startBenchStandIns(opts: { deltas?: number } = {}): BenchStandIn
     sends: 0,
     agentCalls: 0,
     onSend: null,
+    agentHold: null,
     stop() {
       agent.stop(true);
       evo.stop(true);
@@ -37,6 +40,7 @@ export function startBenchStandIns(opts: { deltas?: number } = {}): BenchStandIn
     async fetch(req) {
       const body = (await req.json()) as { messages?: Array<{ content?: string }>; threadId?: string; runId?: string };
       s.agentCalls++;
+      if (s.agentHold) await s.agentHold;
       const msg = body.messages?.at(-1)?.content ?? '';
       let out = frame({ type: 'RUN_STARTED', threadId: body.threadId ?? 't', runId: body.runId ?? 'r' });
       out += frame({ type: 'TEXT_MESSAGE_START', messageId: 'm', role: 'assistant' });
