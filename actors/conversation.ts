@@ -21,8 +21,7 @@ import type { InboxStore } from '../db/inbox-store.ts';
 import type { MessageWork } from '../db/message-work.ts';
 import { AgentError, runAgent } from '../src/agents/index.ts';
 import type { AgentClient, AgentRequest, ReplyMedia } from '../src/agents/types.ts';
-import { ApiChannelAdapter } from '../src/channels/api/adapter.ts';
-import { postedViaApi } from '../src/channels/api/index.ts';
+import { postedViaApi, viaApiAdapter } from '../src/channels/api/index.ts';
 import { platformOf, requireChannel } from '../src/channels/registry.ts';
 import type { ChannelAdapter } from '../src/channels/types.ts';
 import type { AccessDecision, TerminalInfo } from '../src/core/conversation.ts';
@@ -48,8 +47,6 @@ import {
 import { backoffDelay } from './runtime/backoff.ts';
 import type { Clock } from './runtime/clock.ts';
 import type { Actor } from './runtime/supervisor.ts';
-
-const API_ADAPTER: ChannelAdapter = new ApiChannelAdapter();
 
 /** Live-stream producer (src/stream/hub.ts implements it). */
 export interface TurnSink {
@@ -248,7 +245,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
   /** Messages that came through the API are answered on the live stream, never on the platform. */
   private adapterFor(inst: Instance, msg: InboundMessage): ChannelAdapter | null {
-    return postedViaApi(msg) ? API_ADAPTER : this.deps.adapter(inst.id);
+    return postedViaApi(msg) ? viaApiAdapter : this.deps.adapter(inst.id);
   }
 
   /** A retry wait; false when the gateway started shutting down (or `also` fired) meanwhile. */

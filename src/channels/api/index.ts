@@ -4,8 +4,8 @@
 
 import type { InboundMessage } from '../../core/message.ts';
 import { plainChat } from '../addressing.ts';
+import { LOCAL_CAPABILITIES, LocalAdapter } from '../local-adapter.ts';
 import type { ChannelDefinition } from '../types.ts';
-import { API_CAPABILITIES, ApiChannelAdapter } from './adapter.ts';
 
 export const apiChannel: ChannelDefinition = {
   kind: 'api',
@@ -13,10 +13,10 @@ export const apiChannel: ChannelDefinition = {
   name: 'API (AG-UI and REST clients)',
   library: 'built in',
   version: 'built-in',
-  capabilities: API_CAPABILITIES,
+  capabilities: LOCAL_CAPABILITIES,
   fields: [],
   local: true,
-  createAdapter: () => new ApiChannelAdapter(),
+  createAdapter: () => new LocalAdapter('api'),
   chatFor: plainChat,
   traceSteps: { sent: 'channel_sent' },
 };
@@ -28,3 +28,6 @@ export const VIA_API = apiChannel.kind;
 export function postedViaApi(msg: Pick<InboundMessage, 'extra'>): boolean {
   return msg.extra?.via === VIA_API;
 }
+
+/** The adapter that answers messages posted through the API, whatever their instance's channel. */
+export const viaApiAdapter = new LocalAdapter(apiChannel.kind);

@@ -1,8 +1,9 @@
 // Web chat: a visitor on a web page talks to the instance's agent through the same durable
 // pipeline as every channel. The visitor API and the embeddable script are this channel's public
 // routes (routes.ts); the widget itself is widget/main.ts.
+
+import { LOCAL_CAPABILITIES, LocalAdapter } from '../local-adapter.ts';
 import type { ChannelDefinition } from '../types.ts';
-import { WEBCHAT_CAPABILITIES, WebchatAdapter } from './adapter.ts';
 import { validateConfig, WEBCHAT_FIELDS } from './config.ts';
 import { WIDGET_PATH, webchatRoutes } from './routes.ts';
 
@@ -14,11 +15,11 @@ export const webchatChannel: ChannelDefinition = {
   name: 'Web chat (embeddable widget)',
   library: 'built in',
   version: 'built-in',
-  capabilities: WEBCHAT_CAPABILITIES,
+  capabilities: LOCAL_CAPABILITIES,
   fields: WEBCHAT_FIELDS,
   validate: validateConfig,
   local: true,
-  createAdapter: () => new WebchatAdapter(KIND),
+  createAdapter: () => new LocalAdapter(KIND),
   // The send API's `to` is a visitor id (an operator answering a visitor).
   chatFor: (to) =>
     /^v_[A-Za-z0-9_-]{8,64}$/.test(to.trim())
