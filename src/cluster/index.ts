@@ -96,7 +96,9 @@ export class Cluster implements PeerDirectory {
     o: ClusterOptions,
   ) {
     this.node = o.nodeId;
-    const renewMs = Math.max(50, Math.floor(o.leaseMs / 3));
+    // Heartbeat and renewal every lease/3, at most 500 ms: a survivor notices an expired lease
+    // within 500 ms whatever the lease, and a node has several renewals before its own validity ends.
+    const renewMs = Math.max(50, Math.min(500, Math.floor(o.leaseMs / 3)));
     const base = { lazyConnect: true, connectTimeout: 2000 };
     // Leases: a renewal must never be replayed late from an offline queue, and a Redis that stops
     // answering with the connection up must not hold a tick (and so every later renewal) forever.
