@@ -52,10 +52,23 @@ const redis = new Redis(REDIS_URL);
 
 /** The owner of an instance's shard, null while none (or the node asked does not answer yet). */
 const ownerOf = (nodes: NodeProc[], id: string) => shardOwner(nodes, id, SHARDS).catch(() => null);
-/** Waits for the instance's owner (none while a shard moves, or while the node asked is busy). */
+/**
+ * Waits for the instance's owner, the same one twice 500 ms apart (none while a shard moves, and a
+ * restarted node takes its shards back from the others shortly after it joins).
+ */
 async function ownerNow(nodes: NodeProc[], id: string): Promise<NodeProc> {
   let owner: NodeProc | null = null;
-  await until(async () => (owner = await ownerOf(nodes, id)) !== null, 4 * LEASE_MS + 10_000, 'an owner');
+  let seen: NodeProc | null = null;
+  await until(
+    async () => {
+      seen = owner;
+      owner = await ownerOf(nodes, id);
+      if (owner === null || owner !== seen) await Bun.sleep(500);
+      return owner !== null && owner === seen;
+    },
+    4 * LEASE_MS + 10_000,
+    'a settled owner',
+  );
   return owner!;
 }
 const pct = (xs: number[], p: number) => {
