@@ -191,7 +191,9 @@ function clusterConfig(env: Env, clustered: boolean): Config['cluster'] {
     nodeId: id ? id[1] : null,
     keyPrefix: prefix ? prefix[1] : 'switchboard:',
     shards: int(env, ['CLUSTER_SHARDS'], 256, 1, 4096),
-    leaseMs: int(env, ['CLUSTER_LEASE_MS'], 10_000, 300, 600_000),
+    // 3 s: a killed owner's shards are served again within ~3.5–4 s (BENCHMARKS.md, cluster), while a
+    // node tolerates an event-loop stall of ~2 s before it self-fences (renewed every 500 ms).
+    leaseMs: int(env, ['CLUSTER_LEASE_MS'], 3_000, 300, 600_000),
     advertiseUrl: url(env, ['CLUSTER_ADVERTISE_URL'], ['http:', 'https:']),
     secret: secret ? secret[1] : null,
   };

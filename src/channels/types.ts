@@ -61,7 +61,12 @@ export interface ChannelAdapter {
   send(
     to: ChatRef,
     out: OutboundMessage,
-    opts: { idempotencyKey: string; inbound?: InboundMessage },
+    opts: {
+      idempotencyKey: string;
+      inbound?: InboundMessage;
+      /** The reply's last part: nothing more of it is sent (cluster mode acknowledges its hand-off entry at once). */
+      lastPart?: boolean;
+    },
   ): Promise<SentReceipt>;
   /** Edit a previously sent message (capabilities.edit). */
   edit?(to: ChatRef, platformMessageId: string, text: string): Promise<void>;

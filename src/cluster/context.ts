@@ -47,7 +47,7 @@ export interface ClusterContext {
   readonly keys: ClusterKeys;
   /** Appends, acks, config, shutdown steps: an unanswered call fails instead of hanging. */
   readonly cmd: Redis;
-  /** Lease renewal interval (a third of the lease). */
+  /** Lease renewal (and heartbeat) interval: a third of the lease, at most 500 ms. */
   readonly renewMs: number;
   readonly counters: ClusterCounters;
   /** stopping: leaving the cluster (renew-only ticks, the reader ends); closed: no timer is armed again. */

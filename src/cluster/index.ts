@@ -78,6 +78,7 @@ export class Cluster implements PeerDirectory {
   readonly counters: ClusterCounters = newCounters();
   private lease: Redis;
   private cmd: Redis;
+  private acker: Redis;
   private sub: Redis;
   private reader: Redis;
   private ctx: ClusterContext;
@@ -95,7 +96,9 @@ export class Cluster implements PeerDirectory {
     o: ClusterOptions,
   ) {
     this.node = o.nodeId;
-    const renewMs = Math.max(50, Math.floor(o.leaseMs / 3));
+    // Heartbeat and renewal every lease/3, at most 500 ms: a survivor notices an expired lease
+    // within 500 ms whatever the lease, and a node has several renewals before its own validity ends.
+    const renewMs = Math.max(50, Math.min(500, Math.floor(o.leaseMs / 3)));
     const base = { lazyConnect: true, connectTimeout: 2000 };
     // Leases: a renewal must never be replayed late from an offline queue, and a Redis that stops
     // answering with the connection up must not hold a tick (and so every later renewal) forever.
@@ -113,13 +116,20 @@ export class Cluster implements PeerDirectory {
       commandTimeout: 5000,
       connectionName: `sb-cmd-${this.node}`,
     });
+    // Acks of finished entries: same settings as cmd, but never queued behind its appends (acks.ts).
+    this.acker = new Redis(o.redisUrl, {
+      ...base,
+      maxRetriesPerRequest: 2,
+      commandTimeout: 5000,
+      connectionName: `sb-ack-${this.node}`,
+    });
     this.sub = new Redis(o.redisUrl, { ...base, connectionName: `sb-sub-${this.node}` });
     this.reader = new Redis(o.redisUrl, {
       ...base,
       maxRetriesPerRequest: null,
       connectionName: `sb-reader-${this.node}`,
     });
-    for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.on('error', () => {});
+    for (const c of [this.lease, this.cmd, this.acker, this.sub, this.reader]) c.on('error', () => {});
     const keys = new ClusterKeys(o.secret);
     this.ctx = {
       host,
@@ -142,7 +152,7 @@ export class Cluster implements PeerDirectory {
       ended: (shard) => this.handoff.ended(shard),
       retryAcks: () => this.acks.retry(),
     });
-    this.acks = new Acks(ctx, (shard) => this.leases.ackEpoch(shard));
+    this.acks = new Acks(ctx, (shard) => this.leases.ackEpoch(shard), this.acker);
     this.deadLetterList = new DeadLetters(ctx, (shard) => this.leases.period(shard)?.epoch);
     this.config = new ConfigSync({
       db: host.db,
@@ -207,13 +217,14 @@ export class Cluster implements PeerDirectory {
     await Promise.all([
       this.lease.connect(),
       this.cmd.connect(),
+      this.acker.connect(),
       this.sub.connect(),
       this.reader.connect(),
       this.rateLimiter.connect(),
     ]);
     await this.config.checkSecret().catch((err: unknown) => {
       // Another secret: nothing was touched; leave no connection behind.
-      for (const c of [this.lease, this.cmd, this.sub, this.reader]) c.disconnect();
+      for (const c of [this.lease, this.cmd, this.acker, this.sub, this.reader]) c.disconnect();
       this.rateLimiter.close();
       throw err;
     });
@@ -255,6 +266,7 @@ export class Cluster implements PeerDirectory {
           adapter,
           () => this.leaseValid(instanceId),
           () => this.counters.blockedSends++,
+          (inbound) => this.handoff.delivered(inbound),
         ),
       finished: (row) => this.handoff.terminal(row),
     };
@@ -349,7 +361,7 @@ export class Cluster implements PeerDirectory {
     this.leases.close();
     this.reader.disconnect();
     await this.handoff.done();
-    for (const c of [this.lease, this.cmd, this.sub]) c.disconnect();
+    for (const c of [this.lease, this.cmd, this.acker, this.sub]) c.disconnect();
     this.rateLimiter.close();
   }
 }

@@ -200,16 +200,17 @@ export class Pipeline {
   }
 
   /**
-   * Everything that happens after a message reaches its terminal state, in order: the metrics;
-   * the consumers given at construction (events and persons); API requests waiting for this
-   * outcome; the placement (cluster: acknowledges the message's hand-off entry). A failing
+   * Everything that happens after a message reaches its terminal state, in order: the placement
+   * first (cluster: acknowledges the message's hand-off entry — until that lands, a kill -9 makes
+   * the next owner send the reply again, so nothing is put before it); the metrics; the consumers
+   * given at construction (events and persons); API requests waiting for this outcome. A failing
    * consumer is logged and does not stop the others.
    */
   private finished(f: FinishedMessage): void {
+    this.guarded(f.row, () => this.where.finished(f.row));
     this.m.terminal.inc({ status: f.status });
     for (const consume of this.o.onFinished) this.guarded(f.row, () => consume(f));
     for (const wait of this.waiters) this.guarded(f.row, () => wait(f.row, f.status));
-    this.guarded(f.row, () => this.where.finished(f.row));
   }
 
   private guarded(row: InboxRow, step: () => void): void {

@@ -40,6 +40,7 @@ export function limitsFor(adapter: ChannelAdapter, inst: Instance) {
 /**
  * Sends (or skips, when already sent) one numbered part of a reply through the outbox. `extra`
  * carries an API send's media, reaction or template (POST /api/v2/messages/media|reaction|template).
+ * `lastPart`: nothing of the reply follows it (the adapter is told, see ChannelAdapter.send).
  */
 export async function sendPart(
   ctx: DeliveryContext,
@@ -47,6 +48,7 @@ export async function sendPart(
   text: string,
   replyTo?: string,
   extra?: Pick<OutboundMessage, 'media' | 'reaction' | 'template'>,
+  lastPart = false,
 ): Promise<string> {
   const { work } = ctx;
   const row = work.outboxPart(part);
@@ -57,7 +59,7 @@ export async function sendPart(
   const receipt = await ctx.adapter.send(
     ctx.chat,
     { text, replyTo, ...extra },
-    { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound },
+    { idempotencyKey: `${ctx.idempotencyKey}:${part}`, inbound: ctx.inbound, ...(lastPart ? { lastPart } : {}) },
   );
   crashPoint('after_send_before_outbox_commit');
   work.markSent(part, receipt.platformMessageId);
@@ -81,7 +83,8 @@ export function createReplyWriter(ctx: DeliveryContext): ReplyWriter {
     async onText() {},
     async finish(finalText) {
       const chunks = chunkText(finalText, limits);
-      for (let i = 0; i < chunks.length; i++) await sendPart(ctx, i, chunks[i], i === 0 ? replyTo : undefined);
+      for (let i = 0; i < chunks.length; i++)
+        await sendPart(ctx, i, chunks[i], i === 0 ? replyTo : undefined, undefined, i === chunks.length - 1);
       return chunks.length;
     },
   };
@@ -97,12 +100,13 @@ class BlocksWriter implements ReplyWriter {
     private replyTo?: string,
   ) {}
 
-  private async sendBlocks(blocks: string[]) {
-    for (const b of blocks) {
-      for (const c of chunkText(b, this.limits)) {
-        await sendPart(this.ctx, this.part, c, this.part === 0 ? this.replyTo : undefined);
-        this.part++;
-      }
+  /** `final`: these are the reply's last blocks (its last chunk is the reply's last part). */
+  private async sendBlocks(blocks: string[], final = false) {
+    const chunks = blocks.flatMap((b) => chunkText(b, this.limits));
+    for (let i = 0; i < chunks.length; i++) {
+      const last = final && i === chunks.length - 1;
+      await sendPart(this.ctx, this.part, chunks[i], this.part === 0 ? this.replyTo : undefined, undefined, last);
+      this.part++;
     }
   }
   async onText(full: string) {
@@ -113,7 +117,7 @@ class BlocksWriter implements ReplyWriter {
   async finish(finalText: string) {
     // A JSON agent sends no deltas; a streaming one may end with text the deltas lacked.
     if (finalText.length > this.streamed.length && finalText.startsWith(this.streamed)) await this.onText(finalText);
-    await this.sendBlocks(this.splitter.flush());
+    await this.sendBlocks(this.splitter.flush(), true);
     return this.part;
   }
 }

@@ -81,6 +81,29 @@ export interface Presence {
   >;
 }
 
+/** One event of a person on the instances a key may see (PersonService.scoped). */
+interface ScopedEventRow {
+  identity_id: string;
+  received: number;
+  created_at: string;
+  sender_id: unknown;
+  alt_id: unknown;
+  name: unknown;
+  phone: unknown;
+}
+
+/** What one identity did on the instances a key may see. */
+interface SeenThere {
+  messages: number;
+  first: string | null;
+  last: string | null;
+  anyFirst: string;
+  anyLast: string;
+  keys: string[];
+  name?: { at: string; name: string };
+  phone?: { at: string; phone: string };
+}
+
 /** Who a message is attributed to. */
 export interface Attribution {
   personId: string;
@@ -483,7 +506,15 @@ export class PersonService {
       w.push(`p.id IN (SELECT person_id FROM identities WHERE id IN (${marks(opts.identityIds.length)})${seen})`);
       params.push(...opts.identityIds, ...(opts.instanceIds ?? []));
     }
-    if (opts.search) {
+    if (opts.search && opts.instanceIds) {
+      // Such a key matches what its view shows: names, phones and ids from its instances' messages.
+      const like = `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      const field = (f: string) => `json_extract(payload_json, '$.sender.${f}') LIKE ? ESCAPE '\\'`;
+      w.push(`p.id IN (SELECT person_id FROM events WHERE type = 'message.received'
+        AND instance_id IN (${marks(opts.instanceIds.length)})
+        AND (${['name', 'phone', 'id', 'altId'].map(field).join(' OR ')}))`);
+      params.push(...opts.instanceIds, like, like, like, like);
+    } else if (opts.search) {
       const like = `%${opts.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       w.push(`(p.display_name LIKE ? ESCAPE '\\' OR p.id IN (
         SELECT i.person_id FROM identities i WHERE i.display_name LIKE ? ESCAPE '\\' OR i.phone LIKE ? ESCAPE '\\'
@@ -516,21 +547,80 @@ export class PersonService {
   }
 
   /**
-   * The person as a key restricted to instances may see it: only the identities that wrote to (or
-   * were written from) those instances. Unrestricted keys see every identity.
+   * The person as a key restricted to instances may see it, computed from those instances' events
+   * only: the identities that wrote to (or were written from) them, each with the name, phone and
+   * ids it used there, its message count and first/last seen there; the person's name is the first
+   * one given there and it exists from the first event there on. The stored rows add up every
+   * instance's traffic, which would show other tenants' (issue 26). Events past retention no
+   * longer count. Unrestricted keys see the stored view.
    */
   scoped(person: PersonView, instanceIds: string[] | null): PersonView {
     if (instanceIds === null) return person;
     if (instanceIds.length === 0) return { ...person, identities: [] };
-    const seen = new Set(
-      this.db
-        .query<{ identity_id: string }, string[]>(
-          `SELECT DISTINCT identity_id FROM events WHERE person_id = ? AND identity_id IS NOT NULL AND instance_id IN (${instanceIds.map(() => '?').join(',')})`,
-        )
-        .all(person.id, ...instanceIds)
-        .map((r) => r.identity_id),
-    );
-    return { ...person, identities: person.identities.filter((i) => seen.has(i.id)) };
+    const rows = this.db
+      .query<ScopedEventRow, string[]>(
+        `SELECT identity_id, type = 'message.received' AS received, created_at,
+           json_extract(payload_json, '$.sender.id') AS sender_id, json_extract(payload_json, '$.sender.altId') AS alt_id,
+           json_extract(payload_json, '$.sender.name') AS name, json_extract(payload_json, '$.sender.phone') AS phone
+         FROM events WHERE person_id = ? AND identity_id IS NOT NULL
+           AND instance_id IN (${instanceIds.map(() => '?').join(',')}) ORDER BY seq`,
+      )
+      .all(person.id, ...instanceIds);
+    const seen = new Map<string, SeenThere>();
+    let firstEvent: string | null = null;
+    let firstName: { at: string; name: string } | null = null;
+    for (const r of rows) {
+      if (firstEvent === null || r.created_at < firstEvent) firstEvent = r.created_at;
+      let s = seen.get(r.identity_id);
+      if (!s) {
+        s = { messages: 0, first: null, last: null, anyFirst: r.created_at, anyLast: r.created_at, keys: [] };
+        seen.set(r.identity_id, s);
+      }
+      if (r.created_at < s.anyFirst) s.anyFirst = r.created_at;
+      if (r.created_at > s.anyLast) s.anyLast = r.created_at;
+      if (!r.received) continue; // a reply or an API send: the identity is shown, nothing of it counted
+      s.messages++;
+      if (s.first === null || r.created_at < s.first) s.first = r.created_at;
+      if (s.last === null || r.created_at > s.last) s.last = r.created_at;
+      for (const k of [r.sender_id, r.alt_id]) if (typeof k === 'string' && !s.keys.includes(k)) s.keys.push(k);
+      if (typeof r.name === 'string' && (!s.name || r.created_at >= s.name.at))
+        s.name = { at: r.created_at, name: r.name };
+      if (typeof r.phone === 'string' && (!s.phone || r.created_at >= s.phone.at))
+        s.phone = { at: r.created_at, phone: r.phone };
+      if (typeof r.name === 'string' && (!firstName || r.created_at < firstName.at))
+        firstName = { at: r.created_at, name: r.name };
+    }
+    const identities = person.identities
+      .filter((i) => seen.has(i.id))
+      .map((i): IdentityView => {
+        const s = seen.get(i.id)!;
+        // The ids the user wrote from there: an alias learnt from another instance's traffic stays hidden.
+        const known = new Set([i.platformUserId, ...i.aliases]);
+        const used = s.keys.filter((k) => known.has(k));
+        const platformUserId = used.length === 0 || used.includes(i.platformUserId) ? i.platformUserId : used[0];
+        return {
+          ...i,
+          platformUserId,
+          aliases: used.filter((k) => k !== platformUserId).sort(),
+          displayName: s.name?.name ?? null,
+          phone: s.phone?.phone ?? null,
+          messageCount: s.messages,
+          firstSeenAt: s.first ?? s.anyFirst,
+          lastSeenAt: s.last ?? s.anyLast,
+        };
+      })
+      .sort((x, y) =>
+        x.firstSeenAt !== y.firstSeenAt ? (x.firstSeenAt < y.firstSeenAt ? -1 : 1) : x.id < y.id ? -1 : 1,
+      );
+    // Never before the row itself (a person made by an unlink starts then), nor before its first event there.
+    const createdAt = firstEvent && firstEvent > person.createdAt ? firstEvent : person.createdAt;
+    return {
+      ...person,
+      displayName: firstName?.name ?? null,
+      identities,
+      createdAt,
+      updatedAt: [person.updatedAt, createdAt].sort()[1],
+    };
   }
 
   /** Links two identities: their persons become one (the person of A is kept). */

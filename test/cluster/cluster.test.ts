@@ -55,7 +55,7 @@ async function threeNodes(env: Record<string, string> = {}, agentUrl = agent.url
       for (const n of nodes) if ((await n.call('GET', '/api/v2/instances/bot')).status !== 200) return false;
       return (await ownerOfBot()) !== null;
     },
-    5000,
+    8000, // with the shipped lease (3 s) a fresh cluster waits one lease before it takes shards
     'instance replicated and owned',
   );
   const post = (n: NodeProc, id: string, text: string, phone?: string) =>
@@ -177,6 +177,26 @@ describe('cluster (3 node processes, real Redis)', () => {
     const firsts = texts.filter((t, i) => texts.indexOf(t) === i);
     expect(firsts).toEqual(acked);
     expect(texts.length - firsts.length).toBeLessThanOrEqual(1);
+  }, 40_000);
+
+  test('with the shipped lease (CLUSTER_LEASE_MS unset), a kill -9 of the owner is answered by a survivor within 5 s', async () => {
+    const { nodes, post, ownerOfBot } = await threeNodes({ CLUSTER_LEASE_MS: '' });
+    expect((await nodes[0].call('GET', '/api/v2/cluster')).body.data.leaseMs).toBe(3000);
+    const owner = (await ownerOfBot())!;
+    const survivors = nodes.filter((n) => n !== owner);
+    await Bun.sleep(Math.random() * 500); // any phase of the owner's renewal cycle
+    owner.proc.kill('SIGKILL');
+    const killedAt = Date.now();
+    // A message every 50 ms until one is answered: the first reply marks the new owner serving.
+    for (let i = 0; !evo.sent.length && Date.now() - killedAt < 10_000; i++) {
+      await post(survivors[i % 2], `fo-${i}`, `fo${i}`);
+      await Bun.sleep(50);
+    }
+    await until(() => evo.sent.length > 0, 2000, 'a reply from the new owner');
+    const failover = evo.sent[0].at - killedAt;
+    console.log(`kill -9 with the shipped lease: first reply by the new owner after ${failover} ms`);
+    expect(failover).toBeLessThan(5000);
+    expect(survivors).toContain((await ownerOfBot(survivors))!);
   }, 40_000);
 
   test('SIGSTOP past the lease, then SIGCONT: the paused owner self-fences and sends nothing, the new owner answers once', async () => {

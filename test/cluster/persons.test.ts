@@ -193,6 +193,10 @@ describe('cluster persons (2 node processes, real Redis)', () => {
     for (const n of nodes) {
       const seen = (await n.call('GET', '/api/v2/persons', undefined, asTenant)).body.items;
       expect(seen.map((p: any) => p.id).sort()).toEqual([s.id, u.id].sort());
+      // Gathered from both nodes, S counts only what reached the key's instance (issue 26).
+      expect(seen.find((p: any) => p.id === s.id).identities[0].messageCount).toBe(1);
+      const presence = (await n.call('GET', `/api/v2/persons/${s.id}/presence`, undefined, asTenant)).body.data;
+      expect(presence.summary.totalMessages).toBe(1);
       expect((await n.call('GET', `/api/v2/persons/${t.id}`, undefined, asTenant)).status).toBe(404);
       expect((await n.call('GET', `/api/v2/persons/${t.id}/timeline`, undefined, asTenant)).status).toBe(404);
       expect(await receivedTexts(n, s.id, asTenant)).toEqual(['S to zero']);

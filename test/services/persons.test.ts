@@ -270,6 +270,72 @@ describe('persons and instance-bound keys', () => {
   });
 });
 
+describe('persons as a bound key sees them: computed from its instances only (issue 26)', () => {
+  test("names, phone, aliases, counts, first/last seen and totals come from the key's instances, not other tenants' traffic", async () => {
+    const t = await setup(['tenant-a', 'tenant-b']);
+    // One WhatsApp user writes to both tenants: first to B (by LID with the phone, under another
+    // name), then once to A, then twice more to B.
+    const lid = { remoteJid: '90000000009@lid', remoteJidAlt: '15552220009@s.whatsapp.net' };
+    await t.send('tenant-b', upsert('tenant-b', 'tb-1', 'b one', lid, 'Bea Secret'));
+    await Bun.sleep(5);
+    await t.send('tenant-a', upsert('tenant-a', 'ta-1', 'a one', phoneKey('15552220009'), 'Ana'));
+    await Bun.sleep(5);
+    await t.send('tenant-b', upsert('tenant-b', 'tb-2', 'b two', phoneKey('15552220009'), 'Bea Secret'));
+    await t.send('tenant-b', upsert('tenant-b', 'tb-3', 'b three', phoneKey('15552220009'), 'Bea Secret'));
+    const whole = (await t.persons())[0];
+    expect(whole.displayName).toBe('Bea Secret');
+    expect(whole.identities[0]).toMatchObject({
+      messageCount: 4,
+      aliases: expect.arrayContaining(['90000000009@lid']),
+    });
+
+    const a = t.gw.instances.getByName('tenant-a')!;
+    const { key } = t.gw.keys.create({ name: 'tenant a', scopes: ['persons:*', 'events:read'], instanceIds: [a.id] });
+    const asA = (method: string, path: string, body?: unknown) => t.call(method, path, body, { 'x-api-key': key });
+    const aEvent = t.gw.db
+      .query("SELECT created_at FROM events WHERE type = 'message.received' AND instance_id = ?")
+      .get(a.id) as { created_at: string };
+
+    const listed = (await asA('GET', '/api/v2/persons')).body.items;
+    expect(listed).toHaveLength(1);
+    const one = (await asA('GET', `/api/v2/persons/${whole.id}`)).body.data;
+    for (const p of [listed[0], one]) {
+      expect(p.displayName).toBe('Ana');
+      expect(p.createdAt >= aEvent.created_at).toBe(true);
+      expect(p.identities).toHaveLength(1);
+      expect(p.identities[0]).toMatchObject({
+        platformUserId: '15552220009@s.whatsapp.net',
+        aliases: [],
+        displayName: 'Ana',
+        messageCount: 1,
+        firstSeenAt: aEvent.created_at,
+        lastSeenAt: aEvent.created_at,
+      });
+    }
+    const presence = (await asA('GET', `/api/v2/persons/${whole.id}/presence`)).body.data;
+    expect(presence.summary).toMatchObject({
+      totalMessages: 1,
+      firstSeenAt: aEvent.created_at,
+      lastSeenAt: aEvent.created_at,
+    });
+    expect(presence.byChannel.whatsapp).toMatchObject({ messages: 1, platformUserIds: ['15552220009@s.whatsapp.net'] });
+    // Searching for what only B's traffic told finds nothing; what A saw finds the person.
+    const found = async (q: string) =>
+      (await asA('GET', `/api/v2/persons?search=${encodeURIComponent(q)}`)).body.items.map((p: any) => p.id);
+    expect(await found('Secret')).toEqual([]);
+    expect(await found('90000000009')).toEqual([]);
+    expect(await found('Ana')).toEqual([whole.id]);
+    expect(await found('5552220009')).toEqual([whole.id]);
+    // The transcript of an events search names the person as A knows them.
+    const digest = await asA('POST', '/api/v2/events/search', { format: 'agent', filters: { personId: whole.id } });
+    expect(digest.body.asContext).toContain('assistant → Ana');
+    expect(digest.body.asContext).not.toContain('Secret');
+    // The whole view is unchanged for an unrestricted key.
+    expect((await t.call('GET', `/api/v2/persons/${whole.id}`)).body.data.identities[0].messageCount).toBe(4);
+    await t.close();
+  });
+});
+
 describe('persons: the same ids on every node', () => {
   const at = '2026-01-01T00:00:00.000Z';
   const node = () => {

@@ -119,7 +119,11 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
     visibleInstances: principalOf(request).instanceIds,
   });
 
-  const personName = (id: string) => gw.persons.get(id)?.displayName ?? null;
+  /** A person's name as the caller may see it (a key bound to instances: the name given there). */
+  const personName = (id: string, scope: string[] | null) => {
+    const p = gw.persons.get(id);
+    return p ? gw.persons.scoped(p, scope).displayName : null;
+  };
 
   return new Elysia({ name: `events-v2:${prefix}`, prefix })
     .get(
@@ -276,7 +280,13 @@ export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
           text: e.text && e.text.length > 200 ? `${e.text.slice(0, 199)}…` : e.text,
         }));
         if (format === 'summary') return { items: compact, total, meta, summary: summarize(items) };
-        return { items: compact, total, meta, summary: summarize(items), asContext: asContext(items, personName) };
+        return {
+          items: compact,
+          total,
+          meta,
+          summary: summarize(items),
+          asContext: asContext(items, (id) => personName(id, principalOf(request).instanceIds)),
+        };
       },
       {
         body: SearchBody,

@@ -4,6 +4,7 @@
 // entries it read from a stream (so ≤ its inbox backlog bound while Redis is away) — and by
 // MAX_PENDING_ACK_IDS in any case (a dropped ack is redone by the next catch-up on this node; on
 // another node the message runs again: the documented duplicate point).
+import type Redis from 'ioredis';
 import type { ClusterContext } from '../context.ts';
 import { ACK } from '../lua.ts';
 
@@ -18,12 +19,17 @@ export class Acks {
     private ctx: ClusterContext,
     /** The epoch a commit of this shard is sent with (the last held one after losing it). */
     private epochOf: (shard: number) => number,
+    /**
+     * A connection of their own: until an ack lands, a kill -9 of this node makes the next owner
+     * send the reply again, so it must not queue behind the appends of a webhook flood.
+     */
+    private redis: Redis = ctx.cmd,
   ) {}
 
   async ack(shard: number, ids: string[], epoch = this.epochOf(shard)): Promise<void> {
     const { ctx } = this;
     try {
-      const ok = (await ctx.cmd.eval(ACK, 0, ctx.o.prefix, ctx.node, shard, epoch, ...ids)) as number;
+      const ok = (await this.redis.eval(ACK, 0, ctx.o.prefix, ctx.node, shard, epoch, ...ids)) as number;
       if (ok === 1) ctx.counters.acked += ids.length;
       else {
         ctx.counters.fencedWrites++;

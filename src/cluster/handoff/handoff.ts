@@ -12,7 +12,9 @@
 // dead-lettered (../dead-letters/). Deleting an instance removes its entries from the stream (its
 // local rows go with the instance). Messages are sealed in the stream (entry.ts).
 // Documented duplicate point: a reply sent by an owner that dies (or is fenced) before its XDEL
-// commits is sent again by the next owner (same as the outbox point in embedded mode).
+// commits is sent again by the next owner (same as the outbox point in embedded mode). The XDEL is
+// sent as soon as the channel accepted the reply's last part (delivered()), not after the terminal
+// commit, so that window is the channel's answer reaching this node plus one Redis write.
 // Redis restarted without its data: the reader resumes (new entry ids are later in time); local
 // unfinished rows are kept (a missing stream says nothing about who finished them).
 import type Redis from 'ioredis';
@@ -68,6 +70,8 @@ export class Handoff {
    */
   private catchingUp = new Set<number>();
   private consumerDone: Promise<void> | null = null;
+  /** Entries acknowledged when their reply was delivered, before their row's terminal state. */
+  private ackedEarly = new Set<string>();
 
   constructor(
     private ctx: ClusterContext,
@@ -123,10 +127,25 @@ export class Handoff {
     this.cursors.delete(shard);
   }
 
-  /** A message reached a terminal state: its entry leaves the stream. */
+  /**
+   * The channel accepted a reply's last part: its entry leaves the stream now rather than after the
+   * terminal commit, which shrinks the window in which a kill -9 makes the next owner send the reply
+   * again. Nothing of the message is sent after this; should this node die before recording it, its
+   * row is closed as handled elsewhere when it reads the shard again (the entry is gone).
+   */
+  delivered(msg: InboundMessage): void {
+    const sid = msg.extra?.clusterStreamId;
+    if (typeof sid !== 'string') return;
+    // Bounded: a forgotten id only means its terminal ack is sent too (an XDEL of nothing).
+    if (this.ackedEarly.size >= 10_000) this.ackedEarly.clear();
+    this.ackedEarly.add(sid);
+    void this.d.acks.ack(this.ctx.shardOfInstance(msg.instanceId), [sid]);
+  }
+
+  /** A message reached a terminal state: its entry leaves the stream (unless it did at delivery). */
   terminal(row: InboxRow): void {
     const sid = streamIdOf(row);
-    if (!sid) return;
+    if (!sid || this.ackedEarly.delete(sid)) return;
     void this.d.acks.ack(this.ctx.shardOfInstance(row.instance_id), [sid]);
   }
 

@@ -3,11 +3,20 @@
 // after another node may have taken over.
 import type { ChannelAdapter } from '../../channels/types.ts';
 import { ChannelError } from '../../core/errors.ts';
+import type { InboundMessage } from '../../core/message.ts';
 
 const GUARDED = new Set(['send', 'edit', 'typing']);
 
-/** The adapter with send, edit and typing refused (a retryable ChannelError) while `leaseValid()` is false. */
-export function fenceAdapter(adapter: ChannelAdapter, leaseValid: () => boolean, blocked: () => void): ChannelAdapter {
+/**
+ * The adapter with send, edit and typing refused (a retryable ChannelError) while `leaseValid()` is
+ * false. `delivered` hears of every reply whose last part the channel accepted (its inbound message).
+ */
+export function fenceAdapter(
+  adapter: ChannelAdapter,
+  leaseValid: () => boolean,
+  blocked: () => void,
+  delivered: (inbound: InboundMessage) => void = () => {},
+): ChannelAdapter {
   return new Proxy(adapter, {
     get: (target, prop) => {
       const v = Reflect.get(target, prop, target) as unknown;
@@ -18,7 +27,14 @@ export function fenceAdapter(adapter: ChannelAdapter, leaseValid: () => boolean,
             blocked();
             return Promise.reject(new ChannelError('this node no longer owns the instance (cluster fence)', true));
           }
-          return (v as (...a: unknown[]) => unknown).apply(target, args);
+          const result = (v as (...a: unknown[]) => unknown).apply(target, args);
+          const opts = prop === 'send' ? (args[2] as Parameters<ChannelAdapter['send']>[2] | undefined) : undefined;
+          const inbound = opts?.lastPart ? opts.inbound : undefined;
+          if (!inbound) return result;
+          return (result as ReturnType<ChannelAdapter['send']>).then((receipt) => {
+            delivered(inbound);
+            return receipt;
+          });
         };
       }
       return (v as (...a: unknown[]) => unknown).bind(target);
