@@ -692,7 +692,8 @@ export class ConversationActor implements Actor<ConversationMsg> {
     const sendStart = clock.monotonic();
     const sentStep = requireChannel(inst.channel).traceSteps.sent;
     try {
-      let parts = text.trim() ? await writer.finish(text) : 0;
+      // The reply's last part tells the channel nothing follows (cluster: its hand-off entry goes then).
+      let parts = text.trim() ? await writer.finish(text, media.length > 0) : 0;
       parts += await this.sendReplyMedia(ctx, trace, adapter, media);
       this.deps.observer.sent?.(inst, clock.monotonic() - sendStart, true);
       trace.step(sentStep, 'success', { message_sent: true, parts }, Math.round(clock.monotonic() - sendStart));
@@ -761,7 +762,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
         continue;
       }
       // No text of its own: the caption travels in the media (each adapter puts it where its platform does).
-      await sendPart(ctx, REPLY_MEDIA_PART + i, '', undefined, { media: m });
+      await sendPart(ctx, REPLY_MEDIA_PART + i, '', undefined, { media: m }, i === media.length - 1);
       sent++;
     }
     return sent;
@@ -858,11 +859,15 @@ export class ConversationActor implements Actor<ConversationMsg> {
         const out = (msg.extra?.outbound ?? { text: msg.text }) as OutboundMessage;
         // No inbound message here: adapters must not quote or thread under the API request itself.
         const ctx = { ...this.deliveryContext(row, trace, inst, msg, adapter), inbound: undefined };
-        await sendPart(ctx, 0, out.text ?? '', out.replyTo ?? msg.replyToMessageId, {
-          media: out.media,
-          reaction: out.reaction,
-          template: out.template,
-        });
+        // One part, the whole send: the last (cluster: the hand-off entry goes as soon as it is accepted).
+        await sendPart(
+          ctx,
+          0,
+          out.text ?? '',
+          out.replyTo ?? msg.replyToMessageId,
+          { media: out.media, reaction: out.reaction, template: out.template },
+          true,
+        );
         trace.step('channel_sent', 'success', { message_sent: true });
         await this.finish(row, trace, 'completed', inst, { channelSuccess: true }, null);
         return;

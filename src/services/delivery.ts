@@ -67,10 +67,13 @@ export async function sendPart(
   return receipt.platformMessageId;
 }
 
-/** Progressive delivery while the agent streams; `finish(finalText)` completes the reply. */
+/**
+ * Progressive delivery while the agent streams; `finish(finalText)` completes the reply.
+ * `moreFollows`: parts of the reply come after the text (its media), so no text part is the last.
+ */
 export interface ReplyWriter {
   onText(fullTextSoFar: string): Promise<void>;
-  finish(finalText: string): Promise<number>;
+  finish(finalText: string, moreFollows?: boolean): Promise<number>;
 }
 
 export function createReplyWriter(ctx: DeliveryContext): ReplyWriter {
@@ -81,10 +84,17 @@ export function createReplyWriter(ctx: DeliveryContext): ReplyWriter {
   if (mode === 'blocks') return new BlocksWriter(ctx, limits, replyTo);
   return {
     async onText() {},
-    async finish(finalText) {
+    async finish(finalText, moreFollows = false) {
       const chunks = chunkText(finalText, limits);
       for (let i = 0; i < chunks.length; i++)
-        await sendPart(ctx, i, chunks[i], i === 0 ? replyTo : undefined, undefined, i === chunks.length - 1);
+        await sendPart(
+          ctx,
+          i,
+          chunks[i],
+          i === 0 ? replyTo : undefined,
+          undefined,
+          !moreFollows && i === chunks.length - 1,
+        );
       return chunks.length;
     },
   };
@@ -114,10 +124,10 @@ class BlocksWriter implements ReplyWriter {
     this.streamed = full;
     if (fresh) await this.sendBlocks(this.splitter.push(fresh));
   }
-  async finish(finalText: string) {
+  async finish(finalText: string, moreFollows = false) {
     // A JSON agent sends no deltas; a streaming one may end with text the deltas lacked.
     if (finalText.length > this.streamed.length && finalText.startsWith(this.streamed)) await this.onText(finalText);
-    await this.sendBlocks(this.splitter.flush(), true);
+    await this.sendBlocks(this.splitter.flush(), !moreFollows);
     return this.part;
   }
 }
