@@ -317,7 +317,11 @@ describe('node entries written into Redis', () => {
       // The log lines are written asynchronously: wait for them (each must appear, and only once).
       const refused = () => a.logs.filter((l) => l.includes('without a valid MAC'));
       await until(() => refused().length >= 3, 3000, 'the refused entries logged');
-      expect(refused().map((l) => JSON.parse(l).node).sort()).toEqual(['fake-foreign', 'fake-moved', 'fake-unsigned']);
+      expect(
+        refused()
+          .map((l) => JSON.parse(l).node)
+          .sort(),
+      ).toEqual(['fake-foreign', 'fake-moved', 'fake-unsigned']);
     } finally {
       for (const id of Object.keys(entries)) await redis.del(`${prefix}node:${id}`);
       for (const srv of servers) srv.stop(true);
