@@ -1,18 +1,22 @@
 // The real `switchboard` binary (bun cli/main.ts, a child process) against a gateway listening on
 // 127.0.0.1 in this process, with an Evolution stand-in as the WhatsApp channel: create, send,
 // conversations, traces (listed and followed live over /ws), dead letters, keys, login, pairing
-// by QR, --json output and the documented exit codes.
+// by QR, --json output and the documented exit codes. Pairing also runs against the Baileys
+// stand-in socket (QR drawn and pairing code), the channel whose QR the gateway itself makes.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import jsQR from 'jsqr';
 import { PNG } from 'pngjs';
+import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
 import { evolutionUpsert, until, useFakeEvolutionAndAgent } from '../fixtures.ts';
 import { ADMIN_KEY, createTestGateway } from '../helpers.ts';
 
 const CLI = join(import.meta.dir, '../../cli/main.ts');
 const fakes = useFakeEvolutionAndAgent({ evolution: { apikey: 'EVO-KEY-CLI' }, agent: { protocol: 'json' } });
+// Every whatsapp-baileys instance of the gateway connects through one of these.
+const baileys = fakeSocketFactory();
 
 let t: ReturnType<typeof createTestGateway>;
 let server: { stop(force?: boolean): Promise<void> | void };
@@ -20,7 +24,10 @@ let base: string;
 let home: string;
 
 beforeAll(async () => {
-  t = createTestGateway({ PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', PIPELINE_MAX_ATTEMPTS: '2' });
+  t = createTestGateway(
+    { PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20', PIPELINE_MAX_ATTEMPTS: '2' },
+    { pipeline: { adapterDeps: { baileysSocketFactory: baileys.factory } } },
+  );
   await t.gw.start();
   const listening = t.app.listen({ port: 0, hostname: '127.0.0.1' });
   server = listening.server!;
@@ -82,6 +89,24 @@ async function createEvolutionInstance(name: string, extra: string[] = []) {
   ]);
   expect(r.code).toBe(0);
   return JSON.parse(r.stdout) as { id: string; name: string; webhookUrl: string };
+}
+
+/** A whatsapp-baileys instance made by the CLI, and the stand-in socket it connected with. */
+async function createBaileysInstance(name: string) {
+  const before = baileys.sockets.length;
+  const r = await cli(['instances', 'create', name, '--channel', 'whatsapp-baileys', '--agent-url', fakes.agent.url]);
+  expect(r.code).toBe(0);
+  await until(() => baileys.sockets.length > before, 10_000, 'the Baileys socket');
+  return baileys.last();
+}
+
+/** The last QR drawing on stdout (the half-block rows above its "Scan with WhatsApp" line), decoded. */
+function lastDrawnQr(stdout: string): string | null {
+  const lines = stdout.split('\n');
+  const scan = lines.findLastIndex((l) => l.startsWith('Scan with WhatsApp'));
+  let start = scan;
+  while (start > 0 && /^[█▀▄ ]+$/.test(lines[start - 1])) start--;
+  return decodeDrawing(lines.slice(start, scan));
 }
 
 const inbound = async (inst: { name: string; webhookUrl: string }, id: string, text: string, phone: string) => {
@@ -273,6 +298,66 @@ describe('switchboard CLI', () => {
     fakes.evo.setState('evo-pair', 'open');
     expect(await p.exited).toBe(0);
     expect(stdout.text).toContain('✔ cli-pair is connected');
+  });
+
+  test('pair draws the QR of a Baileys stand-in socket, redraws a new one, and exits 0 once it opens', async () => {
+    const sock = await createBaileysInstance('cli-baileys');
+    const p = spawn(['pair', 'cli-baileys', '--interval', '0.1', '--timeout', '20']);
+    const stdout = collect(p.stdout);
+    const stderr = collect(p.stderr);
+    try {
+      // No QR until the socket shows one: the CLI says it waits and keeps polling.
+      await until(() => stderr.text.includes('Waiting for a QR code'), 10_000, 'the waiting note');
+      const first = '2@Q2xpUGFpckZpcnN0UXI5OA,ABCDEFGHIJKLMNOP,QRSTUVWXYZ012345,abcdefghijklmnop';
+      sock.emitQr(first);
+      await until(() => stdout.text.includes('Scan with WhatsApp'), 10_000, 'the first QR drawing');
+      expect(lastDrawnQr(stdout.text)).toBe(first);
+      // Baileys rotates the QR; the terminal shows the new one.
+      const second = '2@Q2xpUGFpclNlY29uZFFyMg,BCDEFGHIJKLMNOPQ,RSTUVWXYZ0123456,bcdefghijklmnopq';
+      sock.emitQr(second);
+      await until(() => (stdout.text.match(/Scan with WhatsApp/g) ?? []).length >= 2, 10_000, 'the second drawing');
+      expect(lastDrawnQr(stdout.text)).toBe(second);
+      sock.emitOpen();
+      expect(await p.exited).toBe(0);
+      expect(stdout.text).toContain('✔ cli-baileys is connected');
+      expect(t.gw.instances.resolve('cli-baileys')?.status).toBe('connected');
+    } finally {
+      p.kill();
+      await p.exited;
+    }
+  });
+
+  test('pair --phone prints the pairing code the Baileys stand-in gives, then exits 0 once it opens', async () => {
+    const sock = await createBaileysInstance('cli-baileys-phone');
+    sock.pairingCode = 'CLIP4IR1';
+    const p = spawn([
+      'pair',
+      'cli-baileys-phone',
+      '--phone',
+      '+55 11 97777-6666',
+      '--interval',
+      '0.1',
+      '--timeout',
+      '20',
+    ]);
+    const stdout = collect(p.stdout);
+    try {
+      // Baileys takes a pairing request only once the server offers pairing (its first QR).
+      sock.emitQr('2@offer,AAAA,BBBB,CCCC');
+      await until(() => stdout.text.includes('Pairing code:'), 10_000, 'the pairing code');
+      expect(stdout.text).toStartWith(
+        'Pairing code: CLIP4IR1\nOn the phone: Linked devices → Link a device → Link with phone number.\n',
+      );
+      expect(baileys.calls).toContainEqual({ kind: 'pairing', phone: '5511977776666' });
+      sock.emitOpen();
+      expect(await p.exited).toBe(0);
+      // With --phone no QR is drawn.
+      expect(stdout.text).not.toContain('Scan with WhatsApp');
+      expect(stdout.text).toContain('✔ cli-baileys-phone is connected');
+    } finally {
+      p.kill();
+      await p.exited;
+    }
   });
 
   test('pair gives up with exit code 4 when the instance never connects', async () => {
