@@ -3,12 +3,15 @@
 // plus a working signed URL to the audio, and an agent answering with an image makes the Graph API
 // stand-in receive an image message. Baileys: the stand-in socket's downloadMedia. Telegram:
 // getFile, then the file path. Discord: the attachment's CDN URL; an image reply is uploaded.
+// Slack: a file_share event's url_private_download, fetched with the bot token.
 import { afterEach, describe, expect, test } from 'bun:test';
 import { DiscordAdapter } from '../../src/channels/discord/adapter.ts';
 import { fixture, setupCloud, textWebhook } from '../channels/whatsapp-cloud/setup.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
 import { BOT_USER, DM_CHANNEL_ID, GUILD_ID, startFakeDiscord } from '../fakes/discord/server.ts';
+import { eventCallback, signRequest } from '../fakes/slack/events.ts';
+import { FakeSlack } from '../fakes/slack/server.ts';
 import { FakeTelegram } from '../fakes/telegram/server.ts';
 import { message, messageUpdate } from '../fakes/telegram/updates.ts';
 import { until } from '../fixtures.ts';
@@ -285,5 +288,101 @@ describe('Discord', () => {
     expect(body.media[0]).toMatchObject({ type: 'image', mimeType: 'image/png', filename: 'photo.png' });
     expect((await fetchSigned(t, body.media[0].url)).bytes).toEqual(png(12));
     expect(posts()[0]!.body.content).toBe('heard: look');
+  });
+});
+
+describe('Slack', () => {
+  const SECRET = 'media-signing-secret-0123456789abcdef';
+  const BOT_TOKEN = 'xoxb-media-bot-token';
+
+  async function setupSlack(standInToken = BOT_TOKEN) {
+    const agent = jsonAgent();
+    const slack = new FakeSlack({ botToken: standInToken }).start();
+    cleanups.push(() => slack.stop());
+    const t = createTestGateway({
+      PUBLIC_URL: 'https://gw.example.test',
+      PIPELINE_RETRY_BASE_MS: '5',
+      PIPELINE_RETRY_MAX_MS: '20',
+      TYPING_DELAY_MS: '0',
+    });
+    cleanups.push(() => t.close());
+    await t.gw.start();
+    const res = await t.call('POST', '/api/v2/instances', {
+      name: 'sl',
+      channel: 'slack',
+      channelConfig: { slackBotToken: BOT_TOKEN, slackSigningSecret: SECRET, slackApiUrl: slack.apiUrl },
+      agent: { url: agent.url, type: 'json', timeoutSeconds: 10 },
+    });
+    expect(res.status).toBe(201);
+    const id = res.body.data.id as string;
+    await until(() => t.gw.instances.get(id)?.status === 'connected', 8000);
+    const post = (body: unknown, headers: Record<string, string> = {}) => {
+      const raw = JSON.stringify(body);
+      return t.call('POST', '/webhook/slack/sl', raw, { ...signRequest(SECRET, raw), 'x-api-key': '', ...headers });
+    };
+    return { t, id, agent, slack, post };
+  }
+
+  const fileShare = (slack: FakeSlack, fileId: string, ts: string, text: string) => ({
+    type: 'message',
+    subtype: 'file_share',
+    user: 'UHUMAN01',
+    text,
+    ts,
+    channel: 'D0000001',
+    channel_type: 'im',
+    upload: true,
+    files: [slack.fileObject(fileId)],
+  });
+
+  test('a file_share event: downloaded with the bot token, stored once, given to the agent by a working signed URL', async () => {
+    const s = await setupSlack();
+    s.slack.files.set('F0000001', { bytes: png(21), mimetype: 'image/png', name: 'chart.png' });
+    const body = eventCallback(fileShare(s.slack, 'F0000001', '1765375900.000100', 'what does this show?'), {
+      eventId: 'EvFILE00001',
+    });
+    const res = await s.post(body);
+    expect(res.status).toBe(200);
+    expect(res.body.message).toBe('accepted');
+    const trace = await finished(s.t, res.body.trace_id);
+    // Slack redelivers the same event: one inbox row, no second download.
+    const retry = await s.post(body, { 'x-slack-retry-num': '1', 'x-slack-retry-reason': 'http_timeout' });
+    expect(retry.body).toMatchObject({ trace_id: res.body.trace_id, message: 'duplicate' });
+
+    expect(s.slack.downloads).toEqual([{ fileId: 'F0000001', token: BOT_TOKEN, served: true }]);
+    const fetched = trace.steps.filter((x: { step: string }) => x.step === 'media_fetched');
+    expect(fetched).toHaveLength(1);
+    expect(fetched[0]).toMatchObject({ status: 'success', details: { source: 'channel', mime_type: 'image/png' } });
+    expect(s.agent.requests).toHaveLength(1);
+    const agentBody = s.agent.requests[0]!.body;
+    expect(agentBody.message).toBe('what does this show?');
+    expect(agentBody.media).toHaveLength(1);
+    expect(agentBody.media[0]).toMatchObject({ type: 'image', mimeType: 'image/png', filename: 'chart.png' });
+    expect(agentBody.media[0].url).toStartWith('https://gw.example.test/media/');
+    const got = await fetchSigned(s.t, agentBody.media[0].url);
+    expect(got.status).toBe(200);
+    expect([...got.bytes]).toEqual([...png(21)]);
+    const rows = s.t.gw.db.query<{ sha256: string }, []>('SELECT sha256 FROM media').all();
+    expect(rows).toHaveLength(1);
+    await until(() => s.slack.callsOf('chat.postMessage').length >= 1, 8000, 'reply posted');
+    expect(s.slack.callsOf('chat.postMessage')[0]!.params.text).toBe('heard: what does this show?');
+  });
+
+  test('a token the stand-in does not accept: a failed media_fetched step, the placeholder reaches the agent, the instance runs on', async () => {
+    const s = await setupSlack('xoxb-some-other-token');
+    s.slack.files.set('F0000002', { bytes: png(22), mimetype: 'image/png', name: 'scan.png' });
+    const res = await s.post(eventCallback(fileShare(s.slack, 'F0000002', '1765375901.000100', '')));
+    expect(res.status).toBe(200);
+    const trace = await finished(s.t, res.body.trace_id);
+    expect(s.slack.downloads).toEqual([{ fileId: 'F0000002', token: BOT_TOKEN, served: false }]);
+    const fetched = trace.steps.filter((x: { step: string }) => x.step === 'media_fetched');
+    expect(fetched).toHaveLength(1);
+    expect(fetched[0].status).toBe('error');
+    expect(fetched[0].details.error).toContain('sign-in page');
+    expect(fetched[0].details.placeholder).toBe(true);
+    const agentBody = s.agent.requests[0]!.body;
+    expect(agentBody.message).toBe('[image]');
+    expect(agentBody.media ?? []).toHaveLength(0);
+    expect(s.t.gw.instances.get(s.id)?.status).toBe('connected');
   });
 });

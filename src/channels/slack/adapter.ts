@@ -7,17 +7,27 @@
 // - Socket Mode (slack_app_token set): Bolt's SocketModeReceiver owns the WebSocket; we take over
 //   its `slack_event` handler so the envelope is acked after the inbox write, not before.
 // Outbound goes through the App's WebClient with its retries off (a lost response would otherwise
-// double-post); only 429 is retried here, after Retry-After.
+// double-post); only 429 is retried here, after Retry-After. Shared files are downloaded by
+// fetchMedia (url_private_download with the bot token) through the outbound-policy fetch.
 // Kept whole: one adapter, one Bolt app's lifecycle; its parts share the app and its receiver.
 import { App, type Context, isValidSlackRequest, type Receiver, SocketModeReceiver } from '@slack/bolt';
 import type { WebClient } from '@slack/web-api';
 import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { Instance } from '../../core/instance.ts';
-import type { ChatRef, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
+import type { ChatRef, InboundMedia, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
+import { readBounded } from '../../net/bounded-read.ts';
+import { OutboundRefused } from '../../net/outbound.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
-import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
+import type {
+  AdapterContext,
+  ChannelAdapter,
+  ChannelCapabilities,
+  FetchedMedia,
+  MediaFetchOptions,
+  SentReceipt,
+} from '../types.ts';
 import { boltLogger } from './bolt-logger.ts';
 import { type SlackEventBody, toInboundMessage } from './inbound.ts';
 
@@ -49,6 +59,8 @@ export interface SlackAdapterOptions {
   defaultApiUrl?: string | null;
   /** How many 429 answers one Web API call waits out before failing (retryable). */
   maxRateLimitWaits?: number;
+  /** The outbound-policy fetch (gw.fetch): file downloads go through it. Without it no file is fetched. */
+  fetch?: typeof fetch;
 }
 
 /** What the `POST /webhook/slack/:instance` route answers. */
@@ -192,6 +204,60 @@ export class SlackAdapter implements ChannelAdapter {
     client.on('disconnected', () => this.report('disconnected'));
     // The connection is kept (and re-established) by the Socket Mode client; status follows its events.
     app.start().catch((error: unknown) => this.report('error', `Socket Mode: ${describe(error)}`));
+  }
+
+  /**
+   * A shared file: GET its url_private_download with the bot token (needs the files:read scope).
+   * The token goes only to Slack's own hosts or to the configured slack_api_url's origin.
+   */
+  async fetchMedia(item: InboundMedia, opts: MediaFetchOptions): Promise<FetchedMedia> {
+    const token = configString(this.instance.config.slack_bot_token);
+    const fetchFn = this.options.fetch;
+    if (!token || !fetchFn) throw new ChannelError('Slack file download: no bot token or outbound fetch', false);
+    const raw = (item.ref as { url?: unknown } | undefined)?.url;
+    let url: URL;
+    try {
+      url = new URL(String(raw));
+    } catch {
+      throw new ChannelError('Slack file download: the file has no valid private URL', false);
+    }
+    if (!this.mayReceiveToken(url))
+      throw new ChannelError(
+        `Slack file download: ${url.host} is not a Slack host; the bot token is not sent there`,
+        false,
+      );
+    let res: Response;
+    try {
+      res = await fetchFn(url.toString(), { headers: { authorization: `Bearer ${token}` }, signal: opts.signal });
+    } catch (err) {
+      if (err instanceof OutboundRefused) throw new ChannelError(`Slack file download: ${err.message}`, false);
+      if ((err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError') throw err;
+      throw new ChannelError(`Slack file download failed: ${describe(err)}`, true);
+    }
+    if (!res.ok) {
+      await res.body?.cancel().catch(() => {});
+      throw new ChannelError(
+        `Slack file download answered HTTP ${res.status}`,
+        res.status >= 500 || res.status === 429 || res.status === 408,
+        undefined,
+        res.status,
+      );
+    }
+    // A token Slack does not accept gets its sign-in page (HTML, 200), not an error status.
+    const type = res.headers.get('content-type') ?? '';
+    if (type.startsWith('text/html') && !item.mimeType?.startsWith('text/html')) {
+      await res.body?.cancel().catch(() => {});
+      throw new ChannelError(
+        'Slack file download answered a sign-in page instead of the file (bot token not accepted, or no files:read scope)',
+        false,
+      );
+    }
+    return { bytes: await readBounded(res, opts.maxBytes), mimeType: item.mimeType, filename: item.filename };
+  }
+
+  private mayReceiveToken(url: URL): boolean {
+    if (url.protocol === 'https:' && (url.hostname === 'slack.com' || url.hostname.endsWith('.slack.com'))) return true;
+    return url.origin === new URL(this.apiUrl).origin;
   }
 
   async stop(_reason: string): Promise<void> {

@@ -1,5 +1,5 @@
 // Slack Events API event → InboundMessage, or null for events we do not answer.
-import type { InboundMessage } from '../../core/message.ts';
+import type { ContentType, InboundMedia, InboundMessage, MediaKind } from '../../core/message.ts';
 
 /** The fields of a `message` / `app_mention` event we read (Slack sends many more). */
 export interface SlackMessageEvent {
@@ -13,7 +13,24 @@ export interface SlackMessageEvent {
   channel?: string;
   channel_type?: string;
   team?: string;
+  /** Files shared with the message (`subtype: file_share`; an app_mention may carry them too). */
+  files?: SlackFile[];
 }
+
+/** The fields of a Slack file object we read. */
+export interface SlackFile {
+  id?: string;
+  name?: string;
+  mimetype?: string;
+  size?: number;
+  /** `hosted`, `snippet`, …; `external` (a link to another service) and `tombstone` (deleted) are not fetched. */
+  mode?: string;
+  url_private?: string;
+  url_private_download?: string;
+}
+
+/** At most this many files of one message are fetched (Slack allows 10 per message). */
+const MAX_FILES = 10;
 
 export interface SlackEventBody {
   type?: string;
@@ -26,8 +43,10 @@ export interface SlackEventBody {
  * Which events become inbound messages:
  * - `message` only in DMs (`channel_type: im`); channel messages come as `app_mention` instead,
  *   so a channel message is never taken twice.
- * - no bot messages (`bot_id`), no subtypes (edits, deletes, joins, bot_message, ...), nothing from
- *   our own bot user.
+ * - no bot messages (`bot_id`), no subtypes but `file_share` (edits, deletes, joins, bot_message,
+ *   ... are not taken), nothing from our own bot user.
+ * - Files (`files`, with a private URL) become media items the gateway downloads with the bot
+ *   token (the adapter's fetchMedia); the text stays the text, or `[image]`, … without one.
  *
  * providerMessageId is `{channel}:{ts}`: Slack's `ts` is unique within a channel, so it is the same
  * for a retried delivery (same event_id) AND for the same user message delivered as two event
@@ -41,7 +60,7 @@ export function toInboundMessage(
 ): InboundMessage | null {
   const event = body.event;
   if (!event?.channel || !event.ts || !event.user) return null;
-  if (event.subtype !== undefined || event.bot_id !== undefined) return null;
+  if ((event.subtype !== undefined && event.subtype !== 'file_share') || event.bot_id !== undefined) return null;
   if (botUserId !== undefined && event.user === botUserId) return null;
 
   const channelType = event.channel_type ?? (event.channel.startsWith('D') ? 'im' : undefined);
@@ -57,6 +76,9 @@ export function toInboundMessage(
           .replace(mentionPattern(botUserId, 'g'), ' ')
           .replace(/\s{2,}/g, ' ')
           .trim();
+  const media = mediaOf(event.files);
+  if (event.subtype === 'file_share' && media.length === 0 && text === '') return null;
+  const contentType: ContentType = media[0]?.type ?? 'text';
 
   return {
     instanceId,
@@ -68,13 +90,41 @@ export function toInboundMessage(
       kind: channelType === 'im' ? 'direct' : 'group',
     },
     sender: { id: event.user },
-    text,
-    contentType: 'text',
+    text: text !== '' || media.length === 0 ? text : `[${contentType}]`,
+    contentType,
     timestamp: slackTsToMs(event.ts),
     replyToMessageId: event.ts,
     mentioned: event.type === 'app_mention' || mentionsBot,
     extra: { eventId: body.event_id, eventType: event.type, ts: event.ts, teamId: body.team_id ?? event.team },
+    ...(media.length > 0 ? { media } : {}),
   };
+}
+
+/** Files with a private URL; `ref.url` is fetched with the bot token (never a plain `url`: it needs credentials). */
+function mediaOf(files: SlackFile[] | undefined): InboundMedia[] {
+  if (!Array.isArray(files)) return [];
+  const media: InboundMedia[] = [];
+  for (const f of files) {
+    const url = f?.url_private_download ?? f?.url_private;
+    if (typeof url !== 'string' || url === '' || f.mode === 'external' || f.mode === 'tombstone') continue;
+    media.push({
+      type: kindOf(f.mimetype),
+      ...(f.mimetype ? { mimeType: f.mimetype } : {}),
+      ...(f.name ? { filename: f.name } : {}),
+      ...(typeof f.size === 'number' ? { sizeBytes: f.size } : {}),
+      ref: { fileId: f.id, url },
+    });
+    if (media.length >= MAX_FILES) break;
+  }
+  return media;
+}
+
+function kindOf(mimetype: string | undefined): MediaKind {
+  const type = mimetype ?? '';
+  if (type.startsWith('image/')) return 'image';
+  if (type.startsWith('video/')) return 'video';
+  if (type.startsWith('audio/')) return 'audio';
+  return 'document';
 }
 
 function mentionPattern(botUserId: string, flags = ''): RegExp {

@@ -23,7 +23,8 @@ export const slackChannel: ChannelDefinition = {
     if (config.slack_signing_secret || config.slack_app_token) return [];
     return [{ field: 'slack_signing_secret', problem: 'is required unless slack_app_token (Socket Mode) is set' }];
   },
-  createAdapter: (inst, d) => new SlackAdapter(inst, { clock: d.clock, defaultApiUrl: d.config.slackApiUrl }),
+  createAdapter: (inst, d) =>
+    new SlackAdapter(inst, { clock: d.clock, fetch: d.fetch, defaultApiUrl: d.config.slackApiUrl }),
   webhook: {
     path: 'slack',
     mode: 'adapter',

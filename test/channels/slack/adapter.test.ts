@@ -123,7 +123,7 @@ const mention = (fields: Partial<Parameters<typeof eventCallback>[0]> = {}) => (
 });
 
 beforeEach(() => {
-  fake = new FakeSlack().start();
+  fake = new FakeSlack({ botToken: BOT_TOKEN }).start();
 });
 
 afterEach(async () => {
@@ -502,5 +502,84 @@ describe('Slack Socket Mode', () => {
     await ctx.waitForStatus('error', 1000);
     expect(ctx.lastStatus.reason).toContain('Socket Mode');
     expect(fake.callsOf('apps.connections.open')).toHaveLength(1);
+  });
+});
+
+describe('shared files', () => {
+  const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3, 4]);
+
+  test('file_share and app_mention with files carry media items; the text stays, a file alone gets a placeholder', async () => {
+    const { adapter, ctx } = await startAdapter({});
+    fake.files.set('F0IMG001', { bytes: png, mimetype: 'image/png', name: 'a.png' });
+    fake.files.set('F0PDF001', { bytes: png, mimetype: 'application/pdf', name: 'b.pdf' });
+    await signedPost(
+      adapter,
+      eventCallback({
+        type: 'message',
+        subtype: 'file_share',
+        channel_type: 'im',
+        channel: 'D0DM0001',
+        user: 'U0USER01',
+        text: '',
+        ts: '1712350000.000001',
+        files: [fake.fileObject('F0PDF001'), { id: 'F0GONE01', mode: 'tombstone' }],
+      }),
+    );
+    await signedPost(
+      adapter,
+      eventCallback(
+        mention({ ts: '1712350000.000002', text: '<@UBOT0001> look', files: [fake.fileObject('F0IMG001')] }),
+      ),
+    );
+    // A file shared in a channel without a mention is channel chatter, like text.
+    await signedPost(
+      adapter,
+      eventCallback({
+        type: 'message',
+        subtype: 'file_share',
+        channel_type: 'channel',
+        channel: 'C0CHAN01',
+        user: 'U0USER01',
+        text: '',
+        ts: '1712350000.000003',
+        files: [fake.fileObject('F0IMG001')],
+      }),
+    );
+    expect(ctx.ingested).toHaveLength(2);
+    const [doc, img] = ctx.ingested;
+    expect(doc).toMatchObject({ text: '[document]', contentType: 'document' });
+    expect(doc.media).toEqual([
+      {
+        type: 'document',
+        mimeType: 'application/pdf',
+        filename: 'b.pdf',
+        sizeBytes: png.byteLength,
+        ref: { fileId: 'F0PDF001', url: fake.fileUrl('F0PDF001') },
+      },
+    ]);
+    expect(img).toMatchObject({ text: 'look', contentType: 'image', mentioned: true });
+    expect(img.media?.[0]).toMatchObject({ type: 'image', ref: { fileId: 'F0IMG001' } });
+  });
+
+  test('fetchMedia sends the bot token to the file URL, bounds the size, and never sends the token to another host', async () => {
+    const { adapter, ctx } = await startAdapter({}, { fetch });
+    fake.files.set('F0IMG001', { bytes: png, mimetype: 'image/png', name: 'a.png' });
+    await signedPost(
+      adapter,
+      eventCallback(mention({ ts: '1712350001.000001', files: [fake.fileObject('F0IMG001')] })),
+    );
+    const item = ctx.ingested[0].media![0];
+    const signal = new AbortController().signal;
+    const got = await adapter.fetchMedia(item, { maxBytes: 1024, signal });
+    expect([...got.bytes]).toEqual([...png]);
+    expect(fake.downloads).toEqual([{ fileId: 'F0IMG001', token: BOT_TOKEN, served: true }]);
+
+    await expect(adapter.fetchMedia(item, { maxBytes: 4, signal })).rejects.toThrow('larger than 4 bytes');
+
+    const elsewhere = { ...item, ref: { fileId: 'F0IMG001', url: 'https://files.example.com/F0IMG001/a.png' } };
+    const refused = await adapter.fetchMedia(elsewhere, { maxBytes: 1024, signal }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(ChannelError);
+    expect((refused as ChannelError).retryable).toBe(false);
+    expect(fake.downloads).toHaveLength(2);
   });
 });

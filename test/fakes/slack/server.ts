@@ -1,6 +1,8 @@
 // A local stand-in for Slack's Web API (https://slack.com/api/<method>) and its Socket Mode
 // WebSocket. The real @slack/web-api and @slack/socket-mode clients talk to it unchanged:
 // requests are form-encoded POSTs with `Authorization: Bearer <token>`, answers are `{ok, ...}`.
+// Shared files are served like files.slack.com: GET /files-pri/<team>-<file id>/download/<name>
+// with the bot token; any other token gets a sign-in page (HTML, 200), as Slack answers.
 import type { Server, ServerWebSocket } from 'bun';
 
 export interface RecordedCall {
@@ -29,6 +31,21 @@ export interface FakeSlackOptions {
   teamId?: string;
   /** Methods the workspace does not offer (answered `{ok:false, error:'unknown_method'}`). */
   unknownMethods?: string[];
+  /** The token file downloads must carry (`Authorization: Bearer …`). */
+  botToken?: string;
+}
+
+export interface HostedFile {
+  bytes: Uint8Array;
+  mimetype: string;
+  name: string;
+}
+
+export interface FileDownload {
+  fileId: string;
+  token: string | null;
+  /** The file was served (the token was right). */
+  served: boolean;
 }
 
 type SocketData = { id: number };
@@ -39,6 +56,10 @@ export class FakeSlack {
   readonly botUserId: string;
   readonly botId: string;
   readonly teamId: string;
+  readonly botToken: string;
+  /** Files by id, served under fileUrl(id). */
+  readonly files = new Map<string, HostedFile>();
+  readonly downloads: FileDownload[] = [];
   private readonly unknownMethods: Set<string>;
   private readonly canned = new Map<string, CannedReply[]>();
   private server: Server<SocketData> | null = null;
@@ -53,6 +74,7 @@ export class FakeSlack {
     this.botUserId = opts.botUserId ?? 'UBOT0001';
     this.botId = opts.botId ?? 'BBOT0001';
     this.teamId = opts.teamId ?? 'T0000001';
+    this.botToken = opts.botToken ?? 'xoxb-fake-bot-token';
     this.unknownMethods = new Set(opts.unknownMethods ?? []);
   }
 
@@ -104,6 +126,29 @@ export class FakeSlack {
   /** Base URL to configure as `slack_api_url` (ends with a slash, as the WebClient expects). */
   get apiUrl(): string {
     return `http://127.0.0.1:${this.port}/api/`;
+  }
+
+  /** The url_private_download of a file in `files`. */
+  fileUrl(fileId: string): string {
+    const name = this.files.get(fileId)?.name ?? 'file';
+    return `http://127.0.0.1:${this.port}/files-pri/${this.teamId}-${fileId}/download/${encodeURIComponent(name)}`;
+  }
+
+  /** A Slack file object (as in a file_share event) for a file in `files`. */
+  fileObject(fileId: string): Record<string, unknown> {
+    const f = this.files.get(fileId);
+    if (!f) throw new Error(`no file ${fileId}`);
+    return {
+      id: fileId,
+      name: f.name,
+      title: f.name,
+      mimetype: f.mimetype,
+      filetype: f.name.split('.').pop() ?? 'binary',
+      size: f.bytes.byteLength,
+      mode: 'hosted',
+      url_private: this.fileUrl(fileId).replace('/download/', '/'),
+      url_private_download: this.fileUrl(fileId),
+    };
   }
 
   /** Answer the next call(s) of `method` with these replies, one per call, before behaving normally. */
@@ -163,6 +208,8 @@ export class FakeSlack {
       if (server.upgrade(req, { data: { id: ++this.socketSeq } })) return undefined;
       return new Response('upgrade required', { status: 426 });
     }
+    const file = /^\/files-pri\/[A-Z0-9]+-([A-Z0-9]+)\//.exec(url.pathname);
+    if (file && req.method === 'GET') return this.serveFile(file[1], req);
     const match = /^\/api\/([\w.]+)$/.exec(url.pathname);
     if (!match || req.method !== 'POST') return new Response('not found', { status: 404 });
     const method = match[1];
@@ -184,6 +231,20 @@ export class FakeSlack {
     }
     if (this.unknownMethods.has(method)) return json({ ok: false, error: 'unknown_method' });
     return json(this.answer(method, params));
+  }
+
+  private serveFile(fileId: string, req: Request): Response {
+    const auth = req.headers.get('authorization');
+    const token = auth?.startsWith('Bearer ') ? auth.slice(7) : null;
+    const f = this.files.get(fileId);
+    const served = token === this.botToken && f !== undefined;
+    this.downloads.push({ fileId, token, served });
+    if (!f) return new Response('not found', { status: 404 });
+    if (!served)
+      return new Response('<!DOCTYPE html><html><body>Sign in to Slack</body></html>', {
+        headers: { 'content-type': 'text/html; charset=utf-8' },
+      });
+    return new Response(Buffer.from(f.bytes), { headers: { 'content-type': f.mimetype } });
   }
 
   private answer(method: string, params: Record<string, string>): Record<string, unknown> {
