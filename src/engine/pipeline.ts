@@ -66,7 +66,10 @@ export interface PipelineOptions {
   access: AccessCheck;
   /** Run, in this order, after every message's terminal state (after the metrics, before the placement). */
   onFinished: FinishedConsumer[];
-  /** Run after every channel status change (after the status is stored and published). */
+  /**
+   * Run for every channel status change inside the transaction that stores it (before it is
+   * published): what they write commits with the status, and a throw rolls the status back.
+   */
   onInstanceStatus: InstanceStatusConsumer[];
   /** Where work runs; embedded (this process, its own inbox) unless given. Cluster mode swaps it before start. */
   placement?: (inbox: InboxStore) => Placement;
@@ -348,7 +351,15 @@ export class Pipeline {
       ingest: (m) => this.ingest(m),
       deliveryStatus: async (i, d) => this.deliveryStatus(i, d),
       onStatus: (i, status, detail) => {
-        this.o.instances.setStatus(i.id, status, detail.reason ?? null);
+        try {
+          // The consumers (the status event and its webhook deliveries) write in the status's transaction.
+          this.o.instances.setStatus(i.id, status, detail.reason ?? null, () => {
+            for (const c of this.o.onInstanceStatus) c(i, status, detail);
+          });
+        } catch (err) {
+          // Nothing of the change was stored (the database is closing or broken); the actor runs on.
+          this.o.log.warn({ err: String(err), instanceId: i.id, status }, 'instance status write failed');
+        }
         this.m.reconnects.inc({ status, channel: i.channel });
         const before = this.lastStatus.get(i.id);
         this.lastStatus.set(i.id, status);
@@ -372,7 +383,6 @@ export class Pipeline {
           },
           { instanceId: i.id },
         );
-        for (const c of this.o.onInstanceStatus) c(i, status, detail);
       },
     });
     this.instanceActors.set(inst.id, actor);

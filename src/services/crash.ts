@@ -12,6 +12,7 @@ export type CrashPointName =
   | 'after_send_before_outbox_commit'
   | 'mid_group_commit'
   | 'during_passivation'
+  | 'status_before_event' // an instance status written, its event and webhook rows not yet
   | 'events_mid_write' // inside the event store's write transaction (events + webhook outbox rows)
   | 'webhook_after_response'; // a webhook receiver answered, the outcome not yet recorded
 

@@ -8,8 +8,10 @@
 //    crash inside that short window is repaired at the next start by backfill(). The cost:
 //    a received message shows up as an event once it was processed (answered, blocked, failed),
 //    not while the agent is still working; shed messages (never processed) have no event.
-//  - instance status: recordStatus(), on each channel status change.
-// Writes are queued and flushed every 20 ms in one transaction, off the actor's path. Full-text
+//  - instance status: recordStatus(), on each channel status change, written at once inside the
+//    transaction that stores the status (instances.setStatus), so the status, its event and its
+//    webhook deliveries exist together or not at all (there is no terminal state to repair from).
+// Message events are queued and flushed every 20 ms in one transaction, off the actor's path. Full-text
 // indexing runs separately in larger batches (every ~250 ms, and before any search) up to a
 // watermark stored with the index (migration 005), so a search always sees every written event.
 // Kept whole as the one owner of the events table and its index: recording, indexing and search
@@ -322,7 +324,7 @@ export class EventService {
     // 'connecting' without a QR is a transition, not something anyone asks about later.
     if (status === 'connecting' && !detail.qr) return;
     const type = detail.qr ? 'instance.qr' : `instance.${status}`;
-    this.enqueue({
+    const e: NewEvent = {
       type,
       channel: inst.channel,
       instanceId: inst.id,
@@ -332,7 +334,20 @@ export class EventService {
       text: detail.reason ?? null,
       createdAt: isoNow(),
       payload: { instanceName: inst.name, status, reason: detail.reason ?? null, hasQr: Boolean(detail.qr) },
-    });
+    };
+    // Joins the caller's transaction (a savepoint) when there is one; a failure throws to roll it back.
+    const written = this.db.transaction(() => this.writeBatch([e]))();
+    this.scheduleIndex();
+    if (!this.db.inTransaction) this.publish(written);
+    else if (written.length && this.opts.hub)
+      // Published once the caller's transaction is over, and only if it committed.
+      queueMicrotask(() => {
+        try {
+          this.publish(written.filter((v) => this.get(v.id)));
+        } catch {
+          // The database closed meanwhile (shutdown): nobody is listening any more.
+        }
+      });
   }
 
   private externalId(inboxSeq: number): string | null {
@@ -354,46 +369,13 @@ export class EventService {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const hub = this.opts.hub ?? null;
-    const written: EventView[] = [];
+    let written: EventView[];
     try {
-      this.db
+      written = this.db
         .transaction(() => {
-          for (const e of batch) {
-            const who = e.attribute?.() ?? null;
-            const id = newId();
-            const r = this.insert.get(
-              id,
-              e.type,
-              e.channel,
-              e.instanceId,
-              who?.personId ?? null,
-              who?.identityId ?? null,
-              e.conversationId,
-              e.traceId,
-              e.contentType,
-              e.text,
-              JSON.stringify(e.payload),
-              e.createdAt,
-            );
-            if (r && (hub || this.writtenListeners.length)) {
-              written.push({
-                id,
-                type: e.type,
-                channel: e.channel,
-                instanceId: e.instanceId,
-                personId: who?.personId ?? null,
-                conversationId: e.conversationId,
-                traceId: e.traceId,
-                contentType: e.contentType,
-                text: e.text,
-                payload: e.payload,
-                createdAt: e.createdAt,
-              });
-              for (const l of this.writtenListeners) l(written[written.length - 1]!);
-            }
-          }
+          const w = this.writeBatch(batch);
           crashPoint('events_mid_write');
+          return w;
         })
         .immediate();
     } catch (err) {
@@ -402,13 +384,56 @@ export class EventService {
       return;
     }
     this.scheduleIndex();
-    if (hub)
-      for (const v of written)
-        hub.publishEvent(
-          'events',
-          { type: 'event.created', event: v },
-          v.instanceId ? { instanceId: v.instanceId } : {},
-        );
+    this.publish(written);
+  }
+
+  /** Inserts the events; call inside a transaction (the webhook outbox rows are written with them). */
+  private writeBatch(batch: NewEvent[]): EventView[] {
+    const written: EventView[] = [];
+    const keep = Boolean(this.opts.hub) || this.writtenListeners.length > 0;
+    for (const e of batch) {
+      const who = e.attribute?.() ?? null;
+      const id = newId();
+      const r = this.insert.get(
+        id,
+        e.type,
+        e.channel,
+        e.instanceId,
+        who?.personId ?? null,
+        who?.identityId ?? null,
+        e.conversationId,
+        e.traceId,
+        e.contentType,
+        e.text,
+        JSON.stringify(e.payload),
+        e.createdAt,
+      );
+      if (r && keep) {
+        const v: EventView = {
+          id,
+          type: e.type,
+          channel: e.channel,
+          instanceId: e.instanceId,
+          personId: who?.personId ?? null,
+          conversationId: e.conversationId,
+          traceId: e.traceId,
+          contentType: e.contentType,
+          text: e.text,
+          payload: e.payload,
+          createdAt: e.createdAt,
+        };
+        written.push(v);
+        for (const l of this.writtenListeners) l(v);
+      }
+    }
+    return written;
+  }
+
+  private publish(written: EventView[]): void {
+    const hub = this.opts.hub;
+    if (!hub) return;
+    for (const v of written)
+      hub.publishEvent('events', { type: 'event.created', event: v }, v.instanceId ? { instanceId: v.instanceId } : {});
   }
 
   private scheduleIndex(): void {

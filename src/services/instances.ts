@@ -5,6 +5,7 @@ import { channelOf } from '../channels/registry.ts';
 import { Conflict, NotFound } from '../core/errors.ts';
 import type { Instance, InstanceStatus } from '../core/instance.ts';
 import type { ChannelKind } from '../core/message.ts';
+import { crashPoint } from './crash.ts';
 import { isoNow, newId, randomToken } from './ids.ts';
 import { DEFAULT_AGENT, DEFAULT_SETTINGS, type InstanceInput, validateInstanceInput } from './instance-input.ts';
 
@@ -248,9 +249,19 @@ export class InstanceService {
     return next;
   }
 
-  /** Status is runtime state written by the instance actor; no change event for listeners that reconfigure. */
-  setStatus(id: string, status: InstanceStatus, reason: string | null): void {
-    this.db.query('UPDATE instances SET status = ?, status_reason = ? WHERE id = ?').run(status, reason, id);
+  /**
+   * Status is runtime state written by the instance actor; no change event for listeners that reconfigure.
+   * `inTransaction` runs in the same transaction after the write, so what it records (the status
+   * event and its webhook deliveries) commits with the status or, when it throws, rolls it back.
+   */
+  setStatus(id: string, status: InstanceStatus, reason: string | null, inTransaction?: () => void): void {
+    this.db
+      .transaction(() => {
+        this.db.query('UPDATE instances SET status = ?, status_reason = ? WHERE id = ?').run(status, reason, id);
+        crashPoint('status_before_event');
+        inTransaction?.();
+      })
+      .immediate();
     const hit = this.cacheById.get(id);
     if (hit) this.cacheById.set(id, { ...hit, status, statusReason: reason });
   }

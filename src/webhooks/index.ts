@@ -3,9 +3,10 @@
 //
 // Where events enter the outbox (each inside the transaction that records it):
 //  - message.received / message.sent / message.failed and instance.status: in the event store's
-//    write transaction (src/services/events.ts onWritten). The event store derives those records
+//    write transaction (src/services/events.ts onWritten). The event store derives message records
 //    from the committed terminal state of a message and repairs a crash between the two at the
-//    next start (backfill), so an event and its deliveries exist together, exactly once.
+//    next start (backfill), so an event and its deliveries exist together, exactly once. A status
+//    event is written inside the transaction that stores the status (instances.setStatus).
 //  - conversation.paused / conversation.resumed: in the transaction that writes the pause
 //    (src/services/access.ts onPauseChange).
 //  - webhook.test and redeliveries: from the API.

@@ -156,4 +156,56 @@ describe('outgoing webhooks end to end', () => {
       if (point === 'webhook_after_response') expect(stats.deliveries).toBeGreaterThan(stats.events); // the resent one
     }, 60_000);
   }
+
+  // The status change, its event and its delivery rows are one transaction: a crash right after the
+  // status write leaves none of them (the restart reports the connection again), never the status alone.
+  test('kill -9 between an instance status write and its event: the status has its event and delivery, or neither has', async () => {
+    run = new ChaosRun('webhooks-status');
+    rx = startReceiver();
+    await run.standIns({ deltaDelayMs: 1 });
+    const first = await run.start('status_before_event:2'); // connecting (no event), then connected
+    await subscribe(run, rx);
+    // The process dies while the new instance connects (createInstance's wait for it fails then).
+    await run.createInstance().catch(() => {});
+    const exit = await Promise.race([first.exited, Bun.sleep(20_000).then(() => null)]);
+    expect(exit?.signal).toBe('SIGKILL');
+    expect(first.stderr()).toContain('crash point status_before_event reached');
+    const stored = () => {
+      const db = new Database(run!.dbPath, { readonly: true });
+      try {
+        const inst = db
+          .query<{ id: string; status: string }, []>("SELECT id, status FROM instances WHERE name = 'bot'")
+          .get()!;
+        const events = db
+          .query<{ id: string; type: string }, [string]>(
+            "SELECT id, type FROM events WHERE instance_id = ? AND type LIKE 'instance.%'",
+          )
+          .all(inst.id);
+        const deliveries = db
+          .query<{ msg_id: string }, []>("SELECT msg_id FROM webhook_deliveries WHERE event_type = 'instance.status'")
+          .all()
+          .map((d) => d.msg_id);
+        return { status: inst.status, events, deliveries };
+      } finally {
+        db.close();
+      }
+    };
+    const atCrash = stored();
+    // 'connecting' (without a QR) has no event; the crash hit the change after it.
+    expect(atCrash.status).not.toBe('connected');
+    expect(atCrash.events.map((e) => e.type)).not.toContain('instance.connected');
+    await run.start(null);
+    await until(() => stored().status === 'connected', 15_000, 'connected after the restart');
+    const after = stored();
+    const connected = after.events.filter((e) => e.type === 'instance.connected');
+    expect(connected).toHaveLength(1);
+    expect(after.deliveries).toContain(`msg_${connected[0]!.id}`);
+    const receiver = rx;
+    await until(
+      () => receiver.got.some((d) => d.type === 'instance.status' && d.data.status === 'connected'),
+      15_000,
+      'instance.status connected',
+    );
+    await run.current!.stop();
+  }, 60_000);
 });

@@ -196,6 +196,41 @@ describe('events', () => {
     }
   });
 
+  test('a status change and its event are one write: when the event cannot be written, the status stays', async () => {
+    const { openDatabase } = await import('../../db/open.ts');
+    const { EventService } = await import('../../src/services/events.ts');
+    const { PersonService } = await import('../../src/services/persons.ts');
+    const { InstanceService } = await import('../../src/services/instances.ts');
+    const db = openDatabase(':memory:');
+    try {
+      const events = new EventService(db, new PersonService(db));
+      const instances = new InstanceService(db);
+      const inst = instances.create({ name: 'one', channel: 'api' } as any);
+      const record = (status: 'connected' | 'logged_out') =>
+        instances.setStatus(inst.id, status, null, () => events.recordStatus(inst, status, {}));
+      record('connected');
+      let failing = false;
+      // Stands in for the webhook outbox write failing inside the event write.
+      events.onWritten(() => {
+        if (failing) throw new Error('disk full');
+      });
+      failing = true;
+      expect(() => record('logged_out')).toThrow('disk full');
+      expect(instances.get(inst.id)!.status).toBe('connected');
+      expect((db.query('SELECT status FROM instances WHERE id = ?').get(inst.id) as { status: string }).status).toBe(
+        'connected',
+      );
+      const types = () => events.list({ instanceId: [inst.id], limit: 10 }).map((r) => r.type);
+      expect(types()).toEqual(['instance.connected']);
+      failing = false;
+      record('logged_out');
+      expect(instances.get(inst.id)!.status).toBe('logged_out');
+      expect(types()).toContain('instance.logged_out');
+    } finally {
+      db.close();
+    }
+  });
+
   test('POST /events/search: full, summary and agent formats', async () => {
     const t = await setup();
     await t.posts.bot(upsert('bot', 'a-1', 'refund please for order 7'));
