@@ -27,13 +27,14 @@ function parsedWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<Channe
     `/webhook/${hook.path}/:instance`,
     async ({ params, query, body, request }) => {
       const inst = gw.instances.getByName(params.instance);
-      const unauthorized = new ApiError('UNAUTHORIZED', 'Webhook token missing or wrong for this instance');
-      if (inst?.channel !== def.kind) throw unauthorized; // do not reveal which names exist
+      // Made only when refused: an Error (with its stack) per accepted webhook is measurable CPU.
+      const unauthorized = () => new ApiError('UNAUTHORIZED', 'Webhook token missing or wrong for this instance');
+      if (inst?.channel !== def.kind) throw unauthorized(); // do not reveal which names exist
       const token = (query as Record<string, string | undefined>).token ?? request.headers.get('x-webhook-token');
       const ok =
         (typeof token === 'string' && constantTimeEqual(token, inst.webhookSecret)) ||
         hook.authenticates?.(inst, body) === true;
-      if (!ok) throw unauthorized;
+      if (!ok) throw unauthorized();
       // Not silently dropped: the sender keeps the message and retries once the instance is active again.
       if (!inst.isActive)
         throw new ApiError(

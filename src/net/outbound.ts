@@ -110,8 +110,20 @@ function classifyV4([a, b, c, d]: number[]): AddressClass {
   return 'public';
 }
 
+/** Classes of the hosts seen lately: the agent and channel hosts repeat on every message. */
+const classCache = new Map<string, AddressClass | null>();
+
 /** What kind of address `ip` is; null when it is not an IP address. */
 export function addressClass(ip: string): AddressClass | null {
+  const known = classCache.get(ip);
+  if (known !== undefined) return known;
+  const cls = classify(ip);
+  if (classCache.size >= 1024) classCache.clear();
+  classCache.set(ip, cls);
+  return cls;
+}
+
+function classify(ip: string): AddressClass | null {
   const host = ip.replace(/^\[|\]$/g, '');
   if (isIP(host) === 4) return classifyV4(ipv4Bytes(host)!);
   if (isIP(host.replace(/%.*$/, '')) !== 6) return null;
