@@ -3,81 +3,28 @@
 // cancels the agent call), the window's edges (exactly at its end, maxWait, maxBatch), a mode
 // change while a window is open, a restart while a window is open or a batch is running.
 import type { Database } from 'bun:sqlite';
-import { afterEach, describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { describe, expect, test } from 'bun:test';
 import { ConversationActor, type ConversationDeps, type TurnSink } from '../../actors/conversation.ts';
 import { batchIdempotencyKey, idempotencyKeyFor, windowOf } from '../../actors/conversation-window.ts';
 import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
 import { InboxStore } from '../../db/inbox-store.ts';
-import { openDatabase } from '../../db/open.ts';
 import { type AgentClient, AgentError, type AgentEvent, type AgentRequest } from '../../src/agents/types.ts';
 import type { ChannelAdapter } from '../../src/channels/types.ts';
-import type { Instance, ReplyMode } from '../../src/core/instance.ts';
+import type { Instance } from '../../src/core/instance.ts';
 import type { ChatRef, InboundMessage } from '../../src/core/message.ts';
 import { FifoSemaphore } from '../../src/engine/fifo-semaphore.ts';
 import { silentLogger } from '../../src/log.ts';
 import { conversationIdFor, type InboxRow } from '../../src/services/inbox.ts';
 import { DEFAULT_MESSAGING, type MessagingOptions } from '../../src/services/instance-options.ts';
+import { testInstance, useTempDatabases } from './harness.ts';
 
 const EPOCH = Date.UTC(2025, 0, 1);
 const CHAT: ChatRef = { chatId: 'chat-1', kind: 'direct' };
 
-function instance(replyMode: ReplyMode = 'final'): Instance {
-  return {
-    id: 'inst-1',
-    seq: 1,
-    name: 'bot',
-    channel: 'discord',
-    isActive: true,
-    isDefault: false,
-    agent: {
-      url: 'http://agent.invalid/chat',
-      apiKey: null,
-      type: 'json',
-      timeoutSeconds: 30,
-      idleTimeoutSeconds: 30,
-      defaultAgent: null,
-      model: null,
-      headers: {},
-    },
-    config: {},
-    settings: { replyMode, errorReply: null, accessMode: 'disabled', maxTextLength: null },
-    webhookSecret: 'secret',
-    status: 'connected',
-    statusReason: null,
-    createdAt: '2025-01-01T00:00:00.000Z',
-    updatedAt: '2025-01-01T00:00:00.000Z',
-  };
-}
+const instance = testInstance;
 const CONVERSATION = conversationIdFor('inst-1', CHAT);
 
-const dirs: string[] = [];
-const dbs: Database[] = [];
-afterEach(() => {
-  for (const db of dbs.splice(0)) db.close();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function tempDatabase(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sb-modes-'));
-  dirs.push(dir);
-  const path = join(dir, 'switchboard.db');
-  open(path)
-    .query(
-      `INSERT INTO instances (id, seq, name, channel, webhook_secret, created_at, updated_at)
-       VALUES ('inst-1', 1, 'bot', 'discord', 'secret', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`,
-    )
-    .run();
-  return path;
-}
-
-function open(path: string): Database {
-  const db = openDatabase(path);
-  dbs.push(db);
-  return db;
-}
+const { open, temp: tempDatabase } = useTempDatabases('sb-modes-');
 
 function message(id: string, sender = 'user-1'): InboundMessage {
   return {

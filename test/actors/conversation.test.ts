@@ -1,14 +1,10 @@
 // The conversation actor built on its own: a temporary store (SQLite with the migrations), a
 // stand-in agent and channel adapter, and the virtual clock. No gateway, no HTTP.
 import type { Database } from 'bun:sqlite';
-import { afterEach, describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { describe, expect, test } from 'bun:test';
 import { ConversationActor, type ConversationDeps, type TurnSink } from '../../actors/conversation.ts';
 import { VirtualClock } from '../../actors/runtime/virtual-clock.ts';
 import { InboxStore } from '../../db/inbox-store.ts';
-import { openDatabase } from '../../db/open.ts';
 import { type AgentClient, AgentError, type AgentEvent, type AgentRequest } from '../../src/agents/types.ts';
 import type { ChannelAdapter } from '../../src/channels/types.ts';
 import type { Instance } from '../../src/core/instance.ts';
@@ -16,61 +12,14 @@ import type { ChatRef, InboundMessage, OutboundMessage } from '../../src/core/me
 import { FifoSemaphore } from '../../src/engine/fifo-semaphore.ts';
 import { silentLogger } from '../../src/log.ts';
 import { conversationIdFor, type InboxRow } from '../../src/services/inbox.ts';
+import { testInstance, useTempDatabases } from './harness.ts';
 
-const INSTANCE: Instance = {
-  id: 'inst-1',
-  seq: 1,
-  name: 'bot',
-  channel: 'discord',
-  isActive: true,
-  isDefault: false,
-  agent: {
-    url: 'http://agent.invalid/chat',
-    apiKey: null,
-    type: 'json',
-    timeoutSeconds: 30,
-    idleTimeoutSeconds: 30,
-    defaultAgent: null,
-    model: null,
-    headers: {},
-  },
-  config: {},
-  settings: { replyMode: 'final', errorReply: null, accessMode: 'disabled', maxTextLength: null },
-  webhookSecret: 'secret',
-  status: 'connected',
-  statusReason: null,
-  createdAt: '2025-01-01T00:00:00.000Z',
-  updatedAt: '2025-01-01T00:00:00.000Z',
-};
+const INSTANCE: Instance = testInstance();
 const CHAT: ChatRef = { chatId: 'chat-1', kind: 'direct' };
 const CONVERSATION = conversationIdFor(INSTANCE.id, CHAT);
 const RETRY = { maxAttempts: 3, retryBaseMs: 1_000, retryMaxMs: 60_000 };
 
-const dirs: string[] = [];
-const dbs: Database[] = [];
-afterEach(() => {
-  for (const db of dbs.splice(0)) db.close();
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-/** A temporary database file with the migrations and the instance row. */
-function tempDatabase(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sb-conversation-'));
-  dirs.push(dir);
-  const path = join(dir, 'switchboard.db');
-  const db = open(path);
-  db.query(
-    `INSERT INTO instances (id, seq, name, channel, webhook_secret, created_at, updated_at)
-     VALUES (?, 1, ?, ?, 'secret', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z')`,
-  ).run(INSTANCE.id, INSTANCE.name, INSTANCE.channel);
-  return path;
-}
-
-function open(path: string): Database {
-  const db = openDatabase(path);
-  dbs.push(db);
-  return db;
-}
+const { open, temp: tempDatabase } = useTempDatabases('sb-conversation-');
 
 function message(id: string): InboundMessage {
   return {
