@@ -38,6 +38,8 @@ export interface ClusterHost {
   keys: Pick<KeyService, 'invalidate'>;
   settings: SettingsService;
   access: { invalidate(): void };
+  /** Outgoing webhooks: the subscriptions replicate like other configuration. */
+  webhooks: { invalidate(): void };
   persons: PersonService;
   pipeline: ClusterPipeline;
   /** Replaced by the cluster's shared limiter at start. */

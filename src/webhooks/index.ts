@@ -106,6 +106,11 @@ export function webhookEventsFor(e: RecordedEvent): WebhookEvent[] {
 }
 
 export class WebhookService {
+  /** Replicated subscription rows arrived (cluster): the cached active list is stale. */
+  invalidate(): void {
+    this.subscriptions.invalidate();
+  }
+
   readonly subscriptions: SubscriptionStore;
   readonly outbox: DeliveryOutbox;
   readonly worker: DeliveryWorker;

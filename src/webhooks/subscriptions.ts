@@ -89,7 +89,16 @@ export class SubscriptionStore {
     private clock: Clock,
   ) {}
 
+  /** Active subscriptions as last read: every recorded event is matched against them (hot path). */
+  private activeRows: SubscriptionRow[] | null = null;
+
+  /** Drops the cached active list: after each write here, and when the cluster replicated rows. */
+  invalidate(): void {
+    this.activeRows = null;
+  }
+
   create(input: SubscriptionInput & { url: string }): SubscriptionRow {
+    this.invalidate();
     const now = isoNow(this.clock.now());
     const id = newId();
     this.db
@@ -161,11 +170,13 @@ export class SubscriptionStore {
       }
     }
     set('updated_at', isoNow(this.clock.now()));
+    this.invalidate();
     this.db.query(`UPDATE webhook_subscriptions SET ${sets.join(', ')} WHERE id = ?`).run(...args, id);
     return this.get(id)!;
   }
 
   delete(id: string): boolean {
+    this.invalidate();
     return this.db.query('DELETE FROM webhook_subscriptions WHERE id = ?').run(id).changes > 0;
   }
 
@@ -174,6 +185,7 @@ export class SubscriptionStore {
     const cur = this.get(id);
     if (!cur) throw new NotFound('Webhook subscription not found');
     const now = this.clock.now();
+    this.invalidate();
     this.db
       .query(
         'UPDATE webhook_subscriptions SET secret = ?, previous_secret = ?, previous_secret_until = ?, updated_at = ? WHERE id = ?',
@@ -185,6 +197,7 @@ export class SubscriptionStore {
   /** The gateway turns a subscription off (410 Gone, failing for its whole retry period). */
   disable(id: string, reason: string): void {
     const now = isoNow(this.clock.now());
+    this.invalidate();
     this.db
       .query(
         'UPDATE webhook_subscriptions SET active = 0, disabled_reason = ?, disabled_at = ?, updated_at = ? WHERE id = ? AND active = 1',
@@ -194,7 +207,10 @@ export class SubscriptionStore {
 
   /** Active subscriptions (the outbox matches each recorded event against them). */
   active(): SubscriptionRow[] {
-    return this.db.query<SubscriptionRow, []>('SELECT * FROM webhook_subscriptions WHERE active = 1').all();
+    this.activeRows ??= this.db
+      .query<SubscriptionRow, []>('SELECT * FROM webhook_subscriptions WHERE active = 1')
+      .all();
+    return this.activeRows;
   }
 
   /** The secrets that sign a delivery now: the current one, and the previous one during its grace period. */

@@ -12,6 +12,7 @@ export function configApplied(
     host.keys.invalidate();
     host.settings.invalidate();
     host.access.invalidate();
+    host.webhooks.invalidate();
     (host.rateLimiter as { invalidate?: () => void }).invalidate?.();
     if (!tables.has('instances')) return;
     for (const id of instanceIds) {
