@@ -2,60 +2,22 @@
 // the conversation pipeline and a stand-in agent. DM → reply with a nonce; guild mention gating
 // and order; edit reply mode with a streaming agent ends with a PATCH equal to the full reply.
 import { afterEach, describe, expect, test } from 'bun:test';
-import { DiscordAdapter } from '../../src/channels/discord/adapter.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
-import {
-  BOT_USER,
-  DM_CHANNEL_ID,
-  type FakeDiscord,
-  GUILD_ID,
-  startFakeDiscord,
-  TEXT_CHANNEL_ID,
-} from '../fakes/discord/server.ts';
+import { discordThroughGateway } from '../fakes/discord/gateway.ts';
+import { BOT_USER, DM_CHANNEL_ID, type FakeDiscord, TEXT_CHANNEL_ID } from '../fakes/discord/server.ts';
 import { until } from '../fixtures.ts';
-import { createTestGateway } from '../helpers.ts';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
-  const discord: FakeDiscord = await startFakeDiscord({ heartbeatIntervalMs: 300 });
-  cleanups.push(() => discord.close());
-  const t = createTestGateway(
-    { PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' },
-    {
-      pipeline: {
-        factories: {
-          discord: (_inst, d) =>
-            new DiscordAdapter({
-              clock: d.clock,
-              waitGuildTimeout: 200,
-              clientOptions: { rest: { retries: 1, timeout: 3000 } },
-            }),
-        },
-      },
-    },
-  );
-  cleanups.push(() => t.close());
-  await t.gw.start();
-  const res = await t.call('POST', '/api/v2/instances', {
-    name: 'dc',
-    channel: 'discord',
-    channelConfig: {
-      discordBotToken: discord.token,
-      discordClientId: BOT_USER.id,
-      discordGuildId: GUILD_ID,
-      discordApiUrl: discord.apiUrl,
-    },
-    agent: { url: agent.url, type: agent.protocol === 'json' ? 'json' : 'agui', timeoutSeconds: 10 },
+function setup(agent: FakeAgent, settings: Record<string, unknown> = {}) {
+  return discordThroughGateway(
+    { url: agent.url, type: agent.protocol === 'json' ? 'json' : 'agui' },
+    cleanups,
     settings,
-  });
-  expect(res.status).toBe(201);
-  const id = res.body.data.id as string;
-  await until(() => t.gw.instances.get(id)?.status === 'connected', 8000);
-  return { ...t, discord, id };
+  );
 }
 
 const posts = (d: FakeDiscord, channel: string) =>

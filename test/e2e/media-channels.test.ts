@@ -5,11 +5,11 @@
 // getFile, then the file path. Discord: the attachment's CDN URL; an image reply is uploaded.
 // Slack: a file_share event's url_private_download, fetched with the bot token.
 import { afterEach, describe, expect, test } from 'bun:test';
-import { DiscordAdapter } from '../../src/channels/discord/adapter.ts';
 import { fixture, setupCloud, textWebhook } from '../channels/whatsapp-cloud/setup.ts';
 import { type FakeAgent, startFakeAgent } from '../fakes/agents.ts';
 import { fakeSocketFactory } from '../fakes/baileys-socket.ts';
-import { BOT_USER, DM_CHANNEL_ID, GUILD_ID, startFakeDiscord } from '../fakes/discord/server.ts';
+import { discordThroughGateway } from '../fakes/discord/gateway.ts';
+import { DM_CHANNEL_ID } from '../fakes/discord/server.ts';
 import { eventCallback, signRequest } from '../fakes/slack/events.ts';
 import { FakeSlack } from '../fakes/slack/server.ts';
 import { FakeTelegram } from '../fakes/telegram/server.ts';
@@ -235,38 +235,8 @@ describe('Discord', () => {
     cleanups.push(() => cdn.stop(true));
     const agent = jsonAgent();
     agent.setBehaviour({ replyFields: () => ({ media: [{ base64: Buffer.from(png(13)).toString('base64') }] }) });
-    const discord = await startFakeDiscord({ heartbeatIntervalMs: 300 });
-    cleanups.push(() => discord.close());
-    const t = createTestGateway(
-      { PIPELINE_RETRY_BASE_MS: '5', PIPELINE_RETRY_MAX_MS: '20' },
-      {
-        pipeline: {
-          factories: {
-            discord: (_inst, d) =>
-              new DiscordAdapter({
-                clock: d.clock,
-                waitGuildTimeout: 200,
-                clientOptions: { rest: { retries: 1, timeout: 3000 } },
-              }),
-          },
-        },
-      },
-    );
-    cleanups.push(() => t.close());
-    await t.gw.start();
-    const res = await t.call('POST', '/api/v2/instances', {
-      name: 'dc',
-      channel: 'discord',
-      channelConfig: {
-        discordBotToken: discord.token,
-        discordClientId: BOT_USER.id,
-        discordGuildId: GUILD_ID,
-        discordApiUrl: discord.apiUrl,
-      },
-      agent: { url: agent.url, type: 'json', timeoutSeconds: 10 },
-    });
-    expect(res.status).toBe(201);
-    await until(() => t.gw.instances.get(res.body.data.id)?.status === 'connected', 8000);
+    const t = await discordThroughGateway({ url: agent.url, type: 'json' }, cleanups);
+    const { discord } = t;
     discord.dispatchMessage({
       content: 'look',
       attachments: [
