@@ -1,6 +1,7 @@
 // The landing page: is traffic flowing, how fast do agents answer, what is failing, which instance
 // is backed up. Figures from GET /api/v2/stats/overview (computed from the stored messages), as
 // headline numbers and charts for the chosen window, per instance or for all; refreshed while open.
+import type { OverviewTotals } from '../../../services/stats.ts';
 import { api, errorBox } from '../api.ts';
 import { type Chart, type ChartSpec, chart } from '../chart.ts';
 import { badge, h, ms, replace } from '../dom.ts';
@@ -14,20 +15,8 @@ const WINDOWS: Array<[Window, string]> = [
 ];
 const BUCKET_WORDS: Record<Window, string> = { hour: 'per minute', day: 'per 10 minutes', week: 'per hour' };
 
-interface Totals {
-  messagesIn: number;
-  sent: number;
-  agentFailures: number;
-  sendFailures: number;
-  deadLetters: number;
-  shed: number;
-  backlog: number;
-  activeConversations: number;
-  agentP50Ms: number | null;
-  agentP95Ms: number | null;
-  firstTokenP50Ms: number | null;
-  firstTokenP95Ms: number | null;
-}
+/** The API's totals (a type only: erased from the console bundle). */
+type Totals = OverviewTotals;
 
 export interface Overview {
   window: Window;
