@@ -1,5 +1,6 @@
 // The Discord fields of an instance's channel config (stored under their v1 snake_case names).
 import type { ChannelConfig } from '../../core/instance.ts';
+import { configBool, configString } from '../config-values.ts';
 
 export const DISCORD_API_DEFAULT = 'https://discord.com/api';
 
@@ -20,34 +21,20 @@ export interface DiscordSettings {
 }
 
 export function readDiscordSettings(config: ChannelConfig, fallbackApiUrl?: string | null): DiscordSettings {
-  const apiUrl = str(config.discord_api_url) ?? fallbackApiUrl ?? DISCORD_API_DEFAULT;
+  const apiUrl = configString(config.discord_api_url) ?? fallbackApiUrl ?? DISCORD_API_DEFAULT;
   return {
-    botToken: str(config.discord_bot_token),
-    clientId: str(config.discord_client_id),
-    guildId: str(config.discord_guild_id),
-    defaultChannelId: str(config.discord_default_channel_id),
-    slashCommandsEnabled: bool(config.discord_slash_commands_enabled, false),
-    permissions: str(config.discord_permissions) ?? '0',
+    botToken: configString(config.discord_bot_token),
+    clientId: configString(config.discord_client_id),
+    guildId: configString(config.discord_guild_id),
+    defaultChannelId: configString(config.discord_default_channel_id),
+    slashCommandsEnabled: configBool(config.discord_slash_commands_enabled, false),
+    permissions: configString(config.discord_permissions) ?? '0',
     // discord.js appends /v10 itself; accept a base that already carries a version.
     apiUrl: apiUrl.replace(/\/+$/, '').replace(/\/v\d+$/, ''),
     listenChannelIds: list(config.discord_listen_channel_ids),
-    requireMention: bool(config.discord_require_mention, true),
+    requireMention: configBool(config.discord_require_mention, true),
     maxRepliesPerMinute: positiveInt(config.discord_max_replies_per_minute, 20),
   };
-}
-
-function str(v: unknown): string | null {
-  if (typeof v === 'number') return String(v);
-  return typeof v === 'string' && v.trim() !== '' ? v.trim() : null;
-}
-
-function bool(v: unknown, dflt: boolean): boolean {
-  if (typeof v === 'boolean') return v;
-  if (typeof v === 'string') {
-    if (/^(true|1|yes|on)$/i.test(v)) return true;
-    if (/^(false|0|no|off)$/i.test(v)) return false;
-  }
-  return dflt;
 }
 
 /** Accepts a JSON array or a comma-separated string (v1 forms). */

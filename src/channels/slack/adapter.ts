@@ -17,8 +17,8 @@ import { ChannelError } from '../../core/errors.ts';
 import type { Instance } from '../../core/instance.ts';
 import type { ChatRef, InboundMedia, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
 import { readBounded } from '../../net/bounded-read.ts';
-import { OutboundRefused } from '../../net/outbound.ts';
 import { chunkText } from '../../stream/chunker.ts';
+import { downloadFile } from '../file-download.ts';
 import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
 import type {
   AdapterContext,
@@ -226,23 +226,13 @@ export class SlackAdapter implements ChannelAdapter {
         `Slack file download: ${url.host} is not a Slack host; the bot token is not sent there`,
         false,
       );
-    let res: Response;
-    try {
-      res = await fetchFn(url.toString(), { headers: { authorization: `Bearer ${token}` }, signal: opts.signal });
-    } catch (err) {
-      if (err instanceof OutboundRefused) throw new ChannelError(`Slack file download: ${err.message}`, false);
-      if ((err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError') throw err;
-      throw new ChannelError(`Slack file download failed: ${describe(err)}`, true);
-    }
-    if (!res.ok) {
-      await res.body?.cancel().catch(() => {});
-      throw new ChannelError(
-        `Slack file download answered HTTP ${res.status}`,
-        res.status >= 500 || res.status === 429 || res.status === 408,
-        undefined,
-        res.status,
-      );
-    }
+    const res = await downloadFile(
+      fetchFn,
+      url.toString(),
+      { headers: { authorization: `Bearer ${token}` }, signal: opts.signal },
+      'Slack file download',
+      describe,
+    );
     // A token Slack does not accept gets its sign-in page (HTML, 200), not an error status.
     const type = res.headers.get('content-type') ?? '';
     if (type.startsWith('text/html') && !item.mimeType?.startsWith('text/html')) {

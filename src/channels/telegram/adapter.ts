@@ -20,6 +20,7 @@ import { OutboundRefused } from '../../net/outbound.ts';
 import { crashPoint } from '../../services/crash.ts';
 import { constantTimeEqual } from '../../services/ids.ts';
 import { chunkText } from '../../stream/chunker.ts';
+import { downloadFile } from '../file-download.ts';
 import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
 import type {
   AdapterContext,
@@ -151,21 +152,13 @@ export class TelegramAdapter implements ChannelAdapter {
     }
     if (!path)
       throw new ChannelError('Telegram getFile answered without a file path (file too large for bots?)', false);
-    let res: Response;
-    try {
-      res = await this.opts.fetch(`${this.settings.apiUrl}/file/bot${token}/${path}`, { signal: opts.signal });
-    } catch (err) {
-      if (err instanceof OutboundRefused) throw new ChannelError(`Telegram file download: ${err.message}`, false);
-      if ((err as Error)?.name === 'TimeoutError' || (err as Error)?.name === 'AbortError') throw err;
-      throw new ChannelError(`Telegram file download failed: ${describe(err)}`, true);
-    }
-    if (!res.ok) {
-      await res.body?.cancel().catch(() => {});
-      throw new ChannelError(
-        `Telegram file download answered HTTP ${res.status}`,
-        res.status >= 500 || res.status === 429,
-      );
-    }
+    const res = await downloadFile(
+      this.opts.fetch,
+      `${this.settings.apiUrl}/file/bot${token}/${path}`,
+      { signal: opts.signal },
+      'Telegram file download',
+      describe,
+    );
     return { bytes: await readBounded(res, opts.maxBytes), mimeType: item.mimeType, filename: item.filename };
   }
 

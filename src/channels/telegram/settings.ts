@@ -2,6 +2,7 @@
 // and the webhook secret the gateway generates for Telegram's X-Telegram-Bot-Api-Secret-Token.
 import { createHmac } from 'node:crypto';
 import type { ChannelConfig, Instance } from '../../core/instance.ts';
+import { configBool, configString } from '../config-values.ts';
 
 export const TELEGRAM_API_DEFAULT = 'https://api.telegram.org';
 export const TELEGRAM_MODES = ['webhook', 'polling'] as const;
@@ -24,12 +25,12 @@ export function readTelegramSettings(
   config: ChannelConfig,
   env: { apiUrl?: string | null; publicUrl?: string | null } = {},
 ): TelegramSettings {
-  const mode = str(config.telegram_mode);
+  const mode = configString(config.telegram_mode);
   return {
-    botToken: str(config.telegram_bot_token),
-    apiUrl: (str(config.telegram_api_url) ?? env.apiUrl ?? TELEGRAM_API_DEFAULT).replace(/\/+$/, ''),
+    botToken: configString(config.telegram_bot_token),
+    apiUrl: (configString(config.telegram_api_url) ?? env.apiUrl ?? TELEGRAM_API_DEFAULT).replace(/\/+$/, ''),
     mode: mode === 'webhook' || mode === 'polling' ? mode : env.publicUrl?.startsWith('https:') ? 'webhook' : 'polling',
-    requireMention: bool(config.telegram_require_mention, true),
+    requireMention: configBool(config.telegram_require_mention, true),
   };
 }
 
@@ -40,18 +41,4 @@ export function readTelegramSettings(
  */
 export function webhookSecretToken(inst: Pick<Instance, 'webhookSecret'>): string {
   return createHmac('sha256', inst.webhookSecret).update('telegram secret_token').digest('base64url');
-}
-
-function str(v: unknown): string | null {
-  if (typeof v === 'number') return String(v);
-  return typeof v === 'string' && v.trim() !== '' ? v.trim() : null;
-}
-
-function bool(v: unknown, dflt: boolean): boolean {
-  if (typeof v === 'boolean') return v;
-  if (typeof v === 'string') {
-    if (/^(true|1|yes|on)$/i.test(v)) return true;
-    if (/^(false|0|no|off)$/i.test(v)) return false;
-  }
-  return dflt;
 }
