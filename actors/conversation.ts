@@ -250,9 +250,13 @@ export class ConversationActor implements Actor<ConversationMsg> {
 
   /** A retry wait; false when the gateway started shutting down (or `also` fired) meanwhile. */
   private async wait(ms: number, also?: AbortSignal): Promise<boolean> {
-    const shutdown = this.deps.shuttingDown;
-    const signal = also ? (shutdown ? AbortSignal.any([shutdown, also]) : also) : shutdown;
-    if (signal?.aborted) return false;
+    // A hand-off (cancel: the shard was lost) ends every wait too: a retry that woke up after it
+    // would run the turn again, and send it if this node got the shard back meanwhile.
+    const signals = [this.abort.signal];
+    if (this.deps.shuttingDown) signals.push(this.deps.shuttingDown);
+    if (also) signals.push(also);
+    const signal = AbortSignal.any(signals);
+    if (signal.aborted) return false;
     try {
       await this.deps.clock.sleep(ms, signal);
       return true;

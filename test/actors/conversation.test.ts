@@ -259,6 +259,29 @@ describe('conversation actor', () => {
     expect(inbox.depth).toBe(0);
   });
 
+  test('a hand-off during a retry wait ends the turn: no further attempt, the row stays for the new owner', async () => {
+    const clock = new VirtualClock();
+    const db = open(tempDatabase());
+    const events: Event[] = [];
+    const agent = standInAgent(clock, events, () => ({ error: new AgentError('agent answered 503', true, 503) }));
+    const channel = standInAdapter(clock, events);
+    const { inbox, actor } = build({ db, clock, agent: agent.client, adapter: channel.adapter });
+
+    const r = await inbox.ingest(message('m1'));
+    const run = actor.receive();
+    // The first attempt fails; the actor waits out its backoff.
+    await until(clock, () => agent.calls.length === 1 && clock.nextDue() !== undefined);
+    // The cluster lost the conversation's shard meanwhile (self-fence / take-over).
+    actor.cancel();
+    await drive(clock, run);
+    // Without the hand-off observed by the wait, the retry ran after the delay (and, with the shard
+    // back on this node, would have sent a reply the new owner had already sent).
+    expect(agent.calls).toHaveLength(1);
+    expect(channel.sends).toEqual([]);
+    expect(rowOf(db, r.seq).status).not.toBe('completed');
+    expect(rowOf(db, r.seq).status).not.toBe('dead_lettered');
+  });
+
   test('messages of one conversation are handled strictly in order, one at a time', async () => {
     const clock = new VirtualClock();
     const db = open(tempDatabase());
