@@ -4,10 +4,11 @@
 //
 // Cluster mode: every node holds the messages of the shards it owned, so the node asked gathers
 // the other nodes' raw figures (counts add up, latency samples are pooled before the percentiles)
-// and names the nodes that did not answer.
+// and names the nodes that did not answer: the read is declared gathered
+// (src/cluster/peers/gathered.ts, `figures`), the route computes the answer from the figures.
 import { Elysia, t } from 'elysia';
 import { CHANNELS } from '../../channels/registry.ts';
-import { callPeers, isForwarded } from '../../cluster/peers/gather.ts';
+import { clusterReads, type FigureNodes } from '../../cluster/peers/gathered.ts';
 import type { Gateway } from '../../gateway.ts';
 import {
   addFigures,
@@ -101,6 +102,7 @@ const Overview = t.Object(
 export function statsV2(gw: Gateway) {
   // Settled buckets, so a refresh reads only the open ones (src/services/stats.ts).
   const cache = new FigureCache();
+  const reads = clusterReads(() => gw.cluster);
   return new Elysia({ name: 'stats-v2', prefix: '/api/v2/stats' }).get(
     '/overview',
     async ({ query, request }) => {
@@ -119,50 +121,22 @@ export function statsV2(gw: Gateway) {
         now,
         cache,
       });
-      const nodes: NodeFigures[] = [local];
-      const cluster = gw.cluster;
-      let clusterView: { nodes: string[]; missing: string[]; partial: boolean } | null = null;
-      if (cluster && isForwarded(request)) {
-        // A peer gathering the overview: this node's raw figures for the same window.
-        return { data: summary(), figures: local, node: cluster.node };
-      }
-      if (cluster) {
-        let expected: string[] = [];
-        let untrusted = 0;
-        let listed = true;
-        try {
-          const list = await cluster.peerList();
-          expected = list.peers.map((x) => x.id);
-          untrusted = list.untrusted;
-        } catch {
-          listed = false;
-        }
-        const search = new URL(request.url).searchParams;
-        search.set('until', new Date(end).toISOString());
-        const { answers, missed } = await callPeers(cluster, request, { method: 'GET', search });
-        const answered: string[] = [];
-        for (const a of answers) {
-          const b = a.body as { figures?: NodeFigures; node?: string } | null;
-          if (a.status !== 200 || !b?.figures || typeof b.node !== 'string') continue;
-          if (b.figures.bucketMs !== bucketMs || b.figures.end !== local.end) continue; // another version
-          nodes.push(b.figures);
-          answered.push(b.node);
-        }
-        const missing = expected.filter((id) => !answered.includes(id));
-        if (untrusted > 0) missing.push(`${untrusted} node(s) without a valid signature`);
-        if (!listed) missing.push('the node list (Redis) did not answer');
-        clusterView = { nodes: [cluster.node, ...answered], missing, partial: missing.length > 0 || missed };
-      }
-      return { data: summary() };
+      // Cluster mode: every node's figures for the same window, added up (gathered.ts).
+      return reads.figures(request, local, {
+        peerQuery: { until: new Date(end).toISOString() },
+        // Another version's figures (other buckets or window) are not added.
+        fits: (f) => f.bucketMs === bucketMs && f.end === local.end,
+        answer: summary,
+      });
 
-      function summary() {
+      function summary(figures: NodeFigures[], cluster: FigureNodes | null) {
         const n = STATS_WINDOWS[window].ms / bucketMs;
         const perInstance = new Map<string, InstanceFigures>();
         for (const inst of instances)
           perInstance.set(
             inst.id,
             addFigures(
-              nodes.map((f) => f.instances[inst.id]).filter((f): f is InstanceFigures => !!f),
+              figures.map((f) => f.instances[inst.id]).filter((f): f is InstanceFigures => !!f),
               n,
             ),
           );
@@ -185,7 +159,7 @@ export function statsV2(gw: Gateway) {
             statusReason: i.statusReason,
             totals: totalsOf(perInstance.get(i.id)!),
           })),
-          cluster: clusterView,
+          cluster,
         };
       }
     },

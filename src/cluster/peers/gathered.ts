@@ -3,7 +3,8 @@
 // peer's forwarded request, the wrapper is the local read itself; in cluster mode the node the
 // caller asked also asks every live peer the same request and merges the answers (./gather.ts).
 // The local read and a peer's answer have the same shape and the same cursor, so a gathered page
-// is a merge of pages.
+// is a merge of pages. Figures (the console overview's) are gathered raw: each peer sends its own
+// figures with its answer, and the route computes its answer once from all of them.
 import { DomainError, NotFound } from '../../core/errors.ts';
 import type { TimeKey } from '../../services/pagination.ts';
 import type { LocalDeadLetter } from '../handoff/replay.ts';
@@ -24,6 +25,8 @@ import type { PeerDirectory } from './protocol.ts';
 
 /** What gathered routes need of a running cluster. */
 export interface GatheringCluster extends PeerDirectory {
+  /** This node's id (gathered figures name the nodes they come from). */
+  readonly node: string;
   /** The first peer's 200 answer to the same GET (null when none has it). */
   fromPeers(request: Request): Promise<unknown | null>;
   /** A dead letter this node holds, handed to its instance's shard owner (src/cluster/handoff/replay.ts). */
@@ -59,6 +62,25 @@ export interface GatheredList<T, X> {
    * refuse, and its `partial` (a node did not answer) marks the page.
    */
   entry?: () => Promise<{ partial: boolean }>;
+}
+
+/** Which nodes gathered figures come from (null in embedded mode). */
+export interface FigureNodes {
+  /** Nodes whose figures are included, this one first. */
+  nodes: string[];
+  /** Live nodes that did not answer (and why a node may be missing: untrusted entries, no node list). */
+  missing: string[];
+  /** True when some node's figures are missing. */
+  partial: boolean;
+}
+
+export interface GatheredFigures<F, D> {
+  /** Query parameters set on the request's own for the peers (e.g. the window's end, so every node reads the same window). */
+  peerQuery?: Record<string, string>;
+  /** Whether a peer's figures can be added to this node's (the same window and buckets; else another version answered). */
+  fits: (peer: F) => boolean;
+  /** The answer from the figures of the nodes that answered (this node's first) and which nodes they are. */
+  answer: (figures: F[], nodes: FigureNodes | null) => D;
 }
 
 /** The gathered reads of routes; `cluster()` is the running cluster, null in embedded mode. */
@@ -142,6 +164,52 @@ export function clusterReads(cluster: () => GatheringCluster | null) {
     ): OffsetPage<T> | Promise<OffsetPage<T> & { partial?: boolean }> {
       const c = asking(request);
       return c ? gatherOffsetPage(c, request, limit, offset, local, key) : local(limit, offset);
+    },
+
+    /**
+     * Figures every node computes from its own rows (the overview's counts and latency samples): in
+     * cluster mode the node asked adds every peer's raw figures to its own (`local`) and answers
+     * from all of them, naming the nodes they come from and the live ones that did not answer. A
+     * peer asked for its part answers its own figures as `figures` (with `node`), next to the
+     * answer from its figures alone. Embedded: the answer from `local`, `nodes` null.
+     */
+    async figures<F, D>(
+      request: Request,
+      local: F,
+      spec: GatheredFigures<F, D>,
+    ): Promise<{ data: D; figures?: F; node?: string }> {
+      const c = cluster();
+      if (!c) return { data: spec.answer([local], null) };
+      // A peer gathering the figures: this node's own, for the same window.
+      if (isForwarded(request)) return { data: spec.answer([local], null), figures: local, node: c.node };
+      let expected: string[] = [];
+      let untrusted = 0;
+      let listed = true;
+      try {
+        const list = await c.peerList();
+        expected = list.peers.map((x) => x.id);
+        untrusted = list.untrusted;
+      } catch {
+        listed = false;
+      }
+      const search = new URL(request.url).searchParams;
+      for (const [k, v] of Object.entries(spec.peerQuery ?? {})) search.set(k, v);
+      const { answers, missed } = await callPeers(c, request, { method: 'GET', search });
+      const figures: F[] = [local];
+      const answered: string[] = [];
+      for (const a of answers) {
+        const b = a.body as { figures?: F; node?: string } | null;
+        if (a.status !== 200 || !b?.figures || typeof b.node !== 'string') continue;
+        if (!spec.fits(b.figures)) continue;
+        figures.push(b.figures);
+        answered.push(b.node);
+      }
+      const missing = expected.filter((id) => !answered.includes(id));
+      if (untrusted > 0) missing.push(`${untrusted} node(s) without a valid signature`);
+      if (!listed) missing.push('the node list (Redis) did not answer');
+      return {
+        data: spec.answer(figures, { nodes: [c.node, ...answered], missing, partial: missing.length > 0 || missed }),
+      };
     },
 
     /**
