@@ -2,16 +2,27 @@
 // logout, invite URL. The generic steps live here; what a channel does differently comes from its
 // definition's pairing and remote hooks (src/channels/<kind>/index.ts). The v1/v2 routes are thin
 // shells over it.
+import type { Logger } from 'pino';
+import type { Clock } from '../../actors/runtime/clock.ts';
 import { PAIRING_CODE_KINDS, requireChannel } from '../channels/registry.ts';
 import type { LifecycleContext, LifecycleErrorCode, LifecycleStatus, QrResult } from '../channels/types.ts';
 import { ChannelError, ChannelFailure, Conflict, DomainError, Validation } from '../core/errors.ts';
 import type { Instance } from '../core/instance.ts';
-import type { Gateway } from '../gateway.ts';
-import { webhookUrl } from './instances.ts';
+import type { Pipeline } from '../engine/pipeline.ts';
+import { type InstanceService, webhookUrl } from './instances.ts';
 
 export type { LifecycleStatus, QrResult } from '../channels/types.ts';
 
-type Lifecycle = Pick<Gateway, 'instances' | 'pipeline' | 'log' | 'fetch' | 'clock'>;
+/** What the lifecycle uses of the gateway (which satisfies it as it is). */
+export interface LifecycleDeps {
+  instances: InstanceService;
+  /** The running instance actors and their channel connections. */
+  pipeline: Pick<Pipeline, 'adapter' | 'instanceActor' | 'syncInstance'>;
+  /** Under the outbound policy: the channel hooks' requests (e.g. to Evolution) go through it. */
+  fetch: typeof fetch;
+  clock: Clock;
+  log: Logger;
+}
 
 function unsupported(inst: Instance, what: string): DomainError {
   return new Validation(`Channel '${inst.channel}' does not support ${what}`, {
@@ -30,7 +41,7 @@ function channelFailure(err: unknown, action: string): DomainError {
 }
 
 export class LifecycleService {
-  constructor(private gw: Lifecycle) {}
+  constructor(private gw: LifecycleDeps) {}
 
   /** What a channel hook gets. `background`: status writes tolerate a deleted instance or a closed gateway. */
   private context(inst: Instance, opts: { baseUrl?: string; background?: boolean } = {}): LifecycleContext {
@@ -156,7 +167,7 @@ export class LifecycleService {
 const services = new WeakMap<object, LifecycleService>();
 
 /** One LifecycleService per gateway, made on first use (no wiring in gateway.ts needed). */
-export function lifecycleOf(gw: Lifecycle): LifecycleService {
+export function lifecycleOf(gw: LifecycleDeps): LifecycleService {
   let s = services.get(gw);
   if (!s) services.set(gw, (s = new LifecycleService(gw)));
   return s;

@@ -1,9 +1,10 @@
 // v1 access control from the setup guide: allow/block a phone number on an instance, list them.
 // Stored as ordinary instance rules (priority 0), so v2 sees and manages the same rules.
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
+import type { AccessService } from '../../services/access.ts';
 import type { AccessRule } from '../../services/access-rules.ts';
 import { normalizeIdentifier } from '../../services/access-rules.ts';
+import type { InstanceService } from '../../services/instances.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { principalOf } from '../principal.ts';
@@ -37,7 +38,13 @@ const v1View = (r: AccessRule, instanceName: string) => ({
 
 const PHONE = /^\+?[\d\s().*-]{1,40}$/;
 
-export function accessV1(gw: Gateway) {
+/** What the v1 access-control routes use: instances by name and the access rules. */
+export interface AccessV1Deps {
+  instances: InstanceService;
+  access: AccessService;
+}
+
+export function accessV1(gw: AccessV1Deps) {
   const visible = (request: Request, name: string) => {
     const inst = gw.instances.getByName(name);
     if (!inst || !canSeeInstance(principalOf(request), inst.id))

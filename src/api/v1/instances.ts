@@ -1,9 +1,9 @@
 // v1 instances: the setup guide's routes and shapes, verbatim.
 import { Elysia, t } from 'elysia';
 import { withV1Defaults } from '../../channels/registry.ts';
-import type { Gateway } from '../../gateway.ts';
+import type { Config } from '../../config.ts';
 import { canSeeInstance } from '../../services/keys.ts';
-import { lifecycleOf } from '../../services/lifecycle.ts';
+import { type LifecycleDeps, lifecycleOf } from '../../services/lifecycle.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import {
   baseUrl,
@@ -42,7 +42,12 @@ const V1Status = t.Object(
   { additionalProperties: true, description: 'Connection status' },
 );
 
-export function instancesV1(gw: Gateway) {
+/** What the v1 instance routes use: the instances and their lifecycle, the public URL, the v1 defaults. */
+export interface InstancesV1Deps extends LifecycleDeps {
+  config: Pick<Config, 'publicUrl' | 'v1Defaults'>;
+}
+
+export function instancesV1(gw: InstancesV1Deps) {
   const visible = (request: Request, name: string) => {
     const inst = gw.instances.getByName(name);
     if (!inst || !canSeeInstance(principalOf(request), inst.id))

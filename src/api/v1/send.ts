@@ -1,9 +1,8 @@
 // v1 compatibility: POST /api/v1/instance/{name}/send-text (Omni v1; note the singular path).
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
 import { ErrorSchema, errorResponses, invalid } from '../errors.ts';
 import { visibleInstance } from '../v2/instances.ts';
-import { sendFor } from '../v2/messages.ts';
+import { type MessagesV2Deps, sendFor } from '../v2/messages.ts';
 
 const V1SendResult = t.Object(
   {
@@ -15,7 +14,10 @@ const V1SendResult = t.Object(
   { description: 'Send result (v1 shape)' },
 );
 
-export function sendV1(gw: Gateway) {
+/** What the v1 send route uses: the same as the v2 send API (instance lookup, the send service). */
+export type SendV1Deps = MessagesV2Deps;
+
+export function sendV1(gw: SendV1Deps) {
   return new Elysia({ name: 'send-v1', prefix: '/api/v1/instance' }).post(
     '/:name/send-text',
     async ({ params, body, request, set }) => {

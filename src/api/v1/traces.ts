@@ -1,7 +1,8 @@
 // v1 traces: the setup guide's shapes.
 import { Elysia, t } from 'elysia';
-import { clusterReads } from '../../cluster/peers/gathered.ts';
-import type { Gateway } from '../../gateway.ts';
+import { clusterReads, type GatheringCluster } from '../../cluster/peers/gathered.ts';
+import type { Pipeline } from '../../engine/pipeline.ts';
+import type { InstanceService } from '../../services/instances.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { v1Trace } from '../../services/trace-views.ts';
 import { ApiError, errorResponses } from '../errors.ts';
@@ -15,7 +16,15 @@ const isoDate = t.String({ maxLength: 40, description: 'ISO 8601 timestamp' });
 
 type V1View = ReturnType<typeof v1Trace>;
 
-export function tracesV1(gw: Gateway) {
+/** What the v1 traces routes use: instances by name, this node's traces, the cluster to gather from. */
+export interface TracesV1Deps {
+  instances: InstanceService;
+  pipeline: Pick<Pipeline, 'traces'>;
+  /** Read on each request (the gateway sets it once the cluster started); null in embedded mode. */
+  cluster: GatheringCluster | null;
+}
+
+export function tracesV1(gw: TracesV1Deps) {
   const reads = clusterReads(() => gw.cluster);
   return new Elysia({ name: 'traces-v1', prefix: '/api/v1/traces' })
     .get(

@@ -1,11 +1,12 @@
 // v2 instances: camelCase, {data} / {items, meta} envelopes, cursor pagination, filters.
 import { Elysia, t } from 'elysia';
+import type { Config } from '../../config.ts';
 import type { Instance } from '../../core/instance.ts';
-import type { Gateway } from '../../gateway.ts';
+import type { InstanceService } from '../../services/instances.ts';
 import { canSeeInstance } from '../../services/keys.ts';
-import { lifecycleOf } from '../../services/lifecycle.ts';
+import { type LifecycleDeps, lifecycleOf } from '../../services/lifecycle.ts';
 import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
-import { messagingDefaults } from '../../services/settings.ts';
+import { messagingDefaults, type SettingsService } from '../../services/settings.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import {
   baseUrl,
@@ -51,15 +52,26 @@ const LogoutData = t.Object(
 );
 const lifecycleErrors = { 409: errorResponses[400], 502: errorResponses[500], ...errorResponses };
 
+/** What `visibleInstance` needs: the instances, looked up by id or name. */
+export interface InstanceLookup {
+  instances: Pick<InstanceService, 'resolve'>;
+}
+
 /** Instance lookup honouring the key's instance restriction (others are NOT_FOUND). */
-export function visibleInstance(gw: Gateway, request: Request, idOrName: string): Instance {
+export function visibleInstance(gw: InstanceLookup, request: Request, idOrName: string): Instance {
   const inst = gw.instances.resolve(idOrName);
   if (!inst || !canSeeInstance(principalOf(request), inst.id))
     throw new ApiError('NOT_FOUND', `Instance '${idOrName}' not found`);
   return inst;
 }
 
-export function instancesV2(gw: Gateway) {
+/** What the v2 instance routes use: the instances and their lifecycle, the public URL, the messaging defaults. */
+export interface InstancesV2Deps extends LifecycleDeps {
+  config: Pick<Config, 'publicUrl'>;
+  settings: SettingsService;
+}
+
+export function instancesV2(gw: InstancesV2Deps) {
   const view = (i: Instance, request: Request) =>
     v2View(i, baseUrl(gw.config.publicUrl, request), reveal(request), messagingDefaults(gw.settings));
   return new Elysia({ name: 'instances-v2', prefix: '/api/v2/instances' })

@@ -4,12 +4,11 @@ import { Elysia, t } from 'elysia';
 import { requireChannel } from '../../channels/registry.ts';
 import type { Instance } from '../../core/instance.ts';
 import type { ContentType, OutboundMessage } from '../../core/message.ts';
-import type { Gateway } from '../../gateway.ts';
 import { canSeeInstance } from '../../services/keys.ts';
-import type { SendResult } from '../../services/messages.ts';
+import type { MessageService, SendResult } from '../../services/messages.ts';
 import { ApiError, ErrorSchema, errorResponses } from '../errors.ts';
 import { principalOf } from '../principal.ts';
-import { visibleInstance } from './instances.ts';
+import { type InstanceLookup, visibleInstance } from './instances.ts';
 
 const Nullable = (s: ReturnType<typeof t.String>) => t.Union([s, t.Null()]);
 export const MessageResult = t.Object(
@@ -49,7 +48,7 @@ const idempotencyDoc =
 
 /** Runs one send for the caller and maps its outcome to HTTP: sent → 200, still queued → 202, channel failure → 502. */
 export async function sendFor(
-  gw: Gateway,
+  gw: { messages: Pick<MessageService, 'send'> },
   request: Request,
   set: { status?: number | string },
   inst: Instance,
@@ -82,7 +81,12 @@ const result = (r: SendResult) => ({
   status: r.status,
 });
 
-export function messagesV2(gw: Gateway, prefix = '/api/v2/messages') {
+/** What the v2 send API uses: instance lookup and the send service. */
+export interface MessagesV2Deps extends InstanceLookup {
+  messages: MessageService;
+}
+
+export function messagesV2(gw: MessagesV2Deps, prefix = '/api/v2/messages') {
   return new Elysia({ name: `messages-v2:${prefix}`, prefix })
     .post(
       '',
