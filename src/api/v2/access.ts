@@ -1,14 +1,14 @@
 // v2 access rules: CRUD and a dry-run check. Keys restricted to instances see global rules and
 // their instances' rules, and may change only their instances' rules.
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
+import type { AccessService } from '../../services/access.ts';
 import type { AccessRule, AccessRuleInput } from '../../services/access-rules.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses, notFound } from '../errors.ts';
 import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
-import { visibleInstance } from './instances.ts';
+import { type InstanceLookup, visibleInstance } from './instances.ts';
 
 const Criterion = (description: string) => t.Optional(t.String({ minLength: 1, maxLength: 200, description }));
 const Criteria = t.Object(
@@ -98,7 +98,12 @@ const Pause = t.Object(
   { description: 'A conversation where the bot stays quiet' },
 );
 
-export function accessV2(gw: Gateway, prefix = '/api/v2/access') {
+/** What the v2 access routes use: instance lookup and the access rules and pauses. */
+export interface AccessV2Deps extends InstanceLookup {
+  access: AccessService;
+}
+
+export function accessV2(gw: AccessV2Deps, prefix = '/api/v2/access') {
   const ruleFor = (request: Request, id: string): AccessRule => {
     const r = gw.access.getRule(id);
     if (!r || (r.instanceId !== null && !canSeeInstance(principalOf(request), r.instanceId)))

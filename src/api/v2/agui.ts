@@ -4,12 +4,13 @@
 import { Elysia, t } from 'elysia';
 import { VIA_API } from '../../channels/api/index.ts';
 import type { InboundMessage } from '../../core/message.ts';
-import type { Gateway } from '../../gateway.ts';
+import type { Pipeline } from '../../engine/pipeline.ts';
 import type { InboxRow } from '../../services/inbox.ts';
 import { conversationIdFor } from '../../services/inbox.ts';
+import type { SettingsService } from '../../services/settings.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { principalOf } from '../principal.ts';
-import { visibleInstance } from './instances.ts';
+import { type InstanceLookup, visibleInstance } from './instances.ts';
 
 const RunAgentInput = t.Object(
   {
@@ -39,7 +40,16 @@ const RunAgentInput = t.Object(
 
 type Frame = { type: string; payload?: Record<string, unknown> };
 
-export function aguiRoutes(gw: Gateway) {
+/**
+ * What the AG-UI endpoint uses: instance lookup, the pipeline's ingest, inbox, stream hub and terminal
+ * hook, and the settings (the reply's time budget).
+ */
+export interface AguiDeps extends InstanceLookup {
+  pipeline: Pick<Pipeline, 'ingest' | 'inbox' | 'hub' | 'onTerminal'>;
+  settings: SettingsService;
+}
+
+export function aguiRoutes(gw: AguiDeps) {
   // One terminal listener for all open runs: a message that ends without a RUN_* event (blocked, shed) still ends its stream.
   const waiters = new Map<string, (row: InboxRow, status: string) => void>();
   gw.pipeline.onTerminal((row, status) => waiters.get(row.id)?.(row, status));

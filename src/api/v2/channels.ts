@@ -3,7 +3,7 @@
 import { Elysia, t } from 'elysia';
 import { CHANNEL_KINDS, CHANNELS, channelOf } from '../../channels/registry.ts';
 import type { ChannelDefinition } from '../../channels/types.ts';
-import type { Gateway } from '../../gateway.ts';
+import type { InstanceService } from '../../services/instances.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { principalOf } from '../principal.ts';
 
@@ -46,7 +46,12 @@ const V2Channel = t.Object(
   { description: 'Channel' },
 );
 
-export function channelsV2(gw: Gateway, prefix = '/api/v2/channels') {
+/** What the channels routes use: the instances (counted per kind). */
+export interface ChannelsV2Deps {
+  instances: InstanceService;
+}
+
+export function channelsV2(gw: ChannelsV2Deps, prefix = '/api/v2/channels') {
   const view = (def: ChannelDefinition, request: Request) => ({
     id: def.kind,
     name: def.name,

@@ -3,7 +3,7 @@
 // /api/v2/cluster/dead-letters: stream entries no node could hand to a conversation (malformed,
 // unknown instance, ingest failing for good), kept in Redis; list (secrets masked), replay, delete.
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
+import type { Cluster } from '../../cluster/index.ts';
 import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
@@ -60,7 +60,13 @@ const ClusterDeadLetter = t.Object(
 );
 const DeadLetterId = t.Object({ id: t.String({ maxLength: 100 }) });
 
-export function clusterV2(gw: Gateway) {
+/** What the cluster routes use: the running cluster's status and dead letters, its advertised port. */
+export interface ClusterV2Deps {
+  /** Read on each request (the gateway sets it once the cluster started); null in embedded mode. */
+  cluster: Pick<Cluster, 'status' | 'deadLetters' | 'replayDeadLetter' | 'deleteDeadLetter' | 'advertisePort'> | null;
+}
+
+export function clusterV2(gw: ClusterV2Deps) {
   const cluster = () => {
     if (!gw.cluster) throw new ApiError('NOT_FOUND', 'Dead letter not found (not in cluster mode)');
     return gw.cluster;

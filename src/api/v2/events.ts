@@ -1,17 +1,17 @@
 // v2 events: list with filters and full-text search, one event, a person's cross-channel
 // timeline, and the search endpoint whose `agent` format returns a transcript for an LLM.
 import { Elysia, t } from 'elysia';
-import { clusterReads } from '../../cluster/peers/gathered.ts';
-import type { Gateway } from '../../gateway.ts';
+import { clusterReads, type GatheringCluster } from '../../cluster/peers/gathered.ts';
 import { asContext, summarize } from '../../services/event-digest.ts';
-import { type EventFilter, type EventView, eventView } from '../../services/events.ts';
+import { type EventFilter, type EventService, type EventView, eventView } from '../../services/events.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { decodeTimeCursor, GatheredPageMeta, page, type TimeKey } from '../../services/pagination.ts';
+import type { PersonService } from '../../services/persons.ts';
 import { ApiError, errorResponses, invalid } from '../errors.ts';
 import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
 import { PageQuery } from '../schemas.ts';
-import { visibleInstance } from './instances.ts';
+import { type InstanceLookup, visibleInstance } from './instances.ts';
 
 const Nullable = (s: ReturnType<typeof t.String>) => t.Union([s, t.Null()]);
 export const V2Event = t.Object(
@@ -86,7 +86,15 @@ const listOf = (v: string | string[] | undefined) => (Array.isArray(v) ? (v.leng
 /** Events are newest first by (createdAt, id), the cursor that position (src/services/pagination.ts). */
 const eventKey = (v: EventView): TimeKey => ({ at: v.createdAt, id: v.id });
 
-export function eventsV2(gw: Gateway, prefix = '/api/v2/events') {
+/** What the events routes use: instance lookup, events and persons, the cluster to gather from. */
+export interface EventsV2Deps extends InstanceLookup {
+  events: EventService;
+  persons: PersonService;
+  /** Read on each request (the gateway sets it once the cluster started); null in embedded mode. */
+  cluster: GatheringCluster | null;
+}
+
+export function eventsV2(gw: EventsV2Deps, prefix = '/api/v2/events') {
   const events = gw.events;
   const reads = clusterReads(() => gw.cluster);
 

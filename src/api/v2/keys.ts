@@ -1,8 +1,10 @@
 // v2 API keys: create (the full key is shown once), list/get (prefix and last 4 only), update,
 // revoke, and each key's audit trail. Needs a key with '*' or 'admin:*'.
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
-import { type ApiKeyView, hasScope, type Principal, SCOPES } from '../../services/keys.ts';
+import type { Clock } from '../../../actors/runtime/clock.ts';
+import type { AuditService } from '../../services/audit.ts';
+import type { InstanceService } from '../../services/instances.ts';
+import { type ApiKeyView, hasScope, type KeyService, type Principal, SCOPES } from '../../services/keys.ts';
 import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
 import { ApiError, errorResponses, invalid, notFound } from '../errors.ts';
 import { principalOf } from '../principal.ts';
@@ -76,7 +78,15 @@ const AuditRecord = t.Object(
   { description: 'One authenticated request' },
 );
 
-export function keysV2(gw: Gateway, prefix = '/api/v2/keys') {
+/** What the keys routes use: the keys, their audit log, the instances keys are bound to, the clock (expiry). */
+export interface KeysV2Deps {
+  keys: KeyService;
+  audit: AuditService;
+  instances: InstanceService;
+  clock: Clock;
+}
+
+export function keysV2(gw: KeysV2Deps, prefix = '/api/v2/keys') {
   /** instanceIds given by id or name → ids; unknown ones are a validation error. */
   const resolveInstances = (ids: string[] | null | undefined, caller: Principal): string[] | null | undefined => {
     if (ids === undefined) return undefined;

@@ -3,8 +3,8 @@
 // /api/v1/webhooks. Keys restricted to instances see and create only subscriptions limited to
 // their instances. (The inbound channel webhooks are src/api/webhooks.ts.)
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
 import { decodeCursor, PageMeta, page } from '../../services/pagination.ts';
+import type { WebhookService } from '../../webhooks/index.ts';
 import { deliveryView } from '../../webhooks/outbox.ts';
 import type { SubscriptionRow } from '../../webhooks/subscriptions.ts';
 import { subscriptionView, visibleTo } from '../../webhooks/subscriptions.ts';
@@ -12,7 +12,7 @@ import { WEBHOOK_EVENT_TYPES } from '../../webhooks/types.ts';
 import { ApiError, errorResponses, notFound } from '../errors.ts';
 import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
-import { visibleInstance } from './instances.ts';
+import { type InstanceLookup, visibleInstance } from './instances.ts';
 
 const EventType = t.Union(
   WEBHOOK_EVENT_TYPES.map((e) => t.Literal(e)),
@@ -70,7 +70,12 @@ const Delivery = t.Object(
 
 const IdParams = t.Object({ id: t.String({ maxLength: 200, description: 'Subscription id' }) });
 
-export function webhooksV2(gw: Gateway, prefix = '/api/v2/webhooks') {
+/** What the outgoing-webhook routes use: instance lookup and the webhook service. */
+export interface WebhooksV2Deps extends InstanceLookup {
+  webhooks: WebhookService;
+}
+
+export function webhooksV2(gw: WebhooksV2Deps, prefix = '/api/v2/webhooks') {
   const subscriptionFor = (request: Request, id: string): SubscriptionRow => {
     const s = gw.webhooks.subscriptions.get(id);
     if (!s || !visibleTo(s, principalOf(request).instanceIds)) throw notFound('Webhook subscription');

@@ -3,12 +3,12 @@
 // merged by person id, link and unlink through the shared person log) is in
 // src/cluster/peers/gather-persons.ts, the timeline's events gathered like the events list.
 import { Elysia, t } from 'elysia';
-import { gatheredPersons } from '../../cluster/peers/gather-persons.ts';
-import { clusterReads } from '../../cluster/peers/gathered.ts';
-import type { Gateway } from '../../gateway.ts';
-import { eventView } from '../../services/events.ts';
+import type { Logger } from 'pino';
+import { gatheredPersons, type PersonsCluster } from '../../cluster/peers/gather-persons.ts';
+import { clusterReads, type GatheringCluster } from '../../cluster/peers/gathered.ts';
+import { type EventService, eventView } from '../../services/events.ts';
 import { decodeCursor, decodeTimeCursor, GatheredPageMeta, page } from '../../services/pagination.ts';
-import { presenceOf } from '../../services/persons.ts';
+import { type PersonService, presenceOf } from '../../services/persons.ts';
 import { ApiError, errorResponses } from '../errors.ts';
 import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
@@ -72,7 +72,16 @@ const PartialMeta = t.Optional(
   }),
 );
 
-export function personsV2(gw: Gateway, prefix = '/api/v2/persons') {
+/** What the persons routes use: persons and their events, the log, the cluster (gathered reads, the person log). */
+export interface PersonsV2Deps {
+  persons: PersonService;
+  events: EventService;
+  log: Logger;
+  /** Read on each request (the gateway sets it once the cluster started); null in embedded mode. */
+  cluster: (GatheringCluster & PersonsCluster) | null;
+}
+
+export function personsV2(gw: PersonsV2Deps, prefix = '/api/v2/persons') {
   const persons = gw.persons;
   const across = gatheredPersons(() => gw.cluster, persons, gw.log);
   const reads = clusterReads(() => gw.cluster);

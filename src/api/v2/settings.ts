@@ -1,6 +1,6 @@
 // v2 settings: typed known keys; unknown keys are rejected.
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../../gateway.ts';
+import type { SettingsService } from '../../services/settings.ts';
 import { errorResponses } from '../errors.ts';
 
 const Setting = t.Object(
@@ -19,7 +19,12 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 const KeyParams = t.Object({ key: t.String({ maxLength: 100, description: 'Setting key' }) });
 
-export function settingsV2(gw: Gateway, prefix = '/api/v2/settings') {
+/** What the settings routes use: the settings. */
+export interface SettingsV2Deps {
+  settings: SettingsService;
+}
+
+export function settingsV2(gw: SettingsV2Deps, prefix = '/api/v2/settings') {
   return (
     new Elysia({ name: `settings-v2:${prefix}`, prefix })
       .get(

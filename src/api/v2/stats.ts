@@ -6,10 +6,12 @@
 // the other nodes' raw figures (counts add up, latency samples are pooled before the percentiles)
 // and names the nodes that did not answer: the read is declared gathered
 // (src/cluster/peers/gathered.ts, `figures`), the route computes the answer from the figures.
+import type { Database } from 'bun:sqlite';
 import { Elysia, t } from 'elysia';
+import type { Clock } from '../../../actors/runtime/clock.ts';
 import { CHANNELS } from '../../channels/registry.ts';
-import { clusterReads, type FigureNodes } from '../../cluster/peers/gathered.ts';
-import type { Gateway } from '../../gateway.ts';
+import { clusterReads, type FigureNodes, type GatheringCluster } from '../../cluster/peers/gathered.ts';
+import type { InstanceService } from '../../services/instances.ts';
 import {
   addFigures,
   COUNT_SERIES,
@@ -25,7 +27,7 @@ import {
 } from '../../services/stats.ts';
 import { errorResponses } from '../errors.ts';
 import { principalOf } from '../principal.ts';
-import { visibleInstance } from './instances.ts';
+import { type InstanceLookup, visibleInstance } from './instances.ts';
 
 const SENT_STEPS = [...new Set(CHANNELS.map((d) => d.traceSteps.sent))];
 
@@ -99,7 +101,16 @@ const Overview = t.Object(
   { description: 'Overview' },
 );
 
-export function statsV2(gw: Gateway) {
+/** What the overview uses: this node's database (the figures), the instances, the clock, the cluster to gather from. */
+export interface StatsV2Deps extends InstanceLookup {
+  db: Database;
+  instances: InstanceService;
+  clock: Clock;
+  /** Read on each request (the gateway sets it once the cluster started); null in embedded mode. */
+  cluster: GatheringCluster | null;
+}
+
+export function statsV2(gw: StatsV2Deps) {
   // Settled buckets, so a refresh reads only the open ones (src/services/stats.ts).
   const cache = new FigureCache();
   const reads = clusterReads(() => gw.cluster);

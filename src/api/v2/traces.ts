@@ -1,10 +1,13 @@
 // v2 traces, conversations and dead letters. The handlers read this node's rows; each read is
 // declared gathered (src/cluster/peers/gathered.ts), so on any node of a cluster it sees every
 // node's rows, and a dead letter is replayed or deleted by the node holding it.
+import type { Database } from 'bun:sqlite';
 import { Elysia, t } from 'elysia';
+import type { Clock } from '../../../actors/runtime/clock.ts';
 import type { DeadLetterRecord } from '../../../db/inbox-store.ts';
-import { clusterReads } from '../../cluster/peers/gathered.ts';
-import type { Gateway } from '../../gateway.ts';
+import { clusterReads, type GatheringCluster } from '../../cluster/peers/gathered.ts';
+import type { Pipeline } from '../../engine/pipeline.ts';
+import type { MediaService } from '../../media/index.ts';
 import { canSeeInstance } from '../../services/keys.ts';
 import { decodeTimeCursor, GatheredPageMeta, olderThan, page, type TimeKey } from '../../services/pagination.ts';
 import { v2Trace } from '../../services/trace-views.ts';
@@ -13,7 +16,7 @@ import { ApiError, errorResponses } from '../errors.ts';
 import { commaList } from '../pagination.ts';
 import { principalOf } from '../principal.ts';
 import { PageQuery, SuccessSchema } from '../schemas.ts';
-import { visibleInstance } from './instances.ts';
+import { type InstanceLookup, visibleInstance } from './instances.ts';
 
 const ConversationStateSchema = t.Union([
   t.Literal('paused'),
@@ -143,7 +146,20 @@ const deadKey = (v: { createdAt: string; id: string }): TimeKey => ({ at: v.crea
  * /api/v1/traces, so under /api/v1 (design principle 1) only conversations and dead letters are
  * served (`withTraces` false).
  */
-export function tracesV2(gw: Gateway, base = '/api/v2', withTraces = true) {
+/** What the traces, conversations and dead-letter routes use. */
+export interface TracesV2Deps extends InstanceLookup {
+  /** This node's database: the conversations and dead letters are read with SQL here. */
+  db: Database;
+  clock: Clock;
+  /** This node's traces, inbox (backlogs, dead letters and their replay). */
+  pipeline: Pick<Pipeline, 'traces' | 'inbox'>;
+  /** The traces' media (signed URLs). */
+  media: MediaService;
+  /** Read on each request (the gateway sets it once the cluster started); null in embedded mode. */
+  cluster: GatheringCluster | null;
+}
+
+export function tracesV2(gw: TracesV2Deps, base = '/api/v2', withTraces = true) {
   const { db } = gw;
   const reads = clusterReads(() => gw.cluster);
   const deadView = (r: DeadRow) => ({
