@@ -1,8 +1,16 @@
 // Liveness, readiness and metrics; no API key needed.
+import type { Database } from 'bun:sqlite';
 import { Elysia, t } from 'elysia';
-import type { Gateway } from '../gateway.ts';
 
-export function healthRoutes(gw: Gateway) {
+/** What the health routes use: the database (probed), readiness, the metrics text. */
+export interface HealthDeps {
+  db: Database;
+  /** Read on each request: false while shutting down (or after a node stepped down). */
+  readonly ready: boolean;
+  metricsText(): string;
+}
+
+export function healthRoutes(gw: HealthDeps) {
   return new Elysia({ name: 'health' })
     .get('/health', () => ({ status: 'ok' as const }), {
       detail: { tags: ['health'], summary: 'Liveness', description: 'Answers while the process runs.', security: [] },

@@ -3,11 +3,15 @@
 // Nothing a browser could run is shown inline (src/media/index.ts mediaHeaders).
 import { Elysia, t } from 'elysia';
 import { Forbidden, NotFound } from '../core/errors.ts';
-import type { Gateway } from '../gateway.ts';
-import { mediaHeaders } from '../media/index.ts';
+import { type MediaService, mediaHeaders } from '../media/index.ts';
 import { ErrorSchema } from './errors.ts';
 
-export function mediaRoutes(gw: Gateway) {
+/** What the media route uses: the media store (signature check and bytes). */
+export interface MediaRouteDeps {
+  media: MediaService;
+}
+
+export function mediaRoutes(gw: MediaRouteDeps) {
   return new Elysia({ name: 'media' }).get(
     '/media/:id',
     async ({ params, query }) => {

@@ -3,10 +3,14 @@
 // is rendered with the API's envelope plus the headers the route set (CORS), so a browser on an
 // allowed origin can read a 401 or a 429 and its Retry-After.
 import { Elysia, t } from 'elysia';
+import type { Logger } from 'pino';
+import type { Clock } from '../../actors/runtime/clock.ts';
 import type { ConversationTerminal, HistoryEntry, PublicRequest, PublicRouteDeps } from '../channels/public.ts';
 import { CHANNELS } from '../channels/registry.ts';
+import type { Config } from '../config.ts';
 import { DomainError } from '../core/errors.ts';
-import type { Gateway } from '../gateway.ts';
+import type { Pipeline } from '../engine/pipeline.ts';
+import type { InstanceService } from '../services/instances.ts';
 import { ErrorSchema, errorResponse } from './errors.ts';
 import { requestInfo } from './principal.ts';
 
@@ -16,7 +20,17 @@ export const PUBLIC_TAG = {
   description: 'Channel routes without an API key (the web chat visitor API)',
 };
 
-function dependencies(gw: Gateway): PublicRouteDeps {
+/** What the public routes use to build the channels' PublicRouteDeps. */
+export interface PublicRoutesDeps {
+  instances: InstanceService;
+  /** Ingest, a conversation's traces (history), the stream hub and the terminal hook (watchers). */
+  pipeline: Pick<Pipeline, 'ingest' | 'traces' | 'hub' | 'onTerminal'>;
+  clock: Clock;
+  log: Logger;
+  config: Pick<Config, 'publicUrl'>;
+}
+
+function dependencies(gw: PublicRoutesDeps): PublicRouteDeps {
   // One terminal listener for all watched conversations (the pipeline's listeners are never removed).
   const watchers = new Map<string, Set<(t: ConversationTerminal) => void>>();
   gw.pipeline.onTerminal((row, status) => {
@@ -67,7 +81,7 @@ function paramsOf(path: string) {
   return names.length ? t.Object(Object.fromEntries(names.map((n) => [n, t.String({ maxLength: 200 })]))) : undefined;
 }
 
-export function publicRoutes(gw: Gateway) {
+export function publicRoutes(gw: PublicRoutesDeps) {
   const app = new Elysia({ name: 'public-routes' });
   const deps = dependencies(gw);
   for (const def of CHANNELS) {

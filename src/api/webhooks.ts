@@ -5,9 +5,11 @@
 import { Elysia, t } from 'elysia';
 import { CHANNELS } from '../channels/registry.ts';
 import type { ChannelDefinition, ChannelWebhook } from '../channels/types.ts';
-import type { Gateway } from '../gateway.ts';
+import type { Cluster } from '../cluster/index.ts';
+import type { Pipeline } from '../engine/pipeline.ts';
 import { crashPoint } from '../services/crash.ts';
 import { constantTimeEqual } from '../services/ids.ts';
+import type { InstanceService } from '../services/instances.ts';
 import { ApiError, ErrorSchema } from './errors.ts';
 
 const WebhookAnswer = t.Object(
@@ -19,10 +21,18 @@ const WebhookAnswer = t.Object(
   { description: 'Accepted (after the durable write), duplicate or ignored' },
 );
 
+/** What the webhook routes use: instances by name, the pipeline's ingest and running adapters, forwarding to the owner. */
+export interface WebhookRouteDeps {
+  instances: InstanceService;
+  pipeline: Pick<Pipeline, 'ingest' | 'adapter'>;
+  /** Read on each request (the gateway sets it once the cluster started); null in embedded mode. */
+  cluster: Pick<Cluster, 'forwardToOwner'> | null;
+}
+
 const InstanceParam = t.Object({ instance: t.String({ maxLength: 100, description: 'Instance name' }) });
 
 /** The gateway authenticates and parses the JSON body, then ingests the messages. */
-function parsedWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<ChannelWebhook, { mode: 'parse' }>) {
+function parsedWebhook(gw: WebhookRouteDeps, def: ChannelDefinition, hook: Extract<ChannelWebhook, { mode: 'parse' }>) {
   return new Elysia({ name: `webhook-${def.kind}` }).post(
     `/webhook/${hook.path}/:instance`,
     async ({ params, query, body, request }) => {
@@ -83,7 +93,11 @@ function parsedWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<Channe
 }
 
 /** The raw request goes to the running adapter, which verifies and ingests it. */
-function adapterWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<ChannelWebhook, { mode: 'adapter' }>) {
+function adapterWebhook(
+  gw: WebhookRouteDeps,
+  def: ChannelDefinition,
+  hook: Extract<ChannelWebhook, { mode: 'adapter' }>,
+) {
   return new Elysia({ name: `webhook-${def.kind}` }).post(
     `/webhook/${hook.path}/:instance`,
     async ({ params, body, request, set }) => {
@@ -123,7 +137,7 @@ function adapterWebhook(gw: Gateway, def: ChannelDefinition, hook: Extract<Chann
  * adapter need not run). An unknown name is refused like a wrong token: names are not revealed.
  */
 function webhookHandshake(
-  gw: Gateway,
+  gw: WebhookRouteDeps,
   def: ChannelDefinition,
   hook: Extract<ChannelWebhook, { mode: 'adapter' }>,
   handshake: NonNullable<Extract<ChannelWebhook, { mode: 'adapter' }>['handshake']>,
@@ -157,7 +171,7 @@ function webhookHandshake(
   );
 }
 
-export function webhookRoutes(gw: Gateway) {
+export function webhookRoutes(gw: WebhookRouteDeps) {
   const app = new Elysia({ name: 'webhooks' });
   for (const def of CHANNELS) {
     const hook = def.webhook;
