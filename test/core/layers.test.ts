@@ -1,7 +1,8 @@
 // The layering rules, read from the source files: src/core (domain types and errors) imports
 // nothing of the project, and only the HTTP layer (src/api, src/mcp, src/server.ts, src/main.ts) imports
 // from src/api — services, actors, channels, cluster, agents, stream and db throw core errors and
-// never know about HTTP.
+// never know about HTTP. Route modules declare the dependencies they use (src/server.ts passes the
+// gateway, which satisfies each) and do not import the gateway.
 import { describe, expect, test } from 'bun:test';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
@@ -78,5 +79,11 @@ describe('layers', () => {
           .map((target) => `${f} → ${target}`),
       );
     expect(offending).toEqual([]);
+  });
+
+  test('route modules take the dependencies they use: nothing in src/api imports src/gateway.ts', () => {
+    const api = files.filter((f) => f.startsWith('src/api/'));
+    expect(api.length).toBeGreaterThan(0);
+    expect(api.filter((f) => projectImports(f).includes('src/gateway.ts'))).toEqual([]);
   });
 });
