@@ -21,7 +21,7 @@ const WebhookAnswer = t.Object(
   { description: 'Accepted (after the durable write), duplicate or ignored' },
 );
 
-/** What the webhook routes use: instances by name, the pipeline's ingest and running adapters, forwarding to the owner. */
+/** What the webhook routes use: instances by name, the pipeline's ingest and adapters, forwarding to the owner. */
 export interface WebhookRouteDeps {
   instances: InstanceService;
   pipeline: Pick<Pipeline, 'ingest' | 'adapter'>;

@@ -75,9 +75,9 @@ export interface FigureNodes {
 }
 
 export interface GatheredFigures<F, D> {
-  /** Query parameters set on the request's own for the peers (e.g. the window's end, so every node reads the same window). */
+  /** Set on the request's query for the peers (e.g. the window's end, so every node reads the same window). */
   peerQuery?: Record<string, string>;
-  /** Whether a peer's figures can be added to this node's (the same window and buckets; else another version answered). */
+  /** Whether a peer's figures add up with this node's (same window and buckets; else another version answered). */
   fits: (peer: F) => boolean;
   /** The answer from the figures of the nodes that answered (this node's first) and which nodes they are. */
   answer: (figures: F[], nodes: FigureNodes | null) => D;
