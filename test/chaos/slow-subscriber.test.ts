@@ -1,26 +1,35 @@
 // A slow WebSocket subscriber next to a fast one, on the real gateway process under load.
 //
-// The slow client is a raw TCP socket that reads ~100 KB/s: once the kernel's socket buffers are
-// full the gateway's `ws.send` reports backpressure, and the hub must skip that client (and send
-// it one `resync` per missed turn each time it drains) instead of queueing frames for it. What a user
-// would notice is checked: every message still gets exactly one reply in order (history checker),
-// the fast client still sees every reply delta by delta, the gateway's memory stays bounded, the
-// pipeline is not slowed down, and the slow client ends up with every reply's final text anyway.
+// The slow client is a raw TCP socket that stops reading while the load runs (a stalled phone, a
+// suspended tab), then reads freely: once the kernel's socket buffers are full the gateway's
+// `ws.send` reports backpressure, and the hub must skip that client (and send it one `resync` per
+// missed turn when it drains) instead of queueing frames for it. What a user would notice is
+// checked: every message still gets exactly one reply in order (history checker), the fast client
+// still sees every reply delta by delta, the gateway's memory stays bounded, the pipeline is not
+// slowed down, and the slow client ends up with every reply's final text anyway.
+//
+// Not reading at all is what makes the backpressure certain. The client used to read ~100 KB/s,
+// and each of its reads let Linux grow its receive buffer (receive autotuning, up to tcp_rmem's
+// maximum: 32 MiB where this was measured): offered ~15 MB at ~1 MB/s (this load on a busy
+// machine), such a reader met its first backpressure only after 12.5 to 15 MB, so now and then
+// never, and the test failed with 0 resyncs. A socket that is not read keeps its initial receive
+// buffer: the first backpressure comes after ~4 MB every time (the bound is checked below). It
+// stays unread until the load is over, so a gateway that queued frames for it would hold the
+// ~12 MB the kernel could not take (the memory bound below).
 
 import { afterEach, expect, test } from 'bun:test';
-import net from 'node:net';
+import { readFileSync } from 'node:fs';
 import { CHAOS_KEY, ChaosRun, pool, replyFor, until } from './harness.ts';
 import { checkHistory } from './history.ts';
 
 // 1,800 replies per phase: below the 2,000 finished turns the hub keeps for lagging clients (so
 // the slow client can be resynced on every one), and with replies near WhatsApp's 4,000-character
-// limit (one send each) ~15 MB per subscriber, well past what loopback's socket buffers hold with
-// Linux's default tcp_wmem (4 MiB) — with less (1,200 × 3,500) a run once fitted in them and the
-// slow client met no backpressure at all: the gateway must meet it.
+// limit (one send each) ~15 MB per subscriber, over three times what the socket buffers of a
+// client that reads nothing hold with Linux's default tcp_wmem (4 MiB) and tcp_rmem (128 KiB
+// initial): the gateway must meet backpressure.
 const CHATS = 40;
 const PER_CHAT = 45;
 const REPLY_CHARS = 3_900;
-const SLOW_READ_BYTES_PER_SEC = 100_000;
 
 /** The agent's reply: unique per message (it starts with replyFor), padded with words to REPLY_CHARS. */
 const longReply = (text: string) =>
@@ -51,6 +60,8 @@ class TurnTracker {
   readonly violations: string[] = [];
   resyncs = 0;
   turnFrames = 0;
+  /** Bytes of the frames received (their JSON text). */
+  bytes = 0;
 
   onFrame(f: any): void {
     if (f.type === 'resync') {
@@ -101,6 +112,7 @@ async function fastClient(r: ChaosRun): Promise<TurnTracker> {
   closers.push(() => ws.close());
   let subscribed = false;
   ws.onmessage = (e) => {
+    tracker.bytes += Buffer.byteLength(String(e.data));
     const f = JSON.parse(String(e.data));
     if (f.type === 'subscribed') subscribed = true;
     tracker.onFrame(f);
@@ -115,39 +127,58 @@ async function fastClient(r: ChaosRun): Promise<TurnTracker> {
 }
 
 /**
- * A client on a raw TCP socket that reads at most `bytesPerSec` (pausing the socket between
- * reads, so unread bytes stay in the kernel and push back on the gateway). Speaks just enough
+ * A client on a raw TCP socket (Bun.connect) that can stop reading: paused, the socket is not read
+ * at all, so unread bytes stay in the kernel and push back on the gateway. Speaks just enough
  * RFC 6455: the upgrade, one masked text frame out, unmasked frames in.
  */
 class SlowClient {
   readonly tracker = new TurnTracker();
   bytes = 0;
   subscribed = false;
-  private readonly sock: net.Socket;
   private buf: Buffer = Buffer.alloc(0);
   private upgraded = false;
-  private bytesPerSec = Infinity;
 
-  constructor(r: ChaosRun) {
-    this.sock = net.connect(r.port, '127.0.0.1');
-    closers.push(() => this.sock.destroy());
-    this.sock.on('connect', () => {
-      this.sock.write(
-        `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${r.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-          `Sec-WebSocket-Key: ${Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('base64')}\r\n` +
-          `Sec-WebSocket-Version: 13\r\nx-api-key: ${CHAOS_KEY}\r\n\r\n`,
-      );
+  private constructor(
+    private readonly sock: Bun.Socket<undefined>,
+    private readonly instanceId: string,
+  ) {}
+
+  static async connect(r: ChaosRun): Promise<SlowClient> {
+    let client: SlowClient | null = null;
+    const pending: Buffer[] = [];
+    const sock = await Bun.connect({
+      hostname: '127.0.0.1',
+      port: r.port,
+      socket: {
+        data: (_s, chunk) => {
+          if (client) client.onData(chunk);
+          else pending.push(chunk);
+        },
+        error: (_s, err) => console.error('slow client:', err),
+      },
     });
-    this.sock.on('data', (chunk: Buffer) => this.onData(chunk, r.instanceId));
+    client = new SlowClient(sock, r.instanceId);
+    closers.push(() => sock.terminate());
+    for (const chunk of pending) client.onData(chunk);
+    client.write(
+      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${r.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('base64')}\r\n` +
+        `Sec-WebSocket-Version: 13\r\nx-api-key: ${CHAOS_KEY}\r\n\r\n`,
+    );
+    return client;
   }
 
-  /** From now on read at most this many bytes per second (Infinity: as fast as possible). */
-  throttle(bytesPerSec: number): void {
-    this.bytesPerSec = bytesPerSec;
-    if (bytesPerSec === Infinity) this.sock.resume();
+  /** Stops reading the socket: what the gateway sends from now on stays in the kernel's buffers. */
+  pause(): void {
+    this.sock.pause();
   }
 
-  private onData(chunk: Buffer, instanceId: string): void {
+  /** Reads again, as fast as possible. */
+  resume(): void {
+    this.sock.resume();
+  }
+
+  private onData(chunk: Buffer): void {
     this.bytes += chunk.length;
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     if (!this.upgraded) {
@@ -157,13 +188,9 @@ class SlowClient {
       if (!head.startsWith('HTTP/1.1 101')) throw new Error(`slow client: upgrade refused: ${head}`);
       this.upgraded = true;
       this.buf = this.buf.subarray(end + 4);
-      this.sendText(subscribeFrame(instanceId));
+      this.sendText(subscribeFrame(this.instanceId));
     }
     this.readFrames();
-    if (this.bytesPerSec !== Infinity) {
-      this.sock.pause();
-      setTimeout(() => this.bytesPerSec === Infinity || this.sock.resume(), (chunk.length / this.bytesPerSec) * 1000);
-    }
   }
 
   private readFrames(): void {
@@ -200,7 +227,27 @@ class SlowClient {
     out[1] = 0x80 | data.length;
     out.set(mask, 2);
     for (let i = 0; i < data.length; i++) out[6 + i] = data[i]! ^ mask[i % 4]!;
-    this.sock.write(out);
+    this.write(out);
+  }
+
+  private write(data: string | Buffer): void {
+    const n = this.sock.write(data);
+    if (n !== Buffer.byteLength(data)) throw new Error(`slow client: wrote ${n} of ${Buffer.byteLength(data)} bytes`);
+  }
+}
+
+/**
+ * What loopback's socket buffers can hold for a client that reads nothing: the gateway socket's
+ * send buffer (autotuned up to tcp_wmem's maximum) plus the client's receive buffer, which without
+ * reads stays at tcp_rmem's initial size. Null where /proc does not tell (not Linux).
+ */
+function unreadCapacity(): number | null {
+  try {
+    const field = (name: string, i: number) =>
+      Number(readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8').trim().split(/\s+/)[i]);
+    return field('tcp_wmem', 2) + field('tcp_rmem', 1);
+  } catch {
+    return null;
   }
 }
 
@@ -254,18 +301,20 @@ test('a slow WebSocket subscriber is skipped and resynced: replies, the fast sub
   await until(() => sawAll(fast, base.msgs), 10_000);
   const baseRss = rssBetween(r, base.start, Date.now());
 
-  const slow = new SlowClient(r);
+  const slow = await SlowClient.connect(r);
   await until(() => slow.subscribed, 5000);
-  slow.throttle(SLOW_READ_BYTES_PER_SEC);
+  slow.pause();
   const fastFramesBefore = fast.turnFrames;
+  const fastBytesBefore = fast.bytes;
   const rssBefore = rssBetween(r, 0, Date.now()).at(-1)!;
   const withSlow = await phase('slow', PER_CHAT);
   await until(() => sawAll(fast, withSlow.msgs), 10_000);
   const slowRss = rssBetween(r, withSlow.start, Date.now());
   const slowBytesDuringLoad = slow.bytes;
+  const phaseBytes = fast.bytes - fastBytesBefore; // what each subscriber was offered
 
-  // Now the slow client reads freely: each turn it still missed arrives as one resync.
-  slow.throttle(Infinity);
+  // Now the slow client reads freely: each turn it missed arrives as one resync.
+  slow.resume();
   await until(() => sawAll(slow.tracker, withSlow.msgs), 15_000);
   const metrics = await (await fetch(`${r.url}/metrics`, { headers: { 'x-api-key': CHAOS_KEY } })).text();
   const resyncsTotal = Number(/^switchboard_ws_resyncs_total (\d+)/m.exec(metrics)?.[1]);
@@ -274,7 +323,8 @@ test('a slow WebSocket subscriber is skipped and resynced: replies, the fast sub
   console.log(
     `slow subscriber: ${base.msgs.length} replies in ${base.ms} ms without it, ${withSlow.ms} ms with it; ` +
       `gateway RSS ${(rssBeforeBase / MiB) | 0} → max ${mib(baseRss)} MiB without it, ${(rssBefore / MiB) | 0} → max ${mib(slowRss)} MiB with it; ` +
-      `slow client read ${(slowBytesDuringLoad / MiB).toFixed(1)} MiB during the load, ${slow.tracker.turnFrames} turn frames ` +
+      `${(phaseBytes / MiB).toFixed(1)} MiB for each subscriber with it, of which the slow client had read ` +
+      `${(slowBytesDuringLoad / MiB).toFixed(1)} MiB by the end of the load; ${slow.tracker.turnFrames} turn frames ` +
       `(fast: ${fast.turnFrames - fastFramesBefore}) and ${slow.tracker.resyncs} resyncs; fast client resyncs: ${fast.resyncs}`,
   );
 
@@ -289,6 +339,10 @@ test('a slow WebSocket subscriber is skipped and resynced: replies, the fast sub
 
   // The fast subscriber saw every reply, frame after frame (or resynced when its own reads lagged).
   expect(fast.violations).toEqual([]);
+  // The load was more than the socket buffers of a client that reads nothing can hold (else the
+  // gateway could not have met backpressure, and what follows would test nothing).
+  const capacity = unreadCapacity();
+  if (capacity !== null) expect(phaseBytes).toBeGreaterThan(2 * capacity);
   // The slow one was skipped, not queued for: it got fewer frames, and resyncs instead of the
   // ones it missed, and still ends with every reply's final text.
   expect(slow.tracker.violations).toEqual([]);
