@@ -230,3 +230,21 @@ describe('MCP over Streamable HTTP', () => {
     await limited.close();
   });
 });
+
+describe('cost of MCP for a gateway that does not serve it', () => {
+  test('the MCP SDK is loaded by the first /mcp request, not when the server is built', async () => {
+    // A separate process: this one has loaded the SDK already (the client above).
+    const probe = Bun.spawn(
+      [
+        process.execPath,
+        '-e',
+        `await import(${JSON.stringify(`${import.meta.dir}/../../src/server.ts`)});
+         console.log(Object.keys(require.cache).filter((k) => k.includes('@modelcontextprotocol')).length);`,
+      ],
+      { stdout: 'pipe', stderr: 'pipe' },
+    );
+    const [out, code] = [await new Response(probe.stdout).text(), await probe.exited];
+    expect(code).toBe(0);
+    expect(out.trim()).toBe('0');
+  });
+});
