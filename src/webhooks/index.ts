@@ -140,6 +140,8 @@ export class WebhookService {
 
   /** Called inside the event store's write transaction, once per event written. */
   recordEvent(e: RecordedEvent): void {
+    // Most gateways have no subscription: skip building the event (two per message).
+    if (this.subscriptions.active().length === 0) return;
     let n = 0;
     for (const w of webhookEventsFor(e)) n += this.outbox.record(w);
     if (n > 0) this.worker.kick(); // the timer fires after the commit
