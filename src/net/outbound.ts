@@ -221,21 +221,35 @@ const CREDENTIAL_HEADERS = ['authorization', 'cookie', 'proxy-authorization', 'a
  */
 export function createOutboundFetch(base: typeof fetch, policy: OutboundPolicy): typeof fetch {
   const maxRedirects = policy.maxRedirects ?? 5;
+  // URLs with a literal address already let through: the policy's answer for them cannot change
+  // (names are resolved on every request). Every message makes two calls to the same few URLs;
+  // parsing and checking each again was measurable CPU per message.
+  const passed = new Set<string>();
   const guarded = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
     if (input instanceof Request) throw new TypeError('outbound fetch takes a URL, not a Request');
-    let url = new URL(String(input));
+    const href = String(input);
+    let url: URL | null = null;
+    if (!passed.has(href)) {
+      url = new URL(href);
+      await checkOutbound(url, policy);
+      if (addressClass(url.hostname)) {
+        if (passed.size >= 1024) passed.clear();
+        passed.add(href);
+      }
+    }
     let method = (init.method ?? 'GET').toUpperCase();
     let body = init.body;
-    const headers = new Headers(init.headers);
+    let headers: Headers | null = null; // copied only to drop credentials on a redirect
+    let res = await base(href, { ...init, method, redirect: 'manual' });
     for (let hop = 0; ; hop++) {
-      await checkOutbound(url, policy);
-      const res = await base(url.toString(), { ...init, method, body, headers, redirect: 'manual' });
       const location = res.headers.get('location');
       if (res.status < 300 || res.status >= 400 || res.status === 304 || !location) return res;
       if (init.redirect === 'manual') return res;
       await res.body?.cancel().catch(() => {});
       if (init.redirect === 'error' || hop >= maxRedirects)
         throw new OutboundRefused(`outbound request refused: more than ${maxRedirects} redirects`);
+      url ??= new URL(href);
+      headers ??= new Headers(init.headers);
       const next = new URL(location, url);
       if (next.origin !== url.origin) for (const h of CREDENTIAL_HEADERS) headers.delete(h);
       if (res.status === 303 || ((res.status === 301 || res.status === 302) && method === 'POST')) {
@@ -245,6 +259,8 @@ export function createOutboundFetch(base: typeof fetch, policy: OutboundPolicy):
         headers.delete('content-length');
       }
       url = next;
+      await checkOutbound(url, policy);
+      res = await base(url.toString(), { ...init, method, body, headers, redirect: 'manual' });
     }
   };
   return Object.assign(guarded, { preconnect: base.preconnect }) as typeof fetch;

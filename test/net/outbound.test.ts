@@ -187,6 +187,22 @@ describe('createOutboundFetch', () => {
     expect(calls.every((c) => c.init.redirect === 'manual')).toBe(true);
   });
 
+  test('a literal address let through once is not checked again, but every redirect from it is; refusals are never remembered', async () => {
+    let redirect = false;
+    const { f, calls } = recorder({
+      'http://203.0.113.7/hook': () =>
+        redirect
+          ? new Response(null, { status: 302, headers: { location: 'http://169.254.169.254/' } })
+          : new Response('ok', { status: 200 }),
+    });
+    const out = createOutboundFetch(f, policy({ allowPrivate: false }));
+    expect((await out('http://203.0.113.7/hook')).status).toBe(200);
+    redirect = true;
+    expect(await refusal(out('http://203.0.113.7/hook'))).toBeInstanceOf(OutboundRefused);
+    for (let i = 0; i < 2; i++) expect(await refusal(out('http://10.0.0.5/x'))).toBeInstanceOf(OutboundRefused);
+    expect(calls.map((c) => c.url)).toEqual(['http://203.0.113.7/hook', 'http://203.0.113.7/hook']);
+  });
+
   test('allowed redirects are followed (bounded); credentials do not follow to another origin; 303 turns a POST into a GET', async () => {
     const { f, calls } = recorder({
       'http://public.example.test/post': () =>
