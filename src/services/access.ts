@@ -290,10 +290,13 @@ export class AccessService {
   }
 
   /** Applies the instance's access mode and rules to a sender (no keyword gates). */
-  evaluate(inst: Instance, s: AccessSubject): RuleEvaluation {
+  /** The subject may be given as a function: most instances have no rule, and then it is never built. */
+  evaluate(inst: Instance, subject: AccessSubject | (() => AccessSubject)): RuleEvaluation {
     const mode = inst.settings.accessMode ?? 'blocklist';
     if (mode === 'disabled') return { allowed: true, rule: null, reason: 'access control disabled for this instance' };
-    const rule = this.activeRules(inst.id).find((r) => ruleMatches(r, s)) ?? null;
+    const rules = this.activeRules(inst.id);
+    const s = rules.length === 0 ? null : typeof subject === 'function' ? subject() : subject;
+    const rule = s ? (rules.find((r) => ruleMatches(r, s)) ?? null) : null;
     if (rule) return { allowed: rule.type === 'allow', rule, reason: `matched ${describeRule(rule)}` };
     return mode === 'allowlist'
       ? { allowed: false, rule: null, reason: 'not on the allowlist' }
@@ -323,7 +326,7 @@ export class AccessService {
       return { allowed: false, reason: `human takeover: the account owner replied; bot paused until ${until}` };
     }
 
-    const ev = this.evaluate(inst, subjectOf(inst, msg));
+    const ev = this.evaluate(inst, () => subjectOf(inst, msg));
     if (!ev.allowed) {
       const reply = ev.rule?.action === 'reply' ? ev.rule.replyMessage : null;
       return { allowed: false, reason: ev.reason, ruleId: ev.rule?.id ?? null, reply };
