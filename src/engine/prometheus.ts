@@ -2,12 +2,21 @@
 
 type Labels = Record<string, string>;
 
+const NEEDS_ESCAPE = /[\\"\n]/;
+
+function escapeValue(v: string): string {
+  return NEEDS_ESCAPE.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v;
+}
+
+/** The series key of a label set (sorted names); built on every count, so without arrays or regex replaces. */
 function labelKey(l: Labels | undefined): string {
   if (!l) return '';
-  const parts = Object.keys(l)
-    .sort()
-    .map((k) => `${k}="${String(l[k]).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
-  return parts.length ? `{${parts.join(',')}}` : '';
+  const names = Object.keys(l);
+  if (names.length === 0) return '';
+  if (names.length > 1) names.sort();
+  let key = '{';
+  for (let i = 0; i < names.length; i++) key += `${i ? ',' : ''}${names[i]}="${escapeValue(String(l[names[i]]))}"`;
+  return `${key}}`;
 }
 
 class Counter {
