@@ -31,6 +31,7 @@ export async function startBenchGateway(env: Record<string, string> = {}): Promi
     [
       process.execPath,
       ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+      ...(process.env.BENCH_PRELOAD ? ['--preload', process.env.BENCH_PRELOAD] : []),
       'src/main.ts',
     ],
     {

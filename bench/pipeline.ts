@@ -86,7 +86,7 @@ export async function runPipelineBench(
     };
 
     // Warm-up: JIT, connection pools, SQLite pages.
-    const warm = Array.from({ length: 500 }, (_, i) => `w${i}`);
+    const warm = Array.from({ length: Number(process.env.BENCH_WARM ?? 500) }, (_, i) => `w${i}`);
     await Promise.all(warm.map((t, i) => post(t, `1888${i % 50}`, t)));
     await waitReplies(warm, 30_000);
 
