@@ -181,3 +181,27 @@ describe('secrets', () => {
     });
   }
 });
+
+describe('client libraries load with the first instance that needs them', () => {
+  test('building the server loads no channel client library; creating an adapter loads its own', async () => {
+    // A separate process: this one has loaded the libraries already (other suites).
+    const script = `
+      const loaded = (lib) => Object.keys(require.cache).some((k) => k.includes('/node_modules/' + lib + '/'));
+      const libs = ['@whiskeysockets/baileys', 'discord.js', '@slack/bolt', 'grammy', 'qrcode'];
+      await import(${JSON.stringify(join(ROOT, 'src/server.ts'))});
+      const atStart = libs.filter(loaded);
+      const { channelOf } = await import(${JSON.stringify(join(ROOT, 'src/channels/registry.ts'))});
+      const { realClock } = await import(${JSON.stringify(join(ROOT, 'actors/runtime/clock.ts'))});
+      channelOf('discord').createAdapter({ id: 'i', name: 'n', channel: 'discord', config: {}, settings: {} },
+        { clock: realClock, config: { discordApiUrl: 'http://127.0.0.1:9' } });
+      console.log(JSON.stringify({ atStart, afterDiscord: libs.filter(loaded) }));`;
+    const probe = Bun.spawn([process.execPath, '-e', script], { stdout: 'pipe', stderr: 'pipe' });
+    const [out, err, code] = [
+      await new Response(probe.stdout).text(),
+      await new Response(probe.stderr).text(),
+      await probe.exited,
+    ];
+    expect({ code, err: code === 0 ? '' : err }).toEqual({ code: 0, err: '' });
+    expect(JSON.parse(out.trim().split('\n').at(-1)!)).toEqual({ atStart: [], afterDiscord: ['discord.js'] });
+  });
+});

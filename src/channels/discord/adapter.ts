@@ -26,12 +26,10 @@ import { ChannelError } from '../../core/errors.ts';
 import type { ChatRef, ContentType, InboundMessage, OutboundMessage } from '../../core/message.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { OrderedIngest } from '../ingest-retry.ts';
-import type { AdapterContext, ChannelAdapter, ChannelCapabilities, SentReceipt } from '../types.ts';
+import type { AdapterContext, ChannelAdapter, SentReceipt } from '../types.ts';
+import { DISCORD_CAPABILITIES, DISCORD_MAX_CHARS, DISCORD_MAX_LINES } from './capabilities.ts';
 import { type DiscordSettings, readDiscordSettings } from './config.ts';
 
-export const DISCORD_MAX_CHARS = 2000;
-// Discord clients collapse long messages at roughly 17 lines; stay below that.
-export const DISCORD_MAX_LINES = 17;
 /** Discord shows "is typing" for ~10 s; refresh a little earlier. */
 const TYPING_REFRESH_MS = 8_000;
 const RATE_WINDOW_MS = 60_000;
@@ -64,17 +62,6 @@ export interface DiscordAdapterOptions {
 export function nonceFor(idempotencyKey: string, index: number): string {
   return createHash('sha256').update(`${idempotencyKey}#${index}`).digest('hex').slice(0, 25);
 }
-
-export const DISCORD_CAPABILITIES: ChannelCapabilities = {
-  maxText: DISCORD_MAX_CHARS,
-  maxLines: DISCORD_MAX_LINES,
-  edit: true,
-  typing: true,
-  threads: true,
-  reactions: true,
-  media: ['image', 'video', 'audio', 'document'],
-  pairing: 'token',
-};
 
 export class DiscordAdapter implements ChannelAdapter {
   readonly kind = 'discord' as const;

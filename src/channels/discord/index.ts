@@ -2,8 +2,12 @@
 import { channelOrThread } from '../addressing.ts';
 import { field } from '../fields.ts';
 import type { ChannelDefinition } from '../types.ts';
-import { DISCORD_CAPABILITIES, DiscordAdapter } from './adapter.ts';
+import { DISCORD_CAPABILITIES } from './capabilities.ts';
 import { inviteUrl } from './config.ts';
+
+// The adapter and discord.js load with the first discord instance, not at start: a synchronous require,
+// as creating an adapter is synchronous.
+const adapterModule = () => require('./adapter.ts') as typeof import('./adapter.ts');
 
 /** View Channel, Send Messages, Send Messages in Threads, Read Message History, Add Reactions. */
 export const DEFAULT_DISCORD_PERMISSIONS = '274877975616';
@@ -33,7 +37,8 @@ export const discordChannel: ChannelDefinition = {
     field('discord_max_replies_per_minute', 'int'),
   ],
   inferredFrom: ['discord_bot_token'],
-  createAdapter: (_inst, d) => new DiscordAdapter({ clock: d.clock, defaultApiUrl: d.config.discordApiUrl }),
+  createAdapter: (_inst, d) =>
+    new (adapterModule().DiscordAdapter)({ clock: d.clock, defaultApiUrl: d.config.discordApiUrl }),
   chatFor: channelOrThread,
   remote: {
     invite(ctx) {

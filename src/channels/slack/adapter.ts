@@ -29,21 +29,10 @@ import type {
   SentReceipt,
 } from '../types.ts';
 import { boltLogger } from './bolt-logger.ts';
+import { SLACK_CAPABILITIES, SLACK_DEFAULT_MAX_TEXT } from './capabilities.ts';
 import { type SlackEventBody, toInboundMessage } from './inbound.ts';
 
 export const SLACK_DEFAULT_API_URL = 'https://slack.com/api/';
-export const SLACK_DEFAULT_MAX_TEXT = 4000;
-
-/** The defaults; an instance may set its own text limit (slack_max_text, settings.maxTextLength). */
-export const SLACK_CAPABILITIES: ChannelCapabilities = {
-  maxText: SLACK_DEFAULT_MAX_TEXT,
-  edit: true,
-  typing: true,
-  threads: true,
-  reactions: true,
-  media: [],
-  pairing: 'token',
-};
 /** Slack rejects signed requests older (or newer) than this. */
 const SIGNATURE_WINDOW_SEC = 5 * 60;
 const THINKING_REACTION = 'hourglass_flowing_sand';

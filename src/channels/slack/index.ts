@@ -2,7 +2,13 @@
 import { channelOrThread } from '../addressing.ts';
 import { field } from '../fields.ts';
 import type { ChannelDefinition } from '../types.ts';
-import { SLACK_CAPABILITIES, SlackAdapter } from './adapter.ts';
+import type { SlackAdapter } from './adapter.ts';
+import { SLACK_CAPABILITIES } from './capabilities.ts';
+
+// The adapter and Bolt load with the first slack instance, not at start: a synchronous require,
+// as creating an adapter is synchronous.
+const adapterModule = () => require('./adapter.ts') as typeof import('./adapter.ts');
+const isSlackAdapter = (a: unknown): a is SlackAdapter => a != null && a instanceof adapterModule().SlackAdapter;
 
 export const slackChannel: ChannelDefinition = {
   kind: 'slack',
@@ -24,7 +30,7 @@ export const slackChannel: ChannelDefinition = {
     return [{ field: 'slack_signing_secret', problem: 'is required unless slack_app_token (Socket Mode) is set' }];
   },
   createAdapter: (inst, d) =>
-    new SlackAdapter(inst, { clock: d.clock, fetch: d.fetch, defaultApiUrl: d.config.slackApiUrl }),
+    new (adapterModule().SlackAdapter)(inst, { clock: d.clock, fetch: d.fetch, defaultApiUrl: d.config.slackApiUrl }),
   webhook: {
     path: 'slack',
     mode: 'adapter',
@@ -35,7 +41,7 @@ export const slackChannel: ChannelDefinition = {
       body: 'Slack Events API request (signed)',
     },
     handler: (adapter) =>
-      adapter instanceof SlackAdapter ? (body, headers) => adapter.handleEventsRequest(body, headers) : null,
+      isSlackAdapter(adapter) ? (body, headers) => adapter.handleEventsRequest(body, headers) : null,
   },
   chatFor: channelOrThread,
   traceSteps: { sent: 'channel_sent' },

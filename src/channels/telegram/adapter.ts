@@ -25,17 +25,16 @@ import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
 import type {
   AdapterContext,
   ChannelAdapter,
-  ChannelCapabilities,
   FetchedMedia,
   MediaFetchOptions,
   SentReceipt,
   WebhookAnswer,
 } from '../types.ts';
+import { TELEGRAM_CAPABILITIES, TELEGRAM_MAX_TEXT } from './capabilities.ts';
 import { type BotIdentity, toInbound } from './inbound.ts';
 import { readTelegramSettings, type TelegramSettings, webhookSecretToken } from './settings.ts';
 import { readOffset, saveOffset } from './state.ts';
 
-export const TELEGRAM_MAX_TEXT = 4096;
 const MAX_CAPTION = 1024;
 /** The updates we handle; Telegram sends only these (setWebhook / getUpdates `allowed_updates`). */
 const ALLOWED_UPDATES = ['message', 'edited_message'] as const;
@@ -46,16 +45,6 @@ const EDIT_GAP_MS = { direct: 1_000, group: 3_000 };
 const RECONNECT_DELAYS_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
 /** How many send() idempotency keys remember which chunks were already posted. */
 const POSTED_CHUNKS_MEMORY = 500;
-
-export const TELEGRAM_CAPABILITIES: ChannelCapabilities = {
-  maxText: TELEGRAM_MAX_TEXT,
-  edit: true,
-  typing: true,
-  threads: true,
-  reactions: true,
-  media: ['image', 'video', 'audio', 'document'],
-  pairing: 'token',
-};
 
 export interface TelegramAdapterOptions {
   clock?: Clock;

@@ -2,8 +2,15 @@
 // the running adapter) or by long polling on the node that runs the instance.
 import { field } from '../fields.ts';
 import type { ChannelDefinition, ChatAddress } from '../types.ts';
-import { TELEGRAM_CAPABILITIES, TelegramAdapter } from './adapter.ts';
+import type { TelegramAdapter } from './adapter.ts';
+import { TELEGRAM_CAPABILITIES } from './capabilities.ts';
 import { TELEGRAM_MODES } from './settings.ts';
+
+// The adapter and grammY load with the first telegram instance, not at start: a synchronous require,
+// as creating an adapter is synchronous.
+const adapterModule = () => require('./adapter.ts') as typeof import('./adapter.ts');
+const isTelegramAdapter = (a: unknown): a is TelegramAdapter =>
+  a != null && a instanceof adapterModule().TelegramAdapter;
 
 /** A chat id (`123`, `-100123`, `@channel`), optionally `chat/topic` for a forum topic. */
 function telegramChat(to: string): ChatAddress {
@@ -36,7 +43,7 @@ export const telegramChannel: ChannelDefinition = {
     return [{ field: 'telegram_mode', problem: `must be one of ${TELEGRAM_MODES.join(', ')}` }];
   },
   createAdapter: (inst, d) =>
-    new TelegramAdapter(inst, {
+    new (adapterModule().TelegramAdapter)(inst, {
       clock: d.clock,
       fetch: d.fetch,
       db: d.db,
@@ -53,7 +60,7 @@ export const telegramChannel: ChannelDefinition = {
       body: 'Telegram Update (JSON)',
     },
     handler: (adapter) =>
-      adapter instanceof TelegramAdapter ? (body, headers) => adapter.handleWebhookRequest(body, headers) : null,
+      isTelegramAdapter(adapter) ? (body, headers) => adapter.handleWebhookRequest(body, headers) : null,
   },
   chatFor: telegramChat,
   traceSteps: { sent: 'channel_sent' },

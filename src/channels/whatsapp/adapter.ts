@@ -15,15 +15,9 @@ import type { ChatRef, InboundMedia, InboundMessage, OutboundMessage } from '../
 import { MediaTooLarge } from '../../net/bounded-read.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry } from '../ingest-retry.ts';
-import type {
-  AdapterContext,
-  ChannelAdapter,
-  ChannelCapabilities,
-  FetchedMedia,
-  MediaFetchOptions,
-  SentReceipt,
-} from '../types.ts';
+import type { AdapterContext, ChannelAdapter, FetchedMedia, MediaFetchOptions, SentReceipt } from '../types.ts';
 import { AuthStateCorruptError, clearAuthState, type SqliteAuthState, useSqliteAuthState } from './auth-state.ts';
+import { WHATSAPP_CAPABILITIES } from './capabilities.ts';
 import { isIgnored, normalizeJid, parseBaileysMessage } from './parse.ts';
 import { TokenBucket } from './rate-limit.ts';
 import { createBaileysSocket, type Listener, type SocketFactory, type WASocketLike } from './socket.ts';
@@ -47,16 +41,6 @@ const FIRST_QR_TTL_MS = 60_000;
 const NEXT_QR_TTL_MS = 20_000;
 const PAIRING_WAIT_MS = 30_000;
 const MAX_LID_MAPPINGS = 50_000;
-
-export const WHATSAPP_CAPABILITIES: ChannelCapabilities = {
-  maxText: 4000,
-  edit: false,
-  typing: true,
-  threads: false,
-  reactions: true,
-  media: ['image', 'video', 'audio', 'document', 'sticker'],
-  pairing: 'qr+code',
-};
 
 export interface BaileysAdapterOptions {
   db: Database;

@@ -2,11 +2,17 @@
 import { phoneOrJid } from '../addressing.ts';
 import { field } from '../fields.ts';
 import type { ChannelDefinition, LifecycleContext } from '../types.ts';
-import { BaileysAdapter, WHATSAPP_CAPABILITIES } from './adapter.ts';
+import type { BaileysAdapter } from './adapter.ts';
+import { WHATSAPP_CAPABILITIES } from './capabilities.ts';
 import { qrToPngDataUrl } from './qr.ts';
 
+// The adapter and Baileys load with the first whatsapp instance, not at start: a synchronous require,
+// as creating an adapter is synchronous.
+const adapterModule = () => require('./adapter.ts') as typeof import('./adapter.ts');
+const isBaileysAdapter = (a: unknown): a is BaileysAdapter => a != null && a instanceof adapterModule().BaileysAdapter;
+
 function running(ctx: LifecycleContext): BaileysAdapter {
-  if (!(ctx.adapter instanceof BaileysAdapter)) throw ctx.notRunning();
+  if (!isBaileysAdapter(ctx.adapter)) throw ctx.notRunning();
   return ctx.adapter;
 }
 
@@ -30,7 +36,8 @@ export const whatsappChannel: ChannelDefinition = {
   ],
   // A v1 create naming no other channel's fields is a WhatsApp number paired by QR.
   inferredFrom: 'otherwise',
-  createAdapter: (_inst, d) => new BaileysAdapter({ db: d.db, clock: d.clock, socketFactory: d.baileysSocketFactory }),
+  createAdapter: (_inst, d) =>
+    new (adapterModule().BaileysAdapter)({ db: d.db, clock: d.clock, socketFactory: d.baileysSocketFactory }),
   chatFor: phoneOrJid,
   phoneSenderIds: true,
   pairing: {
@@ -63,7 +70,7 @@ export const whatsappChannel: ChannelDefinition = {
   remote: {
     async status(ctx, base) {
       const a = ctx.adapter;
-      if (!(a instanceof BaileysAdapter)) return base;
+      if (!isBaileysAdapter(a)) return base;
       const s = a.status();
       return {
         ...base,
@@ -77,7 +84,7 @@ export const whatsappChannel: ChannelDefinition = {
     },
     async restart(ctx) {
       // Baileys' own restart keeps the adapter and gives a fresh QR budget.
-      if (!(ctx.adapter instanceof BaileysAdapter)) return false;
+      if (!isBaileysAdapter(ctx.adapter)) return false;
       await ctx.adapter.restart();
       return true;
     },
