@@ -21,10 +21,9 @@ import {
 import { Value } from '@sinclair/typebox/value';
 import { errorBody, errorResponse, httpStatus } from '../api/errors.ts';
 import { DomainError, Forbidden, RateLimited, Unauthorized, Validation } from '../core/errors.ts';
-import type { Gateway } from '../gateway.ts';
 import { hasScope, type Principal } from '../services/keys.ts';
 import type { RouteClass } from '../services/rate-limit.ts';
-import { TOOLS, type ToolDef } from './tools.ts';
+import { type McpDeps, TOOLS, type ToolDef } from './tools.ts';
 
 const VERSION = '0.1.0';
 
@@ -79,7 +78,7 @@ function validationProblems(t: ToolDef, args: unknown) {
   return out;
 }
 
-async function rateLimited(gw: Gateway, p: Principal, cls: RouteClass): Promise<DomainError | null> {
+async function rateLimited(gw: McpDeps, p: Principal, cls: RouteClass): Promise<DomainError | null> {
   const rl = await gw.rateLimiter.take(p.keyId, cls);
   if (rl.allowed) return null;
   return new RateLimited(
@@ -89,7 +88,7 @@ async function rateLimited(gw: Gateway, p: Principal, cls: RouteClass): Promise<
   );
 }
 
-function audit(gw: Gateway, p: Principal, client: Client, method: string, path: string, status: number) {
+function audit(gw: McpDeps, p: Principal, client: Client, method: string, path: string, status: number) {
   gw.audit.record({
     keyId: p.keyId,
     method,
@@ -102,7 +101,7 @@ function audit(gw: Gateway, p: Principal, client: Client, method: string, path: 
 }
 
 async function callTool(
-  gw: Gateway,
+  gw: McpDeps,
   principal: Principal,
   client: Client,
   name: string,
@@ -141,7 +140,7 @@ async function callTool(
   }
 }
 
-function serverFor(gw: Gateway, principal: Principal, client: Client): Server {
+function serverFor(gw: McpDeps, principal: Principal, client: Client): Server {
   const server = new Server(
     { name: 'switchboard', version: VERSION },
     { capabilities: { tools: {} }, instructions: INSTRUCTIONS },
@@ -158,7 +157,7 @@ function serverFor(gw: Gateway, principal: Principal, client: Client): Server {
 const isToolCall = (m: unknown) => (m as { method?: unknown } | null)?.method === 'tools/call';
 
 /** One MCP request: the key, then the JSON-RPC message(s) through a fresh SDK server. */
-export async function handle(gw: Gateway, request: Request, raw: string, client: Client): Promise<Response> {
+export async function handle(gw: McpDeps, request: Request, raw: string, client: Client): Promise<Response> {
   const key = mcpKey(request);
   const challenge = { 'www-authenticate': 'Bearer realm="switchboard"' };
   if (!key)

@@ -1,13 +1,12 @@
-// The /mcp route. The MCP SDK (with its ~37,000 functions of zod schemas, a quarter of the
-// gateway's heap objects) is loaded on the first request, not at start: every gateway that never
-// serves MCP would otherwise carry it in each full garbage collection (measured: +7 % CPU per
-// message in bench/pipeline.ts). The protocol handling is in ./handler.ts.
+// The /mcp route. The MCP SDK (~37,000 functions of zod schemas, 4 MiB of heap) is loaded by the
+// first request, not at start: a gateway that never serves MCP does not carry it. The protocol
+// handling is in ./handler.ts.
 import { Elysia } from 'elysia';
-import type { Gateway } from '../gateway.ts';
+import type { McpDeps } from './tools.ts';
 
 let handler: Promise<typeof import('./handler.ts')> | null = null;
 
-export function mcpRoutes(gw: Gateway) {
+export function mcpRoutes(gw: McpDeps) {
   return new Elysia({ name: 'mcp' }).all(
     '/mcp',
     async ({ request, server, body }) => {

@@ -1,20 +1,46 @@
 // The MCP tools: thin adapters over the services the REST routes use, with the REST routes'
 // scopes and rate-limit classes. Each tool sees only the instances its key may see; anything
 // else is NOT_FOUND, exactly as over REST. Results are small JSON objects an LLM can read.
+
+import type { Database } from 'bun:sqlite';
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
+import type { Logger } from 'pino';
+import type { Clock } from '../../actors/runtime/clock.ts';
 import { ApiError } from '../api/errors.ts';
 import { requireChannel } from '../channels/registry.ts';
 import type { Instance } from '../core/instance.ts';
 import type { ChatRef, ContentType, OutboundMessage } from '../core/message.ts';
-import type { Gateway } from '../gateway.ts';
+import type { Pipeline } from '../engine/pipeline.ts';
+import type { AccessService } from '../services/access.ts';
+import type { AuditService } from '../services/audit.ts';
+import type { EventService } from '../services/events.ts';
+import type { InstanceService } from '../services/instances.ts';
+import type { KeyService } from '../services/keys.ts';
 import { canSeeInstance, type Principal } from '../services/keys.ts';
+import type { MessageService } from '../services/messages.ts';
 import { decodeCursor, decodeTimeCursor, encodeCursor } from '../services/pagination.ts';
-import type { RouteClass } from '../services/rate-limit.ts';
+import type { RateLimiter, RouteClass } from '../services/rate-limit.ts';
 import { v2Trace } from '../services/trace-views.ts';
 import type { TraceRecord } from '../services/traces.ts';
 
+/** What the MCP endpoint uses (the gateway satisfies it as it is): the services its tools call, and
+ * the keys, rate limits and audit log every request goes through. */
+export interface McpDeps {
+  db: Database;
+  clock: Clock;
+  log: Logger;
+  instances: InstanceService;
+  messages: MessageService;
+  events: EventService;
+  access: AccessService;
+  pipeline: Pick<Pipeline, 'traces' | 'inbox'>;
+  keys: KeyService;
+  rateLimiter: RateLimiter;
+  audit: AuditService;
+}
+
 export interface ToolContext {
-  gw: Gateway;
+  gw: McpDeps;
   principal: Principal;
 }
 

@@ -9,7 +9,7 @@
 
 import { dirname, join } from 'node:path';
 import { Elysia } from 'elysia';
-import type { Gateway } from '../gateway.ts';
+import type { Logger } from 'pino';
 
 export interface WebConsoleOptions {
   /** Client entry point (tests point it at a broken file to check the failure page). */
@@ -80,7 +80,7 @@ function failurePage(message: string): Response {
   });
 }
 
-export function webConsole(gw: Pick<Gateway, 'log'>, opts: WebConsoleOptions = {}) {
+export function webConsole(gw: { log: Logger }, opts: WebConsoleOptions = {}) {
   const entry = opts.entry ?? join(CLIENT_DIR, 'app.ts');
   let building: Promise<Built> | null = null;
   const built = async (): Promise<Built | Error> => {
