@@ -548,7 +548,7 @@ export function toChannelError(method: string, err: unknown): ChannelError {
   if (err instanceof GrammyError) {
     const code = err.error_code;
     return new ChannelError(
-      `Telegram ${method}: ${code} ${clip(err.description)}`,
+      `Telegram ${method}: ${code} ${reasonOf(err)}`,
       code === 429 || code >= 500,
       retryAfterMs(err),
       code,
@@ -561,13 +561,41 @@ export function toChannelError(method: string, err: unknown): ChannelError {
   return new ChannelError(`Telegram ${method}: ${describe(err)}`, true);
 }
 
-function clip(s: string): string {
-  return s.length > 160 ? `${s.slice(0, 160)}…` : s;
+/**
+ * Bot API refusals we recognise, in our own words. The description itself is remote text (the Bot
+ * API URL is configurable) and is not passed on to traces or API answers.
+ */
+const KNOWN_REFUSALS: Array<[RegExp, string]> = [
+  [/bot was blocked by the user/i, 'the user blocked the bot'],
+  [/bot can't initiate conversation/i, 'the user has not started a chat with the bot'],
+  [/user is deactivated/i, 'the user deleted their account'],
+  [/bot was kicked|bot is not a member/i, 'the bot is not in the chat'],
+  [/chat not found/i, 'chat not found'],
+  [/not enough rights|have no rights/i, 'the bot lacks the rights for this in the chat'],
+  [/message is too long/i, 'message too long'],
+  // edit() treats this one as success (the text was already what we sent); keep the words it matches.
+  [/message is not modified/i, 'message is not modified'],
+  [
+    /message to (edit|reply|react) not found|message can't be edited/i,
+    'the message to edit, reply to or react to is gone',
+  ],
+  [
+    /wrong file identifier|failed to get HTTP URL content|wrong type of the web page content/i,
+    'Telegram could not fetch the media',
+  ],
+];
+
+function reasonOf(err: GrammyError): string {
+  for (const [pattern, reason] of KNOWN_REFUSALS) if (pattern.test(err.description)) return reason;
+  if (err.error_code === 401) return 'invalid bot token';
+  if (err.error_code === 429) return 'rate limited';
+  if (err.error_code >= 500) return 'Telegram temporarily failing';
+  return 'request refused';
 }
 
 /** An error for logs and traces; a bot token that slipped into a message (a URL) is masked. */
 function describe(err: unknown): string {
-  if (err instanceof GrammyError) return `${err.error_code} ${clip(err.description)}`;
+  if (err instanceof GrammyError) return `${err.error_code} ${reasonOf(err)}`;
   if (err instanceof HttpError) return describe(err.error);
   return (err instanceof Error ? err.message : String(err)).replace(/\d+:[\w-]{20,}/g, '****');
 }

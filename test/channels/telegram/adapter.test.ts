@@ -479,14 +479,22 @@ describe('sending', () => {
     expect(texts).toEqual(['h', 'a', 'b', 'b']); // 429, posted, 429, posted
   });
 
-  test('permanent errors are not retryable; the Bot API description is kept short', async () => {
+  test('permanent errors are not retryable; a known refusal is said in our words, remote text is never echoed', async () => {
     const t = await setup();
     t.tg.failNext('sendMessage', { status: 403, description: 'Forbidden: bot was blocked by the user' });
     const err = await t.adapter
       .send({ chatId: String(ALICE.id), kind: 'direct' }, { text: 'hi' }, { idempotencyKey: 'k-403' })
       .catch((e) => e);
     expect(err).toMatchObject({ retryable: false, status: 403 });
-    expect(err.message).toContain('blocked');
+    expect(err.message).toBe('Telegram sendMessage: 403 the user blocked the bot');
+
+    // A Bot API URL pointed elsewhere answers with text of its choosing: only the status is kept.
+    t.tg.failNext('sendMessage', { status: 400, description: 'internal-db.corp password=hunter2' });
+    const other = await t.adapter
+      .send({ chatId: String(ALICE.id), kind: 'direct' }, { text: 'hi' }, { idempotencyKey: 'k-400' })
+      .catch((e) => e);
+    expect(other).toMatchObject({ retryable: false, status: 400 });
+    expect(other.message).toBe('Telegram sendMessage: 400 request refused');
   });
 
   test('media by URL with the text as caption; a reaction', async () => {
