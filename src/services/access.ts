@@ -289,8 +289,10 @@ export class AccessService {
     return rules.filter((r) => r.expiresAt === null || Date.parse(r.expiresAt) > now);
   }
 
-  /** Applies the instance's access mode and rules to a sender (no keyword gates). */
-  /** The subject may be given as a function: most instances have no rule, and then it is never built. */
+  /**
+   * Applies the instance's access mode and rules to a sender (no keyword gates). The subject may be
+   * given as a function: most instances have no rule, and then it is never built.
+   */
   evaluate(inst: Instance, subject: AccessSubject | (() => AccessSubject)): RuleEvaluation {
     const mode = inst.settings.accessMode ?? 'blocklist';
     if (mode === 'disabled') return { allowed: true, rule: null, reason: 'access control disabled for this instance' };
