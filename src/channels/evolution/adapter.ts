@@ -5,6 +5,7 @@ import type { Clock } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { Instance, InstanceStatus } from '../../core/instance.ts';
 import type { ChatRef, InboundMedia, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import { RecentMap } from '../../core/recent-map.ts';
 import { decodeBase64Bounded } from '../../net/bounded-read.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import type {
@@ -68,7 +69,7 @@ export class EvolutionAdapter implements ChannelAdapter {
   readonly capabilities = EVOLUTION_CAPABILITIES;
   private instance: Instance;
   private log?: Logger;
-  private readonly progress = new Map<string, { sent: number; lastId: string }>();
+  private readonly progress = new RecentMap<string, { sent: number; lastId: string }>(PROGRESS_LIMIT);
 
   constructor(
     instance: Instance,
@@ -174,16 +175,10 @@ export class EvolutionAdapter implements ChannelAdapter {
       const id = await parts[i](i === 0 ? quoted : undefined);
       done.sent = i + 1;
       done.lastId = id ?? done.lastId;
-      this.remember(opts.idempotencyKey, done);
+      this.progress.set(opts.idempotencyKey, done);
     }
     this.progress.delete(opts.idempotencyKey);
     return { platformMessageId: done.lastId };
-  }
-
-  private remember(key: string, state: { sent: number; lastId: string }): void {
-    this.progress.delete(key);
-    this.progress.set(key, state);
-    if (this.progress.size > PROGRESS_LIMIT) this.progress.delete(this.progress.keys().next().value!);
   }
 
   private quotedFor(to: ChatRef, out: OutboundMessage, inbound?: InboundMessage): EvolutionQuoted | undefined {

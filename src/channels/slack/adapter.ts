@@ -16,6 +16,7 @@ import { type Clock, realClock } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { Instance } from '../../core/instance.ts';
 import type { ChatRef, InboundMedia, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
+import { RecentMap } from '../../core/recent-map.ts';
 import { readBounded } from '../../net/bounded-read.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { downloadFile } from '../file-download.ts';
@@ -98,7 +99,7 @@ export class SlackAdapter implements ChannelAdapter {
   private stopping = false;
   private setStatusUnavailable = false;
   private readonly typingByThread = new Map<string, TypingState>();
-  private readonly postedChunks = new Map<string, string[]>();
+  private readonly postedChunks = new RecentMap<string, string[]>(POSTED_CHUNKS_MEMORY);
 
   constructor(
     private readonly instance: Instance,
@@ -331,7 +332,7 @@ export class SlackAdapter implements ChannelAdapter {
     const chunks = chunkText(text, { maxChars: this.capabilities.maxText });
     // A retry of the same send (same key) after a partial failure continues after the posted chunks.
     const posted = this.postedChunks.get(opts.idempotencyKey) ?? [];
-    this.rememberPosted(opts.idempotencyKey, posted);
+    this.postedChunks.set(opts.idempotencyKey, posted);
     for (let i = posted.length; i < chunks.length; i++) {
       const res = await this.call('chat.postMessage', () =>
         client.chat.postMessage({ channel: to.chatId, thread_ts: to.threadId, text: chunks[i] }),
@@ -484,15 +485,6 @@ export class SlackAdapter implements ChannelAdapter {
         }
         throw toChannelError(method, e);
       }
-    }
-  }
-
-  private rememberPosted(key: string, posted: string[]): void {
-    this.postedChunks.delete(key);
-    this.postedChunks.set(key, posted);
-    if (this.postedChunks.size > POSTED_CHUNKS_MEMORY) {
-      const oldest = this.postedChunks.keys().next().value;
-      if (oldest !== undefined) this.postedChunks.delete(oldest);
     }
   }
 }

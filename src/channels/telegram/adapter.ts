@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock.ts';
 import { ChannelError } from '../../core/errors.ts';
 import type { ChatRef, InboundMedia, InboundMessage, IngestResult, OutboundMessage } from '../../core/message.ts';
+import { RecentMap } from '../../core/recent-map.ts';
 import { readBounded } from '../../net/bounded-read.ts';
 import { OutboundRefused } from '../../net/outbound.ts';
 import { crashPoint } from '../../services/crash.ts';
@@ -88,7 +89,7 @@ export class TelegramAdapter implements ChannelAdapter {
   private readonly outcomes = new WeakMap<Update, UpdateOutcome>();
   private readonly typingTimers = new Map<string, Timer>();
   private readonly nextEditAt = new Map<string, number>();
-  private readonly postedChunks = new Map<string, string[]>();
+  private readonly postedChunks = new RecentMap<string, string[]>(POSTED_CHUNKS_MEMORY);
 
   constructor(
     private readonly instance: { id: string; name: string; config: Record<string, unknown>; webhookSecret: string },
@@ -383,7 +384,7 @@ export class TelegramAdapter implements ChannelAdapter {
 
     // A retry of the same send (same key) after a partial failure continues after the posted pieces.
     const posted = this.postedChunks.get(opts.idempotencyKey) ?? [];
-    this.rememberPosted(opts.idempotencyKey, posted);
+    this.postedChunks.set(opts.idempotencyKey, posted);
     for (let i = posted.length; i < pieces.length; i++) {
       const sent = await pieces[i]({ ...thread, ...(i === 0 ? reply(out.replyTo) : {}) });
       posted.push(String(sent.message_id));
@@ -477,15 +478,6 @@ export class TelegramAdapter implements ChannelAdapter {
       return await fn();
     } catch (err) {
       throw toChannelError(method, err);
-    }
-  }
-
-  private rememberPosted(key: string, posted: string[]): void {
-    this.postedChunks.delete(key);
-    this.postedChunks.set(key, posted);
-    if (this.postedChunks.size > POSTED_CHUNKS_MEMORY) {
-      const oldest = this.postedChunks.keys().next().value;
-      if (oldest !== undefined) this.postedChunks.delete(oldest);
     }
   }
 }

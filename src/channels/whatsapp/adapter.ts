@@ -12,6 +12,7 @@ import { type Clock, realClock, type Timer } from '../../../actors/runtime/clock
 import { ChannelError } from '../../core/errors.ts';
 import type { InstanceStatus } from '../../core/instance.ts';
 import type { ChatRef, InboundMedia, InboundMessage, OutboundMessage } from '../../core/message.ts';
+import { RecentMap } from '../../core/recent-map.ts';
 import { MediaTooLarge } from '../../net/bounded-read.ts';
 import { chunkText } from '../../stream/chunker.ts';
 import { ingestWithRetry } from '../ingest-retry.ts';
@@ -179,7 +180,7 @@ export class BaileysAdapter implements ChannelAdapter {
   private lastDisconnectInfo: DisconnectInfo | null = null;
   private bucket: TokenBucket | null = null;
   private inboundChain: Promise<void> = Promise.resolve();
-  private readonly lidToPhone = new Map<string, string>();
+  private readonly lidToPhone = new RecentMap<string, string>(MAX_LID_MAPPINGS);
   private readonly knownNumbers = new Set<string>();
 
   constructor(opts: BaileysAdapterOptions) {
@@ -523,10 +524,6 @@ export class BaileysAdapter implements ChannelAdapter {
 
   private learnLid(lid: unknown, pn: unknown): void {
     if (typeof lid !== 'string' || typeof pn !== 'string' || !lid || !pn) return;
-    if (this.lidToPhone.size >= MAX_LID_MAPPINGS) {
-      const oldest = this.lidToPhone.keys().next().value;
-      if (oldest !== undefined) this.lidToPhone.delete(oldest);
-    }
     this.lidToPhone.set(normalizeJid(lid), normalizeJid(pn));
   }
 
