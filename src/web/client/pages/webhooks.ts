@@ -1,31 +1,14 @@
 // Outgoing webhooks: the subscriptions (a disabled one says why), and per subscription its recent
 // deliveries with a redeliver button. Creating and editing subscriptions is left to the API.
+
+import type { DeliveryView, SubscriptionView } from '../../../webhooks/types.ts';
 import { api, errorBox } from '../api.ts';
 import { badge, h, replace, tableWrap, when } from '../dom.ts';
 import type { PageContext } from '../page.ts';
 
-interface Subscription {
-  id: string;
-  url: string;
-  description: string | null;
-  events: string[];
-  instanceIds: string[] | null;
-  active: boolean;
-  disabledReason: string | null;
-  secret: string;
-}
-
-interface Delivery {
-  id: string;
-  webhookId: string;
-  eventType: string;
-  status: string;
-  attempts: number;
-  lastStatusCode: number | null;
-  lastError: string | null;
-  nextAttemptAt: string | null;
-  createdAt: string;
-}
+// The API's own shapes (type-only: nothing of the server enters the bundle).
+type Subscription = SubscriptionView;
+type Delivery = DeliveryView;
 
 const table = (caption: string, cols: string[], rows: HTMLTableRowElement[]) =>
   tableWrap(
