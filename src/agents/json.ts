@@ -16,9 +16,12 @@ const TEXT_FIELDS = ['text', 'message', 'reply', 'response'] as const;
  * describes the body (its size) but never quotes it: traces are read through the API.
  */
 export function replyFromJson(raw: string, status?: number): string {
-  let parsed: unknown;
+  return textOf(parseAnswer(raw, status), status);
+}
+
+function parseAnswer(raw: string, status?: number): unknown {
   try {
-    parsed = JSON.parse(raw);
+    return JSON.parse(raw);
   } catch {
     throw new AgentError(
       `agent answered invalid JSON: ${raw.trim() ? `${raw.length} characters` : '(empty body)'}`,
@@ -26,6 +29,9 @@ export function replyFromJson(raw: string, status?: number): string {
       status,
     );
   }
+}
+
+function textOf(parsed: unknown, status?: number): string {
   if (typeof parsed === 'string') return parsed;
   if (parsed && typeof parsed === 'object') {
     for (const f of TEXT_FIELDS) {
@@ -39,21 +45,16 @@ export function replyFromJson(raw: string, status?: number): string {
 /**
  * The reply text and the reply's media (`media: [{url | base64, type, filename?, caption?,
  * voiceNote?}]`). Items that are not objects with a string url or base64 are left out; a reply
- * with media may have an empty text.
+ * with media may have an empty text. The body is parsed once.
  */
 export function replyWithMediaFromJson(raw: string, status?: number): { text: string; media: ReplyMedia[] } {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(raw);
-  } catch {
-    return { text: replyFromJson(raw, status), media: [] };
-  }
+  const parsed = parseAnswer(raw, status);
   const media = mediaOfReply(parsed);
   if (media.length > 0 && parsed && typeof parsed === 'object') {
     const o = parsed as Record<string, unknown>;
     if (!TEXT_FIELDS.some((f) => typeof o[f] === 'string')) return { text: '', media };
   }
-  return { text: replyFromJson(raw, status), media };
+  return { text: textOf(parsed, status), media };
 }
 
 function mediaOfReply(parsed: unknown): ReplyMedia[] {
