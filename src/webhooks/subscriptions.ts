@@ -3,7 +3,7 @@
 import type { Database } from 'bun:sqlite';
 import type { Clock } from '../../actors/runtime/clock.ts';
 import { NotFound, Validation } from '../core/errors.ts';
-import { literalProblem } from '../net/outbound.ts';
+import { literalProblem, maskUrl } from '../net/outbound.ts';
 import { isoNow, newId } from '../services/ids.ts';
 import { maskedSecret, newSecret } from './signing.ts';
 import { type SubscriptionView, WEBHOOK_EVENT_TYPES } from './types.ts';
@@ -32,11 +32,14 @@ export interface SubscriptionInput {
   active?: boolean;
 }
 
-/** The row as the API shows it; the secret in full only when `reveal` (create, rotation). */
+/**
+ * The row as the API shows it; the secret, and credentials in the URL (password, `?token=`-like
+ * query values), in full only when `reveal` (create, rotation), as the agent URL elsewhere.
+ */
 export function subscriptionView(r: SubscriptionRow, reveal = false): SubscriptionView {
   return {
     id: r.id,
-    url: r.url,
+    url: reveal ? r.url : (maskUrl(r.url) ?? r.url),
     description: r.description,
     events: JSON.parse(r.events_json) as string[],
     instanceIds: r.instance_ids_json === null ? null : (JSON.parse(r.instance_ids_json) as string[]),
@@ -156,7 +159,8 @@ export class SubscriptionStore {
       sets.push(`${col} = ?`);
       args.push(v);
     };
-    if (patch.url !== undefined) set('url', checkUrl(patch.url));
+    // The masked URL a read showed, sent back unchanged, keeps the stored one.
+    if (patch.url !== undefined && patch.url !== maskUrl(cur.url)) set('url', checkUrl(patch.url));
     if (patch.events !== undefined) set('events_json', JSON.stringify(checkEvents(patch.events)));
     if (patch.instanceIds !== undefined)
       set('instance_ids_json', patch.instanceIds === null ? null : JSON.stringify([...new Set(patch.instanceIds)]));

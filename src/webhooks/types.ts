@@ -29,6 +29,7 @@ export interface WebhookEvent {
 
 export interface SubscriptionView {
   id: string;
+  /** Credentials in it (password, token-like query values) masked, except in the create and rotate-secret answers. */
   url: string;
   description: string | null;
   events: string[];

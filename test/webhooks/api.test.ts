@@ -129,6 +129,22 @@ describe('webhook subscriptions API', () => {
     expect((await t.call('GET', '/api/v2/webhooks')).body.items).toHaveLength(3);
   });
 
+  test('a credential in the receiver URL is shown once, masked after; the masked URL sent back keeps the real one', async () => {
+    const t = gateway();
+    const url = 'https://crm.example.com/hooks?token=s3cr3t-receiver-token&team=7';
+    const c = await t.call('POST', '/api/v2/webhooks', { url });
+    expect(c.body.data.url).toBe(url);
+    const id = c.body.data.id;
+    const shown = (await t.call('GET', `/api/v2/webhooks/${id}`)).body.data.url;
+    expect(shown).toBe('https://crm.example.com/hooks?token=****&team=7');
+    expect(JSON.stringify((await t.call('GET', '/api/v2/webhooks')).body)).not.toContain('s3cr3t');
+    const patched = await t.call('PATCH', `/api/v2/webhooks/${id}`, { url: shown, description: 'CRM' });
+    expect(patched.status).toBe(200);
+    expect(patched.body.data).toMatchObject({ url: shown, description: 'CRM' });
+    // The rotation answer shows it in full again: the stored URL was kept.
+    expect((await t.call('POST', `/api/v2/webhooks/${id}/rotate-secret`)).body.data.url).toBe(url);
+  });
+
   test('cursor pages of subscriptions', async () => {
     const t = gateway();
     for (let i = 0; i < 5; i++) await t.call('POST', '/api/v2/webhooks', { url: `https://h${i}.example/` });
