@@ -50,8 +50,14 @@ interface Checked {
   s: WebchatSettings;
 }
 
+/** Live streams one conversation may hold open at once (tabs of one visitor). */
+const MAX_STREAMS_PER_CONVERSATION = 5;
+
 export function webchatRoutes(kind: string, deps: PublicRouteDeps): PublicRoute[] {
   const buckets = new Buckets(deps.clock);
+  // Live streams open per conversation (a visitor's tabs): each holds a hub subscriber and a
+  // timer until its client goes, so one token must not open them without end.
+  const openStreams = new Map<string, number>();
 
   /** The instance (a web chat one, active), the Origin (CORS headers set when allowed), the IP budget. */
   const admit = (req: PublicRequest): Checked => {
@@ -244,7 +250,19 @@ export function webchatRoutes(kind: string, deps: PublicRouteDeps): PublicRoute[
     handle(req) {
       const { inst } = admit(req);
       const { conversationId } = ownConversation(req, inst);
-      return liveStream(deps, inst, conversationId);
+      const open = openStreams.get(conversationId) ?? 0;
+      if (open >= MAX_STREAMS_PER_CONVERSATION)
+        throw new RateLimited(
+          `At most ${MAX_STREAMS_PER_CONVERSATION} live streams per conversation; close one first`,
+          { limit: MAX_STREAMS_PER_CONVERSATION },
+          5,
+        );
+      openStreams.set(conversationId, open + 1);
+      return liveStream(deps, inst, conversationId, () => {
+        const n = (openStreams.get(conversationId) ?? 1) - 1;
+        if (n > 0) openStreams.set(conversationId, n);
+        else openStreams.delete(conversationId);
+      });
     },
   };
 
@@ -280,7 +298,7 @@ export function webchatRoutes(kind: string, deps: PublicRouteDeps): PublicRoute[
 }
 
 /** An SSE response attached to the stream hub for one conversation. */
-function liveStream(deps: PublicRouteDeps, inst: Instance, conversationId: string): Response {
+function liveStream(deps: PublicRouteDeps, inst: Instance, conversationId: string, onEnd: () => void): Response {
   const encoder = new TextEncoder();
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let closed = false;
@@ -291,6 +309,7 @@ function liveStream(deps: PublicRouteDeps, inst: Instance, conversationId: strin
   const end = () => {
     if (closed) return;
     closed = true;
+    onEnd();
     handle?.detach();
     unwatch?.();
     if (keepalive) clearInterval(keepalive);

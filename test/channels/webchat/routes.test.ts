@@ -166,6 +166,28 @@ describe('sessions and tokens', () => {
     expect((await send('tok2', s, 'after rotation')).status).toBe(401);
   });
 
+  test('a conversation holds at most 5 live streams; closing one lets another open', async () => {
+    await chat('tabs');
+    const s = await session('tabs');
+    const open = [];
+    for (let i = 0; i < 5; i++) open.push(await openStream('tabs', s));
+    const sixth = await call('GET', `/webchat/tabs/conversations/${s.conversationId}/stream`, { token: s.token });
+    expect(sixth.status).toBe(429);
+    expect(sixth.body.error.code).toBe('RATE_LIMITED');
+    await open[0]!.close();
+    await until(async () => {
+      const again = await t.app.handle(
+        new Request(`http://localhost/webchat/tabs/conversations/${s.conversationId}/stream`, {
+          headers: { authorization: `Bearer ${s.token}` },
+        }),
+      );
+      if (again.status !== 200) return false;
+      await again.body!.cancel();
+      return true;
+    });
+    for (const o of open.slice(1)) await o.close();
+  });
+
   test("another visitor's conversation is 404 (history and stream); an unknown chat is 404", async () => {
     await chat('own');
     const a = await session('own');
