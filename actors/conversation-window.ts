@@ -28,14 +28,24 @@ export const WINDOW_ROWS = MESSAGING_LIMITS.maxBatch[1];
 export const isOpen = (r: InboxRow) => r.status === 'pending' || r.status === 'processing';
 
 /**
+ * Answered on its own, never in a batch: a message posted through the API (answered on the live
+ * stream), or one kept for the record only (an edit: no access, keyword or agent side effects).
+ */
+export function answeredAlone(msg: InboundMessage): boolean {
+  return postedViaApi(msg) || msg.recordOnly !== undefined;
+}
+
+/**
  * Whether `r` may be answered in one batch with `head`: an inbound platform message of the same
- * sender (in a group, one person's burst), not yet in a batch. API sends and messages posted through
- * the API (answered on the live stream) are always answered on their own.
+ * sender (in a group, one person's burst), not yet in a batch, not answered alone, and without
+ * media (a batch fetches its lead's media only: a member's would not reach the agent; a message
+ * with media may lead a batch).
  */
 export function joinable(head: InboxRow, r: InboxRow): boolean {
   if (r.kind !== 'inbound' || r.batch_id || r.sender_id !== head.sender_id || r.instance_id !== head.instance_id)
     return false;
-  return !postedViaApi(JSON.parse(r.payload_json) as InboundMessage);
+  const msg = JSON.parse(r.payload_json) as InboundMessage;
+  return !answeredAlone(msg) && !msg.media?.length;
 }
 
 /** The window over the conversation's pending rows (the first is its head): who is in it, and when it closes. */

@@ -34,8 +34,8 @@ import { crashPoint } from '../src/services/crash.ts';
 import { createReplyWriter, type DeliveryContext, sendPart } from '../src/services/delivery.ts';
 import type { InboxRow } from '../src/services/inbox.ts';
 import { DEFAULT_MESSAGING, type MessagingOptions } from '../src/services/instance-options.ts';
-/** Messages that arrived through the API (AG-UI endpoint) are answered on the live stream only. */
 import {
+  answeredAlone,
   batchIdempotencyKey,
   batchIdFor,
   idempotencyKeyFor,
@@ -305,7 +305,7 @@ export class ConversationActor implements Actor<ConversationMsg> {
       const inst = this.deps.instance(row.instance_id);
       if (!inst || this.deps.messaging(inst).mode === 'sequential') return false;
     }
-    return !postedViaApi(JSON.parse(row.payload_json) as InboundMessage);
+    return !answeredAlone(JSON.parse(row.payload_json) as InboundMessage);
   }
 
   /**

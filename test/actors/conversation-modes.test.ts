@@ -367,6 +367,19 @@ describe('collect', () => {
     // Another sender's message closes it (their burst is the next batch).
     const w6 = windowOf([row('m1', 0), row('m2', 1, 'user-2'), row('m3', 2)], EPOCH, opts);
     expect([ids(w6), w6.closed]).toEqual([['m1'], true]);
+    // An edit (kept for the record only) and a message with media never join: the edit would reach
+    // the agent, and a member's media would not (a batch fetches its lead's). Media may lead.
+    const edit = { ...row('m2', 1), payload_json: JSON.stringify({ ...message('m2'), recordOnly: 'edited' }) };
+    const w7 = windowOf([row('m1', 0), edit, row('m3', 2)], EPOCH, opts);
+    expect([ids(w7), w7.closed]).toEqual([['m1'], true]);
+    const withMedia = (id: string, t: number) => ({
+      ...row(id, t),
+      payload_json: JSON.stringify({ ...message(id), media: [{ type: 'audio', url: 'http://127.0.0.1:9/a.ogg' }] }),
+    });
+    const w8 = windowOf([row('m1', 0), withMedia('m2', 1), row('m3', 2)], EPOCH, opts);
+    expect([ids(w8), w8.closed]).toEqual([['m1'], true]);
+    const w9 = windowOf([withMedia('m1', 0), row('m2', 1)], EPOCH, opts);
+    expect(ids(w9)).toEqual(['m1', 'm2']);
   });
 
   test('maxWaitMs: a burst that never goes quiet is answered maxWaitMs after its first message', async () => {
