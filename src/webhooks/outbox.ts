@@ -81,9 +81,12 @@ export class DeliveryOutbox {
         unknown,
         [DeliveryStatus, number | null, string | null, number, number | null, number | null, number]
       >(
-        `UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?, last_error = ?,
-           last_attempt_at = ?, next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = COALESCE(?, delivered_at)
-         WHERE seq = ? AND status = 'pending'`,
+        // The retry period runs from the first attempt, not from when the row was written (a row may
+        // wait behind a failing earlier event of its conversation): the first attempt starts it.
+        `UPDATE webhook_deliveries SET status = ?1, attempts = attempts + 1, last_status_code = ?2, last_error = ?3,
+           last_attempt_at = ?4, window_start = CASE WHEN attempts = 0 THEN ?4 ELSE window_start END,
+           next_attempt_at = COALESCE(?5, next_attempt_at), delivered_at = COALESCE(?6, delivered_at)
+         WHERE seq = ?7 AND status = 'pending'`,
       ),
     };
   }

@@ -281,14 +281,16 @@ export class DeliveryWorker {
       this.log.warn({ subscription: row.subscription_id }, 'webhooks: subscription disabled (410 Gone)');
       return;
     }
-    if (now - row.window_start >= this.o.retryPeriodMs) {
+    // A first attempt starts the retry period (outbox.attempted stores it).
+    const windowStart = row.attempts === 0 ? now : row.window_start;
+    if (now - windowStart >= this.o.retryPeriodMs) {
       this.outbox.attempted(row.seq, { status: 'failed', code: o.code, error: o.error });
       this.log.warn(
         { subscription: row.subscription_id, delivery: row.id, attempts: row.attempts + 1, error: o.error },
         'webhooks: delivery given up after its retry period',
       );
       const last = this.outbox.lastSuccess(row.subscription_id);
-      if (last === null || last < row.window_start) {
+      if (last === null || last < windowStart) {
         const hours = Math.round((this.o.retryPeriodMs / 3_600_000) * 10) / 10;
         this.subscriptions.disable(row.subscription_id, `every delivery failed for the retry period (${hours} h)`);
         this.log.warn(

@@ -182,6 +182,31 @@ describe('delivery worker', () => {
     await w.worker.stop();
   });
 
+  test('the retry period runs from the first attempt: an event queued behind a failing one gets its own', async () => {
+    const w = setup({ retryPeriodMs: 30_000, retryMaxMs: 8000 });
+    let secondTries = 0;
+    const sub = w.subscribe('http://receiver.test/hook', (r) => {
+      const n = r.body.data.n;
+      const ok = n === 3 || (n === 2 && ++secondTries > 1);
+      return new Response('', { status: ok ? 200 : 500 });
+    });
+    w.record('c'); // n = 1: fails for its whole period
+    w.record('c'); // n = 2: same conversation, waits behind it; its first attempt fails
+    w.record('d'); // n = 3: another conversation, delivered (the subscription stays enabled)
+    w.worker.start();
+    await w.settle();
+    for (let i = 0; i < 20; i++) await w.advance(8000);
+    const byN = new Map(w.outbox.list(sub.id, { limit: 5 }).map((d) => [JSON.parse(d.payload_json).data.n, d]));
+    // The second was first tried when the first gave up, 31 s after it was written: it is retried, not given up.
+    expect([byN.get(1)?.status, byN.get(2)?.status, byN.get(2)?.attempts, byN.get(3)?.status]).toEqual([
+      'failed',
+      'delivered',
+      2,
+      'delivered',
+    ]);
+    await w.worker.stop();
+  });
+
   test('a given-up delivery does not disable a subscription that had successes meanwhile', async () => {
     const w = setup({ retryPeriodMs: 10_000, retryMaxMs: 4000 });
     const sub = w.subscribe(
