@@ -146,13 +146,11 @@ function webhookHandshake(
     `/webhook/${hook.path}/:instance`,
     ({ params, query, set }) => {
       const inst = gw.instances.getByName(params.instance);
-      const answer =
-        inst?.channel === def.kind
-          ? handshake(inst, query as Record<string, string | undefined>)
-          : { status: 403, body: 'forbidden' };
-      set.status = answer.status;
+      const challenge =
+        inst?.channel === def.kind ? handshake(inst, query as Record<string, string | undefined>) : null;
+      if (challenge === null) throw new ApiError('FORBIDDEN', 'Verify token missing or wrong for this instance');
       set.headers['content-type'] = 'text/plain; charset=utf-8';
-      return answer.body;
+      return challenge;
     },
     {
       params: InstanceParam,
@@ -165,7 +163,7 @@ function webhookHandshake(
       },
       response: {
         200: t.String({ description: 'The challenge, as text/plain' }),
-        403: t.String({ description: 'Wrong verify token, or no such instance' }),
+        403: ErrorSchema,
       },
     },
   );

@@ -168,9 +168,10 @@ export type ChannelWebhook =
       handler(adapter: ChannelAdapter | null): ((rawBody: string, headers: Headers) => Promise<WebhookAnswer>) | null;
       /**
        * A subscription handshake at GET on the same path (e.g. Meta's hub.challenge), answered
-       * as plain text from the instance's stored config, without the adapter.
+       * from the instance's stored config, without the adapter: the challenge to echo as plain
+       * text, or null to refuse (the route answers 403 in the error envelope).
        */
-      handshake?(inst: Instance, query: Record<string, string | undefined>): { status: number; body: string };
+      handshake?(inst: Instance, query: Record<string, string | undefined>): string | null;
     };
 
 /** A chat address from the send API's `to`, or why it is not one. */

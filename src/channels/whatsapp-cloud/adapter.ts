@@ -65,10 +65,7 @@ export function validSignature(rawBody: string, header: string | null, appSecret
 }
 
 /** The answer to Meta's GET subscription check (hub.mode=subscribe with our verify token). */
-export function handshakeAnswer(
-  verifyToken: unknown,
-  query: Record<string, string | undefined>,
-): { status: number; body: string } {
+export function handshakeAnswer(verifyToken: unknown, query: Record<string, string | undefined>): string | null {
   const token = query['hub.verify_token'];
   const ok =
     query['hub.mode'] === 'subscribe' &&
@@ -76,7 +73,7 @@ export function handshakeAnswer(
     verifyToken.length > 0 &&
     typeof token === 'string' &&
     constantTimeEqual(token, verifyToken);
-  return ok ? { status: 200, body: query['hub.challenge'] ?? '' } : { status: 403, body: 'forbidden' };
+  return ok ? (query['hub.challenge'] ?? '') : null;
 }
 
 const errorBody = (code: string, message: string) => ({ error: { code, message, details: null } });

@@ -22,7 +22,7 @@ afterEach(async () => {
 const noAgentCalls = { PIPELINE_MAX_ATTEMPTS: '1' };
 
 describe('subscription handshake (GET)', () => {
-  test('hub.mode=subscribe with the verify token → the challenge as text/plain; anything else → 403', async () => {
+  test('hub.mode=subscribe with the verify token → the challenge as text/plain; anything else → 403 in the error envelope', async () => {
     s = await setupCloud({ env: noAgentCalls });
     const get = (q: string, name = 'wa-cloud') =>
       s!.t.app.handle(new Request(`http://localhost/webhook/whatsapp-cloud/${name}?${q}`));
@@ -38,10 +38,13 @@ describe('subscription handshake (GET)', () => {
     ]) {
       const res = await get(q);
       expect({ q, status: res.status }).toEqual({ q, status: 403 });
-      expect(await res.text()).not.toContain('1');
+      const text = await res.text();
+      expect(text).not.toContain('1');
+      expect(JSON.parse(text).error.code).toBe('FORBIDDEN'); // the API's error envelope
     }
     // An unknown instance looks like a wrong token.
-    expect((await get(`hub.mode=subscribe&hub.verify_token=${VERIFY_TOKEN}&hub.challenge=1`, 'nope')).status).toBe(403);
+    const unknown = await get(`hub.mode=subscribe&hub.verify_token=${VERIFY_TOKEN}&hub.challenge=1`, 'nope');
+    expect([unknown.status, (await unknown.json()).error.code]).toEqual([403, 'FORBIDDEN']);
   });
 
   test('a verify token is generated when the instance has none, and shown (it is not a secret)', async () => {
