@@ -19,6 +19,7 @@ import type { ChatRef, InboundMedia, InboundMessage, IngestResult, OutboundMessa
 import { RecentMap } from '../../core/recent-map.ts';
 import { readBounded } from '../../net/bounded-read.ts';
 import { chunkText } from '../../stream/chunker.ts';
+import { configString } from '../config-values.ts';
 import { downloadFile } from '../file-download.ts';
 import { ingestWithRetry, isOverloaded } from '../ingest-retry.ts';
 import type {
@@ -115,7 +116,7 @@ export class SlackAdapter implements ChannelAdapter {
   }
 
   get socketMode(): boolean {
-    return configString(this.instance.config.slack_app_token) !== undefined;
+    return configString(this.instance.config.slack_app_token) !== null;
   }
 
   get apiUrl(): string {
@@ -158,7 +159,7 @@ export class SlackAdapter implements ChannelAdapter {
     const app = new App({
       token,
       receiver,
-      socketMode: appToken !== undefined,
+      socketMode: appToken !== null,
       // auth.test runs in init() below, where its failure becomes a status instead of a rejection.
       deferInitialization: true,
       logger,
@@ -541,10 +542,6 @@ const UNICODE_EMOJI_NAMES: Record<string, string> = {
 /** Slack reactions take a name (`thumbsup`), not `:thumbsup:` or a Unicode emoji. */
 function emojiName(emoji: string): string {
   return UNICODE_EMOJI_NAMES[emoji] ?? emoji.replace(/^:|:$/g, '');
-}
-
-function configString(value: unknown): string | undefined {
-  return typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined;
 }
 
 function positiveInt(value: unknown): number | undefined {
