@@ -110,8 +110,8 @@ const CONVERSATION_SELECT = `SELECT * FROM (SELECT c.*, l.text AS last_text, l.r
   p.sender_id AS contact_id, p.sender_name AS contact_name, p.sender_phone AS contact_phone,
   CASE
     WHEN EXISTS (SELECT 1 FROM conversation_pauses z WHERE z.instance_id = c.instance_id
-      AND (z.chat_key = c.chat_key OR replace(z.chat_key, '#', '/') = c.chat_key) AND (z.until IS NULL OR z.until > :now)) THEN 'paused'
-    WHEN EXISTS (SELECT 1 FROM inbox r WHERE r.conversation_id = c.id AND r.status IN ('pending', 'processing') AND r.status = 'processing') THEN 'running'
+      AND (z.chat_key = c.chat_key OR replace(z.chat_key, '#', '/') = c.chat_key) AND (z.until IS NULL OR z.until > ?)) THEN 'paused'
+    WHEN EXISTS (SELECT 1 FROM inbox r WHERE r.conversation_id = c.id AND r.status = 'processing') THEN 'running'
     WHEN EXISTS (SELECT 1 FROM inbox r WHERE r.conversation_id = c.id AND r.status IN ('pending', 'processing')) THEN 'waiting'
     WHEN l.status IN ('failed', 'dead_lettered', 'shed') THEN 'failed'
     ELSE 'idle'
@@ -338,7 +338,7 @@ export function tracesV2(gw: TracesV2Deps, base = '/api/v2', withTraces = true) 
           }
           return db
             .query<ConversationRow, (string | number)[]>(
-              `${CONVERSATION_SELECT.replace(':now', '?')} ${w.length ? `WHERE ${w.join(' AND ')}` : ''}) ${outer.length ? `WHERE ${outer.join(' AND ')}` : ''} ORDER BY last_activity_at DESC, id DESC LIMIT ?`,
+              `${CONVERSATION_SELECT} ${w.length ? `WHERE ${w.join(' AND ')}` : ''}) ${outer.length ? `WHERE ${outer.join(' AND ')}` : ''} ORDER BY last_activity_at DESC, id DESC LIMIT ?`,
             )
             .all(new Date(gw.clock.now()).toISOString(), ...params, opts.limit);
         };
@@ -392,7 +392,7 @@ export function tracesV2(gw: TracesV2Deps, base = '/api/v2', withTraces = true) 
       '/conversations/:id',
       async ({ params, request }) => {
         const r = db
-          .query<ConversationRow, [string, string]>(`${CONVERSATION_SELECT.replace(':now', '?')} WHERE c.id = ?)`)
+          .query<ConversationRow, [string, string]>(`${CONVERSATION_SELECT} WHERE c.id = ?)`)
           .get(new Date(gw.clock.now()).toISOString(), params.id);
         const local = r && canSeeInstance(principalOf(request), r.instance_id) ? conversationView(r) : null;
         // Every node that ran it holds a copy; the one with the latest activity is the answer.
