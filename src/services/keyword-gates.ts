@@ -8,16 +8,6 @@ export interface Trigger {
   value: string;
 }
 
-/** Instance setting keys read by the access step (settings.<key>). */
-export const ACCESS_SETTING_KEYS = [
-  'accessMode',
-  'triggers',
-  'stopKeyword',
-  'resumeKeyword',
-  'stopReply',
-  'humanTakeoverMinutes',
-] as const;
-
 export function asTriggers(v: unknown): Trigger[] {
   if (!Array.isArray(v)) return [];
   return v.filter(
